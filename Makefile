@@ -1,0 +1,112 @@
+# Parley — top-level build.
+#
+#   make            build the core library, programs and unit tests
+#   make test       install missing packages, build, run every test suite
+#   make run        build and serve the demo (see README)
+#   make deps       install missing Debian packages (apt-get, only if needed)
+#   make bench      run the benchmarks in bench/
+#   SANITIZE=address,undefined make test   build and test under sanitizers
+#
+# Objects go to $(BUILD)/ (out of the source tree), with -MMD dependency files.
+
+BUILD    ?= build
+CC       ?= cc
+SANITIZE ?=
+PKGS     := libcurl jansson sqlite3 libjwt openssl fcgi libwebsockets
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
+            -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter \
+            -fno-strict-aliasing -pthread -MMD -MP -Icore -I$(BUILD)/gen $(PKG_CFLAGS)
+LDLIBS   += $(PKG_LIBS) -pthread -lm
+ifneq ($(SANITIZE),)
+CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS  += -fsanitize=$(SANITIZE)
+endif
+
+CORE_SRC  := $(sort $(wildcard core/*.c))
+CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/migrations.o
+LIBPARLEY := $(BUILD)/libparley.a
+
+UNIT_SRC  := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+TOOL_SRC  := $(sort $(wildcard tests/tools/*.c))
+TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(sort $(wildcard bench/*.c))
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+FCGI_SRC  := $(sort $(wildcard fcgi/*.c))
+FCGI_BIN  := $(if $(FCGI_SRC),$(BUILD)/parley.fcgi)
+WS_SRC    := $(sort $(wildcard ws-bridge/*.c))
+WS_BIN    := $(if $(WS_SRC),$(BUILD)/parley-ws)
+
+MIGRATIONS := $(sort $(wildcard sql/[0-9]*.sql))
+
+.PHONY: all deps test unit run bench clean node-deps
+all: $(LIBPARLEY) $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN) $(FCGI_BIN) $(WS_BIN)
+
+deps:
+	@tools/deps.sh
+
+node-deps: node_modules/.package-lock.json
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(BUILD)/gen/migrations.c: $(MIGRATIONS) tools/embed-sql.sh
+	@mkdir -p $(dir $@)
+	tools/embed-sql.sh $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/gen/migrations.o: $(BUILD)/gen/migrations.c
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(LIBPARLEY): $(CORE_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/th.h $(LIBPARLEY)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIBPARLEY) $(LDLIBS)
+
+$(BUILD)/tests/%: tests/tools/%.c $(LIBPARLEY)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIBPARLEY) $(LDLIBS)
+
+$(BUILD)/bench/%: bench/%.c $(LIBPARLEY)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBPARLEY) $(LDLIBS)
+
+$(BUILD)/parley.fcgi: $(FCGI_SRC:%.c=$(BUILD)/%.o) $(LIBPARLEY)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/parley-ws: $(WS_SRC:%.c=$(BUILD)/%.o) $(LIBPARLEY)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# make test: deps, build, then every suite; tests/run.sh prints "N passed, N failed".
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory node-deps
+	@BUILD=$(BUILD) tests/run.sh
+
+unit: all
+	@BUILD=$(BUILD) tests/run.sh unit
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory node-deps
+	@BUILD=$(BUILD) tools/run.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) bench/run.sh
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

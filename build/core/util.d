@@ -1,0 +1,2 @@
+build/core/util.o: core/util.c core/util.h
+core/util.h:

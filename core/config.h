@@ -1,0 +1,61 @@
+/* config.h — Parley's settings: defaults, then an optional file
+ * (PARLEY_CONFIG, KEY=VALUE lines), then the process environment, then
+ * (in parley.fcgi) FastCGI parameters such as .htaccess SetEnv values.
+ * Each later source overrides the earlier ones key by key.
+ *
+ * Owns: the strings in struct parley_config (free with config_cleanup).
+ * Threads: fill once at start, then read-only and shareable.
+ * Errors name the key and the rule ("WEBSOCKET_TIMEOUT: must be an integer
+ * between 1 and 86400, got 'abc'") and never echo a secret's value.
+ */
+#ifndef PARLEY_CONFIG_H
+#define PARLEY_CONFIG_H
+#include <stddef.h>
+#include "llm.h"
+
+struct parley_config {
+    char *db_path;               /* PARLEY_DB (parley.db) */
+    enum llm_provider provider;  /* PARLEY_PROVIDER: ollama | openai (ollama) */
+    char *ollama_server;         /* OLLAMA_SERVER (http://127.0.0.1:11434) */
+    char *openai_base_url;       /* OPENAI_BASE_URL (https://api.openai.com/v1) */
+    char *openai_api_key;        /* OPENAI_API_KEY — secret */
+    char *model;                 /* PARLEY_MODEL (llama3.2) */
+    double temperature;          /* PARLEY_TEMPERATURE (0.7, 0..2) */
+    char *jwt_secret;            /* PARLEY_JWT_SECRET — secret; NULL/empty: open mode */
+    char *allowed_origins;       /* PARLEY_ALLOWED_ORIGINS, comma list; NULL: any */
+    int ws_max_connections;      /* WEBSOCKET_MAX_CONNECTIONS (100) */
+    int ws_timeout_s;            /* WEBSOCKET_TIMEOUT (300) */
+    int rate_limit_per_min;      /* RATE_LIMIT_MESSAGES_PER_MINUTE (30) */
+    int max_message_length;      /* MAX_MESSAGE_LENGTH (5000) */
+    int connect_timeout_ms;      /* PARLEY_CONNECT_TIMEOUT_MS (5000) */
+    int first_token_timeout_ms;  /* PARLEY_FIRST_TOKEN_TIMEOUT_MS (60000) */
+    int idle_timeout_ms;         /* PARLEY_IDLE_TIMEOUT_MS (30000) */
+    int total_timeout_ms;        /* PARLEY_TOTAL_TIMEOUT_MS (300000) */
+    int coalesce_ms;             /* PARLEY_COALESCE_MS (5; 0 = one event per token) */
+    int lease_ms;                /* PARLEY_LEASE_MS (10000) */
+    int poll_idle_s;             /* PARLEY_POLL_IDLE (60) */
+    int event_grace_s;           /* PARLEY_EVENT_GRACE (300) */
+    int context_messages;        /* PARLEY_CONTEXT_MESSAGES (10) */
+};
+
+/* Fills every field with its default (strings newly allocated). 0 / -1. */
+int config_defaults(struct parley_config *cfg);
+/* Sets one key from text, validating it. Unknown keys are an error unless
+ * they do not look like Parley's (no PARLEY_ prefix and not a seed name), in
+ * which case they are ignored and 1 is returned. 0 when set, -1 on error. */
+int config_set(struct parley_config *cfg, const char *key, const char *value,
+               char *err, size_t errlen);
+/* Reads KEY=VALUE lines ('#' comments, blank lines, optional quotes and
+ * "export "). -1 with "path:line: message" on the first bad line. */
+int config_load_file(struct parley_config *cfg, const char *path, char *err, size_t errlen);
+/* Applies every known key present in the process environment. */
+int config_load_env(struct parley_config *cfg, char *err, size_t errlen);
+/* defaults + file named by PARLEY_CONFIG (if set) + environment. */
+int config_load(struct parley_config *cfg, char *err, size_t errlen);
+/* Frees the strings; safe after a partial init and on a zeroed struct. */
+void config_cleanup(struct parley_config *cfg);
+/* Fills an llm_config that borrows cfg's strings. */
+void config_llm(const struct parley_config *cfg, struct llm_config *out);
+/* 1 when no JWT secret is set (open development mode). */
+int config_open_mode(const struct parley_config *cfg);
+#endif

@@ -1,0 +1,264 @@
+/* db.c — SQLite connection setup, migrations, statement cache, transactions.
+ * See db.h for the contract. One parley_db per thread. */
+#include "db.h"
+#include "migrations.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define STMT_CACHE 64
+#define BUSY_WAIT_MS 30000
+
+struct stmt_slot { const char *sql; sqlite3_stmt *st; };
+
+struct parley_db {
+    sqlite3 *h;
+    char *path;
+    int in_tx;
+    unsigned rnd;
+    struct stmt_slot cache[STMT_CACHE];
+    int ncache;
+};
+
+/* Busy handler: short randomised sleeps (50-550 us, growing to ~2 ms), so
+ * that many writers interleave tightly, for up to BUSY_WAIT_MS in all.
+ * sqlite3_busy_timeout() sleeps 1..100 ms, which wastes most of the lock's
+ * free time when transactions last tens of microseconds. */
+static int busy_handler(void *ud, int count)
+{
+    parley_db *db = ud;
+    static const int cap_us = 2000;
+    db->rnd = db->rnd * 1103515245u + 12345u;
+    int base = 50 + count * 10;
+    if (base > cap_us)
+        base = cap_us;
+    int us = base + (int)((db->rnd >> 8) % 500u);
+    /* total slept is at most count * (cap_us + 500) us */
+    if ((int64_t)count * (cap_us + 500) / 1000 > BUSY_WAIT_MS)
+        return 0;
+    struct timespec ts = { 0, (long)us * 1000L };
+    nanosleep(&ts, NULL);
+    return 1;
+}
+
+static int exec_simple(sqlite3 *h, const char *sql, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(h, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        set_err(err, errlen, "%s", msg ? msg : sqlite3_errmsg(h));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int get_user_version(sqlite3 *h)
+{
+    sqlite3_stmt *st;
+    int v = -1;
+    if (sqlite3_prepare_v2(h, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+int db_latest_version(void)
+{
+    int v = 0;
+    for (int i = 0; i < parley_migrations_count; i++)
+        if (parley_migrations[i].version > v)
+            v = parley_migrations[i].version;
+    return v;
+}
+
+/* Applies every migration above the current user_version, each in its own
+ * IMMEDIATE transaction that re-reads the version first, so several
+ * processes opening a new database at once apply each migration once. */
+static int migrate(parley_db *db, char *err, size_t errlen)
+{
+    int latest = db_latest_version();
+    int v = get_user_version(db->h);
+    if (v < 0)
+        return set_err(err, errlen, "%s: cannot read schema version: %s", db->path,
+                       sqlite3_errmsg(db->h));
+    if (v > latest)
+        return set_err(err, errlen,
+                       "%s: database schema version %d is newer than this Parley "
+                       "understands (%d); upgrade Parley or use another PARLEY_DB",
+                       db->path, v, latest);
+    for (int i = 0; i < parley_migrations_count; i++) {
+        const struct migration *m = &parley_migrations[i];
+        if (m->version <= v)
+            continue;
+        if (exec_simple(db->h, "BEGIN IMMEDIATE", err, errlen) < 0)
+            return -1;
+        int cur = get_user_version(db->h);
+        if (cur >= m->version) {              /* another process did it */
+            exec_simple(db->h, "COMMIT", NULL, 0);
+            v = cur;
+            continue;
+        }
+        char verr[256];
+        char pragma[64];
+        snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", m->version);
+        if (exec_simple(db->h, m->sql, verr, sizeof verr) < 0 ||
+            exec_simple(db->h, pragma, verr, sizeof verr) < 0) {
+            exec_simple(db->h, "ROLLBACK", NULL, 0);
+            return set_err(err, errlen, "%s: migration %s failed: %s", db->path, m->name, verr);
+        }
+        if (exec_simple(db->h, "COMMIT", err, errlen) < 0)
+            return -1;
+        v = m->version;
+    }
+    return 0;
+}
+
+parley_db *db_open(const char *path, char *err, size_t errlen)
+{
+    parley_db *db = calloc(1, sizeof *db);
+    if (!db) {
+        set_err(err, errlen, "out of memory");
+        return NULL;
+    }
+    db->path = strdup(path ? path : "");
+    db->rnd = (unsigned)mono_us() ^ (unsigned)(uintptr_t)db;
+    if (!db->path || !path || !*path) {
+        set_err(err, errlen, "PARLEY_DB: no database path given");
+        goto error;
+    }
+    if (sqlite3_open_v2(path, &db->h,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        set_err(err, errlen, "%s: cannot open database: %s", path,
+                db->h ? sqlite3_errmsg(db->h) : "out of memory");
+        goto error;
+    }
+    sqlite3_extended_result_codes(db->h, 1);
+    sqlite3_busy_handler(db->h, busy_handler, db);
+    if (exec_simple(db->h,
+                    "PRAGMA journal_mode=WAL;"
+                    "PRAGMA synchronous=NORMAL;"
+                    "PRAGMA foreign_keys=ON;"
+                    "PRAGMA temp_store=MEMORY;", err, errlen) < 0) {
+        char inner[256];
+        str_copy(inner, sizeof inner, err);
+        set_err(err, errlen, "%s: cannot configure database: %s", path, inner);
+        goto error;
+    }
+    if (migrate(db, err, errlen) < 0)
+        goto error;
+    return db;
+error:
+    db_close(db);
+    return NULL;
+}
+
+void db_close(parley_db *db)
+{
+    if (!db)
+        return;
+    for (int i = 0; i < db->ncache; i++)
+        sqlite3_finalize(db->cache[i].st);
+    if (db->h)
+        sqlite3_close_v2(db->h);
+    free(db->path);
+    free(db);
+}
+
+sqlite3 *db_handle(parley_db *db) { return db->h; }
+const char *db_path(parley_db *db) { return db->path; }
+int db_schema_version(parley_db *db) { return get_user_version(db->h); }
+const char *db_errmsg(parley_db *db) { return sqlite3_errmsg(db->h); }
+
+sqlite3_stmt *db_stmt(parley_db *db, const char *sql)
+{
+    for (int i = 0; i < db->ncache; i++) {
+        if (db->cache[i].sql == sql) {
+            sqlite3_stmt *st = db->cache[i].st;
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            return st;
+        }
+    }
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v3(db->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
+        fprintf(stderr, "parley: db: cannot prepare [%s]: %s\n", sql, sqlite3_errmsg(db->h));
+        return NULL;
+    }
+    if (db->ncache < STMT_CACHE) {
+        db->cache[db->ncache].sql = sql;
+        db->cache[db->ncache].st = st;
+        db->ncache++;
+    } else {
+        /* Cache full: a programming error (more distinct statements than
+         * STMT_CACHE); evict the oldest so we keep working. */
+        sqlite3_finalize(db->cache[0].st);
+        memmove(&db->cache[0], &db->cache[1], sizeof db->cache[0] * (STMT_CACHE - 1));
+        db->cache[STMT_CACHE - 1].sql = sql;
+        db->cache[STMT_CACHE - 1].st = st;
+    }
+    return st;
+}
+
+static int step_done(parley_db *db, const char *sql)
+{
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        fprintf(stderr, "parley: db: %s failed: %s\n", sql, sqlite3_errmsg(db->h));
+        return -1;
+    }
+    return 0;
+}
+
+int db_begin(parley_db *db)
+{
+    if (step_done(db, "BEGIN IMMEDIATE") < 0)
+        return -1;
+    db->in_tx = 1;
+    return 0;
+}
+
+int db_commit(parley_db *db)
+{
+    if (step_done(db, "COMMIT") < 0) {
+        db_rollback(db);
+        return -1;
+    }
+    db->in_tx = 0;
+    return 0;
+}
+
+int db_rollback(parley_db *db)
+{
+    db->in_tx = 0;
+    if (sqlite3_get_autocommit(db->h))
+        return 0;
+    return step_done(db, "ROLLBACK");
+}
+
+int db_exec(parley_db *db, const char *sql)
+{
+    return exec_simple(db->h, sql, NULL, 0);
+}
+
+int db_bind_text(sqlite3_stmt *st, int idx, const char *s)
+{
+    if (!s)
+        return sqlite3_bind_null(st, idx);
+    return sqlite3_bind_text(st, idx, s, -1, SQLITE_TRANSIENT);
+}
+
+char *db_col_strdup(sqlite3_stmt *st, int col)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    return t ? strdup((const char *)t) : NULL;
+}

@@ -1,0 +1,18 @@
+/* ratelimit.h — sliding-window rate limit per user, shared by every process
+ * through SQLite (table rate_hits). One hit = one user message.
+ * Threads: uses the caller's parley_db (one thread at a time). */
+#ifndef PARLEY_RATELIMIT_H
+#define PARLEY_RATELIMIT_H
+#include <stdint.h>
+#include "db.h"
+
+/* Records a hit for user at now_ms if fewer than limit hits fall in
+ * (now_ms - window_ms, now_ms]. Returns 1 allowed (hit recorded),
+ * 0 limited (nothing recorded; *retry_ms, if not NULL, says when the oldest
+ * hit leaves the window), -1 on a database error. limit <= 0: always 1. */
+int ratelimit_hit(parley_db *db, const char *user, int limit, int64_t window_ms,
+                  int64_t now_ms, int64_t *retry_ms);
+/* Deletes hits older than now_ms - window_ms for every user. Returns rows
+ * deleted or -1. */
+int ratelimit_prune(parley_db *db, int64_t window_ms, int64_t now_ms);
+#endif

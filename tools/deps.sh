@@ -1,0 +1,21 @@
+#!/bin/sh
+# deps.sh — install the Debian packages Parley needs, only those missing.
+# Runs apt-get directly as root, through sudo otherwise.
+set -eu
+PKGS="gcc make pkg-config libfcgi-dev libcurl4-openssl-dev libjansson-dev
+libsqlite3-dev libwebsockets-dev libjwt-dev libssl-dev sqlite3 curl"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+        || missing="$missing $p"
+done
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
+[ -z "$missing" ] && exit 0
+echo "deps: installing$missing"
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing
