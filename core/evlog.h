@@ -71,6 +71,7 @@ struct evlog_writer {
     char *buf;
     size_t len, cap;
     int64_t first_us;      /* when the oldest buffered token arrived */
+    int64_t flushed_us;    /* when the last token event was appended (0: never) */
     int64_t events;        /* token events appended */
     int64_t last_seq;
 };

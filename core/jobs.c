@@ -1,0 +1,213 @@
+/* jobs.c — single-flight job claims, leases and recovery (see jobs.h). */
+#include "jobs.h"
+#include "evlog.h"
+#include "util.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char SQL_FIND_RUNNING[] =
+    "SELECT id, lease_expires, first_seq FROM jobs "
+    "WHERE channel = ? AND prompt_key = ? AND state = 'running'";
+static const char SQL_INSERT[] =
+    "INSERT INTO jobs(channel, prompt_key, state, lease_owner, lease_expires, first_seq, created_at) "
+    "VALUES (?, ?, 'running', ?, ?, ?, ?) RETURNING id";
+static const char SQL_RENEW[] =
+    "UPDATE jobs SET lease_expires = ? WHERE id = ? AND state = 'running' AND lease_owner = ?";
+static const char SQL_FINISH[] =
+    "UPDATE jobs SET state = ?, error = ?, finished_at = ?, lease_expires = NULL "
+    "WHERE id = ? AND state = 'running' AND lease_owner = ?";
+static const char SQL_FAIL_EXPIRED[] =
+    "UPDATE jobs SET state = 'failed', error = ?, finished_at = ?, lease_expires = NULL "
+    "WHERE id = ? AND state = 'running' RETURNING channel";
+static const char SQL_EXPIRED[] =
+    "SELECT id FROM jobs WHERE state = 'running' AND lease_expires < ? LIMIT 64";
+static const char SQL_GET[] =
+    "SELECT state, lease_expires, first_seq, error FROM jobs WHERE id = ?";
+
+/* The JSON data of an "error" event. New string. */
+static char *error_event_data(int64_t job_id, const char *kind, const char *msg)
+{
+    json_t *o = json_pack("{s:I, s:s, s:s}", "job_id", (json_int_t)job_id,
+                          "message", msg, "kind", kind);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return s;
+}
+
+/* Inside a transaction: fails job_id (if still running) and appends its
+ * error event. Copies the channel into chan for the caller's ring.
+ * Returns 1 if failed now, 0 if it was no longer running, -1 on error. */
+static int fail_expired_tx(parley_db *db, int64_t job_id, int64_t now,
+                           char *chan, size_t chanlen)
+{
+    sqlite3_stmt *st = db_stmt(db, SQL_FAIL_EXPIRED);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, JOB_INTERRUPTED_MSG);
+    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_int64(st, 3, job_id);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(st);
+        return rc == SQLITE_DONE ? 0 : -1;
+    }
+    str_copy(chan, chanlen, (const char *)sqlite3_column_text(st, 0));
+    sqlite3_step(st);
+    sqlite3_reset(st);
+    char *data = error_event_data(job_id, "interrupted", JOB_INTERRUPTED_MSG);
+    if (!data)
+        return -1;
+    int64_t seq = evlog_append_tx(db, chan, job_id, "error", data, strlen(data));
+    free(data);
+    return seq < 0 ? -1 : 1;
+}
+
+int jobs_claim(parley_db *db, parley_bell *bell, const char *channel,
+               const char *prompt_key, int lease_ms, struct job_claim *out,
+               char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    int rang = 0;
+    if (db_begin(db) < 0)
+        return set_err(err, errlen, "database busy or unavailable: %s", db_errmsg(db));
+    int64_t now = now_ms();
+    sqlite3_stmt *st = db_stmt(db, SQL_FIND_RUNNING);
+    if (!st)
+        goto error;
+    db_bind_text(st, 1, channel);
+    db_bind_text(st, 2, prompt_key);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(st, 0);
+        int64_t expires = sqlite3_column_int64(st, 1);
+        int64_t first = sqlite3_column_int64(st, 2);
+        sqlite3_reset(st);
+        if (expires >= now) {
+            out->job_id = id;
+            out->owner = 0;
+            out->first_seq = first;
+            return db_commit(db) < 0 ? set_err(err, errlen, "commit failed") : 0;
+        }
+        char chan[512];
+        if (fail_expired_tx(db, id, now, chan, sizeof chan) < 0)
+            goto error;
+        rang = 1;
+    } else {
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE)
+            goto error;
+    }
+    int64_t first = evlog_last_seq(db, channel);
+    if (first < 0)
+        goto error;
+    st = db_stmt(db, SQL_INSERT);
+    if (!st)
+        goto error;
+    db_bind_text(st, 1, channel);
+    db_bind_text(st, 2, prompt_key);
+    db_bind_text(st, 3, owner_id());
+    sqlite3_bind_int64(st, 4, now + lease_ms);
+    sqlite3_bind_int64(st, 5, first);
+    sqlite3_bind_int64(st, 6, now);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_reset(st);
+        goto error;
+    }
+    out->job_id = sqlite3_column_int64(st, 0);
+    out->owner = 1;
+    out->first_seq = first;
+    sqlite3_reset(st);
+    if (db_commit(db) < 0)
+        return set_err(err, errlen, "commit failed: %s", db_errmsg(db));
+    if (rang && bell)
+        bell_ring(bell, channel);
+    return 0;
+error:
+    set_err(err, errlen, "cannot claim job on %s: %s", channel, db_errmsg(db));
+    db_rollback(db);
+    return -1;
+}
+
+int jobs_renew(parley_db *db, int64_t job_id, int lease_ms)
+{
+    sqlite3_stmt *st = db_stmt(db, SQL_RENEW);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, now_ms() + lease_ms);
+    sqlite3_bind_int64(st, 2, job_id);
+    db_bind_text(st, 3, owner_id());
+    int rc = sqlite3_step(st);
+    int changed = sqlite3_changes(db_handle(db));
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE && changed == 1 ? 0 : -1;
+}
+
+int jobs_finish_tx(parley_db *db, int64_t job_id, const char *error)
+{
+    sqlite3_stmt *st = db_stmt(db, SQL_FINISH);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, error ? "failed" : "done");
+    db_bind_text(st, 2, error);
+    sqlite3_bind_int64(st, 3, now_ms());
+    sqlite3_bind_int64(st, 4, job_id);
+    db_bind_text(st, 5, owner_id());
+    int rc = sqlite3_step(st);
+    int changed = sqlite3_changes(db_handle(db));
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE && changed == 1 ? 0 : -1;
+}
+
+int jobs_recover(parley_db *db, parley_bell *bell, int64_t now)
+{
+    int64_t ids[64];
+    int n = 0;
+    sqlite3_stmt *st = db_stmt(db, SQL_EXPIRED);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, now);
+    while (n < 64 && sqlite3_step(st) == SQLITE_ROW)
+        ids[n++] = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    int done = 0;
+    for (int i = 0; i < n; i++) {
+        char chan[512];
+        if (db_begin(db) < 0)
+            return -1;
+        int r = fail_expired_tx(db, ids[i], now, chan, sizeof chan);
+        if (r < 0) {
+            db_rollback(db);
+            return -1;
+        }
+        if (db_commit(db) < 0)
+            return -1;
+        if (r == 1) {
+            done++;
+            if (bell)
+                bell_ring(bell, chan);
+        }
+    }
+    return done;
+}
+
+int jobs_get(parley_db *db, int64_t job_id, struct job_info *out)
+{
+    memset(out, 0, sizeof *out);
+    sqlite3_stmt *st = db_stmt(db, SQL_GET);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, job_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        out->id = job_id;
+        str_copy(out->state, sizeof out->state, (const char *)sqlite3_column_text(st, 0));
+        out->lease_expires = sqlite3_column_int64(st, 1);
+        out->first_seq = sqlite3_column_int64(st, 2);
+        str_copy(out->error, sizeof out->error, (const char *)sqlite3_column_text(st, 3));
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? 1 : -1;
+}

@@ -1,0 +1,51 @@
+/* jobs.h — generations with single flight and leases (table jobs).
+ *
+ * A job generates one answer on one channel for one prompt key. At most one
+ * job per (channel, prompt_key) is 'running' at a time: the partial unique
+ * index jobs_single_flight makes this hold across every process. The owner
+ * holds a lease (lease_owner = owner_id(), lease_expires) and renews it while
+ * it streams; a running job whose lease expired belongs to a dead or stuck
+ * worker and is failed (an "error" event tells its viewers), never left
+ * hanging. Threads: uses the caller's parley_db.
+ */
+#ifndef PARLEY_JOBS_H
+#define PARLEY_JOBS_H
+#include <stddef.h>
+#include <stdint.h>
+#include "db.h"
+#include "bell.h"
+
+struct job_claim {
+    int64_t job_id;
+    int owner;            /* 1: the caller must run it; 0: attached to a running one */
+    int64_t first_seq;    /* channel seq before the job's first event: follow from here */
+};
+
+struct job_info {
+    int64_t id;
+    char state[16];       /* running | done | failed */
+    int64_t lease_expires;
+    int64_t first_seq;
+    char error[512];
+};
+
+#define JOB_INTERRUPTED_MSG "generation interrupted: the worker running it stopped"
+
+/* Claims (channel, prompt_key) in one IMMEDIATE transaction: attaches to a
+ * live running job, or fails an expired one (error event) and creates a new
+ * job owned by this thread with a lease of lease_ms. 0 / -1 (err set). */
+int jobs_claim(parley_db *db, parley_bell *bell, const char *channel,
+               const char *prompt_key, int lease_ms, struct job_claim *out,
+               char *err, size_t errlen);
+/* Extends the lease of a job this thread owns. 0, or -1 when the lease was
+ * lost (the job was failed by someone else) or on error. */
+int jobs_renew(parley_db *db, int64_t job_id, int lease_ms);
+/* Inside the caller's transaction: marks this thread's running job done
+ * (error NULL) or failed (error set). 0, or -1 if it no longer owns it. */
+int jobs_finish_tx(parley_db *db, int64_t job_id, const char *error);
+/* Fails every running job whose lease expired before now, appending an
+ * error event to each one's channel and ringing. Returns how many, or -1. */
+int jobs_recover(parley_db *db, parley_bell *bell, int64_t now);
+/* Reads a job. 0 found, 1 no such job, -1 error. */
+int jobs_get(parley_db *db, int64_t job_id, struct job_info *out);
+#endif
