@@ -1,0 +1,593 @@
+/* store.c — tickets, conversations, messages, answer cache (see store.h).
+ * Every statement is a literal prepared once per connection with bound
+ * parameters; nothing is ever built from input. */
+#include "store.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STEP_ONE(st) (sqlite3_step(st))
+
+static int done_or_err(sqlite3_stmt *st, int rc)
+{
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static void copy_col(char *dst, size_t len, sqlite3_stmt *st, int col)
+{
+    str_copy(dst, len, (const char *)sqlite3_column_text(st, col));
+}
+
+/* ---- tickets ---- */
+
+int store_ticket_put(parley_db *db, const char *id, const char *body)
+{
+    static const char sql[] =
+        "INSERT INTO tickets(id, body, created_at, updated_at) VALUES (?1, ?2, ?3, ?3) "
+        "ON CONFLICT(id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at "
+        "WHERE body <> excluded.body";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, id);
+    db_bind_text(st, 2, body ? body : "");
+    sqlite3_bind_int64(st, 3, now_ms());
+    return done_or_err(st, STEP_ONE(st));
+}
+
+int store_ticket_get(parley_db *db, const char *id, char **body)
+{
+    *body = NULL;
+    sqlite3_stmt *st = db_stmt(db, "SELECT body FROM tickets WHERE id = ?");
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *body = db_col_strdup(st, 0);
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW)
+        return *body ? 0 : -1;
+    return rc == SQLITE_DONE ? 1 : -1;
+}
+
+/* ---- conversations ---- */
+
+void store_conv_free(struct conversation *c)
+{
+    if (!c)
+        return;
+    free(c->ticket_id);
+    free(c->brand_id);
+    free(c->title);
+    free(c->settings);
+    free(c->metadata);
+    c->ticket_id = c->brand_id = c->title = c->settings = c->metadata = NULL;
+}
+
+void store_convs_free(struct conversation *c, int n)
+{
+    if (!c)
+        return;
+    for (int i = 0; i < n; i++)
+        store_conv_free(&c[i]);
+    free(c);
+}
+
+int store_conv_create(parley_db *db, struct conversation *c)
+{
+    static const char sql[] =
+        "INSERT INTO conversations(id, owner, kind, ticket_id, brand_id, title, status, "
+        "settings, metadata, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING";
+    if (!c->id[0] && uuid_v4(c->id) < 0)
+        return -1;
+    if (!c->kind[0])
+        str_copy(c->kind, sizeof c->kind, "chat");
+    if (!c->status[0])
+        str_copy(c->status, sizeof c->status, "active");
+    c->created_at = c->updated_at = now_ms();
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, c->id);
+    db_bind_text(st, 2, c->owner);
+    db_bind_text(st, 3, c->kind);
+    db_bind_text(st, 4, c->ticket_id);
+    db_bind_text(st, 5, c->brand_id);
+    db_bind_text(st, 6, c->title ? c->title : "");
+    db_bind_text(st, 7, c->status);
+    db_bind_text(st, 8, c->settings ? c->settings : "{}");
+    db_bind_text(st, 9, c->metadata ? c->metadata : "{}");
+    sqlite3_bind_int64(st, 10, c->created_at);
+    sqlite3_bind_int64(st, 11, c->updated_at);
+    int rc = sqlite3_step(st);
+    int changed = sqlite3_changes(db_handle(db));
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return -1;
+    return changed == 1 ? 0 : 2;
+}
+
+#define CONV_COLS "c.id, c.owner, c.kind, c.ticket_id, c.brand_id, c.title, c.status, " \
+    "c.settings, c.metadata, c.created_at, c.updated_at, " \
+    "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id)"
+
+static int conv_from_row(sqlite3_stmt *st, struct conversation *c)
+{
+    memset(c, 0, sizeof *c);
+    copy_col(c->id, sizeof c->id, st, 0);
+    copy_col(c->owner, sizeof c->owner, st, 1);
+    copy_col(c->kind, sizeof c->kind, st, 2);
+    c->ticket_id = db_col_strdup(st, 3);
+    c->brand_id = db_col_strdup(st, 4);
+    c->title = db_col_strdup(st, 5);
+    copy_col(c->status, sizeof c->status, st, 6);
+    c->settings = db_col_strdup(st, 7);
+    c->metadata = db_col_strdup(st, 8);
+    c->created_at = sqlite3_column_int64(st, 9);
+    c->updated_at = sqlite3_column_int64(st, 10);
+    c->message_count = sqlite3_column_int64(st, 11);
+    if (!c->title || !c->settings || !c->metadata) {
+        store_conv_free(c);
+        return -1;
+    }
+    return 0;
+}
+
+int store_conv_get(parley_db *db, const char *id, const char *owner, struct conversation *out)
+{
+    static const char sql[] =
+        "SELECT " CONV_COLS " FROM conversations c WHERE c.id = ?1 AND (?2 IS NULL OR c.owner = ?2)";
+    memset(out, 0, sizeof *out);
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, id);
+    db_bind_text(st, 2, owner);
+    int rc = sqlite3_step(st), r;
+    if (rc == SQLITE_ROW)
+        r = conv_from_row(st, out);
+    else
+        r = rc == SQLITE_DONE ? 1 : -1;
+    sqlite3_reset(st);
+    return r;
+}
+
+int store_conv_list(parley_db *db, const char *owner, const char *kind, int limit, int offset,
+                    struct conversation **out, int *n, int64_t *total)
+{
+    static const char sql_count[] =
+        "SELECT count(*) FROM conversations WHERE owner = ?1 AND (?2 IS NULL OR kind = ?2)";
+    static const char sql[] =
+        "SELECT " CONV_COLS " FROM conversations c WHERE c.owner = ?1 AND (?2 IS NULL OR c.kind = ?2) "
+        "ORDER BY c.updated_at DESC, c.id LIMIT ?3 OFFSET ?4";
+    *out = NULL;
+    *n = 0;
+    *total = 0;
+    sqlite3_stmt *st = db_stmt(db, sql_count);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, owner);
+    db_bind_text(st, 2, kind);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_reset(st);
+        return -1;
+    }
+    *total = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (limit <= 0)
+        return 0;
+    st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, owner);
+    db_bind_text(st, 2, kind);
+    sqlite3_bind_int(st, 3, limit);
+    sqlite3_bind_int(st, 4, offset < 0 ? 0 : offset);
+    struct conversation *v = calloc((size_t)limit, sizeof *v);
+    if (!v) {
+        sqlite3_reset(st);
+        return -1;
+    }
+    int k = 0, rc;
+    while (k < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (conv_from_row(st, &v[k]) < 0)
+            break;
+        k++;
+    }
+    sqlite3_reset(st);
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+int store_conv_set_status(parley_db *db, const char *id, const char *owner, const char *status)
+{
+    static const char sql[] =
+        "UPDATE conversations SET status = ?3, updated_at = ?4 "
+        "WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, id);
+    db_bind_text(st, 2, owner);
+    db_bind_text(st, 3, status);
+    sqlite3_bind_int64(st, 4, now_ms());
+    int rc = sqlite3_step(st);
+    int changed = sqlite3_changes(db_handle(db));
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return -1;
+    return changed ? 0 : 1;
+}
+
+int store_conv_delete(parley_db *db, const char *id, const char *owner)
+{
+    static const char sql[] = "DELETE FROM conversations WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)";
+    if (db_begin(db) < 0)
+        return -1;
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st) {
+        db_rollback(db);
+        return -1;
+    }
+    db_bind_text(st, 1, id);
+    db_bind_text(st, 2, owner);
+    int rc = sqlite3_step(st);
+    int changed = sqlite3_changes(db_handle(db));
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        db_rollback(db);
+        return -1;
+    }
+    if (db_commit(db) < 0)
+        return -1;
+    return changed ? 0 : 1;
+}
+
+/* ---- messages ---- */
+
+void store_msg_init(struct message *m)
+{
+    memset(m, 0, sizeof *m);
+    m->tokens = -1;
+    m->processing_ms = -1;
+    m->helpful = -1;
+}
+
+static void msg_free(struct message *m)
+{
+    free(m->content);
+    free(m->model);
+    free(m->metadata);
+}
+
+void store_msgs_free(struct message *m, int n)
+{
+    if (!m)
+        return;
+    for (int i = 0; i < n; i++)
+        msg_free(&m[i]);
+    free(m);
+}
+
+int store_msg_add_tx(parley_db *db, struct message *m)
+{
+    static const char sql[] =
+        "INSERT INTO messages(id, conversation_id, role, content, tokens, processing_ms, model, "
+        "helpful, rating, metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    static const char touch[] = "UPDATE conversations SET updated_at = ?2 WHERE id = ?1";
+    if (!m->id[0] && uuid_v4(m->id) < 0)
+        return -1;
+    if (!m->created_at)
+        m->created_at = now_ms();
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, m->id);
+    db_bind_text(st, 2, m->conversation_id);
+    db_bind_text(st, 3, m->role);
+    db_bind_text(st, 4, m->content ? m->content : "");
+    if (m->tokens >= 0)
+        sqlite3_bind_int64(st, 5, m->tokens);
+    if (m->processing_ms >= 0)
+        sqlite3_bind_int64(st, 6, m->processing_ms);
+    db_bind_text(st, 7, m->model);
+    if (m->helpful >= 0)
+        sqlite3_bind_int(st, 8, m->helpful);
+    if (m->rating > 0)
+        sqlite3_bind_int(st, 9, m->rating);
+    db_bind_text(st, 10, m->metadata ? m->metadata : "{}");
+    sqlite3_bind_int64(st, 11, m->created_at);
+    if (done_or_err(st, sqlite3_step(st)) < 0)
+        return -1;
+    st = db_stmt(db, touch);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, m->conversation_id);
+    sqlite3_bind_int64(st, 2, m->created_at);
+    return done_or_err(st, sqlite3_step(st));
+}
+
+int store_msg_add(parley_db *db, struct message *m)
+{
+    if (db_begin(db) < 0)
+        return -1;
+    if (store_msg_add_tx(db, m) < 0) {
+        db_rollback(db);
+        return -1;
+    }
+    return db_commit(db);
+}
+
+#define MSG_COLS "id, conversation_id, role, content, tokens, processing_ms, model, " \
+    "helpful, rating, metadata, created_at"
+
+static int msg_from_row(sqlite3_stmt *st, struct message *m)
+{
+    store_msg_init(m);
+    copy_col(m->id, sizeof m->id, st, 0);
+    copy_col(m->conversation_id, sizeof m->conversation_id, st, 1);
+    copy_col(m->role, sizeof m->role, st, 2);
+    m->content = db_col_strdup(st, 3);
+    if (sqlite3_column_type(st, 4) != SQLITE_NULL)
+        m->tokens = sqlite3_column_int64(st, 4);
+    if (sqlite3_column_type(st, 5) != SQLITE_NULL)
+        m->processing_ms = sqlite3_column_int64(st, 5);
+    m->model = db_col_strdup(st, 6);
+    if (sqlite3_column_type(st, 7) != SQLITE_NULL)
+        m->helpful = sqlite3_column_int(st, 7);
+    if (sqlite3_column_type(st, 8) != SQLITE_NULL)
+        m->rating = sqlite3_column_int(st, 8);
+    m->metadata = db_col_strdup(st, 9);
+    m->created_at = sqlite3_column_int64(st, 10);
+    if (!m->content || !m->metadata) {
+        msg_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+static int collect_msgs(sqlite3_stmt *st, int cap, struct message **out, int *n)
+{
+    struct message *v = calloc(cap > 0 ? (size_t)cap : 1, sizeof *v);
+    if (!v) {
+        sqlite3_reset(st);
+        return -1;
+    }
+    int k = 0, rc = SQLITE_DONE;
+    while (k < cap && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (msg_from_row(st, &v[k]) < 0) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        k++;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        store_msgs_free(v, k);
+        return -1;
+    }
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+int store_msg_list(parley_db *db, const char *conv_id, int limit, int offset,
+                   struct message **out, int *n, int64_t *total)
+{
+    static const char sql_count[] = "SELECT count(*) FROM messages WHERE conversation_id = ?";
+    static const char sql[] =
+        "SELECT " MSG_COLS " FROM messages WHERE conversation_id = ? "
+        "ORDER BY created_at, rowid LIMIT ? OFFSET ?";
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *st = db_stmt(db, sql_count);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, conv_id);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_reset(st);
+        return -1;
+    }
+    *total = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (limit <= 0)
+        return 0;
+    st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, conv_id);
+    sqlite3_bind_int(st, 2, limit);
+    sqlite3_bind_int(st, 3, offset < 0 ? 0 : offset);
+    return collect_msgs(st, limit, out, n);
+}
+
+int store_msg_context(parley_db *db, const char *conv_id, int last,
+                      struct message **out, int *n)
+{
+    static const char sql[] =
+        "SELECT * FROM (SELECT " MSG_COLS ", rowid AS r FROM messages WHERE conversation_id = ? "
+        "ORDER BY created_at DESC, rowid DESC LIMIT ?) ORDER BY created_at, r";
+    *out = NULL;
+    *n = 0;
+    if (last <= 0)
+        return 0;
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, conv_id);
+    sqlite3_bind_int(st, 2, last);
+    return collect_msgs(st, last, out, n);
+}
+
+int store_msg_react(parley_db *db, const char *owner, const char *conv_id,
+                    const char *msg_id, int helpful, int rating)
+{
+    static const char sql[] =
+        "UPDATE messages SET helpful = CASE WHEN ?4 >= 0 THEN ?4 ELSE helpful END, "
+        "rating = CASE WHEN ?5 > 0 THEN ?5 ELSE rating END "
+        "WHERE id = ?3 AND conversation_id = ?2 AND EXISTS "
+        "(SELECT 1 FROM conversations c WHERE c.id = ?2 AND (?1 IS NULL OR c.owner = ?1))";
+    if (rating < 0 || rating > 5 || helpful < -1 || helpful > 1)
+        return -1;
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, owner);
+    db_bind_text(st, 2, conv_id);
+    db_bind_text(st, 3, msg_id);
+    sqlite3_bind_int(st, 4, helpful);
+    sqlite3_bind_int(st, 5, rating);
+    int rc = sqlite3_step(st);
+    int changed = sqlite3_changes(db_handle(db));
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return -1;
+    return changed ? 0 : 1;
+}
+
+/* ---- answer cache ---- */
+
+void answer_key_ticket(struct answer *a, const char *ticket_id, const char *body, char hash[65])
+{
+    memset(a, 0, sizeof *a);
+    sha256_hex(body ? body : "", body ? strlen(body) : 0, hash);
+    snprintf(a->key, sizeof a->key, "ticket:%.80s:%s", ticket_id, hash);
+    str_copy(a->kind, sizeof a->kind, "ticket");
+    a->ticket_id = ticket_id;
+    a->body_hash = hash;
+    a->temperature = -1;
+    a->tokens = -1;
+}
+
+char *answer_key_query(struct answer *a, const char *query, const char *model, double temperature)
+{
+    memset(a, 0, sizeof *a);
+    size_t len = strlen(query);
+    char *norm = malloc(len + 1), *o = norm;
+    if (!norm)
+        return NULL;
+    int space = 0;
+    for (const unsigned char *p = (const unsigned char *)query; *p; p++) {
+        if (isspace(*p)) {
+            space = o != norm;
+            continue;
+        }
+        if (space)
+            *o++ = ' ';
+        space = 0;
+        *o++ = (char)(*p < 128 ? tolower(*p) : *p);
+    }
+    *o = '\0';
+    /* hash of norm, NUL, model, NUL, temperature printed to 3 decimals */
+    size_t mlen = model ? strlen(model) : 0, nlen = strlen(norm);
+    char temp[32];
+    int tl = snprintf(temp, sizeof temp, "%.3f", temperature < 0 ? -1.0 : temperature);
+    char *buf = malloc(nlen + mlen + (size_t)tl + 2);
+    if (!buf) {
+        free(norm);
+        return NULL;
+    }
+    memcpy(buf, norm, nlen);
+    buf[nlen] = '\0';
+    if (mlen)
+        memcpy(buf + nlen + 1, model, mlen);
+    buf[nlen + 1 + mlen] = '\0';
+    memcpy(buf + nlen + 2 + mlen, temp, (size_t)tl);
+    char hash[65];
+    sha256_hex(buf, nlen + mlen + (size_t)tl + 2, hash);
+    free(buf);
+    snprintf(a->key, sizeof a->key, "query:%s", hash);
+    str_copy(a->kind, sizeof a->kind, "query");
+    a->query_norm = norm;
+    a->model = model;
+    a->temperature = temperature;
+    a->tokens = -1;
+    return norm;
+}
+
+int store_answer_get(parley_db *db, const char *key, char **response, int64_t *tokens, char **model)
+{
+    static const char sql[] = "SELECT response, tokens, model FROM answers WHERE key = ?";
+    *response = NULL;
+    if (model)
+        *model = NULL;
+    if (tokens)
+        *tokens = -1;
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, key);
+    int rc = sqlite3_step(st), r = rc == SQLITE_DONE ? 1 : -1;
+    if (rc == SQLITE_ROW) {
+        *response = db_col_strdup(st, 0);
+        if (tokens && sqlite3_column_type(st, 1) != SQLITE_NULL)
+            *tokens = sqlite3_column_int64(st, 1);
+        if (model)
+            *model = db_col_strdup(st, 2);
+        r = *response ? 0 : -1;
+    }
+    sqlite3_reset(st);
+    return r;
+}
+
+int store_answer_put_tx(parley_db *db, const struct answer *a)
+{
+    static const char sql[] =
+        "INSERT OR REPLACE INTO answers(key, kind, ticket_id, body_hash, query_norm, model, "
+        "temperature, response, tokens, hits, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, a->key);
+    db_bind_text(st, 2, a->kind);
+    db_bind_text(st, 3, a->ticket_id);
+    db_bind_text(st, 4, a->body_hash);
+    db_bind_text(st, 5, a->query_norm);
+    db_bind_text(st, 6, a->model ? a->model : "");
+    if (a->temperature >= 0)
+        sqlite3_bind_double(st, 7, a->temperature);
+    db_bind_text(st, 8, a->response ? a->response : "");
+    if (a->tokens >= 0)
+        sqlite3_bind_int64(st, 9, a->tokens);
+    sqlite3_bind_int64(st, 10, now_ms());
+    return done_or_err(st, sqlite3_step(st));
+}
+
+int store_answer_delete_ticket(parley_db *db, const char *ticket_id)
+{
+    sqlite3_stmt *st = db_stmt(db, "DELETE FROM answers WHERE ticket_id = ?");
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, ticket_id);
+    int rc = sqlite3_step(st);
+    int changed = sqlite3_changes(db_handle(db));
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? changed : -1;
+}
+
+int store_answer_ticket_exists(parley_db *db, const char *ticket_id, char **response)
+{
+    static const char sql[] =
+        "SELECT response FROM answers WHERE ticket_id = ? ORDER BY created_at DESC LIMIT 1";
+    if (response)
+        *response = NULL;
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, ticket_id);
+    int rc = sqlite3_step(st), r = rc == SQLITE_DONE ? 0 : -1;
+    if (rc == SQLITE_ROW) {
+        r = 1;
+        if (response)
+            *response = db_col_strdup(st, 0);
+    }
+    sqlite3_reset(st);
+    return r;
+}

@@ -1,0 +1,115 @@
+/* store.h — tickets, conversations, messages and the answer cache.
+ *
+ * Conversations are one table for every protocol (seed 001 sessions, seed
+ * 004 conversations, seed 003 channel sessions, seed 002 brand chats,
+ * seed 000 ticket chats), so a chat begun on one transport can be listed,
+ * exported or continued on another. Every read of a conversation takes the
+ * caller's user: another user's conversation is "not found" (the fronts
+ * answer 404). Strings in the structs are new (free with the _free calls).
+ * Threads: uses the caller's parley_db. Functions without _tx run their
+ * own transaction; _tx ones run inside the caller's.
+ * Return values: 0 success/found, 1 not found, -1 database error,
+ * unless a function says otherwise.
+ */
+#ifndef PARLEY_STORE_H
+#define PARLEY_STORE_H
+#include <stddef.h>
+#include <stdint.h>
+#include "db.h"
+
+/* ---- tickets ---- */
+/* Creates the ticket or updates its body. */
+int store_ticket_put(parley_db *db, const char *id, const char *body);
+/* *body: new string. */
+int store_ticket_get(parley_db *db, const char *id, char **body);
+
+/* ---- conversations ---- */
+struct conversation {
+    char id[64];
+    char owner[128];
+    char kind[16];         /* chat | ticket | brand | phoenix | sse */
+    char *ticket_id;       /* NULL when none */
+    char *brand_id;
+    char *title;
+    char status[16];       /* active | idle | closed */
+    char *settings;        /* JSON object text */
+    char *metadata;        /* JSON object text */
+    int64_t created_at, updated_at;
+    int64_t message_count; /* filled by get/list */
+};
+void store_conv_free(struct conversation *c);     /* frees the strings only */
+void store_convs_free(struct conversation *c, int n);
+
+/* Inserts c (c->id generated as a UUID when empty; NULL strings default).
+ * 0, 2 when the id already exists, -1 error. */
+int store_conv_create(parley_db *db, struct conversation *c);
+/* Reads id if it belongs to owner (owner NULL: any owner). 0 / 1 / -1. */
+int store_conv_get(parley_db *db, const char *id, const char *owner, struct conversation *out);
+/* The owner's conversations, newest activity first, kind NULL = all.
+ * *out new array (store_convs_free), *n count, *total all matching. */
+int store_conv_list(parley_db *db, const char *owner, const char *kind, int limit, int offset,
+                    struct conversation **out, int *n, int64_t *total);
+/* Sets status (active/idle/closed). 0 / 1 / -1. */
+int store_conv_set_status(parley_db *db, const char *id, const char *owner, const char *status);
+/* Deletes the conversation and its messages. 0 / 1 / -1. */
+int store_conv_delete(parley_db *db, const char *id, const char *owner);
+
+/* ---- messages ---- */
+struct message {
+    char id[64];
+    char conversation_id[64];
+    char role[16];         /* user | assistant | system */
+    char *content;
+    int64_t tokens;        /* -1: unknown */
+    int64_t processing_ms; /* -1: unknown */
+    char *model;           /* NULL when none */
+    int helpful;           /* -1 unset, 0, 1 */
+    int rating;            /* 0 unset, 1..5 */
+    char *metadata;        /* JSON object text */
+    int64_t created_at;
+};
+void store_msg_init(struct message *m);           /* unknown/unset values */
+void store_msgs_free(struct message *m, int n);
+/* Appends m to its conversation (m->id generated when empty) and touches the
+ * conversation's updated_at. */
+int store_msg_add(parley_db *db, struct message *m);
+int store_msg_add_tx(parley_db *db, struct message *m);
+/* Messages oldest first, from offset; *total all of them. */
+int store_msg_list(parley_db *db, const char *conv_id, int limit, int offset,
+                   struct message **out, int *n, int64_t *total);
+/* The last `last` messages, oldest first (the LLM context). */
+int store_msg_context(parley_db *db, const char *conv_id, int last,
+                      struct message **out, int *n);
+/* Sets helpful (-1 leaves it) and rating (0 leaves it) on a message of a
+ * conversation that belongs to owner. 0 / 1 / -1. */
+int store_msg_react(parley_db *db, const char *owner, const char *conv_id,
+                    const char *msg_id, int helpful, int rating);
+
+/* ---- answer cache ---- */
+struct answer {
+    char key[160];
+    char kind[8];          /* ticket | query */
+    const char *ticket_id; /* borrowed in puts; NULL */
+    const char *body_hash;
+    const char *query_norm;
+    const char *model;
+    double temperature;    /* < 0: none */
+    const char *response;
+    int64_t tokens;        /* -1: unknown */
+};
+/* key = "ticket:<id>:<sha256(body)>"; fills key/kind/ticket_id(borrowed
+ * from the argument)/body_hash (points into hash, a caller buffer [65]). */
+void answer_key_ticket(struct answer *a, const char *ticket_id, const char *body, char hash[65]);
+/* Normalises query (trim, collapse white space, ASCII lower case) into norm
+ * (new string, caller frees) and sets key = "query:<sha256(norm|model|temp)>". */
+char *answer_key_query(struct answer *a, const char *query, const char *model, double temperature);
+/* Looks a key up. *response (new), *tokens and *model (new, may be NULL)
+ * are set when found. 0 / 1 / -1. */
+int store_answer_get(parley_db *db, const char *key, char **response, int64_t *tokens, char **model);
+/* Inserts or replaces the cached answer, inside the caller's transaction. */
+int store_answer_put_tx(parley_db *db, const struct answer *a);
+/* Deletes every cached answer of a ticket. Returns rows deleted or -1. */
+int store_answer_delete_ticket(parley_db *db, const char *ticket_id);
+/* 1 if the ticket has any cached answer, 0 if not, -1 error. */
+int store_answer_ticket_exists(parley_db *db, const char *ticket_id, char **response);
+#endif
