@@ -1,2 +1,0 @@
-build/core/util.o: core/util.c core/util.h
-core/util.h:
