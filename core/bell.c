@@ -1,0 +1,263 @@
+/* bell.c — the doorbell: a futex per channel slot in a shared mapped file.
+ *
+ * Owns: one MAP_SHARED mapping of <database>-bell (see bell.h). Every
+ * process of the installation maps the same file; each slot is a pair of
+ * 32-bit words, the counter (the futex word) and the number of sleepers.
+ * Threads: any thread may use a bell; all state lives in the mapping and is
+ * touched only with atomic operations. The handle itself is read-only after
+ * bell_open().
+ *
+ * Why this is race-free: a sleeper raises the slot's waiter count, then asks
+ * the kernel to sleep only if the counter still equals what it saw (the
+ * kernel compares and queues atomically). A ringer advances the counter,
+ * then reads the waiter count. Both sides use sequentially consistent
+ * operations, so at least one of them sees the other: either the ringer
+ * sees a sleeper and issues FUTEX_WAKE, or the sleeper's kernel sees the new
+ * counter and returns EAGAIN at once.
+ *
+ * A process killed while asleep leaves its waiter count raised; that costs
+ * only an unneeded FUTEX_WAKE per ring on that slot, never a lost wake-up.
+ */
+#include "bell.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BELL_MAGIC   "PRLYBELL"
+#define BELL_VERSION 1u
+
+/* On-disk (and in-memory) layout. Native endianness: the file is only ever
+ * shared between processes of one machine. */
+struct bell_header {
+    char magic[8];          /* BELL_MAGIC, no terminator */
+    uint32_t version;       /* BELL_VERSION */
+    uint32_t slots;         /* BELL_SLOTS */
+    uint32_t slot_size;     /* sizeof(struct bell_slot) */
+    uint32_t reserved[11];  /* zero; pads the header to 64 bytes */
+};
+
+struct bell_slot {
+    uint32_t seq;           /* the futex word; wraps around, compared for != only */
+    uint32_t waiters;       /* threads inside bell_wait() on this slot */
+};
+
+struct bell_file {
+    struct bell_header hdr;
+    struct bell_slot slot[BELL_SLOTS];
+};
+
+_Static_assert(sizeof(struct bell_header) == 64, "bell header must be 64 bytes");
+_Static_assert((BELL_SLOTS & (BELL_SLOTS - 1)) == 0, "BELL_SLOTS must be a power of two");
+
+struct parley_bell {
+    struct bell_file *map;  /* MAP_SHARED, sizeof(struct bell_file) bytes */
+};
+
+/* FNV-1a over the channel name, folded so the high bits count too. */
+static uint32_t slot_of(const char *channel)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)channel; p && *p; p++) {
+        h ^= *p;
+        h *= 16777619u;
+    }
+    h ^= h >> 15;
+    return h & (BELL_SLOTS - 1);
+}
+
+static struct bell_slot *slot_for(parley_bell *b, const char *channel)
+{
+    return &b->map->slot[slot_of(channel)];
+}
+
+static long futex(uint32_t *uaddr, int op, uint32_t val, const struct timespec *ts)
+{
+    return syscall(SYS_futex, uaddr, op, val, ts, NULL, 0);
+}
+
+/* Checks the header read from an existing file of size st_size.
+ * Returns 0 if it is a doorbell file we can use, -1 with a message. */
+static int check_header(const char *path, const struct bell_header *h, ssize_t got,
+                        off_t st_size, char *err, size_t errlen)
+{
+    if (got < (ssize_t)sizeof *h || memcmp(h->magic, BELL_MAGIC, sizeof h->magic) != 0)
+        return set_err(err, errlen,
+                       "%s: not a Parley doorbell file (bad magic); refusing to "
+                       "overwrite it. Remove it if no Parley process is running", path);
+    if (h->version != BELL_VERSION)
+        return set_err(err, errlen,
+                       "%s: doorbell file version %u, this Parley uses %u; stop every "
+                       "Parley process and remove the file", path, h->version, BELL_VERSION);
+    if (h->slots != BELL_SLOTS || h->slot_size != sizeof(struct bell_slot))
+        return set_err(err, errlen,
+                       "%s: doorbell file has %u slots of %u bytes, this Parley uses "
+                       "%u of %u; stop every Parley process and remove the file", path,
+                       h->slots, h->slot_size, (unsigned)BELL_SLOTS,
+                       (unsigned)sizeof(struct bell_slot));
+    if (st_size != (off_t)sizeof(struct bell_file))
+        return set_err(err, errlen,
+                       "%s: doorbell file is %lld bytes, expected %zu (truncated or "
+                       "corrupt); stop every Parley process and remove the file", path,
+                       (long long)st_size, sizeof(struct bell_file));
+    return 0;
+}
+
+/* Reads the header and size of fd and checks them. 0 / -1. */
+static int validate(int fd, const char *path, off_t *size, char *err, size_t errlen)
+{
+    struct stat st;
+    struct bell_header h;
+    if (fstat(fd, &st) < 0)
+        return set_err(err, errlen, "%s: stat: %s", path, strerror(errno));
+    *size = st.st_size;
+    if (st.st_size == 0)
+        return set_err(err, errlen, "%s: empty doorbell file", path);
+    memset(&h, 0, sizeof h);
+    ssize_t got = pread(fd, &h, sizeof h, 0);
+    if (got < 0)
+        return set_err(err, errlen, "%s: read: %s", path, strerror(errno));
+    return check_header(path, &h, got, st.st_size, err, errlen);
+}
+
+/* Gives an empty file its size and header. The caller holds LOCK_EX. */
+static int initialise(int fd, const char *path, char *err, size_t errlen)
+{
+    struct bell_header h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, BELL_MAGIC, sizeof h.magic);
+    h.version = BELL_VERSION;
+    h.slots = BELL_SLOTS;
+    h.slot_size = sizeof(struct bell_slot);
+    if (ftruncate(fd, (off_t)sizeof(struct bell_file)) < 0)
+        return set_err(err, errlen, "%s: cannot size doorbell file: %s", path, strerror(errno));
+    if (pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h)
+        return set_err(err, errlen, "%s: cannot write doorbell header: %s", path,
+                       strerror(errno));
+    return 0;
+}
+
+/* Opens or creates the file. Creation is O_CREAT without O_EXCL, so every
+ * opener gets the same inode; whoever finds it empty initialises it under
+ * an exclusive flock, and anyone who finds it invalid takes the same lock
+ * and looks again, so nobody can see a half-written header and refuse.
+ * Only an empty (new) file is ever initialised: a file with content that
+ * is not ours is refused, never overwritten. */
+parley_bell *bell_open(const char *path, char *err, size_t errlen)
+{
+    parley_bell *b = NULL;
+    void *m;
+    int fd = -1, locked = 0;
+    off_t size = 0;
+
+    if (!path || !*path) {
+        set_err(err, errlen, "doorbell: no path given");
+        return NULL;
+    }
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0660);
+    if (fd < 0) {
+        set_err(err, errlen, "%s: cannot open doorbell file: %s", path, strerror(errno));
+        goto error;
+    }
+    if (validate(fd, path, &size, NULL, 0) < 0) {
+        while (flock(fd, LOCK_EX) < 0) {
+            if (errno != EINTR) {
+                set_err(err, errlen, "%s: cannot lock doorbell file: %s", path,
+                        strerror(errno));
+                goto error;
+            }
+        }
+        locked = 1;
+        if (validate(fd, path, &size, err, errlen) < 0) {
+            if (size != 0)
+                goto error;             /* someone else's file, or a damaged one */
+            if (initialise(fd, path, err, errlen) < 0)
+                goto error;
+        }
+    }
+    b = calloc(1, sizeof *b);
+    if (!b) {
+        set_err(err, errlen, "out of memory");
+        goto error;
+    }
+    m = mmap(NULL, sizeof(struct bell_file), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) {
+        set_err(err, errlen, "%s: cannot map doorbell file: %s", path, strerror(errno));
+        goto error;
+    }
+    b->map = m;
+    if (locked)
+        flock(fd, LOCK_UN);
+    close(fd);                          /* the mapping keeps the file */
+    return b;
+error:
+    free(b);
+    if (fd >= 0)
+        close(fd);                      /* also drops the flock */
+    return NULL;
+}
+
+void bell_close(parley_bell *b)
+{
+    if (!b)
+        return;
+    munmap(b->map, sizeof(struct bell_file));
+    free(b);
+}
+
+uint32_t bell_peek(parley_bell *b, const char *channel)
+{
+    return __atomic_load_n(&slot_for(b, channel)->seq, __ATOMIC_SEQ_CST);
+}
+
+void bell_ring(parley_bell *b, const char *channel)
+{
+    struct bell_slot *s = slot_for(b, channel);
+    __atomic_add_fetch(&s->seq, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&s->waiters, __ATOMIC_SEQ_CST) != 0)
+        futex(&s->seq, FUTEX_WAKE, INT_MAX, NULL);
+}
+
+int bell_wait(parley_bell *b, const char *channel, uint32_t seen, int timeout_ms)
+{
+    struct bell_slot *s = slot_for(b, channel);
+    if (__atomic_load_n(&s->seq, __ATOMIC_SEQ_CST) != seen)
+        return 1;
+    if (timeout_ms == 0)
+        return 0;
+    struct timespec ts, *tsp = NULL;
+    if (timeout_ms > 0) {
+        ts.tv_sec = timeout_ms / 1000;
+        ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
+        tsp = &ts;
+    }
+    __atomic_add_fetch(&s->waiters, 1, __ATOMIC_SEQ_CST);
+    long rc = futex(&s->seq, FUTEX_WAIT, seen, tsp);
+    int e = errno;
+    __atomic_sub_fetch(&s->waiters, 1, __ATOMIC_SEQ_CST);
+    if (rc == 0)
+        return 1;                       /* woken (or spuriously: caller re-checks) */
+    switch (e) {
+    case EAGAIN:
+        return 1;                       /* the slot had already moved */
+    case ETIMEDOUT:
+        return 0;
+    case EINTR:
+        return -1;
+    default:
+        /* EFAULT/EINVAL/ENOSYS cannot happen with a valid mapping; report a
+         * wake-up so the caller re-reads its log rather than spin here. */
+        return 1;
+    }
+}
