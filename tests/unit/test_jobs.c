@@ -1,0 +1,338 @@
+/* test_jobs.c — single flight, leases and recovery, with several processes
+ * on one database: no SQLITE_BUSY reaches a caller, no seq is duplicated or
+ * skipped, exactly one owner per job, and a SIGKILLed owner is recovered. */
+#include "th.h"
+#include "db.h"
+#include "bell.h"
+#include "evlog.h"
+#include "jobs.h"
+#include "runner.h"
+#include "util.h"
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PROCS 4
+#define CHANNELS 10
+#define TOKENS 30
+#define HOT_EACH 400
+
+static char dbpath[512], bellpath[512];
+
+struct shared {                /* MAP_SHARED between parent and children */
+    int owners;
+    int errors;
+    int follow_ok;
+    int follow_bad;
+    int claimed;               /* barrier: children done claiming */
+};
+static struct shared *sh;
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+static parley_db *open_db(void)
+{
+    char err[512];
+    parley_db *db = db_open(dbpath, err, sizeof err);
+    if (!db)
+        printf("# db_open: %s\n", err);
+    return db;
+}
+
+TEST(claim_in_one_process)
+{
+    parley_db *db = open_db();
+    REQUIRE(db);
+    struct job_claim a, b, c;
+    char err[256];
+    REQUIRE(jobs_claim(db, NULL, "t:1", "k", 5000, &a, err, sizeof err) == 0);
+    CHECK_INT(a.owner, 1);
+    REQUIRE(jobs_claim(db, NULL, "t:1", "k", 5000, &b, err, sizeof err) == 0);
+    CHECK_INT(b.owner, 0);                 /* second viewer attaches */
+    CHECK_INT(b.job_id, a.job_id);
+    REQUIRE(jobs_claim(db, NULL, "t:1", "other", 5000, &c, err, sizeof err) == 0);
+    CHECK_INT(c.owner, 1);                 /* another prompt is another job */
+    CHECK(c.job_id != a.job_id);
+    CHECK_INT(jobs_renew(db, a.job_id, 5000), 0);
+    REQUIRE(db_begin(db) == 0);
+    CHECK_INT(jobs_finish_tx(db, a.job_id, NULL), 0);
+    CHECK_INT(jobs_finish_tx(db, a.job_id, NULL), -1);   /* not running any more */
+    REQUIRE(db_commit(db) == 0);
+    CHECK_INT(jobs_renew(db, a.job_id, 5000), -1);
+    struct job_info ji;
+    REQUIRE(jobs_get(db, a.job_id, &ji) == 0);
+    CHECK_STR(ji.state, "done");
+    CHECK_INT(jobs_get(db, 999999, &ji), 1);
+    /* after it finished, the same prompt starts a new job */
+    REQUIRE(jobs_claim(db, NULL, "t:1", "k", 5000, &b, err, sizeof err) == 0);
+    CHECK_INT(b.owner, 1);
+    CHECK(b.job_id != a.job_id);
+    db_close(db);
+}
+
+struct follow { char *text; int tokens; };
+static int on_follow(void *ud, const struct evlog_event *ev)
+{
+    struct follow *ff = ud;
+    if (!strcmp(ev->type, "token")) {
+        strcat(ff->text, ev->data);
+        ff->tokens++;
+    }
+    return 0;
+}
+
+struct seen { int tokens; int error; char msg[256]; };
+static int on_seen(void *ud, const struct evlog_event *ev)
+{
+    struct seen *ss = ud;
+    if (!strcmp(ev->type, "token"))
+        ss->tokens++;
+    if (!strcmp(ev->type, "error")) {
+        ss->error = 1;
+        str_copy(ss->msg, sizeof ss->msg, ev->data);
+    }
+    return 0;
+}
+
+/* Child: for each channel claim; the owner streams TOKENS events and "done",
+ * the others follow and check they saw exactly the owner's text. */
+static int child_single_flight(int idx)
+{
+    char err[256];
+    parley_db *db = open_db();
+    parley_bell *bell = bell_open(bellpath, err, sizeof err);
+    if (!db || !bell)
+        return 1;
+    struct parley_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.lease_ms = 5000;
+    struct parley_ctx ctx = { &cfg, db, bell };
+    /* phase 1: every process claims every channel while all jobs run */
+    struct job_claim claims[CHANNELS];
+    int got[CHANNELS];
+    for (int c = 0; c < CHANNELS; c++) {
+        char chan[32];
+        snprintf(chan, sizeof chan, "mp:%d", (c + idx) % CHANNELS);
+        got[c] = jobs_claim(db, bell, chan, "prompt", 5000, &claims[c], err, sizeof err) == 0;
+        if (!got[c])
+            __atomic_add_fetch(&sh->errors, 1, __ATOMIC_SEQ_CST);
+    }
+    __atomic_add_fetch(&sh->claimed, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&sh->claimed, __ATOMIC_SEQ_CST) < PROCS)
+        sleep_ms(1);
+    /* phase 2: owners stream, the others follow */
+    for (int c = 0; c < CHANNELS; c++) {
+        char chan[32];
+        snprintf(chan, sizeof chan, "mp:%d", (c + idx) % CHANNELS);
+        struct job_claim cl = claims[c];
+        if (!got[c])
+            continue;
+        if (cl.owner) {
+            __atomic_add_fetch(&sh->owners, 1, __ATOMIC_SEQ_CST);
+            for (int t = 0; t < TOKENS; t++) {
+                char tok[16];
+                int n = snprintf(tok, sizeof tok, "%d.", t);
+                if (evlog_append(db, bell, chan, cl.job_id, "token", tok, (size_t)n) < 0)
+                    __atomic_add_fetch(&sh->errors, 1, __ATOMIC_SEQ_CST);
+            }
+            if (db_begin(db) < 0 ||
+                evlog_append_tx(db, chan, cl.job_id, "done", "{}", 2) < 0 ||
+                jobs_finish_tx(db, cl.job_id, NULL) < 0 || db_commit(db) < 0) {
+                db_rollback(db);
+                __atomic_add_fetch(&sh->errors, 1, __ATOMIC_SEQ_CST);
+            }
+            bell_ring(bell, chan);
+        } else {
+            char text[512] = "", want[512] = "";
+            for (int t = 0; t < TOKENS; t++) {
+                char tok[16];
+                snprintf(tok, sizeof tok, "%d.", t);
+                strcat(want, tok);
+            }
+            struct follow f = { text, 0 };
+            int64_t cursor = cl.first_seq;
+            int r = runner_follow(&ctx, chan, cl.job_id, &cursor, 10000, NULL, on_follow, &f);
+            if (r == 0 && !strcmp(text, want))
+                __atomic_add_fetch(&sh->follow_ok, 1, __ATOMIC_SEQ_CST);
+            else
+                __atomic_add_fetch(&sh->follow_bad, 1, __ATOMIC_SEQ_CST);
+        }
+    }
+    /* then everyone hammers one hot channel */
+    for (int i = 0; i < HOT_EACH; i++) {
+        char tok[32];
+        int n = snprintf(tok, sizeof tok, "%d/%d", idx, i);
+        if (evlog_append(db, bell, "hot", 0, "token", tok, (size_t)n) < 0)
+            __atomic_add_fetch(&sh->errors, 1, __ATOMIC_SEQ_CST);
+    }
+    db_close(db);
+    bell_close(bell);
+    return 0;
+}
+
+TEST(multi_process_single_flight)
+{
+    memset(sh, 0, sizeof *sh);
+    pid_t pids[PROCS];
+    for (int i = 0; i < PROCS; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0)
+            _exit(child_single_flight(i));
+    }
+    for (int i = 0; i < PROCS; i++) {
+        int status;
+        waitpid(pids[i], &status, 0);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    CHECK_INT(sh->errors, 0);
+    CHECK_INT(sh->owners, CHANNELS);
+    CHECK_INT(sh->follow_bad, 0);
+    CHECK_INT(sh->follow_ok + sh->owners, PROCS * CHANNELS);
+    parley_db *db = open_db();
+    REQUIRE(db);
+    /* every channel: one job, seqs dense 1..TOKENS+1 */
+    sqlite3_stmt *st = db_stmt(db, "SELECT channel, count(*), min(seq), max(seq), "
+                                   "count(DISTINCT job_id) FROM events WHERE channel LIKE 'mp:%' "
+                                   "GROUP BY channel");
+    REQUIRE(st);
+    int chans = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        chans++;
+        CHECK_INT(sqlite3_column_int(st, 1), TOKENS + 1);
+        CHECK_INT(sqlite3_column_int(st, 2), 1);
+        CHECK_INT(sqlite3_column_int(st, 3), TOKENS + 1);
+        CHECK_INT(sqlite3_column_int(st, 4), 1);
+    }
+    sqlite3_reset(st);
+    CHECK_INT(chans, CHANNELS);
+    st = db_stmt(db, "SELECT count(*), count(DISTINCT channel) FROM jobs WHERE channel LIKE 'mp:%'");
+    REQUIRE(st && sqlite3_step(st) == SQLITE_ROW);
+    CHECK_INT(sqlite3_column_int(st, 0), CHANNELS);
+    CHECK_INT(sqlite3_column_int(st, 1), CHANNELS);
+    sqlite3_reset(st);
+    /* the hot channel: PROCS*HOT_EACH rows, seq exactly 1..N, every token once */
+    st = db_stmt(db, "SELECT count(*), min(seq), max(seq), count(DISTINCT data) FROM events "
+                     "WHERE channel = 'hot'");
+    REQUIRE(st && sqlite3_step(st) == SQLITE_ROW);
+    CHECK_INT(sqlite3_column_int(st, 0), PROCS * HOT_EACH);
+    CHECK_INT(sqlite3_column_int(st, 1), 1);
+    CHECK_INT(sqlite3_column_int(st, 2), PROCS * HOT_EACH);
+    CHECK_INT(sqlite3_column_int(st, 3), PROCS * HOT_EACH);
+    sqlite3_reset(st);
+    db_close(db);
+}
+
+/* The owner is SIGKILLed mid-stream: a viewer in another process gets the
+ * "interrupted" error once the lease runs out, nothing is cached, and the
+ * next claim runs the job again. */
+TEST(killed_owner_is_recovered)
+{
+    int pfd[2];
+    REQUIRE(pipe(pfd) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pfd[0]);
+        char err[256];
+        parley_db *db = open_db();
+        parley_bell *bell = bell_open(bellpath, err, sizeof err);
+        struct job_claim cl;
+        if (!db || !bell || jobs_claim(db, bell, "kill:1", "p", 400, &cl, err, sizeof err) < 0 ||
+            !cl.owner)
+            _exit(1);
+        if (write(pfd[1], &cl, sizeof cl) != (ssize_t)sizeof cl)
+            _exit(1);
+        for (int i = 0;; i++) {         /* streams until killed */
+            evlog_append(db, bell, "kill:1", cl.job_id, "token", "x", 1);
+            jobs_renew(db, cl.job_id, 400);
+            sleep_ms(20);
+        }
+    }
+    close(pfd[1]);
+    struct job_claim cl;
+    REQUIRE(read(pfd[0], &cl, sizeof cl) == (ssize_t)sizeof cl);
+    close(pfd[0]);
+    sleep_ms(150);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+
+    char err[256];
+    parley_db *db = open_db();
+    parley_bell *bell = bell_open(bellpath, err, sizeof err);
+    REQUIRE(db && bell);
+    struct parley_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.lease_ms = 400;
+    struct parley_ctx ctx = { &cfg, db, bell };
+    struct seen s = { 0, 0, "" };
+    int64_t cursor = cl.first_seq;
+    int64_t t0 = mono_ms();
+    int r = runner_follow(&ctx, "kill:1", cl.job_id, &cursor, 5000, NULL, on_seen, &s);
+    CHECK_INT(r, 0);
+    CHECK(s.tokens >= 2);
+    CHECK_INT(s.error, 1);
+    CHECK(strstr(s.msg, "interrupted") != NULL);
+    CHECK(mono_ms() - t0 < 3000);
+    struct job_info ji;
+    REQUIRE(jobs_get(db, cl.job_id, &ji) == 0);
+    CHECK_STR(ji.state, "failed");
+    sqlite3_stmt *st = db_stmt(db, "SELECT count(*) FROM answers");
+    REQUIRE(st && sqlite3_step(st) == SQLITE_ROW);
+    CHECK_INT(sqlite3_column_int(st, 0), 0);
+    sqlite3_reset(st);
+    /* recovery is done once: a second sweep finds nothing */
+    CHECK_INT(jobs_recover(db, bell, now_ms()), 0);
+    struct job_claim again;
+    REQUIRE(jobs_claim(db, bell, "kill:1", "p", 400, &again, err, sizeof err) == 0);
+    CHECK_INT(again.owner, 1);
+    CHECK(again.job_id != cl.job_id);
+    CHECK(again.first_seq > cl.first_seq);
+    db_close(db);
+    bell_close(bell);
+}
+
+TEST(expired_lease_taken_over_by_claim)
+{
+    parley_db *db = open_db();
+    REQUIRE(db);
+    struct job_claim a, b;
+    char err[256];
+    REQUIRE(jobs_claim(db, NULL, "exp:1", "k", 1, &a, err, sizeof err) == 0);
+    sleep_ms(20);
+    REQUIRE(jobs_claim(db, NULL, "exp:1", "k", 5000, &b, err, sizeof err) == 0);
+    CHECK_INT(b.owner, 1);
+    CHECK(b.job_id != a.job_id);
+    struct job_info ji;
+    REQUIRE(jobs_get(db, a.job_id, &ji) == 0);
+    CHECK_STR(ji.state, "failed");
+    CHECK(strstr(ji.error, "interrupted") != NULL);
+    /* the old owner can no longer finish or renew */
+    CHECK_INT(jobs_renew(db, a.job_id, 5000), -1);
+    struct evlog_event *ev;
+    int n = evlog_read(db, "exp:1", 0, 10, &ev);
+    CHECK_INT(n, 1);
+    if (n == 1)
+        CHECK_STR(ev[0].type, "error");
+    evlog_free(ev, n);
+    db_close(db);
+}
+
+int main(void)
+{
+    snprintf(dbpath, sizeof dbpath, "%s/jobs.db", th_tmpdir());
+    snprintf(bellpath, sizeof bellpath, "%s/jobs.db-bell", th_tmpdir());
+    sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sh == MAP_FAILED)
+        return 2;
+    RUN(claim_in_one_process);
+    RUN(multi_process_single_flight);
+    RUN(killed_owner_is_recovered);
+    RUN(expired_lease_taken_over_by_claim);
+    return th_done();
+}
