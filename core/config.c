@@ -1,0 +1,524 @@
+/* config.c — Parley's settings: one table of keys with their rules, and the
+ * three sources that feed it (KEY=VALUE file, environment, and whatever the
+ * caller passes to config_set, e.g. FastCGI parameters). See config.h.
+ *
+ * Owns: the strings in struct parley_config. Runs once at process start in
+ * any Parley program; no state of its own, so thread-safe on distinct structs.
+ * Never puts a secret's value into an error message.
+ */
+#include "config.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum key_type {
+    K_INT,        /* integer in [min, max] */
+    K_DOUBLE,     /* real number in [min, max] */
+    K_STRING,     /* non-empty text */
+    K_URL,        /* http:// or https:// URL with a host */
+    K_PROVIDER,   /* ollama | openai */
+    K_ORIGINS,    /* "*" or a comma list of http(s) origins */
+    K_SECRET      /* any text; empty = unset; value never shown */
+};
+
+struct key_def {
+    const char *name;
+    enum key_type type;
+    size_t off;              /* offsetof the field in struct parley_config */
+    long long min, max;      /* K_INT and K_DOUBLE */
+};
+
+#define F(field) offsetof(struct parley_config, field)
+
+/* Every key Parley reads. Keep docs/configuration.md in step. */
+static const struct key_def keys[] = {
+    { "PARLEY_DB",                      K_STRING,   F(db_path),                0, 0 },
+    { "PARLEY_PROVIDER",                K_PROVIDER, F(provider),               0, 0 },
+    { "OLLAMA_SERVER",                  K_URL,      F(ollama_server),          0, 0 },
+    { "OPENAI_BASE_URL",                K_URL,      F(openai_base_url),        0, 0 },
+    { "OPENAI_API_KEY",                 K_SECRET,   F(openai_api_key),         0, 0 },
+    { "PARLEY_MODEL",                   K_STRING,   F(model),                  0, 0 },
+    { "PARLEY_TEMPERATURE",             K_DOUBLE,   F(temperature),            0, 2 },
+    { "PARLEY_JWT_SECRET",              K_SECRET,   F(jwt_secret),             0, 0 },
+    { "PARLEY_ALLOWED_ORIGINS",         K_ORIGINS,  F(allowed_origins),        0, 0 },
+    { "WEBSOCKET_MAX_CONNECTIONS",      K_INT,      F(ws_max_connections),     1, 100000 },
+    { "WEBSOCKET_TIMEOUT",              K_INT,      F(ws_timeout_s),           1, 86400 },
+    { "RATE_LIMIT_MESSAGES_PER_MINUTE", K_INT,      F(rate_limit_per_min),     0, 100000 },
+    { "MAX_MESSAGE_LENGTH",             K_INT,      F(max_message_length),     1, 10000000 },
+    { "PARLEY_CONNECT_TIMEOUT_MS",      K_INT,      F(connect_timeout_ms),     1, 600000 },
+    { "PARLEY_FIRST_TOKEN_TIMEOUT_MS",  K_INT,      F(first_token_timeout_ms), 1, 3600000 },
+    { "PARLEY_IDLE_TIMEOUT_MS",         K_INT,      F(idle_timeout_ms),        1, 3600000 },
+    { "PARLEY_TOTAL_TIMEOUT_MS",        K_INT,      F(total_timeout_ms),       1, 86400000 },
+    { "PARLEY_COALESCE_MS",             K_INT,      F(coalesce_ms),            0, 1000 },
+    { "PARLEY_LEASE_MS",                K_INT,      F(lease_ms),               100, 3600000 },
+    { "PARLEY_POLL_IDLE",               K_INT,      F(poll_idle_s),            1, 86400 },
+    { "PARLEY_EVENT_GRACE",             K_INT,      F(event_grace_s),          0, 604800 },
+    { "PARLEY_CONTEXT_MESSAGES",        K_INT,      F(context_messages),       0, 1000 },
+};
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+/* Read only when the configuration is loaded, never a setting itself. */
+static const char CONFIG_FILE_KEY[] = "PARLEY_CONFIG";
+
+static const struct key_def *find_key(const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+static char **str_field(struct parley_config *cfg, const struct key_def *k)
+{
+    return (char **)(void *)((char *)cfg + k->off);
+}
+
+static int *int_field(struct parley_config *cfg, const struct key_def *k)
+{
+    return (int *)(void *)((char *)cfg + k->off);
+}
+
+/* Frees a string field, first wiping it when it may hold a secret. */
+static void free_str(char **p, int wipe)
+{
+    if (*p && wipe)
+        explicit_bzero(*p, strlen(*p));
+    free(*p);
+    *p = NULL;
+}
+
+/* Quotes a (non-secret) bad value for an error message: at most 60 bytes,
+ * control characters and non-ASCII bytes as \xNN. */
+static void show_value(char *out, size_t outlen, const char *v)
+{
+    size_t o = 0, n = 0;
+    for (; v[n] && n < 60 && o + 5 < outlen; n++) {
+        unsigned char c = (unsigned char)v[n];
+        if (c >= 0x20 && c < 0x7f && c != '\\')
+            out[o++] = (char)c;
+        else
+            o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", c);
+    }
+    if (v[n] && o + 4 < outlen) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o] = '\0';
+}
+
+/* Replaces *field with a copy of v (NULL stays NULL). Old value freed. */
+static int set_str(char **field, const char *v, int wipe, const char *key,
+                   char *err, size_t errlen)
+{
+    char *copy = NULL;
+    if (v && !(copy = strdup(v)))
+        return set_err(err, errlen, "%s: out of memory", key);
+    free_str(field, wipe);
+    *field = copy;
+    return 0;
+}
+
+/* Strict decimal integer: optional sign, digits, nothing else (no blanks). */
+static int parse_int(const char *v, long long *out)
+{
+    if (!(isdigit((unsigned char)v[0]) ||
+          ((v[0] == '-' || v[0] == '+') && isdigit((unsigned char)v[1]))))
+        return -1;
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno == ERANGE || *end != '\0')
+        return -1;
+    *out = n;
+    return 0;
+}
+
+static int parse_double(const char *v, double *out)
+{
+    if (!(isdigit((unsigned char)v[0]) || v[0] == '.' ||
+          ((v[0] == '-' || v[0] == '+') && (isdigit((unsigned char)v[1]) || v[1] == '.'))))
+        return -1;
+    if (strpbrk(v, "xXpP"))
+        return -1;                           /* no hexadecimal floats */
+    char *end;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (errno == ERANGE || *end != '\0' || !isfinite(d))
+        return -1;
+    *out = d;
+    return 0;
+}
+
+static int has_ctl_or_space(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s == 0x7f)
+            return 1;
+    return 0;
+}
+
+/* Length of the "http://" / "https://" prefix of s, or 0. */
+static size_t http_scheme_len(const char *s)
+{
+    if (strncasecmp(s, "http://", 7) == 0)
+        return 7;
+    if (strncasecmp(s, "https://", 8) == 0)
+        return 8;
+    return 0;
+}
+
+/* One origin as browsers send it: scheme://host[:port], no path. */
+static int valid_origin(const char *s, size_t len)
+{
+    if (len == 1 && s[0] == '*')
+        return 1;
+    char buf[512];
+    if (len >= sizeof buf)
+        return 0;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    size_t sl = http_scheme_len(buf);
+    return sl && buf[sl] && buf[sl] != ':' && !strchr(buf + sl, '/') && !has_ctl_or_space(buf);
+}
+
+static int set_origins(struct parley_config *cfg, const struct key_def *k, const char *v,
+                       char *err, size_t errlen)
+{
+    const char *rule = "must be * or a comma-separated list of origins like "
+                       "https://example.com (scheme://host[:port], no path)";
+    char shown[256];
+    /* Copy without blanks around the items: "a, b" is "a,b". */
+    size_t n = strlen(v);
+    char *norm = malloc(n + 1);
+    if (!norm)
+        return set_err(err, errlen, "%s: out of memory", k->name);
+    size_t o = 0;
+    int any = 0, items = 0;
+    const char *p = v;
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *start = p;
+        while (*p && *p != ',')
+            p++;
+        const char *end = p;
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if (end == start) {
+            if (*p == '\0' && items == 0)
+                break;                       /* wholly empty: any origin */
+            free(norm);
+            show_value(shown, sizeof shown, v);
+            return set_err(err, errlen, "%s: %s; got '%s' (empty item)", k->name, rule, shown);
+        }
+        if (!valid_origin(start, (size_t)(end - start))) {
+            free(norm);
+            show_value(shown, sizeof shown, v);
+            return set_err(err, errlen, "%s: %s; got '%s'", k->name, rule, shown);
+        }
+        if (end - start == 1 && *start == '*')
+            any = 1;
+        if (items++)
+            norm[o++] = ',';
+        memcpy(norm + o, start, (size_t)(end - start));
+        o += (size_t)(end - start);
+        if (*p == '\0')
+            break;
+        p++;                                 /* skip the comma */
+    }
+    norm[o] = '\0';
+    if (any || items == 0) {                 /* NULL means any origin */
+        free(norm);
+        norm = NULL;
+    }
+    char **field = str_field(cfg, k);
+    free_str(field, 0);
+    *field = norm;
+    return 0;
+}
+
+int config_set(struct parley_config *cfg, const char *key, const char *value,
+               char *err, size_t errlen)
+{
+    char shown[256];
+    if (!key || !*key)
+        return set_err(err, errlen, "empty setting name");
+    if (!value)
+        value = "";
+    const struct key_def *k = find_key(key);
+    if (!k) {
+        if (strcmp(key, CONFIG_FILE_KEY) == 0)
+            return 1;                        /* only meaningful to config_load */
+        if (strncmp(key, "PARLEY_", 7) == 0) {
+            show_value(shown, sizeof shown, key);
+            return set_err(err, errlen, "%s: unknown setting (see docs/configuration.md)", shown);
+        }
+        return 1;                            /* someone else's variable */
+    }
+    show_value(shown, sizeof shown, value);
+
+    switch (k->type) {
+    case K_INT: {
+        long long n;
+        if (parse_int(value, &n) < 0 || n < k->min || n > k->max)
+            return set_err(err, errlen, "%s: must be an integer between %lld and %lld, got '%s'",
+                           k->name, k->min, k->max, shown);
+        *int_field(cfg, k) = (int)n;
+        return 0;
+    }
+    case K_DOUBLE: {
+        double d;
+        if (parse_double(value, &d) < 0 || !(d >= (double)k->min && d <= (double)k->max))
+            return set_err(err, errlen, "%s: must be a number between %lld and %lld, got '%s'",
+                           k->name, k->min, k->max, shown);
+        *(double *)(void *)((char *)cfg + k->off) = d;
+        return 0;
+    }
+    case K_STRING:
+        if (!*value)
+            return set_err(err, errlen, "%s: must not be empty", k->name);
+        if (strchr(value, '\n') || strchr(value, '\r'))
+            return set_err(err, errlen, "%s: must be one line, got '%s'", k->name, shown);
+        return set_str(str_field(cfg, k), value, 0, k->name, err, errlen);
+    case K_URL: {
+        size_t sl = http_scheme_len(value);
+        if (!sl || !value[sl] || value[sl] == '/' || value[sl] == ':' || has_ctl_or_space(value))
+            return set_err(err, errlen,
+                           "%s: must be a URL starting with http:// or https://, got '%s'",
+                           k->name, shown);
+        /* "http://h:11434/" and "http://h:11434" mean the same server. */
+        size_t n = strlen(value);
+        while (n > sl + 1 && value[n - 1] == '/')
+            n--;
+        char *copy = strndup(value, n);
+        if (!copy)
+            return set_err(err, errlen, "%s: out of memory", k->name);
+        char **field = str_field(cfg, k);
+        free_str(field, 0);
+        *field = copy;
+        return 0;
+    }
+    case K_PROVIDER:
+        if (strcasecmp(value, "ollama") == 0)
+            cfg->provider = LLM_OLLAMA;
+        else if (strcasecmp(value, "openai") == 0)
+            cfg->provider = LLM_OPENAI;
+        else
+            return set_err(err, errlen, "%s: must be ollama or openai, got '%s'", k->name, shown);
+        return 0;
+    case K_ORIGINS:
+        return set_origins(cfg, k, value, err, errlen);
+    case K_SECRET:
+        /* The value is never shown, not even in part. A key with a line
+         * break or control character would corrupt an HTTP header. */
+        for (const char *p = value; *p; p++)
+            if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f)
+                return set_err(err, errlen,
+                               "%s: must not contain control characters or line breaks "
+                               "(value not shown)", k->name);
+        return set_str(str_field(cfg, k), *value ? value : NULL, 1, k->name, err, errlen);
+    }
+    return set_err(err, errlen, "%s: internal error (unknown type)", k->name);
+}
+
+int config_defaults(struct parley_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->provider = LLM_OLLAMA;
+    cfg->temperature = 0.7;
+    cfg->ws_max_connections = 100;
+    cfg->ws_timeout_s = 300;
+    cfg->rate_limit_per_min = 30;
+    cfg->max_message_length = 5000;
+    cfg->connect_timeout_ms = 5000;
+    cfg->first_token_timeout_ms = 60000;
+    cfg->idle_timeout_ms = 30000;
+    cfg->total_timeout_ms = 300000;
+    cfg->coalesce_ms = 5;
+    cfg->lease_ms = 10000;
+    cfg->poll_idle_s = 60;
+    cfg->event_grace_s = 300;
+    cfg->context_messages = 10;
+    cfg->db_path = strdup("parley.db");
+    cfg->ollama_server = strdup("http://127.0.0.1:11434");
+    cfg->openai_base_url = strdup("https://api.openai.com/v1");
+    cfg->model = strdup("llama3.2");
+    if (!cfg->db_path || !cfg->ollama_server || !cfg->openai_base_url || !cfg->model) {
+        config_cleanup(cfg);
+        return -1;
+    }
+    return 0;
+}
+
+void config_cleanup(struct parley_config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < NKEYS; i++) {
+        enum key_type t = keys[i].type;
+        if (t == K_STRING || t == K_URL || t == K_ORIGINS || t == K_SECRET)
+            free_str(str_field(cfg, &keys[i]), t == K_SECRET);
+    }
+    memset(cfg, 0, sizeof *cfg);
+}
+
+/* ---- KEY=VALUE files ---------------------------------------------------- */
+
+static int is_blank(char c) { return c == ' ' || c == '\t'; }
+
+/* Parses one line in place. Returns 0 with *key == NULL for a blank or
+ * comment line, 0 with key/value set, or -1 with a message in err. */
+static int parse_line(char *line, char **key, char **value, char *err, size_t errlen)
+{
+    *key = *value = NULL;
+    size_t n = strlen(line);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    char *p = line;
+    while (is_blank(*p))
+        p++;
+    if (*p == '\0' || *p == '#')
+        return 0;
+    if (strncmp(p, "export", 6) == 0 && is_blank(p[6])) {
+        p += 6;
+        while (is_blank(*p))
+            p++;
+    }
+    char *k = p;
+    if (!(isalpha((unsigned char)*p) || *p == '_'))
+        return set_err(err, errlen, "expected KEY=VALUE");
+    while (isalnum((unsigned char)*p) || *p == '_')
+        p++;
+    char *kend = p;
+    while (is_blank(*p))
+        p++;
+    if (*p != '=')
+        return set_err(err, errlen, "expected KEY=VALUE");
+    *kend = '\0';
+    p++;
+    while (is_blank(*p))
+        p++;
+
+    char *v = p;
+    if (*p == '"' || *p == '\'') {
+        char q = *p;
+        char *close = strchr(p + 1, q);
+        if (!close)
+            return set_err(err, errlen, "%s: unterminated %s quote", k,
+                           q == '"' ? "double" : "single");
+        char *after = close + 1;
+        while (is_blank(*after))
+            after++;
+        if (*after && *after != '#')
+            return set_err(err, errlen, "%s: unexpected text after the closing quote", k);
+        v = p + 1;
+        *close = '\0';
+    } else {
+        /* Unquoted: a '#' after a blank starts a comment; trailing blanks go. */
+        char *e = p;
+        while (*e && !(*e == '#' && e > p && is_blank(e[-1])))
+            e++;
+        while (e > p && is_blank(e[-1]))
+            e--;
+        *e = '\0';
+    }
+    *key = k;
+    *value = v;
+    return 0;
+}
+
+int config_load_file(struct parley_config *cfg, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    long lineno = 0;
+    int rc = 0;
+    char msg[512];
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        char *text = line;
+        if (lineno == 1 && len >= 3 && memcmp(line, "\xef\xbb\xbf", 3) == 0)
+            text += 3;                       /* UTF-8 byte order mark */
+        if (strlen(text) != (size_t)(len - (text - line))) {
+            rc = set_err(err, errlen, "%s:%ld: NUL byte in line", path, lineno);
+            break;
+        }
+        char *key, *value;
+        if (parse_line(text, &key, &value, msg, sizeof msg) < 0 ||
+            (key && config_set(cfg, key, value, msg, sizeof msg) < 0)) {
+            rc = set_err(err, errlen, "%s:%ld: %s", path, lineno, msg);
+            break;
+        }
+    }
+    if (rc == 0 && ferror(f))
+        rc = set_err(err, errlen, "%s: read error: %s", path, strerror(errno));
+    if (line) {
+        explicit_bzero(line, cap);           /* the file may hold secrets */
+        free(line);
+    }
+    fclose(f);
+    return rc;
+}
+
+int config_load_env(struct parley_config *cfg, char *err, size_t errlen)
+{
+    char msg[512];
+    for (size_t i = 0; i < NKEYS; i++) {
+        const char *v = getenv(keys[i].name);
+        if (v && config_set(cfg, keys[i].name, v, msg, sizeof msg) < 0)
+            return set_err(err, errlen, "environment: %s", msg);
+    }
+    return 0;
+}
+
+int config_load(struct parley_config *cfg, char *err, size_t errlen)
+{
+    if (config_defaults(cfg) < 0)
+        return set_err(err, errlen, "out of memory");
+    const char *file = getenv(CONFIG_FILE_KEY);
+    if (file && *file) {
+        char msg[512];
+        if (config_load_file(cfg, file, msg, sizeof msg) < 0) {
+            set_err(err, errlen, "%s: %s", CONFIG_FILE_KEY, msg);
+            goto error;
+        }
+    }
+    if (config_load_env(cfg, err, errlen) < 0)
+        goto error;
+    return 0;
+error:
+    config_cleanup(cfg);
+    return -1;
+}
+
+void config_llm(const struct parley_config *cfg, struct llm_config *out)
+{
+    memset(out, 0, sizeof *out);
+    out->provider = cfg->provider;
+    if (cfg->provider == LLM_OPENAI) {
+        out->base_url = cfg->openai_base_url;
+        out->api_key = cfg->openai_api_key;
+    } else {
+        out->base_url = cfg->ollama_server;
+    }
+    out->model = cfg->model;
+    out->connect_timeout_ms = cfg->connect_timeout_ms;
+    out->first_token_timeout_ms = cfg->first_token_timeout_ms;
+    out->idle_timeout_ms = cfg->idle_timeout_ms;
+    out->total_timeout_ms = cfg->total_timeout_ms;
+}
+
+int config_open_mode(const struct parley_config *cfg)
+{
+    return !cfg->jwt_secret || !*cfg->jwt_secret;
+}
