@@ -41,11 +41,12 @@ FCGI_SRC  := $(sort $(wildcard fcgi/*.c))
 FCGI_BIN  := $(if $(FCGI_SRC),$(BUILD)/parley.fcgi)
 WS_SRC    := $(sort $(wildcard ws-bridge/*.c))
 WS_BIN    := $(if $(WS_SRC),$(BUILD)/parley-ws)
+CLI_BIN   := $(BUILD)/parley
 
 MIGRATIONS := $(sort $(wildcard sql/[0-9]*.sql))
 
 .PHONY: all deps test unit run bench clean node-deps
-all: $(LIBPARLEY) $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN) $(FCGI_BIN) $(WS_BIN)
+all: $(LIBPARLEY) $(CLI_BIN) $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN) $(FCGI_BIN) $(WS_BIN)
 
 deps:
 	@tools/deps.sh
@@ -83,6 +84,9 @@ $(BUILD)/bench/%: bench/%.c $(LIBPARLEY)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBPARLEY) $(LDLIBS)
 
 $(BUILD)/parley.fcgi: $(FCGI_SRC:%.c=$(BUILD)/%.o) $(LIBPARLEY)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/parley: $(BUILD)/cli/parley.o $(LIBPARLEY)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/parley-ws: $(WS_SRC:%.c=$(BUILD)/%.o) $(LIBPARLEY)

@@ -1,0 +1,215 @@
+/* parley.c — the command-line tool: set up, inspect and exercise a Parley
+ * database with the same core the servers use.
+ *
+ *   parley migrate                 create or migrate PARLEY_DB, print its version
+ *   parley ask [-t TICKET] PROMPT  generate an answer through the runner,
+ *                                  streaming it from the event log to stdout
+ *   parley maintain                recover dead jobs, compact events, prune rate hits
+ *   parley token SUB [SECONDS]     print an HS256 JWT for SUB (PARLEY_JWT_SECRET)
+ *
+ * Configuration comes from the environment and PARLEY_CONFIG (config.h).
+ * Single process; the generation runs in a second thread while the main
+ * thread follows the channel like any other viewer would.
+ */
+#include "auth.h"
+#include "bell.h"
+#include "config.h"
+#include "db.h"
+#include "evlog.h"
+#include "jobs.h"
+#include "llm.h"
+#include "ratelimit.h"
+#include "runner.h"
+#include "store.h"
+#include "util.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int usage(void)
+{
+    fprintf(stderr,
+            "usage: parley migrate\n"
+            "       parley ask [-t TICKET_ID] PROMPT\n"
+            "       parley maintain\n"
+            "       parley token SUB [SECONDS]\n");
+    return 2;
+}
+
+struct ask {
+    struct parley_config *cfg;
+    const char *bellpath;
+    struct gen_request req;
+    struct job_claim claim;
+    struct gen_outcome out;
+    int rc;
+};
+
+static void *ask_thread(void *arg)
+{
+    struct ask *a = arg;
+    char err[512];
+    struct parley_ctx ctx = { a->cfg, db_open(a->cfg->db_path, err, sizeof err),
+                              bell_open(a->bellpath, err, sizeof err) };
+    a->rc = -1;
+    if (ctx.db && ctx.bell)
+        a->rc = runner_execute(&ctx, &a->req, &a->claim, &a->out);
+    else
+        fprintf(stderr, "parley: %s\n", err);
+    db_close(ctx.db);
+    bell_close(ctx.bell);
+    return NULL;
+}
+
+static int print_event(void *ud, const struct evlog_event *ev)
+{
+    (void)ud;
+    if (!strcmp(ev->type, "token")) {
+        fwrite(ev->data, 1, ev->data_len, stdout);
+        fflush(stdout);
+    } else if (!strcmp(ev->type, "error")) {
+        json_t *o = json_loads(ev->data, 0, NULL);
+        fprintf(stderr, "\nparley: error: %s\n",
+                o && json_string_value(json_object_get(o, "message"))
+                    ? json_string_value(json_object_get(o, "message")) : ev->data);
+        json_decref(o);
+    } else if (!strcmp(ev->type, "done")) {
+        fprintf(stderr, "\nparley: done %s\n", ev->data);
+    }
+    return 0;
+}
+
+static int cmd_ask(struct parley_config *cfg, parley_db *db, parley_bell *bell,
+                   const char *bellpath, const char *ticket, const char *prompt)
+{
+    struct ask a;
+    memset(&a, 0, sizeof a);
+    a.cfg = cfg;
+    a.bellpath = bellpath;
+    char channel[256], hash[65];
+    struct answer ans;
+    char *norm = NULL;
+    if (ticket) {
+        snprintf(channel, sizeof channel, "ticket:%s", ticket);
+        answer_key_ticket(&ans, ticket, prompt, hash);
+        if (store_ticket_put(db, ticket, prompt) < 0)
+            return 1;
+    } else {
+        norm = answer_key_query(&ans, prompt, cfg->model, cfg->temperature);
+        if (!norm)
+            return 1;
+        snprintf(channel, sizeof channel, "query:%s", ans.key + 6);
+    }
+    char *cached = NULL;
+    if (store_answer_get(db, ans.key, &cached, NULL, NULL) == 0) {
+        printf("%s\n", cached);
+        fprintf(stderr, "parley: (cached answer)\n");
+        free(cached);
+        free(norm);
+        return 0;
+    }
+    a.req.channel = channel;
+    a.req.prompt_key = ans.key;
+    a.req.llm.prompt = prompt;
+    a.req.llm.temperature = cfg->temperature;
+    a.req.cache = &ans;
+    char err[512];
+    struct parley_ctx ctx = { cfg, db, bell };
+    if (runner_claim(&ctx, &a.req, &a.claim, err, sizeof err) < 0) {
+        fprintf(stderr, "parley: %s\n", err);
+        free(norm);
+        return 1;
+    }
+    pthread_t th;
+    int own = a.claim.owner;
+    if (own && pthread_create(&th, NULL, ask_thread, &a) != 0) {
+        free(norm);
+        return 1;
+    }
+    int64_t cursor = a.claim.first_seq;
+    int r = runner_follow(&ctx, channel, a.claim.job_id, &cursor, cfg->total_timeout_ms, NULL,
+                          print_event, NULL);
+    if (own)
+        pthread_join(th, NULL);
+    int ok = r == 0 && (!own || a.out.ok);
+    gen_outcome_free(&a.out);
+    free(norm);
+    return ok ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage();
+    struct parley_config cfg;
+    char err[512];
+    if (config_load(&cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "parley: configuration: %s\n", err);
+        config_cleanup(&cfg);
+        return 1;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "token")) {
+        if (argc < 3)
+            return usage();
+        if (config_open_mode(&cfg)) {
+            fprintf(stderr, "parley: PARLEY_JWT_SECRET is not set (open mode needs no token)\n");
+            config_cleanup(&cfg);
+            return 1;
+        }
+        long secs = argc > 3 ? strtol(argv[3], NULL, 10) : 3600;
+        char *tok = auth_make_token(cfg.jwt_secret, argv[2], secs > 0 ? now_ms() / 1000 + secs : 0);
+        if (tok)
+            printf("%s\n", tok);
+        free(tok);
+        config_cleanup(&cfg);
+        return tok ? 0 : 1;
+    }
+    if (llm_global_init() != 0) {
+        fprintf(stderr, "parley: cannot initialise libcurl\n");
+        return 1;
+    }
+    parley_db *db = db_open(cfg.db_path, err, sizeof err);
+    if (!db) {
+        fprintf(stderr, "parley: %s\n", err);
+        config_cleanup(&cfg);
+        return 1;
+    }
+    char bellpath[1024];
+    snprintf(bellpath, sizeof bellpath, "%s-bell", cfg.db_path);
+    parley_bell *bell = bell_open(bellpath, err, sizeof err);
+    int rc = 0;
+    if (!bell) {
+        fprintf(stderr, "parley: %s\n", err);
+        rc = 1;
+    } else if (!strcmp(cmd, "migrate")) {
+        printf("%s: schema version %d\n", cfg.db_path, db_schema_version(db));
+    } else if (!strcmp(cmd, "maintain")) {
+        int rec = jobs_recover(db, bell, now_ms());
+        int cmp = evlog_compact(db, (int64_t)cfg.event_grace_s * 1000, now_ms());
+        int pr = ratelimit_prune(db, 60000, now_ms());
+        printf("recovered %d jobs, compacted %d events, pruned %d rate hits\n", rec, cmp, pr);
+        rc = rec < 0 || cmp < 0 || pr < 0;
+    } else if (!strcmp(cmd, "ask")) {
+        const char *ticket = NULL;
+        int i = 2;
+        if (i + 1 < argc && !strcmp(argv[i], "-t")) {
+            ticket = argv[i + 1];
+            i += 2;
+        }
+        if (i >= argc)
+            rc = usage();
+        else
+            rc = cmd_ask(&cfg, db, bell, bellpath, ticket, argv[i]);
+    } else {
+        rc = usage();
+    }
+    bell_close(bell);
+    db_close(db);
+    config_cleanup(&cfg);
+    return rc;
+}
