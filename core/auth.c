@@ -1,0 +1,246 @@
+/* auth.c — HS256 JWT verification and creation over libjwt (see auth.h).
+ *
+ * libjwt checks the signature; this file decides everything libjwt 1.10
+ * leaves to the caller: which algorithm is acceptable (HS256 only), the
+ * exp / nbf claims, and the subject. It also reads the token's header itself
+ * (OpenSSL base64, jansson JSON) so that a token that is not a JWT at all
+ * is told apart from a JWT with a wrong signature — libjwt answers EINVAL
+ * for both. Stateless and thread-safe; never prints a token or a secret.
+ */
+#include "auth.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <jwt.h>
+#include <openssl/evp.h>
+
+#define AUTH_LEEWAY_S   30      /* clock skew allowed on exp and nbf */
+#define AUTH_MAX_TOKEN  8192    /* longer "tokens" are refused unparsed */
+
+static int is_blank(char c) { return c == ' ' || c == '\t'; }
+
+static int is_b64url(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '_';
+}
+
+/* Decodes len base64url characters (no padding) and parses them as JSON.
+ * Returns a new reference, or NULL when either step fails. */
+static json_t *b64url_json(const char *s, size_t len)
+{
+    if (len == 0 || len % 4 == 1)
+        return NULL;
+    size_t padded = (len + 3) / 4 * 4;
+    unsigned char *in = malloc(padded + 1);
+    unsigned char *out = malloc(padded / 4 * 3 + 1);
+    json_t *js = NULL;
+    if (!in || !out)
+        goto done;
+    for (size_t i = 0; i < len; i++)
+        in[i] = (unsigned char)(s[i] == '-' ? '+' : s[i] == '_' ? '/' : s[i]);
+    for (size_t i = len; i < padded; i++)
+        in[i] = '=';
+    in[padded] = '\0';
+    /* EVP_DecodeBlock counts padding as output bytes: drop them. */
+    int n = EVP_DecodeBlock(out, in, (int)padded);
+    if (n < 0)
+        goto done;
+    n -= (int)(padded - len);
+    js = json_loadb((const char *)out, (size_t)n, 0, NULL);
+    if (js && !json_is_object(js)) {
+        json_decref(js);
+        js = NULL;
+    }
+done:
+    free(in);
+    free(out);
+    return js;
+}
+
+/* Checks the token's shape: three base64url parts, a JSON object header
+ * with a string "alg" (and "typ", if present, "JWT"), and a JSON object
+ * payload. Sets *hs256 when the header names HS256. */
+static enum auth_result inspect(const char *tok, int *hs256)
+{
+    const char *dot1 = strchr(tok, '.');
+    const char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
+    if (!dot2 || strchr(dot2 + 1, '.'))
+        return AUTH_MALFORMED;
+    for (const char *p = tok; *p; p++)
+        if (*p != '.' && !is_b64url(*p))
+            return AUTH_MALFORMED;
+    json_t *hdr = b64url_json(tok, (size_t)(dot1 - tok));
+    json_t *body = b64url_json(dot1 + 1, (size_t)(dot2 - dot1 - 1));
+    enum auth_result r = AUTH_MALFORMED;
+    if (hdr && body) {
+        const char *alg = json_string_value(json_object_get(hdr, "alg"));
+        json_t *typ = json_object_get(hdr, "typ");
+        if (alg && (!typ || (json_is_string(typ) &&
+                             strcasecmp(json_string_value(typ), "JWT") == 0))) {
+            *hs256 = strcmp(alg, "HS256") == 0;
+            r = AUTH_OK;
+        }
+    }
+    json_decref(hdr);
+    json_decref(body);
+    return r;
+}
+
+/* Reads a numeric date claim (exp, nbf) from the verified token.
+ * 1 present (value in *out), 0 absent, -1 present but not a number. */
+static int numeric_claim(jwt_t *jwt, const char *name, double *out)
+{
+    char *text = jwt_get_grants_json(jwt, name);
+    if (!text)
+        return 0;
+    json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
+    free(text);
+    int r = -1;
+    if (v && json_is_number(v)) {
+        *out = json_number_value(v);
+        r = 1;
+    }
+    json_decref(v);
+    return r;
+}
+
+enum auth_result auth_verify(const char *secret, const char *token, int64_t now,
+                             char *sub, size_t sublen)
+{
+    if (sub && sublen)
+        sub[0] = '\0';
+    if (!secret || !*secret)
+        return AUTH_OK;                      /* open mode: everyone is "" */
+    if (!token)
+        return AUTH_MISSING;
+    while (is_blank(*token))
+        token++;
+    size_t len = strnlen(token, AUTH_MAX_TOKEN + 1);
+    while (len > 0 && len <= AUTH_MAX_TOKEN && is_blank(token[len - 1]))
+        len--;
+    if (len == 0)
+        return AUTH_MISSING;
+    if (len > AUTH_MAX_TOKEN)
+        return AUTH_MALFORMED;
+    if (now == 0)
+        now = (int64_t)time(NULL);
+
+    char *tok = strndup(token, len);
+    if (!tok)
+        return AUTH_MALFORMED;
+    jwt_t *jwt = NULL;
+    int hs256 = 0;
+    enum auth_result r = inspect(tok, &hs256);
+    if (r != AUTH_OK)
+        goto done;
+    if (!hs256) {                            /* none, HS512, RS256, ... */
+        r = AUTH_BAD_ALG;
+        goto done;
+    }
+    if (jwt_decode(&jwt, tok, (const unsigned char *)secret, (int)strlen(secret)) != 0 || !jwt) {
+        /* The shape is right and the header says HS256: the MAC is wrong. */
+        r = AUTH_BAD_SIGNATURE;
+        goto done;
+    }
+    if (jwt_get_alg(jwt) != JWT_ALG_HS256) { /* never trust only our own reading */
+        r = AUTH_BAD_ALG;
+        goto done;
+    }
+    double t;
+    int has = numeric_claim(jwt, "exp", &t);
+    if (has < 0) {
+        r = AUTH_MALFORMED;
+        goto done;
+    }
+    if (has > 0 && (double)now >= t + AUTH_LEEWAY_S) {
+        r = AUTH_EXPIRED;
+        goto done;
+    }
+    has = numeric_claim(jwt, "nbf", &t);
+    if (has < 0) {
+        r = AUTH_MALFORMED;
+        goto done;
+    }
+    if (has > 0 && (double)now + AUTH_LEEWAY_S < t) {
+        r = AUTH_NOT_YET_VALID;
+        goto done;
+    }
+    errno = 0;
+    const char *s = jwt_get_grant(jwt, "sub");    /* NULL unless a string */
+    /* A subject that does not fit is refused, never truncated into
+     * another user's id. */
+    if (!s || !*s || (sub && strlen(s) >= sublen)) {
+        r = AUTH_NO_SUBJECT;
+        goto done;
+    }
+    if (sub)
+        memcpy(sub, s, strlen(s) + 1);
+    r = AUTH_OK;
+done:
+    jwt_free(jwt);
+    explicit_bzero(tok, len);
+    free(tok);
+    return r;
+}
+
+const char *auth_message(enum auth_result r)
+{
+    switch (r) {
+    case AUTH_OK:            return "ok";
+    case AUTH_MISSING:       return "authentication required: no token given";
+    case AUTH_MALFORMED:     return "malformed token";
+    case AUTH_BAD_ALG:       return "token algorithm not allowed (only HS256 is accepted)";
+    case AUTH_BAD_SIGNATURE: return "invalid token signature";
+    case AUTH_EXPIRED:       return "token expired";
+    case AUTH_NOT_YET_VALID: return "token not yet valid";
+    case AUTH_NO_SUBJECT:    return "token has no valid subject (sub)";
+    }
+    return "authentication failed";
+}
+
+char *auth_make_token(const char *secret, const char *sub, int64_t exp)
+{
+    if (!secret || !*secret || !sub || !*sub)
+        return NULL;
+    jwt_t *jwt = NULL;
+    char *out = NULL;
+    if (jwt_new(&jwt) != 0)
+        return NULL;
+    if (jwt_add_grant(jwt, "sub", sub) != 0 ||
+        jwt_add_grant_int(jwt, "iat", (long)time(NULL)) != 0 ||
+        (exp && jwt_add_grant_int(jwt, "exp", (long)exp) != 0) ||
+        jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret, (int)strlen(secret)) != 0)
+        goto done;
+    out = jwt_encode_str(jwt);               /* malloc'd by libjwt: free() */
+done:
+    jwt_free(jwt);
+    return out;
+}
+
+const char *auth_bearer(const char *header)
+{
+    if (!header)
+        return NULL;
+    while (is_blank(*header))
+        header++;
+    if (strncasecmp(header, "Bearer", 6) != 0 || !is_blank(header[6]))
+        return NULL;
+    const char *tok = header + 6;
+    while (is_blank(*tok))
+        tok++;
+    const char *end = tok;
+    while (*end && !is_blank(*end))
+        end++;
+    if (end == tok)
+        return NULL;
+    for (const char *p = end; *p; p++)      /* one word, then only blanks */
+        if (!is_blank(*p))
+            return NULL;
+    return tok;
+}
