@@ -1,0 +1,906 @@
+/* llm.c — streams one answer from an LLM upstream over libcurl (see llm.h).
+ *
+ * Ollama speaks NDJSON (/api/generate, /api/chat), OpenAI-compatible servers
+ * speak server-sent events (/v1/chat/completions, data: [DONE]). Each
+ * llm_stream() call owns one easy handle driven by a private multi handle in
+ * the calling thread, so it can enforce its own first-token, idle and total
+ * timeouts and call on_tick while it waits. Nothing is shared between calls:
+ * any thread may stream once llm_global_init() has run.
+ *
+ * The wire is parsed incrementally in the write callback: bytes become lines
+ * (at most LINE_MAX_BYTES each), lines become NDJSON objects or SSE events,
+ * and every non-empty piece of answer text goes to on_token as it arrives.
+ */
+#include "llm.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#define LINE_MAX_BYTES    (1024 * 1024)   /* one NDJSON line or SSE event */
+#define ERRBODY_MAX_BYTES (64 * 1024)     /* body of a non-2xx response */
+#define DEFAULT_TICK_MS   50
+#define EXCERPT_BYTES     80              /* of a bad line, in messages */
+
+/* "%d token%s" arguments: 1 token, 2 tokens. */
+#define TOKENS(n) (n), (n) == 1 ? "" : "s"
+
+/* A growable byte buffer, NUL-terminated when non-empty. */
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+/* Appends n bytes unless the result would exceed limit.
+ * 0 on success, 1 over the limit (nothing appended), -1 out of memory. */
+static int buf_add(struct buf *b, const char *s, size_t n, size_t limit)
+{
+    if (n > limit || b->len > limit - n)
+        return 1;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p)
+            return -1;
+        b->p = p;
+        b->cap = cap;
+    }
+    if (n)
+        memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+static void buf_free(struct buf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+/* The state of one llm_stream() call. Touched only by the calling thread
+ * (the write callback runs inside curl_multi_perform in that thread). */
+struct call {
+    const struct llm_config *cfg;
+    const struct llm_callbacks *cb;
+    struct llm_result *res;
+    CURL *easy;
+    char where[300];          /* "host:port" of the upstream, for messages */
+    char path[256];           /* request path, for messages */
+    int64_t t0;               /* call start, mono_ms */
+    int64_t last_token;       /* mono_ms of the latest token */
+    int status;               /* HTTP status once the body starts, else 0 */
+    int error_body;           /* non-2xx: the body is collected, not parsed */
+    int at_eof;               /* the transfer ended cleanly; flushing leftovers */
+    struct buf line;          /* the current, incomplete line */
+    struct buf data;          /* SSE: data of the current event */
+    int has_data;             /* SSE: the current event has a data field */
+    char event[32];           /* SSE: event name of the current event */
+    struct buf errbody;       /* non-2xx body, at most ERRBODY_MAX_BYTES */
+    int pieces;               /* non-empty text pieces delivered */
+    int up_tokens;            /* the upstream's own count, -1 if untold */
+    int new_tokens;           /* tokens since the last on_tick */
+    int final;                /* the final message was seen */
+    int failed;               /* res->kind and res->err are set */
+};
+
+/* Records the first failure of the call; later ones are ignored. */
+static void fail(struct call *c, enum llm_err kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fail(struct call *c, enum llm_err kind, const char *fmt, ...)
+{
+    if (c->failed)
+        return;
+    c->failed = 1;
+    c->res->kind = kind;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->res->err, sizeof c->res->err, fmt, ap);
+    va_end(ap);
+}
+
+/* Copies at most max bytes of s into out as printable text for a message:
+ * control bytes become spaces, a cut never splits a UTF-8 sequence, and
+ * "..." marks a cut. */
+static void excerpt(char *out, size_t outlen, const char *s, size_t len, size_t max)
+{
+    size_t n = len < max ? len : max;
+    if (n + 4 > outlen)
+        n = outlen > 4 ? outlen - 4 : 0;
+    if (n < len)
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--;                  /* back off to the start of a sequence */
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        out[o++] = (ch < 0x20 || ch == 0x7f) ? ' ' : (char)ch;
+    }
+    if (n < len && o + 3 < outlen) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o] = '\0';
+}
+
+/* Finds the human-readable message in an error value as the various
+ * servers send it: "text", {"error": "text"}, {"error": {"message": ...}},
+ * {"message": ...}, {"detail": ...}. Returns it (borrowed) or NULL. */
+static const char *error_message(json_t *v)
+{
+    if (json_is_string(v))
+        return json_string_length(v) ? json_string_value(v) : NULL;
+    if (!json_is_object(v))
+        return NULL;
+    static const char *const keys[] = { "error", "message", "detail", "msg" };
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const char *m = error_message(json_object_get(v, keys[i]));
+        if (m)
+            return m;
+    }
+    return NULL;
+}
+
+/* Reports an error object received inside a 2xx stream. */
+static void fail_upstream(struct call *c, json_t *errv)
+{
+    const char *m = error_message(errv);
+    char *dump = NULL;
+    if (!m)
+        m = dump = json_dumps(errv, JSON_COMPACT | JSON_ENCODE_ANY);
+    fail(c, LLM_ERR_UPSTREAM, "upstream error after %d token%s: %s", TOKENS(c->pieces),
+         m ? m : "(no message)");
+    free(dump);
+}
+
+static void fail_malformed(struct call *c, const char *what, const char *s, size_t len)
+{
+    if (c->at_eof) {
+        /* Unparseable leftovers after the connection closed: the stream was
+         * cut in the middle of a message rather than garbled. */
+        fail(c, LLM_ERR_CUT, "the upstream closed the connection in the middle of a "
+             "message, after %d token%s", TOKENS(c->pieces));
+        return;
+    }
+    char ex[EXCERPT_BYTES + 8];
+    excerpt(ex, sizeof ex, s, len, EXCERPT_BYTES);
+    fail(c, LLM_ERR_MALFORMED, "upstream sent %s after %d token%s: \"%s\"", what, TOKENS(c->pieces), ex);
+}
+
+/* One piece of answer text: timing, counting, on_token. */
+static void deliver(struct call *c, const char *text, size_t len)
+{
+    if (len == 0)
+        return;
+    int64_t now = mono_ms();
+    if (c->res->first_token_ms < 0)
+        c->res->first_token_ms = now - c->t0;
+    c->last_token = now;
+    c->pieces++;
+    c->new_tokens = 1;
+    const struct llm_callbacks *cb = c->cb;
+    if (cb && cb->on_token && cb->on_token(cb->ud, text, len) != 0)
+        fail(c, LLM_ERR_ABORTED, "the answer was stopped by the caller after %d token%s",
+             TOKENS(c->pieces));
+}
+
+static void note_model(struct call *c, json_t *obj)
+{
+    json_t *m = json_object_get(obj, "model");
+    if (json_is_string(m) && json_string_length(m) > 0)
+        str_copy(c->res->model, sizeof c->res->model, json_string_value(m));
+}
+
+/* Parses a JSON object of at most LINE_MAX_BYTES; NULL if it is not one. */
+static json_t *parse_object(const char *s, size_t len)
+{
+    json_error_t je;
+    json_t *j = json_loadb(s, len, JSON_ALLOW_NUL, &je);
+    if (j && !json_is_object(j)) {
+        json_decref(j);
+        j = NULL;
+    }
+    return j;
+}
+
+/* ---- Ollama: one JSON object per line ---- */
+
+static void ollama_line(struct call *c, const char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len && (s[i] == ' ' || s[i] == '\t'))
+        i++;
+    if (i == len)
+        return;                   /* blank line: nothing to say */
+    json_t *j = parse_object(s, len);
+    if (!j) {
+        fail_malformed(c, "a line that is not a JSON object", s, len);
+        return;
+    }
+    json_t *e = json_object_get(j, "error");
+    if (e && !json_is_null(e)) {
+        fail_upstream(c, e);
+        json_decref(j);
+        return;
+    }
+    note_model(c, j);
+    json_t *text = json_object_get(j, "response");                 /* /api/generate */
+    if (!json_is_string(text))
+        text = json_object_get(json_object_get(j, "message"), "content");  /* /api/chat */
+    if (json_is_string(text))
+        deliver(c, json_string_value(text), json_string_length(text));
+    if (!c->failed && json_is_true(json_object_get(j, "done"))) {
+        json_t *n = json_object_get(j, "eval_count");
+        if (json_is_integer(n))
+            c->up_tokens = (int)json_integer_value(n);
+        n = json_object_get(j, "prompt_eval_count");
+        if (json_is_integer(n))
+            c->res->prompt_tokens = (int)json_integer_value(n);
+        c->final = 1;
+    }
+    json_decref(j);
+}
+
+/* ---- OpenAI: server-sent events whose data are JSON chunks ---- */
+
+static void sse_dispatch(struct call *c)
+{
+    if (!c->has_data) {
+        c->event[0] = '\0';
+        return;
+    }
+    const char *d = c->data.p ? c->data.p : "";
+    size_t len = c->data.len;
+    if (len == 6 && memcmp(d, "[DONE]", 6) == 0) {
+        c->final = 1;
+    } else {
+        json_t *j = parse_object(d, len);
+        if (!j) {
+            fail_malformed(c, "an event whose data is not a JSON object", d, len);
+        } else {
+            json_t *e = json_object_get(j, "error");
+            if (e && !json_is_null(e)) {
+                fail_upstream(c, e);
+            } else if (strcmp(c->event, "error") == 0) {
+                fail_upstream(c, j);
+            } else {
+                note_model(c, j);
+                json_t *u = json_object_get(j, "usage");
+                if (json_is_object(u)) {
+                    json_t *n = json_object_get(u, "completion_tokens");
+                    if (json_is_integer(n))
+                        c->up_tokens = (int)json_integer_value(n);
+                    n = json_object_get(u, "prompt_tokens");
+                    if (json_is_integer(n))
+                        c->res->prompt_tokens = (int)json_integer_value(n);
+                }
+                json_t *ch = json_array_get(json_object_get(j, "choices"), 0);
+                json_t *text = json_object_get(json_object_get(ch, "delta"), "content");
+                if (!json_is_string(text))
+                    text = json_object_get(ch, "text");    /* legacy completions */
+                if (json_is_string(text))
+                    deliver(c, json_string_value(text), json_string_length(text));
+            }
+            json_decref(j);
+        }
+    }
+    c->data.len = 0;
+    c->has_data = 0;
+    c->event[0] = '\0';
+}
+
+static void sse_line(struct call *c, const char *s, size_t len)
+{
+    if (len == 0) {
+        sse_dispatch(c);
+        return;
+    }
+    if (s[0] == ':')
+        return;                   /* comment, keep-alive */
+    const char *colon = memchr(s, ':', len);
+    size_t flen = colon ? (size_t)(colon - s) : len;
+    const char *v = colon ? colon + 1 : s + len;
+    size_t vlen = (size_t)(s + len - v);
+    if (vlen > 0 && v[0] == ' ') {
+        v++;
+        vlen--;
+    }
+    if (flen == 4 && memcmp(s, "data", 4) == 0) {
+        int r = 0;
+        if (c->has_data)
+            r = buf_add(&c->data, "\n", 1, LINE_MAX_BYTES);
+        if (r == 0)
+            r = buf_add(&c->data, v, vlen, LINE_MAX_BYTES);
+        if (r > 0)
+            fail(c, LLM_ERR_MALFORMED, "upstream sent an event larger than %d bytes",
+                 LINE_MAX_BYTES);
+        else if (r < 0)
+            fail(c, LLM_ERR_INTERNAL, "out of memory reading the upstream's stream");
+        c->has_data = 1;
+    } else if (flen == 5 && memcmp(s, "event", 5) == 0) {
+        size_t n = vlen < sizeof c->event - 1 ? vlen : sizeof c->event - 1;
+        memcpy(c->event, v, n);
+        c->event[n] = '\0';
+    } else if ((flen == 2 && memcmp(s, "id", 2) == 0) ||
+               (flen == 5 && memcmp(s, "retry", 5) == 0)) {
+        /* not used by a single answer */
+    } else if (s[0] == '{') {
+        /* A bare JSON object instead of an event: an error some servers
+         * send without the data: prefix, or garbage. */
+        json_t *j = parse_object(s, len);
+        json_t *e = j ? json_object_get(j, "error") : NULL;
+        if (e && !json_is_null(e))
+            fail_upstream(c, e);
+        else
+            fail_malformed(c, "a line that is not server-sent events", s, len);
+        json_decref(j);
+    } else {
+        fail_malformed(c, "a line that is not server-sent events", s, len);
+    }
+}
+
+static void process_line(struct call *c, const char *s, size_t len)
+{
+    if (len > 0 && s[len - 1] == '\r')
+        len--;
+    if (c->cfg->provider == LLM_OPENAI)
+        sse_line(c, s, len);
+    else
+        ollama_line(c, s, len);
+}
+
+/* libcurl write callback: collects an error body, or cuts the stream into
+ * lines and parses each. Returns 0 (abort the transfer) once the call has
+ * failed or a buffer would exceed its cap. */
+static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    struct call *c = ud;
+    size_t n = size * nmemb;
+    if (c->failed)
+        return 0;
+    if (c->final)
+        return n;                 /* trailing bytes after the final message */
+    if (!c->status) {
+        long code = 0;
+        curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &code);
+        c->status = (int)code;
+        c->error_body = code < 200 || code > 299;
+    }
+    if (c->error_body) {
+        size_t room = ERRBODY_MAX_BYTES - c->errbody.len;
+        int r = buf_add(&c->errbody, ptr, n < room ? n : room, ERRBODY_MAX_BYTES);
+        if (r < 0)
+            fail(c, LLM_ERR_INTERNAL, "out of memory reading the upstream's error");
+        return (r == 0 && n <= room) ? n : 0;    /* enough read: stop */
+    }
+    const char *p = ptr, *end = ptr + n;
+    while (p < end && !c->failed && !c->final) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t chunk = (size_t)((nl ? nl : end) - p);
+        if (nl && c->line.len == 0) {
+            process_line(c, p, chunk);           /* whole line in this read */
+        } else {
+            int r = buf_add(&c->line, p, chunk, LINE_MAX_BYTES);
+            if (r > 0)
+                fail(c, LLM_ERR_MALFORMED, "upstream sent a line longer than %d bytes "
+                     "after %d token%s", LINE_MAX_BYTES, TOKENS(c->pieces));
+            else if (r < 0)
+                fail(c, LLM_ERR_INTERNAL, "out of memory reading the upstream's stream");
+            else if (nl) {
+                process_line(c, c->line.p, c->line.len);
+                c->line.len = 0;
+            }
+        }
+        if (!nl)
+            break;
+        p = nl + 1;
+    }
+    return c->failed ? 0 : n;
+}
+
+/* ---- the end of a transfer ---- */
+
+static void http_error(struct call *c)
+{
+    const char *body = c->errbody.p ? c->errbody.p : "";
+    size_t len = c->errbody.len;
+    json_error_t je;
+    json_t *j = json_loadb(body, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+    const char *m = j ? error_message(j) : NULL;
+    if (m) {
+        fail(c, LLM_ERR_HTTP, "upstream returned HTTP %d: %s", c->status, m);
+    } else {
+        size_t i = 0;
+        while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
+            i++;
+        while (len > i && (body[len - 1] == ' ' || body[len - 1] == '\t' ||
+                           body[len - 1] == '\r' || body[len - 1] == '\n'))
+            len--;
+        if (i == len) {
+            fail(c, LLM_ERR_HTTP, "upstream returned HTTP %d for %s with an empty body",
+                 c->status, c->path);
+        } else {
+            char ex[200];
+            excerpt(ex, sizeof ex, body + i, len - i, 160);
+            fail(c, LLM_ERR_HTTP, "upstream returned HTTP %d for %s: %s", c->status, c->path, ex);
+        }
+    }
+    json_decref(j);
+}
+
+/* Classifies the end of the transfer (curl's result code) into the call's
+ * outcome, unless the write callback already decided it. */
+static void transfer_done(struct call *c, CURLcode code, const char *curlerr)
+{
+    if (c->failed || c->final)
+        return;
+    if (!c->status) {
+        long st = 0;
+        curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &st);
+        c->status = (int)st;
+        if (st && (st < 200 || st > 299))
+            c->error_body = 1;    /* an error with no body at all */
+    }
+    if (c->error_body) {
+        http_error(c);
+        return;
+    }
+    long oserr = 0;
+    curl_off_t connected = 0;
+    switch (code) {
+    case CURLE_OK:
+        /* Leftovers: a last line without its newline, an event without its
+         * blank line. Whatever they hold counts; garbage counts as a cut. */
+        c->at_eof = 1;
+        if (c->line.len > 0) {
+            process_line(c, c->line.p, c->line.len);
+            c->line.len = 0;
+        }
+        if (!c->failed && !c->final && c->cfg->provider == LLM_OPENAI)
+            sse_dispatch(c);
+        if (!c->failed && !c->final)
+            fail(c, LLM_ERR_CUT, "the upstream closed the connection before the final "
+                 "message, after %d token%s", TOKENS(c->pieces));
+        return;
+    case CURLE_COULDNT_RESOLVE_HOST:
+        fail(c, LLM_ERR_CONNECT, "cannot resolve the upstream host of %s", c->where);
+        return;
+    case CURLE_COULDNT_CONNECT:
+        curl_easy_getinfo(c->easy, CURLINFO_OS_ERRNO, &oserr);
+        fail(c, LLM_ERR_CONNECT, "cannot connect to the upstream at %s: %s", c->where,
+             oserr ? strerror((int)oserr) : "connection failed");
+        return;
+    case CURLE_OPERATION_TIMEDOUT:
+        /* Only the connect timeout is given to curl; the rest are ours. */
+        curl_easy_getinfo(c->easy, CURLINFO_CONNECT_TIME_T, &connected);
+        if (connected == 0) {
+            fail(c, LLM_ERR_CONNECT, "could not connect to the upstream at %s within %d ms",
+                 c->where, c->cfg->connect_timeout_ms);
+            return;
+        }
+        break;
+    case CURLE_GOT_NOTHING:
+        fail(c, LLM_ERR_CUT, "the upstream at %s closed the connection without answering",
+             c->where);
+        return;
+    case CURLE_PARTIAL_FILE:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+        if (c->status) {
+            fail(c, LLM_ERR_CUT, "the upstream closed the connection before the final "
+                 "message, after %d token%s", TOKENS(c->pieces));
+            return;
+        }
+        break;
+    case CURLE_OUT_OF_MEMORY:
+        fail(c, LLM_ERR_INTERNAL, "out of memory talking to the upstream");
+        return;
+    default:
+        break;
+    }
+    if (c->status)
+        fail(c, LLM_ERR_CUT, "the stream from %s broke after %d token%s: %s", c->where,
+             TOKENS(c->pieces), curlerr[0] ? curlerr : curl_easy_strerror(code));
+    else
+        fail(c, LLM_ERR_CONNECT, "request to the upstream at %s failed: %s", c->where,
+             curlerr[0] ? curlerr : curl_easy_strerror(code));
+}
+
+/* Our own deadlines. Returns 1 when one has passed (and the call failed). */
+static int check_timeouts(struct call *c, int64_t now)
+{
+    const struct llm_config *cfg = c->cfg;
+    if (cfg->first_token_timeout_ms > 0 && c->res->first_token_ms < 0 && !c->error_body &&
+        now - c->t0 >= cfg->first_token_timeout_ms) {
+        curl_off_t connected = 0;
+        curl_easy_getinfo(c->easy, CURLINFO_CONNECT_TIME_T, &connected);
+        fail(c, LLM_ERR_TIMEOUT_FIRST, "no first token from the upstream within %d ms%s",
+             cfg->first_token_timeout_ms, connected ? "" : " (still connecting)");
+        return 1;
+    }
+    if (cfg->idle_timeout_ms > 0 && c->res->first_token_ms >= 0 &&
+        now - c->last_token >= cfg->idle_timeout_ms) {
+        fail(c, LLM_ERR_TIMEOUT_IDLE, "no new token from the upstream within the idle "
+             "limit of %d ms, after %d token%s", cfg->idle_timeout_ms, TOKENS(c->pieces));
+        return 1;
+    }
+    if (cfg->total_timeout_ms > 0 && now - c->t0 >= cfg->total_timeout_ms) {
+        fail(c, LLM_ERR_TIMEOUT_TOTAL, "the answer did not finish within the total limit "
+             "of %d ms (%d token%s so far)", cfg->total_timeout_ms, TOKENS(c->pieces));
+        return 1;
+    }
+    return 0;
+}
+
+/* Milliseconds until the nearest of our deadlines or the next tick. */
+static int next_wait(const struct call *c, int64_t now, int64_t next_tick)
+{
+    const struct llm_config *cfg = c->cfg;
+    int64_t at = next_tick;
+    if (cfg->first_token_timeout_ms > 0 && c->res->first_token_ms < 0 && !c->error_body &&
+        c->t0 + cfg->first_token_timeout_ms < at)
+        at = c->t0 + cfg->first_token_timeout_ms;
+    if (cfg->idle_timeout_ms > 0 && c->res->first_token_ms >= 0 &&
+        c->last_token + cfg->idle_timeout_ms < at)
+        at = c->last_token + cfg->idle_timeout_ms;
+    if (cfg->total_timeout_ms > 0 && c->t0 + cfg->total_timeout_ms < at)
+        at = c->t0 + cfg->total_timeout_ms;
+    int64_t w = at - now;
+    return w < 0 ? 0 : w > 1000 ? 1000 : (int)w;
+}
+
+/* ---- the request ---- */
+
+static int ends_with(const char *s, size_t len, const char *suffix)
+{
+    size_t n = strlen(suffix);
+    return len >= n && memcmp(s + len - n, suffix, n) == 0;
+}
+
+/* Sets u's path to the endpoint for this provider and request, from a base
+ * URL or a full endpoint URL, and fills c->where and c->path. */
+static int prepare_url(struct call *c, CURLU *u, int chat)
+{
+    const struct llm_config *cfg = c->cfg;
+    char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
+    int rc = -1;
+    if (curl_url_set(u, CURLUPART_URL, cfg->base_url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK) {
+        /* the URL itself is not repeated: it may hold credentials */
+        fail(c, LLM_ERR_CONFIG, "the upstream URL is not a valid http:// or https:// URL");
+        goto out;
+    }
+    snprintf(c->where, sizeof c->where, "%s:%s", host, port);
+    if (curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK) {
+        fail(c, LLM_ERR_INTERNAL, "cannot read the upstream URL's path");
+        goto out;
+    }
+    size_t len = strlen(path);
+    while (len > 0 && path[len - 1] == '/')
+        len--;
+    const char *tail;
+    if (cfg->provider == LLM_OPENAI) {
+        tail = ends_with(path, len, "/chat/completions") ? "" : "/chat/completions";
+    } else {
+        static const char *const full[] = { "/api/generate", "/api/chat", "/api" };
+        for (size_t i = 0; i < sizeof full / sizeof full[0]; i++)
+            if (ends_with(path, len, full[i])) {
+                len -= strlen(full[i]);
+                break;
+            }
+        while (len > 0 && path[len - 1] == '/')
+            len--;
+        tail = chat ? "/api/chat" : "/api/generate";
+    }
+    int n = snprintf(c->path, sizeof c->path, "%.*s%s", (int)len, path, tail);
+    if (n < 0 || (size_t)n >= sizeof c->path) {
+        fail(c, LLM_ERR_CONFIG, "the upstream URL's path is too long");
+        goto out;
+    }
+    if (curl_url_set(u, CURLUPART_PATH, c->path, 0) != CURLUE_OK) {
+        fail(c, LLM_ERR_CONFIG, "the upstream URL's path is not valid");
+        goto out;
+    }
+    rc = 0;
+out:
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_free(path);
+    return rc;
+}
+
+/* Appends {"role", "content"}; -1 when a field is missing or not UTF-8. */
+static int add_message(json_t *arr, const char *role, const char *content)
+{
+    if (!role || !content)
+        return -1;
+    json_t *r = json_string(role), *t = json_string(content);
+    if (!r || !t) {
+        json_decref(r);
+        json_decref(t);
+        return -1;
+    }
+    return json_array_append_new(arr, json_pack("{s:o, s:o}", "role", r, "content", t));
+}
+
+/* Builds the JSON request body (new reference), or NULL with the call failed. */
+static json_t *build_body(struct call *c, const struct llm_request *req, const char *model)
+{
+    int openai = c->cfg->provider == LLM_OPENAI;
+    json_t *b = json_object();
+    json_t *msgs = NULL;
+    int bad = !b || json_object_set_new(b, "model", json_string(model)) != 0;
+    if (!bad && (req->n_messages > 0 || openai)) {
+        msgs = json_array();
+        bad = !msgs;
+        /* system first, unless the conversation brings its own */
+        if (!bad && req->system && req->system[0] &&
+            !(req->n_messages > 0 && req->messages[0].role &&
+              strcmp(req->messages[0].role, "system") == 0))
+            bad = add_message(msgs, "system", req->system) != 0;
+        for (size_t i = 0; !bad && i < req->n_messages; i++)
+            bad = add_message(msgs, req->messages[i].role, req->messages[i].content) != 0;
+        if (!bad && req->n_messages == 0)
+            bad = add_message(msgs, "user", req->prompt) != 0;
+        if (!bad)
+            bad = json_object_set(b, "messages", msgs) != 0;
+    } else if (!bad) {
+        bad = json_object_set_new(b, "prompt", json_string(req->prompt)) != 0;
+        if (!bad && req->system && req->system[0])
+            bad = json_object_set_new(b, "system", json_string(req->system)) != 0;
+    }
+    if (!bad)
+        bad = json_object_set_new(b, "stream", json_true()) != 0;
+    if (!bad && openai) {
+        bad = json_object_set_new(b, "stream_options",
+                                  json_pack("{s:b}", "include_usage", 1)) != 0;
+        if (!bad && req->temperature >= 0)
+            bad = json_object_set_new(b, "temperature", json_real(req->temperature)) != 0;
+        if (!bad && req->max_tokens > 0)
+            bad = json_object_set_new(b, "max_tokens", json_integer(req->max_tokens)) != 0;
+    } else if (!bad && (req->temperature >= 0 || req->max_tokens > 0)) {
+        json_t *o = json_object();
+        bad = !o;
+        if (!bad && req->temperature >= 0)
+            bad = json_object_set_new(o, "temperature", json_real(req->temperature)) != 0;
+        if (!bad && req->max_tokens > 0)
+            bad = json_object_set_new(o, "num_predict", json_integer(req->max_tokens)) != 0;
+        if (json_object_set_new(b, "options", o) != 0)
+            bad = 1;
+    }
+    json_decref(msgs);
+    if (bad) {
+        json_decref(b);
+        fail(c, LLM_ERR_CONFIG, "the request has a message without role or content, "
+             "or text that is not valid UTF-8");
+        return NULL;
+    }
+    return b;
+}
+
+/* Replaces every occurrence of secret in s with "***" (in place). */
+static void scrub(char *s, const char *secret)
+{
+    size_t n = secret ? strlen(secret) : 0;
+    if (n < 4)
+        return;                   /* too short to tell from ordinary text */
+    char *p;
+    while ((p = strstr(s, secret)) != NULL) {
+        memcpy(p, "***", 3);
+        memmove(p + 3, p + n, strlen(p + n) + 1);
+    }
+}
+
+int llm_global_init(void)
+{
+    json_object_seed(0);          /* jansson's hash seed, before any thread */
+    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+}
+
+int llm_stream(const struct llm_config *cfg, const struct llm_request *req,
+               const struct llm_callbacks *cb, struct llm_result *result)
+{
+    struct call c;
+    memset(&c, 0, sizeof c);
+    memset(result, 0, sizeof *result);
+    result->kind = LLM_OK;
+    result->first_token_ms = -1;
+    c.cfg = cfg;
+    c.cb = cb;
+    c.res = result;
+    c.t0 = mono_ms();
+    c.up_tokens = -1;
+
+    CURLU *u = NULL;
+    CURLM *multi = NULL;
+    struct curl_slist *hdrs = NULL;
+    json_t *body = NULL;
+    char *payload = NULL;
+    char curlerr[CURL_ERROR_SIZE] = "";
+    int added = 0;
+
+    const char *model = req && req->model && req->model[0] ? req->model
+                        : cfg && cfg->model ? cfg->model : "";
+    if (!cfg || !req) {
+        fail(&c, LLM_ERR_CONFIG, "no upstream configuration or request");
+        goto done;
+    }
+    if (!cfg->base_url || !cfg->base_url[0]) {
+        fail(&c, LLM_ERR_CONFIG, "no upstream URL is configured");
+        goto done;
+    }
+    if (cfg->provider != LLM_OLLAMA && cfg->provider != LLM_OPENAI) {
+        fail(&c, LLM_ERR_CONFIG, "unknown upstream provider %d", (int)cfg->provider);
+        goto done;
+    }
+    if (!model[0]) {
+        fail(&c, LLM_ERR_CONFIG, "no model is configured for the upstream");
+        goto done;
+    }
+    if (req->n_messages == 0 && !req->prompt) {
+        fail(&c, LLM_ERR_CONFIG, "the request has neither a prompt nor messages");
+        goto done;
+    }
+    str_copy(result->model, sizeof result->model, model);
+
+    u = curl_url();
+    c.easy = curl_easy_init();
+    multi = curl_multi_init();
+    if (!u || !c.easy || !multi) {
+        fail(&c, LLM_ERR_INTERNAL, "cannot set up libcurl (out of memory?)");
+        goto done;
+    }
+    if (prepare_url(&c, u, req->n_messages > 0) < 0)
+        goto done;
+    if (!(body = build_body(&c, req, model)))
+        goto done;
+    if (!(payload = json_dumps(body, JSON_COMPACT))) {
+        fail(&c, LLM_ERR_INTERNAL, "cannot encode the request (out of memory?)");
+        goto done;
+    }
+
+    struct curl_slist *h;
+    h = hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+    if (h)
+        h = hdrs = curl_slist_append(hdrs, cfg->provider == LLM_OPENAI
+                                     ? "Accept: text/event-stream"
+                                     : "Accept: application/x-ndjson");
+    if (h)
+        h = hdrs = curl_slist_append(hdrs, "Expect:");     /* no 100-continue wait */
+    if (h && cfg->provider == LLM_OPENAI && cfg->api_key && cfg->api_key[0]) {
+        size_t n = strlen(cfg->api_key) + 32;
+        char *auth = malloc(n);
+        if (auth) {
+            snprintf(auth, n, "Authorization: Bearer %s", cfg->api_key);
+            h = hdrs = curl_slist_append(hdrs, auth);
+            explicit_bzero(auth, n);
+            free(auth);
+        } else {
+            h = NULL;
+        }
+    }
+    if (!h) {
+        fail(&c, LLM_ERR_INTERNAL, "cannot build the request headers (out of memory?)");
+        goto done;
+    }
+
+    CURL *e = c.easy;
+    CURLcode sc = CURLE_OK;
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_CURLU, u);
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_POST, 1L);
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_POSTFIELDS, payload);
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(payload));
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_USERAGENT, "parley");
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_WRITEDATA, &c);
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_ERRORBUFFER, curlerr);
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    if (!sc && cfg->connect_timeout_ms > 0)
+        sc = curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_timeout_ms);
+    if (sc || curl_multi_add_handle(multi, e) != CURLM_OK) {
+        fail(&c, LLM_ERR_INTERNAL, "cannot set up the libcurl transfer: %s",
+             curl_easy_strerror(sc));
+        goto done;
+    }
+    added = 1;
+
+    int tick = cb && cb->tick_ms > 0 ? cb->tick_ms : DEFAULT_TICK_MS;
+    int64_t last_tick = c.t0;
+    for (;;) {
+        int running = 0;
+        CURLMcode mc = curl_multi_perform(multi, &running);
+        if (mc != CURLM_OK) {
+            fail(&c, LLM_ERR_INTERNAL, "libcurl failed: %s", curl_multi_strerror(mc));
+            break;
+        }
+        CURLMsg *msg;
+        int left;
+        while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+            if (msg->msg == CURLMSG_DONE)
+                transfer_done(&c, msg->data.result, curlerr);
+        if (c.failed || c.final)
+            break;
+        if (!running) {           /* cannot happen without a DONE message */
+            fail(&c, LLM_ERR_INTERNAL, "the transfer ended without a result");
+            break;
+        }
+        int64_t now = mono_ms();
+        if (c.new_tokens || now - last_tick >= tick) {
+            c.new_tokens = 0;
+            last_tick = now;
+            if (cb && cb->on_tick && cb->on_tick(cb->ud) != 0) {
+                fail(&c, LLM_ERR_ABORTED, "the answer was stopped by the caller after %d "
+                     "token%s", TOKENS(c.pieces));
+                break;
+            }
+            now = mono_ms();
+        }
+        if (check_timeouts(&c, now))
+            break;
+        mc = curl_multi_poll(multi, NULL, 0, next_wait(&c, now, last_tick + tick), NULL);
+        if (mc != CURLM_OK) {
+            fail(&c, LLM_ERR_INTERNAL, "libcurl failed: %s", curl_multi_strerror(mc));
+            break;
+        }
+    }
+
+done:
+    if (c.easy && !c.status) {
+        long st = 0;
+        curl_easy_getinfo(c.easy, CURLINFO_RESPONSE_CODE, &st);
+        c.status = (int)st;
+    }
+    result->http_status = c.status;
+    result->tokens = c.up_tokens >= 0 ? c.up_tokens : c.pieces;
+    result->total_ms = mono_ms() - c.t0;
+    if (cfg)
+        scrub(result->err, cfg->api_key);
+    if (added)
+        curl_multi_remove_handle(multi, c.easy);
+    curl_easy_cleanup(c.easy);
+    curl_multi_cleanup(multi);
+    curl_slist_free_all(hdrs);
+    curl_url_cleanup(u);
+    free(payload);
+    json_decref(body);
+    buf_free(&c.line);
+    buf_free(&c.data);
+    buf_free(&c.errbody);
+    return c.failed ? -1 : 0;
+}
+
+const char *llm_err_name(enum llm_err kind)
+{
+    switch (kind) {
+    case LLM_OK:                return "ok";
+    case LLM_ERR_CONFIG:        return "config";
+    case LLM_ERR_CONNECT:       return "connect";
+    case LLM_ERR_HTTP:          return "http";
+    case LLM_ERR_UPSTREAM:      return "upstream";
+    case LLM_ERR_MALFORMED:     return "malformed";
+    case LLM_ERR_TIMEOUT_FIRST: return "timeout_first";
+    case LLM_ERR_TIMEOUT_IDLE:  return "timeout_idle";
+    case LLM_ERR_TIMEOUT_TOTAL: return "timeout_total";
+    case LLM_ERR_CUT:           return "cut";
+    case LLM_ERR_ABORTED:       return "aborted";
+    case LLM_ERR_INTERNAL:      return "internal";
+    }
+    return "unknown";
+}
