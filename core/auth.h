@@ -32,6 +32,7 @@ const char *auth_message(enum auth_result r);
  * (free()), NULL on error. For tests, tools and the demo. */
 char *auth_make_token(const char *secret, const char *sub, int64_t exp);
 /* Extracts the token from an "Authorization: Bearer x" header value.
- * Returns a pointer into header (borrowed) or NULL. */
+ * Returns a pointer into header (borrowed) or NULL. Trailing blanks stay
+ * (the pointer is into header); auth_verify ignores blanks around a token. */
 const char *auth_bearer(const char *header);
 #endif

@@ -50,7 +50,8 @@ int config_set(struct parley_config *cfg, const char *key, const char *value,
 int config_load_file(struct parley_config *cfg, const char *path, char *err, size_t errlen);
 /* Applies every known key present in the process environment. */
 int config_load_env(struct parley_config *cfg, char *err, size_t errlen);
-/* defaults + file named by PARLEY_CONFIG (if set) + environment. */
+/* defaults + file named by PARLEY_CONFIG (if set) + environment. On failure
+ * the struct is cleaned and left zeroed (config_cleanup stays safe). */
 int config_load(struct parley_config *cfg, char *err, size_t errlen);
 /* Frees the strings; safe after a partial init and on a zeroed struct. */
 void config_cleanup(struct parley_config *cfg);

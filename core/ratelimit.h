@@ -8,8 +8,12 @@
 
 /* Records a hit for user at now_ms if fewer than limit hits fall in
  * (now_ms - window_ms, now_ms]. Returns 1 allowed (hit recorded),
- * 0 limited (nothing recorded; *retry_ms, if not NULL, says when the oldest
- * hit leaves the window), -1 on a database error. limit <= 0: always 1. */
+ * 0 limited (nothing recorded; *retry_ms, if not NULL, says when enough
+ * hits leave the window), -1 on a database error or window_ms <= 0, or when
+ * called inside an open transaction. limit <= 0: always 1.
+ * Hits stamped after now_ms (by a process whose clock read came later but
+ * committed first) count as inside the window, so concurrent callers can
+ * never together exceed the limit. */
 int ratelimit_hit(parley_db *db, const char *user, int limit, int64_t window_ms,
                   int64_t now_ms, int64_t *retry_ms);
 /* Deletes hits older than now_ms - window_ms for every user. Returns rows
