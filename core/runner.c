@@ -32,7 +32,29 @@ struct run_state {
     int64_t renewed_ms;
     int lost_lease;
     int db_failed;
+    int one_sentence;
+    int stopped_early;          /* one_sentence reached: a success */
 };
+
+/* Length of the first sentence of t[0..n) including its terminator, or 0
+ * when it has not ended yet. A sentence ends at . ! ? or … followed by white
+ * space (or a closing quote then space); "3.5" and "e.g." mid-word don't. */
+static size_t first_sentence_end(const char *t, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char ch = t[i];
+        if (ch == '\n' && i > 0)
+            return i;
+        if (ch != '.' && ch != '!' && ch != '?')
+            continue;
+        size_t j = i + 1;
+        while (j < n && (t[j] == '"' || t[j] == '\'' || t[j] == ')'))
+            j++;
+        if (j < n && (t[j] == ' ' || t[j] == '\n' || t[j] == '\t'))
+            return j;
+    }
+    return 0;
+}
 
 static int keep_lease(struct run_state *rs)
 {
@@ -51,6 +73,29 @@ static int keep_lease(struct run_state *rs)
 static int on_token(void *ud, const char *t, size_t n)
 {
     struct run_state *rs = ud;
+    if (rs->stopped_early)
+        return 1;
+    if (rs->one_sentence) {
+        /* look for the end of the first sentence in what we'd have */
+        size_t old = rs->len;
+        char tmp[4096];
+        size_t take = n < sizeof tmp - 1 ? n : sizeof tmp - 1;
+        size_t scan_from = old > 4 ? old - 4 : 0;      /* a terminator may end the last piece */
+        size_t have = old - scan_from;
+        if (have + take < sizeof tmp) {
+            if (have)
+                memcpy(tmp, rs->text + scan_from, have);
+            memcpy(tmp + have, t, take);
+            size_t end = first_sentence_end(tmp, have + take);
+            if (end > have) {
+                n = end - have;       /* keep up to the terminator */
+                rs->stopped_early = 1;
+            } else if (end > 0 && end <= have) {
+                rs->stopped_early = 1;
+                return 1;
+            }
+        }
+    }
     if (rs->len + n + 1 > rs->cap) {
         size_t ncap = rs->cap ? rs->cap * 2 : 1024;
         while (ncap < rs->len + n + 1)
@@ -68,6 +113,8 @@ static int on_token(void *ud, const char *t, size_t n)
         rs->db_failed = 1;
         return -1;
     }
+    if (rs->stopped_early)
+        return 1;             /* ends the stream; runner_execute counts it a success */
     return keep_lease(rs);
 }
 
@@ -184,6 +231,7 @@ int runner_execute(struct parley_ctx *ctx, const struct gen_request *req,
     rs.ctx = ctx;
     rs.job_id = claim->job_id;
     rs.renewed_ms = mono_ms();
+    rs.one_sentence = req->one_sentence;
     evw_init(&rs.w, ctx->db, ctx->bell, req->channel, claim->job_id, ctx->cfg->coalesce_ms);
 
     struct llm_config lc;
@@ -209,6 +257,11 @@ int runner_execute(struct parley_ctx *ctx, const struct gen_request *req,
     cb.tick_ms = tick;
     struct llm_result res;
     int ok = llm_stream(&lc, &req->llm, &cb, &res) == 0;
+    if (!ok && rs.stopped_early && res.kind == LLM_ERR_ABORTED) {
+        ok = 1;               /* we stopped it at the end of the first sentence */
+        res.kind = LLM_OK;
+        res.err[0] = '\0';
+    }
 
     out->tokens = res.tokens;
     out->first_token_ms = res.first_token_ms;

@@ -34,6 +34,7 @@ struct gen_request {
     const struct answer *cache;        /* cache row to write on success; NULL: none */
     const char *conversation_id;       /* store the assistant message here; NULL: none */
     const char *message_id;            /* its id (NULL: generated) */
+    int one_sentence;                  /* stop after the first sentence (seed 002 voice) */
 };
 
 struct gen_outcome {

@@ -405,6 +405,30 @@ TEST(coalescing_keeps_text)
     close_ctx(&ctx);
 }
 
+TEST(one_sentence_stops_early)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    const char *body = "voice [[fake answer=\"Sure thing. The XPS costs 1999. Anything else?\" token_ms=1]]";
+    struct treq t;
+    ticket_request(&t, "voice", body);
+    t.req.one_sentence = 1;
+    struct job_claim cl;
+    struct gen_outcome out;
+    int owner;
+    REQUIRE(runner_run(&ctx, &t.req, &cl, &owner, &out) == 0);
+    CHECK_INT(out.ok, 1);
+    CHECK_STR(out.text, "Sure thing.");
+    struct collect c;
+    memset(&c, 0, sizeof c);
+    int64_t cursor = cl.first_seq;
+    CHECK_INT(runner_follow(&ctx, t.channel, cl.job_id, &cursor, 2000, NULL, on_collect, &c), 0);
+    CHECK_STR(c.text, "Sure thing.");
+    CHECK_INT(c.dones, 1);
+    gen_outcome_free(&out);
+    close_ctx(&ctx);
+}
+
 int main(void)
 {
     char err[512];
@@ -424,6 +448,7 @@ int main(void)
     RUN(single_flight_one_upstream_call);
     RUN(killed_owner_mid_stream);
     RUN(coalescing_keeps_text);
+    RUN(one_sentence_stops_early);
     config_cleanup(&cfg);
     return th_done();
 }

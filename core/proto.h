@@ -1,0 +1,108 @@
+/* proto.h — the client protocols as transport-neutral adapters (DESIGN §3).
+ *
+ * One adapter per seed protocol that has a WebSocket endpoint:
+ *   PROTO_TICKET  seed 000  /api/websocket/chat/{ticketId}   core/proto_ticket.c
+ *   PROTO_CHAT    seed 001  /ws/{session_id}?token=JWT       core/proto_chat.c
+ *   PROTO_BRAND   seed 002  /ws/chat/{brand_id}              core/proto_brand.c
+ * The WebSocket bridge and the long-poll transport both drive a connection
+ * through the same four calls, so a frame is byte-for-byte the same on both:
+ *   proto_open()     once, after the transport accepted the connection;
+ *   proto_message()  for each text frame the client sends;
+ *   proto_event()    for each event of the channel the connection follows
+ *                    (or proto_pump() to read and format what is there);
+ *   proto_job_run()  when proto_message() handed back a job this caller owns
+ *                    (the transport decides where: a worker thread in the
+ *                    bridge, after FCGX_Finish_r in FastCGI).
+ * Frames are JSON texts (new strings, in order) collected in proto_frames.
+ * A connection's whole state serialises to JSON (proto_conn_save/load) so a
+ * long-poll session can be served by any FastCGI process.
+ * Threads: a proto_conn is used by one thread at a time; ctx->db is that
+ * thread's connection.
+ */
+#ifndef PARLEY_PROTO_H
+#define PARLEY_PROTO_H
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+#include "runner.h"
+
+enum proto_kind { PROTO_TICKET = 0, PROTO_CHAT = 1, PROTO_BRAND = 2 };
+
+/* Frames to send, in order. Each is a complete JSON text (new). */
+struct proto_frames {
+    char **v;
+    int n, cap;
+};
+void frames_init(struct proto_frames *f);
+/* Appends json_dumps(o) and decrefs o (steals o). 0 / -1. */
+int frames_push(struct proto_frames *f, json_t *o);
+void frames_free(struct proto_frames *f);
+
+struct proto_conn {
+    enum proto_kind kind;
+    char user[128];        /* JWT sub; "" in open mode */
+    char peer[128];        /* rate-limit identity: "user:<sub>" or "ip:<addr>" */
+    char param[160];       /* ticket id / session id / brand id, from the path */
+    int with_seq;          /* query seq=1: streamed frames carry "seq" */
+
+    /* What the connection follows: events of `channel` after `cursor`,
+     * only those of `job_id` (0: any job). channel "" = nothing. */
+    char channel[200];
+    int64_t job_id;
+    int64_t cursor;
+
+    json_t *state;         /* adapter state (owned JSON object) */
+
+    /* Set by an adapter when the transport must close after sending the
+     * frames it was given (e.g. seed 002 unknown brand). */
+    int close;
+    int close_code;        /* WebSocket close code: 1000, 1008, 4401, 4404... */
+    char close_reason[120];
+};
+
+/* Which adapter serves path (which may carry a query). 0 with kind and the
+ * decoded path parameter set; -1 when no protocol lives at that path. */
+int proto_route(const char *path, enum proto_kind *kind, char *param, size_t plen);
+
+/* Initialises c for path, user (sub, "" open mode) and peer. Reads query
+ * parameters seq=1 and after=N (resume from channel seq N). Produces the
+ * protocol's opening frames (connected / welcome; or error and close).
+ * Returns 0, or -1 on a database error (frames then hold an error). */
+int proto_open(struct parley_ctx *ctx, struct proto_conn *c, const char *path,
+               const char *user, const char *peer, struct proto_frames *out);
+
+/* A generation this connection's message started and the caller owns. */
+struct proto_job;
+/* Handles one client text frame. Immediate answers (pong, errors, cached,
+ * stream_start...) go to out. When a generation must run and this caller
+ * owns it, *job is set (else NULL): run it with proto_job_run (any thread,
+ * with that thread's ctx) and free it. 0, or -1 on a database error. */
+int proto_message(struct parley_ctx *ctx, struct proto_conn *c, const char *text,
+                  size_t len, struct proto_frames *out, struct proto_job **job);
+/* Formats one event of the followed channel into frames, advancing the
+ * cursor. After the followed job's done/error it stops following.
+ * Events of other jobs are skipped (cursor still advances). 0 / -1. */
+int proto_event(struct parley_ctx *ctx, struct proto_conn *c,
+                const struct evlog_event *ev, struct proto_frames *out);
+/* Reads the followed channel after the cursor (no waiting) and formats
+ * every event: returns how many events were read, or -1. Also recovers the
+ * followed job when its owner's lease expired. */
+int proto_pump(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames *out);
+/* 1 when the connection follows a channel. */
+int proto_following(const struct proto_conn *c);
+
+/* Runs the job to its end (runner_execute). 0 / -1. */
+int proto_job_run(struct parley_ctx *ctx, struct proto_job *job);
+const char *proto_job_channel(const struct proto_job *job);
+void proto_job_free(struct proto_job *job);
+
+/* Serialises / restores the whole connection (long-poll sessions).
+ * save: new string. load: 0 / -1 (malformed). */
+char *proto_conn_save(const struct proto_conn *c);
+int proto_conn_load(struct proto_conn *c, const char *json);
+void proto_conn_cleanup(struct proto_conn *c);
+
+/* ISO-8601 UTC timestamp, "2024-01-20T10:30:00.123Z" (ms) or, with
+ * naive=1, the seed 002 form without zone "2024-01-20T10:30:00". */
+void proto_timestamp(char out[32], int64_t ms, int naive);
+#endif

@@ -1,0 +1,57 @@
+/* proto_impl.h — what proto.c shares with the per-protocol adapters
+ * (proto_ticket.c, proto_chat.c, proto_brand.c). Not for the transports. */
+#ifndef PARLEY_PROTO_IMPL_H
+#define PARLEY_PROTO_IMPL_H
+#include "proto.h"
+
+struct proto_ops {
+    const char *name;
+    /* Opening frames; the query's seq/after are already applied to c. */
+    int (*open)(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames *out);
+    /* msg: the parsed frame, or NULL when the text was not valid JSON
+     * (then the adapter answers its protocol's error). */
+    int (*message)(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg,
+                   struct proto_frames *out, struct proto_job **job);
+    /* One event of the followed job (already filtered by job id). */
+    int (*event)(struct parley_ctx *ctx, struct proto_conn *c,
+                 const struct evlog_event *ev, struct proto_frames *out);
+};
+extern const struct proto_ops proto_ticket_ops, proto_chat_ops, proto_brand_ops;
+
+/* A job owns every string its gen_request points to. */
+#define PROTO_JOB_MAX_MSGS 64
+struct proto_job {
+    struct gen_request req;
+    struct job_claim claim;
+    struct answer ans;                 /* cache row (req.cache points here when used) */
+    char hash[65];
+    char channel[200];
+    char message_id[64];
+    struct llm_message msgs[PROTO_JOB_MAX_MSGS];
+    char *owned[2 * PROTO_JOB_MAX_MSGS + 8];
+    int nowned;
+};
+
+/* New empty job (NULL on OOM). */
+struct proto_job *proto_job_new(void);
+/* Copies s into memory the job owns; returns the copy (NULL on OOM). */
+char *proto_job_keep(struct proto_job *job, const char *s);
+/* Claims job->req (channel/prompt_key must be set): makes c follow the job
+ * from the claim's first seq. When the caller owns it, *out = job; else the
+ * job is freed and *out = NULL. 0 / -1 (claim failed: job freed). */
+int proto_start(struct parley_ctx *ctx, struct proto_conn *c, struct proto_job *job,
+                struct proto_job **out);
+/* Follows channel from seq after (job_id 0 = any job). */
+void proto_follow(struct proto_conn *c, const char *channel, int64_t job_id, int64_t after);
+/* Adds "seq": ev->seq to o when the connection asked for it; returns o. */
+json_t *proto_with_seq(const struct proto_conn *c, const struct evlog_event *ev, json_t *o);
+/* The "message" of an error event's JSON data (new string; a generic text
+ * when the data is not what the runner writes). */
+char *proto_event_error(const struct evlog_event *ev);
+/* A string member of o, or NULL when absent or not a string. */
+const char *proto_str(json_t *o, const char *key);
+/* Counts Unicode code points of a UTF-8 string (the seeds' "characters"). */
+size_t proto_utf8_len(const char *s);
+/* Rate limit for this connection's peer: 1 allowed, 0 limited, -1 error. */
+int proto_rate_ok(struct parley_ctx *ctx, const struct proto_conn *c);
+#endif
