@@ -106,15 +106,6 @@ static char *expected(const char *prompt, int n)
 
 static json_t *stats(void) { return ctl("GET", "/_fake/stats", NULL); }
 
-/* How many requests the fake has seen on path. */
-static long long path_count(const char *path)
-{
-    json_t *st = stats();
-    long long n = json_integer_value(json_object_get(json_object_get(st, "by_path"), path));
-    json_decref(st);
-    return n;
-}
-
 /* ---- running one call ---- */
 
 struct sink {
@@ -182,6 +173,38 @@ static int run(const struct llm_config *cfg, const struct llm_request *req,
 
 static void sink_free(struct sink *k) { free(k->text.p); }
 
+/* A word no other request carries, to find ours in the fake's stats. */
+static const char *marker(void)
+{
+    static char m[64];
+    static int n;
+    snprintf(m, sizeof m, "mark-%ld-%d", (long)getpid(), ++n);
+    return m;
+}
+
+/* Streams req (whose text contains mark) and returns the fake's stats as
+ * they were right after it: last_body, last_path, last_headers are ours.
+ * The fake keeps only the latest request, so when another client of a
+ * shared fake got in between, the call is made again (a few times). */
+static json_t *run_recorded(const struct llm_config *cfg, const struct llm_request *req,
+                            const char *mark, struct sink *k, struct llm_result *res, int *rc)
+{
+    for (int attempt = 0; attempt < 5; attempt++) {
+        free(k->text.p);
+        memset(k, 0, sizeof *k);
+        *rc = run(cfg, req, k, res);
+        json_t *st = stats();
+        char *body = json_dumps(json_object_get(st, "last_body"), JSON_ENCODE_ANY);
+        int ours = body && strstr(body, mark);
+        free(body);
+        if (ours)
+            return st;
+        json_decref(st);
+    }
+    printf("#   the fake's stats never showed the request marked %s\n", mark);
+    return NULL;
+}
+
 static int contains(const char *s, const char *needle) { return strstr(s, needle) != NULL; }
 
 /* ---- answers ---- */
@@ -216,7 +239,9 @@ BOTH(full_answer_prompt)
 static void full_answer_messages(enum llm_provider p)
 {
     NEED_FAKE();
-    const char *last = "And what about the refund? [[fake tokens=11 token_ms=1]]";
+    char last[128];
+    const char *mark = marker();
+    snprintf(last, sizeof last, "And what about the refund? [[fake tokens=11 token_ms=1]] %s", mark);
     struct llm_message msgs[] = {
         { "system", "You are terse." },
         { "user", "Hello" },
@@ -228,12 +253,14 @@ static void full_answer_messages(enum llm_provider p)
     struct llm_request req = { .messages = msgs, .n_messages = 4, .temperature = -1 };
     struct sink k = { 0 };
     struct llm_result res;
-    const char *path = p == LLM_OLLAMA ? "/api/chat" : "/v1/chat/completions";
-    long long before = path_count(path);
-    CHECK_INT(run(&cfg, &req, &k, &res), 0);
+    int rc;
+    json_t *st = run_recorded(&cfg, &req, mark, &k, &res, &rc);
+    CHECK_INT(rc, 0);
     CHECK_STR(sink_text(&k), want);
     CHECK_INT(res.tokens, 11);
-    CHECK_INT(path_count(path), before + 1);
+    CHECK_STR(json_string_value(json_object_get(st, "last_path")),
+              p == LLM_OLLAMA ? "/api/chat" : "/v1/chat/completions");
+    json_decref(st);
     free(want);
     sink_free(&k);
 }
@@ -278,7 +305,9 @@ BOTH(exact_answer)
 static void body_prompt(enum llm_provider p)
 {
     NEED_FAKE();
-    const char *prompt = "[[fake tokens=3 token_ms=0]] Body check: \"café\" \\ done";
+    char prompt[128];
+    const char *mark = marker();
+    snprintf(prompt, sizeof prompt, "[[fake tokens=3 token_ms=0]] Body check: \"café\" \\ %s", mark);
     struct llm_config cfg = cfg_for(p);
     struct llm_request req = prompt_req(prompt);
     req.system = "Answer in French.";
@@ -287,9 +316,10 @@ static void body_prompt(enum llm_provider p)
     req.max_tokens = 77;
     struct sink k = { 0 };
     struct llm_result res;
-    CHECK_INT(run(&cfg, &req, &k, &res), 0);
+    int rc;
+    json_t *st = run_recorded(&cfg, &req, mark, &k, &res, &rc);
+    CHECK_INT(rc, 0);
     CHECK_STR(res.model, "other-model:7b");
-    json_t *st = stats();
     json_t *b = json_object_get(st, "last_body");
     REQUIRE(json_is_object(b));
     CHECK_STR(json_string_value(json_object_get(b, "model")), "other-model:7b");
@@ -323,11 +353,15 @@ static void body_defaults(enum llm_provider p)
 {
     NEED_FAKE();
     struct llm_config cfg = cfg_for(p);
-    struct llm_request req = prompt_req("[[fake tokens=2 token_ms=0]] defaults");
+    char prompt[128];
+    const char *mark = marker();
+    snprintf(prompt, sizeof prompt, "[[fake tokens=2 token_ms=0]] defaults %s", mark);
+    struct llm_request req = prompt_req(prompt);
     struct sink k = { 0 };
     struct llm_result res;
-    CHECK_INT(run(&cfg, &req, &k, &res), 0);
-    json_t *st = stats();
+    int rc;
+    json_t *st = run_recorded(&cfg, &req, mark, &k, &res, &rc);
+    CHECK_INT(rc, 0);
     json_t *b = json_object_get(st, "last_body");
     REQUIRE(json_is_object(b));
     CHECK_STR(json_string_value(json_object_get(b, "model")), "fake-model");
@@ -345,18 +379,22 @@ BOTH(body_defaults)
 static void body_messages(enum llm_provider p)
 {
     NEED_FAKE();
+    char last[128];
+    const char *mark = marker();
+    snprintf(last, sizeof last, "[[fake tokens=2 token_ms=0]] go on %s", mark);
     struct llm_message msgs[] = {
         { "user", "Quote: \"x\" and 日本語" },
         { "assistant", "back\\slash\nnewline" },
-        { "user", "[[fake tokens=2 token_ms=0]] go on" },
+        { "user", last },
     };
     struct llm_config cfg = cfg_for(p);
     struct llm_request req = { .messages = msgs, .n_messages = 3, .system = "Be kind.",
                                .temperature = 0, .max_tokens = 5 };
     struct sink k = { 0 };
     struct llm_result res;
-    CHECK_INT(run(&cfg, &req, &k, &res), 0);
-    json_t *st = stats();
+    int rc;
+    json_t *st = run_recorded(&cfg, &req, mark, &k, &res, &rc);
+    CHECK_INT(rc, 0);
     json_t *b = json_object_get(st, "last_body");
     json_t *m = json_object_get(b, "messages");
     REQUIRE(json_array_size(m) == 4);      /* the system message comes first */
@@ -376,12 +414,14 @@ static void body_messages(enum llm_provider p)
     sink_free(&k);
 
     /* a conversation that brings its own system message keeps it alone */
-    struct llm_message own[] = { { "system", "Mine." }, { "user", "[[fake tokens=1]] hi" } };
+    mark = marker();
+    snprintf(last, sizeof last, "[[fake tokens=1]] hi %s", mark);
+    struct llm_message own[] = { { "system", "Mine." }, { "user", last } };
     struct llm_request req2 = { .messages = own, .n_messages = 2, .system = "Other.",
                                 .temperature = -1 };
     struct sink k2 = { 0 };
-    CHECK_INT(run(&cfg, &req2, &k2, &res), 0);
-    st = stats();
+    st = run_recorded(&cfg, &req2, mark, &k2, &res, &rc);
+    CHECK_INT(rc, 0);
     m = json_object_get(json_object_get(st, "last_body"), "messages");
     CHECK_INT(json_array_size(m), 2);
     CHECK_STR(json_string_value(json_object_get(json_array_get(m, 0), "content")), "Mine.");
@@ -397,20 +437,26 @@ static void check_url(enum llm_provider p, const char *base_url, int chat, const
 {
     struct llm_config cfg = cfg_for(p);
     cfg.base_url = base_url;
-    struct llm_message msgs[] = { { "user", "[[fake tokens=2 token_ms=0]] url" } };
-    struct llm_request req = prompt_req("[[fake tokens=2 token_ms=0]] url");
+    char text[128];
+    const char *mark = marker();
+    snprintf(text, sizeof text, "[[fake tokens=2 token_ms=0]] url %s", mark);
+    struct llm_message msgs[] = { { "user", text } };
+    struct llm_request req = prompt_req(text);
     if (chat) {
         req.messages = msgs;
         req.n_messages = 1;
     }
     struct sink k = { 0 };
     struct llm_result res;
-    long long before = path_count(want_path);
-    int rc = run(&cfg, &req, &k, &res);
-    if (rc != 0 || path_count(want_path) != before + 1) {
-        printf("#   base %s (%s) did not reach %s\n", base_url, chat ? "chat" : "prompt", want_path);
+    int rc;
+    json_t *st = run_recorded(&cfg, &req, mark, &k, &res, &rc);
+    const char *path = json_string_value(json_object_get(st, "last_path"));
+    if (rc != 0 || !path || strcmp(path, want_path) != 0) {
+        printf("#   base %s (%s) reached %s, not %s\n", base_url, chat ? "chat" : "prompt",
+               path ? path : "nothing", want_path);
         th_case_failed = 1;
     }
+    json_decref(st);
     sink_free(&k);
 }
 
@@ -687,16 +733,19 @@ TEST(api_key_openai)
     NEED_FAKE();
     static const char key[] = "sk-test-Secret-0123456789";
     static const char wrong[] = "sk-test-Wrong-9876543210";
-    const char *prompt = "[[fake tokens=4 token_ms=0 api_key=sk-test-Secret-0123456789]] key";
+    char prompt[128];
+    const char *mark = marker();
+    snprintf(prompt, sizeof prompt, "[[fake tokens=4 token_ms=0 api_key=%s]] key %s", key, mark);
     struct llm_config cfg = cfg_for(LLM_OPENAI);
     struct llm_request req = prompt_req(prompt);
     struct llm_result res;
     struct sink k = { 0 };
+    int rc;
 
     cfg.api_key = key;
-    CHECK_INT(run(&cfg, &req, &k, &res), 0);
+    json_t *st = run_recorded(&cfg, &req, mark, &k, &res, &rc);
+    CHECK_INT(rc, 0);
     CHECK_INT(k.pieces, 4);
-    json_t *st = stats();
     json_t *h = json_object_get(st, "last_headers");
     CHECK_STR(json_string_value(json_object_get(h, "authorization")),
               "Bearer sk-test-Secret-0123456789");
@@ -727,11 +776,15 @@ TEST(api_key_not_sent_to_ollama)
     NEED_FAKE();
     struct llm_config cfg = cfg_for(LLM_OLLAMA);
     cfg.api_key = "sk-test-not-for-ollama";
-    struct llm_request req = prompt_req("[[fake tokens=2 token_ms=0]] no key here");
+    char prompt[128];
+    const char *mark = marker();
+    snprintf(prompt, sizeof prompt, "[[fake tokens=2 token_ms=0]] no key here %s", mark);
+    struct llm_request req = prompt_req(prompt);
     struct sink k = { 0 };
     struct llm_result res;
-    CHECK_INT(run(&cfg, &req, &k, &res), 0);
-    json_t *st = stats();
+    int rc;
+    json_t *st = run_recorded(&cfg, &req, mark, &k, &res, &rc);
+    CHECK_INT(rc, 0);
     json_t *h = json_object_get(st, "last_headers");
     REQUIRE(json_is_object(h));
     CHECK(json_object_get(h, "authorization") == NULL);
