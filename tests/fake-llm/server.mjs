@@ -22,6 +22,7 @@ import { Playback } from './playback.mjs';
 import { nowNs } from './wire.mjs';
 
 const MAX_BODY = 16 * 1024 * 1024;
+const TOO_LARGE = 'request body too large';
 
 // method + path → handler. Anything else: 404 in the format of the path's
 // provider (/v1/* OpenAI, everything else Ollama/gin).
@@ -29,7 +30,9 @@ const ROUTES = new Map([
   ['GET /', ollama.root],
   ['HEAD /', ollama.root],
   ['GET /api/version', ollama.version],
+  ['HEAD /api/version', ollama.version],
   ['GET /api/tags', ollama.tags],
+  ['HEAD /api/tags', ollama.tags],
   ['POST /api/generate', ollama.generate],
   ['POST /api/chat', ollama.chat],
   ['GET /v1/models', openai.models],
@@ -51,14 +54,12 @@ function readBody(req) {
     let size = 0;
     req.on('data', (c) => {
       size += c.length;
-      if (size > MAX_BODY) {
-        reject(new Error('request body too large'));
-        req.destroy();
-        return;
-      }
-      chunks.push(c);
+      if (size <= MAX_BODY) chunks.push(c);   // past the cap: read on, keep nothing
     });
-    req.on('end', () => resolveBody(Buffer.concat(chunks).toString('utf8')));
+    req.on('end', () => {
+      if (size > MAX_BODY) reject(new Error(TOO_LARGE));
+      else resolveBody(Buffer.concat(chunks).toString('utf8'));
+    });
     req.on('error', reject);
   });
 }
@@ -115,7 +116,10 @@ export class FakeLLM {
       try {
         ctx.bodyText = await readBody(req);
       } catch (e) {
-        if (!res.headersSent && !res.destroyed) sendJSON(res, 413, { error: e.message });
+        // too large: 413; the client went away mid-body: nothing to answer
+        if (e.message === TOO_LARGE && !res.headersSent && !res.destroyed) {
+          sendJSON(res, 413, { error: e.message });
+        }
         return undefined;
       }
       if (ctx.bodyText.trim() === '') {
@@ -142,7 +146,7 @@ export class FakeLLM {
     let body = {};
     if (method === 'POST') {
       const text = await readBody(req).catch(() => null);
-      if (text === null) return sendJSON(res, 413, { error: 'request body too large' });
+      if (text === null) return res.destroyed ? undefined : sendJSON(res, 413, { error: TOO_LARGE });
       if (text.trim() !== '') {
         try {
           body = JSON.parse(text);
