@@ -1,0 +1,395 @@
+/* proto.c — the adapter dispatcher and what all adapters share: routing,
+ * frames, following a channel, job hand-off, (de)serialisation (proto.h). */
+#include "proto_impl.h"
+#include "ratelimit.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- frames ---- */
+
+void frames_init(struct proto_frames *f)
+{
+    memset(f, 0, sizeof *f);
+}
+
+int frames_push(struct proto_frames *f, json_t *o)
+{
+    if (!o)
+        return -1;
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!s)
+        return -1;
+    if (f->n == f->cap) {
+        int ncap = f->cap ? f->cap * 2 : 8;
+        char **nv = realloc(f->v, sizeof *nv * (size_t)ncap);
+        if (!nv) {
+            free(s);
+            return -1;
+        }
+        f->v = nv;
+        f->cap = ncap;
+    }
+    f->v[f->n++] = s;
+    return 0;
+}
+
+void frames_free(struct proto_frames *f)
+{
+    for (int i = 0; i < f->n; i++)
+        free(f->v[i]);
+    free(f->v);
+    frames_init(f);
+}
+
+/* ---- helpers for adapters ---- */
+
+const char *proto_str(json_t *o, const char *key)
+{
+    return json_string_value(json_object_get(o, key));
+}
+
+size_t proto_utf8_len(const char *s)
+{
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if ((*p & 0xc0) != 0x80)
+            n++;
+    return n;
+}
+
+void proto_timestamp(char out[32], int64_t ms, int naive)
+{
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!naive)
+        snprintf(out + n, 32 - n, ".%03dZ", (int)(ms % 1000));
+}
+
+json_t *proto_with_seq(const struct proto_conn *c, const struct evlog_event *ev, json_t *o)
+{
+    if (c->with_seq && o && ev)
+        json_object_set_new(o, "seq", json_integer(ev->seq));
+    return o;
+}
+
+char *proto_event_error(const struct evlog_event *ev)
+{
+    json_t *o = json_loads(ev->data, 0, NULL);
+    const char *m = proto_str(o, "message");
+    char *s = strdup(m && *m ? m : "the answer could not be generated");
+    json_decref(o);
+    return s;
+}
+
+int proto_rate_ok(struct parley_ctx *ctx, const struct proto_conn *c)
+{
+    return ratelimit_hit(ctx->db, c->peer, ctx->cfg->rate_limit_per_min, 60000, now_ms(), NULL);
+}
+
+void proto_follow(struct proto_conn *c, const char *channel, int64_t job_id, int64_t after)
+{
+    str_copy(c->channel, sizeof c->channel, channel);
+    c->job_id = job_id;
+    c->cursor = after;
+}
+
+int proto_following(const struct proto_conn *c)
+{
+    return c->channel[0] != '\0';
+}
+
+/* ---- jobs ---- */
+
+struct proto_job *proto_job_new(void)
+{
+    struct proto_job *j = calloc(1, sizeof *j);
+    if (j)
+        j->req.llm.temperature = -1;
+    return j;
+}
+
+char *proto_job_keep(struct proto_job *job, const char *s)
+{
+    if (!s || job->nowned >= (int)(sizeof job->owned / sizeof job->owned[0]))
+        return NULL;
+    char *d = strdup(s);
+    if (d)
+        job->owned[job->nowned++] = d;
+    return d;
+}
+
+void proto_job_free(struct proto_job *job)
+{
+    if (!job)
+        return;
+    for (int i = 0; i < job->nowned; i++)
+        free(job->owned[i]);
+    free(job);
+}
+
+const char *proto_job_channel(const struct proto_job *job)
+{
+    return job->channel;
+}
+
+int proto_start(struct parley_ctx *ctx, struct proto_conn *c, struct proto_job *job,
+                struct proto_job **out)
+{
+    *out = NULL;
+    char err[256];
+    if (runner_claim(ctx, &job->req, &job->claim, err, sizeof err) < 0) {
+        fprintf(stderr, "parley: %s\n", err);
+        proto_job_free(job);
+        return -1;
+    }
+    proto_follow(c, job->req.channel, job->claim.job_id, job->claim.first_seq);
+    if (job->claim.owner)
+        *out = job;
+    else
+        proto_job_free(job);
+    return 0;
+}
+
+int proto_job_run(struct parley_ctx *ctx, struct proto_job *job)
+{
+    struct gen_outcome out;
+    int rc = runner_execute(ctx, &job->req, &job->claim, &out);
+    gen_outcome_free(&out);
+    return rc;
+}
+
+/* ---- dispatch ---- */
+
+static const struct proto_ops *ops_of(enum proto_kind k)
+{
+    switch (k) {
+    case PROTO_TICKET: return &proto_ticket_ops;
+    case PROTO_CHAT: return &proto_chat_ops;
+    case PROTO_BRAND: return &proto_brand_ops;
+    }
+    return NULL;
+}
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    ch = tolower(ch);
+    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* Percent-decodes [s, s+n) into out; -1 on a bad escape, NUL, '/' or overflow. */
+static int decode_segment(const char *s, size_t n, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int ch = (unsigned char)s[i];
+        if (ch == '%') {
+            if (i + 2 >= n)
+                return -1;
+            int hi = hexval((unsigned char)s[i + 1]);
+            int lo = hexval((unsigned char)s[i + 2]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            ch = hi * 16 + lo;
+            i += 2;
+        }
+        if (ch == 0 || ch == '/' || o + 1 >= outlen)
+            return -1;
+        out[o++] = (char)ch;
+    }
+    out[o] = '\0';
+    return o > 0 ? 0 : -1;
+}
+
+int proto_route(const char *path, enum proto_kind *kind, char *param, size_t plen)
+{
+    static const struct { const char *prefix; enum proto_kind kind; } routes[] = {
+        { "/api/websocket/chat/", PROTO_TICKET },
+        { "/ws/chat/", PROTO_BRAND },
+        { "/ws/", PROTO_CHAT },
+    };
+    size_t len = strcspn(path, "?#");
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        size_t pl = strlen(routes[i].prefix);
+        if (len <= pl || strncmp(path, routes[i].prefix, pl) != 0)
+            continue;
+        const char *seg = path + pl;
+        size_t sl = len - pl;
+        if (seg[sl - 1] == '/')          /* tolerate one trailing slash */
+            sl--;
+        if (sl == 0 || memchr(seg, '/', sl))
+            return -1;
+        if (decode_segment(seg, sl, param, plen) < 0)
+            return -1;
+        *kind = routes[i].kind;
+        return 0;
+    }
+    return -1;
+}
+
+/* Value of query parameter name in path's query (decoded into out). */
+static int query_param(const char *path, const char *name, char *out, size_t outlen)
+{
+    const char *q = strchr(path, '?');
+    if (!q)
+        return -1;
+    size_t nl = strlen(name);
+    for (const char *p = q + 1; *p;) {
+        size_t seg = strcspn(p, "&#");
+        if (seg > nl && !strncmp(p, name, nl) && p[nl] == '=') {
+            size_t vl = seg - nl - 1;
+            if (vl == 0) {
+                out[0] = '\0';
+                return 0;
+            }
+            return decode_segment(p + nl + 1, vl, out, outlen);
+        }
+        p += seg;
+        if (*p != '&')
+            break;
+        p++;
+    }
+    return -1;
+}
+
+int proto_open(struct parley_ctx *ctx, struct proto_conn *c, const char *path,
+               const char *user, const char *peer, struct proto_frames *out)
+{
+    memset(c, 0, sizeof *c);
+    c->state = json_object();
+    str_copy(c->user, sizeof c->user, user ? user : "");
+    str_copy(c->peer, sizeof c->peer, peer && *peer ? peer : "anonymous");
+    if (!c->state || proto_route(path, &c->kind, c->param, sizeof c->param) < 0) {
+        c->close = 1;
+        c->close_code = 1008;
+        str_copy(c->close_reason, sizeof c->close_reason, "unknown path");
+        return -1;
+    }
+    char v[32];
+    if (query_param(path, "seq", v, sizeof v) == 0 && (!strcmp(v, "1") || !strcmp(v, "true")))
+        c->with_seq = 1;
+    int64_t after = -1;
+    if (query_param(path, "after", v, sizeof v) == 0) {
+        char *end;
+        long long n = strtoll(v, &end, 10);
+        if (*end == '\0' && n >= 0)
+            after = n;
+    }
+    json_object_set_new(c->state, "resume_after", json_integer(after));
+    return ops_of(c->kind)->open(ctx, c, out);
+}
+
+int proto_message(struct parley_ctx *ctx, struct proto_conn *c, const char *text,
+                  size_t len, struct proto_frames *out, struct proto_job **job)
+{
+    *job = NULL;
+    json_error_t jerr;
+    json_t *msg = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    int rc = ops_of(c->kind)->message(ctx, c, msg, out, job);
+    json_decref(msg);
+    return rc;
+}
+
+int proto_event(struct parley_ctx *ctx, struct proto_conn *c,
+                const struct evlog_event *ev, struct proto_frames *out)
+{
+    if (!proto_following(c) || ev->seq <= c->cursor)
+        return 0;
+    c->cursor = ev->seq;
+    if (!c->job_id && ev->job_id > 0)
+        c->job_id = ev->job_id;   /* resuming: adopt the first job seen */
+    if (c->job_id && ev->job_id != c->job_id)
+        return 0;
+    int end = !strcmp(ev->type, "done") || !strcmp(ev->type, "error");
+    int rc = ops_of(c->kind)->event(ctx, c, ev, out);
+    if (end && c->job_id)
+        c->channel[0] = '\0';     /* the followed job is over */
+    return rc;
+}
+
+int proto_pump(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames *out)
+{
+    if (!proto_following(c))
+        return 0;
+    struct evlog_event *ev = NULL;
+    int n = evlog_read(ctx->db, c->channel, c->cursor, 256, &ev);
+    if (n < 0)
+        return -1;
+    for (int i = 0; i < n && proto_following(c); i++)
+        if (proto_event(ctx, c, &ev[i], out) < 0) {
+            evlog_free(ev, n);
+            return -1;
+        }
+    evlog_free(ev, n);
+    if (n == 0 && c->job_id) {
+        struct job_info ji;
+        if (jobs_get(ctx->db, c->job_id, &ji) == 0 && !strcmp(ji.state, "running") &&
+            ji.lease_expires < now_ms())
+            jobs_recover(ctx->db, ctx->bell, now_ms());
+    }
+    return n;
+}
+
+/* ---- (de)serialisation ---- */
+
+char *proto_conn_save(const struct proto_conn *c)
+{
+    json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:b, s:s, s:I, s:I, s:O, s:b, s:i, s:s}",
+                          "kind", (int)c->kind, "user", c->user, "peer", c->peer,
+                          "param", c->param, "with_seq", c->with_seq,
+                          "channel", c->channel, "job_id", (json_int_t)c->job_id,
+                          "cursor", (json_int_t)c->cursor, "state", c->state,
+                          "close", c->close, "close_code", c->close_code,
+                          "close_reason", c->close_reason);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return s;
+}
+
+int proto_conn_load(struct proto_conn *c, const char *text)
+{
+    memset(c, 0, sizeof *c);
+    json_t *o = json_loads(text, 0, NULL);
+    int kind, with_seq, close, code;
+    const char *user, *peer, *param, *channel, *reason;
+    json_int_t job, cursor;
+    json_t *state;
+    if (!o || json_unpack(o, "{s:i, s:s, s:s, s:s, s:b, s:s, s:I, s:I, s:o, s:b, s:i, s:s}",
+                          "kind", &kind, "user", &user, "peer", &peer, "param", &param,
+                          "with_seq", &with_seq, "channel", &channel, "job_id", &job,
+                          "cursor", &cursor, "state", &state, "close", &close,
+                          "close_code", &code, "close_reason", &reason) < 0 ||
+        kind < PROTO_TICKET || kind > PROTO_BRAND || !json_is_object(state)) {
+        json_decref(o);
+        return -1;
+    }
+    c->kind = (enum proto_kind)kind;
+    str_copy(c->user, sizeof c->user, user);
+    str_copy(c->peer, sizeof c->peer, peer);
+    str_copy(c->param, sizeof c->param, param);
+    c->with_seq = with_seq;
+    str_copy(c->channel, sizeof c->channel, channel);
+    c->job_id = job;
+    c->cursor = cursor;
+    c->state = json_incref(state);
+    c->close = close;
+    c->close_code = code;
+    str_copy(c->close_reason, sizeof c->close_reason, reason);
+    json_decref(o);
+    return 0;
+}
+
+void proto_conn_cleanup(struct proto_conn *c)
+{
+    json_decref(c->state);
+    c->state = NULL;
+}

@@ -1,0 +1,152 @@
+/* proto_ticket.c — seed 000: the helpdesk ticket protocol.
+ *
+ *   client: {"ticketBody": "..."}            (once per ticket)
+ *   server: {"type":"cached","response":...,"message":...} then {"type":"done"}
+ *        or {"type":"stream","content":...}... then {"type":"done"}
+ *        or {"type":"error","message":...}
+ * Channel "ticket:<id>"; the cache key is the ticket id + SHA-256 of the
+ * body, so openers of the same ticket and body share one generation.
+ */
+#include "proto_impl.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CACHED_MESSAGE "Resposta em cache - ticket já foi processado anteriormente"
+#define TICKET_SYSTEM "You are a helpdesk assistant. Read the support ticket and " \
+    "answer the technician with the likely cause and clear steps to solve it."
+
+static int error_frame(struct proto_frames *out, const char *msg)
+{
+    return frames_push(out, json_pack("{s:s, s:s}", "type", "error", "message", msg));
+}
+
+static int valid_ticket_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 64)
+        return 0;
+    for (const char *p = id; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
+            return 0;
+    return 1;
+}
+
+static int ticket_open(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames *out)
+{
+    (void)ctx;
+    if (!valid_ticket_id(c->param)) {
+        c->close = 1;
+        c->close_code = 1008;
+        str_copy(c->close_reason, sizeof c->close_reason, "invalid ticket id");
+        return error_frame(out, "Invalid ticket id: use 1-64 letters, digits, '-', '_' or '.'");
+    }
+    json_int_t after = json_integer_value(json_object_get(c->state, "resume_after"));
+    if (after >= 0 && json_object_get(c->state, "resume_after")) {
+        char chan[200];
+        snprintf(chan, sizeof chan, "ticket:%s", c->param);
+        proto_follow(c, chan, 0, after);
+    }
+    return 0;
+}
+
+static int ticket_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg,
+                          struct proto_frames *out, struct proto_job **jobp)
+{
+    if (!json_is_object(msg))
+        return error_frame(out, "Invalid message: expected JSON {\"ticketBody\": \"...\"}");
+    json_t *jb = json_object_get(msg, "ticketBody");
+    if (!jb)
+        return error_frame(out, "Missing field ticketBody");
+    if (!json_is_string(jb))
+        return error_frame(out, "ticketBody must be a string");
+    const char *body = json_string_value(jb);
+    const char *p = body;
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
+    if (!*p)
+        return error_frame(out, "ticketBody is empty");
+    size_t chars = proto_utf8_len(body);
+    if (chars > (size_t)ctx->cfg->max_message_length) {
+        char m[128];
+        snprintf(m, sizeof m, "ticketBody too long: %zu characters (max %d)", chars,
+                 ctx->cfg->max_message_length);
+        return error_frame(out, m);
+    }
+    if (proto_following(c) && c->job_id)
+        return error_frame(out, "This ticket is already being processed on this connection");
+
+    struct proto_job *job = proto_job_new();
+    if (!job)
+        return -1;
+    const char *tid = proto_job_keep(job, c->param);
+    const char *kbody = proto_job_keep(job, body);
+    if (!tid || !kbody) {
+        proto_job_free(job);
+        return -1;
+    }
+    answer_key_ticket(&job->ans, tid, kbody, job->hash);
+
+    char *cached = NULL;
+    int r = store_answer_get(ctx->db, job->ans.key, &cached, NULL, NULL);
+    if (r == 0) {
+        int rc = frames_push(out, json_pack("{s:s, s:s, s:s}", "type", "cached",
+                                            "response", cached, "message", CACHED_MESSAGE));
+        free(cached);
+        proto_job_free(job);
+        if (rc == 0)
+            rc = frames_push(out, json_pack("{s:s}", "type", "done"));
+        return rc;
+    }
+    if (r < 0) {
+        proto_job_free(job);
+        error_frame(out, "Database error: please try again");
+        return -1;
+    }
+    int ok = proto_rate_ok(ctx, c);
+    if (ok <= 0) {
+        proto_job_free(job);
+        return ok == 0 ? error_frame(out, "Rate limit exceeded") : -1;
+    }
+    if (store_ticket_put(ctx->db, tid, kbody) < 0) {
+        proto_job_free(job);
+        error_frame(out, "Database error: please try again");
+        return -1;
+    }
+    snprintf(job->channel, sizeof job->channel, "ticket:%s", tid);
+    job->req.channel = job->channel;
+    job->req.prompt_key = job->ans.key;
+    job->req.llm.prompt = kbody;
+    job->req.llm.system = TICKET_SYSTEM;
+    job->req.llm.temperature = ctx->cfg->temperature;
+    job->req.cache = &job->ans;
+    if (proto_start(ctx, c, job, jobp) < 0) {
+        error_frame(out, "Database error: please try again");
+        return -1;
+    }
+    return 0;
+}
+
+static int ticket_event(struct parley_ctx *ctx, struct proto_conn *c,
+                        const struct evlog_event *ev, struct proto_frames *out)
+{
+    (void)ctx;
+    if (!strcmp(ev->type, "token"))
+        return frames_push(out, proto_with_seq(c, ev, json_pack("{s:s, s:s%}", "type", "stream",
+                                                             "content", ev->data, ev->data_len)));
+    if (!strcmp(ev->type, "done"))
+        return frames_push(out, proto_with_seq(c, ev, json_pack("{s:s}", "type", "done")));
+    if (!strcmp(ev->type, "error")) {
+        char *m = proto_event_error(ev);
+        int rc = frames_push(out, proto_with_seq(c, ev, json_pack("{s:s, s:s}", "type", "error",
+                                                                  "message", m ? m : "error")));
+        free(m);
+        return rc;
+    }
+    return 0;      /* "start" has no frame in this protocol */
+}
+
+const struct proto_ops proto_ticket_ops = { "ticket", ticket_open, ticket_message, ticket_event };

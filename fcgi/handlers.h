@@ -1,0 +1,33 @@
+/* handlers.h — every route handler of parley.fcgi, by file. routes.c holds
+ * the table that maps methods and paths to them. */
+#ifndef PARLEY_HANDLERS_H
+#define PARLEY_HANDLERS_H
+#include "http.h"
+
+/* api_misc.c */
+int h_health(struct request *r);             /* GET /api/health */
+int h_brands_active(struct request *r);      /* GET /brands/active */
+
+/* api_chat.c — seed 001 REST */
+int h_sessions_list(struct request *r);      /* GET /api/chat/sessions */
+int h_session_create(struct request *r);     /* POST /api/chat/sessions (seed 004 too) */
+int h_session_get(struct request *r);        /* GET /api/chat/sessions/{id} */
+int h_session_messages(struct request *r);   /* GET /api/chat/sessions/{id}/messages */
+int h_session_delete(struct request *r);     /* DELETE /api/chat/sessions/{id} */
+int h_chat_export(struct request *r);        /* POST /api/chat/export */
+int h_message_reaction(struct request *r);   /* POST /api/chat/sessions/{id}/messages/{mid}/reactions */
+
+/* api_send.c — seed 004 */
+int h_chat_send(struct request *r);          /* POST /api/chat/send (SSE) */
+
+/* api_tickets.c — seed 000 REST + SSE */
+int h_ticket_ai_get(struct request *r);      /* GET /api/tickets/{id}/ai */
+int h_ticket_ai_delete(struct request *r);   /* DELETE /api/tickets/{id}/ai */
+int h_ticket_ai_stream(struct request *r);   /* GET /api/tickets/{id}/ai/stream (SSE) */
+
+/* api_poll.c — generic long-poll transport (DESIGN §3) */
+int h_poll_open(struct request *r);          /* POST /api/poll/open */
+int h_poll_get(struct request *r);           /* GET /api/poll/{sid} */
+int h_poll_post(struct request *r);          /* POST /api/poll/{sid} */
+int h_poll_delete(struct request *r);        /* DELETE /api/poll/{sid} */
+#endif
