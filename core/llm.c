@@ -692,6 +692,37 @@ static json_t *build_body(struct call *c, const struct llm_request *req, const c
     return b;
 }
 
+/* Makes s valid UTF-8 in place, so that a message can go into JSON: a
+ * sequence cut by truncation at the end is dropped, any other invalid byte
+ * becomes '?'. */
+static void utf8_clean(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+    while (*p) {
+        unsigned char b = *p;
+        size_t n = b < 0x80 ? 1 : b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3
+                 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
+        unsigned char lo = 0x80, hi = 0xBF;        /* allowed second byte */
+        if (b == 0xE0) lo = 0xA0;                  /* no overlong forms */
+        else if (b == 0xED) hi = 0x9F;             /* no surrogates */
+        else if (b == 0xF0) lo = 0x90;
+        else if (b == 0xF4) hi = 0x8F;             /* <= U+10FFFF */
+        size_t i = 1;
+        while (n > 1 && i < n && p[i] && p[i] >= (i == 1 ? lo : 0x80) &&
+               p[i] <= (i == 1 ? hi : 0xBF))
+            i++;
+        if (n > 1 && i < n && !p[i]) {             /* cut short by the end */
+            *p = '\0';
+            return;
+        }
+        if (n == 0 || i < n) {
+            *p++ = '?';
+            continue;
+        }
+        p += n;
+    }
+}
+
 /* Replaces every occurrence of secret in s with "***" (in place). */
 static void scrub(char *s, const char *secret)
 {
@@ -872,6 +903,8 @@ done:
     result->total_ms = mono_ms() - c.t0;
     if (cfg)
         scrub(result->err, cfg->api_key);
+    utf8_clean(result->err);
+    utf8_clean(result->model);
     if (added)
         curl_multi_remove_handle(multi, c.easy);
     curl_easy_cleanup(c.easy);

@@ -1242,6 +1242,46 @@ TEST(canned_http_errors)
     }
 }
 
+/* Messages stay valid UTF-8 (they go into JSON error events): invalid bytes
+ * from the upstream, and a long message cut at the size of err. */
+TEST(canned_messages_are_utf8)
+{
+    static const char bad[] = NDJSON_HEAD "{\"response\":\"a\",\"done\":false}\n\xff\xfe\xC3 oops\n";
+    struct canned c;
+    struct sink k = { 0 };
+    struct llm_result res;
+    CHECK_INT(run_canned(LLM_OLLAMA, bad, 0, 0, NULL, &k, &res, &c), -1);
+    CHECK_INT(res.kind, LLM_ERR_MALFORMED);
+    json_t *j = json_string(res.err);
+    CHECK(j != NULL);
+    json_decref(j);
+
+    char *resp = malloc(4096);
+    REQUIRE(resp != NULL);
+    int n = snprintf(resp, 4096, "HTTP/1.1 500 Oops\r\nConnection: close\r\n\r\n{\"error\":\"x");
+    for (int i = 0; i < 600; i++)
+        n += snprintf(resp + n, 4096 - (size_t)n, "é");
+    snprintf(resp + n, 4096 - (size_t)n, "\"}");
+    for (int shift = 0; shift < 2; shift++) {   /* the cut falls on either byte */
+        resp[n - 1200 - 1] = shift ? 'x' : 'y';
+        CHECK_INT(run_canned(LLM_OLLAMA, resp, 0, 0, NULL, &k, &res, &c), -1);
+        CHECK_INT(res.kind, LLM_ERR_HTTP);
+        CHECK(strlen(res.err) > 400);
+        j = json_string(res.err);
+        CHECK(j != NULL);
+        json_decref(j);
+    }
+    /* and with one byte more before the run of two-byte characters */
+    memmove(resp + n - 1200 + 1, resp + n - 1200, strlen(resp + n - 1200) + 1);
+    resp[n - 1200] = 'z';
+    CHECK_INT(run_canned(LLM_OLLAMA, resp, 0, 0, NULL, &k, &res, &c), -1);
+    j = json_string(res.err);
+    CHECK(j != NULL);
+    json_decref(j);
+    free(resp);
+    sink_free(&k);
+}
+
 /* Caps: a line over 1 MiB, an error body over 64 KiB. */
 TEST(canned_caps)
 {
@@ -1360,6 +1400,7 @@ int main(void)
     RUN(canned_malformed);
     RUN(canned_upstream_errors);
     RUN(canned_http_errors);
+    RUN(canned_messages_are_utf8);
     RUN(canned_caps);
 
     RUN(full_answer_prompt_ollama);
