@@ -139,6 +139,9 @@ CREATE TABLE poll_sessions (
     owner       TEXT NOT NULL DEFAULT '',
     state       TEXT NOT NULL DEFAULT '{}',      -- adapter state, JSON
     next_seq    INTEGER NOT NULL DEFAULT 1,
+    version     INTEGER NOT NULL DEFAULT 0,      -- bumped on every save
+    lock_owner  TEXT,                            -- short lease while a request updates state
+    lock_expires INTEGER,
     created_at  INTEGER NOT NULL,
     last_seen   INTEGER NOT NULL,
     expires_at  INTEGER NOT NULL

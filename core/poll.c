@@ -1,0 +1,246 @@
+/* poll.c — long-poll sessions and their outboxes in SQLite (poll.h). */
+#include "poll.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define LOCK_MS 5000          /* a lock outlives a crashed holder this long */
+#define LOCK_WAIT_MS 2000
+
+int poll_create(parley_db *db, const char *path, const char *owner, int idle_s, char sid[37])
+{
+    static const char sql[] =
+        "INSERT INTO poll_sessions(sid, path, owner, state, next_seq, created_at, last_seen, "
+        "expires_at) VALUES (?1, ?2, ?3, '{}', 1, ?4, ?4, ?5)";
+    if (uuid_v4(sid) < 0)
+        return -1;
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    int64_t now = now_ms();
+    db_bind_text(st, 1, sid);
+    db_bind_text(st, 2, path);
+    db_bind_text(st, 3, owner ? owner : "");
+    sqlite3_bind_int64(st, 4, now);
+    sqlite3_bind_int64(st, 5, now + (int64_t)idle_s * 1000);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int poll_lock(parley_db *db, const char *sid, int idle_s, char **state,
+              char *owner, size_t ownerlen)
+{
+    static const char sql_lock[] =
+        "UPDATE poll_sessions SET lock_owner = ?1, lock_expires = ?2 "
+        "WHERE sid = ?3 AND expires_at >= ?4 AND (lock_owner IS NULL OR lock_expires < ?4) "
+        "RETURNING state, owner";
+    static const char sql_peek[] = "SELECT expires_at FROM poll_sessions WHERE sid = ?";
+    (void)idle_s;
+    *state = NULL;
+    int64_t deadline = mono_ms() + LOCK_WAIT_MS;
+    for (int attempt = 0;; attempt++) {
+        int64_t now = now_ms();
+        sqlite3_stmt *st = db_stmt(db, sql_lock);
+        if (!st)
+            return -1;
+        db_bind_text(st, 1, owner_id());
+        sqlite3_bind_int64(st, 2, now + LOCK_MS);
+        db_bind_text(st, 3, sid);
+        sqlite3_bind_int64(st, 4, now);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *state = db_col_strdup(st, 0);
+            if (owner)
+                str_copy(owner, ownerlen, (const char *)sqlite3_column_text(st, 1));
+            sqlite3_step(st);
+            sqlite3_reset(st);
+            return *state ? 0 : -1;
+        }
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE)
+            return -1;
+        st = db_stmt(db, sql_peek);
+        if (!st)
+            return -1;
+        db_bind_text(st, 1, sid);
+        rc = sqlite3_step(st);
+        int64_t expires = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+        sqlite3_reset(st);
+        if (rc == SQLITE_DONE)
+            return 1;
+        if (rc != SQLITE_ROW)
+            return -1;
+        if (expires < now) {
+            poll_delete(db, sid);
+            return 1;
+        }
+        if (mono_ms() >= deadline)
+            return 2;
+        struct timespec ts = { 0, (attempt < 10 ? 500 : 3000) * 1000L };
+        nanosleep(&ts, NULL);
+    }
+}
+
+void poll_unlock(parley_db *db, const char *sid)
+{
+    static const char sql[] =
+        "UPDATE poll_sessions SET lock_owner = NULL, lock_expires = NULL "
+        "WHERE sid = ? AND lock_owner = ?";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return;
+    db_bind_text(st, 1, sid);
+    db_bind_text(st, 2, owner_id());
+    sqlite3_step(st);
+    sqlite3_reset(st);
+}
+
+int poll_save(parley_db *db, const char *sid, const char *state, char *const *frames,
+              int nframes, int idle_s)
+{
+    static const char sql_next[] = "SELECT next_seq FROM poll_sessions WHERE sid = ? AND lock_owner = ?";
+    static const char sql_frame[] =
+        "INSERT INTO poll_outbox(sid, seq, frame, created_at) VALUES (?, ?, ?, ?)";
+    static const char sql_update[] =
+        "UPDATE poll_sessions SET next_seq = ?2, state = coalesce(?3, state), version = version + 1, "
+        "lock_owner = NULL, lock_expires = NULL, last_seen = ?4, expires_at = ?5 WHERE sid = ?1";
+    if (db_begin(db) < 0)
+        return -1;
+    sqlite3_stmt *st = db_stmt(db, sql_next);
+    if (!st)
+        goto error;
+    db_bind_text(st, 1, sid);
+    db_bind_text(st, 2, owner_id());
+    if (sqlite3_step(st) != SQLITE_ROW) {    /* gone, or our lock was taken over */
+        sqlite3_reset(st);
+        goto error;
+    }
+    int64_t next = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    int64_t now = now_ms();
+    for (int i = 0; i < nframes; i++) {
+        st = db_stmt(db, sql_frame);
+        if (!st)
+            goto error;
+        db_bind_text(st, 1, sid);
+        sqlite3_bind_int64(st, 2, next++);
+        db_bind_text(st, 3, frames[i]);
+        sqlite3_bind_int64(st, 4, now);
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE)
+            goto error;
+    }
+    st = db_stmt(db, sql_update);
+    if (!st)
+        goto error;
+    db_bind_text(st, 1, sid);
+    sqlite3_bind_int64(st, 2, next);
+    db_bind_text(st, 3, state);
+    sqlite3_bind_int64(st, 4, now);
+    sqlite3_bind_int64(st, 5, now + (int64_t)idle_s * 1000);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        goto error;
+    return db_commit(db);
+error:
+    db_rollback(db);
+    return -1;
+}
+
+int poll_read(parley_db *db, const char *sid, int64_t after, int max, char **json, int64_t *last)
+{
+    static const char sql[] =
+        "SELECT seq, frame FROM poll_outbox WHERE sid = ? AND seq > ? ORDER BY seq LIMIT ?";
+    *json = NULL;
+    *last = after;
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, sid);
+    sqlite3_bind_int64(st, 2, after);
+    sqlite3_bind_int(st, 3, max > 0 ? max : 500);
+    size_t len = 1, cap = 256;
+    char *buf = malloc(cap);
+    int n = 0, rc;
+    if (!buf) {
+        sqlite3_reset(st);
+        return -1;
+    }
+    buf[0] = '[';
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *f = (const char *)sqlite3_column_text(st, 1);
+        size_t fl = (size_t)sqlite3_column_bytes(st, 1);
+        if (len + fl + 3 > cap) {
+            while (len + fl + 3 > cap)
+                cap *= 2;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+            buf = nb;
+        }
+        if (n)
+            buf[len++] = ',';
+        memcpy(buf + len, f, fl);
+        len += fl;
+        *last = sqlite3_column_int64(st, 0);
+        n++;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        free(buf);
+        return -1;
+    }
+    buf[len++] = ']';
+    buf[len] = '\0';
+    *json = buf;
+    return n;
+}
+
+int poll_ack(parley_db *db, const char *sid, int64_t upto)
+{
+    sqlite3_stmt *st = db_stmt(db, "DELETE FROM poll_outbox WHERE sid = ? AND seq <= ?");
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, sid);
+    sqlite3_bind_int64(st, 2, upto);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int poll_delete(parley_db *db, const char *sid)
+{
+    sqlite3_stmt *st = db_stmt(db, "DELETE FROM poll_sessions WHERE sid = ?");
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, sid);
+    int rc = sqlite3_step(st);
+    int changed = sqlite3_changes(db_handle(db));
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return -1;
+    return changed ? 0 : 1;
+}
+
+int poll_expire(parley_db *db, int64_t now)
+{
+    static const char sql[] =
+        "DELETE FROM poll_sessions WHERE sid IN "
+        "(SELECT sid FROM poll_sessions WHERE expires_at < ? LIMIT 200)";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, now);
+    int rc = sqlite3_step(st);
+    int changed = sqlite3_changes(db_handle(db));
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? changed : -1;
+}

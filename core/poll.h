@@ -1,0 +1,41 @@
+/* poll.h — long-poll sessions in SQLite (tables poll_sessions, poll_outbox),
+ * so any FastCGI process can serve any request of a session.
+ *
+ * A session holds one protocol connection (proto_conn_save JSON) and an
+ * outbox of frames numbered 1, 2, 3... A request that changes the session
+ * (pumping the event log into the outbox, or handling a client frame) holds
+ * a short lease lock (poll_lock ... poll_save) so two requests of one
+ * session never interleave, across processes. Sessions expire after
+ * idle_s without a request. Threads: uses the caller's parley_db.
+ */
+#ifndef PARLEY_POLL_H
+#define PARLEY_POLL_H
+#include <stddef.h>
+#include <stdint.h>
+#include "db.h"
+
+/* Creates a session; sid receives a new UUID. 0 / -1. */
+int poll_create(parley_db *db, const char *path, const char *owner, int idle_s, char sid[37]);
+/* Takes the session's lock (waiting up to ~2 s for another holder) and
+ * returns its state (new string, may be "{}") and owner (copied).
+ * 0 locked; 1 unknown or expired (an expired one is deleted); 2 still
+ * locked by someone else after waiting; -1 error. */
+int poll_lock(parley_db *db, const char *sid, int idle_s, char **state,
+              char *owner, size_t ownerlen);
+/* Appends frames to the outbox, saves state (NULL: keep) and releases the
+ * lock, in one transaction; touches the expiry. 0 / -1. */
+int poll_save(parley_db *db, const char *sid, const char *state, char *const *frames,
+              int nframes, int idle_s);
+/* Releases the lock without changes. */
+void poll_unlock(parley_db *db, const char *sid);
+/* Writes the frames after cursor as a JSON array text into *json (new:
+ * "[f1,f2]"), at most max frames; *last = last frame's seq (= cursor when
+ * none). Returns the count or -1. */
+int poll_read(parley_db *db, const char *sid, int64_t after, int max, char **json, int64_t *last);
+/* Deletes frames the client acknowledged (seq <= upto). 0 / -1. */
+int poll_ack(parley_db *db, const char *sid, int64_t upto);
+/* Deletes the session and its outbox. 0 deleted, 1 unknown, -1 error. */
+int poll_delete(parley_db *db, const char *sid);
+/* Deletes sessions idle past their expiry (at most 200). Returns count or -1. */
+int poll_expire(parley_db *db, int64_t now);
+#endif
