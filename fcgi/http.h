@@ -74,6 +74,10 @@ struct route {
     int flags;
 };
 
+/* Set when the process is shutting down (SIGTERM): long waits end early.
+ * Defined in http.c. */
+extern volatile int parley_stopping;
+
 /* Runs the request through the table. Always produces a response. */
 void http_dispatch(struct request *r);
 
