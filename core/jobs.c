@@ -193,6 +193,24 @@ int jobs_recover(parley_db *db, parley_bell *bell, int64_t now)
     return done;
 }
 
+int jobs_running_on(parley_db *db, const char *channel, int64_t *job_id, int64_t *first_seq)
+{
+    static const char sql[] =
+        "SELECT id, first_seq FROM jobs WHERE channel = ? AND state = 'running' "
+        "ORDER BY id DESC LIMIT 1";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, channel);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *job_id = sqlite3_column_int64(st, 0);
+        *first_seq = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? 1 : -1;
+}
+
 int jobs_get(parley_db *db, int64_t job_id, struct job_info *out)
 {
     memset(out, 0, sizeof *out);

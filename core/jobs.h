@@ -46,6 +46,9 @@ int jobs_finish_tx(parley_db *db, int64_t job_id, const char *error);
 /* Fails every running job whose lease expired before now, appending an
  * error event to each one's channel and ringing. Returns how many, or -1. */
 int jobs_recover(parley_db *db, parley_bell *bell, int64_t now);
+/* The running job of a channel, if any (the newest). 0 found (job_id and
+ * first_seq set), 1 none, -1 error. */
+int jobs_running_on(parley_db *db, const char *channel, int64_t *job_id, int64_t *first_seq);
 /* Reads a job. 0 found, 1 no such job, -1 error. */
 int jobs_get(parley_db *db, int64_t job_id, struct job_info *out);
 #endif
