@@ -38,9 +38,9 @@ TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 FCGI_SRC  := $(sort $(wildcard fcgi/*.c))
-FCGI_BIN  := $(if $(FCGI_SRC),$(BUILD)/parley.fcgi)
+FCGI_BIN  := $(if $(wildcard fcgi/main.c),$(BUILD)/parley.fcgi)
 WS_SRC    := $(sort $(wildcard ws-bridge/*.c))
-WS_BIN    := $(if $(WS_SRC),$(BUILD)/parley-ws)
+WS_BIN    := $(if $(wildcard ws-bridge/main.c),$(BUILD)/parley-ws)
 CLI_BIN   := $(BUILD)/parley
 
 MIGRATIONS := $(sort $(wildcard sql/[0-9]*.sql))
