@@ -45,13 +45,18 @@ struct bell_header {
     uint32_t version;       /* BELL_VERSION */
     uint32_t slots;         /* BELL_SLOTS */
     uint32_t slot_size;     /* sizeof(struct bell_slot) */
-    uint32_t reserved[11];  /* zero; pads the header to 64 bytes */
+    struct bell_any {       /* rung by every bell_ring (bell_wait_any) */
+        uint32_t seq;
+        uint32_t waiters;
+    } any;                  /* zero in a new file, like the reserved words */
+    uint32_t reserved[9];   /* zero; pads the header to 64 bytes */
 };
 
 struct bell_slot {
     uint32_t seq;           /* the futex word; wraps around, compared for != only */
     uint32_t waiters;       /* threads inside bell_wait() on this slot */
 };
+_Static_assert(sizeof(struct bell_any) == sizeof(struct bell_slot), "any slot is a slot");
 
 struct bell_file {
     struct bell_header hdr;
@@ -221,17 +226,26 @@ uint32_t bell_peek(parley_bell *b, const char *channel)
     return __atomic_load_n(&slot_for(b, channel)->seq, __ATOMIC_SEQ_CST);
 }
 
-void bell_ring(parley_bell *b, const char *channel)
+static void ring_slot(struct bell_slot *s)
 {
-    struct bell_slot *s = slot_for(b, channel);
     __atomic_add_fetch(&s->seq, 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&s->waiters, __ATOMIC_SEQ_CST) != 0)
         futex(&s->seq, FUTEX_WAKE, INT_MAX, NULL);
 }
 
-int bell_wait(parley_bell *b, const char *channel, uint32_t seen, int timeout_ms)
+static struct bell_slot *any_slot(parley_bell *b)
 {
-    struct bell_slot *s = slot_for(b, channel);
+    return (struct bell_slot *)(void *)&b->map->hdr.any;
+}
+
+void bell_ring(parley_bell *b, const char *channel)
+{
+    ring_slot(slot_for(b, channel));
+    ring_slot(any_slot(b));
+}
+
+static int wait_slot(struct bell_slot *s, uint32_t seen, int timeout_ms)
+{
     if (__atomic_load_n(&s->seq, __ATOMIC_SEQ_CST) != seen)
         return 1;
     if (timeout_ms == 0)
@@ -260,4 +274,19 @@ int bell_wait(parley_bell *b, const char *channel, uint32_t seen, int timeout_ms
          * wake-up so the caller re-reads its log rather than spin here. */
         return 1;
     }
+}
+
+int bell_wait(parley_bell *b, const char *channel, uint32_t seen, int timeout_ms)
+{
+    return wait_slot(slot_for(b, channel), seen, timeout_ms);
+}
+
+uint32_t bell_peek_any(parley_bell *b)
+{
+    return __atomic_load_n(&any_slot(b)->seq, __ATOMIC_SEQ_CST);
+}
+
+int bell_wait_any(parley_bell *b, uint32_t seen, int timeout_ms)
+{
+    return wait_slot(any_slot(b), seen, timeout_ms);
 }

@@ -35,4 +35,9 @@ void bell_ring(parley_bell *b, const char *channel);
  * Returns 1 if the slot moved (or a spurious wake-up), 0 on timeout,
  * -1 when interrupted by a signal (EINTR). */
 int bell_wait(parley_bell *b, const char *channel, uint32_t seen, int timeout_ms);
+/* The "any" slot, advanced by every bell_ring of every channel: a process
+ * following many channels (the WebSocket bridge) sleeps on it with one
+ * thread, then compares bell_peek() of its channels to what it saw last. */
+uint32_t bell_peek_any(parley_bell *b);
+int bell_wait_any(parley_bell *b, uint32_t seen, int timeout_ms);
 #endif
