@@ -19,8 +19,10 @@
  *              the same PRAGMAs and stock sqlite3_busy_timeout(): what a
  *              plain SQLite program gets (reference only).
  *
- * Ratio = parley / bare. Repetitions rotate the order of the modes; the best of the
- * repetitions is reported (the machine is shared, so noise only lowers).
+ * Ratio = parley / bare. Repetitions rotate the order of the modes; both the
+ * ratio of the best runs and the median of the per-repetition ratios are
+ * printed (the machine may be shared: noise only lowers a run, and the
+ * paired ratio compares runs made seconds apart).
  *
  * Then a breakdown with one writer: bare loops whose INSERT finds seq in the
  * table as evlog_append must (INSERT ... SELECT max(seq)+1 with and without
@@ -292,12 +294,23 @@ static double run(const char *dir, enum mode mode, int writers, double secs, int
     return (double)total / secs;
 }
 
-/* Runs every mode in modes[] reps times (rotating who goes first) with the
- * given writers; keeps the best events/s of each in best[mode]. */
+#define MAX_REPS 10
+
+/* Events/s of every run of a series, and the best of each mode. */
+struct series_result {
+    double best[MODE_ALL];
+    double eps[MAX_REPS][MODE_ALL];
+    int reps;
+};
+
+/* Runs every mode in modes[] reps times (rotating who goes first, so no
+ * mode always runs on a warmer or quieter machine) with the given writers. */
 static int series(const char *dir, const enum mode *modes, int nmodes, int writers,
-                  double secs, int reps, double best[MODE_ALL], int *seq_no)
+                  double secs, int reps, struct series_result *res, int *seq_no)
 {
     int rc = 0;
+    memset(res, 0, sizeof *res);
+    res->reps = reps;
     for (int r = 0; r < reps; r++) {
         printf("- %d writer%s, rep %d:", writers, writers > 1 ? "s" : "", r + 1);
         fflush(stdout);
@@ -306,13 +319,35 @@ static int series(const char *dir, const enum mode *modes, int nmodes, int write
             double eps = run(dir, m, writers, secs, (*seq_no)++);
             if (eps < 0)
                 rc = -1;
-            else if (eps > best[m])
-                best[m] = eps;
+            else if (eps > res->best[m])
+                res->best[m] = eps;
+            res->eps[r][m] = eps;
             printf(" %s %.0f%s", mode_name[m], eps, k + 1 < nmodes ? "," : "\n");
             fflush(stdout);
         }
     }
     return rc;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median over the repetitions of eps[a] / eps[b] measured in the same
+ * repetition (a paired ratio: both ran within seconds of each other). */
+static double median_ratio(const struct series_result *res, enum mode a, enum mode b)
+{
+    double v[MAX_REPS];
+    int n = 0;
+    for (int r = 0; r < res->reps; r++)
+        if (res->eps[r][a] > 0 && res->eps[r][b] > 0)
+            v[n++] = res->eps[r][a] / res->eps[r][b];
+    if (n == 0)
+        return 0;
+    qsort(v, (size_t)n, sizeof v[0], cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 int main(int argc, char **argv)
@@ -321,7 +356,7 @@ int main(int argc, char **argv)
     int reps = argc > 2 ? atoi(argv[2]) : 3;
     if (secs <= 0 || secs > 30)
         secs = 2.0;
-    if (reps < 1 || reps > 10)
+    if (reps < 1 || reps > MAX_REPS)
         reps = 3;
     char dir[] = "/tmp/parley-bench-evlog-XXXXXX";
     if (!mkdtemp(dir)) {
@@ -334,22 +369,26 @@ int main(int argc, char **argv)
         return 1;
     }
     const int writer_counts[] = { 1, 4 };
-    double best[2][MODE_ALL] = { { 0 } }, brk[MODE_ALL] = { 0 };
+    static struct series_result res[2], brk;
     int rc = 0, seq_no = 0;
     const enum mode main_modes[] = { MODE_PARLEY, MODE_BARE, MODE_BARE_OWN };
     printf("### Event-log append, one event per transaction (%.1f s per run, best of %d)\n\n",
            secs, reps);
     printf("Each run (events/s):\n\n");
     for (int wi = 0; wi < 2; wi++)
-        if (series(dir, main_modes, 3, writer_counts[wi], secs, reps, best[wi], &seq_no) < 0)
+        if (series(dir, main_modes, 3, writer_counts[wi], secs, reps, &res[wi], &seq_no) < 0)
             rc = 1;
-    printf("\n| writers | parley ev/s | bare ev/s | parley / bare | bare-own ev/s "
-           "(stock busy_timeout) | parley / bare-own |\n");
-    printf("|---:|---:|---:|---:|---:|---:|\n");
+    printf("\nBest of the repetitions, and the median of the per-repetition ratios:\n\n");
+    printf("| writers | parley ev/s | bare ev/s | parley / bare (best) | parley / bare "
+           "(median) | bare-own ev/s (stock busy_timeout) | parley / bare-own (median) |\n");
+    printf("|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int wi = 0; wi < 2; wi++) {
-        double p = best[wi][MODE_PARLEY], b = best[wi][MODE_BARE], o = best[wi][MODE_BARE_OWN];
-        printf("| %d | %.0f | %.0f | %.1f %% | %.0f | %.1f %% |\n", writer_counts[wi], p, b,
-               b > 0 ? 100.0 * p / b : 0.0, o, o > 0 ? 100.0 * p / o : 0.0);
+        const double *best = res[wi].best;
+        double p = best[MODE_PARLEY], b = best[MODE_BARE], o = best[MODE_BARE_OWN];
+        printf("| %d | %.0f | %.0f | %.1f %% | %.1f %% | %.0f | %.1f %% |\n", writer_counts[wi],
+               p, b, b > 0 ? 100.0 * p / b : 0.0,
+               100.0 * median_ratio(&res[wi], MODE_PARLEY, MODE_BARE), o,
+               100.0 * median_ratio(&res[wi], MODE_PARLEY, MODE_BARE_OWN));
     }
 
     const enum mode brk_modes[] = { MODE_BARE, MODE_SQL_TWO, MODE_SQL_NORET, MODE_SQL_EVLOG,
@@ -364,13 +403,14 @@ int main(int argc, char **argv)
     double bsecs = secs / 2;
     printf("\n### Where the time goes: 1 writer, bare loops doing what evlog_append does "
            "(%.1f s per run, best of %d)\n\n", bsecs, reps);
-    if (series(dir, brk_modes, 5, 1, bsecs, reps, brk, &seq_no) < 0)
+    if (series(dir, brk_modes, 5, 1, bsecs, reps, &brk, &seq_no) < 0)
         rc = 1;
-    printf("\n| loop (BEGIN IMMEDIATE; ...; COMMIT) | ev/s | of bare |\n|---|---:|---:|\n");
+    printf("\n| loop (BEGIN IMMEDIATE; ...; COMMIT) | best ev/s | of bare (median) |\n"
+           "|---|---:|---:|\n");
     for (int k = 0; k < 5; k++) {
         enum mode m = brk_modes[k];
-        printf("| %s | %.0f | %.1f %% |\n", brk_what[m], brk[m],
-               brk[MODE_BARE] > 0 ? 100.0 * brk[m] / brk[MODE_BARE] : 0.0);
+        printf("| %s | %.0f | %.1f %% |\n", brk_what[m], brk.best[m],
+               100.0 * median_ratio(&brk, m, MODE_BARE));
     }
     rmdir(dir);
     return rc;
