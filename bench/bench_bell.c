@@ -18,7 +18,8 @@
  * comparison the same 1000 threads sleep-polling every 50 ms.
  *
  * Also: the cost of bell_ring() when nobody sleeps (the common case for a
- * writer appending tokens nobody is waiting for yet).
+ * writer appending tokens nobody is waiting for yet), and when a process
+ * follows every channel through bell_wait_any() (the WebSocket bridge).
  *
  * Prints Markdown tables for docs/PERFORMANCE.md.
  */
@@ -50,6 +51,8 @@ struct shared {
     uint32_t done[MAX_ROUNDS];          /* sleepers that woke, per round (atomic) */
     uint32_t bad;                       /* waits that returned other than 1 (atomic) */
     uint32_t measured;                  /* idle: processes that stored cpu_ns */
+    uint32_t stop;                      /* any-slot sleeper: leave (atomic) */
+    uint32_t any_wakes;                 /* any-slot sleeper: wake-ups seen */
     int64_t cpu_ns[MAX_PROCS];          /* idle: CPU used across the window */
     int64_t lat_us[MAX_ROUNDS * MAX_SLEEPERS];
 };
@@ -300,6 +303,46 @@ static void ring_cost(parley_bell *b)
         printf("\n");
 }
 
+/* The cost of bell_ring() while another process follows every channel by
+ * sleeping in bell_wait_any() (as the WebSocket bridge does): each ring
+ * then also makes a FUTEX_WAKE on the shared "any" slot. */
+static void ring_cost_any_sleeper(parley_bell *b)
+{
+    const int n = 200000;
+    sh->stop = 0;
+    sh->any_wakes = 0;
+    sh->ready[0] = 0;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0)
+        return;
+    if (pid == 0) {
+        parley_bell *cb = bell_open(bell_file, err, sizeof err);
+        if (!cb)
+            _exit(2);
+        inc32(&sh->ready[0]);
+        while (!load32(&sh->stop)) {
+            uint32_t v = bell_peek_any(cb);
+            if (!load32(&sh->stop) && bell_wait_any(cb, v, 1000) == 1)
+                inc32(&sh->any_wakes);
+        }
+        bell_close(cb);
+        _exit(0);
+    }
+    await32(&sh->ready[0], 1, 5000);
+    sleep_us(50000);
+    int64_t t0 = mono_us();
+    for (int i = 0; i < n; i++)
+        bell_ring(b, "conv:nobody-listens");
+    int64_t t1 = mono_us();
+    __atomic_store_n(&sh->stop, 1, __ATOMIC_SEQ_CST);
+    bell_ring(b, "conv:nobody-listens");
+    waitpid(pid, NULL, 0);
+    printf("| bell_ring, no sleeper on the slot, a process in bell_wait_any | %.1f ns "
+           "(%u wake-ups of that process for %d rings) |\n",
+           (double)(t1 - t0) * 1000.0 / n, load32(&sh->any_wakes), n);
+}
+
 int main(int argc, char **argv)
 {
     double scale = argc > 1 ? atof(argv[1]) : 1.0;
@@ -350,6 +393,7 @@ int main(int argc, char **argv)
         rc = 1;
     printf("\n### Cost of the fast paths\n\n| operation | per call |\n|---|---:|\n");
     ring_cost(b);
+    ring_cost_any_sleeper(b);
     bell_close(b);
     unlink(path);
     rmdir(dir);
