@@ -3,6 +3,10 @@
  * Owns: one MAP_SHARED mapping of <database>-bell (see bell.h). Every
  * process of the installation maps the same file; each slot is a pair of
  * 32-bit words, the counter (the futex word) and the number of sleepers.
+ * One more such pair, the "any" slot in the header, is advanced by every
+ * bell_ring() of every channel, for a process that follows many channels
+ * with one sleeping thread (bell_wait_any). While such a process sleeps,
+ * every ring costs one FUTEX_WAKE more (docs/PERFORMANCE.md has the cost).
  * Threads: any thread may use a bell; all state lives in the mapping and is
  * touched only with atomic operations. The handle itself is read-only after
  * bell_open().
