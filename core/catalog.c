@@ -1,0 +1,416 @@
+/* catalog.c — seed 002 brands, products and FTS5 product suggestions
+ * (see catalog.h). Runs in whichever thread owns the parley_db it is given.
+ * Every statement is a literal prepared once per connection (db_stmt) with
+ * bound parameters; the FTS5 MATCH expression is built here from quoted
+ * words of letters and digits only, never from the user's raw text. */
+#include "catalog.h"
+#include "util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char SQL_BRAND_GET[] =
+    "SELECT id, name, welcome, system_prompt, active FROM brands WHERE id = ?";
+static const char SQL_BRAND_PUT[] =
+    "INSERT INTO brands(id, name, welcome, system_prompt, active, created_at) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(id) DO UPDATE SET name = excluded.name, "
+    "welcome = excluded.welcome, system_prompt = excluded.system_prompt, "
+    "active = excluded.active";
+static const char SQL_BRANDS_ACTIVE[] =
+    "SELECT id, name, welcome FROM brands WHERE active = 1 ORDER BY name, id";
+static const char SQL_PRODUCT_PUT[] =
+    "INSERT INTO products(id, brand_id, name, description, category, price, features, "
+    "specifications, availability) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+    "ON CONFLICT(id) DO UPDATE SET brand_id = excluded.brand_id, name = excluded.name, "
+    "description = excluded.description, category = excluded.category, "
+    "price = excluded.price, features = excluded.features, "
+    "specifications = excluded.specifications, availability = excluded.availability";
+/* bm25 weights follow the columns: name, description, category, features. */
+static const char SQL_SUGGEST[] =
+    "SELECT p.pk, p.id, p.name, p.description, p.category, p.price, p.features, "
+    "p.specifications, p.availability FROM products_fts "
+    "JOIN products p ON p.pk = products_fts.rowid "
+    "WHERE products_fts MATCH ?1 AND p.brand_id = ?2 AND p.availability = 1 "
+    "ORDER BY bm25(products_fts, 4.0, 1.0, 2.0, 1.0), p.pk LIMIT ?3";
+static const char SQL_TERM_HITS[] =
+    "SELECT 1 FROM products_fts WHERE products_fts MATCH ?1 AND rowid = ?2";
+
+/* ---- brands ---- */
+
+void catalog_brand_free(struct brand *b)
+{
+    if (!b)
+        return;
+    free(b->name);
+    free(b->welcome);
+    free(b->system_prompt);
+    b->name = b->welcome = b->system_prompt = NULL;
+}
+
+int catalog_brand_get(parley_db *db, const char *id, struct brand *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!id || strlen(id) >= sizeof out->id)
+        return 1;
+    sqlite3_stmt *st = db_stmt(db, SQL_BRAND_GET);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, id);
+    int rc = sqlite3_step(st), r = rc == SQLITE_DONE ? 1 : -1;
+    if (rc == SQLITE_ROW) {
+        str_copy(out->id, sizeof out->id, (const char *)sqlite3_column_text(st, 0));
+        out->name = db_col_strdup(st, 1);
+        out->welcome = db_col_strdup(st, 2);
+        out->system_prompt = db_col_strdup(st, 3);
+        out->active = sqlite3_column_int(st, 4) != 0;
+        r = 0;
+        if (!out->name || !out->welcome || !out->system_prompt) {
+            catalog_brand_free(out);
+            r = -1;
+        }
+    }
+    sqlite3_reset(st);
+    return r;
+}
+
+int catalog_brand_put(parley_db *db, const struct brand *b)
+{
+    if (!b->id[0] || !b->name || !*b->name)
+        return -1;
+    sqlite3_stmt *st = db_stmt(db, SQL_BRAND_PUT);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, b->id);
+    db_bind_text(st, 2, b->name);
+    db_bind_text(st, 3, b->welcome ? b->welcome : "");
+    db_bind_text(st, 4, b->system_prompt ? b->system_prompt : "");
+    sqlite3_bind_int(st, 5, b->active ? 1 : 0);
+    sqlite3_bind_int64(st, 6, now_ms());
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static char *welcome_of(const char *name, const char *welcome)
+{
+    if (welcome && *welcome)
+        return strdup(welcome);
+    const char *n = name ? name : "";
+    size_t len = strlen(n) + 64;
+    char *s = malloc(len);
+    if (s)
+        snprintf(s, len, "Welcome to %s! How can I help you today?", n);
+    return s;
+}
+
+char *catalog_welcome(const struct brand *b)
+{
+    return welcome_of(b->name, b->welcome);
+}
+
+json_t *catalog_brands_active(parley_db *db)
+{
+    sqlite3_stmt *st = db_stmt(db, SQL_BRANDS_ACTIVE);
+    json_t *arr = json_array();
+    if (!st || !arr) {
+        json_decref(arr);
+        return NULL;
+    }
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 1);
+        char *welcome = welcome_of(name, (const char *)sqlite3_column_text(st, 2));
+        json_t *o = welcome ? json_pack("{s:s, s:s, s:s}",
+                                        "brand_id", (const char *)sqlite3_column_text(st, 0),
+                                        "brand_name", name ? name : "",
+                                        "welcome_message", welcome) : NULL;
+        free(welcome);
+        if (!o || json_array_append_new(arr, o) < 0) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+/* ---- products ---- */
+
+/* 1 when text is a JSON array of strings. */
+static int is_string_array(const char *text)
+{
+    json_t *a = json_loads(text, JSON_DECODE_ANY, NULL);
+    int ok = json_is_array(a);
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v)
+        if (!json_is_string(v))
+            ok = 0;
+    json_decref(a);
+    return ok;
+}
+
+static int is_object(const char *text)
+{
+    json_t *o = json_loads(text, JSON_DECODE_ANY, NULL);
+    int ok = json_is_object(o);
+    json_decref(o);
+    return ok;
+}
+
+int catalog_product_put(parley_db *db, const struct product *p)
+{
+    const char *features = p->features ? p->features : "[]";
+    const char *specs = p->specifications ? p->specifications : "{}";
+    if (!p->id || !*p->id || !p->brand_id || !p->name || !*p->name || !isfinite(p->price) ||
+        !is_string_array(features) || !is_object(specs))
+        return -1;
+    sqlite3_stmt *st = db_stmt(db, SQL_PRODUCT_PUT);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, p->id);
+    db_bind_text(st, 2, p->brand_id);
+    db_bind_text(st, 3, p->name);
+    db_bind_text(st, 4, p->description ? p->description : "");
+    db_bind_text(st, 5, p->category ? p->category : "");
+    sqlite3_bind_double(st, 6, p->price);
+    db_bind_text(st, 7, features);
+    db_bind_text(st, 8, specs);
+    sqlite3_bind_int(st, 9, p->available ? 1 : 0);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* ---- suggestions ---- */
+
+/* Words that say nothing about a product (English, plus a few Portuguese
+ * and Indonesian ones the seeds' users write). ASCII, lower case. */
+static const char *const STOP_WORDS[] = {
+    "about", "all", "also", "am", "an", "and", "any", "anything", "are", "as", "at",
+    "be", "best", "but", "buy", "by", "can", "could", "do", "does", "for", "from",
+    "get", "give", "good", "have", "hello", "help", "hi", "how", "if", "in", "into",
+    "is", "it", "its", "just", "like", "looking", "me", "more", "most", "my", "need",
+    "needs", "of", "on", "one", "or", "please", "recommend", "should", "show", "so",
+    "some", "something", "tell", "than", "thanks", "that", "the", "their", "them",
+    "there", "these", "they", "this", "those", "to", "up", "us", "very", "want",
+    "was", "we", "what", "when", "where", "which", "who", "why", "will", "with",
+    "would", "you", "your",
+    "ada", "apa", "dan", "di", "ini", "itu", "saya", "untuk", "yang",
+    "com", "da", "de", "em", "eu", "para", "por", "que", "um", "uma",
+};
+
+static int is_stop_word(const char *w)
+{
+    for (size_t i = 0; i < sizeof STOP_WORDS / sizeof STOP_WORDS[0]; i++)
+        if (!strcmp(w, STOP_WORDS[i]))
+            return 1;
+    return 0;
+}
+
+/* Decodes the code point at s[*i] and advances *i; returns -1 (and skips
+ * one byte) on a malformed sequence. */
+static long utf8_next(const unsigned char *s, size_t *i)
+{
+    unsigned c = s[*i];
+    int n = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 ? 3 : -1;
+    if (n < 0) {
+        (*i)++;
+        return -1;
+    }
+    long cp = n == 0 ? (long)c : (long)(c & (0x3f >> n));
+    for (int k = 1; k <= n; k++) {
+        if ((s[*i + (size_t)k] & 0xc0) != 0x80) {
+            (*i)++;
+            return -1;
+        }
+        cp = (cp << 6) | (s[*i + (size_t)k] & 0x3f);
+    }
+    *i += (size_t)n + 1;
+    return cp;
+}
+
+/* Letters and digits: ASCII alphanumerics, and code points above ASCII
+ * that are not punctuation, symbols, spaces, private use or emoji. */
+static int is_word_cp(long cp)
+{
+    if (cp < 0)
+        return 0;
+    if (cp < 0x80)
+        return (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') || (cp >= '0' && cp <= '9');
+    if (cp < 0xc0 || cp == 0xd7 || cp == 0xf7)
+        return 0;                                   /* Latin-1 controls, signs, x, / */
+    if ((cp >= 0x2000 && cp <= 0x2bff) || (cp >= 0x3000 && cp <= 0x303f) ||
+        (cp >= 0xe000 && cp <= 0xf8ff) || (cp >= 0xfe10 && cp <= 0xfe6f) ||
+        (cp >= 0xff00 && cp <= 0xff0f) || (cp >= 0xfff0 && cp <= 0xffff) || cp >= 0x1f000)
+        return 0;                                   /* punctuation, symbols, emoji */
+    return 1;
+}
+
+#define TERM_MAX 64
+
+struct terms {
+    char v[CATALOG_MAX_TERMS][TERM_MAX + 8];     /* FTS5 terms: "word" or "word"* */
+    int n;
+};
+
+/* Adds word w (len bytes, chars code points) as a term unless it is too
+ * short or long, a common word, or already there. */
+static void add_term(struct terms *t, const char *w, size_t len, size_t chars)
+{
+    if (t->n >= CATALOG_MAX_TERMS || chars < 2 || len > TERM_MAX)
+        return;
+    char word[TERM_MAX + 1];
+    int ascii = 1;
+    for (size_t i = 0; i < len; i++) {
+        char ch = w[i];
+        if ((unsigned char)ch >= 0x80)
+            ascii = 0;
+        word[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
+    }
+    word[len] = '\0';
+    if (ascii && is_stop_word(word))
+        return;
+    /* a light plural stem: "laptops" -> "laptop"*, which also finds "laptop" */
+    if (ascii && len >= 5 && word[len - 1] == 's' && word[len - 2] != 's')
+        word[--len] = '\0';
+    char term[TERM_MAX + 8];
+    snprintf(term, sizeof term, len >= 4 ? "\"%s\"*" : "\"%s\"", word);
+    for (int i = 0; i < t->n; i++)
+        if (!strcmp(t->v[i], term))
+            return;
+    memcpy(t->v[t->n++], term, strlen(term) + 1);
+}
+
+/* Splits query into words of letters and digits. */
+static void query_terms(const char *query, struct terms *t)
+{
+    const unsigned char *s = (const unsigned char *)query;
+    size_t i = 0, start = 0, chars = 0;
+    int in_word = 0;
+    memset(t, 0, sizeof *t);
+    while (s[i] && t->n < CATALOG_MAX_TERMS) {
+        size_t at = i;
+        long cp = utf8_next(s, &i);
+        if (is_word_cp(cp)) {
+            if (!in_word) {
+                in_word = 1;
+                start = at;
+                chars = 0;
+            }
+            chars++;
+        } else if (in_word) {
+            add_term(t, query + start, at - start, chars);
+            in_word = 0;
+        }
+    }
+    if (in_word)
+        add_term(t, query + start, i - start, chars);
+}
+
+static json_t *json_text_or(const char *text, json_t *(*fallback)(void), int want_array)
+{
+    json_t *v = text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+    if (want_array ? json_is_array(v) : json_is_object(v))
+        return v;
+    json_decref(v);
+    return fallback();
+}
+
+static json_t *product_json(sqlite3_stmt *st)
+{
+    const char *id = (const char *)sqlite3_column_text(st, 1);
+    const char *name = (const char *)sqlite3_column_text(st, 2);
+    const char *desc = (const char *)sqlite3_column_text(st, 3);
+    const char *cat = (const char *)sqlite3_column_text(st, 4);
+    return json_pack("{s:s, s:s, s:s, s:s, s:f, s:o, s:o, s:b}",
+                     "id", id ? id : "", "name", name ? name : "",
+                     "description", desc ? desc : "", "category", cat ? cat : "",
+                     "price", sqlite3_column_double(st, 5),
+                     "features", json_text_or((const char *)sqlite3_column_text(st, 6), json_array, 1),
+                     "specifications", json_text_or((const char *)sqlite3_column_text(st, 7), json_object, 0),
+                     "availability", sqlite3_column_int(st, 8) != 0);
+}
+
+/* How many of the terms product pk matches; -1 on error. */
+static int terms_matched(parley_db *db, const struct terms *t, sqlite3_int64 pk)
+{
+    int hits = 0;
+    for (int i = 0; i < t->n; i++) {
+        sqlite3_stmt *st = db_stmt(db, SQL_TERM_HITS);
+        if (!st)
+            return -1;
+        db_bind_text(st, 1, t->v[i]);
+        sqlite3_bind_int64(st, 2, pk);
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc == SQLITE_ROW)
+            hits++;
+        else if (rc != SQLITE_DONE)
+            return -1;
+    }
+    return hits;
+}
+
+int catalog_suggest(parley_db *db, const char *brand_id, const char *query, int limit,
+                    json_t **products, double *confidence)
+{
+    *products = NULL;
+    *confidence = -1;
+    json_t *arr = json_array();
+    if (!arr)
+        return -1;
+    struct terms t;
+    query_terms(query ? query : "", &t);
+    if (t.n == 0 || limit <= 0) {
+        *products = arr;
+        return 0;
+    }
+    char expr[CATALOG_MAX_TERMS * (TERM_MAX + 12)];
+    size_t off = 0;
+    for (int i = 0; i < t.n; i++)
+        off += (size_t)snprintf(expr + off, sizeof expr - off, "%s%s", i ? " OR " : "", t.v[i]);
+
+    sqlite3_stmt *st = db_stmt(db, SQL_SUGGEST);
+    if (!st) {
+        json_decref(arr);
+        return -1;
+    }
+    db_bind_text(st, 1, expr);
+    db_bind_text(st, 2, brand_id);
+    sqlite3_bind_int(st, 3, limit);
+    sqlite3_int64 top = -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (top < 0)
+            top = sqlite3_column_int64(st, 0);
+        json_t *p = product_json(st);
+        if (!p || json_array_append_new(arr, p) < 0) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(arr);
+        return -1;
+    }
+    if (top >= 0) {
+        int hits = terms_matched(db, &t, top);
+        if (hits < 0) {
+            json_decref(arr);
+            return -1;
+        }
+        if (hits == 0)
+            hits = 1;           /* it matched the OR of them: at least one */
+        *confidence = round(100.0 * hits / t.n) / 100.0;
+    }
+    *products = arr;
+    return 0;
+}

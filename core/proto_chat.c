@@ -1,0 +1,450 @@
+/* proto_chat.c — seed 001: chat sessions, WS /ws/{session_id}?token=JWT.
+ *
+ *   server, first:  {"type":"connected","session_id","user_id","timestamp"}
+ *   client:         {"type":"message","content":"...","metadata":{},"timestamp":...}
+ *                   {"type":"ping"}  ->  {"type":"pong","timestamp"}
+ *   server:         {"type":"stream_start","message_id"}
+ *                   {"type":"stream_chunk","content","message_id"}...
+ *                   {"type":"stream_end","message_id","metadata":{"tokens_used",
+ *                    "processing_time","agent_used","model"}}
+ *                   {"type":"error","message"[,"message_id"]}
+ * The session is a conversation (store.h; created as kind 'chat' on first
+ * use) owned by the JWT's sub: another user's session is "Session not
+ * found" and the connection closes with 4404; a closed one closes with
+ * 4410. Each user message is stored, then one job runs on channel
+ * "conv:<session id>" (prompt key = the user message's id) with the
+ * session's last PARLEY_CONTEXT_MESSAGES messages as context; the runner
+ * stores the assistant message in the same transaction as "done".
+ * A client that (re)connects while a generation runs follows it from its
+ * start, or from ?after=N.
+ * State (c->state, beside proto.c's "resume_after"): "message_id" and
+ * "message_job", the assistant message id of the job being streamed, so
+ * every chunk carries it, also after a resume or a save/load.
+ * Runs in the thread that drives the connection (proto.h).
+ */
+#include "proto_impl.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CLOSE_NOT_FOUND 4404
+#define CLOSE_CLOSED 4410
+#define CLOSE_DB_ERROR 1011
+#define MAX_METADATA 8192          /* bytes of a client message's metadata JSON */
+#define DB_ERROR_MSG "Database error: please try again"
+
+static const char SQL_RUNNING_JOB[] =
+    "SELECT id, first_seq FROM jobs WHERE channel = ? AND state = 'running' ORDER BY id LIMIT 1";
+
+static int error_frame(struct proto_frames *out, const char *msg)
+{
+    return frames_push(out, json_pack("{s:s, s:s}", "type", "error", "message", msg));
+}
+
+static void close_with(struct proto_conn *c, int code, const char *reason)
+{
+    c->close = 1;
+    c->close_code = code;
+    str_copy(c->close_reason, sizeof c->close_reason, reason);
+}
+
+/* Session ids become conversation ids (at most 63 bytes): letters, digits
+ * and - _ . only, so they are safe in channel names and logs. */
+static int valid_session_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n >= sizeof ((struct conversation *)0)->id)
+        return 0;
+    for (const char *p = id; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
+            return 0;
+    return 1;
+}
+
+/* Bytes of s to keep so that at most max bytes remain, cut on a UTF-8
+ * character boundary. */
+static int utf8_cut(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n <= max)
+        return (int)n;
+    while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
+        max--;
+    return (int)max;
+}
+
+static int blank(const char *s)
+{
+    for (; *s; s++)
+        if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r')
+            return 0;
+    return 1;
+}
+
+/* Loads the session for c (creating it when create is set and it does not
+ * exist). 0 usable (conv filled: store_conv_free it); 1 refused: an error
+ * frame was added and the connection is to close; -1 database error (an
+ * error frame was added). */
+static int session_load(struct parley_ctx *ctx, struct proto_conn *c, int create,
+                        struct conversation *conv, struct proto_frames *out)
+{
+    int r = store_conv_get(ctx->db, c->param, NULL, conv);
+    if (r == 1 && create) {
+        memset(conv, 0, sizeof *conv);
+        str_copy(conv->id, sizeof conv->id, c->param);
+        str_copy(conv->owner, sizeof conv->owner, c->user);
+        str_copy(conv->kind, sizeof conv->kind, "chat");
+        r = store_conv_create(ctx->db, conv);
+        if (r == 2)        /* someone created it meanwhile: whose is it? */
+            r = store_conv_get(ctx->db, c->param, NULL, conv);
+    }
+    if (r < 0) {
+        error_frame(out, DB_ERROR_MSG);
+        return -1;
+    }
+    if (r == 1 || strcmp(conv->owner, c->user) != 0) {
+        store_conv_free(conv);
+        close_with(c, CLOSE_NOT_FOUND, "session not found");
+        return error_frame(out, "Session not found") < 0 ? -1 : 1;
+    }
+    if (!strcmp(conv->status, "closed")) {
+        store_conv_free(conv);
+        close_with(c, CLOSE_CLOSED, "session closed");
+        return error_frame(out, "Session is closed") < 0 ? -1 : 1;
+    }
+    return 0;
+}
+
+/* The running job of channel, if any: 0 found, 1 none, -1 error. */
+static int running_job(struct parley_ctx *ctx, const char *channel, int64_t *job_id,
+                       int64_t *first_seq)
+{
+    sqlite3_stmt *st = db_stmt(ctx->db, SQL_RUNNING_JOB);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, channel);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *job_id = sqlite3_column_int64(st, 0);
+        *first_seq = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? 1 : -1;
+}
+
+static int chat_open(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames *out)
+{
+    if (!valid_session_id(c->param)) {
+        close_with(c, 1008, "invalid session id");
+        return error_frame(out, "Invalid session id: use 1-63 letters, digits, '-', '_' or '.'");
+    }
+    struct conversation conv;
+    int r = session_load(ctx, c, 1, &conv, out);
+    if (r < 0)
+        close_with(c, CLOSE_DB_ERROR, "database error");
+    if (r != 0)
+        return r < 0 ? -1 : 0;
+    store_conv_free(&conv);
+
+    char ts[32];
+    proto_timestamp(ts, now_ms(), 0);
+    if (frames_push(out, json_pack("{s:s, s:s, s:s, s:s}", "type", "connected",
+                                   "session_id", c->param, "user_id", c->user,
+                                   "timestamp", ts)) < 0)
+        return -1;
+
+    char chan[200];
+    snprintf(chan, sizeof chan, "conv:%s", c->param);
+    json_t *ra = json_object_get(c->state, "resume_after");
+    json_int_t after = json_is_integer(ra) ? json_integer_value(ra) : -1;
+    if (after >= 0) {
+        proto_follow(c, chan, 0, after);      /* the client says where it was */
+        return 0;
+    }
+    int64_t job_id, first_seq;
+    r = running_job(ctx, chan, &job_id, &first_seq);
+    if (r < 0) {
+        error_frame(out, DB_ERROR_MSG);
+        return -1;
+    }
+    if (r == 0)
+        proto_follow(c, chan, job_id, first_seq);   /* a reconnect: the answer so far */
+    return 0;
+}
+
+/* ---- the assistant message id of a job ---- */
+
+static char *data_message_id(const struct evlog_event *ev)
+{
+    json_t *o = json_loadb(ev->data, ev->data_len, 0, NULL);
+    const char *m = proto_str(o, "message_id");
+    char *s = m && *m ? strdup(m) : NULL;
+    json_decref(o);
+    return s;
+}
+
+/* Reads the message id from the job's "start" event (new string or NULL). */
+static char *start_event_message_id(struct parley_ctx *ctx, const char *channel, int64_t job_id)
+{
+    struct job_info ji;
+    if (jobs_get(ctx->db, job_id, &ji) != 0)
+        return NULL;
+    struct evlog_event *ev = NULL;
+    int n = evlog_read(ctx->db, channel, ji.first_seq, 64, &ev);
+    char *mid = NULL;
+    for (int i = 0; i < n && !mid; i++)
+        if (ev[i].job_id == job_id && !strcmp(ev[i].type, "start"))
+            mid = data_message_id(&ev[i]);
+    evlog_free(ev, n);
+    return mid;
+}
+
+/* The assistant message id of ev's job (borrowed from c->state; NULL when
+ * it cannot be known, e.g. the start event was compacted away). */
+static const char *message_id_of(struct parley_ctx *ctx, struct proto_conn *c,
+                                 const struct evlog_event *ev)
+{
+    json_t *jid = json_object_get(c->state, "message_id");
+    if (json_is_string(jid) &&
+        json_integer_value(json_object_get(c->state, "message_job")) == ev->job_id)
+        return json_string_value(jid);
+    char *mid = NULL;
+    if (!strcmp(ev->type, "start") || !strcmp(ev->type, "done"))
+        mid = data_message_id(ev);
+    if (!mid && ev->job_id > 0)
+        mid = start_event_message_id(ctx, c->channel, ev->job_id);
+    if (!mid)
+        return NULL;
+    json_object_set_new(c->state, "message_id", json_string(mid));
+    json_object_set_new(c->state, "message_job", json_integer(ev->job_id));
+    free(mid);
+    return proto_str(c->state, "message_id");
+}
+
+static int chat_event(struct parley_ctx *ctx, struct proto_conn *c,
+                      const struct evlog_event *ev, struct proto_frames *out)
+{
+    const char *mid = message_id_of(ctx, c, ev);
+    json_t *jm = mid ? json_string(mid) : json_null();
+    json_t *o = NULL;
+    if (!strcmp(ev->type, "start")) {
+        o = json_pack("{s:s, s:o}", "type", "stream_start", "message_id", jm);
+    } else if (!strcmp(ev->type, "token")) {
+        o = json_pack("{s:s, s:s%, s:o}", "type", "stream_chunk",
+                      "content", ev->data, ev->data_len, "message_id", jm);
+    } else if (!strcmp(ev->type, "done")) {
+        json_t *d = json_loadb(ev->data, ev->data_len, 0, NULL);
+        const char *model = proto_str(d, "model");
+        json_int_t ms = json_integer_value(json_object_get(d, "processing_ms"));
+        o = json_pack("{s:s, s:o, s:{s:I, s:f, s:s, s:s}}", "type", "stream_end",
+                      "message_id", jm, "metadata",
+                      "tokens_used", json_integer_value(json_object_get(d, "tokens")),
+                      "processing_time", (double)ms / 1000.0,
+                      "agent_used", model ? model : "", "model", model ? model : "");
+        json_decref(d);
+    } else if (!strcmp(ev->type, "error")) {
+        char *m = proto_event_error(ev);
+        o = json_pack("{s:s, s:s, s:o}", "type", "error", "message",
+                      m ? m : "the answer could not be generated", "message_id", jm);
+        free(m);
+    } else {
+        json_decref(jm);
+        return 0;
+    }
+    return frames_push(out, proto_with_seq(c, ev, o));
+}
+
+/* ---- client messages ---- */
+
+static const char *role_of(const char *role)
+{
+    if (!strcmp(role, "assistant"))
+        return "assistant";
+    if (!strcmp(role, "system"))
+        return "system";
+    return "user";
+}
+
+/* The session's preferred model (settings.model_preference), kept by job. */
+static const char *preferred_model(struct proto_job *job, const char *settings)
+{
+    json_t *s = settings ? json_loads(settings, 0, NULL) : NULL;
+    const char *m = proto_str(s, "model_preference");
+    const char *kept = m && *m && strlen(m) < 128 ? proto_job_keep(job, m) : NULL;
+    json_decref(s);
+    return kept;
+}
+
+/* Validates a "message" frame; returns the content or NULL after adding
+ * the error frame (*rc = its result). *meta: new metadata JSON text or NULL. */
+static const char *valid_content(struct parley_ctx *ctx, json_t *msg, char **meta,
+                                 struct proto_frames *out, int *rc)
+{
+    char m[160];
+    *meta = NULL;
+    json_t *jc = json_object_get(msg, "content");
+    const char *content = json_string_value(jc);
+    if (!jc || json_is_null(jc)) {
+        *rc = error_frame(out, "Invalid message format: missing \"content\"");
+        return NULL;
+    }
+    if (!content) {
+        *rc = error_frame(out, "Invalid message format: \"content\" must be a string");
+        return NULL;
+    }
+    if (strlen(content) != json_string_length(jc)) {
+        *rc = error_frame(out, "Invalid message format: \"content\" contains a NUL character");
+        return NULL;
+    }
+    if (blank(content)) {
+        *rc = error_frame(out, "Message content is empty");
+        return NULL;
+    }
+    if (proto_utf8_len(content) > (size_t)ctx->cfg->max_message_length) {
+        snprintf(m, sizeof m, "Message too long (max %d characters)", ctx->cfg->max_message_length);
+        *rc = error_frame(out, m);
+        return NULL;
+    }
+    json_t *jm = json_object_get(msg, "metadata");
+    if (jm && !json_is_null(jm)) {
+        if (!json_is_object(jm)) {
+            *rc = error_frame(out, "Invalid message format: \"metadata\" must be an object");
+            return NULL;
+        }
+        *meta = json_dumps(jm, JSON_COMPACT);
+        if (!*meta) {
+            *rc = -1;
+            return NULL;
+        }
+        if (strlen(*meta) > MAX_METADATA) {
+            free(*meta);
+            *meta = NULL;
+            snprintf(m, sizeof m, "Message metadata too large (max %d bytes)", MAX_METADATA);
+            *rc = error_frame(out, m);
+            return NULL;
+        }
+    }
+    return content;
+}
+
+/* Stores the user message and starts its generation. */
+static int start_answer(struct parley_ctx *ctx, struct proto_conn *c, const char *content,
+                        const char *meta, const struct conversation *conv,
+                        struct proto_frames *out, struct proto_job **jobp)
+{
+    struct message um;
+    store_msg_init(&um);
+    str_copy(um.conversation_id, sizeof um.conversation_id, conv->id);
+    str_copy(um.role, sizeof um.role, "user");
+    um.content = (char *)content;         /* only read */
+    um.metadata = (char *)meta;
+    if (store_msg_add(ctx->db, &um) < 0) {
+        error_frame(out, DB_ERROR_MSG);
+        return -1;
+    }
+
+    int want = ctx->cfg->context_messages;
+    if (want < 1)
+        want = 1;                         /* the model needs the question at least */
+    if (want > PROTO_JOB_MAX_MSGS)
+        want = PROTO_JOB_MAX_MSGS;
+    struct message *hist = NULL;
+    int nh = 0;
+    struct proto_job *job = proto_job_new();
+    if (!job || store_msg_context(ctx->db, conv->id, want, &hist, &nh) < 0)
+        goto fail;
+    for (int i = 0; i < nh; i++) {
+        job->msgs[i].role = role_of(hist[i].role);
+        job->msgs[i].content = proto_job_keep(job, hist[i].content);
+        if (!job->msgs[i].content)
+            goto fail;
+    }
+    store_msgs_free(hist, nh);
+    hist = NULL;
+
+    snprintf(job->channel, sizeof job->channel, "conv:%s", conv->id);
+    job->req.channel = job->channel;
+    job->req.prompt_key = proto_job_keep(job, um.id);
+    job->req.conversation_id = proto_job_keep(job, conv->id);
+    if (!job->req.prompt_key || !job->req.conversation_id || uuid_v4(job->message_id) < 0)
+        goto fail;
+    job->req.message_id = job->message_id;
+    job->req.llm.messages = job->msgs;
+    job->req.llm.n_messages = (size_t)nh;
+    job->req.llm.model = preferred_model(job, conv->settings);
+    job->req.llm.temperature = ctx->cfg->temperature;
+    char mid[64];
+    str_copy(mid, sizeof mid, job->message_id);
+    if (proto_start(ctx, c, job, jobp) < 0) {
+        error_frame(out, DB_ERROR_MSG);
+        return -1;
+    }
+    json_object_set_new(c->state, "message_id", json_string(mid));
+    json_object_set_new(c->state, "message_job", json_integer(c->job_id));
+    return 0;
+fail:
+    store_msgs_free(hist, nh);
+    proto_job_free(job);
+    error_frame(out, DB_ERROR_MSG);
+    return -1;
+}
+
+static int chat_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg,
+                        struct proto_frames *out, struct proto_job **jobp)
+{
+    if (!msg)
+        return error_frame(out, "Invalid message format: not valid JSON");
+    if (!json_is_object(msg))
+        return error_frame(out, "Invalid message format: expected a JSON object");
+    json_t *jt = json_object_get(msg, "type");
+    if (!jt)
+        return error_frame(out, "Invalid message format: missing \"type\"");
+    const char *type = json_string_value(jt);
+    if (!type)
+        return error_frame(out, "Invalid message format: \"type\" must be a string");
+    if (!strcmp(type, "ping")) {
+        char ts[32];
+        proto_timestamp(ts, now_ms(), 0);
+        return frames_push(out, json_pack("{s:s, s:s}", "type", "pong", "timestamp", ts));
+    }
+    if (strcmp(type, "message") != 0) {
+        char m[128];
+        snprintf(m, sizeof m, "Unknown message type '%.*s'", utf8_cut(type, 40), type);
+        return error_frame(out, m);
+    }
+
+    int rc = 0;
+    char *meta = NULL;
+    const char *content = valid_content(ctx, msg, &meta, out, &rc);
+    if (!content)
+        return rc;
+    if (proto_following(c) && c->job_id) {
+        free(meta);
+        return error_frame(out, "A response is still being generated; wait for it to finish");
+    }
+    struct conversation conv;
+    int r = session_load(ctx, c, 0, &conv, out);   /* deleted or closed since open? */
+    if (r != 0) {
+        free(meta);
+        return r < 0 ? -1 : 0;
+    }
+    int ok = proto_rate_ok(ctx, c);
+    if (ok <= 0) {
+        free(meta);
+        store_conv_free(&conv);
+        if (ok < 0) {
+            error_frame(out, DB_ERROR_MSG);
+            return -1;
+        }
+        return error_frame(out, "Rate limit exceeded");
+    }
+    rc = start_answer(ctx, c, content, meta, &conv, out, jobp);
+    free(meta);
+    store_conv_free(&conv);
+    return rc;
+}
+
+const struct proto_ops proto_chat_ops = { "chat", chat_open, chat_message, chat_event };

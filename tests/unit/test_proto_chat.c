@@ -1,0 +1,828 @@
+/* test_proto_chat.c — the seed 001 chat adapter (core/proto_chat.c) driven
+ * like a transport drives it (proto_open, proto_message, proto_job_run,
+ * proto_pump) against the simulated LLM: every frame's exact JSON and
+ * order, storage before/after, the context window, foreign and closed
+ * sessions, validation, rate limit, reconnects that follow a running
+ * answer, and a long-poll session moving to "another process" mid-stream. */
+#include "th.h"
+#include "fake.h"
+#include "bell.h"
+#include "config.h"
+#include "db.h"
+#include "evlog.h"
+#include "llm.h"
+#include "proto.h"
+#include "runner.h"
+#include "store.h"
+#include "util.h"
+
+#include <jansson.h>
+#include <pthread.h>
+
+static char dbpath[512], bellpath[512];
+static struct parley_config cfg;
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+static int open_ctx(struct parley_ctx *ctx)
+{
+    char err[512];
+    ctx->cfg = &cfg;
+    ctx->db = db_open(dbpath, err, sizeof err);
+    ctx->bell = ctx->db ? bell_open(bellpath, err, sizeof err) : NULL;
+    if (!ctx->db || !ctx->bell) {
+        printf("# %s\n", err);
+        db_close(ctx->db);
+        return -1;
+    }
+    return 0;
+}
+
+static void close_ctx(struct parley_ctx *ctx)
+{
+    bell_close(ctx->bell);
+    db_close(ctx->db);
+}
+
+/* The text the fake answers for prompt (new string). */
+static char *expected_answer(const char *prompt, int tokens)
+{
+    json_t *req = json_pack("{s:s, s:i}", "prompt", prompt, "tokens", tokens);
+    char *body = json_dumps(req, JSON_COMPACT), *resp = NULL;
+    json_decref(req);
+    long st = fake_http("POST", "/_fake/answer", body, &resp);
+    free(body);
+    json_t *o = st == 200 && resp ? json_loads(resp, 0, NULL) : NULL;
+    free(resp);
+    const char *t = json_string_value(json_object_get(o, "text"));
+    char *text = t ? strdup(t) : NULL;
+    json_decref(o);
+    return text;
+}
+
+static json_t *fake_stats(void)
+{
+    char *resp = NULL;
+    fake_http("GET", "/_fake/stats", NULL, &resp);
+    json_t *o = resp ? json_loads(resp, 0, NULL) : NULL;
+    free(resp);
+    return o;
+}
+
+/* A client "message" frame (new string). */
+static char *chat_msg(const char *content)
+{
+    json_t *o = json_pack("{s:s, s:s, s:{}, s:s}", "type", "message", "content", content,
+                          "metadata", "timestamp", "2024-01-20T10:30:00.000Z");
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+static int send_text(struct parley_ctx *ctx, struct proto_conn *c, const char *text,
+                     struct proto_frames *f, struct proto_job **job)
+{
+    return proto_message(ctx, c, text, strlen(text), f, job);
+}
+
+static int send_chat(struct parley_ctx *ctx, struct proto_conn *c, const char *content,
+                     struct proto_frames *f, struct proto_job **job)
+{
+    char *m = chat_msg(content);
+    int rc = send_text(ctx, c, m, f, job);
+    free(m);
+    return rc;
+}
+
+/* Pumps until the connection stops following (the job ended). 0 / -1. */
+static int pump_to_end(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames *f)
+{
+    int64_t end = mono_ms() + 15000;
+    while (proto_following(c) && mono_ms() < end) {
+        int n = proto_pump(ctx, c, f);
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            sleep_ms(3);
+    }
+    return proto_following(c) ? -1 : 0;
+}
+
+static int run_job(struct parley_ctx *ctx, struct proto_job *job)
+{
+    int rc = job ? proto_job_run(ctx, job) : -1;
+    proto_job_free(job);
+    return rc;
+}
+
+/* A job run in its own thread with its own database connection, like the
+ * bridge's worker threads. */
+struct job_thread { pthread_t th; struct proto_job *job; int rc; };
+
+static void *job_main(void *ud)
+{
+    struct job_thread *t = ud;
+    struct parley_ctx ctx;
+    t->rc = -1;
+    if (open_ctx(&ctx) == 0) {
+        t->rc = proto_job_run(&ctx, t->job);
+        close_ctx(&ctx);
+    }
+    proto_job_free(t->job);
+    return NULL;
+}
+
+static int job_start(struct job_thread *t, struct proto_job *job)
+{
+    t->job = job;
+    return pthread_create(&t->th, NULL, job_main, t);
+}
+
+static json_t *frame(const struct proto_frames *f, int i)
+{
+    return i < f->n ? json_loads(f->v[i], 0, NULL) : NULL;
+}
+
+static const char *ftype(json_t *o)
+{
+    return json_string_value(json_object_get(o, "type"));
+}
+
+/* The exact text of o's JSON, as frames carry it (new string). */
+static char *dump(json_t *o)
+{
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return s;
+}
+
+static void check_frame(const struct proto_frames *f, int i, json_t *want)
+{
+    char *w = dump(want);
+    CHECK(i < f->n);
+    if (i < f->n)
+        CHECK_STR(f->v[i], w);
+    free(w);
+}
+
+static int is_iso_ms(const char *ts)
+{
+    /* 2024-01-20T10:30:00.123Z */
+    if (!ts || strlen(ts) != 24)
+        return 0;
+    for (int i = 0; i < 24; i++) {
+        char ch = ts[i];
+        int digit = ch >= '0' && ch <= '9';
+        switch (i) {
+        case 4: case 7: if (ch != '-') return 0; break;
+        case 10: if (ch != 'T') return 0; break;
+        case 13: case 16: if (ch != ':') return 0; break;
+        case 19: if (ch != '.') return 0; break;
+        case 23: if (ch != 'Z') return 0; break;
+        default: if (!digit) return 0;
+        }
+    }
+    return 1;
+}
+
+static int count_messages(parley_db *db, const char *conv)
+{
+    struct message *m;
+    int n;
+    int64_t total = -1;
+    if (store_msg_list(db, conv, 0, 0, &m, &n, &total) < 0)
+        return -1;
+    store_msgs_free(m, n);
+    return (int)total;
+}
+
+/* Checks a complete answer's frames from index first: stream_start,
+ * chunks reassembling want, stream_end; all with one message id (copied
+ * to mid). Returns the index after stream_end. */
+static int check_stream(const struct proto_frames *f, int first, const char *want, int tokens,
+                        char mid[64])
+{
+    json_t *s = frame(f, first);
+    CHECK_STR(ftype(s), "stream_start");
+    const char *id = json_string_value(json_object_get(s, "message_id"));
+    str_copy(mid, 64, id ? id : "");
+    CHECK(strlen(mid) == 36);
+    check_frame(f, first, json_pack("{s:s, s:s}", "type", "stream_start", "message_id", mid));
+    json_decref(s);
+    char text[16384] = "";
+    size_t len = 0;
+    int i = first + 1;
+    for (; i < f->n; i++) {
+        json_t *o = frame(f, i);
+        if (strcmp(ftype(o) ? ftype(o) : "", "stream_chunk") != 0) {
+            json_decref(o);
+            break;
+        }
+        const char *piece = json_string_value(json_object_get(o, "content"));
+        check_frame(f, i, json_pack("{s:s, s:s, s:s}", "type", "stream_chunk",
+                                    "content", piece ? piece : "", "message_id", mid));
+        if (piece && len + strlen(piece) < sizeof text) {
+            memcpy(text + len, piece, strlen(piece) + 1);
+            len += strlen(piece);
+        }
+        json_decref(o);
+    }
+    CHECK_STR(text, want);
+    json_t *e = frame(f, i);
+    CHECK_STR(ftype(e), "stream_end");
+    json_t *md = json_object_get(e, "metadata");
+    double secs = json_number_value(json_object_get(md, "processing_time"));
+    CHECK(json_is_real(json_object_get(md, "processing_time")));
+    CHECK(secs >= 0 && secs < 15);
+    check_frame(f, i, json_pack("{s:s, s:s, s:{s:i, s:f, s:s, s:s}}", "type", "stream_end",
+                                "message_id", mid, "metadata", "tokens_used", tokens,
+                                "processing_time", secs, "agent_used", "llama3.2",
+                                "model", "llama3.2"));
+    json_decref(e);
+    return i + 1;
+}
+
+/* ---- tests ---- */
+
+TEST(connected_creates_session)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct proto_conn c;
+    struct proto_frames f;
+    frames_init(&f);
+    REQUIRE(proto_open(&ctx, &c, "/ws/sess-connect?token=abc", "alice", "user:alice", &f) == 0);
+    CHECK_INT(c.kind, PROTO_CHAT);
+    CHECK_INT(f.n, 1);
+    json_t *o = frame(&f, 0);
+    const char *ts = json_string_value(json_object_get(o, "timestamp"));
+    CHECK(is_iso_ms(ts));
+    check_frame(&f, 0, json_pack("{s:s, s:s, s:s, s:s}", "type", "connected",
+                                 "session_id", "sess-connect", "user_id", "alice",
+                                 "timestamp", ts ? ts : ""));
+    json_decref(o);
+    CHECK_INT(c.close, 0);
+    CHECK(!proto_following(&c));
+    struct conversation conv;
+    REQUIRE(store_conv_get(ctx.db, "sess-connect", "alice", &conv) == 0);
+    CHECK_STR(conv.kind, "chat");
+    CHECK_STR(conv.owner, "alice");
+    CHECK_STR(conv.status, "active");
+    store_conv_free(&conv);
+    /* the same user comes back: same session, no error */
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    REQUIRE(proto_open(&ctx, &c, "/ws/sess-connect", "alice", "user:alice", &f) == 0);
+    CHECK_INT(f.n, 1);
+    o = frame(&f, 0);
+    CHECK_STR(ftype(o), "connected");
+    json_decref(o);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    close_ctx(&ctx);
+}
+
+TEST(message_streams_and_stores)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct proto_conn c;
+    struct proto_frames f;
+    frames_init(&f);
+    REQUIRE(proto_open(&ctx, &c, "/ws/sess-stream", "alice", "user:alice-stream", &f) == 0);
+    frames_free(&f);
+    const char *content = "Olá, como está o tempo? [[fake tokens=8 token_ms=1]]";
+    char *want = expected_answer(content, 8);
+    REQUIRE(want != NULL);
+    json_t *m = json_pack("{s:s, s:s, s:{s:s}, s:s}", "type", "message", "content", content,
+                          "metadata", "client", "test", "timestamp", "2024-01-20T10:30:00Z");
+    char *text = dump(m);
+    struct proto_job *job = NULL;
+    REQUIRE(send_text(&ctx, &c, text, &f, &job) == 0);
+    free(text);
+    REQUIRE(job != NULL);
+    CHECK_INT(f.n, 0);
+    CHECK(proto_following(&c));
+    CHECK_STR(proto_job_channel(job), "conv:sess-stream");
+    /* the user message is stored before the answer starts */
+    struct message *msgs;
+    int n;
+    int64_t total;
+    REQUIRE(store_msg_list(ctx.db, "sess-stream", 10, 0, &msgs, &n, &total) == 0);
+    CHECK_INT(n, 1);
+    if (n == 1) {
+        CHECK_STR(msgs[0].role, "user");
+        CHECK_STR(msgs[0].content, content);
+        CHECK_STR(msgs[0].metadata, "{\"client\":\"test\"}");
+    }
+    store_msgs_free(msgs, n);
+    CHECK_INT(run_job(&ctx, job), 0);
+    CHECK_INT(pump_to_end(&ctx, &c, &f), 0);
+    char mid[64];
+    int end = check_stream(&f, 0, want, 8, mid);
+    CHECK_INT(end, f.n);
+    /* ...and the assistant message after, with the streamed id */
+    REQUIRE(store_msg_list(ctx.db, "sess-stream", 10, 0, &msgs, &n, &total) == 0);
+    CHECK_INT(n, 2);
+    if (n == 2) {
+        CHECK_STR(msgs[0].role, "user");
+        CHECK_STR(msgs[1].role, "assistant");
+        CHECK_STR(msgs[1].content, want);
+        CHECK_STR(msgs[1].id, mid);
+        CHECK_INT(msgs[1].tokens, 8);
+        CHECK_STR(msgs[1].model, "llama3.2");
+    }
+    store_msgs_free(msgs, n);
+    free(want);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    close_ctx(&ctx);
+}
+
+TEST(context_is_last_ten_messages)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct proto_conn c;
+    struct proto_frames f;
+    frames_init(&f);
+    REQUIRE(proto_open(&ctx, &c, "/ws/sess-context", "alice", "user:alice-ctx", &f) == 0);
+    frames_free(&f);
+    for (int i = 0; i < 12; i++) {
+        struct message m;
+        char content[32];
+        store_msg_init(&m);
+        snprintf(content, sizeof content, "old-%d", i);
+        str_copy(m.conversation_id, sizeof m.conversation_id, "sess-context");
+        str_copy(m.role, sizeof m.role, i % 2 ? "assistant" : "user");
+        m.content = content;
+        REQUIRE(store_msg_add(ctx.db, &m) == 0);
+    }
+    char content[128];
+    snprintf(content, sizeof content, "newest question ctx-%ld [[fake tokens=3 token_ms=0]]",
+             (long)getpid());
+    struct proto_job *job = NULL;
+    REQUIRE(send_chat(&ctx, &c, content, &f, &job) == 0);
+    REQUIRE(job != NULL);
+    CHECK_INT(run_job(&ctx, job), 0);
+    json_t *st = fake_stats();
+    json_t *msgs = json_object_get(json_object_get(st, "last_body"), "messages");
+    CHECK_INT(json_array_size(msgs), 10);
+    for (size_t i = 0; i < json_array_size(msgs) && i < 9; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "old-%zu", i + 3);
+        json_t *m = json_array_get(msgs, i);
+        CHECK_STR(json_string_value(json_object_get(m, "content")), want);
+        CHECK_STR(json_string_value(json_object_get(m, "role")), (i + 3) % 2 ? "assistant" : "user");
+    }
+    json_t *last = json_array_get(msgs, 9);
+    CHECK_STR(json_string_value(json_object_get(last, "role")), "user");
+    CHECK_STR(json_string_value(json_object_get(last, "content")), content);
+    json_decref(st);
+    CHECK_INT(pump_to_end(&ctx, &c, &f), 0);
+    CHECK_INT(count_messages(ctx.db, "sess-context"), 14);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    close_ctx(&ctx);
+}
+
+TEST(foreign_and_closed_sessions_refused)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct proto_conn c;
+    struct proto_frames f;
+    frames_init(&f);
+    REQUIRE(proto_open(&ctx, &c, "/ws/alice-private", "alice", "user:alice", &f) == 0);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    /* bob may not even learn that it exists */
+    REQUIRE(proto_open(&ctx, &c, "/ws/alice-private?token=bob", "bob", "user:bob", &f) == 0);
+    CHECK_INT(f.n, 1);
+    if (f.n == 1)
+        CHECK_STR(f.v[0], "{\"type\":\"error\",\"message\":\"Session not found\"}");
+    CHECK_INT(c.close, 1);
+    CHECK_INT(c.close_code, 4404);
+    CHECK(!proto_following(&c));
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    struct conversation conv;
+    REQUIRE(store_conv_get(ctx.db, "alice-private", NULL, &conv) == 0);
+    CHECK_STR(conv.owner, "alice");
+    store_conv_free(&conv);
+    /* a session deleted or closed after the connection opened */
+    REQUIRE(proto_open(&ctx, &c, "/ws/alice-private", "alice", "user:alice", &f) == 0);
+    frames_free(&f);
+    REQUIRE(store_conv_set_status(ctx.db, "alice-private", "alice", "closed") == 0);
+    struct proto_job *job = NULL;
+    REQUIRE(send_chat(&ctx, &c, "still there?", &f, &job) == 0);
+    CHECK(job == NULL);
+    CHECK_INT(f.n, 1);
+    if (f.n == 1)
+        CHECK_STR(f.v[0], "{\"type\":\"error\",\"message\":\"Session is closed\"}");
+    CHECK_INT(c.close, 1);
+    CHECK_INT(c.close_code, 4410);
+    CHECK_INT(count_messages(ctx.db, "alice-private"), 0);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    /* opening a closed session */
+    REQUIRE(proto_open(&ctx, &c, "/ws/alice-private", "alice", "user:alice", &f) == 0);
+    CHECK_INT(f.n, 1);
+    if (f.n == 1)
+        CHECK_STR(f.v[0], "{\"type\":\"error\",\"message\":\"Session is closed\"}");
+    CHECK_INT(c.close_code, 4410);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    /* an id that cannot be a session */
+    REQUIRE(proto_open(&ctx, &c, "/ws/bad%20id", "alice", "user:alice", &f) == 0);
+    CHECK_INT(f.n, 1);
+    CHECK_INT(c.close, 1);
+    CHECK_INT(c.close_code, 1008);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    close_ctx(&ctx);
+}
+
+TEST(bad_frames_and_ping)
+{
+    static const struct { const char *in, *out; } cases[] = {
+        { "not json", "{\"type\":\"error\",\"message\":\"Invalid message format: not valid JSON\"}" },
+        { "[1,2]", "{\"type\":\"error\",\"message\":\"Invalid message format: expected a JSON object\"}" },
+        { "\"message\"", "{\"type\":\"error\",\"message\":\"Invalid message format: not valid JSON\"}" },
+        { "{}", "{\"type\":\"error\",\"message\":\"Invalid message format: missing \\\"type\\\"\"}" },
+        { "{\"type\":5}", "{\"type\":\"error\",\"message\":\"Invalid message format: \\\"type\\\" must be a string\"}" },
+        { "{\"type\":\"typing\"}", "{\"type\":\"error\",\"message\":\"Unknown message type 'typing'\"}" },
+        { "{\"type\":\"message\"}", "{\"type\":\"error\",\"message\":\"Invalid message format: missing \\\"content\\\"\"}" },
+        { "{\"type\":\"message\",\"content\":null}", "{\"type\":\"error\",\"message\":\"Invalid message format: missing \\\"content\\\"\"}" },
+        { "{\"type\":\"message\",\"content\":42}", "{\"type\":\"error\",\"message\":\"Invalid message format: \\\"content\\\" must be a string\"}" },
+        { "{\"type\":\"message\",\"content\":\"a\\u0000b\"}", "{\"type\":\"error\",\"message\":\"Invalid message format: not valid JSON\"}" },
+        { "{\"type\":\"message\",\"content\":\" \\n\\t \"}", "{\"type\":\"error\",\"message\":\"Message content is empty\"}" },
+        { "{\"type\":\"message\",\"content\":\"hi\",\"metadata\":\"x\"}", "{\"type\":\"error\",\"message\":\"Invalid message format: \\\"metadata\\\" must be an object\"}" },
+        { "{\"type\":\"message\",\"content\":\"hi\",\"content\":\"twice\"}", "{\"type\":\"error\",\"message\":\"Invalid message format: not valid JSON\"}" },
+        /* 11 characters (22 bytes) with a limit of 10 */
+        { "{\"type\":\"message\",\"content\":\"ããããããããããã\"}", "{\"type\":\"error\",\"message\":\"Message too long (max 10 characters)\"}" },
+    };
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    int saved = cfg.max_message_length;
+    cfg.max_message_length = 10;
+    struct proto_conn c;
+    struct proto_frames f;
+    frames_init(&f);
+    REQUIRE(proto_open(&ctx, &c, "/ws/sess-bad", "carol", "user:carol-bad", &f) == 0);
+    frames_free(&f);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct proto_job *job = NULL;
+        CHECK_INT(send_text(&ctx, &c, cases[i].in, &f, &job), 0);
+        CHECK(job == NULL);
+        CHECK_INT(f.n, 1);
+        if (f.n == 1)
+            CHECK_STR(f.v[0], cases[i].out);
+        CHECK_INT(c.close, 0);
+        frames_free(&f);
+    }
+    CHECK_INT(count_messages(ctx.db, "sess-bad"), 0);
+    /* ping -> pong */
+    struct proto_job *job = NULL;
+    CHECK_INT(send_text(&ctx, &c, "{\"type\":\"ping\"}", &f, &job), 0);
+    CHECK(job == NULL);
+    json_t *o = frame(&f, 0);
+    const char *ts = json_string_value(json_object_get(o, "timestamp"));
+    CHECK(is_iso_ms(ts));
+    check_frame(&f, 0, json_pack("{s:s, s:s}", "type", "pong", "timestamp", ts ? ts : ""));
+    CHECK_INT(f.n, 1);
+    json_decref(o);
+    frames_free(&f);
+    /* exactly the limit in characters (20 bytes) is fine */
+    CHECK_INT(send_chat(&ctx, &c, "ãããããããããã", &f, &job), 0);
+    CHECK(job != NULL);
+    CHECK_INT(f.n, 0);
+    CHECK_INT(run_job(&ctx, job), 0);
+    CHECK_INT(pump_to_end(&ctx, &c, &f), 0);
+    o = frame(&f, f.n - 1);
+    CHECK_STR(ftype(o), "stream_end");
+    json_decref(o);
+    CHECK_INT(count_messages(ctx.db, "sess-bad"), 2);
+    cfg.max_message_length = saved;
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    close_ctx(&ctx);
+}
+
+TEST(rate_limit_31st_message)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    int saved = cfg.rate_limit_per_min;
+    cfg.rate_limit_per_min = 30;
+    struct proto_conn c;
+    struct proto_frames f;
+    frames_init(&f);
+    char peer[64];
+    snprintf(peer, sizeof peer, "user:rate-%ld", (long)getpid());
+    REQUIRE(proto_open(&ctx, &c, "/ws/sess-rate", "dave", peer, &f) == 0);
+    frames_free(&f);
+    int started = 0;
+    for (int i = 0; i < 30; i++) {
+        char content[64];
+        snprintf(content, sizeof content, "question %d [[fake tokens=1 token_ms=0]]", i);
+        struct proto_job *job = NULL;
+        if (send_chat(&ctx, &c, content, &f, &job) != 0 || !job)
+            break;
+        started++;
+        run_job(&ctx, job);
+        pump_to_end(&ctx, &c, &f);
+        frames_free(&f);
+    }
+    CHECK_INT(started, 30);
+    CHECK_INT(count_messages(ctx.db, "sess-rate"), 60);
+    struct proto_job *job = NULL;
+    CHECK_INT(send_chat(&ctx, &c, "one too many", &f, &job), 0);
+    CHECK(job == NULL);
+    CHECK_INT(f.n, 1);
+    if (f.n == 1)
+        CHECK_STR(f.v[0], "{\"type\":\"error\",\"message\":\"Rate limit exceeded\"}");
+    CHECK_INT(c.close, 0);
+    CHECK_INT(count_messages(ctx.db, "sess-rate"), 60);
+    cfg.rate_limit_per_min = saved;
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    close_ctx(&ctx);
+}
+
+TEST(one_generation_per_connection)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct proto_conn c;
+    struct proto_frames f;
+    frames_init(&f);
+    REQUIRE(proto_open(&ctx, &c, "/ws/sess-busy", "erin", "user:erin", &f) == 0);
+    frames_free(&f);
+    struct proto_job *job = NULL, *job2 = NULL;
+    REQUIRE(send_chat(&ctx, &c, "first [[fake tokens=3 token_ms=0]]", &f, &job) == 0);
+    REQUIRE(job != NULL);
+    CHECK_INT(send_chat(&ctx, &c, "second", &f, &job2), 0);
+    CHECK(job2 == NULL);
+    CHECK_INT(f.n, 1);
+    if (f.n == 1)
+        CHECK_STR(f.v[0], "{\"type\":\"error\",\"message\":"
+                          "\"A response is still being generated; wait for it to finish\"}");
+    CHECK_INT(count_messages(ctx.db, "sess-busy"), 1);
+    frames_free(&f);
+    CHECK_INT(run_job(&ctx, job), 0);
+    CHECK_INT(pump_to_end(&ctx, &c, &f), 0);
+    frames_free(&f);
+    /* once it ended, the next message is welcome */
+    CHECK_INT(send_chat(&ctx, &c, "third [[fake tokens=2 token_ms=0]]", &f, &job2), 0);
+    REQUIRE(job2 != NULL);
+    CHECK_INT(run_job(&ctx, job2), 0);
+    CHECK_INT(pump_to_end(&ctx, &c, &f), 0);
+    CHECK_INT(count_messages(ctx.db, "sess-busy"), 4);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    close_ctx(&ctx);
+}
+
+/* Concatenated content of every stream_chunk in f (new string), and
+ * whether each carried message id mid. */
+static char *chunk_text(const struct proto_frames *f, const char *mid, int *all_ids)
+{
+    size_t cap = 16384, len = 0;
+    char *s = calloc(1, cap);
+    *all_ids = 1;
+    for (int i = 0; s && i < f->n; i++) {
+        json_t *o = frame(f, i);
+        if (!strcmp(ftype(o) ? ftype(o) : "", "stream_chunk")) {
+            const char *p = json_string_value(json_object_get(o, "content"));
+            const char *id = json_string_value(json_object_get(o, "message_id"));
+            if (!id || strcmp(id, mid) != 0)
+                *all_ids = 0;
+            if (p && len + strlen(p) < cap) {
+                memcpy(s + len, p, strlen(p) + 1);
+                len += strlen(p);
+            }
+        }
+        json_decref(o);
+    }
+    return s;
+}
+
+TEST(reconnect_follows_running_answer)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct proto_conn a, b, r;
+    struct proto_frames fa, fb, fr;
+    frames_init(&fa);
+    frames_init(&fb);
+    frames_init(&fr);
+    REQUIRE(proto_open(&ctx, &a, "/ws/sess-reconnect", "frank", "user:frank", &fa) == 0);
+    frames_free(&fa);
+    const char *content = "tell me a long story [[fake tokens=30 token_ms=15]]";
+    char *want = expected_answer(content, 30);
+    REQUIRE(want != NULL);
+    struct proto_job *job = NULL;
+    REQUIRE(send_chat(&ctx, &a, content, &fa, &job) == 0);
+    REQUIRE(job != NULL);
+    struct job_thread t;
+    REQUIRE(job_start(&t, job) == 0);
+    /* wait until a few tokens are in the log */
+    struct evlog_event *ev = NULL;
+    int n = 0, tokens = 0;
+    int64_t second_token = 0;
+    for (int tries = 0; tries < 500 && tokens < 3; tries++) {
+        evlog_free(ev, n);
+        n = evlog_read(ctx.db, "conv:sess-reconnect", 0, 256, &ev);
+        tokens = 0;
+        for (int i = 0; i < n; i++)
+            if (!strcmp(ev[i].type, "token") && ++tokens == 2)
+                second_token = ev[i].seq;
+        if (tokens < 3)
+            sleep_ms(5);
+    }
+    CHECK(tokens >= 3);
+    /* the text after the second token event: what a client resuming there misses */
+    size_t skip = 0;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(ev[i].type, "token") && ev[i].seq <= second_token)
+            skip += ev[i].data_len;
+    evlog_free(ev, n);
+
+    /* b: the same user reconnects without a cursor -> the whole answer */
+    REQUIRE(proto_open(&ctx, &b, "/ws/sess-reconnect", "frank", "user:frank", &fb) == 0);
+    json_t *o = frame(&fb, 0);
+    CHECK_STR(ftype(o), "connected");
+    json_decref(o);
+    CHECK(proto_following(&b));
+    /* r: reconnects with ?after= the second token's seq -> only the rest */
+    char path[128];
+    snprintf(path, sizeof path, "/ws/sess-reconnect?token=x&after=%lld", (long long)second_token);
+    REQUIRE(proto_open(&ctx, &r, path, "frank", "user:frank", &fr) == 0);
+    CHECK(proto_following(&r));
+    CHECK_INT(pump_to_end(&ctx, &a, &fa), 0);
+    CHECK_INT(pump_to_end(&ctx, &b, &fb), 0);
+    CHECK_INT(pump_to_end(&ctx, &r, &fr), 0);
+    pthread_join(t.th, NULL);
+    CHECK_INT(t.rc, 0);
+
+    char mid[64];
+    CHECK_INT(check_stream(&fa, 0, want, 30, mid), fa.n);
+    char mid_b[64];
+    CHECK_INT(check_stream(&fb, 1, want, 30, mid_b), fb.n);
+    CHECK_STR(mid_b, mid);
+    /* r starts mid-answer: chunks still carry the message id */
+    o = frame(&fr, 1);
+    CHECK_STR(ftype(o), "stream_chunk");
+    json_decref(o);
+    int ids = 0;
+    char *rest = chunk_text(&fr, mid, &ids);
+    CHECK(ids);
+    CHECK(skip > 0 && skip < strlen(want));
+    CHECK_STR(rest, want + (skip < strlen(want) ? skip : 0));
+    free(rest);
+    o = frame(&fr, fr.n - 1);
+    CHECK_STR(ftype(o), "stream_end");
+    CHECK_STR(json_string_value(json_object_get(o, "message_id")), mid);
+    json_decref(o);
+    free(want);
+    proto_conn_cleanup(&a);
+    proto_conn_cleanup(&b);
+    proto_conn_cleanup(&r);
+    frames_free(&fa);
+    frames_free(&fb);
+    frames_free(&fr);
+    close_ctx(&ctx);
+}
+
+TEST(save_load_mid_stream)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct proto_conn c;
+    struct proto_frames f;
+    frames_init(&f);
+    REQUIRE(proto_open(&ctx, &c, "/ws/sess-poll?seq=1", "gina", "user:gina", &f) == 0);
+    frames_free(&f);
+    const char *content = "long-poll me [[fake tokens=25 token_ms=10]]";
+    char *want = expected_answer(content, 25);
+    REQUIRE(want != NULL);
+    struct proto_job *job = NULL;
+    REQUIRE(send_chat(&ctx, &c, content, &f, &job) == 0);
+    REQUIRE(job != NULL);
+    struct job_thread t;
+    REQUIRE(job_start(&t, job) == 0);
+    /* the first poll request sees the start and a few chunks */
+    for (int tries = 0; tries < 500 && f.n < 3; tries++) {
+        proto_pump(&ctx, &c, &f);
+        if (f.n < 3)
+            sleep_ms(5);
+    }
+    CHECK(f.n >= 3);
+    char *saved = proto_conn_save(&c);
+    REQUIRE(saved != NULL);
+    proto_conn_cleanup(&c);
+    close_ctx(&ctx);
+
+    /* the next one is served by "another process": new connection to the db */
+    struct parley_ctx ctx2;
+    REQUIRE(open_ctx(&ctx2) == 0);
+    struct proto_conn c2;
+    REQUIRE(proto_conn_load(&c2, saved) == 0);
+    free(saved);
+    CHECK(proto_following(&c2));
+    CHECK_INT(pump_to_end(&ctx2, &c2, &f), 0);
+    pthread_join(t.th, NULL);
+    CHECK_INT(t.rc, 0);
+    json_t *o = frame(&f, 0);
+    const char *mid = json_string_value(json_object_get(o, "message_id"));
+    CHECK_STR(ftype(o), "stream_start");
+    int ids = 0;
+    char *text = chunk_text(&f, mid ? mid : "", &ids);
+    CHECK(ids);
+    CHECK_STR(text, want);
+    free(text);
+    /* seq=1: every streamed frame carries its increasing seq */
+    json_int_t prev = 0;
+    for (int i = 0; i < f.n; i++) {
+        json_t *fi = frame(&f, i);
+        json_t *s = json_object_get(fi, "seq");
+        CHECK(json_is_integer(s));
+        CHECK(json_integer_value(s) > prev);
+        prev = json_integer_value(s);
+        json_decref(fi);
+    }
+    json_t *e = frame(&f, f.n - 1);
+    CHECK_STR(ftype(e), "stream_end");
+    CHECK_STR(json_string_value(json_object_get(e, "message_id")), mid ? mid : "?");
+    json_decref(e);
+    json_decref(o);
+    CHECK_INT(count_messages(ctx2.db, "sess-poll"), 2);
+    free(want);
+    proto_conn_cleanup(&c2);
+    frames_free(&f);
+    close_ctx(&ctx2);
+}
+
+TEST(upstream_error_is_an_error_frame)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct proto_conn c;
+    struct proto_frames f;
+    frames_init(&f);
+    REQUIRE(proto_open(&ctx, &c, "/ws/sess-fail", "hank", "user:hank", &f) == 0);
+    frames_free(&f);
+    struct proto_job *job = NULL;
+    REQUIRE(send_chat(&ctx, &c, "break [[fake tokens=6 error_after=2 token_ms=1]]", &f, &job) == 0);
+    REQUIRE(job != NULL);
+    CHECK_INT(run_job(&ctx, job), 0);
+    CHECK_INT(pump_to_end(&ctx, &c, &f), 0);
+    json_t *s = frame(&f, 0);
+    CHECK_STR(ftype(s), "stream_start");
+    const char *mid = json_string_value(json_object_get(s, "message_id"));
+    json_t *e = frame(&f, f.n - 1);
+    const char *msg = json_string_value(json_object_get(e, "message"));
+    CHECK(msg && strstr(msg, "error was encountered"));
+    check_frame(&f, f.n - 1, json_pack("{s:s, s:s, s:s}", "type", "error",
+                                       "message", msg ? msg : "", "message_id", mid ? mid : ""));
+    CHECK(f.n >= 3);      /* start, the tokens shown before the failure, error */
+    json_decref(s);
+    json_decref(e);
+    /* no assistant message for a failed answer */
+    CHECK_INT(count_messages(ctx.db, "sess-fail"), 1);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    close_ctx(&ctx);
+}
+
+int main(void)
+{
+    char err[512];
+    snprintf(dbpath, sizeof dbpath, "%s/chat.db", th_tmpdir());
+    snprintf(bellpath, sizeof bellpath, "%s/chat.db-bell", th_tmpdir());
+    llm_global_init();
+    const char *url = fake_url();
+    if (!url || config_defaults(&cfg) < 0 ||
+        config_set(&cfg, "OLLAMA_SERVER", url, err, sizeof err) < 0 ||
+        config_set(&cfg, "PARLEY_MODEL", "llama3.2", err, sizeof err) < 0) {
+        printf("not ok 1 - setup: no simulated LLM or bad config\n");
+        return 1;
+    }
+    RUN(connected_creates_session);
+    RUN(message_streams_and_stores);
+    RUN(context_is_last_ten_messages);
+    RUN(foreign_and_closed_sessions_refused);
+    RUN(bad_frames_and_ping);
+    RUN(rate_limit_31st_message);
+    RUN(one_generation_per_connection);
+    RUN(reconnect_follows_running_answer);
+    RUN(save_load_mid_stream);
+    RUN(upstream_error_is_an_error_frame);
+    config_cleanup(&cfg);
+    return th_done();
+}
