@@ -1,0 +1,387 @@
+# lib.sh — shared setup of Parley's integration tests: real web servers on
+# loopback, configured with the SHIPPED apache-conf/ snippets.
+#
+# Sourced (POSIX sh) from the repository root by tests/integration/t*.sh and
+# by tools/run.sh:
+#
+#   cd "$(dirname "$0")/../.." && . tests/integration/lib.sh
+#   it_init                          temp dir, cleanup trap, app user, upstream
+#   start_fcgid APP                  Apache + mod_fcgid spawning APP
+#   start_proxy_fcgi APP             APP --socket (threaded) + Apache mod_proxy_fcgi
+#   start_lighttpd APP               lighttpd + mod_fastcgi spawning APP
+#   start_htaccess APP               Apache + mod_fcgid, AllowOverride, .htaccess
+#       APP is a FastCGI program (build/parley.fcgi or build/tests/fcgi-stream);
+#       each sets BASE=http://127.0.0.1:PORT and SETUP_DIR, and returns when
+#       the server answers.
+#   stop_setup                       stops the servers of the last start_*
+#   ok NAME CMD...                   runs CMD, prints "ok N - NAME" / "not ok N - NAME"
+#   it_done                          prints the plan; exit status 0 only if all passed
+#
+# Each setup gets its own directory under one mktemp -d: generated main
+# config (ServerRoot, PidFile, ErrorLog, modules from Debian's
+# /usr/lib/apache2/modules), the shipped snippets after placeholder
+# substitution (it_subst), a copy of the program, logs, sockets, database.
+# Servers run as the current user on free ports >= 1024. As root, Apache and
+# lighttpd need an unprivileged account: they drop to APP_USER (www-data, or
+# nobody), and the temp dir, the database and the programs belong to it.
+#
+# Variables read: BUILD (default build), FAKE_LLM_URL (reuse the simulated
+# LLM that tests/run.sh started; else one is started here), IT_KEEP=1 keeps
+# the temp dir, IT_VERBOSE=1 prints server logs on failure (always on in TAP
+# diagnostics).
+set -eu
+
+BUILD=${BUILD:-build}
+IT_ROOT=$(pwd)
+APACHE_BIN=${APACHE_BIN:-/usr/sbin/apache2}
+APACHE_MODULES=${APACHE_MODULES:-/usr/lib/apache2/modules}
+LIGHTTPD_BIN=${LIGHTTPD_BIN:-/usr/sbin/lighttpd}
+IT_TMP=""
+IT_PIDS=""            # everything started here, killed by it_cleanup
+SETUP_PIDS=""         # the servers of the current setup
+SETUP_DIR=""
+BASE=""
+WS_PORT=""
+TAP_N=0
+TAP_FAILED=0
+
+it_log() { echo "# $*"; }
+it_die() { echo "not ok - $*"; exit 1; }
+
+# --- processes --------------------------------------------------------------
+
+# it_bg LOGFILE CMD... — starts CMD in the background, records its pid in
+# IT_LAST_PID, IT_PIDS and SETUP_PIDS.
+it_bg() {
+    _log=$1; shift
+    "$@" >"$_log" 2>&1 </dev/null &
+    IT_LAST_PID=$!
+    IT_PIDS="$IT_PIDS $IT_LAST_PID"
+    SETUP_PIDS="$SETUP_PIDS $IT_LAST_PID"
+}
+
+# True while process $1 exists and is not a zombie.
+it_alive() {
+    [ -r "/proc/$1/stat" ] || return 1
+    _st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)
+    [ -n "$_st" ] && [ "$_st" != Z ]
+}
+
+# it_stop PID... — SIGTERM, up to 5 s of grace, then SIGKILL; reaps.
+it_stop() {
+    for _p in "$@"; do kill -TERM "$_p" 2>/dev/null || true; done
+    for _p in "$@"; do
+        _i=0
+        while it_alive "$_p" && [ $_i -lt 100 ]; do sleep 0.05; _i=$((_i + 1)); done
+        if it_alive "$_p"; then kill -KILL "$_p" 2>/dev/null || true; fi
+        wait "$_p" 2>/dev/null || true
+    done
+}
+
+# Processes whose program is a copy under our temp dir (FastCGI apps spawned
+# by a web server that died before it could stop them): we started them.
+it_orphans() {
+    [ -n "$IT_TMP" ] || return 0
+    for _d in /proc/[0-9]*; do
+        _exe=$(readlink "$_d/exe" 2>/dev/null) || continue
+        case $_exe in "$IT_TMP"/*) echo "${_d#/proc/}" ;; esac
+    done
+}
+
+it_cleanup() {
+    _rc=$?
+    trap - EXIT INT TERM
+    # shellcheck disable=SC2086
+    [ -n "$IT_PIDS" ] && it_stop $IT_PIDS
+    _o=$(it_orphans)
+    # shellcheck disable=SC2086
+    [ -n "$_o" ] && it_stop $_o
+    if [ -n "$IT_TMP" ] && [ -d "$IT_TMP" ]; then
+        if [ "${IT_KEEP:-0}" = 1 ]; then echo "# kept $IT_TMP"; else rm -rf "$IT_TMP"; fi
+    fi
+    exit "$_rc"
+}
+
+# --- setup ------------------------------------------------------------------
+
+# Prints a free TCP port on 127.0.0.1 (the kernel's choice, >= 1024).
+free_port() {
+    node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+}
+
+# $AS_APP CMD... — runs CMD as the account the servers' children use (a
+# command prefix, so that it_bg records the program's own pid).
+AS_APP=""
+
+# Gives the app account the path $1 (recursively) when running as root.
+it_own() {
+    [ -n "$APP_USER" ] && chown -R "$APP_USER:$APP_GROUP" "$@"
+    return 0
+}
+
+it_init() {
+    for _c in node curl; do
+        command -v $_c >/dev/null 2>&1 || it_die "$_c is not installed (make deps)"
+    done
+    IT_TMP=$(mktemp -d "${TMPDIR:-/tmp}/parley-it.XXXXXX")
+    chmod 755 "$IT_TMP"
+    trap it_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    APP_USER="" APP_GROUP=""
+    if [ "$(id -u)" = 0 ]; then
+        if id www-data >/dev/null 2>&1; then APP_USER=www-data; else APP_USER=nobody; fi
+        APP_GROUP=$(id -gn "$APP_USER")
+        AS_APP="setpriv --reuid=$APP_USER --regid=$APP_GROUP --init-groups --"
+    fi
+    mkdir -p "$IT_TMP/data" "$IT_TMP/www"
+    echo '<!doctype html><title>parley test</title><p>parley integration test' >"$IT_TMP/www/index.html"
+    it_own "$IT_TMP"
+    if [ -z "${FAKE_LLM_URL:-}" ]; then
+        _pf=$IT_TMP/fake-llm.port
+        it_bg "$IT_TMP/fake-llm.log" node tests/fake-llm/server.mjs --port 0 --port-file "$_pf"
+        _i=0
+        while [ ! -s "$_pf" ] && [ $_i -lt 100 ]; do sleep 0.05; _i=$((_i + 1)); done
+        [ -s "$_pf" ] || it_die "the simulated LLM did not start: $(cat "$IT_TMP/fake-llm.log")"
+        FAKE_LLM_URL="http://127.0.0.1:$(cat "$_pf")"
+    fi
+    SETUP_PIDS=""
+}
+
+# Values for the placeholders of apache-conf/*; a start_* function sets the
+# per-setup ones (PARLEY_BIN, PARLEY_SOCKET, WS_PORT) before it_subst.
+# it_subst SRC DEST — the shipped snippet with its placeholders replaced.
+it_subst() {
+    sed -e "s|@PARLEY_BIN@|$PARLEY_BIN|g" \
+        -e "s|@PARLEY_WWW@|$PARLEY_WWW|g" \
+        -e "s|@PARLEY_DB@|$PARLEY_DB|g" \
+        -e "s|@PARLEY_SOCKET@|$PARLEY_SOCKET|g" \
+        -e "s|@OLLAMA_SERVER@|$OLLAMA_SERVER|g" \
+        -e "s|@WS_PORT@|$WS_PORT|g" \
+        "$1" >"$2"
+    if grep -n '@[A-Z_]*@' "$2" >&2; then
+        it_die "$1: placeholder left after substitution (see above)"
+    fi
+}
+
+# Creates SETUP_DIR=$IT_TMP/$1 with bin/parley.fcgi (a copy of APP $2), the
+# database, and the placeholder values.
+it_setup_dir() {
+    SETUP_DIR=$IT_TMP/$1
+    [ -x "$2" ] || it_die "$2 is not built (make)"
+    mkdir -p "$SETUP_DIR/bin" "$SETUP_DIR/conf" "$SETUP_DIR/logs" "$SETUP_DIR/run"
+    cp "$2" "$SETUP_DIR/bin/parley.fcgi"
+    PARLEY_BIN=$SETUP_DIR/bin
+    PARLEY_WWW=${PARLEY_WWW_OVERRIDE:-$IT_TMP/www}
+    PARLEY_DB=${PARLEY_DB_OVERRIDE:-$IT_TMP/data/parley.db}
+    PARLEY_SOCKET=$SETUP_DIR/run/parley.sock
+    OLLAMA_SERVER=${OLLAMA_SERVER_OVERRIDE:-$FAKE_LLM_URL}
+    [ -n "$WS_PORT" ] || WS_PORT=$(free_port)
+    HTTP_PORT=$(free_port)
+    BASE=http://127.0.0.1:$HTTP_PORT
+    SETUP_PIDS=""
+}
+
+# Waits until $1 answers HTTP at all (any status), at most $2 tenths of a second.
+it_wait_http() {
+    _i=0
+    while [ $_i -lt "${2:-50}" ]; do
+        _code=$(curl -s -o /dev/null -m 1 -w '%{http_code}' "$1" 2>/dev/null) || true
+        [ -n "$_code" ] && [ "$_code" != 000 ] && return 0
+        for _p in $SETUP_PIDS; do it_alive "$_p" || return 1; done
+        sleep 0.1; _i=$((_i + 1))
+    done
+    return 1
+}
+
+it_wait_socket() {
+    _i=0
+    while [ ! -S "$1" ] && [ $_i -lt 50 ]; do sleep 0.05; _i=$((_i + 1)); done
+    [ -S "$1" ]
+}
+
+# The server failed to come up: show why, fail the test file.
+it_setup_failed() {
+    echo "not ok - $1 did not start"
+    for _f in "$SETUP_DIR"/logs/*; do
+        [ -f "$_f" ] && sed "s|^|# $(basename "$_f"): |" "$_f" | tail -n 30
+    done
+    exit 1
+}
+
+# --- Apache -----------------------------------------------------------------
+
+# apache_conf EXTRA_MODULES... — writes $SETUP_DIR/httpd.conf: a minimal main
+# configuration around the included snippets listed in $APACHE_INCLUDES,
+# with everything a non-root apache2 -f needs inside $SETUP_DIR.
+apache_conf() {
+    [ -x "$APACHE_BIN" ] || it_die "apache2 is not installed (tools/deps.sh installs apache2)"
+    _c=$SETUP_DIR/httpd.conf
+    {
+        echo "# generated by tests/integration/lib.sh"
+        echo "ServerRoot \"$SETUP_DIR\""
+        echo "ServerName 127.0.0.1"
+        echo "Listen 127.0.0.1:$HTTP_PORT"
+        echo "PidFile \"$SETUP_DIR/run/httpd.pid\""
+        echo "DefaultRuntimeDir \"$SETUP_DIR/run\""
+        echo "ErrorLog \"$SETUP_DIR/logs/error.log\""
+        echo "LogLevel warn"
+        echo "Timeout 60"
+        for _m in mpm_event authz_core authz_host mime alias dir env setenvif headers "$@"; do
+            echo "LoadModule ${_m}_module \"$APACHE_MODULES/mod_$_m.so\""
+        done
+        echo "TypesConfig /etc/mime.types"
+        echo "DirectoryIndex index.html"
+        echo "StartServers 1"
+        echo "ServerLimit 2"
+        echo "ThreadsPerChild 25"
+        echo "MaxRequestWorkers 50"
+        if [ -n "$APP_USER" ]; then
+            echo "User $APP_USER"
+            echo "Group $APP_GROUP"
+        fi
+        case " $* " in *" fcgid "*)
+            echo "FcgidIPCDir \"$SETUP_DIR/run/fcgid\""
+            echo "FcgidProcessTableFile \"$SETUP_DIR/run/fcgid_shm\"" ;;
+        esac
+        # Like Debian's apache2.conf: nothing is reachable unless granted.
+        echo "<Directory />"
+        echo "    Options FollowSymLinks"
+        echo "    AllowOverride None"
+        echo "    Require all denied"
+        echo "</Directory>"
+        echo "<VirtualHost 127.0.0.1:$HTTP_PORT>"
+        for _f in $APACHE_INCLUDES; do echo "    Include \"$SETUP_DIR/conf/$_f\""; done
+        echo "    ${APACHE_VHOST_EXTRA:-}"
+        echo "</VirtualHost>"
+    } >"$_c"
+}
+
+apache_run() {
+    it_own "$SETUP_DIR"
+    if ! "$APACHE_BIN" -d "$SETUP_DIR" -f "$SETUP_DIR/httpd.conf" -t >"$SETUP_DIR/logs/configtest.log" 2>&1; then
+        it_setup_failed "apache2 ($1): configtest"
+    fi
+    it_bg "$SETUP_DIR/logs/apache2.out" "$APACHE_BIN" -d "$SETUP_DIR" -f "$SETUP_DIR/httpd.conf" -DFOREGROUND
+    it_wait_http "$BASE/" || it_setup_failed "apache2 ($1)"
+}
+
+# Apache + mod_fcgid: apache-conf/parley-fcgid.conf + parley-websocket.conf.
+start_fcgid() {
+    it_setup_dir fcgid "$1"
+    [ -f "$APACHE_MODULES/mod_fcgid.so" ] || it_die "mod_fcgid is not installed (libapache2-mod-fcgid)"
+    it_subst apache-conf/parley-fcgid.conf "$SETUP_DIR/conf/parley-fcgid.conf"
+    it_subst apache-conf/parley-websocket.conf "$SETUP_DIR/conf/parley-websocket.conf"
+    APACHE_INCLUDES="parley-fcgid.conf parley-websocket.conf"
+    apache_conf fcgid proxy proxy_http
+    apache_run mod_fcgid
+}
+
+# The FastCGI program as an external threaded server on a unix socket, the
+# way parley-fcgi.service starts it, + Apache mod_proxy_fcgi.
+start_proxy_fcgi() {
+    it_setup_dir proxy-fcgi "$1"
+    it_subst apache-conf/parley-proxy-fcgi.conf "$SETUP_DIR/conf/parley-proxy-fcgi.conf"
+    it_subst apache-conf/parley-websocket.conf "$SETUP_DIR/conf/parley-websocket.conf"
+    it_own "$SETUP_DIR"
+    # shellcheck disable=SC2086
+    it_bg "$SETUP_DIR/logs/app.log" $AS_APP env PARLEY_DB="$PARLEY_DB" OLLAMA_SERVER="$OLLAMA_SERVER" \
+        "$PARLEY_BIN/parley.fcgi" --socket "$PARLEY_SOCKET" --threads 4
+    it_wait_socket "$PARLEY_SOCKET" || it_setup_failed "parley.fcgi --socket"
+    APACHE_INCLUDES="parley-proxy-fcgi.conf parley-websocket.conf"
+    apache_conf proxy proxy_fcgi proxy_http
+    apache_run mod_proxy_fcgi
+}
+
+# Shared hosting: the program and the .htaccess in the document root, the
+# host's defaults otherwise (FcgidOutputBufferSize left alone).
+start_htaccess() {
+    it_setup_dir htaccess "$1"
+    [ -f "$APACHE_MODULES/mod_fcgid.so" ] || it_die "mod_fcgid is not installed (libapache2-mod-fcgid)"
+    _docroot=$SETUP_DIR/public_html
+    mkdir -p "$_docroot"
+    cp "$1" "$_docroot/parley.fcgi"
+    cp "$IT_TMP/www/index.html" "$_docroot/"
+    PARLEY_BIN=$_docroot
+    it_subst apache-conf/htaccess-shared-hosting "$_docroot/.htaccess"
+    APACHE_INCLUDES=""
+    # What a typical shared host grants in its own configuration.
+    APACHE_VHOST_EXTRA="DocumentRoot \"$_docroot\"
+    <Directory \"$_docroot\">
+        AllowOverride All
+        Options SymLinksIfOwnerMatch
+        Require all granted
+    </Directory>"
+    apache_conf fcgid rewrite
+    APACHE_VHOST_EXTRA=""
+    apache_run htaccess
+}
+
+# --- lighttpd ---------------------------------------------------------------
+
+start_lighttpd() {
+    it_setup_dir lighttpd "$1"
+    [ -x "$LIGHTTPD_BIN" ] || it_die "lighttpd is not installed (tools/deps.sh installs lighttpd)"
+    it_subst apache-conf/lighttpd-parley.conf "$SETUP_DIR/conf/lighttpd-parley.conf"
+    _c=$SETUP_DIR/lighttpd.conf
+    {
+        echo "# generated by tests/integration/lib.sh"
+        echo "server.document-root = \"$PARLEY_WWW\""
+        echo "server.bind = \"127.0.0.1\""
+        echo "server.port = $HTTP_PORT"
+        echo "server.pid-file = \"$SETUP_DIR/run/lighttpd.pid\""
+        echo "server.errorlog = \"$SETUP_DIR/logs/error.log\""
+        echo "server.modules = ( \"mod_access\" )"
+        echo "index-file.names = ( \"index.html\" )"
+        echo "mimetype.assign = ( \".html\" => \"text/html; charset=utf-8\", \".js\" => \"text/javascript\","
+        echo "                    \".css\" => \"text/css\", \".json\" => \"application/json\", \".svg\" => \"image/svg+xml\","
+        echo "                    \".png\" => \"image/png\", \".ico\" => \"image/x-icon\" )"
+        if [ -n "$APP_USER" ]; then
+            echo "server.username = \"$APP_USER\""
+            echo "server.groupname = \"$APP_GROUP\""
+        fi
+        echo "include \"$SETUP_DIR/conf/lighttpd-parley.conf\""
+    } >"$_c"
+    it_own "$SETUP_DIR"
+    if ! "$LIGHTTPD_BIN" -tt -f "$_c" >"$SETUP_DIR/logs/configtest.log" 2>&1; then
+        it_setup_failed "lighttpd: configtest"
+    fi
+    it_bg "$SETUP_DIR/logs/lighttpd.out" "$LIGHTTPD_BIN" -D -f "$_c"
+    it_wait_http "$BASE/" || it_setup_failed lighttpd
+}
+
+stop_setup() {
+    # shellcheck disable=SC2086
+    [ -n "$SETUP_PIDS" ] && it_stop $SETUP_PIDS
+    _o=$(it_orphans | while read -r _p; do
+        case $(readlink "/proc/$_p/exe" 2>/dev/null) in "$SETUP_DIR"/*) echo "$_p" ;; esac
+    done)
+    # shellcheck disable=SC2086
+    [ -n "$_o" ] && it_stop $_o
+    SETUP_PIDS=""
+}
+
+# --- TAP --------------------------------------------------------------------
+
+# ok NAME CMD... — runs CMD (its output becomes "# " diagnostics).
+ok() {
+    _name=$1; shift
+    TAP_N=$((TAP_N + 1))
+    if _out=$("$@" 2>&1); then
+        echo "ok $TAP_N - $_name"
+        [ -n "$_out" ] && printf '%s\n' "$_out" | sed 's/^/# /'
+    else
+        echo "not ok $TAP_N - $_name"
+        TAP_FAILED=$((TAP_FAILED + 1))
+        [ -n "$_out" ] && printf '%s\n' "$_out" | sed 's/^/#   /'
+        for _f in "$SETUP_DIR"/logs/*; do
+            [ -s "$_f" ] && tail -n 10 "$_f" | sed "s|^|#   $(basename "$_f"): |"
+        done
+    fi
+    return 0
+}
+
+it_done() {
+    echo "1..$TAP_N"
+    [ "$TAP_FAILED" -eq 0 ]
+}

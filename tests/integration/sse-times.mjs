@@ -1,0 +1,56 @@
+// sse-times.mjs — measures when the events of a Server-Sent Events response
+// arrive, to tell a streaming web-server configuration from a buffering one.
+//
+//   node sse-times.mjs URL [--events N] [--min-spread MS] [--max-spread MS]
+//
+// Prints one line: status, content type, and each event's arrival time in ms
+// since the request was sent (and the sender's own "sent_ms" when the event
+// carries one). Exits 0 when N events arrived, every "data:" line is JSON,
+// and the first-to-last arrival spread is within [min, max] (defaults: no
+// bounds); 1 otherwise, saying why.
+const url = process.argv[2];
+const opt = (name, def) => {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? Number(process.argv[i + 1]) : def;
+};
+const want = opt('--events', 5), minSpread = opt('--min-spread', -1), maxSpread = opt('--max-spread', Infinity);
+
+const t0 = performance.now();
+const fail = (msg) => { console.log(msg); process.exit(1); };
+const ac = new AbortController();
+setTimeout(() => ac.abort(), 20000).unref();
+
+let res;
+try {
+  res = await fetch(url, { signal: ac.signal, headers: { accept: 'text/event-stream' } });
+} catch (e) { fail(`request failed: ${e.message}`); }
+
+const arrivals = [];
+let buf = '';
+const dec = new TextDecoder();
+try {
+  for await (const chunk of res.body) {
+    const now = Math.round(performance.now() - t0);
+    buf += dec.decode(chunk, { stream: true });
+    let k;
+    while ((k = buf.indexOf('\n\n')) >= 0) {
+      const block = buf.slice(0, k);
+      buf = buf.slice(k + 2);
+      const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim());
+      if (!data.length) continue;          // a comment (heartbeat) or id-only block
+      let parsed;
+      try { parsed = JSON.parse(data.join('\n')); } catch { fail(`data is not JSON: ${data.join('\\n')}`); }
+      arrivals.push({ at: now, sent: parsed?.sent_ms });
+    }
+  }
+} catch (e) { fail(`stream broke after ${arrivals.length} events: ${e.message}`); }
+
+const spread = arrivals.length ? arrivals[arrivals.length - 1].at - arrivals[0].at : 0;
+const line = `status ${res.status} ${res.headers.get('content-type')}; arrivals (ms) ` +
+  arrivals.map((a) => (a.sent === undefined ? `${a.at}` : `${a.at} (sent ${a.sent})`)).join(', ') +
+  `; spread ${spread} ms`;
+console.log(line);
+if (res.status !== 200) process.exit(1);
+if (arrivals.length !== want) fail(`expected ${want} events, got ${arrivals.length}`);
+if (spread < minSpread) fail(`events arrived bunched together (spread ${spread} < ${minSpread} ms): the server buffered the stream`);
+if (spread > maxSpread) fail(`spread ${spread} > ${maxSpread} ms`);
