@@ -38,10 +38,7 @@
 
 static int error_frame(struct proto_frames *out, const char *msg)
 {
-    json_t *o = json_pack("{s:s, s:{s:s}}", "type", "error", "data", "message", msg);
-    if (!o)        /* msg quoted client bytes that are not UTF-8 */
-        o = json_pack("{s:s, s:{s:s}}", "type", "error", "data", "message", "Invalid request");
-    return frames_push(out, o);
+    return frames_push(out, json_pack("{s:s, s:{s:s}}", "type", "error", "data", "message", msg));
 }
 
 static void close_with(struct proto_conn *c, int code, const char *reason)
@@ -86,7 +83,12 @@ static int brand_load(struct parley_ctx *ctx, struct proto_conn *c, struct brand
         return 0;
     catalog_brand_free(b);
     char m[160];
-    snprintf(m, sizeof m, "Brand '%.*s' not found or inactive", utf8_cut(c->param, 64), c->param);
+    json_t *shown = json_string(c->param);     /* NULL: the path held bytes that are not UTF-8 */
+    if (shown)
+        snprintf(m, sizeof m, "Brand '%.*s' not found or inactive", utf8_cut(c->param, 64), c->param);
+    else
+        str_copy(m, sizeof m, "Brand not found or inactive");
+    json_decref(shown);
     close_with(c, 1008, "brand not found or inactive");
     return error_frame(out, m) < 0 ? -1 : 1;
 }
