@@ -135,6 +135,25 @@ void proto_job_free(struct proto_job *job)
     free(job);
 }
 
+int proto_job_hold(struct parley_ctx *ctx, struct proto_job *job)
+{
+    sqlite3_stmt *st = db_stmt(ctx->db, "UPDATE jobs SET lease_owner = ?1, lease_expires = ?4 "
+                               "WHERE id = ?2 AND state = 'running' AND lease_owner = ?3");
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, owner_id());
+    sqlite3_bind_int64(st, 2, job->claim.job_id);
+    db_bind_text(st, 3, job->lease_owner);
+    sqlite3_bind_int64(st, 4, now_ms() + ctx->cfg->lease_ms);
+    int rc = sqlite3_step(st);
+    int changed = sqlite3_changes(db_handle(ctx->db));
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE || changed != 1)
+        return -1;        /* its lease expired and a viewer failed it */
+    str_copy(job->lease_owner, sizeof job->lease_owner, owner_id());
+    return 0;
+}
+
 const char *proto_job_channel(const struct proto_job *job)
 {
     return job->channel;

@@ -93,6 +93,12 @@ int proto_following(const struct proto_conn *c);
 
 /* Runs the job to its end (runner_execute). 0 / -1. */
 int proto_job_run(struct parley_ctx *ctx, struct proto_job *job);
+/* Keeps a claimed job that waits to run (a transport's bounded queue of
+ * generations): hands its lease to the calling thread and extends it by
+ * PARLEY_LEASE_MS. Call it at least every lease/3 while the job waits, or
+ * viewers recover it as interrupted. 0, or -1 when the job is no longer
+ * ours (it was failed meanwhile: free it without running it). */
+int proto_job_hold(struct parley_ctx *ctx, struct proto_job *job);
 const char *proto_job_channel(const struct proto_job *job);
 void proto_job_free(struct proto_job *job);
 
