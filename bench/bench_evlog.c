@@ -7,8 +7,8 @@
  * Every run starts from a fresh database made by db_open() (schema applied,
  * WAL, synchronous=NORMAL). Three ways to write one row per transaction:
  *
- *   parley     evlog_append(db, bell, ...) — BEGIN IMMEDIATE, INSERT ...
- *              SELECT max(seq)+1 ... RETURNING seq, COMMIT, then bell_ring
+ *   parley     evlog_append(db, bell, ...) — BEGIN IMMEDIATE, SELECT max(seq)+1,
+ *              INSERT ... VALUES, COMMIT, then bell_ring
  *              (nobody sleeps on the bell here). No coalescing.
  *   bare       the peer: BEGIN IMMEDIATE / INSERT INTO events VALUES (...) /
  *              COMMIT, three statements prepared once, seq counted in the

@@ -21,7 +21,8 @@ int frames_push(struct proto_frames *f, json_t *o)
 {
     if (!o)
         return -1;
-    char *s = json_dumps(o, JSON_COMPACT);
+    /* 15 significant digits: 0.67 stays "0.67", not 0.67000000000000004 */
+    char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(15));
     json_decref(o);
     if (!s)
         return -1;
