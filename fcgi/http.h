@@ -7,7 +7,9 @@
  * {method, pattern, handler, flags}; the dispatcher enforces the flags before
  * any handler runs: CORS/Origin, body size, JWT (F_AUTH), JSON body (F_JSON).
  * Handlers return after writing a complete response (res_json/res_error or a
- * stream they end themselves). Threads: one request per thread at a time.
+ * stream they end themselves). Threads: one request per thread at a time;
+ * the dispatcher and helpers keep no state of their own (parley_stopping
+ * aside), so any number of threads may dispatch at once.
  */
 #ifndef PARLEY_HTTP_H
 #define PARLEY_HTTP_H
@@ -18,6 +20,7 @@
 
 #define HTTP_MAX_BODY (1024 * 1024)
 #define HTTP_MAX_PARAMS 4
+#define HTTP_PARAM_BUF 512     /* all decoded {captures} of one request, NULs included */
 
 struct response;
 struct response_ops {
@@ -29,6 +32,8 @@ struct response_ops {
     void (*finish)(struct response *res);
 };
 
+/* One HTTP response. The helpers below are the only writers; a transport
+ * zeroes it and sets ops and impl. */
 struct response {
     const struct response_ops *ops;
     void *impl;                /* transport's own state */
@@ -39,33 +44,58 @@ struct response {
     char extra_headers[1024];  /* added by the dispatcher (CORS) */
 };
 
+/* One request. The transport owns every string and keeps them alive until
+ * r->after (if any) has returned; NULL strings mean "not sent". */
 struct request {
     const char *method;        /* "GET" ... */
-    const char *path;          /* decoded path, no query */
+    const char *path;          /* the URL path as the client sent it (still
+                                  percent-encoded), no query, mount prefix
+                                  removed (http_path_from_cgi) */
     const char *query;         /* raw query string ("" if none) */
     const char *body;          /* request body (may be NULL when empty) */
-    size_t body_len;
+    size_t body_len;           /* > HTTP_MAX_BODY with body NULL: declared
+                                  size of a body the transport did not read */
     const char *content_type, *authorization, *origin, *last_event_id, *remote_addr;
     /* Filled by the dispatcher: */
-    const char *params[HTTP_MAX_PARAMS];   /* {captures} of the pattern, decoded */
+    const char *params[HTTP_MAX_PARAMS];   /* {captures} of the pattern, percent-
+                                  decoded, non-empty, valid UTF-8, never
+                                  containing '/' or NUL (point into param_buf) */
     int nparams;
-    json_t *json;              /* parsed body when the route has F_JSON (borrowed) */
-    char user[128];            /* JWT sub ("" in open mode) */
-    char peer[128];            /* "user:<sub>" or "ip:<remote_addr>" (rate limits) */
+    char param_buf[HTTP_PARAM_BUF];
+    int route_flags;           /* flags of the matched route */
+    json_t *json;              /* parsed body when the route has F_JSON (borrowed;
+                                  released when http_dispatch returns, so an
+                                  after callback that needs it takes a ref) */
+    char user[128];            /* JWT sub ("" in open mode or without a token) */
+    char peer[128];            /* "user:<sub>" or "ip:<remote_addr>" (rate limits);
+                                  the transport may preset "ip:..." */
     struct parley_ctx *ctx;    /* this thread's db + shared bell + config */
     struct response *res;
     /* Set by a handler that wants work done after the response is finished
-     * (long-poll generations): called by the transport after finish. */
+     * (long-poll generations): called by the transport after http_dispatch
+     * returned (the response is finished by then), in the same thread, with
+     * r and r->ctx still valid. */
     void (*after)(struct request *r, void *arg);
     void *after_arg;
 };
 
 enum route_flags {
-    F_AUTH = 1,                /* JWT required when a secret is configured */
-    F_JSON = 2,                /* body must be a JSON object */
-    F_STREAM = 4,              /* streams: the dispatcher adds no Content-Length */
+    F_AUTH = 1,                /* JWT required when a secret is configured:
+                                  "Authorization: Bearer" or ?token= → r->user */
+    F_JSON = 2,                /* body must be a JSON object (Content-Type
+                                  application/json or +json, UTF-8) → r->json */
+    F_STREAM = 4,              /* streams: the dispatcher adds no Content-Length;
+                                  res_start adds Cache-Control: no-cache and
+                                  X-Accel-Buffering: no; HEAD is refused */
+    F_USER = 8,                /* JWT optional: a token, if given, must be valid
+                                  (else 401) and sets r->user; none leaves "" */
+    F_NODB = 16,               /* the handler copes with r->ctx->db == NULL
+                                  (else the dispatcher answers 503) */
 };
 
+/* A handler writes one complete response through the res_* helpers and
+ * returns 0, or -1 when that failed (the client left); the dispatcher only
+ * sends a 500 when a handler returned without starting a response. */
 typedef int (*http_handler)(struct request *r);
 struct route {
     const char *method;
@@ -78,25 +108,48 @@ struct route {
  * Defined in http.c. */
 extern volatile int parley_stopping;
 
-/* Runs the request through the table. Always produces a response. */
+/* The routing table (fcgi/routes.c), in match order. */
+extern const struct route http_routes[];
+extern const size_t http_nroutes;
+
+/* Runs the request through the table and finishes the response: always
+ * produces exactly one (404, 405, 403, 413, 401, 415, 400, 503 or the
+ * handler's). The caller then runs r->after, if set. */
 void http_dispatch(struct request *r);
 
-/* Query parameter value (decoded into buf), NULL when absent. */
+/* The routing path of a FastCGI/CGI request, into out (percent-encoded):
+ * REQUEST_URI's path when it holds a route (its first segment, "api" or
+ * "brands"), else SCRIPT_NAME + PATH_INFO (decoded by the server; '%' is
+ * re-encoded); anything before the first such segment is the mount prefix
+ * and is dropped ("/parley/parley.fcgi/api/health" → "/api/health"). Any
+ * argument may be NULL. Returns out ("/" when nothing fits). */
+const char *http_path_from_cgi(const char *request_uri, const char *script_name,
+                               const char *path_info, char *out, size_t outlen);
+
+/* Query parameter value (percent- and '+'-decoded into buf), NULL when
+ * absent, when it does not fit in buf, or when it decodes to a NUL byte. */
 const char *req_query(const struct request *r, const char *name, char *buf, size_t buflen);
 
-/* Response helpers. res_start sends the status line and headers
+/* Response helpers; each returns 0, or -1 when the client is gone (or the
+ * response is already finished / res_start was already called).
+ * res_start sends the CGI status line ("Status: 200 OK") and headers
  * ("Content-Type" given, plus Cache-Control: no-cache and
  * X-Accel-Buffering: no for streams, plus the dispatcher's extra headers;
- * extra may add more lines, each ending in \r\n). */
+ * extra may add more lines, each ending in \r\n). Body writes of a HEAD
+ * request are dropped. */
 int res_start(struct request *r, int status, const char *content_type, const char *extra);
 int res_write(struct request *r, const char *data, size_t len);
 int res_printf(struct request *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int res_flush(struct request *r);
-/* A whole JSON response (steals body). */
+/* A whole JSON response (steals body; NULL body → 500). Adds Content-Length
+ * except on F_STREAM routes. */
 int res_json(struct request *r, int status, json_t *body);
-/* {"success": false, "message": msg} with status. */
+/* {"success": false, "message": msg} with status; invalid UTF-8 in msg is
+ * replaced, 5xx are logged to stderr. -1 when the response had started. */
 int res_error(struct request *r, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* 204/202 with no body. */
 int res_empty(struct request *r, int status);
+/* Ends the exchange (ops->finish) once; sends a 500 first if nothing was
+ * started. The thread may keep working; later writes return -1. */
 void res_finish(struct request *r);
 #endif

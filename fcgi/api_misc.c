@@ -1,0 +1,188 @@
+/* api_misc.c — GET /api/health and GET /brands/active.
+ *
+ * Health reports the database (a real query on this thread's connection)
+ * and whether the LLM upstream answers: a GET of Ollama's /api/tags or an
+ * OpenAI-compatible /models (with the bearer key, never shown), at most
+ * HEALTH_PROBE_MS long and cached HEALTH_CACHE_MS per process so that
+ * monitors polling every second do not hammer the upstream. The URL shown
+ * has no user:password and no query. The probe cache is shared by every
+ * worker thread of the process under health_lock.
+ */
+#include "handlers.h"
+#include "catalog.h"
+#include "util.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#define HEALTH_PROBE_MS 2000
+#define HEALTH_CACHE_MS 5000
+
+/* The last probe; {health_lock}. */
+static pthread_mutex_t health_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    char url[512];          /* probed URL (may hold credentials: never shown) */
+    int64_t at_ms;          /* mono_ms() of the probe; 0: none yet */
+    int reachable;
+    char error[200];
+} health_probe;
+
+/* The URL to probe for cfg's upstream into out. */
+static void health_probe_url(const struct parley_config *cfg, char *out, size_t len)
+{
+    const char *base = cfg->provider == LLM_OPENAI ? cfg->openai_base_url : cfg->ollama_server;
+    char b[480];
+    str_copy(b, sizeof b, base ? base : "");
+    size_t n = strcspn(b, "?#");
+    b[n] = '\0';
+    static const char *const tails[] = { "/api/generate", "/api/chat", "/chat/completions" };
+    for (size_t i = 0; i < sizeof tails / sizeof tails[0]; i++) {
+        size_t tl = strlen(tails[i]);
+        if (n >= tl && strcmp(b + n - tl, tails[i]) == 0) {
+            n -= tl;
+            b[n] = '\0';
+            break;
+        }
+    }
+    while (n > 0 && b[n - 1] == '/')
+        b[--n] = '\0';
+    snprintf(out, len, "%s%s", b, cfg->provider == LLM_OPENAI ? "/models" : "/api/tags");
+}
+
+/* url without "user:password@" and without a query, for display. */
+static void health_public_url(const char *url, char *out, size_t len)
+{
+    const char *scheme = strstr(url, "://");
+    const char *host = scheme ? scheme + 3 : url;
+    const char *end = host + strcspn(host, "/?#");
+    const char *at = NULL;
+    for (const char *p = host; p < end; p++)
+        if (*p == '@')
+            at = p;
+    if (!at) {
+        snprintf(out, len, "%.*s", (int)strcspn(url, "?#"), url);
+        return;
+    }
+    snprintf(out, len, "%.*s%.*s", (int)(host - url), url, (int)strcspn(at + 1, "?#"), at + 1);
+}
+
+static size_t health_discard(char *data, size_t size, size_t nmemb, void *ud)
+{
+    (void)data;
+    (void)ud;
+    return size * nmemb;
+}
+
+/* One GET of url. 1 reachable (2xx), 0 not (error says why). */
+static int health_probe_once(const struct parley_config *cfg, const char *url, char *error,
+                             size_t errlen)
+{
+    CURL *c = curl_easy_init();
+    if (!c) {
+        str_copy(error, errlen, "could not initialise libcurl");
+        return 0;
+    }
+    char cerr[CURL_ERROR_SIZE] = "";
+    struct curl_slist *hdr = NULL;
+    char auth[600];
+    if (cfg->provider == LLM_OPENAI && cfg->openai_api_key && *cfg->openai_api_key) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", cfg->openai_api_key);
+        hdr = curl_slist_append(NULL, auth);
+        memset(auth, 0, sizeof auth);
+    }
+    long connect_ms = cfg->connect_timeout_ms > 0 && cfg->connect_timeout_ms < HEALTH_PROBE_MS
+                          ? cfg->connect_timeout_ms : HEALTH_PROBE_MS;
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)HEALTH_PROBE_MS);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, health_discard);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "parley-health/1");
+    if (hdr)
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+    CURLcode rc = curl_easy_perform(c);
+    long code = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(hdr);
+    if (rc != CURLE_OK) {
+        /* curl's messages name host and port, never the key or userinfo */
+        snprintf(error, errlen, "%s", cerr[0] ? cerr : curl_easy_strerror(rc));
+        return 0;
+    }
+    if (code < 200 || code > 299) {
+        snprintf(error, errlen, "HTTP status %ld", code);
+        return 0;
+    }
+    error[0] = '\0';
+    return 1;
+}
+
+/* Probes (or reuses a fresh probe of) the upstream. */
+static int health_upstream(const struct parley_config *cfg, char *url, size_t urllen,
+                           char *error, size_t errlen)
+{
+    health_probe_url(cfg, url, urllen);
+    pthread_mutex_lock(&health_lock);
+    int64_t now = mono_ms();
+    if (!health_probe.at_ms || now - health_probe.at_ms >= HEALTH_CACHE_MS ||
+        strcmp(health_probe.url, url) != 0) {
+        str_copy(health_probe.url, sizeof health_probe.url, url);
+        health_probe.reachable = health_probe_once(cfg, url, health_probe.error,
+                                                   sizeof health_probe.error);
+        health_probe.at_ms = mono_ms();
+    }
+    int ok = health_probe.reachable;
+    str_copy(error, errlen, health_probe.error);
+    pthread_mutex_unlock(&health_lock);
+    return ok;
+}
+
+/* Running jobs, or -1 when the database does not answer. */
+static long long health_db(parley_db *db)
+{
+    if (!db)
+        return -1;
+    sqlite3_stmt *st = db_stmt(db, "SELECT count(*) FROM jobs WHERE state = 'running'");
+    if (!st)
+        return -1;
+    long long n = -1;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return n;
+}
+
+int h_health(struct request *r)
+{
+    const struct parley_config *cfg = r->ctx->cfg;
+    long long running = health_db(r->ctx->db);
+    char url[512], shown[512], error[200];
+    int reachable = health_upstream(cfg, url, sizeof url, error, sizeof error);
+    health_public_url(url, shown, sizeof shown);
+    json_t *up = json_pack("{s:s, s:b, s:s}", "provider",
+                           cfg->provider == LLM_OPENAI ? "openai" : "ollama",
+                           "reachable", reachable, "url", shown);
+    if (up && !reachable)
+        json_object_set_new(up, "error", json_string(error));
+    json_t *o = json_pack("{s:s, s:s, s:o*, s:s}",
+                          "status", running >= 0 && reachable ? "ok" : "degraded",
+                          "database", running >= 0 ? "ok" : "unavailable",
+                          "upstream", up,
+                          "auth", config_open_mode(cfg) ? "open" : "jwt");
+    if (o && running >= 0)
+        json_object_set_new(o, "jobs_running", json_integer(running));
+    return res_json(r, running >= 0 ? 200 : 503, o);
+}
+
+int h_brands_active(struct request *r)
+{
+    json_t *brands = catalog_brands_active(r->ctx->db);
+    if (!brands)
+        return res_error(r, 500, "Database error while listing brands");
+    return res_json(r, 200, brands);
+}

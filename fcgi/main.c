@@ -1,0 +1,671 @@
+/* main.c — parley.fcgi: the FastCGI process, its threads and the libfcgi
+ * adapter that turns each FastCGI request into a struct request for
+ * http_dispatch() (http.h).
+ *
+ * Three ways to run (docs/fastcgi.md):
+ *   spawned with the listening socket on fd 0   mod_fcgid, lighttpd bin-path,
+ *                                               spawn-fcgi
+ *   --socket PATH [--socket-mode 0660]          its own unix socket, for
+ *                                               mod_proxy_fcgi / lighttpd
+ *   --listen HOST:PORT                          its own TCP socket
+ *
+ * Threads: N workers (--threads, PARLEY_FCGI_THREADS, default 16), each with
+ * its own FCGX_Request and its own database connection (opened at its first
+ * request, once the configuration is final); one doorbell shared by all.
+ * One worker at a time waits for a connection (accept_lock), in poll() on
+ * the listening socket and a stop pipe, so that shutdown never depends on
+ * shutting down a socket that sibling processes may share (spawn-fcgi -F).
+ * A signal thread takes SIGTERM/SIGINT/SIGHUP/SIGUSR1: it sets
+ * parley_stopping, which ends waits for new connections and long-poll
+ * holds; in-flight requests finish; then the process exits 0. A second
+ * signal, or SHUTDOWN_GRACE_S seconds, ends it at once.
+ *
+ * Configuration: config_load() at start (defaults < PARLEY_CONFIG file <
+ * environment); the first request's FastCGI parameters (.htaccess SetEnv)
+ * are applied once on top, before any handler runs.
+ */
+#include "http.h"
+#include "config.h"
+#include "bell.h"
+#include "db.h"
+#include "llm.h"
+#include "util.h"
+
+#include <fcgiapp.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <sys/poll.h>         /* <poll.h> would find core/poll.h */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_THREADS 16
+#define MAX_THREADS 512
+#define DEFAULT_BACKLOG 128
+#define SHUTDOWN_GRACE_S 30
+#define THREADS_ENV "PARLEY_FCGI_THREADS"
+
+/* ---- process-wide state ---- */
+
+/* The configuration: written by main before the workers start, then once
+ * more under cfg_lock by the first request (FastCGI parameters) before
+ * cfg_ready is set; read-only after. */
+static struct parley_config g_cfg;
+static pthread_mutex_t cfg_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int cfg_ready;
+static int start_open_mode;             /* no JWT secret before the parameters */
+
+/* The doorbell shared by every worker; {bell_lock}. */
+static parley_bell *g_bell;
+static int bell_failed_logged;
+static pthread_mutex_t bell_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int listen_fd = -1;
+static int stop_pipe[2] = { -1, -1 };  /* readable once stopping */
+static pthread_mutex_t accept_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Worker lifetimes, for the shutdown wait; {life_lock}. */
+static pthread_mutex_t life_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t life_cond = PTHREAD_COND_INITIALIZER;
+static int workers_alive;
+static int fatal_error;                 /* stopped by an error, not a signal */
+
+struct worker {
+    pthread_t th;
+    int index;
+    FCGX_Request fcgx;                  /* this thread's request */
+    struct parley_ctx ctx;              /* cfg, own db, shared bell */
+    char db_err[256];                   /* last db_open error logged */
+};
+
+/* ---- shutdown ---- */
+
+static void request_stop(int fatal)
+{
+    pthread_mutex_lock(&life_lock);
+    if (fatal)
+        fatal_error = 1;
+    if (!parley_stopping) {
+        parley_stopping = 1;
+        FCGX_ShutdownPending();
+        if (stop_pipe[1] >= 0) {
+            ssize_t w = write(stop_pipe[1], "x", 1);
+            (void)w;
+        }
+    }
+    pthread_cond_broadcast(&life_cond);
+    pthread_mutex_unlock(&life_lock);
+}
+
+/* Waits for the stop signals (blocked in every thread). */
+static void *signal_main(void *arg)
+{
+    const sigset_t *set = arg;
+    for (;;) {
+        int sig;
+        if (sigwait(set, &sig) != 0)
+            continue;
+        if (!parley_stopping) {
+            fprintf(stderr, "parley.fcgi[%ld]: %s: stopping after the requests in progress\n",
+                    (long)getpid(), strsignal(sig));
+            request_stop(0);
+        } else {
+            fprintf(stderr, "parley.fcgi[%ld]: %s again: exiting now\n", (long)getpid(),
+                    strsignal(sig));
+            _exit(0);
+        }
+    }
+    return NULL;
+}
+
+/* ---- configuration at the first request ---- */
+
+/* Applies the request's FastCGI parameters that name Parley settings:
+ * first all on a scratch copy (so a bad value changes nothing), then on
+ * g_cfg. 0, or -1 with the message (key and rule, never a secret) in err. */
+static int apply_params(FCGX_ParamArray envp, char *err, size_t errlen)
+{
+    struct parley_config scratch;
+    if (config_defaults(&scratch) < 0)
+        return set_err(err, errlen, "out of memory");
+    int rc = 0;
+    for (int pass = 0; pass < 2 && rc == 0; pass++) {
+        struct parley_config *cfg = pass ? &g_cfg : &scratch;
+        for (char **e = envp; e && *e && rc == 0; e++) {
+            const char *eq = strchr(*e, '=');
+            char name[128];
+            if (!eq || eq == *e || (size_t)(eq - *e) >= sizeof name)
+                continue;
+            memcpy(name, *e, (size_t)(eq - *e));
+            name[eq - *e] = '\0';
+            if (strcmp(name, THREADS_ENV) == 0)
+                continue;                /* a process option: environment only */
+            char msg[400];
+            if (config_set(cfg, name, eq + 1, msg, sizeof msg) < 0)
+                rc = set_err(err, errlen, "FastCGI parameter %s", msg);
+        }
+    }
+    config_cleanup(&scratch);
+    return rc;
+}
+
+/* Makes the configuration final with this request's parameters, once.
+ * 0, or -1 (logged; the caller answers 500 and the next request retries). */
+static int ensure_config(FCGX_Request *rq)
+{
+    if (atomic_load_explicit(&cfg_ready, memory_order_acquire))
+        return 0;
+    pthread_mutex_lock(&cfg_lock);
+    int rc = 0;
+    if (!atomic_load_explicit(&cfg_ready, memory_order_relaxed)) {
+        char err[512];
+        if (apply_params(rq->envp, err, sizeof err) < 0) {
+            fprintf(stderr, "parley.fcgi: configuration: %s — answering 500 until it is fixed\n",
+                    err);
+            rc = -1;
+        } else {
+            if (config_open_mode(&g_cfg))
+                fprintf(stderr,
+                        "parley.fcgi: WARNING: OPEN DEVELOPMENT MODE — no PARLEY_JWT_SECRET in the "
+                        "environment, the PARLEY_CONFIG file or the FastCGI parameters: every "
+                        "client is the same anonymous user and no token is checked\n");
+            else if (start_open_mode)
+                fprintf(stderr, "parley.fcgi: PARLEY_JWT_SECRET set by a FastCGI parameter: "
+                                "tokens are required\n");
+            atomic_store_explicit(&cfg_ready, 1, memory_order_release);
+        }
+    }
+    pthread_mutex_unlock(&cfg_lock);
+    return rc;
+}
+
+/* Opens this worker's database connection and the shared doorbell if they
+ * are not open yet. A database that cannot be opened leaves ctx.db NULL
+ * (the dispatcher answers 503, health reports it) and is retried at the
+ * next request; a doorbell that cannot be opened leaves waits to time
+ * slices. */
+static void ensure_storage(struct worker *w)
+{
+    char err[256];
+    if (!w->ctx.db) {
+        w->ctx.db = db_open(g_cfg.db_path, err, sizeof err);
+        if (!w->ctx.db && strcmp(err, w->db_err) != 0) {
+            fprintf(stderr, "parley.fcgi: database %s: %s\n", g_cfg.db_path, err);
+            str_copy(w->db_err, sizeof w->db_err, err);
+        } else if (w->ctx.db) {
+            w->db_err[0] = '\0';
+        }
+    }
+    if (!w->ctx.bell) {
+        pthread_mutex_lock(&bell_lock);
+        if (!g_bell) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s-bell", g_cfg.db_path);
+            g_bell = bell_open(path, err, sizeof err);
+            if (!g_bell && !bell_failed_logged) {
+                fprintf(stderr, "parley.fcgi: doorbell %s: %s (waits fall back to 1 s slices)\n",
+                        path, err);
+                bell_failed_logged = 1;
+            }
+        }
+        w->ctx.bell = g_bell;
+        pthread_mutex_unlock(&bell_lock);
+    }
+}
+
+/* ---- the libfcgi response ---- */
+
+static int fx_write(struct response *res, const char *data, size_t len)
+{
+    FCGX_Request *rq = res->impl;
+    while (len > 0) {
+        int n = len > (size_t)INT_MAX ? INT_MAX : (int)len;
+        if (FCGX_PutStr(data, n, rq->out) != n)
+            return -1;
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int fx_flush(struct response *res)
+{
+    FCGX_Request *rq = res->impl;
+    return FCGX_FFlush(rq->out) < 0 ? -1 : 0;
+}
+
+static void fx_finish(struct response *res)
+{
+    FCGX_Finish_r(res->impl);
+}
+
+static const struct response_ops fx_ops = { fx_write, fx_flush, fx_finish };
+
+/* ---- the libfcgi request ---- */
+
+/* Request-scoped copies of libfcgi's strings, which die at FCGX_Finish_r
+ * while r->after may still run. */
+struct req_copy {
+    char *s[12];
+    int n;
+    char *body;
+};
+
+static const char *keep(struct req_copy *k, const char *v)
+{
+    if (!v || k->n == (int)(sizeof k->s / sizeof k->s[0]))
+        return NULL;
+    char *c = strdup(v);
+    if (c)
+        k->s[k->n++] = c;
+    return c;
+}
+
+static void req_copy_free(struct req_copy *k)
+{
+    for (int i = 0; i < k->n; i++)
+        free(k->s[i]);
+    free(k->body);
+}
+
+/* Reads the body. 0 with r->body/body_len set (body_len > HTTP_MAX_BODY
+ * and body NULL when it is too large: the dispatcher answers 413 without
+ * reading it); -1 when CONTENT_LENGTH is malformed. */
+static int read_body(FCGX_Request *rq, struct request *r, struct req_copy *k)
+{
+    const char *cl = FCGX_GetParam("CONTENT_LENGTH", rq->envp);
+    size_t want = HTTP_MAX_BODY + 1;     /* no length: read to EOF, up to the cap */
+    if (cl && *cl) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (*end || errno || cl[0] == '-' || cl[0] == '+' || cl[0] == ' ')
+            return -1;
+        if (n > HTTP_MAX_BODY) {
+            r->body = NULL;
+            r->body_len = n > SIZE_MAX ? SIZE_MAX : (size_t)n;
+            return 0;
+        }
+        want = (size_t)n;
+    }
+    if (want == 0)
+        return 0;
+    k->body = malloc(want + 1);
+    if (!k->body)
+        return -1;
+    size_t got = 0;
+    while (got < want) {
+        int n = FCGX_GetStr(k->body + got, (int)(want - got), rq->in);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    k->body[got] = '\0';
+    r->body = k->body;
+    r->body_len = got;                   /* > HTTP_MAX_BODY only without a length */
+    return 0;
+}
+
+/* Serves one accepted request on worker w, then runs its after callback. */
+static void serve(struct worker *w)
+{
+    FCGX_Request *rq = &w->fcgx;
+    struct response res;
+    struct request r;
+    struct req_copy k;
+    memset(&res, 0, sizeof res);
+    memset(&r, 0, sizeof r);
+    memset(&k, 0, sizeof k);
+    res.ops = &fx_ops;
+    res.impl = rq;
+    r.res = &res;
+    r.ctx = &w->ctx;
+
+    FCGX_ParamArray env = rq->envp;
+    r.method = keep(&k, FCGX_GetParam("REQUEST_METHOD", env));
+    char path[4096];
+    http_path_from_cgi(FCGX_GetParam("REQUEST_URI", env), FCGX_GetParam("SCRIPT_NAME", env),
+                       FCGX_GetParam("PATH_INFO", env), path, sizeof path);
+    r.path = keep(&k, path);
+    r.query = keep(&k, FCGX_GetParam("QUERY_STRING", env));
+    r.content_type = keep(&k, FCGX_GetParam("CONTENT_TYPE", env));
+    const char *auth = FCGX_GetParam("HTTP_AUTHORIZATION", env);
+    if (!auth || !*auth)
+        auth = FCGX_GetParam("REDIRECT_HTTP_AUTHORIZATION", env);
+    r.authorization = keep(&k, auth);
+    r.origin = keep(&k, FCGX_GetParam("HTTP_ORIGIN", env));
+    r.last_event_id = keep(&k, FCGX_GetParam("HTTP_LAST_EVENT_ID", env));
+    r.remote_addr = keep(&k, FCGX_GetParam("REMOTE_ADDR", env));
+    snprintf(r.peer, sizeof r.peer, "ip:%.100s",
+             r.remote_addr && *r.remote_addr ? r.remote_addr : "unknown");
+
+    if (ensure_config(rq) < 0) {
+        res_error(&r, 500, "Server configuration error (see the server's error log)");
+        res_finish(&r);
+        goto out;
+    }
+    ensure_storage(w);
+    if (read_body(rq, &r, &k) < 0) {
+        res_error(&r, 400, "Invalid Content-Length");
+        res_finish(&r);
+        goto out;
+    }
+    http_dispatch(&r);                   /* finishes the response */
+    if (r.after)
+        r.after(&r, r.after_arg);
+out:
+    req_copy_free(&k);
+}
+
+/* ---- workers ---- */
+
+/* Waits for the next request on w. 0 with one accepted, -1 when stopping. */
+static int accept_one(struct worker *w)
+{
+    int got = -1;
+    pthread_mutex_lock(&accept_lock);
+    while (!parley_stopping) {
+        struct pollfd pf[2] = { { listen_fd, POLLIN, 0 }, { stop_pipe[0], POLLIN, 0 } };
+        int n = poll(pf, 2, -1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            fprintf(stderr, "parley.fcgi: poll: %s\n", strerror(errno));
+            request_stop(1);
+            break;
+        }
+        if (pf[1].revents)
+            break;
+        if (pf[0].revents & (POLLERR | POLLNVAL)) {
+            fprintf(stderr, "parley.fcgi: the listening socket failed\n");
+            request_stop(1);
+            break;
+        }
+        if (!(pf[0].revents & POLLIN))
+            continue;
+        /* The socket is non-blocking: when another process took the
+         * connection first, accept says EAGAIN and we poll again. */
+        int rc = FCGX_Accept_r(&w->fcgx);
+        if (rc == 0) {
+            got = 0;
+            break;
+        }
+        if (parley_stopping)
+            break;
+        if (rc == -EAGAIN || rc == -EWOULDBLOCK || rc == -EINTR || rc == -ECONNABORTED ||
+            rc == -EPROTO || rc == -ECONNRESET)
+            continue;
+        fprintf(stderr, "parley.fcgi: accept failed: %s\n",
+                rc < 0 && rc > -4096 ? strerror(-rc) : "libfcgi error");
+        request_stop(1);
+        break;
+    }
+    pthread_mutex_unlock(&accept_lock);
+    return got;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    while (!parley_stopping && accept_one(w) == 0)
+        serve(w);
+    FCGX_Free(&w->fcgx, 1);
+    db_close(w->ctx.db);
+    w->ctx.db = NULL;
+    pthread_mutex_lock(&life_lock);
+    workers_alive--;
+    pthread_cond_broadcast(&life_cond);
+    pthread_mutex_unlock(&life_lock);
+    return NULL;
+}
+
+/* ---- start-up ---- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: parley.fcgi [options]\n"
+            "  (no option)          serve the listening socket on fd 0, as spawned by\n"
+            "                       mod_fcgid, lighttpd (bin-path) or spawn-fcgi\n"
+            "  --socket PATH        listen on a unix socket (mod_proxy_fcgi, lighttpd)\n"
+            "  --socket-mode MODE   its permissions, octal (default 0660)\n"
+            "  --listen HOST:PORT   listen on TCP instead (e.g. 127.0.0.1:9000)\n"
+            "  --threads N          worker threads (default %d; env %s)\n"
+            "  --backlog N          listen backlog (default %d)\n"
+            "  --help               this text\n"
+            "Settings come from PARLEY_CONFIG, the environment and FastCGI parameters:\n"
+            "see docs/configuration.md and docs/fastcgi.md.\n",
+            DEFAULT_THREADS, THREADS_ENV, DEFAULT_BACKLOG);
+}
+
+static int parse_count(const char *s, int min, int max, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || errno || v < min || v > max)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+/* Opens --socket / --listen. The socket file is created under umask 077 and
+ * then given mode, so it is never reachable by others in between. */
+static int open_listener(const char *sock_path, const char *listen_addr, mode_t mode, int backlog)
+{
+    int fd;
+    if (sock_path) {
+        mode_t old = umask(077);
+        fd = FCGX_OpenSocket(sock_path, backlog);
+        umask(old);
+        if (fd < 0) {
+            fprintf(stderr, "parley.fcgi: cannot listen on %s: %s\n", sock_path, strerror(errno));
+            return -1;
+        }
+        if (chmod(sock_path, mode) < 0) {
+            fprintf(stderr, "parley.fcgi: chmod %s: %s\n", sock_path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+    } else {
+        fd = FCGX_OpenSocket(listen_addr, backlog);
+        if (fd < 0) {
+            fprintf(stderr, "parley.fcgi: cannot listen on %s: %s\n", listen_addr, strerror(errno));
+            return -1;
+        }
+    }
+    return fd;
+}
+
+int main(int argc, char **argv)
+{
+    const char *sock_path = NULL, *listen_addr = NULL;
+    mode_t sock_mode = 0660;
+    int threads = DEFAULT_THREADS, backlog = DEFAULT_BACKLOG;
+    const char *env_threads = getenv(THREADS_ENV);
+    if (env_threads && *env_threads && parse_count(env_threads, 1, MAX_THREADS, &threads) < 0) {
+        fprintf(stderr, "parley.fcgi: %s must be an integer from 1 to %d\n", THREADS_ENV,
+                MAX_THREADS);
+        return 2;
+    }
+    static const struct option opts[] = {
+        { "socket", required_argument, NULL, 's' },
+        { "socket-mode", required_argument, NULL, 'm' },
+        { "listen", required_argument, NULL, 'l' },
+        { "threads", required_argument, NULL, 't' },
+        { "backlog", required_argument, NULL, 'b' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        char *end;
+        switch (c) {
+        case 's': sock_path = optarg; break;
+        case 'l': listen_addr = optarg; break;
+        case 'm': {
+            long m = strtol(optarg, &end, 8);
+            if (!*optarg || *end || m < 0 || m > 0777) {
+                fprintf(stderr, "parley.fcgi: --socket-mode must be octal, like 0660\n");
+                return 2;
+            }
+            sock_mode = (mode_t)m;
+            break;
+        }
+        case 't':
+            if (parse_count(optarg, 1, MAX_THREADS, &threads) < 0) {
+                fprintf(stderr, "parley.fcgi: --threads must be from 1 to %d\n", MAX_THREADS);
+                return 2;
+            }
+            break;
+        case 'b':
+            if (parse_count(optarg, 1, 65535, &backlog) < 0) {
+                fprintf(stderr, "parley.fcgi: --backlog must be from 1 to 65535\n");
+                return 2;
+            }
+            break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc || (sock_path && listen_addr)) {
+        usage(stderr);
+        return 2;
+    }
+
+    char err[512];
+    if (config_load(&g_cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "parley.fcgi: configuration: %s\n", err);
+        return 1;
+    }
+    start_open_mode = config_open_mode(&g_cfg);
+    if (start_open_mode)
+        fprintf(stderr,
+                "parley.fcgi: WARNING: no PARLEY_JWT_SECRET in the environment or the "
+                "PARLEY_CONFIG file — OPEN DEVELOPMENT MODE (no token checked) unless a "
+                "FastCGI parameter sets it\n");
+    if (llm_global_init() != 0) {
+        fprintf(stderr, "parley.fcgi: cannot initialise libcurl\n");
+        return 1;
+    }
+    if (FCGX_Init() != 0) {
+        fprintf(stderr, "parley.fcgi: cannot initialise libfcgi\n");
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);             /* writes to a gone client return EPIPE */
+
+    if (sock_path || listen_addr) {
+        listen_fd = open_listener(sock_path, listen_addr, sock_mode, backlog);
+        if (listen_fd < 0)
+            return 1;
+    } else {
+        if (FCGX_IsCGI()) {
+            fprintf(stderr, "parley.fcgi: fd 0 is not a listening socket: run me from a "
+                            "FastCGI server, or give --socket PATH or --listen HOST:PORT\n\n");
+            usage(stderr);
+            return 2;
+        }
+        listen_fd = 0;
+    }
+    int fl = fcntl(listen_fd, F_GETFL);
+    if (fl < 0 || fcntl(listen_fd, F_SETFL, fl | O_NONBLOCK) < 0 || pipe(stop_pipe) < 0) {
+        fprintf(stderr, "parley.fcgi: setting up the listening socket: %s\n", strerror(errno));
+        return 1;
+    }
+    fcntl(stop_pipe[0], F_SETFD, FD_CLOEXEC);
+    fcntl(stop_pipe[1], F_SETFD, FD_CLOEXEC);
+
+    /* Stop signals go to the signal thread only. */
+    sigset_t stopset;
+    sigemptyset(&stopset);
+    sigaddset(&stopset, SIGTERM);
+    sigaddset(&stopset, SIGINT);
+    sigaddset(&stopset, SIGHUP);
+    sigaddset(&stopset, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &stopset, NULL);
+    pthread_t sig_th;
+    if (pthread_create(&sig_th, NULL, signal_main, &stopset) != 0) {
+        fprintf(stderr, "parley.fcgi: cannot start the signal thread\n");
+        return 1;
+    }
+
+    struct worker *ws = calloc((size_t)threads, sizeof *ws);
+    if (!ws) {
+        fprintf(stderr, "parley.fcgi: out of memory\n");
+        return 1;
+    }
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 1024 * 1024);
+    int started = 0;
+    for (int i = 0; i < threads; i++) {
+        ws[i].index = i;
+        ws[i].ctx.cfg = &g_cfg;
+        FCGX_InitRequest(&ws[i].fcgx, listen_fd, 0);
+        pthread_mutex_lock(&life_lock);
+        workers_alive++;
+        pthread_mutex_unlock(&life_lock);
+        if (pthread_create(&ws[i].th, &attr, worker_main, &ws[i]) != 0) {
+            pthread_mutex_lock(&life_lock);
+            workers_alive--;
+            pthread_mutex_unlock(&life_lock);
+            fprintf(stderr, "parley.fcgi: could start only %d of %d threads\n", started, threads);
+            break;
+        }
+        started++;
+    }
+    pthread_attr_destroy(&attr);
+    if (!started)
+        return 1;
+    fprintf(stderr, "parley.fcgi[%ld]: serving %s with %d threads\n", (long)getpid(),
+            sock_path ? sock_path : listen_addr ? listen_addr : "fd 0", started);
+
+    /* Wait for the workers; once stopping, at most SHUTDOWN_GRACE_S. */
+    pthread_mutex_lock(&life_lock);
+    struct timespec deadline = { 0, 0 };
+    int timed_out = 0;
+    while (workers_alive > 0 && !timed_out) {
+        if (!parley_stopping) {
+            pthread_cond_wait(&life_cond, &life_lock);
+            if (parley_stopping) {
+                clock_gettime(CLOCK_REALTIME, &deadline);
+                deadline.tv_sec += SHUTDOWN_GRACE_S;
+            }
+        } else {
+            if (deadline.tv_sec == 0) {
+                clock_gettime(CLOCK_REALTIME, &deadline);
+                deadline.tv_sec += SHUTDOWN_GRACE_S;
+            }
+            timed_out = pthread_cond_timedwait(&life_cond, &life_lock, &deadline) == ETIMEDOUT &&
+                        workers_alive > 0;
+        }
+    }
+    int fatal = fatal_error;
+    pthread_mutex_unlock(&life_lock);
+    if (timed_out) {
+        fprintf(stderr, "parley.fcgi[%ld]: %d request(s) still running after %d s: exiting\n",
+                (long)getpid(), workers_alive, SHUTDOWN_GRACE_S);
+        if (sock_path)
+            unlink(sock_path);
+        _exit(fatal ? 1 : 0);
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(ws[i].th, NULL);
+    free(ws);
+    if (sock_path)
+        unlink(sock_path);
+    bell_close(g_bell);
+    config_cleanup(&g_cfg);
+    fprintf(stderr, "parley.fcgi[%ld]: stopped\n", (long)getpid());
+    return fatal ? 1 : 0;
+}

@@ -1,0 +1,46 @@
+/* routes.c — parley.fcgi's routing table: every URL it serves, its handler
+ * and the checks the dispatcher (http.c) makes before the handler runs.
+ * Read-only data shared by all threads.
+ *
+ * Authentication (DESIGN §8: JWT on REST, WebSocket and long-poll): every
+ * route that touches a user's or a ticket's data is F_AUTH (without a
+ * configured PARLEY_JWT_SECRET everyone is user "" and nothing is asked).
+ * POST /api/poll/open is F_USER: its token may instead travel inside the
+ * WebSocket path it opens ("/ws/<id>?token=…", seed 001), which the handler
+ * checks; a session's later requests carry the token themselves (header or
+ * ?token=) and must be its opener's. Health and the brand list are public.
+ */
+#include "handlers.h"
+
+const struct route http_routes[] = {
+    /* misc */
+    { "GET",    "/api/health",                      h_health,           F_NODB },
+    { "GET",    "/brands/active",                   h_brands_active,    0 },
+
+    /* seed 001 chat REST (conversations of the JWT's sub) */
+    { "GET",    "/api/chat/sessions",               h_sessions_list,    F_AUTH },
+    { "POST",   "/api/chat/sessions",               h_session_create,   F_AUTH | F_JSON },
+    { "GET",    "/api/chat/sessions/{id}",          h_session_get,      F_AUTH },
+    { "DELETE", "/api/chat/sessions/{id}",          h_session_delete,   F_AUTH },
+    { "GET",    "/api/chat/sessions/{id}/messages", h_session_messages, F_AUTH },
+    { "POST",   "/api/chat/sessions/{id}/messages/{mid}/reactions",
+                                                    h_message_reaction, F_AUTH | F_JSON },
+    { "POST",   "/api/chat/export",                 h_chat_export,      F_AUTH | F_JSON },
+
+    /* seed 004 SSE */
+    { "POST",   "/api/chat/send",                   h_chat_send,        F_AUTH | F_JSON | F_STREAM },
+
+    /* seed 000 tickets: REST + SSE */
+    { "GET",    "/api/tickets/{id}/ai",             h_ticket_ai_get,    F_AUTH },
+    { "DELETE", "/api/tickets/{id}/ai",             h_ticket_ai_delete, F_AUTH },
+    { "GET",    "/api/tickets/{id}/ai/stream",      h_ticket_ai_stream, F_AUTH | F_STREAM },
+
+    /* generic long-poll transport (DESIGN §3); POST /{sid} takes a raw
+     * body: one JSON frame or NDJSON */
+    { "POST",   "/api/poll/open",                   h_poll_open,        F_USER | F_JSON },
+    { "GET",    "/api/poll/{sid}",                  h_poll_get,         F_AUTH },
+    { "POST",   "/api/poll/{sid}",                  h_poll_post,        F_AUTH },
+    { "DELETE", "/api/poll/{sid}",                  h_poll_delete,      F_AUTH },
+};
+
+const size_t http_nroutes = sizeof http_routes / sizeof http_routes[0];
