@@ -4,6 +4,10 @@
 set -eu
 PKGS="gcc make pkg-config libfcgi-dev libcurl4-openssl-dev libjansson-dev
 libsqlite3-dev libwebsockets-dev libjwt-dev libssl-dev sqlite3 curl"
+# The web servers that make run and the integration tests (tests/integration/)
+# start with the apache-conf/ snippets. Installing them may also enable their
+# system services on port 80; the tests and make run never use those.
+PKGS="$PKGS apache2 libapache2-mod-fcgid lighttpd"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

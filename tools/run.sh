@@ -1,60 +1,198 @@
 #!/bin/sh
-# run.sh — `make run`: set up and serve the demo.
+# run.sh — `make run`: serve Parley on http://127.0.0.1:$PORT behind a real
+# web server configured with the shipped apache-conf/ snippets, the way an
+# admin would deploy it. The Makefile has built everything before this runs.
 #
-# Until the FastCGI front lands this: picks an upstream (OLLAMA_SERVER or
-# OPENAI_BASE_URL if one answers, else the simulated LLM on 127.0.0.1:$PORT,
-# said loudly), creates/migrates the database, streams one demo answer
-# through Parley's core (runner -> event log -> doorbell -> viewer), and then
-# keeps the simulated LLM serving until Ctrl-C.
+#   make run                          Apache + mod_fcgid (parley-fcgid.conf)
+#   SERVER=apache-proxy make run      Apache + mod_proxy_fcgi, parley.fcgi as an
+#                                     external threaded server on a unix socket
+#   SERVER=lighttpd make run          lighttpd + mod_fastcgi (lighttpd-parley.conf)
+#   PORT=8081 make run                another port (default 8080)
+#
+# Steps: create/migrate the database (PARLEY_DB, default ./parley.db; as root
+# $BUILD/data/parley.db, owned by the account the web server runs as), pick
+# the LLM upstream (OLLAMA_SERVER / OpenAI if one answers, else the simulated
+# LLM in tests/fake-llm, said loudly), start the web server serving www/ and
+# the API, and the WebSocket bridge when build/parley-ws exists. Every other
+# Parley setting in the environment (PARLEY_*, OPENAI_*, limits) reaches the
+# servers through a generated PARLEY_CONFIG file. Ctrl-C stops everything
+# this script started. Until build/parley.fcgi exists, the streaming test app
+# (build/tests/fcgi-stream) stands in for it.
 set -eu
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 PORT=${PORT:-8080}
-export PARLEY_DB=${PARLEY_DB:-$PWD/parley.db}
-FAKE_PID=""
-cleanup() {
-    [ -n "$FAKE_PID" ] && kill "$FAKE_PID" 2>/dev/null && wait "$FAKE_PID" 2>/dev/null
-    echo "parley: stopped"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+SERVER=${SERVER:-apache}
+. tests/integration/lib.sh
 
+say() { echo "parley: $*"; }
+loud() {
+    echo "################################################################"
+    for _l in "$@"; do echo "# parley: $_l"; done
+    echo "################################################################"
+}
+
+case $SERVER in
+apache | fcgid | apache-fcgid) setup=fcgid; what="Apache + mod_fcgid (apache-conf/parley-fcgid.conf)" ;;
+apache-proxy | proxy-fcgi | proxy_fcgi) setup=proxy_fcgi; what="Apache + mod_proxy_fcgi (apache-conf/parley-proxy-fcgi.conf)" ;;
+lighttpd) setup=lighttpd; what="lighttpd + mod_fastcgi (apache-conf/lighttpd-parley.conf)" ;;
+*) echo "parley: SERVER must be apache, apache-proxy or lighttpd, not '$SERVER'" >&2; exit 2 ;;
+esac
+case $PORT in *[!0-9]* | "") echo "parley: PORT must be a number" >&2; exit 2 ;; esac
+if curl -s -o /dev/null -m 1 "http://127.0.0.1:$PORT/" 2>/dev/null; then
+    echo "parley: something already answers on port $PORT; stop it or use PORT=<other> make run" >&2
+    exit 1
+fi
+
+it_init
+trap 'echo; exit 130' INT
+IT_KEEP=0
+IT_EXIT_MSG="parley: stopped"
+
+# --- the database ----------------------------------------------------------
+if [ -z "${PARLEY_DB:-}" ]; then
+    if [ -n "$APP_USER" ]; then
+        # Root: the web server runs as $APP_USER, which must be able to create
+        # files next to the database (SQLite's -wal and -shm).
+        mkdir -p "$BUILD/data"
+        PARLEY_DB=$PWD/$BUILD/data/parley.db
+    else
+        PARLEY_DB=$PWD/parley.db
+    fi
+fi
+case $PARLEY_DB in /*) ;; *) PARLEY_DB=$PWD/$PARLEY_DB ;; esac
+export PARLEY_DB
+"$BUILD/parley" migrate >/dev/null || { echo "parley: cannot create/migrate $PARLEY_DB" >&2; exit 1; }
+if [ -n "$APP_USER" ]; then
+    for _f in "$PARLEY_DB" "$PARLEY_DB-wal" "$PARLEY_DB-shm" "$PARLEY_DB-bell"; do
+        [ -e "$_f" ] && chown "$APP_USER:$APP_GROUP" "$_f"
+    done
+    [ "$(dirname "$PARLEY_DB")" = "$PWD/$BUILD/data" ] && chown "$APP_USER:$APP_GROUP" "$BUILD/data"
+    if ! $AS_APP sh -c 'test -w "$1" && test -w "$(dirname "$1")"' sh "$PARLEY_DB"; then
+        echo "parley: $APP_USER (the web server's account) cannot write $PARLEY_DB or its directory" >&2
+        exit 1
+    fi
+fi
+say "database $PARLEY_DB"
+
+# --- the upstream ----------------------------------------------------------
 upstream_ok() {
     case "${PARLEY_PROVIDER:-ollama}" in
-    openai) url="${OPENAI_BASE_URL:-}"; [ -n "$url" ] && curl -fsS -m 3 -o /dev/null \
-                ${OPENAI_API_KEY:+-H "Authorization: Bearer $OPENAI_API_KEY"} "${url%/chat/completions}/models" ;;
-    *)      url="${OLLAMA_SERVER:-http://127.0.0.1:11434}"; url=${url%/api/generate}; url=${url%/api/chat}
-            curl -fsS -m 3 -o /dev/null "${url%/}/api/tags" ;;
+    openai | OpenAI | OPENAI)
+        url="${OPENAI_BASE_URL:-}"; [ -n "$url" ] && curl -fsS -m 3 -o /dev/null \
+            ${OPENAI_API_KEY:+-H "Authorization: Bearer $OPENAI_API_KEY"} "${url%/chat/completions}/models" ;;
+    *)  url="${OLLAMA_SERVER:-http://127.0.0.1:11434}"; url=${url%/api/generate}; url=${url%/api/chat}
+        curl -fsS -m 3 -o /dev/null "${url%/}/api/tags" ;;
     esac
 }
-
 if upstream_ok 2>/dev/null; then
-    echo "parley: using the configured upstream"
+    say "using the configured upstream (${PARLEY_PROVIDER:-ollama})"
+    IT_UPSTREAM=${OLLAMA_SERVER:-http://127.0.0.1:11434}
 else
-    echo "################################################################"
-    echo "# parley: no LLM upstream answers (OLLAMA_SERVER / OPENAI_BASE_URL)"
-    echo "# parley: starting the SIMULATED LLM (tests/fake-llm) instead"
-    echo "################################################################"
-    node tests/fake-llm/server.mjs --port "$PORT" --host 127.0.0.1 &
-    FAKE_PID=$!
-    i=0
-    until curl -fsS -m 1 -o /dev/null "http://127.0.0.1:$PORT/api/version" 2>/dev/null; do
-        i=$((i + 1)); [ $i -gt 50 ] && { echo "parley: simulated LLM did not start" >&2; exit 1; }
-        sleep 0.1
-    done
-    export PARLEY_PROVIDER=ollama OLLAMA_SERVER="http://127.0.0.1:$PORT"
+    FAKE_LLM_URL=""
+    it_fake_llm
+    loud "no LLM upstream answers (OLLAMA_SERVER / OPENAI_BASE_URL)" \
+         "using the SIMULATED LLM (tests/fake-llm) at $FAKE_LLM_URL" \
+         "answers are generated nonsense, for trying Parley out"
+    PARLEY_PROVIDER=ollama
+    IT_UPSTREAM=$FAKE_LLM_URL
 fi
 
-"$BUILD/parley" migrate
-echo "parley: demo — ticket 1, streamed through the runner and the event log:"
-"$BUILD/parley" ask -t 1 "My printer says PC LOAD LETTER. What does it mean?" || true
-echo "parley: asking again is answered from the cache:"
-"$BUILD/parley" ask -t 1 "My printer says PC LOAD LETTER. What does it mean?" || true
-echo
-echo "parley: the FastCGI front and WebSocket bridge are not built yet;"
-if [ -n "$FAKE_PID" ]; then
-    echo "parley: the simulated LLM serves http://127.0.0.1:$PORT (Ollama and OpenAI APIs)."
-    echo "parley: try: $BUILD/parley ask \"hello\"   (with OLLAMA_SERVER=http://127.0.0.1:$PORT)"
-    echo "parley: Ctrl-C stops it."
-    wait "$FAKE_PID"
+# --- every other setting: one PARLEY_CONFIG file ----------------------------
+# Its lines come after those of the user's own PARLEY_CONFIG, so the
+# environment wins as usual. PARLEY_DB and OLLAMA_SERVER come from the
+# snippets' placeholders instead.
+IT_APP_CONFIG=$IT_TMP/parley.env
+{
+    echo "# generated by tools/run.sh"
+    [ -n "${PARLEY_CONFIG:-}" ] && cat "$PARLEY_CONFIG" && echo
+    env | grep -E '^(PARLEY_|OPENAI_|WEBSOCKET_|RATE_LIMIT_|MAX_MESSAGE_LENGTH=)' \
+        | grep -vE '^(PARLEY_CONFIG|PARLEY_DB|PARLEY_PROVIDER)=' | grep -v "'" \
+        | sed "s/=\(.*\)$/='\1'/" || true
+    echo "PARLEY_PROVIDER=${PARLEY_PROVIDER:-ollama}"
+} >"$IT_APP_CONFIG"
+chmod 600 "$IT_APP_CONFIG"
+it_own "$IT_APP_CONFIG"
+[ -z "${PARLEY_JWT_SECRET:-}" ] && ! grep -q '^ *\(export \)\{0,1\}PARLEY_JWT_SECRET *= *[^ ]' "$IT_APP_CONFIG" \
+    && say "no PARLEY_JWT_SECRET: open development mode (no login needed, everyone is one anonymous user)"
+
+# --- the web pages ---------------------------------------------------------
+IT_WWW=$PWD/www
+if [ ! -e www/index.html ]; then
+    mkdir -p www
+    cat >www/index.html <<'EOF'
+<!doctype html>
+<html lang="en">
+<meta charset="utf-8">
+<title>Parley</title>
+<h1>Parley</h1>
+<p>Parley is running. The demo pages are not written yet; the API answers
+under <a href="/api/health">/api/health</a>, <a href="/brands/active">/brands/active</a>
+and the other paths in <code>docs/</code>.</p>
+</html>
+EOF
+    say "created a placeholder www/index.html"
 fi
+if [ -n "$APP_USER" ] && ! $AS_APP test -r www/index.html; then
+    # The checkout is not readable by the web server's account (e.g. under
+    # /root): serve a copy.
+    cp -R www "$IT_TMP/www-copy"
+    it_own "$IT_TMP/www-copy"
+    IT_WWW=$IT_TMP/www-copy
+    say "$APP_USER cannot read $PWD/www: serving a copy (edits need a restart)"
+fi
+
+# --- the FastCGI program and the bridge -------------------------------------
+APP=$BUILD/parley.fcgi
+if [ ! -x "$APP" ]; then
+    APP=$BUILD/tests/fcgi-stream
+    loud "$BUILD/parley.fcgi is not built yet" \
+         "serving the streaming test app (tests/tools/fcgi-stream) in its place:" \
+         "  curl -N http://127.0.0.1:$PORT/api/stream   (5 SSE events, 200 ms apart)"
+fi
+IT_HTTP_PORT=$PORT
+IT_DB=$PARLEY_DB
+IT_THREADS=16
+WS_PORT=$(free_port)
+IT_NO_WS=1
+if [ -x "$BUILD/parley-ws" ]; then
+    cp "$BUILD/parley-ws" "$IT_TMP/parley-ws"
+    # shellcheck disable=SC2086
+    it_bg "$IT_TMP/parley-ws.log" $AS_APP env PARLEY_CONFIG="$IT_APP_CONFIG" PARLEY_DB="$PARLEY_DB" \
+        OLLAMA_SERVER="$IT_UPSTREAM" "$IT_TMP/parley-ws" --listen "127.0.0.1:$WS_PORT"
+    _i=0
+    while ! curl -s -o /dev/null -m 1 "http://127.0.0.1:$WS_PORT/" && [ $_i -lt 50 ]; do
+        sleep 0.1; _i=$((_i + 1))
+    done
+    if it_alive "$IT_LAST_PID"; then
+        IT_NO_WS=""
+        say "WebSocket bridge parley-ws on 127.0.0.1:$WS_PORT (proxied under /api/websocket/, /ws/, /socket/websocket)"
+    else
+        say "parley-ws did not start (see below): WebSocket clients will fall back to long-polling"
+        sed 's/^/    | /' "$IT_TMP/parley-ws.log" | tail -n 10
+    fi
+    SETUP_PIDS=""
+else
+    say "no $BUILD/parley-ws yet: WebSocket clients fall back to long-polling"
+fi
+export PARLEY_PROVIDER
+
+# --- the web server --------------------------------------------------------
+say "starting $what"
+start_$setup "$APP"
+say "serving http://127.0.0.1:$PORT/  (www/: $IT_WWW)"
+say "logs: $SETUP_DIR/logs/ (removed when it stops)"
+if [ -x "$BUILD/parley.fcgi" ]; then
+    _h=$(curl -sS -m 10 "http://127.0.0.1:$PORT/api/health" 2>&1) || true
+    say "GET /api/health → $_h"
+    say "try: curl http://127.0.0.1:$PORT/brands/active"
+fi
+say "Ctrl-C stops everything"
+# Wait for the web server; Ctrl-C (or its death) ends the wait, and the
+# EXIT trap of lib.sh stops everything that was started.
+set +e
+# shellcheck disable=SC2086
+wait $SETUP_PIDS
+say "the web server exited; its log:"
+tail -n 20 "$SETUP_DIR"/logs/error.log 2>/dev/null | sed 's/^/    | /'
+exit 1

@@ -5,7 +5,8 @@
 # by tools/run.sh:
 #
 #   cd "$(dirname "$0")/../.." && . tests/integration/lib.sh
-#   it_init                          temp dir, cleanup trap, app user, upstream
+#   it_init                          temp dir, cleanup trap, app user
+#   it_fake_llm                      FAKE_LLM_URL (reused if set, else started)
 #   start_fcgid APP                  Apache + mod_fcgid spawning APP
 #   start_proxy_fcgi APP             APP --socket (threaded) + Apache mod_proxy_fcgi
 #   start_lighttpd APP               lighttpd + mod_fastcgi spawning APP
@@ -26,9 +27,11 @@
 # nobody), and the temp dir, the database and the programs belong to it.
 #
 # Variables read: BUILD (default build), FAKE_LLM_URL (reuse the simulated
-# LLM that tests/run.sh started; else one is started here), IT_KEEP=1 keeps
-# the temp dir, IT_VERBOSE=1 prints server logs on failure (always on in TAP
-# diagnostics).
+# LLM that tests/run.sh started; else it_fake_llm starts one), IT_KEEP=1
+# keeps the temp dir. tools/run.sh (make run) also sets IT_HTTP_PORT (the
+# port), IT_WWW (document root), IT_DB (database), IT_UPSTREAM (LLM URL),
+# WS_PORT, and IT_APP_CONFIG (a PARLEY_CONFIG file for every other setting:
+# FcgidInitialEnv, the external server's environment, lighttpd's).
 set -eu
 
 BUILD=${BUILD:-build}
@@ -99,6 +102,7 @@ it_cleanup() {
     if [ -n "$IT_TMP" ] && [ -d "$IT_TMP" ]; then
         if [ "${IT_KEEP:-0}" = 1 ]; then echo "# kept $IT_TMP"; else rm -rf "$IT_TMP"; fi
     fi
+    [ -n "${IT_EXIT_MSG:-}" ] && echo "$IT_EXIT_MSG"
     exit "$_rc"
 }
 
@@ -137,15 +141,18 @@ it_init() {
     mkdir -p "$IT_TMP/data" "$IT_TMP/www"
     echo '<!doctype html><title>parley test</title><p>parley integration test' >"$IT_TMP/www/index.html"
     it_own "$IT_TMP"
-    if [ -z "${FAKE_LLM_URL:-}" ]; then
-        _pf=$IT_TMP/fake-llm.port
-        it_bg "$IT_TMP/fake-llm.log" node tests/fake-llm/server.mjs --port 0 --port-file "$_pf"
-        _i=0
-        while [ ! -s "$_pf" ] && [ $_i -lt 100 ]; do sleep 0.05; _i=$((_i + 1)); done
-        [ -s "$_pf" ] || it_die "the simulated LLM did not start: $(cat "$IT_TMP/fake-llm.log")"
-        FAKE_LLM_URL="http://127.0.0.1:$(cat "$_pf")"
-    fi
+}
+
+# Sets FAKE_LLM_URL: the simulated LLM tests/run.sh started, or a new one.
+it_fake_llm() {
+    [ -n "${FAKE_LLM_URL:-}" ] && return 0
+    _pf=$IT_TMP/fake-llm.port
+    it_bg "$IT_TMP/fake-llm.log" node tests/fake-llm/server.mjs --port 0 --port-file "$_pf"
     SETUP_PIDS=""
+    _i=0
+    while [ ! -s "$_pf" ] && [ $_i -lt 100 ]; do sleep 0.05; _i=$((_i + 1)); done
+    [ -s "$_pf" ] || it_die "the simulated LLM did not start: $(cat "$IT_TMP/fake-llm.log")"
+    FAKE_LLM_URL="http://127.0.0.1:$(cat "$_pf")"
 }
 
 # Values for the placeholders of apache-conf/*; a start_* function sets the
@@ -172,12 +179,12 @@ it_setup_dir() {
     mkdir -p "$SETUP_DIR/bin" "$SETUP_DIR/conf" "$SETUP_DIR/logs" "$SETUP_DIR/run"
     cp "$2" "$SETUP_DIR/bin/parley.fcgi"
     PARLEY_BIN=$SETUP_DIR/bin
-    PARLEY_WWW=${PARLEY_WWW_OVERRIDE:-$IT_TMP/www}
-    PARLEY_DB=${PARLEY_DB_OVERRIDE:-$IT_TMP/data/parley.db}
+    PARLEY_WWW=${IT_WWW:-$IT_TMP/www}
+    PARLEY_DB=${IT_DB:-$IT_TMP/data/parley.db}
     PARLEY_SOCKET=$SETUP_DIR/run/parley.sock
-    OLLAMA_SERVER=${OLLAMA_SERVER_OVERRIDE:-$FAKE_LLM_URL}
+    OLLAMA_SERVER=${IT_UPSTREAM:-$FAKE_LLM_URL}
     [ -n "$WS_PORT" ] || WS_PORT=$(free_port)
-    HTTP_PORT=$(free_port)
+    HTTP_PORT=${IT_HTTP_PORT:-$(free_port)}
     BASE=http://127.0.0.1:$HTTP_PORT
     SETUP_PIDS=""
 }
@@ -232,10 +239,13 @@ apache_conf() {
         done
         echo "TypesConfig /etc/mime.types"
         echo "DirectoryIndex index.html"
+        # Every waiting long-poll request and open stream holds a worker thread.
         echo "StartServers 1"
-        echo "ServerLimit 2"
-        echo "ThreadsPerChild 25"
-        echo "MaxRequestWorkers 50"
+        echo "ServerLimit 4"
+        echo "ThreadsPerChild 32"
+        echo "MaxRequestWorkers 128"
+        echo "MinSpareThreads 16"
+        echo "MaxSpareThreads 64"
         if [ -n "$APP_USER" ]; then
             echo "User $APP_USER"
             echo "Group $APP_GROUP"
@@ -251,7 +261,12 @@ apache_conf() {
         echo "    Require all denied"
         echo "</Directory>"
         echo "<VirtualHost 127.0.0.1:$HTTP_PORT>"
-        for _f in $APACHE_INCLUDES; do echo "    Include \"$SETUP_DIR/conf/$_f\""; done
+        for _f in $APACHE_INCLUDES; do
+            case $_f in
+            "#"*) echo "    # not included: ${_f#\#}" ;;
+            *) echo "    Include \"$SETUP_DIR/conf/$_f\"" ;;
+            esac
+        done
         echo "    ${APACHE_VHOST_EXTRA:-}"
         echo "</VirtualHost>"
     } >"$_c"
@@ -272,8 +287,10 @@ start_fcgid() {
     [ -f "$APACHE_MODULES/mod_fcgid.so" ] || it_die "mod_fcgid is not installed (libapache2-mod-fcgid)"
     it_subst apache-conf/parley-fcgid.conf "$SETUP_DIR/conf/parley-fcgid.conf"
     it_subst apache-conf/parley-websocket.conf "$SETUP_DIR/conf/parley-websocket.conf"
-    APACHE_INCLUDES="parley-fcgid.conf parley-websocket.conf"
+    APACHE_INCLUDES="parley-fcgid.conf ${IT_NO_WS:+#}parley-websocket.conf"
+    APACHE_VHOST_EXTRA=${IT_APP_CONFIG:+"FcgidInitialEnv PARLEY_CONFIG \"$IT_APP_CONFIG\""}
     apache_conf fcgid proxy proxy_http
+    APACHE_VHOST_EXTRA=""
     apache_run mod_fcgid
 }
 
@@ -286,9 +303,10 @@ start_proxy_fcgi() {
     it_own "$SETUP_DIR"
     # shellcheck disable=SC2086
     it_bg "$SETUP_DIR/logs/app.log" $AS_APP env PARLEY_DB="$PARLEY_DB" OLLAMA_SERVER="$OLLAMA_SERVER" \
-        "$PARLEY_BIN/parley.fcgi" --socket "$PARLEY_SOCKET" --threads 4
+        ${IT_APP_CONFIG:+PARLEY_CONFIG="$IT_APP_CONFIG"} \
+        "$PARLEY_BIN/parley.fcgi" --socket "$PARLEY_SOCKET" --threads "${IT_THREADS:-4}"
     it_wait_socket "$PARLEY_SOCKET" || it_setup_failed "parley.fcgi --socket"
-    APACHE_INCLUDES="parley-proxy-fcgi.conf parley-websocket.conf"
+    APACHE_INCLUDES="parley-proxy-fcgi.conf ${IT_NO_WS:+#}parley-websocket.conf"
     apache_conf proxy proxy_fcgi proxy_http
     apache_run mod_proxy_fcgi
 }
@@ -346,7 +364,10 @@ start_lighttpd() {
     if ! "$LIGHTTPD_BIN" -tt -f "$_c" >"$SETUP_DIR/logs/configtest.log" 2>&1; then
         it_setup_failed "lighttpd: configtest"
     fi
-    it_bg "$SETUP_DIR/logs/lighttpd.out" "$LIGHTTPD_BIN" -D -f "$_c"
+    # The program lighttpd spawns inherits its environment (and adds
+    # bin-environment): that is how IT_APP_CONFIG reaches it.
+    it_bg "$SETUP_DIR/logs/lighttpd.out" env ${IT_APP_CONFIG:+PARLEY_CONFIG="$IT_APP_CONFIG"} \
+        "$LIGHTTPD_BIN" -D -f "$_c"
     it_wait_http "$BASE/" || it_setup_failed lighttpd
 }
 

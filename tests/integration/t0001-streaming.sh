@@ -12,8 +12,9 @@
 #   - static files come from the document root;
 #   - WebSocket upgrades on /api/websocket/, /ws/ and /socket/websocket reach
 #     the bridge's port (a stand-in echo server: tests/integration/ws-echo.mjs).
-# Then, when build/parley.fcgi is built, GET /api/health answers 200 JSON
-# through each setup. The shared-hosting .htaccess is checked too: routing
+# Then, when build/parley.fcgi is built, through each setup: GET /api/health
+# answers 200 JSON, and a chat answer (POST /api/chat/send, seed 004) from
+# the simulated LLM, 6 tokens 150 ms apart, arrives token by token. The shared-hosting .htaccess is checked too: routing
 # and SetEnv work; its SSE timing is only reported (the host's default
 # output buffering collects it, as apache-conf/htaccess-shared-hosting says).
 #
@@ -21,6 +22,7 @@
 cd "$(dirname "$0")/../.."
 . tests/integration/lib.sh
 it_init
+it_fake_llm
 
 STREAM_APP=$BUILD/tests/fcgi-stream
 PARLEY_APP=$BUILD/parley.fcgi
@@ -93,6 +95,18 @@ check_health() {
         "$SETUP_DIR/health.out" || { echo "body is not a JSON object"; return 1; }
 }
 
+# A seed 004 chat answer from parley.fcgi: 6 tokens 150 ms apart from the
+# simulated LLM, each a "data:" event. Only these are measured (the client
+# leaves after them): what the app does at the end is its own tests' job.
+check_chat_stream() {
+    _s=$(curl -fsS -m 10 -H 'Content-Type: application/json' -d '{"kind":"sse"}' "$BASE/api/chat/sessions") \
+        || { echo "POST /api/chat/sessions failed: $_s"; return 1; }
+    _id=$(jget "$_s" session_id)
+    node tests/integration/sse-times.mjs "$BASE/api/chat/send" \
+        --post "{\"conversationId\":\"$_id\",\"content\":\"Stream test $name [[fake tokens=6 token_ms=150 first_ms=0]]\"}" \
+        --stop-after 6 --min-events 6 --min-spread 600 --max-spread 2500
+}
+
 for setup in fcgid proxy_fcgi lighttpd; do
     name=$(echo "$setup" | tr _ -)
     start_$setup "$STREAM_APP"
@@ -104,6 +118,7 @@ for setup in fcgid proxy_fcgi lighttpd; do
     if [ -x "$PARLEY_APP" ]; then
         start_$setup "$PARLEY_APP"
         ok "$name: parley.fcgi answers GET /api/health with 200 JSON" check_health
+        ok "$name: parley.fcgi streams a chat answer token by token (POST /api/chat/send)" check_chat_stream
         stop_setup
     else
         it_log "$PARLEY_APP is not built yet: /api/health through $name not checked"
