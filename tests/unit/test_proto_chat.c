@@ -155,7 +155,7 @@ static const char *ftype(json_t *o)
 /* The exact text of o's JSON, as frames carry it (new string). */
 static char *dump(json_t *o)
 {
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *s = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
     json_decref(o);
     return s;
 }
