@@ -152,7 +152,6 @@ if [ ! -x "$APP" ]; then
 fi
 IT_HTTP_PORT=$PORT
 IT_DB=$PARLEY_DB
-IT_THREADS=16
 WS_PORT=$(free_port)
 IT_NO_WS=1
 if [ -x "$BUILD/parley-ws" ]; then

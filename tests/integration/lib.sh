@@ -8,7 +8,7 @@
 #   it_init                          temp dir, cleanup trap, app user
 #   it_fake_llm                      FAKE_LLM_URL (reused if set, else started)
 #   start_fcgid APP                  Apache + mod_fcgid spawning APP
-#   start_proxy_fcgi APP             APP --socket (threaded) + Apache mod_proxy_fcgi
+#   start_proxy_fcgi APP             APP as parley-fcgi.service starts it + mod_proxy_fcgi
 #   start_lighttpd APP               lighttpd + mod_fastcgi spawning APP
 #   start_htaccess APP               Apache + mod_fcgid, AllowOverride, .htaccess
 #       APP is a FastCGI program (build/parley.fcgi or build/tests/fcgi-stream);
@@ -294,18 +294,21 @@ start_fcgid() {
     apache_run mod_fcgid
 }
 
-# The FastCGI program as an external threaded server on a unix socket, the
-# way parley-fcgi.service starts it, + Apache mod_proxy_fcgi.
+# The FastCGI program as an external threaded server on a unix socket,
+# started with the Environment= and ExecStart= lines of the shipped
+# apache-conf/parley-fcgi.service, + Apache mod_proxy_fcgi.
 start_proxy_fcgi() {
     it_setup_dir proxy-fcgi "$1"
     it_subst apache-conf/parley-proxy-fcgi.conf "$SETUP_DIR/conf/parley-proxy-fcgi.conf"
     it_subst apache-conf/parley-websocket.conf "$SETUP_DIR/conf/parley-websocket.conf"
+    it_subst apache-conf/parley-fcgi.service "$SETUP_DIR/conf/parley-fcgi.service"
+    _env=$(sed -n 's/^Environment=//p' "$SETUP_DIR/conf/parley-fcgi.service")
+    _exec=$(sed -n 's/^ExecStart=//p' "$SETUP_DIR/conf/parley-fcgi.service")
+    [ -n "$_exec" ] || it_die "parley-fcgi.service has no ExecStart= line"
     it_own "$SETUP_DIR"
     # shellcheck disable=SC2086
-    it_bg "$SETUP_DIR/logs/app.log" $AS_APP env PARLEY_DB="$PARLEY_DB" OLLAMA_SERVER="$OLLAMA_SERVER" \
-        ${IT_APP_CONFIG:+PARLEY_CONFIG="$IT_APP_CONFIG"} \
-        "$PARLEY_BIN/parley.fcgi" --socket "$PARLEY_SOCKET" --threads "${IT_THREADS:-4}"
-    it_wait_socket "$PARLEY_SOCKET" || it_setup_failed "parley.fcgi --socket"
+    it_bg "$SETUP_DIR/logs/app.log" $AS_APP env $_env ${IT_APP_CONFIG:+PARLEY_CONFIG="$IT_APP_CONFIG"} $_exec
+    it_wait_socket "$PARLEY_SOCKET" || it_setup_failed "parley.fcgi --socket (ExecStart of parley-fcgi.service)"
     APACHE_INCLUDES="parley-proxy-fcgi.conf ${IT_NO_WS:+#}parley-websocket.conf"
     apache_conf proxy proxy_fcgi proxy_http
     apache_run mod_proxy_fcgi

@@ -7,6 +7,7 @@
  *                                     lighttpd bin-path or spawn-fcgi)
  *   fcgi-stream --socket PATH         listen on a unix socket (external server)
  *   fcgi-stream --listen [HOST]:PORT  listen on TCP
+ *   [--socket-mode MODE]              chmod of the unix socket (octal)
  *   [--threads N]                     N accept threads (default 1)
  *
  * Answers (the path is the end of REQUEST_URI, whatever prefix routed it):
@@ -32,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -168,19 +170,22 @@ static void *worker(void *arg)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: fcgi-stream [--socket PATH | --listen [HOST]:PORT] [--threads N]\n");
+    fprintf(stderr, "usage: fcgi-stream [--socket PATH [--socket-mode MODE] | --listen [HOST]:PORT]"
+                    " [--threads N]\n");
     return 2;
 }
 
 int main(int argc, char **argv)
 {
-    const char *bind_to = NULL;
+    const char *bind_to = NULL, *mode = NULL;
     int threads = 1;
     pthread_t tids[64];
 
     for (int i = 1; i < argc; i++) {
         if ((strcmp(argv[i], "--socket") == 0 || strcmp(argv[i], "--listen") == 0) && i + 1 < argc)
             bind_to = argv[++i];
+        else if (strcmp(argv[i], "--socket-mode") == 0 && i + 1 < argc)
+            mode = argv[++i];
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
             threads = atoi(argv[++i]);
         else
@@ -199,6 +204,10 @@ int main(int argc, char **argv)
         listen_fd = FCGX_OpenSocket(bind_to, 128);
         if (listen_fd < 0) {
             fprintf(stderr, "fcgi-stream: cannot listen on %s: %s\n", bind_to, strerror(errno));
+            return 1;
+        }
+        if (mode && bind_to[0] == '/' && chmod(bind_to, (mode_t)strtol(mode, NULL, 8)) != 0) {
+            fprintf(stderr, "fcgi-stream: chmod %s: %s\n", bind_to, strerror(errno));
             return 1;
         }
     }
