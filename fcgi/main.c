@@ -46,6 +46,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -459,12 +460,48 @@ static int parse_count(const char *s, int min, int max, int *out)
     return 0;
 }
 
+/* 0 if path may become our socket: absent, or a socket nobody listens on
+ * (left by a crash). libfcgi unlinks whatever is there, so a live server's
+ * socket or any other kind of file is refused here first. */
+static int socket_path_free(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : -1;
+    if (!S_ISSOCK(st.st_mode)) {
+        fprintf(stderr, "parley.fcgi: %s exists and is not a socket: not replacing it\n", path);
+        return -1;
+    }
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sa.sun_path) {
+        fprintf(stderr, "parley.fcgi: socket path too long: %s\n", path);
+        return -1;
+    }
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int live = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    if (live) {
+        fprintf(stderr, "parley.fcgi: another server is listening on %s\n", path);
+        return -1;
+    }
+    return 0;
+}
+
 /* Opens --socket / --listen. The socket file is created under umask 077 and
- * then given mode, so it is never reachable by others in between. */
-static int open_listener(const char *sock_path, const char *listen_addr, mode_t mode, int backlog)
+ * then given mode, so it is never reachable by others in between; *ino
+ * identifies it so that only our own file is removed at exit. */
+static int open_listener(const char *sock_path, const char *listen_addr, mode_t mode, int backlog,
+                         struct stat *ino)
 {
     int fd;
     if (sock_path) {
+        if (socket_path_free(sock_path) < 0)
+            return -1;
         mode_t old = umask(077);
         fd = FCGX_OpenSocket(sock_path, backlog);
         umask(old);
@@ -472,7 +509,7 @@ static int open_listener(const char *sock_path, const char *listen_addr, mode_t 
             fprintf(stderr, "parley.fcgi: cannot listen on %s: %s\n", sock_path, strerror(errno));
             return -1;
         }
-        if (chmod(sock_path, mode) < 0) {
+        if (chmod(sock_path, mode) < 0 || stat(sock_path, ino) < 0) {
             fprintf(stderr, "parley.fcgi: chmod %s: %s\n", sock_path, strerror(errno));
             close(fd);
             return -1;
@@ -487,10 +524,20 @@ static int open_listener(const char *sock_path, const char *listen_addr, mode_t 
     return fd;
 }
 
+/* Removes our socket file, if it is still ours. */
+static void remove_socket(const char *path, const struct stat *ino)
+{
+    struct stat st;
+    if (path && stat(path, &st) == 0 && st.st_ino == ino->st_ino && st.st_dev == ino->st_dev)
+        unlink(path);
+}
+
 int main(int argc, char **argv)
 {
     const char *sock_path = NULL, *listen_addr = NULL;
     mode_t sock_mode = 0660;
+    struct stat sock_ino;
+    memset(&sock_ino, 0, sizeof sock_ino);
     int threads = DEFAULT_THREADS, backlog = DEFAULT_BACKLOG;
     const char *env_threads = getenv(THREADS_ENV);
     if (env_threads && *env_threads && parse_count(env_threads, 1, MAX_THREADS, &threads) < 0) {
@@ -565,7 +612,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);             /* writes to a gone client return EPIPE */
 
     if (sock_path || listen_addr) {
-        listen_fd = open_listener(sock_path, listen_addr, sock_mode, backlog);
+        listen_fd = open_listener(sock_path, listen_addr, sock_mode, backlog, &sock_ino);
         if (listen_fd < 0)
             return 1;
     } else {
@@ -655,15 +702,13 @@ int main(int argc, char **argv)
     if (timed_out) {
         fprintf(stderr, "parley.fcgi[%ld]: %d request(s) still running after %d s: exiting\n",
                 (long)getpid(), workers_alive, SHUTDOWN_GRACE_S);
-        if (sock_path)
-            unlink(sock_path);
+        remove_socket(sock_path, &sock_ino);
         _exit(fatal ? 1 : 0);
     }
     for (int i = 0; i < started; i++)
         pthread_join(ws[i].th, NULL);
     free(ws);
-    if (sock_path)
-        unlink(sock_path);
+    remove_socket(sock_path, &sock_ino);
     bell_close(g_bell);
     config_cleanup(&g_cfg);
     fprintf(stderr, "parley.fcgi[%ld]: stopped\n", (long)getpid());
