@@ -125,7 +125,7 @@ static int chat_find(struct request *r, const char *id, struct conversation *c)
     return -1;
 }
 
-static size_t utf8_chars(const char *s)
+static size_t chat_utf8_chars(const char *s)
 {
     size_t n = 0;
     for (const unsigned char *p = (const unsigned char *)s; *p; p++)
@@ -173,7 +173,7 @@ int h_session_create(struct request *r)
     json_t *metadata = json_object_get(r->json, "metadata");
     json_t *kind = json_object_get(r->json, "kind");
     if (title && !json_is_null(title) &&
-        (!json_is_string(title) || utf8_chars(json_string_value(title)) > CHAT_TITLE_MAX))
+        (!json_is_string(title) || chat_utf8_chars(json_string_value(title)) > CHAT_TITLE_MAX))
         return res_error(r, 400, "title must be a string of at most %d characters", CHAT_TITLE_MAX);
     if (settings && !json_is_null(settings) && !json_is_object(settings))
         return res_error(r, 400, "settings must be an object");

@@ -98,7 +98,7 @@ static void utf8_scrub(char *s)
     }
 }
 
-static int hexval(char c)
+static int pct_hexval(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -121,7 +121,7 @@ static long pct_decode(const char *s, size_t n, char *out, size_t outlen, int pl
             int h, l;
             if (i + 2 >= n)
                 return -1;
-            if ((h = hexval(s[i + 1])) < 0 || (l = hexval(s[i + 2])) < 0)
+            if ((h = pct_hexval(s[i + 1])) < 0 || (l = pct_hexval(s[i + 2])) < 0)
                 return -1;
             c = (char)(h * 16 + l);
             i += 2;
@@ -140,7 +140,7 @@ static long pct_decode(const char *s, size_t n, char *out, size_t outlen, int pl
 
 /* ---- response helpers ---- */
 
-static int is_head(const struct request *r)
+static int req_is_head(const struct request *r)
 {
     return r->method && strcmp(r->method, "HEAD") == 0;
 }
@@ -192,7 +192,7 @@ int res_write(struct request *r, const char *data, size_t len)
 {
     if (!r->res->started || r->res->finished)
         return -1;
-    if (is_head(r))
+    if (req_is_head(r))
         return r->res->gone ? -1 : 0;
     return raw_write(r, data, len);
 }
@@ -428,7 +428,7 @@ static int route_match(const char *pat, const char *path, struct captures *cap)
     }
 }
 
-static void append(char *dst, size_t len, const char *s)
+static void hdr_append(char *dst, size_t len, const char *s)
 {
     size_t n = strlen(dst);
     if (n < len)
@@ -448,8 +448,8 @@ static void add_method(char *list, size_t len, const char *m)
             p++;
     }
     if (*list)
-        append(list, len, ", ");
-    append(list, len, m);
+        hdr_append(list, len, ", ");
+    hdr_append(list, len, m);
 }
 
 /* 1 if origin is in cfg's allow-list (NULL list: any). */
@@ -501,13 +501,13 @@ static int json_media_type(const char *ct)
 }
 
 /* The path for messages: truncated, printable. */
-static void shown_path(const struct request *r, char *out, size_t len)
+static void dispatch_shown_path(const struct request *r, char *out, size_t len)
 {
     snprintf(out, len, "%.200s%s", r->path, strlen(r->path) > 200 ? "..." : "");
 }
 
 /* Sets up r->user from a token. Returns 0, or -1 with the 401 written. */
-static int authenticate(struct request *r, int required)
+static int dispatch_auth(struct request *r, int required)
 {
     const struct parley_config *cfg = r->ctx ? r->ctx->cfg : NULL;
     if (!cfg || config_open_mode(cfg))
@@ -522,14 +522,14 @@ static int authenticate(struct request *r, int required)
     if (ar == AUTH_OK)
         return 0;
     r->user[0] = '\0';
-    append(r->res->extra_headers, sizeof r->res->extra_headers,
+    hdr_append(r->res->extra_headers, sizeof r->res->extra_headers,
            ar == AUTH_MISSING ? "WWW-Authenticate: Bearer\r\n"
                               : "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n");
     res_error(r, 401, "Unauthorized: %s", auth_message(ar));
     return -1;
 }
 
-static void preflight(struct request *r, const char *allow)
+static void dispatch_preflight(struct request *r, const char *allow)
 {
     char extra[512];
     snprintf(extra, sizeof extra,
@@ -560,19 +560,19 @@ void http_dispatch(struct request *r)
     if (!r->peer[0])
         snprintf(r->peer, sizeof r->peer, "ip:%.100s",
                  r->remote_addr && *r->remote_addr ? r->remote_addr : "unknown");
-    shown_path(r, shown, sizeof shown);
+    dispatch_shown_path(r, shown, sizeof shown);
 
     /* CORS: every response says it varies by Origin; an allowed origin is
      * echoed so that browsers let the page read the response. */
     const char *origin = r->origin && *r->origin ? r->origin : NULL;
     int origin_ok = !origin || origin_allowed(cfg, origin);
     res->extra_headers[0] = '\0';
-    append(res->extra_headers, sizeof res->extra_headers, "Vary: Origin\r\nX-Content-Type-Options: nosniff\r\n");
+    hdr_append(res->extra_headers, sizeof res->extra_headers, "Vary: Origin\r\nX-Content-Type-Options: nosniff\r\n");
     if (origin && origin_ok && strlen(origin) < 300 && !strpbrk(origin, "\r\n")) {
         char h[400];
         snprintf(h, sizeof h, "Access-Control-Allow-Origin: %s\r\n"
                  "Access-Control-Expose-Headers: Content-Disposition, Retry-After\r\n", origin);
-        append(res->extra_headers, sizeof res->extra_headers, h);
+        hdr_append(res->extra_headers, sizeof res->extra_headers, h);
     }
 
     /* Route lookup: the first route whose path and method match; the
@@ -608,13 +608,13 @@ void http_dispatch(struct request *r)
         goto done;
     }
     if (strcmp(r->method, "OPTIONS") == 0) {
-        preflight(r, allow);
+        dispatch_preflight(r, allow);
         goto done;
     }
     if (!hit) {
         char h[160];
         snprintf(h, sizeof h, "Allow: %s\r\n", allow);
-        append(res->extra_headers, sizeof res->extra_headers, h);
+        hdr_append(res->extra_headers, sizeof res->extra_headers, h);
         res_error(r, 405, "Method %.16s not allowed on %s (allowed: %s)", r->method, shown, allow);
         goto done;
     }
@@ -630,7 +630,7 @@ void http_dispatch(struct request *r)
                   HTTP_MAX_BODY);
         goto done;
     }
-    if ((hit->flags & (F_AUTH | F_USER)) && authenticate(r, hit->flags & F_AUTH) < 0)
+    if ((hit->flags & (F_AUTH | F_USER)) && dispatch_auth(r, hit->flags & F_AUTH) < 0)
         goto done;
     if (r->user[0])
         snprintf(r->peer, sizeof r->peer, "user:%.120s", r->user);
