@@ -1,0 +1,245 @@
+/* bridge.h — parley-ws, the WebSocket bridge: what its files share.
+ *
+ * Threads (docs/ws-bridge.md draws them):
+ *   service  the lws event loop (the main thread). The ONLY thread that
+ *            touches a struct lws: accepts, turns client frames into tasks,
+ *            writes one queued frame per SERVER_WRITEABLE, closes.  service.c
+ *   workers  --workers threads, each with its own parley_db. They run a
+ *            connection's tasks in order and never two of one connection
+ *            at once (proto_open, proto_message, pumps), and channel pumps
+ *            (one event-log read formatted for every follower).   sched.c
+ *   watcher  sleeps on bell_wait_any(); finds the followed channels whose
+ *            bell moved and schedules their pumps; lease checks.  sched.c
+ *   gen      at most --gen-threads generations run at once
+ *            (proto_job_run), each thread with its own parley_db; the rest
+ *            wait in a queue whose leases are kept (proto_job_hold). gen.c
+ *   signals  sigwait(): SIGTERM/SIGINT stop, SIGHUP reopens the log. main.c
+ * Other threads never call into lws except lws_cancel_service(): they queue
+ * frames on a connection and put it on the notify list (conn_notify), and
+ * the service thread asks for a writable callback.
+ */
+#ifndef PARLEY_WS_BRIDGE_H
+#define PARLEY_WS_BRIDGE_H
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <libwebsockets.h>
+#include "proto.h"
+
+/* ---- options (main.c) ---- */
+struct bridge_opts {
+    const char *host;          /* --listen HOST:PORT (127.0.0.1:8081) */
+    int port;
+    const char *socket_path;   /* --socket PATH: a unix socket instead */
+    int workers;               /* --workers (4) */
+    int gen_threads;           /* --gen-threads (16) */
+    size_t max_message;        /* --max-frame BYTES (65536): a bigger client message closes 1009 */
+    int ping_s;                /* --ping SECS (30): WebSocket PING after this much silence */
+    const char *log_path;      /* --log FILE (stderr) */
+    const char *stats_path;    /* --stats-file FILE (<PARLEY_DB>-ws.prom; "-" none) */
+    int stats_every_s;         /* how often it is rewritten (5) */
+    int drain_s;               /* --drain SECS (10): wait for running generations at exit */
+    int out_high;              /* frames queued above which log reading pauses (64) */
+    size_t out_high_bytes;     /* same in bytes (256 KiB) */
+    int out_hard;              /* frames queued above which the client is closed 1008 (256) */
+    size_t out_hard_bytes;     /* same in bytes (1 MiB) */
+    int stall_s;               /* queued frames not written for this long: 1008 (30) */
+    int top_users;             /* per-user byte counters shown in /metrics (10) */
+};
+
+/* ---- a frame waiting to be written: LWS_PRE bytes of headroom, then text ---- */
+struct frame {
+    struct frame *next;
+    size_t len;
+    unsigned char buf[];       /* LWS_PRE + len */
+};
+
+/* ---- tasks a connection's worker runs in order ---- */
+enum task_kind { T_OPEN, T_MESSAGE, T_PUMP, T_CLOSE };
+struct task {
+    struct task *next;
+    enum task_kind kind;
+    size_t len;
+    char text[];               /* T_MESSAGE: the client's text, NUL-terminated */
+};
+
+struct chan;
+struct ustat;
+struct bridge;
+
+/* One WebSocket connection. Allocated at ESTABLISHED, freed when the last
+ * reference goes (the service thread, the scheduler and the notify list
+ * each hold one while they point at it). */
+struct wsconn {
+    struct bridge *br;
+    int refs;                          /* atomic */
+
+    /* ---- service thread only ---- */
+    struct lws *wsi;                   /* NULL after CLOSED */
+    struct wsconn *snext, *sprev;      /* live connections (sweep, shutdown) */
+    int64_t last_active_ms;            /* last client message or frame sent */
+    int64_t last_write_ms;             /* last frame written */
+    unsigned char *rx;                 /* message being assembled */
+    size_t rx_len, rx_cap;
+    struct ustat *ustat;               /* per-user byte counter */
+    char *open_path;                   /* path?query for proto_open; the T_OPEN worker frees it */
+    unsigned closing : 1;              /* a close was requested; no more tasks */
+    unsigned counted : 1;              /* counts against WEBSOCKET_MAX_CONNECTIONS */
+
+    /* ---- atomics ---- */
+    int rx_paused;                     /* lws_rx_flow_control(0): tasks piled up */
+    int pump_hint;                     /* a pump waits for the queue to drain */
+    int gone;                          /* the wsi closed: no more pumps */
+
+    /* ---- {mu}: out queue and close request, shared with workers ---- */
+    pthread_mutex_t mu;
+    struct frame *out_head, *out_tail;
+    int out_n;
+    size_t out_bytes;
+    int close_code;                    /* != 0: close after the queue drains */
+    char close_reason[124];
+    int64_t stalled_since_ms;          /* queue non-empty and not drained since */
+
+    /* ---- {br->notify_mu} ---- */
+    struct wsconn *nnext;
+    int notify_pending;
+
+    /* ---- {br->mu}: scheduling ---- */
+    struct wsconn *rnext;              /* ready queue */
+    struct task *task_head, *task_tail;
+    int ntasks;
+    unsigned queued : 1, running : 1, want_pump : 1;
+    struct chan *chan;                 /* channel followed, in the registry */
+    int chan_idx;                      /* index in chan->subs */
+
+    /* ---- the worker running this connection (running == 1) ---- */
+    struct proto_conn pc;
+    int opened;                        /* proto_open ran (pc to clean up) */
+    char user[128];                    /* set by the service thread before T_OPEN */
+    char peer[80];
+};
+
+/* A channel some connections follow (registry, {br->mu}). */
+struct chan {
+    struct chan *hnext;                /* hash chain */
+    struct chan *rnext;                /* ready queue of channel pumps */
+    char *name;
+    struct wsconn **subs;
+    int nsubs, cap;
+    uint32_t seen;                     /* the bell value the watcher last acted on */
+    int64_t moved_ms;                  /* when the watcher last saw it move */
+    unsigned queued : 1, running : 1, dirty : 1, check_lease : 1;
+};
+
+#define CHAN_BUCKETS 1024
+
+struct bridge {
+    struct bridge_opts opt;
+    struct parley_config cfg;
+    parley_bell *bell;
+    struct lws_context *lws;
+    volatile int stopping;             /* set by the signal thread */
+
+    /* service thread */
+    struct wsconn *live;               /* list of live connections */
+    int nlive;                         /* in the list */
+    int nopen;                         /* counted ones (limit) */
+    int shutdown_started;
+    int64_t shutdown_deadline_ms;
+    int service_done;
+    lws_sorted_usec_list_t sweep_sul;
+
+    /* notify list: workers -> service thread */
+    pthread_mutex_t notify_mu;
+    struct wsconn *notify_head;
+
+    /* scheduler, registry, watcher (sched.c) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct wsconn *rq_head, *rq_tail;
+    struct chan *cq_head, *cq_tail;
+    struct chan *chans[CHAN_BUCKETS];
+    int nchans;
+    int hold_due;                      /* a worker should hold waiting generations */
+    int sched_stop;
+    pthread_t *worker_th;
+    int nworkers;
+    pthread_t watcher_th;
+    int watcher_started;
+
+    /* generations (gen.c) */
+    struct gen_pool *gen;
+};
+
+/* ---- conn.c ---- */
+struct wsconn *conn_new(struct bridge *br, struct lws *wsi);
+void conn_ref(struct wsconn *c);
+/* Drops a reference; the last frees everything (pc must be cleaned). */
+void conn_unref(struct wsconn *c);
+/* Moves fr's frames to the out queue (fr is left empty) and notifies the
+ * service thread. Over the hard cap the queue is dropped and the
+ * connection closes 1008 "slow consumer". Any thread. */
+void conn_post(struct wsconn *c, struct proto_frames *fr);
+/* Asks the service thread to close after the queued frames (drop: at
+ * once, dropping them). The first request wins. Any thread. */
+void conn_request_close(struct wsconn *c, int code, const char *reason, int drop);
+/* Queued frames (any thread, takes mu). */
+int conn_out_count(struct wsconn *c, size_t *bytes);
+/* Puts c on the service thread's notify list and wakes the loop. */
+void conn_notify(struct wsconn *c);
+/* Service thread: the next frame to write (new, caller frees), or NULL. */
+struct frame *conn_pop(struct wsconn *c, int *left);
+
+/* ---- sched.c ---- */
+int sched_start(struct bridge *br);
+/* Lets the workers finish their queues, then stops them and the watcher. */
+void sched_stop(struct bridge *br);
+/* Service thread: queues a task for c (text copied). Returns the number of
+ * tasks now pending, or -1 (out of memory, or c is gone). */
+int sched_task(struct wsconn *c, enum task_kind kind, const void *text, size_t len);
+/* Service thread: c's out queue went below the low mark: catch up on the log. */
+void sched_drained(struct wsconn *c);
+/* Pending tasks of c (any thread). */
+int sched_pending(struct wsconn *c);
+
+/* ---- gen.c ---- */
+int gen_start(struct bridge *br);
+/* Takes the job (steals): runs it when a generation thread is free. */
+void gen_submit(struct bridge *br, struct proto_job *job);
+/* Worker: holds the leases of jobs waiting longer than lease/4. */
+void gen_hold_waiting(struct bridge *br, struct parley_ctx *ctx);
+int gen_waiting(struct bridge *br);
+/* Waits up to drain_s for running and waiting jobs; 0 when all ended,
+ * -1 when some still run (the caller must not free what they use). */
+int gen_stop(struct bridge *br, int drain_s);
+
+/* ---- service.c ---- */
+extern const struct lws_protocols bridge_protocols[];
+
+/* ---- metrics.c ---- */
+enum close_why { CW_CLIENT, CW_IDLE, CW_SLOW, CW_TOO_BIG, CW_BINARY, CW_ADAPTER, CW_SHUTDOWN,
+                 CW_MAX_CONN, CW_AUTH, CW_ERROR, CW_COUNT };
+enum refuse_why { RF_NOT_FOUND, RF_ORIGIN, RF_COUNT };
+void metrics_init(void);
+void metrics_cleanup(void);
+void metrics_accepted(void);
+void metrics_open_delta(int d);
+void metrics_refused(enum refuse_why w);
+void metrics_closed(enum close_why w);
+void metrics_received(size_t bytes);
+void metrics_sent(struct ustat *u, size_t bytes);
+void metrics_error(const char *kind);
+void metrics_gen_queue(int waiting_delta, int running_delta);
+/* Counts a job's end once per job (done: latency histograms; error: kind). */
+void metrics_job_event(const struct evlog_event *ev);
+/* The per-user counter for user ("" = anonymous); never freed before exit. */
+struct ustat *metrics_user(const char *user);
+/* Prometheus text (new string). */
+char *metrics_render(const struct bridge *br);
+/* Writes the text to path atomically (path.tmp + rename). 0 / -1. */
+int metrics_write_file(const struct bridge *br, const char *path);
+
+/* ---- main.c ---- */
+void wslog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int64_t bridge_now_ms(void);
+#endif

@@ -1,0 +1,339 @@
+/* metrics.c — the bridge's counters and their Prometheus text (/metrics on
+ * the bridge's own port, and the same text in a stats file the FastCGI app
+ * can merge into /api/metrics without a network call).
+ *
+ * Counters are 64-bit atomics, bumped from any thread. Per-user byte
+ * counters live in a table that only grows (at most MAX_USERS entries; the
+ * rest count under user="(other)"), so a connection keeps a plain pointer
+ * to its entry. Generation latency comes from the jobs' done events as the
+ * bridge reads them (each job counted once), so a generation run by a
+ * FastCGI process that WebSocket clients watch is measured too.
+ */
+#include "bridge.h"
+#include "util.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_USERS 4096
+#define SEEN_JOBS 512
+
+struct ustat {
+    struct ustat *next;
+    uint64_t bytes;            /* atomic */
+    uint64_t frames;           /* atomic */
+    char name[];
+};
+
+static const double buckets[] = { 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120 };
+#define NBUCKETS (sizeof buckets / sizeof buckets[0])
+
+struct histo {
+    uint64_t le[NBUCKETS];     /* cumulative at render time; stored per bucket */
+    uint64_t count;
+    double sum;
+};
+
+static struct {
+    uint64_t accepted, open, received, received_bytes, sent, sent_bytes;
+    uint64_t refused[RF_COUNT], closed[CW_COUNT];
+    int64_t gen_waiting, gen_running;
+    uint64_t gen_done;
+    pthread_mutex_t mu;        /* users, errors, histograms, seen jobs */
+    struct ustat *users;
+    int nusers;
+    struct ustat *other;
+    json_t *errors;            /* kind -> count */
+    json_t *gen_errors;        /* kind -> count */
+    struct histo ttft, total;
+    int64_t seen[SEEN_JOBS];
+    int nseen;
+} M = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+static const char *close_names[CW_COUNT] = {
+    "client", "idle_timeout", "slow_consumer", "message_too_big", "binary_message",
+    "protocol", "shutdown", "too_many_connections", "unauthorized", "error"
+};
+static const char *refuse_names[RF_COUNT] = { "not_found", "origin" };
+
+static void add(uint64_t *p, uint64_t v)
+{
+    __atomic_add_fetch(p, v, __ATOMIC_RELAXED);
+}
+
+static uint64_t get(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+void metrics_init(void)
+{
+    pthread_mutex_lock(&M.mu);
+    if (!M.errors)
+        M.errors = json_object();
+    if (!M.gen_errors)
+        M.gen_errors = json_object();
+    pthread_mutex_unlock(&M.mu);
+}
+
+void metrics_cleanup(void)
+{
+    pthread_mutex_lock(&M.mu);
+    while (M.users) {
+        struct ustat *u = M.users;
+        M.users = u->next;
+        free(u);
+    }
+    M.nusers = 0;
+    M.other = NULL;
+    json_decref(M.errors);
+    json_decref(M.gen_errors);
+    M.errors = M.gen_errors = NULL;
+    pthread_mutex_unlock(&M.mu);
+}
+
+void metrics_accepted(void) { add(&M.accepted, 1); }
+void metrics_open_delta(int d) { __atomic_add_fetch(&M.open, (uint64_t)(int64_t)d, __ATOMIC_RELAXED); }
+void metrics_refused(enum refuse_why w) { add(&M.refused[w], 1); }
+void metrics_closed(enum close_why w) { add(&M.closed[w], 1); }
+
+void metrics_received(size_t bytes)
+{
+    add(&M.received, 1);
+    add(&M.received_bytes, bytes);
+}
+
+void metrics_sent(struct ustat *u, size_t bytes)
+{
+    add(&M.sent, 1);
+    add(&M.sent_bytes, bytes);
+    if (u) {
+        add(&u->frames, 1);
+        add(&u->bytes, bytes);
+    }
+}
+
+static void bump(json_t *obj, const char *kind)
+{
+    if (!obj)
+        return;
+    json_t *v = json_object_get(obj, kind);
+    json_object_set_new(obj, kind, json_integer(json_integer_value(v) + 1));
+}
+
+void metrics_error(const char *kind)
+{
+    pthread_mutex_lock(&M.mu);
+    bump(M.errors, kind);
+    pthread_mutex_unlock(&M.mu);
+}
+
+void metrics_gen_queue(int waiting_delta, int running_delta)
+{
+    __atomic_add_fetch(&M.gen_waiting, waiting_delta, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&M.gen_running, running_delta, __ATOMIC_RELAXED);
+}
+
+static void observe(struct histo *h, double secs)
+{
+    for (size_t i = 0; i < NBUCKETS; i++)
+        if (secs <= buckets[i]) {
+            h->le[i]++;
+            break;
+        }
+    h->count++;
+    h->sum += secs;
+}
+
+void metrics_job_event(const struct evlog_event *ev)
+{
+    if (ev->job_id <= 0)
+        return;
+    pthread_mutex_lock(&M.mu);
+    for (int i = 0; i < M.nseen && i < SEEN_JOBS; i++)
+        if (M.seen[i] == ev->job_id) {
+            pthread_mutex_unlock(&M.mu);
+            return;
+        }
+    M.seen[M.nseen++ % SEEN_JOBS] = ev->job_id;
+    if (M.nseen >= 2 * SEEN_JOBS)
+        M.nseen = SEEN_JOBS;
+    json_t *d = json_loadb(ev->data, ev->data_len, 0, NULL);
+    if (!strcmp(ev->type, "done")) {
+        json_int_t first = json_integer_value(json_object_get(d, "first_token_ms"));
+        json_int_t total = json_integer_value(json_object_get(d, "processing_ms"));
+        if (json_object_get(d, "first_token_ms") && first >= 0)
+            observe(&M.ttft, (double)first / 1000.0);
+        observe(&M.total, (double)total / 1000.0);
+        M.gen_done++;
+    } else {
+        const char *kind = json_string_value(json_object_get(d, "kind"));
+        bump(M.gen_errors, kind && *kind ? kind : "unknown");
+    }
+    json_decref(d);
+    pthread_mutex_unlock(&M.mu);
+}
+
+struct ustat *metrics_user(const char *user)
+{
+    const char *name = user && *user ? user : "(anonymous)";
+    pthread_mutex_lock(&M.mu);
+    struct ustat *u;
+    for (u = M.users; u; u = u->next)
+        if (!strcmp(u->name, name))
+            break;
+    if (!u && M.nusers >= MAX_USERS) {
+        if (!M.other && (M.other = calloc(1, sizeof *M.other + 8))) {
+            strcpy(M.other->name, "(other)");
+            M.other->next = M.users;
+            M.users = M.other;
+        }
+        u = M.other;
+    } else if (!u && (u = calloc(1, sizeof *u + strlen(name) + 1))) {
+        strcpy(u->name, name);
+        u->next = M.users;
+        M.users = u;
+        M.nusers++;
+    }
+    pthread_mutex_unlock(&M.mu);
+    return u;
+}
+
+/* Prometheus label value: backslash, quote and newline escaped. */
+static void label(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            fputc('\\', f), fputc(*s, f);
+        else if (*s == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*s, f);
+    }
+}
+
+static int by_bytes(const void *a, const void *b)
+{
+    uint64_t x = get(&(*(struct ustat *const *)a)->bytes);
+    uint64_t y = get(&(*(struct ustat *const *)b)->bytes);
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static void histo_out(FILE *f, const char *name, const char *help, const struct histo *h)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        cum += h->le[i];
+        fprintf(f, "%s_bucket{le=\"%g\"} %llu\n", name, buckets[i], (unsigned long long)cum);
+    }
+    fprintf(f, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.3f\n%s_count %llu\n", name,
+            (unsigned long long)h->count, name, h->sum, name, (unsigned long long)h->count);
+}
+
+static void kinds_out(FILE *f, const char *name, const char *help, json_t *obj)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v) {
+        fprintf(f, "%s{kind=\"", name);
+        label(f, k);
+        fprintf(f, "\"} %lld\n", (long long)json_integer_value(v));
+    }
+}
+
+#define COUNTER(f, name, help, v) fprintf(f, "# HELP " name " " help "\n# TYPE " name \
+    " counter\n" name " %llu\n", (unsigned long long)(v))
+#define GAUGE(f, name, help, v) fprintf(f, "# HELP " name " " help "\n# TYPE " name \
+    " gauge\n" name " %lld\n", (long long)(v))
+
+char *metrics_render(const struct bridge *br)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return NULL;
+    GAUGE(f, "parley_ws_connections", "Open WebSocket connections.",
+          (int64_t)get(&M.open));
+    fprintf(f, "# HELP parley_ws_connections_max WEBSOCKET_MAX_CONNECTIONS.\n"
+               "# TYPE parley_ws_connections_max gauge\nparley_ws_connections_max %d\n",
+            br->cfg.ws_max_connections);
+    COUNTER(f, "parley_ws_connections_accepted_total", "WebSocket upgrades accepted.",
+            get(&M.accepted));
+    fprintf(f, "# HELP parley_ws_refused_total Upgrades refused before the handshake.\n"
+               "# TYPE parley_ws_refused_total counter\n");
+    for (int i = 0; i < RF_COUNT; i++)
+        fprintf(f, "parley_ws_refused_total{reason=\"%s\"} %llu\n", refuse_names[i],
+                (unsigned long long)get(&M.refused[i]));
+    fprintf(f, "# HELP parley_ws_closes_total Connections ended, by why.\n"
+               "# TYPE parley_ws_closes_total counter\n");
+    for (int i = 0; i < CW_COUNT; i++)
+        fprintf(f, "parley_ws_closes_total{reason=\"%s\"} %llu\n", close_names[i],
+                (unsigned long long)get(&M.closed[i]));
+    COUNTER(f, "parley_ws_messages_received_total", "Client messages received.",
+            get(&M.received));
+    COUNTER(f, "parley_ws_received_bytes_total", "Bytes of client messages.",
+            get(&M.received_bytes));
+    COUNTER(f, "parley_ws_messages_sent_total", "Frames sent to clients.", get(&M.sent));
+    COUNTER(f, "parley_ws_sent_bytes_total", "Bytes of frames sent to clients.",
+            get(&M.sent_bytes));
+    GAUGE(f, "parley_ws_generations_waiting", "Generations waiting for a thread.",
+          __atomic_load_n(&M.gen_waiting, __ATOMIC_RELAXED));
+    GAUGE(f, "parley_ws_generations_running", "Generations running in this bridge.",
+          __atomic_load_n(&M.gen_running, __ATOMIC_RELAXED));
+
+    pthread_mutex_lock(&M.mu);
+    struct ustat **v = M.nusers + 1 > 0 ? malloc(sizeof *v * (size_t)(M.nusers + 1)) : NULL;
+    int n = 0;
+    for (struct ustat *u = M.users; u && v; u = u->next)
+        v[n++] = u;
+    if (v)
+        qsort(v, (size_t)n, sizeof *v, by_bytes);
+    fprintf(f, "# HELP parley_ws_user_sent_bytes_total Bytes sent per user (the top %d).\n"
+               "# TYPE parley_ws_user_sent_bytes_total counter\n", br->opt.top_users);
+    for (int i = 0; i < n && i < br->opt.top_users; i++) {
+        fputs("parley_ws_user_sent_bytes_total{user=\"", f);
+        label(f, v[i]->name);
+        fprintf(f, "\"} %llu\n", (unsigned long long)get(&v[i]->bytes));
+    }
+    free(v);
+    histo_out(f, "parley_generation_first_token_seconds",
+              "Time to first token of finished generations on followed channels.", &M.ttft);
+    histo_out(f, "parley_generation_seconds",
+              "Total time of finished generations on followed channels.", &M.total);
+    kinds_out(f, "parley_generation_errors_total", "Failed generations by kind.", M.gen_errors);
+    kinds_out(f, "parley_ws_errors_total", "Bridge errors by kind.", M.errors);
+    pthread_mutex_unlock(&M.mu);
+    if (fclose(f) != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+int metrics_write_file(const struct bridge *br, const char *path)
+{
+    char *text = metrics_render(br);
+    if (!text)
+        return -1;
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    int rc = -1;
+    if (f) {
+        rc = fputs(text, f) < 0 ? -1 : 0;
+        if (fclose(f) != 0)
+            rc = -1;
+        if (rc == 0 && rename(tmp, path) != 0)
+            rc = -1;
+        if (rc < 0)
+            unlink(tmp);
+    }
+    free(text);
+    return rc;
+}

@@ -1,0 +1,659 @@
+/* sched.c — the bridge's workers, the registry of followed channels and
+ * the watcher that wakes them (bridge.h).
+ *
+ * Connections are actors: each has a FIFO of tasks, and a connection is on
+ * the ready queue at most once and run by at most one worker at a time
+ * (queued/running flags under br->mu), so its proto_conn never sees two
+ * threads. A channel pump also takes "running" on every follower it feeds,
+ * so it obeys the same rule; a follower that is busy is marked want_pump
+ * and catches up from its own cursor when its task ends.
+ *
+ * Flow control: log events are read for a connection only while fewer than
+ * --out-high frames wait for its socket; a slow reader's cursor simply lags
+ * (the log keeps the events) and its pump resumes when the service thread
+ * drains the queue (sched_drained). Nothing is dropped and memory stays
+ * bounded. Frames that are not from the log (replies) are bounded by the
+ * hard cap in conn_post.
+ *
+ * Lock order: br->mu, then c->mu, then the gen pool's and notify_mu.
+ */
+#include "bridge.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define READ_BATCH 256
+
+struct worker {
+    struct bridge *br;
+    struct parley_ctx ctx;
+    pthread_t th;
+};
+
+static struct worker *workers;
+
+/* ---- registry (br->mu held) ---- */
+
+static unsigned name_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h % CHAN_BUCKETS;
+}
+
+static struct chan *chan_get(struct bridge *br, const char *name)
+{
+    unsigned b = name_hash(name);
+    for (struct chan *ch = br->chans[b]; ch; ch = ch->hnext)
+        if (!strcmp(ch->name, name))
+            return ch;
+    struct chan *ch = calloc(1, sizeof *ch);
+    if (!ch || !(ch->name = strdup(name))) {
+        free(ch);
+        return NULL;
+    }
+    ch->seen = br->bell ? bell_peek(br->bell, name) : 0;
+    ch->moved_ms = mono_ms();
+    ch->hnext = br->chans[b];
+    br->chans[b] = ch;
+    br->nchans++;
+    return ch;
+}
+
+static void chan_maybe_free(struct bridge *br, struct chan *ch)
+{
+    if (ch->nsubs || ch->queued || ch->running)
+        return;
+    for (struct chan **pp = &br->chans[name_hash(ch->name)]; *pp; pp = &(*pp)->hnext)
+        if (*pp == ch) {
+            *pp = ch->hnext;
+            break;
+        }
+    br->nchans--;
+    free(ch->subs);
+    free(ch->name);
+    free(ch);
+}
+
+static void chan_remove(struct bridge *br, struct wsconn *c)
+{
+    struct chan *ch = c->chan;
+    if (!ch)
+        return;
+    int i = c->chan_idx;
+    ch->subs[i] = ch->subs[--ch->nsubs];
+    ch->subs[i]->chan_idx = i;
+    c->chan = NULL;
+    c->chan_idx = -1;
+    conn_unref(c);                      /* the registry's reference (never the last) */
+    chan_maybe_free(br, ch);
+}
+
+static int chan_add(struct bridge *br, struct wsconn *c, const char *name)
+{
+    struct chan *ch = chan_get(br, name);
+    if (!ch)
+        return -1;
+    if (ch->nsubs == ch->cap) {
+        int cap = ch->cap ? ch->cap * 2 : 4;
+        struct wsconn **n = realloc(ch->subs, sizeof *n * (size_t)cap);
+        if (!n) {
+            chan_maybe_free(br, ch);
+            return -1;
+        }
+        ch->subs = n;
+        ch->cap = cap;
+    }
+    conn_ref(c);
+    c->chan = ch;
+    c->chan_idx = ch->nsubs;
+    ch->subs[ch->nsubs++] = c;
+    return 0;
+}
+
+/* Makes the registry match what c's proto_conn follows (br->mu held; the
+ * caller runs c). */
+static void follow_sync_locked(struct bridge *br, struct wsconn *c)
+{
+    int gone = __atomic_load_n(&c->gone, __ATOMIC_ACQUIRE);
+    const char *want = !gone && c->opened && proto_following(&c->pc) ? c->pc.channel : NULL;
+    if (c->chan && (!want || strcmp(c->chan->name, want) != 0))
+        chan_remove(br, c);
+    if (want && !c->chan && chan_add(br, c, want) < 0)
+        metrics_error("out_of_memory");
+}
+
+static void follow_sync(struct bridge *br, struct wsconn *c)
+{
+    pthread_mutex_lock(&br->mu);
+    follow_sync_locked(br, c);
+    pthread_mutex_unlock(&br->mu);
+}
+
+/* ---- queues (br->mu held) ---- */
+
+static void enqueue_conn(struct bridge *br, struct wsconn *c)
+{
+    if (c->queued || c->running)
+        return;
+    c->queued = 1;
+    conn_ref(c);
+    c->rnext = NULL;
+    if (br->rq_tail)
+        br->rq_tail->rnext = c;
+    else
+        br->rq_head = c;
+    br->rq_tail = c;
+    pthread_cond_signal(&br->cv);
+}
+
+static void enqueue_chan(struct bridge *br, struct chan *ch)
+{
+    if (ch->running) {
+        ch->dirty = 1;
+        return;
+    }
+    if (ch->queued)
+        return;
+    ch->queued = 1;
+    ch->rnext = NULL;
+    if (br->cq_tail)
+        br->cq_tail->rnext = ch;
+    else
+        br->cq_head = ch;
+    br->cq_tail = ch;
+    pthread_cond_signal(&br->cv);
+}
+
+static int has_room(struct bridge *br, struct wsconn *c, int *room)
+{
+    size_t bytes;
+    int n = conn_out_count(c, &bytes);
+    if (room)
+        *room = br->opt.out_high - n;
+    return n < br->opt.out_high && bytes < br->opt.out_high_bytes;
+}
+
+/* After a worker ran c (br->mu held): registry, then requeue if needed. */
+static void finish_run_locked(struct bridge *br, struct wsconn *c)
+{
+    follow_sync_locked(br, c);
+    c->running = 0;
+    int gone = __atomic_load_n(&c->gone, __ATOMIC_ACQUIRE);
+    if (c->ntasks || (c->want_pump && !gone && has_room(br, c, NULL)))
+        enqueue_conn(br, c);
+}
+
+/* ---- service-thread entry points ---- */
+
+int sched_task(struct wsconn *c, enum task_kind kind, const void *text, size_t len)
+{
+    struct bridge *br = c->br;
+    struct task *t = malloc(sizeof *t + len + 1);
+    if (!t)
+        return -1;
+    t->next = NULL;
+    t->kind = kind;
+    t->len = len;
+    if (len)
+        memcpy(t->text, text, len);
+    t->text[len] = '\0';
+    pthread_mutex_lock(&br->mu);
+    if (kind == T_CLOSE)
+        __atomic_store_n(&c->gone, 1, __ATOMIC_RELEASE);
+    if (c->task_tail)
+        c->task_tail->next = t;
+    else
+        c->task_head = t;
+    c->task_tail = t;
+    int n = ++c->ntasks;
+    enqueue_conn(br, c);
+    pthread_mutex_unlock(&br->mu);
+    return n;
+}
+
+int sched_pending(struct wsconn *c)
+{
+    pthread_mutex_lock(&c->br->mu);
+    int n = c->ntasks;
+    pthread_mutex_unlock(&c->br->mu);
+    return n;
+}
+
+void sched_drained(struct wsconn *c)
+{
+    struct bridge *br = c->br;
+    pthread_mutex_lock(&br->mu);
+    __atomic_store_n(&c->pump_hint, 0, __ATOMIC_RELEASE);
+    if (c->want_pump && !__atomic_load_n(&c->gone, __ATOMIC_ACQUIRE))
+        enqueue_conn(br, c);
+    pthread_mutex_unlock(&br->mu);
+}
+
+/* ---- running a connection ---- */
+
+static void post(struct wsconn *c, struct proto_frames *fr)
+{
+    if (__atomic_load_n(&c->gone, __ATOMIC_ACQUIRE))
+        frames_free(fr);               /* nobody to send to */
+    else
+        conn_post(c, fr);
+}
+
+/* Marks c as wanting a pump once its queue drains. */
+static void want_more(struct bridge *br, struct wsconn *c)
+{
+    pthread_mutex_lock(&br->mu);
+    c->want_pump = 1;
+    pthread_mutex_unlock(&br->mu);
+    __atomic_store_n(&c->pump_hint, 1, __ATOMIC_RELEASE);
+    if (has_room(br, c, NULL))         /* it drained meanwhile */
+        sched_drained(c);
+}
+
+/* Fails the followed job when its owner's lease expired (the owner died):
+ * its viewers then get the error event instead of waiting forever. */
+static void lease_check(struct worker *w, int64_t job_id)
+{
+    struct job_info ji;
+    if (job_id > 0 && jobs_get(w->ctx.db, job_id, &ji) == 0 && !strcmp(ji.state, "running") &&
+        ji.lease_expires < now_ms())
+        jobs_recover(w->ctx.db, w->ctx.bell, now_ms());
+}
+
+static void note_events(const struct evlog_event *ev, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!strcmp(ev[i].type, "done") || !strcmp(ev[i].type, "error"))
+            metrics_job_event(&ev[i]);
+}
+
+/* Formats events for c, at most *room of those after its cursor.
+ * Returns 1 when it stopped for lack of room. */
+static int feed(struct worker *w, struct wsconn *c, const struct evlog_event *ev, int n,
+                int *room, struct proto_frames *fr)
+{
+    for (int i = 0; i < n && proto_following(&c->pc); i++) {
+        if (ev[i].seq <= c->pc.cursor)
+            continue;
+        if (*room <= 0)
+            return 1;
+        if (proto_event(&w->ctx, &c->pc, &ev[i], fr) < 0)
+            metrics_error("format");
+        (*room)--;
+    }
+    return 0;
+}
+
+/* Catches c up on its channel from its own cursor (c is run by us). */
+static void conn_pump(struct worker *w, struct wsconn *c)
+{
+    struct bridge *br = w->br;
+    pthread_mutex_lock(&br->mu);
+    c->want_pump = 0;
+    pthread_mutex_unlock(&br->mu);
+    while (c->opened && proto_following(&c->pc) && !__atomic_load_n(&c->gone, __ATOMIC_ACQUIRE)) {
+        int room;
+        if (!has_room(br, c, &room)) {
+            want_more(br, c);
+            return;
+        }
+        int max = room < READ_BATCH ? room : READ_BATCH;
+        struct evlog_event *ev = NULL;
+        int n = evlog_read(w->ctx.db, c->pc.channel, c->pc.cursor, max, &ev);
+        if (n < 0) {
+            metrics_error("db");
+            return;
+        }
+        if (n == 0) {
+            lease_check(w, c->pc.job_id);
+            return;
+        }
+        note_events(ev, n);
+        struct proto_frames fr;
+        frames_init(&fr);
+        int left = max;
+        int full = feed(w, c, ev, n, &left, &fr);
+        evlog_free(ev, n);
+        post(c, &fr);
+        if (full) {
+            want_more(br, c);
+            return;
+        }
+        if (n < max)
+            return;
+    }
+}
+
+static void close_if_asked(struct wsconn *c)
+{
+    if (c->opened && c->pc.close) {
+        metrics_closed(CW_ADAPTER);
+        conn_request_close(c, c->pc.close_code ? c->pc.close_code : 1000, c->pc.close_reason, 0);
+    }
+}
+
+static void run_task(struct worker *w, struct wsconn *c, struct task *t)
+{
+    struct bridge *br = w->br;
+    struct proto_frames fr;
+    frames_init(&fr);
+    switch (t ? t->kind : T_PUMP) {
+    case T_OPEN: {
+        char *path = c->open_path;
+        c->open_path = NULL;
+        if (proto_open(&w->ctx, &c->pc, path, c->user, c->peer, &fr) < 0)
+            metrics_error(fr.n ? "open" : "db");
+        free(path);
+        c->opened = 1;
+        post(c, &fr);
+        if (c->pc.close) {
+            close_if_asked(c);
+            break;
+        }
+        follow_sync(br, c);
+        conn_pump(w, c);
+        break;
+    }
+    case T_MESSAGE: {
+        if (!c->opened || c->pc.close)
+            break;                     /* refused at open, or closing */
+        struct proto_job *job = NULL;
+        if (proto_message(&w->ctx, &c->pc, t->text, t->len, &fr, &job) < 0)
+            metrics_error("db");
+        post(c, &fr);
+        if (job)
+            gen_submit(br, job);
+        close_if_asked(c);
+        follow_sync(br, c);
+        conn_pump(w, c);
+        break;
+    }
+    case T_PUMP:
+        conn_pump(w, c);
+        break;
+    case T_CLOSE:
+        pthread_mutex_lock(&br->mu);
+        follow_sync_locked(br, c);     /* gone: leaves its channel */
+        pthread_mutex_unlock(&br->mu);
+        if (c->opened) {
+            proto_conn_cleanup(&c->pc);
+            c->opened = 0;
+        }
+        break;
+    }
+}
+
+/* ---- channel pumps ---- */
+
+static void chan_pump(struct worker *w, struct chan *ch)
+{
+    struct bridge *br = w->br;
+    pthread_mutex_lock(&br->mu);
+    int check = ch->check_lease;
+    ch->check_lease = 0;
+    int cap = ch->nsubs, k = 0;
+    struct wsconn **batch = cap ? malloc(sizeof *batch * (size_t)cap) : NULL;
+    int *room = cap ? malloc(sizeof *room * (size_t)cap) : NULL;
+    if (cap && (!batch || !room)) {
+        for (int i = 0; i < ch->nsubs; i++)
+            ch->subs[i]->want_pump = 1;
+        cap = 0;
+    }
+    for (int i = 0; i < cap; i++) {
+        struct wsconn *c = ch->subs[i];
+        if (__atomic_load_n(&c->gone, __ATOMIC_ACQUIRE))
+            continue;
+        if (c->running || c->queued) {
+            c->want_pump = 1;          /* its current task ends with a pump */
+            continue;
+        }
+        int r;
+        if (!has_room(br, c, &r)) {
+            c->want_pump = 1;
+            __atomic_store_n(&c->pump_hint, 1, __ATOMIC_RELEASE);
+            continue;
+        }
+        c->running = 1;
+        conn_ref(c);
+        room[k] = r;
+        batch[k++] = c;
+    }
+    pthread_mutex_unlock(&br->mu);
+
+    int64_t cur = INT64_MAX;
+    for (int j = 0; j < k; j++)
+        if (proto_following(&batch[j]->pc) && !strcmp(batch[j]->pc.channel, ch->name) &&
+            batch[j]->pc.cursor < cur)
+            cur = batch[j]->pc.cursor;
+    int *full = k ? calloc((size_t)k, sizeof *full) : NULL;
+    while (k && full && cur != INT64_MAX) {
+        struct evlog_event *ev = NULL;
+        int n = evlog_read(w->ctx.db, ch->name, cur, READ_BATCH, &ev);
+        if (n < 0) {
+            metrics_error("db");
+            break;
+        }
+        if (n == 0) {
+            for (int j = 0; check && j < k; j++)
+                if (batch[j]->pc.job_id) {
+                    lease_check(w, batch[j]->pc.job_id);
+                    break;
+                }
+            break;
+        }
+        note_events(ev, n);
+        for (int j = 0; j < k; j++) {
+            struct wsconn *c = batch[j];
+            if (full[j] || strcmp(c->pc.channel, ch->name) != 0)
+                continue;
+            struct proto_frames fr;
+            frames_init(&fr);
+            full[j] = feed(w, c, ev, n, &room[j], &fr);
+            post(c, &fr);
+        }
+        cur = ev[n - 1].seq;
+        evlog_free(ev, n);
+        if (n < READ_BATCH)
+            break;
+    }
+    pthread_mutex_lock(&br->mu);
+    for (int j = 0; j < k; j++) {
+        if (!full || full[j]) {
+            batch[j]->want_pump = 1;
+            __atomic_store_n(&batch[j]->pump_hint, 1, __ATOMIC_RELEASE);
+        }
+        finish_run_locked(br, batch[j]);
+    }
+    pthread_mutex_unlock(&br->mu);
+    for (int j = 0; j < k; j++) {
+        if (!full || full[j])
+            if (has_room(br, batch[j], NULL))
+                sched_drained(batch[j]);
+        conn_unref(batch[j]);
+    }
+    free(full);
+    free(batch);
+    free(room);
+}
+
+/* ---- workers ---- */
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct bridge *br = w->br;
+    pthread_mutex_lock(&br->mu);
+    for (;;) {
+        if (br->cq_head) {
+            struct chan *ch = br->cq_head;
+            br->cq_head = ch->rnext;
+            if (!br->cq_head)
+                br->cq_tail = NULL;
+            ch->queued = 0;
+            ch->running = 1;
+            pthread_mutex_unlock(&br->mu);
+            chan_pump(w, ch);
+            pthread_mutex_lock(&br->mu);
+            ch->running = 0;
+            if (ch->dirty) {
+                ch->dirty = 0;
+                enqueue_chan(br, ch);
+            } else {
+                chan_maybe_free(br, ch);
+            }
+            continue;
+        }
+        if (br->rq_head) {
+            struct wsconn *c = br->rq_head;
+            br->rq_head = c->rnext;
+            if (!br->rq_head)
+                br->rq_tail = NULL;
+            c->queued = 0;
+            c->running = 1;
+            struct task *t = c->task_head;
+            if (t) {
+                c->task_head = t->next;
+                if (!c->task_head)
+                    c->task_tail = NULL;
+                c->ntasks--;
+            }
+            int resume = __atomic_load_n(&c->rx_paused, __ATOMIC_ACQUIRE) && c->ntasks <= 8;
+            pthread_mutex_unlock(&br->mu);
+            if (t || !__atomic_load_n(&c->gone, __ATOMIC_ACQUIRE))
+                run_task(w, c, t);
+            free(t);
+            if (resume)
+                conn_notify(c);
+            pthread_mutex_lock(&br->mu);
+            finish_run_locked(br, c);
+            pthread_mutex_unlock(&br->mu);
+            conn_unref(c);             /* the ready queue's reference */
+            pthread_mutex_lock(&br->mu);
+            continue;
+        }
+        if (br->hold_due) {
+            br->hold_due = 0;
+            pthread_mutex_unlock(&br->mu);
+            gen_hold_waiting(br, &w->ctx);
+            pthread_mutex_lock(&br->mu);
+            continue;
+        }
+        if (br->sched_stop)
+            break;
+        pthread_cond_wait(&br->cv, &br->mu);
+    }
+    pthread_mutex_unlock(&br->mu);
+    return NULL;
+}
+
+/* ---- watcher ---- */
+
+static void *watcher_main(void *arg)
+{
+    struct bridge *br = arg;
+    int lease = br->cfg.lease_ms;
+    int64_t next_hold = mono_ms() + lease / 4;
+    int64_t next_stats = mono_ms();
+    const char *stats = br->opt.stats_path;
+    for (;;) {
+        uint32_t any = bell_peek_any(br->bell);
+        int64_t now = mono_ms();
+        pthread_mutex_lock(&br->mu);
+        if (br->sched_stop) {
+            pthread_mutex_unlock(&br->mu);
+            break;
+        }
+        for (int b = 0; b < CHAN_BUCKETS; b++)
+            for (struct chan *ch = br->chans[b]; ch; ch = ch->hnext) {
+                uint32_t v = bell_peek(br->bell, ch->name);
+                if (v != ch->seen) {
+                    ch->seen = v;
+                    ch->moved_ms = now;
+                    enqueue_chan(br, ch);
+                } else if (ch->nsubs && now - ch->moved_ms > lease / 2) {
+                    ch->moved_ms = now;        /* quiet: is its job's owner alive? */
+                    ch->check_lease = 1;
+                    enqueue_chan(br, ch);
+                }
+            }
+        if (now >= next_hold) {
+            next_hold = now + lease / 4;
+            if (gen_waiting(br) > 0) {
+                br->hold_due = 1;
+                pthread_cond_signal(&br->cv);
+            }
+        }
+        pthread_mutex_unlock(&br->mu);
+        if (stats && now >= next_stats) {
+            next_stats = now + (int64_t)br->opt.stats_every_s * 1000;
+            if (metrics_write_file(br, stats) < 0)
+                metrics_error("stats_file");
+        }
+        int wait = 250;
+        if (next_hold - now < wait)
+            wait = next_hold - now > 1 ? (int)(next_hold - now) : 1;
+        bell_wait_any(br->bell, any, wait);
+    }
+    return NULL;
+}
+
+/* ---- start / stop ---- */
+
+int sched_start(struct bridge *br)
+{
+    char err[512];
+    workers = calloc((size_t)br->opt.workers, sizeof *workers);
+    br->worker_th = NULL;
+    if (!workers)
+        return -1;
+    for (int i = 0; i < br->opt.workers; i++) {
+        struct worker *w = &workers[i];
+        w->br = br;
+        w->ctx.cfg = &br->cfg;
+        w->ctx.bell = br->bell;
+        w->ctx.db = db_open(br->cfg.db_path, err, sizeof err);
+        if (!w->ctx.db) {
+            wslog("worker: %s", err);
+            return -1;
+        }
+    }
+    for (int i = 0; i < br->opt.workers; i++) {
+        if (pthread_create(&workers[i].th, NULL, worker_main, &workers[i]) != 0)
+            return -1;
+        br->nworkers++;
+    }
+    if (pthread_create(&br->watcher_th, NULL, watcher_main, br) != 0)
+        return -1;
+    br->watcher_started = 1;
+    return 0;
+}
+
+void sched_stop(struct bridge *br)
+{
+    pthread_mutex_lock(&br->mu);
+    br->sched_stop = 1;
+    pthread_cond_broadcast(&br->cv);
+    pthread_mutex_unlock(&br->mu);
+    if (br->watcher_started)
+        pthread_join(br->watcher_th, NULL);
+    for (int i = 0; i < br->nworkers; i++)
+        pthread_join(workers[i].th, NULL);
+    for (int i = 0; workers && i < br->opt.workers; i++)
+        db_close(workers[i].ctx.db);
+    free(workers);
+    workers = NULL;
+    /* every connection has left its channel by now (T_CLOSE ran) */
+    for (int b = 0; b < CHAN_BUCKETS; b++)
+        while (br->chans[b]) {
+            struct chan *ch = br->chans[b];
+            br->chans[b] = ch->hnext;
+            for (int i = 0; i < ch->nsubs; i++)
+                conn_unref(ch->subs[i]);
+            free(ch->subs);
+            free(ch->name);
+            free(ch);
+        }
+}

@@ -1,0 +1,562 @@
+/* service.c — the lws protocol callback: everything the service thread
+ * does (bridge.h). It is the only code that touches a struct lws.
+ *
+ *   HTTP GET /healthz → 200, /metrics → Prometheus text, a WebSocket path
+ *   without Upgrade → 426, anything else → 404.
+ *   Upgrade: unknown path → 404, Origin not in PARLEY_ALLOWED_ORIGINS → 403
+ *   (both before the upgrade); over WEBSOCKET_MAX_CONNECTIONS → close 1013,
+ *   bad or missing JWT (when PARLEY_JWT_SECRET is set) → close 4401, both
+ *   with a reason a browser can read.
+ *   Frames in: assembled up to --max-frame (else 1009), binary refused
+ *   (1003), handed to the connection's worker as a task; reading pauses
+ *   while 32 tasks are pending.
+ *   Frames out: one per SERVER_WRITEABLE, with LWS_PRE headroom; then the
+ *   close the adapter or a limit asked for.
+ *   Every second a sweep closes idle connections (WEBSOCKET_TIMEOUT, 1000
+ *   "idle timeout") and stalled ones (1008 "slow consumer"), and drives
+ *   the shutdown (1001 to everyone on SIGTERM).
+ */
+#include "bridge.h"
+#include "auth.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RX_PAUSE_AT 32         /* pending tasks that pause reading */
+#define RX_RESUME_AT 8
+#define SWEEP_US (1000 * LWS_US_PER_MS)
+#define SHUTDOWN_GRACE_MS 3000
+
+/* An HTTP response waiting for HTTP_WRITEABLE (body has LWS_PRE headroom). */
+struct http_out {
+    unsigned char *buf;
+    size_t len;
+};
+
+/* Per-wsi user data lws allocates: kept to two pointers, most
+ * connection state lives in struct wsconn. */
+struct pss {
+    struct wsconn *c;          /* WebSocket connections */
+    struct http_out *h;        /* plain HTTP requests */
+};
+
+static struct bridge *br_of(struct lws *wsi)
+{
+    return lws_context_user(lws_get_context(wsi));
+}
+
+/* ---- small helpers ---- */
+
+/* Appends s to out percent-encoding everything but unreserved characters
+ * (and '/' when keep_slash), so proto_route/proto_open decode it once. */
+static int append_encoded(char *out, size_t cap, size_t *len, const char *s, int keep_slash)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        int plain = isalnum(*p) || *p == '-' || *p == '_' || *p == '.' || *p == '~' ||
+                    (keep_slash && *p == '/');
+        if (*len + (plain ? 1 : 3) >= cap)
+            return -1;
+        if (plain) {
+            out[(*len)++] = (char)*p;
+        } else {
+            out[(*len)++] = '%';
+            out[(*len)++] = hex[*p >> 4];
+            out[(*len)++] = hex[*p & 15];
+        }
+    }
+    out[*len] = '\0';
+    return 0;
+}
+
+/* The request path with its query, re-encoded (lws hands both decoded),
+ * into out; the "token" argument (decoded) into token. 0 / -1. */
+static int request_path(struct lws *wsi, char *out, size_t cap, char *token, size_t toklen)
+{
+    char uri[1024], frag[4096];
+    size_t len = 0;
+    token[0] = '\0';
+    if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0)
+        return -1;
+    if (append_encoded(out, cap, &len, uri, 1) < 0)
+        return -1;
+    for (int i = 0; lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) >= 0; i++) {
+        char *eq = strchr(frag, '=');
+        if (eq)
+            *eq = '\0';
+        if (!strcmp(frag, "token") && eq)
+            str_copy(token, toklen, eq + 1);
+        if (len + 2 >= cap)
+            return -1;
+        out[len++] = i ? '&' : '?';
+        out[len] = '\0';
+        if (append_encoded(out, cap, &len, frag, 0) < 0)
+            return -1;
+        if (eq) {
+            if (len + 2 >= cap)
+                return -1;
+            out[len++] = '=';
+            out[len] = '\0';
+            if (append_encoded(out, cap, &len, eq + 1, 0) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* 1 when origin may open a WebSocket: no Origin header (not a browser),
+ * no list, "*", or an exact (case-insensitive) member of the list. */
+static int origin_allowed(const char *list, const char *origin)
+{
+    if (!origin || !*origin || !list || !*list)
+        return 1;
+    size_t ol = strlen(origin);
+    while (ol > 0 && origin[ol - 1] == '/')
+        ol--;
+    for (const char *p = list; *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *e = p;
+        while (*e && *e != ',')
+            e++;
+        const char *t = e;
+        while (t > p && (t[-1] == ' ' || t[-1] == '\t' || t[-1] == '/'))
+            t--;
+        if ((t - p == 1 && *p == '*') || ((size_t)(t - p) == ol && !strncasecmp(p, origin, ol)))
+            return 1;
+        p = e;
+    }
+    return 0;
+}
+
+/* The client's address for rate limits: the peer, or behind a local proxy
+ * (loopback peer or unix socket) the last X-Forwarded-For entry. */
+static void client_addr(struct lws *wsi, const struct bridge *br, char *out, size_t len)
+{
+    char peer[64] = "", xff[256] = "";
+    if (!br->opt.socket_path)
+        lws_get_peer_simple(wsi, peer, sizeof peer);
+    int local = br->opt.socket_path || !strcmp(peer, "127.0.0.1") || !strcmp(peer, "::1") ||
+                !strncmp(peer, "::ffff:127.", 11);
+    if (local && lws_hdr_copy(wsi, xff, sizeof xff, WSI_TOKEN_X_FORWARDED_FOR) > 0) {
+        char *last = strrchr(xff, ',');
+        last = last ? last + 1 : xff;
+        while (*last == ' ')
+            last++;
+        size_t n = strcspn(last, " ");
+        last[n] = '\0';
+        if (*last) {
+            str_copy(out, len, last);
+            return;
+        }
+    }
+    str_copy(out, len, peer[0] ? peer : "local");
+}
+
+/* ---- plain HTTP ---- */
+
+static int http_reply(struct lws *wsi, struct pss *pss, unsigned status, const char *ctype,
+                      const char *body)
+{
+    size_t blen = strlen(body);
+    unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr - 1;
+    if (lws_add_http_common_headers(wsi, status, ctype, blen, &p, end) ||
+        lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+                                    (const unsigned char *)"no-store", 8, &p, end) ||
+        lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    struct http_out *h = calloc(1, sizeof *h);
+    if (!h || !(h->buf = malloc(LWS_PRE + blen + 1))) {
+        free(h);
+        return -1;
+    }
+    memcpy(h->buf + LWS_PRE, body, blen);
+    h->len = blen;
+    free(pss->h ? pss->h->buf : NULL);
+    free(pss->h);
+    pss->h = h;
+    lws_callback_on_writable(wsi);
+    return 0;
+}
+
+static void http_free(struct pss *pss)
+{
+    if (pss && pss->h) {
+        free(pss->h->buf);
+        free(pss->h);
+        pss->h = NULL;
+    }
+}
+
+static int on_http(struct lws *wsi, struct bridge *br, struct pss *pss, const char *path)
+{
+    enum proto_kind kind;
+    char param[160];
+    if (!strcmp(path, "/healthz"))
+        return http_reply(wsi, pss, br->stopping ? 503 : 200, "text/plain",
+                          br->stopping ? "stopping\n" : "ok\n");
+    if (!strcmp(path, "/metrics")) {
+        char *text = metrics_render(br);
+        int rc = text ? http_reply(wsi, pss, 200, "text/plain; version=0.0.4; charset=utf-8", text)
+                      : http_reply(wsi, pss, 500, "text/plain", "out of memory\n");
+        free(text);
+        return rc;
+    }
+    if (proto_route(path, &kind, param, sizeof param) == 0)
+        return http_reply(wsi, pss, 426, "text/plain",
+                          "Upgrade Required: this is a WebSocket endpoint\n");
+    return http_reply(wsi, pss, 404, "text/plain", "Not Found\n");
+}
+
+static int on_http_writeable(struct lws *wsi, struct pss *pss)
+{
+    if (!pss || !pss->h)
+        return 0;
+    int n = lws_write(wsi, pss->h->buf + LWS_PRE, pss->h->len, LWS_WRITE_HTTP_FINAL);
+    size_t len = pss->h->len;
+    http_free(pss);
+    if (n < (int)len)
+        return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* Before the upgrade: route and Origin. >0 rejected (response written),
+ * 0 go on, <0 hang up. */
+static int on_confirm_upgrade(struct lws *wsi, struct bridge *br, const char *up)
+{
+    if (!up || strcasecmp(up, "websocket") != 0)
+        return -1;
+    char path[2048], token[8];
+    enum proto_kind kind;
+    char param[160];
+    if (br->stopping) {
+        lws_return_http_status(wsi, 503, "server shutting down");
+        return 1;
+    }
+    if (request_path(wsi, path, sizeof path, token, sizeof token) < 0 ||
+        proto_route(path, &kind, param, sizeof param) < 0) {
+        metrics_refused(RF_NOT_FOUND);
+        lws_return_http_status(wsi, 404, "no WebSocket endpoint at this path");
+        return 1;
+    }
+    char origin[512] = "";
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) > 0)
+        lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
+    if (!origin_allowed(br->cfg.allowed_origins, origin)) {
+        metrics_refused(RF_ORIGIN);
+        lws_return_http_status(wsi, 403, "Origin not allowed");
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- WebSocket ---- */
+
+static void live_link(struct bridge *br, struct wsconn *c)
+{
+    c->sprev = NULL;
+    c->snext = br->live;
+    if (br->live)
+        br->live->sprev = c;
+    br->live = c;
+    br->nlive++;
+}
+
+static void live_unlink(struct bridge *br, struct wsconn *c)
+{
+    if (c->sprev)
+        c->sprev->snext = c->snext;
+    else
+        br->live = c->snext;
+    if (c->snext)
+        c->snext->sprev = c->sprev;
+    c->snext = c->sprev = NULL;
+    br->nlive--;
+}
+
+/* Service thread: close c with code (after its queue unless drop). */
+static void close_soon(struct wsconn *c, int code, const char *reason, int drop, enum close_why why)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    metrics_closed(why);
+    conn_request_close(c, code, reason, drop);
+    if (c->wsi)
+        lws_callback_on_writable(c->wsi);
+}
+
+static int on_established(struct lws *wsi, struct bridge *br, struct pss *pss)
+{
+    struct wsconn *c = conn_new(br, wsi);
+    if (!c)
+        return -1;
+    pss->c = c;
+    c->last_active_ms = c->last_write_ms = bridge_now_ms();
+    live_link(br, c);
+    metrics_accepted();
+    if (br->stopping) {
+        close_soon(c, 1001, "server shutting down", 1, CW_SHUTDOWN);
+        return 0;
+    }
+    if (br->nopen >= br->cfg.ws_max_connections) {
+        close_soon(c, 1013, "too many connections", 1, CW_MAX_CONN);
+        return 0;
+    }
+    char path[2048], token[4096];
+    if (request_path(wsi, path, sizeof path, token, sizeof token) < 0) {
+        close_soon(c, 1008, "request path too long", 1, CW_ERROR);
+        return 0;
+    }
+    if (!config_open_mode(&br->cfg)) {
+        char auth[4200] = "";
+        const char *tok = token[0] ? token : NULL;
+        if (!tok && lws_hdr_copy(wsi, auth, sizeof auth, WSI_TOKEN_HTTP_AUTHORIZATION) > 0)
+            tok = auth_bearer(auth);
+        enum auth_result ar = auth_verify(br->cfg.jwt_secret, tok, 0, c->user, sizeof c->user);
+        if (ar != AUTH_OK) {
+            char reason[120];
+            snprintf(reason, sizeof reason, "Unauthorized: %s", auth_message(ar));
+            close_soon(c, 4401, reason, 1, CW_AUTH);
+            return 0;
+        }
+    }
+    char addr[64];
+    client_addr(wsi, br, addr, sizeof addr);
+    if (c->user[0])
+        snprintf(c->peer, sizeof c->peer, "user:%.70s", c->user);
+    else
+        snprintf(c->peer, sizeof c->peer, "ip:%s", addr);
+    c->counted = 1;
+    br->nopen++;
+    metrics_open_delta(+1);
+    c->ustat = metrics_user(c->user);
+    c->open_path = strdup(path);
+    if (!c->open_path || sched_task(c, T_OPEN, NULL, 0) < 0)
+        close_soon(c, 1011, "server out of memory", 1, CW_ERROR);
+    return 0;
+}
+
+static int on_receive(struct lws *wsi, struct bridge *br, struct wsconn *c, const void *in,
+                      size_t len)
+{
+    if (!c || c->closing)
+        return 0;
+    if (c->rx_len + len > br->opt.max_message) {
+        free(c->rx);
+        c->rx = NULL;
+        c->rx_len = c->rx_cap = 0;
+        c->closing = 1;
+        metrics_closed(CW_TOO_BIG);
+        static const char why[] = "message too big";
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)why,
+                         sizeof why - 1);
+        return -1;
+    }
+    if (c->rx_len + len + 1 > c->rx_cap) {
+        size_t cap = c->rx_cap ? c->rx_cap : 256;
+        while (cap < c->rx_len + len + 1)
+            cap *= 2;
+        unsigned char *n = realloc(c->rx, cap);
+        if (!n)
+            return -1;
+        c->rx = n;
+        c->rx_cap = cap;
+    }
+    memcpy(c->rx + c->rx_len, in, len);
+    c->rx_len += len;
+    if (!lws_is_final_fragment(wsi))
+        return 0;
+    int binary = lws_frame_is_binary(wsi);
+    size_t n = c->rx_len;
+    metrics_received(n);
+    c->last_active_ms = bridge_now_ms();
+    int pending = binary ? 0 : sched_task(c, T_MESSAGE, c->rx, n);
+    free(c->rx);
+    c->rx = NULL;
+    c->rx_len = c->rx_cap = 0;
+    if (binary) {
+        c->closing = 1;
+        metrics_closed(CW_BINARY);
+        static const char why[] = "binary messages are not supported: send JSON text";
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, (unsigned char *)why,
+                         sizeof why - 1);
+        return -1;
+    }
+    if (pending < 0)
+        return -1;
+    if (pending >= RX_PAUSE_AT && !__atomic_load_n(&c->rx_paused, __ATOMIC_ACQUIRE)) {
+        __atomic_store_n(&c->rx_paused, 1, __ATOMIC_RELEASE);
+        lws_rx_flow_control(wsi, 0);
+    }
+    return 0;
+}
+
+static int on_writeable(struct lws *wsi, struct bridge *br, struct wsconn *c)
+{
+    if (!c)
+        return 0;
+    int left;
+    struct frame *f = conn_pop(c, &left);
+    if (f) {
+        size_t len = f->len;
+        int m = lws_write(wsi, f->buf + LWS_PRE, len, LWS_WRITE_TEXT);
+        free(f);
+        if (m < (int)len) {
+            metrics_closed(CW_ERROR);
+            return -1;
+        }
+        metrics_sent(c->ustat, len);
+        c->last_active_ms = c->last_write_ms = bridge_now_ms();
+        if (left <= br->opt.out_high / 4 && __atomic_load_n(&c->pump_hint, __ATOMIC_ACQUIRE))
+            sched_drained(c);
+        lws_callback_on_writable(wsi);     /* more frames, or the close */
+        return 0;
+    }
+    pthread_mutex_lock(&c->mu);
+    int code = c->close_code;
+    char reason[124];
+    str_copy(reason, sizeof reason, c->close_reason);
+    pthread_mutex_unlock(&c->mu);
+    if (!code)
+        return 0;
+    c->closing = 1;
+    lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)reason, strlen(reason));
+    return -1;
+}
+
+static void on_closed(struct bridge *br, struct pss *pss)
+{
+    struct wsconn *c = pss->c;
+    if (!c)
+        return;
+    pss->c = NULL;
+    live_unlink(br, c);
+    if (c->counted) {
+        br->nopen--;
+        metrics_open_delta(-1);
+    }
+    if (!c->closing)
+        metrics_closed(CW_CLIENT);
+    c->wsi = NULL;
+    free(c->rx);
+    c->rx = NULL;
+    sched_task(c, T_CLOSE, NULL, 0);
+    conn_unref(c);                     /* the service thread's reference */
+    if (br->shutdown_started && br->nlive == 0)
+        br->service_done = 1;
+}
+
+static void start_shutdown(struct bridge *br)
+{
+    br->shutdown_started = 1;
+    br->shutdown_deadline_ms = bridge_now_ms() + SHUTDOWN_GRACE_MS;
+    wslog("stopping: closing %d connection(s) with 1001", br->nlive);
+    for (struct wsconn *c = br->live; c; c = c->snext)
+        close_soon(c, 1001, "server shutting down", 1, CW_SHUTDOWN);
+    if (br->nlive == 0)
+        br->service_done = 1;
+}
+
+/* Frames or close requests from other threads: ask for writable callbacks. */
+static void on_cancelled(struct bridge *br)
+{
+    pthread_mutex_lock(&br->notify_mu);
+    struct wsconn *list = br->notify_head;
+    br->notify_head = NULL;
+    for (struct wsconn *c = list; c; c = c->nnext)
+        c->notify_pending = 0;
+    pthread_mutex_unlock(&br->notify_mu);
+    while (list) {
+        struct wsconn *c = list;
+        list = c->nnext;
+        if (c->wsi) {
+            if (__atomic_load_n(&c->rx_paused, __ATOMIC_ACQUIRE) && sched_pending(c) <= RX_RESUME_AT) {
+                __atomic_store_n(&c->rx_paused, 0, __ATOMIC_RELEASE);
+                lws_rx_flow_control(c->wsi, 1);
+            }
+            lws_callback_on_writable(c->wsi);
+        }
+        conn_unref(c);
+    }
+    if (br->stopping && !br->shutdown_started)
+        start_shutdown(br);
+}
+
+static void sweep(lws_sorted_usec_list_t *sul)
+{
+    struct bridge *br = lws_container_of(sul, struct bridge, sweep_sul);
+    int64_t now = bridge_now_ms();
+    int64_t idle_ms = (int64_t)br->cfg.ws_timeout_s * 1000;
+    int64_t stall_ms = (int64_t)br->opt.stall_s * 1000;
+    if (br->stopping && !br->shutdown_started)
+        start_shutdown(br);
+    for (struct wsconn *c = br->live; c; c = c->snext) {
+        if (c->closing || !c->wsi)
+            continue;
+        pthread_mutex_lock(&c->mu);
+        int64_t stalled = c->out_n ? c->stalled_since_ms : 0;
+        pthread_mutex_unlock(&c->mu);
+        if (stalled && now - stalled > stall_ms) {
+            close_soon(c, 1008, "slow consumer", 1, CW_SLOW);
+            /* its socket is full: if the close can't go out either, drop it */
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, 5);
+        } else if (idle_ms > 0 && now - c->last_active_ms > idle_ms) {
+            close_soon(c, 1000, "idle timeout", 0, CW_IDLE);
+        }
+    }
+    if (br->shutdown_started && (br->nlive == 0 || now > br->shutdown_deadline_ms))
+        br->service_done = 1;
+    if (!br->service_done)
+        lws_sul_schedule(br->lws, 0, &br->sweep_sul, sweep, SWEEP_US);
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len)
+{
+    struct pss *pss = user;
+    struct bridge *br;
+    switch (reason) {
+    case LWS_CALLBACK_PROTOCOL_INIT:
+        br = br_of(wsi);
+        lws_sul_schedule(br->lws ? br->lws : lws_get_context(wsi), 0, &br->sweep_sul, sweep,
+                         SWEEP_US);
+        return 0;
+    case LWS_CALLBACK_HTTP:
+        return on_http(wsi, br_of(wsi), pss, in ? (const char *)in : "/") ? -1 : 0;
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        return on_http_writeable(wsi, pss);
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        return http_reply(wsi, pss, 405, "text/plain", "Method Not Allowed\n") ? -1 : 0;
+    case LWS_CALLBACK_CLOSED_HTTP:
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+        http_free(pss);
+        return 0;
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return on_confirm_upgrade(wsi, br_of(wsi), in);
+    case LWS_CALLBACK_ESTABLISHED:
+        return on_established(wsi, br_of(wsi), pss);
+    case LWS_CALLBACK_RECEIVE:
+        return on_receive(wsi, br_of(wsi), pss ? pss->c : NULL, in, len);
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return on_writeable(wsi, br_of(wsi), pss ? pss->c : NULL);
+    case LWS_CALLBACK_CLOSED:
+        if (pss)
+            on_closed(br_of(wsi), pss);
+        return 0;
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        on_cancelled(br_of(wsi));
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+const struct lws_protocols bridge_protocols[] = {
+    /* name, callback, per-session data, rx buffer, id, user, tx packet */
+    { "parley", callback, sizeof(struct pss), 2048, 0, NULL, 65536 },
+    { NULL, NULL, 0, 0, 0, NULL, 0 }
+};
