@@ -406,6 +406,13 @@ static int accept_one(struct worker *w)
         if (rc == -EAGAIN || rc == -EWOULDBLOCK || rc == -EINTR || rc == -ECONNABORTED ||
             rc == -EPROTO || rc == -ECONNRESET)
             continue;
+        if (rc == -EMFILE || rc == -ENFILE || rc == -ENOBUFS || rc == -ENOMEM) {
+            /* out of descriptors or memory for now: back off, keep serving */
+            fprintf(stderr, "parley.fcgi: accept: %s (retrying)\n", strerror(-rc));
+            struct timespec ts = { 0, 100 * 1000000L };
+            nanosleep(&ts, NULL);
+            continue;
+        }
         fprintf(stderr, "parley.fcgi: accept failed: %s\n",
                 rc < 0 && rc > -4096 ? strerror(-rc) : "libfcgi error");
         request_stop(1);
