@@ -394,9 +394,9 @@ static void chan_pump(struct worker *w, struct chan *ch)
     pthread_mutex_lock(&br->mu);
     int check = ch->check_lease;
     ch->check_lease = 0;
-    int cap = ch->nsubs, k = 0;
-    struct wsconn **batch = cap ? malloc(sizeof *batch * (size_t)cap) : NULL;
-    int *room = cap ? malloc(sizeof *room * (size_t)cap) : NULL;
+    int cap = ch->nsubs > 0 ? ch->nsubs : 0, k = 0;
+    struct wsconn **batch = cap ? malloc(sizeof *batch * (size_t)(unsigned)cap) : NULL;
+    int *room = cap ? malloc(sizeof *room * (size_t)(unsigned)cap) : NULL;
     if (cap && (!batch || !room)) {
         for (int i = 0; i < ch->nsubs; i++)
             ch->subs[i]->want_pump = 1;
@@ -428,7 +428,7 @@ static void chan_pump(struct worker *w, struct chan *ch)
         if (proto_following(&batch[j]->pc) && !strcmp(batch[j]->pc.channel, ch->name) &&
             batch[j]->pc.cursor < cur)
             cur = batch[j]->pc.cursor;
-    int *full = k ? calloc((size_t)k, sizeof *full) : NULL;
+    int *full = k > 0 ? calloc((size_t)(unsigned)k, sizeof *full) : NULL;
     while (k && full && cur != INT64_MAX) {
         struct evlog_event *ev = NULL;
         int n = evlog_read(w->ctx.db, ch->name, cur, READ_BATCH, &ev);

@@ -1,0 +1,770 @@
+// ws-bridge.test.mjs — parley-ws end to end with the `ws` client: the
+// client logic of seeds 000 (React hook), 001 (WebSocketService) and 002
+// (ChatbotWebSocket) ported from the seed documents, against a real bridge
+// on a free loopback port, a temporary PARLEY_DB and the simulated LLM.
+//
+//   node --test --test-reporter=tap tests/node/ws-bridge.test.mjs
+//
+// The bridge binary is ${BUILD:-build}/parley-ws (tests/run.sh passes BUILD,
+// so under SANITIZE=address,undefined the sanitized build runs here and
+// every bridge's stderr is checked for sanitizer reports when it stops).
+// FAKE_LLM_URL (exported by tests/run.sh) names the simulated LLM; without
+// it one is started in-process.
+
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
+import { answerText } from '../fake-llm/answer.mjs';
+import { startFakeLLM } from '../fake-llm/server.mjs';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BIN = join(ROOT, process.env.BUILD || 'build', 'parley-ws');
+const SANITIZED = existsSync(BIN) && readFileSync(BIN).includes('__asan_init');
+const SLOW = SANITIZED ? 3 : 1;          // timeouts stretch under ASan
+let FAKE;                                // base URL of the simulated LLM
+let fakeInProcess = null;
+let uniq = 0;
+const id = (p) => `${p}-${process.pid}-${Date.now().toString(36)}-${++uniq}`;
+
+// ---------------------------------------------------------------- helpers
+
+// Starts parley-ws with env added to a clean Parley environment; resolves
+// once it listens. stop(sig) resolves with { code, signal, stderr }.
+async function startBridge(env = {}, args = []) {
+  const dir = mkdtempSync(join(tmpdir(), 'parley-ws-test-'));
+  const portFile = join(dir, 'port');
+  const child = spawn(BIN, ['--listen', '127.0.0.1:0', '--port-file', portFile, '--drain', '2',
+    '--stats-file', join(dir, 'stats.prom'), ...args], {
+    env: {
+      PATH: process.env.PATH, PARLEY_DB: join(dir, 'parley.db'), OLLAMA_SERVER: FAKE,
+      RATE_LIMIT_MESSAGES_PER_MINUTE: '0', PARLEY_COALESCE_MS: '0',
+      ASAN_OPTIONS: process.env.ASAN_OPTIONS || 'detect_leaks=1',
+      UBSAN_OPTIONS: process.env.UBSAN_OPTIONS || 'print_stacktrace=1',
+      ...env,
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  const exited = once(child, 'exit');
+  for (let i = 0; i < 400 && !existsSync(portFile); i++) {
+    if (child.exitCode !== null) break;
+    await sleep(10);
+  }
+  assert.ok(existsSync(portFile), `parley-ws did not start: ${stderr}`);
+  const port = Number(readFileSync(portFile, 'utf8'));
+  const b = {
+    child, dir, port,
+    url: (path) => `ws://127.0.0.1:${port}${path}`,
+    http: (path) => `http://127.0.0.1:${port}${path}`,
+    stderr: () => stderr,
+    async stop(sig = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(sig);
+      const [code, signal] = await exited;
+      rmSync(dir, { recursive: true, force: true });
+      assert.doesNotMatch(stderr, /ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:/,
+        'sanitizer report in the bridge log');
+      return { code, signal, stderr };
+    },
+  };
+  return b;
+}
+
+// Opens a client. Resolves with { ws, msgs, closed } once open (or rejects
+// with the HTTP status when the upgrade is refused). msgs collects parsed
+// frames; closed resolves with { code, reason }.
+function connect(url, opts = {}) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, opts);
+    const msgs = [];
+    const waiters = [];
+    const closed = new Promise((res) => ws.on('close', (code, reason) =>
+      res({ code, reason: reason.toString() })));
+    ws.on('message', (data) => {
+      const m = JSON.parse(data.toString());
+      msgs.push(m);
+      for (const w of waiters.splice(0)) w();
+    });
+    ws.on('unexpected-response', (req, res) => {
+      reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { status: res.statusCode }));
+      req.destroy();
+    });
+    ws.on('error', (e) => reject(e));
+    ws.on('open', () => resolve({
+      ws, msgs, closed,
+      // resolves with the messages once pred(msgs) is true
+      async until(pred, ms = 5000 * SLOW) {
+        const t0 = Date.now();
+        while (!pred(msgs)) {
+          if (Date.now() - t0 > ms) throw new Error(`timeout; got ${JSON.stringify(msgs)}`);
+          await Promise.race([new Promise((r) => waiters.push(r)), sleep(50)]);
+        }
+        return msgs;
+      },
+    }));
+  });
+}
+
+async function fakeStats() {
+  return (await fetch(`${FAKE}/_fake/stats`)).json();
+}
+
+function hs256(payload, secret) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const head = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(payload)}`;
+  return `${head}.${createHmac('sha256', secret).update(head).digest('base64url')}`;
+}
+
+const types = (msgs) => msgs.map((m) => m.type);
+
+// ---- seed 000: the React hook's message handling, as a small state machine
+class TicketAIChat {
+  constructor(url, ticketBody, opts) {
+    this.aiResponse = ''; this.isLoading = false; this.error = null; this.log = [];
+    this.done = new Promise((res) => { this.finish = res; });
+    this.ws = new WebSocket(url, opts);
+    this.ws.onopen = () => {
+      this.isLoading = true; this.error = null;
+      if (ticketBody !== null) this.ws.send(JSON.stringify({ ticketBody }));
+    };
+    this.ws.onmessage = (event) => {
+      const data = JSON.parse(event.data);
+      this.log.push(data);
+      switch (data.type) {
+        case 'stream': this.aiResponse += data.content || ''; break;
+        case 'cached': this.aiResponse = data.response || ''; break;
+        case 'done': this.isLoading = false; this.finish('done'); break;
+        case 'error': this.error = data.message || 'Erro desconhecido'; this.isLoading = false;
+          this.finish('error'); break;
+        default: break;
+      }
+    };
+    this.ws.onerror = () => { this.error = 'Erro ao conectar ao servidor WebSocket'; this.finish('ws-error'); };
+    this.closed = new Promise((res) => { this.ws.onclose = (e) => res({ code: e.code, reason: e.reason }); });
+  }
+  close() { if (this.ws.readyState === WebSocket.OPEN) this.ws.close(); }
+}
+
+// ---- seed 001: WebSocketService (reconnect made optional for tests)
+class WebSocketService {
+  constructor(baseUrl, { token = null, reconnect = false, headers } = {}) {
+    this.baseUrl = baseUrl; this.token = token; this.reconnectOn = reconnect;
+    this.headers = headers; this.ws = null; this.sessionId = null; this.listeners = new Map();
+  }
+  connect(sessionId) {
+    this.sessionId = sessionId;
+    const q = this.token === null ? '' : `?token=${this.token}`;
+    this.ws = new WebSocket(`${this.baseUrl}/ws/${sessionId}${q}`, { headers: this.headers });
+    this.ws.onopen = () => this.emit('connected');
+    this.ws.onmessage = (event) => this.handleMessage(JSON.parse(event.data));
+    this.ws.onerror = (error) => this.emit('error', error);
+    this.ws.onclose = (e) => { this.emit('disconnected', e); if (this.reconnectOn) this.reconnect(); };
+  }
+  handleMessage(data) {
+    switch (data.type) {
+      case 'stream_start': this.emit('streamStart', data); break;
+      case 'stream_chunk': this.emit('streamChunk', data); break;
+      case 'stream_end': this.emit('streamEnd', data); break;
+      case 'error': this.emit('error', data); break;
+      default: this.emit('message', data);
+    }
+  }
+  sendMessage(content, metadata = {}) {
+    if (this.ws?.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify({ type: 'message', content, metadata,
+        timestamp: new Date().toISOString() }));
+    }
+  }
+  on(event, cb) { if (!this.listeners.has(event)) this.listeners.set(event, []); this.listeners.get(event).push(cb); }
+  emit(event, data) { (this.listeners.get(event) || []).forEach((cb) => cb(data)); }
+  next(event, ms = 5000 * SLOW) {
+    return new Promise((res, rej) => {
+      const t = setTimeout(() => rej(new Error(`no ${event}`)), ms);
+      this.on(event, (d) => { clearTimeout(t); res(d); });
+    });
+  }
+  async reconnect() { await sleep(3000); this.connect(this.sessionId); }
+  close() { this.reconnectOn = false; this.ws?.close(); }
+}
+
+// ---- seed 002: ChatbotWebSocket
+class ChatbotWebSocket {
+  constructor(base, brandId) {
+    this.base = base; this.brandId = brandId; this.socket = null; this.conversationId = null;
+    this.currentMessage = ''; this.events = []; this.products = null; this.confidence = undefined;
+    this.errors = []; this.pongs = [];
+  }
+  connect() {
+    this.socket = new WebSocket(`${this.base}/ws/chat/${this.brandId}`);
+    this.opened = new Promise((res, rej) => { this.socket.onopen = res; this.socket.onerror = rej; });
+    this.socket.onmessage = (event) => this.handleMessage(JSON.parse(event.data));
+    this.closed = new Promise((res) => { this.socket.onclose = (e) => res({ code: e.code, reason: e.reason }); });
+    return this.opened;
+  }
+  handleMessage(message) {
+    this.events.push(message);
+    switch (message.type) {
+      case 'welcome': this.welcome = message.data; break;
+      case 'chunk': this.currentMessage += message.data.content;
+        this.conversationId = message.data.conversation_id; break;
+      case 'complete': this.conversationId = message.data.conversation_id;
+        this.products = message.data.suggested_products; this.confidence = message.data.confidence_score;
+        this.completed?.(); break;
+      case 'error': this.errors.push(message.data.message); this.completed?.(); break;
+      case 'pong': this.pongs.push(message.data); break;
+      default: throw new Error(`Unknown message type: ${message.type}`);
+    }
+  }
+  sendMessage(text, isVoice = false) {
+    this.currentMessage = '';
+    const done = new Promise((res) => { this.completed = res; });
+    this.socket.send(JSON.stringify({ type: 'chat', data: { message: text,
+      conversation_id: this.conversationId, voice: isVoice } }));
+    return done;
+  }
+  sendPing() { this.socket.send(JSON.stringify({ type: 'ping', data: {} })); }
+  close() { this.socket?.close(); }
+}
+
+// ------------------------------------------------------------------ setup
+
+let br;                                   // the shared bridge
+before(async () => {
+  assert.ok(existsSync(BIN), `${BIN} missing: make BUILD=${process.env.BUILD || 'build'}`);
+  FAKE = process.env.FAKE_LLM_URL;
+  if (!FAKE) {
+    fakeInProcess = await startFakeLLM();
+    FAKE = fakeInProcess.url;
+  }
+  br = await startBridge();
+});
+
+after(async () => {
+  if (br) {
+    const r = await br.stop();
+    assert.equal(r.code, 0, r.stderr);
+  }
+  if (fakeInProcess) await fakeInProcess.close();
+});
+
+// ------------------------------------------------------------ HTTP paths
+
+describe('http', () => {
+  test('/healthz answers 200, /metrics Prometheus text, other paths 404/426', async () => {
+    let r = await fetch(br.http('/healthz'));
+    assert.equal(r.status, 200);
+    assert.equal(await r.text(), 'ok\n');
+    r = await fetch(br.http('/metrics'));
+    assert.equal(r.status, 200);
+    assert.match(await r.text(), /^parley_ws_connections \d+$/m);
+    assert.equal((await fetch(br.http('/nowhere'))).status, 404);
+    assert.equal((await fetch(br.http('/ws/some-session'))).status, 426);
+  });
+
+  test('an upgrade on an unknown path is refused with 404 before the handshake', async () => {
+    await assert.rejects(connect(br.url('/nowhere/at/all')), { status: 404 });
+    await assert.rejects(connect(br.url('/api/websocket/chat/')), { status: 404 });
+  });
+});
+
+// -------------------------------------------------------------- seed 000
+
+describe('seed 000 tickets', () => {
+  test('stream... then done; the text is the upstream answer', async () => {
+    const ticket = id('t');
+    const body = `Impressora não imprime [[fake tokens=8]] ${ticket}`;
+    const c = new TicketAIChat(br.url(`/api/websocket/chat/${ticket}`), body);
+    assert.equal(await c.done, 'done');
+    const t = types(c.log);
+    assert.ok(t.length >= 2 && t.at(-1) === 'done' && t.slice(0, -1).every((x) => x === 'stream'), t.join());
+    assert.equal(c.aiResponse, answerText(body, 8));
+    assert.equal(c.isLoading, false);
+    assert.equal(c.error, null);
+    c.close();
+  });
+
+  test('a second open of the same ticket and body gets cached then done', async () => {
+    const ticket = id('t');
+    const body = `VPN caiu [[fake tokens=6]] ${ticket}`;
+    const a = new TicketAIChat(br.url(`/api/websocket/chat/${ticket}`), body);
+    await a.done;
+    a.close();
+    const before0 = (await fakeStats()).total;
+    const b = new TicketAIChat(br.url(`/api/websocket/chat/${ticket}`), body);
+    assert.equal(await b.done, 'done');
+    assert.deepEqual(types(b.log), ['cached', 'done']);
+    assert.equal(b.log[0].response, answerText(body, 6));
+    assert.equal(b.log[0].message, 'Resposta em cache - ticket já foi processado anteriormente');
+    assert.equal(b.aiResponse, a.aiResponse);
+    assert.equal((await fakeStats()).total, before0, 'no upstream call for a cached answer');
+    b.close();
+  });
+
+  test('two openers of one ticket share one upstream call and get the same text', async () => {
+    const ticket = id('t');
+    const body = `Sem rede no andar 3 [[fake tokens=20 token_ms=25]] ${ticket}`;
+    const before0 = (await fakeStats()).total;
+    const a = new TicketAIChat(br.url(`/api/websocket/chat/${ticket}`), body);
+    while (!a.log.length) await sleep(10);              // A is streaming
+    const b = new TicketAIChat(br.url(`/api/websocket/chat/${ticket}`), body);
+    assert.equal(await a.done, 'done');
+    assert.equal(await b.done, 'done');
+    assert.equal(a.aiResponse, answerText(body, 20));
+    assert.equal(b.aiResponse, a.aiResponse);
+    assert.ok(types(b.log).includes('stream'), 'B watched the shared stream');
+    assert.equal((await fakeStats()).total - before0, 1, 'one upstream call');
+    a.close(); b.close();
+  });
+
+  test('reconnect mid-stream with ?after=<last seq> reassembles the whole answer', async () => {
+    const ticket = id('t');
+    const body = `Outlook trava [[fake tokens=30 token_ms=20]] ${ticket}`;
+    const a = await connect(br.url(`/api/websocket/chat/${ticket}?seq=1`));
+    a.ws.send(JSON.stringify({ ticketBody: body }));
+    await a.until((m) => m.length >= 5);
+    a.ws.terminate();                                    // cut mid-stream
+    const got = a.msgs.filter((m) => m.type === 'stream');
+    assert.ok(got.every((m) => Number.isInteger(m.seq)), 'frames carry seq');
+    const last = got.at(-1).seq;
+    const b = await connect(br.url(`/api/websocket/chat/${ticket}?seq=1&after=${last}`));
+    await b.until((m) => m.some((x) => x.type === 'done' || x.type === 'error'));
+    assert.equal(b.msgs.at(-1).type, 'done');
+    assert.ok(b.msgs.every((m, i) => i === 0 || m.seq > b.msgs[i - 1].seq), 'seqs increase');
+    assert.ok(b.msgs[0].seq > last, 'nothing repeated');
+    const text = [...got, ...b.msgs].filter((m) => m.type === 'stream').map((m) => m.content).join('');
+    assert.equal(text, answerText(body, 30));
+    b.ws.close();
+  });
+
+  test('an error in the middle of the stream: stream frames, then error, nothing cached', async () => {
+    const ticket = id('t');
+    const body = `Disco cheio [[fake tokens=10 error_after=3]] ${ticket}`;
+    const c = new TicketAIChat(br.url(`/api/websocket/chat/${ticket}`), body);
+    assert.equal(await c.done, 'error');
+    const t = types(c.log);
+    assert.equal(t.at(-1), 'error');
+    assert.ok(!t.includes('done'));
+    assert.match(c.error, /unexpected EOF|error/);
+    assert.equal(c.aiResponse, answerText(body, 3), 'the three tokens shown stay shown');
+    c.close();
+    const again = new TicketAIChat(br.url(`/api/websocket/chat/${ticket}`), body);
+    await again.done;
+    assert.notEqual(again.log[0].type, 'cached', 'a failed answer is never cached');
+    again.close();
+  });
+
+  test('bad JSON and a missing ticketBody are answered with error; the connection stays open', async () => {
+    const c = await connect(br.url(`/api/websocket/chat/${id('t')}`));
+    c.ws.send('{"ticketBody": ');
+    c.ws.send(JSON.stringify({ nope: 1 }));
+    c.ws.send(JSON.stringify({ ticketBody: '' }));
+    await c.until((m) => m.length >= 3);
+    assert.deepEqual(types(c.msgs), ['error', 'error', 'error']);
+    assert.ok(c.msgs.every((m) => typeof m.message === 'string' && m.message.length > 0));
+    assert.equal(c.ws.readyState, WebSocket.OPEN);
+    c.ws.close();
+  });
+
+  test('a client vanishing without a close frame: the generation completes and caches', async () => {
+    const ticket = id('t');
+    const body = `Servidor lento [[fake tokens=25 token_ms=20]] ${ticket}`;
+    const a = await connect(br.url(`/api/websocket/chat/${ticket}`));
+    a.ws.send(JSON.stringify({ ticketBody: body }));
+    await a.until((m) => m.length >= 2);
+    a.ws._socket.destroy();                             // no close frame
+    // the bridge keeps serving others meanwhile
+    const other = new TicketAIChat(br.url(`/api/websocket/chat/${id('t')}`), `olá [[fake tokens=3]]`);
+    assert.equal(await other.done, 'done');
+    other.close();
+    let cached = null;
+    for (let i = 0; i < 50 && !cached; i++) {
+      await sleep(100);
+      const c = new TicketAIChat(br.url(`/api/websocket/chat/${ticket}`), body);
+      await c.done;
+      if (c.log[0].type === 'cached') cached = c.log[0].response;
+      c.close();
+      await c.closed;
+    }
+    assert.equal(cached, answerText(body, 25));
+  });
+
+  test('oversize message closes 1009; binary closes 1003', async () => {
+    const c = await connect(br.url(`/api/websocket/chat/${id('t')}`));
+    c.ws.send(JSON.stringify({ ticketBody: 'x'.repeat(70000) }));
+    const cl = await c.closed;
+    assert.equal(cl.code, 1009);
+    assert.equal(cl.reason, 'message too big');
+    const d = await connect(br.url(`/api/websocket/chat/${id('t')}`));
+    d.ws.send(Buffer.from('{"ticketBody":"x"}'));
+    assert.equal((await d.closed).code, 1003);
+  });
+});
+
+// -------------------------------------------------------------- seed 001
+
+describe('seed 001 chat sessions', () => {
+  test('connected, then stream_start/stream_chunk/stream_end; ping/pong; errors', async () => {
+    const svc = new WebSocketService(`ws://127.0.0.1:${br.port}`);
+    const session = id('s');
+    const first = svc.next('message');
+    svc.connect(session);
+    await svc.next('connected');
+    const hello = await first;
+    assert.equal(hello.type, 'connected');
+    assert.equal(hello.session_id, session);
+    assert.match(hello.timestamp, /^\d{4}-\d\d-\d\dT/);
+
+    const chunks = [];
+    svc.on('streamChunk', (d) => chunks.push(d));
+    const start = svc.next('streamStart');
+    const end = svc.next('streamEnd');
+    const content = `Como exporto o relatório? [[fake tokens=9]] ${session}`;
+    svc.sendMessage(content);
+    const s = await start;
+    const e = await end;
+    assert.ok(s.message_id);
+    assert.ok(chunks.length > 0 && chunks.every((c) => c.message_id === s.message_id));
+    assert.equal(e.message_id, s.message_id);
+    assert.equal(chunks.map((c) => c.content).join(''), answerText(content, 9));
+    assert.equal(e.metadata.tokens_used, 9);
+    assert.equal(typeof e.metadata.processing_time, 'number');
+    assert.equal(e.metadata.model, 'llama3.2');
+
+    const pong = svc.next('message');
+    svc.ws.send(JSON.stringify({ type: 'ping' }));
+    assert.equal((await pong).type, 'pong');
+
+    const err = svc.next('error');
+    svc.ws.send('not json at all');
+    assert.match((await err).message, /Invalid message format/);
+    const err2 = svc.next('error');
+    svc.sendMessage('   ');
+    assert.match((await err2).message, /empty/);
+    assert.equal(svc.ws.readyState, WebSocket.OPEN);
+    svc.close();
+  });
+
+  test('MAX_MESSAGE_LENGTH and the rate limit answer error; the connection stays open', async () => {
+    const b = await startBridge({ RATE_LIMIT_MESSAGES_PER_MINUTE: '2', MAX_MESSAGE_LENGTH: '50' });
+    try {
+      const svc = new WebSocketService(`ws://127.0.0.1:${b.port}`);
+      svc.connect(id('s'));
+      await svc.next('connected');
+      let err = svc.next('error');
+      svc.sendMessage('x'.repeat(51));
+      assert.match((await err).message, /too long/i);
+      for (let i = 0; i < 2; i++) {
+        const end = svc.next('streamEnd');
+        svc.sendMessage(`pergunta ${i} [[fake tokens=2 token_ms=1]]`);
+        await end;
+      }
+      err = svc.next('error');
+      svc.sendMessage('mais uma [[fake tokens=2]]');
+      assert.equal((await err).message, 'Rate limit exceeded');
+      assert.equal(svc.ws.readyState, WebSocket.OPEN);
+      svc.close();
+    } finally {
+      assert.equal((await b.stop()).code, 0);
+    }
+  });
+});
+
+// -------------------------------------------------------------- seed 002
+
+describe('seed 002 brands', () => {
+  test('welcome, chunk... complete with products; ping/pong; bad JSON', async () => {
+    const bot = new ChatbotWebSocket(`ws://127.0.0.1:${br.port}`, 'techpro');
+    await bot.connect();
+    while (!bot.welcome) await sleep(10);
+    assert.equal(bot.welcome.brand_id, 'techpro');
+    assert.equal(bot.welcome.brand_name, 'TechPro Solutions');
+    const text = `I need a laptop for business work [[fake tokens=7]] ${id('q')}`;
+    await bot.sendMessage(text);
+    const t = types(bot.events);
+    assert.equal(t[0], 'welcome');
+    assert.equal(t.at(-1), 'complete');
+    assert.ok(t.slice(1, -1).every((x) => x === 'chunk') && t.length > 2, t.join());
+    assert.equal(bot.currentMessage, answerText(text, 7));
+    const chunk = bot.events[1].data;
+    assert.equal(chunk.is_final, false);
+    assert.equal(chunk.suggested_products, null);
+    assert.equal(chunk.confidence_score, null);
+    const complete = bot.events.at(-1).data;
+    assert.equal(complete.is_final, true);
+    assert.equal(complete.content, '');
+    assert.ok(Array.isArray(bot.products) && bot.products.length > 0, 'laptops suggested');
+    assert.equal(bot.products[0].category, 'Laptop');
+    assert.equal(typeof bot.confidence, 'number');
+    assert.ok(bot.conversationId);
+
+    bot.sendPing();
+    while (!bot.pongs.length) await sleep(10);
+    assert.match(bot.pongs[0].timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$/);
+
+    const e = bot.errors.length;
+    bot.socket.send('{oops');
+    while (bot.errors.length === e) await sleep(10);
+    assert.equal(bot.errors.at(-1), 'Invalid JSON');
+    assert.equal(bot.socket.readyState, WebSocket.OPEN);
+    bot.close();
+  });
+
+  test('an unknown brand gets error, then the connection closes', async () => {
+    const bot = new ChatbotWebSocket(`ws://127.0.0.1:${br.port}`, 'no-such-brand');
+    await bot.connect();
+    const cl = await bot.closed;
+    assert.deepEqual(types(bot.events), ['error']);
+    assert.equal(bot.errors[0], "Brand 'no-such-brand' not found or inactive");
+    assert.equal(cl.code, 1008);
+  });
+});
+
+// ------------------------------------------------------ upstream failures
+
+describe('upstream failures', () => {
+  test('upstream down: a clear error, nothing cached, the connection stays open', async () => {
+    const b = await startBridge({ OLLAMA_SERVER: 'http://127.0.0.1:9', PARLEY_CONNECT_TIMEOUT_MS: '1000' });
+    try {
+      const ticket = id('t');
+      const c = new TicketAIChat(b.url(`/api/websocket/chat/${ticket}`), 'Sem internet');
+      assert.equal(await c.done, 'error');
+      assert.match(c.error, /connect|refused|upstream/i);
+      assert.equal(c.ws.readyState, WebSocket.OPEN);
+      c.close();
+    } finally {
+      assert.equal((await b.stop()).code, 0);
+    }
+  });
+
+  test('an upstream hanging past PARLEY_IDLE_TIMEOUT_MS ends in error', async () => {
+    const b = await startBridge({ PARLEY_IDLE_TIMEOUT_MS: String(300 * SLOW) });
+    try {
+      const ticket = id('t');
+      const body = `Travou [[fake tokens=10 hang_after=2]] ${ticket}`;
+      const c = new TicketAIChat(b.url(`/api/websocket/chat/${ticket}`), body);
+      assert.equal(await c.done, 'error');
+      assert.equal(c.aiResponse, answerText(body, 2));
+      assert.match(c.error, /idle|timeout|tokens/i);
+      assert.equal(c.ws.readyState, WebSocket.OPEN);
+      c.close();
+    } finally {
+      assert.equal((await b.stop()).code, 0);
+    }
+  });
+});
+
+// --------------------------------------------------------------- limits
+
+describe('limits and security', () => {
+  test('150 connections against WEBSOCKET_MAX_CONNECTIONS=100: 50 closed 1013', async () => {
+    const b = await startBridge({ WEBSOCKET_MAX_CONNECTIONS: '100' });
+    try {
+      const conns = await Promise.all(Array.from({ length: 150 }, () =>
+        connect(b.url(`/api/websocket/chat/${id('t')}`))));
+      await sleep(300 * SLOW);
+      const refused = [];
+      for (const c of conns) {
+        const r = await Promise.race([c.closed, sleep(50).then(() => null)]);
+        if (r) refused.push(r);
+      }
+      assert.equal(refused.length, 50);
+      assert.ok(refused.every((r) => r.code === 1013 && r.reason === 'too many connections'));
+      const open = conns.filter((c) => c.ws.readyState === WebSocket.OPEN);
+      assert.equal(open.length, 100);
+      const metrics = await (await fetch(b.http('/metrics'))).text();
+      assert.match(metrics, /^parley_ws_connections 100$/m);
+      // a freed slot is usable again
+      open[0].ws.close();
+      await open[0].closed;
+      await sleep(100);
+      const again = await connect(b.url(`/api/websocket/chat/${id('t')}`));
+      assert.equal(await Promise.race([again.closed, sleep(300).then(() => 'open')]), 'open');
+      for (const c of [...open, again]) c.ws.terminate();
+    } finally {
+      assert.equal((await b.stop()).code, 0);
+    }
+  });
+
+  test('an Origin outside PARLEY_ALLOWED_ORIGINS is refused with 403', async () => {
+    const b = await startBridge({ PARLEY_ALLOWED_ORIGINS: 'https://help.example.com, https://ok.example' });
+    try {
+      await assert.rejects(connect(b.url(`/api/websocket/chat/${id('t')}`),
+        { headers: { Origin: 'https://evil.example' } }), { status: 403 });
+      const ok = await connect(b.url(`/api/websocket/chat/${id('t')}`),
+        { headers: { Origin: 'https://ok.example' } });
+      ok.ws.close();
+      const noOrigin = await connect(b.url(`/api/websocket/chat/${id('t')}`));
+      noOrigin.ws.close();
+    } finally {
+      assert.equal((await b.stop()).code, 0);
+    }
+  });
+
+  test('with PARLEY_JWT_SECRET: missing, forged or expired tokens close 4401; good ones open', async () => {
+    const secret = 'test-secret-0123456789abcdef0123456789';
+    const b = await startBridge({ PARLEY_JWT_SECRET: secret });
+    try {
+      const now = Math.floor(Date.now() / 1000);
+      const cases = [
+        ['', /missing|no token/i],
+        [hs256({ sub: 'ana', exp: now + 600 }, 'wrong-secret'), /signature/i],
+        [hs256({ sub: 'ana', exp: now - 600 }, secret), /expired/i],
+        ['not.a.jwt', /malformed|invalid/i],
+      ];
+      for (const [tok, why] of cases) {
+        const q = tok ? `?token=${tok}` : '';
+        const c = await connect(b.url(`/ws/${id('s')}${q}`));
+        const cl = await c.closed;
+        assert.equal(cl.code, 4401, `token ${tok}`);
+        assert.match(cl.reason, /^Unauthorized: /);
+        assert.match(cl.reason, why);
+        assert.equal(c.msgs.length, 0, 'nothing before the close');
+      }
+      const tok = hs256({ sub: 'ana', exp: now + 600 }, secret);
+      const svc = new WebSocketService(`ws://127.0.0.1:${b.port}`, { token: tok });
+      const hello = svc.next('message');
+      svc.connect(id('s'));
+      assert.equal((await hello).user_id, 'ana');
+      svc.close();
+      // Authorization: Bearer works for clients that can set headers
+      const h = await connect(b.url(`/api/websocket/chat/${id('t')}`),
+        { headers: { Authorization: `Bearer ${tok}` } });
+      assert.equal(await Promise.race([h.closed, sleep(300).then(() => 'open')]), 'open');
+      h.ws.close();
+      // the CLI mints tokens the bridge accepts
+      const cli = join(ROOT, process.env.BUILD || 'build', 'parley');
+      if (existsSync(cli)) {
+        const r = spawnSync(cli, ['token', 'bob', '60'], { env: { ...process.env, PARLEY_JWT_SECRET: secret,
+          PARLEY_DB: join(b.dir, 'parley.db') }, encoding: 'utf8' });
+        assert.equal(r.status, 0, r.stderr);
+        const svc2 = new WebSocketService(`ws://127.0.0.1:${b.port}`, { token: r.stdout.trim() });
+        const hello2 = svc2.next('message');
+        svc2.connect(id('s'));
+        assert.equal((await hello2).user_id, 'bob');
+        svc2.close();
+      }
+    } finally {
+      assert.equal((await b.stop()).code, 0);
+    }
+  });
+
+  test('WEBSOCKET_TIMEOUT closes an idle connection with 1000 "idle timeout"', async () => {
+    const b = await startBridge({ WEBSOCKET_TIMEOUT: '1' });
+    try {
+      const c = await connect(b.url(`/ws/chat/techpro`));
+      const t0 = Date.now();
+      const cl = await c.closed;
+      assert.equal(cl.code, 1000);
+      assert.equal(cl.reason, 'idle timeout');
+      assert.ok(Date.now() - t0 >= 900, 'not before the timeout');
+    } finally {
+      assert.equal((await b.stop()).code, 0);
+    }
+  });
+
+  test('a reader that stops reading is closed 1008 "slow consumer"; others are not stalled', async () => {
+    const b = await startBridge({}, []);
+    try {
+      const slow = await connect(b.url(`/ws/chat/techpro`));
+      await slow.until((m) => m.length >= 1);
+      slow.ws._socket.pause();                          // stop reading
+      const ping = JSON.stringify({ type: 'ping', data: {} });
+      const fast = new ChatbotWebSocket(`ws://127.0.0.1:${b.port}`, 'techpro');
+      await fast.connect();
+      let closed = null;
+      slow.closed.then((c) => { closed = c; });
+      for (let round = 0; round < 200 && !closed; round++) {
+        for (let i = 0; i < 500; i++) slow.ws.send(ping);
+        await sleep(20);
+        const m = await (await fetch(b.http('/metrics'))).text();
+        if (/parley_ws_closes_total\{reason="slow_consumer"\} [1-9]/.test(m)) break;
+      }
+      const m = await (await fetch(b.http('/metrics'))).text();
+      assert.match(m, /parley_ws_closes_total\{reason="slow_consumer"\} 1/);
+      // the other client is served meanwhile
+      fast.sendPing();
+      while (!fast.pongs.length) await sleep(10);
+      fast.close();
+      slow.ws._socket.resume();
+      const cl = await slow.closed;
+      assert.ok(cl.code === 1008 || cl.code === 1006, `closed ${cl.code}`);
+      if (cl.code === 1008) assert.equal(cl.reason, 'slow consumer');
+    } finally {
+      assert.equal((await b.stop()).code, 0);
+    }
+  });
+});
+
+// --------------------------------------------------------------- process
+
+describe('process', () => {
+  test('SIGTERM closes every connection with 1001 and exits 0', async () => {
+    const b = await startBridge();
+    const a = await connect(b.url(`/ws/chat/techpro`));
+    const c = await connect(b.url(`/api/websocket/chat/${id('t')}`));
+    const r = b.stop('SIGTERM');
+    const [ca, cc] = await Promise.all([a.closed, c.closed]);
+    assert.equal(ca.code, 1001);
+    assert.equal(cc.code, 1001);
+    assert.equal(ca.reason, 'server shutting down');
+    const { code } = await r;
+    assert.equal(code, 0);
+  });
+
+  test('a unix socket listener serves the same protocols', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'parley-ws-sock-'));
+    const sock = join(dir, 'ws.sock');
+    const b = await startBridge({}, ['--socket', sock]);
+    try {
+      for (let i = 0; i < 100 && !existsSync(sock); i++) await sleep(10);
+      const c = await connect(`ws+unix://${sock}:/ws/chat/techpro`);
+      await c.until((m) => m.length >= 1);
+      assert.equal(c.msgs[0].type, 'welcome');
+      c.ws.close();
+    } finally {
+      assert.equal((await b.stop()).code, 0);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('SIGHUP reopens the --log file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'parley-ws-log-'));
+    const log = join(dir, 'ws.log');
+    const b = await startBridge({}, ['--log', log]);
+    try {
+      assert.match(readFileSync(log, 'utf8'), /listening on/);
+      renameSync(log, `${log}.1`);
+      b.child.kill('SIGHUP');
+      for (let i = 0; i < 100 && !existsSync(log); i++) await sleep(20);
+      assert.match(readFileSync(log, 'utf8'), /log reopened/);
+    } finally {
+      assert.equal((await b.stop()).code, 0);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('/metrics and the stats file count connections, bytes, users and generation latency', async () => {
+    const ticket = id('t');
+    const c = new TicketAIChat(br.url(`/api/websocket/chat/${ticket}`), `métricas [[fake tokens=4]] ${ticket}`);
+    await c.done;
+    c.close();
+    const m = await (await fetch(br.http('/metrics'))).text();
+    for (const name of ['parley_ws_messages_sent_total', 'parley_ws_sent_bytes_total',
+      'parley_ws_messages_received_total', 'parley_generation_seconds_count',
+      'parley_generation_first_token_seconds_count']) {
+      const v = Number(m.match(new RegExp(`^${name} (\\d+)`, 'm'))?.[1]);
+      assert.ok(v > 0, `${name} = ${v}`);
+    }
+    assert.match(m, /^parley_ws_user_sent_bytes_total\{user="\(anonymous\)"\} [1-9]\d*$/m);
+    for (let i = 0; i < 80 && !existsSync(join(br.dir, 'stats.prom')); i++) await sleep(100);
+    assert.match(readFileSync(join(br.dir, 'stats.prom'), 'utf8'), /^parley_ws_connections \d+$/m);
+  });
+});
