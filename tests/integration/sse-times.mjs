@@ -22,7 +22,7 @@ const stopAfter = opt('--stop-after', Infinity);
 const t0 = performance.now();
 const fail = (msg) => { console.log(msg); process.exit(1); };
 const ac = new AbortController();
-setTimeout(() => ac.abort(), 20000).unref();
+setTimeout(() => ac.abort(), Number(process.env.SSE_TIMES_TIMEOUT_MS || 20000)).unref();
 
 let res;
 try {
