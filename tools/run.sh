@@ -152,25 +152,17 @@ if [ ! -x "$APP" ]; then
 fi
 IT_HTTP_PORT=$PORT
 IT_DB=$PARLEY_DB
+IT_UPSTREAM=${IT_UPSTREAM:-}
 WS_PORT=$(free_port)
 IT_NO_WS=1
 if [ -x "$BUILD/parley-ws" ]; then
-    cp "$BUILD/parley-ws" "$IT_TMP/parley-ws"
-    # shellcheck disable=SC2086
-    it_bg "$IT_TMP/parley-ws.log" $AS_APP env PARLEY_CONFIG="$IT_APP_CONFIG" PARLEY_DB="$PARLEY_DB" \
-        OLLAMA_SERVER="$IT_UPSTREAM" "$IT_TMP/parley-ws" --listen "127.0.0.1:$WS_PORT"
-    _i=0
-    while ! curl -s -o /dev/null -m 1 "http://127.0.0.1:$WS_PORT/" && [ $_i -lt 50 ]; do
-        sleep 0.1; _i=$((_i + 1))
-    done
-    if it_alive "$IT_LAST_PID"; then
+    if start_bridge; then
+        WS_PORT=$BRIDGE_PORT
         IT_NO_WS=""
         say "WebSocket bridge parley-ws on 127.0.0.1:$WS_PORT (proxied under /api/websocket/, /ws/, /socket/websocket)"
     else
-        say "parley-ws did not start (see below): WebSocket clients will fall back to long-polling"
-        sed 's/^/    | /' "$IT_TMP/parley-ws.log" | tail -n 10
+        say "parley-ws did not start (its log is above): WebSocket clients will fall back to long-polling"
     fi
-    SETUP_PIDS=""
 else
     say "no $BUILD/parley-ws yet: WebSocket clients fall back to long-polling"
 fi

@@ -14,6 +14,8 @@
 #       APP is a FastCGI program (build/parley.fcgi or build/tests/fcgi-stream);
 #       each sets BASE=http://127.0.0.1:PORT and SETUP_DIR, and returns when
 #       the server answers.
+#   start_bridge                     build/parley-ws on a free port (BRIDGE_PORT),
+#                                    same database and upstream; set WS_PORT to it
 #   stop_setup                       stops the servers of the last start_*
 #   ok NAME CMD...                   runs CMD, prints "ok N - NAME" / "not ok N - NAME"
 #   it_done                          prints the plan; exit status 0 only if all passed
@@ -336,6 +338,44 @@ start_htaccess() {
     apache_conf fcgid rewrite
     APACHE_VHOST_EXTRA=""
     apache_run htaccess
+}
+
+# --- the WebSocket bridge ----------------------------------------------------
+
+# Waits until something listens on 127.0.0.1:$1 (curl's "connection
+# refused" is exit status 7), at most 5 s; fails early if process $2 died.
+it_wait_port() {
+    _i=0
+    while [ $_i -lt 100 ]; do
+        _rc=0
+        curl -s -o /dev/null -m 1 "http://127.0.0.1:$1/" 2>/dev/null || _rc=$?
+        [ "$_rc" -ne 7 ] && return 0
+        it_alive "$2" || return 1
+        sleep 0.05; _i=$((_i + 1))
+    done
+    return 1
+}
+
+# Starts $BUILD/parley-ws on 127.0.0.1:BRIDGE_PORT (a free port) as the app
+# account, with the database and upstream of the setups. It outlives
+# stop_setup; it_cleanup stops it. Returns 1 (with its log on stdout as TAP
+# diagnostics) if it does not come up.
+start_bridge() {
+    [ -x "$BUILD/parley-ws" ] || it_die "$BUILD/parley-ws is not built (make)"
+    mkdir -p "$IT_TMP/bridge"
+    cp "$BUILD/parley-ws" "$IT_TMP/bridge/parley-ws"
+    it_own "$IT_TMP/bridge"
+    BRIDGE_PORT=$(free_port)
+    _keep=$SETUP_PIDS
+    # shellcheck disable=SC2086
+    it_bg "$IT_TMP/bridge/parley-ws.log" $AS_APP env PARLEY_DB="${IT_DB:-$IT_TMP/data/parley.db}" \
+        OLLAMA_SERVER="${IT_UPSTREAM:-$FAKE_LLM_URL}" ${IT_APP_CONFIG:+PARLEY_CONFIG="$IT_APP_CONFIG"} \
+        "$IT_TMP/bridge/parley-ws" --listen "127.0.0.1:$BRIDGE_PORT" --stats-file -
+    SETUP_PIDS=$_keep
+    if ! it_wait_port "$BRIDGE_PORT" "$IT_LAST_PID"; then
+        sed 's/^/# parley-ws: /' "$IT_TMP/bridge/parley-ws.log" | tail -n 20
+        return 1
+    fi
 }
 
 # --- lighttpd ---------------------------------------------------------------

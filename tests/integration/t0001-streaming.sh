@@ -14,7 +14,9 @@
 #     the bridge's port (a stand-in echo server: tests/integration/ws-echo.mjs).
 # Then, when build/parley.fcgi is built, through each setup: GET /api/health
 # answers 200 JSON, and a chat answer (POST /api/chat/send, seed 004) from
-# the simulated LLM, 6 tokens 150 ms apart, arrives token by token. The shared-hosting .htaccess is checked too: routing
+# the simulated LLM, 6 tokens 150 ms apart, arrives token by token; and
+# when build/parley-ws is built too, a ticket answer over WebSocket through
+# the server's proxy to the real bridge arrives message by message. The shared-hosting .htaccess is checked too: routing
 # and SetEnv work; its SSE timing is only reported (the host's default
 # output buffering collects it, as apache-conf/htaccess-shared-hosting says).
 #
@@ -107,6 +109,22 @@ check_chat_stream() {
         --stop-after 6 --min-events 6 --min-spread 600 --max-spread 2500
 }
 
+# A seed 000 ticket answer over WebSocket through the server's proxy to the
+# real bridge: 6 tokens 150 ms apart arrive as 6 "stream" messages.
+check_ws_ticket() {
+    _t=$((9000 + TAP_N))
+    node tests/integration/ws-ticket.mjs "ws://127.0.0.1:$HTTP_PORT/api/websocket/chat/$_t" \
+        "WebSocket test $name $_t [[fake tokens=6 token_ms=150 first_ms=0]]" \
+        --stop-after 6 --min-spread 600 --max-spread 2500
+}
+
+ECHO_PORT=$WS_PORT
+HAVE_BRIDGE=""
+if [ -x "$BUILD/parley-ws" ] && [ -x "$PARLEY_APP" ]; then
+    start_bridge && HAVE_BRIDGE=1
+    ok "parley-ws starts (for the WebSocket checks below)" test -n "$HAVE_BRIDGE"
+fi
+
 for setup in fcgid proxy_fcgi lighttpd; do
     name=$(echo "$setup" | tr _ -)
     start_$setup "$STREAM_APP"
@@ -116,10 +134,15 @@ for setup in fcgid proxy_fcgi lighttpd; do
     ok "$name: WebSocket upgrades reach the bridge port" check_ws
     stop_setup
     if [ -x "$PARLEY_APP" ]; then
+        [ -n "$HAVE_BRIDGE" ] && WS_PORT=$BRIDGE_PORT
         start_$setup "$PARLEY_APP"
         ok "$name: parley.fcgi answers GET /api/health with 200 JSON" check_health
         ok "$name: parley.fcgi streams a chat answer token by token (POST /api/chat/send)" check_chat_stream
+        if [ -n "$HAVE_BRIDGE" ]; then
+            ok "$name: parley-ws streams a ticket answer through the proxy (/api/websocket/)" check_ws_ticket
+        fi
         stop_setup
+        WS_PORT=$ECHO_PORT
     else
         it_log "$PARLEY_APP is not built yet: /api/health through $name not checked"
     fi
