@@ -38,11 +38,12 @@ const id = (p) => `${p}-${process.pid}-${Date.now().toString(36)}-${++uniq}`;
 
 // Starts parley-ws with env added to a clean Parley environment; resolves
 // once it listens. stop(sig) resolves with { code, signal, stderr }.
-async function startBridge(env = {}, args = []) {
+async function startBridge(env = {}, args = [], wrap = []) {
   const dir = mkdtempSync(join(tmpdir(), 'parley-ws-test-'));
   const portFile = join(dir, 'port');
-  const child = spawn(BIN, ['--listen', '127.0.0.1:0', '--port-file', portFile, '--drain', '2',
-    '--stats-file', join(dir, 'stats.prom'), ...args], {
+  const argv = [BIN, '--listen', '127.0.0.1:0', '--port-file', portFile, '--drain', '2',
+    '--stats-file', join(dir, 'stats.prom'), ...args];
+  const child = spawn(wrap.length ? wrap[0] : BIN, [...wrap.slice(1), ...(wrap.length ? argv : argv.slice(1))], {
     env: {
       PATH: process.env.PATH, PARLEY_DB: join(dir, 'parley.db'), OLLAMA_SERVER: FAKE,
       RATE_LIMIT_MESSAGES_PER_MINUTE: '0', PARLEY_COALESCE_MS: '0',
@@ -55,7 +56,7 @@ async function startBridge(env = {}, args = []) {
   let stderr = '';
   child.stderr.on('data', (d) => { stderr += d; });
   const exited = once(child, 'exit');
-  for (let i = 0; i < 400 && !existsSync(portFile); i++) {
+  for (let i = 0; i < (wrap.length ? 3000 : 400) && !existsSync(portFile); i++) {
     if (child.exitCode !== null) break;
     await sleep(10);
   }
@@ -751,6 +752,33 @@ describe('process', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  const valgrind = spawnSync('valgrind', ['--version']).status === 0;
+  test('under valgrind: a session of every protocol and SIGTERM leave no leak or error',
+    { skip: SANITIZED ? 'sanitized build: LeakSanitizer checks every bridge instead'
+      : !valgrind && 'valgrind not installed', timeout: 120000 }, async () => {
+      const b = await startBridge({}, ['--workers', '2', '--gen-threads', '2'],
+        ['valgrind', '--leak-check=full', '--errors-for-leak-kinds=definite',
+          '--error-exitcode=99', '--quiet']);
+      const ticket = id('t');
+      const t = new TicketAIChat(b.url(`/api/websocket/chat/${ticket}`), `valgrind [[fake tokens=5]] ${ticket}`);
+      assert.equal(await t.done, 'done');
+      const svc = new WebSocketService(`ws://127.0.0.1:${b.port}`);
+      svc.connect(id('s'));
+      await svc.next('connected', 20000);
+      const end = svc.next('streamEnd', 20000);
+      svc.sendMessage('oi [[fake tokens=3]]');
+      await end;
+      const bot = new ChatbotWebSocket(`ws://127.0.0.1:${b.port}`, 'techpro');
+      await bot.connect();
+      await bot.sendMessage('a phone please [[fake tokens=3]]');
+      const big = await connect(b.url(`/ws/${id('s')}`));
+      big.ws.send('x'.repeat(70000));
+      assert.equal((await big.closed).code, 1009);
+      const r = await b.stop('SIGTERM');           // t, svc and bot still open: closed 1001
+      assert.equal(r.code, 0, r.stderr);
+      assert.doesNotMatch(r.stderr, /definitely lost: [1-9]|Invalid (read|write)|uninitialised/);
+    });
 
   test('/metrics and the stats file count connections, bytes, users and generation latency', async () => {
     const ticket = id('t');
