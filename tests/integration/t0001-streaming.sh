@@ -160,4 +160,14 @@ if [ -x "$PARLEY_APP" ]; then
     stop_setup
 fi
 
+# Under SANITIZE= builds (CI), the programs' stderr — the web servers' error
+# logs, the external server's and the bridge's logs — must hold no report.
+no_sanitizer_reports() {
+    _hits=$(grep -rlE 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error:' "$IT_TMP" 2>/dev/null) || true
+    [ -z "$_hits" ] && return 0
+    for _f in $_hits; do echo "== $_f"; grep -m 5 -A 8 -E 'Sanitizer|runtime error:' "$_f"; done
+    return 1
+}
+ok "no sanitizer report in any server or program log" no_sanitizer_reports
+
 it_done
