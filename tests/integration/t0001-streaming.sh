@@ -163,7 +163,7 @@ fi
 # Under SANITIZE= builds (CI), the programs' stderr — the web servers' error
 # logs, the external server's and the bridge's logs — must hold no report.
 no_sanitizer_reports() {
-    _hits=$(grep -rlE 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error:' "$IT_TMP" 2>/dev/null) || true
+    _hits=$(grep -rlE --include='*.log' --include='*.out' 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error:' "$IT_TMP" 2>/dev/null) || true
     [ -z "$_hits" ] && return 0
     for _f in $_hits; do echo "== $_f"; grep -m 5 -A 8 -E 'Sanitizer|runtime error:' "$_f"; done
     return 1
