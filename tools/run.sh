@@ -119,8 +119,13 @@ it_own "$IT_APP_CONFIG"
 # --- the web pages ---------------------------------------------------------
 IT_WWW=$PWD/www
 if [ ! -e www/index.html ]; then
-    mkdir -p www
-    cat >www/index.html <<'EOF'
+    if ! { mkdir -p www && [ -w www ]; } 2>/dev/null; then
+        # A read-only checkout: the placeholder goes to the temp dir.
+        mkdir -p "$IT_TMP/www-copy"
+        [ -d www ] && cp -R www/. "$IT_TMP/www-copy/"
+        IT_WWW=$IT_TMP/www-copy
+    fi
+    cat >"$IT_WWW/index.html" <<'EOF'
 <!doctype html>
 <html lang="en">
 <meta charset="utf-8">
@@ -131,9 +136,9 @@ under <a href="/api/health">/api/health</a>, <a href="/brands/active">/brands/ac
 and the other paths in <code>docs/</code>.</p>
 </html>
 EOF
-    say "created a placeholder www/index.html"
+    say "created a placeholder $IT_WWW/index.html"
 fi
-if [ -n "$APP_USER" ] && ! $AS_APP test -r www/index.html; then
+if [ -n "$APP_USER" ] && [ "$IT_WWW" = "$PWD/www" ] && ! $AS_APP test -r www/index.html; then
     # The checkout is not readable by the web server's account (e.g. under
     # /root): serve a copy.
     cp -R www "$IT_TMP/www-copy"
