@@ -1,0 +1,207 @@
+// ws-fanout.mjs — fan-out through parley-ws, or through Nchan for
+// comparison: C channels, S WebSocket subscribers on each, messages
+// published at a fixed rate; reports frames delivered per second and the
+// append -> receive latency (p50, p99, max) over every frame.
+//
+//   node bench/ws-fanout.mjs --server parley|nchan [--channels 1] [--subs 1000]
+//        [--rate 50] [--count 250] [--size 64] [--threads 2] [--bin build/parley-ws]
+//
+// Parley: the bridge follows ticket channels (subscribers open
+// /api/websocket/chat/<id>?after=0&seq=1); the publisher is
+// build/bench/ws-pub, which appends "token" events to the event log like a
+// generation does, so each message travels append -> doorbell -> watcher ->
+// shared log read -> per-connection frame -> socket.
+// Nchan: nginx with libnginx-mod-nchan started on loopback with a temporary
+// config (one worker per core); the publisher POSTs to /pub/<id> over
+// keep-alive HTTP, subscribers use /sub/<id> over WebSocket. The published
+// body is the same JSON Parley sends, so frames are the same size.
+// Subscribers are spread over --threads worker threads. Prints one row of
+// a Markdown table. Bounded by count/rate + 30 s.
+
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import WebSocket from 'ws';
+
+const nowUs = () => (performance.timeOrigin + performance.now()) * 1000;
+
+// ------------------------------------------------------------ subscriber thread
+if (!isMainThread) {
+  const { urls } = workerData;
+  const lat = [];
+  let received = 0;
+  let last = 0;
+  const socks = [];
+  let opened = 0;
+  for (const url of urls) {
+    const ws = new WebSocket(url, { perMessageDeflate: false });
+    ws.on('open', () => { if (++opened === urls.length) parentPort.postMessage({ opened }); });
+    ws.on('message', (data) => {
+      const t = nowUs();
+      const m = JSON.parse(data.toString());
+      const ts = parseInt(m.content, 10);
+      if (ts > 0) lat.push(t - ts);
+      received++;
+      last = t;
+    });
+    ws.on('error', (e) => parentPort.postMessage({ error: e.message }));
+    socks.push(ws);
+  }
+  parentPort.on('message', (msg) => {
+    if (msg === 'report') {
+      parentPort.postMessage({ received, last, lat: Float64Array.from(lat) });
+    } else if (msg === 'close') {
+      for (const ws of socks) ws.terminate();
+      parentPort.postMessage({ closed: true });
+    }
+  });
+} else {
+  await main();
+}
+
+async function freePort() {
+  const s = net.createServer().listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const { port } = s.address();
+  s.close();
+  return port;
+}
+
+async function main() {
+  const args = Object.fromEntries(process.argv.slice(2).reduce((a, v, i, all) =>
+    (v.startsWith('--') ? [...a, [v.slice(2), all[i + 1]]] : a), []));
+  const server = args.server || 'parley';
+  const C = Number(args.channels || 1), S = Number(args.subs || 1000);
+  const RATE = Number(args.rate || 50), COUNT = Number(args.count || 250);
+  const SIZE = Number(args.size || 64), THREADS = Number(args.threads || 2);
+  const build = process.env.BUILD || 'build';
+  const BIN = args.bin || join(build, 'parley-ws');
+  const dir = mkdtempSync(join(tmpdir(), `ws-fanout-${server}-`));
+  const prefix = `f${Date.now().toString(36)}x`;
+  let child;
+  let port;
+  let subUrl;
+
+  if (server === 'parley') {
+    const portFile = join(dir, 'port');
+    child = spawn(BIN, ['--listen', '127.0.0.1:0', '--port-file', portFile, '--stats-file', '-'], {
+      env: { ...process.env, PARLEY_DB: join(dir, 'p.db'), WEBSOCKET_MAX_CONNECTIONS: String(C * S + 100),
+        WEBSOCKET_TIMEOUT: '3600', OLLAMA_SERVER: 'http://127.0.0.1:9' },
+      stdio: ['ignore', 'ignore', 'ignore'],
+    });
+    while (!existsSync(portFile)) await sleep(10);
+    port = Number(readFileSync(portFile, 'utf8'));
+    subUrl = (c) => `ws://127.0.0.1:${port}/api/websocket/chat/${prefix}${c}?after=0&seq=1`;
+  } else {
+    port = await freePort();
+    for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, d));
+    writeFileSync(join(dir, 'nginx.conf'), `
+load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
+user root;
+worker_processes auto;
+worker_rlimit_nofile 65536;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi; uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
+  server {
+    listen 127.0.0.1:${port};
+    location ~ ^/pub/(\\w+)$ { nchan_publisher; nchan_channel_id $1; nchan_message_buffer_length 64; }
+    location ~ ^/sub/(\\w+)$ { nchan_subscriber websocket; nchan_channel_id $1; }
+  }
+}
+`);
+    child = spawn('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir, '-g', 'daemon off;'],
+      { stdio: ['ignore', 'ignore', 'inherit'] });
+    for (let i = 0; i < 200; i++) {
+      try { await fetch(`http://127.0.0.1:${port}/`); break; } catch { await sleep(25); }
+    }
+    subUrl = (c) => `ws://127.0.0.1:${port}/sub/${prefix}${c}`;
+  }
+
+  // subscribers, spread over threads
+  const urls = [];
+  for (let c = 0; c < C; c++) for (let s = 0; s < S; s++) urls.push(subUrl(c));
+  const workers = [];
+  for (let t = 0; t < THREADS; t++) {
+    const mine = urls.filter((_, i) => i % THREADS === t);
+    const w = new Worker(new URL(import.meta.url), { workerData: { urls: mine } });
+    workers.push(w);
+  }
+  await Promise.all(workers.map((w) => new Promise((res, rej) => {
+    w.on('message', (m) => { if (m.opened) res(); if (m.error) rej(new Error(m.error)); });
+  })));
+  await sleep(1500);                    // every subscriber registered its channel
+
+  // publish
+  const t0 = nowUs();
+  if (server === 'parley') {
+    const pub = spawn(join(build, 'bench', 'ws-pub'),
+      [join(dir, 'p.db'), prefix, String(C), String(RATE), String(COUNT), String(SIZE)],
+      { stdio: ['ignore', 'ignore', 'inherit'] });
+    await once(pub, 'exit');
+  } else {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+    const start = performance.now();
+    const pending = [];
+    for (let i = 0; i < COUNT; i++) {
+      const due = start + (i * 1000) / RATE;
+      const wait = due - performance.now();
+      if (wait > 1) await sleep(wait);
+      // the same JSON Parley's ticket protocol sends, same size
+      const ts = `${Math.round(nowUs())} `;
+      const content = ts + 'x'.repeat(Math.max(0, SIZE - ts.length));
+      const body = JSON.stringify({ type: 'stream', content, seq: i + 1 });
+      pending.push(new Promise((res) => {
+        const req = http.request({ host: '127.0.0.1', port, path: `/pub/${prefix}${i % C}`,
+          method: 'POST', agent, headers: { 'content-type': 'application/json' } },
+        (r) => { r.resume(); r.on('end', res); });
+        req.on('error', res);
+        req.end(body);
+      }));
+    }
+    await Promise.all(pending);
+    agent.destroy();
+  }
+
+  // collect
+  const expected = COUNT * S;
+  const deadline = Date.now() + 30000;
+  let reports;
+  for (;;) {
+    reports = await Promise.all(workers.map((w) => new Promise((res) => {
+      const on = (m) => { if ('received' in m) { w.off('message', on); res(m); } };
+      w.on('message', on);
+      w.postMessage('report');
+    })));
+    const got = reports.reduce((a, r) => a + r.received, 0);
+    if (got >= expected || Date.now() > deadline) break;
+    await sleep(200);
+  }
+  const got = reports.reduce((a, r) => a + r.received, 0);
+  const last = Math.max(...reports.map((r) => r.last));
+  const lat = Float64Array.from(reports.flatMap((r) => Array.from(r.lat))).sort();
+  const pct = (p) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] / 1000 : NaN);
+  const secs = (last - t0) / 1e6;
+  console.log(`| ${server} | ${C} × ${S} | ${RATE}/s × ${COUNT} | ${SIZE} B | ${got}/${expected} | ` +
+    `${Math.round(got / secs)} | ${pct(0.5).toFixed(2)} ms | ${pct(0.99).toFixed(2)} ms | ` +
+    `${(lat.length ? lat[lat.length - 1] / 1000 : NaN).toFixed(1)} ms |`);
+
+  for (const w of workers) w.postMessage('close');
+  await sleep(200);
+  for (const w of workers) await w.terminate();
+  child.kill('SIGTERM');
+  await once(child, 'exit');
+  rmSync(dir, { recursive: true, force: true });
+  process.exit(got >= expected ? 0 : 1);
+}
