@@ -10,6 +10,13 @@
 // every bridge's stderr is checked for sanitizer reports when it stops).
 // FAKE_LLM_URL (exported by tests/run.sh) names the simulated LLM; without
 // it one is started in-process.
+//
+// External mode (tests/integration/t0200-ws.sh): with WS_BRIDGE_URL set
+// (ws://host:port of a web server proxying to a running bridge), the seed
+// client tests run against it instead of a bridge of their own, the tests
+// that need their own bridge are skipped, and with WS_POLL_URL (the same
+// server's http:// base, serving parley.fcgi) the cross-transport tests run:
+// a WebSocket client and a long-poll client on one ticket.
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -29,6 +36,9 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = join(ROOT, process.env.BUILD || 'build', 'parley-ws');
 const SANITIZED = existsSync(BIN) && readFileSync(BIN).includes('__asan_init');
 const SLOW = SANITIZED ? 3 : 1;          // timeouts stretch under ASan
+const EXTERNAL = process.env.WS_BRIDGE_URL || '';
+const POLL = process.env.WS_POLL_URL || '';
+const OWN = EXTERNAL ? 'needs a bridge of its own (external mode)' : false;
 let FAKE;                                // base URL of the simulated LLM
 let fakeInProcess = null;
 let uniq = 0;
@@ -63,7 +73,7 @@ async function startBridge(env = {}, args = [], wrap = []) {
   assert.ok(existsSync(portFile), `parley-ws did not start: ${stderr}`);
   const port = Number(readFileSync(portFile, 'utf8'));
   const b = {
-    child, dir, port,
+    child, dir, port, base: `ws://127.0.0.1:${port}`,
     url: (path) => `ws://127.0.0.1:${port}${path}`,
     http: (path) => `http://127.0.0.1:${port}${path}`,
     stderr: () => stderr,
@@ -249,11 +259,15 @@ before(async () => {
     fakeInProcess = await startFakeLLM();
     FAKE = fakeInProcess.url;
   }
-  br = await startBridge();
+  if (EXTERNAL) {
+    br = { base: EXTERNAL, url: (path) => `${EXTERNAL}${path}`, external: true };
+  } else {
+    br = await startBridge();
+  }
 });
 
 after(async () => {
-  if (br) {
+  if (br && !br.external) {
     const r = await br.stop();
     assert.equal(r.code, 0, r.stderr);
   }
@@ -262,7 +276,7 @@ after(async () => {
 
 // ------------------------------------------------------------ HTTP paths
 
-describe('http', () => {
+describe('http', { skip: OWN }, () => {
   test('/healthz answers 200, /metrics Prometheus text, other paths 404/426', async () => {
     let r = await fetch(br.http('/healthz'));
     assert.equal(r.status, 200);
@@ -417,7 +431,7 @@ describe('seed 000 tickets', () => {
 
 describe('seed 001 chat sessions', () => {
   test('connected, then stream_start/stream_chunk/stream_end; ping/pong; errors', async () => {
-    const svc = new WebSocketService(`ws://127.0.0.1:${br.port}`);
+    const svc = new WebSocketService(br.base);
     const session = id('s');
     const first = svc.next('message');
     svc.connect(session);
@@ -457,10 +471,10 @@ describe('seed 001 chat sessions', () => {
     svc.close();
   });
 
-  test('MAX_MESSAGE_LENGTH and the rate limit answer error; the connection stays open', async () => {
+  test('MAX_MESSAGE_LENGTH and the rate limit answer error; the connection stays open', { skip: OWN }, async () => {
     const b = await startBridge({ RATE_LIMIT_MESSAGES_PER_MINUTE: '2', MAX_MESSAGE_LENGTH: '50' });
     try {
-      const svc = new WebSocketService(`ws://127.0.0.1:${b.port}`);
+      const svc = new WebSocketService(b.base);
       svc.connect(id('s'));
       await svc.next('connected');
       let err = svc.next('error');
@@ -486,7 +500,7 @@ describe('seed 001 chat sessions', () => {
 
 describe('seed 002 brands', () => {
   test('welcome, chunk... complete with products; ping/pong; bad JSON', async () => {
-    const bot = new ChatbotWebSocket(`ws://127.0.0.1:${br.port}`, 'techpro');
+    const bot = new ChatbotWebSocket(br.base, 'techpro');
     await bot.connect();
     while (!bot.welcome) await sleep(10);
     assert.equal(bot.welcome.brand_id, 'techpro');
@@ -523,7 +537,7 @@ describe('seed 002 brands', () => {
   });
 
   test('an unknown brand gets error, then the connection closes', async () => {
-    const bot = new ChatbotWebSocket(`ws://127.0.0.1:${br.port}`, 'no-such-brand');
+    const bot = new ChatbotWebSocket(br.base, 'no-such-brand');
     await bot.connect();
     const cl = await bot.closed;
     assert.deepEqual(types(bot.events), ['error']);
@@ -534,7 +548,7 @@ describe('seed 002 brands', () => {
 
 // ------------------------------------------------------ upstream failures
 
-describe('upstream failures', () => {
+describe('upstream failures', { skip: OWN }, () => {
   test('upstream down: a clear error, nothing cached, the connection stays open', async () => {
     const b = await startBridge({ OLLAMA_SERVER: 'http://127.0.0.1:9', PARLEY_CONNECT_TIMEOUT_MS: '1000' });
     try {
@@ -568,7 +582,7 @@ describe('upstream failures', () => {
 
 // --------------------------------------------------------------- limits
 
-describe('limits and security', () => {
+describe('limits and security', { skip: OWN }, () => {
   test('150 connections against WEBSOCKET_MAX_CONNECTIONS=100: 50 closed 1013', async () => {
     const b = await startBridge({ WEBSOCKET_MAX_CONNECTIONS: '100' });
     try {
@@ -631,7 +645,7 @@ describe('limits and security', () => {
         assert.equal(c.msgs.length, 0, 'nothing before the close');
       }
       const tok = hs256({ sub: 'ana', exp: now + 600 }, secret);
-      const svc = new WebSocketService(`ws://127.0.0.1:${b.port}`, { token: tok });
+      const svc = new WebSocketService(b.base, { token: tok });
       const hello = svc.next('message');
       svc.connect(id('s'));
       assert.equal((await hello).user_id, 'ana');
@@ -647,7 +661,7 @@ describe('limits and security', () => {
         const r = spawnSync(cli, ['token', 'bob', '60'], { env: { ...process.env, PARLEY_JWT_SECRET: secret,
           PARLEY_DB: join(b.dir, 'parley.db') }, encoding: 'utf8' });
         assert.equal(r.status, 0, r.stderr);
-        const svc2 = new WebSocketService(`ws://127.0.0.1:${b.port}`, { token: r.stdout.trim() });
+        const svc2 = new WebSocketService(b.base, { token: r.stdout.trim() });
         const hello2 = svc2.next('message');
         svc2.connect(id('s'));
         assert.equal((await hello2).user_id, 'bob');
@@ -679,7 +693,7 @@ describe('limits and security', () => {
       await slow.until((m) => m.length >= 1);
       slow.ws._socket.pause();                          // stop reading
       const ping = JSON.stringify({ type: 'ping', data: {} });
-      const fast = new ChatbotWebSocket(`ws://127.0.0.1:${b.port}`, 'techpro');
+      const fast = new ChatbotWebSocket(b.base, 'techpro');
       await fast.connect();
       let closed = null;
       slow.closed.then((c) => { closed = c; });
@@ -707,7 +721,7 @@ describe('limits and security', () => {
 
 // --------------------------------------------------------------- process
 
-describe('process', () => {
+describe('process', { skip: OWN }, () => {
   test('SIGTERM closes every connection with 1001 and exits 0', async () => {
     const b = await startBridge();
     const a = await connect(b.url(`/ws/chat/techpro`));
@@ -763,13 +777,13 @@ describe('process', () => {
       const ticket = id('t');
       const t = new TicketAIChat(b.url(`/api/websocket/chat/${ticket}`), `valgrind [[fake tokens=5]] ${ticket}`);
       assert.equal(await t.done, 'done');
-      const svc = new WebSocketService(`ws://127.0.0.1:${b.port}`);
+      const svc = new WebSocketService(b.base);
       svc.connect(id('s'));
       await svc.next('connected', 20000);
       const end = svc.next('streamEnd', 20000);
       svc.sendMessage('oi [[fake tokens=3]]');
       await end;
-      const bot = new ChatbotWebSocket(`ws://127.0.0.1:${b.port}`, 'techpro');
+      const bot = new ChatbotWebSocket(b.base, 'techpro');
       await bot.connect();
       await bot.sendMessage('a phone please [[fake tokens=3]]');
       const big = await connect(b.url(`/ws/${id('s')}`));
@@ -795,5 +809,94 @@ describe('process', () => {
     assert.match(m, /^parley_ws_user_sent_bytes_total\{user="\(anonymous\)"\} [1-9]\d*$/m);
     for (let i = 0; i < 80 && !existsSync(join(br.dir, 'stats.prom')); i++) await sleep(100);
     assert.match(readFileSync(join(br.dir, 'stats.prom'), 'utf8'), /^parley_ws_connections \d+$/m);
+  });
+});
+
+// ------------------------------------------------------- cross-transport
+
+// A long-poll client (DESIGN §3, served by parley.fcgi) of a WebSocket path.
+class LongPoll {
+  constructor(base, path) { this.base = base; this.path = path; this.cursor = 0; this.msgs = []; }
+  async open() {
+    const r = await fetch(`${this.base}/api/poll/open`, { method: 'POST',
+      headers: { 'content-type': 'application/json' }, body: JSON.stringify({ path: this.path }) });
+    assert.equal(r.status, 200, await r.clone().text());
+    this.sid = (await r.json()).sid;
+  }
+  async send(frame) {
+    const r = await fetch(`${this.base}/api/poll/${this.sid}`, { method: 'POST',
+      headers: { 'content-type': 'application/json' }, body: JSON.stringify(frame) });
+    assert.equal(r.status, 202, await r.clone().text());
+  }
+  async until(pred, ms = 15000) {
+    const t0 = Date.now();
+    while (!pred(this.msgs)) {
+      assert.ok(Date.now() - t0 < ms, `long-poll timeout; got ${JSON.stringify(this.msgs)}`);
+      const r = await fetch(`${this.base}/api/poll/${this.sid}?cursor=${this.cursor}&wait=5`);
+      assert.equal(r.status, 200);
+      const j = await r.json();
+      this.msgs.push(...j.messages);
+      this.cursor = j.cursor;
+    }
+    return this.msgs;
+  }
+  text() { return this.msgs.filter((m) => m.type === 'stream').map((m) => m.content).join(''); }
+}
+
+const ended = (m) => m.some((x) => x.type === 'done' || x.type === 'error');
+
+describe('cross-transport (through the web server)', { skip: !POLL && 'WS_POLL_URL not set' }, () => {
+  test('long-poll starts, WebSocket joins: identical text from one upstream call', async () => {
+    const ticket = id('x');
+    const body = `Long-poll first [[fake tokens=24 token_ms=25]] ${ticket}`;
+    const before0 = (await fakeStats()).total;
+    const lp = new LongPoll(POLL, `/api/websocket/chat/${ticket}`);
+    await lp.open();
+    await lp.send({ ticketBody: body });
+    const ws = new TicketAIChat(br.url(`/api/websocket/chat/${ticket}`), body);
+    await lp.until(ended);
+    assert.equal(await ws.done, 'done');
+    assert.ok(types(ws.log).includes('stream'), 'the WebSocket client watched the live stream');
+    assert.equal(lp.msgs.at(-1).type, 'done');
+    assert.equal(lp.text(), answerText(body, 24));
+    assert.equal(ws.aiResponse, lp.text());
+    assert.equal((await fakeStats()).total - before0, 1, 'one upstream call');
+    ws.close();
+  });
+
+  test('WebSocket starts, long-poll joins: identical text from one upstream call', async () => {
+    const ticket = id('x');
+    const body = `WebSocket first [[fake tokens=24 token_ms=25]] ${ticket}`;
+    const before0 = (await fakeStats()).total;
+    const ws = new TicketAIChat(br.url(`/api/websocket/chat/${ticket}`), body);
+    while (!ws.log.length) await sleep(10);
+    const lp = new LongPoll(POLL, `/api/websocket/chat/${ticket}`);
+    await lp.open();
+    await lp.send({ ticketBody: body });
+    assert.equal(await ws.done, 'done');
+    await lp.until(ended);
+    assert.ok(types(lp.msgs).includes('stream'), 'the long-poll client watched the live stream');
+    assert.equal(lp.text(), ws.aiResponse);
+    assert.equal(ws.aiResponse, answerText(body, 24));
+    assert.equal((await fakeStats()).total - before0, 1, 'one upstream call');
+    ws.close();
+  });
+
+  test('seed 001: a session streamed over WebSocket is the same conversation over long-poll', async () => {
+    const session = id('s');
+    const svc = new WebSocketService(br.base);
+    svc.connect(session);
+    await svc.next('connected');
+    const end = svc.next('streamEnd');
+    svc.sendMessage(`cross [[fake tokens=4]] ${session}`);
+    await end;
+    svc.close();
+    const lp = new LongPoll(POLL, `/ws/${session}`);
+    await lp.open();
+    await lp.until((m) => m.length >= 1);
+    assert.equal(lp.msgs[0].type, 'connected');
+    assert.equal(lp.msgs[0].session_id, session);
+    await lp.send({ type: 'ping' });
+    await lp.until((m) => m.some((x) => x.type === 'pong'));
   });
 });
