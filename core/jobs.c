@@ -118,6 +118,7 @@ int jobs_claim(parley_db *db, parley_bell *bell, const char *channel,
     }
     out->job_id = sqlite3_column_int64(st, 0);
     out->owner = 1;
+    str_copy(out->lease_owner, sizeof out->lease_owner, owner_id());
     out->first_seq = first;
     sqlite3_reset(st);
     if (db_commit(db) < 0)
@@ -129,6 +130,27 @@ error:
     set_err(err, errlen, "cannot claim job on %s: %s", channel, db_errmsg(db));
     db_rollback(db);
     return -1;
+}
+
+int jobs_adopt(parley_db *db, struct job_claim *claim, int lease_ms)
+{
+    static const char sql[] =
+        "UPDATE jobs SET lease_owner = ?1, lease_expires = ?2 "
+        "WHERE id = ?3 AND state = 'running' AND lease_owner = ?4";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, owner_id());
+    sqlite3_bind_int64(st, 2, now_ms() + lease_ms);
+    sqlite3_bind_int64(st, 3, claim->job_id);
+    db_bind_text(st, 4, claim->lease_owner);
+    int rc = sqlite3_step(st);
+    int changed = sqlite3_changes(db_handle(db));
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE || changed != 1)
+        return -1;
+    str_copy(claim->lease_owner, sizeof claim->lease_owner, owner_id());
+    return 0;
 }
 
 int jobs_renew(parley_db *db, int64_t job_id, int lease_ms)

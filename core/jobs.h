@@ -19,6 +19,7 @@ struct job_claim {
     int64_t job_id;
     int owner;            /* 1: the caller must run it; 0: attached to a running one */
     int64_t first_seq;    /* channel seq before the job's first event: follow from here */
+    char lease_owner[64]; /* owner_id() of the thread holding the lease (owner only) */
 };
 
 struct job_info {
@@ -37,6 +38,13 @@ struct job_info {
 int jobs_claim(parley_db *db, parley_bell *bell, const char *channel,
                const char *prompt_key, int lease_ms, struct job_claim *out,
                char *err, size_t errlen);
+/* Hands the lease of claim's job to the calling thread (owner_id() is per
+ * thread, and renew/finish check it) and extends it by lease_ms; updates
+ * claim->lease_owner. Needed when the claiming thread is not the one that
+ * runs or holds the job (a worker pool, a helper thread). 0, or -1 when the
+ * job is no longer running under claim's owner (its lease expired and a
+ * viewer failed it) or on error. */
+int jobs_adopt(parley_db *db, struct job_claim *claim, int lease_ms);
 /* Extends the lease of a job this thread owns. 0, or -1 when the lease was
  * lost (the job was failed by someone else) or on error. */
 int jobs_renew(parley_db *db, int64_t job_id, int lease_ms);

@@ -138,21 +138,7 @@ void proto_job_free(struct proto_job *job)
 
 int proto_job_hold(struct parley_ctx *ctx, struct proto_job *job)
 {
-    sqlite3_stmt *st = db_stmt(ctx->db, "UPDATE jobs SET lease_owner = ?1, lease_expires = ?4 "
-                               "WHERE id = ?2 AND state = 'running' AND lease_owner = ?3");
-    if (!st)
-        return -1;
-    db_bind_text(st, 1, owner_id());
-    sqlite3_bind_int64(st, 2, job->claim.job_id);
-    db_bind_text(st, 3, job->lease_owner);
-    sqlite3_bind_int64(st, 4, now_ms() + ctx->cfg->lease_ms);
-    int rc = sqlite3_step(st);
-    int changed = sqlite3_changes(db_handle(ctx->db));
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE || changed != 1)
-        return -1;        /* its lease expired and a viewer failed it */
-    str_copy(job->lease_owner, sizeof job->lease_owner, owner_id());
-    return 0;
+    return jobs_adopt(ctx->db, &job->claim, ctx->cfg->lease_ms);
 }
 
 const char *proto_job_channel(const struct proto_job *job)
@@ -171,7 +157,6 @@ int proto_start(struct parley_ctx *ctx, struct proto_conn *c, struct proto_job *
         return -1;
     }
     proto_follow(c, job->req.channel, job->claim.job_id, job->claim.first_seq);
-    str_copy(job->lease_owner, sizeof job->lease_owner, owner_id());
     if (job->claim.owner)
         *out = job;
     else
@@ -181,23 +166,7 @@ int proto_start(struct parley_ctx *ctx, struct proto_conn *c, struct proto_job *
 
 int proto_job_run(struct parley_ctx *ctx, struct proto_job *job)
 {
-    /* The lease names the claiming thread (owner_id() is per thread) and
-     * jobs_renew/jobs_finish_tx check it: hand it to this thread first. */
-    if (strcmp(job->lease_owner, owner_id()) != 0) {
-        sqlite3_stmt *st = db_stmt(ctx->db, "UPDATE jobs SET lease_owner = ?1 "
-                                   "WHERE id = ?2 AND state = 'running' AND lease_owner = ?3");
-        if (!st)
-            return -1;
-        db_bind_text(st, 1, owner_id());
-        sqlite3_bind_int64(st, 2, job->claim.job_id);
-        db_bind_text(st, 3, job->lease_owner);
-        int rc = sqlite3_step(st);
-        int changed = sqlite3_changes(db_handle(ctx->db));
-        sqlite3_reset(st);
-        if (rc != SQLITE_DONE || changed != 1)
-            return -1;    /* no longer ours: its lease expired and it was failed */
-        str_copy(job->lease_owner, sizeof job->lease_owner, owner_id());
-    }
+    /* runner_execute takes the lease over from the claiming thread. */
     struct gen_outcome out;
     int rc = runner_execute(ctx, &job->req, &job->claim, &out);
     gen_outcome_free(&out);

@@ -27,7 +27,6 @@ struct proto_job {
     char hash[65];
     char channel[200];
     char message_id[64];
-    char lease_owner[64];              /* owner_id() of the thread that claimed it */
     struct llm_message msgs[PROTO_JOB_MAX_MSGS];
     char *owned[2 * PROTO_JOB_MAX_MSGS + 8];
     int nowned;

@@ -216,11 +216,19 @@ static int finish_failed(struct run_state *rs, const struct gen_request *req,
 }
 
 int runner_execute(struct parley_ctx *ctx, const struct gen_request *req,
-                   const struct job_claim *claim, struct gen_outcome *out)
+                   struct job_claim *claim, struct gen_outcome *out)
 {
     memset(out, 0, sizeof *out);
     out->job_id = claim->job_id;
     out->first_token_ms = -1;
+    /* The lease names the claiming thread: take it over if that was not
+     * this one. If the job is no longer ours, a viewer already failed it. */
+    if (strcmp(claim->lease_owner, owner_id()) != 0 &&
+        jobs_adopt(ctx->db, claim, ctx->cfg->lease_ms) < 0) {
+        str_copy(out->error, sizeof out->error, JOB_INTERRUPTED_MSG);
+        out->kind = LLM_ERR_ABORTED;
+        return 0;
+    }
     if (req->message_id)
         str_copy(out->message_id, sizeof out->message_id, req->message_id);
     else

@@ -53,11 +53,12 @@ void gen_outcome_free(struct gen_outcome *o);
 /* Claims the request's job. 0 / -1 (err set). See jobs_claim. */
 int runner_claim(struct parley_ctx *ctx, const struct gen_request *req,
                  struct job_claim *claim, char *err, size_t errlen);
-/* Runs a job this thread owns to its end. Returns 0 when the outcome was
+/* Runs a job claimed as owner (by this thread or another: the lease is
+ * handed to this thread first, jobs_adopt) to its end. Returns 0 when the outcome was
  * recorded (done or failed, see out->ok), -1 when even the failure could not
  * be recorded (database gone; the lease then expires and others recover). */
 int runner_execute(struct parley_ctx *ctx, const struct gen_request *req,
-                   const struct job_claim *claim, struct gen_outcome *out);
+                   struct job_claim *claim, struct gen_outcome *out);
 /* Claim + execute when owner. *owner says which happened. */
 int runner_run(struct parley_ctx *ctx, const struct gen_request *req,
                struct job_claim *claim, int *owner, struct gen_outcome *out);

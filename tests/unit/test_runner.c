@@ -16,6 +16,7 @@
 #include "util.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <sys/mman.h>
 
 static char dbpath[512], bellpath[512];
@@ -405,6 +406,48 @@ TEST(coalescing_keeps_text)
     close_ctx(&ctx);
 }
 
+struct exec_arg { struct treq *t; struct job_claim *cl; struct gen_outcome out; int rc; };
+
+static void *exec_thread(void *p)
+{
+    struct exec_arg *a = p;
+    struct parley_ctx ctx;
+    a->rc = -1;
+    if (open_ctx(&ctx) == 0) {
+        a->rc = runner_execute(&ctx, &a->t->req, a->cl, &a->out);
+        close_ctx(&ctx);
+    }
+    return NULL;
+}
+
+/* Claimed by one thread, run by another (the CLI, SSE helper threads and
+ * the bridge's workers do this): the lease moves with it and the job ends
+ * done, not "interrupted" a lease later. */
+TEST(claim_here_run_there)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct treq t;
+    ticket_request(&t, "handoff", "hand off [[fake tokens=8 token_ms=5]]");
+    struct job_claim cl;
+    REQUIRE(runner_claim(&ctx, &t.req, &cl, NULL, 0) == 0);
+    REQUIRE(cl.owner);
+    struct exec_arg a = { &t, &cl, { 0 }, -1 };
+    pthread_t th;
+    int64_t t0 = mono_ms();
+    REQUIRE(pthread_create(&th, NULL, exec_thread, &a) == 0);
+    pthread_join(th, NULL);
+    CHECK_INT(a.rc, 0);
+    CHECK_INT(a.out.ok, 1);
+    CHECK(mono_ms() - t0 < 3000);
+    struct job_info ji;
+    REQUIRE(jobs_get(ctx.db, cl.job_id, &ji) == 0);
+    CHECK_STR(ji.state, "done");
+    CHECK_INT(count_rows(ctx.db, "SELECT count(*) FROM answers WHERE ticket_id = ?", "handoff"), 1);
+    gen_outcome_free(&a.out);
+    close_ctx(&ctx);
+}
+
 TEST(one_sentence_stops_early)
 {
     struct parley_ctx ctx;
@@ -449,6 +492,7 @@ int main(void)
     RUN(killed_owner_mid_stream);
     RUN(coalescing_keeps_text);
     RUN(one_sentence_stops_early);
+    RUN(claim_here_run_there);
     config_cleanup(&cfg);
     return th_done();
 }
