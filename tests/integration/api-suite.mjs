@@ -81,29 +81,37 @@ async function seed004Send(conversationId, content, token = ALICE) {
 }
 
 // Follows a long-poll session until the seed 000 "done"/"error" frame.
-async function pollUntilDone(sid, { token = ALICE, cursor = 0, dropFirst = false } = {}) {
+// With dropSecond, the second poll's response is thrown away as if it had
+// been lost on the way, and the client polls again from the same cursor:
+// the server must send those frames again (nothing lost, nothing doubled).
+async function pollUntilDone(sid, { token = ALICE, cursor = 0, dropSecond = false } = {}) {
   const frames = [];
   let dropped = false;
+  let polls = 0;
   const deadline = Date.now() + 30000;
   while (Date.now() < deadline) {
-    const ctl = new AbortController();
-    let t;
-    if (dropFirst && !dropped) { t = setTimeout(() => ctl.abort(), 30); }
-    let res;
-    try {
-      res = await fetch(`${BASE}/api/poll/${sid}?cursor=${cursor}&wait=5`, { headers: auth(token), signal: ctl.signal });
-    } catch (e) {
-      if (ctl.signal.aborted) { dropped = true; continue; }   // dropped mid-wait: resume from the same cursor
-      throw e;
-    } finally { clearTimeout(t); }
+    const res = await fetch(`${BASE}/api/poll/${sid}?cursor=${cursor}&wait=5`, { headers: auth(token) });
     const body = await res.json();
     assert.equal(res.status, 200, JSON.stringify(body));
+    polls++;
+    if (dropSecond && polls === 2 && !dropped) { dropped = true; continue; }
     for (const m of body.messages) frames.push(m);
     assert.ok(body.cursor >= cursor);
     cursor = body.cursor;
     if (frames.some((f) => f.type === 'done' || f.type === 'error')) break;
   }
   return { frames, cursor, dropped };
+}
+
+// Starts a poll and aborts it mid-wait (the client went away); returns
+// once the abort happened.
+async function abortedPoll(sid, cursor, token = ALICE) {
+  const ctl = new AbortController();
+  const t = setTimeout(() => ctl.abort(), 150);
+  try {
+    await fetch(`${BASE}/api/poll/${sid}?cursor=${cursor}&wait=5`, { headers: auth(token), signal: ctl.signal });
+    return false;
+  } catch { return ctl.signal.aborted; } finally { clearTimeout(t); }
 }
 
 async function openPoll(path, token = ALICE) {
@@ -160,9 +168,10 @@ test(`${SETUP}: long-poll follows a ticket exactly once and in order, across a d
   const body = `Printer jams ${ticket} [[fake tokens=25 token_ms=20]]`;
   const want = await fakeAnswer(body, 25);
   const sid = await openPoll(`/api/websocket/chat/${ticket}`);
+  assert.ok(await abortedPoll(sid, 0), 'the first poll should still be waiting when aborted');
   const p = await api('POST', `/api/poll/${sid}`, { raw: JSON.stringify({ ticketBody: body }) });
   assert.equal(p.status, 202, p.text);
-  const { frames, dropped } = await pollUntilDone(sid, { dropFirst: true });
+  const { frames, dropped } = await pollUntilDone(sid, { dropSecond: true });
   assert.ok(dropped);
   const types = frames.map((f) => f.type);
   assert.equal(types[types.length - 1], 'done');

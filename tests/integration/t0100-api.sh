@@ -1,0 +1,39 @@
+#!/bin/sh
+# t0100-api.sh — the FastCGI API suite (tests/integration/api-suite.mjs)
+# through each real web server set up with the shipped apache-conf/ snippets:
+# Apache + mod_fcgid, Apache + mod_proxy_fcgi (threaded external app),
+# lighttpd + mod_fastcgi. JWT on (a secret in the app's PARLEY_CONFIG file),
+# one fresh database per setup. Prints the suite's TAP lines as they come.
+cd "$(dirname "$0")/../.." || exit 1
+. tests/integration/lib.sh
+it_init
+it_fake_llm
+APP=$BUILD/parley.fcgi
+[ -x "$APP" ] || it_die "$APP is not built (make)"
+
+SECRET="it-secret-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+IT_APP_CONFIG=$IT_TMP/parley.conf
+{
+    echo "PARLEY_JWT_SECRET=$SECRET"
+    echo "PARLEY_COALESCE_MS=5"
+} >"$IT_APP_CONFIG"
+chmod 640 "$IT_APP_CONFIG"
+it_own "$IT_APP_CONFIG"
+export IT_APP_CONFIG
+IT_NO_WS=1          # the bridge is not part of this suite
+
+failed=0
+for setup in fcgid proxy_fcgi lighttpd; do
+    IT_DB=$IT_TMP/data/$setup.db
+    "start_$setup" "$APP"
+    it_log "$setup: $BASE"
+    if ! PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET PARLEY_SETUP=$setup FAKE_LLM_URL=$FAKE_LLM_URL \
+        node --test --test-reporter=tap --test-timeout=60000 tests/integration/api-suite.mjs; then
+        failed=$((failed + 1))
+        for f in "$SETUP_DIR"/logs/*; do
+            [ -s "$f" ] && tail -n 15 "$f" | sed "s|^|# $(basename "$f"): |"
+        done
+    fi
+    stop_setup
+done
+[ "$failed" -eq 0 ]
