@@ -136,7 +136,7 @@
 
   function showHistory(list) {
     messages().replaceChildren();
-    if (!list.length) { notice('No messages yet in this session.', 'muted'); return; }
+    if (!list.length) { notice('No messages yet in this session.', 'muted empty'); return; }
     list.forEach(function (m) {
       var b = bubble(m.role, m.content, { dataset: { messageId: m.message_id || '', state: 'done', history: '1' } });
       if (m.role === 'assistant') {
