@@ -369,7 +369,7 @@
         body: JSON.stringify({ path: self.path })
       }, 20000, signal).then(function (r) {
         if (r.status === 200 && r.json && typeof r.json.sid === 'string') return r;
-        if (retryable(r.status)) return 'retry';
+        if (retryable(r.status) || r.status >= 500 && r.status !== 501) return 'retry';
         self._failHttp(r, 'long-poll open');
         return null;
       });
@@ -391,7 +391,7 @@
         var url = self._url('/api/poll/' + encodeURIComponent(self.sid) + '?cursor=' + self.cursor + '&wait=' + wait);
         return fetchJson(url, { headers: self._headers() }, (wait + 15) * 1000, signal).then(function (r) {
           if (r.status === 200 && r.json && Array.isArray(r.json.messages)) return r;
-          if (r.status >= 500 && r.status !== 501 || retryable(r.status)) return 'retry';
+          if (retryable(r.status) || r.status >= 500 && r.status !== 501) return 'retry';
           self._failHttp(r, 'long-poll');
           return null;
         });
@@ -428,7 +428,7 @@
       return fetchJson(url, { method: 'POST', headers: self._headers({ 'Content-Type': type }), body: body },
                        20000, signal).then(function (r) {
         if (r.status === 202 || r.status === 200) return r;
-        if (r.status >= 500 || retryable(r.status)) return 'retry';
+        if (retryable(r.status) || r.status >= 500 && r.status !== 501) return 'retry';
         if (r.status === 410 || r.status === 401 || r.status === 403) { self._failHttp(r, 'long-poll send'); return null; }
         self._error('the server refused a frame: ' + serverMessage(r), r.status);   // 400: this batch only
         return r;
