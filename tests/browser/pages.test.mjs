@@ -304,3 +304,20 @@ test(`${SETUP}: screenshot of the chat page (${shotPath('chat')})`, T, async () 
   await noProblems(page);
   await page.close();
 });
+
+test(`${SETUP}: the pages' scripts contain no HTML sink and no eval, and every page carries the strict policy`, T, async () => {
+  const sinks = /\.(innerHTML|outerHTML)\s*[+]?=|insertAdjacentHTML|document\.write|\beval\s*\(|new\s+Function\s*\(|setTimeout\s*\(\s*['"`]/;
+  for (const js of ['parley.js', 'demo.js', 'tickets.js', 'chat.js', 'brands.js', 'send.js', 'index.js']) {
+    const res = await fetch(`${BASE}/${js}`);
+    assert.equal(res.status, 200, js);
+    // Comments may mention innerHTML; code may not.
+    const code = (await res.text()).replace(/\/\*[\s\S]*?\*\//g, '').replace(/(^|[^:'"])\/\/.*$/gm, '$1');
+    const m = code.match(sinks);
+    assert.equal(m, null, `${js} uses ${m && m[0]}`);
+  }
+  for (const html of ['index.html', 'tickets.html', 'chat.html', 'brands.html', 'send.html']) {
+    const text = await (await fetch(`${BASE}/${html}`)).text();
+    assert.match(text, /<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'self'; style-src 'self';[^"]*require-trusted-types-for 'script'/, html);
+    assert.doesNotMatch(text, /<script(?![^>]*\ssrc=)[^>]*>|\sstyle=|\son[a-z]+=/i, `${html}: inline script, style or handler`);
+  }
+});
