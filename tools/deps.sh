@@ -1,6 +1,10 @@
 #!/bin/sh
 # deps.sh — install the Debian packages Parley needs, only those missing.
 # Runs apt-get directly as root, through sudo otherwise.
+#
+#   tools/deps.sh         what make run needs (build, web servers, node)
+#   tools/deps.sh test    and what make test adds: Debian's chromium for the
+#                         browser tests, valgrind for the leak checks
 set -eu
 PKGS="gcc make pkg-config libfcgi-dev libcurl4-openssl-dev libjansson-dev
 libsqlite3-dev libwebsockets-dev libjwt-dev libssl-dev sqlite3 curl"
@@ -8,6 +12,9 @@ libsqlite3-dev libwebsockets-dev libjwt-dev libssl-dev sqlite3 curl"
 # start with the apache-conf/ snippets. Installing them may also enable their
 # system services on port 80; the tests and make run never use those.
 PKGS="$PKGS apache2 libapache2-mod-fcgid lighttpd"
+if [ "${1:-}" = test ]; then
+    PKGS="$PKGS chromium valgrind"
+fi
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
