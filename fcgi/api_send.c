@@ -24,6 +24,7 @@
 #include <string.h>
 
 #define SEND_SYSTEM "You are a helpful assistant."
+#define SEND_HEARTBEAT_MS 15000
 
 struct send_job {
     struct gen_request req;
@@ -140,6 +141,7 @@ int h_chat_send(struct request *r)
     res_start(r, 200, "text/event-stream; charset=utf-8", NULL);
     res_flush(r);
     int64_t cursor = sj->claim.first_seq;
+    int64_t last_write = mono_ms();
     int done = 0, gone = 0;
     char message_id[64] = "";
     while (!done && !gone && !parley_stopping) {
@@ -178,8 +180,16 @@ int h_chat_send(struct request *r)
             json_decref(hold);
         }
         evlog_free(ev, n);
+        if (n > 0)
+            last_write = mono_ms();
         if (n > 0 || done || gone)
             continue;
+        /* A comment line keeps proxies from timing out while the upstream
+         * thinks (FcgidIOTimeout is 40 s); the seed's reader skips it. */
+        if (mono_ms() - last_write >= SEND_HEARTBEAT_MS) {
+            gone = res_printf(r, ": keepalive\n\n") < 0 || res_flush(r) < 0;
+            last_write = mono_ms();
+        }
         struct job_info ji;
         if (jobs_get(ctx->db, sj->claim.job_id, &ji) == 0 && !strcmp(ji.state, "running") &&
             ji.lease_expires < now_ms())
