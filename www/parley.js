@@ -163,7 +163,7 @@
       throw new TypeError("Parley.connect: transport must be 'auto', 'websocket' or 'longpoll'");
     this.token = this.options.token || queryParam(path, 'token');
     this.transport = null;         // 'websocket' | 'longpoll' once tried
-    this.readyState = 'connecting'; // 'connecting' | 'open' | 'closed'
+    this.readyState = 'connecting'; // 'connecting' | 'open' | 'closing' (WebSocket) | 'closed'
     this.sid = null;               // long-poll session id
     this.cursor = 0;               // long-poll cursor (frames received)
     this.onopen = this.onmessage = this.onclose = this.onerror = null;
@@ -186,7 +186,7 @@
   }
 
   Connection.prototype.send = function (obj) {
-    if (this.readyState === 'closed') return false;
+    if (this.readyState === 'closed' || this.readyState === 'closing') return false;
     var text = frameText(obj);
     if (this.readyState === 'connecting') { this._pending.push(text); return true; }
     if (this.transport === 'websocket') {
@@ -202,6 +202,7 @@
     if (this._finished) return;
     if (this._ws && this.readyState === 'open') {
       this._closing = true;
+      this.readyState = 'closing';
       try { this._ws.close(1000, 'client closed'); } catch (e) { /* already closing */ }
       // The WebSocket's close event ends it; do not wait forever for one.
       var self = this;
