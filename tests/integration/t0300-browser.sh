@@ -8,8 +8,9 @@
 #               WebSocket bridge: lighttpd answers the upgrade with 503, so
 #               'auto' must fall back to long-poll.
 #   fcgid       Apache + mod_fcgid, a JWT secret (the pages send a token),
-#               and the bridge build/parley-ws behind parley-websocket.conf
-#               when it is built: pages are then tested over WebSocket too.
+#               and the bridge build/parley-ws (lib.sh start_bridge) behind
+#               parley-websocket.conf when it is built: pages are then tested
+#               over WebSocket too.
 # Each test file launches Debian's chromium (/usr/bin/chromium, never a
 # downloaded browser) through playwright-core with a fresh profile. The
 # chat page's screenshot goes to $BUILD/browser/chat-<setup>.png.
@@ -47,31 +48,6 @@ write_config() {
     it_own "$1"
 }
 
-BRIDGE_PID=""
-# Starts the bridge on WS_PORT (tools/run.sh does the same). 0 when it runs.
-start_bridge() {
-    cp "$BRIDGE_APP" "$IT_TMP/parley-ws"
-    it_own "$IT_TMP/parley-ws"
-    # shellcheck disable=SC2086
-    it_bg "$IT_TMP/parley-ws.log" $AS_APP env PARLEY_CONFIG="$IT_APP_CONFIG" \
-        PARLEY_DB="$IT_TMP/data/parley.db" OLLAMA_SERVER="$FAKE_LLM_URL" \
-        "$IT_TMP/parley-ws" --listen "127.0.0.1:$WS_PORT"
-    BRIDGE_PID=$IT_LAST_PID
-    _i=0
-    while ! curl -s -o /dev/null -m 1 "http://127.0.0.1:$WS_PORT/" && [ $_i -lt 50 ]; do
-        it_alive "$BRIDGE_PID" || break
-        sleep 0.1; _i=$((_i + 1))
-    done
-    if it_alive "$BRIDGE_PID" && curl -s -o /dev/null -m 1 "http://127.0.0.1:$WS_PORT/"; then
-        return 0
-    fi
-    it_log "parley-ws did not start:"
-    sed 's/^/#   | /' "$IT_TMP/parley-ws.log" | tail -n 10
-    it_stop "$BRIDGE_PID"
-    BRIDGE_PID=""
-    return 1
-}
-
 # run_browser NAME WS(0/1) SECRET — runs the browser tests against $BASE and
 # turns node's TAP into lines of this file's TAP stream.
 run_browser() {
@@ -101,7 +77,7 @@ run_browser() {
         echo "not ok $TAP_N - $1: no browser test ran"
     fi
     if [ "$TAP_FAILED" -ne "$_before" ]; then
-        for _f in "$SETUP_DIR"/logs/* "$IT_TMP/parley-ws.log"; do
+        for _f in "$SETUP_DIR"/logs/* "$IT_TMP/bridge/parley-ws.log"; do
             [ -s "$_f" ] && tail -n 15 "$_f" | sed "s|^|#   $(basename "$_f"): |"
         done
     fi
@@ -123,11 +99,13 @@ for setup in ${BROWSER_SETUPS:-lighttpd fcgid}; do
         SECRET=browser-secret-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
         IT_APP_CONFIG=$IT_TMP/browser-jwt.env
         write_config "$IT_APP_CONFIG" "$SECRET"
-        WS_PORT=$(free_port)
         ws=0
         IT_NO_WS=1
+        WS_PORT=$(free_port)
         if [ -x "$BRIDGE_APP" ]; then
-            if start_bridge; then ws=1; IT_NO_WS=""; fi
+            # lib.sh's bridge, with this setup's secret (IT_APP_CONFIG).
+            if start_bridge; then ws=1; IT_NO_WS=""; WS_PORT=$BRIDGE_PORT
+            else it_log "parley-ws did not start: WebSocket not tested through Apache"; fi
         else
             it_log "$BRIDGE_APP is not built: WebSocket not tested through Apache"
         fi
@@ -135,8 +113,6 @@ for setup in ${BROWSER_SETUPS:-lighttpd fcgid}; do
         it_log "Apache + mod_fcgid at $BASE, JWT required, bridge: $([ $ws = 1 ] && echo "parley-ws on $WS_PORT" || echo none)"
         run_browser fcgid "$ws" "$SECRET"
         stop_setup
-        [ -n "$BRIDGE_PID" ] && it_stop "$BRIDGE_PID"
-        BRIDGE_PID=""
         IT_NO_WS=""
         ;;
     *) it_die "unknown setup '$setup' in BROWSER_SETUPS (lighttpd, fcgid)" ;;
