@@ -4,6 +4,7 @@
  *
  *   POST   /api/poll/open   {"path": "/ws/<id>?token=..."}  → {"sid", "cursor": 0}
  *   GET    /api/poll/{sid}?cursor=N&wait=25  → {"messages": [...], "cursor": M, "closed": b}
+ *                                   (+ "close_code", "close_reason" once closed)
  *   POST   /api/poll/{sid}  one JSON frame, or several as NDJSON → 202
  *   DELETE /api/poll/{sid}  → 204
  *
@@ -131,7 +132,10 @@ static int load_session(struct request *r, const char *sid, struct proto_conn *c
 }
 
 /* Pumps the followed channel into the outbox (under the session lock). */
-static int pump(struct request *r, const char *sid, int *following, char *chan, size_t chanlen)
+struct close_info { int code; char reason[120]; };
+
+static int pump(struct request *r, const char *sid, int *following, char *chan, size_t chanlen,
+                struct close_info *ci)
 {
     struct parley_ctx *ctx = r->ctx;
     struct proto_conn c;
@@ -151,6 +155,8 @@ static int pump(struct request *r, const char *sid, int *following, char *chan, 
     *following = proto_following(&c);
     str_copy(chan, chanlen, c.channel);
     int closed = c.close;
+    ci->code = c.close_code;
+    str_copy(ci->reason, sizeof ci->reason, c.close_reason);
     free(saved);
     frames_free(&fr);
     proto_conn_cleanup(&c);
@@ -197,13 +203,14 @@ int h_poll_get(struct request *r)
         str_copy(known, sizeof known, chan);
         uint32_t seen_c = known[0] && ctx->bell ? bell_peek(ctx->bell, known) : 0;
         int following = 0;
-        int closed = pump(r, sid, &following, chan, sizeof chan);
+        struct close_info ci = { 0, "" };
+        int closed = pump(r, sid, &following, chan, sizeof chan, &ci);
         if (closed < 0)
             return 0;
         if (following && strcmp(known, chan) != 0) {
             /* first sight of this channel: peek, then pump once more */
             seen_c = ctx->bell ? bell_peek(ctx->bell, chan) : 0;
-            closed = pump(r, sid, &following, chan, sizeof chan);
+            closed = pump(r, sid, &following, chan, sizeof chan, &ci);
             if (closed < 0)
                 return 0;
         }
@@ -216,9 +223,14 @@ int h_poll_get(struct request *r)
         if (n > 0 || closed || left <= 0 || parley_stopping) {
             json_t *msgs = json_loads(json, 0, NULL);
             free(json);
-            return res_json(r, 200, json_pack("{s:o, s:I, s:b}", "messages",
-                                              msgs ? msgs : json_array(), "cursor",
-                                              (json_int_t)last, "closed", closed));
+            json_t *o = json_pack("{s:o, s:I, s:b}", "messages", msgs ? msgs : json_array(),
+                                  "cursor", (json_int_t)last, "closed", closed);
+            if (closed && o) {
+                /* what a WebSocket close frame would carry */
+                json_object_set_new(o, "close_code", json_integer(ci.code ? ci.code : 1000));
+                json_object_set_new(o, "close_reason", json_string(ci.reason));
+            }
+            return res_json(r, 200, o);
         }
         free(json);
         int slice = left > 1000 ? 1000 : (int)left;
