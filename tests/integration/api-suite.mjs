@@ -298,6 +298,18 @@ test(`${SETUP}: bad input gets the right status and a clear message`, async () =
   assert.equal(msgs.json.total, 0);
 });
 
+test(`${SETUP}: long-poll closes like a WebSocket would (unknown brand: error, then close 1008)`, async () => {
+  const sid = await openPoll('/ws/chat/no-such-brand');
+  const r = await api('GET', `/api/poll/${sid}?cursor=0&wait=2`);
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.json.messages[0].type, 'error');
+  assert.match(r.json.messages[0].data.message, /not found or inactive/);
+  assert.equal(r.json.closed, true);
+  assert.equal(r.json.close_code, 1008);
+  const post = await api('POST', `/api/poll/${sid}`, { raw: JSON.stringify({ type: 'ping', data: {} }) });
+  assert.equal(post.status, 410);
+});
+
 test(`${SETUP}: JWT: bad, expired, alg none and another user's ids`, { skip: !SECRET && 'open mode' }, async () => {
   const c = await api('POST', '/api/chat/sessions', { body: { kind: 'sse' } });
   for (const [name, tok] of [['expired', jwt('alice', { exp: 1000 })], ['bad signature', jwt('alice', { secret: 'other' })],
