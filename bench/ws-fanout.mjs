@@ -45,7 +45,13 @@ if (!isMainThread) {
     ws.on('open', () => { if (++opened === urls.length) parentPort.postMessage({ opened }); });
     ws.on('message', (data) => {
       const t = nowUs();
-      const m = JSON.parse(data.toString());
+      let m;
+      try {
+        m = JSON.parse(data.toString());
+      } catch (e) {
+        parentPort.postMessage({ error: `bad frame: ${e.message}: ${JSON.stringify(data.toString())}` });
+        return;
+      }
       const ts = parseInt(m.content, 10);
       if (ts > 0) lat.push(t - ts);
       received++;
@@ -94,7 +100,7 @@ async function main() {
     child = spawn(BIN, ['--listen', '127.0.0.1:0', '--port-file', portFile, '--stats-file', '-'], {
       env: { ...process.env, PARLEY_DB: join(dir, 'p.db'), WEBSOCKET_MAX_CONNECTIONS: String(C * S + 100),
         WEBSOCKET_TIMEOUT: '3600', OLLAMA_SERVER: 'http://127.0.0.1:9' },
-      stdio: ['ignore', 'ignore', 'ignore'],
+      stdio: ['ignore', 'ignore', process.env.FANOUT_STDERR ? 'inherit' : 'ignore'],
     });
     while (!existsSync(portFile)) await sleep(10);
     port = Number(readFileSync(portFile, 'utf8'));
@@ -141,6 +147,7 @@ http {
   await Promise.all(workers.map((w) => new Promise((res, rej) => {
     w.on('message', (m) => { if (m.opened) res(); if (m.error) rej(new Error(m.error)); });
   })));
+  for (const w of workers) w.on('message', (m) => { if (m.error) console.error(m.error); });
   await sleep(1500);                    // every subscriber registered its channel
 
   // publish
@@ -197,6 +204,10 @@ http {
     `${Math.round(got / secs)} | ${pct(0.5).toFixed(2)} ms | ${pct(0.99).toFixed(2)} ms | ` +
     `${(lat.length ? lat[lat.length - 1] / 1000 : NaN).toFixed(1)} ms |`);
 
+  if (server === 'parley' && process.env.FANOUT_STDERR) {
+    const m = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    console.error(m.split('\n').filter((l) => /errors_total\{|closes_total\{reason="slow/.test(l)).join('\n'));
+  }
   for (const w of workers) w.postMessage('close');
   await sleep(200);
   for (const w of workers) await w.terminate();

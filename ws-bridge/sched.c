@@ -176,14 +176,29 @@ static int has_room(struct bridge *br, struct wsconn *c, int *room)
     return n < br->opt.out_high && bytes < br->opt.out_high_bytes;
 }
 
+/* c has events to catch up on (br->mu held): a pump task of its own, from
+ * its own cursor, so lagging readers catch up independently (pipelined)
+ * while the channel pump keeps serving the ones that keep up. */
+static void catch_up_locked(struct bridge *br, struct wsconn *c)
+{
+    enqueue_conn(br, c);
+}
+
 /* After a worker ran c (br->mu held): registry, then requeue if needed. */
 static void finish_run_locked(struct bridge *br, struct wsconn *c)
 {
     follow_sync_locked(br, c);
     c->running = 0;
     int gone = __atomic_load_n(&c->gone, __ATOMIC_ACQUIRE);
-    if (c->ntasks || (c->want_pump && !gone && has_room(br, c, NULL)))
+    if (c->ntasks) {
         enqueue_conn(br, c);
+    } else if (c->want_pump && !gone) {
+        /* the hint first: the service thread reads it after each pop, so
+         * either it sees the hint or we see the room it made */
+        __atomic_store_n(&c->pump_hint, 1, __ATOMIC_SEQ_CST);
+        if (has_room(br, c, NULL))
+            catch_up_locked(br, c);
+    }
 }
 
 /* ---- service-thread entry points ---- */
@@ -228,7 +243,7 @@ void sched_drained(struct wsconn *c)
     pthread_mutex_lock(&br->mu);
     __atomic_store_n(&c->pump_hint, 0, __ATOMIC_RELEASE);
     if (c->want_pump && !__atomic_load_n(&c->gone, __ATOMIC_ACQUIRE))
-        enqueue_conn(br, c);
+        catch_up_locked(br, c);
     pthread_mutex_unlock(&br->mu);
 }
 
@@ -242,15 +257,13 @@ static void post(struct wsconn *c, struct proto_frames *fr)
         conn_post(c, fr);
 }
 
-/* Marks c as wanting a pump once its queue drains. */
+/* Marks c (run by us) as wanting a pump once its queue drains; the end of
+ * the run (finish_run_locked) arranges it. */
 static void want_more(struct bridge *br, struct wsconn *c)
 {
     pthread_mutex_lock(&br->mu);
     c->want_pump = 1;
     pthread_mutex_unlock(&br->mu);
-    __atomic_store_n(&c->pump_hint, 1, __ATOMIC_RELEASE);
-    if (has_room(br, c, NULL))         /* it drained meanwhile */
-        sched_drained(c);
 }
 
 /* Fails the followed job when its owner's lease expired (the owner died):
@@ -411,12 +424,14 @@ static void chan_pump(struct worker *w, struct chan *ch)
             continue;
         }
         int r;
+        __atomic_store_n(&c->pump_hint, 1, __ATOMIC_SEQ_CST);   /* see finish_run_locked */
         if (!has_room(br, c, &r)) {
             c->want_pump = 1;
-            __atomic_store_n(&c->pump_hint, 1, __ATOMIC_RELEASE);
             continue;
         }
         c->running = 1;
+        c->want_pump = 0;              /* served from its own cursor now */
+        __atomic_store_n(&c->pump_hint, 0, __ATOMIC_RELEASE);
         conn_ref(c);
         room[k] = r;
         batch[k++] = c;
@@ -456,24 +471,21 @@ static void chan_pump(struct worker *w, struct chan *ch)
         }
         cur = ev[n - 1].seq;
         evlog_free(ev, n);
-        if (n < READ_BATCH)
+        int all_full = 1;
+        for (int j = 0; j < k && all_full; j++)
+            all_full = full[j];
+        if (n < READ_BATCH || all_full)
             break;
     }
     pthread_mutex_lock(&br->mu);
     for (int j = 0; j < k; j++) {
-        if (!full || full[j]) {
+        if (!full || full[j])
             batch[j]->want_pump = 1;
-            __atomic_store_n(&batch[j]->pump_hint, 1, __ATOMIC_RELEASE);
-        }
         finish_run_locked(br, batch[j]);
     }
     pthread_mutex_unlock(&br->mu);
-    for (int j = 0; j < k; j++) {
-        if (!full || full[j])
-            if (has_room(br, batch[j], NULL))
-                sched_drained(batch[j]);
+    for (int j = 0; j < k; j++)
         conn_unref(batch[j]);
-    }
     free(full);
     free(batch);
     free(room);

@@ -399,13 +399,20 @@ static int on_writeable(struct lws *wsi, struct bridge *br, struct wsconn *c)
 {
     if (!c)
         return 0;
+    if (lws_partial_buffered(wsi)) {
+        /* lws still holds part of an earlier write: writing now would
+         * interleave frames; come back when it is flushed */
+        metrics_error("writeable_while_buffered");
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
     int left;
     struct frame *f = conn_pop(c, &left);
     if (f) {
         size_t len = f->len;
         int m = lws_write(wsi, f->buf + LWS_PRE, len, LWS_WRITE_TEXT);
         free(f);
-        if (m < (int)len) {
+        if (m != (int)len) {
             metrics_closed(CW_ERROR);
             return -1;
         }
@@ -467,12 +474,15 @@ static void on_cancelled(struct bridge *br)
     pthread_mutex_lock(&br->notify_mu);
     struct wsconn *list = br->notify_head;
     br->notify_head = NULL;
-    for (struct wsconn *c = list; c; c = c->nnext)
-        c->notify_pending = 0;
     pthread_mutex_unlock(&br->notify_mu);
     while (list) {
         struct wsconn *c = list;
+        /* read the link while notify_pending still keeps c off the list:
+         * once it is cleared a worker may push c again and reuse nnext */
         list = c->nnext;
+        pthread_mutex_lock(&br->notify_mu);
+        c->notify_pending = 0;
+        pthread_mutex_unlock(&br->notify_mu);
         if (c->wsi) {
             if (__atomic_load_n(&c->rx_paused, __ATOMIC_ACQUIRE) && sched_pending(c) <= RX_RESUME_AT) {
                 __atomic_store_n(&c->rx_paused, 0, __ATOMIC_RELEASE);
