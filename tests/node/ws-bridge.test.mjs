@@ -29,7 +29,7 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
-import { answerText } from '../fake-llm/answer.mjs';
+import { answerText, answerTokens } from '../fake-llm/answer.mjs';
 import { startFakeLLM } from '../fake-llm/server.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -372,7 +372,7 @@ describe('seed 000 tickets', () => {
     assert.equal(t.at(-1), 'error');
     assert.ok(!t.includes('done'));
     assert.match(c.error, /unexpected EOF|error/);
-    assert.equal(c.aiResponse, answerText(body, 3), 'the three tokens shown stay shown');
+    assert.equal(c.aiResponse, answerTokens(body, 10).slice(0, 3).join(''), 'the three tokens shown stay shown');
     c.close();
     const again = new TicketAIChat(br.url(`/api/websocket/chat/${ticket}`), body);
     await again.done;
@@ -570,7 +570,7 @@ describe('upstream failures', { skip: OWN }, () => {
       const body = `Travou [[fake tokens=10 hang_after=2]] ${ticket}`;
       const c = new TicketAIChat(b.url(`/api/websocket/chat/${ticket}`), body);
       assert.equal(await c.done, 'error');
-      assert.equal(c.aiResponse, answerText(body, 2));
+      assert.equal(c.aiResponse, answerTokens(body, 10).slice(0, 2).join(''));
       assert.match(c.error, /idle|timeout|tokens/i);
       assert.equal(c.ws.readyState, WebSocket.OPEN);
       c.close();
