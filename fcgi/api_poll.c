@@ -8,7 +8,7 @@
  *   POST   /api/poll/{sid}  one JSON frame, or several as NDJSON → 202
  *   DELETE /api/poll/{sid}  → 204
  *
- * Session state lives in SQLite (core/poll.h), so any process serves any
+ * Session state lives in SQLite (core/pollsess.h), so any process serves any
  * request. A GET that finds nothing sleeps on the doorbell of the channel the
  * session follows (or of "poll:<sid>" for frames a POST adds), never on a
  * timer. A generation a POST starts runs in the same thread after the HTTP
@@ -18,7 +18,7 @@
 #include "handlers.h"
 #include "auth.h"
 #include "bell.h"
-#include "poll.h"
+#include "pollsess.h"
 #include "proto.h"
 #include "util.h"
 

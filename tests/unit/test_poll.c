@@ -2,7 +2,7 @@
  * reads after a cursor, acks, expiry, and a lock held across processes. */
 #include "th.h"
 #include "db.h"
-#include "poll.h"
+#include "pollsess.h"
 #include "util.h"
 
 #include <sys/wait.h>

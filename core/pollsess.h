@@ -1,4 +1,4 @@
-/* poll.h — long-poll sessions in SQLite (tables poll_sessions, poll_outbox),
+/* pollsess.h — long-poll sessions in SQLite (tables poll_sessions, poll_outbox),
  * so any FastCGI process can serve any request of a session.
  *
  * A session holds one protocol connection (proto_conn_save JSON) and an
@@ -8,8 +8,8 @@
  * session never interleave, across processes. Sessions expire after
  * idle_s without a request. Threads: uses the caller's parley_db.
  */
-#ifndef PARLEY_POLL_H
-#define PARLEY_POLL_H
+#ifndef PARLEY_POLLSESS_H
+#define PARLEY_POLLSESS_H
 #include <stddef.h>
 #include <stdint.h>
 #include "db.h"

@@ -1,5 +1,5 @@
-/* poll.c — long-poll sessions and their outboxes in SQLite (poll.h). */
-#include "poll.h"
+/* pollsess.c — long-poll sessions and their outboxes in SQLite (pollsess.h). */
+#include "pollsess.h"
 #include "util.h"
 
 #include <stdio.h>
