@@ -38,6 +38,10 @@ TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 FCGI_SRC  := $(sort $(wildcard fcgi/*.c))
+# Everything of the FastCGI app but its main(): unit tests link it to call
+# the dispatcher and handlers without a web server.
+FCGI_LIB  := $(BUILD)/libparley-fcgi.a
+FCGI_LIB_OBJ := $(filter-out $(BUILD)/fcgi/main.o,$(FCGI_SRC:%.c=$(BUILD)/%.o))
 FCGI_BIN  := $(if $(wildcard fcgi/main.c),$(BUILD)/parley.fcgi)
 WS_SRC    := $(sort $(wildcard ws-bridge/*.c))
 WS_BIN    := $(if $(wildcard ws-bridge/main.c),$(BUILD)/parley-ws)
@@ -71,9 +75,13 @@ $(LIBPARLEY): $(CORE_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/th.h $(LIBPARLEY)
+$(FCGI_LIB): $(FCGI_LIB_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/th.h $(FCGI_LIB) $(LIBPARLEY)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIBPARLEY) $(LDLIBS)
+	$(CC) $(CFLAGS) -Itests/unit -Ifcgi $(LDFLAGS) -o $@ $< $(FCGI_LIB) $(LIBPARLEY) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/tools/%.c $(LIBPARLEY)
 	@mkdir -p $(dir $@)

@@ -17,7 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define HEALTH_PROBE_MS 2000
+/* HEALTH_PROBE_MS: see handlers.h */
 #define HEALTH_CACHE_MS 5000
 
 /* The last probe; {health_lock}. */

@@ -5,8 +5,12 @@
 #include "http.h"
 
 /* api_misc.c */
+#define HEALTH_PROBE_MS 2000                 /* upstream probe limit of /api/health */
 int h_health(struct request *r);             /* GET /api/health */
 int h_brands_active(struct request *r);      /* GET /brands/active */
+
+/* api_metrics.c */
+int h_metrics(struct request *r);            /* GET /api/metrics (Prometheus text) */
 
 /* api_chat.c — seed 001 REST */
 int h_sessions_list(struct request *r);      /* GET /api/chat/sessions */

@@ -16,6 +16,7 @@ const struct route http_routes[] = {
     /* misc */
     { "GET",    "/api/health",                      h_health,           F_NODB },
     { "GET",    "/brands/active",                   h_brands_active,    0 },
+    { "GET",    "/api/metrics",                     h_metrics,          F_AUTH },
 
     /* seed 001 chat REST (conversations of the JWT's sub) */
     { "GET",    "/api/chat/sessions",               h_sessions_list,    F_AUTH },

@@ -4,20 +4,18 @@
  * the CGI path rules, query decoding, health, brands, and every seed 001
  * endpoint (owner isolation included) against a temporary database.
  *
- * The fcgi sources are compiled into this program (the Makefile links unit
- * tests with the core library only); main.c, the process, is not.
+ * The Makefile links unit tests with build/libparley-fcgi.a (the app
+ * without main.c, the process) and the core library.
  */
 #include "th.h"
-#include "../../fcgi/http.c"
-#include "../../fcgi/routes.c"
-#include "../../fcgi/api_misc.c"
-#include "../../fcgi/api_chat.c"
-#include "../../fcgi/api_tickets.c"
-#include "../../fcgi/api_poll.c"
-#include "../../fcgi/api_send.c"
-#include "../../fcgi/genthread.c"
+#include "handlers.h"
+#include "auth.h"
+#include "catalog.h"
+#include "store.h"
+#include "util.h"
 
 #include <time.h>
+#include <unistd.h>
 
 #define SECRET "test-secret-that-is-long-enough-for-hs256"
 #define ALG_NONE "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhbGljZSJ9."
@@ -602,6 +600,35 @@ TEST(brands_active_lists_the_catalog)
     reply_free(&rp);
 }
 
+TEST(metrics_combine_database_and_bridge)
+{
+    struct reply rp;
+    char path[1024];
+    snprintf(path, sizeof path, "%s-ws.prom", cfg.db_path);
+    unlink(path);
+    run(&rp, "GET", "/api/metrics", NULL);
+    CHECK_INT(rp.status, 200);
+    CHECK(strstr(rp.body, "parley_jobs{state=\"running\"} ") != NULL);
+    CHECK(strstr(rp.body, "# TYPE parley_poll_sessions gauge") != NULL);
+    CHECK(strstr(rp.body, "parley_ws_up 0") != NULL);
+    reply_free(&rp);
+    FILE *f = fopen(path, "w");
+    REQUIRE(f);
+    fputs("# TYPE parley_ws_connections gauge\nparley_ws_connections 7\n", f);
+    fclose(f);
+    run(&rp, "GET", "/api/metrics", NULL);
+    CHECK(strstr(rp.body, "parley_ws_up 1") != NULL);
+    CHECK(strstr(rp.body, "parley_ws_connections 7") != NULL);
+    reply_free(&rp);
+    unlink(path);
+    /* with a secret, a token is required (the bridge's numbers name users) */
+    set_secret(SECRET);
+    run(&rp, "GET", "/api/metrics", NULL);
+    CHECK_INT(rp.status, 401);
+    reply_free(&rp);
+    set_secret(NULL);
+}
+
 /* ---- seed 001 sessions ---- */
 
 TEST(create_session_shapes)
@@ -987,6 +1014,7 @@ int main(void)
     RUN(export_json_and_markdown);
     RUN(reactions_validate_and_persist);
     RUN(open_mode_user_is_empty);
+    RUN(metrics_combine_database_and_bridge);
 
     bell_close(ctx.bell);
     db_close(test_db);

@@ -1,0 +1,117 @@
+/* api_metrics.c — GET /api/metrics: Prometheus text for the whole
+ * installation, combined from what every process can see:
+ *   - the database (jobs by state, generation latency of recent jobs from
+ *     their "done" events, open poll sessions, cached answers);
+ *   - the WebSocket bridge's own numbers, which parley-ws rewrites every
+ *     5 s to <PARLEY_DB>-ws.prom (its --stats-file), appended verbatim
+ *     (parley_ws_up 0 when the file is missing or older than 30 s).
+ * Per-process request counters are not reported: under mod_fcgid a request
+ * can reach any of several processes, so they would not add up.
+ * Requires a JWT when a secret is configured (the bridge's numbers name users).
+ */
+#include "handlers.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define WS_STATS_MAX_AGE_S 30
+#define WS_STATS_MAX_BYTES (256 * 1024)
+
+static int64_t scalar(struct request *r, const char *sql)
+{
+    sqlite3_stmt *st = db_stmt(r->ctx->db, sql);
+    if (!st)
+        return -1;
+    int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_reset(st);
+    return v;
+}
+
+int h_metrics(struct request *r)
+{
+    static const char sql_jobs[] = "SELECT state, count(*) FROM jobs GROUP BY state";
+    static const char sql_lat[] =
+        "SELECT avg(json_extract(data, '$.first_token_ms')), avg(json_extract(data, '$.processing_ms')), "
+        "count(*) FROM events WHERE type = 'done' AND created_at > ?";
+    int64_t running = 0, done = 0, failed = 0;
+    sqlite3_stmt *st = db_stmt(r->ctx->db, sql_jobs);
+    if (!st)
+        return res_error(r, 500, "Database error");
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *state = (const char *)sqlite3_column_text(st, 0);
+        int64_t n = sqlite3_column_int64(st, 1);
+        if (!strcmp(state, "running"))
+            running = n;
+        else if (!strcmp(state, "done"))
+            done = n;
+        else if (!strcmp(state, "failed"))
+            failed = n;
+    }
+    sqlite3_reset(st);
+    double ttft = 0, total = 0;
+    int64_t recent = 0;
+    if ((st = db_stmt(r->ctx->db, sql_lat))) {
+        sqlite3_bind_int64(st, 1, now_ms() - 3600 * 1000);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            ttft = sqlite3_column_double(st, 0);
+            total = sqlite3_column_double(st, 1);
+            recent = sqlite3_column_int64(st, 2);
+        }
+        sqlite3_reset(st);
+    }
+    int64_t polls = scalar(r, "SELECT count(*) FROM poll_sessions");
+    int64_t answers = scalar(r, "SELECT count(*) FROM answers");
+    int64_t convs = scalar(r, "SELECT count(*) FROM conversations");
+
+    res_start(r, 200, "text/plain; version=0.0.4; charset=utf-8", NULL);
+    res_printf(r,
+               "# HELP parley_jobs Generations by state (database).\n"
+               "# TYPE parley_jobs gauge\n"
+               "parley_jobs{state=\"running\"} %lld\n"
+               "parley_jobs{state=\"done\"} %lld\n"
+               "parley_jobs{state=\"failed\"} %lld\n"
+               "# HELP parley_generation_first_token_seconds Mean time to first token, jobs done in the last hour.\n"
+               "# TYPE parley_generation_first_token_seconds gauge\n"
+               "parley_generation_first_token_seconds %.6f\n"
+               "# HELP parley_generation_seconds Mean generation time, jobs done in the last hour.\n"
+               "# TYPE parley_generation_seconds gauge\n"
+               "parley_generation_seconds %.6f\n"
+               "# HELP parley_generations_last_hour Jobs done in the last hour.\n"
+               "# TYPE parley_generations_last_hour gauge\n"
+               "parley_generations_last_hour %lld\n"
+               "# HELP parley_poll_sessions Open long-poll sessions.\n"
+               "# TYPE parley_poll_sessions gauge\n"
+               "parley_poll_sessions %lld\n"
+               "# HELP parley_answers_cached Cached answers.\n"
+               "# TYPE parley_answers_cached gauge\n"
+               "parley_answers_cached %lld\n"
+               "# HELP parley_conversations Conversations stored.\n"
+               "# TYPE parley_conversations gauge\n"
+               "parley_conversations %lld\n",
+               (long long)running, (long long)done, (long long)failed, ttft / 1000.0,
+               total / 1000.0, (long long)recent, (long long)polls, (long long)answers,
+               (long long)convs);
+
+    /* The bridge's numbers, if it is running next to us. */
+    char path[1024];
+    snprintf(path, sizeof path, "%s-ws.prom", r->ctx->cfg->db_path);
+    struct stat sb;
+    int fresh = stat(path, &sb) == 0 && time(NULL) - sb.st_mtime <= WS_STATS_MAX_AGE_S &&
+                sb.st_size > 0 && sb.st_size <= WS_STATS_MAX_BYTES;
+    res_printf(r, "# HELP parley_ws_up 1 when the WebSocket bridge's numbers are fresh.\n"
+                  "# TYPE parley_ws_up gauge\nparley_ws_up %d\n", fresh);
+    FILE *f = fresh ? fopen(path, "r") : NULL;
+    if (f) {
+        char buf[8192];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+            if (res_write(r, buf, n) < 0)
+                break;
+        fclose(f);
+    }
+    return 0;
+}
