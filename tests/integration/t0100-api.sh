@@ -36,4 +36,14 @@ for setup in fcgid proxy_fcgi lighttpd; do
     fi
     stop_setup
 done
+# The apps ran sanitized in CI (SANITIZE=address,undefined): any report in
+# a log — a leak at exit included — fails the run.
+hits=$(grep -rlE --include='*.log' --include='*.out' 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$IT_TMP" 2>/dev/null) || true
+if [ -n "$hits" ]; then
+    echo "not ok 999 - sanitizer reports in: $hits"
+    for f in $hits; do grep -m 3 -A 12 -E 'Sanitizer|runtime error:' "$f" | sed 's/^/# /'; done
+    failed=$((failed + 1))
+else
+    echo "ok 999 - no sanitizer report in any server or app log"
+fi
 [ "$failed" -eq 0 ]
