@@ -46,7 +46,7 @@ static int run_send(struct parley_ctx *ctx, void *arg)
 
 static int sse_data(struct request *r, json_t *o)
 {
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *s = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
     json_decref(o);
     if (!s)
         return -1;
