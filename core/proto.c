@@ -141,6 +141,40 @@ int proto_job_hold(struct parley_ctx *ctx, struct proto_job *job)
     return jobs_adopt(ctx->db, &job->claim, ctx->cfg->lease_ms);
 }
 
+int proto_job_conversation(struct parley_ctx *ctx, struct proto_job *job, const char *conv_id,
+                           const char *user_msg_id)
+{
+    int want = ctx->cfg->context_messages;
+    if (want < 1)
+        want = 1;                         /* the model needs the question at least */
+    if (want > PROTO_JOB_MAX_MSGS)
+        want = PROTO_JOB_MAX_MSGS;
+    struct message *hist = NULL;
+    int nh = 0;
+    if (store_msg_context(ctx->db, conv_id, want, &hist, &nh) < 0)
+        return -1;
+    int rc = 0;
+    for (int i = 0; i < nh && rc == 0; i++) {
+        const char *role = hist[i].role;
+        job->msgs[i].role = !strcmp(role, "assistant") ? "assistant"
+                          : !strcmp(role, "system") ? "system" : "user";
+        job->msgs[i].content = proto_job_keep(job, hist[i].content);
+        if (!job->msgs[i].content)
+            rc = -1;
+    }
+    store_msgs_free(hist, nh);
+    snprintf(job->channel, sizeof job->channel, "conv:%s", conv_id);
+    job->req.channel = job->channel;
+    job->req.prompt_key = proto_job_keep(job, user_msg_id);
+    job->req.conversation_id = proto_job_keep(job, conv_id);
+    job->req.llm.messages = job->msgs;
+    job->req.llm.n_messages = (size_t)nh;
+    job->req.llm.temperature = ctx->cfg->temperature;
+    if (!job->req.prompt_key || !job->req.conversation_id)
+        rc = -1;
+    return rc;
+}
+
 const char *proto_job_channel(const struct proto_job *job)
 {
     return job->channel;

@@ -297,39 +297,17 @@ static int start_answer(struct parley_ctx *ctx, struct proto_conn *c, const stru
 
     json_t *products = NULL;
     double confidence = -1;
-    struct message *hist = NULL;
-    int nh = 0;
-    int want = ctx->cfg->context_messages;
-    if (want < 1)
-        want = 1;
-    if (want > PROTO_JOB_MAX_MSGS)
-        want = PROTO_JOB_MAX_MSGS;
     struct proto_job *job = proto_job_new();
     char *sys = NULL;
     if (!job || catalog_suggest(ctx->db, c->param, r->text, SUGGESTIONS, &products, &confidence) < 0 ||
-        store_msg_context(ctx->db, cid, want, &hist, &nh) < 0)
+        proto_job_conversation(ctx, job, cid, um.id) < 0)
         goto fail;
-    for (int i = 0; i < nh; i++) {
-        job->msgs[i].role = !strcmp(hist[i].role, "assistant") ? "assistant"
-                          : !strcmp(hist[i].role, "system") ? "system" : "user";
-        job->msgs[i].content = proto_job_keep(job, hist[i].content);
-        if (!job->msgs[i].content)
-            goto fail;
-    }
     sys = system_prompt(b, products, r->voice);
-    snprintf(job->channel, sizeof job->channel, "conv:%s", cid);
-    job->req.channel = job->channel;
-    job->req.prompt_key = proto_job_keep(job, um.id);
-    job->req.conversation_id = proto_job_keep(job, cid);
     job->req.llm.system = sys ? proto_job_keep(job, sys) : NULL;
-    if (!job->req.prompt_key || !job->req.conversation_id || !job->req.llm.system)
+    if (!job->req.llm.system)
         goto fail;
-    job->req.llm.messages = job->msgs;
-    job->req.llm.n_messages = (size_t)nh;
-    job->req.llm.temperature = ctx->cfg->temperature;
     job->req.one_sentence = r->voice;
     free(sys);
-    store_msgs_free(hist, nh);
     if (proto_start(ctx, c, job, jobp) < 0) {
         json_decref(products);
         error_frame(out, DB_ERROR_MSG);
@@ -341,7 +319,6 @@ static int start_answer(struct parley_ctx *ctx, struct proto_conn *c, const stru
     return 0;
 fail:
     free(sys);
-    store_msgs_free(hist, nh);
     json_decref(products);
     proto_job_free(job);
     error_frame(out, DB_ERROR_MSG);

@@ -259,15 +259,6 @@ static int chat_event(struct parley_ctx *ctx, struct proto_conn *c,
 
 /* ---- client messages ---- */
 
-static const char *role_of(const char *role)
-{
-    if (!strcmp(role, "assistant"))
-        return "assistant";
-    if (!strcmp(role, "system"))
-        return "system";
-    return "user";
-}
-
 /* The session's preferred model (settings.model_preference), kept by job. */
 static const char *preferred_model(struct proto_job *job, const char *settings)
 {
@@ -346,36 +337,12 @@ static int start_answer(struct parley_ctx *ctx, struct proto_conn *c, const char
         return -1;
     }
 
-    int want = ctx->cfg->context_messages;
-    if (want < 1)
-        want = 1;                         /* the model needs the question at least */
-    if (want > PROTO_JOB_MAX_MSGS)
-        want = PROTO_JOB_MAX_MSGS;
-    struct message *hist = NULL;
-    int nh = 0;
     struct proto_job *job = proto_job_new();
-    if (!job || store_msg_context(ctx->db, conv->id, want, &hist, &nh) < 0)
-        goto fail;
-    for (int i = 0; i < nh; i++) {
-        job->msgs[i].role = role_of(hist[i].role);
-        job->msgs[i].content = proto_job_keep(job, hist[i].content);
-        if (!job->msgs[i].content)
-            goto fail;
-    }
-    store_msgs_free(hist, nh);
-    hist = NULL;
-
-    snprintf(job->channel, sizeof job->channel, "conv:%s", conv->id);
-    job->req.channel = job->channel;
-    job->req.prompt_key = proto_job_keep(job, um.id);
-    job->req.conversation_id = proto_job_keep(job, conv->id);
-    if (!job->req.prompt_key || !job->req.conversation_id || uuid_v4(job->message_id) < 0)
+    if (!job || proto_job_conversation(ctx, job, conv->id, um.id) < 0 ||
+        uuid_v4(job->message_id) < 0)
         goto fail;
     job->req.message_id = job->message_id;
-    job->req.llm.messages = job->msgs;
-    job->req.llm.n_messages = (size_t)nh;
     job->req.llm.model = preferred_model(job, conv->settings);
-    job->req.llm.temperature = ctx->cfg->temperature;
     char mid[64];
     str_copy(mid, sizeof mid, job->message_id);
     if (proto_start(ctx, c, job, jobp) < 0) {
@@ -386,7 +353,6 @@ static int start_answer(struct parley_ctx *ctx, struct proto_conn *c, const char
     json_object_set_new(c->state, "message_job", json_integer(c->job_id));
     return 0;
 fail:
-    store_msgs_free(hist, nh);
     proto_job_free(job);
     error_frame(out, DB_ERROR_MSG);
     return -1;

@@ -41,6 +41,12 @@ char *proto_job_keep(struct proto_job *job, const char *s);
  * job is freed and *out = NULL. 0 / -1 (claim failed: job freed). */
 int proto_start(struct parley_ctx *ctx, struct proto_conn *c, struct proto_job *job,
                 struct proto_job **out);
+/* Prepares job to answer a conversation: the last cfg->context_messages
+ * messages (at least 1, at most PROTO_JOB_MAX_MSGS) as the LLM messages,
+ * channel "conv:<conv_id>", prompt_key = the user message's id, the
+ * conversation to store the answer in, the configured temperature. 0 / -1. */
+int proto_job_conversation(struct parley_ctx *ctx, struct proto_job *job, const char *conv_id,
+                           const char *user_msg_id);
 /* Follows channel from seq after (job_id 0 = any job). */
 void proto_follow(struct proto_conn *c, const char *channel, int64_t job_id, int64_t after);
 /* Adds "seq": ev->seq to o when the connection asked for it; returns o. */

@@ -9,6 +9,7 @@
 #ifndef PARLEY_FAKE_H
 #define PARLEY_FAKE_H
 #include <curl/curl.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,5 +115,41 @@ static inline long fake_http(const char *method, const char *path, const char *b
     else
         free(b.p);
     return status;
+}
+/* The text the fake answers for prompt (its directives included) with
+ * tokens tokens (<= 0: the fake's current default). New string or NULL. */
+static inline char *fake_answer(const char *prompt, int tokens)
+{
+    json_t *req = tokens > 0 ? json_pack("{s:s, s:i}", "prompt", prompt, "tokens", tokens)
+                             : json_pack("{s:s}", "prompt", prompt);
+    char *body = json_dumps(req, JSON_COMPACT), *resp = NULL;
+    json_decref(req);
+    long st = fake_http("POST", "/_fake/answer", body, &resp);
+    free(body);
+    json_t *o = st == 200 && resp ? json_loads(resp, 0, NULL) : NULL;
+    free(resp);
+    const char *t = json_string_value(json_object_get(o, "text"));
+    char *text = t ? strdup(t) : NULL;
+    json_decref(o);
+    return text;
+}
+
+/* GET /_fake/stats as JSON (new reference, NULL on failure). */
+static inline json_t *fake_stats(void)
+{
+    char *resp = NULL;
+    fake_http("GET", "/_fake/stats", NULL, &resp);
+    json_t *o = resp ? json_loads(resp, 0, NULL) : NULL;
+    free(resp);
+    return o;
+}
+
+/* Requests the fake has served so far (-1 on failure). */
+static inline long fake_total(void)
+{
+    json_t *o = fake_stats();
+    long n = o ? (long)json_integer_value(json_object_get(o, "total")) : -1;
+    json_decref(o);
+    return n;
 }
 #endif

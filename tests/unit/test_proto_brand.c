@@ -50,23 +50,6 @@ static void close_ctx(struct parley_ctx *ctx)
     db_close(ctx->db);
 }
 
-/* The text the fake answers for prompt with its current knobs and the
- * prompt's directives (new string). */
-static char *expected_answer(const char *prompt)
-{
-    json_t *req = json_pack("{s:s}", "prompt", prompt);
-    char *body = json_dumps(req, JSON_COMPACT), *resp = NULL;
-    json_decref(req);
-    long st = fake_http("POST", "/_fake/answer", body, &resp);
-    free(body);
-    json_t *o = st == 200 && resp ? json_loads(resp, 0, NULL) : NULL;
-    free(resp);
-    const char *t = json_string_value(json_object_get(o, "text"));
-    char *text = t ? strdup(t) : NULL;
-    json_decref(o);
-    return text;
-}
-
 static json_t *fake_last_body(void)
 {
     char *resp = NULL;
@@ -483,7 +466,7 @@ TEST(welcome_chat_complete)
     CHECK_INT(c.close, 0);
     frames_free(&f);
     const char *text = "I need a laptop for business work";
-    char *want = expected_answer(text);
+    char *want = fake_answer(text, 0);
     REQUIRE(want != NULL);
     json_t *products;
     double conf;
@@ -553,7 +536,7 @@ TEST(no_products_complete_is_empty_and_null)
     REQUIRE(proto_open(&ctx, &c, "/ws/chat/tb-shop", "jack", "user:jack", &f) == 0);
     frames_free(&f);
     const char *text = "hello there [[fake tokens=4 token_ms=1]]";
-    char *want = expected_answer(text);
+    char *want = fake_answer(text, 0);
     struct proto_job *job = NULL;
     REQUIRE(send_chat(&ctx, &c, text, NULL, 0, &f, &job) == 0);
     REQUIRE(job != NULL);
@@ -832,7 +815,7 @@ TEST(two_connections_one_conversation)
      * and its own suggestions */
     const char *qa = "business laptop please [[fake tokens=15 token_ms=5]]";
     const char *qb = "a phone with a camera [[fake tokens=12 token_ms=6]]";
-    char *wa = expected_answer(qa), *wb = expected_answer(qb);
+    char *wa = fake_answer(qa, 0), *wb = fake_answer(qb, 0);
     struct proto_job *ja = NULL, *jb = NULL;
     REQUIRE(send_chat(&ctx, &a, qa, cid, 0, &fa, &ja) == 0);
     REQUIRE(send_chat(&ctx, &b, qb, cid, 0, &fb, &jb) == 0);
@@ -882,7 +865,7 @@ TEST(save_load_mid_stream)
     REQUIRE(proto_open(&ctx, &c, "/ws/chat/tb-shop", "pia", "user:pia", &f) == 0);
     frames_free(&f);
     const char *text = "phone with a great camera [[fake tokens=20 token_ms=10]]";
-    char *want = expected_answer(text);
+    char *want = fake_answer(text, 0);
     json_t *products;
     double conf;
     REQUIRE(catalog_suggest(ctx.db, "tb-shop", text, 3, &products, &conf) == 0);

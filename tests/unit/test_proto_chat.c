@@ -48,31 +48,6 @@ static void close_ctx(struct parley_ctx *ctx)
     db_close(ctx->db);
 }
 
-/* The text the fake answers for prompt (new string). */
-static char *expected_answer(const char *prompt, int tokens)
-{
-    json_t *req = json_pack("{s:s, s:i}", "prompt", prompt, "tokens", tokens);
-    char *body = json_dumps(req, JSON_COMPACT), *resp = NULL;
-    json_decref(req);
-    long st = fake_http("POST", "/_fake/answer", body, &resp);
-    free(body);
-    json_t *o = st == 200 && resp ? json_loads(resp, 0, NULL) : NULL;
-    free(resp);
-    const char *t = json_string_value(json_object_get(o, "text"));
-    char *text = t ? strdup(t) : NULL;
-    json_decref(o);
-    return text;
-}
-
-static json_t *fake_stats(void)
-{
-    char *resp = NULL;
-    fake_http("GET", "/_fake/stats", NULL, &resp);
-    json_t *o = resp ? json_loads(resp, 0, NULL) : NULL;
-    free(resp);
-    return o;
-}
-
 /* A client "message" frame (new string). */
 static char *chat_msg(const char *content)
 {
@@ -296,7 +271,7 @@ TEST(message_streams_and_stores)
     REQUIRE(proto_open(&ctx, &c, "/ws/sess-stream", "alice", "user:alice-stream", &f) == 0);
     frames_free(&f);
     const char *content = "Olá, como está o tempo? [[fake tokens=8 token_ms=1]]";
-    char *want = expected_answer(content, 8);
+    char *want = fake_answer(content, 8);
     REQUIRE(want != NULL);
     json_t *m = json_pack("{s:s, s:s, s:{s:s}, s:s}", "type", "message", "content", content,
                           "metadata", "client", "test", "timestamp", "2024-01-20T10:30:00Z");
@@ -624,7 +599,7 @@ TEST(reconnect_follows_running_answer)
     REQUIRE(proto_open(&ctx, &a, "/ws/sess-reconnect", "frank", "user:frank", &fa) == 0);
     frames_free(&fa);
     const char *content = "tell me a long story [[fake tokens=30 token_ms=15]]";
-    char *want = expected_answer(content, 30);
+    char *want = fake_answer(content, 30);
     REQUIRE(want != NULL);
     struct proto_job *job = NULL;
     REQUIRE(send_chat(&ctx, &a, content, &fa, &job) == 0);
@@ -709,7 +684,7 @@ TEST(save_load_mid_stream)
     REQUIRE(proto_open(&ctx, &c, "/ws/sess-poll?seq=1", "gina", "user:gina", &f) == 0);
     frames_free(&f);
     const char *content = "long-poll me [[fake tokens=25 token_ms=10]]";
-    char *want = expected_answer(content, 25);
+    char *want = fake_answer(content, 25);
     REQUIRE(want != NULL);
     struct proto_job *job = NULL;
     REQUIRE(send_chat(&ctx, &c, content, &f, &job) == 0);

@@ -47,33 +47,6 @@ static void close_ctx(struct parley_ctx *ctx)
     db_close(ctx->db);
 }
 
-/* The text the fake will answer for prompt (new string). */
-static char *expected_answer(const char *prompt, int tokens)
-{
-    json_t *req = json_pack("{s:s, s:i}", "prompt", prompt, "tokens", tokens);
-    char *body = json_dumps(req, JSON_COMPACT), *resp = NULL;
-    json_decref(req);
-    long st = fake_http("POST", "/_fake/answer", body, &resp);
-    free(body);
-    json_t *o = st == 200 && resp ? json_loads(resp, 0, NULL) : NULL;
-    free(resp);
-    const char *t = json_string_value(json_object_get(o, "text"));
-    char *text = t ? strdup(t) : NULL;
-    json_decref(o);
-    return text;
-}
-
-static long fake_total(void)
-{
-    char *resp = NULL;
-    fake_http("GET", "/_fake/stats", NULL, &resp);
-    json_t *o = resp ? json_loads(resp, 0, NULL) : NULL;
-    free(resp);
-    long n = o ? (long)json_integer_value(json_object_get(o, "total")) : -1;
-    json_decref(o);
-    return n;
-}
-
 static int count_rows(parley_db *db, const char *sql, const char *arg)
 {
     sqlite3_stmt *st = db_stmt(db, sql);
@@ -140,7 +113,7 @@ TEST(success_is_stored_with_done)
     struct treq t;
     ticket_request(&t, "100", body);
     t.req.conversation_id = conv.id;
-    char *want = expected_answer(body, 25);
+    char *want = fake_answer(body, 25);
     REQUIRE(want != NULL);
     struct job_claim cl;
     struct gen_outcome out;
@@ -271,7 +244,7 @@ TEST(single_flight_one_upstream_call)
     REQUIRE(sh != MAP_FAILED);
     memset(sh, 0, sizeof *sh);
     const char *body = "shared ticket [[fake tokens=20 token_ms=20]]";
-    char *want = expected_answer(body, 20);
+    char *want = fake_answer(body, 20);
     REQUIRE(want);
     long before = fake_total();
     pid_t pids[3];
@@ -384,7 +357,7 @@ TEST(coalescing_keeps_text)
     int saved = cfg.coalesce_ms;
     cfg.coalesce_ms = 30;
     const char *body = "burst [[fake tokens=150 token_ms=0]]";
-    char *want = expected_answer(body, 150);
+    char *want = fake_answer(body, 150);
     REQUIRE(want);
     struct treq t;
     ticket_request(&t, "burst", body);
