@@ -111,7 +111,7 @@ static void usage(FILE *f)
         "  --workers N          database worker threads (default 4)\n"
         "  --gen-threads N      generations running at once (default 16); more wait\n"
         "  --max-frame BYTES    largest client message (default 65536); bigger: close 1009\n"
-        "  --ping SECS          WebSocket ping after SECS of silence, hang up 10 s later (30)\n"
+        "  --ping SECS          WebSocket ping after SECS without a pong; hang up after 2 x SECS (30)\n"
         "  --log FILE           log to FILE (reopened on SIGHUP) instead of stderr\n"
         "  --stats-file FILE    Prometheus text rewritten every 5 s (default <PARLEY_DB>-ws.prom;\n"
         "                       '-' for none)\n"
@@ -291,7 +291,7 @@ int main(int argc, char **argv)
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_emit);
     static lws_retry_bo_t retry;
     retry.secs_since_valid_ping = (uint16_t)o->ping_s;
-    retry.secs_since_valid_hangup = (uint16_t)(o->ping_s + 10);
+    retry.secs_since_valid_hangup = (uint16_t)(2 * o->ping_s);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.protocols = bridge_protocols;

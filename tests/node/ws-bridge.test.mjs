@@ -686,6 +686,33 @@ describe('limits and security', { skip: OWN }, () => {
     }
   });
 
+  test('WebSocket PINGs find a dead peer (--ping): a peer that never answers is dropped', async () => {
+    const b = await startBridge({}, ['--ping', '1']);
+    try {
+      const alive = await connect(b.url(`/ws/chat/techpro`));
+      let pings = 0;
+      alive.ws.on('ping', () => { pings++; });          // ws answers with a pong itself
+      const dead = await connect(b.url(`/api/websocket/chat/${id('t')}`));
+      dead.ws._socket.pause();                          // reads nothing: no pong
+      const gauge = async () => Number((await (await fetch(b.http('/metrics'))).text())
+        .match(/^parley_ws_connections (\d+)$/m)[1]);
+      assert.equal(await gauge(), 2);
+      const t0 = Date.now();
+      while (await gauge() !== 1) {
+        assert.ok(Date.now() - t0 < 8000 * SLOW, 'the silent peer is dropped within seconds');
+        await sleep(100);
+      }
+      dead.ws._socket.resume();                         // now it sees the hang-up
+      const cl = await dead.closed;
+      assert.ok(cl.code === 1006 || cl.code === 1000 || cl.code === 1001, `closed ${cl.code}`);
+      assert.ok(pings >= 1, 'the live peer was pinged');
+      assert.equal(alive.ws.readyState, WebSocket.OPEN, 'the live peer stays');
+      alive.ws.close();
+    } finally {
+      assert.equal((await b.stop()).code, 0);
+    }
+  });
+
   test('a reader that stops reading is closed 1008 "slow consumer"; others are not stalled', async () => {
     const b = await startBridge({}, []);
     try {
