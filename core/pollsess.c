@@ -99,9 +99,78 @@ void poll_unlock(parley_db *db, const char *sid)
     sqlite3_reset(st);
 }
 
+int poll_peek(parley_db *db, const char *sid, char **state, char *owner, size_t ownerlen,
+              int64_t *expires_at)
+{
+    static const char sql[] = "SELECT state, owner, expires_at FROM poll_sessions WHERE sid = ?";
+    *state = NULL;
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, sid);
+    int rc = sqlite3_step(st), r = rc == SQLITE_DONE ? 1 : -1;
+    if (rc == SQLITE_ROW) {
+        int64_t expires = sqlite3_column_int64(st, 2);
+        if (expires < now_ms()) {
+            r = 1;
+        } else {
+            *state = db_col_strdup(st, 0);
+            if (owner)
+                str_copy(owner, ownerlen, (const char *)sqlite3_column_text(st, 1));
+            if (expires_at)
+                *expires_at = expires;
+            r = *state ? 0 : -1;
+        }
+    }
+    sqlite3_reset(st);
+    return r;
+}
+
+int poll_touch(parley_db *db, const char *sid, int64_t ack_upto, int idle_s)
+{
+    static const char sql_ack[] = "DELETE FROM poll_outbox WHERE sid = ? AND seq <= ?";
+    static const char sql_touch[] =
+        "UPDATE poll_sessions SET last_seen = ?2, expires_at = ?3 WHERE sid = ?1";
+    if (db_begin(db) < 0)
+        return -1;
+    sqlite3_stmt *st;
+    int rc;
+    if (ack_upto > 0) {
+        if (!(st = db_stmt(db, sql_ack)))
+            goto error;
+        db_bind_text(st, 1, sid);
+        sqlite3_bind_int64(st, 2, ack_upto);
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE)
+            goto error;
+    }
+    if (!(st = db_stmt(db, sql_touch)))
+        goto error;
+    int64_t now = now_ms();
+    db_bind_text(st, 1, sid);
+    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_int64(st, 3, now + (int64_t)idle_s * 1000);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        goto error;
+    return db_commit(db);
+error:
+    db_rollback(db);
+    return -1;
+}
+
 int poll_save(parley_db *db, const char *sid, const char *state, char *const *frames,
               int nframes, int idle_s)
 {
+    return poll_save_ack(db, sid, state, frames, nframes, idle_s, 0);
+}
+
+int poll_save_ack(parley_db *db, const char *sid, const char *state, char *const *frames,
+                  int nframes, int idle_s, int64_t ack_upto)
+{
+    static const char sql_ack[] = "DELETE FROM poll_outbox WHERE sid = ? AND seq <= ?";
     static const char sql_next[] = "SELECT next_seq FROM poll_sessions WHERE sid = ? AND lock_owner = ?";
     static const char sql_frame[] =
         "INSERT INTO poll_outbox(sid, seq, frame, created_at) VALUES (?, ?, ?, ?)";
@@ -121,6 +190,16 @@ int poll_save(parley_db *db, const char *sid, const char *state, char *const *fr
     }
     int64_t next = sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
+    if (ack_upto > 0) {
+        if (!(st = db_stmt(db, sql_ack)))
+            goto error;
+        db_bind_text(st, 1, sid);
+        sqlite3_bind_int64(st, 2, ack_upto);
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE)
+            goto error;
+    }
     int64_t now = now_ms();
     for (int i = 0; i < nframes; i++) {
         st = db_stmt(db, sql_frame);

@@ -26,6 +26,19 @@ int poll_lock(parley_db *db, const char *sid, int idle_s, char **state,
  * lock, in one transaction; touches the expiry. 0 / -1. */
 int poll_save(parley_db *db, const char *sid, const char *state, char *const *frames,
               int nframes, int idle_s);
+/* The same, and deletes the frames the client acknowledged (seq <= ack_upto;
+ * 0: none) in that transaction. */
+int poll_save_ack(parley_db *db, const char *sid, const char *state, char *const *frames,
+                  int nframes, int idle_s, int64_t ack_upto);
+/* Reads the session without locking or writing: its state (new string) and
+ * owner (copied), and when it expires (ms since the epoch). 0 found; 1
+ * unknown or expired; -1 error. For a request that only looks whether there
+ * is anything to do before it takes the lock. */
+int poll_peek(parley_db *db, const char *sid, char **state, char *owner, size_t ownerlen,
+              int64_t *expires_at);
+/* Deletes acknowledged frames (seq <= ack_upto; 0: none) and extends the
+ * session's expiry by idle_s, in one transaction, without the lock. 0 / -1. */
+int poll_touch(parley_db *db, const char *sid, int64_t ack_upto, int idle_s);
 /* Releases the lock without changes. */
 void poll_unlock(parley_db *db, const char *sid);
 /* Writes the frames after cursor as a JSON array text into *json (new:

@@ -9,9 +9,13 @@
  *   DELETE /api/poll/{sid}  → 204
  *
  * Session state lives in SQLite (core/pollsess.h), so any process serves any
- * request. A GET that finds nothing sleeps on the doorbell of the channel the
- * session follows (or of "poll:<sid>" for frames a POST adds), never on a
- * timer. A generation a POST starts runs in the same thread after the HTTP
+ * request. A GET first looks without the session lock or any write (the
+ * common case: nothing new); only when there is something to store does it
+ * lock, pump the followed channel into the outbox and save, acknowledging
+ * the client's cursor in the same transaction. With nothing to send it sleeps
+ * on the doorbell of the channel the session follows (or of "poll:<sid>" for
+ * frames a POST adds), never on a timer: its 1 s slices (to notice shutdown)
+ * touch no database. A generation a POST starts runs in the same thread after the HTTP
  * response is finished (r->after), so the client's next poll is not held up.
  * Runs in a parley.fcgi worker thread; uses the thread's ctx.
  */
@@ -131,11 +135,13 @@ static int load_session(struct request *r, const char *sid, struct proto_conn *c
     return 0;
 }
 
-/* Pumps the followed channel into the outbox (under the session lock). */
 struct close_info { int code; char reason[120]; };
 
-static int pump(struct request *r, const char *sid, int *following, char *chan, size_t chanlen,
-                struct close_info *ci)
+/* Pumps the followed channel into the outbox (under the session lock), and
+ * deletes the frames the client acknowledged (seq <= ack) in the same
+ * transaction. Returns closed (0/1), or -1 with the error response written. */
+static int pump(struct request *r, const char *sid, int64_t ack, int *following, char *chan,
+                size_t chanlen, struct close_info *ci)
 {
     struct parley_ctx *ctx = r->ctx;
     struct proto_conn c;
@@ -145,7 +151,8 @@ static int pump(struct request *r, const char *sid, int *following, char *chan, 
     frames_init(&fr);
     int rc = proto_pump(ctx, &c, &fr);
     char *saved = proto_conn_save(&c);
-    if (rc < 0 || !saved || poll_save(ctx->db, sid, saved, fr.v, fr.n, ctx->cfg->poll_idle_s) < 0) {
+    if (rc < 0 || !saved ||
+        poll_save_ack(ctx->db, sid, saved, fr.v, fr.n, ctx->cfg->poll_idle_s, ack) < 0) {
         poll_unlock(ctx->db, sid);
         res_error(r, 500, "Database error");
         rc = -1;
@@ -161,6 +168,59 @@ static int pump(struct request *r, const char *sid, int *following, char *chan, 
     frames_free(&fr);
     proto_conn_cleanup(&c);
     return rc < 0 ? -1 : closed;
+}
+
+/* What peek_session saw. */
+struct peek {
+    int work;              /* a locked pump would change the session: frames to
+                            * add, or the cursor, job or channel moved */
+    int following;         /* as stored: follows a channel (chan) */
+    int job;               /* ... and a job in it (its lease is checked by looks) */
+    int closed;
+    int64_t expires;       /* ms since the epoch */
+};
+
+/* Looks at the session without locking or writing anything: loads its
+ * state and pumps the followed channel into frames it then drops (fills
+ * *pk, chan and *ci). 0, or -1 with the error response written (410:
+ * unknown, expired or another user's). Nothing new is the common case of a
+ * poll, and then it costs reads only: no write lock. */
+static int peek_session(struct request *r, const char *sid, struct peek *pk, char *chan,
+                        size_t chanlen, struct close_info *ci)
+{
+    struct parley_ctx *ctx = r->ctx;
+    char *state = NULL, owner[128];
+    int pr = poll_peek(ctx->db, sid, &state, owner, sizeof owner, &pk->expires);
+    if (pr == 1)
+        return res_error(r, 410, "Unknown or expired poll session"), -1;
+    if (pr < 0)
+        return res_error(r, 500, "Database error"), -1;
+    if (!config_open_mode(ctx->cfg) && strcmp(owner, r->user) != 0) {
+        free(state);
+        return res_error(r, 410, "Unknown or expired poll session"), -1;
+    }
+    struct proto_conn c;
+    int ok = proto_conn_load(&c, state);
+    free(state);
+    if (ok < 0)
+        return res_error(r, 500, "Corrupt poll session state"), -1;
+    int64_t cursor = c.cursor, job = c.job_id;
+    char was[sizeof c.channel];
+    str_copy(was, sizeof was, c.channel);
+    pk->following = proto_following(&c);
+    pk->job = pk->following && c.job_id != 0;
+    str_copy(chan, chanlen, c.channel);
+    pk->closed = c.close;
+    ci->code = c.close_code;
+    str_copy(ci->reason, sizeof ci->reason, c.close_reason);
+    struct proto_frames fr;
+    frames_init(&fr);
+    int rc = proto_pump(ctx, &c, &fr);
+    pk->work = rc != 0 || fr.n > 0 || c.cursor != cursor || c.job_id != job ||
+               strcmp(c.channel, was) != 0 || c.close != pk->closed;
+    frames_free(&fr);
+    proto_conn_cleanup(&c);
+    return 0;
 }
 
 static int parse_int_param(struct request *r, const char *name, long long def, long long min,
@@ -192,36 +252,61 @@ int h_poll_get(struct request *r)
     char pchan[64];
     poll_channel(pchan, sizeof pchan, sid);
     int64_t deadline = mono_ms() + wait * 1000;
-    if (poll_ack(ctx->db, sid, cursor) < 0)
-        return res_error(r, 500, "Database error");
+    /* Without a ring, look again only while following a job, this often: a
+     * look is what recovers a job whose worker died (proto_pump). */
+    int recheck_ms = ctx->cfg->lease_ms / 2 > 1000 ? ctx->cfg->lease_ms / 2 : 1000;
+    int64_t idle_ms = (int64_t)ctx->cfg->poll_idle_s * 1000, next_look = 0;
     char chan[200] = "";
+    int look = 1, following = 0, closed = 0, wrote = 0;
+    struct close_info ci = { 0, "" };
+    struct peek pk;
+    uint32_t seen_p = 0, seen_c = 0;
     for (;;) {
-        uint32_t seen_p = ctx->bell ? bell_peek(ctx->bell, pchan) : 0;
-        /* Peek the followed channel's bell before pumping it, so an event
-         * appended after the pump still wakes the wait below. */
-        char known[200];
-        str_copy(known, sizeof known, chan);
-        uint32_t seen_c = known[0] && ctx->bell ? bell_peek(ctx->bell, known) : 0;
-        int following = 0;
-        struct close_info ci = { 0, "" };
-        int closed = pump(r, sid, &following, chan, sizeof chan, &ci);
-        if (closed < 0)
-            return 0;
-        if (following && strcmp(known, chan) != 0) {
-            /* first sight of this channel: peek, then pump once more */
-            seen_c = ctx->bell ? bell_peek(ctx->bell, chan) : 0;
-            closed = pump(r, sid, &following, chan, sizeof chan, &ci);
-            if (closed < 0)
+        if (look) {
+            /* Peek the bells before looking at the log, so an event appended
+             * after the look still wakes the wait below. Only here: a wait
+             * that ends without a ring keeps these values, so a ring that
+             * comes after it is not lost. */
+            seen_p = ctx->bell ? bell_peek(ctx->bell, pchan) : 0;
+            seen_c = chan[0] && ctx->bell ? bell_peek(ctx->bell, chan) : 0;
+            char known[200];
+            str_copy(known, sizeof known, chan);
+            if (peek_session(r, sid, &pk, chan, sizeof chan, &ci) < 0)
                 return 0;
+            if (pk.following && strcmp(known, chan) != 0) {
+                /* first sight of this channel: peek its bell, then look again */
+                seen_c = ctx->bell ? bell_peek(ctx->bell, chan) : 0;
+                if (peek_session(r, sid, &pk, chan, sizeof chan, &ci) < 0)
+                    return 0;
+            }
+            following = pk.following;
+            closed = pk.closed;
+            if (pk.work) {
+                /* something to store: lock, pump, save and ack, one request at a time */
+                closed = pump(r, sid, cursor, &following, chan, sizeof chan, &ci);
+                if (closed < 0)
+                    return 0;
+                wrote = 1;
+            } else if (!wrote && pk.expires - now_ms() < idle_ms / 2) {
+                /* a session that only waits: keep it alive, drop acked frames */
+                if (poll_touch(ctx->db, sid, cursor, ctx->cfg->poll_idle_s) < 0)
+                    return res_error(r, 500, "Database error");
+                wrote = 1;
+            }
+            next_look = pk.job || (pk.work && following) ? mono_ms() + recheck_ms : INT64_MAX;
         }
-        char *json = NULL;
-        int64_t last;
-        int n = poll_read(ctx->db, sid, cursor, POLL_MAX_FRAMES, &json, &last);
-        if (n < 0)
-            return res_error(r, 500, "Database error");
         int64_t left = deadline - mono_ms();
+        char *json = NULL;
+        int64_t last = cursor;
+        int n = 0;
+        /* without a look (no ring) nothing changed: nothing to read yet */
+        if (look || closed || left <= 0 || parley_stopping) {
+            n = poll_read(ctx->db, sid, cursor, POLL_MAX_FRAMES, &json, &last);
+            if (n < 0)
+                return res_error(r, 500, "Database error");
+        }
         if (n > 0 || closed || left <= 0 || parley_stopping) {
-            json_t *msgs = json_loads(json, 0, NULL);
+            json_t *msgs = json ? json_loads(json, 0, NULL) : NULL;
             free(json);
             json_t *o = json_pack("{s:o, s:I, s:b}", "messages", msgs ? msgs : json_array(),
                                   "cursor", (json_int_t)last, "closed", closed);
@@ -234,12 +319,15 @@ int h_poll_get(struct request *r)
         }
         free(json);
         int slice = left > 1000 ? 1000 : (int)left;
-        if (!ctx->bell)
+        if (!ctx->bell) {
+            look = 1;
             continue;
-        if (following)
-            bell_wait(ctx->bell, chan, seen_c, slice);
-        else
-            bell_wait(ctx->bell, pchan, seen_p, slice);
+        }
+        /* Slices of at most 1 s, to notice parley_stopping; a slice that
+         * ends without a ring touches no database. */
+        int rung = following ? bell_wait(ctx->bell, chan, seen_c, slice)
+                             : bell_wait(ctx->bell, pchan, seen_p, slice);
+        look = rung != 0 || mono_ms() >= next_look;
     }
 }
 
@@ -338,14 +426,19 @@ int h_poll_delete(struct request *r)
     struct proto_conn c;
     if (load_session(r, sid, &c) < 0)
         return 0;
+    char followed[sizeof c.channel];
+    str_copy(followed, sizeof followed, proto_following(&c) ? c.channel : "");
     proto_conn_cleanup(&c);
     int d = poll_delete(ctx->db, sid);
     if (d < 0)
         return res_error(r, 500, "Database error");
     if (ctx->bell) {
+        /* wake a GET of this session waiting now: it answers 410 at once */
         char pchan[64];
         poll_channel(pchan, sizeof pchan, sid);
         bell_ring(ctx->bell, pchan);
+        if (followed[0])
+            bell_ring(ctx->bell, followed);
     }
     return res_empty(r, 204);
 }

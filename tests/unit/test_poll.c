@@ -1,5 +1,6 @@
 /* test_poll.c — long-poll sessions: create, lock/save with outbox frames,
- * reads after a cursor, acks, expiry, and a lock held across processes. */
+ * reads after a cursor, acks, expiry, a lock held across processes, and
+ * the lock-free peek/touch a waiting GET uses. */
 #include "th.h"
 #include "db.h"
 #include "pollsess.h"
@@ -130,11 +131,67 @@ TEST(lock_excludes_other_process)
     db_close(db);
 }
 
+/* The read-only look of a GET, and the writes it does instead of a pump. */
+TEST(peek_touch_save_ack)
+{
+    parley_db *db = open_db();
+    REQUIRE(db);
+    char sid[37], owner[64];
+    REQUIRE(poll_create(db, "/ws/p", "bob", 60, sid) == 0);
+    char *state = NULL;
+    int64_t expires = 0, t0 = now_ms();
+    CHECK_INT(poll_peek(db, sid, &state, owner, sizeof owner, &expires), 0);
+    CHECK_STR(state, "{}");
+    CHECK_STR(owner, "bob");
+    CHECK(expires >= t0 + 59000 && expires <= t0 + 61000);
+    free(state);
+    /* peek does not lock: a lock can still be taken, and peek still reads */
+    REQUIRE(poll_lock(db, sid, 60, &state, NULL, 0) == 0);
+    free(state);
+    CHECK_INT(poll_peek(db, sid, &state, NULL, 0, NULL), 0);
+    free(state);
+    char *frames[] = { "{\"n\":1}", "{\"n\":2}", "{\"n\":3}" };
+    REQUIRE(poll_save(db, sid, "{\"k\":2}", frames, 3, 60) == 0);
+    /* save_ack: frames 1-2 acknowledged, one more frame, in one transaction */
+    REQUIRE(poll_lock(db, sid, 60, &state, NULL, 0) == 0);
+    free(state);
+    char *more[] = { "{\"n\":4}" };
+    REQUIRE(poll_save_ack(db, sid, NULL, more, 1, 60, 2) == 0);
+    char *json;
+    int64_t last;
+    CHECK_INT(poll_read(db, sid, 0, 100, &json, &last), 2);
+    CHECK_STR(json, "[{\"n\":3},{\"n\":4}]");
+    free(json);
+    /* touch: acks frame 3, extends the expiry, takes no lock */
+    REQUIRE(poll_lock(db, sid, 60, &state, NULL, 0) == 0);  /* someone holds it */
+    free(state);
+    REQUIRE(poll_touch(db, sid, 3, 120) == 0);
+    CHECK_INT(poll_read(db, sid, 0, 100, &json, &last), 1);
+    CHECK_STR(json, "[{\"n\":4}]");
+    free(json);
+    CHECK_INT(poll_peek(db, sid, &state, NULL, 0, &expires), 0);
+    CHECK_STR(state, "{\"k\":2}");
+    CHECK(expires >= t0 + 119000);
+    free(state);
+    poll_unlock(db, sid);
+    /* unknown, and expired (not deleted by a peek) */
+    CHECK_INT(poll_peek(db, "no-such-sid", &state, NULL, 0, NULL), 1);
+    CHECK(state == NULL);
+    REQUIRE(poll_create(db, "/ws/q", "", 0, sid) == 0);
+    struct timespec ts = { 0, 5 * 1000000L };
+    nanosleep(&ts, NULL);
+    CHECK_INT(poll_peek(db, sid, &state, NULL, 0, NULL), 1);
+    CHECK(state == NULL);
+    CHECK_INT(poll_delete(db, sid), 0);
+    db_close(db);
+}
+
 int main(void)
 {
     snprintf(dbpath, sizeof dbpath, "%s/poll.db", th_tmpdir());
     RUN(create_lock_save_read);
     RUN(expiry);
     RUN(lock_excludes_other_process);
+    RUN(peek_touch_save_ack);
     return th_done();
 }
