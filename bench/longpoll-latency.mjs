@@ -46,11 +46,11 @@ const note = (s) => process.stderr.write(`# ${s}\n`);
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
 
-function request(method, path, body) {
+function request(method, path, body, via = agent) {
   return new Promise((resolve, reject) => {
     const data = body === undefined ? null : Buffer.from(JSON.stringify(body));
     const req = http.request({
-      host: BASE.hostname, port: BASE.port, method, path, agent,
+      host: BASE.hostname, port: BASE.port, method, path, agent: via,
       headers: data ? { 'content-type': 'application/json', 'content-length': data.length } : {},
     }, (res) => {
       const chunks = [];
@@ -99,14 +99,20 @@ const lat = [];              // ms, every frame every client received
 let frames = 0, polls = 0, errors = 0, reconnects = 0, started = 0, stopping = false;
 const firstErrors = [];
 
+const clients = [];           // per client: frames, cursor, when its current poll was sent
 async function loop(sid) {
   let cursor = 0, first = true;
+  const me = { sid, frames: 0, cursor: 0, sentAt: 0, polls: 0 };
+  clients.push(me);
   while (!stopping) {
     if (first) { started++; first = false; }
     let r;
     try {
       polls++;
+      me.polls++;
+      me.sentAt = Date.now();
       r = await request('GET', `/api/poll/${sid}?cursor=${cursor}&wait=25`);
+      if (stopping) return;
     } catch (e) {
       if (stopping) return;
       // A keep-alive socket the server closed as we reused it (Apache's
@@ -130,8 +136,10 @@ async function loop(sid) {
       const sent = Number(String(f.content).split(' ')[0]);
       lat.push((r.at - sent) / 1000);
       frames++;
+      me.frames++;
     }
     cursor = o.cursor;
+    me.cursor = cursor;
   }
 }
 
@@ -152,7 +160,7 @@ note(`idle ${IDLE_S} s, ${CLIENTS} waiting: app ${idleApp.ms.toFixed(3)} ms CPU,
 
 // --- delivery ---------------------------------------------------------------
 const expected = CLIENTS * COUNT;
-const a1 = usage(APP), s1 = usage(SERVER), pollsBeforePub = polls;
+const a1 = usage(APP), s1 = usage(SERVER), pollsBeforePub = polls, c1 = process.cpuUsage();
 const pubStart = Date.now();
 const pub = spawn(args.pub, [args.db, PREFIX, '1', String(RATE), String(COUNT), String(SIZE)],
   { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -168,20 +176,34 @@ while (frames < expected && Date.now() < deadline && Date.now() - t0 < TIMEOUT_M
 }
 const deliverMs = Date.now() - pubStart;
 const delApp = diff(a1, usage(APP)), delSrv = diff(s1, usage(SERVER));
+const cDel = process.cpuUsage(c1);
+const perFrame = (ms) => (frames ? `${((ms * 1000) / frames).toFixed(0)} µs/frame` : '–');
 await Promise.race([pubDone, sleep(2000)]);
+const errorsSeen = errors;
 stopping = true;
+// Delete the sessions: their waiting polls answer at once (410) and give
+// their server threads back before the next run.
+const delAgent = new http.Agent({ keepAlive: true, maxSockets: 32 });
+await Promise.race([Promise.allSettled(sids.map((sid) =>
+  request('DELETE', `/api/poll/${sid}`, undefined, delAgent))), sleep(5000)]);
+await Promise.race([Promise.allSettled(loops), sleep(2000)]);
 agent.destroy();
-await Promise.race([Promise.allSettled(loops), sleep(1000)]);
+delAgent.destroy();
 
+for (const c of clients.filter((x) => x.frames < COUNT).slice(0, 5))
+  note(`client ${c.sid}: ${c.frames}/${COUNT} frames, cursor ${c.cursor}, ${c.polls} polls, ` +
+       `current poll sent ${Date.now() - c.sentAt} ms ago`);
 lat.sort((x, y) => x - y);
 const pct = (p) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))] : NaN);
 const f2 = (x) => (Number.isFinite(x) ? x.toFixed(2) : '–');
 note(`delivery: publisher exit ${pubCode} (${pubOut.trim()}); ${frames}/${expected} frames in ` +
-     `${(deliverMs / 1000).toFixed(1)} s; ${polls - pollsBeforePub} polls; app ${delApp.ms.toFixed(0)} ms CPU, ` +
-     `server ${delSrv.ms.toFixed(0)} ms CPU; reconnects ${reconnects}; errors ${errors}${firstErrors.length ? ': ' + firstErrors.join(' | ') : ''}`);
+     `${(deliverMs / 1000).toFixed(1)} s; ${polls - pollsBeforePub} polls; CPU: app ${delApp.ms.toFixed(0)} ms ` +
+     `(${perFrame(delApp.ms)}), web server ${delSrv.ms.toFixed(0)} ms (${perFrame(delSrv.ms)}), ` +
+     `this client ${((cDel.user + cDel.system) / 1000).toFixed(0)} ms (${perFrame((cDel.user + cDel.system) / 1000)}); reconnects ${reconnects}; errors ${errorsSeen}${firstErrors.length ? ': ' + firstErrors.join(' | ') : ''}`);
 // | setup | clients | events | frames | p50 | p90 | p99 | max | app CPU during delivery | idle: app CPU | idle: app wake-ups | idle: server CPU | errors |
 console.log(`| ${args.label || BASE.host} | ${CLIENTS} | ${COUNT} × ${RATE}/s | ${frames}/${expected} | ` +
   `${f2(pct(50))} | ${f2(pct(90))} | ${f2(pct(99))} | ${f2(lat[lat.length - 1])} | ` +
-  `${(delApp.ms / 1000 / (deliverMs / 1000) * 100).toFixed(0)} % of a core | ` +
-  `${idleApp.ms.toFixed(1)} ms | ${idleApp.wakes} | ${idleSrv.ms.toFixed(1)} ms | ${errors} |`);
-process.exit(frames === expected && errors === 0 ? 0 : 1);
+  `${(delApp.ms / 1000 / (deliverMs / 1000) * 100).toFixed(0)} % of a core, ` +
+  `${frames ? ((delApp.ms * 1000) / frames).toFixed(0) : '–'} µs per frame | ` +
+  `${idleApp.ms.toFixed(1)} ms | ${idleApp.wakes} | ${idleSrv.ms.toFixed(1)} ms | ${errorsSeen} |`);
+process.exit(frames === expected && errorsSeen === 0 ? 0 : 1);
