@@ -36,6 +36,7 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = join(ROOT, process.env.BUILD || 'build', 'parley-ws');
 const SANITIZED = existsSync(BIN) && readFileSync(BIN).includes('__asan_init');
 const SLOW = SANITIZED ? 3 : 1;          // timeouts stretch under ASan
+const SUITE_MS = 180000 * SLOW;          // no suite can hang a CI run
 const EXTERNAL = process.env.WS_BRIDGE_URL || '';
 const POLL = process.env.WS_POLL_URL || '';
 const OWN = EXTERNAL ? 'needs a bridge of its own (external mode)' : false;
@@ -276,7 +277,7 @@ after(async () => {
 
 // ------------------------------------------------------------ HTTP paths
 
-describe('http', { skip: OWN }, () => {
+describe('http', { skip: OWN, timeout: SUITE_MS }, () => {
   test('/healthz answers 200, /metrics Prometheus text, other paths 404/426', async () => {
     let r = await fetch(br.http('/healthz'));
     assert.equal(r.status, 200);
@@ -296,7 +297,7 @@ describe('http', { skip: OWN }, () => {
 
 // -------------------------------------------------------------- seed 000
 
-describe('seed 000 tickets', () => {
+describe('seed 000 tickets', { timeout: SUITE_MS }, () => {
   test('stream... then done; the text is the upstream answer', async () => {
     const ticket = id('t');
     const body = `Impressora não imprime [[fake tokens=8]] ${ticket}`;
@@ -429,7 +430,7 @@ describe('seed 000 tickets', () => {
 
 // -------------------------------------------------------------- seed 001
 
-describe('seed 001 chat sessions', () => {
+describe('seed 001 chat sessions', { timeout: SUITE_MS }, () => {
   test('connected, then stream_start/stream_chunk/stream_end; ping/pong; errors', async () => {
     const svc = new WebSocketService(br.base);
     const session = id('s');
@@ -498,7 +499,7 @@ describe('seed 001 chat sessions', () => {
 
 // -------------------------------------------------------------- seed 002
 
-describe('seed 002 brands', () => {
+describe('seed 002 brands', { timeout: SUITE_MS }, () => {
   test('welcome, chunk... complete with products; ping/pong; bad JSON', async () => {
     const bot = new ChatbotWebSocket(br.base, 'techpro');
     await bot.connect();
@@ -548,7 +549,7 @@ describe('seed 002 brands', () => {
 
 // ------------------------------------------------------ upstream failures
 
-describe('upstream failures', { skip: OWN }, () => {
+describe('upstream failures', { skip: OWN, timeout: SUITE_MS }, () => {
   test('upstream down: a clear error, nothing cached, the connection stays open', async () => {
     const b = await startBridge({ OLLAMA_SERVER: 'http://127.0.0.1:9', PARLEY_CONNECT_TIMEOUT_MS: '1000' });
     try {
@@ -582,7 +583,7 @@ describe('upstream failures', { skip: OWN }, () => {
 
 // --------------------------------------------------------------- limits
 
-describe('limits and security', { skip: OWN }, () => {
+describe('limits and security', { skip: OWN, timeout: SUITE_MS }, () => {
   test('150 connections against WEBSOCKET_MAX_CONNECTIONS=100: 50 closed 1013', async () => {
     const b = await startBridge({ WEBSOCKET_MAX_CONNECTIONS: '100' });
     try {
@@ -748,7 +749,7 @@ describe('limits and security', { skip: OWN }, () => {
 
 // --------------------------------------------------------------- process
 
-describe('process', { skip: OWN }, () => {
+describe('process', { skip: OWN, timeout: SUITE_MS }, () => {
   test('SIGTERM closes every connection with 1001 and exits 0', async () => {
     const b = await startBridge();
     const a = await connect(b.url(`/ws/chat/techpro`));
@@ -872,7 +873,7 @@ class LongPoll {
 
 const ended = (m) => m.some((x) => x.type === 'done' || x.type === 'error');
 
-describe('cross-transport (through the web server)', { skip: !POLL && 'WS_POLL_URL not set' }, () => {
+describe('cross-transport (through the web server)', { skip: !POLL && 'WS_POLL_URL not set', timeout: SUITE_MS }, () => {
   test('long-poll starts, WebSocket joins: identical text from one upstream call', async () => {
     const ticket = id('x');
     const body = `Long-poll first [[fake tokens=24 token_ms=25]] ${ticket}`;
