@@ -155,6 +155,7 @@ for setup in $SETUPS; do
     napp=$(app_pids | wc -l)
     echo "$setup $size $workers $napp" >>"$NOTES"
     stop_setup || true
+    bench_reap
     stop_php_fpm || true
 done
 

@@ -229,3 +229,17 @@ cpu_delta() {
         { s[$1] += ($2 in b) ? $3 - b[$2] : $3 }
         END { printf "%d %d %d\n", s["web"] * 1000 / hz, s["app"] * 1000 / hz, s["php"] * 1000 / hz }' "$1" "$2"
 }
+
+# bench_reap — stops what is left of the current setup after stop_setup:
+# processes whose command line names SETUP_DIR (an Apache child whose
+# parent was killed after its grace period outlives it otherwise).
+bench_reap() {
+    [ -n "$SETUP_DIR" ] || return 0
+    _left=""
+    for _d in /proc/[0-9]*; do
+        tr '\0' ' ' <"$_d/cmdline" 2>/dev/null | grep -qF "$SETUP_DIR/" && _left="$_left ${_d#/proc/}"
+    done
+    # shellcheck disable=SC2086
+    [ -z "$_left" ] || it_stop $_left
+    return 0
+}

@@ -95,6 +95,7 @@ for setup in $SETUPS; do
         done
     done
     stop_setup || true
+    bench_reap
 done
 echo
 echo "Details (from bench/longpoll-latency.mjs):"
