@@ -158,7 +158,7 @@ http {
       { stdio: ['ignore', 'ignore', 'inherit'] });
     await once(pub, 'exit');
   } else {
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
     const start = performance.now();
     const pending = [];
     for (let i = 0; i < COUNT; i++) {

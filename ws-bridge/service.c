@@ -195,6 +195,11 @@ static int on_http(struct lws *wsi, struct bridge *br, struct pss *pss, const ch
 {
     enum proto_kind kind;
     char param[160];
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0) {
+        /* only GET is served; answer and hang up rather than read a body */
+        lws_return_http_status(wsi, 405, "only GET is served here");
+        return -1;
+    }
     if (!strcmp(path, "/healthz"))
         return http_reply(wsi, pss, br->stopping ? 503 : 200, "text/plain",
                           br->stopping ? "stopping\n" : "ok\n");
@@ -536,11 +541,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                          SWEEP_US);
         return 0;
     case LWS_CALLBACK_HTTP:
-        return on_http(wsi, br_of(wsi), pss, in ? (const char *)in : "/") ? -1 : 0;
+        return on_http(wsi, br_of(wsi), pss, in ? (const char *)in : "/") < 0 ? -1 : 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return on_http_writeable(wsi, pss);
-    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        return http_reply(wsi, pss, 405, "text/plain", "Method Not Allowed\n") ? -1 : 0;
     case LWS_CALLBACK_CLOSED_HTTP:
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
         http_free(pss);

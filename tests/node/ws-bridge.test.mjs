@@ -287,6 +287,8 @@ describe('http', { skip: OWN, timeout: SUITE_MS }, () => {
     assert.match(await r.text(), /^parley_ws_connections \d+$/m);
     assert.equal((await fetch(br.http('/nowhere'))).status, 404);
     assert.equal((await fetch(br.http('/ws/some-session'))).status, 426);
+    assert.equal((await fetch(br.http('/healthz'), { method: 'POST', body: 'x' })).status, 405);
+    assert.equal((await fetch(br.http('/healthz'))).status, 200, 'still serving');
   });
 
   test('an upgrade on an unknown path is refused with 404 before the handshake', async () => {
