@@ -551,6 +551,34 @@ describe('seed 002 brands', { timeout: SUITE_MS }, () => {
 
 // ------------------------------------------------------ upstream failures
 
+describe('generations', { skip: OWN, timeout: SUITE_MS }, () => {
+  test('--gen-threads bounds running generations; a queued one outlives its lease and completes', async () => {
+    const b = await startBridge({ PARLEY_LEASE_MS: '400' }, ['--gen-threads', '1']);
+    try {
+      const t1 = id('t'), t2 = id('t');
+      const body1 = `primeiro [[fake tokens=30 token_ms=50]] ${t1}`;
+      const body2 = `segundo [[fake tokens=5 token_ms=10]] ${t2}`;
+      const a = new TicketAIChat(b.url(`/api/websocket/chat/${t1}`), body1);
+      while (!a.log.length) await sleep(10);             // the only thread is busy
+      const c = new TicketAIChat(b.url(`/api/websocket/chat/${t2}`), body2);
+      let waiting = 0;
+      for (let i = 0; i < 50 && !waiting; i++) {
+        const m = await (await fetch(b.http('/metrics'))).text();
+        waiting = Number(m.match(/^parley_ws_generations_waiting (\d+)$/m)[1]);
+        if (!waiting) await sleep(20);
+      }
+      assert.equal(waiting, 1, 'the second generation waits');
+      assert.equal(await a.done, 'done');
+      assert.equal(await c.done, 'done', c.error || '');   // waited ~1.5 s > 3 leases
+      assert.equal(c.aiResponse, answerText(body2, 5));
+      assert.equal(a.aiResponse, answerText(body1, 30));
+      a.close(); c.close();
+    } finally {
+      assert.equal((await b.stop()).code, 0);
+    }
+  });
+});
+
 describe('upstream failures', { skip: OWN, timeout: SUITE_MS }, () => {
   test('upstream down: a clear error, nothing cached, the connection stays open', async () => {
     const b = await startBridge({ OLLAMA_SERVER: 'http://127.0.0.1:9', PARLEY_CONNECT_TIMEOUT_MS: '1000' });
