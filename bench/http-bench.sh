@@ -9,6 +9,8 @@
 #   SETUPS="lighttpd fcgid proxy_fcgi"     which web-server setups (default: all three)
 #   DURATION=5 REPS=3 CONNS=32 WRK_THREADS=2 TOKENS=250   wrk -d/-c/-t, repetitions,
 #                                          length of the cached answer (fake LLM tokens)
+#   FCGID_MAX_REQUESTS=N                   FcgidMaxRequestsPerProcess instead of the
+#                                          shipped snippet's 10000 (0: no limit)
 #
 # Each setup is started by the integration harness (tests/integration/lib.sh)
 # with the SHIPPED apache-conf/ snippets on a free loopback port, plus one
@@ -47,6 +49,7 @@ TOKENS=${TOKENS:-250}
 SETUPS=${SETUPS:-"lighttpd fcgid proxy_fcgi"}
 TARGETS="parley static php php-persist fcgi-404"
 TICKET=bench-1
+BENCH_FCGID_MAXREQ=${FCGID_MAX_REQUESTS:-}
 
 LOG=$(mktemp)
 if ! make --no-print-directory BUILD="$BUILD" "$BUILD/parley.fcgi" "$BUILD/parley" >"$LOG" 2>&1; then
@@ -115,7 +118,7 @@ rotate() { # rotate N WORDS... — the words, starting at the (N mod count)-th
 
 bench_machine "Cached-answer REST (\`bench/http-bench.sh\`)" \
     "PHP $(php -r 'echo PHP_VERSION;' 2>/dev/null) (php-fpm, OPcache on), $(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2)" \
-    "BUILD=$BUILD DURATION=$DURATION REPS=$REPS CONNS=$CONNS bench/http-bench.sh"
+    "BUILD=$BUILD DURATION=$DURATION REPS=$REPS CONNS=$CONNS ${FCGID_MAX_REQUESTS:+FCGID_MAX_REQUESTS=$FCGID_MAX_REQUESTS }${SETUPS:+SETUPS=\"$SETUPS\" }bench/http-bench.sh"
 
 for setup in $SETUPS; do
     case $setup in
@@ -153,7 +156,8 @@ for setup in $SETUPS; do
         rep=$((rep + 1))
     done
     napp=$(app_pids | wc -l)
-    echo "$setup $size $workers $napp" >>"$NOTES"
+    starts=$(cat "$SETUP_DIR"/logs/*.log "$SETUP_DIR"/logs/*.out 2>/dev/null | grep -c 'parley.fcgi\[[0-9]*\]: serving' || true)
+    echo "$setup $size $workers $napp $starts" >>"$NOTES"
     stop_setup || true
     bench_reap
     stop_php_fpm || true
@@ -164,39 +168,47 @@ echo "Response: ${size:-?} bytes of JSON (the same bytes from parley, static, ph
 echo "wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s, $REPS repetitions per target, the order of the five"
 echo "targets rotating between repetitions; a 2 s warm-up of each target first."
 echo
-while read -r setup size workers napp; do
-    echo "- $setup: php-fpm pm=static with $workers workers; parley.fcgi processes at the end: $napp"
+while read -r setup size workers napp starts; do
+    echo "- $setup: php-fpm pm=static with $workers workers; parley.fcgi processes started" \
+         "during the setup's runs: $starts, running at the end: $napp"
 done <"$NOTES"
 echo
 echo "Each run (requests/s, p50 / p99 latency in ms):"
 echo
-awk 'function errs(t, a, b) { if (a == "fail") return "wrk failed"; return a + (t == "fcgi-404" ? 0 : b) }
+awk 'function note(t, a, b, req,   e) {
+         if (a == "fail") return " **wrk failed**"
+         if (req == 0) return " **no response completed in the run**"
+         e = a + (t == "fcgi-404" ? 0 : b)
+         return e == 0 ? "" : " **" e " errors**" }
      { key = $1 " rep " $3; if (!(key in line)) { order[++n] = key; line[key] = "" }
-       line[key] = line[key] (line[key] == "" ? "" : ", ") sprintf("%s %s (%.2f / %.2f)%s", $2, $4, $5 / 1000, $6 / 1000, errs($2, $7, $8) == 0 ? "" : " **" errs($2, $7, $8) " errors**") }
+       line[key] = line[key] (line[key] == "" ? "" : ", ") sprintf("%s %s (%.2f / %.2f)%s", $2, $4, $5 / 1000, $6 / 1000, note($2, $7, $8, $9)) }
      END { for (i = 1; i <= n; i++) print "- " order[i] ": " line[order[i]] }' "$RES"
 echo
-echo "Median of the repetitions (range in brackets). CPU per request: utime + stime of the"
+echo "Median of the repetitions (range in brackets; a run in which no request completed is left"
+echo "out and counted under \"stalled\"). CPU per request: utime + stime of the"
 echo "processes over the run (/proc/PID/stat) divided by the requests wrk completed; backend ="
 echo "the parley.fcgi processes, or php-fpm's master and workers for the php targets:"
 echo
-echo "| server | target | requests/s | p50 ms | p99 ms | web server CPU µs/req | backend CPU µs/req | errors |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|"
-med() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+echo "| server | target | requests/s | p50 ms | p99 ms | web server CPU µs/req | backend CPU µs/req | errors | stalled |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+med() { sort -n | awk 'function f(x) { return x >= 100 ? sprintf("%.0f", x) : sprintf("%.2f", x) }
+    { v[NR] = $1 } END { if (NR == 0) print "–"; else if (NR % 2) print f(v[(NR + 1) / 2]); else print f((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 rng() { sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "–" hi }'; }
 for setup in $SETUPS; do
     for t in $TARGETS; do
-        rps=$(awk -v s="$setup" -v t="$t" '$1 == s && $2 == t { print $4 }' "$RES")
-        p50=$(awk -v s="$setup" -v t="$t" '$1 == s && $2 == t { printf "%.2f\n", $5 / 1000 }' "$RES")
-        p99=$(awk -v s="$setup" -v t="$t" '$1 == s && $2 == t { printf "%.2f\n", $6 / 1000 }' "$RES")
+        rps=$(awk -v s="$setup" -v t="$t" '$1 == s && $2 == t && $9 > 0 { print $4 }' "$RES")
+        p50=$(awk -v s="$setup" -v t="$t" '$1 == s && $2 == t && $9 > 0 { printf "%.2f\n", $5 / 1000 }' "$RES")
+        p99=$(awk -v s="$setup" -v t="$t" '$1 == s && $2 == t && $9 > 0 { printf "%.2f\n", $6 / 1000 }' "$RES")
+        stalled=$(awk -v s="$setup" -v t="$t" '$1 == s && $2 == t && $9 == 0 { n++ } END { print n + 0 }' "$RES")
         err=$(awk -v s="$setup" -v t="$t" '$1 == s && $2 == t { e += ($7 == "fail" ? 1e9 : $7 + (t == "fcgi-404" ? 0 : $8)) } END { print e + 0 }' "$RES")
         webc=$(awk -v s="$setup" -v t="$t" '$1 == s && $2 == t && $9 > 0 { printf "%.0f\n", $10 * 1000 / $9 }' "$RES")
         appc=$(awk -v s="$setup" -v t="$t" '$1 == s && $2 == t && $9 > 0 {
                    v = t ~ /^php/ ? $12 : t == "static" ? -1 : $11; if (v >= 0) printf "%.0f\n", v * 1000 / $9 }' "$RES")
         [ -n "$appc" ] && appc="$(echo "$appc" | med) ($(echo "$appc" | rng))" || appc="–"
-        printf '| %s | %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s |\n' "$setup" "$t" \
+        printf '| %s | %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s |\n' "$setup" "$t" \
             "$(echo "$rps" | med)" "$(echo "$rps" | rng)" "$(echo "$p50" | med)" "$(echo "$p50" | rng)" \
             "$(echo "$p99" | med)" "$(echo "$p99" | rng)" "$(echo "$webc" | med)" "$(echo "$webc" | rng)" \
-            "$appc" "$err"
+            "$appc" "$err" "$stalled"
     done
 done
 echo
@@ -209,7 +221,7 @@ for setup in $SETUPS; do
     row="| $setup |"
     for pair in parley:php parley:php-persist parley:static fcgi-404:static; do
         num=${pair%%:*} other=${pair#*:}
-        r=$(awk -v s="$setup" -v n="$num" -v o="$other" '$1 == s && $2 == n { p[$3] = $4 } $1 == s && $2 == o { q[$3] = $4 }
+        r=$(awk -v s="$setup" -v n="$num" -v o="$other" '$1 == s && $2 == n && $9 > 0 { p[$3] = $4 } $1 == s && $2 == o { q[$3] = $4 }
                 END { for (k in p) if (q[k] > 0) print p[k] / q[k] }' "$RES")
         if [ "$other" = static ]; then
             m=$(echo "$r" | med | awk '{ printf "%.0f %%", $1 * 100 }')

@@ -20,6 +20,8 @@
 #                          ExecStart for mod_proxy_fcgi)
 #   BENCH_APACHE_WORKERS=N Apache's MaxRequestWorkers (ThreadsPerChild 64),
 #                          instead of the harness's 128
+#   BENCH_FCGID_MAXREQ=N   FcgidMaxRequestsPerProcess instead of the snippet's
+#                          10000 (0: no limit)
 #   app_pids               pids of the running parley.fcgi copies of the setup
 #   cpu_ticks PID...       utime + stime of the processes (clock ticks), summed
 #
@@ -66,6 +68,7 @@ bench_machine() {
 BENCH_PHP=${BENCH_PHP:-0}
 BENCH_APP_THREADS=${BENCH_APP_THREADS:-}
 BENCH_APACHE_WORKERS=${BENCH_APACHE_WORKERS:-}
+BENCH_FCGID_MAXREQ=${BENCH_FCGID_MAXREQ:-}
 PHP_SOCK=""
 
 it_subst() {
@@ -80,6 +83,10 @@ it_subst() {
         it_die "$1: placeholder left after substitution (see above)"
     fi
     case $1 in
+    */parley-fcgid.conf)
+        if [ -n "$BENCH_FCGID_MAXREQ" ]; then
+            sed -i "s/^FcgidMaxRequestsPerProcess .*/FcgidMaxRequestsPerProcess $BENCH_FCGID_MAXREQ/" "$2"
+        fi ;;
     */parley-fcgi.service | */lighttpd-parley.conf)
         if [ -n "$BENCH_APP_THREADS" ]; then
             sed -i "s/--threads [0-9]*/--threads $BENCH_APP_THREADS/" "$2"
