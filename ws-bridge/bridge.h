@@ -180,6 +180,11 @@ void conn_unref(struct wsconn *c);
  * service thread. Over the hard cap the queue is dropped and the
  * connection closes 1008 "slow consumer". Any thread. */
 void conn_post(struct wsconn *c, struct proto_frames *fr);
+/* The same without waking the loop: returns 1 when the caller must call
+ * conn_wake() once it has posted its batch (channel pumps: one wake-up
+ * for a thousand followers). */
+int conn_post_quiet(struct wsconn *c, struct proto_frames *fr);
+void conn_wake(struct bridge *br);
 /* Asks the service thread to close after the queued frames (drop: at
  * once, dropping them). The first request wins. Any thread. */
 void conn_request_close(struct wsconn *c, int code, const char *reason, int drop);

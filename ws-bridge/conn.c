@@ -58,7 +58,10 @@ void conn_unref(struct wsconn *c)
     free(c);
 }
 
-void conn_notify(struct wsconn *c)
+/* Puts c on the notify list; 1 when the caller must wake the loop (the
+ * list was empty: the loop drains it whole, so one wake-up covers every
+ * connection added before it runs). */
+static int notify_list_add(struct wsconn *c)
 {
     struct bridge *br = c->br;
     int wake = 0;
@@ -71,7 +74,18 @@ void conn_notify(struct wsconn *c)
         br->notify_head = c;
     }
     pthread_mutex_unlock(&br->notify_mu);
-    if (wake && br->lws)
+    return wake;
+}
+
+void conn_notify(struct wsconn *c)
+{
+    if (notify_list_add(c) && c->br->lws)
+        lws_cancel_service(c->br->lws);
+}
+
+void conn_wake(struct bridge *br)
+{
+    if (br->lws)
         lws_cancel_service(br->lws);
 }
 
@@ -98,7 +112,7 @@ void conn_request_close(struct wsconn *c, int code, const char *reason, int drop
     conn_notify(c);
 }
 
-void conn_post(struct wsconn *c, struct proto_frames *fr)
+int conn_post_quiet(struct wsconn *c, struct proto_frames *fr)
 {
     const struct bridge_opts *o = &c->br->opt;
     struct frame *head = NULL, **tail = &head;
@@ -121,7 +135,7 @@ void conn_post(struct wsconn *c, struct proto_frames *fr)
     }
     frames_free(fr);
     if (!head)
-        return;
+        return 0;
     int slow = 0;
     pthread_mutex_lock(&c->mu);
     if (c->close_code) {
@@ -144,7 +158,13 @@ void conn_post(struct wsconn *c, struct proto_frames *fr)
     pthread_mutex_unlock(&c->mu);
     if (slow)
         metrics_closed(CW_SLOW);
-    conn_notify(c);
+    return notify_list_add(c);
+}
+
+void conn_post(struct wsconn *c, struct proto_frames *fr)
+{
+    if (conn_post_quiet(c, fr))
+        conn_wake(c->br);
 }
 
 int conn_out_count(struct wsconn *c, size_t *bytes)

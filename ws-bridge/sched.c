@@ -257,6 +257,16 @@ static void post(struct wsconn *c, struct proto_frames *fr)
         conn_post(c, fr);
 }
 
+/* post() for a batch: returns 1 when the loop must be woken afterwards. */
+static int post_quiet(struct wsconn *c, struct proto_frames *fr)
+{
+    if (__atomic_load_n(&c->gone, __ATOMIC_ACQUIRE)) {
+        frames_free(fr);
+        return 0;
+    }
+    return conn_post_quiet(c, fr);
+}
+
 /* Marks c (run by us) as wanting a pump once its queue drains; the end of
  * the run (finish_run_locked) arranges it. */
 static void want_more(struct bridge *br, struct wsconn *c)
@@ -460,6 +470,9 @@ static void chan_pump(struct worker *w, struct chan *ch)
             break;
         }
         note_events(ev, n);
+        /* wake the loop at the first frame (it starts writing at once),
+         * then at most once more at the end of the batch */
+        int woke = 0, wake = 0;
         for (int j = 0; j < k; j++) {
             struct wsconn *c = batch[j];
             if (full[j] || strcmp(c->pc.channel, ch->name) != 0)
@@ -467,8 +480,16 @@ static void chan_pump(struct worker *w, struct chan *ch)
             struct proto_frames fr;
             frames_init(&fr);
             full[j] = feed(w, c, ev, n, &room[j], &fr);
-            post(c, &fr);
+            if (post_quiet(c, &fr)) {
+                if (!woke)
+                    conn_wake(br);
+                else
+                    wake = 1;
+                woke = 1;
+            }
         }
+        if (wake)
+            conn_wake(br);
         cur = ev[n - 1].seq;
         evlog_free(ev, n);
         int all_full = 1;
