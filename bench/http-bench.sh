@@ -191,7 +191,7 @@ echo "the parley.fcgi processes, or php-fpm's master and workers for the php tar
 echo
 echo "| server | target | requests/s | p50 ms | p99 ms | web server CPU µs/req | backend CPU µs/req | errors | stalled |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
-med() { sort -n | awk 'function f(x) { return x >= 100 ? sprintf("%.0f", x) : sprintf("%.2f", x) }
+med() { sort -n | awk 'function f(x) { return x == int(x) || x >= 100 ? sprintf("%.0f", x) : sprintf("%.2f", x) }
     { v[NR] = $1 } END { if (NR == 0) print "–"; else if (NR % 2) print f(v[(NR + 1) / 2]); else print f((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 rng() { sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "–" hi }'; }
 for setup in $SETUPS; do
