@@ -59,7 +59,7 @@ bench_machine() {
          "SQLite $(pkg-config --modversion sqlite3 2>/dev/null)${2:+, $2}"
     echo "- Command: \`$3\` (commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
     echo "- Load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)." \
-         "Clients, web server, FastCGI app and PHP-FPM all share the $(nproc) cores."
+         "The load generator and every server share these $(nproc) cores."
     echo
 }
 
