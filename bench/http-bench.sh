@@ -35,7 +35,7 @@
 # (build/parley ask -t bench-1, the simulated LLM). Open mode (no JWT).
 #
 # Every repetition runs each target once, the order rotating between
-# repetitions. Bounded: about 4 minutes with the defaults; every wrk run is
+# repetitions. Bounded: about 6–7 minutes with the defaults; every wrk run is
 # under timeout(1). Needs wrk, php-fpm, php-sqlite3, apache2,
 # libapache2-mod-fcgid, lighttpd (installed with apt-get when root).
 set -u
