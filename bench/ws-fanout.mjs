@@ -16,7 +16,9 @@
 // keep-alive HTTP, subscribers use /sub/<id> over WebSocket. The published
 // body is the same JSON Parley sends, so frames are the same size.
 // Subscribers are spread over --threads worker threads. Prints one row of
-// a Markdown table. Bounded by count/rate + 30 s.
+// a Markdown table; its last column is the server's CPU time (user +
+// system, the bridge or nginx with its workers) per frame delivered, which
+// is steadier than rates on a shared machine. Bounded by count/rate + 30 s.
 
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -70,6 +72,24 @@ if (!isMainThread) {
   });
 } else {
   await main();
+}
+
+// CPU seconds used so far by pid and its children (nginx workers).
+function cpuSeconds(pid) {
+  const hz = 100;
+  let pids = [pid];
+  try {
+    pids = pids.concat(readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)
+      .filter(Boolean).map(Number));
+  } catch { /* no children file */ }
+  let ticks = 0;
+  for (const p of pids) {
+    try {
+      const f = readFileSync(`/proc/${p}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+      ticks += Number(f[11]) + Number(f[12]);            // utime + stime
+    } catch { /* gone */ }
+  }
+  return ticks / hz;
 }
 
 async function freePort() {
@@ -151,6 +171,7 @@ http {
   await sleep(1500);                    // every subscriber registered its channel
 
   // publish
+  const cpu0 = cpuSeconds(child.pid);
   const t0 = nowUs();
   if (server === 'parley') {
     const pub = spawn(join(build, 'bench', 'ws-pub'),
@@ -196,13 +217,15 @@ http {
     await sleep(200);
   }
   const got = reports.reduce((a, r) => a + r.received, 0);
+  const cpu = cpuSeconds(child.pid) - cpu0;
   const last = Math.max(...reports.map((r) => r.last));
   const lat = Float64Array.from(reports.flatMap((r) => Array.from(r.lat))).sort();
   const pct = (p) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] / 1000 : NaN);
   const secs = (last - t0) / 1e6;
   console.log(`| ${server} | ${C} × ${S} | ${RATE}/s × ${COUNT} | ${SIZE} B | ${got}/${expected} | ` +
     `${Math.round(got / secs)} | ${pct(0.5).toFixed(2)} ms | ${pct(0.99).toFixed(2)} ms | ` +
-    `${(lat.length ? lat[lat.length - 1] / 1000 : NaN).toFixed(1)} ms |`);
+    `${(lat.length ? lat[lat.length - 1] / 1000 : NaN).toFixed(1)} ms | ` +
+    `${((cpu * 1e6) / Math.max(1, got)).toFixed(1)} µs |`);
 
   if (server === 'parley' && process.env.FANOUT_STDERR) {
     const m = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();

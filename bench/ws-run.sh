@@ -66,11 +66,11 @@ echo
 
 echo "### Fan-out (\`node bench/ws-fanout.mjs\`)"
 echo
-echo "| server | channels × subscribers | publish rate × messages | body | frames received | frames/s | p50 | p99 | max |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| server | channels × subscribers | publish rate × messages | body | frames received | frames/s | p50 | p99 | max | server CPU per frame |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 run_pair() { # channels subs rate count
     for s in parley nchan; do
-        [ "$s" = nchan ] && [ "$NCHAN" = 0 ] && { echo "| nchan | (not installed) | | | | | | | |"; continue; }
+        [ "$s" = nchan ] && [ "$NCHAN" = 0 ] && { echo "| nchan | (not installed) | | | | | | | | |"; continue; }
         timeout 120 node bench/ws-fanout.mjs --server "$s" --channels "$1" --subs "$2" \
             --rate "$3" --count "$4" --size 64 || rc=1
     done
