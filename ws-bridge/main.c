@@ -116,6 +116,8 @@ static void usage(FILE *f)
         "  --stats-file FILE    Prometheus text rewritten every 5 s (default <PARLEY_DB>-ws.prom;\n"
         "                       '-' for none)\n"
         "  --drain SECS         at exit, wait this long for running generations (default 10)\n"
+        "  --event-loop ev|poll lws event loop: libev/epoll (default; falls back to poll when\n"
+        "                       the libwebsockets-evlib-ev plugin is missing) or poll()\n"
         "Settings (PARLEY_DB, OLLAMA_SERVER, WEBSOCKET_MAX_CONNECTIONS, WEBSOCKET_TIMEOUT,\n"
         "PARLEY_JWT_SECRET, PARLEY_ALLOWED_ORIGINS...) come from the environment or\n"
         "PARLEY_CONFIG: see docs/configuration.md and docs/ws-bridge.md.\n");
@@ -145,7 +147,8 @@ static int parse_args(int argc, char **argv, struct bridge_opts *o, const char *
         { "workers", required_argument, NULL, 'w' }, { "gen-threads", required_argument, NULL, 'g' },
         { "max-frame", required_argument, NULL, 'f' }, { "ping", required_argument, NULL, 'p' },
         { "log", required_argument, NULL, 'L' }, { "stats-file", required_argument, NULL, 'S' },
-        { "drain", required_argument, NULL, 'd' }, { "help", no_argument, NULL, 'h' },
+        { "drain", required_argument, NULL, 'd' }, { "event-loop", required_argument, NULL, 'e' },
+        { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
     int ch;
@@ -190,6 +193,13 @@ static int parse_args(int argc, char **argv, struct bridge_opts *o, const char *
         case 'L': o->log_path = optarg; break;
         case 'S': o->stats_path = optarg; break;
         case 'd': if (int_arg("--drain", optarg, 0, 3600, &n) < 0) return -1; o->drain_s = (int)n; break;
+        case 'e':
+            if (strcmp(optarg, "ev") != 0 && strcmp(optarg, "poll") != 0) {
+                fprintf(stderr, "parley-ws: --event-loop must be ev or poll, got '%s'\n", optarg);
+                return -1;
+            }
+            o->event_poll = !strcmp(optarg, "poll");
+            break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return -1;
         }
@@ -312,7 +322,20 @@ int main(int argc, char **argv)
             info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     }
     int rc = 1, gen_left = 0;
-    struct lws_context *ctx = lws_create_context(&info);
+    struct lws_context *ctx = NULL;
+    if (!o->event_poll) {
+        /* libev (epoll): a wake-up costs O(ready sockets), where poll()
+         * scans every connection; lws loads it as a plugin */
+        info.options |= LWS_SERVER_OPTION_LIBEV;
+        ctx = lws_create_context(&info);
+        info.options &= ~(uint64_t)LWS_SERVER_OPTION_LIBEV;
+        if (!ctx) {
+            wslog("libev event loop unavailable (libwebsockets-evlib-ev?): using poll()");
+            o->event_poll = 1;
+        }
+    }
+    if (!ctx)
+        ctx = lws_create_context(&info);
     if (!ctx) {
         wslog("cannot listen on %s%s%d", o->socket_path ? o->socket_path : o->host,
               o->socket_path ? "" : ":", o->socket_path ? 0 : o->port);
@@ -343,7 +366,9 @@ int main(int argc, char **argv)
     rc = 0;
 stop:
     B.lws = NULL;                    /* workers stop waking the loop */
-    lws_context_destroy(ctx);        /* closes what is left: T_CLOSE tasks */
+    /* closes what is left (T_CLOSE tasks); with libev this completes the
+     * destroy the sweep started inside the loop */
+    lws_context_destroy(ctx);
     sched_stop(&B);
     gen_left = gen_stop(&B, o->drain_s) < 0;
     if (o->stats_path)

@@ -260,6 +260,8 @@ static int on_confirm_upgrade(struct lws *wsi, struct bridge *br, const char *up
 
 /* ---- WebSocket ---- */
 
+static void sweep(lws_sorted_usec_list_t *sul);
+
 static void live_link(struct bridge *br, struct wsconn *c)
 {
     c->sprev = NULL;
@@ -458,8 +460,8 @@ static void on_closed(struct bridge *br, struct pss *pss)
     c->rx = NULL;
     sched_task(c, T_CLOSE, NULL, 0);
     conn_unref(c);                     /* the service thread's reference */
-    if (br->shutdown_started && br->nlive == 0)
-        br->service_done = 1;
+    if (br->shutdown_started && br->nlive == 0 && br->lws)
+        lws_sul_schedule(br->lws, 0, &br->sweep_sul, sweep, 1);   /* finish now */
 }
 
 static void start_shutdown(struct bridge *br)
@@ -470,7 +472,7 @@ static void start_shutdown(struct bridge *br)
     for (struct wsconn *c = br->live; c; c = c->snext)
         close_soon(c, 1001, "server shutting down", 1, CW_SHUTDOWN);
     if (br->nlive == 0)
-        br->service_done = 1;
+        lws_sul_schedule(br->lws, 0, &br->sweep_sul, sweep, 1);
 }
 
 /* Frames or close requests from other threads: ask for writable callbacks. */
@@ -525,8 +527,15 @@ static void sweep(lws_sorted_usec_list_t *sul)
     }
     if (br->shutdown_started && (br->nlive == 0 || now > br->shutdown_deadline_ms))
         br->service_done = 1;
-    if (!br->service_done)
+    if (!br->service_done) {
         lws_sul_schedule(br->lws, 0, &br->sweep_sul, sweep, SWEEP_US);
+    } else if (!br->opt.event_poll && br->lws) {
+        /* libev: lws_service() returns only when the loop has stopped,
+         * which this (first) destroy arranges; main() finishes it */
+        struct lws_context *ctx = br->lws;
+        br->lws = NULL;
+        lws_context_destroy(ctx);
+    }
 }
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
