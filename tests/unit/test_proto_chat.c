@@ -5,6 +5,7 @@
  * sessions, validation, rate limit, reconnects that follow a running
  * answer, and a long-poll session moving to "another process" mid-stream. */
 #include "th.h"
+#include "protohelp.h"
 #include "fake.h"
 #include "bell.h"
 #include "config.h"
@@ -19,35 +20,6 @@
 #include <jansson.h>
 #include <pthread.h>
 
-static char dbpath[512], bellpath[512];
-static struct parley_config cfg;
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
-
-static int open_ctx(struct parley_ctx *ctx)
-{
-    char err[512];
-    ctx->cfg = &cfg;
-    ctx->db = db_open(dbpath, err, sizeof err);
-    ctx->bell = ctx->db ? bell_open(bellpath, err, sizeof err) : NULL;
-    if (!ctx->db || !ctx->bell) {
-        printf("# %s\n", err);
-        db_close(ctx->db);
-        return -1;
-    }
-    return 0;
-}
-
-static void close_ctx(struct parley_ctx *ctx)
-{
-    bell_close(ctx->bell);
-    db_close(ctx->db);
-}
-
 /* A client "message" frame (new string). */
 static char *chat_msg(const char *content)
 {
@@ -58,12 +30,6 @@ static char *chat_msg(const char *content)
     return s;
 }
 
-static int send_text(struct parley_ctx *ctx, struct proto_conn *c, const char *text,
-                     struct proto_frames *f, struct proto_job **job)
-{
-    return proto_message(ctx, c, text, strlen(text), f, job);
-}
-
 static int send_chat(struct parley_ctx *ctx, struct proto_conn *c, const char *content,
                      struct proto_frames *f, struct proto_job **job)
 {
@@ -71,77 +37,6 @@ static int send_chat(struct parley_ctx *ctx, struct proto_conn *c, const char *c
     int rc = send_text(ctx, c, m, f, job);
     free(m);
     return rc;
-}
-
-/* Pumps until the connection stops following (the job ended). 0 / -1. */
-static int pump_to_end(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames *f)
-{
-    int64_t end = mono_ms() + 15000;
-    while (proto_following(c) && mono_ms() < end) {
-        int n = proto_pump(ctx, c, f);
-        if (n < 0)
-            return -1;
-        if (n == 0)
-            sleep_ms(3);
-    }
-    return proto_following(c) ? -1 : 0;
-}
-
-static int run_job(struct parley_ctx *ctx, struct proto_job *job)
-{
-    int rc = job ? proto_job_run(ctx, job) : -1;
-    proto_job_free(job);
-    return rc;
-}
-
-/* A job run in its own thread with its own database connection, like the
- * bridge's worker threads. */
-struct job_thread { pthread_t th; struct proto_job *job; int rc; };
-
-static void *job_main(void *ud)
-{
-    struct job_thread *t = ud;
-    struct parley_ctx ctx;
-    t->rc = -1;
-    if (open_ctx(&ctx) == 0) {
-        t->rc = proto_job_run(&ctx, t->job);
-        close_ctx(&ctx);
-    }
-    proto_job_free(t->job);
-    return NULL;
-}
-
-static int job_start(struct job_thread *t, struct proto_job *job)
-{
-    t->job = job;
-    return pthread_create(&t->th, NULL, job_main, t);
-}
-
-static json_t *frame(const struct proto_frames *f, int i)
-{
-    return i < f->n ? json_loads(f->v[i], 0, NULL) : NULL;
-}
-
-static const char *ftype(json_t *o)
-{
-    return json_string_value(json_object_get(o, "type"));
-}
-
-/* The exact text of o's JSON, as frames carry it (new string). */
-static char *dump(json_t *o)
-{
-    char *s = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
-    json_decref(o);
-    return s;
-}
-
-static void check_frame(const struct proto_frames *f, int i, json_t *want)
-{
-    char *w = dump(want);
-    CHECK(i < f->n);
-    if (i < f->n)
-        CHECK_STR(f->v[i], w);
-    free(w);
 }
 
 static int is_iso_ms(const char *ts)

@@ -4,6 +4,7 @@
  * across processes makes one upstream call; a SIGKILLed owner is recovered
  * by a viewer in another process and its partial answer is not cached. */
 #include "th.h"
+#include "protohelp.h"
 #include "fake.h"
 #include "bell.h"
 #include "config.h"
@@ -18,34 +19,6 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <sys/mman.h>
-
-static char dbpath[512], bellpath[512];
-static struct parley_config cfg;
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
-
-static int open_ctx(struct parley_ctx *ctx)
-{
-    char err[512];
-    ctx->cfg = &cfg;
-    ctx->db = db_open(dbpath, err, sizeof err);
-    ctx->bell = ctx->db ? bell_open(bellpath, err, sizeof err) : NULL;
-    if (!ctx->db || !ctx->bell) {
-        printf("# %s\n", err);
-        return -1;
-    }
-    return 0;
-}
-
-static void close_ctx(struct parley_ctx *ctx)
-{
-    bell_close(ctx->bell);
-    db_close(ctx->db);
-}
 
 static int count_rows(parley_db *db, const char *sql, const char *arg)
 {

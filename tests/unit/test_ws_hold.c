@@ -4,6 +4,7 @@
  * then run by a third thread, still streams, finishes and caches; a job
  * nobody holds is recovered as interrupted and cannot be held any more. */
 #include "th.h"
+#include "protohelp.h"
 #include "fake.h"
 #include "bell.h"
 #include "config.h"
@@ -16,34 +17,6 @@
 
 #include <pthread.h>
 #include <time.h>
-
-static char dbpath[512], bellpath[600];
-static struct parley_config cfg;
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
-
-static int open_ctx(struct parley_ctx *ctx)
-{
-    char err[512];
-    ctx->cfg = &cfg;
-    ctx->db = db_open(dbpath, err, sizeof err);
-    ctx->bell = ctx->db ? bell_open(bellpath, err, sizeof err) : NULL;
-    if (!ctx->db || !ctx->bell) {
-        printf("# %s\n", err);
-        return -1;
-    }
-    return 0;
-}
-
-static void close_ctx(struct parley_ctx *ctx)
-{
-    bell_close(ctx->bell);
-    db_close(ctx->db);
-}
 
 /* Claims a ticket generation through the seed 000 adapter in this thread. */
 static struct proto_job *claim_ticket(struct parley_ctx *ctx, const char *ticket,
