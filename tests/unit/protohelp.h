@@ -10,9 +10,11 @@
  */
 #ifndef PARLEY_PROTOHELP_H
 #define PARLEY_PROTOHELP_H
+#include "fake.h"
 #include "bell.h"
 #include "config.h"
 #include "db.h"
+#include "llm.h"
 #include "proto.h"
 #include "util.h"
 
@@ -25,6 +27,25 @@
 
 static char dbpath[512], bellpath[600];
 static struct parley_config cfg;
+
+/* Points dbpath / bellpath at <name>.db in the test's scratch directory and
+ * cfg at the simulated LLM (model llama3.2). 0, or -1 after printing a
+ * failed TAP line, so main() can just return 1. */
+static inline int test_setup(const char *name)
+{
+    char err[512];
+    snprintf(dbpath, sizeof dbpath, "%s/%s.db", th_tmpdir(), name);
+    snprintf(bellpath, sizeof bellpath, "%s/%s.db-bell", th_tmpdir(), name);
+    llm_global_init();
+    const char *url = fake_url();
+    if (!url || config_defaults(&cfg) < 0 ||
+        config_set(&cfg, "OLLAMA_SERVER", url, err, sizeof err) < 0 ||
+        config_set(&cfg, "PARLEY_MODEL", "llama3.2", err, sizeof err) < 0) {
+        printf("not ok 1 - setup: no simulated LLM or bad config\n");
+        return -1;
+    }
+    return 0;
+}
 
 static inline void sleep_ms(int ms)
 {

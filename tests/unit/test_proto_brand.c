@@ -830,17 +830,8 @@ TEST(upstream_error_frame)
 
 int main(void)
 {
-    char err[512];
-    snprintf(dbpath, sizeof dbpath, "%s/brand.db", th_tmpdir());
-    snprintf(bellpath, sizeof bellpath, "%s/brand.db-bell", th_tmpdir());
-    llm_global_init();
-    const char *url = fake_url();
-    if (!url || config_defaults(&cfg) < 0 ||
-        config_set(&cfg, "OLLAMA_SERVER", url, err, sizeof err) < 0 ||
-        config_set(&cfg, "PARLEY_MODEL", "llama3.2", err, sizeof err) < 0) {
-        printf("not ok 1 - setup: no simulated LLM or bad config\n");
+    if (test_setup("brand") < 0)
         return 1;
-    }
     RUN(catalog_brands);
     RUN(catalog_suggestions);
     RUN(unknown_and_inactive_brands);

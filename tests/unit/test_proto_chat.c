@@ -672,17 +672,8 @@ TEST(upstream_error_is_an_error_frame)
 
 int main(void)
 {
-    char err[512];
-    snprintf(dbpath, sizeof dbpath, "%s/chat.db", th_tmpdir());
-    snprintf(bellpath, sizeof bellpath, "%s/chat.db-bell", th_tmpdir());
-    llm_global_init();
-    const char *url = fake_url();
-    if (!url || config_defaults(&cfg) < 0 ||
-        config_set(&cfg, "OLLAMA_SERVER", url, err, sizeof err) < 0 ||
-        config_set(&cfg, "PARLEY_MODEL", "llama3.2", err, sizeof err) < 0) {
-        printf("not ok 1 - setup: no simulated LLM or bad config\n");
+    if (test_setup("chat") < 0)
         return 1;
-    }
     RUN(connected_creates_session);
     RUN(message_streams_and_stores);
     RUN(context_is_last_ten_messages);

@@ -420,17 +420,8 @@ TEST(one_sentence_stops_early)
 
 int main(void)
 {
-    char err[512];
-    snprintf(dbpath, sizeof dbpath, "%s/runner.db", th_tmpdir());
-    snprintf(bellpath, sizeof bellpath, "%s/runner.db-bell", th_tmpdir());
-    llm_global_init();
-    const char *url = fake_url();
-    if (!url || config_defaults(&cfg) < 0 ||
-        config_set(&cfg, "OLLAMA_SERVER", url, err, sizeof err) < 0 ||
-        config_set(&cfg, "PARLEY_MODEL", "llama3.2", err, sizeof err) < 0) {
-        printf("not ok 1 - setup: no simulated LLM or bad config\n");
+    if (test_setup("runner") < 0)
         return 1;
-    }
     RUN(success_is_stored_with_done);
     RUN(failures_cache_nothing);
     RUN(upstream_down_is_clear);
