@@ -1,6 +1,9 @@
 /* api_tickets.c — seed 000 over REST and Server-Sent Events.
  *
  *   GET    /api/tickets/{id}/ai         does an AI session exist for the ticket?
+ *                                       (the rendered JSON of a cached answer
+ *                                       is kept per thread, checked against
+ *                                       the stored text at every request)
  *   DELETE /api/tickets/{id}/ai         invalidate the cached answer
  *                                       (?regenerate=1: and generate it again)
  *   GET    /api/tickets/{id}/ai/stream  the ticket's stream as SSE: "id:" = the
@@ -19,6 +22,8 @@
 #include "store.h"
 #include "util.h"
 
+#include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,26 +45,159 @@ static int valid_id(const char *id)
 #define CHECK_ID(r) do { if (!valid_id((r)->params[0])) \
     return res_error((r), 400, "Invalid ticket id: use 1-64 letters, digits, '-', '_' or '.'"); } while (0)
 
+/* ---- GET /api/tickets/{id}/ai: the rendered answer, kept per thread ----
+ *
+ * For a ticket with a cached answer the response is a pure function of the
+ * ticket id and the answer's text: {"ticketId", "exists": true, "status":
+ * "cached", "response": text} (a running job does not change it). So each
+ * worker thread keeps the JSON it last rendered for a few tickets together
+ * with the answer text it was rendered from, and every request still reads
+ * the answer row (one indexed SELECT, the text read in place) and compares
+ * the text byte for byte before it serves the kept JSON. Nothing can be
+ * stale: a DELETE, a regenerated answer or a write by another process or
+ * thread changes what the SELECT returns, and the next request renders
+ * again. What the kept JSON saves is the jansson work (UTF-8 validation of
+ * the text, escaping it, the allocations) and the job lookup. */
+
+#define ANSWER_SLOTS 16              /* tickets kept per thread */
+#define ANSWER_MAX_KEEP (256 * 1024) /* larger answers are rendered every time */
+
+struct answer_slot {
+    char id[65];
+    char *text;                      /* the answer text it was rendered from */
+    size_t text_len;
+    char *json;                      /* the rendered body */
+    size_t json_len;
+};
+
+static pthread_key_t answer_key;
+static pthread_once_t answer_once = PTHREAD_ONCE_INIT;
+static int answer_key_ok;
+
+static void answer_slots_free(void *p)
+{
+    struct answer_slot *s = p;
+    for (int i = 0; s && i < ANSWER_SLOTS; i++) {
+        free(s[i].text);
+        free(s[i].json);
+    }
+    free(s);
+}
+
+static void answer_key_init(void)
+{
+    answer_key_ok = pthread_key_create(&answer_key, answer_slots_free) == 0;
+}
+
+/* This thread's slot for ticket id (FNV-1a, direct-mapped), NULL when
+ * there is no memory for the table. */
+static struct answer_slot *answer_slot(const char *id)
+{
+    pthread_once(&answer_once, answer_key_init);
+    if (!answer_key_ok)
+        return NULL;
+    struct answer_slot *s = pthread_getspecific(answer_key);
+    if (!s) {
+        s = calloc(ANSWER_SLOTS, sizeof *s);
+        if (!s || pthread_setspecific(answer_key, s) != 0) {
+            free(s);
+            return NULL;
+        }
+    }
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return &s[h % ANSWER_SLOTS];
+}
+
+/* Renders the answer exactly as before the cache existed: jansson, which
+ * also refuses text that is not valid UTF-8 (then NULL → 500). */
+static char *answer_render(const char *id, const char *text, size_t len)
+{
+    json_t *t = json_stringn(text, len);
+    json_t *o = t ? json_pack("{s:s, s:b, s:s, s:o}", "ticketId", id, "exists", 1, "status",
+                              "cached", "response", t)
+                  : NULL;
+    char *out = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)) : NULL;
+    json_decref(o);
+    return out;
+}
+
+/* The cached answer of ticket id, served. 1 when there is one (response
+ * written, or -1 from the write is not distinguished: see *rc), 0 when the
+ * ticket has none, -1 on a database error. */
+static int answer_serve(struct request *r, const char *id, int *rc)
+{
+    static const char sql[] =
+        "SELECT response FROM answers WHERE ticket_id = ? ORDER BY created_at DESC LIMIT 1";
+    sqlite3_stmt *st = db_stmt(r->ctx->db, sql);
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    if (step != SQLITE_ROW) {
+        sqlite3_reset(st);
+        return step == SQLITE_DONE ? 0 : -1;
+    }
+    const char *text = (const char *)sqlite3_column_text(st, 0);
+    size_t len = (size_t)sqlite3_column_bytes(st, 0);
+    if (!text)
+        text = "";
+    struct answer_slot *slot = answer_slot(id);
+    if (slot && slot->json && slot->text_len == len && strcmp(slot->id, id) == 0 &&
+        memcmp(slot->text, text, len) == 0) {
+        sqlite3_reset(st);
+        *rc = res_json_text(r, 200, slot->json, slot->json_len);
+        return 1;
+    }
+    char *json = answer_render(id, text, len);
+    if (!json) {
+        sqlite3_reset(st);
+        *rc = res_error(r, 500, "Could not build the response (the stored answer is not valid UTF-8)");
+        return 1;
+    }
+    size_t json_len = strlen(json);
+    if (slot && len <= ANSWER_MAX_KEEP) {
+        char *keep_text = malloc(len + 1);
+        if (keep_text) {
+            memcpy(keep_text, text, len);
+            keep_text[len] = '\0';
+            free(slot->text);
+            free(slot->json);
+            str_copy(slot->id, sizeof slot->id, id);
+            slot->text = keep_text;
+            slot->text_len = len;
+            slot->json = json;
+            slot->json_len = json_len;
+        }
+    }
+    sqlite3_reset(st);
+    *rc = res_json_text(r, 200, json, json_len);
+    if (!slot || slot->json != json)
+        free(json);
+    return 1;
+}
+
 int h_ticket_ai_get(struct request *r)
 {
     struct parley_ctx *ctx = r->ctx;
     CHECK_ID(r);
     const char *id = r->params[0];
-    char *resp = NULL, chan[96];
-    int cached = store_answer_ticket_exists(ctx->db, id, &resp);
+    int rc = 0;
+    int cached = answer_serve(r, id, &rc);
     if (cached < 0)
         return res_error(r, 500, "Database error");
+    if (cached)
+        return rc;
+    /* No cached answer: is a generation running? */
+    char chan[96];
     snprintf(chan, sizeof chan, "ticket:%s", id);
     int64_t job = 0, first = 0;
     int running = jobs_running_on(ctx->db, chan, &job, &first);
-    if (running < 0) {
-        free(resp);
+    if (running < 0)
         return res_error(r, 500, "Database error");
-    }
-    const char *status = cached ? "cached" : running == 0 ? "running" : "none";
-    json_t *o = json_pack("{s:s, s:b, s:s, s:o}", "ticketId", id, "exists", cached || running == 0,
-                          "status", status, "response", resp ? json_string(resp) : json_null());
-    free(resp);
+    json_t *o = json_pack("{s:s, s:b, s:s, s:n}", "ticketId", id, "exists", running == 0,
+                          "status", running == 0 ? "running" : "none", "response");
     return res_json(r, 200, o);
 }
 

@@ -249,14 +249,21 @@ int res_json(struct request *r, int status, json_t *body)
             return -1;
         return res_write(r, oom, sizeof oom - 1);
     }
-    size_t len = strlen(text);
+    int rc = res_json_text(r, status, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+int res_json_text(struct request *r, int status, const char *text, size_t len)
+{
+    if (r->res->started)
+        return -1;
     char extra[64] = "";
     if (!(r->route_flags & F_STREAM))
         snprintf(extra, sizeof extra, "Content-Length: %zu\r\n", len);
     int rc = res_start(r, status, "application/json", extra);
     if (rc == 0)
         rc = res_write(r, text, len);
-    free(text);
     return rc;
 }
 

@@ -144,6 +144,9 @@ int res_flush(struct request *r);
 /* A whole JSON response (steals body; NULL body → 500). Adds Content-Length
  * except on F_STREAM routes. */
 int res_json(struct request *r, int status, json_t *body);
+/* A whole JSON response from text already rendered (len bytes, not
+ * copied, not checked): the same headers as res_json. */
+int res_json_text(struct request *r, int status, const char *text, size_t len);
 /* {"success": false, "message": msg} with status; invalid UTF-8 in msg is
  * replaced, 5xx are logged to stderr. -1 when the response had started. */
 int res_error(struct request *r, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
