@@ -8,8 +8,16 @@
  * with one sleeping thread (bell_wait_any). While such a process sleeps,
  * every ring costs one FUTEX_WAKE more (docs/PERFORMANCE.md has the cost).
  * Threads: any thread may use a bell; all state lives in the mapping and is
- * touched only with atomic operations. The handle itself is read-only after
- * bell_open().
+ * touched only with atomic operations. The handle holds process-local
+ * counts of its sleepers per slot (atomics too), so that bell_wake_all()
+ * can wake exactly the slots this process sleeps on at shutdown.
+ *
+ * Why bell_wake_all() loses no sleeper: a sleeper raises its local counts,
+ * then reads `stopped`; wake_all sets `stopped`, then reads the counts
+ * (both sequentially consistent). Either the sleeper sees `stopped` and
+ * returns, or wake_all sees it counted and issues FUTEX_WAKE on its slot;
+ * since that wake may come just before the sleeper enters FUTEX_WAIT,
+ * wake_all repeats it every millisecond until no sleeper is left.
  *
  * Why this is race-free: a sleeper raises the slot's waiter count, then asks
  * the kernel to sleep only if the counter still equals what it saw (the
@@ -72,6 +80,10 @@ _Static_assert((BELL_SLOTS & (BELL_SLOTS - 1)) == 0, "BELL_SLOTS must be a power
 
 struct parley_bell {
     struct bell_file *map;  /* MAP_SHARED, sizeof(struct bell_file) bytes */
+    /* Process-local, for bell_wake_all(); atomics only. */
+    int stopped;            /* set once by bell_wake_all() */
+    uint32_t sleeping;      /* this handle's threads inside a wait */
+    uint32_t local[BELL_SLOTS + 1];   /* ... per slot; [BELL_SLOTS] = any */
 };
 
 /* FNV-1a over the channel name, folded so the high bits count too. */
@@ -86,9 +98,16 @@ static uint32_t slot_of(const char *channel)
     return h & (BELL_SLOTS - 1);
 }
 
+static struct bell_slot *slot_at(parley_bell *b, uint32_t idx)
+{
+    if (idx == BELL_SLOTS)
+        return (struct bell_slot *)(void *)&b->map->hdr.any;
+    return &b->map->slot[idx];
+}
+
 static struct bell_slot *slot_for(parley_bell *b, const char *channel)
 {
-    return &b->map->slot[slot_of(channel)];
+    return slot_at(b, slot_of(channel));
 }
 
 static long futex(uint32_t *uaddr, int op, uint32_t val, const struct timespec *ts)
@@ -239,7 +258,7 @@ static void ring_slot(struct bell_slot *s)
 
 static struct bell_slot *any_slot(parley_bell *b)
 {
-    return (struct bell_slot *)(void *)&b->map->hdr.any;
+    return slot_at(b, BELL_SLOTS);
 }
 
 void bell_ring(parley_bell *b, const char *channel)
@@ -248,8 +267,11 @@ void bell_ring(parley_bell *b, const char *channel)
     ring_slot(any_slot(b));
 }
 
-static int wait_slot(struct bell_slot *s, uint32_t seen, int timeout_ms)
+static int wait_slot(parley_bell *b, uint32_t idx, uint32_t seen, int timeout_ms)
 {
+    struct bell_slot *s = slot_at(b, idx);
+    if (__atomic_load_n(&b->stopped, __ATOMIC_SEQ_CST))
+        return -1;
     if (__atomic_load_n(&s->seq, __ATOMIC_SEQ_CST) != seen)
         return 1;
     if (timeout_ms == 0)
@@ -260,10 +282,20 @@ static int wait_slot(struct bell_slot *s, uint32_t seen, int timeout_ms)
         ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
         tsp = &ts;
     }
-    __atomic_add_fetch(&s->waiters, 1, __ATOMIC_SEQ_CST);
-    long rc = futex(&s->seq, FUTEX_WAIT, seen, tsp);
-    int e = errno;
-    __atomic_sub_fetch(&s->waiters, 1, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&b->local[idx], 1, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&b->sleeping, 1, __ATOMIC_SEQ_CST);
+    long rc = -1;
+    int e = ECANCELED;
+    if (!__atomic_load_n(&b->stopped, __ATOMIC_SEQ_CST)) {
+        __atomic_add_fetch(&s->waiters, 1, __ATOMIC_SEQ_CST);
+        rc = futex(&s->seq, FUTEX_WAIT, seen, tsp);
+        e = errno;
+        __atomic_sub_fetch(&s->waiters, 1, __ATOMIC_SEQ_CST);
+    }
+    __atomic_sub_fetch(&b->sleeping, 1, __ATOMIC_SEQ_CST);
+    __atomic_sub_fetch(&b->local[idx], 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&b->stopped, __ATOMIC_SEQ_CST))
+        return -1;                      /* bell_wake_all: shutting down */
     if (rc == 0)
         return 1;                       /* woken (or spuriously: caller re-checks) */
     switch (e) {
@@ -282,7 +314,7 @@ static int wait_slot(struct bell_slot *s, uint32_t seen, int timeout_ms)
 
 int bell_wait(parley_bell *b, const char *channel, uint32_t seen, int timeout_ms)
 {
-    return wait_slot(slot_for(b, channel), seen, timeout_ms);
+    return wait_slot(b, slot_of(channel), seen, timeout_ms);
 }
 
 uint32_t bell_peek_any(parley_bell *b)
@@ -292,5 +324,28 @@ uint32_t bell_peek_any(parley_bell *b)
 
 int bell_wait_any(parley_bell *b, uint32_t seen, int timeout_ms)
 {
-    return wait_slot(any_slot(b), seen, timeout_ms);
+    return wait_slot(b, BELL_SLOTS, seen, timeout_ms);
+}
+
+void bell_wake_all(parley_bell *b)
+{
+    if (!b)
+        return;
+    __atomic_store_n(&b->stopped, 1, __ATOMIC_SEQ_CST);
+    /* A sleeper counted but not yet in FUTEX_WAIT misses a wake: repeat
+     * until none is left (each leaves within microseconds once woken). */
+    for (int round = 0; round < 200; round++) {
+        if (__atomic_load_n(&b->sleeping, __ATOMIC_SEQ_CST) == 0)
+            return;
+        for (uint32_t i = 0; i <= BELL_SLOTS; i++)
+            if (__atomic_load_n(&b->local[i], __ATOMIC_SEQ_CST) != 0)
+                futex(&slot_at(b, i)->seq, FUTEX_WAKE, INT_MAX, NULL);
+        struct timespec ts = { 0, 1000000L };
+        nanosleep(&ts, NULL);
+    }
+}
+
+int bell_stopped(parley_bell *b)
+{
+    return b && __atomic_load_n(&b->stopped, __ATOMIC_SEQ_CST);
 }

@@ -4,6 +4,8 @@
 #include "migrations.h"
 #include "util.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,12 +14,47 @@
 #define STMT_CACHE 64
 #define BUSY_WAIT_MS 30000
 
+/* The in-process write gate (db.h): one mutex per database path, taken
+ * before BEGIN IMMEDIATE and released at COMMIT/ROLLBACK, so this
+ * process's writers queue in the kernel and take SQLite's write lock one
+ * after the other instead of retrying through the busy handler. Gates live
+ * until exit (one per distinct path). */
+struct write_gate {
+    char *path;
+    pthread_mutex_t mu;
+    struct write_gate *next;
+};
+static pthread_mutex_t gates_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct write_gate *gates;
+
+static struct write_gate *gate_for(const char *path)
+{
+    pthread_mutex_lock(&gates_lock);
+    struct write_gate *g = gates;
+    while (g && strcmp(g->path, path) != 0)
+        g = g->next;
+    if (!g && (g = calloc(1, sizeof *g)) != NULL) {
+        if (!(g->path = strdup(path)) || pthread_mutex_init(&g->mu, NULL) != 0) {
+            free(g->path);
+            free(g);
+            g = NULL;
+        } else {
+            g->next = gates;
+            gates = g;
+        }
+    }
+    pthread_mutex_unlock(&gates_lock);
+    return g;
+}
+
 struct stmt_slot { const char *sql; sqlite3_stmt *st; };
 
 struct parley_db {
     sqlite3 *h;
     char *path;
     int in_tx;
+    struct write_gate *gate;   /* NULL: none (out of memory at open) */
+    int gated;                 /* this connection holds gate->mu */
     unsigned rnd;
     struct stmt_slot cache[STMT_CACHE];
     int ncache;
@@ -152,16 +189,49 @@ parley_db *db_open(const char *path, char *err, size_t errlen)
     }
     if (migrate(db, err, errlen) < 0)
         goto error;
+    db->gate = gate_for(path);
     return db;
 error:
     db_close(db);
     return NULL;
 }
 
+static void gate_leave(parley_db *db)
+{
+    if (db->gated) {
+        db->gated = 0;
+        pthread_mutex_unlock(&db->gate->mu);
+    }
+}
+
+/* Takes the gate, waiting at most BUSY_WAIT_MS like the busy handler would;
+ * past that (a holder stuck, or this thread holding it through another
+ * connection) it goes on without the gate and SQLite's lock decides. */
+static void gate_enter(parley_db *db)
+{
+    if (!db->gate || db->gated || db->in_tx)
+        return;
+    if (pthread_mutex_trylock(&db->gate->mu) == 0) {
+        db->gated = 1;
+        return;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += BUSY_WAIT_MS / 1000;
+    int rc;
+    while ((rc = pthread_mutex_timedlock(&db->gate->mu, &until)) == EINTR)
+        ;
+    if (rc == 0)
+        db->gated = 1;
+}
+
 void db_close(parley_db *db)
 {
     if (!db)
         return;
+    if (db->h && !sqlite3_get_autocommit(db->h))
+        sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+    gate_leave(db);
     for (int i = 0; i < db->ncache; i++)
         sqlite3_finalize(db->cache[i].st);
     if (db->h)
@@ -221,8 +291,12 @@ static int step_done(parley_db *db, const char *sql)
 
 int db_begin(parley_db *db)
 {
-    if (step_done(db, "BEGIN IMMEDIATE") < 0)
+    gate_enter(db);
+    if (step_done(db, "BEGIN IMMEDIATE") < 0) {
+        if (!db->in_tx)
+            gate_leave(db);
         return -1;
+    }
     db->in_tx = 1;
     return 0;
 }
@@ -234,15 +308,18 @@ int db_commit(parley_db *db)
         return -1;
     }
     db->in_tx = 0;
+    gate_leave(db);
     return 0;
 }
 
 int db_rollback(parley_db *db)
 {
     db->in_tx = 0;
-    if (sqlite3_get_autocommit(db->h))
-        return 0;
-    return step_done(db, "ROLLBACK");
+    int rc = 0;
+    if (!sqlite3_get_autocommit(db->h))
+        rc = step_done(db, "ROLLBACK");
+    gate_leave(db);
+    return rc;
 }
 
 int db_exec(parley_db *db, const char *sql)

@@ -7,6 +7,13 @@
  * busy_ms, so SQLITE_BUSY does not reach callers under normal contention.
  * Writes go through db_begin() = BEGIN IMMEDIATE, which takes the write
  * lock up front and so can't fail later with SQLITE_BUSY_SNAPSHOT.
+ * Write gate: within one process, db_begin() first takes a mutex shared by
+ * every connection to the same path (released by db_commit/db_rollback),
+ * so the process's writers queue on it instead of on SQLite's lock through
+ * the busy handler (which still arbitrates between processes). A thread
+ * must not hold a transaction on one connection while it begins one on
+ * another connection to the same database (it would wait BUSY_WAIT_MS,
+ * then go on ungated: SQLite's own lock then decides, as before).
  */
 #ifndef PARLEY_DB_H
 #define PARLEY_DB_H

@@ -51,6 +51,8 @@ int poll_lock(parley_db *db, const char *sid, int idle_s, char **state,
         sqlite3_bind_int64(st, 2, now + LOCK_MS);
         db_bind_text(st, 3, sid);
         sqlite3_bind_int64(st, 4, now);
+        if (db_begin(db) < 0)      /* through the process's write gate */
+            return -1;
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
             *state = db_col_strdup(st, 0);
@@ -58,11 +60,19 @@ int poll_lock(parley_db *db, const char *sid, int idle_s, char **state,
                 str_copy(owner, ownerlen, (const char *)sqlite3_column_text(st, 1));
             sqlite3_step(st);
             sqlite3_reset(st);
-            return *state ? 0 : -1;
+            if (!*state || db_commit(db) < 0) {
+                db_rollback(db);
+                free(*state);
+                *state = NULL;
+                return -1;
+            }
+            return 0;
         }
         sqlite3_reset(st);
-        if (rc != SQLITE_DONE)
+        if (rc != SQLITE_DONE || db_commit(db) < 0) {
+            db_rollback(db);
             return -1;
+        }
         st = db_stmt(db, sql_peek);
         if (!st)
             return -1;
@@ -322,4 +332,186 @@ int poll_expire(parley_db *db, int64_t now)
     int changed = sqlite3_changes(db_handle(db));
     sqlite3_reset(st);
     return rc == SQLITE_DONE ? changed : -1;
+}
+
+int poll_open(parley_db *db, const char *path, const char *owner, const char *state,
+              char *const *frames, int nframes, int idle_s, char sid[37])
+{
+    static const char sql[] =
+        "INSERT INTO poll_sessions(sid, path, owner, state, next_seq, created_at, last_seen, "
+        "expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)";
+    static const char sql_frame[] =
+        "INSERT INTO poll_outbox(sid, seq, frame, created_at) VALUES (?, ?, ?, ?)";
+    if (uuid_v4(sid) < 0 || db_begin(db) < 0)
+        return -1;
+    int64_t now = now_ms();
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        goto error;
+    db_bind_text(st, 1, sid);
+    db_bind_text(st, 2, path);
+    db_bind_text(st, 3, owner ? owner : "");
+    db_bind_text(st, 4, state ? state : "{}");
+    sqlite3_bind_int64(st, 5, (int64_t)nframes + 1);
+    sqlite3_bind_int64(st, 6, now);
+    sqlite3_bind_int64(st, 7, now + (int64_t)idle_s * 1000);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        goto error;
+    for (int i = 0; i < nframes; i++) {
+        if (!(st = db_stmt(db, sql_frame)))
+            goto error;
+        db_bind_text(st, 1, sid);
+        sqlite3_bind_int64(st, 2, i + 1);
+        db_bind_text(st, 3, frames[i]);
+        sqlite3_bind_int64(st, 4, now);
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE)
+            goto error;
+    }
+    return db_commit(db);
+error:
+    db_rollback(db);
+    return -1;
+}
+
+static void update_free(struct poll_update *u)
+{
+    free(u->state);
+    for (int i = 0; i < u->nframes; i++)
+        free(u->frames[i]);
+    free(u->frames);
+    memset(u, 0, sizeof *u);
+}
+
+/* Writes one item's change inside the open transaction. 0 / -1. */
+static int pump_write(parley_db *db, struct poll_item *it, const struct poll_update *u,
+                      int64_t next, int idle_s, int64_t now)
+{
+    static const char sql_ack[] = "DELETE FROM poll_outbox WHERE sid = ? AND seq <= ?";
+    static const char sql_frame[] =
+        "INSERT INTO poll_outbox(sid, seq, frame, created_at) VALUES (?, ?, ?, ?)";
+    static const char sql_update[] =
+        "UPDATE poll_sessions SET next_seq = ?2, state = coalesce(?3, state), "
+        "version = version + 1, last_seen = ?4, expires_at = ?5 WHERE sid = ?1";
+    sqlite3_stmt *st;
+    int rc;
+    if (it->ack > 0) {
+        if (!(st = db_stmt(db, sql_ack)))
+            return -1;
+        db_bind_text(st, 1, it->sid);
+        sqlite3_bind_int64(st, 2, it->ack);
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE)
+            return -1;
+    }
+    for (int i = 0; i < u->nframes; i++) {
+        if (!(st = db_stmt(db, sql_frame)))
+            return -1;
+        db_bind_text(st, 1, it->sid);
+        sqlite3_bind_int64(st, 2, next++);
+        db_bind_text(st, 3, u->frames[i]);
+        sqlite3_bind_int64(st, 4, now);
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE)
+            return -1;
+    }
+    if (!(st = db_stmt(db, sql_update)))
+        return -1;
+    db_bind_text(st, 1, it->sid);
+    sqlite3_bind_int64(st, 2, next);
+    db_bind_text(st, 3, u->state);
+    sqlite3_bind_int64(st, 4, now);
+    sqlite3_bind_int64(st, 5, now + (int64_t)idle_s * 1000);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return -1;
+    it->next_seq = next;
+    return 0;
+}
+
+int poll_pump(parley_db *db, struct poll_item *items, int n, int idle_s, poll_pump_fn fn,
+              void *fnarg)
+{
+    static const char sql_get[] =
+        "SELECT state, next_seq, lock_owner, lock_expires, expires_at FROM poll_sessions "
+        "WHERE sid = ?";
+    for (int i = 0; i < n; i++) {
+        items[i].status = -1;
+        items[i].changed = 0;
+        items[i].next_seq = 0;
+    }
+    if (n <= 0)
+        return 0;
+    if (db_begin(db) < 0)
+        return -1;
+    int64_t now = now_ms();
+    const char *me = owner_id();
+    for (int i = 0; i < n; i++) {
+        struct poll_item *it = &items[i];
+        sqlite3_stmt *st = db_stmt(db, sql_get);
+        if (!st)
+            goto error;
+        db_bind_text(st, 1, it->sid);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE) {
+            sqlite3_reset(st);
+            it->status = 1;
+            continue;
+        }
+        if (rc != SQLITE_ROW) {
+            sqlite3_reset(st);
+            goto error;
+        }
+        int64_t next = sqlite3_column_int64(st, 1);
+        const char *lock = (const char *)sqlite3_column_text(st, 2);
+        int64_t lock_expires = sqlite3_column_int64(st, 3);
+        int64_t expires = sqlite3_column_int64(st, 4);
+        it->next_seq = next;
+        if (expires < now) {
+            sqlite3_reset(st);
+            it->status = 1;
+            continue;
+        }
+        if (lock && lock_expires >= now && strcmp(lock, me) != 0) {
+            sqlite3_reset(st);
+            it->status = 2;
+            continue;
+        }
+        char *state = db_col_strdup(st, 0);
+        sqlite3_reset(st);
+        if (!state)
+            goto error;
+        struct poll_update u = { NULL, NULL, 0 };
+        int r = fn(fnarg, it, state, &u);
+        free(state);
+        if (r < 0) {
+            update_free(&u);
+            it->status = -1;
+            continue;
+        }
+        if (u.state || u.nframes > 0) {
+            if (pump_write(db, it, &u, next, idle_s, now) < 0) {
+                update_free(&u);
+                goto error;
+            }
+            it->changed = 1;
+        }
+        update_free(&u);
+        it->status = 0;
+    }
+    if (db_commit(db) == 0)
+        return 0;
+error:
+    db_rollback(db);
+    for (int i = 0; i < n; i++) {
+        items[i].status = -1;
+        items[i].changed = 0;
+    }
+    return -1;
 }

@@ -51,4 +51,49 @@ int poll_ack(parley_db *db, const char *sid, int64_t upto);
 int poll_delete(parley_db *db, const char *sid);
 /* Deletes sessions idle past their expiry (at most 200). Returns count or -1. */
 int poll_expire(parley_db *db, int64_t now);
+
+/* Creates a session with its state and first frames in one transaction
+ * (poll_create + poll_lock + poll_save in one write). 0 / -1. */
+int poll_open(parley_db *db, const char *path, const char *owner, const char *state,
+              char *const *frames, int nframes, int idle_s, char sid[37]);
+
+/* ---- pumping many sessions in one write transaction ----
+ *
+ * poll_pump() serves a GET that has something to store, and the batch of
+ * every waiting GET of a process that follows one channel: ONE BEGIN
+ * IMMEDIATE for all of them. For each item it reads the session row inside
+ * the transaction (so the state is never stale, whichever process wrote it
+ * last), skips a session that another request holds with poll_lock (status
+ * 2: a POST in progress; the caller retries), and calls fn with the stored
+ * state. When fn returns a change, the frames are appended to the outbox,
+ * the state saved, the expiry touched and the frames the client
+ * acknowledged (seq <= ack) deleted, in that same transaction. No lease is
+ * taken: the write transaction itself excludes every other writer of the
+ * session for its duration. */
+struct poll_item {
+    const char *sid;
+    int64_t ack;            /* client's cursor: frames <= ack are deleted (0: none) */
+    void *arg;              /* for fn */
+    /* results */
+    int status;             /* 0 looked (changed or not); 1 unknown or expired;
+                             * 2 locked by another request; -1 error */
+    int changed;            /* state saved / frames appended */
+    int64_t next_seq;       /* the outbox's next frame number afterwards */
+};
+/* What fn hands back: a new state (NULL: unchanged) and frames to append;
+ * all malloc'ed, poll_pump frees them. */
+struct poll_update {
+    char *state;
+    char **frames;
+    int nframes;
+};
+/* Called inside the transaction; state is the stored one (borrowed). Must
+ * not begin a transaction of its own. 0, or -1 (the item gets status -1,
+ * nothing of it is written; the others go on). */
+typedef int (*poll_pump_fn)(void *fnarg, struct poll_item *it, const char *state,
+                            struct poll_update *out);
+/* 0 committed (see each item's status); -1 the transaction failed (every
+ * status -1, nothing written). */
+int poll_pump(parley_db *db, struct poll_item *items, int n, int idle_s, poll_pump_fn fn,
+              void *fnarg);
 #endif

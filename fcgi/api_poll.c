@@ -26,9 +26,11 @@
 #include "proto.h"
 #include "util.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define POLL_WAIT_DEFAULT 25
 #define POLL_WAIT_MAX 30          /* stays under FcgidIOTimeout (40 s) */
@@ -87,21 +89,18 @@ int h_poll_open(struct request *r)
     struct proto_frames fr;
     frames_init(&fr);
     int rc = proto_open(ctx, &c, path, user, r->peer, &fr);
-    char sid[37], owner[128], *state = NULL, *saved = NULL;
+    char sid[37], *saved = NULL;
     if (rc < 0 && fr.n == 0) {
         res_error(r, 500, "Could not open the session (database error)");
         goto out;
     }
-    if (poll_create(ctx->db, path, user, ctx->cfg->poll_idle_s, sid) < 0 ||
-        poll_lock(ctx->db, sid, ctx->cfg->poll_idle_s, &state, owner, sizeof owner) != 0 ||
-        !(saved = proto_conn_save(&c)) ||
-        poll_save(ctx->db, sid, saved, fr.v, fr.n, ctx->cfg->poll_idle_s) < 0) {
+    if (!(saved = proto_conn_save(&c)) ||
+        poll_open(ctx->db, path, user, saved, fr.v, fr.n, ctx->cfg->poll_idle_s, sid) < 0) {
         res_error(r, 500, "Could not store the poll session");
         goto out;
     }
     res_json(r, 200, json_pack("{s:s, s:i}", "sid", sid, "cursor", 0));
 out:
-    free(state);
     free(saved);
     frames_free(&fr);
     proto_conn_cleanup(&c);
@@ -137,37 +136,336 @@ static int load_session(struct request *r, const char *sid, struct proto_conn *c
 
 struct close_info { int code; char reason[120]; };
 
-/* Pumps the followed channel into the outbox (under the session lock), and
- * deletes the frames the client acknowledged (seq <= ack) in the same
- * transaction. Returns closed (0/1), or -1 with the error response written. */
-static int pump(struct request *r, const char *sid, int64_t ack, int *following, char *chan,
-                size_t chanlen, struct close_info *ci)
+/* ---- pumping: the followed channel into the outbox, one write transaction ---- */
+
+/* What a pump saw of one session (after pumping it). */
+struct pump_out {
+    int following;
+    int job;                   /* follows a job (its lease is checked by looks) */
+    int closed;
+    char chan[200];
+    struct close_info ci;
+};
+
+/* Events read for a batch, shared by sessions at the same point of the
+ * same channel (one evlog_read for a whole fan-out). */
+#define EV_CACHE 8
+struct pump_ctx {
+    struct parley_ctx *ctx;
+    struct { char chan[200]; int64_t after; struct evlog_event *ev; int n; } cache[EV_CACHE];
+    int ncache;
+};
+
+static void pump_ctx_free(struct pump_ctx *pc)
 {
-    struct parley_ctx *ctx = r->ctx;
-    struct proto_conn c;
-    if (load_session(r, sid, &c) < 0)
+    for (int i = 0; i < pc->ncache; i++)
+        evlog_free(pc->cache[i].ev, pc->cache[i].n);
+    pc->ncache = 0;
+}
+
+/* The events of chan after `after` (borrowed from the cache, or new in
+ * *own when the cache is full). Count or -1. */
+static int pump_events(struct pump_ctx *pc, const char *chan, int64_t after,
+                       struct evlog_event **ev, struct evlog_event **own)
+{
+    *own = NULL;
+    for (int i = 0; i < pc->ncache; i++)
+        if (pc->cache[i].after == after && strcmp(pc->cache[i].chan, chan) == 0) {
+            *ev = pc->cache[i].ev;
+            return pc->cache[i].n;
+        }
+    int n = evlog_read(pc->ctx->db, chan, after, 256, ev);
+    if (n < 0)
         return -1;
+    if (pc->ncache < EV_CACHE) {
+        str_copy(pc->cache[pc->ncache].chan, sizeof pc->cache[0].chan, chan);
+        pc->cache[pc->ncache].after = after;
+        pc->cache[pc->ncache].ev = *ev;
+        pc->cache[pc->ncache].n = n;
+        pc->ncache++;
+    } else {
+        *own = *ev;
+    }
+    return n;
+}
+
+/* poll_pump_fn: proto_pump without the lease check (that one writes in a
+ * transaction of its own; looks do it), inside poll_pump's transaction. */
+static int pump_cb(void *fnarg, struct poll_item *it, const char *state, struct poll_update *u)
+{
+    struct pump_ctx *pc = fnarg;
+    struct pump_out *po = it->arg;
+    struct proto_conn c;
+    if (proto_conn_load(&c, state) < 0)
+        return -1;
+    int64_t cursor = c.cursor, job = c.job_id;
+    int was_closed = c.close;
+    char was[sizeof c.channel];
+    str_copy(was, sizeof was, c.channel);
     struct proto_frames fr;
     frames_init(&fr);
-    int rc = proto_pump(ctx, &c, &fr);
-    char *saved = proto_conn_save(&c);
-    if (rc < 0 || !saved ||
-        poll_save_ack(ctx->db, sid, saved, fr.v, fr.n, ctx->cfg->poll_idle_s, ack) < 0) {
-        poll_unlock(ctx->db, sid);
-        res_error(r, 500, "Database error");
-        rc = -1;
-    } else {
-        rc = 0;
+    int rc = 0;
+    if (proto_following(&c)) {
+        struct evlog_event *ev = NULL, *own = NULL;
+        int n = pump_events(pc, c.channel, c.cursor, &ev, &own);
+        if (n < 0)
+            rc = -1;
+        for (int i = 0; i < n && rc == 0 && proto_following(&c); i++)
+            rc = proto_event(pc->ctx, &c, &ev[i], &fr);
+        if (own)
+            evlog_free(own, n);
     }
-    *following = proto_following(&c);
-    str_copy(chan, chanlen, c.channel);
-    int closed = c.close;
-    ci->code = c.close_code;
-    str_copy(ci->reason, sizeof ci->reason, c.close_reason);
-    free(saved);
+    if (rc == 0 && (fr.n > 0 || c.cursor != cursor || c.job_id != job ||
+                    strcmp(c.channel, was) != 0 || c.close != was_closed)) {
+        if (!(u->state = proto_conn_save(&c)))
+            rc = -1;
+        u->frames = fr.v;              /* handed over: poll_pump frees them */
+        u->nframes = fr.n;
+        frames_init(&fr);
+    }
+    po->following = proto_following(&c);
+    po->job = po->following && c.job_id != 0;
+    po->closed = c.close;
+    str_copy(po->chan, sizeof po->chan, c.channel);
+    po->ci.code = c.close_code;
+    str_copy(po->ci.reason, sizeof po->ci.reason, c.close_reason);
     frames_free(&fr);
     proto_conn_cleanup(&c);
-    return rc < 0 ? -1 : closed;
+    return rc;
+}
+
+/* Pumps one session (lock-free look said there is work): one write
+ * transaction, which also acknowledges the client's cursor. Waits for a
+ * POST holding the session's lock up to ~2 s. Returns the poll_item status
+ * (0, 1 gone, 2 still locked, -1 error); po and *next filled on 0. */
+static int pump_one(struct parley_ctx *ctx, const char *sid, int64_t cursor, struct pump_out *po,
+                    int64_t *next)
+{
+    int64_t until = mono_ms() + 2000;
+    for (int attempt = 0;; attempt++) {
+        struct pump_ctx pc;
+        memset(&pc, 0, sizeof pc);
+        pc.ctx = ctx;
+        struct poll_item it;
+        memset(&it, 0, sizeof it);
+        it.sid = sid;
+        it.ack = cursor;
+        it.arg = po;
+        poll_pump(ctx->db, &it, 1, ctx->cfg->poll_idle_s, pump_cb, &pc);
+        pump_ctx_free(&pc);
+        *next = it.next_seq;
+        if (it.status != 2 || mono_ms() >= until)
+            return it.status;
+        struct timespec ts = { 0, (attempt < 10 ? 500 : 3000) * 1000L };
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* ---- the hub: this process's waiting GETs, grouped by followed channel ----
+ *
+ * One event on a channel that N waiting GETs of this process follow wakes
+ * all N (one doorbell slot). The first to get here becomes the batch's
+ * leader: it peeks the bell (B), then pumps EVERY registered session of the
+ * channel in one write transaction (poll_pump) and records, per waiter,
+ * that its session was looked at up to bell value B ("covered") and
+ * whether it now has something to answer. The others wait on the group's
+ * condition variable while a batch runs, then find their result, or go
+ * back to sleep on the bell with seen = B (nothing for them: a neighbour
+ * channel of the slot, or an event of another job).
+ *
+ * Why no event is lost: a waiter registers with covered = the bell value
+ * it peeked before its own look, and a batch sets covered = B, peeked
+ * before the batch read anything. A waiter sleeps on the bell with
+ * seen = covered, so any ring after the last look of its session wakes it;
+ * woken, it peeks v and needs a batch unless covered is at or after v. A
+ * batch only covers waiters registered when it started (in_batch); a
+ * waiter may leave the group only when no batch works on it.
+ * Sessions stay in SQLite: the batch re-reads each one inside its
+ * transaction, so other processes' GETs and POSTs of a session stay safe. */
+struct waiter {
+    struct waiter *next;
+    const char *sid;           /* borrowed from the request */
+    int64_t cursor;            /* the client's: acknowledged in the batch */
+    int job;                   /* follows a job, as its last look saw */
+    uint32_t covered;          /* bell value up to which the session was looked at */
+    int in_batch;              /* a batch works on it: it may not leave */
+    int has_result;            /* a batch found something to answer */
+    int status;                /* poll_item status */
+    int64_t next_seq;
+    struct pump_out po;
+};
+
+struct group {
+    struct group *next;
+    char chan[200];
+    struct waiter *waiters;
+    int nwaiters;
+    int busy;                  /* a batch runs */
+    pthread_cond_t cv;         /* batch done */
+};
+
+#define HUB_BUCKETS 256
+static pthread_mutex_t hub_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct group *hub[HUB_BUCKETS];
+
+static unsigned hub_hash(const char *s)
+{
+    unsigned h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h % HUB_BUCKETS;
+}
+
+/* {hub_lock} The group of chan, created when missing (NULL: out of memory). */
+static struct group *group_get(const char *chan)
+{
+    struct group **b = &hub[hub_hash(chan)], *g;
+    for (g = *b; g; g = g->next)
+        if (strcmp(g->chan, chan) == 0)
+            return g;
+    if (!(g = calloc(1, sizeof *g)))
+        return NULL;
+    str_copy(g->chan, sizeof g->chan, chan);
+    pthread_cond_init(&g->cv, NULL);
+    g->next = *b;
+    *b = g;
+    return g;
+}
+
+/* {hub_lock} Takes w out of g (once no batch works on it); frees an empty g. */
+static void group_leave(struct group *g, struct waiter *w)
+{
+    while (w->in_batch)
+        pthread_cond_wait(&g->cv, &hub_lock);
+    for (struct waiter **p = &g->waiters; *p; p = &(*p)->next)
+        if (*p == w) {
+            *p = w->next;
+            g->nwaiters--;
+            break;
+        }
+    if (g->nwaiters == 0 && !g->busy) {
+        for (struct group **p = &hub[hub_hash(g->chan)]; *p; p = &(*p)->next)
+            if (*p == g) {
+                *p = g->next;
+                break;
+            }
+        pthread_cond_destroy(&g->cv);
+        free(g);
+    }
+}
+
+/* {hub_lock, released while pumping} Pumps every waiter of g in one write
+ * transaction and records the results. */
+static void group_batch(struct parley_ctx *ctx, struct group *g)
+{
+    g->busy = 1;
+    uint32_t b = bell_peek(ctx->bell, g->chan);
+    int n = g->nwaiters;
+    struct waiter **ws = calloc((size_t)n, sizeof *ws);
+    struct poll_item *items = calloc((size_t)n, sizeof *items);
+    struct pump_out *outs = calloc((size_t)n, sizeof *outs);
+    if (!ws || !items || !outs) {
+        /* out of memory: every waiter answers 500 */
+        for (struct waiter *w = g->waiters; w; w = w->next) {
+            w->has_result = 1;
+            w->status = -1;
+        }
+        n = 0;
+    }
+    int i = 0;
+    for (struct waiter *w = g->waiters; w && i < n; w = w->next, i++) {
+        w->in_batch = 1;
+        ws[i] = w;
+        items[i].sid = w->sid;
+        items[i].ack = w->cursor;
+        items[i].arg = &outs[i];
+    }
+    if (n > 0) {
+        pthread_mutex_unlock(&hub_lock);
+        struct pump_ctx pc;
+        memset(&pc, 0, sizeof pc);
+        pc.ctx = ctx;
+        poll_pump(ctx->db, items, n, ctx->cfg->poll_idle_s, pump_cb, &pc);
+        pump_ctx_free(&pc);
+        pthread_mutex_lock(&hub_lock);
+    }
+    for (i = 0; i < n; i++) {
+        struct waiter *w = ws[i];
+        const struct pump_out *po = &outs[i];
+        w->in_batch = 0;
+        w->covered = b;
+        if (items[i].status != 0 || items[i].next_seq - 1 > w->cursor || po->closed ||
+            !po->following || strcmp(po->chan, g->chan) != 0 || po->job != w->job) {
+            /* something to answer, or the session moved on in a way its
+             * waiter must look at (another channel, a job to watch over) */
+            w->has_result = 1;
+            w->status = items[i].status;
+            w->next_seq = items[i].next_seq;
+            w->po = *po;
+        }
+    }
+    free(ws);
+    free(items);
+    free(outs);
+    g->busy = 0;
+    pthread_cond_broadcast(&g->cv);
+}
+
+static int stopping(struct parley_ctx *ctx)
+{
+    return parley_stopping || (ctx->bell && bell_stopped(ctx->bell));
+}
+
+/* Waits, as a member of chan's group, for an event of chan until `until`
+ * (monotonic ms). *seen: the bell value the session was last looked at
+ * (updated). Returns 1 with *w's result (status, next_seq, po) when a
+ * batch found something for this session; 0 on timeout, shutdown, or
+ * a wake-up that needs a look of the caller's own (out of memory). */
+static int group_wait(struct parley_ctx *ctx, const char *sid, int64_t cursor, int job,
+                      const char *chan, uint32_t *seen, int64_t until, struct waiter *w)
+{
+    memset(w, 0, sizeof *w);
+    w->sid = sid;
+    w->cursor = cursor;
+    w->job = job;
+    w->covered = *seen;
+    pthread_mutex_lock(&hub_lock);
+    struct group *g = group_get(chan);
+    if (!g) {
+        pthread_mutex_unlock(&hub_lock);
+        return 0;
+    }
+    w->next = g->waiters;
+    g->waiters = w;
+    g->nwaiters++;
+    int got = 0;
+    for (;;) {
+        if (w->has_result) {
+            got = 1;
+            break;
+        }
+        uint32_t covered = w->covered;
+        int64_t left = until - mono_ms();
+        if (left <= 0 || stopping(ctx))
+            break;
+        pthread_mutex_unlock(&hub_lock);
+        int rung = bell_wait(ctx->bell, chan, covered, left > INT32_MAX ? INT32_MAX : (int)left);
+        uint32_t v = bell_peek(ctx->bell, chan);
+        pthread_mutex_lock(&hub_lock);
+        if (rung == 0 || stopping(ctx))
+            continue;          /* timeout or shutdown: the checks above end it */
+        /* rung: covered already, being covered, or lead a batch */
+        while (!w->has_result && (int32_t)(w->covered - v) < 0) {
+            if (g->busy)
+                pthread_cond_wait(&g->cv, &hub_lock);
+            else
+                group_batch(ctx, g);
+        }
+    }
+    group_leave(g, w);
+    *seen = w->covered;
+    pthread_mutex_unlock(&hub_lock);
+    return got;
 }
 
 /* What peek_session saw. */
@@ -241,6 +539,16 @@ static int parse_int_param(struct request *r, const char *name, long long def, l
     return 0;
 }
 
+/* Answers a pump's non-zero status. Returns 0 (response written). */
+static int pump_failed(struct request *r, int status)
+{
+    if (status == 1)
+        return res_error(r, 410, "Unknown or expired poll session");
+    if (status == 2)
+        return res_error(r, 409, "Poll session busy: another request of it is in progress");
+    return res_error(r, 500, "Database error");
+}
+
 int h_poll_get(struct request *r)
 {
     struct parley_ctx *ctx = r->ctx;
@@ -257,9 +565,10 @@ int h_poll_get(struct request *r)
     int recheck_ms = ctx->cfg->lease_ms / 2 > 1000 ? ctx->cfg->lease_ms / 2 : 1000;
     int64_t idle_ms = (int64_t)ctx->cfg->poll_idle_s * 1000, next_look = 0;
     char chan[200] = "";
-    int look = 1, following = 0, closed = 0, wrote = 0;
+    int look = 1, reread = 0, following = 0, closed = 0, wrote = 0;
     struct close_info ci = { 0, "" };
     struct peek pk;
+    struct pump_out po;
     uint32_t seen_p = 0, seen_c = 0;
     for (;;) {
         if (look) {
@@ -282,10 +591,16 @@ int h_poll_get(struct request *r)
             following = pk.following;
             closed = pk.closed;
             if (pk.work) {
-                /* something to store: lock, pump, save and ack, one request at a time */
-                closed = pump(r, sid, cursor, &following, chan, sizeof chan, &ci);
-                if (closed < 0)
-                    return 0;
+                /* something to store: pump, save and ack in one write transaction */
+                int64_t next;
+                int st = pump_one(ctx, sid, cursor, &po, &next);
+                if (st != 0)
+                    return pump_failed(r, st);
+                following = po.following;
+                closed = po.closed;
+                ci = po.ci;
+                str_copy(chan, sizeof chan, po.chan);
+                pk.job = po.job;
                 wrote = 1;
             } else if (!wrote && pk.expires - now_ms() < idle_ms / 2) {
                 /* a session that only waits: keep it alive, drop acked frames */
@@ -295,17 +610,19 @@ int h_poll_get(struct request *r)
             }
             next_look = pk.job || (pk.work && following) ? mono_ms() + recheck_ms : INT64_MAX;
         }
+        int stop = stopping(ctx);
         int64_t left = deadline - mono_ms();
         char *json = NULL;
         int64_t last = cursor;
         int n = 0;
-        /* without a look (no ring) nothing changed: nothing to read yet */
-        if (look || closed || left <= 0 || parley_stopping) {
+        /* without a look or a batch's word (no ring) nothing changed: nothing to read yet */
+        if (look || reread || closed || left <= 0 || stop) {
             n = poll_read(ctx->db, sid, cursor, POLL_MAX_FRAMES, &json, &last);
             if (n < 0)
                 return res_error(r, 500, "Database error");
         }
-        if (n > 0 || closed || left <= 0 || parley_stopping) {
+        look = reread = 0;
+        if (n > 0 || closed || left <= 0 || stop) {
             json_t *msgs = json ? json_loads(json, 0, NULL) : NULL;
             free(json);
             json_t *o = json_pack("{s:o, s:I, s:b}", "messages", msgs ? msgs : json_array(),
@@ -318,16 +635,43 @@ int h_poll_get(struct request *r)
             return res_json(r, 200, o);
         }
         free(json);
-        int slice = left > 1000 ? 1000 : (int)left;
+        /* Sleep until the deadline, the next look, a ring or shutdown
+         * (bell_wake_all): no time slices, so an idle waiter costs nothing. */
+        int64_t until = next_look < deadline ? next_look : deadline;
         if (!ctx->bell) {
+            /* no doorbell: degraded mode, look every 250 ms */
+            int64_t ms = until - mono_ms();
+            struct timespec ts = { 0, (ms > 250 ? 250 : ms > 0 ? ms : 0) * 1000000L };
+            nanosleep(&ts, NULL);
             look = 1;
             continue;
         }
-        /* Slices of at most 1 s, to notice parley_stopping; a slice that
-         * ends without a ring touches no database. */
-        int rung = following ? bell_wait(ctx->bell, chan, seen_c, slice)
-                             : bell_wait(ctx->bell, pchan, seen_p, slice);
-        look = rung != 0 || mono_ms() >= next_look;
+        if (following) {
+            /* with this process's other waiters of the channel: one batch
+             * pumps them all */
+            struct waiter w;
+            if (group_wait(ctx, sid, cursor, pk.job, chan, &seen_c, until, &w)) {
+                if (w.status != 0)
+                    return pump_failed(r, w.status);
+                following = w.po.following;
+                closed = w.po.closed;
+                ci = w.po.ci;
+                if (!following || strcmp(w.po.chan, chan) != 0 || w.po.job != pk.job) {
+                    look = 1;  /* the session moved on: look at it afresh */
+                    str_copy(chan, sizeof chan, w.po.chan);
+                } else {
+                    reread = 1;
+                }
+                wrote = 1;
+            } else {
+                look = mono_ms() >= next_look;
+            }
+        } else {
+            int64_t ms = until - mono_ms();
+            int rung = ms > 0 ? bell_wait(ctx->bell, pchan, seen_p, ms > INT32_MAX ? INT32_MAX : (int)ms)
+                              : 0;
+            look = rung != 0 || mono_ms() >= next_look;
+        }
     }
 }
 
