@@ -20,6 +20,12 @@
  * holds; in-flight requests finish; then the process exits 0. A second
  * signal, or SHUTDOWN_GRACE_S seconds, ends it at once.
  *
+ * Connections: a request whose stdin was read to its end is closed without
+ * libfcgi's drain (shutdown, wait for the web server's close); a connection
+ * the web server asks to keep (FCGI_KEEP_CONN, mod_proxy_fcgi enablereuse)
+ * waits between requests in an idle set that the accepting thread polls
+ * with the listening socket, so it never pins a worker thread.
+ *
  * Configuration: config_load() at start (defaults < PARLEY_CONFIG file <
  * environment); the first request's FastCGI parameters (.htaccess SetEnv)
  * are applied once on top, before any handler runs.
@@ -75,6 +81,19 @@ static int listen_fd = -1;
 static int stop_pipe[2] = { -1, -1 };  /* readable once stopping */
 static pthread_mutex_t accept_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* Kept connections (FCGI_KEEP_CONN: mod_proxy_fcgi's enablereuse=on)
+ * between two requests. No thread waits on one: they sit here and the
+ * thread in accept_one polls them together with the listening socket, so a
+ * kept connection never pins a worker and the web server may keep more of
+ * them open than there are threads. {idle_lock}; wake_pipe tells the
+ * polling thread that the set grew. */
+#define MAX_IDLE 1024
+static pthread_mutex_t idle_lock = PTHREAD_MUTEX_INITIALIZER;
+static int idle_fd[MAX_IDLE];
+static int n_idle;
+static int wake_pipe[2] = { -1, -1 };
+static struct pollfd accept_pf[3 + MAX_IDLE];     /* {accept_lock} */
+
 /* Worker lifetimes, for the shutdown wait; {life_lock}. */
 static pthread_mutex_t life_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t life_cond = PTHREAD_COND_INITIALIZER;
@@ -103,6 +122,13 @@ static void request_stop(int fatal)
             ssize_t w = write(stop_pipe[1], "x", 1);
             (void)w;
         }
+        /* Kept connections between requests: closed, the web server opens
+         * a new one (to a sibling process, or to the next start). */
+        pthread_mutex_lock(&idle_lock);
+        for (int i = 0; i < n_idle; i++)
+            close(idle_fd[i]);
+        n_idle = 0;
+        pthread_mutex_unlock(&idle_lock);
     }
     pthread_cond_broadcast(&life_cond);
     pthread_mutex_unlock(&life_lock);
@@ -245,9 +271,21 @@ static int fx_flush(struct response *res)
     return FCGX_FFlush(rq->out) < 0 ? -1 : 0;
 }
 
+/* Ends the request. libfcgi's own close shuts down the sending side and
+ * then waits (poll + read) until the web server has closed its end, so
+ * that no unread input turns the close into a reset; when the request's
+ * stdin has been read to its end (read_body) the web server sends nothing
+ * more, so the socket is simply closed: three system calls and a wait for
+ * the web server fewer per request. A kept connection (FCGI_KEEP_CONN)
+ * is not closed at all (see keep_or_close). */
 static void fx_finish(struct response *res)
 {
-    FCGX_Finish_r(res->impl);
+    FCGX_Request *rq = res->impl;
+    if (rq->in && FCGX_HasSeenEOF(rq->in))
+        rq->detached = 1;               /* OS_IpcClose without the drain */
+    else
+        rq->keepConnection = 0;         /* unread input (a 413): never reuse */
+    FCGX_Finish_r(rq);
 }
 
 static const struct response_ops fx_ops = { fx_write, fx_flush, fx_finish };
@@ -299,8 +337,13 @@ static int read_body(FCGX_Request *rq, struct request *r, struct req_copy *k)
         }
         want = (size_t)n;
     }
-    if (want == 0)
+    if (want == 0) {
+        /* See the end of stdin (the web server sends it right after the
+         * parameters; usually already in libfcgi's buffer): fx_finish can
+         * then close without draining. */
+        (void)FCGX_GetChar(rq->in);
         return 0;
+    }
     k->body = malloc(want + 1);
     if (!k->body)
         return -1;
@@ -311,10 +354,51 @@ static int read_body(FCGX_Request *rq, struct request *r, struct req_copy *k)
             break;
         got += (size_t)n;
     }
+    if (got == want && cl && *cl)
+        (void)FCGX_GetChar(rq->in);     /* the end of stdin, as above */
     k->body[got] = '\0';
     r->body = k->body;
     r->body_len = got;                   /* > HTTP_MAX_BODY only without a length */
     return 0;
+}
+
+/* After a finished request: a connection the web server asked to keep
+ * (FCGI_KEEP_CONN; libfcgi left it open) goes to the idle set, where the
+ * accepting thread watches it for the next request. */
+static void keep_or_close(struct worker *w)
+{
+    int fd = w->fcgx.ipcFd;
+    if (fd < 0)
+        return;
+    w->fcgx.ipcFd = -1;
+    pthread_mutex_lock(&idle_lock);
+    int kept = !parley_stopping && n_idle < MAX_IDLE;
+    if (kept)
+        idle_fd[n_idle++] = fd;
+    pthread_mutex_unlock(&idle_lock);
+    if (!kept) {
+        close(fd);
+        return;
+    }
+    ssize_t n = write(wake_pipe[1], "x", 1);   /* non-blocking; full is fine */
+    (void)n;
+}
+
+/* Takes fd out of the idle set; 0 if it was there, -1 if not (closed by a
+ * shutdown meanwhile). */
+static int idle_take(int fd)
+{
+    int rc = -1;
+    pthread_mutex_lock(&idle_lock);
+    for (int i = 0; i < n_idle; i++) {
+        if (idle_fd[i] == fd) {
+            idle_fd[i] = idle_fd[--n_idle];
+            rc = 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&idle_lock);
+    return rc;
 }
 
 /* Serves one accepted request on worker w, then runs its after callback. */
@@ -353,15 +437,19 @@ static void serve(struct worker *w)
     if (ensure_config(rq) < 0) {
         res_error(&r, 500, "Server configuration error (see the server's error log)");
         res_finish(&r);
+        keep_or_close(w);
         goto out;
     }
     ensure_storage(w);
     if (read_body(rq, &r, &k) < 0) {
         res_error(&r, 400, "Invalid Content-Length");
         res_finish(&r);
+        keep_or_close(w);
         goto out;
     }
     http_dispatch(&r);                   /* finishes the response */
+    keep_or_close(w);                    /* before after(): the next request
+                                            on a kept connection must not wait */
     if (r.after)
         r.after(&r, r.after_arg);
 out:
@@ -370,14 +458,24 @@ out:
 
 /* ---- workers ---- */
 
-/* Waits for the next request on w. 0 with one accepted, -1 when stopping. */
+/* Waits for the next request on w: a new connection on the listening
+ * socket, or the next request on a kept connection. 0 with one accepted,
+ * -1 when stopping. */
 static int accept_one(struct worker *w)
 {
     int got = -1;
     pthread_mutex_lock(&accept_lock);
     while (!parley_stopping) {
-        struct pollfd pf[2] = { { listen_fd, POLLIN, 0 }, { stop_pipe[0], POLLIN, 0 } };
-        int n = poll(pf, 2, -1);
+        struct pollfd *pf = accept_pf;
+        pf[0] = (struct pollfd){ listen_fd, POLLIN, 0 };
+        pf[1] = (struct pollfd){ stop_pipe[0], POLLIN, 0 };
+        pf[2] = (struct pollfd){ wake_pipe[0], POLLIN, 0 };
+        pthread_mutex_lock(&idle_lock);
+        int npf = 3;
+        for (int i = 0; i < n_idle; i++)
+            pf[npf++] = (struct pollfd){ idle_fd[i], POLLIN, 0 };
+        pthread_mutex_unlock(&idle_lock);
+        int n = poll(pf, (nfds_t)npf, -1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -387,13 +485,31 @@ static int accept_one(struct worker *w)
         }
         if (pf[1].revents)
             break;
-        if (pf[0].revents & (POLLERR | POLLNVAL)) {
-            fprintf(stderr, "parley.fcgi: the listening socket failed\n");
-            request_stop(1);
-            break;
+        if (pf[2].revents) {
+            char buf[64];
+            while (read(wake_pipe[0], buf, sizeof buf) > 0)
+                ;
         }
-        if (!(pf[0].revents & POLLIN))
-            continue;
+        int kept = -1;
+        for (int i = 3; i < npf && kept < 0; i++)
+            if (pf[i].revents && idle_take(pf[i].fd) == 0)
+                kept = pf[i].fd;
+        if (kept < 0) {
+            if (pf[0].revents & (POLLERR | POLLNVAL)) {
+                fprintf(stderr, "parley.fcgi: the listening socket failed\n");
+                request_stop(1);
+                break;
+            }
+            if (!(pf[0].revents & POLLIN))
+                continue;
+        } else {
+            /* The next request on a kept connection (or its end: then
+             * libfcgi closes it and tries the listening socket, which
+             * says EAGAIN when nothing waits there). keepConnection keeps
+             * FCGX_Accept_r's opening FCGX_Finish_r from closing it. */
+            w->fcgx.ipcFd = kept;
+            w->fcgx.keepConnection = 1;
+        }
         /* The socket is non-blocking: when another process took the
          * connection first, accept says EAGAIN and we poll again. */
         int rc = FCGX_Accept_r(&w->fcgx);
@@ -638,6 +754,14 @@ int main(int argc, char **argv)
     }
     fcntl(stop_pipe[0], F_SETFD, FD_CLOEXEC);
     fcntl(stop_pipe[1], F_SETFD, FD_CLOEXEC);
+    if (pipe(wake_pipe) < 0) {
+        fprintf(stderr, "parley.fcgi: pipe: %s\n", strerror(errno));
+        return 1;
+    }
+    for (int i = 0; i < 2; i++) {
+        fcntl(wake_pipe[i], F_SETFD, FD_CLOEXEC);
+        fcntl(wake_pipe[i], F_SETFL, O_NONBLOCK);
+    }
 
     /* Stop signals go to the signal thread only. */
     sigset_t stopset;
