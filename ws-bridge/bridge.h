@@ -48,12 +48,34 @@ struct bridge_opts {
     int event_poll;            /* --event-loop poll: lws's poll() loop instead of libev */
 };
 
-/* ---- a frame waiting to be written: LWS_PRE bytes of headroom, then text ---- */
+/* ---- a frame waiting to be written ----
+ * A complete server->client WebSocket frame: the header (FIN + text
+ * opcode, unmasked, built once) right before the text. Immutable once
+ * built and reference-counted, so one frame a channel pump formatted once
+ * sits in the queues of every follower whose adapter output is the same
+ * (the bytes on the wire are the same for all of them), and the service
+ * thread writes several queued frames with one lws_write(LWS_WRITE_RAW).
+ * Each queue that holds it counts it against its bounds exactly as if it
+ * were its own copy. */
+#define FRAME_HDR_MAX 10
 struct frame {
-    struct frame *next;
-    size_t len;
-    unsigned char buf[];       /* LWS_PRE + len */
+    int refs;                  /* atomic: the queues (and builders) holding it */
+    uint32_t len;              /* text bytes */
+    uint8_t hlen;              /* header bytes, right-aligned before the text */
+    unsigned char buf[];       /* FRAME_HDR_MAX + len + 1 (NUL, for logs) */
 };
+static inline const unsigned char *frame_wire(const struct frame *f)
+{
+    return f->buf + FRAME_HDR_MAX - f->hlen;
+}
+static inline size_t frame_wire_len(const struct frame *f)
+{
+    return (size_t)f->hlen + f->len;
+}
+static inline const char *frame_text(const struct frame *f)
+{
+    return (const char *)f->buf + FRAME_HDR_MAX;
+}
 
 /* ---- tasks a connection's worker runs in order ---- */
 enum task_kind { T_OPEN, T_MESSAGE, T_PUMP, T_CLOSE };
@@ -94,9 +116,10 @@ struct wsconn {
 
     /* ---- {mu}: out queue and close request, shared with workers ---- */
     pthread_mutex_t mu;
-    struct frame *out_head, *out_tail;
-    int out_n;
-    size_t out_bytes;
+    struct frame **ring;               /* out queue: a ring of frames (NULL while empty long enough) */
+    unsigned ring_cap, ring_head;      /* capacity (power of 2), index of the oldest */
+    int out_n;                         /* frames queued */
+    size_t out_bytes;                  /* their text bytes */
     int close_code;                    /* != 0: close after the queue drains */
     char close_reason[124];
     int64_t stalled_since_ms;          /* queue non-empty and not drained since */
@@ -173,6 +196,10 @@ struct bridge {
 };
 
 /* ---- conn.c ---- */
+/* A frame of text (len bytes), one reference; NULL when out of memory. */
+struct frame *frame_new(const char *text, size_t len);
+void frame_ref(struct frame *f);
+void frame_unref(struct frame *f);
 struct wsconn *conn_new(struct bridge *br, struct lws *wsi);
 void conn_ref(struct wsconn *c);
 /* Drops a reference; the last frees everything (pc must be cleaned). */
@@ -191,10 +218,21 @@ void conn_wake(struct bridge *br);
 void conn_request_close(struct wsconn *c, int code, const char *reason, int drop);
 /* Queued frames (any thread, takes mu). */
 int conn_out_count(struct wsconn *c, size_t *bytes);
+/* Queues n built frames on c, taking a reference on each (the caller
+ * keeps its own); bounds, close and notify as conn_post_quiet. Returns 1
+ * when the caller must call conn_wake() after its batch. Any thread. */
+int conn_post_shared(struct wsconn *c, struct frame *const *v, int n);
 /* Puts c on the service thread's notify list and wakes the loop. */
 void conn_notify(struct wsconn *c);
-/* Service thread: the next frame to write (new, caller frees), or NULL. */
-struct frame *conn_pop(struct wsconn *c, int *left);
+/* Service thread: takes up to max queued frames, in order, stopping
+ * before the wire bytes would pass max_bytes (but always at least one).
+ * The caller owns the references. Returns how many; *left = still queued,
+ * *close_pending = a close was requested. */
+int conn_take(struct wsconn *c, struct frame **out, int max, size_t max_bytes, int *left,
+              int *close_pending);
+/* Service thread: frees the ring of a connection whose queue is empty
+ * (idle connections hold no buffers). */
+void conn_trim(struct wsconn *c);
 
 /* ---- sched.c ---- */
 int sched_start(struct bridge *br);
@@ -234,6 +272,8 @@ void metrics_refused(enum refuse_why w);
 void metrics_closed(enum close_why w);
 void metrics_received(size_t bytes);
 void metrics_sent(struct ustat *u, size_t bytes);
+/* n frames of bytes text bytes in all, written together. */
+void metrics_sent_n(struct ustat *u, int n, size_t bytes);
 void metrics_error(const char *kind);
 void metrics_gen_queue(int waiting_delta, int running_delta);
 /* Counts a job's end once per job (done: latency histograms; error: kind). */

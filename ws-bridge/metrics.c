@@ -116,6 +116,16 @@ void metrics_sent(struct ustat *u, size_t bytes)
     }
 }
 
+void metrics_sent_n(struct ustat *u, int n, size_t bytes)
+{
+    add(&M.sent, (uint64_t)n);
+    add(&M.sent_bytes, bytes);
+    if (u) {
+        add(&u->frames, (uint64_t)n);
+        add(&u->bytes, bytes);
+    }
+}
+
 static void bump(json_t *obj, const char *kind)
 {
     if (!obj)

@@ -25,10 +25,12 @@
 
 #define READ_BATCH 256
 
+struct share_set;
 struct worker {
     struct bridge *br;
     struct parley_ctx ctx;
     pthread_t th;
+    struct share_set *sets;            /* chan_pump: READ_BATCH of them */
 };
 
 static struct worker *workers;
@@ -257,16 +259,6 @@ static void post(struct wsconn *c, struct proto_frames *fr)
         conn_post(c, fr);
 }
 
-/* post() for a batch: returns 1 when the loop must be woken afterwards. */
-static int post_quiet(struct wsconn *c, struct proto_frames *fr)
-{
-    if (__atomic_load_n(&c->gone, __ATOMIC_ACQUIRE)) {
-        frames_free(fr);
-        return 0;
-    }
-    return conn_post_quiet(c, fr);
-}
-
 /* Marks c (run by us) as wanting a pump once its queue drains; the end of
  * the run (finish_run_locked) arranges it. */
 static void want_more(struct bridge *br, struct wsconn *c)
@@ -306,6 +298,174 @@ static int feed(struct worker *w, struct wsconn *c, const struct evlog_event *ev
         if (proto_event(&w->ctx, &c->pc, &ev[i], fr) < 0)
             metrics_error("format");
         (*room)--;
+    }
+    return 0;
+}
+
+/* ---- formatting once for many followers ----
+ *
+ * What proto_event() makes of an event depends only on the connection's
+ * adapter (kind), with_seq, the followed job (job_id), the channel, the
+ * adapter state (pc.state) and the event itself (the adapters read the
+ * channel's log at most, which is append-only): never on the user, peer
+ * or path. So a channel pump formats an event once for each class of
+ * followers with equal (kind, with_seq, job_id, state) -- on the first
+ * follower of the class, the representative -- and gives the others the
+ * same frames (references to one immutable buffer), moving their
+ * proto_conn on exactly as proto_event() would: cursor to the event's
+ * seq, job_id adopted, following stopped after the job's end. This holds
+ * only when the representative's own state and close request did not
+ * change in that call (json_equal against a copy taken before); when they
+ * did (e.g. seed 001 learning the message id of a new job), every member
+ * of the class formats the event for itself, as before. */
+
+#define SHARE_MAX 4                    /* classes per event formatted once; more: per connection */
+
+struct share {
+    json_t *before;                    /* the state it was formatted for (a copy) */
+    enum proto_kind kind;
+    int with_seq;
+    int64_t job_id;                    /* before the event */
+    int64_t job_after;
+    int stopped;                       /* the event ended the followed job */
+    int ok;                            /* the frames may be shared */
+    int nf;
+    struct frame **fv;                 /* the frames (one reference each) */
+};
+
+struct share_set {                     /* per event of a batch */
+    struct share s[SHARE_MAX];
+    int n;
+};
+
+/* A worker's growable vector of frame references. */
+struct fvec {
+    struct frame **v;
+    int n, cap;
+};
+
+static int fvec_push(struct fvec *fv, struct frame *f)
+{
+    if (fv->n == fv->cap) {
+        int cap = fv->cap ? fv->cap * 2 : 64;
+        struct frame **n = realloc(fv->v, sizeof *n * (size_t)cap);
+        if (!n)
+            return -1;
+        fv->v = n;
+        fv->cap = cap;
+    }
+    frame_ref(f);
+    fv->v[fv->n++] = f;
+    return 0;
+}
+
+static void fvec_clear(struct fvec *fv)
+{
+    for (int i = 0; i < fv->n; i++)
+        frame_unref(fv->v[i]);
+    fv->n = 0;
+}
+
+static void share_sets_clear(struct share_set *sets, int n)
+{
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < sets[i].n; j++) {
+            struct share *g = &sets[i].s[j];
+            json_decref(g->before);
+            for (int k = 0; k < g->nf; k++)
+                frame_unref(g->fv[k]);
+            free(g->fv);
+        }
+        sets[i].n = 0;
+    }
+}
+
+/* Builds frames of fr's texts (frees fr); the new frames go to *fv (one
+ * reference each, *nf of them) when fv is given, and onto out. */
+static void frames_build(struct proto_frames *fr, struct frame ***fv, int *nf, struct fvec *out)
+{
+    struct frame **v = NULL;
+    int n = 0;
+    if (fv && fr->n > 0 && !(v = malloc(sizeof *v * (size_t)fr->n)))
+        metrics_error("out_of_memory");
+    for (int i = 0; i < fr->n; i++) {
+        struct frame *f = frame_new(fr->v[i], strlen(fr->v[i]));
+        if (!f || fvec_push(out, f) < 0) {
+            metrics_error("out_of_memory");
+            frame_unref(f);
+            continue;
+        }
+        if (v)
+            v[n++] = f;                /* keeps the creator's reference */
+        else
+            frame_unref(f);
+    }
+    frames_free(fr);
+    if (fv) {
+        *fv = v;
+        *nf = n;
+    }
+}
+
+/* feed() for a channel pump: formats events for c, sharing the frames of
+ * its class (sets: one per event of ev). Returns 1 when it stopped for
+ * lack of room. */
+static int feed_shared(struct worker *w, struct wsconn *c, const struct evlog_event *ev, int n,
+                       int *room, struct share_set *sets, struct fvec *out)
+{
+    struct proto_conn *pc = &c->pc;
+    for (int i = 0; i < n && proto_following(pc); i++) {
+        if (ev[i].seq <= pc->cursor)
+            continue;
+        if (*room <= 0)
+            return 1;
+        (*room)--;
+        struct share_set *ss = &sets[i];
+        struct share *g = NULL;
+        for (int j = 0; j < ss->n && !g; j++) {
+            struct share *s = &ss->s[j];
+            if (s->kind == pc->kind && s->with_seq == pc->with_seq && s->job_id == pc->job_id &&
+                json_equal(s->before, pc->state))
+                g = s;
+        }
+        if (g && g->ok) {
+            pc->cursor = ev[i].seq;
+            pc->job_id = g->job_after;
+            if (g->stopped)
+                pc->channel[0] = '\0';
+            for (int k = 0; k < g->nf; k++)
+                if (fvec_push(out, g->fv[k]) < 0)
+                    metrics_error("out_of_memory");
+            continue;
+        }
+        /* format for c itself; as a new class's representative if there
+         * is room for one */
+        json_t *before = !g && ss->n < SHARE_MAX && pc->state ? json_deep_copy(pc->state) : NULL;
+        int64_t job_before = pc->job_id;
+        int close_before = pc->close;
+        struct proto_frames fr;
+        frames_init(&fr);
+        int rc = proto_event(&w->ctx, pc, &ev[i], &fr);
+        int made = fr.n;
+        if (rc < 0)
+            metrics_error("format");
+        if (!before) {
+            frames_build(&fr, NULL, NULL, out);
+            continue;
+        }
+        g = &ss->s[ss->n++];
+        memset(g, 0, sizeof *g);
+        g->before = before;
+        g->kind = pc->kind;
+        g->with_seq = pc->with_seq;
+        g->job_id = job_before;
+        g->job_after = pc->job_id;
+        g->stopped = !proto_following(pc);
+        g->ok = rc >= 0 && pc->close == close_before && pc->cursor == ev[i].seq &&
+                json_equal(before, pc->state);
+        frames_build(&fr, &g->fv, &g->nf, out);
+        if (g->nf != made)
+            g->ok = 0;                 /* out of memory: the others format their own */
     }
     return 0;
 }
@@ -454,6 +614,11 @@ static void chan_pump(struct worker *w, struct chan *ch)
             batch[j]->pc.cursor < cur)
             cur = batch[j]->pc.cursor;
     int *full = k > 0 ? calloc((size_t)(unsigned)k, sizeof *full) : NULL;
+    struct fvec out = { NULL, 0, 0 };
+    if (k && !w->sets && !(w->sets = calloc(READ_BATCH, sizeof *w->sets))) {
+        free(full);                    /* no memory: each catches up on its own */
+        full = NULL;
+    }
     while (k && full && cur != INT64_MAX) {
         struct evlog_event *ev = NULL;
         int n = evlog_read(w->ctx.db, ch->name, cur, READ_BATCH, &ev);
@@ -477,10 +642,11 @@ static void chan_pump(struct worker *w, struct chan *ch)
             struct wsconn *c = batch[j];
             if (full[j] || strcmp(c->pc.channel, ch->name) != 0)
                 continue;
-            struct proto_frames fr;
-            frames_init(&fr);
-            full[j] = feed(w, c, ev, n, &room[j], &fr);
-            if (post_quiet(c, &fr)) {
+            full[j] = feed_shared(w, c, ev, n, &room[j], w->sets, &out);
+            int must = !__atomic_load_n(&c->gone, __ATOMIC_ACQUIRE) &&
+                       conn_post_shared(c, out.v, out.n);
+            fvec_clear(&out);
+            if (must) {
                 if (!woke)
                     conn_wake(br);
                 else
@@ -490,6 +656,7 @@ static void chan_pump(struct worker *w, struct chan *ch)
         }
         if (wake)
             conn_wake(br);
+        share_sets_clear(w->sets, n);
         cur = ev[n - 1].seq;
         evlog_free(ev, n);
         int all_full = 1;
@@ -507,6 +674,7 @@ static void chan_pump(struct worker *w, struct chan *ch)
     pthread_mutex_unlock(&br->mu);
     for (int j = 0; j < k; j++)
         conn_unref(batch[j]);
+    free(out.v);
     free(full);
     free(batch);
     free(room);
@@ -674,8 +842,10 @@ void sched_stop(struct bridge *br)
         pthread_join(br->watcher_th, NULL);
     for (int i = 0; i < br->nworkers; i++)
         pthread_join(workers[i].th, NULL);
-    for (int i = 0; workers && i < br->opt.workers; i++)
+    for (int i = 0; workers && i < br->opt.workers; i++) {
         db_close(workers[i].ctx.db);
+        free(workers[i].sets);
+    }
     free(workers);
     workers = NULL;
     /* every connection has left its channel by now (T_CLOSE ran) */

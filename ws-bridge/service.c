@@ -10,8 +10,9 @@
  *   Frames in: assembled up to --max-frame (else 1009), binary refused
  *   (1003), handed to the connection's worker as a task; reading pauses
  *   while 32 tasks are pending.
- *   Frames out: one per SERVER_WRITEABLE, with LWS_PRE headroom; then the
- *   close the adapter or a limit asked for.
+ *   Frames out: the queued frames (prebuilt, up to 32 KiB) in one
+ *   lws_write(LWS_WRITE_RAW) per SERVER_WRITEABLE; then the close the
+ *   adapter or a limit asked for.
  *   Every second a sweep closes idle connections (WEBSOCKET_TIMEOUT, 1000
  *   "idle timeout") and stalled ones (1008 "slow consumer"), and drives
  *   the shutdown (1001 to everyone on SIGTERM).
@@ -402,8 +403,16 @@ static int on_receive(struct lws *wsi, struct bridge *br, struct wsconn *c, cons
     return 0;
 }
 
+/* What one SERVER_WRITEABLE may write: queued frames, complete ones,
+ * together (server frames are unmasked, so their bytes are the same for
+ * every connection and need no per-connection framing). */
+#define WRITE_MAX_FRAMES 128
+#define WRITE_MAX_BYTES (32 * 1024)
+
 static int on_writeable(struct lws *wsi, struct bridge *br, struct wsconn *c)
 {
+    /* service thread only: one batch at a time */
+    static unsigned char batch[WRITE_MAX_BYTES];
     if (!c)
         return 0;
     if (lws_partial_buffered(wsi)) {
@@ -413,21 +422,42 @@ static int on_writeable(struct lws *wsi, struct bridge *br, struct wsconn *c)
         lws_callback_on_writable(wsi);
         return 0;
     }
-    int left;
-    struct frame *f = conn_pop(c, &left);
-    if (f) {
-        size_t len = f->len;
-        int m = lws_write(wsi, f->buf + LWS_PRE, len, LWS_WRITE_TEXT);
-        free(f);
-        if (m != (int)len) {
+    struct frame *fv[WRITE_MAX_FRAMES];
+    int left, close_pending;
+    int n = conn_take(c, fv, WRITE_MAX_FRAMES, WRITE_MAX_BYTES, &left, &close_pending);
+    if (n) {
+        /* one lws_write per callback: the frames' wire bytes (header and
+         * text), sent verbatim (LWS_WRITE_RAW; lws keeps what the socket
+         * does not take and flushes it before anything else) */
+        unsigned char *p;
+        size_t wl = 0, text = 0;
+        if (n == 1) {
+            p = (unsigned char *)frame_wire(fv[0]);
+            wl = frame_wire_len(fv[0]);
+            text = fv[0]->len;
+        } else {
+            p = batch;
+            for (int i = 0; i < n; i++) {
+                memcpy(batch + wl, frame_wire(fv[i]), frame_wire_len(fv[i]));
+                wl += frame_wire_len(fv[i]);
+                text += fv[i]->len;
+            }
+        }
+        int m = lws_write(wsi, p, wl, LWS_WRITE_RAW);
+        for (int i = 0; i < n; i++)
+            frame_unref(fv[i]);
+        if (m != (int)wl) {
             metrics_closed(CW_ERROR);
             return -1;
         }
-        metrics_sent(c->ustat, len);
+        metrics_sent_n(c->ustat, n, text);
         c->last_active_ms = c->last_write_ms = bridge_now_ms();
         if (left <= br->opt.out_high / 4 && __atomic_load_n(&c->pump_hint, __ATOMIC_ACQUIRE))
             sched_drained(c);
-        lws_callback_on_writable(wsi);     /* more frames, or the close */
+        /* more frames, or the close: come back. Nothing queued: stay off
+         * POLLOUT (a worker that queues more notifies the loop again) */
+        if (left || close_pending)
+            lws_callback_on_writable(wsi);
         return 0;
     }
     pthread_mutex_lock(&c->mu);
@@ -475,29 +505,61 @@ static void start_shutdown(struct bridge *br)
         lws_sul_schedule(br->lws, 0, &br->sweep_sul, sweep, 1);
 }
 
+/* A notified connection (the notify list's reference is dropped). */
+static void notified(struct wsconn *c)
+{
+    if (c->wsi) {
+        if (__atomic_load_n(&c->rx_paused, __ATOMIC_ACQUIRE) && sched_pending(c) <= RX_RESUME_AT) {
+            __atomic_store_n(&c->rx_paused, 0, __ATOMIC_RELEASE);
+            lws_rx_flow_control(c->wsi, 1);
+        }
+        lws_callback_on_writable(c->wsi);
+    }
+    conn_unref(c);
+}
+
 /* Frames or close requests from other threads: ask for writable callbacks. */
 static void on_cancelled(struct bridge *br)
 {
+    /* the whole list under one lock: once notify_pending is cleared a
+     * worker may push c again and reuse nnext, so the links are followed
+     * (into an array) first; the list's reference keeps each c alive
+     * until notified() drops it */
+    static struct wsconn **v;          /* service thread only */
+    static size_t vcap;
+    size_t n = 0, k = 0;
     pthread_mutex_lock(&br->notify_mu);
+    for (struct wsconn *c = br->notify_head; c; c = c->nnext)
+        n++;
+    if (n > vcap) {
+        size_t cap = vcap ? vcap : 256;
+        while (cap < n)
+            cap *= 2;
+        struct wsconn **nv = realloc(v, sizeof *nv * cap);
+        if (nv) {
+            v = nv;
+            vcap = cap;
+        }
+    }
     struct wsconn *list = br->notify_head;
     br->notify_head = NULL;
+    if (n <= vcap) {
+        for (struct wsconn *c = list; c; c = c->nnext)
+            v[k++] = c;
+        for (size_t i = 0; i < k; i++)
+            v[i]->notify_pending = 0;
+        list = NULL;
+    }
     pthread_mutex_unlock(&br->notify_mu);
-    while (list) {
+    for (size_t i = 0; i < k; i++)
+        notified(v[i]);
+    while (list) {                     /* no memory for the array: one at a time */
         struct wsconn *c = list;
-        /* read the link while notify_pending still keeps c off the list:
-         * once it is cleared a worker may push c again and reuse nnext */
         list = c->nnext;
         pthread_mutex_lock(&br->notify_mu);
         c->notify_pending = 0;
         pthread_mutex_unlock(&br->notify_mu);
-        if (c->wsi) {
-            if (__atomic_load_n(&c->rx_paused, __ATOMIC_ACQUIRE) && sched_pending(c) <= RX_RESUME_AT) {
-                __atomic_store_n(&c->rx_paused, 0, __ATOMIC_RELEASE);
-                lws_rx_flow_control(c->wsi, 1);
-            }
-            lws_callback_on_writable(c->wsi);
-        }
-        conn_unref(c);
+        notified(c);
     }
     if (br->stopping && !br->shutdown_started)
         start_shutdown(br);
@@ -517,6 +579,8 @@ static void sweep(lws_sorted_usec_list_t *sul)
         pthread_mutex_lock(&c->mu);
         int64_t stalled = c->out_n ? c->stalled_since_ms : 0;
         pthread_mutex_unlock(&c->mu);
+        if (!stalled)
+            conn_trim(c);              /* an empty queue holds no memory */
         if (stalled && now - stalled > stall_ms) {
             close_soon(c, 1008, "slow consumer", 1, CW_SLOW);
             /* its socket is full: if the close can't go out either, drop it */
