@@ -486,9 +486,9 @@ static int accept_one(struct worker *w)
         if (pf[1].revents)
             break;
         if (pf[2].revents) {
-            char buf[64];
-            while (read(wake_pipe[0], buf, sizeof buf) > 0)
-                ;
+            char buf[256];          /* what is left wakes the next poll at once */
+            ssize_t nr = read(wake_pipe[0], buf, sizeof buf);
+            (void)nr;
         }
         int kept = -1;
         for (int i = 3; i < npf && kept < 0; i++)
