@@ -354,7 +354,8 @@ static const char *find_route_root(const char *path)
 const char *http_path_from_cgi(const char *request_uri, const char *script_name,
                                const char *path_info, char *out, size_t outlen)
 {
-    char uri[4096] = "", cgi[4096] = "";
+    char uri[4096], cgi[4096];         /* not zero-filled: 8 KB per request */
+    uri[0] = cgi[0] = '\0';
     if (request_uri && *request_uri) {
         const char *u = request_uri;
         if (strncasecmp(u, "http://", 7) == 0 || strncasecmp(u, "https://", 8) == 0) {

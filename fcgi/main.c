@@ -293,8 +293,11 @@ static const struct response_ops fx_ops = { fx_write, fx_flush, fx_finish };
 /* ---- the libfcgi request ---- */
 
 /* Request-scoped copies of libfcgi's strings, which die at FCGX_Finish_r
- * while r->after may still run. */
+ * while r->after may still run: in an arena on serve()'s stack, or
+ * malloc'd when they do not fit. */
 struct req_copy {
+    char arena[2048];
+    size_t used;
     char *s[12];
     int n;
     char *body;
@@ -302,7 +305,16 @@ struct req_copy {
 
 static const char *keep(struct req_copy *k, const char *v)
 {
-    if (!v || k->n == (int)(sizeof k->s / sizeof k->s[0]))
+    if (!v)
+        return NULL;
+    size_t len = strlen(v) + 1;
+    if (len <= sizeof k->arena - k->used) {
+        char *c = k->arena + k->used;
+        memcpy(c, v, len);
+        k->used += len;
+        return c;
+    }
+    if (k->n == (int)(sizeof k->s / sizeof k->s[0]))
         return NULL;
     char *c = strdup(v);
     if (c)
@@ -317,12 +329,45 @@ static void req_copy_free(struct req_copy *k)
     free(k->body);
 }
 
+/* The parameters serve() reads, found in one pass over libfcgi's array
+ * (FCGX_GetParam would scan it once per name); the first of a name wins,
+ * as with FCGX_GetParam. */
+enum { P_METHOD, P_URI, P_SCRIPT, P_PATH_INFO, P_QUERY, P_CTYPE, P_AUTH, P_REDIR_AUTH,
+       P_ORIGIN, P_LAST_EVENT_ID, P_ADDR, P_CLEN, P_COUNT };
+static const struct {
+    const char *name;
+    size_t len;
+} param_names[P_COUNT] = {
+#define PN(s) { s, sizeof s - 1 }
+    PN("REQUEST_METHOD"), PN("REQUEST_URI"), PN("SCRIPT_NAME"), PN("PATH_INFO"),
+    PN("QUERY_STRING"), PN("CONTENT_TYPE"), PN("HTTP_AUTHORIZATION"),
+    PN("REDIRECT_HTTP_AUTHORIZATION"), PN("HTTP_ORIGIN"), PN("HTTP_LAST_EVENT_ID"),
+    PN("REMOTE_ADDR"), PN("CONTENT_LENGTH"),
+#undef PN
+};
+
+static void find_params(FCGX_ParamArray env, const char *v[P_COUNT])
+{
+    for (int i = 0; i < P_COUNT; i++)
+        v[i] = NULL;
+    for (char **e = env; e && *e; e++) {
+        const char *p = *e;
+        for (int i = 0; i < P_COUNT; i++) {
+            size_t n = param_names[i].len;
+            if (!v[i] && p[0] == param_names[i].name[0] && strncmp(p, param_names[i].name, n) == 0 &&
+                p[n] == '=') {
+                v[i] = p + n + 1;
+                break;
+            }
+        }
+    }
+}
+
 /* Reads the body. 0 with r->body/body_len set (body_len > HTTP_MAX_BODY
  * and body NULL when it is too large: the dispatcher answers 413 without
  * reading it); -1 when CONTENT_LENGTH is malformed. */
-static int read_body(FCGX_Request *rq, struct request *r, struct req_copy *k)
+static int read_body(FCGX_Request *rq, const char *cl, struct request *r, struct req_copy *k)
 {
-    const char *cl = FCGX_GetParam("CONTENT_LENGTH", rq->envp);
     size_t want = HTTP_MAX_BODY + 1;     /* no length: read to EOF, up to the cap */
     if (cl && *cl) {
         char *end;
@@ -410,27 +455,29 @@ static void serve(struct worker *w)
     struct req_copy k;
     memset(&res, 0, sizeof res);
     memset(&r, 0, sizeof r);
-    memset(&k, 0, sizeof k);
+    k.used = 0;
+    k.n = 0;
+    k.body = NULL;
     res.ops = &fx_ops;
     res.impl = rq;
     r.res = &res;
     r.ctx = &w->ctx;
 
-    FCGX_ParamArray env = rq->envp;
-    r.method = keep(&k, FCGX_GetParam("REQUEST_METHOD", env));
+    const char *pv[P_COUNT];
+    find_params(rq->envp, pv);
+    r.method = keep(&k, pv[P_METHOD]);
     char path[4096];
-    http_path_from_cgi(FCGX_GetParam("REQUEST_URI", env), FCGX_GetParam("SCRIPT_NAME", env),
-                       FCGX_GetParam("PATH_INFO", env), path, sizeof path);
+    http_path_from_cgi(pv[P_URI], pv[P_SCRIPT], pv[P_PATH_INFO], path, sizeof path);
     r.path = keep(&k, path);
-    r.query = keep(&k, FCGX_GetParam("QUERY_STRING", env));
-    r.content_type = keep(&k, FCGX_GetParam("CONTENT_TYPE", env));
-    const char *auth = FCGX_GetParam("HTTP_AUTHORIZATION", env);
+    r.query = keep(&k, pv[P_QUERY]);
+    r.content_type = keep(&k, pv[P_CTYPE]);
+    const char *auth = pv[P_AUTH];
     if (!auth || !*auth)
-        auth = FCGX_GetParam("REDIRECT_HTTP_AUTHORIZATION", env);
+        auth = pv[P_REDIR_AUTH];
     r.authorization = keep(&k, auth);
-    r.origin = keep(&k, FCGX_GetParam("HTTP_ORIGIN", env));
-    r.last_event_id = keep(&k, FCGX_GetParam("HTTP_LAST_EVENT_ID", env));
-    r.remote_addr = keep(&k, FCGX_GetParam("REMOTE_ADDR", env));
+    r.origin = keep(&k, pv[P_ORIGIN]);
+    r.last_event_id = keep(&k, pv[P_LAST_EVENT_ID]);
+    r.remote_addr = keep(&k, pv[P_ADDR]);
     snprintf(r.peer, sizeof r.peer, "ip:%.100s",
              r.remote_addr && *r.remote_addr ? r.remote_addr : "unknown");
 
@@ -441,7 +488,7 @@ static void serve(struct worker *w)
         goto out;
     }
     ensure_storage(w);
-    if (read_body(rq, &r, &k) < 0) {
+    if (read_body(rq, pv[P_CLEN], &r, &k) < 0) {
         res_error(&r, 400, "Invalid Content-Length");
         res_finish(&r);
         keep_or_close(w);
