@@ -2,11 +2,13 @@
 // for bench/longpoll-bench.sh.
 //
 //   node bench/longpoll-latency.mjs --base http://127.0.0.1:PORT --db PATH --pub build/bench/ws-pub
-//        [--clients 200] [--count 100] [--rate 20] [--size 32] [--idle 5]
+//        [--clients 200] [--channels 1] [--count 100] [--rate 20] [--size 32] [--idle 5]
 //        [--app-pids "1 2"] [--server-pids "3 4"] [--label TEXT] [--timeout 60]
 //
-// 1. Opens --clients long-poll sessions (POST /api/poll/open) on one ticket
-//    channel, /api/websocket/chat/<ticket>?after=0 (seed 000, following the
+// 1. Opens --clients long-poll sessions (POST /api/poll/open) on --channels
+//    ticket channels (client i follows channel i mod channels: 1 = every
+//    client on one ticket, the fan-out; = clients: each its own ticket, a
+//    help desk), /api/websocket/chat/<ticket>?after=0 (seed 000, following the
 //    channel's events from seq 0), and starts one poll loop per session:
 //    GET /api/poll/{sid}?cursor=N&wait=25, again as soon as the answer is in.
 //    Node's http with a keep-alive agent, one socket per client.
@@ -15,7 +17,8 @@
 //    voluntary context switches (wake-ups) of the app's and the web server's
 //    processes, all threads (/proc/PID/task/TID/schedstat and status).
 // 3. Delivery: runs the publisher (bench/ws-pub.c: evlog_append of --count
-//    "token" events at --rate per second to the channel, each text starting
+//    "token" events at --rate per second in all, round-robin over the
+//    channels, each text starting
 //    with the wall-clock time of the append in µs) and records, for every
 //    frame every client receives, receive time minus that time.
 // Prints one Markdown table row (the columns of longpoll-bench.sh's header),
@@ -30,6 +33,7 @@ const args = Object.fromEntries(process.argv.slice(2).reduce((a, v, i, all) =>
   (v.startsWith('--') ? [...a, [v.slice(2), all[i + 1]]] : a), []));
 const BASE = new URL(args.base || 'http://127.0.0.1:8080');
 const CLIENTS = Number(args.clients || 200);
+const CHANNELS = Math.max(1, Math.min(Number(args.channels || 1), CLIENTS));
 const COUNT = Number(args.count || 100);
 const RATE = Number(args.rate || 20);
 const SIZE = Number(args.size || 32);
@@ -39,7 +43,9 @@ const pids = (s) => String(s || '').split(/\s+/).filter(Boolean).map(Number);
 const APP = pids(args['app-pids']);
 const SERVER = pids(args['server-pids']);
 const PREFIX = `lp${Date.now().toString(36)}x`;
-const TICKET = `${PREFIX}0`;                // ws-pub's channel: ticket:PREFIX0
+// ws-pub's channels: ticket:PREFIX0 ... ticket:PREFIX<CHANNELS-1>; event i
+// goes to channel i mod CHANNELS, so channel k gets this many:
+const perChannel = (k) => Math.floor(COUNT / CHANNELS) + (k < COUNT % CHANNELS ? 1 : 0);
 const t0 = Date.now();
 const nowUs = () => (performance.timeOrigin + performance.now()) * 1000;
 const note = (s) => process.stderr.write(`# ${s}\n`);
@@ -88,7 +94,7 @@ const sids = [];
 for (let i = 0; i < CLIENTS; i += 50) {
   const batch = [];
   for (let j = i; j < Math.min(CLIENTS, i + 50); j++)
-    batch.push(request('POST', '/api/poll/open', { path: `/api/websocket/chat/${TICKET}?after=0` }));
+    batch.push(request('POST', '/api/poll/open', { path: `/api/websocket/chat/${PREFIX}${j % CHANNELS}?after=0` }));
   for (const r of await Promise.all(batch)) {
     if (r.status !== 200) throw new Error(`poll/open: HTTP ${r.status}: ${r.text.slice(0, 200)}`);
     sids.push(JSON.parse(r.text).sid);
@@ -100,9 +106,9 @@ let frames = 0, polls = 0, errors = 0, reconnects = 0, started = 0, stopping = f
 const firstErrors = [];
 
 const clients = [];           // per client: frames, cursor, when its current poll was sent
-async function loop(sid) {
+async function loop(sid, idx) {
   let cursor = 0, first = true;
-  const me = { sid, frames: 0, cursor: 0, sentAt: 0, polls: 0 };
+  const me = { sid, frames: 0, cursor: 0, sentAt: 0, polls: 0, want: perChannel(idx % CHANNELS) };
   clients.push(me);
   while (!stopping) {
     if (first) { started++; first = false; }
@@ -143,7 +149,7 @@ async function loop(sid) {
   }
 }
 
-const loops = sids.map((sid) => loop(sid));
+const loops = sids.map((sid, i) => loop(sid, i));
 while (started < CLIENTS && Date.now() - t0 < TIMEOUT_MS) await sleep(20);
 await sleep(1000);          // every first GET has pumped and gone to sleep
 
@@ -154,15 +160,16 @@ await sleep(IDLE_S * 1000);
 const idleApp = diff(a0, usage(APP)), idleSrv = diff(s0, usage(SERVER));
 const cIdle = process.cpuUsage(c0);
 const idlePolls = polls - pollsBefore;
-note(`idle ${IDLE_S} s, ${CLIENTS} waiting: app ${idleApp.ms.toFixed(3)} ms CPU, ${idleApp.wakes} wake-ups ` +
+note(`idle ${IDLE_S} s, ${CLIENTS} waiting on ${CHANNELS} channel(s): app ${idleApp.ms.toFixed(3)} ms CPU, ${idleApp.wakes} wake-ups ` +
      `(${idleApp.threads} threads); server ${idleSrv.ms.toFixed(3)} ms, ${idleSrv.wakes} wake-ups; ` +
      `client ${((cIdle.user + cIdle.system) / 1000).toFixed(1)} ms; new polls ${idlePolls}`);
 
 // --- delivery ---------------------------------------------------------------
-const expected = CLIENTS * COUNT;
+let expected = 0;
+for (let i = 0; i < CLIENTS; i++) expected += perChannel(i % CHANNELS);
 const a1 = usage(APP), s1 = usage(SERVER), pollsBeforePub = polls, c1 = process.cpuUsage();
 const pubStart = Date.now();
-const pub = spawn(args.pub, [args.db, PREFIX, '1', String(RATE), String(COUNT), String(SIZE)],
+const pub = spawn(args.pub, [args.db, PREFIX, String(CHANNELS), String(RATE), String(COUNT), String(SIZE)],
   { stdio: ['ignore', 'pipe', 'inherit'] });
 let pubOut = '';
 pub.stdout.on('data', (d) => { pubOut += d; });
@@ -190,8 +197,8 @@ await Promise.race([Promise.allSettled(loops), sleep(2000)]);
 agent.destroy();
 delAgent.destroy();
 
-for (const c of clients.filter((x) => x.frames < COUNT).slice(0, 5))
-  note(`client ${c.sid}: ${c.frames}/${COUNT} frames, cursor ${c.cursor}, ${c.polls} polls, ` +
+for (const c of clients.filter((x) => x.frames < x.want).slice(0, 5))
+  note(`client ${c.sid}: ${c.frames}/${c.want} frames, cursor ${c.cursor}, ${c.polls} polls, ` +
        `current poll sent ${Date.now() - c.sentAt} ms ago`);
 lat.sort((x, y) => x - y);
 const pct = (p) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))] : NaN);
@@ -200,8 +207,8 @@ note(`delivery: publisher exit ${pubCode} (${pubOut.trim()}); ${frames}/${expect
      `${(deliverMs / 1000).toFixed(1)} s; ${polls - pollsBeforePub} polls; CPU: app ${delApp.ms.toFixed(0)} ms ` +
      `(${perFrame(delApp.ms)}), web server ${delSrv.ms.toFixed(0)} ms (${perFrame(delSrv.ms)}), ` +
      `this client ${((cDel.user + cDel.system) / 1000).toFixed(0)} ms (${perFrame((cDel.user + cDel.system) / 1000)}); reconnects ${reconnects}; errors ${errorsSeen}${firstErrors.length ? ': ' + firstErrors.join(' | ') : ''}`);
-// | setup | clients | events | frames | p50 | p90 | p99 | max | app CPU during delivery | idle: app CPU | idle: app wake-ups | idle: server CPU | errors |
-console.log(`| ${args.label || BASE.host} | ${CLIENTS} | ${COUNT} × ${RATE}/s | ${frames}/${expected} | ` +
+// | setup | clients | channels | events | frames | p50 | p90 | p99 | max | app CPU during delivery | idle: app CPU | idle: app wake-ups | idle: server CPU | errors |
+console.log(`| ${args.label || BASE.host} | ${CLIENTS} | ${CHANNELS} | ${COUNT} × ${RATE}/s | ${frames}/${expected} | ` +
   `${f2(pct(50))} | ${f2(pct(90))} | ${f2(pct(99))} | ${f2(lat[lat.length - 1])} | ` +
   `${(delApp.ms / 1000 / (deliverMs / 1000) * 100).toFixed(0)} % of a core, ` +
   `${frames ? ((delApp.ms * 1000) / frames).toFixed(0) : '–'} µs per frame | ` +

@@ -11,12 +11,17 @@
  * Session state lives in SQLite (core/pollsess.h), so any process serves any
  * request. A GET first looks without the session lock or any write (the
  * common case: nothing new); only when there is something to store does it
- * lock, pump the followed channel into the outbox and save, acknowledging
- * the client's cursor in the same transaction. With nothing to send it sleeps
- * on the doorbell of the channel the session follows (or of "poll:<sid>" for
- * frames a POST adds), never on a timer: its 1 s slices (to notice shutdown)
- * touch no database. A generation a POST starts runs in the same thread after the HTTP
- * response is finished (r->after), so the client's next poll is not held up.
+ * pump the followed channel into the outbox, save the state and acknowledge
+ * the client's cursor, all in ONE write transaction (poll_pump). With
+ * nothing to send it sleeps until its deadline or a ring: on the doorbell of
+ * "poll:<sid>" (frames a POST adds) when it follows nothing, else as a
+ * member of the process's group of waiters of that channel (the hub below):
+ * one ring of the channel makes one of them pump every session of the group
+ * in one write transaction, the others only read their outbox. No time
+ * slices: an idle waiter costs no CPU; shutdown ends waits through
+ * bell_wake_all() (see the watcher below). A generation a POST starts runs
+ * in the same thread after the HTTP response is finished (r->after), so the
+ * client's next poll is not held up.
  * Runs in a parley.fcgi worker thread; uses the thread's ctx.
  */
 #include "handlers.h"
@@ -308,6 +313,62 @@ struct group {
 static pthread_mutex_t hub_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct group *hub[HUB_BUCKETS];
 
+/* ---- shutdown: ending the waits ----
+ *
+ * Waits have no time slices: shutdown ends them through bell_wake_all() on
+ * the process's doorbell, which the FastCGI signal thread should call right
+ * after setting parley_stopping. Until it does, this watcher does it: one
+ * thread that, only while some GET of this process waits, looks at
+ * parley_stopping once a second (one wake-up per second per process, not
+ * per waiter) and otherwise sleeps on a condition variable. {hub_lock} */
+static int hub_waiting;                /* GETs of this process in a wait */
+static parley_bell *watch_bell;        /* the doorbell they sleep on */
+static int watcher_started;
+static pthread_cond_t watch_cv = PTHREAD_COND_INITIALIZER;
+
+static void *watcher_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&hub_lock);
+    for (;;) {
+        if (parley_stopping && watch_bell) {
+            parley_bell *b = watch_bell;
+            pthread_mutex_unlock(&hub_lock);
+            bell_wake_all(b);
+            return NULL;
+        }
+        if (hub_waiting == 0) {
+            pthread_cond_wait(&watch_cv, &hub_lock);
+        } else {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 1;
+            pthread_cond_timedwait(&watch_cv, &hub_lock, &until);
+        }
+    }
+}
+
+/* {hub_lock} A GET starts (+1) or ends (-1) a wait on bell. */
+static void hub_count(parley_bell *bell, int delta)
+{
+    hub_waiting += delta;
+    if (delta > 0) {
+        watch_bell = bell;
+        if (!watcher_started) {
+            pthread_t th;
+            pthread_attr_t attr;
+            pthread_attr_init(&attr);
+            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+            pthread_attr_setstacksize(&attr, 64 * 1024);
+            if (pthread_create(&th, &attr, watcher_main, NULL) == 0)
+                watcher_started = 1;
+            pthread_attr_destroy(&attr);
+        }
+        if (hub_waiting == 1)
+            pthread_cond_signal(&watch_cv);
+    }
+}
+
 static unsigned hub_hash(const char *s)
 {
     unsigned h = 2166136261u;
@@ -438,6 +499,7 @@ static int group_wait(struct parley_ctx *ctx, const char *sid, int64_t cursor, i
     w->next = g->waiters;
     g->waiters = w;
     g->nwaiters++;
+    hub_count(ctx->bell, 1);
     int got = 0;
     for (;;) {
         if (w->has_result) {
@@ -463,6 +525,7 @@ static int group_wait(struct parley_ctx *ctx, const char *sid, int64_t cursor, i
         }
     }
     group_leave(g, w);
+    hub_count(ctx->bell, -1);
     *seen = w->covered;
     pthread_mutex_unlock(&hub_lock);
     return got;
@@ -536,6 +599,38 @@ static int parse_int_param(struct request *r, const char *name, long long def, l
         return -1;
     }
     *out = n;
+    return 0;
+}
+
+/* Writes {"messages": [...], "cursor": last, "closed": b} (+ close_code,
+ * close_reason once closed) around the frames as stored: no parse and
+ * re-dump of them. Frees json. Returns 0. */
+static int answer(struct request *r, char *json, int64_t last, int closed,
+                  const struct close_info *ci)
+{
+    char tail[64], *reason = NULL;
+    if (closed) {
+        /* what a WebSocket close frame would carry */
+        json_t *jr = json_string(ci->reason);
+        reason = jr ? json_dumps(jr, JSON_ENCODE_ANY) : NULL;
+        json_decref(jr);
+        snprintf(tail, sizeof tail, ",\"close_code\":%d,\"close_reason\":",
+                 ci->code ? ci->code : 1000);
+    }
+    size_t cap = (json ? strlen(json) : 2) + (reason ? strlen(reason) : 0) + 160;
+    char *text = malloc(cap);
+    if (!text) {
+        free(json);
+        free(reason);
+        return res_error(r, 500, "Out of memory");
+    }
+    int len = snprintf(text, cap, "{\"messages\":%s,\"cursor\":%lld,\"closed\":%s%s%s}",
+                       json ? json : "[]", (long long)last, closed ? "true" : "false",
+                       closed ? tail : "", closed ? (reason ? reason : "\"\"") : "");
+    free(json);
+    free(reason);
+    res_json_text(r, 200, text, (size_t)len);
+    free(text);
     return 0;
 }
 
@@ -622,18 +717,8 @@ int h_poll_get(struct request *r)
                 return res_error(r, 500, "Database error");
         }
         look = reread = 0;
-        if (n > 0 || closed || left <= 0 || stop) {
-            json_t *msgs = json ? json_loads(json, 0, NULL) : NULL;
-            free(json);
-            json_t *o = json_pack("{s:o, s:I, s:b}", "messages", msgs ? msgs : json_array(),
-                                  "cursor", (json_int_t)last, "closed", closed);
-            if (closed && o) {
-                /* what a WebSocket close frame would carry */
-                json_object_set_new(o, "close_code", json_integer(ci.code ? ci.code : 1000));
-                json_object_set_new(o, "close_reason", json_string(ci.reason));
-            }
-            return res_json(r, 200, o);
-        }
+        if (n > 0 || closed || left <= 0 || stop)
+            return answer(r, json, last, closed, &ci);
         free(json);
         /* Sleep until the deadline, the next look, a ring or shutdown
          * (bell_wake_all): no time slices, so an idle waiter costs nothing. */
@@ -668,8 +753,15 @@ int h_poll_get(struct request *r)
             }
         } else {
             int64_t ms = until - mono_ms();
-            int rung = ms > 0 ? bell_wait(ctx->bell, pchan, seen_p, ms > INT32_MAX ? INT32_MAX : (int)ms)
-                              : 0;
+            pthread_mutex_lock(&hub_lock);
+            hub_count(ctx->bell, 1);
+            pthread_mutex_unlock(&hub_lock);
+            int rung = ms > 0 && !stopping(ctx)
+                           ? bell_wait(ctx->bell, pchan, seen_p, ms > INT32_MAX ? INT32_MAX : (int)ms)
+                           : 0;
+            pthread_mutex_lock(&hub_lock);
+            hub_count(ctx->bell, -1);
+            pthread_mutex_unlock(&hub_lock);
             look = rung != 0 || mono_ms() >= next_look;
         }
     }
@@ -699,6 +791,8 @@ int h_poll_post(struct request *r)
     struct proto_conn c;
     if (load_session(r, sid, &c) < 0)
         return 0;
+    char before[sizeof c.channel];          /* followed before these frames */
+    str_copy(before, sizeof before, proto_following(&c) ? c.channel : "");
     if (c.close) {
         poll_unlock(ctx->db, sid);
         proto_conn_cleanup(&c);
@@ -744,6 +838,9 @@ int h_poll_post(struct request *r)
             bell_ring(ctx->bell, pchan);
             if (proto_following(&c))
                 bell_ring(ctx->bell, c.channel);
+            /* a GET waiting with the channel it followed before */
+            if (before[0] && (!proto_following(&c) || strcmp(before, c.channel) != 0))
+                bell_ring(ctx->bell, before);
         }
         if (pj && pj->n) {
             r->after = run_jobs_after;

@@ -1,8 +1,12 @@
-/* test_db.c — migrations, version refusal, statement cache, transactions. */
+/* test_db.c — migrations, version refusal, statement cache, transactions,
+ * and the in-process write gate (threads writing at once all succeed; a
+ * transaction that ends any way — commit, rollback, a nested begin that
+ * fails, close — lets the next writer in at once). */
 #include "th.h"
 #include "db.h"
 #include "util.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
 
 static char path[512];
@@ -101,6 +105,100 @@ TEST(statement_cache_and_rollback)
     db_close(db);
 }
 
+struct writer {
+    pthread_t th;
+    int id, ok, inside_max;
+};
+static int inside;
+
+static void *writer_main(void *arg)
+{
+    struct writer *w = arg;
+    char err[512];
+    parley_db *db = db_open(path, err, sizeof err);
+    if (!db)
+        return NULL;
+    static const char *ins = "INSERT INTO tickets(id, body, created_at, updated_at) VALUES (?, 'b', 0, 0)";
+    for (int i = 0; i < 150; i++) {
+        if (db_begin(db) < 0)
+            continue;
+        int now_in = __atomic_add_fetch(&inside, 1, __ATOMIC_SEQ_CST);
+        if (now_in > w->inside_max)
+            w->inside_max = now_in;
+        char id[32];
+        snprintf(id, sizeof id, "gate-%d-%d", w->id, i);
+        sqlite3_stmt *st = db_stmt(db, ins);
+        db_bind_text(st, 1, id);
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        __atomic_sub_fetch(&inside, 1, __ATOMIC_SEQ_CST);
+        if (rc == SQLITE_DONE && db_commit(db) == 0)
+            w->ok++;
+        else
+            db_rollback(db);
+    }
+    db_close(db);
+    return NULL;
+}
+
+TEST(write_gate_threads_all_succeed)
+{
+    enum { N = 8 };
+    struct writer w[N];
+    memset(w, 0, sizeof w);
+    for (int i = 0; i < N; i++) {
+        w[i].id = i;
+        pthread_create(&w[i].th, NULL, writer_main, &w[i]);
+    }
+    int total = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(w[i].th, NULL);
+        total += w[i].ok;
+        CHECK_INT(w[i].inside_max, 1);
+    }
+    CHECK_INT(total, N * 150);
+}
+
+/* Begins on db within ms: 1 yes, 0 no (then rolled back). */
+struct try_begin { parley_db *db; int got; };
+static void *try_begin_main(void *arg)
+{
+    struct try_begin *t = arg;
+    int64_t t0 = mono_ms();
+    t->got = db_begin(t->db) == 0 && mono_ms() - t0 < 1000;
+    db_rollback(t->db);
+    return NULL;
+}
+
+static int other_thread_begins(parley_db *other)
+{
+    struct try_begin t = { other, 0 };
+    pthread_t th;
+    pthread_create(&th, NULL, try_begin_main, &t);
+    pthread_join(th, NULL);
+    return t.got;
+}
+
+TEST(write_gate_released_however_a_transaction_ends)
+{
+    char err[512];
+    parley_db *a = db_open(path, err, sizeof err), *b = db_open(path, err, sizeof err);
+    REQUIRE(a && b);
+    REQUIRE(db_begin(a) == 0);
+    CHECK_INT(db_begin(a), -1);            /* nested: fails, no self-deadlock */
+    CHECK_INT(db_commit(a), 0);            /* the outer one still commits */
+    CHECK_INT(other_thread_begins(b), 1);
+    REQUIRE(db_begin(a) == 0);
+    CHECK_INT(db_rollback(a), 0);
+    CHECK_INT(other_thread_begins(b), 1);
+    CHECK_INT(db_rollback(a), 0);          /* none open: harmless, releases nothing twice */
+    CHECK_INT(other_thread_begins(b), 1);
+    REQUIRE(db_begin(a) == 0);
+    db_close(a);                           /* closing mid-transaction */
+    CHECK_INT(other_thread_begins(b), 1);
+    db_close(b);
+}
+
 int main(void)
 {
     RUN(opens_and_migrates);
@@ -108,5 +206,7 @@ int main(void)
     RUN(migrates_older_database);
     RUN(bad_path_is_clear);
     RUN(statement_cache_and_rollback);
+    RUN(write_gate_threads_all_succeed);
+    RUN(write_gate_released_however_a_transaction_ends);
     return th_done();
 }

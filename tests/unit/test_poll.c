@@ -1,6 +1,8 @@
 /* test_poll.c — long-poll sessions: create, lock/save with outbox frames,
- * reads after a cursor, acks, expiry, a lock held across processes, and
- * the lock-free peek/touch a waiting GET uses. */
+ * reads after a cursor, acks, expiry, a lock held across processes, the
+ * lock-free peek/touch a waiting GET uses, poll_open, and poll_pump (many
+ * sessions in one write transaction: unknown, expired and locked ones
+ * skipped, no write when nothing changed, acks in the same transaction). */
 #include "th.h"
 #include "db.h"
 #include "pollsess.h"
@@ -186,6 +188,147 @@ TEST(peek_touch_save_ack)
     db_close(db);
 }
 
+/* poll_pump's fn for the tests: appends "{\"f\":<n>}" for item->arg's
+ * count, keeps the state when the count is 0; -1 for count -1. */
+static int calls;
+static int fake_pump(void *fnarg, struct poll_item *it, const char *state, struct poll_update *u)
+{
+    (void)fnarg;
+    calls++;
+    int want = *(int *)it->arg;
+    if (want < 0)
+        return -1;
+    if (want == 0)
+        return 0;
+    u->frames = calloc((size_t)want, sizeof *u->frames);
+    if (!u->frames)
+        return -1;
+    for (int i = 0; i < want; i++) {
+        char f[32];
+        snprintf(f, sizeof f, "{\"f\":%d}", i + 1);
+        u->frames[u->nframes++] = strdup(f);
+    }
+    size_t n = strlen(state) + 16;
+    u->state = malloc(n);
+    snprintf(u->state, n, "{\"was\":%d}", (int)strlen(state));
+    return 0;
+}
+
+static int64_t version_of(parley_db *db, const char *sid)
+{
+    sqlite3_stmt *st = db_stmt(db, "SELECT version FROM poll_sessions WHERE sid = ?");
+    db_bind_text(st, 1, sid);
+    int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_reset(st);
+    return v;
+}
+
+TEST(open_in_one_transaction)
+{
+    parley_db *db = open_db();
+    REQUIRE(db);
+    char sid[37], owner[64], *state = NULL;
+    char *frames[] = { "{\"type\":\"connected\"}", "{\"type\":\"welcome\"}" };
+    REQUIRE(poll_open(db, "/ws/o", "carol", "{\"s\":1}", frames, 2, 60, sid) == 0);
+    CHECK_INT(poll_peek(db, sid, &state, owner, sizeof owner, NULL), 0);
+    CHECK_STR(state, "{\"s\":1}");
+    CHECK_STR(owner, "carol");
+    free(state);
+    char *json;
+    int64_t last;
+    CHECK_INT(poll_read(db, sid, 0, 100, &json, &last), 2);
+    CHECK_STR(json, "[{\"type\":\"connected\"},{\"type\":\"welcome\"}]");
+    CHECK_INT(last, 2);
+    free(json);
+    /* numbering goes on after the opening frames */
+    REQUIRE(poll_lock(db, sid, 60, &state, NULL, 0) == 0);
+    free(state);
+    char *more[] = { "{\"n\":3}" };
+    REQUIRE(poll_save(db, sid, NULL, more, 1, 60) == 0);
+    CHECK_INT(poll_read(db, sid, 2, 100, &json, &last), 1);
+    CHECK_INT(last, 3);
+    free(json);
+    db_close(db);
+}
+
+TEST(pump_many_in_one_transaction)
+{
+    parley_db *db = open_db();
+    REQUIRE(db);
+    char a[37], b[37], c[37], d[37], e[37];
+    char *first[] = { "{\"o\":1}", "{\"o\":2}" };
+    REQUIRE(poll_open(db, "/ws/a", "", "{}", first, 2, 60, a) == 0);
+    REQUIRE(poll_open(db, "/ws/b", "", "{}", NULL, 0, 60, b) == 0);
+    REQUIRE(poll_open(db, "/ws/c", "", "{}", NULL, 0, 60, c) == 0);
+    REQUIRE(poll_open(db, "/ws/d", "", "{}", NULL, 0, 0, d) == 0);     /* expires at once */
+    REQUIRE(poll_open(db, "/ws/e", "", "{}", NULL, 0, 60, e) == 0);
+    /* c is locked by another request (another process's POST) */
+    pid_t pid = fork();
+    if (pid == 0) {
+        parley_db *cdb = open_db();
+        char *s = NULL;
+        int r = cdb ? poll_lock(cdb, c, 60, &s, NULL, 0) : -1;
+        free(s);
+        db_close(cdb);
+        _exit(r == 0 ? 0 : 1);
+    }
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    struct timespec ts = { 0, 5 * 1000000L };
+    nanosleep(&ts, NULL);
+    int64_t va = version_of(db, a), vb = version_of(db, b);
+    int want[6] = { 2, 0, 1, 1, -1, 1 };
+    struct poll_item it[6];
+    memset(it, 0, sizeof it);
+    const char *sids[6] = { a, b, c, d, e, "no-such-sid" };
+    for (int i = 0; i < 6; i++) {
+        it[i].sid = sids[i];
+        it[i].arg = &want[i];
+    }
+    it[0].ack = 1;                 /* a's client has frame 1 */
+    calls = 0;
+    REQUIRE(poll_pump(db, it, 6, 60, fake_pump, NULL) == 0);
+    CHECK_INT(calls, 3);           /* a, b, e: the others never reach fn */
+    CHECK_INT(it[0].status, 0);
+    CHECK_INT(it[0].changed, 1);
+    CHECK_INT(it[0].next_seq, 5);
+    CHECK_INT(it[1].status, 0);
+    CHECK_INT(it[1].changed, 0);
+    CHECK_INT(it[1].next_seq, 1);
+    CHECK_INT(it[2].status, 2);    /* locked */
+    CHECK_INT(it[3].status, 1);    /* expired */
+    CHECK_INT(it[4].status, -1);   /* fn failed: nothing of it written */
+    CHECK_INT(it[5].status, 1);    /* unknown */
+    char *json, *state = NULL;
+    int64_t last;
+    CHECK_INT(poll_read(db, a, 0, 100, &json, &last), 3);   /* frame 1 acked */
+    CHECK_STR(json, "[{\"o\":2},{\"f\":1},{\"f\":2}]");
+    CHECK_INT(last, 4);
+    free(json);
+    CHECK_INT(poll_peek(db, a, &state, NULL, 0, NULL), 0);
+    CHECK_STR(state, "{\"was\":2}");
+    free(state);
+    CHECK_INT(version_of(db, a), va + 1);
+    CHECK_INT(version_of(db, b), vb);      /* unchanged: not written */
+    CHECK_INT(poll_read(db, c, 0, 100, &json, &last), 0);
+    free(json);
+    CHECK_INT(poll_read(db, e, 0, 100, &json, &last), 0);
+    free(json);
+    /* the same session twice in one batch: the second sees the first's write */
+    struct poll_item twice[2];
+    int one = 1;
+    memset(twice, 0, sizeof twice);
+    twice[0].sid = twice[1].sid = b;
+    twice[0].arg = twice[1].arg = &one;
+    REQUIRE(poll_pump(db, twice, 2, 60, fake_pump, NULL) == 0);
+    CHECK_INT(twice[0].next_seq, 2);
+    CHECK_INT(twice[1].next_seq, 3);
+    CHECK_INT(poll_read(db, b, 0, 100, &json, &last), 2);
+    CHECK_INT(last, 2);
+    free(json);
+    db_close(db);
+}
+
 int main(void)
 {
     snprintf(dbpath, sizeof dbpath, "%s/poll.db", th_tmpdir());
@@ -193,5 +336,7 @@ int main(void)
     RUN(expiry);
     RUN(lock_excludes_other_process);
     RUN(peek_touch_save_ack);
+    RUN(open_in_one_transaction);
+    RUN(pump_many_in_one_transaction);
     return th_done();
 }
