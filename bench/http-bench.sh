@@ -11,6 +11,8 @@
 #                                          length of the cached answer (fake LLM tokens)
 #   FCGID_MAX_REQUESTS=N                   FcgidMaxRequestsPerProcess instead of the
 #                                          shipped snippet's 10000 (0: no limit)
+#   PROXY_REUSE=on|off                     mod_proxy_fcgi with or without
+#                                          enablereuse=on (default: as shipped)
 #
 # Each setup is started by the integration harness (tests/integration/lib.sh)
 # with the SHIPPED apache-conf/ snippets on a free loopback port, plus one
@@ -50,6 +52,7 @@ SETUPS=${SETUPS:-"lighttpd fcgid proxy_fcgi"}
 TARGETS="parley static php php-persist fcgi-404"
 TICKET=bench-1
 BENCH_FCGID_MAXREQ=${FCGID_MAX_REQUESTS:-}
+BENCH_PROXY_REUSE=${PROXY_REUSE:-}
 
 LOG=$(mktemp)
 if ! make --no-print-directory BUILD="$BUILD" "$BUILD/parley.fcgi" "$BUILD/parley" >"$LOG" 2>&1; then
@@ -118,7 +121,7 @@ rotate() { # rotate N WORDS... — the words, starting at the (N mod count)-th
 
 bench_machine "Cached-answer REST (\`bench/http-bench.sh\`)" \
     "PHP $(php -r 'echo PHP_VERSION;' 2>/dev/null) (php-fpm, OPcache on), $(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2)" \
-    "BUILD=$BUILD DURATION=$DURATION REPS=$REPS CONNS=$CONNS ${FCGID_MAX_REQUESTS:+FCGID_MAX_REQUESTS=$FCGID_MAX_REQUESTS }${SETUPS:+SETUPS=\"$SETUPS\" }bench/http-bench.sh"
+    "BUILD=$BUILD DURATION=$DURATION REPS=$REPS CONNS=$CONNS ${FCGID_MAX_REQUESTS:+FCGID_MAX_REQUESTS=$FCGID_MAX_REQUESTS }${PROXY_REUSE:+PROXY_REUSE=$PROXY_REUSE }${SETUPS:+SETUPS=\"$SETUPS\" }bench/http-bench.sh"
 
 for setup in $SETUPS; do
     case $setup in

@@ -22,6 +22,9 @@
 #                          instead of the harness's 128
 #   BENCH_FCGID_MAXREQ=N   FcgidMaxRequestsPerProcess instead of the snippet's
 #                          10000 (0: no limit)
+#   BENCH_PROXY_REUSE=on|off   mod_proxy_fcgi's ProxyPass lines with or without
+#                          enablereuse=on, whatever the shipped snippet says
+#                          (unset: as shipped)
 #   app_pids               pids of the running parley.fcgi copies of the setup
 #   cpu_ticks PID...       utime + stime of the processes (clock ticks), summed
 #
@@ -69,6 +72,7 @@ BENCH_PHP=${BENCH_PHP:-0}
 BENCH_APP_THREADS=${BENCH_APP_THREADS:-}
 BENCH_APACHE_WORKERS=${BENCH_APACHE_WORKERS:-}
 BENCH_FCGID_MAXREQ=${BENCH_FCGID_MAXREQ:-}
+BENCH_PROXY_REUSE=${BENCH_PROXY_REUSE:-}
 PHP_SOCK=""
 
 it_subst() {
@@ -87,6 +91,12 @@ it_subst() {
         if [ -n "$BENCH_FCGID_MAXREQ" ]; then
             sed -i "s/^FcgidMaxRequestsPerProcess .*/FcgidMaxRequestsPerProcess $BENCH_FCGID_MAXREQ/" "$2"
         fi ;;
+    */parley-proxy-fcgi.conf)
+        # on: every ProxyPass line gets enablereuse=on; off: none has it
+        case $BENCH_PROXY_REUSE in
+        on) sed -i -e '/^ProxyPass/{/enablereuse=/!s/$/ enablereuse=on/}' "$2" ;;
+        off) sed -i -e '/^ProxyPass/s/ enablereuse=[a-zA-Z]*//' "$2" ;;
+        esac ;;
     */parley-fcgi.service | */lighttpd-parley.conf)
         if [ -n "$BENCH_APP_THREADS" ]; then
             sed -i "s/--threads [0-9]*/--threads $BENCH_APP_THREADS/" "$2"
