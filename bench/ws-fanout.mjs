@@ -5,6 +5,7 @@
 //
 //   node bench/ws-fanout.mjs --server parley|nchan [--channels 1] [--subs 1000]
 //        [--rate 50] [--count 250] [--size 64] [--threads 2] [--bin build/parley-ws]
+//        [--label NAME]   (the first column; default the server's name)
 //
 // Parley: the bridge follows ticket channels (subscribers open
 // /api/websocket/chat/<id>?after=0&seq=1); the publisher is
@@ -222,7 +223,7 @@ http {
   const lat = Float64Array.from(reports.flatMap((r) => Array.from(r.lat))).sort();
   const pct = (p) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] / 1000 : NaN);
   const secs = (last - t0) / 1e6;
-  console.log(`| ${server} | ${C} × ${S} | ${RATE}/s × ${COUNT} | ${SIZE} B | ${got}/${expected} | ` +
+  console.log(`| ${args.label || server} | ${C} × ${S} | ${RATE}/s × ${COUNT} | ${SIZE} B | ${got}/${expected} | ` +
     `${Math.round(got / secs)} | ${pct(0.5).toFixed(2)} ms | ${pct(0.99).toFixed(2)} ms | ` +
     `${(lat.length ? lat[lat.length - 1] / 1000 : NaN).toFixed(1)} ms | ` +
     `${((cpu * 1e6) / Math.max(1, got)).toFixed(1)} µs |`);

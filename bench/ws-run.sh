@@ -4,6 +4,11 @@
 #
 #   bench/ws-run.sh                  (BUILD=build-x bench/ws-run.sh for another build)
 #   QUICK=1 bench/ws-run.sh          1,000 idle connections and lighter fan-out
+#   FANOUT_ONLY=1                    skip the idle-connection rows
+#   PAIRS="1 1000 200 1000,100 10 3000 15000"
+#                                    fan-out setups (channels subs rate count, comma-separated)
+#   BASE_BIN=path/to/parley-ws       also run this bridge binary on each setup, row
+#                                    "parley (base)" (e.g. one built from an older commit)
 #
 # 1. Idle connections: RSS of parley-ws per idle WebSocket (bench/ws-idle.mjs).
 # 2. Fan-out: one channel to 1,000 subscribers and 100 channels x 10, at
@@ -53,6 +58,7 @@ echo
 rc=0
 N=10000
 [ "${QUICK:-0}" = 1 ] && N=1000
+if [ "${FANOUT_ONLY:-0}" != 1 ]; then
 echo "### Idle connections (\`node bench/ws-idle.mjs --conns $N\`)"
 echo
 echo "| connections asked | open | failed | RSS before | RSS after | RSS per connection | time |"
@@ -63,19 +69,34 @@ echo
 echo "First row: seed 000 ticket connections (no message sent); second: seed 001"
 echo "sessions (\`/ws/<id>\`: a conversation row and the \"connected\" frame each)."
 echo
+fi
 
 echo "### Fan-out (\`node bench/ws-fanout.mjs\`)"
 echo
 echo "| server | channels × subscribers | publish rate × messages | body | frames received | frames/s | p50 | p99 | max | server CPU per frame |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
 run_pair() { # channels subs rate count
+    if [ -n "${BASE_BIN:-}" ]; then
+        timeout 120 node bench/ws-fanout.mjs --server parley --bin "$BASE_BIN" --label "parley (base)" \
+            --channels "$1" --subs "$2" --rate "$3" --count "$4" --size 64 || rc=1
+    fi
     for s in parley nchan; do
         [ "$s" = nchan ] && [ "$NCHAN" = 0 ] && { echo "| nchan | (not installed) | | | | | | | | |"; continue; }
         timeout 120 node bench/ws-fanout.mjs --server "$s" --channels "$1" --subs "$2" \
             --rate "$3" --count "$4" --size 64 || rc=1
     done
 }
-if [ "${QUICK:-0}" = 1 ]; then
+if [ -n "${PAIRS:-}" ]; then
+    oifs=$IFS
+    IFS=,
+    for setup in $PAIRS; do
+        IFS=$oifs
+        # shellcheck disable=SC2086
+        run_pair $setup
+        echo "load average after $setup: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+    done
+    IFS=$oifs
+elif [ "${QUICK:-0}" = 1 ]; then
     run_pair 1 200 50 100
     run_pair 20 10 200 1000
 else

@@ -407,6 +407,32 @@ static void frames_build(struct proto_frames *fr, struct frame ***fv, int *nf, s
     }
 }
 
+/* PARLEY_WS_VERIFY_SHARED=1 (tests): every shared delivery is checked
+ * against what proto_event() makes for that connection itself, on a copy;
+ * a difference is a broken assumption above and aborts, loudly. */
+static int verify_shared;
+
+static void verify_share(struct worker *w, const struct proto_conn *pc,
+                         const struct evlog_event *ev, const struct share *g)
+{
+    struct proto_conn tmp = *pc;
+    tmp.state = pc->state ? json_deep_copy(pc->state) : NULL;
+    struct proto_frames fr;
+    frames_init(&fr);
+    int rc = proto_event(&w->ctx, &tmp, ev, &fr);
+    int same = rc >= 0 && fr.n == g->nf && tmp.cursor == ev->seq && tmp.job_id == g->job_after &&
+               (!proto_following(&tmp)) == g->stopped && json_equal(tmp.state, pc->state);
+    for (int k = 0; same && k < fr.n; k++)
+        same = strlen(fr.v[k]) == g->fv[k]->len && !strcmp(fr.v[k], frame_text(g->fv[k]));
+    if (!same) {
+        wslog("shared frame of seq %lld differs from the connection's own: %s vs %s",
+              (long long)ev->seq, fr.n ? fr.v[0] : "(none)", g->nf ? frame_text(g->fv[0]) : "(none)");
+        abort();
+    }
+    frames_free(&fr);
+    json_decref(tmp.state);
+}
+
 /* feed() for a channel pump: formats events for c, sharing the frames of
  * its class (sets: one per event of ev). Returns 1 when it stopped for
  * lack of room. */
@@ -429,6 +455,8 @@ static int feed_shared(struct worker *w, struct wsconn *c, const struct evlog_ev
                 g = s;
         }
         if (g && g->ok) {
+            if (verify_shared)
+                verify_share(w, pc, &ev[i], g);
             pc->cursor = ev[i].seq;
             pc->job_id = g->job_after;
             if (g->stopped)
@@ -806,6 +834,8 @@ static void *watcher_main(void *arg)
 int sched_start(struct bridge *br)
 {
     char err[512];
+    const char *v = getenv("PARLEY_WS_VERIFY_SHARED");
+    verify_shared = v && *v && strcmp(v, "0") != 0;
     workers = calloc((size_t)br->opt.workers, sizeof *workers);
     br->worker_th = NULL;
     if (!workers)

@@ -45,6 +45,7 @@ async function startBridge() {
     env: {
       PATH: process.env.PATH, PARLEY_DB: join(dir, 'parley.db'), OLLAMA_SERVER: 'http://127.0.0.1:9',
       WEBSOCKET_MAX_CONNECTIONS: '1000', WEBSOCKET_TIMEOUT: '600',
+      PARLEY_WS_VERIFY_SHARED: '1',      // every shared frame checked against per-connection formatting
       ASAN_OPTIONS: process.env.ASAN_OPTIONS || 'detect_leaks=1',
       UBSAN_OPTIONS: process.env.UBSAN_OPTIONS || 'print_stacktrace=1',
     },
