@@ -531,6 +531,68 @@ static int group_wait(struct parley_ctx *ctx, const char *sid, int64_t cursor, i
     return got;
 }
 
+/* ---- what this process knows of a session: GETs that need no look ----
+ *
+ * A client's next GET usually comes right after its last answer, with the
+ * cursor of that answer, and nothing happened to the session meanwhile. The
+ * look it would start with (read the session, parse its state, read the
+ * log) then only confirms that. So after answering, a GET records here
+ * what it knew of the session and the doorbell values (of the channel and
+ * of "poll:<sid>") up to which the session had been looked at or pumped,
+ * and the next GET skips its look when both bells still hold those values:
+ * nothing was appended to the channel and no POST or DELETE touched the
+ * session since (they ring "poll:<sid>"), in any process. Only while the
+ * session is far from expiry (no touch due) and, when it follows a job,
+ * its last look is younger than the lease re-check interval. */
+#define KNOWN_SLOTS 1024
+struct known {
+    char sid[37];
+    char owner[128];
+    char chan[200];
+    int following, job;
+    uint32_t seen_c, seen_p;   /* looked at / pumped up to these bell values */
+    int64_t last;              /* the outbox had no frame after this one */
+    int64_t expires;           /* session expiry, ms since the epoch (as known) */
+    int64_t looked_at;         /* mono ms of the last look */
+};
+static pthread_mutex_t known_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct known known[KNOWN_SLOTS];
+
+static struct known *known_slot(const char *sid)
+{
+    unsigned h = 2166136261u;
+    for (const char *p = sid; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return &known[(h ^ (h >> 15)) % KNOWN_SLOTS];
+}
+
+static int known_get(const char *sid, struct known *out)
+{
+    pthread_mutex_lock(&known_lock);
+    struct known *k = known_slot(sid);
+    int hit = strcmp(k->sid, sid) == 0;
+    if (hit)
+        *out = *k;
+    pthread_mutex_unlock(&known_lock);
+    return hit;
+}
+
+static void known_put(const struct known *in)
+{
+    pthread_mutex_lock(&known_lock);
+    *known_slot(in->sid) = *in;
+    pthread_mutex_unlock(&known_lock);
+}
+
+static void known_drop(const char *sid)
+{
+    pthread_mutex_lock(&known_lock);
+    struct known *k = known_slot(sid);
+    if (strcmp(k->sid, sid) == 0)
+        k->sid[0] = '\0';
+    pthread_mutex_unlock(&known_lock);
+}
+
 /* What peek_session saw. */
 struct peek {
     int work;              /* a locked pump would change the session: frames to
@@ -665,6 +727,28 @@ int h_poll_get(struct request *r)
     struct peek pk;
     struct pump_out po;
     uint32_t seen_p = 0, seen_c = 0;
+    int64_t expires = 0, looked_at = 0;
+    memset(&pk, 0, sizeof pk);
+    struct known k;
+    if (ctx->bell && known_get(sid, &k) &&
+        (config_open_mode(ctx->cfg) || strcmp(k.owner, r->user) == 0)) {
+        str_copy(chan, sizeof chan, k.chan);   /* a look peeks the right bell first */
+        if (bell_peek(ctx->bell, pchan) == k.seen_p &&
+            (!k.following || bell_peek(ctx->bell, k.chan) == k.seen_c) &&
+            k.expires - now_ms() > idle_ms / 2 && (!k.job || mono_ms() - k.looked_at < recheck_ms)) {
+            /* nothing happened to the session since the last answer: no look */
+            look = 0;
+            reread = k.last > cursor;
+            following = k.following;
+            pk.following = k.following;
+            pk.job = k.job;
+            seen_c = k.seen_c;
+            seen_p = k.seen_p;
+            expires = k.expires;
+            looked_at = k.looked_at;
+            next_look = k.job ? k.looked_at + recheck_ms : INT64_MAX;
+        }
+    }
     for (;;) {
         if (look) {
             /* Peek the bells before looking at the log, so an event appended
@@ -673,24 +757,34 @@ int h_poll_get(struct request *r)
              * comes after it is not lost. */
             seen_p = ctx->bell ? bell_peek(ctx->bell, pchan) : 0;
             seen_c = chan[0] && ctx->bell ? bell_peek(ctx->bell, chan) : 0;
-            char known[200];
-            str_copy(known, sizeof known, chan);
-            if (peek_session(r, sid, &pk, chan, sizeof chan, &ci) < 0)
+            char before[200];
+            str_copy(before, sizeof before, chan);
+            if (peek_session(r, sid, &pk, chan, sizeof chan, &ci) < 0) {
+                known_drop(sid);
                 return 0;
-            if (pk.following && strcmp(known, chan) != 0) {
+            }
+            if (pk.following && strcmp(before, chan) != 0) {
                 /* first sight of this channel: peek its bell, then look again */
                 seen_c = ctx->bell ? bell_peek(ctx->bell, chan) : 0;
-                if (peek_session(r, sid, &pk, chan, sizeof chan, &ci) < 0)
+                if (peek_session(r, sid, &pk, chan, sizeof chan, &ci) < 0) {
+                    known_drop(sid);
                     return 0;
+                }
             }
             following = pk.following;
             closed = pk.closed;
+            expires = pk.expires;
+            looked_at = mono_ms();
             if (pk.work) {
                 /* something to store: pump, save and ack in one write transaction */
                 int64_t next;
+                int64_t t = now_ms();
                 int st = pump_one(ctx, sid, cursor, &po, &next);
-                if (st != 0)
+                if (st != 0) {
+                    known_drop(sid);
                     return pump_failed(r, st);
+                }
+                expires = t + idle_ms;
                 following = po.following;
                 closed = po.closed;
                 ci = po.ci;
@@ -699,8 +793,10 @@ int h_poll_get(struct request *r)
                 wrote = 1;
             } else if (!wrote && pk.expires - now_ms() < idle_ms / 2) {
                 /* a session that only waits: keep it alive, drop acked frames */
+                int64_t t = now_ms();
                 if (poll_touch(ctx->db, sid, cursor, ctx->cfg->poll_idle_s) < 0)
                     return res_error(r, 500, "Database error");
+                expires = t + idle_ms;
                 wrote = 1;
             }
             next_look = pk.job || (pk.work && following) ? mono_ms() + recheck_ms : INT64_MAX;
@@ -717,8 +813,27 @@ int h_poll_get(struct request *r)
                 return res_error(r, 500, "Database error");
         }
         look = reread = 0;
-        if (n > 0 || closed || left <= 0 || stop)
+        if (n > 0 || closed || left <= 0 || stop) {
+            if (ctx->bell && !closed && !stop) {
+                /* for the next GET of this session (see "what this process knows") */
+                struct known kn;
+                memset(&kn, 0, sizeof kn);
+                str_copy(kn.sid, sizeof kn.sid, sid);
+                str_copy(kn.owner, sizeof kn.owner, r->user);
+                str_copy(kn.chan, sizeof kn.chan, following ? chan : "");
+                kn.following = following;
+                kn.job = pk.job;
+                kn.seen_c = seen_c;
+                kn.seen_p = seen_p;
+                kn.last = n < POLL_MAX_FRAMES ? last : INT64_MAX;
+                kn.expires = expires;
+                kn.looked_at = looked_at;
+                known_put(&kn);
+            } else {
+                known_drop(sid);
+            }
             return answer(r, json, last, closed, &ci);
+        }
         free(json);
         /* Sleep until the deadline, the next look, a ring or shutdown
          * (bell_wake_all): no time slices, so an idle waiter costs nothing. */
@@ -736,8 +851,10 @@ int h_poll_get(struct request *r)
              * pumps them all */
             struct waiter w;
             if (group_wait(ctx, sid, cursor, pk.job, chan, &seen_c, until, &w)) {
-                if (w.status != 0)
+                if (w.status != 0) {
+                    known_drop(sid);
                     return pump_failed(r, w.status);
+                }
                 following = w.po.following;
                 closed = w.po.closed;
                 ci = w.po.ci;

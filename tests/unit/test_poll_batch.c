@@ -347,6 +347,85 @@ TEST(two_processes_share_a_channel)
     bell_close(bell);
 }
 
+/* A GET skips its look when the doorbell says nothing happened since the
+ * last answer; a POST, a DELETE, an event or a lost answer in between must
+ * still be seen at once. */
+TEST(what_a_process_knows_of_a_session_is_checked)
+{
+    char err[512];
+    parley_bell *bell = bell_open(bellpath, err, sizeof err);
+    REQUIRE(bell);
+    struct parley_ctx c;
+    REQUIRE(ctx_open(&c, bell) == 0);
+    char sid[64], path[128], q[64];
+    /* seed 001 follows nothing until a message: it waits on "poll:<sid>" */
+    REQUIRE(open_session(&c, "/ws/5b2b8a4e-1c2d-4e5f-8a9b-0c1d2e3f4a5d", sid) == 0);
+    snprintf(path, sizeof path, "/api/poll/%s", sid);
+    json_t *o = NULL;
+    REQUIRE(call(&c, "GET", path, "cursor=0&wait=0", NULL, &o) == 200);
+    long long cur = json_integer_value(json_object_get(o, "cursor"));
+    CHECK(cur > 0);
+    json_decref(o);
+    /* known now: a POST's frame still comes at once */
+    CHECK_INT(call(&c, "POST", path, NULL, "{\"type\":\"ping\"}", NULL), 202);
+    snprintf(q, sizeof q, "cursor=%lld&wait=5", cur);
+    int64_t t0 = mono_ms();
+    REQUIRE(call(&c, "GET", path, q, NULL, &o) == 200);
+    CHECK(mono_ms() - t0 < 2000);
+    json_t *m0 = json_array_get(json_object_get(o, "messages"), 0);
+    CHECK_STR(json_string_value(json_object_get(m0, "type")), "pong");
+    long long cur2 = json_integer_value(json_object_get(o, "cursor"));
+    CHECK_INT(cur2, cur + 1);
+    json_decref(o);
+    /* a lost answer: the old cursor again gets the pong again */
+    t0 = mono_ms();
+    REQUIRE(call(&c, "GET", path, q, NULL, &o) == 200);
+    CHECK(mono_ms() - t0 < 2000);
+    CHECK_INT(json_array_size(json_object_get(o, "messages")), 1);
+    json_decref(o);
+    /* nothing new: waits its time */
+    snprintf(q, sizeof q, "cursor=%lld&wait=1", cur2);
+    t0 = mono_ms();
+    REQUIRE(call(&c, "GET", path, q, NULL, &o) == 200);
+    CHECK(mono_ms() - t0 >= 900);
+    CHECK_INT(json_array_size(json_object_get(o, "messages")), 0);
+    json_decref(o);
+    /* deleted by another process (its own doorbell handle and connection) */
+    fflush(stdout);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        parley_bell *b2 = bell_open(bellpath, err, sizeof err);
+        struct parley_ctx c2;
+        int st = b2 && ctx_open(&c2, b2) == 0 ? call(&c2, "DELETE", path, NULL, NULL, NULL) : 0;
+        _exit(st == 204 ? 0 : 1);
+    }
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    snprintf(q, sizeof q, "cursor=%lld&wait=5", cur2);
+    t0 = mono_ms();
+    CHECK_INT(call(&c, "GET", path, q, NULL, NULL), 410);
+    CHECK(mono_ms() - t0 < 2000);
+    /* a ticket session: an event between two GETs is delivered at once */
+    REQUIRE(open_session(&c, "/api/websocket/chat/known1?after=0", sid) == 0);
+    snprintf(path, sizeof path, "/api/poll/%s", sid);
+    REQUIRE(call(&c, "GET", path, "cursor=0&wait=0", NULL, &o) == 200);
+    cur = json_integer_value(json_object_get(o, "cursor"));
+    json_decref(o);
+    const char *chans[1] = { "ticket:known1" };
+    REQUIRE(publish(chans, 1, 1) == 0);
+    snprintf(q, sizeof q, "cursor=%lld&wait=5", cur);
+    t0 = mono_ms();
+    REQUIRE(call(&c, "GET", path, q, NULL, &o) == 200);
+    CHECK(mono_ms() - t0 < 2000);
+    m0 = json_array_get(json_object_get(o, "messages"), 0);
+    CHECK_STR(json_string_value(json_object_get(m0, "content")), "e1");
+    json_decref(o);
+    db_close(c.db);
+    bell_close(bell);
+}
+
 /* ---- idle waiters and shutdown ---- */
 
 struct idler {
@@ -509,6 +588,7 @@ int main(void)
     RUN(one_channel_many_sessions_exactly_once_in_order);
     RUN(own_channels_exactly_once_in_order);
     RUN(two_processes_share_a_channel);
+    RUN(what_a_process_knows_of_a_session_is_checked);
     RUN(idle_waiters_sleep_and_wake_all_ends_them);
     RUN(stopping_ends_waits_through_the_watcher);
     return th_done();
