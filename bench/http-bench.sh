@@ -26,7 +26,7 @@
 #   parley       /api/tickets/bench-1/ai
 #   static       /bench-static.json: the exact bytes parley answers, from disk
 #   php          /ticket-ai.php?id=bench-1 (bench/php/ticket-ai.php): new PDO
-#                connection per request, the same two SELECTs, the same JSON
+#                connection per request, the same SELECTs as parley, the same JSON
 #   php-persist  the same with PDO::ATTR_PERSISTENT (connection kept per worker)
 #   fcgi-404     reference: /api/bench-no-such-route, parley.fcgi's 404 (a
 #                ~80-byte JSON error, no database work): the cost of the

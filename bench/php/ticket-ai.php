@@ -2,8 +2,9 @@
 // ticket-ai.php — the PHP-FPM peer of Parley's GET /api/tickets/{id}/ai, for
 // bench/http-bench.sh. It does what fcgi/api_tickets.c h_ticket_ai_get does,
 // the way a plain PHP application would: open the SQLite database with PDO,
-// prepare the same two SELECTs (the cached answer of the ticket, the running
-// job on its channel), and print the same JSON with the same headers.
+// prepare the same SELECTs (the cached answer of the ticket; only when there
+// is none, the running job on its channel), and print the same JSON with the
+// same headers.
 //
 //   GET /ticket-ai.php?id=TICKET            a new PDO connection per request
 //   GET /ticket-ai.php?id=TICKET&persist=1  PDO::ATTR_PERSISTENT: the worker
@@ -39,11 +40,15 @@ try {
     $answer->execute([$id]);
     $response = $answer->fetchColumn();
     $answer->closeCursor();
-    $job = $db->prepare("SELECT id, first_seq FROM jobs WHERE channel = ? AND state = 'running' "
-                        . 'ORDER BY id DESC LIMIT 1');
-    $job->execute(['ticket:' . $id]);
-    $running = $job->fetch(PDO::FETCH_NUM) !== false;
-    $job->closeCursor();
+    $running = false;
+    if ($response === false) {
+        // like parley: the running job only matters without a cached answer
+        $job = $db->prepare("SELECT id, first_seq FROM jobs WHERE channel = ? AND state = 'running' "
+                            . 'ORDER BY id DESC LIMIT 1');
+        $job->execute(['ticket:' . $id]);
+        $running = $job->fetch(PDO::FETCH_NUM) !== false;
+        $job->closeCursor();
+    }
 } catch (PDOException $e) {
     error_log('ticket-ai.php: ' . $e->getMessage());
     reply(500, ['success' => false, 'message' => 'Database error']);
