@@ -129,6 +129,12 @@ static void request_stop(int fatal)
             close(idle_fd[i]);
         n_idle = 0;
         pthread_mutex_unlock(&idle_lock);
+        /* Long-poll holds and SSE streams sleeping on the doorbell wake
+         * now and see parley_stopping. */
+        pthread_mutex_lock(&bell_lock);
+        if (g_bell)
+            bell_wake_all(g_bell);
+        pthread_mutex_unlock(&bell_lock);
     }
     pthread_cond_broadcast(&life_cond);
     pthread_mutex_unlock(&life_lock);

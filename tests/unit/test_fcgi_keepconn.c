@@ -8,7 +8,8 @@
  *    the first idle connection and starve the rest);
  *  - a kept connection whose request left input unread (a 413) is closed,
  *    never reused;
- *  - SIGTERM closes idle kept connections at once and the process exits 0.
+ *  - SIGTERM closes idle kept connections at once, a waiting long-poll
+ *    answers at once (the doorbell's bell_wake_all), the process exits 0.
  *
  * Runs the parley.fcgi of the same build directory (../parley.fcgi next to
  * tests/), so under SANITIZE it is the sanitized program.
@@ -388,15 +389,28 @@ TEST(unread_input_is_never_kept)
     close(fd);
 }
 
-TEST(sigterm_closes_idle_kept_connections)
+TEST(sigterm_closes_idle_kept_connections_and_ends_long_polls)
 {
-    int fd = fc_connect(), st;
+    /* a long-poll that would wait 25 s */
+    char sid[128], uri[256];
+    CHECK_INT(one_shot("POST", "/api/poll/open", "{\"path\": \"/api/websocket/chat/keep-t\"}", sid,
+                       sizeof sid), 200);
+    REQUIRE(sid[0]);
+    snprintf(uri, sizeof uri, "/api/poll/%s?cursor=0&wait=25", sid);
+    int lp = fc_connect(), st;
+    REQUIRE(lp >= 0 && fc_send(lp, 0, "GET", uri, NULL, -1, 1) == 0);
+    int fd = fc_connect();
     REQUIRE(fd >= 0);
     REQUIRE(fc_send(fd, 1, "GET", "/api/tickets/keep-none/ai", NULL, -1, 1) == 0);
     CHECK(fc_read(fd, 3000, &st) == 0);
+    struct timespec ts = { 0, 300 * 1000000L };
+    nanosleep(&ts, NULL);
     kill(server, SIGTERM);
-    CHECK(fc_closed(fd, 3000));
+    CHECK(fc_closed(fd, 3000));              /* the idle kept connection */
+    CHECK(fc_read(lp, 3000, &st) == 0);      /* the long-poll answers at once */
+    CHECK_INT(st, 200);
     close(fd);
+    close(lp);
     CHECK_INT(stop_server(), 0);
 }
 
@@ -414,7 +428,7 @@ int main(void)
     }
     RUN(kept_connections_never_pin_a_thread);
     RUN(unread_input_is_never_kept);
-    RUN(sigterm_closes_idle_kept_connections);
+    RUN(sigterm_closes_idle_kept_connections_and_ends_long_polls);
     if (server > 0)
         stop_server();
     if (th_failed_cases)
