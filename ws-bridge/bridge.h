@@ -3,11 +3,13 @@
  * Threads (docs/ws-bridge.md draws them):
  *   service  the lws event loop (the main thread). The ONLY thread that
  *            touches a struct lws: accepts, turns client frames into tasks,
- *            writes one queued frame per SERVER_WRITEABLE, closes.  service.c
+ *            writes the queued frames, one lws_write per SERVER_WRITEABLE,
+ *            closes.                                             service.c
  *   workers  --workers threads, each with its own parley_db. They run a
  *            connection's tasks in order and never two of one connection
  *            at once (proto_open, proto_message, pumps), and channel pumps
- *            (one event-log read formatted for every follower).   sched.c
+ *            (one event-log read, each event formatted once per class of
+ *            followers and the frame shared).                    sched.c
  *   watcher  sleeps on bell_wait_any(); finds the followed channels whose
  *            bell moved and schedules their pumps; lease checks.  sched.c
  *   gen      at most --gen-threads generations run at once
