@@ -273,8 +273,7 @@ void metrics_open_delta(int d);
 void metrics_refused(enum refuse_why w);
 void metrics_closed(enum close_why w);
 void metrics_received(size_t bytes);
-void metrics_sent(struct ustat *u, size_t bytes);
-/* n frames of bytes text bytes in all, written together. */
+/* n frames written together, bytes text bytes in all. */
 void metrics_sent_n(struct ustat *u, int n, size_t bytes);
 void metrics_error(const char *kind);
 void metrics_gen_queue(int waiting_delta, int running_delta);

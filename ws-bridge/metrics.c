@@ -106,16 +106,6 @@ void metrics_received(size_t bytes)
     add(&M.received_bytes, bytes);
 }
 
-void metrics_sent(struct ustat *u, size_t bytes)
-{
-    add(&M.sent, 1);
-    add(&M.sent_bytes, bytes);
-    if (u) {
-        add(&u->frames, 1);
-        add(&u->bytes, bytes);
-    }
-}
-
 void metrics_sent_n(struct ustat *u, int n, size_t bytes)
 {
     add(&M.sent, (uint64_t)n);
