@@ -287,9 +287,11 @@ static int fx_flush(struct response *res)
 static void fx_finish(struct response *res)
 {
     FCGX_Request *rq = res->impl;
-    if (rq->in && FCGX_HasSeenEOF(rq->in))
-        rq->detached = 1;               /* OS_IpcClose without the drain */
-    else
+    int eof = rq->in && FCGX_HasSeenEOF(rq->in);
+    /* Set every time: FCGX_Free resets it only when it closes, and a kept
+     * connection is not closed. */
+    rq->detached = eof;                 /* 1: OS_IpcClose without the drain */
+    if (!eof)
         rq->keepConnection = 0;         /* unread input (a 413): never reuse */
     FCGX_Finish_r(rq);
 }
