@@ -28,7 +28,7 @@
 # CPU, then runs build/bench/ws-pub (evlog_append of the events at the rate,
 # round-robin over the channels, each stamped with its append time) and
 # measures the latency of every frame at every client. One row per run.
-# Bounded: every run is under timeout(1); about 5 minutes with the defaults.
+# Bounded: every run is under timeout(1); about 6 minutes with the defaults.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 BUILD=${BUILD:-build}

@@ -480,8 +480,8 @@ static int stopping(struct parley_ctx *ctx)
 /* Waits, as a member of chan's group, for an event of chan until `until`
  * (monotonic ms). *seen: the bell value the session was last looked at
  * (updated). Returns 1 with *w's result (status, next_seq, po) when a
- * batch found something for this session; 0 on timeout, shutdown, or
- * a wake-up that needs a look of the caller's own (out of memory). */
+ * batch found something for this session; 0 on timeout or shutdown; 2
+ * when the caller must look itself (out of memory for the group). */
 static int group_wait(struct parley_ctx *ctx, const char *sid, int64_t cursor, int job,
                       const char *chan, uint32_t *seen, int64_t until, struct waiter *w)
 {
@@ -493,8 +493,12 @@ static int group_wait(struct parley_ctx *ctx, const char *sid, int64_t cursor, i
     pthread_mutex_lock(&hub_lock);
     struct group *g = group_get(chan);
     if (!g) {
+        /* out of memory: wait alone, then let the caller look */
         pthread_mutex_unlock(&hub_lock);
-        return 0;
+        int64_t left = until - mono_ms();
+        if (left > 0 && !stopping(ctx))
+            bell_wait(ctx->bell, chan, *seen, left > INT32_MAX ? INT32_MAX : (int)left);
+        return 2;
     }
     w->next = g->waiters;
     g->waiters = w;
@@ -850,7 +854,10 @@ int h_poll_get(struct request *r)
             /* with this process's other waiters of the channel: one batch
              * pumps them all */
             struct waiter w;
-            if (group_wait(ctx, sid, cursor, pk.job, chan, &seen_c, until, &w)) {
+            int gw = group_wait(ctx, sid, cursor, pk.job, chan, &seen_c, until, &w);
+            if (gw == 2) {
+                look = 1;
+            } else if (gw == 1) {
                 if (w.status != 0) {
                     known_drop(sid);
                     return pump_failed(r, w.status);
