@@ -123,9 +123,9 @@ static char *answer_render(const char *id, const char *text, size_t len)
     return out;
 }
 
-/* The cached answer of ticket id, served. 1 when there is one (response
- * written, or -1 from the write is not distinguished: see *rc), 0 when the
- * ticket has none, -1 on a database error. */
+/* Serves the cached answer of ticket id: 1 when there is one (the
+ * response is written; *rc is what the write returned), 0 when the ticket
+ * has none (nothing written), -1 on a database error (nothing written). */
 static int answer_serve(struct request *r, const char *id, int *rc)
 {
     static const char sql[] =
@@ -141,8 +141,13 @@ static int answer_serve(struct request *r, const char *id, int *rc)
     }
     const char *text = (const char *)sqlite3_column_text(st, 0);
     size_t len = (size_t)sqlite3_column_bytes(st, 0);
-    if (!text)
+    if (!text) {
+        if (sqlite3_column_type(st, 0) != SQLITE_NULL) {     /* out of memory */
+            sqlite3_reset(st);
+            return -1;
+        }
         text = "";
+    }
     struct answer_slot *slot = answer_slot(id);
     if (slot && slot->json && slot->text_len == len && strcmp(slot->id, id) == 0 &&
         memcmp(slot->text, text, len) == 0) {
