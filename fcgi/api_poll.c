@@ -19,9 +19,9 @@
  * one ring of the channel makes one of them pump every session of the group
  * in one write transaction, the others only read their outbox. No time
  * slices: an idle waiter costs no CPU; shutdown ends waits through
- * bell_wake_all() (see the watcher below). A generation a POST starts runs
- * in the same thread after the HTTP response is finished (r->after), so the
- * client's next poll is not held up.
+ * bell_wake_all(), which fcgi/main.c calls at a stop signal. A generation
+ * a POST starts runs in the same thread after the HTTP response is
+ * finished (r->after), so the client's next poll is not held up.
  * Runs in a parley.fcgi worker thread; uses the thread's ctx.
  */
 #include "handlers.h"
@@ -313,61 +313,10 @@ struct group {
 static pthread_mutex_t hub_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct group *hub[HUB_BUCKETS];
 
-/* ---- shutdown: ending the waits ----
- *
- * Waits have no time slices: shutdown ends them through bell_wake_all() on
- * the process's doorbell, which the FastCGI signal thread should call right
- * after setting parley_stopping. Until it does, this watcher does it: one
- * thread that, only while some GET of this process waits, looks at
- * parley_stopping once a second (one wake-up per second per process, not
- * per waiter) and otherwise sleeps on a condition variable. {hub_lock} */
-static int hub_waiting;                /* GETs of this process in a wait */
-static parley_bell *watch_bell;        /* the doorbell they sleep on */
-static int watcher_started;
-static pthread_cond_t watch_cv = PTHREAD_COND_INITIALIZER;
-
-static void *watcher_main(void *arg)
-{
-    (void)arg;
-    pthread_mutex_lock(&hub_lock);
-    for (;;) {
-        if (parley_stopping && watch_bell) {
-            parley_bell *b = watch_bell;
-            pthread_mutex_unlock(&hub_lock);
-            bell_wake_all(b);
-            return NULL;
-        }
-        if (hub_waiting == 0) {
-            pthread_cond_wait(&watch_cv, &hub_lock);
-        } else {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += 1;
-            pthread_cond_timedwait(&watch_cv, &hub_lock, &until);
-        }
-    }
-}
-
-/* {hub_lock} A GET starts (+1) or ends (-1) a wait on bell. */
-static void hub_count(parley_bell *bell, int delta)
-{
-    hub_waiting += delta;
-    if (delta > 0) {
-        watch_bell = bell;
-        if (!watcher_started) {
-            pthread_t th;
-            pthread_attr_t attr;
-            pthread_attr_init(&attr);
-            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-            pthread_attr_setstacksize(&attr, 64 * 1024);
-            if (pthread_create(&th, &attr, watcher_main, NULL) == 0)
-                watcher_started = 1;
-            pthread_attr_destroy(&attr);
-        }
-        if (hub_waiting == 1)
-            pthread_cond_signal(&watch_cv);
-    }
-}
+/* Shutdown: waits have no time slices; parley.fcgi's signal thread calls
+ * bell_wake_all() on the process's doorbell right after setting
+ * parley_stopping (fcgi/main.c, request_stop), which ends every wait at
+ * once (stopping() below). */
 
 static unsigned hub_hash(const char *s)
 {
@@ -503,7 +452,6 @@ static int group_wait(struct parley_ctx *ctx, const char *sid, int64_t cursor, i
     w->next = g->waiters;
     g->waiters = w;
     g->nwaiters++;
-    hub_count(ctx->bell, 1);
     int got = 0;
     for (;;) {
         if (w->has_result) {
@@ -529,7 +477,6 @@ static int group_wait(struct parley_ctx *ctx, const char *sid, int64_t cursor, i
         }
     }
     group_leave(g, w);
-    hub_count(ctx->bell, -1);
     *seen = w->covered;
     pthread_mutex_unlock(&hub_lock);
     return got;
@@ -877,15 +824,9 @@ int h_poll_get(struct request *r)
             }
         } else {
             int64_t ms = until - mono_ms();
-            pthread_mutex_lock(&hub_lock);
-            hub_count(ctx->bell, 1);
-            pthread_mutex_unlock(&hub_lock);
             int rung = ms > 0 && !stopping(ctx)
                            ? bell_wait(ctx->bell, pchan, seen_p, ms > INT32_MAX ? INT32_MAX : (int)ms)
                            : 0;
-            pthread_mutex_lock(&hub_lock);
-            hub_count(ctx->bell, -1);
-            pthread_mutex_unlock(&hub_lock);
             look = rung != 0 || mono_ms() >= next_look;
         }
     }
