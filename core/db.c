@@ -13,6 +13,7 @@
 
 #define STMT_CACHE 64
 #define BUSY_WAIT_MS 30000
+#define CHECKPOINT_PAGES 1000  /* SQLite's default wal_autocheckpoint */
 
 /* The in-process write gate (db.h): one mutex per database path, taken
  * before BEGIN IMMEDIATE and released at COMMIT/ROLLBACK, so this
@@ -55,6 +56,7 @@ struct parley_db {
     int in_tx;
     struct write_gate *gate;   /* NULL: none (out of memory at open) */
     int gated;                 /* this connection holds gate->mu */
+    int ckpt_due;              /* a checkpoint waits for the gate's release */
     unsigned rnd;
     struct stmt_slot cache[STMT_CACHE];
     int ncache;
@@ -79,6 +81,24 @@ static int busy_handler(void *ud, int count)
     struct timespec ts = { 0, (long)us * 1000L };
     nanosleep(&ts, NULL);
     return 1;
+}
+
+/* The WAL auto-checkpoint, moved out of the write gate. SQLite's own runs
+ * inside the COMMIT step, i.e. while this connection still holds the
+ * process's write gate, so every other writer of the process would wait
+ * for the checkpoint's copy and fsync (tens of ms) although SQLite lets
+ * writers go on during a passive checkpoint. So a commit under the gate
+ * only notes that one is due, and db_commit runs it after the release. */
+static int wal_hook(void *ud, sqlite3 *h, const char *name, int pages)
+{
+    parley_db *db = ud;
+    if (pages < CHECKPOINT_PAGES)
+        return SQLITE_OK;
+    if (db->gated)
+        db->ckpt_due = 1;
+    else
+        sqlite3_wal_checkpoint_v2(h, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    return SQLITE_OK;
 }
 
 static int exec_simple(sqlite3 *h, const char *sql, char *err, size_t errlen)
@@ -190,6 +210,7 @@ parley_db *db_open(const char *path, char *err, size_t errlen)
     if (migrate(db, err, errlen) < 0)
         goto error;
     db->gate = gate_for(path);
+    sqlite3_wal_hook(db->h, wal_hook, db);   /* replaces the auto-checkpoint */
     return db;
 error:
     db_close(db);
@@ -309,6 +330,10 @@ int db_commit(parley_db *db)
     }
     db->in_tx = 0;
     gate_leave(db);
+    if (db->ckpt_due) {
+        db->ckpt_due = 0;
+        sqlite3_wal_checkpoint_v2(db->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    }
     return 0;
 }
 

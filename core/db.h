@@ -13,7 +13,9 @@
  * the busy handler (which still arbitrates between processes). A thread
  * must not hold a transaction on one connection while it begins one on
  * another connection to the same database (it would wait BUSY_WAIT_MS,
- * then go on ungated: SQLite's own lock then decides, as before).
+ * then go on ungated: SQLite's own lock then decides, as before). The WAL
+ * auto-checkpoint (every 1000 pages, passive) runs after the gate is
+ * released, not inside COMMIT, so it never holds up the process's writers.
  */
 #ifndef PARLEY_DB_H
 #define PARLEY_DB_H

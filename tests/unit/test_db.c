@@ -199,6 +199,48 @@ TEST(write_gate_released_however_a_transaction_ends)
     db_close(b);
 }
 
+/* The auto-checkpoint runs after the gate's release (db.c's WAL hook):
+ * the WAL does not grow without bound under gated commits. */
+TEST(wal_is_checkpointed_outside_the_gate)
+{
+    char err[512], p2[600];
+    snprintf(p2, sizeof p2, "%s-ckpt", path);
+    parley_db *db = db_open(p2, err, sizeof err);
+    REQUIRE(db != NULL);
+    static const char *ins = "INSERT INTO tickets(id, body, created_at, updated_at) VALUES (?, ?, 0, 0)";
+    char body[5000];
+    memset(body, 'b', sizeof body - 1);
+    body[sizeof body - 1] = '\0';
+    int ok = 0;
+    for (int i = 0; i < 3000; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "ck-%d", i);
+        if (db_begin(db) < 0)
+            break;
+        sqlite3_stmt *st = db_stmt(db, ins);
+        db_bind_text(st, 1, id);
+        db_bind_text(st, 2, body);
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE || db_commit(db) < 0)
+            break;
+        ok++;
+    }
+    CHECK_INT(ok, 3000);
+    /* 3000 commits of 2+ pages each: without checkpoints the WAL would
+     * hold 6000+ pages; with them it restarts every ~1000 */
+    char walp[700];
+    snprintf(walp, sizeof walp, "%s-wal", p2);
+    FILE *f = fopen(walp, "rb");
+    REQUIRE(f != NULL);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fclose(f);
+    printf("# WAL %ld bytes after 3000 commits\n", size);
+    CHECK(size < 3000L * 4096);
+    db_close(db);
+}
+
 int main(void)
 {
     RUN(opens_and_migrates);
@@ -208,5 +250,6 @@ int main(void)
     RUN(statement_cache_and_rollback);
     RUN(write_gate_threads_all_succeed);
     RUN(write_gate_released_however_a_transaction_ends);
+    RUN(wal_is_checkpointed_outside_the_gate);
     return th_done();
 }
