@@ -404,6 +404,10 @@ static void group_batch(struct parley_ctx *ctx, struct group *g)
         const struct pump_out *po = &outs[i];
         w->in_batch = 0;
         w->covered = b;
+        if (items[i].status == 2)
+            continue;          /* a POST holds the session: it rings the
+                                * channel when it has saved, and the next
+                                * batch pumps the session */
         if (items[i].status != 0 || items[i].next_seq - 1 > w->cursor || po->closed ||
             !po->following || strcmp(po->chan, g->chan) != 0 || po->job != w->job) {
             /* something to answer, or the session moved on in a way its

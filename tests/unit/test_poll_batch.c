@@ -15,6 +15,7 @@
 #include "handlers.h"
 #include "bell.h"
 #include "evlog.h"
+#include "pollsess.h"
 #include "util.h"
 
 #include <errno.h>
@@ -478,6 +479,67 @@ static long voluntary_switches(pid_t tid)
     return v;
 }
 
+/* An event arrives while a POST of the session (another process) holds its
+ * lock: the waiting GET is not answered 409; it gets the frame once the
+ * POST has saved and rung, as h_poll_post does. */
+TEST(event_during_a_post_waits_for_it)
+{
+    char err[512];
+    parley_bell *bell = bell_open(bellpath, err, sizeof err);
+    REQUIRE(bell);
+    struct parley_ctx c;
+    REQUIRE(ctx_open(&c, bell) == 0);
+    struct idler w;
+    memset(&w, 0, sizeof w);
+    REQUIRE(open_session(&c, "/api/websocket/chat/locked1?after=0", w.sid) == 0);
+    int pfd[2], gfd[2];              /* child -> parent "locked"; parent -> child "go" */
+    REQUIRE(pipe(pfd) == 0 && pipe(gfd) == 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        /* the "POST": lock, wait for the parent's go, hold 400 ms, save, ring */
+        char e2[512], go;
+        parley_db *db = db_open(dbpath, e2, sizeof e2);
+        parley_bell *b2 = bell_open(bellpath, e2, sizeof e2);
+        char *state = NULL;
+        int ok = db && b2 && poll_lock(db, w.sid, 60, &state, NULL, 0) == 0;
+        free(state);
+        if (write(pfd[1], ok ? "L" : "E", 1) != 1 || read(gfd[0], &go, 1) != 1)
+            _exit(2);
+        sleep_ms(400);
+        ok = ok && poll_save(db, w.sid, NULL, NULL, 0, 60) == 0;
+        if (b2) {
+            bell_ring(b2, "poll:x");
+            bell_ring(b2, "ticket:locked1");
+        }
+        _exit(ok ? 0 : 1);
+    }
+    char got = 0;
+    REQUIRE(read(pfd[0], &got, 1) == 1);
+    CHECK(got == 'L');
+    w.bell = bell;
+    pthread_create(&w.th, NULL, idler_main, &w);   /* GETs with wait=20 */
+    while (!__atomic_load_n(&w.ready, __ATOMIC_SEQ_CST))
+        sleep_ms(5);
+    sleep_ms(200);
+    const char *chans[1] = { "ticket:locked1" };
+    REQUIRE(publish(chans, 1, 1) == 0);            /* batch: the session is locked */
+    REQUIRE(write(gfd[1], "g", 1) == 1);
+    pthread_join(w.th, NULL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK_INT(w.status, 200);                     /* not 409 */
+    CHECK(w.took_ms >= 300 && w.took_ms < 5000);  /* after the POST's save */
+    close(pfd[0]);
+    close(pfd[1]);
+    close(gfd[0]);
+    close(gfd[1]);
+    db_close(c.db);
+    bell_close(bell);
+}
+
 TEST(idle_waiters_sleep_and_wake_all_ends_them)
 {
     /* A handle of its own: bell_wake_all stops only this one. */
@@ -595,6 +657,7 @@ int main(void)
     RUN(own_channels_exactly_once_in_order);
     RUN(two_processes_share_a_channel);
     RUN(what_a_process_knows_of_a_session_is_checked);
+    RUN(event_during_a_post_waits_for_it);
     RUN(idle_waiters_sleep_and_wake_all_ends_them);
     RUN(stop_signal_ends_waits_at_once);
     return th_done();
