@@ -72,12 +72,13 @@ it_alive() {
     [ -n "$_st" ] && [ "$_st" != Z ]
 }
 
-# it_stop PID... — SIGTERM, up to 5 s of grace, then SIGKILL; reaps.
+# it_stop PID... — SIGTERM, up to 5 s of grace (IT_STOP_GRACE, in 1/20 s),
+# then SIGKILL; reaps.
 it_stop() {
     for _p in "$@"; do kill -TERM "$_p" 2>/dev/null || true; done
     for _p in "$@"; do
         _i=0
-        while it_alive "$_p" && [ $_i -lt 100 ]; do sleep 0.05; _i=$((_i + 1)); done
+        while it_alive "$_p" && [ $_i -lt "${IT_STOP_GRACE:-100}" ]; do sleep 0.05; _i=$((_i + 1)); done
         if it_alive "$_p"; then kill -KILL "$_p" 2>/dev/null || true; fi
         wait "$_p" 2>/dev/null || true
     done
