@@ -9,6 +9,7 @@
  */
 #include "th.h"
 #include "handlers.h"
+#include "memres.h"
 #include "store.h"
 #include "util.h"
 
@@ -19,54 +20,11 @@
 static struct parley_config cfg;
 static char dbfile[512];
 
-/* ---- the memory transport ---- */
-
-struct mem {
-    char *buf;
-    size_t len;
-};
-
-static int mem_write(struct response *res, const char *d, size_t n)
-{
-    struct mem *m = res->impl;
-    char *nb = realloc(m->buf, m->len + n + 1);
-    if (!nb)
-        return -1;
-    memcpy(nb + m->len, d, n);
-    m->buf = nb;
-    m->len += n;
-    m->buf[m->len] = '\0';
-    return 0;
-}
-
-static const struct response_ops mem_ops = { mem_write, NULL, NULL };
-
 /* Dispatches method path on ctx; returns the status, *body the body (new). */
 static int run(struct parley_ctx *ctx, const char *method, const char *path, const char *query,
                char **body)
 {
-    struct mem m = { NULL, 0 };
-    struct response res;
-    struct request r;
-    memset(&res, 0, sizeof res);
-    memset(&r, 0, sizeof r);
-    res.ops = &mem_ops;
-    res.impl = &m;
-    r.res = &res;
-    r.ctx = ctx;
-    r.method = method;
-    r.path = path;
-    r.query = query;
-    r.remote_addr = "127.0.0.1";
-    http_dispatch(&r);
-    int status = 0;
-    const char *all = m.buf ? m.buf : "";
-    sscanf(all, "Status: %d", &status);
-    const char *sep = strstr(all, "\r\n\r\n");
-    if (body)
-        *body = strdup(sep ? sep + 4 : "");
-    free(m.buf);
-    return status;
+    return mem_dispatch(ctx, method, path, query, NULL, body);
 }
 
 /* GET the ticket's answer: "" for status none, the response text when

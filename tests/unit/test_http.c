@@ -9,6 +9,7 @@
  */
 #include "th.h"
 #include "handlers.h"
+#include "memres.h"
 #include "auth.h"
 #include "catalog.h"
 #include "store.h"
@@ -24,39 +25,7 @@ static struct parley_config cfg;
 static struct parley_ctx ctx;
 static parley_db *test_db;
 
-/* ---- the memory transport ---- */
-
-struct mem {
-    char *buf;
-    size_t len;
-    int flushes, finishes;
-};
-
-static int mem_write(struct response *res, const char *d, size_t n)
-{
-    struct mem *m = res->impl;
-    char *nb = realloc(m->buf, m->len + n + 1);
-    if (!nb)
-        return -1;
-    memcpy(nb + m->len, d, n);
-    m->buf = nb;
-    m->len += n;
-    m->buf[m->len] = '\0';
-    return 0;
-}
-
-static int mem_flush(struct response *res)
-{
-    ((struct mem *)res->impl)->flushes++;
-    return 0;
-}
-
-static void mem_finish(struct response *res)
-{
-    ((struct mem *)res->impl)->finishes++;
-}
-
-static const struct response_ops mem_ops = { mem_write, mem_flush, mem_finish };
+/* ---- the memory transport: memres.h ---- */
 
 struct opts {
     const char *query, *ctype, *body, *auth, *origin;

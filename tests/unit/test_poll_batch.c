@@ -13,6 +13,7 @@
  * hanging. */
 #include "th.h"
 #include "handlers.h"
+#include "memres.h"
 #include "bell.h"
 #include "evlog.h"
 #include "pollsess.h"
@@ -28,61 +29,16 @@
 static struct parley_config cfg;
 static char dbpath[512], bellpath[512];
 
-/* ---- the memory transport (as test_http.c) ---- */
-
-struct mem {
-    char *buf;
-    size_t len;
-};
-
-static int mem_write(struct response *res, const char *d, size_t n)
-{
-    struct mem *m = res->impl;
-    char *nb = realloc(m->buf, m->len + n + 1);
-    if (!nb)
-        return -1;
-    memcpy(nb + m->len, d, n);
-    m->buf = nb;
-    m->len += n;
-    m->buf[m->len] = '\0';
-    return 0;
-}
-
-static int mem_flush(struct response *res) { (void)res; return 0; }
-static void mem_finish(struct response *res) { (void)res; }
-static const struct response_ops mem_ops = { mem_write, mem_flush, mem_finish };
-
-/* Dispatches one request on ctx; returns the status, *body the parsed JSON
+/* Dispatches one request on ctx; returns the status, *out the parsed JSON
  * body (new, may be NULL). */
 static int call(struct parley_ctx *ctx, const char *method, const char *path, const char *query,
                 const char *body, json_t **out)
 {
-    struct mem m = { NULL, 0 };
-    struct response res;
-    struct request r;
-    memset(&res, 0, sizeof res);
-    memset(&r, 0, sizeof r);
-    res.ops = &mem_ops;
-    res.impl = &m;
-    r.res = &res;
-    r.ctx = ctx;
-    r.method = method;
-    r.path = path;
-    r.query = query;
-    r.content_type = body ? "application/json" : NULL;
-    r.body = body;
-    r.body_len = body ? strlen(body) : 0;
-    r.remote_addr = "127.0.0.1";
-    http_dispatch(&r);
-    if (r.after)
-        r.after(&r, r.after_arg);
-    int status = 0;
-    const char *all = m.buf ? m.buf : "";
-    sscanf(all, "Status: %d", &status);
-    const char *sep = strstr(all, "\r\n\r\n");
+    char *text = NULL;
+    int status = mem_dispatch(ctx, method, path, query, body, &text);
     if (out)
-        *out = sep ? json_loads(sep + 4, JSON_DECODE_ANY, NULL) : NULL;
-    free(m.buf);
+        *out = text && *text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+    free(text);
     return status;
 }
 
