@@ -7,6 +7,7 @@
 #   cd "$(dirname "$0")/../.." && . tests/integration/lib.sh
 #   it_init                          temp dir, cleanup trap, app user
 #   it_fake_llm                      FAKE_LLM_URL (reused if set, else started)
+#   it_jwt_config                    SECRET and IT_APP_CONFIG: a config file with a fresh JWT secret
 #   start_fcgid APP                  Apache + mod_fcgid spawning APP
 #   start_proxy_fcgi APP             APP as parley-fcgi.service starts it + mod_proxy_fcgi
 #   start_lighttpd APP               lighttpd + mod_fastcgi spawning APP
@@ -124,6 +125,21 @@ AS_APP=""
 it_own() {
     [ -n "$APP_USER" ] && chown -R "$APP_USER:$APP_GROUP" "$@"
     return 0
+}
+
+# it_jwt_config — a fresh SECRET and the app's PARLEY_CONFIG file holding it
+# (and 5 ms coalescing, so streams have many events), readable by the app
+# user only; exports IT_APP_CONFIG for the start_* functions.
+it_jwt_config() {
+    SECRET="it-secret-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+    IT_APP_CONFIG=$IT_TMP/parley.conf
+    {
+        echo "PARLEY_JWT_SECRET=$SECRET"
+        echo "PARLEY_COALESCE_MS=5"
+    } >"$IT_APP_CONFIG"
+    chmod 640 "$IT_APP_CONFIG"
+    it_own "$IT_APP_CONFIG"
+    export IT_APP_CONFIG
 }
 
 it_init() {

@@ -11,15 +11,7 @@ it_fake_llm
 APP=$BUILD/parley.fcgi
 [ -x "$APP" ] || it_die "$APP is not built (make)"
 
-SECRET="it-secret-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-IT_APP_CONFIG=$IT_TMP/parley.conf
-{
-    echo "PARLEY_JWT_SECRET=$SECRET"
-    echo "PARLEY_COALESCE_MS=5"
-} >"$IT_APP_CONFIG"
-chmod 640 "$IT_APP_CONFIG"
-it_own "$IT_APP_CONFIG"
-export IT_APP_CONFIG
+it_jwt_config
 IT_NO_WS=1          # the bridge is not part of this suite
 
 failed=0

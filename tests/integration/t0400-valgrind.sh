@@ -28,15 +28,7 @@ REAL=$(cd "$VG_BUILD" && pwd)/parley.fcgi
 cp "$REAL" "$IT_TMP/parley.fcgi.real"
 it_own "$IT_TMP/parley.fcgi.real"
 
-SECRET="it-secret-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-IT_APP_CONFIG=$IT_TMP/parley.conf
-{
-    echo "PARLEY_JWT_SECRET=$SECRET"
-    echo "PARLEY_COALESCE_MS=5"
-} >"$IT_APP_CONFIG"
-chmod 640 "$IT_APP_CONFIG"
-it_own "$IT_APP_CONFIG"
-export IT_APP_CONFIG
+it_jwt_config
 IT_NO_WS=1
 
 # What the service's ExecStart runs: valgrind around the real program. exec
