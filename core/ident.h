@@ -1,0 +1,39 @@
+/* ident.h — who and what a request names, decided once for every front:
+ * the Origin allow-list, the ids that may appear in paths, the rate-limit
+ * identity of a client, and where a database's doorbell file lives.
+ * parley.fcgi, parley-ws and the CLI call these instead of keeping copies
+ * (which used to disagree: one trimmed the list, one did not; one cut the
+ * user id at 70 bytes, one at 120).
+ * Threads: pure functions, no state.
+ */
+#ifndef PARLEY_IDENT_H
+#define PARLEY_IDENT_H
+#include <stddef.h>
+
+/* 1 if origin may use the API under allow-list list (PARLEY_ALLOWED_ORIGINS:
+ * comma-separated, blanks around entries ignored, a trailing '/' on an
+ * entry or on origin ignored, ASCII case-insensitive; "*" allows any).
+ * A NULL or empty list allows any origin; a NULL or empty origin (not a
+ * browser's cross-site request) is allowed. 0 otherwise. */
+int ident_origin_allowed(const char *list, const char *origin);
+
+/* 1 if id is a valid ticket id: 1-64 bytes of ASCII letters, digits,
+ * '-', '_' or '.'. 0 otherwise (NULL too). */
+int ident_ticket_id_valid(const char *id);
+/* The error message for an invalid ticket id (static storage). */
+#define IDENT_TICKET_ID_RULE "use 1-64 letters, digits, '-', '_' or '.'"
+
+/* Longest rate-limit identity, NUL included. */
+#define IDENT_PEER_MAX 128
+/* The rate-limit identity of a client, the same on every transport:
+ * "user:<sub>" when user is a non-empty JWT subject (a subject longer than
+ * 100 bytes becomes "user:sha256:<hex of the whole subject>", so two users
+ * never share a bucket), else "ip:<addr>" (addr cut to 100 bytes; "ip:?"
+ * when addr is NULL or empty). out must hold IDENT_PEER_MAX bytes.
+ * Returns out. */
+char *ident_peer(char *out, size_t outlen, const char *user, const char *addr);
+
+/* The doorbell file of the database at db_path: "<db_path>-bell", into
+ * out. Returns 0, or -1 when it does not fit (out is then ""). */
+int ident_bell_path(const char *db_path, char *out, size_t outlen);
+#endif

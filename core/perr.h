@@ -1,0 +1,38 @@
+/* perr.h — what kind of failure happened, from core up to every front.
+ *
+ * Core functions that can fail for more than one reason report a kind
+ * (enum perr) with their message; each front maps the kind to its own
+ * answer in one table: parley.fcgi to an HTTP status (fcgi/status.c),
+ * parley-ws to a WebSocket close code where it closes. Nothing above core
+ * chooses a status by reading a message's text.
+ * Threads: pure functions, no state.
+ */
+#ifndef PARLEY_PERR_H
+#define PARLEY_PERR_H
+#include <stddef.h>
+
+enum perr {
+    PERR_OK = 0,
+    PERR_BAD_INPUT,      /* malformed or invalid request data (400) */
+    PERR_UNAUTHORIZED,   /* no valid credentials (401) */
+    PERR_FORBIDDEN,      /* credentials valid, access refused (403) */
+    PERR_NOT_FOUND,      /* no such ticket / conversation / session (404) */
+    PERR_CONFLICT,       /* the state forbids it: closed, busy, exists (409) */
+    PERR_GONE,           /* existed, expired or closed for good (410) */
+    PERR_TOO_LARGE,      /* a body, a frame or a batch over its limit (413) */
+    PERR_RATE_LIMITED,   /* over a per-user or per-peer limit (429) */
+    PERR_UPSTREAM,       /* the LLM upstream failed (502) */
+    PERR_DB,             /* the database failed (500) */
+    PERR_DB_READONLY,    /* the database cannot be written now (503) */
+    PERR_UNAVAILABLE,    /* shutting down, overloaded, not configured (503) */
+    PERR_INTERNAL,       /* out of memory, a bug (500) */
+    PERR_COUNT_
+};
+
+/* Short stable name ("bad_input", "rate_limited", ...) for logs, metrics and
+ * JSON "kind" members. Never NULL ("internal" for an unknown value). */
+const char *perr_name(enum perr kind);
+/* A generic sentence for the kind, for when no better message exists.
+ * Never NULL; static storage. */
+const char *perr_text(enum perr kind);
+#endif
