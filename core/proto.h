@@ -102,6 +102,21 @@ int proto_job_hold(struct parley_ctx *ctx, struct proto_job *job);
 const char *proto_job_channel(const struct proto_job *job);
 void proto_job_free(struct proto_job *job);
 
+/* Hands a job this caller owns (from proto_message/proto_start) to this
+ * process's generation loop (core/genloop.h: one thread, one curl multi, one
+ * db connection, started on the first submit), which runs it to its end;
+ * takes ownership of job (freed by the loop). Any thread; ctx->cfg and
+ * ctx->bell must outlive the loop (process lifetime) and every submit of a
+ * process uses the same configuration; ctx->db is not used by the loop.
+ * Returns 0, or -1 when it could not be queued (the job was then failed
+ * with an error event and freed). */
+int proto_job_submit(struct parley_ctx *ctx, struct proto_job *job);
+/* Process shutdown: waits up to timeout_ms for submitted jobs to end, then
+ * fails the rest (error event, lease released) and stops the loop. Returns
+ * how many had to be failed. Call once, from the thread that ends the
+ * process (a later submit starts a new loop). */
+int proto_jobs_drain(int timeout_ms);
+
 /* Serialises / restores the whole connection (long-poll sessions).
  * save: new string. load: 0 / -1 (malformed). */
 char *proto_conn_save(const struct proto_conn *c);

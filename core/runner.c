@@ -310,6 +310,24 @@ int runner_execute(struct parley_ctx *ctx, const struct gen_request *req,
     return rc;
 }
 
+int runner_fail(struct parley_ctx *ctx, const struct gen_request *req,
+                struct job_claim *claim, const char *kind, const char *msg)
+{
+    if (strcmp(claim->lease_owner, owner_id()) != 0 &&
+        jobs_adopt(ctx->db, claim, ctx->cfg->lease_ms) < 0)
+        return -1;
+    struct run_state rs;
+    memset(&rs, 0, sizeof rs);
+    rs.ctx = ctx;
+    rs.job_id = claim->job_id;
+    evw_init(&rs.w, ctx->db, ctx->bell, req->channel, claim->job_id, 0);
+    int rc = finish_failed(&rs, req, kind, msg);
+    evw_cleanup(&rs.w);
+    if (rc == 0 && ctx->bell)
+        bell_ring(ctx->bell, req->channel);
+    return rc;
+}
+
 int runner_run(struct parley_ctx *ctx, const struct gen_request *req,
                struct job_claim *claim, int *owner, struct gen_outcome *out)
 {

@@ -59,6 +59,14 @@ int runner_claim(struct parley_ctx *ctx, const struct gen_request *req,
  * be recorded (database gone; the lease then expires and others recover). */
 int runner_execute(struct parley_ctx *ctx, const struct gen_request *req,
                    struct job_claim *claim, struct gen_outcome *out);
+/* Fails a job claimed as owner without running it (the process is
+ * stopping, or the job could not be queued): takes the lease over like
+ * runner_execute, appends one "error" event {job_id, message, kind} and
+ * marks the job failed in one transaction, then rings. Nothing is cached.
+ * 0, or -1 when the job was no longer ours (someone else failed it) or the
+ * database refused (its lease then expires and viewers recover it). */
+int runner_fail(struct parley_ctx *ctx, const struct gen_request *req,
+                struct job_claim *claim, const char *kind, const char *msg);
 /* Claim + execute when owner. *owner says which happened. */
 int runner_run(struct parley_ctx *ctx, const struct gen_request *req,
                struct job_claim *claim, int *owner, struct gen_outcome *out);
