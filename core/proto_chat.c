@@ -35,9 +35,6 @@
 #define MAX_METADATA 8192          /* bytes of a client message's metadata JSON */
 #define DB_ERROR_MSG "Database error: please try again"
 
-static const char SQL_RUNNING_JOB[] =
-    "SELECT id, first_seq FROM jobs WHERE channel = ? AND state = 'running' ORDER BY id LIMIT 1";
-
 static int error_frame(struct proto_frames *out, const char *msg)
 {
     return frames_push(out, json_pack("{s:s, s:s}", "type", "error", "message", msg));
@@ -118,23 +115,6 @@ static int session_load(struct parley_ctx *ctx, struct proto_conn *c, int create
     return 0;
 }
 
-/* The running job of channel, if any: 0 found, 1 none, -1 error. */
-static int running_job(struct parley_ctx *ctx, const char *channel, int64_t *job_id,
-                       int64_t *first_seq)
-{
-    sqlite3_stmt *st = db_stmt(ctx->db, SQL_RUNNING_JOB);
-    if (!st)
-        return -1;
-    db_bind_text(st, 1, channel);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *job_id = sqlite3_column_int64(st, 0);
-        *first_seq = sqlite3_column_int64(st, 1);
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? 1 : -1;
-}
-
 static int chat_open(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames *out)
 {
     if (!valid_session_id(c->param)) {
@@ -165,7 +145,7 @@ static int chat_open(struct parley_ctx *ctx, struct proto_conn *c, struct proto_
         return 0;
     }
     int64_t job_id, first_seq;
-    r = running_job(ctx, chan, &job_id, &first_seq);
+    r = jobs_running_on(ctx->db, chan, &job_id, &first_seq);   /* the newest, as everywhere */
     if (r < 0) {
         error_frame(out, DB_ERROR_MSG);
         return -1;

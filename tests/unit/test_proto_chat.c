@@ -569,6 +569,35 @@ TEST(reconnect_follows_running_answer)
     close_ctx(&ctx);
 }
 
+/* Two jobs running on one session (a second answer started by another
+ * connection): a reconnect follows the NEWEST, the same rule as the ticket
+ * REST and SSE endpoints (jobs_running_on); it used to follow the oldest. */
+TEST(reconnect_follows_newest_running_job)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct proto_conn a, b;
+    struct proto_frames f;
+    frames_init(&f);
+    REQUIRE(proto_open(&ctx, &a, "/ws/sess-two-jobs", "gina", "user:gina", &f) == 0);
+    proto_conn_cleanup(&a);
+    frames_free(&f);
+    struct job_claim c1, c2;
+    char err[256];
+    REQUIRE(jobs_claim(ctx.db, ctx.bell, "conv:sess-two-jobs", "m1", 60000, &c1, err, sizeof err) == 0);
+    REQUIRE(jobs_claim(ctx.db, ctx.bell, "conv:sess-two-jobs", "m2", 60000, &c2, err, sizeof err) == 0);
+    REQUIRE(c1.owner && c2.owner && c2.job_id > c1.job_id);
+    REQUIRE(proto_open(&ctx, &b, "/ws/sess-two-jobs", "gina", "user:gina", &f) == 0);
+    CHECK(proto_following(&b));
+    CHECK_INT(b.job_id, c2.job_id);
+    int64_t job = 0, first = 0;
+    CHECK_INT(jobs_running_on(ctx.db, "conv:sess-two-jobs", &job, &first), 0);
+    CHECK_INT(job, b.job_id);
+    proto_conn_cleanup(&b);
+    frames_free(&f);
+    close_ctx(&ctx);
+}
+
 TEST(save_load_mid_stream)
 {
     struct parley_ctx ctx;
@@ -682,6 +711,7 @@ int main(void)
     RUN(rate_limit_31st_message);
     RUN(one_generation_per_connection);
     RUN(reconnect_follows_running_answer);
+    RUN(reconnect_follows_newest_running_job);
     RUN(save_load_mid_stream);
     RUN(upstream_error_is_an_error_frame);
     config_cleanup(&cfg);
