@@ -33,6 +33,7 @@
 #include "bell.h"
 #include "db.h"
 #include "evlog.h"
+#include "ident.h"
 #include "util.h"
 
 #include <errno.h>
@@ -101,10 +102,10 @@ static int64_t ready_and_wait(void)
 
 static void run_parley(const char *path, int w)
 {
-    char err[512], bpath[600], channel[32];
+    char err[512] = "doorbell path too long", bpath[600], channel[32];
     parley_db *db = db_open(path, err, sizeof err);
-    snprintf(bpath, sizeof bpath, "%s-bell", path);
-    parley_bell *bell = db ? bell_open(bpath, err, sizeof err) : NULL;
+    parley_bell *bell = db && ident_bell_path(path, bpath, sizeof bpath) == 0
+                        ? bell_open(bpath, err, sizeof err) : NULL;
     if (!db || !bell) {
         fprintf(stderr, "bench_evlog: %s\n", err);
         _exit(2);
@@ -289,8 +290,8 @@ static double run(const char *dir, enum mode mode, int writers, double secs, int
     unlink(extra);
     snprintf(extra, sizeof extra, "%s-shm", path);
     unlink(extra);
-    snprintf(extra, sizeof extra, "%s-bell", path);
-    unlink(extra);
+    if (ident_bell_path(path, extra, sizeof extra) == 0)
+        unlink(extra);
     return (double)total / secs;
 }
 

@@ -13,6 +13,7 @@
 #include "bell.h"
 #include "db.h"
 #include "evlog.h"
+#include "ident.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -51,10 +52,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "ws-pub: bad arguments\n");
         return 2;
     }
-    char err[512], bellpath[4096];
+    char err[512] = "doorbell path too long", bellpath[4096];
     parley_db *db = db_open(dbpath, err, sizeof err);
-    snprintf(bellpath, sizeof bellpath, "%s-bell", dbpath);
-    parley_bell *bell = db ? bell_open(bellpath, err, sizeof err) : NULL;
+    parley_bell *bell = db && ident_bell_path(dbpath, bellpath, sizeof bellpath) == 0
+                        ? bell_open(bellpath, err, sizeof err) : NULL;
     if (!db || !bell) {
         fprintf(stderr, "ws-pub: %s\n", err);
         return 1;

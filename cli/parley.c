@@ -16,6 +16,7 @@
 #include "config.h"
 #include "db.h"
 #include "evlog.h"
+#include "ident.h"
 #include "jobs.h"
 #include "llm.h"
 #include "ratelimit.h"
@@ -179,9 +180,12 @@ int main(int argc, char **argv)
         config_cleanup(&cfg);
         return 1;
     }
-    char bellpath[1024];
-    snprintf(bellpath, sizeof bellpath, "%s-bell", cfg.db_path);
-    parley_bell *bell = bell_open(bellpath, err, sizeof err);
+    char bellpath[4096];
+    parley_bell *bell = NULL;
+    if (ident_bell_path(cfg.db_path, bellpath, sizeof bellpath) < 0)
+        snprintf(err, sizeof err, "PARLEY_DB is too long for its doorbell file");
+    else
+        bell = bell_open(bellpath, err, sizeof err);
     int rc = 0;
     if (!bell) {
         fprintf(stderr, "parley: %s\n", err);

@@ -26,6 +26,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <libwebsockets.h>
+#include "ident.h"
+#include "log.h"
 #include "proto.h"
 
 /* ---- options (main.c) ---- */
@@ -142,7 +144,7 @@ struct wsconn {
     struct proto_conn pc;
     int opened;                        /* proto_open ran (pc to clean up) */
     char user[128];                    /* set by the service thread before T_OPEN */
-    char peer[80];
+    char peer[IDENT_PEER_MAX];         /* rate-limit identity (ident_peer) */
 };
 
 /* A channel some connections follow (registry, {br->mu}). */
@@ -285,8 +287,4 @@ struct ustat *metrics_user(const char *user);
 char *metrics_render(const struct bridge *br);
 /* Writes the text to path atomically (path.tmp + rename). 0 / -1. */
 int metrics_write_file(const struct bridge *br, const char *path);
-
-/* ---- main.c ---- */
-void wslog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-int64_t bridge_now_ms(void);
 #endif

@@ -11,13 +11,14 @@
  * Runs in the main thread (the lws service thread) plus the signal thread.
  */
 #include "bridge.h"
+#include "ident.h"
+#include "log.h"
 #include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,31 +29,6 @@
 static struct bridge B;
 static pthread_t sig_th;
 static volatile int sig_exit;
-
-int64_t bridge_now_ms(void)
-{
-    return mono_ms();
-}
-
-void wslog(const char *fmt, ...)
-{
-    char ts[32], msg[1024];
-    proto_timestamp(ts, now_ms(), 0);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "%s parley-ws[%ld]: %s\n", ts, (long)getpid(), msg);
-}
-
-static void lws_emit(int level, const char *line)
-{
-    (void)level;
-    char ts[32];
-    proto_timestamp(ts, now_ms(), 0);
-    fprintf(stderr, "%s parley-ws[%ld]: lws: %s%s", ts, (long)getpid(), line,
-            line[0] && line[strlen(line) - 1] == '\n' ? "" : "\n");
-}
 
 /* Points stderr at the log file (again, after SIGHUP). 0 / -1. */
 static int log_open(const char *path)
@@ -280,7 +256,11 @@ int main(int argc, char **argv)
     }
     db_close(db);
     char bellpath[4096], statspath[4096];
-    snprintf(bellpath, sizeof bellpath, "%s-bell", B.cfg.db_path);
+    if (ident_bell_path(B.cfg.db_path, bellpath, sizeof bellpath) < 0) {
+        wslog("configuration: PARLEY_DB is too long");
+        config_cleanup(&B.cfg);
+        return 1;
+    }
     B.bell = bell_open(bellpath, err, sizeof err);
     if (!B.bell) {
         wslog("%s", err);
@@ -298,7 +278,7 @@ int main(int argc, char **argv)
     pthread_mutex_init(&B.notify_mu, NULL);
     metrics_init();
 
-    lws_set_log_level(LLL_ERR | LLL_WARN, lws_emit);
+    lws_set_log_level(LLL_ERR | LLL_WARN, wslog_lws);
     static lws_retry_bo_t retry;
     retry.secs_since_valid_ping = (uint16_t)o->ping_s;
     retry.secs_since_valid_hangup = (uint16_t)(2 * o->ping_s);

@@ -19,6 +19,7 @@
  */
 #include "bridge.h"
 #include "auth.h"
+#include "ident.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -104,31 +105,6 @@ static int request_path(struct lws *wsi, char *out, size_t cap, char *token, siz
             if (append_encoded(out, cap, &len, eq + 1, 0) < 0)
                 return -1;
         }
-    }
-    return 0;
-}
-
-/* 1 when origin may open a WebSocket: no Origin header (not a browser),
- * no list, "*", or an exact (case-insensitive) member of the list. */
-static int origin_allowed(const char *list, const char *origin)
-{
-    if (!origin || !*origin || !list || !*list)
-        return 1;
-    size_t ol = strlen(origin);
-    while (ol > 0 && origin[ol - 1] == '/')
-        ol--;
-    for (const char *p = list; *p;) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        const char *e = p;
-        while (*e && *e != ',')
-            e++;
-        const char *t = e;
-        while (t > p && (t[-1] == ' ' || t[-1] == '\t' || t[-1] == '/'))
-            t--;
-        if ((t - p == 1 && *p == '*') || ((size_t)(t - p) == ol && !strncasecmp(p, origin, ol)))
-            return 1;
-        p = e;
     }
     return 0;
 }
@@ -251,7 +227,7 @@ static int on_confirm_upgrade(struct lws *wsi, struct bridge *br, const char *up
     char origin[512] = "";
     if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) > 0)
         lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
-    if (!origin_allowed(br->cfg.allowed_origins, origin)) {
+    if (!ident_origin_allowed(br->cfg.allowed_origins, origin)) {
         metrics_refused(RF_ORIGIN);
         lws_return_http_status(wsi, 403, "Origin not allowed");
         return 1;
@@ -334,10 +310,7 @@ static int on_established(struct lws *wsi, struct bridge *br, struct pss *pss)
     }
     char addr[64];
     client_addr(wsi, br, addr, sizeof addr);
-    if (c->user[0])
-        snprintf(c->peer, sizeof c->peer, "user:%.70s", c->user);
-    else
-        snprintf(c->peer, sizeof c->peer, "ip:%s", addr);
+    ident_peer(c->peer, sizeof c->peer, c->user, addr);   /* the same key on every transport */
     c->counted = 1;
     br->nopen++;
     metrics_open_delta(+1);

@@ -1,0 +1,49 @@
+#!/bin/sh
+# t0510-rate-ident.sh — one rate-limit bucket per authenticated user, keyed
+# by the whole JWT subject, shared by WebSocket (parley-ws) and REST/SSE
+# (parley.fcgi behind Apache + mod_proxy_fcgi) on one database
+# (tests/integration/rate-ident.mjs; issue 8 defect d: the bridge cut the
+# subject at 70 bytes).
+# TAP output; exit status 0 only if everything passed.
+cd "$(dirname "$0")/../.." || exit 1
+. tests/integration/lib.sh
+
+for _b in parley-ws parley.fcgi; do
+    if [ ! -x "$BUILD/$_b" ]; then
+        echo "ok 1 - rate-limit identity # SKIP $BUILD/$_b is not built"
+        echo "1..1"
+        exit 0
+    fi
+done
+
+it_init
+it_fake_llm
+it_jwt_config
+LIMIT=4
+echo "RATE_LIMIT_MESSAGES_PER_MINUTE=$LIMIT" >>"$IT_APP_CONFIG"
+IT_DB=$IT_TMP/data/parley.db
+
+start_bridge || it_die "parley-ws did not start"
+WS_PORT=$BRIDGE_PORT
+start_proxy_fcgi "$BUILD/parley.fcgi"
+it_log "bridge ws://127.0.0.1:$BRIDGE_PORT, web server $BASE"
+
+_out=$IT_TMP/rate-ident.tap
+WS_URL="ws://127.0.0.1:$BRIDGE_PORT" PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET LIMIT=$LIMIT \
+    node --test --test-reporter=tap tests/integration/rate-ident.mjs >"$_out" 2>&1 && _rc=0 || _rc=$?
+while IFS= read -r _line; do
+    case $_line in
+    "ok "*|"not ok "*)
+        _t=$(printf '%s' "$_line" | sed -E 's/^(not )?ok [0-9]+ - //')
+        case $_line in
+        "not ok "*) TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1)); echo "not ok $TAP_N - $_t" ;;
+        *) TAP_N=$((TAP_N + 1)); echo "ok $TAP_N - $_t" ;;
+        esac ;;
+    esac
+done <"$_out"
+if [ "$_rc" -ne 0 ] || [ "$TAP_N" -eq 0 ]; then
+    grep -E '^ *(#|  ---|    (error|expected|actual|message))' "$_out" | head -n 40 | sed 's/^/#   /'
+    [ "$TAP_N" -eq 0 ] && { TAP_N=1; TAP_FAILED=1; echo "not ok 1 - the client suite ran no test (exit $_rc)"; }
+    tail -n 10 "$IT_TMP/bridge/parley-ws.log" | sed 's/^/#   parley-ws: /'
+fi
+it_done
