@@ -4,7 +4,8 @@
 #   tests/run.sh          all suites
 #   tests/run.sh unit     only the C unit tests
 #
-# Every test program prints TAP lines ("ok N - name" / "not ok N - name");
+# Every test program prints TAP lines ("ok N - name" / "not ok N - name";
+# "ok N - name # SKIP why" is counted as skipped, not passed);
 # a program that exits non-zero without a "not ok" line counts as one failure,
 # so a crash can never pass. Output of each program goes to build/test-logs/.
 set -u
@@ -13,7 +14,7 @@ BUILD=${BUILD:-build}
 LOGS=$BUILD/test-logs
 mkdir -p "$LOGS"
 want=${1:-all}
-pass=0 fail=0 failed_names=""
+pass=0 fail=0 skip=0 failed_names=""
 
 run_one() { # name, command...
     name=$1; shift
@@ -23,14 +24,17 @@ run_one() { # name, command...
     rc=$?
     p=$(grep -cE '^ok [0-9]+' "$log")
     f=$(grep -cE '^not ok [0-9]+' "$log")
+    s=$(grep -cE '^ok [0-9]+.*# *SKIP' "$log")
+    p=$((p - s))
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
         f=1; echo "not ok - $name exited with status $rc" >>"$log"
     fi
-    if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then
+    if [ "$p" -eq 0 ] && [ "$f" -eq 0 ] && [ "$s" -eq 0 ]; then
         f=1; echo "not ok - $name ran no test" >>"$log"
     fi
-    pass=$((pass + p)); fail=$((fail + f))
-    printf '%-28s %3d passed, %d failed  (%ss)\n' "$name" "$p" "$f" "$(( $(date +%s) - start ))"
+    pass=$((pass + p)); fail=$((fail + f)); skip=$((skip + s))
+    printf '%-28s %3d passed, %d failed%s  (%ss)\n' "$name" "$p" "$f" \
+        "$([ "$s" -gt 0 ] && echo ", $s skipped")" "$(( $(date +%s) - start ))"
     if [ "$f" -ne 0 ]; then
         failed_names="$failed_names $name"
         grep -E '^(not ok|#)' "$log" | head -n 40 | sed 's/^/    /'
@@ -73,5 +77,5 @@ if [ "$want" = all ]; then
 fi
 
 [ -n "$failed_names" ] && echo "failed:$failed_names"
-echo "$pass passed, $fail failed"
+echo "$pass passed, $fail failed$([ "$skip" -gt 0 ] && echo ", $skip skipped")"
 [ "$fail" -eq 0 ]
