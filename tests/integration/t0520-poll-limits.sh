@@ -1,0 +1,44 @@
+#!/bin/sh
+# t0520-poll-limits.sh — the long-poll transport's bounds (frames per POST,
+# frames waiting in a session's outbox, pings, open sessions per user) and
+# its rate-limit identity (a session opened with the token only in its
+# path is limited as its user), through Apache + mod_proxy_fcgi in front of
+# parley.fcgi (tests/integration/poll-limits.mjs; issue 8 defects b and c).
+# TAP output; exit status 0 only if everything passed.
+cd "$(dirname "$0")/../.." || exit 1
+. tests/integration/lib.sh
+
+if [ ! -x "$BUILD/parley.fcgi" ]; then
+    echo "ok 1 - long-poll limits # SKIP $BUILD/parley.fcgi is not built"
+    echo "1..1"
+    exit 0
+fi
+
+it_init
+it_fake_llm
+it_jwt_config
+LIMIT=4
+echo "RATE_LIMIT_MESSAGES_PER_MINUTE=$LIMIT" >>"$IT_APP_CONFIG"
+IT_NO_WS=1
+start_proxy_fcgi "$BUILD/parley.fcgi"
+it_log "web server $BASE"
+
+_out=$IT_TMP/poll-limits.tap
+PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET LIMIT=$LIMIT \
+    node --test --test-reporter=tap tests/integration/poll-limits.mjs >"$_out" 2>&1 && _rc=0 || _rc=$?
+while IFS= read -r _line; do
+    case $_line in
+    "ok "*|"not ok "*)
+        _t=$(printf '%s' "$_line" | sed -E 's/^(not )?ok [0-9]+ - //')
+        case $_line in
+        "not ok "*) TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1)); echo "not ok $TAP_N - $_t" ;;
+        *) TAP_N=$((TAP_N + 1)); echo "ok $TAP_N - $_t" ;;
+        esac ;;
+    esac
+done <"$_out"
+if [ "$_rc" -ne 0 ] || [ "$TAP_N" -eq 0 ]; then
+    grep -E '^ *(error:|expected:|actual:|operator:|  [^ #-][^:]*$)' "$_out" | grep -v '^ *\(at \|stack\)' | head -n 60 | sed 's/^/#   /'
+    [ "$TAP_N" -eq 0 ] && { TAP_N=1; TAP_FAILED=1; echo "not ok 1 - the client suite ran no test (exit $_rc)"; }
+    tail -n 10 "$SETUP_DIR/logs/app.log" | sed 's/^/#   parley.fcgi: /'
+fi
+it_done
