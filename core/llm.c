@@ -91,6 +91,8 @@ struct call {
     int new_tokens;           /* tokens since the last on_tick */
     int final;                /* the final message was seen */
     int failed;               /* res->kind and res->err are set */
+    void (*notify)(void *ud); /* after each read (llm_stream_set_notify) */
+    void *notify_ud;
 };
 
 /* Records the first failure of the call; later ones are ignored. */
@@ -360,9 +362,19 @@ static void process_line(struct call *c, const char *s, size_t len)
 /* libcurl write callback: collects an error body, or cuts the stream into
  * lines and parses each. Returns 0 (abort the transfer) once the call has
  * failed or a buffer would exceed its cap. */
+static size_t write_body(struct call *c, char *ptr, size_t size, size_t nmemb);
+
 static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
 {
     struct call *c = ud;
+    size_t r = write_body(c, ptr, size, nmemb);
+    if (c->notify)
+        c->notify(c->notify_ud);
+    return r;
+}
+
+static size_t write_body(struct call *c, char *ptr, size_t size, size_t nmemb)
+{
     size_t n = size * nmemb;
     if (c->failed)
         return 0;
@@ -742,82 +754,94 @@ int llm_global_init(void)
     return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
 }
 
-int llm_stream(const struct llm_config *cfg, const struct llm_request *req,
-               const struct llm_callbacks *cb, struct llm_result *result)
-{
+/* One answer in progress (llm.h). The call's state plus what the request
+ * owns until llm_stream_finish. */
+struct llm_stream {
     struct call c;
-    memset(&c, 0, sizeof c);
+    CURLU *u;
+    struct curl_slist *hdrs;
+    json_t *body;
+    char *payload;
+    char curlerr[CURL_ERROR_SIZE];
+    int ready;                /* the easy handle is set up: a multi may drive it */
+    int tick;                 /* ms between on_tick calls */
+    int64_t last_tick;
+};
+
+struct llm_stream *llm_stream_begin(const struct llm_config *cfg, const struct llm_request *req,
+                                    const struct llm_callbacks *cb, struct llm_result *result)
+{
     memset(result, 0, sizeof *result);
     result->kind = LLM_OK;
     result->first_token_ms = -1;
-    c.cfg = cfg;
-    c.cb = cb;
-    c.res = result;
-    c.t0 = mono_ms();
-    c.up_tokens = -1;
-
-    CURLU *u = NULL;
-    CURLM *multi = NULL;
-    struct curl_slist *hdrs = NULL;
-    json_t *body = NULL;
-    char *payload = NULL;
-    char curlerr[CURL_ERROR_SIZE] = "";
-    int added = 0;
+    struct llm_stream *s = calloc(1, sizeof *s);
+    if (!s) {
+        result->kind = LLM_ERR_INTERNAL;
+        str_copy(result->err, sizeof result->err, "out of memory starting the upstream request");
+        return NULL;
+    }
+    struct call *c = &s->c;
+    c->cfg = cfg;
+    c->cb = cb;
+    c->res = result;
+    c->t0 = mono_ms();
+    c->up_tokens = -1;
+    s->tick = cb && cb->tick_ms > 0 ? cb->tick_ms : DEFAULT_TICK_MS;
+    s->last_tick = c->t0;
 
     const char *model = req && req->model && req->model[0] ? req->model
                         : cfg && cfg->model ? cfg->model : "";
     if (!cfg || !req) {
-        fail(&c, LLM_ERR_CONFIG, "no upstream configuration or request");
-        goto done;
+        fail(c, LLM_ERR_CONFIG, "no upstream configuration or request");
+        return s;
     }
     if (!cfg->base_url || !cfg->base_url[0]) {
-        fail(&c, LLM_ERR_CONFIG, "no upstream URL is configured");
-        goto done;
+        fail(c, LLM_ERR_CONFIG, "no upstream URL is configured");
+        return s;
     }
     if (cfg->provider != LLM_OLLAMA && cfg->provider != LLM_OPENAI) {
-        fail(&c, LLM_ERR_CONFIG, "unknown upstream provider %d", (int)cfg->provider);
-        goto done;
+        fail(c, LLM_ERR_CONFIG, "unknown upstream provider %d", (int)cfg->provider);
+        return s;
     }
     if (!model[0]) {
-        fail(&c, LLM_ERR_CONFIG, "no model is configured for the upstream");
-        goto done;
+        fail(c, LLM_ERR_CONFIG, "no model is configured for the upstream");
+        return s;
     }
     if (req->n_messages == 0 && !req->prompt) {
-        fail(&c, LLM_ERR_CONFIG, "the request has neither a prompt nor messages");
-        goto done;
+        fail(c, LLM_ERR_CONFIG, "the request has neither a prompt nor messages");
+        return s;
     }
     str_copy(result->model, sizeof result->model, model);
 
-    u = curl_url();
-    c.easy = curl_easy_init();
-    multi = curl_multi_init();
-    if (!u || !c.easy || !multi) {
-        fail(&c, LLM_ERR_INTERNAL, "cannot set up libcurl (out of memory?)");
-        goto done;
+    s->u = curl_url();
+    c->easy = curl_easy_init();
+    if (!s->u || !c->easy) {
+        fail(c, LLM_ERR_INTERNAL, "cannot set up libcurl (out of memory?)");
+        return s;
     }
-    if (prepare_url(&c, u, req->n_messages > 0) < 0)
-        goto done;
-    if (!(body = build_body(&c, req, model)))
-        goto done;
-    if (!(payload = json_dumps(body, JSON_COMPACT))) {
-        fail(&c, LLM_ERR_INTERNAL, "cannot encode the request (out of memory?)");
-        goto done;
+    if (prepare_url(c, s->u, req->n_messages > 0) < 0)
+        return s;
+    if (!(s->body = build_body(c, req, model)))
+        return s;
+    if (!(s->payload = json_dumps(s->body, JSON_COMPACT))) {
+        fail(c, LLM_ERR_INTERNAL, "cannot encode the request (out of memory?)");
+        return s;
     }
 
     struct curl_slist *h;
-    h = hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+    h = s->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
     if (h)
-        h = hdrs = curl_slist_append(hdrs, cfg->provider == LLM_OPENAI
-                                     ? "Accept: text/event-stream"
-                                     : "Accept: application/x-ndjson");
+        h = s->hdrs = curl_slist_append(s->hdrs, cfg->provider == LLM_OPENAI
+                                        ? "Accept: text/event-stream"
+                                        : "Accept: application/x-ndjson");
     if (h)
-        h = hdrs = curl_slist_append(hdrs, "Expect:");     /* no 100-continue wait */
+        h = s->hdrs = curl_slist_append(s->hdrs, "Expect:");     /* no 100-continue wait */
     if (h && cfg->provider == LLM_OPENAI && cfg->api_key && cfg->api_key[0]) {
         size_t n = strlen(cfg->api_key) + 32;
         char *auth = malloc(n);
         if (auth) {
             snprintf(auth, n, "Authorization: Bearer %s", cfg->api_key);
-            h = hdrs = curl_slist_append(hdrs, auth);
+            h = s->hdrs = curl_slist_append(s->hdrs, auth);
             explicit_bzero(auth, n);
             free(auth);
         } else {
@@ -825,98 +849,165 @@ int llm_stream(const struct llm_config *cfg, const struct llm_request *req,
         }
     }
     if (!h) {
-        fail(&c, LLM_ERR_INTERNAL, "cannot build the request headers (out of memory?)");
-        goto done;
+        fail(c, LLM_ERR_INTERNAL, "cannot build the request headers (out of memory?)");
+        return s;
     }
 
-    CURL *e = c.easy;
+    CURL *e = c->easy;
     CURLcode sc = CURLE_OK;
-    if (!sc) sc = curl_easy_setopt(e, CURLOPT_CURLU, u);
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_CURLU, s->u);
     if (!sc) sc = curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     if (!sc) sc = curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     if (!sc) sc = curl_easy_setopt(e, CURLOPT_POST, 1L);
-    if (!sc) sc = curl_easy_setopt(e, CURLOPT_POSTFIELDS, payload);
-    if (!sc) sc = curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(payload));
-    if (!sc) sc = curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_POSTFIELDS, s->payload);
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(s->payload));
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->hdrs);
     if (!sc) sc = curl_easy_setopt(e, CURLOPT_USERAGENT, "parley");
     if (!sc) sc = curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
-    if (!sc) sc = curl_easy_setopt(e, CURLOPT_WRITEDATA, &c);
-    if (!sc) sc = curl_easy_setopt(e, CURLOPT_ERRORBUFFER, curlerr);
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->curlerr);
     if (!sc) sc = curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     if (!sc && cfg->connect_timeout_ms > 0)
         sc = curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_timeout_ms);
-    if (sc || curl_multi_add_handle(multi, e) != CURLM_OK) {
-        fail(&c, LLM_ERR_INTERNAL, "cannot set up the libcurl transfer: %s",
+    if (sc) {
+        fail(c, LLM_ERR_INTERNAL, "cannot set up the libcurl transfer: %s",
              curl_easy_strerror(sc));
-        goto done;
+        return s;
     }
-    added = 1;
+    s->ready = 1;
+    return s;
+}
 
-    int tick = cb && cb->tick_ms > 0 ? cb->tick_ms : DEFAULT_TICK_MS;
-    int64_t last_tick = c.t0;
+void *llm_stream_easy(struct llm_stream *s)
+{
+    return s && s->ready && !s->c.failed ? s->c.easy : NULL;
+}
+
+void llm_stream_set_notify(struct llm_stream *s, void (*fn)(void *ud), void *ud)
+{
+    s->c.notify = fn;
+    s->c.notify_ud = ud;
+}
+
+void llm_stream_transfer_done(struct llm_stream *s, int code)
+{
+    transfer_done(&s->c, (CURLcode)code, s->curlerr);
+    if (!s->c.failed && !s->c.final)     /* cannot happen: transfer_done decides */
+        fail(&s->c, LLM_ERR_INTERNAL, "the transfer ended without a result");
+}
+
+int llm_stream_ended(const struct llm_stream *s)
+{
+    return s->c.failed || s->c.final;
+}
+
+int llm_stream_poll(struct llm_stream *s, int64_t now)
+{
+    struct call *c = &s->c;
+    if (c->failed || c->final)
+        return 1;
+    if (c->new_tokens || now - s->last_tick >= s->tick) {
+        c->new_tokens = 0;
+        s->last_tick = now;
+        const struct llm_callbacks *cb = c->cb;
+        if (cb && cb->on_tick && cb->on_tick(cb->ud) != 0) {
+            fail(c, LLM_ERR_ABORTED, "the answer was stopped by the caller after %d "
+                 "token%s", TOKENS(c->pieces));
+            return 1;
+        }
+        now = mono_ms();
+    }
+    return check_timeouts(c, now);
+}
+
+int llm_stream_wait_ms(const struct llm_stream *s, int64_t now)
+{
+    return next_wait(&s->c, now, s->last_tick + s->tick);
+}
+
+void llm_stream_abort(struct llm_stream *s, const char *why)
+{
+    fail(&s->c, LLM_ERR_ABORTED, "%s", why && *why ? why : "the answer was stopped");
+}
+
+int llm_stream_finish(struct llm_stream *s)
+{
+    if (!s)
+        return -1;
+    struct call *c = &s->c;
+    struct llm_result *result = c->res;
+    const struct llm_config *cfg = c->cfg;
+    if (c->easy && !c->status) {
+        long st = 0;
+        curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &st);
+        c->status = (int)st;
+    }
+    result->http_status = c->status;
+    result->tokens = c->up_tokens >= 0 ? c->up_tokens : c->pieces;
+    result->total_ms = mono_ms() - c->t0;
+    if (cfg)
+        scrub(result->err, cfg->api_key);
+    utf8_clean(result->err);
+    utf8_clean(result->model);
+    int rc = c->failed ? -1 : 0;
+    curl_easy_cleanup(c->easy);
+    curl_slist_free_all(s->hdrs);
+    curl_url_cleanup(s->u);
+    free(s->payload);
+    json_decref(s->body);
+    buf_free(&c->line);
+    buf_free(&c->data);
+    buf_free(&c->errbody);
+    free(s);
+    return rc;
+}
+
+int llm_stream(const struct llm_config *cfg, const struct llm_request *req,
+               const struct llm_callbacks *cb, struct llm_result *result)
+{
+    struct llm_stream *s = llm_stream_begin(cfg, req, cb, result);
+    if (!s)
+        return -1;
+    struct call *c = &s->c;
+    CURLM *multi = NULL;
+    if (!s->ready || c->failed)
+        return llm_stream_finish(s);
+    multi = curl_multi_init();
+    if (!multi || curl_multi_add_handle(multi, c->easy) != CURLM_OK) {
+        fail(c, LLM_ERR_INTERNAL, "cannot set up the libcurl transfer (out of memory?)");
+        curl_multi_cleanup(multi);
+        return llm_stream_finish(s);
+    }
     for (;;) {
         int running = 0;
         CURLMcode mc = curl_multi_perform(multi, &running);
         if (mc != CURLM_OK) {
-            fail(&c, LLM_ERR_INTERNAL, "libcurl failed: %s", curl_multi_strerror(mc));
+            fail(c, LLM_ERR_INTERNAL, "libcurl failed: %s", curl_multi_strerror(mc));
             break;
         }
         CURLMsg *msg;
         int left;
         while ((msg = curl_multi_info_read(multi, &left)) != NULL)
             if (msg->msg == CURLMSG_DONE)
-                transfer_done(&c, msg->data.result, curlerr);
-        if (c.failed || c.final)
+                transfer_done(c, msg->data.result, s->curlerr);
+        if (c->failed || c->final)
             break;
         if (!running) {           /* cannot happen without a DONE message */
-            fail(&c, LLM_ERR_INTERNAL, "the transfer ended without a result");
+            fail(c, LLM_ERR_INTERNAL, "the transfer ended without a result");
             break;
         }
         int64_t now = mono_ms();
-        if (c.new_tokens || now - last_tick >= tick) {
-            c.new_tokens = 0;
-            last_tick = now;
-            if (cb && cb->on_tick && cb->on_tick(cb->ud) != 0) {
-                fail(&c, LLM_ERR_ABORTED, "the answer was stopped by the caller after %d "
-                     "token%s", TOKENS(c.pieces));
-                break;
-            }
-            now = mono_ms();
-        }
-        if (check_timeouts(&c, now))
+        if (llm_stream_poll(s, now))
             break;
-        mc = curl_multi_poll(multi, NULL, 0, next_wait(&c, now, last_tick + tick), NULL);
+        mc = curl_multi_poll(multi, NULL, 0, llm_stream_wait_ms(s, mono_ms()), NULL);
         if (mc != CURLM_OK) {
-            fail(&c, LLM_ERR_INTERNAL, "libcurl failed: %s", curl_multi_strerror(mc));
+            fail(c, LLM_ERR_INTERNAL, "libcurl failed: %s", curl_multi_strerror(mc));
             break;
         }
     }
-
-done:
-    if (c.easy && !c.status) {
-        long st = 0;
-        curl_easy_getinfo(c.easy, CURLINFO_RESPONSE_CODE, &st);
-        c.status = (int)st;
-    }
-    result->http_status = c.status;
-    result->tokens = c.up_tokens >= 0 ? c.up_tokens : c.pieces;
-    result->total_ms = mono_ms() - c.t0;
-    if (cfg)
-        scrub(result->err, cfg->api_key);
-    utf8_clean(result->err);
-    utf8_clean(result->model);
-    if (added)
-        curl_multi_remove_handle(multi, c.easy);
-    curl_easy_cleanup(c.easy);
+    curl_multi_remove_handle(multi, c->easy);
     curl_multi_cleanup(multi);
-    curl_slist_free_all(hdrs);
-    curl_url_cleanup(u);
-    free(payload);
-    json_decref(body);
-    buf_free(&c.line);
-    buf_free(&c.data);
-    buf_free(&c.errbody);
-    return c.failed ? -1 : 0;
+    return llm_stream_finish(s);
 }
 
 const char *llm_err_name(enum llm_err kind)

@@ -100,6 +100,54 @@ int llm_global_init(void);
 int llm_stream(const struct llm_config *cfg, const struct llm_request *req,
                const struct llm_callbacks *cb, struct llm_result *result);
 
+/* ---- the same, without blocking: one stream driven by a caller's curl multi ----
+ *
+ * llm_stream() above is llm_stream_begin + a private multi loop +
+ * llm_stream_finish. An event loop driving many answers on one thread
+ * (core/genloop.c) uses the pieces:
+ *   s = llm_stream_begin(cfg, req, cb, &res);     builds the request and parser
+ *   e = llm_stream_easy(s);   NULL: it already failed (finish it); else add e
+ *                             to the loop's multi (CURLOPT_PRIVATE is free)
+ *   ... the multi reads: on_token runs inside curl_multi_socket_action /
+ *       perform on the loop's thread; the notify function after each read;
+ *   llm_stream_transfer_done(s, code)  when the multi reports CURLMSG_DONE;
+ *   llm_stream_poll(s, now)   every so often: on_tick and the four timeouts;
+ *   llm_stream_ended(s)       1 once it succeeded or failed: remove e from
+ *                             the multi, then llm_stream_finish(s).
+ * cfg, cb and result are borrowed until llm_stream_finish; req only during
+ * llm_stream_begin. A stream is used by one thread at a time. */
+struct llm_stream;
+/* Starts one answer (no I/O yet). Returns a new stream, also when the
+ * request is already known to fail (config errors: llm_stream_easy is then
+ * NULL and llm_stream_ended 1); NULL only out of memory (result then says
+ * so). result is reset here and fully written by llm_stream_finish. */
+struct llm_stream *llm_stream_begin(const struct llm_config *cfg, const struct llm_request *req,
+                                    const struct llm_callbacks *cb, struct llm_result *result);
+/* The stream's CURL easy handle (borrowed) to add to a multi, or NULL when
+ * it already failed. */
+void *llm_stream_easy(struct llm_stream *s);
+/* fn(ud) runs after each piece of the response body was processed (in the
+ * thread driving the multi), so a loop can notice tokens and the end. */
+void llm_stream_set_notify(struct llm_stream *s, void (*fn)(void *ud), void *ud);
+/* The multi reported the transfer done with this CURLcode. */
+void llm_stream_transfer_done(struct llm_stream *s, int curl_code);
+/* Calls on_tick when due (tick_ms, or tokens arrived) and checks the
+ * first-token, idle and total timeouts at now (mono_ms). 1 when the stream
+ * has ended (success or failure), else 0. */
+int llm_stream_poll(struct llm_stream *s, int64_t now);
+/* Milliseconds until llm_stream_poll must run again (0..1000). */
+int llm_stream_wait_ms(const struct llm_stream *s, int64_t now);
+/* 1 once the final message was seen or the stream failed. */
+int llm_stream_ended(const struct llm_stream *s);
+/* Fails the stream now with LLM_ERR_ABORTED and message why (no-op when it
+ * already ended). The caller then removes it from its multi and finishes. */
+void llm_stream_abort(struct llm_stream *s, const char *why);
+/* Ends the stream: writes the whole result, frees everything (the easy
+ * handle too: remove it from any multi first). Returns 0 when the answer
+ * was complete, -1 on failure (result->kind, result->err). s may be NULL
+ * (returns -1: llm_stream_begin ran out of memory). */
+int llm_stream_finish(struct llm_stream *s);
+
 /* Short stable name of a kind ("connect", "http", ...), for logs/metrics. */
 const char *llm_err_name(enum llm_err kind);
 #endif

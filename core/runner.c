@@ -1,5 +1,6 @@
 /* runner.c — claim, stream into the event log, finish atomically (runner.h). */
 #include "runner.h"
+#include "follow.h"
 #include "util.h"
 
 #include <jansson.h>
@@ -22,10 +23,14 @@ int runner_claim(struct parley_ctx *ctx, const struct gen_request *req,
                       ctx->cfg->lease_ms, claim, err, errlen);
 }
 
-/* State shared with the llm callbacks while one job streams. */
-struct run_state {
+/* One job in progress (runner.h): the state shared with the llm callbacks. */
+struct runner_gen {
     struct parley_ctx *ctx;
+    const struct gen_request *req;      /* borrowed until runner_gen_finish */
     struct evlog_writer w;
+    int batch;                  /* RUNNER_BATCH: tokens wait in pend for flush_tx */
+    char *pend;                 /* batch: tokens not yet in the log */
+    size_t pend_len, pend_cap;
     char *text;                 /* everything received so far */
     size_t len, cap;
     int64_t job_id;
@@ -34,6 +39,10 @@ struct run_state {
     int db_failed;
     int one_sentence;
     int stopped_early;          /* one_sentence reached: a success */
+    struct gen_outcome out;     /* written by begin and finish */
+    struct llm_config lc;
+    struct llm_callbacks cb;
+    struct llm_result res;
 };
 
 /* Length of the first sentence of t[0..n) including its terminator, or 0
@@ -56,7 +65,7 @@ static size_t first_sentence_end(const char *t, size_t n)
     return 0;
 }
 
-static int keep_lease(struct run_state *rs)
+static int keep_lease(struct runner_gen *rs)
 {
     int lease = rs->ctx->cfg->lease_ms;
     int64_t now = mono_ms();
@@ -70,9 +79,28 @@ static int keep_lease(struct run_state *rs)
     return 0;
 }
 
+/* Appends n bytes to *p (growing *cap). 0 / -1 out of memory. */
+static int grow_add(char **p, size_t *len, size_t *cap, const char *t, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t ncap = *cap ? *cap * 2 : 1024;
+        while (ncap < *len + n + 1)
+            ncap *= 2;
+        char *np = realloc(*p, ncap);
+        if (!np)
+            return -1;
+        *p = np;
+        *cap = ncap;
+    }
+    memcpy(*p + *len, t, n);
+    *len += n;
+    (*p)[*len] = '\0';
+    return 0;
+}
+
 static int on_token(void *ud, const char *t, size_t n)
 {
-    struct run_state *rs = ud;
+    struct runner_gen *rs = ud;
     if (rs->stopped_early)
         return 1;
     if (rs->one_sentence) {
@@ -96,36 +124,40 @@ static int on_token(void *ud, const char *t, size_t n)
             }
         }
     }
-    if (rs->len + n + 1 > rs->cap) {
-        size_t ncap = rs->cap ? rs->cap * 2 : 1024;
-        while (ncap < rs->len + n + 1)
-            ncap *= 2;
-        char *p = realloc(rs->text, ncap);
-        if (!p)
+    if (grow_add(&rs->text, &rs->len, &rs->cap, t, n) < 0)
+        return -1;
+    if (rs->batch && rs->w.coalesce_ms > 0) {
+        if (grow_add(&rs->pend, &rs->pend_len, &rs->pend_cap, t, n) < 0)
             return -1;
-        rs->text = p;
-        rs->cap = ncap;
-    }
-    memcpy(rs->text + rs->len, t, n);
-    rs->len += n;
-    rs->text[rs->len] = '\0';
-    if (evw_token(&rs->w, t, n) < 0) {
+    } else if (evw_token(&rs->w, t, n) < 0) {
         rs->db_failed = 1;
         return -1;
     }
     if (rs->stopped_early)
-        return 1;             /* ends the stream; runner_execute counts it a success */
-    return keep_lease(rs);
+        return 1;             /* ends the stream; runner_gen_finish counts it a success */
+    return rs->batch ? 0 : keep_lease(rs);
 }
 
 static int on_tick(void *ud)
 {
-    struct run_state *rs = ud;
+    struct runner_gen *rs = ud;
     if (evw_tick(&rs->w) < 0) {
         rs->db_failed = 1;
         return -1;
     }
     return keep_lease(rs);
+}
+
+/* The tokens not yet in the log (new string or NULL), emptying the buffer. */
+static char *take_rest(struct runner_gen *rs, size_t *len)
+{
+    if (!rs->batch || rs->pend_len == 0)
+        return evw_take(&rs->w, len);
+    char *s = rs->pend;
+    *len = rs->pend_len;
+    rs->pend = NULL;
+    rs->pend_len = rs->pend_cap = 0;
+    return s;
 }
 
 static char *json_text(json_t *o)
@@ -137,11 +169,11 @@ static char *json_text(json_t *o)
 
 /* The final transaction of a successful job: last buffered tokens, "done",
  * job state, answer cache, assistant message. */
-static int finish_ok(struct run_state *rs, const struct gen_request *req, struct gen_outcome *out)
+static int finish_ok(struct runner_gen *rs, const struct gen_request *req, struct gen_outcome *out)
 {
     parley_db *db = rs->ctx->db;
     size_t restlen;
-    char *rest = evw_take(&rs->w, &restlen);
+    char *rest = take_rest(rs, &restlen);
     char *done = json_text(json_pack("{s:I, s:s, s:i, s:I, s:I, s:s}",
                                      "job_id", (json_int_t)rs->job_id,
                                      "message_id", out->message_id,
@@ -194,11 +226,16 @@ out:
     return rc;
 }
 
-static int finish_failed(struct run_state *rs, const struct gen_request *req,
+static int finish_failed(struct runner_gen *rs, const struct gen_request *req,
                          const char *kind, const char *msg)
 {
     parley_db *db = rs->ctx->db;
-    evw_flush(&rs->w);          /* tokens already shown stay in the log */
+    size_t restlen;
+    char *rest = rs->batch ? take_rest(rs, &restlen) : NULL;
+    if (rest)                   /* tokens already streamed stay in the log */
+        evlog_append(db, NULL, req->channel, rs->job_id, "token", rest, restlen);
+    free(rest);
+    evw_flush(&rs->w);
     char *data = json_text(json_pack("{s:I, s:s, s:s}", "job_id", (json_int_t)rs->job_id,
                                      "message", msg, "kind", kind));
     if (!data || db_begin(db) < 0) {
@@ -215,9 +252,22 @@ static int finish_failed(struct run_state *rs, const struct gen_request *req,
     return db_commit(db);
 }
 
-int runner_execute(struct parley_ctx *ctx, const struct gen_request *req,
-                   struct job_claim *claim, struct gen_outcome *out)
+static void gen_free(struct runner_gen *g)
 {
+    if (!g)
+        return;
+    free(g->text);
+    free(g->pend);
+    evw_cleanup(&g->w);
+    gen_outcome_free(&g->out);
+    free(g);
+}
+
+int runner_gen_begin(struct parley_ctx *ctx, const struct gen_request *req,
+                     struct job_claim *claim, int flags, struct gen_outcome *out,
+                     struct runner_gen **gen)
+{
+    *gen = NULL;
     memset(out, 0, sizeof *out);
     out->job_id = claim->job_id;
     out->first_token_ms = -1;
@@ -227,87 +277,150 @@ int runner_execute(struct parley_ctx *ctx, const struct gen_request *req,
         jobs_adopt(ctx->db, claim, ctx->cfg->lease_ms) < 0) {
         str_copy(out->error, sizeof out->error, JOB_INTERRUPTED_MSG);
         out->kind = LLM_ERR_ABORTED;
-        return 0;
+        return 1;
     }
+    struct runner_gen *rs = calloc(1, sizeof *rs);
+    if (!rs) {
+        str_copy(out->error, sizeof out->error, "out of memory starting the generation");
+        out->kind = LLM_ERR_INTERNAL;
+        return -1;
+    }
+    rs->out = *out;
     if (req->message_id)
-        str_copy(out->message_id, sizeof out->message_id, req->message_id);
+        str_copy(rs->out.message_id, sizeof rs->out.message_id, req->message_id);
     else
-        uuid_v4(out->message_id);
+        uuid_v4(rs->out.message_id);
+    rs->ctx = ctx;
+    rs->req = req;
+    rs->batch = (flags & RUNNER_BATCH) != 0;
+    rs->job_id = claim->job_id;
+    rs->renewed_ms = mono_ms();
+    rs->one_sentence = req->one_sentence;
+    evw_init(&rs->w, ctx->db, ctx->bell, req->channel, claim->job_id, ctx->cfg->coalesce_ms);
 
-    struct run_state rs;
-    memset(&rs, 0, sizeof rs);
-    rs.ctx = ctx;
-    rs.job_id = claim->job_id;
-    rs.renewed_ms = mono_ms();
-    rs.one_sentence = req->one_sentence;
-    evw_init(&rs.w, ctx->db, ctx->bell, req->channel, claim->job_id, ctx->cfg->coalesce_ms);
-
-    struct llm_config lc;
-    config_llm(ctx->cfg, &lc);
-    const char *model = req->llm.model ? req->llm.model : lc.model;
+    config_llm(ctx->cfg, &rs->lc);
+    const char *model = req->llm.model ? req->llm.model : rs->lc.model;
     char *start = json_text(json_pack("{s:I, s:s, s:s}", "job_id", (json_int_t)claim->job_id,
-                                      "message_id", out->message_id, "model", model ? model : ""));
-    int rc = -1;
+                                      "message_id", rs->out.message_id,
+                                      "model", model ? model : ""));
     if (!start || evlog_append(ctx->db, ctx->bell, req->channel, claim->job_id, "start",
                                start, strlen(start)) < 0) {
         free(start);
         str_copy(out->error, sizeof out->error, "database error: cannot record the job start");
         out->kind = LLM_ERR_INTERNAL;
-        evw_cleanup(&rs.w);
+        gen_free(rs);
         return -1;
     }
     free(start);
 
-    struct llm_callbacks cb = { on_token, on_tick, 0, &rs };
+    rs->cb.on_token = on_token;
+    rs->cb.on_tick = rs->batch ? NULL : on_tick;
+    rs->cb.ud = rs;
     int tick = ctx->cfg->coalesce_ms > 0 ? ctx->cfg->coalesce_ms : 50;
     if (tick > ctx->cfg->lease_ms / 4)
         tick = ctx->cfg->lease_ms / 4 > 0 ? ctx->cfg->lease_ms / 4 : 1;
-    cb.tick_ms = tick;
-    struct llm_result res;
-    int ok = llm_stream(&lc, &req->llm, &cb, &res) == 0;
-    if (!ok && rs.stopped_early && res.kind == LLM_ERR_ABORTED) {
+    rs->cb.tick_ms = tick;
+    *gen = rs;
+    return 0;
+}
+
+struct llm_stream *runner_gen_stream(struct runner_gen *g)
+{
+    return llm_stream_begin(&g->lc, &g->req->llm, &g->cb, &g->res);
+}
+
+const char *runner_gen_channel(const struct runner_gen *g)
+{
+    return g->req->channel;
+}
+
+int runner_gen_flush_tx(struct runner_gen *g)
+{
+    if (!g->batch || g->pend_len == 0)
+        return 0;
+    if (evlog_append_tx(g->ctx->db, g->req->channel, g->job_id, "token", g->pend,
+                        g->pend_len) < 0)
+        return -1;
+    g->pend_len = 0;
+    return 1;
+}
+
+int runner_gen_renew_tx(struct runner_gen *g)
+{
+    if (g->lost_lease)
+        return -1;
+    return keep_lease(g);
+}
+
+void runner_gen_db_failed(struct runner_gen *g)
+{
+    g->db_failed = 1;
+}
+
+int runner_gen_finish(struct runner_gen *g, int llm_rc, struct gen_outcome *out)
+{
+    struct parley_ctx *ctx = g->ctx;
+    const struct gen_request *req = g->req;
+    struct llm_result *res = &g->res;
+    struct gen_outcome *o = &g->out;
+    int ok = llm_rc == 0 && !g->db_failed && !g->lost_lease;
+    if (llm_rc != 0 && g->stopped_early && res->kind == LLM_ERR_ABORTED && !g->db_failed &&
+        !g->lost_lease) {
         ok = 1;               /* we stopped it at the end of the first sentence */
-        res.kind = LLM_OK;
-        res.err[0] = '\0';
+        res->kind = LLM_OK;
+        res->err[0] = '\0';
     }
+    const char *model = req->llm.model ? req->llm.model : g->lc.model;
+    o->tokens = res->tokens;
+    o->first_token_ms = res->first_token_ms;
+    o->processing_ms = res->total_ms;
+    o->kind = res->kind;
+    str_copy(o->model, sizeof o->model, res->model[0] ? res->model : (model ? model : ""));
 
-    out->tokens = res.tokens;
-    out->first_token_ms = res.first_token_ms;
-    out->processing_ms = res.total_ms;
-    out->kind = res.kind;
-    str_copy(out->model, sizeof out->model, res.model[0] ? res.model : (model ? model : ""));
-
+    int rc = -1;
     if (ok) {
-        if (finish_ok(&rs, req, out) == 0) {
-            out->ok = 1;
-            out->text = rs.text ? rs.text : strdup("");
-            rs.text = NULL;
+        if (finish_ok(g, req, o) == 0) {
+            o->ok = 1;
+            o->text = g->text ? g->text : strdup("");
+            g->text = NULL;
             rc = 0;
-        } else if (rs.lost_lease) {
-            str_copy(out->error, sizeof out->error, JOB_INTERRUPTED_MSG);
+        } else if (g->lost_lease) {
+            str_copy(o->error, sizeof o->error, JOB_INTERRUPTED_MSG);
             rc = 0;   /* the recoverer already recorded the failure */
         } else {
-            str_copy(out->error, sizeof out->error, "database error: cannot store the answer");
-            rc = finish_failed(&rs, req, "internal", out->error);
+            str_copy(o->error, sizeof o->error, "database error: cannot store the answer");
+            rc = finish_failed(g, req, "internal", o->error);
         }
     } else {
-        const char *kind = llm_err_name(res.kind);
-        if (rs.lost_lease) {
-            str_copy(out->error, sizeof out->error, JOB_INTERRUPTED_MSG);
+        const char *kind = llm_err_name(res->kind);
+        if (g->lost_lease) {
+            str_copy(o->error, sizeof o->error, JOB_INTERRUPTED_MSG);
             rc = 0;
         } else {
-            if (rs.db_failed)
-                str_copy(out->error, sizeof out->error, "database error while streaming the answer");
+            if (g->db_failed)
+                str_copy(o->error, sizeof o->error, "database error while streaming the answer");
             else
-                str_copy(out->error, sizeof out->error, res.err);
-            rc = finish_failed(&rs, req, rs.db_failed ? "internal" : kind, out->error);
+                str_copy(o->error, sizeof o->error, res->err);
+            rc = finish_failed(g, req, g->db_failed ? "internal" : kind, o->error);
         }
     }
     if (rc == 0 && ctx->bell)
         bell_ring(ctx->bell, req->channel);
-    free(rs.text);
-    evw_cleanup(&rs.w);
+    *out = *o;
+    memset(o, 0, sizeof *o);      /* out owns the text now */
+    gen_free(g);
     return rc;
+}
+
+int runner_execute(struct parley_ctx *ctx, const struct gen_request *req,
+                   struct job_claim *claim, struct gen_outcome *out)
+{
+    struct runner_gen *g;
+    int rc = runner_gen_begin(ctx, req, claim, 0, out, &g);
+    if (rc != 0)
+        return rc > 0 ? 0 : -1;
+    int lrc = llm_stream(&g->lc, &req->llm, &g->cb, &g->res);
+    return runner_gen_finish(g, lrc, out);
 }
 
 int runner_fail(struct parley_ctx *ctx, const struct gen_request *req,
@@ -316,7 +429,7 @@ int runner_fail(struct parley_ctx *ctx, const struct gen_request *req,
     if (strcmp(claim->lease_owner, owner_id()) != 0 &&
         jobs_adopt(ctx->db, claim, ctx->cfg->lease_ms) < 0)
         return -1;
-    struct run_state rs;
+    struct runner_gen rs;
     memset(&rs, 0, sizeof rs);
     rs.ctx = ctx;
     rs.job_id = claim->job_id;
@@ -345,49 +458,39 @@ int runner_run(struct parley_ctx *ctx, const struct gen_request *req,
     return runner_execute(ctx, req, claim, out);
 }
 
+/* runner_follow on the one follow loop (core/follow.h). */
+struct runner_follow_state {
+    int64_t job_id;
+    int (*on_event)(void *ud, const struct evlog_event *ev);
+    void *ud;
+    int timed_out;
+};
+
+static int runner_follow_event(void *ud, const struct evlog_event *ev)
+{
+    struct runner_follow_state *f = ud;
+    if (ev->job_id != f->job_id)
+        return FOLLOW_MORE;
+    if (f->on_event(f->ud, ev))
+        return FOLLOW_QUIT;
+    return !strcmp(ev->type, "done") || !strcmp(ev->type, "error") ? FOLLOW_END : FOLLOW_MORE;
+}
+
+static int runner_follow_idle(void *ud)
+{
+    ((struct runner_follow_state *)ud)->timed_out = 1;
+    return 1;
+}
+
 int runner_follow(struct parley_ctx *ctx, const char *channel, int64_t job_id,
                   int64_t *cursor, int timeout_ms, const volatile int *stop,
                   int (*on_event)(void *ud, const struct evlog_event *ev), void *ud)
 {
-    int64_t last_event = mono_ms();
-    int64_t last_check = last_event;
-    int check_every = ctx->cfg->lease_ms / 2 > 100 ? ctx->cfg->lease_ms / 2 : 100;
-    for (;;) {
-        int slice = check_every;
-        if (timeout_ms >= 0) {
-            int64_t left = last_event + timeout_ms - mono_ms();
-            if (left <= 0)
-                return 2;
-            if (left < slice)
-                slice = (int)left;
-        }
-        struct evlog_event *ev = NULL;
-        int n = evlog_wait(ctx->db, ctx->bell, channel, *cursor, 256, slice, stop, &ev);
-        if (n < 0)
-            return stop && *stop ? 3 : -1;
-        int end = 0, r = 0;
-        for (int i = 0; i < n && !end && !r; i++) {
-            *cursor = ev[i].seq;
-            if (ev[i].job_id != job_id)
-                continue;
-            r = on_event(ud, &ev[i]);
-            if (!strcmp(ev[i].type, "done") || !strcmp(ev[i].type, "error"))
-                end = 1;
-        }
-        evlog_free(ev, n);
-        if (r)
-            return 1;
-        if (end)
-            return 0;
-        int64_t now = mono_ms();
-        if (n > 0)
-            last_event = now;
-        if (now - last_check >= check_every) {
-            last_check = now;
-            struct job_info ji;
-            if (jobs_get(ctx->db, job_id, &ji) == 0 && !strcmp(ji.state, "running") &&
-                ji.lease_expires < now_ms())
-                jobs_recover(ctx->db, ctx->bell, now_ms());
-        }
-    }
+    struct runner_follow_state f = { job_id, on_event, ud, 0 };
+    int r = follow_channel(ctx, channel, &f.job_id, cursor, runner_follow_event,
+                           timeout_ms >= 0 ? runner_follow_idle : NULL, &f, stop,
+                           timeout_ms > 0 ? timeout_ms : timeout_ms == 0 ? 1 : 0);
+    if (r == FOLLOW_LEFT)
+        return f.timed_out ? 2 : 1;
+    return r;
 }

@@ -7,8 +7,10 @@
  * assistant message in the SAME transaction as the "done" event. On any
  * failure it appends one "error" event and caches nothing. Viewers (the
  * owner's own client included) follow the log with runner_follow().
- * Threads: runner_execute blocks the calling thread for the whole answer;
- * the ctx's db is used by that thread only.
+ * Threads: runner_execute blocks the calling thread for the whole answer
+ * (the fronts use proto_job_submit instead: core/genloop.c runs every
+ * generation of the process on one thread); the ctx's db is used by that
+ * thread only.
  */
 #ifndef PARLEY_RUNNER_H
 #define PARLEY_RUNNER_H
@@ -59,6 +61,48 @@ int runner_claim(struct parley_ctx *ctx, const struct gen_request *req,
  * be recorded (database gone; the lease then expires and others recover). */
 int runner_execute(struct parley_ctx *ctx, const struct gen_request *req,
                    struct job_claim *claim, struct gen_outcome *out);
+/* ---- the same, one step at a time (an event loop runs many at once) ----
+ * runner_execute() is runner_gen_begin + llm_stream() (blocking) +
+ * runner_gen_finish. core/genloop.c instead drives runner_gen_stream()'s
+ * llm_stream on its curl multi with RUNNER_BATCH: tokens then wait in the
+ * gen until the loop writes every gen's tokens in one transaction
+ * (runner_gen_flush_tx), and the loop renews leases (runner_gen_renew_tx).
+ * A runner_gen is used by one thread at a time, with ctx->db of that
+ * thread; ctx, req and claim are borrowed until runner_gen_finish. */
+struct runner_gen;
+#define RUNNER_BATCH 1
+/* Takes the lease over (jobs_adopt when another thread claimed it), picks
+ * the message id and appends "start" (own transaction, rings). 0 with *gen
+ * set (new); 1 when the job is no longer ours (a viewer failed it: out says
+ * so, nothing to do); -1 on a database error (out says so; the lease
+ * expires and viewers recover). out is fully written on 1 / -1. */
+int runner_gen_begin(struct parley_ctx *ctx, const struct gen_request *req,
+                     struct job_claim *claim, int flags, struct gen_outcome *out,
+                     struct runner_gen **gen);
+/* The upstream stream for this gen (llm_stream_begin with the gen's config
+ * and callbacks; new, NULL out of memory). The caller drives it, then calls
+ * llm_stream_finish and passes its result to runner_gen_finish. */
+struct llm_stream *runner_gen_stream(struct runner_gen *g);
+/* The gen's channel (borrowed from its request). */
+const char *runner_gen_channel(const struct runner_gen *g);
+/* RUNNER_BATCH: appends the tokens received since the last flush as one
+ * "token" event inside the caller's open transaction (the caller rings the
+ * channel after its commit). 1 appended, 0 nothing to append, -1 error
+ * (then runner_gen_db_failed and stop the stream). */
+int runner_gen_flush_tx(struct runner_gen *g);
+/* Renews the lease when a third of it has passed (may run inside the
+ * caller's transaction). 0, or -1 when the lease was lost (stop the
+ * stream: the job was failed by someone else) or on error. */
+int runner_gen_renew_tx(struct runner_gen *g);
+/* Records that tokens of this gen could not be written (a batch
+ * transaction failed): it ends as failed ("internal"), nothing cached. */
+void runner_gen_db_failed(struct runner_gen *g);
+/* Ends the job after its stream ended (llm_rc: llm_stream_finish's result):
+ * success stores answer + message with "done" in one transaction; any
+ * failure appends one "error" event. Rings the channel. Frees g. Returns
+ * like runner_execute; out is fully written (out->text new on success). */
+int runner_gen_finish(struct runner_gen *g, int llm_rc, struct gen_outcome *out);
+
 /* Fails a job claimed as owner without running it (the process is
  * stopping, or the job could not be queued): takes the lease over like
  * runner_execute, appends one "error" event {job_id, message, kind} and
