@@ -31,15 +31,41 @@
 #include <string.h>
 #include <unistd.h>
 
+/* The synopsis (README.md's "Command-line tool" section lists the same
+ * lines; tests/integration/t0520-cli-readme.sh compares them). */
+static const char usage_text[] =
+    "usage: parley migrate\n"
+    "       parley ask [-t TICKET_ID] PROMPT\n"
+    "       parley maintain\n"
+    "       parley token SUB [SECONDS]\n"
+    "       parley --help\n";
+
 static int usage(void)
 {
-    fprintf(stderr,
-            "usage: parley migrate\n"
-            "       parley ask [-t TICKET_ID] PROMPT\n"
-            "       parley maintain\n"
-            "       parley token SUB [SECONDS]\n");
+    fputs(usage_text, stderr);
     return 2;
 }
+
+/* parley --help: the synopsis and what each command does, on stdout. */
+static int help(void)
+{
+    fputs(usage_text, stdout);
+    fputs("\n"
+          "  migrate    create the database (PARLEY_DB) or bring its schema up to date\n"
+          "  ask        answer PROMPT through the configured LLM, streaming it to stdout\n"
+          "             (-t: as the body of ticket TICKET_ID); a cached answer is reused\n"
+          "  maintain   recover jobs whose lease expired, compact the event log\n"
+          "             (PARLEY_EVENT_GRACE), prune old rate-limit hits\n"
+          "  token      print a JWT for user SUB signed with PARLEY_JWT_SECRET, valid\n"
+          "             SECONDS (default 3600; 0: no expiry)\n"
+          "Settings come from the environment or PARLEY_CONFIG (docs/configuration.md).\n"
+          "Exit status: 0 ok, 1 failure, 2 usage, 78 configuration error.\n", stdout);
+    return 0;
+}
+
+/* Exit status for a configuration error (sysexits' EX_CONFIG): tools/run.sh
+ * tells it apart from a database failure. */
+#define EXIT_CONFIG 78
 
 struct ask {
     struct parley_config *cfg;
@@ -146,12 +172,14 @@ int main(int argc, char **argv)
 {
     if (argc < 2)
         return usage();
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help"))
+        return help();
     struct parley_config cfg;
     char err[512];
     if (config_load(&cfg, err, sizeof err) < 0) {
         fprintf(stderr, "parley: configuration: %s\n", err);
         config_cleanup(&cfg);
-        return 1;
+        return EXIT_CONFIG;
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "token")) {
