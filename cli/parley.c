@@ -32,7 +32,7 @@
 #include <unistd.h>
 
 /* The synopsis (README.md's "Command-line tool" section lists the same
- * lines; tests/integration/t0520-cli-readme.sh compares them). */
+ * lines; tests/integration/t0525-cli-readme.sh compares them). */
 static const char usage_text[] =
     "usage: parley migrate\n"
     "       parley ask [-t TICKET_ID] PROMPT\n"

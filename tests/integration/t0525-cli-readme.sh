@@ -1,5 +1,5 @@
 #!/bin/sh
-# t0520-cli-readme.sh — README.md's list of CLI commands is the CLI's own
+# t0525-cli-readme.sh — README.md's list of CLI commands is the CLI's own
 # (issue 8 defect k: README listed compact and recover, the CLI has
 # maintain and token). Every synopsis line of `parley --help` appears in
 # README's "Command-line tool" section and vice versa, and the Layout
