@@ -215,6 +215,19 @@ int jobs_recover(parley_db *db, parley_bell *bell, int64_t now)
     return done;
 }
 
+int jobs_recover_if_expired(parley_db *db, parley_bell *bell, int64_t job_id, int64_t now)
+{
+    if (job_id <= 0)
+        return 0;
+    struct job_info ji;
+    int g = jobs_get(db, job_id, &ji);
+    if (g != 0)
+        return g < 0 ? -1 : 0;
+    if (strcmp(ji.state, "running") != 0 || ji.lease_expires >= now)
+        return 0;
+    return jobs_recover(db, bell, now);
+}
+
 int jobs_running_on(parley_db *db, const char *channel, int64_t *job_id, int64_t *first_seq)
 {
     static const char sql[] =

@@ -54,6 +54,13 @@ int jobs_finish_tx(parley_db *db, int64_t job_id, const char *error);
 /* Fails every running job whose lease expired before now, appending an
  * error event to each one's channel and ringing. Returns how many, or -1. */
 int jobs_recover(parley_db *db, parley_bell *bell, int64_t now);
+/* The one recovery a follower runs while it waits: when job_id (> 0) is
+ * still running and its lease expired before now, fails every running job
+ * whose lease expired (jobs_recover: error event, ring), so viewers of a job
+ * whose worker died get its "error" event instead of waiting forever.
+ * Returns how many jobs were failed (0 when job_id is live, over, unknown
+ * or 0), or -1 on a database error. */
+int jobs_recover_if_expired(parley_db *db, parley_bell *bell, int64_t job_id, int64_t now);
 /* The running job of a channel, if any (the newest). 0 found (job_id and
  * first_seq set), 1 none, -1 error. */
 int jobs_running_on(parley_db *db, const char *channel, int64_t *job_id, int64_t *first_seq);

@@ -95,6 +95,13 @@ int proto_rate_ok(struct parley_ctx *ctx, const struct proto_conn *c)
     return ratelimit_hit(ctx->db, c->peer, ctx->cfg->rate_limit_per_min, 60000, now_ms(), NULL);
 }
 
+int proto_fail(struct proto_conn *c, enum perr kind, const char *msg)
+{
+    c->err = kind;
+    str_copy(c->err_msg, sizeof c->err_msg, msg && *msg ? msg : perr_text(kind));
+    return 0;
+}
+
 void proto_follow(struct proto_conn *c, const char *channel, int64_t job_id, int64_t after)
 {
     str_copy(c->channel, sizeof c->channel, channel);
@@ -215,6 +222,7 @@ static const struct proto_ops *ops_of(enum proto_kind k)
     case PROTO_TICKET: return &proto_ticket_ops;
     case PROTO_CHAT: return &proto_chat_ops;
     case PROTO_BRAND: return &proto_brand_ops;
+    case PROTO_SEND: return &proto_send_ops;
     }
     return NULL;
 }
@@ -309,7 +317,10 @@ int proto_open(struct parley_ctx *ctx, struct proto_conn *c, const char *path,
     c->state = json_object();
     str_copy(c->user, sizeof c->user, user ? user : "");
     str_copy(c->peer, sizeof c->peer, peer && *peer ? peer : "anonymous");
-    if (!c->state || proto_route(path, &c->kind, c->param, sizeof c->param) < 0) {
+    if (c->state && !strcmp(path, PROTO_SEND_PATH))
+        c->kind = PROTO_SEND;           /* HTTP only: no path parameter */
+    else if (!c->state || proto_route(path, &c->kind, c->param, sizeof c->param) < 0) {
+        proto_fail(c, c->state ? PERR_NOT_FOUND : PERR_INTERNAL, "unknown path");
         c->close = 1;
         c->close_code = 1008;
         str_copy(c->close_reason, sizeof c->close_reason, "unknown path");
@@ -333,6 +344,8 @@ int proto_message(struct parley_ctx *ctx, struct proto_conn *c, const char *text
                   size_t len, struct proto_frames *out, struct proto_job **job)
 {
     *job = NULL;
+    c->err = PERR_OK;
+    c->err_msg[0] = '\0';
     json_error_t jerr;
     json_t *msg = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     int rc = ops_of(c->kind)->message(ctx, c, msg, out, job);
@@ -371,12 +384,8 @@ int proto_pump(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames
             return -1;
         }
     evlog_free(ev, n);
-    if (n == 0 && c->job_id) {
-        struct job_info ji;
-        if (jobs_get(ctx->db, c->job_id, &ji) == 0 && !strcmp(ji.state, "running") &&
-            ji.lease_expires < now_ms())
-            jobs_recover(ctx->db, ctx->bell, now_ms());
-    }
+    if (n == 0)
+        jobs_recover_if_expired(ctx->db, ctx->bell, c->job_id, now_ms());
     return n;
 }
 

@@ -4,6 +4,8 @@
  *   PROTO_TICKET  seed 000  /api/websocket/chat/{ticketId}   core/proto_ticket.c
  *   PROTO_CHAT    seed 001  /ws/{session_id}?token=JWT       core/proto_chat.c
  *   PROTO_BRAND   seed 002  /ws/chat/{brand_id}              core/proto_brand.c
+ * and one served over plain HTTP only (Server-Sent Events, fcgi/api_send.c):
+ *   PROTO_SEND    seed 004  POST /api/chat/send              core/proto_send.c
  * The WebSocket bridge and the long-poll transport both drive a connection
  * through the same four calls, so a frame is byte-for-byte the same on both:
  *   proto_open()     once, after the transport accepted the connection;
@@ -24,9 +26,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
+#include "perr.h"
 #include "runner.h"
 
-enum proto_kind { PROTO_TICKET = 0, PROTO_CHAT = 1, PROTO_BRAND = 2 };
+enum proto_kind { PROTO_TICKET = 0, PROTO_CHAT = 1, PROTO_BRAND = 2, PROTO_SEND = 3 };
+/* The path proto_open takes for seed 004 (not a WebSocket path: proto_route
+ * does not list it). */
+#define PROTO_SEND_PATH "/api/chat/send"
 
 /* Frames to send, in order. Each is a complete JSON text (new). */
 struct proto_frames {
@@ -58,13 +64,21 @@ struct proto_conn {
     int close;
     int close_code;        /* WebSocket close code: 1000, 1008, 4401, 4404... */
     char close_reason[120];
+
+    /* Set by an adapter with every error it answers (the error frame, or a
+     * database failure): what kind of failure (core/perr.h) and its
+     * message, so a front maps it to a status or close code without
+     * reading frames. PERR_OK / "" when the last proto_open or
+     * proto_message call produced no error; reset by both. */
+    enum perr err;
+    char err_msg[200];
 };
 
 /* Which adapter serves path (which may carry a query). 0 with kind and the
  * decoded path parameter set; -1 when no protocol lives at that path. */
 int proto_route(const char *path, enum proto_kind *kind, char *param, size_t plen);
 
-/* Initialises c for path, user (sub, "" open mode) and peer. Reads query
+/* Initialises c for path (a proto_route path, or PROTO_SEND_PATH), user (sub, "" open mode) and peer. Reads query
  * parameters seq=1 and after=N (resume from channel seq N). Produces the
  * protocol's opening frames (connected / welcome; or error and close).
  * Returns 0, or -1 on a database error (frames then hold an error). */
@@ -116,6 +130,11 @@ int proto_job_submit(struct parley_ctx *ctx, struct proto_job *job);
  * how many had to be failed. Call once, from the thread that ends the
  * process (a later submit starts a new loop). */
 int proto_jobs_drain(int timeout_ms);
+
+/* Seed 000: the frames of a ticket's cached answer, {"type":"cached",
+ * "response","message"} then {"type":"done"} (the one place that text is
+ * typed; the ticket adapter and the ticket SSE endpoint use it). 0 / -1. */
+int proto_ticket_cached(struct proto_frames *out, const char *response);
 
 /* Serialises / restores the whole connection (long-poll sessions).
  * save: new string. load: 0 / -1 (malformed). */

@@ -36,8 +36,13 @@
 #define DB_ERROR_MSG "Database error: please try again"
 #define VOICE_RULE "Answer in exactly one sentence."
 
-static int error_frame(struct proto_frames *out, const char *msg)
+/* The protocol's error frame; records the failure's kind on c (c NULL:
+ * a generation's error event, not a failure of the client's request). */
+static int error_frame(struct proto_conn *c, struct proto_frames *out, enum perr kind,
+                       const char *msg)
 {
+    if (c)
+        proto_fail(c, kind, msg);
     return frames_push(out, json_pack("{s:s, s:{s:s}}", "type", "error", "data", "message", msg));
 }
 
@@ -76,7 +81,7 @@ static int brand_load(struct parley_ctx *ctx, struct proto_conn *c, struct brand
 {
     int r = catalog_brand_get(ctx->db, c->param, b);
     if (r < 0) {
-        error_frame(out, DB_ERROR_MSG);
+        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
         return -1;
     }
     if (r == 0 && b->active)
@@ -90,7 +95,7 @@ static int brand_load(struct parley_ctx *ctx, struct proto_conn *c, struct brand
         str_copy(m, sizeof m, "Brand not found or inactive");
     json_decref(shown);
     close_with(c, 1008, "brand not found or inactive");
-    return error_frame(out, m) < 0 ? -1 : 1;
+    return error_frame(c, out, PERR_NOT_FOUND, m) < 0 ? -1 : 1;
 }
 
 static int brand_open(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames *out)
@@ -136,7 +141,7 @@ static int brand_event(struct parley_ctx *ctx, struct proto_conn *c,
                       "confidence_score", json_is_number(conf) ? json_incref(conf) : json_null());
     } else if (!strcmp(ev->type, "error")) {
         char *m = proto_event_error(ev);
-        int rc = error_frame(out, m ? m : "the answer could not be generated");
+        int rc = error_frame(NULL, out, PERR_UPSTREAM, m ? m : "the answer could not be generated");
         free(m);
         return rc;
     } else {
@@ -156,15 +161,15 @@ struct chat_req {
 
 /* Validates a "chat" frame's data into r; else adds the error frame and
  * returns 1 (or -1 when even that failed). */
-static int parse_chat(struct parley_ctx *ctx, json_t *msg, struct chat_req *r,
+static int parse_chat(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg, struct chat_req *r,
                       struct proto_frames *out)
 {
     memset(r, 0, sizeof *r);
     json_t *d = json_object_get(msg, "data");
     if (!d)
-        return error_frame(out, "Missing field 'data'") < 0 ? -1 : 1;
+        return error_frame(c, out, PERR_BAD_INPUT, "Missing field 'data'") < 0 ? -1 : 1;
     if (!json_is_object(d))
-        return error_frame(out, "Field 'data' must be an object") < 0 ? -1 : 1;
+        return error_frame(c, out, PERR_BAD_INPUT, "Field 'data' must be an object") < 0 ? -1 : 1;
     const char *err = NULL;
     char buf[128];
     json_t *jm = json_object_get(d, "message");
@@ -193,7 +198,7 @@ static int parse_chat(struct parley_ctx *ctx, json_t *msg, struct chat_req *r,
     else if (jv && !json_is_null(jv) && !json_is_boolean(jv))
         err = "Field 'data.voice' must be a boolean";
     if (err)
-        return error_frame(out, err) < 0 ? -1 : 1;
+        return error_frame(c, out, PERR_BAD_INPUT, err) < 0 ? -1 : 1;
     r->conversation_id = json_string_value(jc);
     r->user_id = json_string_value(ju);
     r->voice = json_is_true(jv);
@@ -272,7 +277,7 @@ static int start_answer(struct parley_ctx *ctx, struct proto_conn *c, const stru
 {
     char cid[64];
     if (pick_conversation(ctx, c, r, cid) < 0) {
-        error_frame(out, DB_ERROR_MSG);
+        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
         return -1;
     }
     json_t *mj = json_object();
@@ -291,7 +296,7 @@ static int start_answer(struct parley_ctx *ctx, struct proto_conn *c, const stru
     int stored = meta ? store_msg_add(ctx->db, &um) : -1;
     free(meta);
     if (stored < 0) {
-        error_frame(out, DB_ERROR_MSG);
+        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
         return -1;
     }
 
@@ -310,7 +315,7 @@ static int start_answer(struct parley_ctx *ctx, struct proto_conn *c, const stru
     free(sys);
     if (proto_start(ctx, c, job, jobp) < 0) {
         json_decref(products);
-        error_frame(out, DB_ERROR_MSG);
+        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
         return -1;
     }
     json_object_set_new(c->state, "suggested_products", products);
@@ -321,7 +326,7 @@ fail:
     free(sys);
     json_decref(products);
     proto_job_free(job);
-    error_frame(out, DB_ERROR_MSG);
+    error_frame(c, out, PERR_DB, DB_ERROR_MSG);
     return -1;
 }
 
@@ -329,15 +334,15 @@ static int brand_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *m
                          struct proto_frames *out, struct proto_job **jobp)
 {
     if (!msg)
-        return error_frame(out, "Invalid JSON");
+        return error_frame(c, out, PERR_BAD_INPUT, "Invalid JSON");
     if (!json_is_object(msg))
-        return error_frame(out, "Invalid message format: expected a JSON object");
+        return error_frame(c, out, PERR_BAD_INPUT, "Invalid message format: expected a JSON object");
     json_t *jt = json_object_get(msg, "type");
     if (!jt)
-        return error_frame(out, "Missing field 'type'");
+        return error_frame(c, out, PERR_BAD_INPUT, "Missing field 'type'");
     const char *type = json_string_value(jt);
     if (!type)
-        return error_frame(out, "Field 'type' must be a string");
+        return error_frame(c, out, PERR_BAD_INPUT, "Field 'type' must be a string");
     if (!strcmp(type, "ping")) {
         char ts[32];
         proto_timestamp(ts, now_ms(), 1);
@@ -347,14 +352,14 @@ static int brand_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *m
     if (strcmp(type, "chat") != 0) {
         char m[128];
         snprintf(m, sizeof m, "Unknown message type '%.*s'", utf8_cut(type, 40), type);
-        return error_frame(out, m);
+        return error_frame(c, out, PERR_BAD_INPUT, m);
     }
     struct chat_req r;
-    int v = parse_chat(ctx, msg, &r, out);
+    int v = parse_chat(ctx, c, msg, &r, out);
     if (v != 0)
         return v < 0 ? -1 : 0;
     if (proto_following(c) && c->job_id)
-        return error_frame(out, "A response is still being generated; wait for it to finish");
+        return error_frame(c, out, PERR_CONFLICT, "A response is still being generated; wait for it to finish");
     struct brand b;
     v = brand_load(ctx, c, &b, out);      /* deactivated since the welcome? */
     if (v != 0)
@@ -363,10 +368,10 @@ static int brand_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *m
     if (ok <= 0) {
         catalog_brand_free(&b);
         if (ok < 0) {
-            error_frame(out, DB_ERROR_MSG);
+            error_frame(c, out, PERR_DB, DB_ERROR_MSG);
             return -1;
         }
-        return error_frame(out, "Rate limit exceeded");
+        return error_frame(c, out, PERR_RATE_LIMITED, "Rate limit exceeded");
     }
     int rc = start_answer(ctx, c, &b, &r, out, jobp);
     catalog_brand_free(&b);

@@ -35,8 +35,13 @@
 #define MAX_METADATA 8192          /* bytes of a client message's metadata JSON */
 #define DB_ERROR_MSG "Database error: please try again"
 
-static int error_frame(struct proto_frames *out, const char *msg)
+/* The protocol's error frame; records the failure's kind on c (c NULL:
+ * a generation's error event, not a failure of the client's request). */
+static int error_frame(struct proto_conn *c, struct proto_frames *out, enum perr kind,
+                       const char *msg)
 {
+    if (c)
+        proto_fail(c, kind, msg);
     return frames_push(out, json_pack("{s:s, s:s}", "type", "error", "message", msg));
 }
 
@@ -99,18 +104,18 @@ static int session_load(struct parley_ctx *ctx, struct proto_conn *c, int create
             r = store_conv_get(ctx->db, c->param, NULL, conv);
     }
     if (r < 0) {
-        error_frame(out, DB_ERROR_MSG);
+        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
         return -1;
     }
     if (r == 1 || strcmp(conv->owner, c->user) != 0) {
         store_conv_free(conv);
         close_with(c, CLOSE_NOT_FOUND, "session not found");
-        return error_frame(out, "Session not found") < 0 ? -1 : 1;
+        return error_frame(c, out, PERR_NOT_FOUND, "Session not found") < 0 ? -1 : 1;
     }
     if (!strcmp(conv->status, "closed")) {
         store_conv_free(conv);
         close_with(c, CLOSE_CLOSED, "session closed");
-        return error_frame(out, "Session is closed") < 0 ? -1 : 1;
+        return error_frame(c, out, PERR_CONFLICT, "Session is closed") < 0 ? -1 : 1;
     }
     return 0;
 }
@@ -119,7 +124,7 @@ static int chat_open(struct parley_ctx *ctx, struct proto_conn *c, struct proto_
 {
     if (!valid_session_id(c->param)) {
         close_with(c, 1008, "invalid session id");
-        return error_frame(out, "Invalid session id: use 1-63 letters, digits, '-', '_' or '.'");
+        return error_frame(c, out, PERR_BAD_INPUT, "Invalid session id: use 1-63 letters, digits, '-', '_' or '.'");
     }
     struct conversation conv;
     int r = session_load(ctx, c, 1, &conv, out);
@@ -147,7 +152,7 @@ static int chat_open(struct parley_ctx *ctx, struct proto_conn *c, struct proto_
     int64_t job_id, first_seq;
     r = jobs_running_on(ctx->db, chan, &job_id, &first_seq);   /* the newest, as everywhere */
     if (r < 0) {
-        error_frame(out, DB_ERROR_MSG);
+        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
         return -1;
     }
     if (r == 0)
@@ -251,7 +256,7 @@ static const char *preferred_model(struct proto_job *job, const char *settings)
 
 /* Validates a "message" frame; returns the content or NULL after adding
  * the error frame (*rc = its result). *meta: new metadata JSON text or NULL. */
-static const char *valid_content(struct parley_ctx *ctx, json_t *msg, char **meta,
+static const char *valid_content(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg, char **meta,
                                  struct proto_frames *out, int *rc)
 {
     char m[160];
@@ -259,30 +264,30 @@ static const char *valid_content(struct parley_ctx *ctx, json_t *msg, char **met
     json_t *jc = json_object_get(msg, "content");
     const char *content = json_string_value(jc);
     if (!jc || json_is_null(jc)) {
-        *rc = error_frame(out, "Invalid message format: missing \"content\"");
+        *rc = error_frame(c, out, PERR_BAD_INPUT, "Invalid message format: missing \"content\"");
         return NULL;
     }
     if (!content) {
-        *rc = error_frame(out, "Invalid message format: \"content\" must be a string");
+        *rc = error_frame(c, out, PERR_BAD_INPUT, "Invalid message format: \"content\" must be a string");
         return NULL;
     }
     if (strlen(content) != json_string_length(jc)) {
-        *rc = error_frame(out, "Invalid message format: \"content\" contains a NUL character");
+        *rc = error_frame(c, out, PERR_BAD_INPUT, "Invalid message format: \"content\" contains a NUL character");
         return NULL;
     }
     if (blank(content)) {
-        *rc = error_frame(out, "Message content is empty");
+        *rc = error_frame(c, out, PERR_BAD_INPUT, "Message content is empty");
         return NULL;
     }
     if (proto_utf8_len(content) > (size_t)ctx->cfg->max_message_length) {
         snprintf(m, sizeof m, "Message too long (max %d characters)", ctx->cfg->max_message_length);
-        *rc = error_frame(out, m);
+        *rc = error_frame(c, out, PERR_BAD_INPUT, m);
         return NULL;
     }
     json_t *jm = json_object_get(msg, "metadata");
     if (jm && !json_is_null(jm)) {
         if (!json_is_object(jm)) {
-            *rc = error_frame(out, "Invalid message format: \"metadata\" must be an object");
+            *rc = error_frame(c, out, PERR_BAD_INPUT, "Invalid message format: \"metadata\" must be an object");
             return NULL;
         }
         *meta = json_dumps(jm, JSON_COMPACT);
@@ -294,7 +299,7 @@ static const char *valid_content(struct parley_ctx *ctx, json_t *msg, char **met
             free(*meta);
             *meta = NULL;
             snprintf(m, sizeof m, "Message metadata too large (max %d bytes)", MAX_METADATA);
-            *rc = error_frame(out, m);
+            *rc = error_frame(c, out, PERR_BAD_INPUT, m);
             return NULL;
         }
     }
@@ -313,7 +318,7 @@ static int start_answer(struct parley_ctx *ctx, struct proto_conn *c, const char
     um.content = (char *)content;         /* only read */
     um.metadata = (char *)meta;
     if (store_msg_add(ctx->db, &um) < 0) {
-        error_frame(out, DB_ERROR_MSG);
+        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
         return -1;
     }
 
@@ -326,7 +331,7 @@ static int start_answer(struct parley_ctx *ctx, struct proto_conn *c, const char
     char mid[64];
     str_copy(mid, sizeof mid, job->message_id);
     if (proto_start(ctx, c, job, jobp) < 0) {
-        error_frame(out, DB_ERROR_MSG);
+        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
         return -1;
     }
     json_object_set_new(c->state, "message_id", json_string(mid));
@@ -334,7 +339,7 @@ static int start_answer(struct parley_ctx *ctx, struct proto_conn *c, const char
     return 0;
 fail:
     proto_job_free(job);
-    error_frame(out, DB_ERROR_MSG);
+    error_frame(c, out, PERR_DB, DB_ERROR_MSG);
     return -1;
 }
 
@@ -342,15 +347,15 @@ static int chat_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *ms
                         struct proto_frames *out, struct proto_job **jobp)
 {
     if (!msg)
-        return error_frame(out, "Invalid message format: not valid JSON");
+        return error_frame(c, out, PERR_BAD_INPUT, "Invalid message format: not valid JSON");
     if (!json_is_object(msg))
-        return error_frame(out, "Invalid message format: expected a JSON object");
+        return error_frame(c, out, PERR_BAD_INPUT, "Invalid message format: expected a JSON object");
     json_t *jt = json_object_get(msg, "type");
     if (!jt)
-        return error_frame(out, "Invalid message format: missing \"type\"");
+        return error_frame(c, out, PERR_BAD_INPUT, "Invalid message format: missing \"type\"");
     const char *type = json_string_value(jt);
     if (!type)
-        return error_frame(out, "Invalid message format: \"type\" must be a string");
+        return error_frame(c, out, PERR_BAD_INPUT, "Invalid message format: \"type\" must be a string");
     if (!strcmp(type, "ping")) {
         char ts[32];
         proto_timestamp(ts, now_ms(), 0);
@@ -359,17 +364,17 @@ static int chat_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *ms
     if (strcmp(type, "message") != 0) {
         char m[128];
         snprintf(m, sizeof m, "Unknown message type '%.*s'", utf8_cut(type, 40), type);
-        return error_frame(out, m);
+        return error_frame(c, out, PERR_BAD_INPUT, m);
     }
 
     int rc = 0;
     char *meta = NULL;
-    const char *content = valid_content(ctx, msg, &meta, out, &rc);
+    const char *content = valid_content(ctx, c, msg, &meta, out, &rc);
     if (!content)
         return rc;
     if (proto_following(c) && c->job_id) {
         free(meta);
-        return error_frame(out, "A response is still being generated; wait for it to finish");
+        return error_frame(c, out, PERR_CONFLICT, "A response is still being generated; wait for it to finish");
     }
     struct conversation conv;
     int r = session_load(ctx, c, 0, &conv, out);   /* deleted or closed since open? */
@@ -382,10 +387,10 @@ static int chat_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *ms
         free(meta);
         store_conv_free(&conv);
         if (ok < 0) {
-            error_frame(out, DB_ERROR_MSG);
+            error_frame(c, out, PERR_DB, DB_ERROR_MSG);
             return -1;
         }
-        return error_frame(out, "Rate limit exceeded");
+        return error_frame(c, out, PERR_RATE_LIMITED, "Rate limit exceeded");
     }
     rc = start_answer(ctx, c, content, meta, &conv, out, jobp);
     free(meta);

@@ -16,7 +16,12 @@ struct proto_ops {
     int (*event)(struct parley_ctx *ctx, struct proto_conn *c,
                  const struct evlog_event *ev, struct proto_frames *out);
 };
-extern const struct proto_ops proto_ticket_ops, proto_chat_ops, proto_brand_ops;
+extern const struct proto_ops proto_ticket_ops, proto_chat_ops, proto_brand_ops, proto_send_ops;
+
+/* Records the error an adapter answers on c (c->err, c->err_msg; the
+ * message is cut to fit). Returns 0, so `return proto_fail(...)` or
+ * `proto_fail(...) || error_frame(...)` read naturally. */
+int proto_fail(struct proto_conn *c, enum perr kind, const char *msg);
 
 /* A job owns every string its gen_request points to. */
 #define PROTO_JOB_MAX_MSGS 64

@@ -8,6 +8,7 @@
  * body, so openers of the same ticket and body share one generation.
  */
 #include "proto_impl.h"
+#include "ident.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -18,31 +19,32 @@
 #define TICKET_SYSTEM "You are a helpdesk assistant. Read the support ticket and " \
     "answer the technician with the likely cause and clear steps to solve it."
 
-static int error_frame(struct proto_frames *out, const char *msg)
+/* The protocol's error frame; records the failure's kind on c. */
+static int error_frame(struct proto_conn *c, struct proto_frames *out, enum perr kind,
+                       const char *msg)
 {
+    proto_fail(c, kind, msg);
     return frames_push(out, json_pack("{s:s, s:s}", "type", "error", "message", msg));
 }
 
-static int valid_ticket_id(const char *id)
+#define DB_ERROR_MSG "Database error: please try again"
+
+int proto_ticket_cached(struct proto_frames *out, const char *response)
 {
-    size_t n = strlen(id);
-    if (n == 0 || n > 64)
-        return 0;
-    for (const char *p = id; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-              (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
-            return 0;
-    return 1;
+    if (frames_push(out, json_pack("{s:s, s:s, s:s}", "type", "cached", "response", response,
+                                   "message", CACHED_MESSAGE)) < 0)
+        return -1;
+    return frames_push(out, json_pack("{s:s}", "type", "done"));
 }
 
 static int ticket_open(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames *out)
 {
     (void)ctx;
-    if (!valid_ticket_id(c->param)) {
+    if (!ident_ticket_id_valid(c->param)) {
         c->close = 1;
         c->close_code = 1008;
         str_copy(c->close_reason, sizeof c->close_reason, "invalid ticket id");
-        return error_frame(out, "Invalid ticket id: use 1-64 letters, digits, '-', '_' or '.'");
+        return error_frame(c, out, PERR_BAD_INPUT, "Invalid ticket id: " IDENT_TICKET_ID_RULE);
     }
     json_int_t after = json_integer_value(json_object_get(c->state, "resume_after"));
     if (after >= 0 && json_object_get(c->state, "resume_after")) {
@@ -57,27 +59,29 @@ static int ticket_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *
                           struct proto_frames *out, struct proto_job **jobp)
 {
     if (!json_is_object(msg))
-        return error_frame(out, "Invalid message: expected JSON {\"ticketBody\": \"...\"}");
+        return error_frame(c, out, PERR_BAD_INPUT,
+                           "Invalid message: expected JSON {\"ticketBody\": \"...\"}");
     json_t *jb = json_object_get(msg, "ticketBody");
     if (!jb)
-        return error_frame(out, "Missing field ticketBody");
+        return error_frame(c, out, PERR_BAD_INPUT, "Missing field ticketBody");
     if (!json_is_string(jb))
-        return error_frame(out, "ticketBody must be a string");
+        return error_frame(c, out, PERR_BAD_INPUT, "ticketBody must be a string");
     const char *body = json_string_value(jb);
     const char *p = body;
     while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
         p++;
     if (!*p)
-        return error_frame(out, "ticketBody is empty");
+        return error_frame(c, out, PERR_BAD_INPUT, "ticketBody is empty");
     size_t chars = proto_utf8_len(body);
     if (chars > (size_t)ctx->cfg->max_message_length) {
         char m[128];
         snprintf(m, sizeof m, "ticketBody too long: %zu characters (max %d)", chars,
                  ctx->cfg->max_message_length);
-        return error_frame(out, m);
+        return error_frame(c, out, PERR_BAD_INPUT, m);
     }
     if (proto_following(c) && c->job_id)
-        return error_frame(out, "This ticket is already being processed on this connection");
+        return error_frame(c, out, PERR_CONFLICT,
+                           "This ticket is already being processed on this connection");
 
     struct proto_job *job = proto_job_new();
     if (!job)
@@ -93,27 +97,26 @@ static int ticket_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *
     char *cached = NULL;
     int r = store_answer_get(ctx->db, job->ans.key, &cached, NULL, NULL);
     if (r == 0) {
-        int rc = frames_push(out, json_pack("{s:s, s:s, s:s}", "type", "cached",
-                                            "response", cached, "message", CACHED_MESSAGE));
+        int rc = proto_ticket_cached(out, cached);
         free(cached);
         proto_job_free(job);
-        if (rc == 0)
-            rc = frames_push(out, json_pack("{s:s}", "type", "done"));
         return rc;
     }
     if (r < 0) {
         proto_job_free(job);
-        error_frame(out, "Database error: please try again");
+        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
         return -1;
     }
     int ok = proto_rate_ok(ctx, c);
     if (ok <= 0) {
         proto_job_free(job);
-        return ok == 0 ? error_frame(out, "Rate limit exceeded") : -1;
+        if (ok < 0)
+            proto_fail(c, PERR_DB, DB_ERROR_MSG);
+        return ok == 0 ? error_frame(c, out, PERR_RATE_LIMITED, "Rate limit exceeded") : -1;
     }
     if (store_ticket_put(ctx->db, tid, kbody) < 0) {
         proto_job_free(job);
-        error_frame(out, "Database error: please try again");
+        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
         return -1;
     }
     snprintf(job->channel, sizeof job->channel, "ticket:%s", tid);
@@ -124,7 +127,7 @@ static int ticket_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *
     job->req.llm.temperature = ctx->cfg->temperature;
     job->req.cache = &job->ans;
     if (proto_start(ctx, c, job, jobp) < 0) {
-        error_frame(out, "Database error: please try again");
+        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
         return -1;
     }
     return 0;

@@ -1,208 +1,85 @@
-/* api_send.c — seed 004: POST /api/chat/send {conversationId, content}
- * answers with text/event-stream:
- *   data: {"content": "..."}                         each piece of the answer
- *   data: {"done": true, "messageId": ..., "metadata": {...}}   the end
- *   data: {"error": "...", "done": true}             a failure (mid-stream too)
- * Every data: line is one JSON object and every event is flushed on its own,
- * so the seed's reader (split on blank lines, JSON.parse each data: line)
- * never sees half an event. The user message is stored before streaming;
- * the assistant message after, by the runner, in the same transaction as
- * the job's "done". The generation runs in a helper thread (genthread.h)
- * while this thread follows the conversation's channel; if the client leaves
- * the answer is still completed and stored.
+/* api_send.c — seed 004 over Server-Sent Events: the transport only.
+ *
+ *   POST /api/chat/send {conversationId, content}  →  text/event-stream
+ *
+ * The protocol (validation, storing the user message, the generation, the
+ * frames {"content"} / {"done", "messageId", "metadata"} / {"error",
+ * "done"}) is core/proto_send.c. This file hands it the request's JSON,
+ * answers a refused request with the status of its failure kind
+ * (fcgi/status.h), and otherwise writes every frame as one "data:" line,
+ * flushed on its own, so the seed's reader (split on blank lines,
+ * JSON.parse each data: line) never sees half an event; a ": keepalive"
+ * comment line goes out after SEND_HEARTBEAT_MS of silence. The generation
+ * runs on the process's generation loop (proto_job_submit) while this
+ * thread follows the conversation's channel (core/follow.h); if the client
+ * leaves, the answer is still completed and stored.
  */
 #include "handlers.h"
-#include "genthread.h"
-#include "bell.h"
-#include "jobs.h"
-#include "ratelimit.h"
-#include "store.h"
-#include "util.h"
+#include "follow.h"
+#include "proto.h"
+#include "status.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define SEND_SYSTEM "You are a helpful assistant."
+/* A comment line keeps proxies from timing out while the upstream thinks
+ * (FcgidIOTimeout is 40 s); the seed's reader skips it. */
 #define SEND_HEARTBEAT_MS 15000
 
-struct send_job {
-    struct gen_request req;
-    struct job_claim claim;
-    char channel[120];
-    struct llm_message msgs[64];
-    struct message *ctxmsgs;
-    int nctx;
-};
-
-static int run_send(struct parley_ctx *ctx, void *arg)
+/* follow() callbacks: ud is the request. */
+static int sse_frame(void *ud, const char *frame, int64_t seq)
 {
-    struct send_job *sj = arg;
-    struct gen_outcome out;
-    int rc = runner_execute(ctx, &sj->req, &sj->claim, &out);
-    gen_outcome_free(&out);
-    return rc;
+    struct request *r = ud;
+    (void)seq;                   /* seed 004 has no event ids */
+    return res_printf(r, "data: %s\n\n", frame) < 0 || res_flush(r) < 0;
 }
 
-static int sse_data(struct request *r, json_t *o)
+static int sse_keepalive(void *ud)
 {
-    char *s = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
-    json_decref(o);
-    if (!s)
-        return -1;
-    int rc = res_printf(r, "data: %s\n\n", s);
-    free(s);
-    return rc < 0 ? -1 : res_flush(r);
-}
-
-static const char *json_err_message(const struct evlog_event *ev, json_t **hold)
-{
-    *hold = json_loads(ev->data, 0, NULL);
-    const char *m = json_string_value(json_object_get(*hold, "message"));
-    return m ? m : "the answer could not be generated";
+    struct request *r = ud;
+    return res_printf(r, ": keepalive\n\n") < 0 || res_flush(r) < 0;
 }
 
 int h_chat_send(struct request *r)
 {
     struct parley_ctx *ctx = r->ctx;
-    const struct parley_config *cfg = ctx->cfg;
-    json_t *jid = json_object_get(r->json, "conversationId");
-    json_t *jc = json_object_get(r->json, "content");
-    if (!json_is_string(jid) || !*json_string_value(jid))
-        return res_error(r, 400, "Invalid data: conversationId must be a non-empty string");
-    if (!json_is_string(jc) || !*json_string_value(jc))
-        return res_error(r, 400, "Invalid data: content must be a non-empty string");
-    const char *conv_id = json_string_value(jid), *content = json_string_value(jc);
-    size_t chars = 0;
-    for (const unsigned char *p = (const unsigned char *)content; *p; p++)
-        chars += (*p & 0xc0) != 0x80;
-    if (chars > (size_t)cfg->max_message_length)
-        return res_error(r, 400, "Invalid data: content too long (%zu characters, max %d)", chars,
-                         cfg->max_message_length);
-    struct conversation conv;
-    int g = store_conv_get(ctx->db, conv_id, r->user, &conv);
-    if (g < 0)
-        return res_error(r, 500, "Database error");
-    if (g == 1)
-        return res_error(r, 404, "Conversation not found");
-    int closed = !strcmp(conv.status, "closed");
-    store_conv_free(&conv);
-    if (closed)
-        return res_error(r, 409, "Conversation is closed");
-    int ok = ratelimit_hit(ctx->db, r->peer, cfg->rate_limit_per_min, 60000, now_ms(), NULL);
-    if (ok < 0)
-        return res_error(r, 500, "Database error");
-    if (ok == 0)
-        return res_error(r, 429, "Rate limit exceeded");
-
-    /* The user message is saved before anything streams. */
-    struct message um;
-    store_msg_init(&um);
-    str_copy(um.conversation_id, sizeof um.conversation_id, conv_id);
-    str_copy(um.role, sizeof um.role, "user");
-    um.content = (char *)content;
-    if (store_msg_add(ctx->db, &um) < 0)
-        return res_error(r, 500, "Database error: the message was not saved");
-
-    struct send_job *sj = calloc(1, sizeof *sj);
-    if (!sj)
-        return res_error(r, 500, "Out of memory");
-    snprintf(sj->channel, sizeof sj->channel, "conv:%s", conv_id);
-    int last = cfg->context_messages > 0 ? cfg->context_messages : 1;
-    if (last > 64)
-        last = 64;
-    if (store_msg_context(ctx->db, conv_id, last, &sj->ctxmsgs, &sj->nctx) < 0) {
-        free(sj);
-        return res_error(r, 500, "Database error");
-    }
-    for (int i = 0; i < sj->nctx; i++) {
-        sj->msgs[i].role = sj->ctxmsgs[i].role;
-        sj->msgs[i].content = sj->ctxmsgs[i].content;
-    }
-    sj->req.channel = sj->channel;
-    sj->req.prompt_key = um.id;
-    sj->req.llm.messages = sj->msgs;
-    sj->req.llm.n_messages = (size_t)sj->nctx;
-    sj->req.llm.system = SEND_SYSTEM;
-    sj->req.llm.temperature = cfg->temperature;
-    sj->req.conversation_id = conv_id;
-
-    char err[256];
-    struct genthread gt;
-    memset(&gt, 0, sizeof gt);
-    if (runner_claim(ctx, &sj->req, &sj->claim, err, sizeof err) < 0) {
-        res_error(r, 500, "Could not start the generation: %s", err);
+    struct proto_conn c;
+    struct proto_frames fr;
+    struct proto_job *job = NULL;
+    memset(&c, 0, sizeof c);
+    frames_init(&fr);
+    char *text = json_dumps(r->json, JSON_COMPACT);
+    int rc = text ? proto_open(ctx, &c, PROTO_SEND_PATH, r->user, r->peer, &fr) : -1;
+    if (rc == 0)
+        rc = proto_message(ctx, &c, text, strlen(text), &fr, &job);
+    free(text);
+    if (!text) {
+        res_error_kind(r, PERR_INTERNAL, "Out of memory");
         goto out;
     }
-    if (sj->claim.owner && genthread_start(&gt, cfg, ctx->bell, run_send, sj) < 0) {
-        res_error(r, 500, "Could not start the generation");
+    if (rc < 0 || c.err != PERR_OK) {
+        res_error_kind(r, c.err != PERR_OK ? c.err : PERR_DB, "%s", c.err_msg);
         goto out;
+    }
+    if (job) {
+        int s = proto_job_submit(ctx, job);   /* takes the job; on failure it was failed */
+        job = NULL;
+        if (s < 0) {
+            res_error_kind(r, PERR_INTERNAL, "Could not start the generation");
+            goto out;
+        }
     }
     res_start(r, 200, "text/event-stream; charset=utf-8", NULL);
-    res_flush(r);
-    int64_t cursor = sj->claim.first_seq;
-    int64_t last_write = mono_ms();
-    int done = 0, gone = 0;
-    char message_id[64] = "";
-    while (!done && !gone && !parley_stopping) {
-        uint32_t seen = ctx->bell ? bell_peek(ctx->bell, sj->channel) : 0;
-        struct evlog_event *ev = NULL;
-        int n = evlog_read(ctx->db, sj->channel, cursor, 256, &ev);
-        if (n < 0)
-            break;
-        for (int i = 0; i < n && !done && !gone; i++) {
-            cursor = ev[i].seq;
-            if (ev[i].job_id != sj->claim.job_id)
-                continue;
-            const char *t = ev[i].type;
-            json_t *hold = NULL;
-            if (!strcmp(t, "start")) {
-                hold = json_loads(ev[i].data, 0, NULL);
-                str_copy(message_id, sizeof message_id,
-                         json_string_value(json_object_get(hold, "message_id")));
-            } else if (!strcmp(t, "token")) {
-                gone = sse_data(r, json_pack("{s:s%}", "content", ev[i].data, ev[i].data_len)) < 0;
-            } else if (!strcmp(t, "done")) {
-                hold = json_loads(ev[i].data, 0, NULL);
-                json_t *meta = json_pack("{s:O?, s:f, s:O?}",
-                                         "tokens_used", json_object_get(hold, "tokens"),
-                                         "processing_time",
-                                         json_integer_value(json_object_get(hold, "processing_ms")) / 1000.0,
-                                         "model", json_object_get(hold, "model"));
-                gone = sse_data(r, json_pack("{s:b, s:s, s:o}", "done", 1, "messageId", message_id,
-                                             "metadata", meta ? meta : json_object())) < 0;
-                done = 1;
-            } else if (!strcmp(t, "error")) {
-                gone = sse_data(r, json_pack("{s:s, s:b}", "error", json_err_message(&ev[i], &hold),
-                                             "done", 1)) < 0;
-                done = 1;
-            }
-            json_decref(hold);
-        }
-        evlog_free(ev, n);
-        if (n > 0)
-            last_write = mono_ms();
-        if (n > 0 || done || gone)
-            continue;
-        /* A comment line keeps proxies from timing out while the upstream
-         * thinks (FcgidIOTimeout is 40 s); the seed's reader skips it. */
-        if (mono_ms() - last_write >= SEND_HEARTBEAT_MS) {
-            gone = res_printf(r, ": keepalive\n\n") < 0 || res_flush(r) < 0;
-            last_write = mono_ms();
-        }
-        struct job_info ji;
-        if (jobs_get(ctx->db, sj->claim.job_id, &ji) == 0 && !strcmp(ji.state, "running") &&
-            ji.lease_expires < now_ms())
-            jobs_recover(ctx->db, ctx->bell, now_ms());
-        if (ctx->bell)
-            bell_wait(ctx->bell, sj->channel, seen, 1000);
-    }
+    if (res_flush(r) < 0)
+        goto out;
+    int gone = 0;
+    for (int i = 0; i < fr.n && !gone; i++)
+        gone = sse_frame(r, fr.v[i], 0);
+    if (!gone)
+        follow(ctx, &c, sse_frame, sse_keepalive, r, &parley_stopping, SEND_HEARTBEAT_MS);
 out:
-    if (gt.started) {
-        res_finish(r);
-        genthread_join(&gt);
-    }
-    store_msgs_free(sj->ctxmsgs, sj->nctx);
-    free(sj);
+    proto_job_free(job);
+    frames_free(&fr);
+    proto_conn_cleanup(&c);
     return 0;
 }

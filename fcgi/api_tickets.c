@@ -10,15 +10,17 @@
  *                                       channel seq, data = the seed 000 frame;
  *                                       resumes from Last-Event-ID or ?after=N
  * The SSE stream and the WebSocket/long-poll endpoints share one channel
- * ("ticket:<id>") and one generation (core/proto_ticket.c makes the frames).
- * Runs in a parley.fcgi worker thread; an SSE-started generation runs in a
- * helper thread (genthread.h) while this thread streams it.
+ * ("ticket:<id>") and one generation (core/proto_ticket.c makes the frames,
+ * core/follow.h follows the channel). Failures map to statuses by their
+ * kind (fcgi/status.h). Runs in a parley.fcgi worker thread; a generation
+ * it starts runs on the process's generation loop (proto_job_submit).
  */
 #include "handlers.h"
-#include "genthread.h"
-#include "bell.h"
+#include "follow.h"
+#include "ident.h"
 #include "jobs.h"
 #include "proto.h"
+#include "status.h"
 #include "store.h"
 #include "util.h"
 
@@ -30,20 +32,8 @@
 
 #define SSE_HEARTBEAT_MS 15000       /* well inside FcgidIOTimeout (40 s) */
 
-static int valid_id(const char *id)
-{
-    size_t n = strlen(id);
-    if (n == 0 || n > 64)
-        return 0;
-    for (const char *p = id; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-              (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
-            return 0;
-    return 1;
-}
-
-#define CHECK_ID(r) do { if (!valid_id((r)->params[0])) \
-    return res_error((r), 400, "Invalid ticket id: use 1-64 letters, digits, '-', '_' or '.'"); } while (0)
+#define CHECK_ID(r) do { if (!ident_ticket_id_valid((r)->params[0])) \
+    return res_error_kind((r), PERR_BAD_INPUT, "Invalid ticket id: " IDENT_TICKET_ID_RULE); } while (0)
 
 /* ---- GET /api/tickets/{id}/ai: the rendered answer, kept per thread ----
  *
@@ -191,7 +181,7 @@ int h_ticket_ai_get(struct request *r)
     int rc = 0;
     int cached = answer_serve(r, id, &rc);
     if (cached < 0)
-        return res_error(r, 500, "Database error");
+        return res_error_kind(r, PERR_DB, NULL);
     if (cached)
         return rc;
     /* No cached answer: is a generation running? */
@@ -200,14 +190,15 @@ int h_ticket_ai_get(struct request *r)
     int64_t job = 0, first = 0;
     int running = jobs_running_on(ctx->db, chan, &job, &first);
     if (running < 0)
-        return res_error(r, 500, "Database error");
+        return res_error_kind(r, PERR_DB, NULL);
     json_t *o = json_pack("{s:s, s:b, s:s, s:n}", "ticketId", id, "exists", running == 0,
                           "status", running == 0 ? "running" : "none", "response");
     return res_json(r, 200, o);
 }
 
 /* Opens a seed 000 connection on the ticket and sends it the body, as a
- * WebSocket client would. *job is set when this caller must run it. */
+ * WebSocket client would. *job is set when this caller must run it. A
+ * refusal is in c->err (its error frame in fr). 0 / -1. */
 static int ticket_send_body(struct request *r, struct proto_conn *c, const char *after,
                             const char *body, struct proto_frames *fr, struct proto_job **job)
 {
@@ -216,7 +207,7 @@ static int ticket_send_body(struct request *r, struct proto_conn *c, const char 
     *job = NULL;
     if (proto_open(r->ctx, c, path, r->user, r->peer, fr) < 0)
         return -1;
-    if (!body)
+    if (!body || c->err != PERR_OK)
         return 0;
     json_t *m = json_pack("{s:s}", "ticketBody", body);
     char *text = m ? json_dumps(m, JSON_COMPACT) : NULL;
@@ -226,26 +217,10 @@ static int ticket_send_body(struct request *r, struct proto_conn *c, const char 
     return rc;
 }
 
-/* The message of the first error frame in fr, or NULL. */
-static const char *frame_error(const struct proto_frames *fr, char *buf, size_t len)
+/* Answers c's refusal (or a database error) with its kind's status. */
+static int proto_refused(struct request *r, const struct proto_conn *c)
 {
-    for (int i = 0; i < fr->n; i++) {
-        json_t *o = json_loads(fr->v[i], 0, NULL);
-        const char *t = json_string_value(json_object_get(o, "type"));
-        if (t && !strcmp(t, "error")) {
-            str_copy(buf, len, json_string_value(json_object_get(o, "message")));
-            json_decref(o);
-            return buf;
-        }
-        json_decref(o);
-    }
-    return NULL;
-}
-
-static void run_job_after(struct request *r, void *arg)
-{
-    proto_job_run(r->ctx, arg);
-    proto_job_free(arg);
+    return res_error_kind(r, c->err != PERR_OK ? c->err : PERR_DB, "%s", c->err_msg);
 }
 
 int h_ticket_ai_delete(struct request *r)
@@ -258,33 +233,28 @@ int h_ticket_ai_delete(struct request *r)
     int again = regen && (!strcmp(regen, "1") || !strcmp(regen, "true"));
     int n = store_answer_delete_ticket(ctx->db, id);
     if (n < 0)
-        return res_error(r, 500, "Database error");
+        return res_error_kind(r, PERR_DB, NULL);
     if (!again)
         return res_json(r, 200, json_pack("{s:b, s:s, s:i}", "success", 1, "ticketId", id,
                                           "deleted", n));
     char *body = NULL;
     int g = store_ticket_get(ctx->db, id, &body);
     if (g < 0)
-        return res_error(r, 500, "Database error");
+        return res_error_kind(r, PERR_DB, NULL);
     if (g == 1)
-        return res_error(r, 409, "Ticket %s has no stored body to regenerate from", id);
+        return res_error_kind(r, PERR_CONFLICT, "Ticket %s has no stored body to regenerate from", id);
     struct proto_conn c;
     struct proto_frames fr;
     struct proto_job *job = NULL;
     frames_init(&fr);
     int rc = ticket_send_body(r, &c, NULL, body, &fr, &job);
     free(body);
-    char ebuf[256];
-    const char *err = frame_error(&fr, ebuf, sizeof ebuf);
-    if (rc < 0 || err) {
-        int status = err && strstr(err, "Rate limit") ? 429 : err ? 400 : 500;
-        res_error(r, status, "%s", err ? err : "Database error");
+    if (rc < 0 || c.err != PERR_OK) {
+        proto_refused(r, &c);
         proto_job_free(job);
+    } else if (job && proto_job_submit(ctx, job) < 0) {   /* takes the job */
+        res_error_kind(r, PERR_INTERNAL, "Could not start the generation");
     } else {
-        if (job) {
-            r->after = run_job_after;
-            r->after_arg = job;
-        }
         res_json(r, 202, json_pack("{s:b, s:s, s:i, s:b}", "success", 1, "ticketId", id,
                                    "deleted", n, "regenerating", 1));
     }
@@ -293,19 +263,23 @@ int h_ticket_ai_delete(struct request *r)
     return 0;
 }
 
-static int run_job_thread(struct parley_ctx *ctx, void *arg)
+/* Writes one SSE event: "id: seq\ndata: frame\n\n", then flushes; no id
+ * line when seq is 0. Non-zero when the client is gone (a follow()
+ * on_frame callback: ud is the request). */
+static int sse_event(void *ud, const char *frame, int64_t seq)
 {
-    return proto_job_run(ctx, arg);
-}
-
-/* Writes one SSE event: "id: seq\ndata: frame\n\n", then flushes. */
-static int sse_event(struct request *r, int64_t seq, const char *frame)
-{
+    struct request *r = ud;
     if (seq > 0 && res_printf(r, "id: %lld\n", (long long)seq) < 0)
         return -1;
     if (res_printf(r, "data: %s\n\n", frame) < 0)
         return -1;
     return res_flush(r);
+}
+
+static int sse_keepalive(void *ud)
+{
+    struct request *r = ud;
+    return res_printf(r, ": keepalive\n\n") < 0 || res_flush(r) < 0;
 }
 
 int h_ticket_ai_stream(struct request *r)
@@ -324,19 +298,18 @@ int h_ticket_ai_stream(struct request *r)
         char *end;
         after = strtoll(from, &end, 10);
         if (!*from || *end || after < 0)
-            return res_error(r, 400, "Last-Event-ID / after must be a non-negative integer");
+            return res_error_kind(r, PERR_BAD_INPUT,
+                                  "Last-Event-ID / after must be a non-negative integer");
         snprintf(after_q, sizeof after_q, "?after=%lld", after);
     }
 
     struct proto_conn c;
     struct proto_frames fr;
     struct proto_job *job = NULL;
-    struct genthread gt;
-    memset(&gt, 0, sizeof gt);
+    memset(&c, 0, sizeof c);
     frames_init(&fr);
     int64_t running = 0, first = 0;
     char *cached = NULL, *body = NULL;
-    int rc = 0;
 
     if (after >= 0) {
         /* A resume with nothing after it and nothing running: the stream is
@@ -344,13 +317,13 @@ int h_ticket_ai_stream(struct request *r)
         int jr = jobs_running_on(ctx->db, chan, &running, &first);
         int64_t last = evlog_last_seq(ctx->db, chan);
         if (jr < 0 || last < 0)
-            return res_error(r, 500, "Database error");
+            return res_error_kind(r, PERR_DB, NULL);
         if (jr == 1 && last <= after)
             return res_empty(r, 204);
     } else {
         int jr = jobs_running_on(ctx->db, chan, &running, &first);
         if (jr < 0)
-            return res_error(r, 500, "Database error");
+            return res_error_kind(r, PERR_DB, NULL);
         if (jr == 0) {
             snprintf(after_q, sizeof after_q, "?after=%lld", (long long)first);
         } else {
@@ -359,83 +332,44 @@ int h_ticket_ai_stream(struct request *r)
             if (cr < 0 || br < 0) {
                 free(cached);
                 free(body);
-                return res_error(r, 500, "Database error");
+                return res_error_kind(r, PERR_DB, NULL);
             }
             if (cr == 0 && br == 1)
-                return res_error(r, 404, "No AI session for ticket %s: send its ticketBody over "
-                                         "the WebSocket or long-poll first", id);
+                return res_error_kind(r, PERR_NOT_FOUND,
+                                      "No AI session for ticket %s: send its ticketBody over "
+                                      "the WebSocket or long-poll first", id);
         }
     }
-    if (ticket_send_body(r, &c, after_q[0] ? after_q : NULL, cached ? NULL : body, &fr, &job) < 0) {
-        res_error(r, 500, "Database error");
+    if (ticket_send_body(r, &c, after_q[0] ? after_q : NULL, cached ? NULL : body, &fr, &job) < 0 ||
+        c.err != PERR_OK) {
+        proto_refused(r, &c);
         goto out;
     }
     if (cached) {
         /* No generation running: the cached answer, then done (seed 000). */
-        json_t *cf = json_pack("{s:s, s:s, s:s}", "type", "cached", "response", cached, "message",
-                               "Resposta em cache - ticket já foi processado anteriormente");
-        char *a = json_dumps(cf, JSON_COMPACT);
-        json_decref(cf);
+        frames_free(&fr);
+        if (proto_ticket_cached(&fr, cached) < 0) {
+            res_error_kind(r, PERR_INTERNAL, "Out of memory");
+            goto out;
+        }
         res_start(r, 200, "text/event-stream; charset=utf-8", NULL);
-        if (a)
-            sse_event(r, 0, a);
-        sse_event(r, 0, "{\"type\":\"done\"}");
-        free(a);
+        for (int i = 0; i < fr.n && sse_event(r, fr.v[i], 0) == 0; i++)
+            ;
         goto out;
     }
-    char ebuf[256];
-    const char *err = frame_error(&fr, ebuf, sizeof ebuf);
-    if (err) {
-        res_error(r, strstr(err, "Rate limit") ? 429 : 400, "%s", err);
-        goto out;
-    }
-    if (job && genthread_start(&gt, ctx->cfg, ctx->bell, run_job_thread, job) < 0) {
-        res_error(r, 500, "Could not start the generation");
-        goto out;
+    if (job) {
+        int s = proto_job_submit(ctx, job);   /* takes the job */
+        job = NULL;
+        if (s < 0) {
+            res_error_kind(r, PERR_INTERNAL, "Could not start the generation");
+            goto out;
+        }
     }
     res_start(r, 200, "text/event-stream; charset=utf-8", NULL);
     if (res_printf(r, "retry: 2000\n\n") < 0 || res_flush(r) < 0)
         goto out;
-    int64_t last_write = mono_ms();
-    while (proto_following(&c) && !parley_stopping) {
-        uint32_t seen = ctx->bell ? bell_peek(ctx->bell, c.channel) : 0;
-        struct evlog_event *ev = NULL;
-        int n = evlog_read(ctx->db, c.channel, c.cursor, 256, &ev);
-        if (n < 0)
-            break;
-        for (int i = 0; i < n && proto_following(&c); i++) {
-            struct proto_frames one;
-            frames_init(&one);
-            proto_event(ctx, &c, &ev[i], &one);
-            for (int k = 0; k < one.n && rc == 0; k++)
-                rc = sse_event(r, ev[i].seq, one.v[k]);
-            frames_free(&one);
-            last_write = mono_ms();
-        }
-        evlog_free(ev, n);
-        if (rc < 0)
-            break;           /* the client left; the generation goes on */
-        if (n > 0)
-            continue;
-        if (mono_ms() - last_write >= SSE_HEARTBEAT_MS) {
-            if (res_printf(r, ": keepalive\n\n") < 0 || res_flush(r) < 0)
-                break;
-            last_write = mono_ms();
-        }
-        struct proto_frames none;
-        frames_init(&none);
-        proto_pump(ctx, &c, &none);      /* recovers the job if its owner died */
-        for (int k = 0; k < none.n && rc == 0; k++)
-            rc = sse_event(r, c.cursor, none.v[k]);
-        frames_free(&none);
-        if (ctx->bell)
-            bell_wait(ctx->bell, c.channel, seen, 1000);
-    }
+    follow(ctx, &c, sse_event, sse_keepalive, r, &parley_stopping, SSE_HEARTBEAT_MS);
 out:
-    if (gt.started) {
-        res_finish(r);       /* let the client go; the answer still gets stored */
-        genthread_join(&gt);
-    }
     proto_job_free(job);
     free(cached);
     free(body);

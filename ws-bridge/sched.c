@@ -272,10 +272,7 @@ static void want_more(struct bridge *br, struct wsconn *c)
  * its viewers then get the error event instead of waiting forever. */
 static void lease_check(struct worker *w, int64_t job_id)
 {
-    struct job_info ji;
-    if (job_id > 0 && jobs_get(w->ctx.db, job_id, &ji) == 0 && !strcmp(ji.state, "running") &&
-        ji.lease_expires < now_ms())
-        jobs_recover(w->ctx.db, w->ctx.bell, now_ms());
+    jobs_recover_if_expired(w->ctx.db, w->ctx.bell, job_id, now_ms());
 }
 
 static void note_events(const struct evlog_event *ev, int n)

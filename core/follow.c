@@ -1,0 +1,128 @@
+/* follow.c — the one follow loop (follow.h). */
+#include "follow.h"
+#include "bell.h"
+#include "jobs.h"
+#include "util.h"
+
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#define NO_BELL_SLICE_MS 50
+
+static int stopped(parley_bell *bell, const volatile int *stop)
+{
+    return (stop && *stop) || (bell && bell_stopped(bell));
+}
+
+int follow_channel(struct parley_ctx *ctx, const char *channel, const int64_t *job_id,
+                   int64_t *cursor, int (*on_event)(void *ud, const struct evlog_event *ev),
+                   int (*on_idle)(void *ud), void *ud, const volatile int *stop,
+                   int heartbeat_ms)
+{
+    char chan[512];
+    if (strlen(channel) >= sizeof chan)
+        return FOLLOW_ERROR;
+    str_copy(chan, sizeof chan, channel);
+    int check_every = ctx->cfg->lease_ms / 2 > 100 ? ctx->cfg->lease_ms / 2 : 100;
+    int64_t now = mono_ms();
+    int64_t next_check = now + check_every;
+    int64_t next_idle = heartbeat_ms > 0 ? now + heartbeat_ms : INT64_MAX;
+    for (;;) {
+        if (stopped(ctx->bell, stop))
+            return FOLLOW_STOPPED;
+        /* Peek before reading: a ring after the read moves the slot past
+         * seen, so the wait below cannot miss it. */
+        uint32_t seen = ctx->bell ? bell_peek(ctx->bell, chan) : 0;
+        struct evlog_event *ev = NULL;
+        int n = evlog_read(ctx->db, chan, *cursor, 256, &ev);
+        if (n < 0)
+            return FOLLOW_ERROR;
+        int r = FOLLOW_MORE;
+        for (int i = 0; i < n && r == FOLLOW_MORE; i++) {
+            r = on_event(ud, &ev[i]);
+            if (*cursor < ev[i].seq)
+                *cursor = ev[i].seq;
+        }
+        evlog_free(ev, n);
+        if (r == FOLLOW_END)
+            return FOLLOW_OVER;
+        if (r != FOLLOW_MORE)
+            return FOLLOW_LEFT;
+        now = mono_ms();
+        if (n > 0) {
+            if (heartbeat_ms > 0)
+                next_idle = now + heartbeat_ms;
+            continue;
+        }
+        if (now >= next_idle) {
+            if (on_idle && on_idle(ud))
+                return FOLLOW_LEFT;
+            next_idle = now + heartbeat_ms;
+        }
+        if (*job_id > 0 && now >= next_check) {
+            next_check = now + check_every;
+            /* (a failed check is tried again at the next one) */
+            if (jobs_recover_if_expired(ctx->db, ctx->bell, *job_id, now_ms()) > 0)
+                continue;         /* its error event is in the log now */
+        }
+        /* Sleep until the channel rings or the next due check: the lease
+         * only while a job is followed, the idle hook only when set. */
+        int64_t wake = next_idle;
+        if (*job_id > 0 && next_check < wake)
+            wake = next_check;
+        int timeout = -1;
+        if (wake != INT64_MAX) {
+            int64_t left = wake - mono_ms();
+            timeout = left <= 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
+        }
+        if (!ctx->bell) {
+            int ms = timeout >= 0 && timeout < NO_BELL_SLICE_MS ? timeout : NO_BELL_SLICE_MS;
+            struct timespec ts = { 0, (long)ms * 1000000L };
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        bell_wait(ctx->bell, chan, seen, timeout);
+    }
+}
+
+/* follow(): a connection's events become its protocol's frames. */
+struct conn_follow {
+    struct parley_ctx *ctx;
+    struct proto_conn *c;
+    int (*on_frame)(void *ud, const char *frame, int64_t seq);
+    int (*on_idle)(void *ud);
+    void *ud;
+};
+
+static int conn_event(void *ud, const struct evlog_event *ev)
+{
+    struct conn_follow *f = ud;
+    struct proto_frames fr;
+    frames_init(&fr);
+    proto_event(f->ctx, f->c, ev, &fr);   /* a frame it could not build is skipped */
+    int quit = 0;
+    for (int k = 0; k < fr.n && !quit; k++)
+        quit = f->on_frame(f->ud, fr.v[k], ev->seq) != 0;
+    frames_free(&fr);
+    if (quit)
+        return FOLLOW_QUIT;
+    return proto_following(f->c) ? FOLLOW_MORE : FOLLOW_END;
+}
+
+static int conn_idle(void *ud)
+{
+    struct conn_follow *f = ud;
+    return f->on_idle(f->ud);
+}
+
+int follow(struct parley_ctx *ctx, struct proto_conn *c,
+           int (*on_frame)(void *ud, const char *frame, int64_t seq), int (*on_idle)(void *ud),
+           void *ud, const volatile int *stop, int heartbeat_ms)
+{
+    if (!proto_following(c))
+        return FOLLOW_OVER;
+    struct conn_follow f = { ctx, c, on_frame, on_idle, ud };
+    return follow_channel(ctx, c->channel, &c->job_id, &c->cursor, conn_event,
+                          on_idle ? conn_idle : NULL, &f, stop, heartbeat_ms);
+}
