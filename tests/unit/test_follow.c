@@ -173,20 +173,32 @@ static void got_free(struct got *g)
         free(g->v[i]);
 }
 
+/* Opens a seed 000 connection on ticket id, sends body and starts its job
+ * in a thread (t). 0, or -1 when any step failed. */
+static int ticket_started(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames *f,
+                          const char *id, const char *body, struct job_thread *t)
+{
+    char path[128], *text = dump(json_pack("{s:s}", "ticketBody", body));
+    struct proto_job *job = NULL;
+    snprintf(path, sizeof path, "/api/websocket/chat/%s", id);
+    frames_init(f);
+    int ok = text && proto_open(ctx, c, path, "", "ip:1", f) == 0 &&
+             send_text(ctx, c, text, f, &job) == 0 && job && job_start(t, job) == 0;
+    free(text);
+    if (!ok)
+        proto_job_free(job);
+    return ok ? 0 : -1;
+}
+
 TEST(connection_frames_carry_their_seq)
 {
     struct parley_ctx ctx;
     REQUIRE(open_ctx(&ctx) == 0);
     struct proto_conn c;
     struct proto_frames f;
-    struct proto_job *job = NULL;
-    frames_init(&f);
-    REQUIRE(proto_open(&ctx, &c, "/api/websocket/chat/follow-1", "", "ip:1", &f) == 0);
-    const char *text = "{\"ticketBody\":\"printer on fire [[fake tokens=5 token_ms=2]]\"}";
-    REQUIRE(send_text(&ctx, &c, text, &f, &job) == 0);
-    REQUIRE(job != NULL);
     struct job_thread t;
-    REQUIRE(job_start(&t, job) == 0);
+    REQUIRE(ticket_started(&ctx, &c, &f, "follow-1", "printer on fire [[fake tokens=5 token_ms=2]]",
+                           &t) == 0);
     struct got g = { 0 };
     int r = follow(&ctx, &c, on_frame, NULL, &g, NULL, 0);
     pthread_join(t.th, NULL);
@@ -219,14 +231,8 @@ TEST(client_gone_ends_with_left)
     REQUIRE(open_ctx(&ctx) == 0);
     struct proto_conn c;
     struct proto_frames f;
-    struct proto_job *job = NULL;
-    frames_init(&f);
-    REQUIRE(proto_open(&ctx, &c, "/api/websocket/chat/follow-2", "", "ip:2", &f) == 0);
-    const char *text = "{\"ticketBody\":\"slow one [[fake tokens=6 token_ms=2]]\"}";
-    REQUIRE(send_text(&ctx, &c, text, &f, &job) == 0);
-    REQUIRE(job != NULL);
     struct job_thread t;
-    REQUIRE(job_start(&t, job) == 0);
+    REQUIRE(ticket_started(&ctx, &c, &f, "follow-2", "slow one [[fake tokens=6 token_ms=2]]", &t) == 0);
     struct got g = { 0 };
     g.quit_at = 2;
     CHECK_INT(follow(&ctx, &c, on_frame, NULL, &g, NULL, 0), FOLLOW_LEFT);
