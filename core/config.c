@@ -60,6 +60,7 @@ static const struct key_def keys[] = {
     { "PARLEY_POLL_IDLE",               K_INT,      F(poll_idle_s),            1, 86400 },
     { "PARLEY_EVENT_GRACE",             K_INT,      F(event_grace_s),          0, 604800 },
     { "PARLEY_CONTEXT_MESSAGES",        K_INT,      F(context_messages),       0, 1000 },
+    { "PARLEY_MAX_GENERATIONS",         K_INT,      F(max_generations),        1, 100000 },
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -345,6 +346,7 @@ int config_defaults(struct parley_config *cfg)
     cfg->poll_idle_s = 60;
     cfg->event_grace_s = 300;
     cfg->context_messages = 10;
+    cfg->max_generations = 1024;
     cfg->db_path = strdup("parley.db");
     cfg->ollama_server = strdup("http://127.0.0.1:11434");
     cfg->openai_base_url = strdup("https://api.openai.com/v1");

@@ -36,6 +36,7 @@ struct parley_config {
     int poll_idle_s;             /* PARLEY_POLL_IDLE (60) */
     int event_grace_s;           /* PARLEY_EVENT_GRACE (300) */
     int context_messages;        /* PARLEY_CONTEXT_MESSAGES (10) */
+    int max_generations;         /* PARLEY_MAX_GENERATIONS (1024): streams one process runs at once */
 };
 
 /* Fills every field with its default (strings newly allocated). 0 / -1. */

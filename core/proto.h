@@ -121,9 +121,10 @@ void proto_job_free(struct proto_job *job);
  * db connection, started on the first submit), which runs it to its end;
  * takes ownership of job (freed by the loop). Any thread; ctx->cfg and
  * ctx->bell must outlive the loop (process lifetime) and every submit of a
- * process uses the same configuration; ctx->db is not used by the loop.
- * Returns 0, or -1 when it could not be queued (the job was then failed
- * with an error event and freed). */
+ * process uses the same configuration. ctx->db is used only to fail a job
+ * that cannot be queued (it may be NULL: such a job is then left to lease
+ * recovery). Returns 0, or -1 when it could not be queued (the job was then
+ * failed with an error event and freed). */
 int proto_job_submit(struct parley_ctx *ctx, struct proto_job *job);
 /* Process shutdown: waits up to timeout_ms for submitted jobs to end, then
  * fails the rest (error event, lease released) and stops the loop. Returns

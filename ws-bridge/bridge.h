@@ -12,9 +12,11 @@
  *            followers and the frame shared).                    sched.c
  *   watcher  sleeps on bell_wait_any(); finds the followed channels whose
  *            bell moved and schedules their pumps; lease checks.  sched.c
- *   gen      at most --gen-threads generations run at once
- *            (proto_job_run), each thread with its own parley_db; the rest
- *            wait in a queue whose leases are kept (proto_job_hold). gen.c
+ *   genloop  the process's generation loop (core/genloop.c, started at
+ *            the first job): ONE thread streams every generation with
+ *            libcurl's multi interface, its own parley_db; at most
+ *            --gen-threads at once, the rest wait with their leases kept.
+ *            gen.c hands jobs to it (proto_job_submit).          gen.c
  *   signals  sigwait(): SIGTERM/SIGINT stop, SIGHUP reopens the log. main.c
  * Other threads never call into lws except lws_cancel_service(): they queue
  * frames on a connection and put it on the notify list (conn_notify), and
@@ -36,7 +38,7 @@ struct bridge_opts {
     int port;
     const char *socket_path;   /* --socket PATH: a unix socket instead */
     int workers;               /* --workers (4) */
-    int gen_threads;           /* --gen-threads (16) */
+    int gen_threads;           /* --gen-threads: most generations at once (0: PARLEY_MAX_GENERATIONS) */
     size_t max_message;        /* --max-frame BYTES (65536): a bigger client message closes 1009 */
     int ping_s;                /* --ping SECS (30): WebSocket PING after this much silence */
     const char *log_path;      /* --log FILE (stderr) */
@@ -252,13 +254,14 @@ int sched_pending(struct wsconn *c);
 
 /* ---- gen.c ---- */
 int gen_start(struct bridge *br);
-/* Takes the job (steals): runs it when a generation thread is free. */
+/* Takes the job (steals): hands it to the generation loop. */
 void gen_submit(struct bridge *br, struct proto_job *job);
-/* Worker: holds the leases of jobs waiting longer than lease/4. */
+/* Worker: brings the generation gauges up to date (the loop holds the
+ * waiting jobs' leases itself). */
 void gen_hold_waiting(struct bridge *br, struct parley_ctx *ctx);
 int gen_waiting(struct bridge *br);
-/* Waits up to drain_s for running and waiting jobs; 0 when all ended,
- * -1 when some still run (the caller must not free what they use). */
+/* Waits up to drain_s for running and waiting jobs, then fails the rest
+ * (proto_jobs_drain) and stops the loop. Returns 0 (nothing runs after). */
 int gen_stop(struct bridge *br, int drain_s);
 
 /* ---- service.c ---- */

@@ -85,7 +85,8 @@ static void usage(FILE *f)
         "  --socket-mode OCTAL  its permissions (default 660)\n"
         "  --port-file FILE     write the port listened on to FILE\n"
         "  --workers N          database worker threads (default 4)\n"
-        "  --gen-threads N      generations running at once (default 16); more wait\n"
+        "  --gen-threads N      most generations streaming at once (default PARLEY_MAX_GENERATIONS,\n"
+        "                       1024); all run on one event-loop thread; more wait in a queue\n"
         "  --max-frame BYTES    largest client message (default 65536); bigger: close 1009\n"
         "  --ping SECS          WebSocket ping after SECS without a pong; hang up after 2 x SECS (30)\n"
         "  --log FILE           log to FILE (reopened on SIGHUP) instead of stderr\n"
@@ -163,7 +164,7 @@ static int parse_args(int argc, char **argv, struct bridge_opts *o, const char *
         }
         case 'P': *port_file = optarg; break;
         case 'w': if (int_arg("--workers", optarg, 1, 256, &n) < 0) return -1; o->workers = (int)n; break;
-        case 'g': if (int_arg("--gen-threads", optarg, 1, 1024, &n) < 0) return -1; o->gen_threads = (int)n; break;
+        case 'g': if (int_arg("--gen-threads", optarg, 1, 100000, &n) < 0) return -1; o->gen_threads = (int)n; break;
         case 'f': if (int_arg("--max-frame", optarg, 128, 64 << 20, &n) < 0) return -1; o->max_message = (size_t)n; break;
         case 'p': if (int_arg("--ping", optarg, 1, 3600, &n) < 0) return -1; o->ping_s = (int)n; break;
         case 'L': o->log_path = optarg; break;
@@ -206,7 +207,7 @@ int main(int argc, char **argv)
     o->host = "127.0.0.1";
     o->port = 8081;
     o->workers = 4;
-    o->gen_threads = 16;
+    o->gen_threads = 0;              /* 0: PARLEY_MAX_GENERATIONS */
     o->max_message = 65536;
     o->ping_s = 30;
     o->stats_every_s = 5;
@@ -334,11 +335,11 @@ int main(int argc, char **argv)
     if (port_file && write_port_file(port_file, port) < 0)
         wslog("cannot write %s: %s", port_file, strerror(errno));
     if (o->socket_path)
-        wslog("listening on unix socket %s (%d workers, %d generation threads)", o->socket_path,
-              o->workers, o->gen_threads);
+        wslog("listening on unix socket %s (%d workers, at most %d generations at once)",
+              o->socket_path, o->workers, B.cfg.max_generations);
     else
-        wslog("listening on %s:%d (%d workers, %d generation threads)", o->host, port,
-              o->workers, o->gen_threads);
+        wslog("listening on %s:%d (%d workers, at most %d generations at once)", o->host, port,
+              o->workers, B.cfg.max_generations);
 
     while (!B.service_done)
         if (lws_service(ctx, 0) < 0)

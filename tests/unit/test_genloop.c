@@ -1,0 +1,394 @@
+/* test_genloop.c — the process's generation loop (proto_job_submit,
+ * core/genloop.c) against the simulated LLM: many generations at once run
+ * on ONE extra thread, and every token and "done" of every job is in its
+ * channel's log, equal to what the upstream streamed, and cached; beyond
+ * PARLEY_MAX_GENERATIONS jobs wait in the loop's queue with their leases
+ * kept (a viewer recovering expired leases meanwhile finds none); upstream
+ * failures end their own job only; proto_jobs_drain fails what is left
+ * (error event, job failed, nothing cached) and a later submit starts a new
+ * loop. */
+#include "th.h"
+#include "protohelp.h"
+#include "fake.h"
+#include "bell.h"
+#include "config.h"
+#include "db.h"
+#include "evlog.h"
+#include "genloop.h"
+#include "jobs.h"
+#include "proto_impl.h"
+#include "store.h"
+#include "util.h"
+
+#include <pthread.h>
+#include <time.h>
+
+/* Claims a ticket generation through the seed 000 adapter in this thread. */
+static struct proto_job *claim_ticket(struct parley_ctx *ctx, const char *ticket,
+                                      const char *body)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/api/websocket/chat/%s", ticket);
+    struct proto_conn c;
+    struct proto_frames fr;
+    frames_init(&fr);
+    if (proto_open(ctx, &c, path, "", "ip:127.0.0.1", &fr) < 0) {
+        frames_free(&fr);
+        proto_conn_cleanup(&c);
+        return NULL;
+    }
+    json_t *m = json_pack("{s:s}", "ticketBody", body);
+    char *text = json_dumps(m, JSON_COMPACT);
+    json_decref(m);
+    struct proto_job *job = NULL;
+    proto_message(ctx, &c, text, strlen(text), &fr, &job);
+    free(text);
+    frames_free(&fr);
+    proto_conn_cleanup(&c);
+    return job;
+}
+
+/* Threads of this process (/proc/self/status). */
+static int thread_count(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    int n = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Threads: %d", &n) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* What one channel's log holds for its (single) job. */
+struct seen {
+    int starts, tokens, dones, errors;
+    char *text;                 /* tokens concatenated (new) */
+    size_t len;
+    char err[512];
+};
+
+/* Reads the whole channel. 0 / -1. */
+static int read_channel(struct parley_ctx *ctx, const char *channel, struct seen *s)
+{
+    memset(s, 0, sizeof *s);
+    int64_t cur = 0;
+    for (;;) {
+        struct evlog_event *ev = NULL;
+        int n = evlog_read(ctx->db, channel, cur, 256, &ev);
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            return 0;
+        for (int i = 0; i < n; i++) {
+            cur = ev[i].seq;
+            if (!strcmp(ev[i].type, "start")) {
+                s->starts++;
+            } else if (!strcmp(ev[i].type, "token")) {
+                s->tokens++;
+                char *p = realloc(s->text, s->len + ev[i].data_len + 1);
+                if (!p) {
+                    evlog_free(ev, n);
+                    return -1;
+                }
+                memcpy(p + s->len, ev[i].data, ev[i].data_len);
+                s->len += ev[i].data_len;
+                p[s->len] = '\0';
+                s->text = p;
+            } else if (!strcmp(ev[i].type, "done")) {
+                s->dones++;
+            } else if (!strcmp(ev[i].type, "error")) {
+                s->errors++;
+                str_copy(s->err, sizeof s->err, ev[i].data);
+            }
+        }
+        evlog_free(ev, n);
+    }
+}
+
+/* 1 when every channel's log ends with done or error, within ms. */
+static int wait_all_ended(struct parley_ctx *ctx, char (*channels)[64], int n, int ms)
+{
+    int64_t end = mono_ms() + ms;
+    for (;;) {
+        int left = 0;
+        for (int i = 0; i < n; i++) {
+            struct seen s;
+            if (read_channel(ctx, channels[i], &s) < 0 || (s.dones + s.errors) == 0)
+                left++;
+            free(s.text);
+        }
+        if (left == 0)
+            return 1;
+        if (mono_ms() > end)
+            return 0;
+        sleep_ms(50);
+    }
+}
+
+#define MANY 120
+
+TEST(many_jobs_run_on_one_thread_and_every_token_arrives)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    static char channels[MANY][64];
+    static char *expect[MANY];
+    static char keys[MANY][200];
+    int threads_before = thread_count();
+    for (int i = 0; i < MANY; i++) {
+        char ticket[32], body[128];
+        snprintf(ticket, sizeof ticket, "many-%d", i);
+        snprintf(body, sizeof body, "ticket %d is stuck [[fake tokens=30 token_ms=20]]", i);
+        struct proto_job *job = claim_ticket(&ctx, ticket, body);
+        REQUIRE(job != NULL);
+        str_copy(channels[i], sizeof channels[i], job->channel);
+        str_copy(keys[i], sizeof keys[i], job->ans.key);
+        expect[i] = fake_answer(job->req.llm.prompt, 0);
+        REQUIRE(expect[i] != NULL);
+        CHECK_INT(proto_job_submit(&ctx, job), 0);
+    }
+    /* while they stream: one loop thread, all of them running at once */
+    sleep_ms(300);
+    struct genloop_stats st;
+    genloop_stats(&st);
+    CHECK_INT(st.threads, 1);
+    CHECK_INT(thread_count(), threads_before + 1);
+    CHECK_INT(st.running + st.queued + (int)st.done, MANY);
+    CHECK(st.running > 1);
+    CHECK(wait_all_ended(&ctx, channels, MANY, 30000));
+    for (int i = 0; i < MANY; i++) {
+        struct seen s;
+        CHECK_INT(read_channel(&ctx, channels[i], &s), 0);
+        CHECK_INT(s.starts, 1);
+        CHECK_INT(s.dones, 1);
+        CHECK_INT(s.errors, 0);
+        CHECK(s.tokens >= 1);
+        CHECK_STR(s.text, expect[i]);
+        char *cached = NULL;
+        CHECK_INT(store_answer_get(ctx.db, keys[i], &cached, NULL, NULL), 0);
+        CHECK_STR(cached, expect[i]);
+        free(cached);
+        free(s.text);
+        free(expect[i]);
+    }
+    genloop_stats(&st);
+    CHECK_INT(st.running, 0);
+    CHECK_INT(st.queued, 0);
+    CHECK_INT(proto_jobs_drain(1000), 0);
+    close_ctx(&ctx);
+}
+
+/* A viewer in another thread fails every job whose lease expired. */
+struct recoverer { volatile int stop; int recovered; };
+
+static void *recover_main(void *arg)
+{
+    struct recoverer *r = arg;
+    struct parley_ctx ctx;
+    if (open_ctx(&ctx) < 0)
+        return NULL;
+    while (!r->stop) {
+        int n = jobs_recover(ctx.db, ctx.bell, now_ms());
+        if (n > 0)
+            r->recovered += n;
+        sleep_ms(cfg.lease_ms / 4);
+    }
+    close_ctx(&ctx);
+    return NULL;
+}
+
+#define BOUNDED 24
+
+TEST(beyond_the_bound_jobs_wait_with_their_leases_kept)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    int old_max = cfg.max_generations;
+    cfg.max_generations = 4;        /* read when the loop starts */
+    static char channels[BOUNDED][64];
+    static char *expect[BOUNDED];
+    struct recoverer rec = { 0, 0 };
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, recover_main, &rec) == 0);
+    for (int i = 0; i < BOUNDED; i++) {
+        char ticket[32], body[128];
+        snprintf(ticket, sizeof ticket, "bound-%d", i);
+        /* each ~250 ms: the last of 6 rounds waits ~1.25 s, three leases */
+        snprintf(body, sizeof body, "bounded %d [[fake tokens=10 token_ms=25]]", i);
+        struct proto_job *job = claim_ticket(&ctx, ticket, body);
+        REQUIRE(job != NULL);
+        str_copy(channels[i], sizeof channels[i], job->channel);
+        expect[i] = fake_answer(job->req.llm.prompt, 0);
+        CHECK_INT(proto_job_submit(&ctx, job), 0);
+    }
+    int max_running = 0, ended = 0;
+    int64_t end = mono_ms() + 30000;
+    while (!ended && mono_ms() < end) {
+        struct genloop_stats st;
+        genloop_stats(&st);
+        if (st.running > max_running)
+            max_running = st.running;
+        ended = st.running == 0 && st.queued == 0;
+        sleep_ms(20);
+    }
+    rec.stop = 1;
+    pthread_join(th, NULL);
+    CHECK(ended);
+    CHECK_INT(max_running, 4);
+    CHECK_INT(rec.recovered, 0);
+    for (int i = 0; i < BOUNDED; i++) {
+        struct seen s;
+        CHECK_INT(read_channel(&ctx, channels[i], &s), 0);
+        CHECK_INT(s.dones, 1);
+        CHECK_INT(s.errors, 0);
+        CHECK_STR(s.text, expect[i]);
+        free(s.text);
+        free(expect[i]);
+    }
+    CHECK_INT(proto_jobs_drain(1000), 0);
+    cfg.max_generations = old_max;
+    close_ctx(&ctx);
+}
+
+TEST(upstream_failures_end_only_their_own_job)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    static const char *bodies[] = {
+        "fails midway [[fake tokens=10 token_ms=5 error_after=3]]",
+        "not json [[fake tokens=10 token_ms=5 malformed_after=2]]",
+        "cut off [[fake tokens=10 token_ms=5 drop_after=4]]",
+        "http error [[fake status=500]]",
+        "fine one [[fake tokens=8 token_ms=5]]",
+    };
+    static const char *kinds[] = { "upstream", "malformed", "cut", "http", NULL };
+    char channels[5][64], keys[5][200];
+    for (int i = 0; i < 5; i++) {
+        char ticket[32];
+        snprintf(ticket, sizeof ticket, "fail-%d", i);
+        struct proto_job *job = claim_ticket(&ctx, ticket, bodies[i]);
+        REQUIRE(job != NULL);
+        str_copy(channels[i], sizeof channels[i], job->channel);
+        str_copy(keys[i], sizeof keys[i], job->ans.key);
+        CHECK_INT(proto_job_submit(&ctx, job), 0);
+    }
+    CHECK(wait_all_ended(&ctx, channels, 5, 15000));
+    for (int i = 0; i < 5; i++) {
+        struct seen s;
+        CHECK_INT(read_channel(&ctx, channels[i], &s), 0);
+        char *cached = NULL;
+        int got = store_answer_get(ctx.db, keys[i], &cached, NULL, NULL);
+        free(cached);
+        if (kinds[i]) {
+            CHECK_INT(s.errors, 1);
+            CHECK_INT(s.dones, 0);
+            json_t *o = json_loads(s.err, 0, NULL);
+            CHECK_STR(json_string_value(json_object_get(o, "kind")), kinds[i]);
+            json_decref(o);
+            CHECK(got != 0);                 /* nothing cached */
+        } else {
+            CHECK_INT(s.dones, 1);
+            CHECK_INT(s.errors, 0);
+            CHECK_INT(got, 0);
+        }
+        free(s.text);
+    }
+    CHECK_INT(proto_jobs_drain(1000), 0);
+    close_ctx(&ctx);
+}
+
+#define HUNG 10
+
+TEST(drain_fails_the_rest_cleanly_and_a_new_loop_starts_after)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    int old_max = cfg.max_generations;
+    cfg.max_generations = 6;        /* 6 streaming (hung), 4 waiting */
+    char channels[HUNG][64], keys[HUNG][200];
+    int64_t ids[HUNG];
+    for (int i = 0; i < HUNG; i++) {
+        char ticket[32], body[128];
+        snprintf(ticket, sizeof ticket, "hung-%d", i);
+        snprintf(body, sizeof body, "hangs %d [[fake tokens=10 token_ms=5 hang_after=2]]", i);
+        struct proto_job *job = claim_ticket(&ctx, ticket, body);
+        REQUIRE(job != NULL);
+        str_copy(channels[i], sizeof channels[i], job->channel);
+        str_copy(keys[i], sizeof keys[i], job->ans.key);
+        ids[i] = job->claim.job_id;
+        CHECK_INT(proto_job_submit(&ctx, job), 0);
+    }
+    sleep_ms(400);                  /* the first six got their two tokens */
+    struct genloop_stats st;
+    genloop_stats(&st);
+    CHECK_INT(st.running, 6);
+    CHECK_INT(st.queued, 4);
+    CHECK_INT(proto_jobs_drain(300), HUNG);
+    genloop_stats(&st);
+    CHECK_INT(st.threads, 0);
+    for (int i = 0; i < HUNG; i++) {
+        struct seen s;
+        CHECK_INT(read_channel(&ctx, channels[i], &s), 0);
+        CHECK_INT(s.errors, 1);
+        CHECK_INT(s.dones, 0);
+        CHECK(strstr(s.err, "shutting down") != NULL);
+        if (i < 6) {                /* tokens already shown stay in the log */
+            CHECK_INT(s.starts, 1);
+            CHECK(s.len > 0);
+        } else {                    /* never started */
+            CHECK_INT(s.starts, 0);
+            CHECK_INT(s.tokens, 0);
+        }
+        struct job_info ji;
+        CHECK_INT(jobs_get(ctx.db, ids[i], &ji), 0);
+        CHECK_STR(ji.state, "failed");
+        char *cached = NULL;
+        CHECK(store_answer_get(ctx.db, keys[i], &cached, NULL, NULL) != 0);
+        free(cached);
+        free(s.text);
+    }
+    cfg.max_generations = old_max;
+
+    /* after a drain, the next submit starts a new loop */
+    struct proto_job *job = claim_ticket(&ctx, "after-drain", "again [[fake tokens=3 token_ms=1]]");
+    REQUIRE(job != NULL);
+    char ch[64];
+    str_copy(ch, sizeof ch, job->channel);
+    CHECK_INT(proto_job_submit(&ctx, job), 0);
+    CHECK(wait_all_ended(&ctx, (char (*)[64])ch, 1, 10000));
+    struct seen s;
+    CHECK_INT(read_channel(&ctx, ch, &s), 0);
+    CHECK_INT(s.dones, 1);
+    free(s.text);
+    CHECK_INT(proto_jobs_drain(1000), 0);
+    close_ctx(&ctx);
+}
+
+int main(void)
+{
+    const char *url = fake_url();
+    if (!url)
+        return 1;
+    char err[512];
+    if (config_defaults(&cfg) < 0)
+        return 1;
+    snprintf(dbpath, sizeof dbpath, "%s/genloop.db", th_tmpdir());
+    snprintf(bellpath, sizeof bellpath, "%s-bell", dbpath);
+    if (config_set(&cfg, "PARLEY_DB", dbpath, err, sizeof err) < 0 ||
+        config_set(&cfg, "OLLAMA_SERVER", url, err, sizeof err) < 0 ||
+        config_set(&cfg, "PARLEY_LEASE_MS", "400", err, sizeof err) < 0 ||
+        config_set(&cfg, "RATE_LIMIT_MESSAGES_PER_MINUTE", "0", err, sizeof err) < 0) {
+        printf("# %s\n", err);
+        return 1;
+    }
+    llm_global_init();
+    RUN(many_jobs_run_on_one_thread_and_every_token_arrives);
+    RUN(beyond_the_bound_jobs_wait_with_their_leases_kept);
+    RUN(upstream_failures_end_only_their_own_job);
+    RUN(drain_fails_the_rest_cleanly_and_a_new_loop_starts_after);
+    config_cleanup(&cfg);
+    return th_done();
+}
