@@ -58,6 +58,7 @@ static const struct key_def keys[] = {
     { "PARLEY_COALESCE_MS",             K_INT,      F(coalesce_ms),            0, 1000 },
     { "PARLEY_LEASE_MS",                K_INT,      F(lease_ms),               100, 3600000 },
     { "PARLEY_POLL_IDLE",               K_INT,      F(poll_idle_s),            1, 86400 },
+    { "PARLEY_POLL_MAX_SESSIONS",       K_INT,      F(poll_max_sessions),      0, 1000000 },
     { "PARLEY_EVENT_GRACE",             K_INT,      F(event_grace_s),          0, 604800 },
     { "PARLEY_CONTEXT_MESSAGES",        K_INT,      F(context_messages),       0, 1000 },
     { "PARLEY_MAX_GENERATIONS",         K_INT,      F(max_generations),        1, 100000 },
@@ -344,6 +345,7 @@ int config_defaults(struct parley_config *cfg)
     cfg->coalesce_ms = 5;
     cfg->lease_ms = 10000;
     cfg->poll_idle_s = 60;
+    cfg->poll_max_sessions = 32;
     cfg->event_grace_s = 300;
     cfg->context_messages = 10;
     cfg->max_generations = 1024;

@@ -34,6 +34,7 @@ struct parley_config {
     int coalesce_ms;             /* PARLEY_COALESCE_MS (5; 0 = one event per token) */
     int lease_ms;                /* PARLEY_LEASE_MS (10000) */
     int poll_idle_s;             /* PARLEY_POLL_IDLE (60) */
+    int poll_max_sessions;       /* PARLEY_POLL_MAX_SESSIONS (32): open long-poll sessions per user; 0 no cap */
     int event_grace_s;           /* PARLEY_EVENT_GRACE (300) */
     int context_messages;        /* PARLEY_CONTEXT_MESSAGES (10) */
     int max_generations;         /* PARLEY_MAX_GENERATIONS (1024): streams one process runs at once */

@@ -31,8 +31,8 @@ int poll_create(parley_db *db, const char *path, const char *owner, int idle_s, 
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
-int poll_lock(parley_db *db, const char *sid, int idle_s, char **state,
-              char *owner, size_t ownerlen)
+enum poll_status poll_lock(parley_db *db, const char *sid, int idle_s, char **state,
+                           char *owner, size_t ownerlen)
 {
     static const char sql_lock[] =
         "UPDATE poll_sessions SET lock_owner = ?1, lock_expires = ?2 "
@@ -46,13 +46,13 @@ int poll_lock(parley_db *db, const char *sid, int idle_s, char **state,
         int64_t now = now_ms();
         sqlite3_stmt *st = db_stmt(db, sql_lock);
         if (!st)
-            return -1;
+            return POLL_ERROR;
         db_bind_text(st, 1, owner_id());
         sqlite3_bind_int64(st, 2, now + LOCK_MS);
         db_bind_text(st, 3, sid);
         sqlite3_bind_int64(st, 4, now);
         if (db_begin(db) < 0)      /* through the process's write gate */
-            return -1;
+            return POLL_ERROR;
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
             *state = db_col_strdup(st, 0);
@@ -64,32 +64,32 @@ int poll_lock(parley_db *db, const char *sid, int idle_s, char **state,
                 db_rollback(db);
                 free(*state);
                 *state = NULL;
-                return -1;
+                return POLL_ERROR;
             }
-            return 0;
+            return POLL_OK;
         }
         sqlite3_reset(st);
         if (rc != SQLITE_DONE || db_commit(db) < 0) {
             db_rollback(db);
-            return -1;
+            return POLL_ERROR;
         }
         st = db_stmt(db, sql_peek);
         if (!st)
-            return -1;
+            return POLL_ERROR;
         db_bind_text(st, 1, sid);
         rc = sqlite3_step(st);
         int64_t expires = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
         sqlite3_reset(st);
         if (rc == SQLITE_DONE)
-            return 1;
+            return POLL_GONE;
         if (rc != SQLITE_ROW)
-            return -1;
+            return POLL_ERROR;
         if (expires < now) {
             poll_delete(db, sid);
-            return 1;
+            return POLL_GONE;
         }
         if (mono_ms() >= deadline)
-            return 2;
+            return POLL_BUSY;
         struct timespec ts = { 0, (attempt < 10 ? 500 : 3000) * 1000L };
         nanosleep(&ts, NULL);
     }
@@ -109,31 +109,84 @@ void poll_unlock(parley_db *db, const char *sid)
     sqlite3_reset(st);
 }
 
-int poll_peek(parley_db *db, const char *sid, char **state, char *owner, size_t ownerlen,
-              int64_t *expires_at)
+enum poll_status poll_peek_meta(parley_db *db, const char *sid, char **state, char *owner,
+                                size_t ownerlen, struct poll_meta *meta)
 {
-    static const char sql[] = "SELECT state, owner, expires_at FROM poll_sessions WHERE sid = ?";
+    static const char sql[] =
+        "SELECT s.state, s.owner, s.expires_at, s.next_seq, "
+        "(SELECT min(o.seq) FROM poll_outbox o WHERE o.sid = s.sid) "
+        "FROM poll_sessions s WHERE s.sid = ?";
     *state = NULL;
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st)
-        return -1;
+        return POLL_ERROR;
     db_bind_text(st, 1, sid);
-    int rc = sqlite3_step(st), r = rc == SQLITE_DONE ? 1 : -1;
+    int rc = sqlite3_step(st);
+    enum poll_status r = rc == SQLITE_DONE ? POLL_GONE : POLL_ERROR;
     if (rc == SQLITE_ROW) {
         int64_t expires = sqlite3_column_int64(st, 2);
         if (expires < now_ms()) {
-            r = 1;
+            r = POLL_GONE;
         } else {
             *state = db_col_strdup(st, 0);
             if (owner)
                 str_copy(owner, ownerlen, (const char *)sqlite3_column_text(st, 1));
-            if (expires_at)
-                *expires_at = expires;
-            r = *state ? 0 : -1;
+            if (meta) {
+                meta->expires_at = expires;
+                meta->next_seq = sqlite3_column_int64(st, 3);
+                meta->stored = sqlite3_column_type(st, 4) == SQLITE_NULL
+                                   ? 0
+                                   : meta->next_seq - sqlite3_column_int64(st, 4);
+            }
+            r = *state ? POLL_OK : POLL_ERROR;
         }
     }
     sqlite3_reset(st);
     return r;
+}
+
+enum poll_status poll_peek(parley_db *db, const char *sid, char **state, char *owner,
+                           size_t ownerlen, int64_t *expires_at)
+{
+    struct poll_meta m;
+    enum poll_status r = poll_peek_meta(db, sid, state, owner, ownerlen, &m);
+    if (r == POLL_OK && expires_at)
+        *expires_at = m.expires_at;
+    return r;
+}
+
+int poll_pending(parley_db *db, const char *sid)
+{
+    static const char sql[] = "SELECT count(*) FROM poll_outbox WHERE sid = ?";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, sid);
+    int rc = sqlite3_step(st);
+    int n = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
+    sqlite3_reset(st);
+    return n;
+}
+
+/* Counts owner's unexpired sessions. Count or -1. */
+static int count_owned(parley_db *db, const char *owner, int64_t now)
+{
+    static const char sql[] =
+        "SELECT count(*) FROM poll_sessions WHERE owner = ? AND expires_at >= ?";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, owner);
+    sqlite3_bind_int64(st, 2, now);
+    int rc = sqlite3_step(st);
+    int n = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
+    sqlite3_reset(st);
+    return n;
+}
+
+int poll_owned(parley_db *db, const char *owner, int64_t now)
+{
+    return count_owned(db, owner ? owner : "", now);
 }
 
 int poll_touch(parley_db *db, const char *sid, int64_t ack_upto, int idle_s)
@@ -305,18 +358,18 @@ int poll_ack(parley_db *db, const char *sid, int64_t upto)
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
-int poll_delete(parley_db *db, const char *sid)
+enum poll_status poll_delete(parley_db *db, const char *sid)
 {
     sqlite3_stmt *st = db_stmt(db, "DELETE FROM poll_sessions WHERE sid = ?");
     if (!st)
-        return -1;
+        return POLL_ERROR;
     db_bind_text(st, 1, sid);
     int rc = sqlite3_step(st);
     int changed = sqlite3_changes(db_handle(db));
     sqlite3_reset(st);
     if (rc != SQLITE_DONE)
-        return -1;
-    return changed ? 0 : 1;
+        return POLL_ERROR;
+    return changed ? POLL_OK : POLL_GONE;
 }
 
 int poll_expire(parley_db *db, int64_t now)
@@ -334,8 +387,9 @@ int poll_expire(parley_db *db, int64_t now)
     return rc == SQLITE_DONE ? changed : -1;
 }
 
-int poll_open(parley_db *db, const char *path, const char *owner, const char *state,
-              char *const *frames, int nframes, int idle_s, char sid[37])
+enum poll_status poll_open(parley_db *db, const char *path, const char *owner,
+                           const char *state, char *const *frames, int nframes, int idle_s,
+                           int max_owned, char sid[37])
 {
     static const char sql[] =
         "INSERT INTO poll_sessions(sid, path, owner, state, next_seq, created_at, last_seen, "
@@ -343,8 +397,17 @@ int poll_open(parley_db *db, const char *path, const char *owner, const char *st
     static const char sql_frame[] =
         "INSERT INTO poll_outbox(sid, seq, frame, created_at) VALUES (?, ?, ?, ?)";
     if (uuid_v4(sid) < 0 || db_begin(db) < 0)
-        return -1;
+        return POLL_ERROR;
     int64_t now = now_ms();
+    if (max_owned > 0 && owner && *owner) {
+        int n = count_owned(db, owner, now);
+        if (n < 0)
+            goto error;
+        if (n >= max_owned) {
+            db_rollback(db);
+            return POLL_FULL;
+        }
+    }
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st)
         goto error;
@@ -371,10 +434,10 @@ int poll_open(parley_db *db, const char *path, const char *owner, const char *st
         if (rc != SQLITE_DONE)
             goto error;
     }
-    return db_commit(db);
+    return db_commit(db) == 0 ? POLL_OK : POLL_ERROR;
 error:
     db_rollback(db);
-    return -1;
+    return POLL_ERROR;
 }
 
 static void update_free(struct poll_update *u)
@@ -442,7 +505,7 @@ int poll_pump(parley_db *db, struct poll_item *items, int n, int idle_s, poll_pu
         "SELECT state, next_seq, lock_owner, lock_expires, expires_at FROM poll_sessions "
         "WHERE sid = ?";
     for (int i = 0; i < n; i++) {
-        items[i].status = -1;
+        items[i].status = POLL_ERROR;
         items[i].changed = 0;
         items[i].next_seq = 0;
     }
@@ -461,7 +524,7 @@ int poll_pump(parley_db *db, struct poll_item *items, int n, int idle_s, poll_pu
         int rc = sqlite3_step(st);
         if (rc == SQLITE_DONE) {
             sqlite3_reset(st);
-            it->status = 1;
+            it->status = POLL_GONE;
             continue;
         }
         if (rc != SQLITE_ROW) {
@@ -475,12 +538,12 @@ int poll_pump(parley_db *db, struct poll_item *items, int n, int idle_s, poll_pu
         it->next_seq = next;
         if (expires < now) {
             sqlite3_reset(st);
-            it->status = 1;
+            it->status = POLL_GONE;
             continue;
         }
         if (lock && lock_expires >= now && strcmp(lock, me) != 0) {
             sqlite3_reset(st);
-            it->status = 2;
+            it->status = POLL_BUSY;
             continue;
         }
         char *state = db_col_strdup(st, 0);
@@ -492,7 +555,7 @@ int poll_pump(parley_db *db, struct poll_item *items, int n, int idle_s, poll_pu
         free(state);
         if (r < 0) {
             update_free(&u);
-            it->status = -1;
+            it->status = POLL_ERROR;
             continue;
         }
         if (u.state || u.nframes > 0) {
@@ -503,14 +566,14 @@ int poll_pump(parley_db *db, struct poll_item *items, int n, int idle_s, poll_pu
             it->changed = 1;
         }
         update_free(&u);
-        it->status = 0;
+        it->status = POLL_OK;
     }
     if (db_commit(db) == 0)
         return 0;
 error:
     db_rollback(db);
     for (int i = 0; i < n; i++) {
-        items[i].status = -1;
+        items[i].status = POLL_ERROR;
         items[i].changed = 0;
     }
     return -1;

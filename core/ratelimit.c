@@ -68,12 +68,23 @@ static int run_int64(parley_db *db, sqlite3_stmt *st, const char *what, int64_t 
 int ratelimit_hit(parley_db *db, const char *user, int limit, int64_t window_ms,
                   int64_t now_ms, int64_t *retry_ms)
 {
+    return ratelimit_hit_n(db, user, 1, limit, window_ms, now_ms, retry_ms);
+}
+
+int ratelimit_hit_n(parley_db *db, const char *user, int n, int limit, int64_t window_ms,
+                    int64_t now_ms, int64_t *retry_ms)
+{
     if (retry_ms)
         *retry_ms = 0;
-    if (limit <= 0)
+    if (limit <= 0 || n <= 0)
         return 1;
     if (!db || window_ms <= 0)
         return -1;
+    if (n > limit) {                         /* never fits */
+        if (retry_ms)
+            *retry_ms = window_ms;
+        return 0;
+    }
     if (!user)
         user = "";                           /* open mode's anonymous user */
     int64_t cutoff = now_ms - window_ms;     /* window is (cutoff, now_ms] */
@@ -96,13 +107,13 @@ int ratelimit_hit(parley_db *db, const char *user, int limit, int64_t window_ms,
     if (run_int64(db, st, "counting hits", &count) < 0)
         goto error;
 
-    if (count >= limit) {
+    if (count + n > limit) {
         int64_t leaves_at = now_ms + 1;      /* fallback: cannot happen */
         if (!(st = db_stmt(db, SQL_NTH_OLDEST)))
             goto error;
         db_bind_text(st, 1, user);
         sqlite3_bind_int64(st, 2, cutoff);
-        sqlite3_bind_int64(st, 3, count - limit);
+        sqlite3_bind_int64(st, 3, count + n - 1 - limit);
         int64_t at = 0;
         int got = run_int64(db, st, "finding the oldest hit", &at);
         if (got < 0)
@@ -116,12 +127,14 @@ int ratelimit_hit(parley_db *db, const char *user, int limit, int64_t window_ms,
         return 0;
     }
 
-    if (!(st = db_stmt(db, SQL_INSERT)))
-        goto error;
-    db_bind_text(st, 1, user);
-    sqlite3_bind_int64(st, 2, now_ms);
-    if (run_done(db, st, "recording a hit") < 0)
-        goto error;
+    for (int i = 0; i < n; i++) {
+        if (!(st = db_stmt(db, SQL_INSERT)))
+            goto error;
+        db_bind_text(st, 1, user);
+        sqlite3_bind_int64(st, 2, now_ms);
+        if (run_done(db, st, "recording a hit") < 0)
+            goto error;
+    }
     if (db_commit(db) < 0)
         return -1;
     return 1;

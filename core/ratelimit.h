@@ -16,6 +16,11 @@
  * never together exceed the limit. */
 int ratelimit_hit(parley_db *db, const char *user, int limit, int64_t window_ms,
                   int64_t now_ms, int64_t *retry_ms);
+/* The same for n hits at once, all or none: 1 when count + n fits in the
+ * limit (n hits recorded), 0 limited (nothing recorded; n > limit never
+ * fits, *retry_ms = window_ms), -1 as above. n <= 0: 1, nothing recorded. */
+int ratelimit_hit_n(parley_db *db, const char *user, int n, int limit, int64_t window_ms,
+                    int64_t now_ms, int64_t *retry_ms);
 /* Deletes hits older than now_ms - window_ms for every user. Returns rows
  * deleted or -1. */
 int ratelimit_prune(parley_db *db, int64_t window_ms, int64_t now_ms);

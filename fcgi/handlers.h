@@ -29,9 +29,9 @@ int h_ticket_ai_get(struct request *r);      /* GET /api/tickets/{id}/ai */
 int h_ticket_ai_delete(struct request *r);   /* DELETE /api/tickets/{id}/ai */
 int h_ticket_ai_stream(struct request *r);   /* GET /api/tickets/{id}/ai/stream (SSE) */
 
-/* api_poll.c — generic long-poll transport (DESIGN §3) */
-int h_poll_open(struct request *r);          /* POST /api/poll/open */
-int h_poll_get(struct request *r);           /* GET /api/poll/{sid} */
-int h_poll_post(struct request *r);          /* POST /api/poll/{sid} */
-int h_poll_delete(struct request *r);        /* DELETE /api/poll/{sid} */
+/* generic long-poll transport (DESIGN §3; poll_transport.h lists its files) */
+int h_poll_open(struct request *r);          /* POST /api/poll/open (poll_handlers.c) */
+int h_poll_get(struct request *r);           /* GET /api/poll/{sid} (poll_get.c) */
+int h_poll_post(struct request *r);          /* POST /api/poll/{sid} (poll_handlers.c) */
+int h_poll_delete(struct request *r);        /* DELETE /api/poll/{sid} (poll_handlers.c) */
 #endif

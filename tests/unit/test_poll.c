@@ -229,7 +229,7 @@ TEST(open_in_one_transaction)
     REQUIRE(db);
     char sid[37], owner[64], *state = NULL;
     char *frames[] = { "{\"type\":\"connected\"}", "{\"type\":\"welcome\"}" };
-    REQUIRE(poll_open(db, "/ws/o", "carol", "{\"s\":1}", frames, 2, 60, sid) == 0);
+    REQUIRE(poll_open(db, "/ws/o", "carol", "{\"s\":1}", frames, 2, 60, 0, sid) == 0);
     CHECK_INT(poll_peek(db, sid, &state, owner, sizeof owner, NULL), 0);
     CHECK_STR(state, "{\"s\":1}");
     CHECK_STR(owner, "carol");
@@ -257,11 +257,11 @@ TEST(pump_many_in_one_transaction)
     REQUIRE(db);
     char a[37], b[37], c[37], d[37], e[37];
     char *first[] = { "{\"o\":1}", "{\"o\":2}" };
-    REQUIRE(poll_open(db, "/ws/a", "", "{}", first, 2, 60, a) == 0);
-    REQUIRE(poll_open(db, "/ws/b", "", "{}", NULL, 0, 60, b) == 0);
-    REQUIRE(poll_open(db, "/ws/c", "", "{}", NULL, 0, 60, c) == 0);
-    REQUIRE(poll_open(db, "/ws/d", "", "{}", NULL, 0, 0, d) == 0);     /* expires at once */
-    REQUIRE(poll_open(db, "/ws/e", "", "{}", NULL, 0, 60, e) == 0);
+    REQUIRE(poll_open(db, "/ws/a", "", "{}", first, 2, 60, 0, a) == 0);
+    REQUIRE(poll_open(db, "/ws/b", "", "{}", NULL, 0, 60, 0, b) == 0);
+    REQUIRE(poll_open(db, "/ws/c", "", "{}", NULL, 0, 60, 0, c) == 0);
+    REQUIRE(poll_open(db, "/ws/d", "", "{}", NULL, 0, 0, 0, d) == 0);     /* expires at once */
+    REQUIRE(poll_open(db, "/ws/e", "", "{}", NULL, 0, 60, 0, e) == 0);
     /* c is locked by another request (another process's POST) */
     pid_t pid = fork();
     if (pid == 0) {
