@@ -245,14 +245,43 @@ static int set_origins(struct parley_config *cfg, const struct key_def *k, const
     return 0;
 }
 
+/* Puts key k of cfg back to its default (config_defaults' value). 0 / -1. */
+static int reset_key(struct parley_config *cfg, const struct key_def *k, char *err, size_t errlen)
+{
+    struct parley_config d;
+    if (config_defaults(&d) < 0)
+        return set_err(err, errlen, "%s: out of memory", k->name);
+    switch (k->type) {
+    case K_INT:
+        *int_field(cfg, k) = *int_field(&d, k);
+        break;
+    case K_DOUBLE:
+        *(double *)(void *)((char *)cfg + k->off) = *(double *)(void *)((char *)&d + k->off);
+        break;
+    case K_PROVIDER:
+        cfg->provider = d.provider;
+        break;
+    case K_STRING:
+    case K_URL:
+    case K_ORIGINS:
+    case K_SECRET: {
+        char **field = str_field(cfg, k), **dflt = str_field(&d, k);
+        free_str(field, k->type == K_SECRET);
+        *field = *dflt;                      /* moved: d no longer owns it */
+        *dflt = NULL;
+        break;
+    }
+    }
+    config_cleanup(&d);
+    return 0;
+}
+
 int config_set(struct parley_config *cfg, const char *key, const char *value,
                char *err, size_t errlen)
 {
     char shown[256];
     if (!key || !*key)
         return set_err(err, errlen, "empty setting name");
-    if (!value)
-        value = "";
     const struct key_def *k = find_key(key);
     if (!k) {
         if (strcmp(key, CONFIG_FILE_KEY) == 0)
@@ -263,6 +292,10 @@ int config_set(struct parley_config *cfg, const char *key, const char *value,
         }
         return 1;                            /* someone else's variable */
     }
+    /* "KEY=" (docker-compose and shell scripts pass unset variables that
+     * way) means unset: the default, never an error. */
+    if (!value || !*value)
+        return reset_key(cfg, k, err, errlen);
     show_value(shown, sizeof shown, value);
 
     switch (k->type) {
@@ -283,8 +316,6 @@ int config_set(struct parley_config *cfg, const char *key, const char *value,
         return 0;
     }
     case K_STRING:
-        if (!*value)
-            return set_err(err, errlen, "%s: must not be empty", k->name);
         if (strchr(value, '\n') || strchr(value, '\r'))
             return set_err(err, errlen, "%s: must be one line, got '%s'", k->name, shown);
         return set_str(str_field(cfg, k), value, 0, k->name, err, errlen);
@@ -324,7 +355,7 @@ int config_set(struct parley_config *cfg, const char *key, const char *value,
                 return set_err(err, errlen,
                                "%s: must not contain control characters or line breaks "
                                "(value not shown)", k->name);
-        return set_str(str_field(cfg, k), *value ? value : NULL, 1, k->name, err, errlen);
+        return set_str(str_field(cfg, k), value, 1, k->name, err, errlen);
     }
     return set_err(err, errlen, "%s: internal error (unknown type)", k->name);
 }

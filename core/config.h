@@ -1,7 +1,11 @@
 /* config.h — Parley's settings: defaults, then an optional file
  * (PARLEY_CONFIG, KEY=VALUE lines), then the process environment, then
  * (in parley.fcgi) FastCGI parameters such as .htaccess SetEnv values.
- * Each later source overrides the earlier ones key by key.
+ * Each later source overrides the earlier ones key by key. An empty value
+ * ("OLLAMA_SERVER=", as docker-compose and shell scripts pass an unset
+ * variable) is never an error: from any source it means "not set", i.e.
+ * the key's default (so an empty PARLEY_JWT_SECRET is open mode, as
+ * before).
  *
  * Owns: the strings in struct parley_config (free with config_cleanup).
  * Threads: fill once at start, then read-only and shareable.
@@ -42,15 +46,18 @@ struct parley_config {
 
 /* Fills every field with its default (strings newly allocated). 0 / -1. */
 int config_defaults(struct parley_config *cfg);
-/* Sets one key from text, validating it. Unknown keys are an error unless
- * they do not look like Parley's (no PARLEY_ prefix and not a seed name), in
- * which case they are ignored and 1 is returned. 0 when set, -1 on error. */
+/* Sets one key from text, validating it; an empty or NULL value puts the
+ * key back to its default. Unknown keys are an error unless they do not
+ * look like Parley's (no PARLEY_ prefix and not a seed name), in which case
+ * they are ignored and 1 is returned. 0 when set, -1 on error (cfg keeps
+ * the old value; err names the key and the rule, never a secret). */
 int config_set(struct parley_config *cfg, const char *key, const char *value,
                char *err, size_t errlen);
 /* Reads KEY=VALUE lines ('#' comments, blank lines, optional quotes and
  * "export "). -1 with "path:line: message" on the first bad line. */
 int config_load_file(struct parley_config *cfg, const char *path, char *err, size_t errlen);
-/* Applies every known key present in the process environment. */
+/* Applies every known key present in the process environment (an empty
+ * value: the default, see config_set). */
 int config_load_env(struct parley_config *cfg, char *err, size_t errlen);
 /* defaults + file named by PARLEY_CONFIG (if set) + environment. On failure
  * the struct is cleaned and left zeroed (config_cleanup stays safe). */

@@ -13,7 +13,10 @@
 # $BUILD/data/parley.db, owned by the account the web server runs as), pick
 # the LLM upstream (OLLAMA_SERVER / OpenAI if one answers, else the simulated
 # LLM in tests/fake-llm, said loudly), start the web server serving www/ and
-# the API, and the WebSocket bridge when build/parley-ws exists. Every other
+# the API, and the WebSocket bridge when build/parley-ws exists (restarted
+# if it dies, as systemd restarts apache-conf/parley-ws.service; its numbers
+# in <PARLEY_DB>-ws.prom, which /api/metrics reads). Empty settings
+# (OLLAMA_SERVER= as docker-compose passes them) count as unset. Every other
 # Parley setting in the environment (PARLEY_*, OPENAI_*, limits) reaches the
 # servers through a generated PARLEY_CONFIG file. Ctrl-C stops everything
 # this script started. Until build/parley.fcgi exists, the streaming test app
@@ -62,7 +65,15 @@ if [ -z "${PARLEY_DB:-}" ]; then
 fi
 case $PARLEY_DB in /*) ;; *) PARLEY_DB=$PWD/$PARLEY_DB ;; esac
 export PARLEY_DB
-"$BUILD/parley" migrate >/dev/null || { echo "parley: cannot create/migrate $PARLEY_DB" >&2; exit 1; }
+_rc=0
+"$BUILD/parley" migrate >/dev/null || _rc=$?
+case $_rc in
+0) ;;
+78) # EX_CONFIG: parley said which setting is wrong, on the line above
+    echo "parley: configuration: fix the setting named above (docs/configuration.md); nothing was started" >&2
+    exit 1 ;;
+*) echo "parley: cannot create/migrate $PARLEY_DB (the reason is above)" >&2; exit 1 ;;
+esac
 if [ -n "$APP_USER" ]; then
     for _f in "$PARLEY_DB" "$PARLEY_DB-wal" "$PARLEY_DB-shm" "$PARLEY_DB-bell"; do
         [ -e "$_f" ] && chown "$APP_USER:$APP_GROUP" "$_f"
@@ -148,6 +159,60 @@ if [ -n "$APP_USER" ] && [ "$IT_WWW" = "$PWD/www" ] && ! $AS_APP test -r www/ind
 fi
 
 # --- the FastCGI program and the bridge -------------------------------------
+
+# bridge_loop — runs the bridge (a copy in $IT_TMP/bridge) on 127.0.0.1:
+# $WS_PORT as the app account, and starts it again when it dies, the way
+# systemd runs apache-conf/parley-ws.service (Restart=on-failure): a clean
+# exit (status 0, after SIGTERM) ends the loop; a crash or a kill is
+# followed by a restart after 1 s, then 2, 4 ... up to 30 s while it keeps
+# dying within a minute of its start. No --stats-file: the bridge writes
+# its default, <PARLEY_DB>-ws.prom, which parley.fcgi's /api/metrics reads.
+# SIGTERM/SIGINT stop the bridge (SIGTERM, its clean shutdown) and the loop.
+bridge_loop() {
+    _child=""
+    trap 'if [ -n "$_child" ]; then kill -TERM "$_child" 2>/dev/null; wait "$_child" 2>/dev/null; fi; exit 0' TERM INT
+    _delay=1
+    while :; do
+        _t0=$(date +%s)
+        # shellcheck disable=SC2086
+        $AS_APP env PARLEY_DB="$PARLEY_DB" OLLAMA_SERVER="$IT_UPSTREAM" \
+            ${IT_APP_CONFIG:+PARLEY_CONFIG="$IT_APP_CONFIG"} \
+            "$IT_TMP/bridge/parley-ws" --listen "127.0.0.1:$WS_PORT" >>"$BRIDGE_LOG" 2>&1 </dev/null &
+        _child=$!
+        _rc=0
+        wait "$_child" || _rc=$?
+        _child=""
+        if [ "$_rc" -eq 0 ]; then
+            echo "parley: parley-ws exited cleanly; not restarting it"
+            return 0
+        fi
+        [ $(($(date +%s) - _t0)) -ge 60 ] && _delay=1
+        _why="exit status $_rc"
+        [ "$_rc" -gt 128 ] && _why="killed by signal $((_rc - 128))"
+        echo "parley: parley-ws died ($_why); restarting it in $_delay s (log: $BRIDGE_LOG)"
+        sleep "$_delay"
+        _delay=$((_delay * 2)); [ "$_delay" -gt 30 ] && _delay=30
+    done
+}
+
+# Starts bridge_loop in the background (its pid in BRIDGE_LOOP_PID, stopped
+# by lib.sh's cleanup with everything else) and waits until the bridge
+# listens. 1 (loop stopped, log shown) if it does not come up.
+start_bridge_supervised() {
+    mkdir -p "$IT_TMP/bridge"
+    cp "$BUILD/parley-ws" "$IT_TMP/bridge/parley-ws"
+    BRIDGE_LOG=$IT_TMP/bridge/parley-ws.log
+    : >"$BRIDGE_LOG"
+    it_own "$IT_TMP/bridge"
+    bridge_loop </dev/null &
+    BRIDGE_LOOP_PID=$!
+    IT_PIDS="$IT_PIDS $BRIDGE_LOOP_PID"
+    if ! it_wait_port "$WS_PORT" "$BRIDGE_LOOP_PID"; then
+        it_stop "$BRIDGE_LOOP_PID"
+        sed 's/^/# parley-ws: /' "$BRIDGE_LOG" | tail -n 20
+        return 1
+    fi
+}
 APP=$BUILD/parley.fcgi
 if [ ! -x "$APP" ]; then
     APP=$BUILD/tests/fcgi-stream
@@ -161,10 +226,10 @@ IT_UPSTREAM=${IT_UPSTREAM:-}
 WS_PORT=$(free_port)
 IT_NO_WS=1
 if [ -x "$BUILD/parley-ws" ]; then
-    if start_bridge; then
-        WS_PORT=$BRIDGE_PORT
+    if start_bridge_supervised; then
         IT_NO_WS=""
-        say "WebSocket bridge parley-ws on 127.0.0.1:$WS_PORT (proxied under /api/websocket/, /ws/, /socket/websocket)"
+        say "WebSocket bridge parley-ws on 127.0.0.1:$WS_PORT (proxied under /api/websocket/, /ws/, /socket/websocket;"
+        say "  restarted if it dies; log $BRIDGE_LOG)"
     else
         say "parley-ws did not start (its log is above): WebSocket clients will fall back to long-polling"
     fi

@@ -85,7 +85,7 @@ static const struct set_case set_cases[] = {
     { "WEBSOCKET_TIMEOUT", "abc", -1,
       "WEBSOCKET_TIMEOUT: must be an integer between 1 and 86400, got 'abc'" },
     { "WEBSOCKET_TIMEOUT", "30abc", -1, "got '30abc'" },
-    { "WEBSOCKET_TIMEOUT", "", -1, "WEBSOCKET_TIMEOUT: must be an integer" },
+    { "WEBSOCKET_TIMEOUT", "", 0, NULL },                 /* empty: unset (default) */
     { "WEBSOCKET_TIMEOUT", " 30", -1, "got ' 30'" },
     { "WEBSOCKET_TIMEOUT", "30 ", -1, "got '30 '" },
     { "WEBSOCKET_TIMEOUT", "3.5", -1, "got '3.5'" },
@@ -116,7 +116,7 @@ static const struct set_case set_cases[] = {
     { "PARLEY_TEMPERATURE", "inf", -1, "got 'inf'" },
     { "PARLEY_TEMPERATURE", "0x1p0", -1, "got '0x1p0'" },
     { "PARLEY_TEMPERATURE", "1e400", -1, "got '1e400'" },
-    { "PARLEY_TEMPERATURE", "", -1, "PARLEY_TEMPERATURE" },
+    { "PARLEY_TEMPERATURE", "", 0, NULL },
     /* provider */
     { "PARLEY_PROVIDER", "ollama", 0, NULL },
     { "PARLEY_PROVIDER", "OpenAI", 0, NULL },
@@ -131,13 +131,13 @@ static const struct set_case set_cases[] = {
     { "OLLAMA_SERVER", "http://", -1, "got 'http://'" },
     { "OLLAMA_SERVER", "http:///x", -1, "OLLAMA_SERVER" },
     { "OLLAMA_SERVER", "http://a b", -1, "OLLAMA_SERVER" },
-    { "OLLAMA_SERVER", "", -1, "OLLAMA_SERVER" },
+    { "OLLAMA_SERVER", "", 0, NULL },
     { "OPENAI_BASE_URL", "http://127.0.0.1:8000/v1", 0, NULL },
     { "OPENAI_BASE_URL", "api.openai.com", -1, "OPENAI_BASE_URL" },
     /* strings */
-    { "PARLEY_DB", "", -1, "PARLEY_DB: must not be empty" },
+    { "PARLEY_DB", "", 0, NULL },
     { "PARLEY_DB", "/var/lib/parley/p.db", 0, NULL },
-    { "PARLEY_MODEL", "", -1, "PARLEY_MODEL: must not be empty" },
+    { "PARLEY_MODEL", "", 0, NULL },
     { "PARLEY_MODEL", "qwen2.5:7b", 0, NULL },
     /* origins */
     { "PARLEY_ALLOWED_ORIGINS", "https://a.example", 0, NULL },
@@ -308,7 +308,6 @@ struct file_case {
 static const struct file_case bad_files[] = {
     { "A=1\nB=2\nWEBSOCKET_TIMEOUT=30abc\n",
       ":3: WEBSOCKET_TIMEOUT: must be an integer between 1 and 86400, got '30abc'" },
-    { "WEBSOCKET_TIMEOUT=\n", ":1: WEBSOCKET_TIMEOUT: must be an integer" },
     { "WEBSOCKET_TIMEOUT=300  # segundos\nWEBSOCKET_TIMEOUT 300\n", ":2: expected KEY=VALUE" },
     { "just words\n", ":1: expected KEY=VALUE" },
     { "=5\n", ":1: expected KEY=VALUE" },
@@ -316,7 +315,6 @@ static const struct file_case bad_files[] = {
     { "PARLEY_MODEL=\"abc\n", ":1: PARLEY_MODEL: unterminated double quote" },
     { "PARLEY_MODEL=\"abc'\n", ":1: PARLEY_MODEL: unterminated double quote" },
     { "PARLEY_MODEL=\"a\"b\n", ":1: PARLEY_MODEL: unexpected text after the closing quote" },
-    { "PARLEY_MODEL=\"\"\n", ":1: PARLEY_MODEL: must not be empty" },
     { "# ok\n\nPARLEY_FOO=1\n", ":3: PARLEY_FOO: unknown setting" },
     { "PARLEY_PROVIDER=gemini\n", ":1: PARLEY_PROVIDER: must be ollama or openai, got 'gemini'" },
 };
@@ -406,9 +404,9 @@ TEST(load_errors)
                    "10000000, got 'lots'");
     config_cleanup(&c);
 
-    setenv("MAX_MESSAGE_LENGTH", "", 1);          /* empty integer: an error */
-    CHECK_INT(config_load(&c, err, sizeof err), -1);
-    CHECK(strstr(err, "MAX_MESSAGE_LENGTH") != NULL);
+    setenv("MAX_MESSAGE_LENGTH", "", 1);          /* empty: unset, not an error */
+    CHECK_INT(config_load(&c, err, sizeof err), 0);
+    CHECK_INT(c.max_message_length, 5000);
     config_cleanup(&c);
 
     unsetenv("MAX_MESSAGE_LENGTH");
@@ -417,6 +415,99 @@ TEST(load_errors)
     CHECK(strstr(err, "OPENAI_API_KEY") != NULL);
     CHECK(strstr(err, "SUPERSECRET") == NULL);
     config_cleanup(&c);
+    clear_env();
+}
+
+/* Issue 8 defect h: "OLLAMA_SERVER=" (docker-compose passes unset
+ * variables that way) stopped every program. An empty value is an unset
+ * one, for every key and from every source. */
+TEST(empty_value_is_unset)
+{
+    static const struct { const char *key, *value; } each[] = {
+        { "PARLEY_DB", "/x/p.db" }, { "PARLEY_PROVIDER", "openai" },
+        { "OLLAMA_SERVER", "http://gpu:1" }, { "OPENAI_BASE_URL", "http://o:2/v1" },
+        { "OPENAI_API_KEY", "sk-1" }, { "PARLEY_MODEL", "m" }, { "PARLEY_TEMPERATURE", "1.5" },
+        { "PARLEY_JWT_SECRET", "s" }, { "PARLEY_ALLOWED_ORIGINS", "https://a.example" },
+        { "WEBSOCKET_MAX_CONNECTIONS", "7" }, { "WEBSOCKET_TIMEOUT", "7" },
+        { "RATE_LIMIT_MESSAGES_PER_MINUTE", "7" }, { "MAX_MESSAGE_LENGTH", "7" },
+        { "PARLEY_CONNECT_TIMEOUT_MS", "7" }, { "PARLEY_FIRST_TOKEN_TIMEOUT_MS", "7" },
+        { "PARLEY_IDLE_TIMEOUT_MS", "7" }, { "PARLEY_TOTAL_TIMEOUT_MS", "7" },
+        { "PARLEY_COALESCE_MS", "7" }, { "PARLEY_LEASE_MS", "700" }, { "PARLEY_POLL_IDLE", "7" },
+        { "PARLEY_EVENT_GRACE", "7" }, { "PARLEY_CONTEXT_MESSAGES", "7" },
+    };
+    struct parley_config c, d;
+    char err[512] = "";
+    REQUIRE(config_defaults(&d) == 0);
+    REQUIRE(config_defaults(&c) == 0);
+    for (size_t i = 0; i < sizeof each / sizeof each[0]; i++)
+        CHECK_INT(config_set(&c, each[i].key, each[i].value, err, sizeof err), 0);
+    CHECK(c.ws_timeout_s == 7 && c.provider == LLM_OPENAI && c.jwt_secret);
+    /* config_set with "" (and NULL): every key back to its default */
+    for (size_t i = 0; i < sizeof each / sizeof each[0]; i++) {
+        if (config_set(&c, each[i].key, i % 2 ? "" : NULL, err, sizeof err) != 0) {
+            th_case_failed = 1;
+            printf("#   %s='': %s\n", each[i].key, err);
+        }
+    }
+    CHECK_STR(c.db_path, d.db_path);
+    CHECK_INT(c.provider, d.provider);
+    CHECK_STR(c.ollama_server, d.ollama_server);
+    CHECK_STR(c.openai_base_url, d.openai_base_url);
+    CHECK(c.openai_api_key == NULL && c.jwt_secret == NULL && c.allowed_origins == NULL);
+    CHECK_STR(c.model, d.model);
+    CHECK(c.temperature == d.temperature);
+    CHECK_INT(c.ws_max_connections, d.ws_max_connections);
+    CHECK_INT(c.ws_timeout_s, d.ws_timeout_s);
+    CHECK_INT(c.rate_limit_per_min, d.rate_limit_per_min);
+    CHECK_INT(c.max_message_length, d.max_message_length);
+    CHECK_INT(c.connect_timeout_ms, d.connect_timeout_ms);
+    CHECK_INT(c.first_token_timeout_ms, d.first_token_timeout_ms);
+    CHECK_INT(c.idle_timeout_ms, d.idle_timeout_ms);
+    CHECK_INT(c.total_timeout_ms, d.total_timeout_ms);
+    CHECK_INT(c.coalesce_ms, d.coalesce_ms);
+    CHECK_INT(c.lease_ms, d.lease_ms);
+    CHECK_INT(c.poll_idle_s, d.poll_idle_s);
+    CHECK_INT(c.event_grace_s, d.event_grace_s);
+    CHECK_INT(c.context_messages, d.context_messages);
+    config_cleanup(&c);
+
+    /* in a file: "KEY=" and KEY="" are the default, not an error */
+    const char *p = write_file("empty.env", "OLLAMA_SERVER=\nPARLEY_MODEL=\"\"\n"
+                                            "WEBSOCKET_TIMEOUT=\nPARLEY_DB=''\n");
+    REQUIRE(p != NULL);
+    REQUIRE(config_defaults(&c) == 0);
+    CHECK_INT(config_load_file(&c, p, err, sizeof err), 0);
+    CHECK_STR(c.ollama_server, d.ollama_server);
+    CHECK_STR(c.model, d.model);
+    CHECK_INT(c.ws_timeout_s, d.ws_timeout_s);
+    CHECK_STR(c.db_path, d.db_path);
+    config_cleanup(&c);
+
+    /* in the environment, as docker-compose passes it: the program starts */
+    clear_env();
+    setenv("OLLAMA_SERVER", "", 1);
+    setenv("PARLEY_DB", "", 1);
+    setenv("WEBSOCKET_TIMEOUT", "", 1);
+    setenv("PARLEY_TEMPERATURE", "", 1);
+    setenv("PARLEY_PROVIDER", "", 1);
+    CHECK_INT(config_load(&c, err, sizeof err), 0);
+    CHECK_STR(c.ollama_server, d.ollama_server);
+    CHECK_STR(c.db_path, d.db_path);
+    CHECK_INT(c.ws_timeout_s, d.ws_timeout_s);
+    config_cleanup(&c);
+
+    /* over a PARLEY_CONFIG file too: empty means the default (an empty
+     * PARLEY_JWT_SECRET is open mode, see load_precedence_defaults_file_env) */
+    p = write_file("file-then-empty.env", "OLLAMA_SERVER=http://from-file:1\n"
+                                          "WEBSOCKET_TIMEOUT=77\nPARLEY_MODEL=file-model\n");
+    REQUIRE(p != NULL);
+    setenv("PARLEY_CONFIG", p, 1);
+    CHECK_INT(config_load(&c, err, sizeof err), 0);
+    CHECK_STR(c.ollama_server, d.ollama_server);
+    CHECK_INT(c.ws_timeout_s, d.ws_timeout_s);
+    CHECK_STR(c.model, "file-model");
+    config_cleanup(&c);
+    config_cleanup(&d);
     clear_env();
 }
 
@@ -491,6 +582,7 @@ int main(void)
     RUN(missing_file_is_named);
     RUN(load_precedence_defaults_file_env);
     RUN(load_errors);
+    RUN(empty_value_is_unset);
     RUN(empty_config_env_is_ignored);
     RUN(cleanup_is_safe);
     RUN(llm_view_borrows_the_right_strings);
