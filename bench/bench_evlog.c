@@ -31,7 +31,7 @@
  * Prints Markdown for docs/PERFORMANCE.md.
  */
 #include "bell.h"
-#include "db.h"
+#include "db_sqlite.h"
 #include "evlog.h"
 #include "ident.h"
 #include "util.h"

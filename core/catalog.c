@@ -4,6 +4,7 @@
  * bound parameters; the FTS5 MATCH expression is built here from quoted
  * words of letters and digits only, never from the user's raw text. */
 #include "catalog.h"
+#include "db_sqlite.h"
 #include "util.h"
 
 #include <math.h>

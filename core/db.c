@@ -1,15 +1,19 @@
-/* db.c — SQLite connection setup, migrations, statement cache, transactions.
- * See db.h for the contract. One parley_db per thread. */
-#include "db.h"
+/* db.c — SQLite connection setup, migrations, statement cache, transactions,
+ * and the repair of read-only or broken connections.
+ * See db.h and db_sqlite.h for the contract. One parley_db per thread. */
+#include "db_sqlite.h"
 #include "migrations.h"
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define STMT_CACHE 64
 #define BUSY_WAIT_MS 30000
@@ -23,6 +27,7 @@
 struct write_gate {
     char *path;
     pthread_mutex_t mu;
+    int readonly_seen;         /* last logged state (atomic): 1 read-only */
     struct write_gate *next;
 };
 static pthread_mutex_t gates_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -57,6 +62,8 @@ struct parley_db {
     struct write_gate *gate;   /* NULL: none (out of memory at open) */
     int gated;                 /* this connection holds gate->mu */
     int ckpt_due;              /* a checkpoint waits for the gate's release */
+    int refused;               /* the last db_begin refused: file read-only */
+    int broken;                /* BEGIN/COMMIT failed in a way that calls for a reopen */
     unsigned rnd;
     struct stmt_slot cache[STMT_CACHE];
     int ncache;
@@ -175,6 +182,60 @@ static int migrate(parley_db *db, char *err, size_t errlen)
     return 0;
 }
 
+static int file_writable(const char *path);
+
+/* SQLite gives an empty -wal file the permission bits of the database file
+ * each time a connection opens it, so a connection opened during a
+ * read-only spell (chmod 0444) leaves a 0444 -wal behind; the next
+ * connection after the spell then opens the WAL read-only and cannot write
+ * although the database file can be written (it restores the bits itself,
+ * too late for its own writes). So before opening a handle: when the
+ * database file can be written and its -wal exists but cannot, give the
+ * -wal the database file's bits, as SQLite would. */
+static void wal_fix_mode(const char *path)
+{
+    char wal[4096];
+    struct stat sb;
+    if ((size_t)snprintf(wal, sizeof wal, "%s-wal", path) >= sizeof wal)
+        return;
+    if (faccessat(AT_FDCWD, wal, F_OK, AT_EACCESS) != 0 || file_writable(wal) ||
+        !file_writable(path) || stat(path, &sb) != 0)
+        return;
+    if (chmod(wal, sb.st_mode & 0777) == 0)
+        fprintf(stderr, "parley: db: %s had the permissions of a read-only spell; restored\n", wal);
+}
+
+/* Opens path into *out with the connection setup every handle gets (busy
+ * handler, PRAGMAs). flags: SQLite open flags. 0, or -1 with err set and
+ * *out NULL. */
+static int connect_handle(parley_db *db, const char *path, int flags, sqlite3 **out,
+                          char *err, size_t errlen)
+{
+    sqlite3 *h = NULL;
+    *out = NULL;
+    wal_fix_mode(path);
+    if (sqlite3_open_v2(path, &h, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        set_err(err, errlen, "%s: cannot open database: %s", path,
+                h ? sqlite3_errmsg(h) : "out of memory");
+        sqlite3_close_v2(h);
+        return -1;
+    }
+    sqlite3_extended_result_codes(h, 1);
+    sqlite3_busy_handler(h, busy_handler, db);
+    char inner[256];
+    if (exec_simple(h,
+                    "PRAGMA journal_mode=WAL;"
+                    "PRAGMA synchronous=NORMAL;"
+                    "PRAGMA foreign_keys=ON;"
+                    "PRAGMA temp_store=MEMORY;", inner, sizeof inner) < 0) {
+        set_err(err, errlen, "%s: cannot configure database: %s", path, inner);
+        sqlite3_close_v2(h);
+        return -1;
+    }
+    *out = h;
+    return 0;
+}
+
 parley_db *db_open(const char *path, char *err, size_t errlen)
 {
     parley_db *db = calloc(1, sizeof *db);
@@ -188,25 +249,9 @@ parley_db *db_open(const char *path, char *err, size_t errlen)
         set_err(err, errlen, "PARLEY_DB: no database path given");
         goto error;
     }
-    if (sqlite3_open_v2(path, &db->h,
-                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        NULL) != SQLITE_OK) {
-        set_err(err, errlen, "%s: cannot open database: %s", path,
-                db->h ? sqlite3_errmsg(db->h) : "out of memory");
+    if (connect_handle(db, path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &db->h,
+                       err, errlen) < 0)
         goto error;
-    }
-    sqlite3_extended_result_codes(db->h, 1);
-    sqlite3_busy_handler(db->h, busy_handler, db);
-    if (exec_simple(db->h,
-                    "PRAGMA journal_mode=WAL;"
-                    "PRAGMA synchronous=NORMAL;"
-                    "PRAGMA foreign_keys=ON;"
-                    "PRAGMA temp_store=MEMORY;", err, errlen) < 0) {
-        char inner[256];
-        str_copy(inner, sizeof inner, err);
-        set_err(err, errlen, "%s: cannot configure database: %s", path, inner);
-        goto error;
-    }
     if (migrate(db, err, errlen) < 0)
         goto error;
     db->gate = gate_for(path);
@@ -246,6 +291,13 @@ static void gate_enter(parley_db *db)
         db->gated = 1;
 }
 
+static void cache_clear(parley_db *db)
+{
+    for (int i = 0; i < db->ncache; i++)
+        sqlite3_finalize(db->cache[i].st);
+    db->ncache = 0;
+}
+
 void db_close(parley_db *db)
 {
     if (!db)
@@ -253,21 +305,115 @@ void db_close(parley_db *db)
     if (db->h && !sqlite3_get_autocommit(db->h))
         sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
     gate_leave(db);
-    for (int i = 0; i < db->ncache; i++)
-        sqlite3_finalize(db->cache[i].st);
+    cache_clear(db);
     if (db->h)
         sqlite3_close_v2(db->h);
     free(db->path);
     free(db);
 }
 
+/* ---- read-only spells and broken connections (db.h) ---- */
+
+#define READONLY_MSG "the database is read-only"
+
+/* A result code after which the connection is reopened: SQLite keeps a
+ * connection that opened the file read-only read-only for good, and one
+ * that lost its file or hit an I/O error may stay broken. */
+static int needs_reopen_code(int code)
+{
+    int primary = code & 0xff;
+    return primary == SQLITE_READONLY || primary == SQLITE_CANTOPEN || primary == SQLITE_IOERR;
+}
+
+/* 1 when this process may write the database file now (effective ids),
+ * 0 when it may not (permissions, read-only file system). Other errors
+ * (the file is gone...) give 1: SQLite reports those itself. */
+static int file_writable(const char *path)
+{
+    if (faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) == 0)
+        return 1;
+    return !(errno == EACCES || errno == EROFS || errno == EPERM);
+}
+
+/* Logs when the database turns read-only for this process and when it
+ * turns writable again: once per change and per path, not per refusal. */
+static void note_writable(parley_db *db, int writable)
+{
+    if (!db->gate)
+        return;
+    int ro = !writable;
+    if (__atomic_exchange_n(&db->gate->readonly_seen, ro, __ATOMIC_RELAXED) != ro)
+        fprintf(stderr, ro ? "parley: db: %s is read-only for this process: writes are refused\n"
+                           : "parley: db: %s can be written again\n", db->path);
+}
+
+/* 1 when one of the connection's statements is running (stepped, not
+ * reset): the handle must not change under it. */
+static int stmt_running(parley_db *db)
+{
+    for (sqlite3_stmt *st = sqlite3_next_stmt(db->h, NULL); st; st = sqlite3_next_stmt(db->h, st))
+        if (sqlite3_stmt_busy(st))
+            return 1;
+    return 0;
+}
+
+/* Replaces the handle by a new one on the same path (never creating the
+ * file): the statement cache goes with the old one. Keeps the old handle
+ * when the new one cannot be opened. 0 / -1. */
+static int reopen(parley_db *db)
+{
+    char err[300];
+    sqlite3 *h = NULL;
+    if (connect_handle(db, db->path, SQLITE_OPEN_READWRITE, &h, err, sizeof err) < 0) {
+        fprintf(stderr, "parley: db: reopen failed: %s\n", err);
+        return -1;
+    }
+    cache_clear(db);
+    sqlite3_close_v2(db->h);
+    db->h = h;
+    db->broken = 0;
+    sqlite3_wal_hook(db->h, wal_hook, db);
+    return 0;
+}
+
+/* Outside a transaction: reopens the connection when it is read-only and
+ * the file can be written again, or when its last error calls for it.
+ * Cheap when nothing is wrong (two calls into SQLite, no system call). */
+static void heal(parley_db *db, int check_last_error)
+{
+    if (db->in_tx || db->gated || !sqlite3_get_autocommit(db->h))
+        return;
+    int ro = sqlite3_db_readonly(db->h, "main") == 1;
+    int broken = db->broken ||
+                 (check_last_error && needs_reopen_code(sqlite3_extended_errcode(db->h)));
+    if (!ro && !broken)
+        return;
+    if (!file_writable(db->path) || stmt_running(db))
+        return;
+    reopen(db);
+}
+
 sqlite3 *db_handle(parley_db *db) { return db->h; }
 const char *db_path(parley_db *db) { return db->path; }
 int db_schema_version(parley_db *db) { return get_user_version(db->h); }
-const char *db_errmsg(parley_db *db) { return sqlite3_errmsg(db->h); }
+int db_changes(parley_db *db) { return sqlite3_changes(db->h); }
+
+const char *db_errmsg(parley_db *db)
+{
+    return db->refused ? READONLY_MSG : sqlite3_errmsg(db->h);
+}
+
+enum perr db_err_kind(parley_db *db)
+{
+    if (db->refused || (sqlite3_extended_errcode(db->h) & 0xff) == SQLITE_READONLY)
+        return PERR_DB_READONLY;
+    return PERR_DB;
+}
 
 sqlite3_stmt *db_stmt(parley_db *db, const char *sql)
 {
+    db->refused = 0;
+    heal(db, 1);
     for (int i = 0; i < db->ncache; i++) {
         if (db->cache[i].sql == sql) {
             sqlite3_stmt *st = db->cache[i].st;
@@ -304,6 +450,8 @@ static int step_done(parley_db *db, const char *sql)
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) {
+        if (needs_reopen_code(sqlite3_extended_errcode(db->h)))
+            db->broken = 1;
         fprintf(stderr, "parley: db: %s failed: %s\n", sql, sqlite3_errmsg(db->h));
         return -1;
     }
@@ -312,6 +460,22 @@ static int step_done(parley_db *db, const char *sql)
 
 int db_begin(parley_db *db)
 {
+    if (!db->in_tx) {
+        /* A read-only spell: refuse at once, on every connection alike
+         * (one opened before the spell could still write through its
+         * descriptor, one opened during it could not). */
+        int writable = file_writable(db->path);
+        note_writable(db, writable);
+        if (!writable) {
+            db->refused = 1;
+            return -1;
+        }
+        heal(db, 1);
+        if (sqlite3_db_readonly(db->h, "main") == 1) {
+            db->refused = 1;      /* could not reopen it writable */
+            return -1;
+        }
+    }
     gate_enter(db);
     if (step_done(db, "BEGIN IMMEDIATE") < 0) {
         if (!db->in_tx)
@@ -325,7 +489,9 @@ int db_begin(parley_db *db)
 int db_commit(parley_db *db)
 {
     if (step_done(db, "COMMIT") < 0) {
+        int code = sqlite3_extended_errcode(db->h);
         db_rollback(db);
+        db->refused = (code & 0xff) == SQLITE_READONLY;   /* keep the kind */
         return -1;
     }
     db->in_tx = 0;
@@ -345,6 +511,33 @@ int db_rollback(parley_db *db)
         rc = step_done(db, "ROLLBACK");
     gate_leave(db);
     return rc;
+}
+
+enum db_health db_health(parley_db *db)
+{
+    if (!db)
+        return DB_HEALTH_UNAVAILABLE;
+    int writable = file_writable(db->path);
+    note_writable(db, writable);
+    heal(db, 1);
+    sqlite3_stmt *st = db_stmt(db, "SELECT 1");
+    int answers = st && sqlite3_step(st) == SQLITE_ROW;
+    if (st)
+        sqlite3_reset(st);
+    if (!answers)
+        return DB_HEALTH_UNAVAILABLE;
+    if (!writable || sqlite3_db_readonly(db->h, "main") == 1)
+        return DB_HEALTH_READONLY;
+    return DB_HEALTH_OK;
+}
+
+const char *db_health_name(enum db_health h)
+{
+    switch (h) {
+    case DB_HEALTH_OK: return "ok";
+    case DB_HEALTH_READONLY: return "read-only";
+    default: return "unavailable";
+    }
 }
 
 int db_exec(parley_db *db, const char *sql)

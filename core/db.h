@@ -1,63 +1,93 @@
-/* db.h — one SQLite connection, configured for many processes and threads.
+/* db.h — a storage connection, as the rest of Parley sees it.
  *
- * Owns: the sqlite3 handle and a cache of prepared statements.
+ * Backend-neutral: nothing here names SQLite. The storage modules of core
+ * (store, evlog, jobs, pollsess, ratelimit, catalog, stats) implement their
+ * headers on top of this connection; only they include db_sqlite.h, which
+ * holds the SQL helpers. A second backend (PostgreSQL, issue 10) provides
+ * this header and the storage headers again; fronts (fcgi/, ws-bridge/,
+ * cli/) do not change.
+ *
+ * Owns: the backend connection and its prepared statements.
  * Threads: a parley_db is used by one thread at a time; every thread (and
- * every process) opens its own. WAL, synchronous=NORMAL, foreign keys on,
- * and a busy handler that waits (with short randomised sleeps) up to
- * busy_ms, so SQLITE_BUSY does not reach callers under normal contention.
- * Writes go through db_begin() = BEGIN IMMEDIATE, which takes the write
- * lock up front and so can't fail later with SQLITE_BUSY_SNAPSHOT.
- * Write gate: within one process, db_begin() first takes a mutex shared by
- * every connection to the same path (released by db_commit/db_rollback),
- * so the process's writers queue on it instead of on SQLite's lock through
- * the busy handler (which still arbitrates between processes). A thread
- * must not hold a transaction on one connection while it begins one on
- * another connection to the same database (it would wait BUSY_WAIT_MS,
- * then go on ungated: SQLite's own lock then decides, as before). The WAL
+ * every process) opens its own. Writers in one process queue on an
+ * in-process gate per database, then on the backend's own lock.
+ *
+ * SQLite backend (db.c): WAL, synchronous=NORMAL, foreign keys on, and a
+ * busy handler that waits (with short randomised sleeps) up to 30 s, so
+ * SQLITE_BUSY does not reach callers under normal contention. Writes go
+ * through db_begin() = BEGIN IMMEDIATE, which takes the write lock up front
+ * and so can't fail later with SQLITE_BUSY_SNAPSHOT. Write gate: within one
+ * process, db_begin() first takes a mutex shared by every connection to the
+ * same path (released by db_commit/db_rollback). A thread must not hold a
+ * transaction on one connection while it begins one on another connection
+ * to the same database (it would wait 30 s, then go on ungated). The WAL
  * auto-checkpoint (every 1000 pages, passive) runs after the gate is
- * released, not inside COMMIT, so it never holds up the process's writers.
+ * released, not inside COMMIT.
+ *
+ * Read-only spells and broken connections: a connection opened while the
+ * database file could not be written is read-only for good in SQLite, and
+ * one that hit an I/O error may stay broken. So (SQLite backend):
+ *   - db_begin() first checks that the file can be written by this process
+ *     (access(2) with the effective ids, about half a microsecond): if not,
+ *     it refuses at once, db_err_kind() = PERR_DB_READONLY, and no
+ *     transaction starts, on every connection alike;
+ *   - a connection that is read-only, or whose last error was READONLY,
+ *     CANTOPEN or IOERR, is closed and opened again (same path, never
+ *     creating the file) at the next db_begin(), and at the next statement
+ *     outside a transaction while none of its statements is running, once
+ *     the file can be written again. Callers see nothing of it.
  */
 #ifndef PARLEY_DB_H
 #define PARLEY_DB_H
-#include <sqlite3.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "perr.h"
 
 typedef struct parley_db parley_db;
 
 /* Opens (creating if needed) the database at path and applies pending
- * migrations from sql/. Returns a new handle, or NULL with a message in err:
- * a database written by a newer Parley (user_version above ours) is refused. */
+ * migrations from sql/. Returns a new handle (close with db_close), or NULL
+ * with a message in err: a database written by a newer Parley (schema above
+ * ours) is refused. A file that cannot be written now opens read-only
+ * (writes then fail with PERR_DB_READONLY until it can be written again). */
 parley_db *db_open(const char *path, char *err, size_t errlen);
-/* Finalizes cached statements and closes. Accepts NULL. */
+/* Rolls back an open transaction, finalizes statements and closes.
+ * Accepts NULL. */
 void db_close(parley_db *db);
 
-sqlite3 *db_handle(parley_db *db);     /* borrowed */
-const char *db_path(parley_db *db);    /* borrowed */
-int db_schema_version(parley_db *db);  /* PRAGMA user_version */
+const char *db_path(parley_db *db);    /* borrowed, valid until db_close */
+int db_schema_version(parley_db *db);  /* schema version of the file; -1 error */
 int db_latest_version(void);           /* newest migration compiled in */
 
-/* Returns the prepared statement for sql, preparing it on first use and
- * reusing it after. sql must be a string literal or otherwise outlive db
- * (the pointer is the cache key). The statement comes back reset with its
- * bindings cleared: borrowed, do not finalize. NULL on a prepare error
- * (logged with the SQL text, never with bound values). */
-sqlite3_stmt *db_stmt(parley_db *db, const char *sql);
-
-/* BEGIN IMMEDIATE / COMMIT / ROLLBACK. 0 on success, -1 on error.
- * db_rollback is safe to call when no transaction is open. */
+/* Starts a write transaction (SQLite: BEGIN IMMEDIATE) / commits / rolls
+ * back. 0 on success, -1 on error (db_err_kind, db_errmsg tell why; a
+ * failed commit has rolled back). db_rollback is safe to call when no
+ * transaction is open. */
 int db_begin(parley_db *db);
 int db_commit(parley_db *db);
 int db_rollback(parley_db *db);
 
-/* Runs one statement with no result rows (no parameters). 0 / -1. */
-int db_exec(parley_db *db, const char *sql);
-
-/* Last error message of this connection (borrowed, valid until next call). */
+/* Why the last failing call on this connection failed: PERR_DB_READONLY
+ * when the database cannot be written now (a refused db_begin, or a write
+ * the backend refused as read-only), else PERR_DB. Call it right after the
+ * failure, before the next call on db. */
+enum perr db_err_kind(parley_db *db);
+/* Message of the last failure on this connection (borrowed, valid until the
+ * next call on db): "the database is read-only" for a refused db_begin.
+ * Never contains bound values. */
 const char *db_errmsg(parley_db *db);
 
-/* Binding helpers: NULL text binds SQL NULL. Return the sqlite3 code. */
-int db_bind_text(sqlite3_stmt *st, int idx, const char *s);
-/* Copy of column text (new, free()), NULL when SQL NULL. */
-char *db_col_strdup(sqlite3_stmt *st, int col);
+/* What /api/health reports about the database. */
+enum db_health {
+    DB_HEALTH_OK = 0,          /* readable, and writable by this process */
+    DB_HEALTH_READONLY,        /* readable, but writes are refused now */
+    DB_HEALTH_UNAVAILABLE      /* no connection, or it does not answer */
+};
+/* Cheap probe, no write and no lock: can this process write the database
+ * file now (access(2)), is this connection read-only (reopened first if the
+ * file is writable again), does a trivial read answer. db NULL gives
+ * DB_HEALTH_UNAVAILABLE. Not inside a transaction. */
+enum db_health db_health(parley_db *db);
+/* "ok", "read-only", "unavailable". Never NULL. */
+const char *db_health_name(enum db_health h);
 #endif

@@ -1,6 +1,7 @@
 /* evlog.c — the per-channel event log and the coalescing token writer.
  * See evlog.h. Every statement is prepared once per connection (db_stmt). */
 #include "evlog.h"
+#include "db_sqlite.h"
 #include "util.h"
 
 #include <stdio.h>

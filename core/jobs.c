@@ -1,5 +1,6 @@
 /* jobs.c — single-flight job claims, leases and recovery (see jobs.h). */
 #include "jobs.h"
+#include "db_sqlite.h"
 #include "evlog.h"
 #include "util.h"
 

@@ -1,5 +1,6 @@
 /* pollsess.c — long-poll sessions and their outboxes in SQLite (pollsess.h). */
 #include "pollsess.h"
+#include "db_sqlite.h"
 #include "util.h"
 
 #include <stdio.h>

@@ -4,6 +4,7 @@
  * Runs in whichever thread owns the parley_db passed in.
  */
 #include "ratelimit.h"
+#include "db_sqlite.h"
 
 #include <stdio.h>
 

@@ -2,6 +2,7 @@
  * Every statement is a literal prepared once per connection with bound
  * parameters; nothing is ever built from input. */
 #include "store.h"
+#include "db_sqlite.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -14,7 +15,7 @@
 static int done_or_err(sqlite3_stmt *st, int rc)
 {
     sqlite3_reset(st);
-    return rc == SQLITE_DONE ? 0 : -1;
+    return rc == SQLITE_DONE ? STORE_OK : STORE_ERR;
 }
 
 static void copy_col(char *dst, size_t len, sqlite3_stmt *st, int col)
@@ -32,7 +33,7 @@ int store_ticket_put(parley_db *db, const char *id, const char *body)
         "WHERE body <> excluded.body";
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st)
-        return -1;
+        return STORE_ERR;
     db_bind_text(st, 1, id);
     db_bind_text(st, 2, body ? body : "");
     sqlite3_bind_int64(st, 3, now_ms());
@@ -44,15 +45,15 @@ int store_ticket_get(parley_db *db, const char *id, char **body)
     *body = NULL;
     sqlite3_stmt *st = db_stmt(db, "SELECT body FROM tickets WHERE id = ?");
     if (!st)
-        return -1;
+        return STORE_ERR;
     db_bind_text(st, 1, id);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         *body = db_col_strdup(st, 0);
     sqlite3_reset(st);
     if (rc == SQLITE_ROW)
-        return *body ? 0 : -1;
-    return rc == SQLITE_DONE ? 1 : -1;
+        return *body ? STORE_OK : STORE_ERR;
+    return rc == SQLITE_DONE ? STORE_NOT_FOUND : STORE_ERR;
 }
 
 /* ---- conversations ---- */
@@ -85,7 +86,7 @@ int store_conv_create(parley_db *db, struct conversation *c)
         "settings, metadata, created_at, updated_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING";
     if (!c->id[0] && uuid_v4(c->id) < 0)
-        return -1;
+        return STORE_ERR;
     if (!c->kind[0])
         str_copy(c->kind, sizeof c->kind, "chat");
     if (!c->status[0])
@@ -93,7 +94,7 @@ int store_conv_create(parley_db *db, struct conversation *c)
     c->created_at = c->updated_at = now_ms();
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st)
-        return -1;
+        return STORE_ERR;
     db_bind_text(st, 1, c->id);
     db_bind_text(st, 2, c->owner);
     db_bind_text(st, 3, c->kind);
@@ -109,8 +110,8 @@ int store_conv_create(parley_db *db, struct conversation *c)
     int changed = sqlite3_changes(db_handle(db));
     sqlite3_reset(st);
     if (rc != SQLITE_DONE)
-        return -1;
-    return changed == 1 ? 0 : 2;
+        return STORE_ERR;
+    return changed == 1 ? STORE_OK : STORE_EXISTS;
 }
 
 #define CONV_COLS "c.id, c.owner, c.kind, c.ticket_id, c.brand_id, c.title, c.status, " \
@@ -146,14 +147,14 @@ int store_conv_get(parley_db *db, const char *id, const char *owner, struct conv
     memset(out, 0, sizeof *out);
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st)
-        return -1;
+        return STORE_ERR;
     db_bind_text(st, 1, id);
     db_bind_text(st, 2, owner);
     int rc = sqlite3_step(st), r;
     if (rc == SQLITE_ROW)
         r = conv_from_row(st, out);
     else
-        r = rc == SQLITE_DONE ? 1 : -1;
+        r = rc == SQLITE_DONE ? STORE_NOT_FOUND : STORE_ERR;
     sqlite3_reset(st);
     return r;
 }
@@ -171,20 +172,20 @@ int store_conv_list(parley_db *db, const char *owner, const char *kind, int limi
     *total = 0;
     sqlite3_stmt *st = db_stmt(db, sql_count);
     if (!st)
-        return -1;
+        return STORE_ERR;
     db_bind_text(st, 1, owner);
     db_bind_text(st, 2, kind);
     if (sqlite3_step(st) != SQLITE_ROW) {
         sqlite3_reset(st);
-        return -1;
+        return STORE_ERR;
     }
     *total = sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
     if (limit <= 0)
-        return 0;
+        return STORE_OK;
     st = db_stmt(db, sql);
     if (!st)
-        return -1;
+        return STORE_ERR;
     db_bind_text(st, 1, owner);
     db_bind_text(st, 2, kind);
     sqlite3_bind_int(st, 3, limit);
@@ -192,7 +193,7 @@ int store_conv_list(parley_db *db, const char *owner, const char *kind, int limi
     struct conversation *v = calloc((size_t)limit, sizeof *v);
     if (!v) {
         sqlite3_reset(st);
-        return -1;
+        return STORE_ERR;
     }
     int k = 0, rc;
     while (k < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -203,7 +204,7 @@ int store_conv_list(parley_db *db, const char *owner, const char *kind, int limi
     sqlite3_reset(st);
     *out = v;
     *n = k;
-    return 0;
+    return STORE_OK;
 }
 
 int store_conv_set_status(parley_db *db, const char *id, const char *owner, const char *status)
@@ -213,7 +214,7 @@ int store_conv_set_status(parley_db *db, const char *id, const char *owner, cons
         "WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)";
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st)
-        return -1;
+        return STORE_ERR;
     db_bind_text(st, 1, id);
     db_bind_text(st, 2, owner);
     db_bind_text(st, 3, status);
@@ -222,19 +223,19 @@ int store_conv_set_status(parley_db *db, const char *id, const char *owner, cons
     int changed = sqlite3_changes(db_handle(db));
     sqlite3_reset(st);
     if (rc != SQLITE_DONE)
-        return -1;
-    return changed ? 0 : 1;
+        return STORE_ERR;
+    return changed ? STORE_OK : STORE_NOT_FOUND;
 }
 
 int store_conv_delete(parley_db *db, const char *id, const char *owner)
 {
     static const char sql[] = "DELETE FROM conversations WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)";
     if (db_begin(db) < 0)
-        return -1;
+        return STORE_ERR;
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st) {
         db_rollback(db);
-        return -1;
+        return STORE_ERR;
     }
     db_bind_text(st, 1, id);
     db_bind_text(st, 2, owner);
@@ -243,11 +244,11 @@ int store_conv_delete(parley_db *db, const char *id, const char *owner)
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) {
         db_rollback(db);
-        return -1;
+        return STORE_ERR;
     }
     if (db_commit(db) < 0)
-        return -1;
-    return changed ? 0 : 1;
+        return STORE_ERR;
+    return changed ? STORE_OK : STORE_NOT_FOUND;
 }
 
 /* ---- messages ---- */
@@ -283,12 +284,12 @@ int store_msg_add_tx(parley_db *db, struct message *m)
         "helpful, rating, metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     static const char touch[] = "UPDATE conversations SET updated_at = ?2 WHERE id = ?1";
     if (!m->id[0] && uuid_v4(m->id) < 0)
-        return -1;
+        return STORE_ERR;
     if (!m->created_at)
         m->created_at = now_ms();
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st)
-        return -1;
+        return STORE_ERR;
     db_bind_text(st, 1, m->id);
     db_bind_text(st, 2, m->conversation_id);
     db_bind_text(st, 3, m->role);
@@ -305,10 +306,10 @@ int store_msg_add_tx(parley_db *db, struct message *m)
     db_bind_text(st, 10, m->metadata ? m->metadata : "{}");
     sqlite3_bind_int64(st, 11, m->created_at);
     if (done_or_err(st, sqlite3_step(st)) < 0)
-        return -1;
+        return STORE_ERR;
     st = db_stmt(db, touch);
     if (!st)
-        return -1;
+        return STORE_ERR;
     db_bind_text(st, 1, m->conversation_id);
     sqlite3_bind_int64(st, 2, m->created_at);
     return done_or_err(st, sqlite3_step(st));
@@ -317,10 +318,10 @@ int store_msg_add_tx(parley_db *db, struct message *m)
 int store_msg_add(parley_db *db, struct message *m)
 {
     if (db_begin(db) < 0)
-        return -1;
+        return STORE_ERR;
     if (store_msg_add_tx(db, m) < 0) {
         db_rollback(db);
-        return -1;
+        return STORE_ERR;
     }
     return db_commit(db);
 }
@@ -389,19 +390,19 @@ int store_msg_list(parley_db *db, const char *conv_id, int limit, int offset,
     *n = 0;
     sqlite3_stmt *st = db_stmt(db, sql_count);
     if (!st)
-        return -1;
+        return STORE_ERR;
     db_bind_text(st, 1, conv_id);
     if (sqlite3_step(st) != SQLITE_ROW) {
         sqlite3_reset(st);
-        return -1;
+        return STORE_ERR;
     }
     *total = sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
     if (limit <= 0)
-        return 0;
+        return STORE_OK;
     st = db_stmt(db, sql);
     if (!st)
-        return -1;
+        return STORE_ERR;
     db_bind_text(st, 1, conv_id);
     sqlite3_bind_int(st, 2, limit);
     sqlite3_bind_int(st, 3, offset < 0 ? 0 : offset);
@@ -417,10 +418,10 @@ int store_msg_context(parley_db *db, const char *conv_id, int last,
     *out = NULL;
     *n = 0;
     if (last <= 0)
-        return 0;
+        return STORE_OK;
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st)
-        return -1;
+        return STORE_ERR;
     db_bind_text(st, 1, conv_id);
     sqlite3_bind_int(st, 2, last);
     return collect_msgs(st, last, out, n);
@@ -435,10 +436,10 @@ int store_msg_react(parley_db *db, const char *owner, const char *conv_id,
         "WHERE id = ?3 AND conversation_id = ?2 AND EXISTS "
         "(SELECT 1 FROM conversations c WHERE c.id = ?2 AND (?1 IS NULL OR c.owner = ?1))";
     if (rating < 0 || rating > 5 || helpful < -1 || helpful > 1)
-        return -1;
+        return STORE_ERR;
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st)
-        return -1;
+        return STORE_ERR;
     db_bind_text(st, 1, owner);
     db_bind_text(st, 2, conv_id);
     db_bind_text(st, 3, msg_id);
@@ -448,8 +449,8 @@ int store_msg_react(parley_db *db, const char *owner, const char *conv_id,
     int changed = sqlite3_changes(db_handle(db));
     sqlite3_reset(st);
     if (rc != SQLITE_DONE)
-        return -1;
-    return changed ? 0 : 1;
+        return STORE_ERR;
+    return changed ? STORE_OK : STORE_NOT_FOUND;
 }
 
 /* ---- answer cache ---- */
@@ -522,16 +523,16 @@ int store_answer_get(parley_db *db, const char *key, char **response, int64_t *t
         *tokens = -1;
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st)
-        return -1;
+        return STORE_ERR;
     db_bind_text(st, 1, key);
-    int rc = sqlite3_step(st), r = rc == SQLITE_DONE ? 1 : -1;
+    int rc = sqlite3_step(st), r = rc == SQLITE_DONE ? STORE_NOT_FOUND : STORE_ERR;
     if (rc == SQLITE_ROW) {
         *response = db_col_strdup(st, 0);
         if (tokens && sqlite3_column_type(st, 1) != SQLITE_NULL)
             *tokens = sqlite3_column_int64(st, 1);
         if (model)
             *model = db_col_strdup(st, 2);
-        r = *response ? 0 : -1;
+        r = *response ? STORE_OK : STORE_ERR;
     }
     sqlite3_reset(st);
     return r;
@@ -544,7 +545,7 @@ int store_answer_put_tx(parley_db *db, const struct answer *a)
         "temperature, response, tokens, hits, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)";
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st)
-        return -1;
+        return STORE_ERR;
     db_bind_text(st, 1, a->key);
     db_bind_text(st, 2, a->kind);
     db_bind_text(st, 3, a->ticket_id);
@@ -590,4 +591,57 @@ int store_answer_ticket_exists(parley_db *db, const char *ticket_id, char **resp
     }
     sqlite3_reset(st);
     return r;
+}
+
+int store_answer_peek(parley_db *db, const char *ticket_id, store_text_fn fn, void *ud,
+                      int *fn_rc)
+{
+    static const char sql[] =
+        "SELECT response FROM answers WHERE ticket_id = ? ORDER BY created_at DESC LIMIT 1";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return STORE_ERR;
+    sqlite3_bind_text(st, 1, ticket_id, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    if (step != SQLITE_ROW) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);          /* ticket_id was bound SQLITE_STATIC */
+        return step == SQLITE_DONE ? STORE_NOT_FOUND : STORE_ERR;
+    }
+    const char *text = (const char *)sqlite3_column_text(st, 0);
+    size_t len = (size_t)sqlite3_column_bytes(st, 0);
+    if (!text) {
+        if (sqlite3_column_type(st, 0) != SQLITE_NULL) {     /* out of memory */
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            return STORE_ERR;
+        }
+        text = "";
+        len = 0;
+    }
+    int r = fn(ud, text, len);
+    if (fn_rc)
+        *fn_rc = r;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return STORE_OK;
+}
+
+int store_msg_reaction_get(parley_db *db, const char *conv_id, const char *msg_id,
+                           int *helpful, int *rating)
+{
+    static const char sql[] =
+        "SELECT helpful, rating FROM messages WHERE id = ?1 AND conversation_id = ?2";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return STORE_ERR;
+    db_bind_text(st, 1, msg_id);
+    db_bind_text(st, 2, conv_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *helpful = sqlite3_column_type(st, 0) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 0);
+        *rating = sqlite3_column_type(st, 1) == SQLITE_NULL ? 0 : sqlite3_column_int(st, 1);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? STORE_OK : rc == SQLITE_DONE ? STORE_NOT_FOUND : STORE_ERR;
 }

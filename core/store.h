@@ -8,14 +8,25 @@
  * answer 404). Strings in the structs are new (free with the _free calls).
  * Threads: uses the caller's parley_db. Functions without _tx run their
  * own transaction; _tx ones run inside the caller's.
- * Return values: 0 success/found, 1 not found, -1 database error,
- * unless a function says otherwise.
+ * Return values: the named codes of enum store_rc (STORE_OK success or
+ * found, STORE_NOT_FOUND, STORE_EXISTS, STORE_ERR a database error: then
+ * db_err_kind(db) says which, e.g. PERR_DB_READONLY), unless a function
+ * says otherwise. The numbers are part of the contract (callers compared
+ * them before the names existed).
+ * Backend: SQLite in store.c; another backend implements this header again.
  */
 #ifndef PARLEY_STORE_H
 #define PARLEY_STORE_H
 #include <stddef.h>
 #include <stdint.h>
 #include "db.h"
+
+enum store_rc {
+    STORE_ERR = -1,        /* database error (db_err_kind tells which) */
+    STORE_OK = 0,          /* done / found */
+    STORE_NOT_FOUND = 1,   /* no such row, or it belongs to another owner */
+    STORE_EXISTS = 2       /* store_conv_create: the id is taken */
+};
 
 /* ---- tickets ---- */
 /* Creates the ticket or updates its body. */
@@ -41,7 +52,7 @@ void store_conv_free(struct conversation *c);     /* frees the strings only */
 void store_convs_free(struct conversation *c, int n);
 
 /* Inserts c (c->id generated as a UUID when empty; NULL strings default).
- * 0, 2 when the id already exists, -1 error. */
+ * STORE_OK, STORE_EXISTS when the id is taken, STORE_ERR. */
 int store_conv_create(parley_db *db, struct conversation *c);
 /* Reads id if it belongs to owner (owner NULL: any owner). 0 / 1 / -1. */
 int store_conv_get(parley_db *db, const char *id, const char *owner, struct conversation *out);
@@ -84,6 +95,12 @@ int store_msg_context(parley_db *db, const char *conv_id, int last,
  * conversation that belongs to owner. 0 / 1 / -1. */
 int store_msg_react(parley_db *db, const char *owner, const char *conv_id,
                     const char *msg_id, int helpful, int rating);
+/* The reactions of message msg_id of conversation conv_id: *helpful -1
+ * unset, 0 or 1; *rating 0 unset or 1..5. The caller checked ownership
+ * (store_msg_react / store_conv_get). STORE_OK / STORE_NOT_FOUND /
+ * STORE_ERR; the outputs are set only with STORE_OK. */
+int store_msg_reaction_get(parley_db *db, const char *conv_id, const char *msg_id,
+                           int *helpful, int *rating);
 
 /* ---- answer cache ---- */
 struct answer {
@@ -110,6 +127,19 @@ int store_answer_get(parley_db *db, const char *key, char **response, int64_t *t
 int store_answer_put_tx(parley_db *db, const struct answer *a);
 /* Deletes every cached answer of a ticket. Returns rows deleted or -1. */
 int store_answer_delete_ticket(parley_db *db, const char *ticket_id);
-/* 1 if the ticket has any cached answer, 0 if not, -1 error. */
+/* 1 if the ticket has any cached answer, 0 if not, -1 error (not the
+ * store_rc codes: 1 means found here). *response (new) is the newest. */
 int store_answer_ticket_exists(parley_db *db, const char *ticket_id, char **response);
+/* Called by store_answer_peek with the answer's text read in place:
+ * text[0..len) (also NUL-terminated), borrowed for the call only. It must
+ * not use the connection. Its return value is handed back through
+ * store_answer_peek's *fn_rc. */
+typedef int (*store_text_fn)(void *ud, const char *text, size_t len);
+/* Zero-copy read of the ticket's newest cached answer (what
+ * store_answer_ticket_exists would copy): calls fn(ud, text, len) once,
+ * while the row is held, and stores its return value in *fn_rc.
+ * STORE_OK (fn ran), STORE_NOT_FOUND (no answer, fn not called),
+ * STORE_ERR (fn not called). Threads: the connection's thread. */
+int store_answer_peek(parley_db *db, const char *ticket_id, store_text_fn fn, void *ud,
+                      int *fn_rc);
 #endif

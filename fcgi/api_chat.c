@@ -17,6 +17,7 @@
  */
 #include "handlers.h"
 #include "proto.h"
+#include "status.h"
 #include "store.h"
 #include "util.h"
 
@@ -116,12 +117,12 @@ static int chat_query_int(struct request *r, const char *name, int def, int min,
 static int chat_find(struct request *r, const char *id, struct conversation *c)
 {
     int g = store_conv_get(r->ctx->db, id, r->user, c);
-    if (g == 0)
+    if (g == STORE_OK)
         return 0;
-    if (g == 1)
+    if (g == STORE_NOT_FOUND)
         res_error(r, 404, "Session not found: %.100s", id);
     else
-        res_error(r, 500, "Database error while reading the session");
+        res_error_kind(r, db_err_kind(r->ctx->db), "Database error while reading the session");
     return -1;
 }
 
@@ -156,7 +157,7 @@ int h_sessions_list(struct request *r)
     int n = 0;
     int64_t total = 0;
     if (store_conv_list(r->ctx->db, r->user, kind, limit, offset, &v, &n, &total) < 0)
-        return res_error(r, 500, "Database error while listing sessions");
+        return res_error_kind(r, db_err_kind(r->ctx->db), "Database error while listing sessions");
     json_t *arr = json_array();
     for (int i = 0; i < n; i++)
         json_array_append_new(arr, chat_session_json(&v[i]));
@@ -191,12 +192,13 @@ int h_session_create(struct request *r)
     c.settings = json_is_object(settings) ? json_dumps(settings, JSON_COMPACT) : NULL;
     c.metadata = json_is_object(metadata) ? json_dumps(metadata, JSON_COMPACT) : NULL;
     int rc = store_conv_create(r->ctx->db, &c);
-    json_t *o = rc == 0 ? chat_session_json(&c) : NULL;
+    enum perr why = rc == STORE_ERR ? db_err_kind(r->ctx->db) : PERR_DB;
+    json_t *o = rc == STORE_OK ? chat_session_json(&c) : NULL;
     free(c.settings);
     free(c.metadata);
-    if (rc != 0) {
+    if (rc != STORE_OK) {      /* STORE_EXISTS: a fresh UUID collided */
         json_decref(o);
-        return res_error(r, 500, "Database error while creating the session");
+        return res_error_kind(r, why, "Database error while creating the session");
     }
     json_object_set_new(o, "id", json_string(c.id));      /* seed 004's conversationId */
     return res_json(r, 201, o);
@@ -226,7 +228,7 @@ int h_session_messages(struct request *r)
     int n = 0;
     int64_t total = 0;
     if (store_msg_list(r->ctx->db, r->params[0], limit, offset, &v, &n, &total) < 0)
-        return res_error(r, 500, "Database error while reading messages");
+        return res_error_kind(r, db_err_kind(r->ctx->db), "Database error while reading messages");
     json_t *arr = json_array();
     for (int i = 0; i < n; i++)
         json_array_append_new(arr, chat_message_json(&v[i]));
@@ -250,11 +252,11 @@ int h_session_delete(struct request *r)
         return res_error(r, 400, "Query parameter purge must be true or false");
     int rc = del ? store_conv_delete(r->ctx->db, id, r->user)
                  : store_conv_set_status(r->ctx->db, id, r->user, "closed");
-    if (rc == 1)
+    if (rc == STORE_NOT_FOUND)
         return res_error(r, 404, "Session not found: %.100s", id);
-    if (rc < 0)
-        return res_error(r, 500, "Database error while %s the session",
-                         del ? "deleting" : "closing");
+    if (rc != STORE_OK)
+        return res_error_kind(r, db_err_kind(r->ctx->db), "Database error while %s the session",
+                              del ? "deleting" : "closing");
     if (del)
         return res_empty(r, 204);
     return res_json(r, 200, json_pack("{s:b, s:s, s:s}", "success", 1, "session_id", id,
@@ -351,7 +353,7 @@ int h_chat_export(struct request *r)
     int n = 0;
     if (chat_all_messages(r->ctx->db, id, &v, &n) < 0) {
         store_conv_free(&c);
-        return res_error(r, 500, "Database error while reading messages");
+        return res_error_kind(r, db_err_kind(r->ctx->db), "Database error while reading messages");
     }
     int rc;
     if (!markdown) {
@@ -391,25 +393,6 @@ int h_chat_export(struct request *r)
     return rc;
 }
 
-/* helpful (-1 unset) and rating (0 unset) of a message. 0 / 1 / -1. */
-static int chat_reactions_get(parley_db *db, const char *conv_id, const char *msg_id,
-                              int *helpful, int *rating)
-{
-    sqlite3_stmt *st = db_stmt(db, "SELECT helpful, rating FROM messages "
-                                   "WHERE id = ?1 AND conversation_id = ?2");
-    if (!st)
-        return -1;
-    db_bind_text(st, 1, msg_id);
-    db_bind_text(st, 2, conv_id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *helpful = sqlite3_column_type(st, 0) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 0);
-        *rating = sqlite3_column_type(st, 1) == SQLITE_NULL ? 0 : sqlite3_column_int(st, 1);
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? 1 : -1;
-}
-
 int h_message_reaction(struct request *r)
 {
     const char *sid = r->params[0], *mid = r->params[1];
@@ -424,10 +407,11 @@ int h_message_reaction(struct request *r)
     int helpful = jh ? json_is_true(jh) : -1;
     int rating = jr ? (int)json_integer_value(jr) : 0;
     int rc = store_msg_react(r->ctx->db, r->user, sid, mid, helpful, rating);
-    if (rc == 1)
+    if (rc == STORE_NOT_FOUND)
         return res_error(r, 404, "Message not found: %.100s", mid);
-    if (rc < 0 || chat_reactions_get(r->ctx->db, sid, mid, &helpful, &rating) != 0)
-        return res_error(r, 500, "Database error while saving the reaction");
+    if (rc != STORE_OK ||
+        store_msg_reaction_get(r->ctx->db, sid, mid, &helpful, &rating) != STORE_OK)
+        return res_error_kind(r, db_err_kind(r->ctx->db), "Database error while saving the reaction");
     json_t *reactions = json_pack("{s:o, s:o}",
                                   "helpful", helpful < 0 ? json_null() : json_boolean(helpful),
                                   "rating", rating > 0 ? json_integer(rating) : json_null());

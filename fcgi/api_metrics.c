@@ -10,6 +10,8 @@
  * Requires a JWT when a secret is configured (the bridge's numbers name users).
  */
 #include "handlers.h"
+#include "stats.h"
+#include "status.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -21,51 +23,15 @@
 #define WS_STATS_MAX_AGE_S 30
 #define WS_STATS_MAX_BYTES (256 * 1024)
 
-static int64_t scalar(struct request *r, const char *sql)
-{
-    sqlite3_stmt *st = db_stmt(r->ctx->db, sql);
-    if (!st)
-        return -1;
-    int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_reset(st);
-    return v;
-}
-
 int h_metrics(struct request *r)
 {
-    static const char sql_jobs[] = "SELECT state, count(*) FROM jobs GROUP BY state";
-    static const char sql_lat[] =
-        "SELECT avg(json_extract(data, '$.first_token_ms')), avg(json_extract(data, '$.processing_ms')), "
-        "count(*) FROM events WHERE type = 'done' AND created_at > ?";
-    int64_t running = 0, done = 0, failed = 0;
-    sqlite3_stmt *st = db_stmt(r->ctx->db, sql_jobs);
-    if (!st)
-        return res_error(r, 500, "Database error");
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        const char *state = (const char *)sqlite3_column_text(st, 0);
-        int64_t n = sqlite3_column_int64(st, 1);
-        if (!strcmp(state, "running"))
-            running = n;
-        else if (!strcmp(state, "done"))
-            done = n;
-        else if (!strcmp(state, "failed"))
-            failed = n;
-    }
-    sqlite3_reset(st);
-    double ttft = 0, total = 0;
-    int64_t recent = 0;
-    if ((st = db_stmt(r->ctx->db, sql_lat))) {
-        sqlite3_bind_int64(st, 1, now_ms() - 3600 * 1000);
-        if (sqlite3_step(st) == SQLITE_ROW) {
-            ttft = sqlite3_column_double(st, 0);
-            total = sqlite3_column_double(st, 1);
-            recent = sqlite3_column_int64(st, 2);
-        }
-        sqlite3_reset(st);
-    }
-    int64_t polls = scalar(r, "SELECT count(*) FROM poll_sessions");
-    int64_t answers = scalar(r, "SELECT count(*) FROM answers");
-    int64_t convs = scalar(r, "SELECT count(*) FROM conversations");
+    struct parley_stats st;
+    if (stats_collect(r->ctx->db, now_ms() - 3600 * 1000, &st) < 0)
+        return res_error_kind(r, db_err_kind(r->ctx->db), "Database error");
+    int64_t running = st.jobs_running, done = st.jobs_done, failed = st.jobs_failed;
+    double ttft = st.recent_first_token_ms, total = st.recent_generation_ms;
+    int64_t recent = st.recent_done;
+    int64_t polls = st.poll_sessions, answers = st.answers_cached, convs = st.conversations;
 
     res_start(r, 200, "text/plain; version=0.0.4; charset=utf-8", NULL);
     res_printf(r,

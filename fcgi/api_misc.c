@@ -10,6 +10,7 @@
  */
 #include "handlers.h"
 #include "catalog.h"
+#include "stats.h"
 #include "util.h"
 
 #include <curl/curl.h>
@@ -142,25 +143,16 @@ static int health_upstream(const struct parley_config *cfg, char *url, size_t ur
     return ok;
 }
 
-/* Running jobs, or -1 when the database does not answer. */
-static long long health_db(parley_db *db)
-{
-    if (!db)
-        return -1;
-    sqlite3_stmt *st = db_stmt(db, "SELECT count(*) FROM jobs WHERE state = 'running'");
-    if (!st)
-        return -1;
-    long long n = -1;
-    if (sqlite3_step(st) == SQLITE_ROW)
-        n = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
-    return n;
-}
-
 int h_health(struct request *r)
 {
     const struct parley_config *cfg = r->ctx->cfg;
-    long long running = health_db(r->ctx->db);
+    parley_db *db = r->ctx->db;
+    /* The database: can this process read it, and write it (a read-only
+     * spell is reported, not hidden behind "ok"). */
+    enum db_health dbh = db_health(db);
+    long long running = dbh == DB_HEALTH_UNAVAILABLE ? -1 : (long long)stats_jobs_running(db);
+    if (running < 0)
+        dbh = DB_HEALTH_UNAVAILABLE;
     char url[512], shown[512], error[200];
     int reachable = health_upstream(cfg, url, sizeof url, error, sizeof error);
     health_public_url(url, shown, sizeof shown);
@@ -170,13 +162,13 @@ int h_health(struct request *r)
     if (up && !reachable)
         json_object_set_new(up, "error", json_string(error));
     json_t *o = json_pack("{s:s, s:s, s:o*, s:s}",
-                          "status", running >= 0 && reachable ? "ok" : "degraded",
-                          "database", running >= 0 ? "ok" : "unavailable",
+                          "status", dbh == DB_HEALTH_OK && reachable ? "ok" : "degraded",
+                          "database", db_health_name(dbh),
                           "upstream", up,
                           "auth", config_open_mode(cfg) ? "open" : "jwt");
     if (o && running >= 0)
         json_object_set_new(o, "jobs_running", json_integer(running));
-    return res_json(r, running >= 0 ? 200 : 503, o);
+    return res_json(r, dbh == DB_HEALTH_OK ? 200 : 503, o);
 }
 
 int h_brands_active(struct request *r)

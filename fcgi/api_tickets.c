@@ -25,7 +25,6 @@
 #include "util.h"
 
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,45 +112,37 @@ static char *answer_render(const char *id, const char *text, size_t len)
     return out;
 }
 
-/* Serves the cached answer of ticket id: 1 when there is one (the
- * response is written; *rc is what the write returned), 0 when the ticket
- * has none (nothing written), -1 on a database error (nothing written). */
-static int answer_serve(struct request *r, const char *id, int *rc)
+/* What answer_check decided while the answer row was held. */
+struct answer_pick {
+    const char *id;
+    const char *json;                /* the body to send: a slot's, or `own` */
+    size_t json_len;
+    char *own;                       /* rendered now and not kept: freed after */
+    int bad_utf8;                    /* the stored text is not valid UTF-8 */
+};
+
+/* store_text_fn for store_answer_peek: with the answer's text read in
+ * place, picks this thread's kept JSON when it was rendered from the same
+ * text, else renders it (and keeps it when it fits). Writes nothing: the
+ * response goes out after the row is released. */
+static int answer_check(void *ud, const char *text, size_t len)
 {
-    static const char sql[] =
-        "SELECT response FROM answers WHERE ticket_id = ? ORDER BY created_at DESC LIMIT 1";
-    sqlite3_stmt *st = db_stmt(r->ctx->db, sql);
-    if (!st)
-        return -1;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
-    if (step != SQLITE_ROW) {
-        sqlite3_reset(st);
-        return step == SQLITE_DONE ? 0 : -1;
-    }
-    const char *text = (const char *)sqlite3_column_text(st, 0);
-    size_t len = (size_t)sqlite3_column_bytes(st, 0);
-    if (!text) {
-        if (sqlite3_column_type(st, 0) != SQLITE_NULL) {     /* out of memory */
-            sqlite3_reset(st);
-            return -1;
-        }
-        text = "";
-    }
-    struct answer_slot *slot = answer_slot(id);
-    if (slot && slot->json && slot->text_len == len && strcmp(slot->id, id) == 0 &&
+    struct answer_pick *p = ud;
+    struct answer_slot *slot = answer_slot(p->id);
+    if (slot && slot->json && slot->text_len == len && strcmp(slot->id, p->id) == 0 &&
         memcmp(slot->text, text, len) == 0) {
-        sqlite3_reset(st);
-        *rc = res_json_text(r, 200, slot->json, slot->json_len);
-        return 1;
+        p->json = slot->json;
+        p->json_len = slot->json_len;
+        return 0;
     }
-    char *json = answer_render(id, text, len);
+    char *json = answer_render(p->id, text, len);
     if (!json) {
-        sqlite3_reset(st);
-        *rc = res_error(r, 500, "Could not build the response (the stored answer is not valid UTF-8)");
-        return 1;
+        p->bad_utf8 = 1;
+        return 0;
     }
     size_t json_len = strlen(json);
+    p->json = json;
+    p->json_len = json_len;
     if (slot && len <= ANSWER_MAX_KEEP) {
         char *keep_text = malloc(len + 1);
         if (keep_text) {
@@ -159,17 +150,34 @@ static int answer_serve(struct request *r, const char *id, int *rc)
             keep_text[len] = '\0';
             free(slot->text);
             free(slot->json);
-            str_copy(slot->id, sizeof slot->id, id);
+            str_copy(slot->id, sizeof slot->id, p->id);
             slot->text = keep_text;
             slot->text_len = len;
             slot->json = json;
             slot->json_len = json_len;
+            return 0;
         }
     }
-    sqlite3_reset(st);
-    *rc = res_json_text(r, 200, json, json_len);
-    if (!slot || slot->json != json)
-        free(json);
+    p->own = json;
+    return 0;
+}
+
+/* Serves the cached answer of ticket id: 1 when there is one (the
+ * response is written; *rc is what the write returned), 0 when the ticket
+ * has none (nothing written), -1 on a database error (nothing written). */
+static int answer_serve(struct request *r, const char *id, int *rc)
+{
+    struct answer_pick p = { .id = id };
+    int found = store_answer_peek(r->ctx->db, id, answer_check, &p, NULL);
+    if (found == STORE_NOT_FOUND)
+        return 0;
+    if (found != STORE_OK)
+        return -1;
+    if (p.bad_utf8)
+        *rc = res_error(r, 500, "Could not build the response (the stored answer is not valid UTF-8)");
+    else
+        *rc = res_json_text(r, 200, p.json, p.json_len);
+    free(p.own);
     return 1;
 }
 

@@ -3,7 +3,7 @@
  * transaction that ends any way — commit, rollback, a nested begin that
  * fails, close — lets the next writer in at once). */
 #include "th.h"
-#include "db.h"
+#include "db_sqlite.h"
 #include "util.h"
 
 #include <pthread.h>

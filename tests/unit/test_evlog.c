@@ -1,7 +1,7 @@
 /* test_evlog.c — event log: dense seqs, reads after a cursor, coalescing,
  * compaction that keeps each channel's newest row, waits woken by the bell. */
 #include "th.h"
-#include "db.h"
+#include "db_sqlite.h"
 #include "bell.h"
 #include "evlog.h"
 #include "util.h"

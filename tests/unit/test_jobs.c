@@ -2,7 +2,7 @@
  * on one database: no SQLITE_BUSY reaches a caller, no seq is duplicated or
  * skipped, exactly one owner per job, and a SIGKILLed owner is recovered. */
 #include "th.h"
-#include "db.h"
+#include "db_sqlite.h"
 #include "bell.h"
 #include "evlog.h"
 #include "jobs.h"

@@ -4,7 +4,7 @@
  * sessions in one write transaction: unknown, expired and locked ones
  * skipped, no write when nothing changed, acks in the same transaction). */
 #include "th.h"
-#include "db.h"
+#include "db_sqlite.h"
 #include "pollsess.h"
 #include "util.h"
 

@@ -2,6 +2,7 @@
  * kept apart, limit 0, pruning, and several processes sharing one file. */
 #include "th.h"
 #include "ratelimit.h"
+#include "db_sqlite.h"
 
 #include <sys/wait.h>
 #include <unistd.h>

@@ -8,7 +8,7 @@
 #include "fake.h"
 #include "bell.h"
 #include "config.h"
-#include "db.h"
+#include "db_sqlite.h"
 #include "evlog.h"
 #include "jobs.h"
 #include "llm.h"

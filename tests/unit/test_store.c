@@ -141,6 +141,14 @@ TEST(messages_context_and_reactions)
     CHECK_INT(v[0].helpful, 1);
     CHECK_INT(v[0].rating, 3);
     store_msgs_free(v, n);
+    /* the reactions read back by id (what the REST answer shows) */
+    int helpful = 9, rating = 9;
+    CHECK_INT(store_msg_reaction_get(db, c.id, first_id, &helpful, &rating), STORE_OK);
+    CHECK_INT(helpful, 1);
+    CHECK_INT(rating, 3);
+    CHECK_INT(store_msg_reaction_get(db, c.id, "nope", &helpful, &rating), STORE_NOT_FOUND);
+    CHECK_INT(store_msg_reaction_get(db, "other-conv", first_id, &helpful, &rating),
+              STORE_NOT_FOUND);
     /* deleting the conversation deletes its messages */
     REQUIRE(store_conv_delete(db, c.id, "carol") == 0);
     REQUIRE(store_msg_list(db, c.id, 5, 0, &v, &n, &total) == 0);
@@ -197,6 +205,82 @@ TEST(answer_cache)
     free(n4);
 }
 
+/* The names of the result codes keep their numbers (callers compared
+ * numbers before the names existed). */
+TEST(result_codes_are_named)
+{
+    CHECK_INT(STORE_ERR, -1);
+    CHECK_INT(STORE_OK, 0);
+    CHECK_INT(STORE_NOT_FOUND, 1);
+    CHECK_INT(STORE_EXISTS, 2);
+    struct conversation c;
+    memset(&c, 0, sizeof c);
+    str_copy(c.owner, sizeof c.owner, "dave");
+    REQUIRE(store_conv_create(db, &c) == STORE_OK);
+    struct conversation dup;
+    memset(&dup, 0, sizeof dup);
+    str_copy(dup.id, sizeof dup.id, c.id);
+    str_copy(dup.owner, sizeof dup.owner, "dave");
+    CHECK_INT(store_conv_create(db, &dup), STORE_EXISTS);
+    CHECK_INT(store_conv_delete(db, c.id, "dave"), STORE_OK);
+    CHECK_INT(store_conv_delete(db, c.id, "dave"), STORE_NOT_FOUND);
+}
+
+struct peeked { int calls; char text[64]; size_t len; };
+
+static int peek_cb(void *ud, const char *text, size_t len)
+{
+    struct peeked *p = ud;
+    p->calls++;
+    p->len = len;
+    snprintf(p->text, sizeof p->text, "%.*s", (int)len, text);
+    return 42;
+}
+
+/* store_answer_peek hands the newest answer's text in place, once, and the
+ * callback's return value back; nothing when there is none. */
+TEST(answer_peek)
+{
+    struct peeked p = { 0 };
+    int fn_rc = -7;
+    CHECK_INT(store_answer_peek(db, "peek-1", peek_cb, &p, &fn_rc), STORE_NOT_FOUND);
+    CHECK_INT(p.calls, 0);
+    CHECK_INT(fn_rc, -7);
+    struct answer a;
+    char hash[65];
+    answer_key_ticket(&a, "peek-1", "body one", hash);
+    a.response = "first answer";
+    a.model = "m";
+    a.tokens = 2;
+    REQUIRE(db_begin(db) == 0);
+    REQUIRE(store_answer_put_tx(db, &a) == 0);
+    REQUIRE(db_commit(db) == 0);
+    CHECK_INT(store_answer_peek(db, "peek-1", peek_cb, &p, &fn_rc), STORE_OK);
+    CHECK_INT(p.calls, 1);
+    CHECK_INT(fn_rc, 42);
+    CHECK_STR(p.text, "first answer");
+    CHECK_INT(p.len, strlen("first answer"));
+    /* an empty answer is an answer (len 0), and NULL fn_rc is allowed */
+    struct answer e;
+    char hash2[65];
+    answer_key_ticket(&e, "peek-2", "body two", hash2);
+    e.response = "";
+    e.model = "m";
+    e.tokens = 0;
+    REQUIRE(db_begin(db) == 0);
+    REQUIRE(store_answer_put_tx(db, &e) == 0);
+    REQUIRE(db_commit(db) == 0);
+    memset(&p, 0, sizeof p);
+    CHECK_INT(store_answer_peek(db, "peek-2", peek_cb, &p, NULL), STORE_OK);
+    CHECK_INT(p.calls, 1);
+    CHECK_INT(p.len, 0);
+    /* the statement is released: a write right after it works */
+    CHECK_INT(store_answer_delete_ticket(db, "peek-1"), 1);
+    memset(&p, 0, sizeof p);
+    CHECK_INT(store_answer_peek(db, "peek-1", peek_cb, &p, NULL), STORE_NOT_FOUND);
+    CHECK_INT(p.calls, 0);
+}
+
 int main(void)
 {
     char path[512], err[512];
@@ -211,6 +295,8 @@ int main(void)
     RUN(listing_and_pagination);
     RUN(messages_context_and_reactions);
     RUN(answer_cache);
+    RUN(result_codes_are_named);
+    RUN(answer_peek);
     db_close(db);
     return th_done();
 }
