@@ -62,7 +62,7 @@ struct parley_db {
     struct write_gate *gate;   /* NULL: none (out of memory at open) */
     int gated;                 /* this connection holds gate->mu */
     int ckpt_due;              /* a checkpoint waits for the gate's release */
-    int refused;               /* the last db_begin refused: file read-only */
+    int refused;               /* the last failure: read-only (a refused db_begin; kept over a rollback) */
     int broken;                /* BEGIN/COMMIT failed in a way that calls for a reopen */
     unsigned rnd;
     struct stmt_slot cache[STMT_CACHE];
@@ -410,6 +410,11 @@ enum perr db_err_kind(parley_db *db)
     return PERR_DB;
 }
 
+const char *db_err_text(parley_db *db, const char *fallback)
+{
+    return db_err_kind(db) == PERR_DB_READONLY ? perr_text(PERR_DB_READONLY) : fallback;
+}
+
 sqlite3_stmt *db_stmt(parley_db *db, const char *sql)
 {
     db->refused = 0;
@@ -505,11 +510,15 @@ int db_commit(parley_db *db)
 
 int db_rollback(parley_db *db)
 {
+    /* the kind of the failure that led here outlives the ROLLBACK */
+    int readonly = db_err_kind(db) == PERR_DB_READONLY;
     db->in_tx = 0;
     int rc = 0;
     if (!sqlite3_get_autocommit(db->h))
         rc = step_done(db, "ROLLBACK");
     gate_leave(db);
+    if (readonly)
+        db->refused = 1;
     return rc;
 }
 

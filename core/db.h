@@ -72,6 +72,10 @@ int db_rollback(parley_db *db);
  * the backend refused as read-only), else PERR_DB. Call it right after the
  * failure, before the next call on db. */
 enum perr db_err_kind(parley_db *db);
+/* What to tell a client after a failure on db: perr_text(PERR_DB_READONLY)
+ * ("The database is read-only") when db_err_kind(db) is PERR_DB_READONLY,
+ * else fallback (the caller's own wording for a database error). */
+const char *db_err_text(parley_db *db, const char *fallback);
 /* Message of the last failure on this connection (borrowed, valid until the
  * next call on db): "the database is read-only" for a refused db_begin.
  * Never contains bound values. */

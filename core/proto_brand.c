@@ -81,7 +81,7 @@ static int brand_load(struct parley_ctx *ctx, struct proto_conn *c, struct brand
 {
     int r = catalog_brand_get(ctx->db, c->param, b);
     if (r < 0) {
-        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
+        error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return -1;
     }
     if (r == 0 && b->active)
@@ -277,7 +277,7 @@ static int start_answer(struct parley_ctx *ctx, struct proto_conn *c, const stru
 {
     char cid[64];
     if (pick_conversation(ctx, c, r, cid) < 0) {
-        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
+        error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return -1;
     }
     json_t *mj = json_object();
@@ -296,7 +296,7 @@ static int start_answer(struct parley_ctx *ctx, struct proto_conn *c, const stru
     int stored = meta ? store_msg_add(ctx->db, &um) : -1;
     free(meta);
     if (stored < 0) {
-        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
+        error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return -1;
     }
 
@@ -315,7 +315,7 @@ static int start_answer(struct parley_ctx *ctx, struct proto_conn *c, const stru
     free(sys);
     if (proto_start(ctx, c, job, jobp) < 0) {
         json_decref(products);
-        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
+        error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return -1;
     }
     json_object_set_new(c->state, "suggested_products", products);
@@ -326,7 +326,7 @@ fail:
     free(sys);
     json_decref(products);
     proto_job_free(job);
-    error_frame(c, out, PERR_DB, DB_ERROR_MSG);
+    error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
     return -1;
 }
 
@@ -368,7 +368,7 @@ static int brand_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *m
     if (ok <= 0) {
         catalog_brand_free(&b);
         if (ok < 0) {
-            error_frame(c, out, PERR_DB, DB_ERROR_MSG);
+            error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
             return -1;
         }
         return error_frame(c, out, PERR_RATE_LIMITED, "Rate limit exceeded");

@@ -104,7 +104,7 @@ static int session_load(struct parley_ctx *ctx, struct proto_conn *c, int create
             r = store_conv_get(ctx->db, c->param, NULL, conv);
     }
     if (r < 0) {
-        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
+        error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return -1;
     }
     if (r == 1 || strcmp(conv->owner, c->user) != 0) {
@@ -152,7 +152,7 @@ static int chat_open(struct parley_ctx *ctx, struct proto_conn *c, struct proto_
     int64_t job_id, first_seq;
     r = jobs_running_on(ctx->db, chan, &job_id, &first_seq);   /* the newest, as everywhere */
     if (r < 0) {
-        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
+        error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return -1;
     }
     if (r == 0)
@@ -318,7 +318,7 @@ static int start_answer(struct parley_ctx *ctx, struct proto_conn *c, const char
     um.content = (char *)content;         /* only read */
     um.metadata = (char *)meta;
     if (store_msg_add(ctx->db, &um) < 0) {
-        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
+        error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return -1;
     }
 
@@ -331,7 +331,7 @@ static int start_answer(struct parley_ctx *ctx, struct proto_conn *c, const char
     char mid[64];
     str_copy(mid, sizeof mid, job->message_id);
     if (proto_start(ctx, c, job, jobp) < 0) {
-        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
+        error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return -1;
     }
     json_object_set_new(c->state, "message_id", json_string(mid));
@@ -339,7 +339,7 @@ static int start_answer(struct parley_ctx *ctx, struct proto_conn *c, const char
     return 0;
 fail:
     proto_job_free(job);
-    error_frame(c, out, PERR_DB, DB_ERROR_MSG);
+    error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
     return -1;
 }
 
@@ -387,7 +387,7 @@ static int chat_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *ms
         free(meta);
         store_conv_free(&conv);
         if (ok < 0) {
-            error_frame(c, out, PERR_DB, DB_ERROR_MSG);
+            error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
             return -1;
         }
         return error_frame(c, out, PERR_RATE_LIMITED, "Rate limit exceeded");

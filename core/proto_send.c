@@ -81,7 +81,7 @@ static int conversation_open(struct parley_ctx *ctx, struct proto_conn *c, const
     struct conversation conv;
     int g = store_conv_get(ctx->db, conv_id, c->user, &conv);
     if (g < 0) {
-        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
+        error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return -1;
     }
     if (g == 1)
@@ -112,7 +112,7 @@ static int send_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *ms
     if (ok <= 0) {
         if (ok == 0)
             return error_frame(c, out, PERR_RATE_LIMITED, "Rate limit exceeded");
-        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
+        error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return -1;
     }
 
@@ -123,19 +123,21 @@ static int send_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *ms
     str_copy(um.role, sizeof um.role, "user");
     um.content = (char *)proto_str(msg, "content");      /* only read */
     if (store_msg_add(ctx->db, &um) < 0) {
-        error_frame(c, out, PERR_DB, "Database error: the message was not saved");
+        error_frame(c, out, db_err_kind(ctx->db),
+                    db_err_text(ctx->db, "Database error: the message was not saved"));
         return -1;
     }
     struct proto_job *job = proto_job_new();
     if (!job || proto_job_conversation(ctx, job, conv_id, um.id) < 0) {
         proto_job_free(job);
-        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
+        error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return -1;
     }
     job->req.llm.system = SEND_SYSTEM;
     json_object_del(c->state, "message_id");
     if (proto_start(ctx, c, job, jobp) < 0) {
-        error_frame(c, out, PERR_DB, "Could not start the generation");
+        error_frame(c, out, db_err_kind(ctx->db),
+                    db_err_text(ctx->db, "Could not start the generation"));
         return -1;
     }
     return 0;

@@ -104,19 +104,19 @@ static int ticket_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *
     }
     if (r < 0) {
         proto_job_free(job);
-        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
+        error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return -1;
     }
     int ok = proto_rate_ok(ctx, c);
     if (ok <= 0) {
         proto_job_free(job);
         if (ok < 0)
-            proto_fail(c, PERR_DB, DB_ERROR_MSG);
+            proto_fail(c, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return ok == 0 ? error_frame(c, out, PERR_RATE_LIMITED, "Rate limit exceeded") : -1;
     }
     if (store_ticket_put(ctx->db, tid, kbody) < 0) {
         proto_job_free(job);
-        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
+        error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return -1;
     }
     snprintf(job->channel, sizeof job->channel, "ticket:%s", tid);
@@ -127,7 +127,7 @@ static int ticket_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *
     job->req.llm.temperature = ctx->cfg->temperature;
     job->req.cache = &job->ans;
     if (proto_start(ctx, c, job, jobp) < 0) {
-        error_frame(c, out, PERR_DB, DB_ERROR_MSG);
+        error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return -1;
     }
     return 0;

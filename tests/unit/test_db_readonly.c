@@ -111,10 +111,13 @@ TEST(spell_is_refused_clearly_and_reported)
     CHECK_INT(db_begin(a), -1);
     CHECK_INT(db_err_kind(a), PERR_DB_READONLY);
     CHECK_STR(db_errmsg(a), "the database is read-only");
+    CHECK_STR(db_err_text(a, "Database error"), "The database is read-only");
     CHECK_INT(db_begin(b), -1);
     CHECK_INT(db_err_kind(b), PERR_DB_READONLY);
     /* a write the backend itself refuses has the same kind */
     CHECK_INT(store_ticket_put(b, "t-ro", "x"), STORE_ERR);
+    CHECK_INT(db_err_kind(b), PERR_DB_READONLY);
+    db_rollback(b);                       /* the kind outlives a rollback */
     CHECK_INT(db_err_kind(b), PERR_DB_READONLY);
     /* a generation cannot even be claimed: nothing is left running */
     struct job_claim claim;
@@ -128,6 +131,10 @@ TEST(spell_is_refused_clearly_and_reported)
     CHECK_INT(jobs_running_on(b, "ticket:ro", &job, &first), 1);
     REQUIRE(chmod(path, 0644) == 0);
     CHECK_INT(db_health(a), DB_HEALTH_OK);
+    char *body = NULL;                    /* a read resets the failure */
+    CHECK_INT(store_ticket_get(a, "none", &body), STORE_NOT_FOUND);
+    CHECK_INT(db_err_kind(a), PERR_DB);
+    CHECK_STR(db_err_text(a, "Database error"), "Database error");
     CHECK_INT(db_health(b), DB_HEALTH_OK);     /* b was reopened writable */
     CHECK_INT(jobs_claim(b, NULL, "ticket:ro", "k", 10000, &claim, err, sizeof err), 0);
     CHECK_INT(claim.owner, 1);
