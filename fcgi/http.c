@@ -7,10 +7,11 @@
  * (503). Every error is {"success": false, "message": ...}. CORS headers
  * go on every response, errors included, so browsers can read them.
  * Runs in whichever thread carries the request; no state of its own but
- * parley_stopping (written by main.c's signal thread).
+ * parley_stopping (written by server_life.c's signal thread).
  */
 #include "http.h"
 #include "auth.h"
+#include "ident.h"
 #include "util.h"
 
 #include <stdarg.h>
@@ -460,24 +461,6 @@ static void add_method(char *list, size_t len, const char *m)
     hdr_append(list, len, m);
 }
 
-/* 1 if origin is in cfg's allow-list (NULL list: any). */
-static int origin_allowed(const struct parley_config *cfg, const char *origin)
-{
-    const char *list = cfg ? cfg->allowed_origins : NULL;
-    if (!list)
-        return 1;
-    size_t on = strlen(origin);
-    for (const char *p = list; *p;) {
-        size_t n = strcspn(p, ",");
-        if (n == on && strncasecmp(p, origin, n) == 0)
-            return 1;
-        p += n;
-        if (*p == ',')
-            p++;
-    }
-    return 0;
-}
-
 /* 1 for application/json, application/<x>+json, with at most a UTF-8 charset. */
 static int json_media_type(const char *ct)
 {
@@ -566,14 +549,13 @@ void http_dispatch(struct request *r)
     if (!r->query)
         r->query = "";
     if (!r->peer[0])
-        snprintf(r->peer, sizeof r->peer, "ip:%.100s",
-                 r->remote_addr && *r->remote_addr ? r->remote_addr : "unknown");
+        ident_peer(r->peer, sizeof r->peer, NULL, r->remote_addr);
     dispatch_shown_path(r, shown, sizeof shown);
 
     /* CORS: every response says it varies by Origin; an allowed origin is
      * echoed so that browsers let the page read the response. */
     const char *origin = r->origin && *r->origin ? r->origin : NULL;
-    int origin_ok = !origin || origin_allowed(cfg, origin);
+    int origin_ok = ident_origin_allowed(cfg ? cfg->allowed_origins : NULL, origin);
     res->extra_headers[0] = '\0';
     hdr_append(res->extra_headers, sizeof res->extra_headers, "Vary: Origin\r\nX-Content-Type-Options: nosniff\r\n");
     if (origin && origin_ok && strlen(origin) < 300 && !strpbrk(origin, "\r\n")) {
@@ -641,7 +623,7 @@ void http_dispatch(struct request *r)
     if ((hit->flags & (F_AUTH | F_USER)) && dispatch_auth(r, hit->flags & F_AUTH) < 0)
         goto done;
     if (r->user[0])
-        snprintf(r->peer, sizeof r->peer, "user:%.120s", r->user);
+        ident_peer(r->peer, sizeof r->peer, r->user, r->remote_addr);
 
     if (hit->flags & F_JSON) {
         if (!json_media_type(r->content_type)) {

@@ -1,7 +1,7 @@
 /* http.h — parley.fcgi's request/response model and router, free of
  * libfcgi types so the dispatcher runs in unit tests without a web server.
  *
- * A transport (fcgi/main.c for FastCGI, tests for memory) fills a struct
+ * A transport (fcgi/fcgx_adapter.c for FastCGI, tests for memory) fills a struct
  * request and a struct response with write/flush/finish callbacks, then calls
  * http_dispatch(). The routing table (fcgi/routes.c) lists
  * {method, pattern, handler, flags}; the dispatcher enforces the flags before
@@ -67,8 +67,9 @@ struct request {
                                   released when http_dispatch returns, so an
                                   after callback that needs it takes a ref) */
     char user[128];            /* JWT sub ("" in open mode or without a token) */
-    char peer[128];            /* "user:<sub>" or "ip:<remote_addr>" (rate limits);
-                                  the transport may preset "ip:..." */
+    char peer[128];            /* rate-limit identity, ident_peer() (core/ident.h):
+                                  "user:<sub>" or "ip:<remote_addr>"; the
+                                  transport may preset "ip:..." */
     struct parley_ctx *ctx;    /* this thread's db + shared bell + config */
     struct response *res;
     /* Set by a handler that wants work done after the response is finished

@@ -1,4 +1,4 @@
-/* test_fcgi_keepconn.c — parley.fcgi's connection handling (fcgi/main.c),
+/* test_fcgi_keepconn.c — parley.fcgi's connection handling (fcgi/server_listen.c, fcgx_adapter.c),
  * spoken to directly over FastCGI on a unix socket, as a web server would:
  *
  *  - kept connections (FCGI_KEEP_CONN, mod_proxy_fcgi enablereuse=on)

@@ -8,7 +8,7 @@
  *     back) and when two processes serve sessions of the channel at once;
  *   - sessions on their own channels (no batching across channels);
  *   - idle waiters do not wake up at all, and bell_wake_all() ends every
- *     waiting GET at once (shutdown, as fcgi/main.c's signal thread does).
+ *     waiting GET at once (shutdown, as fcgi/server_life.c's signal thread does).
  * Every wait is bounded, so a broken transport fails a case instead of
  * hanging. */
 #include "th.h"
@@ -553,7 +553,7 @@ TEST(idle_waiters_sleep_and_wake_all_ends_them)
     bell_close(bell);
 }
 
-/* What parley.fcgi's signal thread does at a stop signal (fcgi/main.c,
+/* What parley.fcgi's signal thread does at a stop signal (fcgi/server_life.c,
  * request_stop): parley_stopping = 1, then bell_wake_all() on the shared
  * doorbell. Waiting GETs (following a channel, and following nothing)
  * answer at once, and a GET that comes after does not wait. */

@@ -1,0 +1,237 @@
+/* fcgx_adapter.c — the libfcgi adapter (server.h): turns the FastCGI
+ * request a worker accepted into a struct request for http_dispatch()
+ * (http.h), with response ops that write to libfcgi's stream.
+ *
+ * Connections: a request whose stdin was read to its end is closed without
+ * libfcgi's drain (shutdown, wait for the web server's close); a connection
+ * the web server asks to keep (FCGI_KEEP_CONN) goes to the idle set
+ * (server_listen.c) before the request's after callback runs.
+ */
+#include "server.h"
+#include "ident.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the response ---- */
+
+static int fx_write(struct response *res, const char *data, size_t len)
+{
+    FCGX_Request *rq = res->impl;
+    while (len > 0) {
+        int n = len > (size_t)INT_MAX ? INT_MAX : (int)len;
+        if (FCGX_PutStr(data, n, rq->out) != n)
+            return -1;
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int fx_flush(struct response *res)
+{
+    FCGX_Request *rq = res->impl;
+    return FCGX_FFlush(rq->out) < 0 ? -1 : 0;
+}
+
+/* Ends the request. libfcgi's own close shuts down the sending side and
+ * then waits (poll + read) until the web server has closed its end, so
+ * that no unread input turns the close into a reset; when the request's
+ * stdin has been read to its end (read_body) the web server sends nothing
+ * more, so the socket is simply closed: three system calls and a wait for
+ * the web server fewer per request. A kept connection (FCGI_KEEP_CONN)
+ * is not closed at all (see srv_keep_or_close). */
+static void fx_finish(struct response *res)
+{
+    FCGX_Request *rq = res->impl;
+    int eof = rq->in && FCGX_HasSeenEOF(rq->in);
+    /* Set every time: FCGX_Free resets it only when it closes, and a kept
+     * connection is not closed. */
+    rq->detached = eof;                 /* 1: OS_IpcClose without the drain */
+    if (!eof)
+        rq->keepConnection = 0;         /* unread input (a 413): never reuse */
+    FCGX_Finish_r(rq);
+}
+
+static const struct response_ops fx_ops = { fx_write, fx_flush, fx_finish };
+
+/* ---- the request ---- */
+
+/* Request-scoped copies of libfcgi's strings, which die at FCGX_Finish_r
+ * while r->after may still run: in an arena on srv_serve()'s stack, or
+ * malloc'd when they do not fit. */
+struct req_copy {
+    char arena[2048];
+    size_t used;
+    char *s[12];
+    int n;
+    char *body;
+};
+
+static const char *keep(struct req_copy *k, const char *v)
+{
+    if (!v)
+        return NULL;
+    size_t len = strlen(v) + 1;
+    if (len <= sizeof k->arena - k->used) {
+        char *c = k->arena + k->used;
+        memcpy(c, v, len);
+        k->used += len;
+        return c;
+    }
+    if (k->n == (int)(sizeof k->s / sizeof k->s[0]))
+        return NULL;
+    char *c = strdup(v);
+    if (c)
+        k->s[k->n++] = c;
+    return c;
+}
+
+static void req_copy_free(struct req_copy *k)
+{
+    for (int i = 0; i < k->n; i++)
+        free(k->s[i]);
+    free(k->body);
+}
+
+/* The parameters srv_serve() reads, found in one pass over libfcgi's array
+ * (FCGX_GetParam would scan it once per name); the first of a name wins,
+ * as with FCGX_GetParam. */
+enum { P_METHOD, P_URI, P_SCRIPT, P_PATH_INFO, P_QUERY, P_CTYPE, P_AUTH, P_REDIR_AUTH,
+       P_ORIGIN, P_LAST_EVENT_ID, P_ADDR, P_CLEN, P_COUNT };
+static const struct {
+    const char *name;
+    size_t len;
+} param_names[P_COUNT] = {
+#define PN(s) { s, sizeof s - 1 }
+    PN("REQUEST_METHOD"), PN("REQUEST_URI"), PN("SCRIPT_NAME"), PN("PATH_INFO"),
+    PN("QUERY_STRING"), PN("CONTENT_TYPE"), PN("HTTP_AUTHORIZATION"),
+    PN("REDIRECT_HTTP_AUTHORIZATION"), PN("HTTP_ORIGIN"), PN("HTTP_LAST_EVENT_ID"),
+    PN("REMOTE_ADDR"), PN("CONTENT_LENGTH"),
+#undef PN
+};
+
+static void find_params(FCGX_ParamArray env, const char *v[P_COUNT])
+{
+    for (int i = 0; i < P_COUNT; i++)
+        v[i] = NULL;
+    for (char **e = env; e && *e; e++) {
+        const char *p = *e;
+        for (int i = 0; i < P_COUNT; i++) {
+            size_t n = param_names[i].len;
+            if (!v[i] && p[0] == param_names[i].name[0] && strncmp(p, param_names[i].name, n) == 0 &&
+                p[n] == '=') {
+                v[i] = p + n + 1;
+                break;
+            }
+        }
+    }
+}
+
+/* Reads the body. 0 with r->body/body_len set (body_len > HTTP_MAX_BODY
+ * and body NULL when it is too large: the dispatcher answers 413 without
+ * reading it); -1 when CONTENT_LENGTH is malformed. */
+static int read_body(FCGX_Request *rq, const char *cl, struct request *r, struct req_copy *k)
+{
+    size_t want = HTTP_MAX_BODY + 1;     /* no length: read to EOF, up to the cap */
+    if (cl && *cl) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (*end || errno || cl[0] == '-' || cl[0] == '+' || cl[0] == ' ')
+            return -1;
+        if (n > HTTP_MAX_BODY) {
+            r->body = NULL;
+            r->body_len = n > SIZE_MAX ? SIZE_MAX : (size_t)n;
+            return 0;
+        }
+        want = (size_t)n;
+    }
+    if (want == 0) {
+        /* See the end of stdin (the web server sends it right after the
+         * parameters; usually already in libfcgi's buffer): fx_finish can
+         * then close without draining. */
+        (void)FCGX_GetChar(rq->in);
+        return 0;
+    }
+    k->body = malloc(want + 1);
+    if (!k->body)
+        return -1;
+    size_t got = 0;
+    while (got < want) {
+        int n = FCGX_GetStr(k->body + got, (int)(want - got), rq->in);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    if (got == want && cl && *cl)
+        (void)FCGX_GetChar(rq->in);     /* the end of stdin, as above */
+    k->body[got] = '\0';
+    r->body = k->body;
+    r->body_len = got;                   /* > HTTP_MAX_BODY only without a length */
+    return 0;
+}
+
+/* Fills r from the request's parameters (copied into k). */
+static void request_from_params(FCGX_Request *rq, struct request *r, struct req_copy *k,
+                                const char *pv[P_COUNT])
+{
+    find_params(rq->envp, pv);
+    r->method = keep(k, pv[P_METHOD]);
+    char path[4096];
+    http_path_from_cgi(pv[P_URI], pv[P_SCRIPT], pv[P_PATH_INFO], path, sizeof path);
+    r->path = keep(k, path);
+    r->query = keep(k, pv[P_QUERY]);
+    r->content_type = keep(k, pv[P_CTYPE]);
+    const char *auth = pv[P_AUTH];
+    if (!auth || !*auth)
+        auth = pv[P_REDIR_AUTH];
+    r->authorization = keep(k, auth);
+    r->origin = keep(k, pv[P_ORIGIN]);
+    r->last_event_id = keep(k, pv[P_LAST_EVENT_ID]);
+    r->remote_addr = keep(k, pv[P_ADDR]);
+    ident_peer(r->peer, sizeof r->peer, NULL, r->remote_addr);
+}
+
+void srv_serve(struct worker *w)
+{
+    FCGX_Request *rq = &w->fcgx;
+    struct response res;
+    struct request r;
+    struct req_copy k;
+    memset(&res, 0, sizeof res);
+    memset(&r, 0, sizeof r);
+    k.used = 0;
+    k.n = 0;
+    k.body = NULL;
+    res.ops = &fx_ops;
+    res.impl = rq;
+    r.res = &res;
+    r.ctx = &w->ctx;
+
+    const char *pv[P_COUNT];
+    request_from_params(rq, &r, &k, pv);
+    if (srv_ensure_config(rq) < 0) {
+        res_error(&r, 500, "Server configuration error (see the server's error log)");
+        res_finish(&r);
+        srv_keep_or_close(w);
+        goto out;
+    }
+    srv_ensure_storage(w);
+    if (read_body(rq, pv[P_CLEN], &r, &k) < 0) {
+        res_error(&r, 400, "Invalid Content-Length");
+        res_finish(&r);
+        srv_keep_or_close(w);
+        goto out;
+    }
+    http_dispatch(&r);                   /* finishes the response */
+    srv_keep_or_close(w);                /* before after(): the next request
+                                            on a kept connection must not wait */
+    if (r.after)
+        r.after(&r, r.after_arg);
+out:
+    req_copy_free(&k);
+}
