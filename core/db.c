@@ -62,7 +62,7 @@ struct parley_db {
     struct write_gate *gate;   /* NULL: none (out of memory at open) */
     int gated;                 /* this connection holds gate->mu */
     int ckpt_due;              /* a checkpoint waits for the gate's release */
-    int refused;               /* the last failure: read-only (a refused db_begin; kept over a rollback) */
+    int refused;               /* the last failure was "read-only" (kept over a rollback) */
     int broken;                /* BEGIN/COMMIT failed in a way that calls for a reopen */
     unsigned rnd;
     struct stmt_slot cache[STMT_CACHE];
@@ -466,18 +466,10 @@ static int step_done(parley_db *db, const char *sql)
 int db_begin(parley_db *db)
 {
     if (!db->in_tx) {
-        /* A read-only spell: refuse at once, on every connection alike
-         * (one opened before the spell could still write through its
-         * descriptor, one opened during it could not). */
-        int writable = file_writable(db->path);
-        note_writable(db, writable);
-        if (!writable) {
-            db->refused = 1;
-            return -1;
-        }
-        heal(db, 1);
+        heal(db, 1);              /* a read-only or broken handle: reopen it */
         if (sqlite3_db_readonly(db->h, "main") == 1) {
-            db->refused = 1;      /* could not reopen it writable */
+            db->refused = 1;      /* still read-only: the file cannot be written */
+            note_writable(db, 0);
             return -1;
         }
     }
@@ -520,6 +512,19 @@ int db_rollback(parley_db *db)
     if (readonly)
         db->refused = 1;
     return rc;
+}
+
+int db_can_write(parley_db *db)
+{
+    int writable = file_writable(db->path);
+    note_writable(db, writable);
+    if (writable) {
+        heal(db, 1);
+        if (sqlite3_db_readonly(db->h, "main") != 1)
+            return 0;
+    }
+    db->refused = 1;
+    return -1;
 }
 
 enum db_health db_health(parley_db *db)

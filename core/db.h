@@ -27,15 +27,18 @@
  * Read-only spells and broken connections: a connection opened while the
  * database file could not be written is read-only for good in SQLite, and
  * one that hit an I/O error may stay broken. So (SQLite backend):
- *   - db_begin() first checks that the file can be written by this process
- *     (access(2) with the effective ids, about half a microsecond): if not,
- *     it refuses at once, db_err_kind() = PERR_DB_READONLY, and no
- *     transaction starts, on every connection alike;
  *   - a connection that is read-only, or whose last error was READONLY,
  *     CANTOPEN or IOERR, is closed and opened again (same path, never
  *     creating the file) at the next db_begin(), and at the next statement
  *     outside a transaction while none of its statements is running, once
- *     the file can be written again. Callers see nothing of it.
+ *     the file can be written again. Callers see nothing of it;
+ *   - while it cannot be written, db_begin() on such a connection fails at
+ *     once with PERR_DB_READONLY. A connection opened before the spell still
+ *     writes through its descriptor (SQLite's own behaviour): work already
+ *     running (a generation streaming) ends normally;
+ *   - db_can_write() is the check for starting new long-lived work (a job
+ *     claim): it fails on every connection while the file cannot be written,
+ *     so no generation starts that could not record its end.
  */
 #ifndef PARLEY_DB_H
 #define PARLEY_DB_H
@@ -67,9 +70,17 @@ int db_begin(parley_db *db);
 int db_commit(parley_db *db);
 int db_rollback(parley_db *db);
 
+/* Can this process write the database now (access(2) on the file with the
+ * effective ids, about half a microsecond; the connection reopened first if
+ * it is read-only and the file is writable again)? 0 yes; -1 no, and then
+ * db_err_kind(db) is PERR_DB_READONLY and db_errmsg(db) says "the database
+ * is read-only". Call it before starting work that must be able to write
+ * until it ends (a generation). Not inside a transaction. */
+int db_can_write(parley_db *db);
+
 /* Why the last failing call on this connection failed: PERR_DB_READONLY
- * when the database cannot be written now (a refused db_begin, or a write
- * the backend refused as read-only), else PERR_DB. Call it right after the
+ * when the database cannot be written now (db_can_write or db_begin said
+ * so, or the backend refused a write as read-only), else PERR_DB. Call it right after the
  * failure, before the next call on db. */
 enum perr db_err_kind(parley_db *db);
 /* What to tell a client after a failure on db: perr_text(PERR_DB_READONLY)
@@ -77,7 +88,8 @@ enum perr db_err_kind(parley_db *db);
  * else fallback (the caller's own wording for a database error). */
 const char *db_err_text(parley_db *db, const char *fallback);
 /* Message of the last failure on this connection (borrowed, valid until the
- * next call on db): "the database is read-only" for a refused db_begin.
+ * next call on db): "the database is read-only" after db_can_write or
+ * db_begin refused.
  * Never contains bound values. */
 const char *db_errmsg(parley_db *db);
 

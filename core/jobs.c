@@ -72,6 +72,10 @@ int jobs_claim(parley_db *db, parley_bell *bell, const char *channel,
 {
     memset(out, 0, sizeof *out);
     int rang = 0;
+    /* A generation must be able to write until it ends: none starts while
+     * the database is read-only (db_err_kind tells the caller so). */
+    if (db_can_write(db) < 0)
+        return set_err(err, errlen, "cannot claim job on %s: %s", channel, db_errmsg(db));
     if (db_begin(db) < 0)
         return set_err(err, errlen, "database busy or unavailable: %s", db_errmsg(db));
     int64_t now = now_ms();

@@ -3,9 +3,9 @@
  *
  * SQLite opens a file it cannot write read-only, silently, and such a
  * connection stays read-only after the file can be written again. Parley's
- * db.c reopens it; while the file cannot be written every db_begin() is
- * refused at once with PERR_DB_READONLY ("the database is read-only") on
- * every connection, and db_health() reports "read-only".
+ * db.c reopens it; while the file cannot be written no job can be claimed
+ * (db_can_write fails at once with PERR_DB_READONLY, "the database is
+ * read-only", on every connection) and db_health() reports "read-only".
  *
  * The permission bits do not stop root: run as root (CI), the program
  * first drops to nobody (65534) in a scratch directory it gives to nobody,
@@ -92,10 +92,10 @@ TEST(first_connection_after_a_spell_writes)
     db_close(c);
 }
 
-/* During the spell: every connection's db_begin is refused at once with
- * the read-only kind and message (also one opened before the spell, whose
- * descriptor could still write), a job claim says so, and health says
- * "read-only". After it, everything is back without reopening by hand. */
+/* During the spell: db_can_write (what a job claim checks) fails at once
+ * with the read-only kind and message on every connection, db_begin on a
+ * connection opened during the spell too, and health says "read-only".
+ * After it, everything is back without reopening by hand. */
 TEST(spell_is_refused_clearly_and_reported)
 {
     parley_db *a = open_db();
@@ -108,12 +108,21 @@ TEST(spell_is_refused_clearly_and_reported)
     CHECK_INT(db_health(a), DB_HEALTH_READONLY);
     CHECK_INT(db_health(b), DB_HEALTH_READONLY);
     CHECK_STR(db_health_name(DB_HEALTH_READONLY), "read-only");
-    CHECK_INT(db_begin(a), -1);
+    /* new long-lived work is refused on every connection */
+    CHECK_INT(db_can_write(a), -1);
     CHECK_INT(db_err_kind(a), PERR_DB_READONLY);
     CHECK_STR(db_errmsg(a), "the database is read-only");
     CHECK_STR(db_err_text(a, "Database error"), "The database is read-only");
+    CHECK_INT(db_can_write(b), -1);
+    CHECK_INT(db_err_kind(b), PERR_DB_READONLY);
+    /* a connection opened before the spell still writes through its
+     * descriptor (work already running ends normally) ... */
+    CHECK_INT(db_begin(a), 0);
+    CHECK_INT(db_commit(a), 0);
+    /* ... one opened during it cannot, and says so at once */
     CHECK_INT(db_begin(b), -1);
     CHECK_INT(db_err_kind(b), PERR_DB_READONLY);
+    CHECK_STR(db_errmsg(b), "the database is read-only");
     /* a write the backend itself refuses has the same kind */
     CHECK_INT(store_ticket_put(b, "t-ro", "x"), STORE_ERR);
     CHECK_INT(db_err_kind(b), PERR_DB_READONLY);
