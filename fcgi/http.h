@@ -73,9 +73,9 @@ struct request {
     struct parley_ctx *ctx;    /* this thread's db + shared bell + config */
     struct response *res;
     /* Set by a handler that wants work done after the response is finished
-     * (long-poll generations): called by the transport after http_dispatch
-     * returned (the response is finished by then), in the same thread, with
-     * r and r->ctx still valid. */
+     * (no handler needs it now: generations go to proto_job_submit):
+     * called by the transport after http_dispatch returned (the response is
+     * finished by then), in the same thread, with r and r->ctx still valid. */
     void (*after)(struct request *r, void *arg);
     void *after_arg;
 };

@@ -1,4 +1,4 @@
-/* test_poll_batch.c — the long-poll GET (fcgi/api_poll.c) with many waiting
+/* test_poll_batch.c — the long-poll GET (fcgi/poll_get.c, poll_hub.c) with many waiting
  * requests at once, driven through http_dispatch() from threads (one
  * database connection each, one shared doorbell), as parley.fcgi's workers
  * run them:
