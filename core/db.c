@@ -64,6 +64,7 @@ struct parley_db {
     int ckpt_due;              /* a checkpoint waits for the gate's release */
     int refused;               /* the last failure was "read-only" (kept over a rollback) */
     int broken;                /* BEGIN/COMMIT failed in a way that calls for a reopen */
+    int64_t reopen_failed_ms;  /* mono_ms() of the last failed reopen (0: none) */
     unsigned rnd;
     struct stmt_slot cache[STMT_CACHE];
     int ncache;
@@ -366,8 +367,10 @@ static int reopen(parley_db *db)
     sqlite3 *h = NULL;
     if (connect_handle(db, db->path, SQLITE_OPEN_READWRITE, &h, err, sizeof err) < 0) {
         fprintf(stderr, "parley: db: reopen failed: %s\n", err);
+        db->reopen_failed_ms = mono_ms();
         return -1;
     }
+    db->reopen_failed_ms = 0;
     cache_clear(db);
     sqlite3_close_v2(db->h);
     db->h = h;
@@ -377,8 +380,9 @@ static int reopen(parley_db *db)
 }
 
 /* Outside a transaction: reopens the connection when it is read-only and
- * the file can be written again, or when its last error calls for it.
- * Cheap when nothing is wrong (two calls into SQLite, no system call). */
+ * the file can be written again, or when its last error calls for it (at
+ * most once a second after a reopen failed). Cheap when nothing is wrong:
+ * three calls into SQLite, no system call. */
 static void heal(parley_db *db, int check_last_error)
 {
     if (db->in_tx || db->gated || !sqlite3_get_autocommit(db->h))
@@ -387,6 +391,8 @@ static void heal(parley_db *db, int check_last_error)
     int broken = db->broken ||
                  (check_last_error && needs_reopen_code(sqlite3_extended_errcode(db->h)));
     if (!ro && !broken)
+        return;
+    if (db->reopen_failed_ms && mono_ms() - db->reopen_failed_ms < 1000)
         return;
     if (!file_writable(db->path) || stmt_running(db))
         return;
