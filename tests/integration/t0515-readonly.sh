@@ -58,6 +58,27 @@ health() {
     [ "$_code" = "$1" ] && grep -q "\"database\": *\"$2\"" "$_b"
 }
 
+# send_refused — seed 004 over SSE (parley.fcgi) on conversation $CONV:
+# 503 with "The database is read-only", before any event.
+send_refused() {
+    _b=$IT_TMP/send.out
+    _code=$(curl -s -o "$_b" -w '%{http_code}' -H 'Content-Type: application/json' \
+        -d "{\"conversationId\":\"$CONV\",\"content\":\"hello during the spell\"}" \
+        "$BASE/api/chat/send") || true
+    echo "HTTP $_code $(head -c 300 "$_b")"
+    [ "$_code" = 503 ] && grep -q 'The database is read-only' "$_b"
+}
+
+# send_done — the same after the spell: the SSE stream ends with done.
+send_done() {
+    _b=$IT_TMP/send.out
+    curl -s -N -m 60 -o "$_b" -H 'Content-Type: application/json' \
+        -d "{\"conversationId\":\"$CONV\",\"content\":\"hello after the spell\"}" \
+        "$BASE/api/chat/send" || true
+    tail -c 300 "$_b"; echo
+    grep -q '"done": *true' "$_b"
+}
+
 # nothing_running — /api/health counts no running job.
 nothing_running() {
     curl -s "$BASE/api/health" >"$IT_TMP/health.json" || true
@@ -67,12 +88,16 @@ nothing_running() {
 
 ok "before: generations end done" gens before 3 done
 ok "before: health 200 database ok" health 200 ok
+CONV=$(curl -s -H 'Content-Type: application/json' -d '{"title":"read-only spell"}' \
+    "$BASE/api/chat/sessions" | sed -n 's/.*"id": *"\([^"]*\)".*/\1/p')
+[ -n "$CONV" ] || it_die "could not create a conversation"
 
 ok "a spell that begins while 4 generations stream: they all end done" \
     gens inflight 4 done --slow --chmod-0444-after-first-token "$IT_DB"
 chmod 0444 "$IT_DB"          # (already, unless the step above failed early)
 ok "spell: every generation gets 'the database is read-only' at once" gens spell 4 read-only
 ok "spell: health 503 database read-only" health 503 read-only
+ok "spell: seed 004 over SSE (parley.fcgi) answers 503 'The database is read-only'" send_refused
 
 # A bridge started now opens every connection read-only.
 it_stop "$BRIDGE_PID"
@@ -84,5 +109,6 @@ chmod 0644 "$IT_DB"
 ok "after: health 200 database ok" health 200 ok
 ok "after: the bridge started during the spell generates again (6 at once)" gens after 6 done
 ok "after: again, on the same connections" gens after2 6 done
+ok "after: seed 004 over SSE generates again" send_done
 ok "after: no job left running" nothing_running
 it_done
