@@ -70,6 +70,7 @@ metrics_ws_up() {
 }
 
 # --- a wrong setting is called a configuration error -----------------------
+unset SERVER
 PORT=$(free_port)
 RUN_LOG=$IT_TMP/run-bad.log
 env PARLEY_DB="$IT_TMP/data/bad.db" PORT="$PORT" BUILD="$BUILD" FAKE_LLM_URL="$FAKE_LLM_URL" \
@@ -81,10 +82,15 @@ bad_config_said() {
 }
 ok "run.sh with WEBSOCKET_TIMEOUT=soon stops with a configuration error, not a database one" bad_config_said
 
-# --- empty settings, as docker-compose passes them -------------------------
+# --- each server setup of make run ----------------------------------------
+# (SERVER= as make run takes it), with empty settings as docker-compose
+# passes them.
+for SERVER in apache apache-proxy lighttpd; do
+export SERVER
 PORT=$(free_port)
-RUN_LOG=$IT_TMP/run.log
-it_bg "$RUN_LOG" env PARLEY_DB="$IT_TMP/data/run.db" PORT="$PORT" BUILD="$BUILD" \
+RUN_LOG=$IT_TMP/run-$SERVER.log
+RUN_DB=$IT_TMP/data/run-$SERVER.db
+it_bg "$RUN_LOG" env PARLEY_DB="$RUN_DB" PORT="$PORT" BUILD="$BUILD" \
     FAKE_LLM_URL="$FAKE_LLM_URL" OLLAMA_SERVER= PARLEY_MODEL= OPENAI_API_KEY= PARLEY_ALLOWED_ORIGINS= \
     sh tools/run.sh
 RUN_PID=$IT_LAST_PID
@@ -94,26 +100,30 @@ started() {
     _h=$(curl -sS -m 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/api/health")
     [ "$_h" = 200 ] || { echo "GET /api/health: $_h"; return 1; }
 }
-ok "run.sh with OLLAMA_SERVER= (and other empty settings) starts and serves /api/health" started
-served || it_die "run.sh did not start; the rest needs it"
+ok "$SERVER: run.sh with OLLAMA_SERVER= (and other empty settings) starts and serves /api/health" started
+if ! served; then
+    it_stop "$RUN_PID"
+    continue
+fi
 
 ws_up() {
     until_ok 600 metrics_ws_up && return 0
     curl -sS -m 5 "http://127.0.0.1:$PORT/api/metrics" | grep '^parley_ws' | head -n 5
     return 1
 }
-ok "/api/metrics under run.sh: parley_ws_up 1 while the bridge runs" ws_up
+ok "$SERVER: /api/metrics under run.sh: parley_ws_up 1 while the bridge runs" ws_up
 ws_numbers() {
     _m=$(curl -fsS -m 5 "http://127.0.0.1:$PORT/api/metrics") && printf "%s\n" "$_m" | grep -q "^parley_ws_connections_max "
 }
-ok "/api/metrics under run.sh carries the bridge's numbers" ws_numbers
-ok "WebSocket through the web server works" until_ok 100 ws_welcome
+ok "$SERVER: /api/metrics under run.sh carries the bridge's numbers" ws_numbers
+ok "$SERVER: WebSocket through the web server works" until_ok 100 ws_welcome
 
 restarted() {
     _old=$(bridge_pids)
     [ -n "$_old" ] || { echo "no bridge process found under $(run_tmp)"; return 1; }
     # shellcheck disable=SC2086
     kill -KILL $_old
+    rm -f "$RUN_DB-ws.prom"          # the old bridge's numbers: gone
     _i=0
     while [ $_i -lt 100 ]; do
         _new=$(bridge_pids)
@@ -124,8 +134,8 @@ restarted() {
     until_ok 600 ws_welcome || { echo "WebSocket still fails: $(ws_welcome)"; tail -n 5 "$RUN_LOG"; return 1; }
     echo "bridge pid $_old killed, now $_new"
 }
-ok "after kill -9 of the bridge, WebSocket through the web server works again" restarted
-ok "and /api/metrics says parley_ws_up 1 again" until_ok 600 metrics_ws_up
+ok "$SERVER: after kill -9 of the bridge, WebSocket through the web server works again" restarted
+ok "$SERVER: and the new bridge's numbers reach /api/metrics (parley_ws_up 1)" until_ok 600 metrics_ws_up
 
 stopped() {
     _rt=$(run_tmp)
@@ -133,5 +143,6 @@ stopped() {
     [ -z "$(bridge_pids)" ] || { echo "a bridge outlived run.sh"; return 1; }
     [ ! -d "$_rt" ] || { echo "$_rt left behind"; return 1; }
 }
-ok "run.sh stopped: no bridge left, its temporary directory removed" stopped
+ok "$SERVER: run.sh stopped: no bridge left, its temporary directory removed" stopped
+done
 it_done
