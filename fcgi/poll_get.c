@@ -265,7 +265,7 @@ static int get_look(struct get *g)
             g->stored = stored_after_cursor(g, g->next_seq);
         g->wrote = 1;
     }
-    g->next_look = pk.job || (pk.work && g->following) ? mono_ms() + g->recheck_ms : INT64_MAX;
+    g->next_look = g->job || (pk.work && g->following) ? mono_ms() + g->recheck_ms : INT64_MAX;
     return 0;
 }
 

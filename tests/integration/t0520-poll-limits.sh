@@ -41,4 +41,16 @@ if [ "$_rc" -ne 0 ] || [ "$TAP_N" -eq 0 ]; then
     [ "$TAP_N" -eq 0 ] && { TAP_N=1; TAP_FAILED=1; echo "not ok 1 - the client suite ran no test (exit $_rc)"; }
     tail -n 10 "$SETUP_DIR/logs/app.log" | sed 's/^/#   parley.fcgi: /'
 fi
+# Under SANITIZE=address,undefined any report in a log (a leak at exit
+# included) fails the run.
+stop_setup
+_hits=$(grep -rlE --include='*.log' 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$IT_TMP" 2>/dev/null) || true
+TAP_N=$((TAP_N + 1))
+if [ -n "$_hits" ]; then
+    TAP_FAILED=$((TAP_FAILED + 1))
+    echo "not ok $TAP_N - sanitizer reports in: $_hits"
+    for _f in $_hits; do grep -m 3 -A 12 -E 'Sanitizer|runtime error:' "$_f" | sed 's/^/# /'; done
+else
+    echo "ok $TAP_N - no sanitizer report in the app's log"
+fi
 it_done
