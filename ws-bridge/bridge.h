@@ -21,6 +21,8 @@
  * Other threads never call into lws except lws_cancel_service(): they queue
  * frames on a connection and put it on the notify list (conn_notify), and
  * the service thread asks for a writable callback.
+ * Every file logs with wslog() and times with bridge_now_ms() (log.h); no
+ * file depends on main.c, which only parses options and runs the threads.
  */
 #ifndef PARLEY_WS_BRIDGE_H
 #define PARLEY_WS_BRIDGE_H

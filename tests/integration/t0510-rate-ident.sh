@@ -24,6 +24,7 @@ echo "RATE_LIMIT_MESSAGES_PER_MINUTE=$LIMIT" >>"$IT_APP_CONFIG"
 IT_DB=$IT_TMP/data/parley.db
 
 start_bridge || it_die "parley-ws did not start"
+BRIDGE_PID=$IT_LAST_PID
 WS_PORT=$BRIDGE_PORT
 start_proxy_fcgi "$BUILD/parley.fcgi"
 it_log "bridge ws://127.0.0.1:$BRIDGE_PORT, web server $BASE"
@@ -45,5 +46,18 @@ if [ "$_rc" -ne 0 ] || [ "$TAP_N" -eq 0 ]; then
     grep -E '^ *(#|  ---|    (error|expected|actual|message))' "$_out" | head -n 40 | sed 's/^/#   /'
     [ "$TAP_N" -eq 0 ] && { TAP_N=1; TAP_FAILED=1; echo "not ok 1 - the client suite ran no test (exit $_rc)"; }
     tail -n 10 "$IT_TMP/bridge/parley-ws.log" | sed 's/^/#   parley-ws: /'
+fi
+# Under SANITIZE=address,undefined: no report from the bridge or the app,
+# a leak at exit included.
+stop_setup
+it_stop "$BRIDGE_PID"
+_hits=$(grep -rlE --include='*.log' 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$IT_TMP" 2>/dev/null) || true
+TAP_N=$((TAP_N + 1))
+if [ -n "$_hits" ]; then
+    TAP_FAILED=$((TAP_FAILED + 1))
+    echo "not ok $TAP_N - sanitizer reports in: $_hits"
+    for _f in $_hits; do grep -m 3 -A 12 -E 'Sanitizer|runtime error:' "$_f" | sed 's/^/# /'; done
+else
+    echo "ok $TAP_N - no sanitizer report from the bridge or parley.fcgi"
 fi
 it_done
