@@ -122,3 +122,11 @@ test('and the other way round: REST/SSE first, then WebSocket', async () => {
   assert.deepEqual(await sseSend(who, first), oks(first));
   assert.deepEqual(await wsSend(who, 2), ['ok', 'limited'], 'WebSocket had a bucket of its own');
 });
+
+test('a 120-byte subject (over 100 bytes: a hashed key) has one bucket for WebSocket and REST/SSE', async () => {
+  const who = jwt(subject(`rl-${run}-grace-`, '-g', 120));
+  const first = LIMIT - 1;
+  assert.deepEqual(await wsSend(who, first), oks(first));
+  assert.deepEqual(await sseSend(who, 2), ['ok', 'limited'], 'SSE had a bucket of its own');
+  assert.deepEqual(await wsSend(who, 1), ['limited']);
+});
