@@ -19,6 +19,7 @@
 #                                    same database and upstream; set WS_PORT to it
 #   stop_setup                       stops the servers of the last start_*
 #   ok NAME CMD...                   runs CMD, prints "ok N - NAME" / "not ok N - NAME"
+#   it_node_tap PREFIX FILE.mjs      runs a node --test file; its results become ours
 #   it_done                          prints the plan; exit status 0 only if all passed
 #
 # Each setup gets its own directory under one mktemp -d: generated main
@@ -457,6 +458,42 @@ ok() {
         [ -n "$_out" ] && printf '%s\n' "$_out" | sed 's/^/#   /'
         for _f in "$SETUP_DIR"/logs/*; do
             [ -s "$_f" ] && tail -n 10 "$_f" | sed "s|^|#   $(basename "$_f"): |"
+        done
+    fi
+    return 0
+}
+
+# it_node_tap PREFIX FILE.mjs — runs FILE with node --test (environment as
+# set by the caller); each of its top-level results becomes one of ours,
+# "PREFIX" before the name (skips stay skips). When it fails or runs no
+# test, its error lines and the tail of the setup's logs follow as
+# diagnostics.
+it_node_tap() {
+    _pre=$1 _file=$2
+    _out=$IT_TMP/$(basename "$_file" .mjs).$TAP_N.tap
+    node --test --test-reporter=tap "$_file" >"$_out" 2>&1 && _rc=0 || _rc=$?
+    _n=0
+    while IFS= read -r _line; do
+        case $_line in
+        "ok "*|"not ok "*)
+            _n=$((_n + 1)); TAP_N=$((TAP_N + 1))
+            _t=$(printf '%s' "$_line" | sed -E 's/^(not )?ok [0-9]+ - //')
+            case $_line in
+            "not ok "*) TAP_FAILED=$((TAP_FAILED + 1)); echo "not ok $TAP_N - $_pre$_t" ;;
+            *) echo "ok $TAP_N - $_pre$_t" ;;
+            esac ;;
+        esac
+    done <"$_out"
+    if [ "$_rc" -ne 0 ] || [ "$_n" -eq 0 ]; then
+        grep -E '^ *(error:|expected:|actual:|  [^ #-][^:]*$)' "$_out" | grep -v '^ *\(at \|stack\)' |
+            head -n 40 | sed 's/^/#   /'
+        if [ "$_n" -eq 0 ]; then
+            TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1))
+            echo "not ok $TAP_N - $_pre$(basename "$_file") ran no test (exit $_rc)"
+            tail -n 10 "$_out" | sed 's/^/#   /'
+        fi
+        for _f in "$SETUP_DIR"/logs/error.log "$SETUP_DIR"/logs/app.log "$IT_TMP"/bridge/parley-ws.log; do
+            [ -s "$_f" ] && tail -n 5 "$_f" | sed "s|^|#   $(basename "$_f"): |"
         done
     fi
     return 0

@@ -29,24 +29,9 @@ WS_PORT=$BRIDGE_PORT
 start_proxy_fcgi "$BUILD/parley.fcgi"
 it_log "bridge ws://127.0.0.1:$BRIDGE_PORT, web server $BASE"
 
-_out=$IT_TMP/rate-ident.tap
 WS_URL="ws://127.0.0.1:$BRIDGE_PORT" PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET LIMIT=$LIMIT \
-    node --test --test-reporter=tap tests/integration/rate-ident.mjs >"$_out" 2>&1 && _rc=0 || _rc=$?
-while IFS= read -r _line; do
-    case $_line in
-    "ok "*|"not ok "*)
-        _t=$(printf '%s' "$_line" | sed -E 's/^(not )?ok [0-9]+ - //')
-        case $_line in
-        "not ok "*) TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1)); echo "not ok $TAP_N - $_t" ;;
-        *) TAP_N=$((TAP_N + 1)); echo "ok $TAP_N - $_t" ;;
-        esac ;;
-    esac
-done <"$_out"
-if [ "$_rc" -ne 0 ] || [ "$TAP_N" -eq 0 ]; then
-    grep -E '^ *(#|  ---|    (error|expected|actual|message))' "$_out" | head -n 40 | sed 's/^/#   /'
-    [ "$TAP_N" -eq 0 ] && { TAP_N=1; TAP_FAILED=1; echo "not ok 1 - the client suite ran no test (exit $_rc)"; }
-    tail -n 10 "$IT_TMP/bridge/parley-ws.log" | sed 's/^/#   parley-ws: /'
-fi
+    it_node_tap "" tests/integration/rate-ident.mjs
+
 # Under SANITIZE=address,undefined: no report from the bridge or the app,
 # a leak at exit included.
 stop_setup

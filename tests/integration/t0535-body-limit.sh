@@ -22,31 +22,9 @@ IT_NO_WS=1
 for setup in fcgid htaccess proxy_fcgi lighttpd; do
     IT_DB=$IT_TMP/data/$setup.db
     "start_$setup" "$APP"
-    _out=$SETUP_DIR/logs/body-limit.tap
     _limit=1048576
     [ "$setup" = htaccess ] && _limit=131072
-    PARLEY_BASE=$BASE PARLEY_SETUP=$setup BODY_LIMIT=$_limit \
-        node --test --test-reporter=tap tests/integration/body-limit.mjs >"$_out" 2>&1 && _rc=0 || _rc=$?
-    _n=0
-    while IFS= read -r _line; do
-        case $_line in
-        "ok "*|"not ok "*)
-            _n=$((_n + 1)); TAP_N=$((TAP_N + 1))
-            _t=$(printf '%s' "$_line" | sed -E 's/^(not )?ok [0-9]+ - //')
-            case $_line in
-            "not ok "*) TAP_FAILED=$((TAP_FAILED + 1)); echo "not ok $TAP_N - $_t" ;;
-            *) echo "ok $TAP_N - $_t" ;;
-            esac ;;
-        esac
-    done <"$_out"
-    if [ "$_rc" -ne 0 ] || [ "$_n" -eq 0 ]; then
-        grep -E '^ *(error|  ---|    (expected|actual))' "$_out" | grep -v '^ *---' | head -n 20 | sed 's/^/#   /'
-        [ "$_n" -eq 0 ] && { TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1)); \
-            echo "not ok $TAP_N - $setup: the checks ran no test (exit $_rc)"; }
-        for _f in "$SETUP_DIR"/logs/error.log "$SETUP_DIR"/logs/app.log; do
-            [ -s "$_f" ] && tail -n 5 "$_f" | sed "s|^|#   $(basename "$_f"): |"
-        done
-    fi
+    PARLEY_BASE=$BASE PARLEY_SETUP=$setup BODY_LIMIT=$_limit it_node_tap "" tests/integration/body-limit.mjs
     stop_setup
 done
 it_done
