@@ -321,21 +321,33 @@ static int on_established(struct lws *wsi, struct bridge *br, struct pss *pss)
     return 0;
 }
 
+/* Service thread: forgets the message being assembled. */
+static void rx_drop(struct wsconn *c)
+{
+    free(c->rx);
+    c->rx = NULL;
+    c->rx_len = c->rx_cap = 0;
+}
+
+/* Service thread: refuses what the client sent by closing with code and
+ * why (a static string); returns -1 for the callback to return. */
+static int refuse(struct lws *wsi, struct wsconn *c, enum close_why w,
+                  enum lws_close_status code, const char *why)
+{
+    c->closing = 1;
+    metrics_closed(w);
+    lws_close_reason(wsi, code, (unsigned char *)(uintptr_t)why, strlen(why));
+    return -1;
+}
+
 static int on_receive(struct lws *wsi, struct bridge *br, struct wsconn *c, const void *in,
                       size_t len)
 {
     if (!c || c->closing)
         return 0;
     if (c->rx_len + len > br->opt.max_message) {
-        free(c->rx);
-        c->rx = NULL;
-        c->rx_len = c->rx_cap = 0;
-        c->closing = 1;
-        metrics_closed(CW_TOO_BIG);
-        static const char why[] = "message too big";
-        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)why,
-                         sizeof why - 1);
-        return -1;
+        rx_drop(c);
+        return refuse(wsi, c, CW_TOO_BIG, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too big");
     }
     if (c->rx_len + len + 1 > c->rx_cap) {
         size_t cap = c->rx_cap ? c->rx_cap : 256;
@@ -356,17 +368,10 @@ static int on_receive(struct lws *wsi, struct bridge *br, struct wsconn *c, cons
     metrics_received(n);
     c->last_active_ms = bridge_now_ms();
     int pending = binary ? 0 : sched_task(c, T_MESSAGE, c->rx, n);
-    free(c->rx);
-    c->rx = NULL;
-    c->rx_len = c->rx_cap = 0;
-    if (binary) {
-        c->closing = 1;
-        metrics_closed(CW_BINARY);
-        static const char why[] = "binary messages are not supported: send JSON text";
-        lws_close_reason(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, (unsigned char *)why,
-                         sizeof why - 1);
-        return -1;
-    }
+    rx_drop(c);
+    if (binary)
+        return refuse(wsi, c, CW_BINARY, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
+                      "binary messages are not supported: send JSON text");
     if (pending < 0)
         return -1;
     if (pending >= RX_PAUSE_AT && !__atomic_load_n(&c->rx_paused, __ATOMIC_ACQUIRE)) {
@@ -459,8 +464,7 @@ static void on_closed(struct bridge *br, struct pss *pss)
     if (!c->closing)
         metrics_closed(CW_CLIENT);
     c->wsi = NULL;
-    free(c->rx);
-    c->rx = NULL;
+    rx_drop(c);
     sched_task(c, T_CLOSE, NULL, 0);
     conn_unref(c);                     /* the service thread's reference */
     if (br->shutdown_started && br->nlive == 0 && br->lws)
