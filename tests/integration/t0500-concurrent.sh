@@ -1,0 +1,112 @@
+#!/bin/sh
+# t0500-concurrent.sh — many generations at once (issue 8, defect i): N
+# ticket answers started together, one viewer each, over WebSocket (the
+# bridge) and over long-poll through lighttpd, Apache + mod_proxy_fcgi and
+# Apache + mod_fcgid, with the fronts' thread and process limits scaled
+# down from the shipped ones (tests/integration/concurrent.mjs checks).
+# Every viewer must get every token and "done", none may fail (no error
+# frame, no 410), and all N generations must run at once: every first token
+# arrives before any answer ends (a front that gives each running generation
+# a thread of its own starts the later ones only after the first ones end).
+#
+#   T0500_N (60)          generations per setup (bridge, lighttpd, mod_proxy_fcgi)
+#   T0500_THREADS (N+20)  parley.fcgi worker threads under lighttpd and
+#                         mod_proxy_fcgi (shipped: 16 and 32): every waiting
+#                         long-poll GET holds one, so N viewers need N of
+#                         them, and the generations must need none
+#   T0500_FCGID_N (20)    generations under mod_fcgid, with N+8 processes of
+#                         ONE worker thread each; every waiting GET holds a
+#                         process and mod_fcgid spawns about one a second
+#                         after a burst of ten, so N long-poll GETs of 15 s
+#                         first make it spawn them (--warmup)
+# TAP output; exit status 0 only if everything passed.
+cd "$(dirname "$0")/../.." || exit 1
+. tests/integration/lib.sh
+
+if [ ! -x "$BUILD/parley.fcgi" ] || [ ! -x "$BUILD/parley-ws" ]; then
+    echo "ok 1 - concurrent generations # SKIP $BUILD/parley.fcgi or parley-ws is not built"
+    echo "1..1"
+    exit 0
+fi
+case $BUILD in /*) ;; *) BUILD=$IT_ROOT/$BUILD ;; esac
+
+N=${T0500_N:-60}
+THREADS=${T0500_THREADS:-$((N + 20))}
+FCGID_N=${T0500_FCGID_N:-20}
+PROCS=$((FCGID_N + 8))
+FCGID_THREADS=1
+TOKENS=${T0500_TOKENS:-60}
+TOKEN_MS=${T0500_TOKEN_MS:-100}
+
+it_init
+it_fake_llm
+IT_APP_CONFIG=$IT_TMP/parley.conf
+{
+    echo "RATE_LIMIT_MESSAGES_PER_MINUTE=0"     # N messages from one client address
+    echo "PARLEY_COALESCE_MS=5"
+
+} >"$IT_APP_CONFIG"
+it_own "$IT_APP_CONFIG"
+export IT_APP_CONFIG
+
+# The shipped snippets with the thread / process limits scaled down: the
+# start_* functions read apache-conf/ from the current directory.
+SCALED=$IT_TMP/scaled
+mkdir -p "$SCALED/apache-conf"
+sed -e "s/--threads [0-9][0-9]*/--threads $THREADS/" apache-conf/lighttpd-parley.conf \
+    >"$SCALED/apache-conf/lighttpd-parley.conf"
+sed -e "s/--threads [0-9][0-9]*/--threads $THREADS/" apache-conf/parley-fcgi.service \
+    >"$SCALED/apache-conf/parley-fcgi.service"
+sed -e "s/^FcgidMaxProcessesPerClass .*/FcgidMaxProcessesPerClass $PROCS/" \
+    -e "\$a FcgidInitialEnv PARLEY_FCGI_THREADS $FCGID_THREADS" apache-conf/parley-fcgid.conf \
+    >"$SCALED/apache-conf/parley-fcgid.conf"
+for _f in parley-proxy-fcgi.conf parley-websocket.conf; do cp "apache-conf/$_f" "$SCALED/apache-conf/"; done
+grep -q -- "--threads $THREADS" "$SCALED/apache-conf/lighttpd-parley.conf" || it_die "lighttpd-parley.conf: no --threads to scale"
+grep -q -- "--threads $THREADS" "$SCALED/apache-conf/parley-fcgi.service" || it_die "parley-fcgi.service: no --threads to scale"
+grep -q "^FcgidMaxProcessesPerClass $PROCS" "$SCALED/apache-conf/parley-fcgid.conf" || it_die "parley-fcgid.conf: no FcgidMaxProcessesPerClass"
+it_own "$SCALED"
+
+# concurrent NAME TRANSPORT BASE N [OPTIONS...]
+concurrent() {
+    _name=$1 _tr=$2 _base=$3 _n=$4
+    shift 4
+    _out=$IT_TMP/concurrent-$_name.out
+    node "$IT_ROOT/tests/integration/concurrent.mjs" --transport "$_tr" --base "$_base" \
+        --n "$_n" --tokens "$TOKENS" --token-ms "$TOKEN_MS" "$@" \
+        >"$_out" 2>&1 && _rc=0 || _rc=$?
+    cat "$_out"
+    return "$_rc"
+}
+
+IT_NO_WS=1
+it_log "generations of $TOKENS tokens every $TOKEN_MS ms"
+
+if start_bridge; then
+    ok "bridge (WebSocket): $N generations at once, every token and done to every viewer" \
+        concurrent bridge ws "http://127.0.0.1:$BRIDGE_PORT" "$N"
+else
+    ok "bridge (WebSocket): the bridge starts" false
+fi
+
+cd "$SCALED"
+start_lighttpd "$BUILD/parley.fcgi"
+cd "$IT_ROOT"
+ok "lighttpd long-poll ($THREADS app threads): $N generations at once, every token and done" \
+    concurrent lighttpd poll "$BASE" "$N"
+stop_setup
+
+cd "$SCALED"
+start_proxy_fcgi "$BUILD/parley.fcgi"
+cd "$IT_ROOT"
+ok "mod_proxy_fcgi long-poll ($THREADS app threads): $N generations at once, every token and done" \
+    concurrent proxy-fcgi poll "$BASE" "$N"
+stop_setup
+
+cd "$SCALED"
+start_fcgid "$BUILD/parley.fcgi"
+cd "$IT_ROOT"
+ok "mod_fcgid long-poll ($PROCS processes of $FCGID_THREADS thread): $FCGID_N generations at once, every token and done" \
+    concurrent fcgid poll "$BASE" "$FCGID_N" --warmup 15
+stop_setup
+
+it_done
