@@ -17,7 +17,8 @@
 #
 # The client is tests/integration/concurrent.mjs (the checks of
 # t0500-concurrent.sh: every token and done to every viewer, all started
-# before any ended); the servers are the integration harness's, with the
+# before any ended; requests repeated on 503 or a reset as www/parley.js
+# does); the servers are the integration harness's, with the
 # SHIPPED apache-conf/ snippets except for the thread counts above (and
 # mod_fcgid as shipped: FcgidMaxProcessesPerClass 64). One row per setup.
 # Bounded: every run is under timeout(1).
@@ -66,8 +67,8 @@ echo "First token = from the viewer sending its ticket body to its first \`strea
 echo "Long-poll viewers open their session and start polling (wait=25) before sending, as www/parley.js does;"
 echo "parley.fcgi --threads $THREADS (lighttpd, mod_proxy_fcgi), Apache MaxRequestWorkers $BENCH_APACHE_WORKERS, mod_fcgid as shipped."
 echo
-echo "| setup | transport | generations | complete | failed | started after another ended | first token p50 (ms) | p99 (ms) | max (ms) | wall time (s) |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| setup | transport | generations | complete | failed | started after another ended | first token p50 (ms) | p99 (ms) | max (ms) | requests repeated (503, reset) | wall time (s) |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 
 rc=0
 row() { # setup transport json-file seconds
@@ -76,9 +77,9 @@ row() { # setup transport json-file seconds
       const [setup, tr, file, secs] = process.argv.slice(1);
       let j = null;
       for (const l of fs.readFileSync(file, "utf8").split("\n")) { try { j = JSON.parse(l); } catch {} }
-      if (!j) { console.log(`| ${setup} | ${tr} | | | | | | | | ${secs} (no result) |`); process.exit(0); }
+      if (!j) { console.log(`| ${setup} | ${tr} | | | | | | | | | ${secs} (no result) |`); process.exit(0); }
       const f = j.first_token_beyond_upstream_ms;
-      console.log(`| ${setup} | ${tr} | ${j.n} | ${j.complete} | ${j.failed} | ${j.late_starts} | ${f.p50 ?? "-"} | ${f.p99 ?? "-"} | ${f.max ?? "-"} | ${secs} |`);
+      console.log(`| ${setup} | ${tr} | ${j.n} | ${j.complete} | ${j.failed} | ${j.late_starts} | ${f.p50 ?? "-"} | ${f.p99 ?? "-"} | ${f.max ?? "-"} | ${j.retried_requests ?? "-"} | ${secs} |`);
     ' "$@"
 }
 DETAILS=$IT_TMP/details

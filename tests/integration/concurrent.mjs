@@ -58,20 +58,28 @@ function jwt(sub) {
 const run = randomUUID().slice(0, 8);
 const now = () => performance.now();
 
-// fetch, repeated on a network error (a kept connection the server closed
-// meanwhile, a reset) for up to 60 s with a backoff from 250 ms to 5 s, as
-// www/parley.js does; a GET is repeated from the same cursor, so nothing is
-// lost or doubled. HTTP statuses are the caller's.
+// fetch, repeated as www/parley.js repeats a long-poll request: on a
+// network error (a kept connection the server closed meanwhile, a reset) and
+// on 409, 429, 502, 503, 504, for up to 60 s with a backoff from 250 ms to
+// 5 s; a GET is repeated from the same cursor, so nothing is lost or
+// doubled. Other statuses are the caller's. retries counts the repeats.
+const RETRYABLE = new Set([409, 429, 502, 503, 504]);
+let retries = 0;
 async function fetchRetry(url, init) {
   const until = Date.now() + 60000;
   for (let delay = 250; ; delay = Math.min(delay * 2, 5000)) {
+    let why;
     try {
-      return await fetch(url, init());
+      const r = await fetch(url, init());
+      if (!RETRYABLE.has(r.status) || Date.now() + delay > until) return r;
+      await r.arrayBuffer().catch(() => {});
+      why = `HTTP ${r.status}`;
     } catch (e) {
-      if (Date.now() + delay > until)
-        throw new Error(`${e.message}${e.cause ? ` (${e.cause.code || e.cause.message})` : ''}`);
-      await new Promise((r) => setTimeout(r, delay));
+      why = `${e.message}${e.cause ? ` (${e.cause.code || e.cause.message})` : ''}`;
+      if (Date.now() + delay > until) throw new Error(why);
     }
+    retries++;
+    await new Promise((r) => setTimeout(r, delay));
   }
 }
 
@@ -158,7 +166,7 @@ class Viewer {
         r = await fetchRetry(`${BASE}/api/poll/${this.sid}?cursor=${this.cursor}&wait=${WAIT}`, () => ({
           headers: this.headers(), signal: AbortSignal.timeout((WAIT + 60) * 1000),
         }));
-        j = await r.json();
+        j = await r.json().catch(() => ({ status: r.status }));
       } catch (e) {
         this.fail(`poll: ${e.message}`);
         return;
@@ -242,11 +250,12 @@ const summary = {
   complete: ok.length, failed: N - ok.length, late_starts: lateStarts,
   first_token_beyond_upstream_ms: { p50: pct(first, 50), p99: pct(first, 99), max: pct(first, 100) },
   tokens_received: viewers.reduce((a, v) => a + (v.text === v.want ? TOKENS : 0), 0),
+  retried_requests: retries,
 };
 if (JSON_OUT) console.log(JSON.stringify(summary));
 else console.log(`${TRANSPORT}: ${ok.length}/${N} complete, ${lateStarts} started after a done; ` +
   `first token beyond the upstream's: p50 ${summary.first_token_beyond_upstream_ms.p50} ms, ` +
-  `p99 ${summary.first_token_beyond_upstream_ms.p99} ms`);
+  `p99 ${summary.first_token_beyond_upstream_ms.p99} ms; ${retries} requests repeated`);
 for (const p of problems.slice(0, 20)) console.log(p);
 if (problems.length > 20) console.log(`... ${problems.length - 20} more`);
 process.exit(problems.length ? 1 : 0);
