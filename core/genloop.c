@@ -7,6 +7,8 @@
  *   - one curl multi driven with curl_multi_socket_action on an epoll set
  *     (sockets registered by CURLMOPT_SOCKETFUNCTION, curl's timer by
  *     CURLMOPT_TIMERFUNCTION), plus an eventfd that submitters write to;
+ *   - jobs that can start together begin in ONE transaction (lease
+ *     adoptions and "start" events), then their upstream requests go out;
  *   - each job is a runner_gen in RUNNER_BATCH mode + its llm_stream: the
  *     write callback (inside socket_action, on this thread) hands tokens to
  *     the gen, and every coalesce_ms the tokens of EVERY stream that got
@@ -52,6 +54,7 @@ struct entry {
     int dirty;                     /* on L.dirty */
     int ending;                    /* on L.ending */
     int64_t held_ms;               /* waiting: lease last extended (0: never by us) */
+    char owner_before[64];         /* lease owner before a batch begin (restored on rollback) */
 };
 
 /* Shared state (G.mu). */
@@ -88,6 +91,8 @@ static struct {
     int64_t dirty_since;           /* mono_ms of the oldest dirty */
     struct entry **ending;         /* ended: to finish */
     int nending, capending;
+    struct entry **batch;          /* starting together */
+    int capbatch;
     int max;
     int64_t last_tick, last_renew;
 } L;
@@ -178,19 +183,11 @@ static void fail_unstarted(struct parley_ctx *ctx, struct entry *e, const char *
     free_entry(e);
 }
 
-/* Starts e's stream. 0 running, -1 it ended at once (handled here). */
-static int start_entry(struct entry *e)
+/* Starts the upstream request of e, whose gen has begun: into L.run and
+ * the multi. */
+static void launch_entry(struct entry *e)
 {
     struct gen_outcome out;
-    int rc = runner_gen_begin(&L.ctx, &e->job->req, &e->job->claim, RUNNER_BATCH, &out, &e->gen);
-    if (rc != 0) {
-        if (rc < 0)
-            fprintf(stderr, "parley: generation on %s: %s\n", e->job->channel, out.error);
-        gen_outcome_free(&out);
-        free_entry(e);
-        counters(0, 0, 1);
-        return -1;
-    }
     e->st = runner_gen_stream(e->gen);
     e->idx = L.nrun;
     if (push(&L.run, &L.nrun, &L.caprun, e) < 0) {
@@ -201,7 +198,7 @@ static int start_entry(struct entry *e)
         gen_outcome_free(&out);
         free_entry(e);
         counters(0, 0, 1);
-        return -1;
+        return;
     }
     counters(0, 1, 0);
     CURL *easy = e->st ? llm_stream_easy(e->st) : NULL;
@@ -216,6 +213,69 @@ static int start_entry(struct entry *e)
         }
     } else {
         mark_ending(e);            /* failed in setup (config) or out of memory */
+    }
+}
+
+/* Begins e's job on its own (start event in its own transaction) and
+ * launches it. */
+static void start_entry(struct entry *e)
+{
+    struct gen_outcome out;
+    int rc = runner_gen_begin(&L.ctx, &e->job->req, &e->job->claim, RUNNER_BATCH, &out, &e->gen);
+    if (rc != 0) {
+        if (rc < 0)
+            fprintf(stderr, "parley: generation on %s: %s\n", e->job->channel, out.error);
+        gen_outcome_free(&out);
+        free_entry(e);
+        counters(0, 0, 1);
+        return;
+    }
+    gen_outcome_free(&out);
+    launch_entry(e);
+}
+
+/* Begins the jobs of batch[0..n) in ONE transaction (lease adoptions and
+ * start events), then rings and launches them. 0, or -1 when the
+ * transaction failed: nothing of it happened, the caller starts them one by
+ * one. */
+static int start_batch(struct entry **batch, int n)
+{
+    parley_db *db = L.ctx.db;
+    if (db_begin(db) < 0)
+        return -1;
+    int ok = 1, done = 0;
+    for (; done < n && ok; done++) {
+        struct entry *e = batch[done];
+        struct gen_outcome out;
+        str_copy(e->owner_before, sizeof e->owner_before, e->job->claim.lease_owner);
+        int rc = runner_gen_begin(&L.ctx, &e->job->req, &e->job->claim,
+                                  RUNNER_BATCH | RUNNER_IN_TX, &out, &e->gen);
+        if (rc < 0)
+            ok = 0;
+        gen_outcome_free(&out);
+    }
+    if (!ok || db_commit(db) < 0) {
+        db_rollback(db);
+        for (int i = 0; i < done; i++) {
+            struct entry *e = batch[i];
+            if (e->gen)
+                runner_gen_discard(e->gen);
+            e->gen = NULL;
+            str_copy(e->job->claim.lease_owner, sizeof e->job->claim.lease_owner,
+                     e->owner_before);
+        }
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        struct entry *e = batch[i];
+        if (!e->gen) {             /* no longer ours: a viewer failed it */
+            free_entry(e);
+            counters(0, 0, 1);
+            continue;
+        }
+        if (L.ctx.bell)
+            bell_ring(L.ctx.bell, runner_gen_channel(e->gen));
+        launch_entry(e);
     }
     return 0;
 }
@@ -359,7 +419,8 @@ static void take_inbox(void)
 
 static void start_waiting(int64_t now)
 {
-    while (L.wait_head && L.nrun < L.max) {
+    int n = 0;
+    while (L.wait_head && L.nrun + n < L.max) {
         struct entry *e = L.wait_head;
         L.wait_head = e->next;
         if (!L.wait_head)
@@ -367,8 +428,15 @@ static void start_waiting(int64_t now)
         e->next = NULL;
         L.nwait--;
         counters(-1, 0, 0);
-        start_entry(e);
+        if (push(&L.batch, &n, &L.capbatch, e) < 0) {
+            start_entry(e);
+            continue;
+        }
     }
+    if (n > 1 && start_batch(L.batch, n) == 0)
+        n = 0;
+    for (int i = 0; i < n; i++)
+        start_entry(L.batch[i]);
     /* the ones that stay: hold their leases now (the claiming thread's
      * lease would otherwise run out; it is renewed with the others after) */
     for (struct entry *e = L.wait_head; e; e = e->next)
@@ -582,6 +650,7 @@ static void loop_cleanup(void)
     free(L.run);
     free(L.dirty);
     free(L.ending);
+    free(L.batch);
     memset(&L, 0, sizeof L);
 }
 

@@ -303,8 +303,12 @@ int runner_gen_begin(struct parley_ctx *ctx, const struct gen_request *req,
     char *start = json_text(json_pack("{s:I, s:s, s:s}", "job_id", (json_int_t)claim->job_id,
                                       "message_id", rs->out.message_id,
                                       "model", model ? model : ""));
-    if (!start || evlog_append(ctx->db, ctx->bell, req->channel, claim->job_id, "start",
-                               start, strlen(start)) < 0) {
+    int64_t seq = !start ? -1
+                  : (flags & RUNNER_IN_TX)
+                  ? evlog_append_tx(ctx->db, req->channel, claim->job_id, "start", start, strlen(start))
+                  : evlog_append(ctx->db, ctx->bell, req->channel, claim->job_id, "start",
+                                 start, strlen(start));
+    if (seq < 0) {
         free(start);
         str_copy(out->error, sizeof out->error, "database error: cannot record the job start");
         out->kind = LLM_ERR_INTERNAL;
@@ -322,6 +326,11 @@ int runner_gen_begin(struct parley_ctx *ctx, const struct gen_request *req,
     rs->cb.tick_ms = tick;
     *gen = rs;
     return 0;
+}
+
+void runner_gen_discard(struct runner_gen *g)
+{
+    gen_free(g);
 }
 
 struct llm_stream *runner_gen_stream(struct runner_gen *g)

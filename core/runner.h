@@ -71,14 +71,22 @@ int runner_execute(struct parley_ctx *ctx, const struct gen_request *req,
  * thread; ctx, req and claim are borrowed until runner_gen_finish. */
 struct runner_gen;
 #define RUNNER_BATCH 1
+#define RUNNER_IN_TX 2   /* begin: inside the caller's open transaction */
 /* Takes the lease over (jobs_adopt when another thread claimed it), picks
- * the message id and appends "start" (own transaction, rings). 0 with *gen
+ * the message id and appends "start": in its own transaction and rings, or
+ * with RUNNER_IN_TX inside the caller's open transaction (the caller rings
+ * the channel after its commit; if it rolls back instead, it must restore
+ * claim->lease_owner, which the adoption changed, and runner_gen_discard
+ * the gen). 0 with *gen
  * set (new); 1 when the job is no longer ours (a viewer failed it: out says
  * so, nothing to do); -1 on a database error (out says so; the lease
  * expires and viewers recover). out is fully written on 1 / -1. */
 int runner_gen_begin(struct parley_ctx *ctx, const struct gen_request *req,
                      struct job_claim *claim, int flags, struct gen_outcome *out,
                      struct runner_gen **gen);
+/* Frees a gen that never streamed, without touching the database (its
+ * begin transaction was rolled back). */
+void runner_gen_discard(struct runner_gen *g);
 /* The upstream stream for this gen (llm_stream_begin with the gen's config
  * and callbacks; new, NULL out of memory). The caller drives it, then calls
  * llm_stream_finish and passes its result to runner_gen_finish. */

@@ -4,7 +4,8 @@
  * channel's log, equal to what the upstream streamed, and cached; beyond
  * PARLEY_MAX_GENERATIONS jobs wait in the loop's queue with their leases
  * kept (a viewer recovering expired leases meanwhile finds none); upstream
- * failures end their own job only; proto_jobs_drain fails what is left
+ * failures end their own job only; a job failed by a viewer before it
+ * started is dropped; proto_jobs_drain fails what is left
  * (error event, job failed, nothing cached) and a later submit starts a new
  * loop. */
 #include "th.h"
@@ -300,6 +301,47 @@ TEST(upstream_failures_end_only_their_own_job)
     close_ctx(&ctx);
 }
 
+TEST(a_job_failed_before_it_starts_is_dropped_the_others_run)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    /* A's owner "died": its lease expires and a viewer fails it */
+    struct proto_job *a = claim_ticket(&ctx, "gone-a", "lost [[fake tokens=3 token_ms=1]]");
+    REQUIRE(a != NULL);
+    sleep_ms(cfg.lease_ms + 100);
+    CHECK_INT(jobs_recover(ctx.db, ctx.bell, now_ms()), 1);
+    struct proto_job *b = claim_ticket(&ctx, "gone-b", "kept b [[fake tokens=3 token_ms=1]]");
+    struct proto_job *c = claim_ticket(&ctx, "gone-c", "kept c [[fake tokens=3 token_ms=1]]");
+    REQUIRE(b != NULL && c != NULL);
+    char ch[3][64];
+    str_copy(ch[0], sizeof ch[0], a->channel);
+    str_copy(ch[1], sizeof ch[1], b->channel);
+    str_copy(ch[2], sizeof ch[2], c->channel);
+    /* back to back: the loop takes them in one batch when it can */
+    CHECK_INT(proto_job_submit(&ctx, a), 0);
+    CHECK_INT(proto_job_submit(&ctx, b), 0);
+    CHECK_INT(proto_job_submit(&ctx, c), 0);
+    CHECK(wait_all_ended(&ctx, ch, 3, 10000));
+    struct seen s;
+    CHECK_INT(read_channel(&ctx, ch[0], &s), 0);
+    CHECK_INT(s.starts, 0);        /* never started: only the recovery's error */
+    CHECK_INT(s.errors, 1);
+    CHECK_INT(s.dones, 0);
+    free(s.text);
+    for (int i = 1; i < 3; i++) {
+        CHECK_INT(read_channel(&ctx, ch[i], &s), 0);
+        CHECK_INT(s.starts, 1);
+        CHECK_INT(s.dones, 1);
+        CHECK_INT(s.errors, 0);
+        free(s.text);
+    }
+    struct genloop_stats st;
+    genloop_stats(&st);
+    CHECK_INT(st.running + st.queued, 0);
+    CHECK_INT(proto_jobs_drain(1000), 0);
+    close_ctx(&ctx);
+}
+
 #define HUNG 10
 
 TEST(drain_fails_the_rest_cleanly_and_a_new_loop_starts_after)
@@ -388,6 +430,7 @@ int main(void)
     RUN(many_jobs_run_on_one_thread_and_every_token_arrives);
     RUN(beyond_the_bound_jobs_wait_with_their_leases_kept);
     RUN(upstream_failures_end_only_their_own_job);
+    RUN(a_job_failed_before_it_starts_is_dropped_the_others_run);
     RUN(drain_fails_the_rest_cleanly_and_a_new_loop_starts_after);
     config_cleanup(&cfg);
     return th_done();
