@@ -191,7 +191,11 @@ test(`${SETUP}: long-poll follows a ticket exactly once and in order, across a d
 
 test(`${SETUP}: two long-poll clients and one SSE client share one upstream call`, async () => {
   const ticket = `share-${uniq()}`;
-  const body = `Shared ${ticket} [[fake tokens=30 token_ms=30]]`;
+  // 3 s of streaming: long enough that the second client's POST reaches the
+  // app while the answer still streams, even when mod_fcgid holds it for its
+  // 1 s busy-retry on a loaded machine (seen once at token_ms=30: the second
+  // client then got the cached answer instead of joining).
+  const body = `Shared ${ticket} [[fake tokens=30 token_ms=100]]`;
   const want = await fakeAnswer(body, 30);
   const before = await fakeTotal();
   const a = await openPoll(`/api/websocket/chat/${ticket}`);
