@@ -44,18 +44,23 @@ int ident_origin_allowed(const char *list, const char *origin)
     return 0;
 }
 
-int ident_ticket_id_valid(const char *id)
+int ident_name_valid(const char *id, size_t max_len)
 {
     if (!id)
         return 0;
     size_t n = strlen(id);
-    if (n == 0 || n > 64)
+    if (n == 0 || n > max_len)
         return 0;
     for (const char *p = id; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
               (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
             return 0;
     return 1;
+}
+
+int ident_ticket_id_valid(const char *id)
+{
+    return ident_name_valid(id, 64);
 }
 
 char *ident_peer(char *out, size_t outlen, const char *user, const char *addr)

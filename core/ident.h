@@ -17,8 +17,10 @@
  * browser's cross-site request) is allowed. 0 otherwise. */
 int ident_origin_allowed(const char *list, const char *origin);
 
-/* 1 if id is a valid ticket id: 1-64 bytes of ASCII letters, digits,
- * '-', '_' or '.'. 0 otherwise (NULL too). */
+/* 1 if id is 1..max_len bytes of ASCII letters, digits, '-', '_' or '.'
+ * (safe in paths, channel names and logs), 0 otherwise (NULL too). */
+int ident_name_valid(const char *id, size_t max_len);
+/* 1 if id is a valid ticket id: ident_name_valid(id, 64). */
 int ident_ticket_id_valid(const char *id);
 /* The error message for an invalid ticket id (static storage). */
 #define IDENT_TICKET_ID_RULE "use 1-64 letters, digits, '-', '_' or '.'"

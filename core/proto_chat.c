@@ -23,6 +23,7 @@
  * Runs in the thread that drives the connection (proto.h).
  */
 #include "proto_impl.h"
+#include "ident.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -56,14 +57,7 @@ static void close_with(struct proto_conn *c, int code, const char *reason)
  * and - _ . only, so they are safe in channel names and logs. */
 static int valid_session_id(const char *id)
 {
-    size_t n = strlen(id);
-    if (n == 0 || n >= sizeof ((struct conversation *)0)->id)
-        return 0;
-    for (const char *p = id; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-              (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
-            return 0;
-    return 1;
+    return ident_name_valid(id, sizeof ((struct conversation *)0)->id - 1);
 }
 
 /* Bytes of s to keep so that at most max bytes remain, cut on a UTF-8

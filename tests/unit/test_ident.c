@@ -35,6 +35,9 @@ TEST(t_ticket_ids)
     CHECK(!ident_ticket_id_valid(id65));
     id65[64] = '\0';
     CHECK(ident_ticket_id_valid(id65));
+    CHECK(ident_name_valid("abc", 3));
+    CHECK(!ident_name_valid("abcd", 3));
+    CHECK(!ident_name_valid("a/b", 10));
 }
 
 TEST(t_rate_limit_identity)
