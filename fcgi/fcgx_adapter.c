@@ -6,12 +6,21 @@
  * libfcgi's drain (shutdown, wait for the web server's close); a connection
  * the web server asks to keep (FCGI_KEEP_CONN) goes to the idle set
  * (server_listen.c) before the request's after callback runs.
+ *
+ * Parking (http.h; more than one worker): each exchange lives on the heap;
+ * a handler that parks its request (a waiting long-poll GET,
+ * fcgi/poll_park.h) keeps it open after http_dispatch returns. The worker
+ * then hands its FCGX_Request over with the exchange and takes its spare
+ * one (allocated beforehand, so a park never fails here); libfcgi's
+ * streams point at their FCGX_Request, which therefore never moves. The
+ * new owner finishes it from its own thread and calls fx_release.
  */
 #include "server.h"
 #include "ident.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,8 +70,8 @@ static const struct response_ops fx_ops = { fx_write, fx_flush, fx_finish };
 /* ---- the request ---- */
 
 /* Request-scoped copies of libfcgi's strings, which die at FCGX_Finish_r
- * while r->after may still run: in an arena on srv_serve()'s stack, or
- * malloc'd when they do not fit. */
+ * while r->after may still run (or a parked request waits): in an arena
+ * in the exchange, or malloc'd when they do not fit. */
 struct req_copy {
     char arena[2048];
     size_t used;
@@ -196,42 +205,92 @@ static void request_from_params(FCGX_Request *rq, struct request *r, struct req_
     ident_peer(r->peer, sizeof r->peer, NULL, r->remote_addr);
 }
 
+/* One exchange: the request, its response and their copies, on the heap
+ * so that a parked one outlives srv_serve. */
+struct exchange {
+    struct request r;
+    struct response res;
+    struct req_copy k;
+    FCGX_Request *rq;          /* a parked one's own (the worker took a fresh one) */
+};
+
+static int parking;            /* srv_set_parking; read-only once workers run */
+
+void srv_set_parking(int on)
+{
+    parking = on;
+}
+
+/* The release of a parked exchange (http.h), after res_finish: a kept
+ * connection goes to the idle set, everything is freed. Any thread. */
+static void fx_release(struct response *res)
+{
+    struct exchange *x = (struct exchange *)((char *)res - offsetof(struct exchange, res));
+    srv_keep_or_close(x->rq);
+    FCGX_Free(x->rq, 1);
+    free(x->rq);
+    req_copy_free(&x->k);
+    free(x);
+}
+
 void srv_serve(struct worker *w)
 {
-    FCGX_Request *rq = &w->fcgx;
-    struct response res;
-    struct request r;
-    struct req_copy k;
-    memset(&res, 0, sizeof res);
-    memset(&r, 0, sizeof r);
-    k.used = 0;
-    k.n = 0;
-    k.body = NULL;
-    res.ops = &fx_ops;
-    res.impl = rq;
-    r.res = &res;
-    r.ctx = &w->ctx;
+    FCGX_Request *rq = w->fcgx;
+    struct exchange *x = malloc(sizeof *x);
+    if (!x) {
+        /* out of memory: no answer can be built; close the connection */
+        rq->keepConnection = 0;
+        FCGX_Finish_r(rq);
+        return;
+    }
+    struct response *res = &x->res;
+    struct request *r = &x->r;
+    struct req_copy *k = &x->k;
+    memset(res, 0, sizeof *res);
+    memset(r, 0, sizeof *r);
+    k->used = 0;
+    k->n = 0;
+    k->body = NULL;
+    x->rq = NULL;
+    res->ops = &fx_ops;
+    res->impl = rq;
+    r->res = res;
+    r->ctx = &w->ctx;
+    if (parking && !w->spare)
+        w->spare = malloc(sizeof *w->spare);
+    if (parking && w->spare)
+        res->release = fx_release;       /* a waiting long-poll GET may park */
 
     const char *pv[P_COUNT];
-    request_from_params(rq, &r, &k, pv);
+    request_from_params(rq, r, k, pv);
     if (srv_ensure_config(rq) < 0) {
-        res_error(&r, 500, "Server configuration error (see the server's error log)");
-        res_finish(&r);
-        srv_keep_or_close(w);
+        res_error(r, 500, "Server configuration error (see the server's error log)");
+        res_finish(r);
+        srv_keep_or_close(rq);
         goto out;
     }
     srv_ensure_storage(w);
-    if (read_body(rq, pv[P_CLEN], &r, &k) < 0) {
-        res_error(&r, 400, "Invalid Content-Length");
-        res_finish(&r);
-        srv_keep_or_close(w);
+    if (read_body(rq, pv[P_CLEN], r, k) < 0) {
+        res_error(r, 400, "Invalid Content-Length");
+        res_finish(r);
+        srv_keep_or_close(rq);
         goto out;
     }
-    http_dispatch(&r);                   /* finishes the response */
-    srv_keep_or_close(w);                /* before after(): the next request
+    http_dispatch(r);                    /* finishes the response, or parks it */
+    if (res->parked) {
+        /* hand the request over: the worker takes the spare one */
+        x->rq = rq;
+        w->fcgx = w->spare;
+        w->spare = NULL;
+        FCGX_InitRequest(w->fcgx, srv_listen_fd(), 0);
+        r->park(r, r->park_arg);         /* owns x from now on */
+        return;
+    }
+    srv_keep_or_close(rq);               /* before after(): the next request
                                             on a kept connection must not wait */
-    if (r.after)
-        r.after(&r, r.after_arg);
+    if (r->after)
+        r->after(r, r->after_arg);
 out:
-    req_copy_free(&k);
+    req_copy_free(k);
+    free(x);
 }

@@ -290,6 +290,14 @@ int res_empty(struct request *r, int status)
     return res_start(r, status, NULL, status == 204 || status == 304 ? NULL : "Content-Length: 0\r\n");
 }
 
+int http_park(struct request *r, void (*fn)(struct request *r, void *arg), void *arg)
+{
+    r->res->parked = 1;
+    r->park = fn;
+    r->park_arg = arg;
+    return 0;
+}
+
 void res_finish(struct request *r)
 {
     struct response *res = r->res;
@@ -649,10 +657,11 @@ void http_dispatch(struct request *r)
     }
 
     hit->handler(r);
-    if (!res->started)
+    if (!res->started && !res->parked)
         res_error(r, 500, "Internal error: the handler sent no response");
 done:
-    res_finish(r);
+    if (!res->parked)
+        res_finish(r);
     json_decref(r->json);
     r->json = NULL;
 }

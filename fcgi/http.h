@@ -42,6 +42,14 @@ struct response {
     int finished;
     int gone;                  /* a write failed: the client left */
     char extra_headers[1024];  /* added by the dispatcher (CORS) */
+    /* Parking (a waiting long-poll GET answered later by another thread,
+     * fcgi/poll_park.h). release: set by a transport that can keep the
+     * exchange open after http_dispatch returned (NULL: it cannot); called
+     * once by whoever owns a parked exchange, after res_finish, to free the
+     * transport's state (r, r->res and the request's strings die).
+     * parked: set by the handler that parked its request (http_park). */
+    void (*release)(struct response *res);
+    int parked;
 };
 
 /* One request. The transport owns every string and keeps them alive until
@@ -78,6 +86,14 @@ struct request {
      * finished by then), in the same thread, with r and r->ctx still valid. */
     void (*after)(struct request *r, void *arg);
     void *after_arg;
+    /* Set by http_park(): called by the transport once http_dispatch
+     * returned and the worker gave the exchange up (r, r->res and every
+     * string stay valid until r->res->release; r->ctx is the worker's and
+     * must no longer be used: the callee sets its own). The callee owns
+     * the exchange from then on: it answers, calls res_finish and then
+     * r->res->release(r->res). */
+    void (*park)(struct request *r, void *arg);
+    void *park_arg;
 };
 
 enum route_flags {
@@ -153,6 +169,11 @@ int res_json_text(struct request *r, int status, const char *text, size_t len);
 int res_error(struct request *r, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* 204/202 with no body. */
 int res_empty(struct request *r, int status);
+/* Parks r instead of answering it now (a handler's last step; only when
+ * r->res->release is set): the dispatcher does not finish the response,
+ * and the transport calls fn(r, arg) once the worker gave the exchange up
+ * (see struct request, park). Returns 0. */
+int http_park(struct request *r, void (*fn)(struct request *r, void *arg), void *arg);
 /* Ends the exchange (ops->finish) once; sends a 500 first if nothing was
  * started. The thread may keep working; later writes return -1. */
 void res_finish(struct request *r);

@@ -12,12 +12,15 @@
  * Threads: N workers (--threads, PARLEY_FCGI_THREADS, default 16), each with
  * its own FCGX_Request and its own database connection; the signal thread;
  * the generation loop (core/proto.h, proto_job_submit) once a generation
- * runs. At a stop signal in-flight requests finish (at most
+ * runs; with more than one worker, the long-poll hub (fcgi/poll_park.h:
+ * two threads answering parked long-poll GETs) once a GET waits. At a
+ * stop signal in-flight requests finish (at most
  * SHUTDOWN_GRACE_S), then running generations get what is left of that
  * time to end (proto_jobs_drain fails the rest: their viewers get an
  * error, not a lease to wait out), then the process exits 0.
  */
 #include "server.h"
+#include "poll_park.h"
 #include "config.h"
 #include "db.h"
 #include "llm.h"
@@ -43,7 +46,10 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     while (!parley_stopping && srv_accept(w) == 0)
         srv_serve(w);
-    FCGX_Free(&w->fcgx, 1);
+    FCGX_Free(w->fcgx, 1);
+    free(w->fcgx);
+    free(w->spare);
+    w->fcgx = w->spare = NULL;
     db_close(w->ctx.db);
     w->ctx.db = NULL;
     srv_worker_died();
@@ -155,10 +161,18 @@ static int start_workers(struct worker *ws, int threads)
     for (int i = 0; i < threads; i++) {
         ws[i].index = i;
         ws[i].ctx.cfg = srv_config();
-        FCGX_InitRequest(&ws[i].fcgx, srv_listen_fd(), 0);
+        ws[i].fcgx = malloc(sizeof *ws[i].fcgx);
+        if (!ws[i].fcgx) {
+            fprintf(stderr, "parley.fcgi: out of memory: started %d of %d threads\n", started,
+                    threads);
+            break;
+        }
+        FCGX_InitRequest(ws[i].fcgx, srv_listen_fd(), 0);
         srv_worker_born();
         if (pthread_create(&ws[i].th, &attr, worker_main, &ws[i]) != 0) {
             srv_worker_died();
+            free(ws[i].fcgx);
+            ws[i].fcgx = NULL;
             fprintf(stderr, "parley.fcgi: could start only %d of %d threads\n", started, threads);
             break;
         }
@@ -206,6 +220,9 @@ int main(int argc, char **argv)
     if (srv_listen_setup(fd) < 0 || srv_signals_start() < 0)
         return 1;
 
+    /* One worker: a waiting long-poll GET holds it (mod_fcgid, which sends a
+     * process one request at a time, gains nothing from parking it). */
+    srv_set_parking(o.threads > 1);
     struct worker *ws = calloc((size_t)o.threads, sizeof *ws);
     if (!ws) {
         fprintf(stderr, "parley.fcgi: out of memory\n");
@@ -232,6 +249,17 @@ int main(int argc, char **argv)
     for (int i = 0; i < started; i++)
         pthread_join(ws[i].th, NULL);
     free(ws);
+    /* parked long-poll GETs were answered at the stop signal (the doorbell
+     * woke the hub); end the hub */
+    left = (int64_t)SHUTDOWN_GRACE_S * 1000 - (mono_ms() - stop_began);
+    int parked = poll_park_shutdown(left > 1000 ? (int)left : 1000);
+    if (parked > 0) {
+        fprintf(stderr, "parley.fcgi[%ld]: %d parked long-poll request(s) still open: exiting\n",
+                (long)getpid(), parked);
+        proto_jobs_drain(JOBS_DRAIN_MIN_MS);
+        srv_remove_socket(o.sock_path, &sock_ino);
+        _exit(fatal ? 1 : 0);
+    }
     left = (int64_t)SHUTDOWN_GRACE_S * 1000 - (mono_ms() - stop_began);
     int failed = proto_jobs_drain(left > JOBS_DRAIN_MIN_MS ? (int)left : JOBS_DRAIN_MIN_MS);
     if (failed > 0)

@@ -22,11 +22,16 @@
  * would expire sooner (poll_extension_s), a pump or a batch does the same,
  * and a GET that skips its look does so only while the expiry it knows is
  * that far away.
- * Runs in a parley.fcgi worker thread; uses the thread's ctx.
+ * Where the transport can park a request (the threaded modes), get_sleep
+ * is not taken in the worker: the GET is parked (poll_park.h) and the
+ * process's hub thread runs the same steps when it wakes (poll_get.h).
+ * Runs in a parley.fcgi worker thread, or the hub thread for a parked GET;
+ * uses that thread's ctx (g->ctx).
  */
 #include "handlers.h"
 #include "poll_cache.h"
-#include "poll_hub.h"
+#include "poll_get.h"
+#include "poll_park.h"
 #include "poll_pump.h"
 #include "poll_transport.h"
 #include "bell.h"
@@ -37,33 +42,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-/* One GET in progress. */
-struct get {
-    struct request *r;
-    struct parley_ctx *ctx;
-    const char *sid;
-    int64_t cursor;            /* the client's: frames up to it were received */
-    int wait_s;
-    int64_t deadline;          /* mono ms */
-    int ext_s;                 /* a renewal's extension (poll_extension_s) */
-    int64_t idle_ms;           /* PARLEY_POLL_IDLE */
-    int recheck_ms;            /* how often a session that follows a job is looked at */
-    char pchan[64];            /* "poll:<sid>" */
-    char chan[200];            /* the channel the session follows ("" none) */
-
-    int look;                  /* look at the session before reading the outbox */
-    int reread;                /* a batch or the cache says: frames after the cursor */
-    int wrote;                 /* renewed by this GET already */
-    int64_t next_look;         /* mono ms: look again without a ring (job leases) */
-
-    int following, job, closed;
-    struct poll_close ci;
-    uint32_t seen_p, seen_c;   /* bell values the session was looked at up to */
-    int64_t expires;           /* ms since the epoch, as last seen */
-    int64_t looked_at;         /* mono ms of the last look */
-    int64_t next_seq, stored;  /* the outbox's extent, as last seen */
-};
 
 /* What peek_session saw. */
 struct peek {
@@ -94,7 +72,7 @@ static int parse_int_param(struct request *r, const char *name, long long def, l
 }
 
 /* Fills g from the request. 0, or -1 with the 400 written. */
-static int get_params(struct get *g, struct request *r)
+static int get_params(struct poll_get *g, struct request *r)
 {
     long long cursor, wait;
     if (parse_int_param(r, "cursor", 0, 0, INT64_MAX / 2, &cursor) < 0 ||
@@ -120,7 +98,7 @@ static int get_params(struct get *g, struct request *r)
 
 /* 1 when a session expiring at `expires` must be renewed by this GET: it
  * would expire sooner than half the idle time after this GET's wait. */
-static int renew_due(const struct get *g, int64_t expires)
+static int renew_due(const struct poll_get *g, int64_t expires)
 {
     int64_t wait_left = g->deadline - mono_ms();
     return expires - now_ms() < g->idle_ms / 2 + (wait_left > 0 ? wait_left : 0);
@@ -128,14 +106,14 @@ static int renew_due(const struct get *g, int64_t expires)
 
 /* 1 when the client acknowledged frames still stored (next_seq, stored:
  * the outbox's extent): a renewal deletes them. */
-static int acked_stored(const struct get *g, int64_t next_seq, int64_t stored)
+static int acked_stored(const struct poll_get *g, int64_t next_seq, int64_t stored)
 {
     return stored > 0 && g->cursor >= next_seq - stored;
 }
 
 /* Uses what this process knows of the session, when nothing happened to
  * it since: then the GET starts without a look. */
-static void get_known(struct get *g)
+static void get_known(struct poll_get *g)
 {
     struct parley_ctx *ctx = g->ctx;
     struct poll_known k;
@@ -167,7 +145,7 @@ static void get_known(struct get *g)
  * *pk, g->chan and g->ci). 0, or -1 with the error response written (410:
  * unknown, expired or another user's). Nothing new is the common case of a
  * poll, and then it costs reads only: no write lock. */
-static int peek_session(struct get *g, struct peek *pk)
+static int peek_session(struct poll_get *g, struct peek *pk)
 {
     struct parley_ctx *ctx = g->ctx;
     char *state = NULL, owner[128];
@@ -204,13 +182,13 @@ static int peek_session(struct get *g, struct peek *pk)
 
 /* Frames the outbox holds after the client's cursor, once next_seq is the
  * outbox's next number and everything up to the cursor was deleted. */
-static int64_t stored_after_cursor(const struct get *g, int64_t next_seq)
+static int64_t stored_after_cursor(const struct poll_get *g, int64_t next_seq)
 {
     return next_seq - 1 > g->cursor ? next_seq - 1 - g->cursor : 0;
 }
 
 /* The look (see the file comment). 0, or -1 with the response written. */
-static int get_look(struct get *g)
+static int get_look(struct poll_get *g)
 {
     struct parley_ctx *ctx = g->ctx;
     /* Peek the bells before looking at the log, so an event appended after
@@ -302,7 +280,7 @@ static int answer(struct request *r, char *json, int64_t last, int closed,
 }
 
 /* Records what this GET knew of the session for the next one (poll_cache.h). */
-static void remember(const struct get *g, int n, int64_t last)
+static void remember(const struct poll_get *g, int n, int64_t last)
 {
     struct poll_known kn;
     memset(&kn, 0, sizeof kn);
@@ -323,7 +301,7 @@ static void remember(const struct get *g, int n, int64_t last)
 
 /* Reads the outbox and answers when there is anything to say. 1 answered
  * (or an error written), 0 nothing yet: sleep. */
-static int get_reply(struct get *g)
+static int get_reply(struct poll_get *g)
 {
     struct parley_ctx *ctx = g->ctx;
     int stop = poll_stopping(ctx);
@@ -350,13 +328,52 @@ static int get_reply(struct get *g)
     return 0;
 }
 
+int64_t poll_get_until(const struct poll_get *g)
+{
+    return g->next_look < g->deadline ? g->next_look : g->deadline;
+}
+
+int poll_get_woken(struct poll_get *g, enum poll_get_wake wk, const struct poll_hub_result *res)
+{
+    if (wk == POLL_GET_RUNG) {
+        g->look = 1;
+    } else if (wk == POLL_GET_BATCH) {
+        if (res->status != POLL_OK)
+            return poll_fail(g->r, res->status), -1;
+        g->following = res->seen.following;
+        g->closed = res->seen.closed;
+        g->ci = res->seen.ci;
+        if (!g->following || strcmp(res->seen.chan, g->chan) != 0 || res->seen.job != g->job) {
+            g->look = 1;       /* the session moved on: look at it afresh */
+            str_copy(g->chan, sizeof g->chan, res->seen.chan);
+        } else {
+            g->reread = 1;
+        }
+        g->next_seq = res->next_seq;
+        g->stored = stored_after_cursor(g, res->next_seq);
+        g->wrote = 1;
+    } else {
+        g->look = mono_ms() >= g->next_look;
+    }
+    return 0;
+}
+
+int poll_get_steps(struct poll_get *g)
+{
+    if (g->look && get_look(g) < 0) {
+        poll_known_drop(g->sid);   /* an error was answered */
+        return 1;
+    }
+    return get_reply(g);
+}
+
 /* Sleeps until the deadline, the next look, a ring or shutdown
  * (bell_wake_all): no time slices, so an idle waiter costs nothing. Sets
  * look / reread for what woke it. 0, or -1 with an error response written. */
-static int get_sleep(struct get *g)
+static int get_sleep(struct poll_get *g)
 {
     struct parley_ctx *ctx = g->ctx;
-    int64_t until = g->next_look < g->deadline ? g->next_look : g->deadline;
+    int64_t until = poll_get_until(g);
     if (!ctx->bell) {
         /* no doorbell: degraded mode, look every 250 ms */
         int64_t ms = until - mono_ms();
@@ -371,46 +388,30 @@ static int get_sleep(struct get *g)
                        ? bell_wait(ctx->bell, g->pchan, g->seen_p,
                                    ms > INT32_MAX ? INT32_MAX : (int)ms)
                        : 0;
-        g->look = rung != 0 || mono_ms() >= g->next_look;
-        return 0;
+        return poll_get_woken(g, rung != 0 ? POLL_GET_RUNG : POLL_GET_TIMEOUT, NULL);
     }
     /* with this process's other waiters of the channel: one batch pumps them all */
     struct poll_hub_result res;
     enum poll_hub_wake wk = poll_hub_wait(ctx, g->sid, g->cursor, g->job, g->chan, &g->seen_c,
                                           until, g->ext_s, &res);
-    if (wk == POLL_HUB_LOOK) {
-        g->look = 1;
-    } else if (wk == POLL_HUB_RESULT) {
-        if (res.status != POLL_OK)
-            return poll_fail(g->r, res.status), -1;
-        g->following = res.seen.following;
-        g->closed = res.seen.closed;
-        g->ci = res.seen.ci;
-        if (!g->following || strcmp(res.seen.chan, g->chan) != 0 || res.seen.job != g->job) {
-            g->look = 1;       /* the session moved on: look at it afresh */
-            str_copy(g->chan, sizeof g->chan, res.seen.chan);
-        } else {
-            g->reread = 1;
-        }
-        g->next_seq = res.next_seq;
-        g->stored = stored_after_cursor(g, res.next_seq);
-        g->wrote = 1;
-    } else {
-        g->look = mono_ms() >= g->next_look;
-    }
-    return 0;
+    return poll_get_woken(g, wk == POLL_HUB_LOOK     ? POLL_GET_RUNG
+                             : wk == POLL_HUB_RESULT ? POLL_GET_BATCH
+                                                     : POLL_GET_TIMEOUT,
+                          &res);
 }
 
 int h_poll_get(struct request *r)
 {
-    struct get g;
+    struct poll_get g;
     if (get_params(&g, r) < 0)
         return 0;
     get_known(&g);
     for (;;) {
-        if (g.look && get_look(&g) < 0)
-            break;
-        if (get_reply(&g))
+        if (poll_get_steps(&g))
+            return 0;
+        /* nothing to say yet: park the GET (no thread waits for it), or
+         * sleep here where parking is not offered or is full */
+        if (poll_park(&g))
             return 0;
         if (get_sleep(&g) < 0)
             break;

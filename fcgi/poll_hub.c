@@ -105,25 +105,33 @@ static void group_leave(struct group *g, struct waiter *w)
     }
 }
 
+int poll_hub_judge(const char *chan, int64_t cursor, int job, const struct poll_item *it,
+                   const struct poll_seen *po, struct poll_hub_result *res)
+{
+    if (it->status == POLL_BUSY)
+        return 0;              /* a POST holds the session: it rings the
+                                * channel when it has saved, and the next
+                                * batch pumps the session */
+    if (it->status != POLL_OK || it->next_seq - 1 > cursor || po->closed ||
+        !po->following || strcmp(po->chan, chan) != 0 || po->job != job) {
+        /* something to answer, or the session moved on in a way its
+         * waiter must look at (another channel, a job to watch over) */
+        res->status = it->status;
+        res->next_seq = it->next_seq;
+        res->seen = *po;
+        return 1;
+    }
+    return 0;
+}
+
 /* {hub_lock} Records what the batch found for w (covered up to bell b). */
 static void batch_record(const struct group *g, struct waiter *w, const struct poll_item *it,
                          const struct poll_seen *po, uint32_t b)
 {
     w->in_batch = 0;
     w->covered = b;
-    if (it->status == POLL_BUSY)
-        return;                /* a POST holds the session: it rings the
-                                * channel when it has saved, and the next
-                                * batch pumps the session */
-    if (it->status != POLL_OK || it->next_seq - 1 > w->cursor || po->closed ||
-        !po->following || strcmp(po->chan, g->chan) != 0 || po->job != w->job) {
-        /* something to answer, or the session moved on in a way its
-         * waiter must look at (another channel, a job to watch over) */
+    if (poll_hub_judge(g->chan, w->cursor, w->job, it, po, &w->res))
         w->has_result = 1;
-        w->res.status = it->status;
-        w->res.next_seq = it->next_seq;
-        w->res.seen = *po;
-    }
 }
 
 /* {hub_lock, released while pumping} Pumps every waiter of g in one write

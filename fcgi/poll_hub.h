@@ -30,4 +30,12 @@ enum poll_hub_wake {
 enum poll_hub_wake poll_hub_wait(struct parley_ctx *ctx, const char *sid, int64_t cursor,
                                  int job, const char *chan, uint32_t *seen, int64_t until,
                                  int ext_s, struct poll_hub_result *res);
+/* What a batch's pump of one waiter's session means for it (the rule every
+ * batch applies; poll_park.c too): 1 with *res filled when the waiter must
+ * wake (frames after its cursor, closed, an error, or the session moved on
+ * from chan / from following a job as `job` says), 0 when it sleeps on
+ * (nothing for it, or POLL_BUSY: the POST holding the session rings the
+ * channel when it has saved). Any thread; no state. */
+int poll_hub_judge(const char *chan, int64_t cursor, int job, const struct poll_item *it,
+                   const struct poll_seen *po, struct poll_hub_result *res);
 #endif

@@ -5,6 +5,8 @@
  *   poll_get.c       GET /api/poll/{sid}, in named steps
  *   poll_pump.c      pumping a followed channel into sessions' outboxes
  *   poll_hub.c       this process's waiting GETs, grouped by channel
+ *   poll_park.c      parked GETs (no thread waits) and the hub thread
+ *                    that answers them, in the threaded modes
  *   poll_cache.c     what this process knows of a session (GETs with no look)
  *   poll_transport.c the pieces below
  *

@@ -10,7 +10,10 @@
  *                    request for http_dispatch() (http.h), and the response
  *
  * Threads: N workers (struct worker), one at a time in srv_accept(); a
- * signal thread; main() waits for the workers. Process-wide state lives in
+ * signal thread; main() waits for the workers. With more than one worker,
+ * a waiting long-poll GET is parked (fcgi/poll_park.h): its FastCGI
+ * request leaves the worker (which takes a fresh one) and the process's
+ * long-poll hub thread answers and finishes it. Process-wide state lives in
  * the file that owns it, behind the functions below.
  */
 #ifndef PARLEY_FCGI_SERVER_H
@@ -25,7 +28,9 @@
 struct worker {
     pthread_t th;
     int index;
-    FCGX_Request fcgx;                  /* this thread's request */
+    FCGX_Request *fcgx;                 /* this thread's request (a parked
+                                           one is handed over: see srv_serve) */
+    FCGX_Request *spare;                /* the next one, ready for a park */
     struct parley_ctx ctx;              /* cfg, own db, shared bell */
     char db_err[256];                   /* last db_open error logged */
 };
@@ -85,9 +90,10 @@ int srv_listen_fd(void);
 /* Waits for w's next request: a new connection or the next request on a
  * kept one. 0 with one accepted, -1 when stopping. */
 int srv_accept(struct worker *w);
-/* After a finished request: a connection the web server asked to keep goes
- * to the idle set, else it is closed. */
-void srv_keep_or_close(struct worker *w);
+/* After a finished request (rq: a worker's or a parked one's, any
+ * thread): a connection the web server asked to keep goes to the idle
+ * set, else it is closed. */
+void srv_keep_or_close(FCGX_Request *rq);
 /* Closes every idle kept connection (shutdown). */
 void srv_idle_close_all(void);
 /* Removes our socket file, if it is still ours (*ino). */
@@ -95,7 +101,15 @@ void srv_remove_socket(const char *path, const struct stat *ino);
 
 /* ---- fcgx_adapter.c ---- */
 
+/* Whether requests may be parked (a waiting long-poll GET holds no
+ * thread): main sets it when the process runs more than one worker (not
+ * under mod_fcgid, which runs one request per process: see
+ * docs/fastcgi.md). Set before the workers start. */
+void srv_set_parking(int on);
 /* Serves w's accepted request through http_dispatch(), then runs its
- * after callback. w's thread. */
+ * after callback. A request the handler parked is handed over instead:
+ * w->fcgx becomes w->spare (a fresh request) and the handler's park
+ * callback owns the old one (released by fx_release: finish, keep or
+ * close, free). w's thread. */
 void srv_serve(struct worker *w);
 #endif

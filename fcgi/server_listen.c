@@ -134,12 +134,12 @@ void srv_idle_close_all(void)
     pthread_mutex_unlock(&idle_lock);
 }
 
-void srv_keep_or_close(struct worker *w)
+void srv_keep_or_close(FCGX_Request *rq)
 {
-    int fd = w->fcgx.ipcFd;
+    int fd = rq->ipcFd;
     if (fd < 0)
         return;
-    w->fcgx.ipcFd = -1;
+    rq->ipcFd = -1;
     pthread_mutex_lock(&idle_lock);
     int kept = !parley_stopping && n_idle < MAX_IDLE;
     if (kept)
@@ -248,12 +248,12 @@ int srv_accept(struct worker *w)
              * libfcgi closes it and tries the listening socket, which
              * says EAGAIN when nothing waits there). keepConnection keeps
              * FCGX_Accept_r's opening FCGX_Finish_r from closing it. */
-            w->fcgx.ipcFd = kept;
-            w->fcgx.keepConnection = 1;
+            w->fcgx->ipcFd = kept;
+            w->fcgx->keepConnection = 1;
         }
         /* The socket is non-blocking: when another process took the
          * connection first, accept says EAGAIN and we poll again. */
-        int rc = FCGX_Accept_r(&w->fcgx);
+        int rc = FCGX_Accept_r(w->fcgx);
         if (rc == 0) {
             got = 0;
             break;

@@ -1,0 +1,459 @@
+/* poll_park.c — parked long-poll GETs and the hub thread that answers them
+ * (poll_park.h).
+ *
+ * State {pk_lock}: the list of parked GETs (struct parked), how many are
+ * reserved (nparked: parked or about to be, or being worked on by the hub),
+ * and the hub's flags. Two threads, started at the first park:
+ *
+ *   watcher  peeks the doorbell's "any" slot, tells the hub to scan (kick),
+ *            then sleeps in bell_wait_any past that value: so every ring
+ *            after a scan began wakes the hub again. With nothing parked it
+ *            sleeps on watch_cv instead (no wake-ups for other processes'
+ *            rings).
+ *   hub      sleeps on hub_cv until kicked or the nearest deadline (a
+ *            parked GET's wait end or next look), then scans: a GET whose
+ *            deadline came (or every GET, once stopping) or whose session
+ *            bell ("poll:<sid>") moved is ready; a GET following a channel
+ *            whose bell moved joins that channel's batch. The batch works as
+ *            poll_hub.c's: peek the channel's bell (B), pump every parked
+ *            session of the channel in ONE write transaction
+ *            (poll_pump_items), and each GET is covered up to B (seen_c);
+ *            poll_hub_judge says which of them must wake. Ready GETs run
+ *            poll_get_steps with the lock released; one that answered is
+ *            finished and freed, the others are parked again.
+ *
+ * No event is lost: a GET parks with the bell values it peeked before its
+ * last look (as a waiting thread sleeps on them), and every ring after the
+ * hub's scan started moves the "any" slot past what the watcher peeked
+ * before kicking that scan. A newly parked GET kicks the hub itself.
+ */
+#include "poll_park.h"
+#include "poll_pump.h"
+#include "bell.h"
+#include "db.h"
+#include "util.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#define PARK_MAX 4096
+#define PARK_MIN 16
+
+struct parked {
+    struct parked *next, *prev;    /* the list {pk_lock}, or a work list of the hub */
+    struct poll_get g;
+    int64_t until;                 /* mono ms: poll_get_until(&g) when parked */
+    enum poll_get_wake wk;         /* what woke it (hub thread) */
+    struct poll_hub_result res;
+};
+
+static pthread_mutex_t pk_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hub_cv;      /* CLOCK_MONOTONIC: kick, or a deadline */
+static pthread_cond_t watch_cv = PTHREAD_COND_INITIALIZER;    /* something parked / closing */
+static pthread_cond_t done_cv = PTHREAD_COND_INITIALIZER;     /* the hub ended */
+static struct parked *list;        /* parked, waiting */
+static int nlisted;                /* on the list */
+static int nparked;                /* reserved: listed, being parked or worked on */
+static int kick;                   /* scan now */
+static int running;                /* hub and watcher threads started */
+static int closing;                /* poll_park_shutdown: answer all, then end */
+static int hub_ended;
+static int park_max = -1;
+static pthread_t hub_th, watch_th;
+static struct parley_ctx hub_ctx;  /* cfg, bell: the workers'; db: the hub's own */
+
+int poll_park_max(void)
+{
+    pthread_mutex_lock(&pk_lock);
+    if (park_max < 0) {
+        struct rlimit rl;
+        long m = PARK_MAX;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+            (long)(rl.rlim_cur / 2) < m)
+            m = (long)(rl.rlim_cur / 2);
+        park_max = m < PARK_MIN ? PARK_MIN : (int)m;
+    }
+    int m = park_max;
+    pthread_mutex_unlock(&pk_lock);
+    return m;
+}
+
+int poll_park_count(void)
+{
+    pthread_mutex_lock(&pk_lock);
+    int n = nparked;
+    pthread_mutex_unlock(&pk_lock);
+    return n;
+}
+
+/* {pk_lock} Puts p on the list; a new one (wake) wakes the hub to scan it
+ * and the watcher to watch the doorbell. */
+static void list_add(struct parked *p, int wake)
+{
+    p->until = poll_get_until(&p->g);
+    p->prev = NULL;
+    p->next = list;
+    if (list)
+        list->prev = p;
+    list = p;
+    nlisted++;
+    if (wake) {
+        kick = 1;
+        pthread_cond_signal(&hub_cv);
+    }
+    pthread_cond_signal(&watch_cv);
+}
+
+/* {pk_lock} Takes p off the list. */
+static void list_del(struct parked *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        list = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    p->next = p->prev = NULL;
+    nlisted--;
+}
+
+/* Ends a parked GET that answered: finishes the exchange (a kept
+ * connection goes back to the idle set), frees it. Hub thread. */
+static void park_finish(struct parked *p)
+{
+    struct request *r = p->g.r;
+    res_finish(r);
+    r->res->release(r->res);
+    free(p);
+    pthread_mutex_lock(&pk_lock);
+    nparked--;
+    pthread_mutex_unlock(&pk_lock);
+}
+
+/* What the transport calls once the worker gave the request up: from now
+ * on the hub owns it (see http.h, struct request, park). */
+static void park_start(struct request *r, void *arg)
+{
+    struct parked *p = arg;
+    r->ctx = &hub_ctx;
+    p->g.ctx = &hub_ctx;
+    pthread_mutex_lock(&pk_lock);
+    list_add(p, 1);
+    pthread_mutex_unlock(&pk_lock);
+}
+
+/* ---- the watcher ---- */
+
+static void *watch_main(void *arg)
+{
+    (void)arg;
+    parley_bell *b = hub_ctx.bell;
+    uint32_t v = bell_peek_any(b);
+    pthread_mutex_lock(&pk_lock);
+    for (;;) {
+        kick = 1;                  /* scan after v was peeked */
+        pthread_cond_signal(&hub_cv);
+        while (nlisted == 0 && !closing)
+            pthread_cond_wait(&watch_cv, &pk_lock);
+        if (closing)
+            break;
+        pthread_mutex_unlock(&pk_lock);
+        int rc = bell_wait_any(b, v, -1);
+        v = bell_peek_any(b);
+        pthread_mutex_lock(&pk_lock);
+        if (rc < 0 && bell_stopped(b)) {
+            kick = 1;              /* shutdown: the hub answers everything */
+            pthread_cond_signal(&hub_cv);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&pk_lock);
+    return NULL;
+}
+
+/* ---- the hub ---- */
+
+static int chan_cmp(const void *a, const void *b)
+{
+    const struct parked *x = *(struct parked *const *)a, *y = *(struct parked *const *)b;
+    return strcmp(x->g.chan, y->g.chan);
+}
+
+/* Pumps the n parked GETs of one channel (ps[0..n-1]) in one write
+ * transaction, as poll_hub.c's batch does; those that must wake go to
+ * *ready, the others to *back. Hub thread, no lock held. */
+static void batch(struct parked **ps, int n, struct parked **ready, struct parked **back)
+{
+    uint32_t b = bell_peek(hub_ctx.bell, ps[0]->g.chan);
+    struct poll_item *items = calloc((size_t)n, sizeof *items);
+    struct poll_seen *outs = calloc((size_t)n, sizeof *outs);
+    int ext_s = 0;
+    if (items && outs) {
+        for (int i = 0; i < n; i++) {
+            items[i].sid = ps[i]->g.sid;
+            items[i].ack = ps[i]->g.cursor;
+            if (ps[i]->g.ext_s > ext_s)
+                ext_s = ps[i]->g.ext_s;
+        }
+        poll_pump_items(&hub_ctx, items, outs, n, ext_s);
+    }
+    for (int i = 0; i < n; i++) {
+        struct parked *p = ps[i];
+        int wake;
+        if (!items || !outs) {
+            /* out of memory: every GET of the batch answers 500 */
+            memset(&p->res, 0, sizeof p->res);
+            p->res.status = POLL_ERROR;
+            wake = 1;
+        } else {
+            p->g.seen_c = b;
+            wake = poll_hub_judge(p->g.chan, p->g.cursor, p->g.job, &items[i], &outs[i], &p->res);
+        }
+        p->wk = POLL_GET_BATCH;
+        struct parked **to = wake ? ready : back;
+        p->next = *to;
+        *to = p;
+    }
+    free(items);
+    free(outs);
+}
+
+/* {pk_lock} Takes the GETs that must be worked on off the list: ready ones
+ * (deadline, stop, session bell) to *ready, GETs of channels whose bell
+ * moved into *moved (array of *nmoved; NULL when out of memory: then they
+ * are treated as timed out, which looks at the session). */
+static void scan(struct parked **ready, struct parked ***moved, int *nmoved)
+{
+    int stop = closing || poll_stopping(&hub_ctx);
+    int64_t now = mono_ms();
+    struct parked **mv = calloc((size_t)(nlisted > 0 ? nlisted : 1), sizeof *mv);
+    int nm = 0;
+    struct parked *p = list, *next;
+    for (; p; p = next) {
+        next = p->next;
+        int take = 0, follow = 0;
+        if (stop || now >= p->until) {
+            p->wk = POLL_GET_TIMEOUT;
+            take = 1;
+        } else if (!p->g.following) {
+            if (bell_peek(hub_ctx.bell, p->g.pchan) != p->g.seen_p) {
+                p->wk = POLL_GET_RUNG;
+                take = 1;
+            }
+        } else if (bell_peek(hub_ctx.bell, p->g.chan) != p->g.seen_c) {
+            follow = 1;
+        }
+        if (follow && !mv) {
+            p->wk = POLL_GET_RUNG;     /* no memory for a batch: look instead */
+            take = 1;
+        }
+        if (take) {
+            list_del(p);
+            p->next = *ready;
+            *ready = p;
+        } else if (follow) {
+            list_del(p);
+            mv[nm++] = p;
+        }
+    }
+    *moved = mv;
+    *nmoved = nm;
+}
+
+/* {pk_lock} Sleeps until kicked or the nearest deadline of a parked GET. */
+static void hub_sleep(void)
+{
+    while (!kick && !(closing && nparked == 0)) {
+        int64_t until = INT64_MAX;
+        for (struct parked *p = list; p; p = p->next)
+            if (p->until < until)
+                until = p->until;
+        if (until == INT64_MAX) {
+            pthread_cond_wait(&hub_cv, &pk_lock);
+            continue;
+        }
+        if (until <= mono_ms())
+            return;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t ms = until - mono_ms();
+        ts.tv_sec += ms / 1000;
+        ts.tv_nsec += (ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&hub_cv, &pk_lock, &ts);
+        if (until <= mono_ms())
+            return;
+    }
+}
+
+static void *hub_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&pk_lock);
+    for (;;) {
+        if (closing && nparked == 0)
+            break;
+        hub_sleep();
+        kick = 0;
+        struct parked *ready = NULL, *back = NULL, **moved = NULL;
+        int nmoved = 0;
+        scan(&ready, &moved, &nmoved);
+        pthread_mutex_unlock(&pk_lock);
+
+        /* the batches: one per channel whose bell moved */
+        if (nmoved > 1)
+            qsort(moved, (size_t)nmoved, sizeof *moved, chan_cmp);
+        for (int i = 0; i < nmoved;) {
+            int j = i + 1;
+            while (j < nmoved && strcmp(moved[j]->g.chan, moved[i]->g.chan) == 0)
+                j++;
+            batch(moved + i, j - i, &ready, &back);
+            i = j;
+        }
+        free(moved);
+        /* the steps of every GET that woke */
+        struct parked *p, *next;
+        for (p = ready; p; p = next) {
+            next = p->next;
+            if (poll_get_woken(&p->g, p->wk, &p->res) < 0 || poll_get_steps(&p->g)) {
+                park_finish(p);
+            } else {
+                p->next = back;
+                back = p;
+            }
+        }
+        pthread_mutex_lock(&pk_lock);
+        /* parked again: a ring since the scan moved the "any" slot past
+         * what the watcher peeked before it, so the watcher kicks again */
+        for (p = back; p; p = next) {
+            next = p->next;
+            list_add(p, 0);
+        }
+        if (back && (closing || poll_stopping(&hub_ctx)))
+            kick = 1;
+    }
+    hub_ended = 1;
+    pthread_cond_broadcast(&done_cv);
+    pthread_mutex_unlock(&pk_lock);
+    return NULL;
+}
+
+/* {pk_lock} Starts the hub and the watcher with their own database
+ * connection (ctx: a worker's, for the configuration and the doorbell).
+ * 0, or -1 (logged; nothing started). */
+static int hub_start(const struct parley_ctx *ctx)
+{
+    char err[256];
+    hub_ctx.cfg = ctx->cfg;
+    hub_ctx.bell = ctx->bell;
+    hub_ctx.db = db_open(ctx->cfg->db_path, err, sizeof err);
+    if (!hub_ctx.db) {
+        fprintf(stderr, "parley.fcgi: long-poll hub: database %s: %s (waiting GETs keep "
+                        "their threads)\n", ctx->cfg->db_path, err);
+        return -1;
+    }
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&hub_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 1024 * 1024);
+    int ok = pthread_create(&hub_th, &attr, hub_main, NULL) == 0;
+    if (ok && pthread_create(&watch_th, &attr, watch_main, NULL) != 0) {
+        closing = 1;               /* the hub ends at once: nothing is parked */
+        pthread_cond_signal(&hub_cv);
+        pthread_mutex_unlock(&pk_lock);
+        pthread_join(hub_th, NULL);
+        pthread_mutex_lock(&pk_lock);
+        closing = 0;
+        hub_ended = 0;
+        ok = 0;
+    }
+    pthread_attr_destroy(&attr);
+    if (!ok) {
+        fprintf(stderr, "parley.fcgi: long-poll hub: cannot start its threads (waiting GETs "
+                        "keep their threads)\n");
+        pthread_cond_destroy(&hub_cv);
+        db_close(hub_ctx.db);
+        hub_ctx.db = NULL;
+        return -1;
+    }
+    running = 1;
+    return 0;
+}
+
+int poll_park(struct poll_get *g)
+{
+    struct request *r = g->r;
+    if (!r->res->release || !g->ctx->bell || poll_stopping(g->ctx))
+        return 0;
+    int max = poll_park_max();
+    pthread_mutex_lock(&pk_lock);
+    static int start_failed;
+    if (closing || nparked >= max || start_failed || (!running && hub_start(g->ctx) < 0)) {
+        if (!running && !closing)
+            start_failed = 1;      /* logged once; threads wait as before */
+        pthread_mutex_unlock(&pk_lock);
+        return 0;
+    }
+    nparked++;
+    pthread_mutex_unlock(&pk_lock);
+    struct parked *p = calloc(1, sizeof *p);
+    if (!p) {
+        pthread_mutex_lock(&pk_lock);
+        nparked--;
+        pthread_mutex_unlock(&pk_lock);
+        return 0;
+    }
+    p->g = *g;
+    http_park(r, park_start, p);
+    return 1;
+}
+
+int poll_park_shutdown(int grace_ms)
+{
+    pthread_mutex_lock(&pk_lock);
+    if (!running) {
+        pthread_mutex_unlock(&pk_lock);
+        return 0;
+    }
+    pthread_mutex_unlock(&pk_lock);
+    bell_wake_all(hub_ctx.bell);   /* every parked GET answers at once */
+    pthread_mutex_lock(&pk_lock);
+    closing = 1;
+    kick = 1;
+    pthread_cond_signal(&hub_cv);
+    pthread_cond_broadcast(&watch_cv);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += grace_ms / 1000;
+    ts.tv_nsec += (long)(grace_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    while (!hub_ended)
+        if (pthread_cond_timedwait(&done_cv, &pk_lock, &ts) != 0)
+            break;
+    int left = nparked;
+    int ended = hub_ended;
+    pthread_mutex_unlock(&pk_lock);
+    if (!ended)
+        return left > 0 ? left : 1;
+    pthread_join(hub_th, NULL);
+    pthread_join(watch_th, NULL);
+    db_close(hub_ctx.db);
+    hub_ctx.db = NULL;
+    pthread_cond_destroy(&hub_cv);
+    running = 0;
+    return 0;
+}
