@@ -11,16 +11,21 @@
 #                                           directives): 100 tokens at 20/s,
 #                                           the first one 200 ms after the request
 #   SETUPS="bridge lighttpd proxy_fcgi fcgid"
-#   THREADS=512                             parley.fcgi --threads (lighttpd,
-#                                           mod_proxy_fcgi): every waiting poll
-#                                           holds one; Apache gets 2N+64 workers
+#   THREADS=                                parley.fcgi --threads (lighttpd,
+#                                           mod_proxy_fcgi); default: as shipped
+#                                           (16 in lighttpd-parley.conf, 32 in
+#                                           parley-fcgi.service): a waiting poll
+#                                           is parked and holds no thread.
+#                                           Apache gets 2N+64 workers (each
+#                                           waiting request holds one of its own)
 #
 # The client is tests/integration/concurrent.mjs (the checks of
 # t0500-concurrent.sh: every token and done to every viewer, all started
 # before any ended; requests repeated on 503 or a reset as www/parley.js
 # does); the servers are the integration harness's, with the
-# SHIPPED apache-conf/ snippets except for the thread counts above (and
-# mod_fcgid as shipped: FcgidMaxProcessesPerClass 64). One row per setup.
+# SHIPPED apache-conf/ snippets (parley.fcgi's thread counts too, unless
+# THREADS is set) except for Apache's MaxRequestWorkers (mod_fcgid as
+# shipped: FcgidMaxProcessesPerClass 64). One row per setup.
 # Bounded: every run is under timeout(1).
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -30,7 +35,7 @@ TOKENS=${TOKENS:-100}
 TOKEN_MS=${TOKEN_MS:-50}
 FIRST_MS=${FIRST_MS:-200}
 SETUPS=${SETUPS:-"bridge lighttpd proxy_fcgi fcgid"}
-THREADS=${THREADS:-512}
+THREADS=${THREADS:-}
 DEADLINE=$((FIRST_MS / 1000 + TOKENS * TOKEN_MS / 1000 + 120))
 
 LOG=$(mktemp)
@@ -60,12 +65,12 @@ BENCH_APACHE_WORKERS=$((2 * N + 64))
 ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
 
 bench_machine "Generations at once (\`bench/gens-bench.sh\`)" "node $(node --version)" \
-    "N=$N TOKENS=$TOKENS TOKEN_MS=$TOKEN_MS FIRST_MS=$FIRST_MS SETUPS=\"$SETUPS\" THREADS=$THREADS bench/gens-bench.sh"
+    "N=$N TOKENS=$TOKENS TOKEN_MS=$TOKEN_MS FIRST_MS=$FIRST_MS SETUPS=\"$SETUPS\"${THREADS:+ THREADS=$THREADS} bench/gens-bench.sh"
 echo "$N ticket answers started at once, one viewer each; each answer $TOKENS tokens every $TOKEN_MS ms,"
 echo "the first $FIRST_MS ms after the request (the upstream's own first-token time, subtracted below)."
 echo "First token = from the viewer sending its ticket body to its first \`stream\` frame, minus $FIRST_MS ms."
 echo "Long-poll viewers open their session and start polling (wait=25) before sending, as www/parley.js does;"
-echo "parley.fcgi --threads $THREADS (lighttpd, mod_proxy_fcgi), Apache MaxRequestWorkers $BENCH_APACHE_WORKERS, mod_fcgid as shipped."
+echo "parley.fcgi --threads ${THREADS:-as shipped (16 lighttpd, 32 mod_proxy_fcgi)}, Apache MaxRequestWorkers $BENCH_APACHE_WORKERS, mod_fcgid as shipped."
 echo
 echo "| setup | transport | generations | complete | failed | started after another ended | first token p50 (ms) | p99 (ms) | max (ms) | requests repeated (503, reset) | wall time (s) |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
