@@ -106,7 +106,7 @@ static int chat_query_int(struct request *r, const char *name, int def, int min,
     char *end;
     long long n = strtoll(v, &end, 10);
     if (!*v || *end || v[0] == '+' || v[0] == ' ' || n < min) {
-        res_error(r, 400, "Query parameter %s must be an integer of at least %d", name, min);
+        res_error_kind(r, PERR_BAD_INPUT, "Query parameter %s must be an integer of at least %d", name, min);
         return -1;
     }
     *out = n > clamp ? clamp : (int)n;
@@ -120,7 +120,7 @@ static int chat_find(struct request *r, const char *id, struct conversation *c)
     if (g == STORE_OK)
         return 0;
     if (g == STORE_NOT_FOUND)
-        res_error(r, 404, "Session not found: %.100s", id);
+        res_error_kind(r, PERR_NOT_FOUND, "Session not found: %.100s", id);
     else
         res_error_kind(r, db_err_kind(r->ctx->db), "Database error while reading the session");
     return -1;
@@ -151,7 +151,7 @@ int h_sessions_list(struct request *r)
     for (size_t i = 0; kind && i < sizeof kinds / sizeof kinds[0]; i++)
         known |= strcmp(kind, kinds[i]) == 0;
     if (!known)
-        return res_error(r, 400, "Query parameter kind must be chat, ticket, brand, phoenix or sse");
+        return res_error_kind(r, PERR_BAD_INPUT, "Query parameter kind must be chat, ticket, brand, phoenix or sse");
 
     struct conversation *v = NULL;
     int n = 0;
@@ -175,14 +175,14 @@ int h_session_create(struct request *r)
     json_t *kind = json_object_get(r->json, "kind");
     if (title && !json_is_null(title) &&
         (!json_is_string(title) || chat_utf8_chars(json_string_value(title)) > CHAT_TITLE_MAX))
-        return res_error(r, 400, "title must be a string of at most %d characters", CHAT_TITLE_MAX);
+        return res_error_kind(r, PERR_BAD_INPUT, "title must be a string of at most %d characters", CHAT_TITLE_MAX);
     if (settings && !json_is_null(settings) && !json_is_object(settings))
-        return res_error(r, 400, "settings must be an object");
+        return res_error_kind(r, PERR_BAD_INPUT, "settings must be an object");
     if (metadata && !json_is_null(metadata) && !json_is_object(metadata))
-        return res_error(r, 400, "metadata must be an object");
+        return res_error_kind(r, PERR_BAD_INPUT, "metadata must be an object");
     const char *k = json_string_value(kind);
     if (kind && !json_is_null(kind) && (!k || (strcmp(k, "chat") != 0 && strcmp(k, "sse") != 0)))
-        return res_error(r, 400, "kind must be \"chat\" or \"sse\"");
+        return res_error_kind(r, PERR_BAD_INPUT, "kind must be \"chat\" or \"sse\"");
 
     struct conversation c;
     memset(&c, 0, sizeof c);
@@ -249,11 +249,11 @@ int h_session_delete(struct request *r)
     else if (!strcmp(purge, "true") || !strcmp(purge, "1"))
         del = 1;
     else
-        return res_error(r, 400, "Query parameter purge must be true or false");
+        return res_error_kind(r, PERR_BAD_INPUT, "Query parameter purge must be true or false");
     int rc = del ? store_conv_delete(r->ctx->db, id, r->user)
                  : store_conv_set_status(r->ctx->db, id, r->user, "closed");
     if (rc == STORE_NOT_FOUND)
-        return res_error(r, 404, "Session not found: %.100s", id);
+        return res_error_kind(r, PERR_NOT_FOUND, "Session not found: %.100s", id);
     if (rc != STORE_OK)
         return res_error_kind(r, db_err_kind(r->ctx->db), "Database error while %s the session",
                               del ? "deleting" : "closing");
@@ -340,11 +340,11 @@ int h_chat_export(struct request *r)
     json_t *jid = json_object_get(r->json, "session_id");
     json_t *jfmt = json_object_get(r->json, "format");
     if (!json_is_string(jid) || !*json_string_value(jid))
-        return res_error(r, 400, "session_id must be a non-empty string");
+        return res_error_kind(r, PERR_BAD_INPUT, "session_id must be a non-empty string");
     const char *fmt = jfmt && !json_is_null(jfmt) ? json_string_value(jfmt) : "json";
     int markdown = fmt && (!strcmp(fmt, "markdown") || !strcmp(fmt, "md"));
     if (!fmt || (!markdown && strcmp(fmt, "json") != 0))
-        return res_error(r, 400, "format must be \"json\" or \"markdown\"");
+        return res_error_kind(r, PERR_BAD_INPUT, "format must be \"json\" or \"markdown\"");
     const char *id = json_string_value(jid);
     struct conversation c;
     if (chat_find(r, id, &c) < 0)
@@ -368,7 +368,7 @@ int h_chat_export(struct request *r)
     } else {
         char *md = chat_markdown(&c, v, n);
         if (!md) {
-            rc = res_error(r, 500, "Out of memory while exporting");
+            rc = res_error_kind(r, PERR_INTERNAL, "Out of memory while exporting");
         } else {
             /* The file name keeps only characters safe in a quoted header. */
             char safe[80], extra[200];
@@ -399,16 +399,16 @@ int h_message_reaction(struct request *r)
     json_t *jh = json_object_get(r->json, "helpful");
     json_t *jr = json_object_get(r->json, "rating");
     if (jh && !json_is_boolean(jh))
-        return res_error(r, 400, "helpful must be true or false");
+        return res_error_kind(r, PERR_BAD_INPUT, "helpful must be true or false");
     if (jr && (!json_is_integer(jr) || json_integer_value(jr) < 1 || json_integer_value(jr) > 5))
-        return res_error(r, 400, "rating must be an integer from 1 to 5");
+        return res_error_kind(r, PERR_BAD_INPUT, "rating must be an integer from 1 to 5");
     if (!jh && !jr)
-        return res_error(r, 400, "Give helpful (true or false), rating (1 to 5), or both");
+        return res_error_kind(r, PERR_BAD_INPUT, "Give helpful (true or false), rating (1 to 5), or both");
     int helpful = jh ? json_is_true(jh) : -1;
     int rating = jr ? (int)json_integer_value(jr) : 0;
     int rc = store_msg_react(r->ctx->db, r->user, sid, mid, helpful, rating);
     if (rc == STORE_NOT_FOUND)
-        return res_error(r, 404, "Message not found: %.100s", mid);
+        return res_error_kind(r, PERR_NOT_FOUND, "Message not found: %.100s", mid);
     if (rc != STORE_OK ||
         store_msg_reaction_get(r->ctx->db, sid, mid, &helpful, &rating) != STORE_OK)
         return res_error_kind(r, db_err_kind(r->ctx->db), "Database error while saving the reaction");

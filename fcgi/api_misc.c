@@ -9,6 +9,7 @@
  * worker thread of the process under health_lock.
  */
 #include "handlers.h"
+#include "status.h"
 #include "catalog.h"
 #include "stats.h"
 #include "util.h"
@@ -175,6 +176,6 @@ int h_brands_active(struct request *r)
 {
     json_t *brands = catalog_brands_active(r->ctx->db);
     if (!brands)
-        return res_error(r, 500, "Database error while listing brands");
+        return res_error_kind(r, PERR_DB, "Database error while listing brands");
     return res_json(r, 200, brands);
 }

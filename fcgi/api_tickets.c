@@ -174,7 +174,7 @@ static int answer_serve(struct request *r, const char *id, int *rc)
     if (found != STORE_OK)
         return -1;
     if (p.bad_utf8)
-        *rc = res_error(r, 500, "Could not build the response (the stored answer is not valid UTF-8)");
+        *rc = res_error_kind(r, PERR_INTERNAL, "Could not build the response (the stored answer is not valid UTF-8)");
     else
         *rc = res_json_text(r, 200, p.json, p.json_len);
     free(p.own);
