@@ -72,7 +72,7 @@ echo "First token = from the viewer sending its ticket body to its first \`strea
 echo "Long-poll viewers open their session and start polling (wait=25) before sending, as www/parley.js does;"
 echo "parley.fcgi --threads ${THREADS:-as shipped (16 lighttpd, 32 mod_proxy_fcgi)}, Apache MaxRequestWorkers $BENCH_APACHE_WORKERS, mod_fcgid as shipped."
 echo
-echo "| setup | transport | generations | complete | failed | started after another ended | first token p50 (ms) | p99 (ms) | max (ms) | requests repeated (503, reset) | wall time (s) |"
+echo "| setup | transport | generations | complete | failed | started after another ended | first token p50 (ms) | p99 (ms) | max (ms) | requests repeated (by cause) | wall time (s) |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 
 rc=0
@@ -84,7 +84,7 @@ row() { # setup transport json-file seconds
       for (const l of fs.readFileSync(file, "utf8").split("\n")) { try { j = JSON.parse(l); } catch {} }
       if (!j) { console.log(`| ${setup} | ${tr} | | | | | | | | | ${secs} (no result) |`); process.exit(0); }
       const f = j.first_token_beyond_upstream_ms;
-      console.log(`| ${setup} | ${tr} | ${j.n} | ${j.complete} | ${j.failed} | ${j.late_starts} | ${f.p50 ?? "-"} | ${f.p99 ?? "-"} | ${f.max ?? "-"} | ${j.retried_requests ?? "-"} | ${secs} |`);
+      console.log(`| ${setup} | ${tr} | ${j.n} | ${j.complete} | ${j.failed} | ${j.late_starts} | ${f.p50 ?? "-"} | ${f.p99 ?? "-"} | ${f.max ?? "-"} | ${j.retried_requests ?? "-"}${j.retried_requests ? ` (${Object.entries(j.retried_by_cause || {}).map(([k, n]) => `${k}: ${n}`).join(", ")})` : ""} | ${secs} |`);
     ' "$@"
 }
 DETAILS=$IT_TMP/details

@@ -62,9 +62,11 @@ const now = () => performance.now();
 // network error (a kept connection the server closed meanwhile, a reset) and
 // on 409, 429, 502, 503, 504, for up to 60 s with a backoff from 250 ms to
 // 5 s; a GET is repeated from the same cursor, so nothing is lost or
-// doubled. Other statuses are the caller's. retries counts the repeats.
+// doubled. Other statuses are the caller's. retries counts the repeats,
+// retryWhy by cause ("409", "503", "reset": a network error).
 const RETRYABLE = new Set([409, 429, 502, 503, 504]);
 let retries = 0;
+const retryWhy = {};
 async function fetchRetry(url, init) {
   const until = Date.now() + 60000;
   for (let delay = 250; ; delay = Math.min(delay * 2, 5000)) {
@@ -74,9 +76,11 @@ async function fetchRetry(url, init) {
       if (!RETRYABLE.has(r.status) || Date.now() + delay > until) return r;
       await r.arrayBuffer().catch(() => {});
       why = `HTTP ${r.status}`;
+      retryWhy[r.status] = (retryWhy[r.status] || 0) + 1;
     } catch (e) {
       why = `${e.message}${e.cause ? ` (${e.cause.code || e.cause.message})` : ''}`;
       if (Date.now() + delay > until) throw new Error(why);
+      retryWhy.reset = (retryWhy.reset || 0) + 1;
     }
     retries++;
     await new Promise((r) => setTimeout(r, delay));
@@ -251,11 +255,13 @@ const summary = {
   first_token_beyond_upstream_ms: { p50: pct(first, 50), p99: pct(first, 99), max: pct(first, 100) },
   tokens_received: viewers.reduce((a, v) => a + (v.text === v.want ? TOKENS : 0), 0),
   retried_requests: retries,
+  retried_by_cause: retryWhy,
 };
 if (JSON_OUT) console.log(JSON.stringify(summary));
 else console.log(`${TRANSPORT}: ${ok.length}/${N} complete, ${lateStarts} started after a done; ` +
   `first token beyond the upstream's: p50 ${summary.first_token_beyond_upstream_ms.p50} ms, ` +
-  `p99 ${summary.first_token_beyond_upstream_ms.p99} ms; ${retries} requests repeated`);
+  `p99 ${summary.first_token_beyond_upstream_ms.p99} ms; ${retries} requests repeated` +
+  (retries ? ` (${Object.entries(retryWhy).map(([k, n]) => `${k}: ${n}`).join(', ')})` : ''));
 for (const p of problems.slice(0, 20)) console.log(p);
 if (problems.length > 20) console.log(`... ${problems.length - 20} more`);
 process.exit(problems.length ? 1 : 0);
