@@ -63,7 +63,7 @@ const now = () => performance.now();
 // on 409, 429, 502, 503, 504, for up to 60 s with a backoff from 250 ms to
 // 5 s; a GET is repeated from the same cursor, so nothing is lost or
 // doubled. Other statuses are the caller's. retries counts the repeats,
-// retryWhy by cause ("409", "503", "reset": a network error).
+// retryWhy by cause ("409", "503", "reset <code>": a network error).
 const RETRYABLE = new Set([409, 429, 502, 503, 504]);
 let retries = 0;
 const retryWhy = {};
@@ -80,7 +80,8 @@ async function fetchRetry(url, init) {
     } catch (e) {
       why = `${e.message}${e.cause ? ` (${e.cause.code || e.cause.message})` : ''}`;
       if (Date.now() + delay > until) throw new Error(why);
-      retryWhy.reset = (retryWhy.reset || 0) + 1;
+      const k = `reset ${e.cause?.code || e.name}`;
+      retryWhy[k] = (retryWhy[k] || 0) + 1;
     }
     retries++;
     await new Promise((r) => setTimeout(r, delay));
