@@ -17,7 +17,10 @@
 #                                           parley-fcgi.service): a waiting poll
 #                                           is parked and holds no thread.
 #                                           Apache gets 2N+64 workers (each
-#                                           waiting request holds one of its own)
+#                                           waiting request holds one of its own),
+#                                           all in one child process: the event
+#                                           MPM closes the kept connections of a
+#                                           child whose threads are all busy
 #
 # The client is tests/integration/concurrent.mjs (the checks of
 # t0500-concurrent.sh: every token and done to every viewer, all started
@@ -62,6 +65,7 @@ export IT_APP_CONFIG
 IT_NO_WS=1
 BENCH_APP_THREADS=$THREADS
 BENCH_APACHE_WORKERS=$((2 * N + 64))
+BENCH_APACHE_ONE_CHILD=1     # else children of 64 fill up and close kept connections
 ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
 
 bench_machine "Generations at once (\`bench/gens-bench.sh\`)" "node $(node --version)" \
@@ -70,7 +74,7 @@ echo "$N ticket answers started at once, one viewer each; each answer $TOKENS to
 echo "the first $FIRST_MS ms after the request (the upstream's own first-token time, subtracted below)."
 echo "First token = from the viewer sending its ticket body to its first \`stream\` frame, minus $FIRST_MS ms."
 echo "Long-poll viewers open their session and start polling (wait=25) before sending, as www/parley.js does;"
-echo "parley.fcgi --threads ${THREADS:-as shipped (16 lighttpd, 32 mod_proxy_fcgi)}, Apache MaxRequestWorkers $BENCH_APACHE_WORKERS, mod_fcgid as shipped."
+echo "parley.fcgi --threads ${THREADS:-as shipped (16 lighttpd, 32 mod_proxy_fcgi)}, Apache MaxRequestWorkers $BENCH_APACHE_WORKERS in one child, mod_fcgid as shipped."
 echo
 echo "| setup | transport | generations | complete | failed | started after another ended | first token p50 (ms) | p99 (ms) | max (ms) | requests repeated (by cause) | wall time (s) |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"

@@ -20,6 +20,13 @@
 #                          ExecStart for mod_proxy_fcgi)
 #   BENCH_APACHE_WORKERS=N Apache's MaxRequestWorkers (ThreadsPerChild 64),
 #                          instead of the harness's 128
+#   BENCH_APACHE_ONE_CHILD=1   with BENCH_APACHE_WORKERS: all of them in ONE
+#                          child process (ThreadLimit = ThreadsPerChild = N).
+#                          The event MPM closes the keep-alive connections of
+#                          a child whose threads are all busy; with many
+#                          waiting long-polls, children of 64 fill up one by
+#                          one and the client sees its kept connections
+#                          closed (docs/PERFORMANCE.md, Generations at once)
 #   BENCH_FCGID_MAXREQ=N   FcgidMaxRequestsPerProcess instead of the snippet's
 #                          10000 (0: no limit)
 #   BENCH_PROXY_REUSE=on|off   mod_proxy_fcgi's ProxyPass lines with or without
@@ -139,6 +146,14 @@ apache_run() {
             -e "s/^MaxRequestWorkers .*/MaxRequestWorkers $((_sl * 64))/" \
             -e "s/^MinSpareThreads .*/MinSpareThreads $((_sl * 64))/" \
             -e "s/^MaxSpareThreads .*/MaxSpareThreads $((_sl * 64))/" "$_c"
+        if [ "${BENCH_APACHE_ONE_CHILD:-}" = 1 ]; then
+            _w=$BENCH_APACHE_WORKERS
+            sed -i -e "s/^StartServers .*/StartServers 1/" -e "s/^ServerLimit .*/ServerLimit 1\nThreadLimit $_w/" \
+                -e "s/^ThreadsPerChild .*/ThreadsPerChild $_w/" \
+                -e "s/^MaxRequestWorkers .*/MaxRequestWorkers $_w/" \
+                -e "s/^MinSpareThreads .*/MinSpareThreads $_w/" \
+                -e "s/^MaxSpareThreads .*/MaxSpareThreads $_w/" "$_c"
+        fi
     fi
     # the harness's apache_run:
     it_own "$SETUP_DIR"
