@@ -148,7 +148,8 @@ apache_run() {
             -e "s/^MaxSpareThreads .*/MaxSpareThreads $((_sl * 64))/" "$_c"
         if [ "${BENCH_APACHE_ONE_CHILD:-}" = 1 ]; then
             _w=$BENCH_APACHE_WORKERS
-            sed -i -e "s/^StartServers .*/StartServers 1/" -e "s/^ServerLimit .*/ServerLimit 1\nThreadLimit $_w/" \
+            sed -i -e "/^ThreadLimit /d" -e "s/^StartServers .*/StartServers 1/" \
+                -e "s/^ServerLimit .*/ServerLimit 1\nThreadLimit $_w/" \
                 -e "s/^ThreadsPerChild .*/ThreadsPerChild $_w/" \
                 -e "s/^MaxRequestWorkers .*/MaxRequestWorkers $_w/" \
                 -e "s/^MinSpareThreads .*/MinSpareThreads $_w/" \

@@ -259,13 +259,18 @@ apache_conf() {
         done
         echo "TypesConfig /etc/mime.types"
         echo "DirectoryIndex index.html"
-        # Every waiting long-poll request and open stream holds a worker thread.
+        # Every waiting long-poll request and open stream holds a worker
+        # thread. All 128 in ONE child: the event MPM closes the kept
+        # connections of a child whose threads are all busy, so with children
+        # of 32, t0500's 60 long-poll viewers on mod_proxy_fcgi saw ~55 of
+        # their requests fail (UND_ERR_SOCKET) and repeated after a back-off.
         echo "StartServers 1"
-        echo "ServerLimit 4"
-        echo "ThreadsPerChild 32"
+        echo "ServerLimit 1"
+        echo "ThreadLimit 128"
+        echo "ThreadsPerChild 128"
         echo "MaxRequestWorkers 128"
         echo "MinSpareThreads 16"
-        echo "MaxSpareThreads 64"
+        echo "MaxSpareThreads 128"
         if [ -n "$APP_USER" ]; then
             echo "User $APP_USER"
             echo "Group $APP_GROUP"
