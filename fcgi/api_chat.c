@@ -21,6 +21,7 @@
 #include "store.h"
 #include "util.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,14 +99,8 @@ static json_t *chat_message_json(const struct message *m)
 static int chat_query_int(struct request *r, const char *name, int def, int min, int clamp,
                           int *out)
 {
-    char buf[32];
-    const char *v = req_query(r, name, buf, sizeof buf);
-    *out = def;
-    if (!v)
-        return 0;
-    char *end;
-    long long n = strtoll(v, &end, 10);
-    if (!*v || *end || v[0] == '+' || v[0] == ' ' || n < min) {
+    long long n;
+    if (req_query_int(r, name, def, min, LLONG_MAX, &n) < 0) {
         res_error_kind(r, PERR_BAD_INPUT, "Query parameter %s must be an integer of at least %d", name, min);
         return -1;
     }

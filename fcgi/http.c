@@ -14,6 +14,7 @@
 #include "ident.h"
 #include "util.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -335,6 +336,25 @@ const char *req_query(const struct request *r, const char *name, char *buf, size
         q = amp ? amp + 1 : end;
     }
     return NULL;
+}
+
+int req_query_int(const struct request *r, const char *name, long long def, long long min,
+                  long long max, long long *out)
+{
+    char buf[32];
+    const char *v = req_query(r, name, buf, sizeof buf);
+    *out = def;
+    if (!v)
+        return 0;
+    if (!*v || *v == '+' || *v == ' ' || *v == '\t')
+        return -1;
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (*end || errno == ERANGE || n < min || n > max)
+        return -1;
+    *out = n;
+    return 1;
 }
 
 /* 1 if the segment starting at s (after a '/') is the first literal

@@ -146,6 +146,12 @@ const char *http_path_from_cgi(const char *request_uri, const char *script_name,
 /* Query parameter value (percent- and '+'-decoded into buf), NULL when
  * absent, when it does not fit in buf, or when it decodes to a NUL byte. */
 const char *req_query(const struct request *r, const char *name, char *buf, size_t buflen);
+/* Integer query parameter name: 0 when absent (*out = def), 1 when it is a
+ * decimal integer within [min, max] (*out set), -1 when it is not (a sign
+ * '+', blanks, trailing characters, out of range, too long: *out = def).
+ * Writes no response: the caller says what it expected. */
+int req_query_int(const struct request *r, const char *name, long long def, long long min,
+                  long long max, long long *out);
 
 /* Response helpers; each returns 0, or -1 when the client is gone (or the
  * response is already finished / res_start was already called).

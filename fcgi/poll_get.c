@@ -34,6 +34,7 @@
 #include "poll_park.h"
 #include "poll_pump.h"
 #include "poll_transport.h"
+#include "status.h"
 #include "bell.h"
 #include "proto.h"
 #include "util.h"
@@ -56,18 +57,11 @@ struct peek {
 static int parse_int_param(struct request *r, const char *name, long long def, long long min,
                            long long max, long long *out)
 {
-    char buf[32];
-    const char *v = req_query(r, name, buf, sizeof buf);
-    *out = def;
-    if (!v)
-        return 0;
-    char *end;
-    long long n = strtoll(v, &end, 10);
-    if (!*v || *end || n < min || n > max) {
-        res_error(r, 400, "Query parameter %s must be an integer from %lld to %lld", name, min, max);
+    if (req_query_int(r, name, def, min, max, out) < 0) {
+        res_error_kind(r, PERR_BAD_INPUT, "Query parameter %s must be an integer from %lld to %lld",
+                       name, min, max);
         return -1;
     }
-    *out = n;
     return 0;
 }
 

@@ -504,6 +504,28 @@ TEST(query_parameters)
     CHECK(req_query(&r, "a", buf, sizeof buf) == NULL);
 }
 
+TEST(query_integers)
+{
+    struct request r;
+    memset(&r, 0, sizeof r);
+    r.query = "n=42&neg=-3&plus=%2B5&blank=%205&tail=5x&big=99999999999999999999&empty=";
+    long long v = 0;
+    CHECK_INT(req_query_int(&r, "n", 7, 0, 100, &v), 1);
+    CHECK_INT(v, 42);
+    CHECK_INT(req_query_int(&r, "missing", 7, 0, 100, &v), 0);
+    CHECK_INT(v, 7);
+    CHECK_INT(req_query_int(&r, "neg", 7, -5, 100, &v), 1);
+    CHECK_INT(v, -3);
+    CHECK_INT(req_query_int(&r, "neg", 7, 0, 100, &v), -1);     /* below min */
+    CHECK_INT(v, 7);
+    CHECK_INT(req_query_int(&r, "n", 7, 0, 41, &v), -1);        /* above max */
+    CHECK_INT(req_query_int(&r, "plus", 7, 0, 100, &v), -1);
+    CHECK_INT(req_query_int(&r, "blank", 7, 0, 100, &v), -1);
+    CHECK_INT(req_query_int(&r, "tail", 7, 0, 100, &v), -1);
+    CHECK_INT(req_query_int(&r, "big", 7, 0, 100, &v), -1);     /* beyond long long */
+    CHECK_INT(req_query_int(&r, "empty", 7, 0, 100, &v), -1);
+}
+
 /* ---- misc handlers ---- */
 
 TEST(health_reports_database_and_upstream_without_credentials)
@@ -973,6 +995,7 @@ int main(void)
     RUN(routes_reach_ticket_and_poll_handlers);
     RUN(cgi_paths);
     RUN(query_parameters);
+    RUN(query_integers);
     RUN(health_reports_database_and_upstream_without_credentials);
     RUN(brands_active_lists_the_catalog);
     RUN(create_session_shapes);
