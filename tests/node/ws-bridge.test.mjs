@@ -906,38 +906,47 @@ const ended = (m) => m.some((x) => x.type === 'done' || x.type === 'error');
 describe('cross-transport (through the web server)', { skip: !POLL && 'WS_POLL_URL not set', timeout: SUITE_MS }, () => {
   test('long-poll starts, WebSocket joins: identical text from one upstream call', async () => {
     const ticket = id('x');
-    const body = `Long-poll first [[fake tokens=24 token_ms=25]] ${ticket}`;
+    const body = `Long-poll first [[fake tokens=24 token_ms=100]] ${ticket}`;
     const before0 = (await fakeStats()).total;
     const lp = new LongPoll(POLL, `/api/websocket/chat/${ticket}`);
     await lp.open();
     await lp.send({ ticketBody: body });
     const ws = new TicketAIChat(br.url(`/api/websocket/chat/${ticket}`), body);
-    await lp.until(ended);
-    assert.equal(await ws.done, 'done');
-    assert.ok(types(ws.log).includes('stream'), 'the WebSocket client watched the live stream');
-    assert.equal(lp.msgs.at(-1).type, 'done');
-    assert.equal(lp.text(), answerText(body, 24));
-    assert.equal(ws.aiResponse, lp.text());
-    assert.equal((await fakeStats()).total - before0, 1, 'one upstream call');
-    ws.close();
+    try {
+      await lp.until(ended);
+      assert.equal(await ws.done, 'done');
+      assert.ok(types(ws.log).includes('stream'), 'the WebSocket client watched the live stream');
+      assert.equal(lp.msgs.at(-1).type, 'done');
+      assert.equal(lp.text(), answerText(body, 24));
+      assert.equal(ws.aiResponse, lp.text());
+      assert.equal((await fakeStats()).total - before0, 1, 'one upstream call');
+    } finally {
+      ws.close();       // a failed assertion must not leave the socket open until the bridge's idle timeout
+    }
   });
 
   test('WebSocket starts, long-poll joins: identical text from one upstream call', async () => {
     const ticket = id('x');
-    const body = `WebSocket first [[fake tokens=24 token_ms=25]] ${ticket}`;
+    // 2.4 s of streaming: the long-poll client's first requests may reach a
+    // parley.fcgi that mod_fcgid is still spawning (slow under ASan); at
+    // token_ms=25 the answer was sometimes over (and cached) before its POST.
+    const body = `WebSocket first [[fake tokens=24 token_ms=100]] ${ticket}`;
     const before0 = (await fakeStats()).total;
     const ws = new TicketAIChat(br.url(`/api/websocket/chat/${ticket}`), body);
-    while (!ws.log.length) await sleep(10);
-    const lp = new LongPoll(POLL, `/api/websocket/chat/${ticket}`);
-    await lp.open();
-    await lp.send({ ticketBody: body });
-    assert.equal(await ws.done, 'done');
-    await lp.until(ended);
-    assert.ok(types(lp.msgs).includes('stream'), 'the long-poll client watched the live stream');
-    assert.equal(lp.text(), ws.aiResponse);
-    assert.equal(ws.aiResponse, answerText(body, 24));
-    assert.equal((await fakeStats()).total - before0, 1, 'one upstream call');
-    ws.close();
+    try {
+      while (!ws.log.length) await sleep(10);
+      const lp = new LongPoll(POLL, `/api/websocket/chat/${ticket}`);
+      await lp.open();
+      await lp.send({ ticketBody: body });
+      assert.equal(await ws.done, 'done');
+      await lp.until(ended);
+      assert.ok(types(lp.msgs).includes('stream'), 'the long-poll client watched the live stream');
+      assert.equal(lp.text(), ws.aiResponse);
+      assert.equal(ws.aiResponse, answerText(body, 24));
+      assert.equal((await fakeStats()).total - before0, 1, 'one upstream call');
+    } finally {
+      ws.close();       // a failed assertion must not leave the socket open until the bridge's idle timeout
+    }
   });
 
   test('seed 001: a session streamed over WebSocket is the same conversation over long-poll', async () => {
