@@ -23,24 +23,8 @@ IT_NO_WS=1
 start_proxy_fcgi "$BUILD/parley.fcgi"
 it_log "web server $BASE"
 
-_out=$IT_TMP/poll-limits.tap
 PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET LIMIT=$LIMIT \
-    node --test --test-reporter=tap tests/integration/poll-limits.mjs >"$_out" 2>&1 && _rc=0 || _rc=$?
-while IFS= read -r _line; do
-    case $_line in
-    "ok "*|"not ok "*)
-        _t=$(printf '%s' "$_line" | sed -E 's/^(not )?ok [0-9]+ - //')
-        case $_line in
-        "not ok "*) TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1)); echo "not ok $TAP_N - $_t" ;;
-        *) TAP_N=$((TAP_N + 1)); echo "ok $TAP_N - $_t" ;;
-        esac ;;
-    esac
-done <"$_out"
-if [ "$_rc" -ne 0 ] || [ "$TAP_N" -eq 0 ]; then
-    grep -E '^ *(error:|expected:|actual:|operator:|  [^ #-][^:]*$)' "$_out" | grep -v '^ *\(at \|stack\)' | head -n 60 | sed 's/^/#   /'
-    [ "$TAP_N" -eq 0 ] && { TAP_N=1; TAP_FAILED=1; echo "not ok 1 - the client suite ran no test (exit $_rc)"; }
-    tail -n 10 "$SETUP_DIR/logs/app.log" | sed 's/^/#   parley.fcgi: /'
-fi
+    it_node_tap "" tests/integration/poll-limits.mjs
 # Under SANITIZE=address,undefined any report in a log (a leak at exit
 # included) fails the run.
 stop_setup
