@@ -379,7 +379,8 @@ it_wait_port() {
     return 1
 }
 
-# Starts $BUILD/parley-ws on 127.0.0.1:BRIDGE_PORT (a free port) as the app
+# Starts $BUILD/parley-ws as the shipped parley-ws.service would (its
+# Environment= and ExecStart= lines) on 127.0.0.1:BRIDGE_PORT (a free port), as the app
 # account, with the database and upstream of the setups. It outlives
 # stop_setup; it_cleanup stops it. Returns 1 (with its log on stdout as TAP
 # diagnostics) if it does not come up.
@@ -389,11 +390,23 @@ start_bridge() {
     cp "$BUILD/parley-ws" "$IT_TMP/bridge/parley-ws"
     it_own "$IT_TMP/bridge"
     BRIDGE_PORT=$(free_port)
+    # The Environment= and ExecStart= lines of the shipped unit
+    # (apache-conf/parley-ws.service), its placeholders filled for this run.
+    _sv="${PARLEY_BIN-}|${PARLEY_DB-}|${OLLAMA_SERVER-}|${WS_PORT-}"
+    PARLEY_BIN=$IT_TMP/bridge PARLEY_DB=${IT_DB:-$IT_TMP/data/parley.db}
+    OLLAMA_SERVER=${IT_UPSTREAM:-$FAKE_LLM_URL} WS_PORT=$BRIDGE_PORT
+    PARLEY_WWW=${PARLEY_WWW-} PARLEY_SOCKET=${PARLEY_SOCKET-}
+    it_subst apache-conf/parley-ws.service "$IT_TMP/bridge/parley-ws.service"
+    IFS='|' read -r PARLEY_BIN PARLEY_DB OLLAMA_SERVER WS_PORT <<EOF_SV
+$_sv
+EOF_SV
+    _env=$(sed -n 's/^Environment=//p' "$IT_TMP/bridge/parley-ws.service")
+    _exec=$(sed -n 's/^ExecStart=//p' "$IT_TMP/bridge/parley-ws.service")
+    [ -n "$_exec" ] || it_die "parley-ws.service has no ExecStart= line"
     _keep=$SETUP_PIDS
     # shellcheck disable=SC2086
-    it_bg "$IT_TMP/bridge/parley-ws.log" $AS_APP env PARLEY_DB="${IT_DB:-$IT_TMP/data/parley.db}" \
-        OLLAMA_SERVER="${IT_UPSTREAM:-$FAKE_LLM_URL}" ${IT_APP_CONFIG:+PARLEY_CONFIG="$IT_APP_CONFIG"} \
-        "$IT_TMP/bridge/parley-ws" --listen "127.0.0.1:$BRIDGE_PORT" --stats-file -
+    it_bg "$IT_TMP/bridge/parley-ws.log" $AS_APP env $_env \
+        ${IT_APP_CONFIG:+PARLEY_CONFIG="$IT_APP_CONFIG"} $_exec
     SETUP_PIDS=$_keep
     if ! it_wait_port "$BRIDGE_PORT" "$IT_LAST_PID"; then
         sed 's/^/# parley-ws: /' "$IT_TMP/bridge/parley-ws.log" | tail -n 20
