@@ -62,6 +62,11 @@ static const struct key_def keys[] = {
     { "PARLEY_EVENT_GRACE",             K_INT,      F(event_grace_s),          0, 604800 },
     { "PARLEY_CONTEXT_MESSAGES",        K_INT,      F(context_messages),       0, 1000 },
     { "PARLEY_MAX_GENERATIONS",         K_INT,      F(max_generations),        1, 100000 },
+    { "PARLEY_PHOENIX_MODELS",          K_STRING,   F(phx_models),             0, 0 },
+    { "PARLEY_PHOENIX_TEMP_MIN",        K_DOUBLE,   F(phx_temp_min),           0, 2 },
+    { "PARLEY_PHOENIX_TEMP_MAX",        K_DOUBLE,   F(phx_temp_max),           0, 2 },
+    { "PARLEY_PHOENIX_MAX_TOPICS",      K_INT,      F(phx_max_topics),         1, 100 },
+    { "PARLEY_PHOENIX_WINDOW",          K_INT,      F(phx_window_s),           1, 30 },
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -380,6 +385,10 @@ int config_defaults(struct parley_config *cfg)
     cfg->event_grace_s = 300;
     cfg->context_messages = 10;
     cfg->max_generations = 1024;
+    cfg->phx_temp_min = 0;
+    cfg->phx_temp_max = 2;
+    cfg->phx_max_topics = 10;
+    cfg->phx_window_s = 10;
     cfg->db_path = strdup("parley.db");
     cfg->ollama_server = strdup("http://127.0.0.1:11434");
     cfg->openai_base_url = strdup("https://api.openai.com/v1");

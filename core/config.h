@@ -42,6 +42,14 @@ struct parley_config {
     int event_grace_s;           /* PARLEY_EVENT_GRACE (300) */
     int context_messages;        /* PARLEY_CONTEXT_MESSAGES (10) */
     int max_generations;         /* PARLEY_MAX_GENERATIONS (1024): streams one process runs at once */
+    /* seed 003 (Phoenix Channels, docs/protocol-phoenix.md) */
+    char *phx_models;            /* PARLEY_PHOENIX_MODELS: comma list of models a query may name;
+                                    NULL: only PARLEY_MODEL */
+    double phx_temp_min;         /* PARLEY_PHOENIX_TEMP_MIN (0, 0..2) */
+    double phx_temp_max;         /* PARLEY_PHOENIX_TEMP_MAX (2, 0..2) */
+    int phx_max_topics;          /* PARLEY_PHOENIX_MAX_TOPICS (10): topics one socket may join */
+    int phx_window_s;            /* PARLEY_PHOENIX_WINDOW (10): long-poll window, s; a session
+                                    without a poll for 1.5 windows ends */
 };
 
 /* Fills every field with its default (strings newly allocated). 0 / -1. */
