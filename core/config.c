@@ -62,6 +62,7 @@ static const struct key_def keys[] = {
     { "PARLEY_EVENT_GRACE",             K_INT,      F(event_grace_s),          0, 604800 },
     { "PARLEY_CONTEXT_MESSAGES",        K_INT,      F(context_messages),       0, 1000 },
     { "PARLEY_MAX_GENERATIONS",         K_INT,      F(max_generations),        1, 100000 },
+    { "PARLEY_POLL_HANDOFF",            K_STRING,   F(poll_handoff),           0, 0 },
     { "PARLEY_PHOENIX_MODELS",          K_STRING,   F(phx_models),             0, 0 },
     { "PARLEY_PHOENIX_TEMP_MIN",        K_DOUBLE,   F(phx_temp_min),           0, 2 },
     { "PARLEY_PHOENIX_TEMP_MAX",        K_DOUBLE,   F(phx_temp_max),           0, 2 },

@@ -42,6 +42,10 @@ struct parley_config {
     int event_grace_s;           /* PARLEY_EVENT_GRACE (300) */
     int context_messages;        /* PARLEY_CONTEXT_MESSAGES (10) */
     int max_generations;         /* PARLEY_MAX_GENERATIONS (1024): streams one process runs at once */
+    char *poll_handoff;          /* PARLEY_POLL_HANDOFF: URL path under which the web server
+                                    proxies the bridge ("/parley-ws"): a long-poll GET a
+                                    one-request process (mod_fcgid) would wait on is handed
+                                    there while the bridge runs; NULL: never */
     /* seed 003 (Phoenix Channels, docs/protocol-phoenix.md) */
     char *phx_models;            /* PARLEY_PHOENIX_MODELS: comma list of models a query may name;
                                     NULL: only PARLEY_MODEL */
