@@ -6,6 +6,9 @@
  *                                  streaming it from the event log to stdout
  *   parley maintain                recover dead jobs, compact events, prune rate hits
  *   parley token SUB [SECONDS]     print an HS256 JWT for SUB (PARLEY_JWT_SECRET)
+ *   parley kb import FILE...       import Markdown / text files into the knowledge base
+ *   parley kb list                 list the knowledge base's passages
+ *   parley kb remove NAME|ID       remove a file's passages, or one passage
  *
  * Configuration comes from the environment and PARLEY_CONFIG (config.h).
  * Single process; the generation runs in a second thread while the main
@@ -18,12 +21,15 @@
 #include "evlog.h"
 #include "ident.h"
 #include "jobs.h"
+#include "kb.h"
 #include "llm.h"
 #include "ratelimit.h"
 #include "runner.h"
 #include "store.h"
 #include "util.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -38,6 +44,9 @@ static const char usage_text[] =
     "       parley ask [-t TICKET_ID] PROMPT\n"
     "       parley maintain\n"
     "       parley token SUB [SECONDS]\n"
+    "       parley kb import FILE...\n"
+    "       parley kb list\n"
+    "       parley kb remove NAME|ID\n"
     "       parley --help\n";
 
 static int usage(void)
@@ -58,6 +67,11 @@ static int help(void)
           "             (PARLEY_EVENT_GRACE), prune old rate-limit hits\n"
           "  token      print a JWT for user SUB signed with PARLEY_JWT_SECRET, valid\n"
           "             SECONDS (default 3600; 0: no expiry)\n"
+          "  kb import  cut each Markdown (.md) or text FILE into passages and store them in\n"
+          "             the knowledge base; a file of the same name is replaced\n"
+          "  kb list    print the passages: ID, file name, position, bytes, title\n"
+          "  kb remove  remove every passage of file NAME, or passage ID (a number)\n"
+          "             (docs/knowledge-base.md)\n"
           "Settings come from the environment or PARLEY_CONFIG (docs/configuration.md).\n"
           "Exit status: 0 ok, 1 failure, 2 usage, 78 configuration error.\n", stdout);
     return 0;
@@ -168,6 +182,88 @@ static int cmd_ask(struct parley_config *cfg, parley_db *db, parley_bell *bell,
     return ok ? 0 : 1;
 }
 
+/* parley kb import FILE...: each file in its own transaction; goes on
+ * after a refused file. 0 when every file was imported. */
+static int kb_import(parley_db *db, int nfiles, char **files)
+{
+    int failed = 0;
+    for (int i = 0; i < nfiles; i++) {
+        char err[512];
+        int n = 0;
+        int rc = kb_import_file(db, files[i], &n, err, sizeof err);
+        if (rc == KB_OK) {
+            printf("%s: %d passage%s\n", files[i], n, n == 1 ? "" : "s");
+        } else {
+            fprintf(stderr, "parley: kb import: %s\n", err);
+            failed = 1;
+        }
+    }
+    return failed;
+}
+
+static int kb_print_list(parley_db *db)
+{
+    struct kb_entry *e;
+    int n;
+    if (kb_list(db, NULL, &e, &n) != KB_OK) {
+        fprintf(stderr, "parley: kb list: %s\n", db_err_text(db, "database error"));
+        return 1;
+    }
+    int files = 0;
+    for (int i = 0; i < n; i++) {
+        if (i == 0 || strcmp(e[i].source, e[i - 1].source) != 0)
+            files++;
+        printf("%lld\t%s\t%d\t%lld\t%s\n", (long long)e[i].id, e[i].source, e[i].seq,
+               (long long)e[i].bytes, e[i].title);
+    }
+    fprintf(stderr, "parley: %d passage%s from %d file%s\n", n, n == 1 ? "" : "s", files,
+            files == 1 ? "" : "s");
+    kb_entries_free(e, n);
+    return 0;
+}
+
+/* parley kb remove NAME|ID: a number is a passage id, anything else the
+ * file name kb list shows. */
+static int kb_remove(parley_db *db, const char *what)
+{
+    int digits = *what != '\0';
+    for (const char *p = what; *p; p++)
+        if (!isdigit((unsigned char)*p))
+            digits = 0;
+    int rc, n = 0;
+    if (digits) {
+        errno = 0;
+        long long id = strtoll(what, NULL, 10);
+        rc = errno ? KB_NOT_FOUND : kb_remove_id(db, id);
+        n = rc == KB_OK;
+    } else {
+        rc = kb_remove_source(db, what, &n);
+    }
+    if (rc == KB_ERR) {
+        fprintf(stderr, "parley: kb remove: %s\n", db_err_text(db, "database error"));
+        return 1;
+    }
+    if (rc == KB_NOT_FOUND) {
+        fprintf(stderr, "parley: kb remove: no %s %s in the knowledge base\n",
+                digits ? "passage" : "file", what);
+        return 1;
+    }
+    printf("removed %d passage%s\n", n, n == 1 ? "" : "s");
+    return 0;
+}
+
+/* parley kb SUB ...: 2 on a usage error. */
+static int cmd_kb(parley_db *db, int argc, char **argv)
+{
+    if (argc >= 4 && !strcmp(argv[2], "import"))
+        return kb_import(db, argc - 3, argv + 3);
+    if (argc == 3 && !strcmp(argv[2], "list"))
+        return kb_print_list(db);
+    if (argc == 4 && !strcmp(argv[2], "remove"))
+        return kb_remove(db, argv[3]);
+    return usage();
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -226,6 +322,8 @@ int main(int argc, char **argv)
         int pr = ratelimit_prune(db, 60000, now_ms());
         printf("recovered %d jobs, compacted %d events, pruned %d rate hits\n", rec, cmp, pr);
         rc = rec < 0 || cmp < 0 || pr < 0;
+    } else if (!strcmp(cmd, "kb")) {
+        rc = cmd_kb(db, argc, argv);
     } else if (!strcmp(cmd, "ask")) {
         const char *ticket = NULL;
         int i = 2;

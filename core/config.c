@@ -62,6 +62,9 @@ static const struct key_def keys[] = {
     { "PARLEY_EVENT_GRACE",             K_INT,      F(event_grace_s),          0, 604800 },
     { "PARLEY_CONTEXT_MESSAGES",        K_INT,      F(context_messages),       0, 1000 },
     { "PARLEY_MAX_GENERATIONS",         K_INT,      F(max_generations),        1, 100000 },
+    { "PARLEY_KB_TICKETS",              K_INT,      F(kb_tickets),             0, 1 },
+    { "PARLEY_KB_PASSAGES",             K_INT,      F(kb_passages),            1, 50 },
+    { "PARLEY_KB_CONTEXT_BYTES",        K_INT,      F(kb_context_bytes),       200, 1000000 },
     { "PARLEY_POLL_HANDOFF",            K_STRING,   F(poll_handoff),           0, 0 },
     { "PARLEY_PHOENIX_MODELS",          K_STRING,   F(phx_models),             0, 0 },
     { "PARLEY_PHOENIX_TEMP_MIN",        K_DOUBLE,   F(phx_temp_min),           0, 2 },
@@ -386,6 +389,9 @@ int config_defaults(struct parley_config *cfg)
     cfg->event_grace_s = 300;
     cfg->context_messages = 10;
     cfg->max_generations = 1024;
+    cfg->kb_tickets = 0;
+    cfg->kb_passages = 3;
+    cfg->kb_context_bytes = 4000;
     cfg->phx_temp_min = 0;
     cfg->phx_temp_max = 2;
     cfg->phx_max_topics = 10;

@@ -42,6 +42,9 @@ struct parley_config {
     int event_grace_s;           /* PARLEY_EVENT_GRACE (300) */
     int context_messages;        /* PARLEY_CONTEXT_MESSAGES (10) */
     int max_generations;         /* PARLEY_MAX_GENERATIONS (1024): streams one process runs at once */
+    int kb_tickets;              /* PARLEY_KB_TICKETS (0): 1 = ticket answers grounded in the knowledge base */
+    int kb_passages;             /* PARLEY_KB_PASSAGES (3): most knowledge-base passages in one prompt */
+    int kb_context_bytes;        /* PARLEY_KB_CONTEXT_BYTES (4000): most bytes of passages in one prompt */
     char *poll_handoff;          /* PARLEY_POLL_HANDOFF: URL path under which the web server
                                     proxies the bridge ("/parley-ws"): a long-poll GET a
                                     one-request process (mod_fcgid) would wait on is handed

@@ -6,9 +6,13 @@
  *        or {"type":"error","message":...}
  * Channel "ticket:<id>"; the cache key is the ticket id + SHA-256 of the
  * body, so openers of the same ticket and body share one generation.
+ * With PARLEY_KB_TICKETS=1 the system prompt carries the knowledge-base
+ * passages that match the body (kb_ground), and the key's digest then
+ * covers that prompt too (kb_key_ground).
  */
 #include "proto_impl.h"
 #include "ident.h"
+#include "kb.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -28,6 +32,30 @@ static int error_frame(struct proto_conn *c, struct proto_frames *out, enum perr
 }
 
 #define DB_ERROR_MSG "Database error: please try again"
+
+/* The system prompt of job: TICKET_SYSTEM, or with PARLEY_KB_TICKETS the
+ * knowledge-base passages matching the body after it; a grounded prompt
+ * gets its own cache key, so an answer cached without these passages is
+ * never served for it. Sets *system (owned by job). 0, -1 on a database
+ * error or out of memory. */
+static int ticket_system(struct parley_ctx *ctx, struct proto_job *job, const char *body,
+                         const char **system)
+{
+    *system = TICKET_SYSTEM;
+    if (!ctx->cfg->kb_tickets)
+        return 0;
+    struct kb_grounding g;
+    if (kb_ground(ctx->db, body, TICKET_SYSTEM, ctx->cfg->kb_passages,
+                  (size_t)ctx->cfg->kb_context_bytes, &g) != KB_OK)
+        return -1;
+    if (g.system) {
+        *system = proto_job_keep(job, g.system);
+        if (!*system || kb_key_ground(job->ans.key, sizeof job->ans.key, *system) < 0)
+            *system = NULL;
+    }
+    kb_grounding_free(&g);
+    return *system ? 0 : -1;
+}
 
 int proto_ticket_cached(struct proto_frames *out, const char *response)
 {
@@ -93,6 +121,12 @@ static int ticket_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *
         return -1;
     }
     answer_key_ticket(&job->ans, tid, kbody, job->hash);
+    const char *system;
+    if (ticket_system(ctx, job, kbody, &system) < 0) {
+        proto_job_free(job);
+        error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
+        return -1;
+    }
 
     char *cached = NULL;
     int r = store_answer_get(ctx->db, job->ans.key, &cached, NULL, NULL);
@@ -123,7 +157,7 @@ static int ticket_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *
     job->req.channel = job->channel;
     job->req.prompt_key = job->ans.key;
     job->req.llm.prompt = kbody;
-    job->req.llm.system = TICKET_SYSTEM;
+    job->req.llm.system = system;
     job->req.llm.temperature = ctx->cfg->temperature;
     job->req.cache = &job->ans;
     if (proto_start(ctx, c, job, jobp) < 0) {
