@@ -752,14 +752,13 @@ char *kb_context(const struct kb_hits *h, size_t max_bytes, int *used)
 {
     if (used)
         *used = 0;
-    size_t cap = max_bytes + 1, len = 0;
+    size_t len = 0;
     int n = h ? h->n : 0;
-    /* no larger than all the passages need */
+    /* what all the passages need, or max_bytes + 1 when that is less */
     size_t need = 1;
     for (int i = 0; i < n; i++)
         need += strlen(h->v[i].title) + strlen(h->v[i].source) + strlen(h->v[i].text) + 32;
-    if (cap > need)
-        cap = need;
+    size_t cap = max_bytes < need ? max_bytes + 1 : need;
     char *out = malloc(cap);
     if (!out)
         return NULL;

@@ -15,6 +15,7 @@
 #include "store.h"
 
 #include <jansson.h>
+#include <stdint.h>
 
 static parley_db *db;
 
@@ -334,6 +335,9 @@ TEST(context_bound)
         free(s);
     }
     CHECK_INT(last_used, 3);
+    char *huge = kb_context(&h, SIZE_MAX, &used);     /* no overflow in the size */
+    CHECK(huge && !strcmp(huge, all) && used == 3);
+    free(huge);
     /* too small for the first whole passage: it is cut, with "…" */
     char *cut = kb_context(&h, strlen(want) + 10, &used);
     CHECK_INT(used, 1);
