@@ -14,7 +14,6 @@ CLI=$BUILD/parley
 APP=$BUILD/parley.fcgi
 [ -x "$CLI" ] || it_die "$CLI is not built (make)"
 [ -x "$APP" ] || it_die "$APP is not built (make)"
-command -v jq >/dev/null 2>&1 || it_die "jq is not installed"
 it_init
 FAKE_LLM_URL=""            # our own: its last_body must be our request
 it_fake_llm
@@ -58,19 +57,27 @@ IT_DB=$DB
 start_fcgid "$APP"
 it_log "fcgid: $BASE"
 
+# jget EXPR — the JavaScript expression EXPR over o, the JSON on stdin
+# ("" for null or undefined).
+jget() {
+    node -e 'let s = ""; process.stdin.on("data", (d) => { s += d; }).on("end", () => {
+        const o = JSON.parse(s); const v = eval(process.argv[1]);
+        process.stdout.write(v == null ? "" : String(v)); })' "$1"
+}
+
 # ask_ticket ID BODY — opens a long-poll seed 000 session on ticket ID,
 # sends BODY, polls until "done" or "error"; prints the frame types.
 ask_ticket() {
     _sid=$(curl -sf -m 10 -H 'Content-Type: application/json' \
-        -d "{\"path\":\"/api/websocket/chat/$1\"}" "$BASE/api/poll/open" | jq -r .sid) || return 1
-    [ -n "$_sid" ] && [ "$_sid" != null ] || { echo "no session"; return 1; }
-    _msg=$(jq -cn --arg b "$2" '{ticketBody: $b}')
+        -d "{\"path\":\"/api/websocket/chat/$1\"}" "$BASE/api/poll/open" | jget o.sid) || return 1
+    [ -n "$_sid" ] || { echo "no session"; return 1; }
+    _msg=$(node -e 'process.stdout.write(JSON.stringify({ ticketBody: process.argv[1] }))' "$2")
     curl -sf -m 10 --data-binary "$_msg" "$BASE/api/poll/$_sid" >/dev/null || { echo "POST failed"; return 1; }
     _cur=0 _types="" _i=0
     while [ $_i -lt 20 ]; do
         _r=$(curl -sf -m 15 "$BASE/api/poll/$_sid?cursor=$_cur&wait=5") || { echo "GET failed"; return 1; }
-        _types="$_types $(printf '%s' "$_r" | jq -r '[.messages[].type] | join(" ")')"
-        _cur=$(printf '%s' "$_r" | jq -r .cursor)
+        _types="$_types $(printf '%s' "$_r" | jget 'o.messages.map((m) => m.type).join(" ")')"
+        _cur=$(printf '%s' "$_r" | jget o.cursor)
         case " $_types " in *" done "*|*" error "*) break ;; esac
         _i=$((_i + 1))
     done
@@ -78,7 +85,7 @@ ask_ticket() {
 }
 
 # The system prompt of the last request the simulated LLM received.
-last_system() { curl -sf -m 5 "$FAKE_LLM_URL/_fake/stats" | jq -r '.last_body.system // ""'; }
+last_system() { curl -sf -m 5 "$FAKE_LLM_URL/_fake/stats" | jget 'o.last_body && o.last_body.system'; }
 
 grounded() {
     _t=$(ask_ticket kb-1 'The printer shows fuser error E52 [[fake tokens=6 token_ms=0]]') || { echo "$_t"; return 1; }
