@@ -97,7 +97,9 @@ $(BUILD)/parley.fcgi: $(FCGI_SRC:%.c=$(BUILD)/%.o) $(LIBPARLEY)
 $(BUILD)/parley: $(BUILD)/cli/parley.o $(LIBPARLEY)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/parley-ws: $(WS_SRC:%.c=$(BUILD)/%.o) $(LIBPARLEY)
+# The bridge carries the HTTP front's long-poll handlers (ws-bridge/httpfront.c)
+$(BUILD)/ws-bridge/httpfront.o: CFLAGS += -Ifcgi
+$(BUILD)/parley-ws: $(WS_SRC:%.c=$(BUILD)/%.o) $(FCGI_LIB) $(LIBPARLEY)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # make test: deps, build, then every suite; tests/run.sh prints "N passed, N failed".

@@ -10,7 +10,11 @@
 #   TOKENS=100 TOKEN_MS=50 FIRST_MS=200     each answer (the simulated LLM's
 #                                           directives): 100 tokens at 20/s,
 #                                           the first one 200 ms after the request
-#   SETUPS="bridge lighttpd proxy_fcgi fcgid"
+#   SETUPS="bridge lighttpd proxy_fcgi fcgid fcgid_bridge"
+#                                           fcgid_bridge: mod_fcgid as shipped with
+#                                           parley-websocket.conf and the bridge
+#                                           running, which takes the waiting GETs
+#                                           (fcgi/poll_handoff.h)
 #   THREADS=                                parley.fcgi --threads (lighttpd,
 #                                           mod_proxy_fcgi); default: as shipped
 #                                           (16 in lighttpd-parley.conf, 32 in
@@ -37,7 +41,7 @@ N=${N:-500}
 TOKENS=${TOKENS:-100}
 TOKEN_MS=${TOKEN_MS:-50}
 FIRST_MS=${FIRST_MS:-200}
-SETUPS=${SETUPS:-"bridge lighttpd proxy_fcgi fcgid"}
+SETUPS=${SETUPS:-"bridge lighttpd proxy_fcgi fcgid fcgid_bridge"}
 THREADS=${THREADS:-}
 DEADLINE=$((FIRST_MS / 1000 + TOKENS * TOKEN_MS / 1000 + 120))
 
@@ -115,6 +119,20 @@ for setup in $SETUPS; do
             --first-ms "$FIRST_MS" --deadline "$DEADLINE" --json >"$out" 2>&1 || rc=1
         row "$setup" long-poll "$out" $(( $(date +%s) - t0 ))
         stop_setup ;;
+    fcgid_bridge)
+        IT_DB=$IT_TMP/data/$setup.db
+        if start_bridge; then
+            _bpid=$IT_LAST_PID
+            WS_PORT=$BRIDGE_PORT IT_NO_WS= start_fcgid "$BUILD/parley.fcgi"
+            timeout $((DEADLINE + 60)) node tests/integration/concurrent.mjs --transport poll \
+                --base "$BASE" --n "$N" --tokens "$TOKENS" --token-ms "$TOKEN_MS" \
+                --first-ms "$FIRST_MS" --deadline "$DEADLINE" --json >"$out" 2>&1 || rc=1
+            stop_setup
+            it_stop "$_bpid" 2>/dev/null || true
+        else
+            echo "bridge did not start" >"$out"; rc=1
+        fi
+        row "mod_fcgid + bridge" long-poll "$out" $(( $(date +%s) - t0 )) ;;
     *) echo "bench/gens-bench.sh: unknown setup $setup" >&2; rc=1; continue ;;
     esac
     { echo "# $setup:"; grep -v '^{' "$out" | head -n 12; } >>"$DETAILS"

@@ -34,7 +34,7 @@ int poll_handoff(struct poll_get *g)
 {
     struct request *r = g->r;
     struct parley_ctx *ctx = g->ctx;
-    if (r->res->release || !ctx->cfg->poll_handoff || !ctx->bell || poll_stopping(ctx))
+    if (!ctx->cfg->poll_handoff || !ctx->bell || poll_stopping(ctx))
         return 0;
     int age = bell_beacon_age_ms(ctx->bell);
     if (age < 0 || age > POLL_HANDOFF_BEACON_MS)

@@ -14,6 +14,11 @@
  * The process is free again at once. Without a fresh beacon (no bridge, or
  * it stopped or died) the GET waits in its process as before, so nothing
  * depends on the bridge running.
+ * Only mod_fcgid's processes have PARLEY_POLL_HANDOFF (parley-websocket.conf
+ * sets it inside <IfModule mod_fcgid.c>): there even a parked GET would hold
+ * the process, since mod_fcgid sends a process one request at a time, so
+ * the handoff comes before parking. The bridge clears the setting for
+ * itself (it must never hand a GET to itself).
  * Threads: any worker thread, no state of its own.
  */
 #ifndef PARLEY_POLL_HANDOFF_H
@@ -24,9 +29,8 @@
  * second). */
 #define POLL_HANDOFF_BEACON_MS 3000
 
-/* Hands g (about to sleep, nothing to answer yet) to the bridge when its
- * transport cannot park it (no r->res->release), PARLEY_POLL_HANDOFF is a
- * valid path ("/..." of printable characters, no '?' or '#'), the bridge's
+/* Hands g (about to sleep, nothing to answer yet) to the bridge when
+ * PARLEY_POLL_HANDOFF is a valid path ("/..." of printable characters, no '?' or '#'), the bridge's
  * beacon is fresh and the process is not stopping: writes the redirect
  * response. 1 answered (the handler returns), 0 not (g unchanged: wait in
  * the thread). */

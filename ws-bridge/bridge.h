@@ -203,6 +203,50 @@ struct bridge {
     struct gen_pool *gen;
 };
 
+/* ---- service.c ---- */
+/* The request path with its query ("/a/b?x=1"), re-encoded (lws hands both
+ * percent-decoded) so that a reader decodes it once, into out; the
+ * "token" query argument (decoded) into token. uri_token: the method's
+ * URI header (WSI_TOKEN_GET_URI, WSI_TOKEN_POST_URI...). 0 / -1 (absent,
+ * too long). Service thread, during the request's HTTP callbacks. */
+int bridge_request_path(struct lws *wsi, enum lws_token_indexes uri_token, char *out, size_t cap,
+                        char *token, size_t toklen);
+/* The client's address for rate limits into out: the peer, or behind a
+ * local proxy (loopback peer or unix socket) the last X-Forwarded-For
+ * entry. Service thread. */
+void bridge_client_addr(struct lws *wsi, const struct bridge *br, char *out, size_t len);
+
+/* ---- httpfront.c: long-poll GETs handed over by parley.fcgi ---- */
+struct hx;
+/* Starts the dispatcher threads (own database connections, opened at the
+ * first request) and opens the front's own doorbell handle. 0 / -1.
+ * Main thread, before the loop runs. */
+int httpfront_start(struct bridge *br);
+/* 1 when path (lws's decoded URI path) is one the front serves here. */
+int httpfront_serves(const char *path);
+/* Service thread, LWS_CALLBACK_HTTP of a path httpfront_serves(): takes
+ * the request (*slot, the connection's exchange). 0 (the answer comes
+ * later), -1 hang up (a status may have been written). */
+int httpfront_begin(struct lws *wsi, struct bridge *br, struct hx **slot);
+/* Service thread, LWS_CALLBACK_HTTP_BODY / _BODY_COMPLETION of it. 0 / -1. */
+int httpfront_body(struct hx *x, const void *in, size_t len);
+int httpfront_body_done(struct lws *wsi, struct hx *x);
+/* Service thread, LWS_CALLBACK_HTTP_WRITEABLE of a connection with an
+ * exchange: writes the answer when it is complete. 0, -1 hang up. */
+int httpfront_writeable(struct lws *wsi, struct hx **slot);
+/* Service thread, LWS_CALLBACK_CLOSED_HTTP: the client left. */
+void httpfront_closed(struct hx **slot);
+/* Service thread, LWS_CALLBACK_EVENT_WAIT_CANCELLED: answered exchanges
+ * ask for their writable callback. */
+void httpfront_service(struct bridge *br);
+/* Shutdown begins (any thread): waiting GETs are answered now. */
+void httpfront_shutdown_begin(void);
+/* Exchanges not finished yet (any thread). */
+int httpfront_busy(void);
+/* After the loop ended (lws context destroyed): joins the threads, ends
+ * the parking hub, frees. Main thread. */
+void httpfront_stop(void);
+
 /* ---- conn.c ---- */
 /* A frame of text (len bytes), one reference; NULL when out of memory. */
 struct frame *frame_new(const char *text, size_t len);
@@ -283,6 +327,8 @@ void metrics_received(size_t bytes);
 /* n frames written together, bytes text bytes in all. */
 void metrics_sent_n(struct ustat *u, int n, size_t bytes);
 void metrics_error(const char *kind);
+/* A long-poll request answered (httpfront.c), by its method. */
+void metrics_longpoll(const char *method);
 void metrics_gen_queue(int waiting_delta, int running_delta);
 /* Counts a job's end once per job (done: latency histograms; error: kind). */
 void metrics_job_event(const struct evlog_event *ev);

@@ -326,7 +326,7 @@ int main(int argc, char **argv)
     if (o->socket_path && chmod(o->socket_path, (mode_t)sock_mode) != 0)
         wslog("chmod %s: %s", o->socket_path, strerror(errno));
     int port = o->socket_path ? 0 : lws_get_vhost_listen_port(lws_get_vhost_by_name(ctx, "default"));
-    if (sched_start(&B) < 0 || gen_start(&B) < 0) {
+    if (sched_start(&B) < 0 || gen_start(&B) < 0 || httpfront_start(&B) < 0) {
         wslog("cannot start threads or open the database");
         goto stop;
     }
@@ -350,6 +350,7 @@ stop:
     /* closes what is left (T_CLOSE tasks); with libev this completes the
      * destroy the sweep started inside the loop */
     lws_context_destroy(ctx);
+    httpfront_stop();
     sched_stop(&B);
     gen_left = gen_stop(&B, o->drain_s) < 0;
     if (o->stats_path)

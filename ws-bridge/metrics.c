@@ -42,6 +42,7 @@ static struct {
     uint64_t refused[RF_COUNT], closed[CW_COUNT];
     int64_t gen_waiting, gen_running;
     uint64_t gen_done;
+    uint64_t lp[3];            /* long-poll requests answered: GET, POST, other */
     pthread_mutex_t mu;        /* users, errors, histograms, seen jobs */
     struct ustat *users;
     int nusers;
@@ -122,6 +123,11 @@ static void bump(json_t *obj, const char *kind)
         return;
     json_t *v = json_object_get(obj, kind);
     json_object_set_new(obj, kind, json_integer(json_integer_value(v) + 1));
+}
+
+void metrics_longpoll(const char *method)
+{
+    add(&M.lp[!strcmp(method, "GET") ? 0 : !strcmp(method, "POST") ? 1 : 2], 1);
 }
 
 void metrics_error(const char *kind)
@@ -282,6 +288,14 @@ char *metrics_render(const struct bridge *br)
     COUNTER(f, "parley_ws_messages_sent_total", "Frames sent to clients.", get(&M.sent));
     COUNTER(f, "parley_ws_sent_bytes_total", "Bytes of frames sent to clients.",
             get(&M.sent_bytes));
+    fprintf(f, "# HELP parley_ws_longpoll_requests_total Long-poll requests answered here "
+               "(handed over by parley.fcgi under mod_fcgid), by method.\n"
+               "# TYPE parley_ws_longpoll_requests_total counter\n");
+    for (int i = 0; i < 3; i++)
+        fprintf(f, "parley_ws_longpoll_requests_total{method=\"%s\"} %llu\n",
+                i == 0 ? "GET" : i == 1 ? "POST" : "other", (unsigned long long)get(&M.lp[i]));
+    GAUGE(f, "parley_ws_longpoll_open", "Long-poll requests being answered (most of them waiting).",
+          (int64_t)httpfront_busy());
     GAUGE(f, "parley_ws_generations_waiting", "Generations waiting for a thread.",
           __atomic_load_n(&M.gen_waiting, __ATOMIC_RELAXED));
     GAUGE(f, "parley_ws_generations_running", "Generations running in this bridge.",

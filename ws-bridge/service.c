@@ -43,6 +43,7 @@ struct http_out {
 struct pss {
     struct wsconn *c;          /* WebSocket connections */
     struct http_out *h;        /* plain HTTP requests */
+    struct hx *hx;             /* long-poll requests (httpfront.c) */
 };
 
 static struct bridge *br_of(struct lws *wsi)
@@ -74,14 +75,13 @@ static int append_encoded(char *out, size_t cap, size_t *len, const char *s, int
     return 0;
 }
 
-/* The request path with its query, re-encoded (lws hands both decoded),
- * into out; the "token" argument (decoded) into token. 0 / -1. */
-static int request_path(struct lws *wsi, char *out, size_t cap, char *token, size_t toklen)
+int bridge_request_path(struct lws *wsi, enum lws_token_indexes uri_token, char *out, size_t cap,
+                        char *token, size_t toklen)
 {
     char uri[1024], frag[4096];
     size_t len = 0;
     token[0] = '\0';
-    if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0)
+    if (lws_hdr_copy(wsi, uri, sizeof uri, uri_token) <= 0)
         return -1;
     if (append_encoded(out, cap, &len, uri, 1) < 0)
         return -1;
@@ -109,9 +109,7 @@ static int request_path(struct lws *wsi, char *out, size_t cap, char *token, siz
     return 0;
 }
 
-/* The client's address for rate limits: the peer, or behind a local proxy
- * (loopback peer or unix socket) the last X-Forwarded-For entry. */
-static void client_addr(struct lws *wsi, const struct bridge *br, char *out, size_t len)
+void bridge_client_addr(struct lws *wsi, const struct bridge *br, char *out, size_t len)
 {
     char peer[64] = "", xff[256] = "";
     if (!br->opt.socket_path)
@@ -172,6 +170,13 @@ static int on_http(struct lws *wsi, struct bridge *br, struct pss *pss, const ch
 {
     enum proto_kind kind;
     char param[160];
+    if (httpfront_serves(path)) {
+        if (br->stopping) {
+            lws_return_http_status(wsi, 503, "server shutting down");
+            return -1;
+        }
+        return httpfront_begin(wsi, br, &pss->hx);
+    }
     if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0) {
         /* only GET is served; answer and hang up rather than read a body */
         lws_return_http_status(wsi, 405, "only GET is served here");
@@ -218,7 +223,7 @@ static int on_confirm_upgrade(struct lws *wsi, struct bridge *br, const char *up
         lws_return_http_status(wsi, 503, "server shutting down");
         return 1;
     }
-    if (request_path(wsi, path, sizeof path, token, sizeof token) < 0 ||
+    if (bridge_request_path(wsi, WSI_TOKEN_GET_URI, path, sizeof path, token, sizeof token) < 0 ||
         proto_route(path, &kind, param, sizeof param) < 0) {
         metrics_refused(RF_NOT_FOUND);
         lws_return_http_status(wsi, 404, "no WebSocket endpoint at this path");
@@ -291,7 +296,7 @@ static int on_established(struct lws *wsi, struct bridge *br, struct pss *pss)
         return 0;
     }
     char path[2048], token[4096];
-    if (request_path(wsi, path, sizeof path, token, sizeof token) < 0) {
+    if (bridge_request_path(wsi, WSI_TOKEN_GET_URI, path, sizeof path, token, sizeof token) < 0) {
         close_soon(c, 1008, "request path too long", 1, CW_ERROR);
         return 0;
     }
@@ -309,7 +314,7 @@ static int on_established(struct lws *wsi, struct bridge *br, struct pss *pss)
         }
     }
     char addr[64];
-    client_addr(wsi, br, addr, sizeof addr);
+    bridge_client_addr(wsi, br, addr, sizeof addr);
     ident_peer(c->peer, sizeof c->peer, c->user, addr);   /* the same key on every transport */
     c->counted = 1;
     br->nopen++;
@@ -475,6 +480,8 @@ static void start_shutdown(struct bridge *br)
 {
     br->shutdown_started = 1;
     br->shutdown_deadline_ms = bridge_now_ms() + SHUTDOWN_GRACE_MS;
+    bell_beacon(br->bell, 0);          /* no more long-poll GETs handed here */
+    httpfront_shutdown_begin();        /* the waiting ones are answered now */
     wslog("stopping: closing %d connection(s) with 1001", br->nlive);
     for (struct wsconn *c = br->live; c; c = c->snext)
         close_soon(c, 1001, "server shutting down", 1, CW_SHUTDOWN);
@@ -566,7 +573,11 @@ static void sweep(lws_sorted_usec_list_t *sul)
             close_soon(c, 1000, "idle timeout", 0, CW_IDLE);
         }
     }
-    if (br->shutdown_started && (br->nlive == 0 || now > br->shutdown_deadline_ms))
+    /* tell parley.fcgi that waiting long-poll GETs may come (poll_handoff.h) */
+    if (!br->shutdown_started)
+        bell_beacon(br->bell, 1);
+    if (br->shutdown_started &&
+        ((br->nlive == 0 && httpfront_busy() == 0) || now > br->shutdown_deadline_ms))
         br->service_done = 1;
     if (!br->service_done) {
         lws_sul_schedule(br->lws, 0, &br->sweep_sul, sweep, SWEEP_US);
@@ -592,10 +603,18 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return 0;
     case LWS_CALLBACK_HTTP:
         return on_http(wsi, br_of(wsi), pss, in ? (const char *)in : "/") < 0 ? -1 : 0;
+    case LWS_CALLBACK_HTTP_BODY:
+        return pss && pss->hx ? httpfront_body(pss->hx, in, len) : 0;
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        return pss && pss->hx ? httpfront_body_done(wsi, pss->hx) : 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (pss && pss->hx)
+            return httpfront_writeable(wsi, &pss->hx);
         return on_http_writeable(wsi, pss);
     case LWS_CALLBACK_CLOSED_HTTP:
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+        if (pss)
+            httpfront_closed(&pss->hx);
         http_free(pss);
         return 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
@@ -612,6 +631,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return 0;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         on_cancelled(br_of(wsi));
+        httpfront_service(br_of(wsi));
         return 0;
     default:
         return 0;

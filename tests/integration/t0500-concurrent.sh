@@ -16,12 +16,18 @@
 #                         thread (it is parked in the process's poll hub,
 #                         fcgi/poll_park.c), and the generations none either
 #   T0500_SETUPS          the setups to run (default all: "bridge lighttpd
-#                         proxy-fcgi fcgid")
+#                         proxy-fcgi fcgid fcgid-bridge")
 #   T0500_FCGID_N (20)    generations under mod_fcgid, with N+8 processes of
 #                         ONE worker thread each; every waiting GET holds a
 #                         process and mod_fcgid spawns about one a second
 #                         after a burst of ten, so N long-poll GETs of 15 s
 #                         first make it spawn them (--warmup)
+#   T0500_HANDOFF_PROCS (4)  mod_fcgid processes when the bridge runs
+#                         (parley-websocket.conf included): N viewers, far
+#                         more than processes, because a waiting GET is
+#                         handed to the bridge (fcgi/poll_handoff.h) and
+#                         holds no process; the bridge's /metrics must show
+#                         the GETs it took
 # TAP output; exit status 0 only if everything passed.
 cd "$(dirname "$0")/../.." || exit 1
 . tests/integration/lib.sh
@@ -35,7 +41,8 @@ case $BUILD in /*) ;; *) BUILD=$IT_ROOT/$BUILD ;; esac
 
 N=${T0500_N:-60}
 THREADS=${T0500_THREADS:-4}
-SETUPS=${T0500_SETUPS:-bridge lighttpd proxy-fcgi fcgid}
+SETUPS=${T0500_SETUPS:-bridge lighttpd proxy-fcgi fcgid fcgid-bridge}
+HANDOFF_PROCS=${T0500_HANDOFF_PROCS:-4}
 FCGID_N=${T0500_FCGID_N:-20}
 PROCS=$((FCGID_N + 8))
 FCGID_THREADS=1
@@ -113,12 +120,40 @@ if wanted proxy-fcgi; then
     stop_setup
 fi
 
-wanted fcgid || { it_done; exit $?; }
+if wanted fcgid; then
+    cd "$SCALED"
+    start_fcgid "$BUILD/parley.fcgi"
+    cd "$IT_ROOT"
+    ok "mod_fcgid long-poll ($PROCS processes of $FCGID_THREADS thread): $FCGID_N generations at once, every token and done" \
+        concurrent fcgid poll "$BASE" "$FCGID_N" --warmup 15
+    stop_setup
+fi
+
+# bridge_lp_gets: the long-poll GETs the bridge has answered (its /metrics).
+bridge_lp_gets() {
+    curl -s "http://127.0.0.1:$BRIDGE_PORT/metrics" |
+        sed -n 's/^parley_ws_longpoll_requests_total{method="GET"} //p'
+}
+
+wanted fcgid-bridge || { it_done; exit $?; }
+if [ -z "${BRIDGE_PORT-}" ] && ! start_bridge; then
+    ok "mod_fcgid + bridge: the bridge starts" false
+    it_done
+    exit $?
+fi
+sed -i "s/^FcgidMaxProcessesPerClass .*/FcgidMaxProcessesPerClass $HANDOFF_PROCS/" \
+    "$SCALED/apache-conf/parley-fcgid.conf"
+unset IT_NO_WS
+WS_PORT=$BRIDGE_PORT
+before=$(bridge_lp_gets)
 cd "$SCALED"
 start_fcgid "$BUILD/parley.fcgi"
 cd "$IT_ROOT"
-ok "mod_fcgid long-poll ($PROCS processes of $FCGID_THREADS thread): $FCGID_N generations at once, every token and done" \
-    concurrent fcgid poll "$BASE" "$FCGID_N" --warmup 15
+ok "mod_fcgid + bridge long-poll ($HANDOFF_PROCS processes): $N generations at once, every token and done" \
+    concurrent fcgid-bridge poll "$BASE" "$N"
+after=$(bridge_lp_gets)
+ok "mod_fcgid + bridge: the waiting GETs were handed to the bridge (${before:-none} -> ${after:-none})" \
+    test "${after:-0}" -ge "$((${before:-0} + N))"
 stop_setup
 
 it_done
