@@ -223,6 +223,7 @@ static const struct proto_ops *ops_of(enum proto_kind k)
     case PROTO_CHAT: return &proto_chat_ops;
     case PROTO_BRAND: return &proto_brand_ops;
     case PROTO_SEND: return &proto_send_ops;
+    case PROTO_PHOENIX: return &proto_phoenix_ops;
     }
     return NULL;
 }
@@ -317,8 +318,12 @@ int proto_open(struct parley_ctx *ctx, struct proto_conn *c, const char *path,
     c->state = json_object();
     str_copy(c->user, sizeof c->user, user ? user : "");
     str_copy(c->peer, sizeof c->peer, peer && *peer ? peer : "anonymous");
+    size_t pl = strlen(PROTO_PHOENIX_PATH);
     if (c->state && !strcmp(path, PROTO_SEND_PATH))
         c->kind = PROTO_SEND;           /* HTTP only: no path parameter */
+    else if (c->state && !strncmp(path, PROTO_PHOENIX_PATH, pl) &&
+             decode_segment(path + pl, strcspn(path + pl, "?#"), c->param, sizeof c->param) == 0)
+        c->kind = PROTO_PHOENIX;        /* a Phoenix topic (proto_phoenix_join) */
     else if (!c->state || proto_route(path, &c->kind, c->param, sizeof c->param) < 0) {
         proto_fail(c, c->state ? PERR_NOT_FOUND : PERR_INTERNAL, "unknown path");
         c->close = 1;
@@ -338,6 +343,15 @@ int proto_open(struct parley_ctx *ctx, struct proto_conn *c, const char *path,
     }
     json_object_set_new(c->state, "resume_after", json_integer(after));
     return ops_of(c->kind)->open(ctx, c, out);
+}
+
+int proto_message_json(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg,
+                       struct proto_frames *out, struct proto_job **job)
+{
+    *job = NULL;
+    c->err = PERR_OK;
+    c->err_msg[0] = '\0';
+    return ops_of(c->kind)->message(ctx, c, msg, out, job);
 }
 
 int proto_message(struct parley_ctx *ctx, struct proto_conn *c, const char *text,
@@ -418,7 +432,8 @@ int proto_conn_load(struct proto_conn *c, const char *text)
                           "with_seq", &with_seq, "channel", &channel, "job_id", &job,
                           "cursor", &cursor, "state", &state, "close", &close,
                           "close_code", &code, "close_reason", &reason) < 0 ||
-        kind < PROTO_TICKET || kind > PROTO_BRAND || !json_is_object(state)) {
+        kind < PROTO_TICKET || kind > PROTO_PHOENIX || kind == PROTO_SEND ||
+        !json_is_object(state)) {
         json_decref(o);
         return -1;
     }

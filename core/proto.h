@@ -6,6 +6,8 @@
  *   PROTO_BRAND   seed 002  /ws/chat/{brand_id}              core/proto_brand.c
  * and one served over plain HTTP only (Server-Sent Events, fcgi/api_send.c):
  *   PROTO_SEND    seed 004  POST /api/chat/send              core/proto_send.c
+ * and one joined topic of a Phoenix socket (core/phx.h drives it):
+ *   PROTO_PHOENIX seed 003  topic proxy:{session}            core/proto_phoenix.c
  * The WebSocket bridge and the long-poll transport both drive a connection
  * through the same four calls, so a frame is byte-for-byte the same on both:
  *   proto_open()     once, after the transport accepted the connection;
@@ -29,10 +31,16 @@
 #include "perr.h"
 #include "runner.h"
 
-enum proto_kind { PROTO_TICKET = 0, PROTO_CHAT = 1, PROTO_BRAND = 2, PROTO_SEND = 3 };
+enum proto_kind { PROTO_TICKET = 0, PROTO_CHAT = 1, PROTO_BRAND = 2, PROTO_SEND = 3,
+                  PROTO_PHOENIX = 4 };
 /* The path proto_open takes for seed 004 (not a WebSocket path: proto_route
  * does not list it). */
 #define PROTO_SEND_PATH "/api/chat/send"
+/* Seed 003: the topics a Phoenix socket may join ("proxy:<session>"), and
+ * the internal path proto_open takes for one (+ the percent-encoded
+ * session; not a WebSocket path: proto_route does not list it). */
+#define PROTO_PHOENIX_TOPIC "proxy:"
+#define PROTO_PHOENIX_PATH "/socket/phx/"
 
 /* Frames to send, in order. Each is a complete JSON text (new). */
 struct proto_frames {
@@ -87,6 +95,23 @@ int proto_open(struct parley_ctx *ctx, struct proto_conn *c, const char *path,
 
 /* A generation this connection's message started and the caller owns. */
 struct proto_job;
+/* Seed 003: opens c as the joined Phoenix topic `topic` ("proxy:<session>")
+ * with its join_ref (borrowed JSON, NULL: null), for user and peer (as
+ * proto_open): the session's conversation is created at the first join
+ * and must be user's. No frames are produced (core/phx.c answers the join).
+ * 0 joined; 1 refused: c->err and c->err_msg say why ("unmatched topic"
+ * for a topic that is not proxy:, "unauthorized" for another user's
+ * session, "invalid session id", "session closed"); -1 database error
+ * (c->err set). c must be cleaned up (proto_conn_cleanup) in every case.
+ * Thread: the caller's ctx->db. */
+int proto_phoenix_join(struct parley_ctx *ctx, struct proto_conn *c, const char *topic,
+                       json_t *join_ref, const char *user, const char *peer,
+                       struct proto_frames *out);
+/* proto_message with the frame already parsed (msg borrowed; NULL: not
+ * JSON): for a caller that parsed it itself (core/phx.c hands a topic
+ * {"ref", "event", "payload"}). Same results. */
+int proto_message_json(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg,
+                       struct proto_frames *out, struct proto_job **job);
 /* Handles one client text frame. Immediate answers (pong, errors, cached,
  * stream_start...) go to out. When a generation must run and this caller
  * owns it, *job is set (else NULL): run it with proto_job_run (any thread,

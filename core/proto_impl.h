@@ -16,7 +16,8 @@ struct proto_ops {
     int (*event)(struct parley_ctx *ctx, struct proto_conn *c,
                  const struct evlog_event *ev, struct proto_frames *out);
 };
-extern const struct proto_ops proto_ticket_ops, proto_chat_ops, proto_brand_ops, proto_send_ops;
+extern const struct proto_ops proto_ticket_ops, proto_chat_ops, proto_brand_ops, proto_send_ops,
+    proto_phoenix_ops;
 
 /* Records the error an adapter answers on c (c->err, c->err_msg; the
  * message is cut to fit). Returns 0, so `return proto_fail(...)` or

@@ -1,0 +1,79 @@
+/* phx.h — a Phoenix Channels socket (V2 JSON serializer), transport-neutral:
+ * the socket layer of seed 003 that every Phoenix transport (LongPoll in
+ * fcgi/phx_longpoll.c, WebSocket in the bridge) drives the same way.
+ *
+ * A frame is a JSON array [join_ref, ref, topic, event, payload]. The
+ * socket answers itself:
+ *   heartbeat on topic "phoenix"      → phx_reply ok {}
+ *   phx_join  proxy:{session}         → phx_reply ok {} (the topic joins: one
+ *                                       PROTO_PHOENIX proto_conn), or error
+ *                                       {reason}: "unauthorized" (another
+ *                                       user's session), "too many channels
+ *                                       joined", "invalid session id",
+ *                                       "session closed"; joining a topic
+ *                                       already joined closes the old join
+ *                                       first (phx_close with its join_ref)
+ *   phx_join  any other topic         → phx_reply error {reason:"unmatched topic"}
+ *   phx_leave                         → phx_reply ok {}, then phx_close
+ *   any event of a topic not joined   → phx_reply error {reason:"unmatched topic"}
+ *   an event with a stale join_ref    → ignored (phoenix.js drops such replies too)
+ *   a malformed frame (not JSON, not an array of 5, topic or event not a
+ *   string, over PHX_FRAME_MAX bytes) → dropped; when its ref and topic can
+ *                                       be read, phx_reply error {reason:
+ *                                       "malformed message"} or "message too
+ *                                       large". Phoenix closes the whole
+ *                                       socket instead; Parley keeps it (one
+ *                                       bad line of an NDJSON POST must not
+ *                                       end the others).
+ * Other events of a joined topic go to its adapter (core/proto_phoenix.c).
+ * The socket's whole state saves to JSON (phx_save / phx_load), so a
+ * LongPoll session lives in the database and any process serves it.
+ * Threads: a phx_socket is used by one thread at a time; ctx->db is that
+ * thread's connection.
+ */
+#ifndef PARLEY_PHX_H
+#define PARLEY_PHX_H
+#include <stddef.h>
+#include "proto.h"
+
+#define PHX_FRAME_MAX 65536        /* bytes of one client frame */
+#define PHX_TOPICS_MAX 100         /* hard cap of PARLEY_PHOENIX_MAX_TOPICS */
+
+struct phx_socket {
+    char user[128];                /* JWT sub ("" open mode) */
+    char peer[128];                /* rate-limit identity (ident_peer) */
+    int max_topics;                /* PARLEY_PHOENIX_MAX_TOPICS */
+    int n, cap;                    /* joined topics; room in topics */
+    struct proto_conn *topics;     /* owned array (phx_free) */
+};
+
+/* Initialises an empty socket for user and peer (copied). max_topics is
+ * clamped to 1..PHX_TOPICS_MAX. No database work. */
+void phx_init(struct phx_socket *s, const char *user, const char *peer, int max_topics);
+/* Frees every topic's state; s is empty afterwards. */
+void phx_free(struct phx_socket *s);
+
+/* Handles one client frame (text[0..len), need not be NUL-terminated):
+ * answers to out (new frames, in order). When the frame started a
+ * generation this caller owns, *job is set (hand it to proto_job_submit),
+ * else NULL. Returns 0, or -1 on a database failure (frames then hold the
+ * protocol's error; the socket stays usable). */
+int phx_message(struct parley_ctx *ctx, struct phx_socket *s, const char *text, size_t len,
+                struct proto_frames *out, struct proto_job **job);
+
+/* Reads every joined topic's followed channel after its cursor (no
+ * waiting) and formats the events (proto_pump per topic; a followed job
+ * whose owner's lease expired is recovered). Returns the number of events
+ * read, or -1 on a database error. */
+int phx_pump(struct parley_ctx *ctx, struct phx_socket *s, struct proto_frames *out);
+
+/* The channels the socket's topics follow now (for a transport that waits
+ * on their doorbells): up to max pointers into s (valid until s changes),
+ * each channel once. Returns how many. */
+int phx_channels(const struct phx_socket *s, const char **chans, int max);
+
+/* The socket as JSON text (new string, NULL out of memory) / restores it:
+ * 0, or -1 when the text is not a saved socket (s is then empty). */
+char *phx_save(const struct phx_socket *s);
+int phx_load(struct phx_socket *s, const char *json);
+#endif

@@ -1,0 +1,440 @@
+/* test_phx.c — the Phoenix socket (core/phx.c) and the seed 003 adapter
+ * (core/proto_phoenix.c) driven as a transport drives them (phx_message,
+ * proto_job_run, phx_pump) against the simulated LLM: V2 framing byte for
+ * byte, heartbeat, join / leave / duplicate join / unmatched topic /
+ * another user's session, malformed and oversized frames, query (llm then
+ * cache), stream_query, get_history, ping, refusals, two topics on one
+ * socket, and save / load between frames. */
+#include "th.h"
+#include "protohelp.h"
+#include "fake.h"
+#include "phx.h"
+#include "store.h"
+#include "util.h"
+
+#include <jansson.h>
+
+/* Sends one frame; returns phx_message's result; *job as handed back. */
+static int in(struct parley_ctx *ctx, struct phx_socket *s, const char *text,
+              struct proto_frames *f, struct proto_job **job)
+{
+    struct proto_job *dummy = NULL;
+    int rc = phx_message(ctx, s, text, strlen(text), f, job ? job : &dummy);
+    if (!job)
+        proto_job_free(dummy);
+    return rc;
+}
+
+/* Pumps until no topic follows a job any more (15 s at most). 0 / -1. */
+static int pump_all(struct parley_ctx *ctx, struct phx_socket *s, struct proto_frames *f)
+{
+    int64_t end = mono_ms() + 15000;
+    for (;;) {
+        int busy = 0;
+        for (int i = 0; i < s->n; i++)
+            busy |= proto_following(&s->topics[i]);
+        if (!busy)
+            return 0;
+        if (mono_ms() > end || phx_pump(ctx, s, f) < 0)
+            return -1;
+        sleep_ms(3);
+    }
+}
+
+/* Element i of frame k (borrowed from *hold, which the caller frees). */
+static json_t *el(const struct proto_frames *f, int k, int i, json_t **hold)
+{
+    json_decref(*hold);
+    *hold = frame(f, k);
+    return json_array_get(*hold, (size_t)i);
+}
+
+/* The event (element 3) of frame k, "" when none. */
+static const char *ev_of(const struct proto_frames *f, int k, json_t **hold)
+{
+    const char *e = json_string_value(el(f, k, 3, hold));
+    return e ? e : "";
+}
+
+TEST(heartbeat_join_leave_framing)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct phx_socket s;
+    phx_init(&s, "alice", "user:alice", 10);
+    struct proto_frames f;
+    frames_init(&f);
+    REQUIRE(in(&ctx, &s, "[null,\"1\",\"phoenix\",\"heartbeat\",{}]", &f, NULL) == 0);
+    REQUIRE(f.n == 1);
+    CHECK_STR(f.v[0], "[null,\"1\",\"phoenix\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+    frames_free(&f);
+
+    REQUIRE(in(&ctx, &s, "[\"2\",\"2\",\"proxy:s-frame\",\"phx_join\",{\"user_id\":\"u\"}]", &f,
+               NULL) == 0);
+    REQUIRE(f.n == 1);
+    CHECK_STR(f.v[0], "[\"2\",\"2\",\"proxy:s-frame\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+    CHECK_INT(s.n, 1);
+    frames_free(&f);
+
+    /* a session is a conversation of kind phoenix owned by the joiner */
+    struct conversation cv;
+    REQUIRE(store_conv_get(ctx.db, "s-frame", "alice", &cv) == 0);
+    CHECK_STR(cv.kind, "phoenix");
+    store_conv_free(&cv);
+
+    /* ping: reply to its ref, then pong with the join_ref */
+    REQUIRE(in(&ctx, &s, "[\"2\",\"3\",\"proxy:s-frame\",\"ping\",{}]", &f, NULL) == 0);
+    REQUIRE(f.n == 2);
+    CHECK_STR(f.v[0], "[\"2\",\"3\",\"proxy:s-frame\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+    json_t *h = NULL;
+    CHECK_STR(ev_of(&f, 1, &h), "pong");
+    CHECK_STR(json_string_value(el(&f, 1, 0, &h)), "2");
+    CHECK(json_is_null(el(&f, 1, 1, &h)));
+    CHECK(json_string_value(json_object_get(el(&f, 1, 4, &h), "timestamp")) != NULL);
+    frames_free(&f);
+
+    /* duplicate join: the old join closes first */
+    REQUIRE(in(&ctx, &s, "[\"4\",\"4\",\"proxy:s-frame\",\"phx_join\",{}]", &f, NULL) == 0);
+    REQUIRE(f.n == 2);
+    CHECK_STR(f.v[0], "[\"2\",\"2\",\"proxy:s-frame\",\"phx_close\",{}]");
+    CHECK_STR(f.v[1], "[\"4\",\"4\",\"proxy:s-frame\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+    CHECK_INT(s.n, 1);
+    frames_free(&f);
+
+    /* a push with the stale join_ref is ignored */
+    REQUIRE(in(&ctx, &s, "[\"2\",\"5\",\"proxy:s-frame\",\"ping\",{}]", &f, NULL) == 0);
+    CHECK_INT(f.n, 0);
+
+    /* leave: reply ok, then phx_close; the topic is gone */
+    REQUIRE(in(&ctx, &s, "[\"4\",\"6\",\"proxy:s-frame\",\"phx_leave\",{}]", &f, NULL) == 0);
+    REQUIRE(f.n == 2);
+    CHECK_STR(f.v[0], "[\"4\",\"6\",\"proxy:s-frame\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+    CHECK_STR(f.v[1], "[\"4\",\"4\",\"proxy:s-frame\",\"phx_close\",{}]");
+    CHECK_INT(s.n, 0);
+    frames_free(&f);
+
+    /* an event of a topic not joined, and a join of a topic nobody serves */
+    REQUIRE(in(&ctx, &s, "[\"4\",\"7\",\"proxy:s-frame\",\"ping\",{}]", &f, NULL) == 0);
+    REQUIRE(in(&ctx, &s, "[\"8\",\"8\",\"room:lobby\",\"phx_join\",{}]", &f, NULL) == 0);
+    REQUIRE(f.n == 2);
+    CHECK_STR(f.v[0], "[null,\"7\",\"proxy:s-frame\",\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":\"unmatched topic\"}}]");
+    CHECK_STR(f.v[1], "[null,\"8\",\"room:lobby\",\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":\"unmatched topic\"}}]");
+    frames_free(&f);
+
+    /* leaving a topic never joined is fine */
+    REQUIRE(in(&ctx, &s, "[\"9\",\"9\",\"proxy:other\",\"phx_leave\",{}]", &f, NULL) == 0);
+    REQUIRE(f.n == 1);
+    CHECK_STR(f.v[0], "[\"9\",\"9\",\"proxy:other\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+    frames_free(&f);
+    json_decref(h);
+    phx_free(&s);
+    close_ctx(&ctx);
+}
+
+TEST(another_users_session_is_refused)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct phx_socket a, b;
+    phx_init(&a, "alice", "user:alice", 10);
+    phx_init(&b, "bob", "user:bob", 10);
+    struct proto_frames f;
+    frames_init(&f);
+    REQUIRE(in(&ctx, &a, "[\"1\",\"1\",\"proxy:s-alice\",\"phx_join\",{}]", &f, NULL) == 0);
+    frames_free(&f);
+    REQUIRE(in(&ctx, &b, "[\"1\",\"1\",\"proxy:s-alice\",\"phx_join\",{}]", &f, NULL) == 0);
+    REQUIRE(f.n == 1);
+    CHECK_STR(f.v[0], "[\"1\",\"1\",\"proxy:s-alice\",\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":\"unauthorized\"}}]");
+    CHECK_INT(b.n, 0);
+    frames_free(&f);
+    /* an invalid session id */
+    REQUIRE(in(&ctx, &b, "[\"2\",\"2\",\"proxy:a b\",\"phx_join\",{}]", &f, NULL) == 0);
+    REQUIRE(f.n == 1);
+    CHECK(strstr(f.v[0], "\"reason\":\"invalid session id\"") != NULL);
+    frames_free(&f);
+    /* the topic cap */
+    struct phx_socket c;
+    phx_init(&c, "carol", "user:carol", 1);
+    REQUIRE(in(&ctx, &c, "[\"1\",\"1\",\"proxy:c1\",\"phx_join\",{}]", &f, NULL) == 0);
+    REQUIRE(in(&ctx, &c, "[\"2\",\"2\",\"proxy:c2\",\"phx_join\",{}]", &f, NULL) == 0);
+    REQUIRE(f.n == 2);
+    CHECK_STR(f.v[1], "[\"2\",\"2\",\"proxy:c2\",\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":\"too many channels joined\"}}]");
+    frames_free(&f);
+    phx_free(&a);
+    phx_free(&b);
+    phx_free(&c);
+    close_ctx(&ctx);
+}
+
+TEST(malformed_frames_are_dropped_or_answered)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct phx_socket s;
+    phx_init(&s, "alice", "user:alice", 10);
+    struct proto_frames f;
+    frames_init(&f);
+    REQUIRE(in(&ctx, &s, "[\"1\",\"1\",\"proxy:s-bad\",\"phx_join\",{}]", &f, NULL) == 0);
+    frames_free(&f);
+    CHECK_INT(in(&ctx, &s, "not json", &f, NULL), 0);
+    CHECK_INT(in(&ctx, &s, "{\"topic\":\"phoenix\"}", &f, NULL), 0);
+    CHECK_INT(in(&ctx, &s, "[\"1\",\"2\",\"proxy:s-bad\"", &f, NULL), 0);
+    CHECK_INT(f.n, 0);                     /* nothing to answer to */
+    CHECK_INT(in(&ctx, &s, "[\"1\",\"3\",\"proxy:s-bad\",\"ping\"]", &f, NULL), 0);
+    CHECK_INT(in(&ctx, &s, "[\"1\",\"4\",\"proxy:s-bad\",5,{}]", &f, NULL), 0);
+    REQUIRE(f.n == 2);
+    CHECK_STR(f.v[0], "[\"1\",\"3\",\"proxy:s-bad\",\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":\"malformed message\"}}]");
+    CHECK(strstr(f.v[1], "\"4\",\"proxy:s-bad\",\"phx_reply\"") != NULL);
+    frames_free(&f);
+    /* oversized */
+    size_t big = PHX_FRAME_MAX + 100;
+    char *t = malloc(big + 64);
+    REQUIRE(t != NULL);
+    int o = snprintf(t, 64, "[\"1\",\"5\",\"proxy:s-bad\",\"query\",{\"query\":\"");
+    memset(t + o, 'a', big);
+    strcpy(t + o + big, "\"}]");
+    CHECK_INT(in(&ctx, &s, t, &f, NULL), 0);
+    free(t);
+    REQUIRE(f.n == 1);
+    CHECK_STR(f.v[0], "[\"1\",\"5\",\"proxy:s-bad\",\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":\"message too large\"}}]");
+    frames_free(&f);
+    /* the socket is unharmed */
+    REQUIRE(in(&ctx, &s, "[\"1\",\"6\",\"proxy:s-bad\",\"ping\",{}]", &f, NULL) == 0);
+    CHECK_INT(f.n, 2);
+    CHECK_INT(s.n, 1);
+    frames_free(&f);
+    phx_free(&s);
+    close_ctx(&ctx);
+}
+
+TEST(query_then_cache_stream_history)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct phx_socket s;
+    phx_init(&s, "alice", "user:alice", 10);
+    struct proto_frames f;
+    frames_init(&f);
+    struct proto_job *job = NULL;
+    json_t *h = NULL;
+    REQUIRE(in(&ctx, &s, "[\"1\",\"1\",\"proxy:s-q\",\"phx_join\",{}]", &f, NULL) == 0);
+    frames_free(&f);
+    const char *q = "[\"1\",\"2\",\"proxy:s-q\",\"query\",{\"query\":\"What is  JWT? [[fake tokens=5 token_ms=1]]\",\"temperature\":0.5,\"metadata\":{\"context_type\":\"programming\"}}]";
+    REQUIRE(in(&ctx, &s, q, &f, &job) == 0);
+    REQUIRE(job != NULL);
+    REQUIRE(f.n == 1);
+    CHECK_STR(f.v[0], "[\"1\",\"2\",\"proxy:s-q\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+    frames_free(&f);
+    CHECK_INT(run_job(&ctx, job), 0);
+    REQUIRE(pump_all(&ctx, &s, &f) == 0);
+    REQUIRE(f.n == 1);                     /* one response, no stream events */
+    CHECK_STR(ev_of(&f, 0, &h), "response");
+    json_t *p = el(&f, 0, 4, &h);
+    const char *answer1 = json_string_value(json_object_get(p, "response"));
+    REQUIRE(answer1 && *answer1);
+    char *a1 = strdup(answer1);
+    json_t *md = json_object_get(p, "metadata");
+    CHECK_STR(json_string_value(json_object_get(md, "source")), "llm");
+    CHECK(json_is_null(json_object_get(md, "confidence_score")));
+    CHECK_INT(json_integer_value(json_object_get(md, "rag_context_used")), 0);
+    CHECK(json_is_integer(json_object_get(md, "processing_time_ms")));
+    CHECK_STR(json_string_value(json_object_get(md, "model_used")), "llama3.2");
+    CHECK(json_string_value(json_object_get(p, "timestamp")) != NULL);
+    CHECK_STR(json_string_value(el(&f, 0, 0, &h)), "1");
+    frames_free(&f);
+
+    /* the same query again, normalised differently: from the cache, no job */
+    const char *q2 = "[\"1\",\"3\",\"proxy:s-q\",\"query\",{\"query\":\"  what IS jwt? [[fake tokens=5 token_ms=1]] \",\"temperature\":0.5}]";
+    REQUIRE(in(&ctx, &s, q2, &f, &job) == 0);
+    CHECK(job == NULL);
+    REQUIRE(f.n == 2);
+    CHECK_STR(ev_of(&f, 1, &h), "response");
+    p = el(&f, 1, 4, &h);
+    CHECK_STR(json_string_value(json_object_get(p, "response")), a1);
+    CHECK_STR(json_string_value(json_object_get(json_object_get(p, "metadata"), "source")), "cache");
+    frames_free(&f);
+
+    /* another temperature is another question */
+    const char *q3 = "[\"1\",\"4\",\"proxy:s-q\",\"stream_query\",{\"query\":\"what is jwt? [[fake tokens=5 token_ms=1]]\",\"temperature\":0.6}]";
+    REQUIRE(in(&ctx, &s, q3, &f, &job) == 0);
+    REQUIRE(job != NULL);
+    frames_free(&f);
+    CHECK_INT(run_job(&ctx, job), 0);
+    REQUIRE(pump_all(&ctx, &s, &f) == 0);
+    REQUIRE(f.n >= 3);
+    CHECK_STR(ev_of(&f, 0, &h), "stream_start");
+    CHECK_STR(json_string_value(json_object_get(el(&f, 0, 4, &h), "query")),
+              "what is jwt? [[fake tokens=5 token_ms=1]]");
+    char got[4096] = "";
+    for (int i = 1; i < f.n - 1; i++) {
+        CHECK_STR(ev_of(&f, i, &h), "stream_token");
+        const char *tok = json_string_value(json_object_get(el(&f, i, 4, &h), "token"));
+        if (tok && strlen(got) + strlen(tok) < sizeof got)
+            strcat(got, tok);
+    }
+    CHECK(strlen(got) > 0);
+    CHECK_STR(ev_of(&f, f.n - 1, &h), "stream_complete");
+    CHECK_STR(f.v[f.n - 1], "[\"1\",null,\"proxy:s-q\",\"stream_complete\",{}]");
+    frames_free(&f);
+
+    /* history: the three questions and three answers, oldest first */
+    REQUIRE(in(&ctx, &s, "[\"1\",\"5\",\"proxy:s-q\",\"get_history\",{}]", &f, NULL) == 0);
+    REQUIRE(f.n == 2);
+    CHECK_STR(ev_of(&f, 1, &h), "history");
+    json_t *msgs = json_object_get(el(&f, 1, 4, &h), "messages");
+    REQUIRE(json_array_size(msgs) == 6);
+    CHECK_STR(json_string_value(json_object_get(json_array_get(msgs, 0), "role")), "user");
+    CHECK_STR(json_string_value(json_object_get(json_array_get(msgs, 1), "role")), "assistant");
+    CHECK_STR(json_string_value(json_object_get(json_array_get(msgs, 3), "content")), a1);
+    CHECK_STR(json_string_value(json_object_get(json_array_get(msgs, 5), "content")), got);
+    CHECK(json_string_value(json_object_get(json_array_get(msgs, 0), "timestamp")) != NULL);
+    frames_free(&f);
+    free(a1);
+    json_decref(h);
+    phx_free(&s);
+    close_ctx(&ctx);
+}
+
+TEST(refusals)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct phx_socket s;
+    phx_init(&s, "alice", "user:alice", 10);
+    struct proto_frames f;
+    frames_init(&f);
+    json_t *h = NULL;
+    REQUIRE(in(&ctx, &s, "[\"1\",\"1\",\"proxy:s-ref\",\"phx_join\",{}]", &f, NULL) == 0);
+    frames_free(&f);
+    static const struct { const char *frame, *code; } cases[] = {
+        { "[\"1\",\"2\",\"proxy:s-ref\",\"query\",{}]", "invalid_query" },
+        { "[\"1\",\"2\",\"proxy:s-ref\",\"query\",{\"query\":\"  \"}]", "invalid_query" },
+        { "[\"1\",\"2\",\"proxy:s-ref\",\"query\",\"text\"]", "invalid_payload" },
+        { "[\"1\",\"2\",\"proxy:s-ref\",\"query\",{\"query\":\"x\",\"model\":\"gpt-4\"}]", "invalid_model" },
+        { "[\"1\",\"2\",\"proxy:s-ref\",\"query\",{\"query\":\"x\",\"temperature\":3}]", "invalid_temperature" },
+        { "[\"1\",\"2\",\"proxy:s-ref\",\"query\",{\"query\":\"x\",\"temperature\":\"hot\"}]", "invalid_temperature" },
+        { "[\"1\",\"2\",\"proxy:s-ref\",\"query\",{\"query\":\"x\",\"metadata\":[1]}]", "invalid_metadata" },
+        { "[\"1\",\"2\",\"proxy:s-ref\",\"dance\",{}]", "unknown_event" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct proto_job *job = NULL;
+        CHECK_INT(in(&ctx, &s, cases[i].frame, &f, &job), 0);
+        CHECK(job == NULL);
+        REQUIRE(f.n == 2);
+        CHECK_STR(ev_of(&f, 0, &h), "error");
+        CHECK_STR(json_string_value(json_object_get(el(&f, 0, 4, &h), "error")), cases[i].code);
+        CHECK(json_string_value(json_object_get(el(&f, 0, 4, &h), "message")) != NULL);
+        CHECK(strstr(f.v[1], "\"phx_reply\",{\"status\":\"error\"") != NULL);
+        CHECK_INT(s.topics[0].err, PERR_BAD_INPUT);
+        frames_free(&f);
+    }
+    /* an allowed model */
+    char err[200];
+    REQUIRE(config_set(&cfg, "PARLEY_PHOENIX_MODELS", "gpt-4, llama3.2", err, sizeof err) == 0);
+    struct proto_job *job = NULL;
+    CHECK_INT(in(&ctx, &s, "[\"1\",\"3\",\"proxy:s-ref\",\"query\",{\"query\":\"hello [[fake tokens=2 token_ms=1]]\",\"model\":\"gpt-4\"}]", &f, &job), 0);
+    CHECK(job != NULL);
+    frames_free(&f);
+    /* busy while it runs */
+    struct proto_job *j2 = NULL;
+    CHECK_INT(in(&ctx, &s, "[\"1\",\"4\",\"proxy:s-ref\",\"query\",{\"query\":\"other\"}]", &f, &j2), 0);
+    CHECK(j2 == NULL);
+    REQUIRE(f.n == 2);
+    CHECK_STR(json_string_value(json_object_get(el(&f, 0, 4, &h), "error")), "busy");
+    frames_free(&f);
+    CHECK_INT(run_job(&ctx, job), 0);
+    REQUIRE(pump_all(&ctx, &s, &f) == 0);
+    REQUIRE(f.n == 1);
+    CHECK_STR(json_string_value(json_object_get(json_object_get(el(&f, 0, 4, &h), "metadata"),
+                                                "model_used")), "gpt-4");
+    frames_free(&f);
+    config_set(&cfg, "PARLEY_PHOENIX_MODELS", "", err, sizeof err);
+    /* an upstream failure: error {error: processing_failed} */
+    CHECK_INT(in(&ctx, &s, "[\"1\",\"5\",\"proxy:s-ref\",\"query\",{\"query\":\"boom [[fake tokens=5 error_after=2]]\"}]", &f, &job), 0);
+    REQUIRE(job != NULL);
+    frames_free(&f);
+    CHECK_INT(run_job(&ctx, job), 0);
+    REQUIRE(pump_all(&ctx, &s, &f) == 0);
+    REQUIRE(f.n == 1);
+    CHECK_STR(ev_of(&f, 0, &h), "error");
+    CHECK_STR(json_string_value(json_object_get(el(&f, 0, 4, &h), "error")), "processing_failed");
+    frames_free(&f);
+    json_decref(h);
+    phx_free(&s);
+    close_ctx(&ctx);
+}
+
+TEST(two_topics_and_save_load)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct phx_socket s;
+    phx_init(&s, "alice", "user:alice", 10);
+    struct proto_frames f;
+    frames_init(&f);
+    json_t *h = NULL;
+    REQUIRE(in(&ctx, &s, "[\"1\",\"1\",\"proxy:s-a\",\"phx_join\",{}]", &f, NULL) == 0);
+    REQUIRE(in(&ctx, &s, "[\"2\",\"2\",\"proxy:s-b\",\"phx_join\",{}]", &f, NULL) == 0);
+    CHECK_INT(s.n, 2);
+    frames_free(&f);
+    struct proto_job *ja = NULL, *jb = NULL;
+    REQUIRE(in(&ctx, &s, "[\"1\",\"3\",\"proxy:s-a\",\"stream_query\",{\"query\":\"topic a [[fake tokens=4 token_ms=1]]\"}]", &f, &ja) == 0);
+    REQUIRE(in(&ctx, &s, "[\"2\",\"4\",\"proxy:s-b\",\"query\",{\"query\":\"topic b [[fake tokens=4 token_ms=1]]\"}]", &f, &jb) == 0);
+    REQUIRE(ja && jb);
+    frames_free(&f);
+    const char *ch[4];
+    REQUIRE(phx_channels(&s, ch, 4) == 2);
+    CHECK_STR(ch[0], "conv:s-a");
+    CHECK_STR(ch[1], "conv:s-b");
+
+    /* saved and loaded between every step, as a long-poll session is */
+    char *saved = phx_save(&s);
+    REQUIRE(saved != NULL);
+    phx_free(&s);
+    CHECK_INT(phx_load(&s, "{\"user\":1}"), -1);
+    REQUIRE(phx_load(&s, saved) == 0);
+    free(saved);
+    CHECK_INT(s.n, 2);
+    CHECK_STR(s.user, "alice");
+    CHECK_INT(run_job(&ctx, ja), 0);
+    CHECK_INT(run_job(&ctx, jb), 0);
+    REQUIRE(pump_all(&ctx, &s, &f) == 0);
+    int starts = 0, completes = 0, responses = 0;
+    for (int i = 0; i < f.n; i++) {
+        char e[32], topic[64];
+        str_copy(e, sizeof e, ev_of(&f, i, &h));
+        const char *t = json_string_value(el(&f, i, 2, &h));
+        str_copy(topic, sizeof topic, t ? t : "");
+        if (!strcmp(e, "stream_start") || !strcmp(e, "stream_complete") || !strcmp(e, "stream_token"))
+            CHECK_STR(topic, "proxy:s-a");
+        if (!strcmp(e, "response")) {
+            CHECK_STR(topic, "proxy:s-b");
+            CHECK_STR(json_string_value(el(&f, i, 0, &h)), "2");
+        }
+        starts += !strcmp(e, "stream_start");
+        completes += !strcmp(e, "stream_complete");
+        responses += !strcmp(e, "response");
+    }
+    CHECK_INT(starts, 1);
+    CHECK_INT(completes, 1);
+    CHECK_INT(responses, 1);
+    CHECK_INT(phx_channels(&s, ch, 4), 0);
+    frames_free(&f);
+    json_decref(h);
+    phx_free(&s);
+    close_ctx(&ctx);
+}
+
+int main(void)
+{
+    if (test_setup("phx") < 0)
+        return 1;
+    RUN(heartbeat_join_leave_framing);
+    RUN(another_users_session_is_refused);
+    RUN(malformed_frames_are_dropped_or_answered);
+    RUN(query_then_cache_stream_history);
+    RUN(refusals);
+    RUN(two_topics_and_save_load);
+    config_cleanup(&cfg);
+    return th_done();
+}
