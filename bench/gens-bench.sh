@@ -13,8 +13,8 @@
 #   SETUPS="bridge lighttpd proxy_fcgi fcgid fcgid_bridge"
 #                                           fcgid_bridge: mod_fcgid as shipped with
 #                                           parley-websocket.conf and the bridge
-#                                           running, which takes the waiting GETs
-#                                           (fcgi/poll_handoff.h)
+#                                           running, which then answers long-poll
+#                                           (docs/ws-bridge.md, Long-poll)
 #   THREADS=                                parley.fcgi --threads (lighttpd,
 #                                           mod_proxy_fcgi); default: as shipped
 #                                           (16 in lighttpd-parley.conf, 32 in

@@ -61,10 +61,7 @@ struct bell_header {
         uint32_t seq;
         uint32_t waiters;
     } any;                  /* zero in a new file, like the reserved words */
-    uint32_t beacon;        /* bell_beacon(): CLOCK_MONOTONIC in 1/10 s, + 1;
-                               0 = none (a reserved word before, so zero in
-                               every file of this version) */
-    uint32_t reserved[8];   /* zero; pads the header to 64 bytes */
+    uint32_t reserved[9];   /* zero; pads the header to 64 bytes */
 };
 
 struct bell_slot {
@@ -351,27 +348,4 @@ void bell_wake_all(parley_bell *b)
 int bell_stopped(parley_bell *b)
 {
     return b && __atomic_load_n(&b->stopped, __ATOMIC_SEQ_CST);
-}
-
-/* ---- the bridge's beacon ---- */
-
-static uint32_t mono_ds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint32_t)((uint64_t)ts.tv_sec * 10u + (uint64_t)ts.tv_nsec / 100000000u) + 1u;
-}
-
-void bell_beacon(parley_bell *b, int on)
-{
-    __atomic_store_n(&b->map->hdr.beacon, on ? mono_ds() : 0u, __ATOMIC_RELEASE);
-}
-
-int bell_beacon_age_ms(parley_bell *b)
-{
-    uint32_t v = __atomic_load_n(&b->map->hdr.beacon, __ATOMIC_ACQUIRE);
-    if (!v)
-        return -1;
-    uint32_t age = mono_ds() - v;        /* wraps consistently */
-    return age > 2000000u ? -1 : (int)age * 100;
 }

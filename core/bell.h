@@ -53,14 +53,4 @@ int bell_wait_any(parley_bell *b, uint32_t seen, int timeout_ms);
 void bell_wake_all(parley_bell *b);
 /* 1 once bell_wake_all() was called on this handle. */
 int bell_stopped(parley_bell *b);
-
-/* The beacon: one word in the file's header by which the WebSocket bridge
- * tells the other processes of the machine that it runs and takes waiting
- * long-poll GETs (fcgi/poll_handoff.h). bell_beacon(b, 1) stamps it with
- * the monotonic clock (the bridge does so every second), bell_beacon(b, 0)
- * clears it (a clean exit). bell_beacon_age_ms(): how long ago it was last
- * stamped, in steps of 100 ms; -1 when it is clear (or older than ~55
- * hours). Lock-free, any thread, any process. */
-void bell_beacon(parley_bell *b, int on);
-int bell_beacon_age_ms(parley_bell *b);
 #endif

@@ -65,7 +65,6 @@ static const struct key_def keys[] = {
     { "PARLEY_KB_TICKETS",              K_INT,      F(kb_tickets),             0, 1 },
     { "PARLEY_KB_PASSAGES",             K_INT,      F(kb_passages),            1, 50 },
     { "PARLEY_KB_CONTEXT_BYTES",        K_INT,      F(kb_context_bytes),       200, 1000000 },
-    { "PARLEY_POLL_HANDOFF",            K_STRING,   F(poll_handoff),           0, 0 },
     { "PARLEY_PHOENIX_MODELS",          K_STRING,   F(phx_models),             0, 0 },
     { "PARLEY_PHOENIX_TEMP_MIN",        K_DOUBLE,   F(phx_temp_min),           0, 2 },
     { "PARLEY_PHOENIX_TEMP_MAX",        K_DOUBLE,   F(phx_temp_max),           0, 2 },

@@ -45,10 +45,6 @@ struct parley_config {
     int kb_tickets;              /* PARLEY_KB_TICKETS (0): 1 = ticket answers grounded in the knowledge base */
     int kb_passages;             /* PARLEY_KB_PASSAGES (3): most knowledge-base passages in one prompt */
     int kb_context_bytes;        /* PARLEY_KB_CONTEXT_BYTES (4000): most bytes of passages in one prompt */
-    char *poll_handoff;          /* PARLEY_POLL_HANDOFF: URL path under which the web server
-                                    proxies the bridge ("/parley-ws"): a long-poll GET a
-                                    one-request process (mod_fcgid) would wait on is handed
-                                    there while the bridge runs; NULL: never */
     /* seed 003 (Phoenix Channels, docs/protocol-phoenix.md) */
     char *phx_models;            /* PARLEY_PHOENIX_MODELS: comma list of models a query may name;
                                     NULL: only PARLEY_MODEL */

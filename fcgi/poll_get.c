@@ -22,8 +22,6 @@
  * would expire sooner (poll_extension_s), a pump or a batch does the same,
  * and a GET that skips its look does so only while the expiry it knows is
  * that far away.
- * Under mod_fcgid, while the bridge runs, the GET is handed to the bridge
- * instead (poll_handoff.h): parked or not, it would hold the process.
  * Where the transport can park a request (the threaded modes), get_sleep
  * is not taken in the worker: the GET is parked (poll_park.h) and the
  * process's hub thread runs the same steps when it wakes (poll_get.h).
@@ -33,7 +31,6 @@
 #include "handlers.h"
 #include "poll_cache.h"
 #include "poll_get.h"
-#include "poll_handoff.h"
 #include "poll_park.h"
 #include "poll_pump.h"
 #include "poll_transport.h"
@@ -408,7 +405,7 @@ int h_poll_get(struct request *r)
             return 0;
         /* nothing to say yet: park the GET (no thread waits for it), or
          * sleep here where parking is not offered or is full */
-        if (poll_handoff(&g) || poll_park(&g))
+        if (poll_park(&g))
             return 0;
         if (get_sleep(&g) < 0)
             break;

@@ -171,6 +171,7 @@ struct bridge {
     parley_bell *bell;
     struct lws_context *lws;
     volatile int stopping;             /* set by the signal thread */
+    char up_path[4096];                /* <PARLEY_DB>-ws.up: exists while long-poll may come here */
 
     /* service thread */
     struct wsconn *live;               /* list of live connections */
@@ -202,6 +203,14 @@ struct bridge {
     /* generations (gen.c) */
     struct gen_pool *gen;
 };
+
+/* ---- main.c ---- */
+/* The marker file br->up_path ("<PARLEY_DB>-ws.up", holding the pid):
+ * created (on = 1) once the bridge serves, removed (on = 0) when it stops.
+ * parley-websocket.conf sends long-poll (/api/poll/) to the bridge while
+ * it exists (mod_fcgid; docs/ws-bridge.md, "Long-poll"), to parley.fcgi
+ * otherwise. Service or main thread. */
+void bridge_mark(struct bridge *br, int on);
 
 /* ---- service.c ---- */
 /* The request path with its query ("/a/b?x=1"), re-encoded (lws hands both

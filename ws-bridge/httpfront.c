@@ -227,9 +227,6 @@ int httpfront_start(struct bridge *br)
 {
     char path[4096], err[512];
     H.br = br;
-    /* the handlers run here must never hand a GET to the bridge: itself */
-    free(br->cfg.poll_handoff);
-    br->cfg.poll_handoff = NULL;
     pthread_mutex_init(&H.mu, NULL);
     pthread_cond_init(&H.cv, NULL);
     if (ident_bell_path(br->cfg.db_path, path, sizeof path) < 0 ||

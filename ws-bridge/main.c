@@ -188,6 +188,24 @@ static int parse_args(int argc, char **argv, struct bridge_opts *o, const char *
     return 0;
 }
 
+void bridge_mark(struct bridge *br, int on)
+{
+    if (!br->up_path[0])
+        return;
+    if (!on) {
+        if (unlink(br->up_path) < 0 && errno != ENOENT)
+            wslog("cannot remove %s: %s", br->up_path, strerror(errno));
+        return;
+    }
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", br->up_path);
+    FILE *f = fopen(tmp, "w");
+    if (!f || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0 ||
+        rename(tmp, br->up_path) < 0)
+        wslog("cannot write %s (long-poll stays with parley.fcgi): %s", br->up_path,
+              strerror(errno));
+}
+
 static int write_port_file(const char *path, int port)
 {
     char tmp[4096];
@@ -332,6 +350,10 @@ int main(int argc, char **argv)
     }
     if (pthread_create(&sig_th, NULL, signal_main, NULL) != 0)
         goto stop;
+    if ((size_t)snprintf(B.up_path, sizeof B.up_path, "%s-ws.up", B.cfg.db_path) >=
+        sizeof B.up_path)
+        B.up_path[0] = '\0';
+    bridge_mark(&B, 1);
     if (port_file && write_port_file(port_file, port) < 0)
         wslog("cannot write %s: %s", port_file, strerror(errno));
     if (o->socket_path)
@@ -346,6 +368,7 @@ int main(int argc, char **argv)
             break;
     rc = 0;
 stop:
+    bridge_mark(&B, 0);
     B.lws = NULL;                    /* workers stop waking the loop */
     /* closes what is left (T_CLOSE tasks); with libev this completes the
      * destroy the sweep started inside the loop */

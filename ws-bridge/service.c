@@ -480,7 +480,7 @@ static void start_shutdown(struct bridge *br)
 {
     br->shutdown_started = 1;
     br->shutdown_deadline_ms = bridge_now_ms() + SHUTDOWN_GRACE_MS;
-    bell_beacon(br->bell, 0);          /* no more long-poll GETs handed here */
+    bridge_mark(br, 0);                /* Apache sends long-poll to parley.fcgi again */
     httpfront_shutdown_begin();        /* the waiting ones are answered now */
     wslog("stopping: closing %d connection(s) with 1001", br->nlive);
     for (struct wsconn *c = br->live; c; c = c->snext)
@@ -573,9 +573,6 @@ static void sweep(lws_sorted_usec_list_t *sul)
             close_soon(c, 1000, "idle timeout", 0, CW_IDLE);
         }
     }
-    /* tell parley.fcgi that waiting long-poll GETs may come (poll_handoff.h) */
-    if (!br->shutdown_started)
-        bell_beacon(br->bell, 1);
     if (br->shutdown_started &&
         ((br->nlive == 0 && httpfront_busy() == 0) || now > br->shutdown_deadline_ms))
         br->service_done = 1;

@@ -314,7 +314,7 @@ start_fcgid() {
     it_subst apache-conf/parley-websocket.conf "$SETUP_DIR/conf/parley-websocket.conf"
     APACHE_INCLUDES="parley-fcgid.conf ${IT_NO_WS:+#}parley-websocket.conf"
     APACHE_VHOST_EXTRA=${IT_APP_CONFIG:+"FcgidInitialEnv PARLEY_CONFIG \"$IT_APP_CONFIG\""}
-    apache_conf fcgid proxy proxy_http
+    apache_conf fcgid proxy proxy_http rewrite
     APACHE_VHOST_EXTRA=""
     apache_run mod_fcgid
 }

@@ -24,10 +24,11 @@
 #                         first make it spawn them (--warmup)
 #   T0500_HANDOFF_PROCS (4)  mod_fcgid processes when the bridge runs
 #                         (parley-websocket.conf included): N viewers, far
-#                         more than processes, because a waiting GET is
-#                         handed to the bridge (fcgi/poll_handoff.h) and
-#                         holds no process; the bridge's /metrics must show
-#                         the GETs it took
+#                         more than processes, because Apache sends
+#                         long-poll to the bridge while it runs (its marker
+#                         file <db>-ws.up) and no request holds a process
+#                         while it waits; the bridge's /metrics must show
+#                         the GETs it answered
 # TAP output; exit status 0 only if everything passed.
 cd "$(dirname "$0")/../.." || exit 1
 . tests/integration/lib.sh
@@ -96,6 +97,7 @@ wanted() { case " $SETUPS " in *" $1 "*) return 0 ;; esac; return 1; }
 if ! wanted bridge; then
     :
 elif start_bridge; then
+    BRIDGE_PID=$IT_LAST_PID
     ok "bridge (WebSocket): $N generations at once, every token and done to every viewer" \
         concurrent bridge ws "http://127.0.0.1:$BRIDGE_PORT" "$N"
 else
@@ -136,11 +138,16 @@ bridge_lp_gets() {
 }
 
 wanted fcgid-bridge || { it_done; exit $?; }
-if [ -z "${BRIDGE_PORT-}" ] && ! start_bridge; then
-    ok "mod_fcgid + bridge: the bridge starts" false
-    it_done
-    exit $?
+if [ -z "${BRIDGE_PORT-}" ]; then
+    if ! start_bridge; then
+        ok "mod_fcgid + bridge: the bridge starts" false
+        it_done
+        exit $?
+    fi
+    BRIDGE_PID=$IT_LAST_PID
 fi
+UP=${IT_DB:-$IT_TMP/data/parley.db}-ws.up
+ok "the bridge marks that it serves long-poll ($UP)" test -f "$UP"
 sed -i "s/^FcgidMaxProcessesPerClass .*/FcgidMaxProcessesPerClass $HANDOFF_PROCS/" \
     "$SCALED/apache-conf/parley-fcgid.conf"
 unset IT_NO_WS
@@ -152,8 +159,13 @@ cd "$IT_ROOT"
 ok "mod_fcgid + bridge long-poll ($HANDOFF_PROCS processes): $N generations at once, every token and done" \
     concurrent fcgid-bridge poll "$BASE" "$N"
 after=$(bridge_lp_gets)
-ok "mod_fcgid + bridge: the waiting GETs were handed to the bridge (${before:-none} -> ${after:-none})" \
+ok "mod_fcgid + bridge: the long-poll GETs went to the bridge (${before:-none} -> ${after:-none})" \
     test "${after:-0}" -ge "$((${before:-0} + N))"
+# The bridge stops: its marker goes, and long-poll is parley.fcgi's again.
+it_stop "$BRIDGE_PID"
+ok "a stopped bridge removes its marker" test ! -f "$UP"
+ok "mod_fcgid without the bridge: long-poll still works (3 generations)" \
+    concurrent fcgid-nobridge poll "$BASE" 3
 stop_setup
 
 it_done
