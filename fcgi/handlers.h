@@ -34,4 +34,9 @@ int h_poll_open(struct request *r);          /* POST /api/poll/open (poll_handle
 int h_poll_get(struct request *r);           /* GET /api/poll/{sid} (poll_get.c) */
 int h_poll_post(struct request *r);          /* POST /api/poll/{sid} (poll_handlers.c) */
 int h_poll_delete(struct request *r);        /* DELETE /api/poll/{sid} (poll_handlers.c) */
+
+/* seed 003: the Phoenix LongPoll transport (phx_longpoll.c) */
+int h_phx_lp_get(struct request *r);         /* GET /socket/longpoll */
+int h_phx_lp_post(struct request *r);        /* POST /socket/longpoll */
+int h_phx_lp_other(struct request *r);       /* PUT, PATCH, DELETE /socket/longpoll: 400 */
 #endif

@@ -42,6 +42,15 @@ const struct route http_routes[] = {
     { "GET",    "/api/poll/{sid}",                  h_poll_get,         F_AUTH },
     { "POST",   "/api/poll/{sid}",                  h_poll_post,        F_AUTH },
     { "DELETE", "/api/poll/{sid}",                  h_poll_delete,      F_AUTH },
+
+    /* seed 003, Phoenix LongPoll (phx_longpoll.c): the handler checks the
+     * JWT itself (Bearer or the auth_token connect param) because ?token=
+     * is the long-poll session's token there, not a JWT */
+    { "GET",    "/socket/longpoll",                 h_phx_lp_get,       0 },
+    { "POST",   "/socket/longpoll",                 h_phx_lp_post,      0 },
+    { "PUT",    "/socket/longpoll",                 h_phx_lp_other,     0 },
+    { "PATCH",  "/socket/longpoll",                 h_phx_lp_other,     0 },
+    { "DELETE", "/socket/longpoll",                 h_phx_lp_other,     0 },
 };
 
 const size_t http_nroutes = sizeof http_routes / sizeof http_routes[0];

@@ -1,0 +1,439 @@
+/* phx_longpoll.c — the Phoenix LongPoll transport at /socket/longpoll
+ * (seed 003; the contract phoenix.js's LongPoll expects, as Phoenix's own
+ * lib/phoenix/transports/long_poll.ex answers it). Transport only: the
+ * socket (core/phx.h) and the adapter (core/proto_phoenix.c) do the rest.
+ *
+ *   every answer is HTTP 200, application/json; charset=utf-8, no-store,
+ *   with the real status in the body:
+ *   GET  without a token, or with one that is unknown, expired or another
+ *        user's → a new session: {"status":410,"token":T,"messages":[]}
+ *   GET  ?token=T → waits up to PARLEY_PHOENIX_WINDOW s for frames:
+ *        {"status":200,"token":T,"messages":["<V2 frame>",...]} (each frame
+ *        a JSON string) or {"status":204,"token":T,"messages":[]}
+ *   POST ?token=T, application/x-ndjson: the body split on \n (\r\n), at
+ *        most 100 parts handled in order (the rest ignored, as Phoenix
+ *        does); a part starting with "[" is a text frame, any other part
+ *        (a base64 binary frame: Parley has none) is ignored. Any other
+ *        content type: the body is one frame. → {"status":200}; a gone
+ *        session → {"status":410}
+ *   refused connect (PARLEY_JWT_SECRET set, no valid auth_token param or
+ *   Bearer header) → {"status":403} (phoenix.js closes with 1008, no retry)
+ *   the user's session cap (PARLEY_POLL_MAX_SESSIONS) or a database error →
+ *   {"status":500} (phoenix.js retries with its back-off)
+ *   more frames waiting than POLL_PENDING_MAX → {"status":429}, nothing
+ *   handled (phoenix.js reconnects: a client that posts without polling)
+ *   PUT, PATCH, DELETE → 400 with an empty body, as Phoenix.
+ * A session is a long-poll session of core/pollsess.h (state: phx_save;
+ * outbox: frames already encoded as JSON strings), so any process serves
+ * any request of it; it expires 1.5 windows after the end of its last
+ * request. The token is the session id (a random UUID, 122 bits) and is
+ * bound to its user: another user's token opens a new session.
+ * A frame is deleted from the outbox once a GET answered it (Phoenix keeps
+ * no copy either).
+ * Waiting GET: sleeps on the doorbell's "any" slot and wakes up for the
+ * session's own bell ("poll:<sid>": a POST rang) or a bell of one of the
+ * channels its topics follow; then pumps them (phx_pump, under the
+ * session's lock) into the outbox. It holds its worker thread for the
+ * window (not parked: see docs/protocol-phoenix.md, "what is left").
+ * Runs in a parley.fcgi worker thread with its ctx.
+ */
+#include "handlers.h"
+#include "poll_transport.h"
+#include "auth.h"
+#include "bell.h"
+#include "ident.h"
+#include "phx.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define LP_PATH "/socket/longpoll"
+#define LP_BATCH 100               /* NDJSON parts a POST may carry (Phoenix's limit) */
+#define LP_READ_MAX 1000           /* frames in one GET answer */
+#define LP_MAX_CHANS 100           /* followed channels a GET watches */
+
+/* Writes {"status":N[,"token":T,"messages":M]} (M a JSON array text). */
+static int lp_answer(struct request *r, int status, const char *token, const char *messages)
+{
+    size_t cap = 128 + (token ? strlen(token) : 0) + (messages ? strlen(messages) : 0);
+    char *text = malloc(cap);
+    if (!text)
+        return res_error(r, 500, "Out of memory");
+    int n = token ? snprintf(text, cap, "{\"status\":%d,\"token\":\"%s\",\"messages\":%s}", status,
+                             token, messages ? messages : "[]")
+                  : snprintf(text, cap, "{\"status\":%d}", status);
+    char extra[96];
+    snprintf(extra, sizeof extra, "Cache-Control: no-store\r\nContent-Length: %d\r\n", n);
+    int rc = res_start(r, 200, "application/json; charset=utf-8", extra);
+    if (rc == 0)
+        rc = res_write(r, text, (size_t)n);
+    free(text);
+    return rc;
+}
+
+/* The connecting user: "" in open mode; else the JWT of an
+ * "Authorization: Bearer" header or of the auth_token connect param.
+ * 0, or -1 when the connect must be refused. */
+static int lp_user(struct request *r, char *user, size_t len)
+{
+    const struct parley_config *cfg = r->ctx->cfg;
+    user[0] = '\0';
+    if (config_open_mode(cfg))
+        return 0;
+    char qtok[4096];
+    const char *tok = auth_bearer(r->authorization);
+    if (!tok)
+        tok = req_query(r, "auth_token", qtok, sizeof qtok);
+    return auth_verify(cfg->jwt_secret, tok, 0, user, len) == AUTH_OK ? 0 : -1;
+}
+
+/* The session's expiry after a request (1.5 windows). */
+static int lp_idle_s(const struct parley_ctx *ctx)
+{
+    return (ctx->cfg->phx_window_s * 3 + 1) / 2;
+}
+
+/* The session named by ?token= when it exists and is user's: sid copied.
+ * 1 yes, 0 no, -1 database error. */
+static int lp_session(struct request *r, const char *user, char sid[37])
+{
+    char tok[64];
+    if (!req_query(r, "token", tok, sizeof tok) || strlen(tok) != 36)
+        return 0;
+    char *state = NULL, owner[128];
+    int64_t expires;
+    enum poll_status st = poll_peek(r->ctx->db, tok, &state, owner, sizeof owner, &expires);
+    free(state);
+    if (st == POLL_ERROR)
+        return -1;
+    if (st != POLL_OK || strcmp(owner, user) != 0)
+        return 0;
+    str_copy(sid, 37, tok);
+    return 1;
+}
+
+/* Frames as the outbox keeps them: each a JSON string (new array of new
+ * strings in *enc). 0 / -1. */
+static int encode_frames(const struct proto_frames *fr, char ***enc)
+{
+    *enc = fr->n ? calloc((size_t)fr->n, sizeof **enc) : NULL;
+    if (fr->n && !*enc)
+        return -1;
+    for (int i = 0; i < fr->n; i++) {
+        json_t *s = json_string(fr->v[i]);
+        (*enc)[i] = s ? json_dumps(s, JSON_ENCODE_ANY) : NULL;
+        json_decref(s);
+        if (!(*enc)[i])
+            return -1;
+    }
+    return 0;
+}
+
+static void free_enc(char **enc, int n)
+{
+    for (int i = 0; enc && i < n; i++)
+        free(enc[i]);
+    free(enc);
+}
+
+/* Saves the socket and frames into the locked session (releases the lock).
+ * 0 / -1. */
+static int lp_store(struct parley_ctx *ctx, const char *sid, const struct phx_socket *s,
+                    const struct proto_frames *fr, int ext_s)
+{
+    char **enc = NULL;
+    char *state = phx_save(s);
+    int rc = state && encode_frames(fr, &enc) == 0 &&
+                     poll_save(ctx->db, sid, state, enc, fr->n, ext_s) == 0 ? 0 : -1;
+    free_enc(enc, fr->n);
+    free(state);
+    return rc;
+}
+
+static int lp_new_session(struct request *r, const char *user)
+{
+    struct parley_ctx *ctx = r->ctx;
+    char peer[IDENT_PEER_MAX], sid[37];
+    ident_peer(peer, sizeof peer, user, r->remote_addr);
+    poll_expire(ctx->db, now_ms());
+    struct phx_socket s;
+    phx_init(&s, user, peer, ctx->cfg->phx_max_topics);
+    char *state = phx_save(&s);
+    enum poll_status st = state ? poll_open(ctx->db, LP_PATH, user, state, NULL, 0,
+                                            lp_idle_s(ctx), user[0] ? ctx->cfg->poll_max_sessions : 0,
+                                            sid)
+                                : POLL_ERROR;
+    free(state);
+    phx_free(&s);
+    if (st != POLL_OK)
+        return lp_answer(r, 500, NULL, NULL);
+    return lp_answer(r, 410, sid, "[]");
+}
+
+/* What one pump of a waiting GET saw. */
+struct lp_watch {
+    char chans[LP_MAX_CHANS][200];
+    uint32_t seen[LP_MAX_CHANS];
+    int n;
+    int job;                       /* a topic follows a job: look again every lease/2 */
+    char pchan[64];
+    uint32_t pseen;
+};
+
+/* Pumps the session's topics into its outbox and notes what it follows
+ * (bells peeked BEFORE reading, so a ring after the read wakes the wait).
+ * POLL_OK, POLL_GONE, POLL_BUSY, POLL_ERROR. */
+static enum poll_status lp_pump(struct parley_ctx *ctx, const char *sid, struct lp_watch *w,
+                                int ext_s)
+{
+    char *state = NULL, owner[128];
+    if (ctx->bell)
+        w->pseen = bell_peek(ctx->bell, w->pchan);
+    for (int i = 0; ctx->bell && i < w->n; i++)
+        w->seen[i] = bell_peek(ctx->bell, w->chans[i]);
+    enum poll_status st = poll_lock(ctx->db, sid, ext_s, &state, owner, sizeof owner);
+    if (st != POLL_OK)
+        return st;
+    struct phx_socket s;
+    int ok = phx_load(&s, state);
+    free(state);
+    if (ok < 0) {
+        poll_unlock(ctx->db, sid);
+        return POLL_ERROR;
+    }
+    struct proto_frames fr;
+    frames_init(&fr);
+    int rc = phx_pump(ctx, &s, &fr);
+    const char *ch[LP_MAX_CHANS];
+    int n = phx_channels(&s, ch, LP_MAX_CHANS);
+    int fresh = 0;
+    w->job = 0;
+    /* (fresh: a channel not watched before) */
+    for (int i = 0; i < n; i++) {
+        int known = 0;
+        for (int j = 0; j < w->n && !known; j++)
+            known = strcmp(w->chans[j], ch[i]) == 0;
+        fresh |= !known;
+    }
+    for (int i = 0; i < s.n; i++)
+        w->job |= proto_following(&s.topics[i]) && s.topics[i].job_id != 0;
+    if (fresh || n != w->n) {
+        /* the set changed: pumped again at once (seen one behind), so an
+         * event appended between this read and these peeks is not missed */
+        for (int i = 0; i < n; i++) {
+            str_copy(w->chans[i], sizeof w->chans[i], ch[i]);
+            w->seen[i] = ctx->bell ? bell_peek(ctx->bell, ch[i]) - 1u : 0;
+        }
+        w->n = n;
+    }
+    if (rc < 0 || lp_store(ctx, sid, &s, &fr, ext_s) < 0) {
+        poll_unlock(ctx->db, sid);
+        st = POLL_ERROR;
+    }
+    frames_free(&fr);
+    phx_free(&s);
+    return st;
+}
+
+/* 1 when a bell the GET watches moved since its last pump. */
+static int lp_rung(struct parley_ctx *ctx, const struct lp_watch *w)
+{
+    if (bell_peek(ctx->bell, w->pchan) != w->pseen)
+        return 1;
+    for (int i = 0; i < w->n; i++)
+        if (bell_peek(ctx->bell, w->chans[i]) != w->seen[i])
+            return 1;
+    return 0;
+}
+
+/* Sleeps until a watched bell moves, `until` (mono ms) or shutdown. */
+static void lp_sleep(struct parley_ctx *ctx, const struct lp_watch *w, int64_t until)
+{
+    for (;;) {
+        int64_t left = until - mono_ms();
+        if (left <= 0 || poll_stopping(ctx))
+            return;
+        if (!ctx->bell) {
+            struct timespec ts = { 0, (left > 250 ? 250 : left) * 1000000L };
+            nanosleep(&ts, NULL);
+            return;
+        }
+        uint32_t any = bell_peek_any(ctx->bell);
+        if (lp_rung(ctx, w))
+            return;
+        if (bell_wait_any(ctx->bell, any, left > INT32_MAX ? INT32_MAX : (int)left) < 0)
+            return;
+    }
+}
+
+int h_phx_lp_get(struct request *r)
+{
+    struct parley_ctx *ctx = r->ctx;
+    char user[128], sid[37];
+    if (lp_user(r, user, sizeof user) < 0)
+        return lp_answer(r, 403, NULL, NULL);
+    int have = lp_session(r, user, sid);
+    if (have < 0)
+        return lp_answer(r, 500, NULL, NULL);
+    if (have == 0)
+        return lp_new_session(r, user);
+
+    int window_ms = ctx->cfg->phx_window_s * 1000;
+    int ext_s = lp_idle_s(ctx) + ctx->cfg->phx_window_s;   /* alive while this GET waits */
+    int64_t deadline = mono_ms() + window_ms;
+    int recheck = ctx->cfg->lease_ms / 2 > 1000 ? ctx->cfg->lease_ms / 2 : 1000;
+    struct lp_watch *w = calloc(1, sizeof *w);
+    if (!w)
+        return lp_answer(r, 500, NULL, NULL);
+    poll_channel(w->pchan, sizeof w->pchan, sid);
+    int status = 204;
+    char *json = NULL;
+    for (;;) {
+        enum poll_status st = lp_pump(ctx, sid, w, ext_s);
+        if (st == POLL_GONE) {
+            free(w);
+            return lp_new_session(r, user);
+        }
+        if (st == POLL_ERROR) {
+            status = 500;
+            break;
+        }
+        /* POLL_BUSY: a POST holds the session; it rings when it has saved */
+        int64_t last = 0;
+        int n = poll_read(ctx->db, sid, 0, LP_READ_MAX, &json, &last);
+        if (n < 0) {
+            status = 500;
+            break;
+        }
+        if (n > 0) {
+            if (poll_ack(ctx->db, sid, last) < 0) {
+                status = 500;
+                break;
+            }
+            status = 200;
+            break;
+        }
+        free(json);
+        json = NULL;
+        if (mono_ms() >= deadline || poll_stopping(ctx))
+            break;
+        int64_t until = deadline;
+        if ((w->job || st == POLL_BUSY) && mono_ms() + (st == POLL_BUSY ? 50 : recheck) < until)
+            until = mono_ms() + (st == POLL_BUSY ? 50 : recheck);
+        lp_sleep(ctx, w, until);
+    }
+    free(w);
+    if (status == 500) {
+        free(json);
+        return lp_answer(r, 500, NULL, NULL);
+    }
+    /* renewed from the end of this request */
+    poll_touch(ctx->db, sid, 0, lp_idle_s(ctx));
+    int rc = lp_answer(r, status, sid, status == 200 ? json : "[]");
+    free(json);
+    return rc;
+}
+
+/* The next NDJSON part of [*p, end) (a trailing \r dropped). 0 at the end. */
+static int next_part(const char **p, const char *end, const char **s, size_t *len)
+{
+    if (*p > end)
+        return 0;
+    const char *nl = memchr(*p, '\n', (size_t)(end - *p));
+    const char *le = nl ? nl : end;
+    *s = *p;
+    *len = (size_t)(le - *p);
+    if (*len > 0 && (*s)[*len - 1] == '\r')
+        (*len)--;
+    *p = le + 1;
+    return 1;
+}
+
+static int is_ndjson(const char *ct)
+{
+    return ct && strncasecmp(ct, "application/x-ndjson", 20) == 0 &&
+           (ct[20] == '\0' || ct[20] == ';' || ct[20] == ' ');
+}
+
+int h_phx_lp_post(struct request *r)
+{
+    struct parley_ctx *ctx = r->ctx;
+    char user[128], sid[37];
+    if (lp_user(r, user, sizeof user) < 0)
+        return lp_answer(r, 403, NULL, NULL);
+    int have = lp_session(r, user, sid);
+    if (have <= 0)
+        return lp_answer(r, have < 0 ? 500 : 410, NULL, NULL);
+    char *state = NULL, owner[128];
+    enum poll_status st = poll_lock(ctx->db, sid, lp_idle_s(ctx), &state, owner, sizeof owner);
+    if (st != POLL_OK || strcmp(owner, user) != 0) {
+        if (st == POLL_OK)
+            poll_unlock(ctx->db, sid);
+        free(state);
+        return lp_answer(r, st == POLL_GONE || st == POLL_OK ? 410 : 500, NULL, NULL);
+    }
+    struct phx_socket s;
+    int ok = phx_load(&s, state);
+    free(state);
+    int pending = ok == 0 ? poll_pending(ctx->db, sid) : -1;
+    if (pending < 0 || pending >= POLL_PENDING_MAX) {
+        poll_unlock(ctx->db, sid);
+        if (ok == 0)
+            phx_free(&s);
+        return lp_answer(r, pending < 0 ? 500 : 429, NULL, NULL);
+    }
+    struct proto_frames fr;
+    frames_init(&fr);
+    struct proto_job *jobs[LP_BATCH];
+    int njobs = 0, rc = 0;
+    const char *body = r->body ? r->body : "";
+    if (is_ndjson(r->content_type)) {
+        const char *p = body, *end = body + r->body_len, *part;
+        size_t len;
+        for (int k = 0; k < LP_BATCH && rc == 0 && next_part(&p, end, &part, &len); k++) {
+            if (len == 0 || part[0] != '[')
+                continue;          /* a binary frame (base64): none in this protocol */
+            struct proto_job *job = NULL;
+            rc = phx_message(ctx, &s, part, len, &fr, &job);
+            if (job)
+                jobs[njobs++] = job;
+        }
+    } else if (r->body_len > 0) {
+        struct proto_job *job = NULL;
+        rc = phx_message(ctx, &s, body, r->body_len, &fr, &job);
+        if (job)
+            jobs[njobs++] = job;
+    }
+    /* a database failure of one frame was answered with its error frame:
+     * keep what the others did */
+    const char *ch[LP_MAX_CHANS];
+    int nch = phx_channels(&s, ch, LP_MAX_CHANS);
+    int stored = lp_store(ctx, sid, &s, &fr, lp_idle_s(ctx));
+    if (stored < 0)
+        poll_unlock(ctx->db, sid);
+    if (ctx->bell) {
+        char pchan[64];
+        poll_channel(pchan, sizeof pchan, sid);
+        bell_ring(ctx->bell, pchan);
+        for (int i = 0; i < nch; i++)
+            bell_ring(ctx->bell, ch[i]);
+    }
+    for (int i = 0; i < njobs; i++) {
+        if (stored == 0)
+            proto_job_submit(ctx, jobs[i]);   /* takes it, even when it fails */
+        else
+            proto_job_free(jobs[i]);
+    }
+    frames_free(&fr);
+    phx_free(&s);
+    return lp_answer(r, stored < 0 ? 500 : 200, NULL, NULL);
+}
+
+int h_phx_lp_other(struct request *r)
+{
+    return res_start(r, 400, NULL, "Content-Length: 0\r\n");
+}
