@@ -32,6 +32,7 @@
 #include <libwebsockets.h>
 #include "ident.h"
 #include "log.h"
+#include "phx.h"
 #include "proto.h"
 
 /* ---- options (main.c) ---- */
@@ -98,6 +99,12 @@ struct chan;
 struct ustat;
 struct bridge;
 
+/* A channel a Phoenix connection follows: its place in chan->psubs. */
+struct phx_follow {
+    struct chan *ch;
+    int idx;                           /* index in ch->psubs */
+};
+
 /* One WebSocket connection. Allocated at ESTABLISHED, freed when the last
  * reference goes (the service thread, the scheduler and the notify list
  * each hold one while they point at it). */
@@ -143,9 +150,16 @@ struct wsconn {
     unsigned queued : 1, running : 1, want_pump : 1;
     struct chan *chan;                 /* channel followed, in the registry */
     int chan_idx;                      /* index in chan->subs */
+    struct phx_follow *pf;             /* Phoenix: every channel its topics follow */
+    int npf, pfcap;
 
     /* ---- the worker running this connection (running == 1) ---- */
     struct proto_conn pc;
+    /* Phoenix Channels (/socket/websocket): the socket (core/phx.h) that
+     * holds one proto_conn per joined topic; NULL for the seed paths,
+     * which drive pc. Set at ESTABLISHED before the first task, freed by
+     * T_CLOSE. */
+    struct phx_socket *phx;
     int opened;                        /* proto_open ran (pc to clean up) */
     char user[128];                    /* set by the service thread before T_OPEN */
     char peer[IDENT_PEER_MAX];         /* rate-limit identity (ident_peer) */
@@ -158,6 +172,10 @@ struct chan {
     char *name;
     struct wsconn **subs;
     int nsubs, cap;
+    /* Phoenix connections following it (their topics' join_refs differ,
+     * so nothing is shared: each is pumped on its own, phx order) */
+    struct wsconn **psubs;
+    int npsubs, pcap;
     uint32_t seen;                     /* the bell value the watcher last acted on */
     int64_t moved_ms;                  /* when the watcher last saw it move */
     unsigned queued : 1, running : 1, dirty : 1, check_lease : 1;
@@ -325,7 +343,7 @@ extern const struct lws_protocols bridge_protocols[];
 /* ---- metrics.c ---- */
 enum close_why { CW_CLIENT, CW_IDLE, CW_SLOW, CW_TOO_BIG, CW_BINARY, CW_ADAPTER, CW_SHUTDOWN,
                  CW_MAX_CONN, CW_AUTH, CW_ERROR, CW_COUNT };
-enum refuse_why { RF_NOT_FOUND, RF_ORIGIN, RF_COUNT };
+enum refuse_why { RF_NOT_FOUND, RF_ORIGIN, RF_UNAUTHORIZED, RF_VERSION, RF_COUNT };
 void metrics_init(void);
 void metrics_cleanup(void);
 void metrics_accepted(void);

@@ -130,6 +130,11 @@ void conn_unref(struct wsconn *c)
     }
     if (c->opened)                 /* normally cleaned by the T_CLOSE task */
         proto_conn_cleanup(&c->pc);
+    if (c->phx) {                  /* its topics normally freed by T_CLOSE */
+        phx_free(c->phx);
+        free(c->phx);
+    }
+    free(c->pf);
     free(c->rx);
     free(c->open_path);
     pthread_mutex_destroy(&c->mu);

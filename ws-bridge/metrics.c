@@ -58,7 +58,7 @@ static const char *close_names[CW_COUNT] = {
     "client", "idle_timeout", "slow_consumer", "message_too_big", "binary_message",
     "protocol", "shutdown", "too_many_connections", "unauthorized", "error"
 };
-static const char *refuse_names[RF_COUNT] = { "not_found", "origin" };
+static const char *refuse_names[RF_COUNT] = { "not_found", "origin", "unauthorized", "version" };
 
 static void add(uint64_t *p, uint64_t v)
 {

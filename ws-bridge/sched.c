@@ -66,7 +66,7 @@ static struct chan *chan_get(struct bridge *br, const char *name)
 
 static void chan_maybe_free(struct bridge *br, struct chan *ch)
 {
-    if (ch->nsubs || ch->queued || ch->running)
+    if (ch->nsubs || ch->npsubs || ch->queued || ch->running)
         return;
     for (struct chan **pp = &br->chans[name_hash(ch->name)]; *pp; pp = &(*pp)->hnext)
         if (*pp == ch) {
@@ -75,6 +75,7 @@ static void chan_maybe_free(struct bridge *br, struct chan *ch)
         }
     br->nchans--;
     free(ch->subs);
+    free(ch->psubs);
     free(ch->name);
     free(ch);
 }
@@ -115,10 +116,89 @@ static int chan_add(struct bridge *br, struct wsconn *c, const char *name)
     return 0;
 }
 
+/* ---- Phoenix connections: one registration per followed channel ---- */
+
+/* Drops c's i-th registration (br->mu held). */
+static void pchan_remove(struct bridge *br, struct wsconn *c, int i)
+{
+    struct chan *ch = c->pf[i].ch;
+    int idx = c->pf[i].idx;
+    ch->psubs[idx] = ch->psubs[--ch->npsubs];
+    if (idx < ch->npsubs) {
+        struct wsconn *m = ch->psubs[idx];      /* moved: fix its index */
+        for (int k = 0; k < m->npf; k++)
+            if (m->pf[k].ch == ch) {
+                m->pf[k].idx = idx;
+                break;
+            }
+    }
+    c->pf[i] = c->pf[--c->npf];
+    conn_unref(c);                      /* the registry's reference (never the last) */
+    chan_maybe_free(br, ch);
+}
+
+static int pchan_add(struct bridge *br, struct wsconn *c, const char *name)
+{
+    if (c->npf == c->pfcap) {
+        int cap = c->pfcap ? c->pfcap * 2 : 4;
+        struct phx_follow *n = realloc(c->pf, sizeof *n * (size_t)cap);
+        if (!n)
+            return -1;
+        c->pf = n;
+        c->pfcap = cap;
+    }
+    struct chan *ch = chan_get(br, name);
+    if (!ch)
+        return -1;
+    if (ch->npsubs == ch->pcap) {
+        int cap = ch->pcap ? ch->pcap * 2 : 4;
+        struct wsconn **n = realloc(ch->psubs, sizeof *n * (size_t)cap);
+        if (!n) {
+            chan_maybe_free(br, ch);
+            return -1;
+        }
+        ch->psubs = n;
+        ch->pcap = cap;
+    }
+    conn_ref(c);
+    c->pf[c->npf].ch = ch;
+    c->pf[c->npf].idx = ch->npsubs;
+    c->npf++;
+    ch->psubs[ch->npsubs++] = c;
+    return 0;
+}
+
+/* Makes c's registrations match phx_channels() of its socket (br->mu
+ * held; the caller runs c, so the socket does not change meanwhile). */
+static void phx_sync_locked(struct bridge *br, struct wsconn *c)
+{
+    const char *want[PHX_TOPICS_MAX];
+    int gone = __atomic_load_n(&c->gone, __ATOMIC_ACQUIRE);
+    int n = !gone && c->phx ? phx_channels(c->phx, want, PHX_TOPICS_MAX) : 0;
+    for (int i = c->npf - 1; i >= 0; i--) {
+        int keep = 0;
+        for (int j = 0; j < n && !keep; j++)
+            keep = !strcmp(want[j], c->pf[i].ch->name);
+        if (!keep)
+            pchan_remove(br, c, i);
+    }
+    for (int j = 0; j < n; j++) {
+        int have = 0;
+        for (int i = 0; i < c->npf && !have; i++)
+            have = !strcmp(want[j], c->pf[i].ch->name);
+        if (!have && pchan_add(br, c, want[j]) < 0)
+            metrics_error("out_of_memory");
+    }
+}
+
 /* Makes the registry match what c's proto_conn follows (br->mu held; the
  * caller runs c). */
 static void follow_sync_locked(struct bridge *br, struct wsconn *c)
 {
+    if (c->phx || c->npf) {
+        phx_sync_locked(br, c);
+        return;
+    }
     int gone = __atomic_load_n(&c->gone, __ATOMIC_ACQUIRE);
     const char *want = !gone && c->opened && proto_following(&c->pc) ? c->pc.channel : NULL;
     if (c->chan && (!want || strcmp(c->chan->name, want) != 0))
@@ -284,15 +364,15 @@ static void note_events(const struct evlog_event *ev, int n)
 
 /* Formats events for c, at most *room of those after its cursor.
  * Returns 1 when it stopped for lack of room. */
-static int feed(struct worker *w, struct wsconn *c, const struct evlog_event *ev, int n,
+static int feed(struct worker *w, struct proto_conn *pc, const struct evlog_event *ev, int n,
                 int *room, struct proto_frames *fr)
 {
-    for (int i = 0; i < n && proto_following(&c->pc); i++) {
-        if (ev[i].seq <= c->pc.cursor)
+    for (int i = 0; i < n && proto_following(pc); i++) {
+        if (ev[i].seq <= pc->cursor)
             continue;
         if (*room <= 0)
             return 1;
-        if (proto_event(&w->ctx, &c->pc, &ev[i], fr) < 0)
+        if (proto_event(&w->ctx, pc, &ev[i], fr) < 0)
             metrics_error("format");
         (*room)--;
     }
@@ -495,44 +575,64 @@ static int feed_shared(struct worker *w, struct wsconn *c, const struct evlog_ev
     return 0;
 }
 
-/* Catches c up on its channel from its own cursor (c is run by us). */
+/* Catches pc (c's, or one topic of c's Phoenix socket) up on its channel
+ * from its own cursor (c is run by us). Returns 1 when it stopped for lack
+ * of room in c's queue (c then wants a pump once it drains), else 0. */
+static int pc_pump(struct worker *w, struct wsconn *c, struct proto_conn *pc)
+{
+    struct bridge *br = w->br;
+    while (proto_following(pc) && !__atomic_load_n(&c->gone, __ATOMIC_ACQUIRE)) {
+        int room;
+        if (!has_room(br, c, &room)) {
+            want_more(br, c);
+            return 1;
+        }
+        int max = room < READ_BATCH ? room : READ_BATCH;
+        struct evlog_event *ev = NULL;
+        int n = evlog_read(w->ctx.db, pc->channel, pc->cursor, max, &ev);
+        if (n < 0) {
+            metrics_error("db");
+            return 0;
+        }
+        if (n == 0) {
+            lease_check(w, pc->job_id);
+            return 0;
+        }
+        note_events(ev, n);
+        struct proto_frames fr;
+        frames_init(&fr);
+        int left = max;
+        int full = feed(w, pc, ev, n, &left, &fr);
+        evlog_free(ev, n);
+        post(c, &fr);
+        if (full) {
+            want_more(br, c);
+            return 1;
+        }
+        if (n < max)
+            return 0;
+    }
+    return 0;
+}
+
+/* Catches c up on what it follows (c is run by us): its channel, or every
+ * joined topic of its Phoenix socket in turn. What phx_pump() does, read
+ * in batches bounded by the room in c's queue, so a reader that lags
+ * behind several streams is flow-controlled like any other. */
 static void conn_pump(struct worker *w, struct wsconn *c)
 {
     struct bridge *br = w->br;
     pthread_mutex_lock(&br->mu);
     c->want_pump = 0;
     pthread_mutex_unlock(&br->mu);
-    while (c->opened && proto_following(&c->pc) && !__atomic_load_n(&c->gone, __ATOMIC_ACQUIRE)) {
-        int room;
-        if (!has_room(br, c, &room)) {
-            want_more(br, c);
-            return;
-        }
-        int max = room < READ_BATCH ? room : READ_BATCH;
-        struct evlog_event *ev = NULL;
-        int n = evlog_read(w->ctx.db, c->pc.channel, c->pc.cursor, max, &ev);
-        if (n < 0) {
-            metrics_error("db");
-            return;
-        }
-        if (n == 0) {
-            lease_check(w, c->pc.job_id);
-            return;
-        }
-        note_events(ev, n);
-        struct proto_frames fr;
-        frames_init(&fr);
-        int left = max;
-        int full = feed(w, c, ev, n, &left, &fr);
-        evlog_free(ev, n);
-        post(c, &fr);
-        if (full) {
-            want_more(br, c);
-            return;
-        }
-        if (n < max)
-            return;
+    if (c->phx) {
+        for (int i = 0; i < c->phx->n; i++)
+            if (pc_pump(w, c, &c->phx->topics[i]))
+                return;
+        return;
     }
+    if (c->opened)
+        pc_pump(w, c, &c->pc);
 }
 
 static void close_if_asked(struct wsconn *c)
@@ -543,9 +643,47 @@ static void close_if_asked(struct wsconn *c)
     }
 }
 
+/* A task of a Phoenix connection: its socket (core/phx.h) answers the
+ * frames; the bridge only carries them, submits the jobs and follows the
+ * channels the topics follow. */
+static void run_phx_task(struct worker *w, struct wsconn *c, struct task *t)
+{
+    struct bridge *br = w->br;
+    struct proto_frames fr;
+    frames_init(&fr);
+    switch (t ? t->kind : T_PUMP) {
+    case T_OPEN:                       /* nothing to do: phx_init ran at ESTABLISHED */
+        break;
+    case T_MESSAGE: {
+        struct proto_job *job = NULL;
+        if (phx_message(&w->ctx, c->phx, t->text, t->len, &fr, &job) < 0)
+            metrics_error("db");
+        post(c, &fr);
+        if (job)
+            gen_submit(br, job);
+        follow_sync(br, c);            /* before the pump: no ring is missed */
+        conn_pump(w, c);
+        break;
+    }
+    case T_PUMP:
+        conn_pump(w, c);
+        break;
+    case T_CLOSE:
+        pthread_mutex_lock(&br->mu);
+        follow_sync_locked(br, c);     /* gone: leaves every channel */
+        pthread_mutex_unlock(&br->mu);
+        phx_free(c->phx);
+        break;
+    }
+}
+
 static void run_task(struct worker *w, struct wsconn *c, struct task *t)
 {
     struct bridge *br = w->br;
+    if (c->phx) {
+        run_phx_task(w, c, t);
+        return;
+    }
     struct proto_frames fr;
     frames_init(&fr);
     switch (t ? t->kind : T_PUMP) {
@@ -609,6 +747,18 @@ static void chan_pump(struct worker *w, struct chan *ch)
         for (int i = 0; i < ch->nsubs; i++)
             ch->subs[i]->want_pump = 1;
         cap = 0;
+    }
+    for (int i = 0; i < ch->npsubs; i++) {
+        /* Phoenix followers: each pumps its own topics (conn_pump) */
+        struct wsconn *c = ch->psubs[i];
+        if (__atomic_load_n(&c->gone, __ATOMIC_ACQUIRE))
+            continue;
+        c->want_pump = 1;
+        if (c->running || c->queued)
+            continue;                  /* its current task ends with a pump */
+        __atomic_store_n(&c->pump_hint, 1, __ATOMIC_SEQ_CST);   /* see finish_run_locked */
+        if (has_room(br, c, NULL))
+            enqueue_conn(br, c);
     }
     for (int i = 0; i < cap; i++) {
         struct wsconn *c = ch->subs[i];
@@ -799,7 +949,7 @@ static void *watcher_main(void *arg)
                     ch->seen = v;
                     ch->moved_ms = now;
                     enqueue_chan(br, ch);
-                } else if (ch->nsubs && now - ch->moved_ms > lease / 2) {
+                } else if ((ch->nsubs || ch->npsubs) && now - ch->moved_ms > lease / 2) {
                     ch->moved_ms = now;        /* quiet: is its job's owner alive? */
                     ch->check_lease = 1;
                     enqueue_chan(br, ch);
@@ -882,7 +1032,10 @@ void sched_stop(struct bridge *br)
             br->chans[b] = ch->hnext;
             for (int i = 0; i < ch->nsubs; i++)
                 conn_unref(ch->subs[i]);
+            for (int i = 0; i < ch->npsubs; i++)
+                conn_unref(ch->psubs[i]);
             free(ch->subs);
+            free(ch->psubs);
             free(ch->name);
             free(ch);
         }

@@ -16,6 +16,12 @@
  *   Every second a sweep closes idle connections (WEBSOCKET_TIMEOUT, 1000
  *   "idle timeout") and stalled ones (1008 "slow consumer"), and drives
  *   the shutdown (1001 to everyone on SIGTERM).
+ *   Phoenix Channels (/socket/websocket, phoenix.js): a refused connect is
+ *   HTTP 403 before the upgrade, as Phoenix answers (bad JWT, vsn not 2.x);
+ *   the "phoenix" subprotocol is answered when asked for (phoenix.js's
+ *   authToken); the connection drives a phx_socket (core/phx.h) instead of
+ *   one proto_conn, and a heartbeat is answered here, on the service
+ *   thread, without waiting for a worker (phx_heartbeat).
  */
 #include "bridge.h"
 #include "auth.h"
@@ -131,6 +137,114 @@ void bridge_client_addr(struct lws *wsi, const struct bridge *br, char *out, siz
     str_copy(out, len, peer[0] ? peer : "local");
 }
 
+/* ---- Phoenix Channels (/socket/websocket) ---- */
+
+#define PHX_WS_PATH "/socket/websocket"
+#define PHX_AUTH_PREFIX "base64url.bearer.phx."
+
+/* 1 when path (with or without its query) is the Phoenix WebSocket path. */
+static int phx_path(const char *path)
+{
+    size_t n = strlen(PHX_WS_PATH);
+    return !strncmp(path, PHX_WS_PATH, n) && (path[n] == '\0' || path[n] == '?');
+}
+
+/* Decodes base64 (standard or URL alphabet, padding optional) of s[0..len)
+ * into out (NUL-terminated). 0 / -1 (not base64, or too long). */
+static int b64_decode(const char *s, size_t len, char *out, size_t cap)
+{
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        int c = (unsigned char)s[i], v;
+        if (c >= 'A' && c <= 'Z')
+            v = c - 'A';
+        else if (c >= 'a' && c <= 'z')
+            v = c - 'a' + 26;
+        else if (c >= '0' && c <= '9')
+            v = c - '0' + 52;
+        else if (c == '+' || c == '-')
+            v = 62;
+        else if (c == '/' || c == '_')
+            v = 63;
+        else if (c == '=')
+            break;
+        else
+            return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (o + 1 >= cap)
+                return -1;
+            out[o++] = (char)((acc >> bits) & 0xff);
+        }
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+/* The JWT a Phoenix client sent, into tok (NUL-terminated; "" none), from
+ * the first of: the Sec-WebSocket-Protocol entry "base64url.bearer.phx.
+ * <base64 token>" (phoenix.js's authToken option, next to "phoenix"), the
+ * X-Phoenix-AuthToken header, an Authorization: Bearer header, the connect
+ * params auth_token and token. Service thread, during the handshake. */
+static void phx_token(struct lws *wsi, char *tok, size_t cap)
+{
+    char buf[4200];
+    tok[0] = '\0';
+    if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_PROTOCOL) > 0) {
+        char *save = NULL;
+        for (char *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+            p += strspn(p, " \t");
+            size_t n = strcspn(p, " \t");
+            size_t pl = strlen(PHX_AUTH_PREFIX);
+            if (n > pl && !strncmp(p, PHX_AUTH_PREFIX, pl)) {
+                if (b64_decode(p + pl, n - pl, tok, cap) < 0)
+                    str_copy(tok, cap, "-");   /* sent, but not base64: refused */
+                return;
+            }
+        }
+    }
+    if (lws_hdr_custom_copy(wsi, buf, sizeof buf, "x-phoenix-authtoken:", 20) > 0) {
+        str_copy(tok, cap, buf);
+        return;
+    }
+    if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 && auth_bearer(buf)) {
+        str_copy(tok, cap, auth_bearer(buf));
+        return;
+    }
+    const char *v = lws_get_urlarg_by_name(wsi, "auth_token=", buf, sizeof buf);
+    if (!v)
+        v = lws_get_urlarg_by_name(wsi, "token=", buf, sizeof buf);
+    if (v)
+        str_copy(tok, cap, v);
+}
+
+/* The Phoenix connect check: AUTH_OK with the user in user (open mode:
+ * ""), else why the JWT was refused. */
+static enum auth_result phx_connect_user(struct lws *wsi, const struct bridge *br, char *user,
+                                         size_t ulen)
+{
+    user[0] = '\0';
+    if (config_open_mode(&br->cfg))
+        return AUTH_OK;
+    char tok[4096];
+    phx_token(wsi, tok, sizeof tok);
+    return auth_verify(br->cfg.jwt_secret, tok[0] ? tok : NULL, 0, user, ulen);
+}
+
+/* 1 when the client's serializer version (vsn) is one Parley speaks: 2.x
+ * (V2 JSON). phoenix.js sends vsn=2.0.0; Phoenix takes a missing vsn as
+ * 1.0.0 (V1), which Parley does not speak. */
+static int phx_vsn_ok(struct lws *wsi)
+{
+    char buf[64];
+    const char *v = lws_get_urlarg_by_name(wsi, "vsn=", buf, sizeof buf);
+    return v && v[0] == '2' && (v[1] == '\0' || v[1] == '.');
+}
+
 /* ---- plain HTTP ---- */
 
 static int http_reply(struct lws *wsi, struct pss *pss, unsigned status, const char *ctype,
@@ -192,7 +306,7 @@ static int on_http(struct lws *wsi, struct bridge *br, struct pss *pss, const ch
         free(text);
         return rc;
     }
-    if (proto_route(path, &kind, param, sizeof param) == 0)
+    if (proto_route(path, &kind, param, sizeof param) == 0 || phx_path(path))
         return http_reply(wsi, pss, 426, "text/plain",
                           "Upgrade Required: this is a WebSocket endpoint\n");
     return http_reply(wsi, pss, 404, "text/plain", "Not Found\n");
@@ -223,8 +337,9 @@ static int on_confirm_upgrade(struct lws *wsi, struct bridge *br, const char *up
         lws_return_http_status(wsi, 503, "server shutting down");
         return 1;
     }
+    int phx = 0;
     if (bridge_request_path(wsi, WSI_TOKEN_GET_URI, path, sizeof path, token, sizeof token) < 0 ||
-        proto_route(path, &kind, param, sizeof param) < 0) {
+        (!(phx = phx_path(path)) && proto_route(path, &kind, param, sizeof param) < 0)) {
         metrics_refused(RF_NOT_FOUND);
         lws_return_http_status(wsi, 404, "no WebSocket endpoint at this path");
         return 1;
@@ -236,6 +351,20 @@ static int on_confirm_upgrade(struct lws *wsi, struct bridge *br, const char *up
         metrics_refused(RF_ORIGIN);
         lws_return_http_status(wsi, 403, "Origin not allowed");
         return 1;
+    }
+    if (phx) {
+        /* a refused Phoenix connect is 403 on the upgrade, as Phoenix does */
+        char user[128];
+        if (!phx_vsn_ok(wsi)) {
+            metrics_refused(RF_VERSION);
+            lws_return_http_status(wsi, 403, "unsupported vsn: Parley speaks the V2 serializer (vsn=2.0.0)");
+            return 1;
+        }
+        if (phx_connect_user(wsi, br, user, sizeof user) != AUTH_OK) {
+            metrics_refused(RF_UNAUTHORIZED);
+            lws_return_http_status(wsi, 403, "Forbidden");
+            return 1;
+        }
     }
     return 0;
 }
@@ -300,7 +429,17 @@ static int on_established(struct lws *wsi, struct bridge *br, struct pss *pss)
         close_soon(c, 1008, "request path too long", 1, CW_ERROR);
         return 0;
     }
-    if (!config_open_mode(&br->cfg)) {
+    int phx = phx_path(path);
+    if (phx) {
+        /* checked before the upgrade (403); checked again for the user */
+        enum auth_result ar = phx_connect_user(wsi, br, c->user, sizeof c->user);
+        if (ar != AUTH_OK) {
+            char reason[120];
+            snprintf(reason, sizeof reason, "Unauthorized: %s", auth_message(ar));
+            close_soon(c, 4401, reason, 1, CW_AUTH);
+            return 0;
+        }
+    } else if (!config_open_mode(&br->cfg)) {
         char auth[4200] = "";
         const char *tok = token[0] ? token : NULL;
         if (!tok && lws_hdr_copy(wsi, auth, sizeof auth, WSI_TOKEN_HTTP_AUTHORIZATION) > 0)
@@ -320,6 +459,17 @@ static int on_established(struct lws *wsi, struct bridge *br, struct pss *pss)
     br->nopen++;
     metrics_open_delta(+1);
     c->ustat = metrics_user(c->user);
+    if (phx) {
+        /* no database work to open a Phoenix socket: it starts empty and
+         * its frames are ready to be taken at once */
+        c->phx = malloc(sizeof *c->phx);
+        if (!c->phx) {
+            close_soon(c, 1011, "server out of memory", 1, CW_ERROR);
+            return 0;
+        }
+        phx_init(c->phx, c->user, c->peer, br->cfg.phx_max_topics);
+        return 0;
+    }
     c->open_path = strdup(path);
     if (!c->open_path || sched_task(c, T_OPEN, NULL, 0) < 0)
         close_soon(c, 1011, "server out of memory", 1, CW_ERROR);
@@ -350,7 +500,13 @@ static int on_receive(struct lws *wsi, struct bridge *br, struct wsconn *c, cons
 {
     if (!c || c->closing)
         return 0;
-    if (c->rx_len + len > br->opt.max_message) {
+    /* a Phoenix frame over PHX_FRAME_MAX is answered by the socket
+     * ("message too large") and the socket kept: it may be read whole up
+     * to twice that */
+    size_t max = br->opt.max_message;
+    if (c->phx && max < 2 * (size_t)PHX_FRAME_MAX)
+        max = 2 * (size_t)PHX_FRAME_MAX;
+    if (c->rx_len + len > max) {
         rx_drop(c);
         return refuse(wsi, c, CW_TOO_BIG, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too big");
     }
@@ -635,8 +791,20 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     }
 }
 
+/* "phoenix": the subprotocol phoenix.js asks for (with its authToken)
+ * and must get back; lws answers it when the client lists it. The same
+ * callback serves both; vhost-wide callbacks act for the first only. */
+static int callback_phoenix(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                            void *in, size_t len)
+{
+    if (reason == LWS_CALLBACK_PROTOCOL_INIT || reason == LWS_CALLBACK_EVENT_WAIT_CANCELLED)
+        return 0;
+    return callback(wsi, reason, user, in, len);
+}
+
 const struct lws_protocols bridge_protocols[] = {
     /* name, callback, per-session data, rx buffer, id, user, tx packet */
     { "parley", callback, sizeof(struct pss), 2048, 0, NULL, 65536 },
+    { "phoenix", callback_phoenix, sizeof(struct pss), 2048, 0, NULL, 65536 },
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
