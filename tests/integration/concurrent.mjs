@@ -193,6 +193,7 @@ class Viewer {
       body: JSON.stringify({ ticketBody: this.body }), signal: AbortSignal.timeout(DEADLINE_S * 1000),
     })).catch((e) => ({ status: 0, e }));
     if (r.status !== 202 && r.status !== 200) this.fail(`send: ${r.e ? r.e.message : `HTTP ${r.status}`}`);
+    this.sendMs = now() - this.sentAt;
   }
 
   close() {
@@ -254,6 +255,9 @@ const summary = {
   transport: TRANSPORT, n: N, tokens: TOKENS, token_ms: TOKEN_MS, first_ms: FIRST_MS,
   complete: ok.length, failed: N - ok.length, late_starts: lateStarts,
   first_token_beyond_upstream_ms: { p50: pct(first, 50), p99: pct(first, 99), max: pct(first, 100) },
+  // long-poll: from sending the ticket body to its 202 (where the time goes)
+  send_ms: (() => { const s = viewers.filter((v) => v.sendMs != null).map((v) => v.sendMs);
+    return s.length ? { p50: pct(s, 50), p99: pct(s, 99), max: pct(s, 100) } : null; })(),
   tokens_received: viewers.reduce((a, v) => a + (v.text === v.want ? TOKENS : 0), 0),
   retried_requests: retries,
   retried_by_cause: retryWhy,
