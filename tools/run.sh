@@ -149,6 +149,24 @@ and the other paths in <code>docs/</code>.</p>
 EOF
     say "created a placeholder $IT_WWW/index.html"
 fi
+# The official Phoenix client for the seed 003 pages (neuralbridge.html,
+# seed003.html load /vendor/phoenix.js): the browser build of the npm
+# package pinned in package.json (installed by `make node-deps` before this
+# runs), copied at each start, never committed (www/vendor/ is ignored).
+PHX_JS=node_modules/phoenix/priv/static/phoenix.js
+if [ -f "$PHX_JS" ]; then
+    if ! { mkdir -p "$IT_WWW/vendor" && cp "$PHX_JS" "$IT_WWW/vendor/phoenix.js.tmp" &&
+           mv -f "$IT_WWW/vendor/phoenix.js.tmp" "$IT_WWW/vendor/phoenix.js"; } 2>/dev/null; then
+        # A read-only checkout: serve a copy with it.
+        mkdir -p "$IT_TMP/www-copy"
+        [ "$IT_WWW" != "$IT_TMP/www-copy" ] && cp -R "$IT_WWW/." "$IT_TMP/www-copy/"
+        IT_WWW=$IT_TMP/www-copy
+        mkdir -p "$IT_WWW/vendor" && cp "$PHX_JS" "$IT_WWW/vendor/phoenix.js"
+    fi
+    say "phoenix.js $(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' node_modules/phoenix/package.json) (npm) served as /vendor/phoenix.js"
+else
+    say "$PHX_JS is missing (npm ci): the seed 003 pages cannot load phoenix.js"
+fi
 if [ -n "$APP_USER" ] && [ "$IT_WWW" = "$PWD/www" ] && ! $AS_APP test -r www/index.html; then
     # The checkout is not readable by the web server's account (e.g. under
     # /root): serve a copy.

@@ -117,7 +117,9 @@ export async function launch() {
 // unexpected console errors (page.problems). WebSocket handshake failures
 // are expected where there is no bridge and are counted apart
 // (page.wsFailures); page.sockets lists the WebSocket URLs it opened.
-export async function openPage(context, path) {
+// before(page), when given, runs before the page loads (an init script, a
+// WebSocket route).
+export async function openPage(context, path, before) {
   const page = await context.newPage();
   page.problems = [];
   page.wsFailures = [];
@@ -133,6 +135,7 @@ export async function openPage(context, path) {
   });
   page.on('websocket', (ws) => page.sockets.push(ws.url()));
   page.on('request', (r) => page.requests.push({ method: r.method(), url: r.url(), body: r.postData() }));
+  if (before) await before(page);
   await page.goto(BASE + path, { waitUntil: 'load' });
   return page;
 }
