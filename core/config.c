@@ -63,6 +63,7 @@ static const struct key_def keys[] = {
     { "PARLEY_CONTEXT_MESSAGES",        K_INT,      F(context_messages),       0, 1000 },
     { "PARLEY_MAX_GENERATIONS",         K_INT,      F(max_generations),        1, 100000 },
     { "PARLEY_KB_TICKETS",              K_INT,      F(kb_tickets),             0, 1 },
+    { "PARLEY_KB_PHOENIX",              K_INT,      F(kb_phoenix),             0, 1 },
     { "PARLEY_KB_PASSAGES",             K_INT,      F(kb_passages),            1, 50 },
     { "PARLEY_KB_CONTEXT_BYTES",        K_INT,      F(kb_context_bytes),       200, 1000000 },
     { "PARLEY_PHOENIX_MODELS",          K_STRING,   F(phx_models),             0, 0 },
@@ -389,6 +390,7 @@ int config_defaults(struct parley_config *cfg)
     cfg->context_messages = 10;
     cfg->max_generations = 1024;
     cfg->kb_tickets = 0;
+    cfg->kb_phoenix = 1;
     cfg->kb_passages = 3;
     cfg->kb_context_bytes = 4000;
     cfg->phx_temp_min = 0;

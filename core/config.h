@@ -43,6 +43,7 @@ struct parley_config {
     int context_messages;        /* PARLEY_CONTEXT_MESSAGES (10) */
     int max_generations;         /* PARLEY_MAX_GENERATIONS (1024): streams one process runs at once */
     int kb_tickets;              /* PARLEY_KB_TICKETS (0): 1 = ticket answers grounded in the knowledge base */
+    int kb_phoenix;              /* PARLEY_KB_PHOENIX (1): 1 = seed 003 queries grounded in the knowledge base */
     int kb_passages;             /* PARLEY_KB_PASSAGES (3): most knowledge-base passages in one prompt */
     int kb_context_bytes;        /* PARLEY_KB_CONTEXT_BYTES (4000): most bytes of passages in one prompt */
     /* seed 003 (Phoenix Channels, docs/protocol-phoenix.md) */

@@ -30,13 +30,20 @@
  * context): that is what makes a cached answer right for the next asker.
  * A join while a generation runs on the session follows it as a stream
  * (stream_start, the tokens so far, the rest).
+ * Knowledge base (PARLEY_KB_PHOENIX, default on; docs/knowledge-base.md):
+ * the passages matching the query go into the system prompt (kb_ground),
+ * the cache / single-flight key's digest then covers that prompt
+ * (kb_key_ground), rag_context_used is how many passages went in and
+ * confidence_score kb_confidence (null when nothing matched).
  * State (c->state, beside proto.c's "resume_after"): topic, join_ref;
  * mode ("query" | "stream") of the followed job, query, t0 (ms), model,
- * text (the answer so far, query mode).
+ * text (the answer so far, query mode), rag (passages in its prompt),
+ * conf (its confidence; absent when nothing matched).
  * Runs in the thread that drives the connection (proto.h).
  */
 #include "proto_impl.h"
 #include "ident.h"
+#include "kb.h"
 #include "util.h"
 
 #include <math.h>
@@ -176,10 +183,13 @@ int proto_phoenix_join(struct parley_ctx *ctx, struct proto_conn *c, const char 
 
 /* ---- events of the followed job ---- */
 
-static json_t *meta(const char *source, int64_t ms, const char *model)
+/* The response's metadata; conf < 0: confidence_score null (no passage
+ * matched). */
+static json_t *meta(const char *source, int64_t ms, const char *model, int rag, double conf)
 {
-    return json_pack("{s:s, s:n, s:I, s:i, s:s}", "source", source, "confidence_score",
-                     "processing_time_ms", (json_int_t)(ms < 0 ? 0 : ms), "rag_context_used", 0,
+    return json_pack("{s:s, s:o, s:I, s:i, s:s}", "source", source, "confidence_score",
+                     conf < 0 ? json_null() : json_real(conf), "processing_time_ms",
+                     (json_int_t)(ms < 0 ? 0 : ms), "rag_context_used", rag,
                      "model_used", model ? model : "");
 }
 
@@ -223,10 +233,14 @@ static int phx_event(struct parley_ctx *ctx, struct proto_conn *c, const struct 
             model = proto_str(c->state, "model");
         int64_t t0 = json_integer_value(json_object_get(c->state, "t0"));
         const char *text = proto_str(c->state, "text");
+        json_t *jc = json_object_get(c->state, "conf");
+        int rag = (int)json_integer_value(json_object_get(c->state, "rag"));
         stamp(ts);
         int rc = push(c, out, "response",
                       json_pack("{s:s, s:o, s:s}", "response", text ? text : "", "metadata",
-                                meta("llm", now_ms() - t0, model), "timestamp", ts));
+                                meta("llm", now_ms() - t0, model, rag,
+                                     json_is_number(jc) ? json_number_value(jc) : -1),
+                                "timestamp", ts));
         json_decref(d);
         json_object_del(c->state, "text");
         return rc;
@@ -374,6 +388,35 @@ static int add_msg(struct parley_ctx *ctx, const char *conv, const char *role, c
     return store_msg_add(ctx->db, &msg) < 0 ? -1 : 0;
 }
 
+/* The system prompt of job's query: PHX_SYSTEM, or with PARLEY_KB_PHOENIX
+ * and matching passages the grounded prompt (kb_ground), whose text then
+ * also keys the answer (kb_key_ground on job->ans.key), so an answer
+ * cached without these passages is never served for it. Sets *system
+ * (owned by job), *rag (passages in it) and *conf (-1: nothing matched).
+ * 0; -1 on a database error or out of memory. */
+static int query_system(struct parley_ctx *ctx, struct proto_job *job, const char *query,
+                        const char **system, int *rag, double *conf)
+{
+    *system = PHX_SYSTEM;
+    *rag = 0;
+    *conf = -1;
+    if (!ctx->cfg->kb_phoenix)
+        return 0;
+    struct kb_grounding g;
+    if (kb_ground(ctx->db, query, PHX_SYSTEM, ctx->cfg->kb_passages,
+                  (size_t)ctx->cfg->kb_context_bytes, &g) != KB_OK)
+        return -1;
+    if (g.system) {
+        *system = proto_job_keep(job, g.system);
+        if (!*system || kb_key_ground(job->ans.key, sizeof job->ans.key, *system) < 0)
+            *system = NULL;
+        *rag = g.used;
+        *conf = g.confidence;
+    }
+    kb_grounding_free(&g);
+    return *system ? 0 : -1;
+}
+
 /* query / stream_query. */
 static int on_query(struct parley_ctx *ctx, struct proto_conn *c, json_t *ref, json_t *p,
                     int stream, struct proto_frames *out, struct proto_job **jobp)
@@ -409,6 +452,14 @@ static int on_query(struct parley_ctx *ctx, struct proto_conn *c, json_t *ref, j
     }
     job->ans.query_norm = knorm;
     job->ans.model = kmodel;
+    const char *system;
+    int rag;
+    double conf;
+    if (query_system(ctx, job, kquery, &system, &rag, &conf) < 0) {
+        proto_job_free(job);
+        free(q.metadata);
+        return db_refuse(ctx, c, out, ref);
+    }
 
     /* the user message first: history shows the question either way */
     int stored = add_msg(ctx, c->param, "user", q.text, q.metadata, NULL, -1, -1);
@@ -445,7 +496,7 @@ static int on_query(struct parley_ctx *ctx, struct proto_conn *c, json_t *ref, j
                  push(c, out, "stream_complete", json_object()) < 0 ? -1 : 0;
         else
             rc = push(c, out, "response", json_pack("{s:s, s:o, s:s}", "response", cached,
-                                                    "metadata", meta("cache", ms, model),
+                                                    "metadata", meta("cache", ms, model, rag, conf),
                                                     "timestamp", ts));
         free(cached);
         free(cmodel);
@@ -458,7 +509,7 @@ static int on_query(struct parley_ctx *ctx, struct proto_conn *c, json_t *ref, j
     job->req.prompt_key = job->ans.key;
     job->req.conversation_id = kconv;
     job->req.llm.prompt = kquery;
-    job->req.llm.system = PHX_SYSTEM;
+    job->req.llm.system = system;
     job->req.llm.model = kmodel;
     job->req.llm.temperature = q.temperature;
     job->req.cache = &job->ans;
@@ -468,6 +519,11 @@ static int on_query(struct parley_ctx *ctx, struct proto_conn *c, json_t *ref, j
     json_object_set_new(c->state, "query", json_string(kquery ? q.text : ""));
     json_object_set_new(c->state, "model", json_string(q.model));
     json_object_set_new(c->state, "t0", json_integer(t0));
+    json_object_set_new(c->state, "rag", json_integer(rag));
+    if (conf >= 0)
+        json_object_set_new(c->state, "conf", json_real(conf));
+    else
+        json_object_del(c->state, "conf");
     json_object_del(c->state, "text");
     return reply(c, out, ref, "ok", NULL);
 }

@@ -2,13 +2,16 @@
 // phoenix client (npm "phoenix", pinned in package.json) through a real web
 // server in front of parley.fcgi (t0600-phoenix.sh starts it). Node 20 has
 // no XMLHttpRequest: phoenix.js 1.8 then uses fetch, which Node has.
-// Env: PARLEY_BASE (http://127.0.0.1:PORT), PARLEY_JWT_SECRET.
+// Env: PARLEY_BASE (http://127.0.0.1:PORT), PARLEY_JWT_SECRET, PARLEY_FAKE_URL
+// (the simulated LLM, for what it last received; the server's database holds
+// the article "Fuser error E52" that t0600 imported).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac, randomUUID } from 'node:crypto';
 import { Socket, LongPoll } from 'phoenix';
 
 const BASE = process.env.PARLEY_BASE;
+const FAKE = process.env.PARLEY_FAKE_URL || '';
 const SECRET = process.env.PARLEY_JWT_SECRET || '';
 
 function jwt(sub) {
@@ -110,6 +113,30 @@ test('join, query (llm then cache), stream_query, get_history, ping', { timeout:
     got = next(ch, 'error');
     ch.push('query', { query: 'x', temperature: 9 });
     assert.equal((await got).error, 'invalid_temperature');
+  } finally {
+    socket.disconnect();
+  }
+});
+
+test('a query grounded in the knowledge base: rag_context_used, confidence, the passage upstream', { timeout: 60000, skip: !FAKE && 'PARLEY_FAKE_URL not set' }, async () => {
+  const socket = connect('alice');
+  try {
+    const ch = socket.channel(`proxy:${sid()}`, {});
+    await join(ch);
+    const q = `Printer shows fuser error E52 ${randomUUID()} [[fake tokens=4 token_ms=5]]`;
+    const got = next(ch, 'response');
+    ch.push('query', { query: q });
+    const r = await got;
+    assert.equal(r.metadata.source, 'llm');
+    assert.equal(r.metadata.rag_context_used, 1);
+    assert.equal(typeof r.metadata.confidence_score, 'number');
+    assert.ok(r.metadata.confidence_score > 0 && r.metadata.confidence_score <= 1);
+    const stats = await (await fetch(`${FAKE}/_fake/stats`)).json();
+    const body = stats.last_body || {};
+    const system = body.system ||
+      (body.messages || []).filter((m) => m.role === 'system').map((m) => m.content).join('\n');
+    assert.ok(system.includes('[1] Fuser error E52 (printers.md)'), `system: ${system}`);
+    assert.ok(system.includes('Error E52 means the fuser unit overheated'), `system: ${system}`);
   } finally {
     socket.disconnect();
   }

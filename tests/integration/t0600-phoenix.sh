@@ -4,12 +4,26 @@
 # (tests/integration/phoenix-lp.mjs), through lighttpd + mod_fastcgi and
 # Apache + mod_proxy_fcgi set up with the shipped apache-conf/ snippets.
 # JWT on; PARLEY_PHOENIX_WINDOW=2 so an empty poll answers 204 quickly.
+# Each setup's database gets a knowledge-base article (`parley kb import`,
+# as an admin does) so one query is answered grounded (PARLEY_KB_PHOENIX is
+# on by default): the simulated LLM — this test's own, so its last request
+# is ours (PARLEY_FAKE_URL) — must see the article's passage.
 cd "$(dirname "$0")/../.." || exit 1
 . tests/integration/lib.sh
 it_init
+FAKE_LLM_URL=""            # our own: its last request must be ours
 it_fake_llm
 APP=$BUILD/parley.fcgi
+CLI=$BUILD/parley
 [ -x "$APP" ] || it_die "$APP is not built (make)"
+[ -x "$CLI" ] || it_die "$CLI is not built (make)"
+ART=$IT_TMP/printers.md
+cat >"$ART" <<'EOF'
+# Fuser error E52
+
+Error E52 means the fuser unit overheated: switch the printer off for
+ten minutes, then clear the paper path.
+EOF
 [ -f node_modules/phoenix/package.json ] || it_die "node_modules/phoenix missing (make node-deps)"
 
 it_jwt_config
@@ -18,9 +32,13 @@ IT_NO_WS=1
 TAP_N=0 TAP_FAILED=0
 for setup in lighttpd proxy_fcgi; do
     IT_DB=$IT_TMP/data/$setup.db
+    mkdir -p "$IT_TMP/data"
+    PARLEY_DB=$IT_DB "$CLI" kb import "$ART" >"$IT_TMP/kb-$setup.out" 2>&1 ||
+        it_die "parley kb import failed: $(cat "$IT_TMP/kb-$setup.out")"
+    it_own "$IT_TMP/data"
     "start_$setup" "$APP"
     it_log "$setup: $BASE"
-    PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET it_node_tap "$setup: " tests/integration/phoenix-lp.mjs
+    PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET PARLEY_FAKE_URL=$FAKE_LLM_URL it_node_tap "$setup: " tests/integration/phoenix-lp.mjs
     stop_setup
 done
 hits=$(grep -rlE --include='*.log' --include='*.out' 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$IT_TMP" 2>/dev/null) || true

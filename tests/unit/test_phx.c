@@ -4,10 +4,13 @@
  * byte, heartbeat, join / leave / duplicate join / unmatched topic /
  * another user's session, malformed and oversized frames, query (llm then
  * cache), stream_query, get_history, ping, refusals, two topics on one
- * socket, and save / load between frames. */
+ * socket, save / load between frames, and answers grounded in the
+ * knowledge base (rag_context_used, confidence_score, the passages in the
+ * upstream request, grounded cache keys). */
 #include "th.h"
 #include "protohelp.h"
 #include "fake.h"
+#include "kb.h"
 #include "phx.h"
 #include "store.h"
 #include "util.h"
@@ -425,6 +428,136 @@ TEST(two_topics_and_save_load)
     close_ctx(&ctx);
 }
 
+/* The system text of the simulated LLM's last request (new string, NULL
+ * when it had none). */
+static char *last_system(void)
+{
+    json_t *o = fake_stats();
+    const char *sys = json_string_value(json_object_get(json_object_get(o, "last_body"), "system"));
+    char *r = sys ? strdup(sys) : NULL;
+    json_decref(o);
+    return r;
+}
+
+/* Sends a query push (ref) on topic proxy:s-kb (join_ref "1"), runs its job
+ * if one starts, and returns the response event's payload (new reference,
+ * NULL when there was none). */
+static json_t *kb_ask(struct parley_ctx *ctx, struct phx_socket *s, const char *ref,
+                      const char *query)
+{
+    json_t *fr = json_pack("[s, s, s, s, {s:s}]", "1", ref, "proxy:s-kb", "query", "query", query);
+    char *text = json_dumps(fr, JSON_COMPACT);
+    json_decref(fr);
+    struct proto_frames f;
+    frames_init(&f);
+    struct proto_job *job = NULL;
+    int rc = text ? in(ctx, s, text, &f, &job) : -1;
+    free(text);
+    if (rc == 0 && job)
+        rc = run_job(ctx, job);
+    if (rc == 0)
+        rc = pump_all(ctx, s, &f);
+    json_t *h = NULL, *resp = NULL;
+    for (int i = 0; rc == 0 && i < f.n; i++)
+        if (!strcmp(ev_of(&f, i, &h), "response"))
+            resp = json_incref(el(&f, i, 4, &h));
+    json_decref(h);
+    frames_free(&f);
+    return resp;
+}
+
+static json_t *md_of(json_t *resp, const char *key)
+{
+    return json_object_get(json_object_get(resp, "metadata"), key);
+}
+
+TEST(knowledge_base_grounding)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    char err[256];
+    int n;
+    const char *art = "# Fuser error E52\nError E52 means the fuser unit overheated: "
+                      "switch the printer off for ten minutes.\n\n# Paper jam\nOpen tray 2.\n";
+    REQUIRE(kb_import_text(ctx.db, "printers.md", art, strlen(art), 1, &n, err, sizeof err) == KB_OK);
+    struct phx_socket s;
+    phx_init(&s, "alice", "user:alice", 10);
+    struct proto_frames f;
+    frames_init(&f);
+    REQUIRE(in(&ctx, &s, "[\"1\",\"1\",\"proxy:s-kb\",\"phx_join\",{}]", &f, NULL) == 0);
+    frames_free(&f);
+    CHECK_INT(cfg.kb_phoenix, 1);            /* on by default */
+
+    /* a matching query: the passage is in the upstream's system prompt */
+    const char *q = "fuser error E52 on the printer [[fake tokens=4 token_ms=0]]";
+    long total0 = fake_total();
+    json_t *r = kb_ask(&ctx, &s, "2", q);
+    REQUIRE(r != NULL);
+    CHECK_INT(fake_total(), total0 + 1);
+    CHECK_STR(json_string_value(md_of(r, "source")), "llm");
+    CHECK_INT(json_integer_value(md_of(r, "rag_context_used")), 1);
+    double conf = json_number_value(md_of(r, "confidence_score"));
+    CHECK(json_is_real(md_of(r, "confidence_score")) && conf > 0 && conf <= 1);
+    char *sys = last_system();
+    CHECK(sys && strstr(sys, "[1] Fuser error E52 (printers.md)\nError E52 means the fuser unit"));
+    CHECK(sys && strstr(sys, "You are NeuralBridge"));
+    CHECK(sys && !strstr(sys, "Paper jam"));
+    free(sys);
+    json_decref(r);
+
+    /* again: from the cache, with the same grounding reported */
+    r = kb_ask(&ctx, &s, "3", q);
+    REQUIRE(r != NULL);
+    CHECK_STR(json_string_value(md_of(r, "source")), "cache");
+    CHECK_INT(json_integer_value(md_of(r, "rag_context_used")), 1);
+    CHECK(json_number_value(md_of(r, "confidence_score")) == conf);
+    json_decref(r);
+
+    /* a query that matches nothing: 0, null, the plain system prompt */
+    r = kb_ask(&ctx, &s, "4", "coffee machine leaks water [[fake tokens=3 token_ms=0]]");
+    REQUIRE(r != NULL);
+    CHECK_INT(json_integer_value(md_of(r, "rag_context_used")), 0);
+    CHECK(json_is_null(md_of(r, "confidence_score")));
+    sys = last_system();
+    CHECK(sys && !strstr(sys, "[1]") && !strstr(sys, "E52"));
+    free(sys);
+    json_decref(r);
+
+    /* switched off: the plain prompt under the ungrounded key... */
+    const char *q2 = "printer fuser E52 again [[fake tokens=3 token_ms=0]]";
+    cfg.kb_phoenix = 0;
+    r = kb_ask(&ctx, &s, "5", q2);
+    REQUIRE(r != NULL);
+    CHECK_STR(json_string_value(md_of(r, "source")), "llm");
+    CHECK_INT(json_integer_value(md_of(r, "rag_context_used")), 0);
+    CHECK(json_is_null(md_of(r, "confidence_score")));
+    sys = last_system();
+    CHECK(sys && !strstr(sys, "E52"));
+    free(sys);
+    json_decref(r);
+    /* ...so switched on, that ungrounded cached answer is not served */
+    cfg.kb_phoenix = 1;
+    r = kb_ask(&ctx, &s, "6", q2);
+    REQUIRE(r != NULL);
+    CHECK_STR(json_string_value(md_of(r, "source")), "llm");
+    CHECK_INT(json_integer_value(md_of(r, "rag_context_used")), 1);
+    json_decref(r);
+
+    /* a changed article changes the prompt, hence the key: a new answer */
+    const char *art2 = "# Fuser error E52\nError E52: call the technician.\n";
+    REQUIRE(kb_import_text(ctx.db, "printers.md", art2, strlen(art2), 1, &n, err, sizeof err) == KB_OK);
+    r = kb_ask(&ctx, &s, "7", q);
+    REQUIRE(r != NULL);
+    CHECK_STR(json_string_value(md_of(r, "source")), "llm");
+    sys = last_system();
+    CHECK(sys && strstr(sys, "call the technician"));
+    free(sys);
+    json_decref(r);
+    REQUIRE(kb_remove_source(ctx.db, "printers.md", NULL) == KB_OK);
+    phx_free(&s);
+    close_ctx(&ctx);
+}
+
 int main(void)
 {
     if (test_setup("phx") < 0)
@@ -435,6 +568,7 @@ int main(void)
     RUN(query_then_cache_stream_history);
     RUN(refusals);
     RUN(two_topics_and_save_load);
+    RUN(knowledge_base_grounding);
     config_cleanup(&cfg);
     return th_done();
 }
