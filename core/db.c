@@ -58,7 +58,7 @@ struct stmt_slot { const char *sql; sqlite3_stmt *st; };
 struct parley_db {
     sqlite3 *h;
     char *path;
-    int in_tx;
+    int in_tx;                 /* transactions open: 1 the outermost, more are savepoints */
     struct write_gate *gate;   /* NULL: none (out of memory at open) */
     int gated;                 /* this connection holds gate->mu */
     int ckpt_due;              /* a checkpoint waits for the gate's release */
@@ -469,20 +469,45 @@ static int step_done(parley_db *db, const char *sql)
     return 0;
 }
 
+/* Savepoints of nested transactions, by level (1 = the first one inside
+ * the outermost transaction). Static texts: db_stmt caches statements by
+ * their text's address. */
+#define SP_MAX 8
+enum sp_verb { SP_BEGIN, SP_RELEASE, SP_UNDO };
+static const char *const sp_sql[3][SP_MAX] = {
+#define SP_ROW(v) { v " n1", v " n2", v " n3", v " n4", v " n5", v " n6", v " n7", v " n8" }
+    SP_ROW("SAVEPOINT"), SP_ROW("RELEASE"), SP_ROW("ROLLBACK TO"),
+#undef SP_ROW
+};
+
+/* Runs a savepoint statement for level (1..SP_MAX). 0 / -1 (deeper). */
+static int savepoint(parley_db *db, enum sp_verb verb, int level)
+{
+    if (level < 1 || level > SP_MAX) {
+        fprintf(stderr, "parley: db: transactions nested deeper than %d\n", SP_MAX + 1);
+        return -1;
+    }
+    return step_done(db, sp_sql[verb][level - 1]);
+}
+
 int db_begin(parley_db *db)
 {
-    if (!db->in_tx) {
-        heal(db, 1);              /* a read-only or broken handle: reopen it */
-        if (sqlite3_db_readonly(db->h, "main") == 1) {
-            db->refused = 1;      /* still read-only: the file cannot be written */
-            note_writable(db, 0);
+    if (db->in_tx) {
+        /* nested: a savepoint inside the open transaction */
+        if (sqlite3_get_autocommit(db->h) || savepoint(db, SP_BEGIN, db->in_tx) < 0)
             return -1;
-        }
+        db->in_tx++;
+        return 0;
+    }
+    heal(db, 1);                  /* a read-only or broken handle: reopen it */
+    if (sqlite3_db_readonly(db->h, "main") == 1) {
+        db->refused = 1;          /* still read-only: the file cannot be written */
+        note_writable(db, 0);
+        return -1;
     }
     gate_enter(db);
     if (step_done(db, "BEGIN IMMEDIATE") < 0) {
-        if (!db->in_tx)
-            gate_leave(db);
+        gate_leave(db);
         return -1;
     }
     db->in_tx = 1;
@@ -491,6 +516,14 @@ int db_begin(parley_db *db)
 
 int db_commit(parley_db *db)
 {
+    if (db->in_tx > 1) {
+        if (savepoint(db, SP_RELEASE, db->in_tx - 1) < 0) {
+            db_rollback(db);
+            return -1;
+        }
+        db->in_tx--;
+        return 0;
+    }
     if (step_done(db, "COMMIT") < 0) {
         int code = sqlite3_extended_errcode(db->h);
         db_rollback(db);
@@ -510,6 +543,14 @@ int db_rollback(parley_db *db)
 {
     /* the kind of the failure that led here outlives the ROLLBACK */
     int readonly = db_err_kind(db) == PERR_DB_READONLY;
+    if (db->in_tx > 1 && !sqlite3_get_autocommit(db->h)) {
+        /* nested: undo this level only; the outer transaction goes on */
+        db->in_tx--;
+        int rc = savepoint(db, SP_UNDO, db->in_tx) | savepoint(db, SP_RELEASE, db->in_tx);
+        if (readonly)
+            db->refused = 1;
+        return rc ? -1 : 0;
+    }
     db->in_tx = 0;
     int rc = 0;
     if (!sqlite3_get_autocommit(db->h))

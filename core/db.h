@@ -65,7 +65,15 @@ int db_latest_version(void);           /* newest migration compiled in */
 /* Starts a write transaction (SQLite: BEGIN IMMEDIATE) / commits / rolls
  * back. 0 on success, -1 on error (db_err_kind, db_errmsg tell why; a
  * failed commit has rolled back). db_rollback is safe to call when no
- * transaction is open. */
+ * transaction is open. Transactions nest: db_begin inside an open one
+ * starts a savepoint, whose db_commit keeps its changes for the outer
+ * transaction's commit and whose db_rollback undoes only its own (the
+ * outer one goes on), so a storage function that commits its own work can
+ * also be one step of a caller's transaction (fcgi/poll_handlers.c: a
+ * long-poll POST's frames, jobs and session state are one commit). Only
+ * the outermost commit makes anything durable and visible. If SQLite
+ * itself ended the whole transaction (an I/O error, a full disk), every
+ * later call up to the outermost db_rollback fails. */
 int db_begin(parley_db *db);
 int db_commit(parley_db *db);
 int db_rollback(parley_db *db);

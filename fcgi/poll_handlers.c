@@ -324,9 +324,21 @@ int h_poll_post(struct request *r)
     frames_init(&fr);
     struct post_jobs pj = { .n = 0 };
     int accepted = 0;
+    /* The frames' writes (messages, job claims, rate-limit hits), the
+     * answers for the outbox and the session's new state: one commit
+     * (db.h: the storage functions' own transactions nest as savepoints)
+     * instead of one each, so a burst of POSTs holds the write lock less
+     * often. Without it (it could not begin) each step commits alone. */
+    int tx = db_begin(ctx->db) == 0;
     int rc = post_frames(r, &c, &fr, &pj, &accepted);
     char *saved = rc == 0 ? proto_conn_save(&c) : NULL;
-    if (rc < 0 || !saved || poll_save(ctx->db, sid, saved, fr.v, fr.n, ctx->cfg->poll_idle_s) < 0) {
+    if (rc == 0 && saved && poll_save(ctx->db, sid, saved, fr.v, fr.n, ctx->cfg->poll_idle_s) < 0)
+        rc = -1;
+    if (tx && (rc < 0 || !saved))
+        db_rollback(ctx->db);
+    else if (tx && db_commit(ctx->db) < 0)
+        rc = -1;                            /* rolled back: the lock is still ours */
+    if (rc < 0 || !saved) {
         poll_unlock(ctx->db, sid);
         res_error(r, 500, "Database error while handling the frame");
         jobs_free(&pj);

@@ -1,7 +1,7 @@
 /* test_db.c — migrations, version refusal, statement cache, transactions,
  * and the in-process write gate (threads writing at once all succeed; a
- * transaction that ends any way — commit, rollback, a nested begin that
- * fails, close — lets the next writer in at once). */
+ * transaction that ends any way — commit, rollback, close — lets the next
+ * writer in at once; nested transactions are savepoints). */
 #include "th.h"
 #include "db_sqlite.h"
 #include "util.h"
@@ -185,8 +185,14 @@ TEST(write_gate_released_however_a_transaction_ends)
     parley_db *a = db_open(path, err, sizeof err), *b = db_open(path, err, sizeof err);
     REQUIRE(a && b);
     REQUIRE(db_begin(a) == 0);
-    CHECK_INT(db_begin(a), -1);            /* nested: fails, no self-deadlock */
-    CHECK_INT(db_commit(a), 0);            /* the outer one still commits */
+    CHECK_INT(db_begin(a), 0);             /* nested: a savepoint, no self-deadlock */
+    CHECK_INT(db_commit(a), 0);            /* the savepoint */
+    CHECK_INT(db_commit(a), 0);            /* the outer one commits */
+    CHECK_INT(other_thread_begins(b), 1);
+    REQUIRE(db_begin(a) == 0);
+    REQUIRE(db_begin(a) == 0);
+    CHECK_INT(db_rollback(a), 0);          /* the savepoint only */
+    CHECK_INT(db_rollback(a), 0);          /* the outer one */
     CHECK_INT(other_thread_begins(b), 1);
     REQUIRE(db_begin(a) == 0);
     CHECK_INT(db_rollback(a), 0);
@@ -196,6 +202,75 @@ TEST(write_gate_released_however_a_transaction_ends)
     REQUIRE(db_begin(a) == 0);
     db_close(a);                           /* closing mid-transaction */
     CHECK_INT(other_thread_begins(b), 1);
+    db_close(b);
+}
+
+static int count_tickets(parley_db *db, const char *prefix)
+{
+    sqlite3_stmt *st = db_stmt(db, "SELECT count(*) FROM tickets WHERE id LIKE ? || '%'");
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, prefix);
+    int n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
+    sqlite3_reset(st);
+    return n;
+}
+
+static int put_ticket(parley_db *db, const char *id)
+{
+    sqlite3_stmt *st = db_stmt(db, "INSERT INTO tickets(id, body, created_at, updated_at) "
+                                   "VALUES (?, 'b', 0, 0)");
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, id);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Nested transactions are savepoints: an inner commit keeps its changes
+ * for the outer commit, an inner rollback undoes only its own, an outer
+ * rollback undoes everything, and nothing is visible to another
+ * connection before the outermost commit. */
+TEST(nested_transactions_are_savepoints)
+{
+    char err[512];
+    parley_db *a = db_open(path, err, sizeof err), *b = db_open(path, err, sizeof err);
+    REQUIRE(a && b);
+    REQUIRE(db_begin(a) == 0);
+    CHECK_INT(put_ticket(a, "nest-outer"), 0);
+    REQUIRE(db_begin(a) == 0);
+    CHECK_INT(put_ticket(a, "nest-kept"), 0);
+    CHECK_INT(db_commit(a), 0);                  /* inner: kept for the outer */
+    REQUIRE(db_begin(a) == 0);
+    CHECK_INT(put_ticket(a, "nest-undone"), 0);
+    REQUIRE(db_begin(a) == 0);                   /* three deep */
+    CHECK_INT(put_ticket(a, "nest-deep"), 0);
+    CHECK_INT(db_commit(a), 0);
+    CHECK_INT(db_rollback(a), 0);                /* undoes nest-undone and nest-deep */
+    CHECK_INT(count_tickets(a, "nest-"), 2);
+    CHECK_INT(count_tickets(b, "nest-"), 0);     /* nothing visible before the outer commit */
+    CHECK_INT(db_commit(a), 0);
+    CHECK_INT(count_tickets(b, "nest-"), 2);
+    CHECK_INT(count_tickets(b, "nest-outer"), 1);
+    CHECK_INT(count_tickets(b, "nest-kept"), 1);
+    /* an outer rollback undoes what inner levels committed */
+    REQUIRE(db_begin(a) == 0);
+    REQUIRE(db_begin(a) == 0);
+    CHECK_INT(put_ticket(a, "nest-gone"), 0);
+    CHECK_INT(db_commit(a), 0);
+    CHECK_INT(db_rollback(a), 0);
+    CHECK_INT(count_tickets(b, "nest-gone"), 0);
+    /* a failing statement in a savepoint: undo it, the outer one commits */
+    REQUIRE(db_begin(a) == 0);
+    CHECK_INT(put_ticket(a, "nest-after"), 0);
+    REQUIRE(db_begin(a) == 0);
+    CHECK_INT(put_ticket(a, "nest-outer"), -1);  /* duplicate key */
+    CHECK_INT(db_rollback(a), 0);
+    CHECK_INT(db_commit(a), 0);
+    CHECK_INT(count_tickets(b, "nest-after"), 1);
+    CHECK_INT(other_thread_begins(b), 1);        /* the gate is free */
+    db_close(a);
     db_close(b);
 }
 
@@ -250,6 +325,7 @@ int main(void)
     RUN(statement_cache_and_rollback);
     RUN(write_gate_threads_all_succeed);
     RUN(write_gate_released_however_a_transaction_ends);
+    RUN(nested_transactions_are_savepoints);
     RUN(wal_is_checkpointed_outside_the_gate);
     return th_done();
 }
