@@ -128,6 +128,38 @@ static int answer_bad(struct proto_frames *out, json_t *arr, const char *reason)
     return reason_reply(out, jr, ref, topic, reason);
 }
 
+/* 1 when arr is a well-formed frame: an array of 5, topic and event
+ * strings, join_ref and ref strings, integers or null. */
+static int well_formed(json_t *arr)
+{
+    json_t *join_ref = json_array_get(arr, 0), *ref = json_array_get(arr, 1);
+    return json_is_array(arr) && json_array_size(arr) == 5 &&
+           json_is_string(json_array_get(arr, 2)) && json_is_string(json_array_get(arr, 3)) &&
+           (json_is_null(join_ref) || json_is_string(join_ref) || json_is_integer(join_ref)) &&
+           (json_is_null(ref) || json_is_string(ref) || json_is_integer(ref));
+}
+
+static int is_heartbeat(const char *topic, const char *event)
+{
+    return !strcmp(topic, "phoenix") && !strcmp(event, "heartbeat");
+}
+
+int phx_heartbeat(const char *text, size_t len, struct proto_frames *out)
+{
+    /* every heartbeat phoenix.js sends names it plainly: skip the parse
+     * of other frames (an escaped one still gets its answer, from
+     * phx_message) */
+    if (len > PHX_FRAME_MAX || !memmem(text, len, "heartbeat", 9))
+        return 0;
+    json_t *arr = json_loadb(text, len, 0, NULL);
+    int rc = 0;
+    if (well_formed(arr) && is_heartbeat(json_string_value(json_array_get(arr, 2)),
+                                         json_string_value(json_array_get(arr, 3))))
+        rc = phx_reply(out, NULL, json_array_get(arr, 1), "phoenix", "ok", NULL) < 0 ? -1 : 1;
+    json_decref(arr);
+    return rc;
+}
+
 int phx_message(struct parley_ctx *ctx, struct phx_socket *s, const char *text, size_t len,
                 struct proto_frames *out, struct proto_job **job)
 {
@@ -142,15 +174,13 @@ int phx_message(struct parley_ctx *ctx, struct phx_socket *s, const char *text, 
     const char *topic = json_string_value(json_array_get(arr, 2));
     const char *event = json_string_value(json_array_get(arr, 3));
     json_t *payload = json_array_get(arr, 4);
-    if (!json_is_array(arr) || json_array_size(arr) != 5 || !topic || !event ||
-        !(json_is_null(join_ref) || json_is_string(join_ref) || json_is_integer(join_ref)) ||
-        !(json_is_null(ref) || json_is_string(ref) || json_is_integer(ref))) {
+    if (!well_formed(arr)) {
         int rc = json_is_array(arr) ? answer_bad(out, arr, "malformed message") : 0;
         json_decref(arr);
         return rc;
     }
     int rc = 0;
-    if (!strcmp(topic, "phoenix") && !strcmp(event, "heartbeat")) {
+    if (is_heartbeat(topic, event)) {
         rc = phx_reply(out, NULL, ref, topic, "ok", NULL);
         goto done;
     }

@@ -61,6 +61,17 @@ void phx_free(struct phx_socket *s);
 int phx_message(struct parley_ctx *ctx, struct phx_socket *s, const char *text, size_t len,
                 struct proto_frames *out, struct proto_job **job);
 
+/* Answers a heartbeat without the socket: when text[0..len) is a
+ * well-formed heartbeat frame ([join_ref, ref, "phoenix", "heartbeat",
+ * payload], as phx_message takes it), appends its reply to out (the same
+ * frame phx_message makes for it) and returns 1; returns 0 for any other
+ * frame (out untouched: hand it to phx_message), -1 out of memory. Reads
+ * no socket state and no database, so a transport may call it on any
+ * thread before queueing the frame: a heartbeat is then not answered
+ * behind database work (phoenix.js falls back to LongPoll when its first
+ * heartbeat is not answered within longPollFallbackMs). */
+int phx_heartbeat(const char *text, size_t len, struct proto_frames *out);
+
 /* Reads every joined topic's followed channel after its cursor (no
  * waiting) and formats the events (proto_pump per topic; a followed job
  * whose owner's lease expired is recovered). Returns the number of events

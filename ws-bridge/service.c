@@ -528,6 +528,20 @@ static int on_receive(struct lws *wsi, struct bridge *br, struct wsconn *c, cons
     size_t n = c->rx_len;
     metrics_received(n);
     c->last_active_ms = bridge_now_ms();
+    if (c->phx && !binary) {
+        /* a heartbeat is answered now, not behind the connection's or
+         * anyone's database work (the socket's state is not involved; the
+         * reply may pass replies still being made, as phoenix.js allows:
+         * it matches replies by ref) */
+        struct proto_frames hb;
+        frames_init(&hb);
+        if (phx_heartbeat((const char *)c->rx, n, &hb) == 1) {
+            conn_post(c, &hb);
+            rx_drop(c);
+            return 0;
+        }
+        frames_free(&hb);              /* any other frame: to the worker */
+    }
     int pending = binary ? 0 : sched_task(c, T_MESSAGE, c->rx, n);
     rx_drop(c);
     if (binary)
