@@ -14,12 +14,14 @@
 // itself) and over WebSocket; its hash-only CSP stops markup in an answer
 // from running script.
 //
-// Whether the bridge speaks Phoenix at /socket/websocket is probed first
-// (a heartbeat answered within 3 s); WebSocket tests are skipped, saying
-// so, when it does not.
+// Whether the bridge speaks Phoenix at /socket/websocket at all is probed
+// first (a heartbeat answered within 3 s; the token as the LAST query
+// argument, so that the probe does not depend on where phoenix.js puts it);
+// WebSocket tests are skipped, saying so, when it does not.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
+import { readFileSync } from 'node:fs';
 import {
   BASE, SETUP, WS, SECRET, TOKEN, launch, openPage, pageProblems, uid, answerDirective, shotPath,
 } from './lib.mjs';
@@ -295,3 +297,19 @@ for (const transport of TRANSPORTS) {
     await page.close();
   });
 }
+
+test(`${SETUP}: /vendor/phoenix.js is the npm package's build; seed003.html allows its inline code by hash only`, T, async () => {
+  const served = await (await fetch(`${BASE}/vendor/phoenix.js`)).text();
+  assert.equal(served, readFileSync('node_modules/phoenix/priv/static/phoenix.js', 'utf8'));
+  const pkg = JSON.parse(readFileSync('package.json', 'utf8'));
+  assert.equal(JSON.parse(readFileSync('node_modules/phoenix/package.json', 'utf8')).version, pkg.devDependencies.phoenix);
+  const html = await (await fetch(`${BASE}/seed003.html`)).text();
+  const csp = html.match(/<meta http-equiv="Content-Security-Policy" content="([^"]*)">/)?.[1];
+  assert.ok(csp, 'seed003.html has a policy');
+  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval|\*|https?:/);
+  for (const d of ["default-src 'none'", "img-src 'none'", "connect-src 'self'", "base-uri 'none'", "form-action 'none'"]) {
+    assert.ok(csp.includes(d), d);
+  }
+  assert.match(html, /new Phoenix\.Socket\("\/socket"\)/);
+  assert.match(html, /<script src="\/vendor\/phoenix\.js"><\/script>/);
+});
