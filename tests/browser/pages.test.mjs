@@ -265,7 +265,7 @@ test(`${SETUP}: the home page links every demo and reports the server's health`,
   await page.waitForFunction(() => document.querySelector('#health').dataset.state !== 'idle');
   assert.equal(await page.getAttribute('#health', 'data-state'), 'open', await page.textContent('#health'));
   const links = await page.$$eval('main .cards a', (as) => as.map((a) => a.getAttribute('href')));
-  assert.deepEqual(links, ['tickets.html', 'chat.html', 'brands.html', 'send.html']);
+  assert.deepEqual(links, ['tickets.html', 'chat.html', 'brands.html', 'send.html', 'neuralbridge.html', 'seed003.html']);
   for (const href of links) {
     const res = await fetch(`${BASE}/${href}`);
     assert.equal(res.status, 200, href);
@@ -307,7 +307,7 @@ test(`${SETUP}: screenshot of the chat page (${shotPath('chat')})`, T, async () 
 
 test(`${SETUP}: the pages' scripts contain no HTML sink and no eval, and every page carries the strict policy`, T, async () => {
   const sinks = /\.(innerHTML|outerHTML)\s*[+]?=|insertAdjacentHTML|document\.write|\beval\s*\(|new\s+Function\s*\(|setTimeout\s*\(\s*['"`]/;
-  for (const js of ['parley.js', 'demo.js', 'tickets.js', 'chat.js', 'brands.js', 'send.js', 'index.js']) {
+  for (const js of ['parley.js', 'demo.js', 'tickets.js', 'chat.js', 'brands.js', 'send.js', 'index.js', 'neuralbridge.js']) {
     const res = await fetch(`${BASE}/${js}`);
     assert.equal(res.status, 200, js);
     // Comments may mention innerHTML; code may not.
@@ -315,7 +315,9 @@ test(`${SETUP}: the pages' scripts contain no HTML sink and no eval, and every p
     const m = code.match(sinks);
     assert.equal(m, null, `${js} uses ${m && m[0]}`);
   }
-  for (const html of ['index.html', 'tickets.html', 'chat.html', 'brands.html', 'send.html']) {
+  // seed003.html is the seed's own page (inline script and handlers, allowed
+  // by hash only): phoenix.test.mjs checks it.
+  for (const html of ['index.html', 'tickets.html', 'chat.html', 'brands.html', 'send.html', 'neuralbridge.html']) {
     const text = await (await fetch(`${BASE}/${html}`)).text();
     assert.match(text, /<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'self'; style-src 'self';[^"]*require-trusted-types-for 'script'/, html);
     assert.doesNotMatch(text, /<script(?![^>]*\ssrc=)[^>]*>|\sstyle=|\son[a-z]+=/i, `${html}: inline script, style or handler`);
