@@ -75,7 +75,7 @@ static const struct response_ops fx_ops = { fx_write, fx_flush, fx_finish };
 struct req_copy {
     char arena[2048];
     size_t used;
-    char *s[12];
+    char *s[16];
     int n;
     char *body;
 };
@@ -110,7 +110,8 @@ static void req_copy_free(struct req_copy *k)
  * (FCGX_GetParam would scan it once per name); the first of a name wins,
  * as with FCGX_GetParam. */
 enum { P_METHOD, P_URI, P_SCRIPT, P_PATH_INFO, P_QUERY, P_CTYPE, P_AUTH, P_REDIR_AUTH,
-       P_ORIGIN, P_LAST_EVENT_ID, P_ADDR, P_CLEN, P_COUNT };
+       P_ORIGIN, P_LAST_EVENT_ID, P_ADDR, P_CLEN, P_PHX_LP_TOKEN, P_PHX_AUTH, P_ACR_HEADERS,
+       P_COUNT };
 static const struct {
     const char *name;
     size_t len;
@@ -119,7 +120,8 @@ static const struct {
     PN("REQUEST_METHOD"), PN("REQUEST_URI"), PN("SCRIPT_NAME"), PN("PATH_INFO"),
     PN("QUERY_STRING"), PN("CONTENT_TYPE"), PN("HTTP_AUTHORIZATION"),
     PN("REDIRECT_HTTP_AUTHORIZATION"), PN("HTTP_ORIGIN"), PN("HTTP_LAST_EVENT_ID"),
-    PN("REMOTE_ADDR"), PN("CONTENT_LENGTH"),
+    PN("REMOTE_ADDR"), PN("CONTENT_LENGTH"), PN("HTTP_X_PHOENIX_LONGPOLL_TOKEN"),
+    PN("HTTP_X_PHOENIX_AUTHTOKEN"), PN("HTTP_ACCESS_CONTROL_REQUEST_HEADERS"),
 #undef PN
 };
 
@@ -202,6 +204,9 @@ static void request_from_params(FCGX_Request *rq, struct request *r, struct req_
     r->origin = keep(k, pv[P_ORIGIN]);
     r->last_event_id = keep(k, pv[P_LAST_EVENT_ID]);
     r->remote_addr = keep(k, pv[P_ADDR]);
+    r->phx_longpoll_token = keep(k, pv[P_PHX_LP_TOKEN]);
+    r->phx_auth_token = keep(k, pv[P_PHX_AUTH]);
+    r->acr_headers = keep(k, pv[P_ACR_HEADERS]);
     ident_peer(r->peer, sizeof r->peer, NULL, r->remote_addr);
 }
 

@@ -39,4 +39,5 @@ int h_poll_delete(struct request *r);        /* DELETE /api/poll/{sid} (poll_han
 int h_phx_lp_get(struct request *r);         /* GET /socket/longpoll */
 int h_phx_lp_post(struct request *r);        /* POST /socket/longpoll */
 int h_phx_lp_other(struct request *r);       /* PUT, PATCH, DELETE /socket/longpoll: 400 */
+int h_phx_lp_options(struct request *r);     /* OPTIONS /socket/longpoll: Phoenix's preflight */
 #endif

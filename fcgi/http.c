@@ -2,7 +2,8 @@
  *
  * http_dispatch() matches the request against the table in routes.c and
  * enforces each route's flags before its handler runs, in this order:
- * path (404) → Origin allow-list (403) → OPTIONS preflight (204) → method
+ * path (404) → Origin allow-list (403) → OPTIONS preflight (204, unless
+ * the path has an "OPTIONS" route: then that handler answers) → method
  * (405) → body size (413) → JWT (401) → JSON body (415, 400) → database
  * (503). Every error is {"success": false, "message": ...}. CORS headers
  * go on every response, errors included, so browsers can read them.
@@ -625,7 +626,7 @@ void http_dispatch(struct request *r)
         res_error(r, 403, "Origin %.200s is not allowed (PARLEY_ALLOWED_ORIGINS)", origin);
         goto done;
     }
-    if (strcmp(r->method, "OPTIONS") == 0) {
+    if (strcmp(r->method, "OPTIONS") == 0 && !hit) {
         dispatch_preflight(r, allow);
         goto done;
     }

@@ -64,6 +64,11 @@ struct request {
     size_t body_len;           /* > HTTP_MAX_BODY with body NULL: declared
                                   size of a body the transport did not read */
     const char *content_type, *authorization, *origin, *last_event_id, *remote_addr;
+    /* Phoenix LongPoll (phx_longpoll.c): X-Phoenix-Longpoll-Token (the
+     * session token of newer clients), X-Phoenix-AuthToken (the JWT of
+     * phoenix.js's authToken option); and a CORS preflight's
+     * Access-Control-Request-Headers. */
+    const char *phx_longpoll_token, *phx_auth_token, *acr_headers;
     /* Filled by the dispatcher: */
     const char *params[HTTP_MAX_PARAMS];   /* {captures} of the pattern, percent-
                                   decoded, non-empty, valid UTF-8, never
@@ -115,7 +120,9 @@ enum route_flags {
  * sends a 500 when a handler returned without starting a response. */
 typedef int (*http_handler)(struct request *r);
 struct route {
-    const char *method;
+    const char *method;        /* "OPTIONS": the route answers its path's
+                                  preflight itself (after the Origin check)
+                                  instead of the dispatcher's generic one */
     const char *pattern;       /* "/api/tickets/{id}/ai"; {x} captures one segment */
     http_handler handler;
     int flags;

@@ -7,7 +7,8 @@
  *   with the real status in the body:
  *   GET  without a token, or with one that is unknown, expired or another
  *        user's → a new session: {"status":410,"token":T,"messages":[]}
- *   GET  ?token=T → waits up to PARLEY_PHOENIX_WINDOW s for frames:
+ *   GET  with token T (the X-Phoenix-Longpoll-Token header of newer
+ *        clients, else ?token=T) → waits up to PARLEY_PHOENIX_WINDOW s for frames:
  *        {"status":200,"token":T,"messages":["<V2 frame>",...]} (each frame
  *        a JSON string) or {"status":204,"token":T,"messages":[]}
  *   POST ?token=T, application/x-ndjson: the body split on \n (\r\n), at
@@ -16,13 +17,23 @@
  *        (a base64 binary frame: Parley has none) is ignored. Any other
  *        content type: the body is one frame. → {"status":200}; a gone
  *        session → {"status":410}
- *   refused connect (PARLEY_JWT_SECRET set, no valid auth_token param or
- *   Bearer header) → {"status":403} (phoenix.js closes with 1008, no retry)
+ *   refused connect (PARLEY_JWT_SECRET set, no valid JWT: "Authorization:
+ *   Bearer", the X-Phoenix-AuthToken header of phoenix.js's authToken
+ *   option, or the auth_token connect param) → {"status":403} (phoenix.js
+ *   closes with 1008, no retry). phoenix.js sends X-Phoenix-AuthToken on
+ *   its GETs only: a POST carrying no JWT at all acts for the owner of the
+ *   session its token names (the token, unguessable and only ever given to
+ *   that user, is the credential there, as in Phoenix); a JWT that is sent
+ *   must be valid.
  *   the user's session cap (PARLEY_POLL_MAX_SESSIONS) or a database error →
  *   {"status":500} (phoenix.js retries with its back-off)
  *   more frames waiting than POLL_PENDING_MAX → {"status":429}, nothing
  *   handled (phoenix.js reconnects: a client that posts without polling)
  *   PUT, PATCH, DELETE → 400 with an empty body, as Phoenix.
+ *   OPTIONS (after the dispatcher's Origin allow-list: a refused Origin is
+ *   its 403) → 200, empty, access-control-allow-headers echoing the
+ *   request's Access-Control-Request-Headers, access-control-allow-methods
+ *   "get, post, options", access-control-max-age 3600, as Phoenix.
  * A session is a long-poll session of core/pollsess.h (state: phx_save;
  * outbox: frames already encoded as JSON strings), so any process serves
  * any request of it; it expires 1.5 windows after the end of its last
@@ -75,9 +86,10 @@ static int lp_answer(struct request *r, int status, const char *token, const cha
     return rc;
 }
 
-/* The connecting user: "" in open mode; else the JWT of an
- * "Authorization: Bearer" header or of the auth_token connect param.
- * 0, or -1 when the connect must be refused. */
+/* The connecting user: "" in open mode; else the JWT's sub, the JWT taken
+ * from an "Authorization: Bearer" header, else the X-Phoenix-AuthToken
+ * header, else the auth_token connect param. 0; 1 when no JWT was sent at
+ * all (user ""); -1 when the one sent is not valid. */
 static int lp_user(struct request *r, char *user, size_t len)
 {
     const struct parley_config *cfg = r->ctx->cfg;
@@ -86,9 +98,26 @@ static int lp_user(struct request *r, char *user, size_t len)
         return 0;
     char qtok[4096];
     const char *tok = auth_bearer(r->authorization);
+    if (!tok && r->phx_auth_token && *r->phx_auth_token)
+        tok = r->phx_auth_token;
     if (!tok)
         tok = req_query(r, "auth_token", qtok, sizeof qtok);
+    if (!tok || !*tok)
+        return 1;
     return auth_verify(cfg->jwt_secret, tok, 0, user, len) == AUTH_OK ? 0 : -1;
+}
+
+/* The session token: the X-Phoenix-Longpoll-Token header first, else
+ * ?token=. Into buf; NULL when neither is there or it does not fit. */
+static const char *lp_token(struct request *r, char *buf, size_t len)
+{
+    if (r->phx_longpoll_token && *r->phx_longpoll_token) {
+        if (strlen(r->phx_longpoll_token) >= len)
+            return NULL;
+        str_copy(buf, len, r->phx_longpoll_token);
+        return buf;
+    }
+    return req_query(r, "token", buf, len);
 }
 
 /* The session's expiry after a request (1.5 windows). */
@@ -97,12 +126,13 @@ static int lp_idle_s(const struct parley_ctx *ctx)
     return (ctx->cfg->phx_window_s * 3 + 1) / 2;
 }
 
-/* The session named by ?token= when it exists and is user's: sid copied.
+/* The session named by the token (lp_token) when it exists and is user's:
+ * sid copied. user NULL: any owner, copied into owner_out (128 bytes).
  * 1 yes, 0 no, -1 database error. */
-static int lp_session(struct request *r, const char *user, char sid[37])
+static int lp_session(struct request *r, const char *user, char sid[37], char *owner_out)
 {
     char tok[64];
-    if (!req_query(r, "token", tok, sizeof tok) || strlen(tok) != 36)
+    if (!lp_token(r, tok, sizeof tok) || strlen(tok) != 36)
         return 0;
     char *state = NULL, owner[128];
     int64_t expires;
@@ -110,8 +140,10 @@ static int lp_session(struct request *r, const char *user, char sid[37])
     free(state);
     if (st == POLL_ERROR)
         return -1;
-    if (st != POLL_OK || strcmp(owner, user) != 0)
+    if (st != POLL_OK || (user && strcmp(owner, user) != 0))
         return 0;
+    if (owner_out)
+        str_copy(owner_out, 128, owner);
     str_copy(sid, 37, tok);
     return 1;
 }
@@ -274,9 +306,9 @@ int h_phx_lp_get(struct request *r)
 {
     struct parley_ctx *ctx = r->ctx;
     char user[128], sid[37];
-    if (lp_user(r, user, sizeof user) < 0)
+    if (lp_user(r, user, sizeof user) != 0)
         return lp_answer(r, 403, NULL, NULL);
-    int have = lp_session(r, user, sid);
+    int have = lp_session(r, user, sid, NULL);
     if (have < 0)
         return lp_answer(r, 500, NULL, NULL);
     if (have == 0)
@@ -363,9 +395,12 @@ int h_phx_lp_post(struct request *r)
 {
     struct parley_ctx *ctx = r->ctx;
     char user[128], sid[37];
-    if (lp_user(r, user, sizeof user) < 0)
+    int cred = lp_user(r, user, sizeof user);
+    if (cred < 0)
         return lp_answer(r, 403, NULL, NULL);
-    int have = lp_session(r, user, sid);
+    /* no JWT at all (phoenix.js's authToken travels on GETs only): the
+     * session's token is the credential, its owner the user */
+    int have = lp_session(r, cred == 1 ? NULL : user, sid, cred == 1 ? user : NULL);
     if (have <= 0)
         return lp_answer(r, have < 0 ? 500 : 410, NULL, NULL);
     char *state = NULL, owner[128];
@@ -436,4 +471,29 @@ int h_phx_lp_post(struct request *r)
 int h_phx_lp_other(struct request *r)
 {
     return res_start(r, 400, NULL, "Content-Length: 0\r\n");
+}
+
+/* 1 when v may be echoed as a header value: a list of header names
+ * (letters, digits, '-', '_', '.', commas, blanks), at most 400 bytes. */
+static int header_list_ok(const char *v)
+{
+    size_t n = 0;
+    for (; v[n]; n++)
+        if (n >= 400 || !(v[n] == '-' || v[n] == '_' || v[n] == '.' || v[n] == ',' ||
+                          v[n] == ' ' || v[n] == '\t' || (v[n] >= '0' && v[n] <= '9') ||
+                          ((v[n] | 0x20) >= 'a' && (v[n] | 0x20) <= 'z')))
+            return 0;
+    return 1;
+}
+
+int h_phx_lp_options(struct request *r)
+{
+    char extra[600];
+    const char *want = r->acr_headers && header_list_ok(r->acr_headers) ? r->acr_headers : "";
+    snprintf(extra, sizeof extra,
+             "Access-Control-Allow-Headers: %s\r\n"
+             "Access-Control-Allow-Methods: get, post, options\r\n"
+             "Access-Control-Max-Age: 3600\r\n"
+             "Content-Length: 0\r\n", want);
+    return res_start(r, 200, NULL, extra);
 }

@@ -51,6 +51,7 @@ const struct route http_routes[] = {
     { "PUT",    "/socket/longpoll",                 h_phx_lp_other,     0 },
     { "PATCH",  "/socket/longpoll",                 h_phx_lp_other,     0 },
     { "DELETE", "/socket/longpoll",                 h_phx_lp_other,     0 },
+    { "OPTIONS", "/socket/longpoll",                h_phx_lp_options,   F_NODB },
 };
 
 const size_t http_nroutes = sizeof http_routes / sizeof http_routes[0];

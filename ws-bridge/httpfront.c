@@ -328,6 +328,41 @@ int httpfront_begin(struct lws *wsi, struct bridge *br, struct hx **slot)
     x->r.content_type = header(x, wsi, WSI_TOKEN_HTTP_CONTENT_TYPE);
     x->r.authorization = header(x, wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
     x->r.origin = header(x, wsi, WSI_TOKEN_ORIGIN);
+    {
+        /* Headers lws does not know (lws_hdr_custom_*; names lower case,
+         * with the colon): X-Phoenix-Longpoll-Token, X-Phoenix-AuthToken,
+         * Access-Control-Request-Headers (struct request, fcgi/http.h).
+         * All three share one kept string, "v0\0v1\0v2", so they take one
+         * of the exchange's string slots whatever is sent. */
+        static const char *const names[3] = { "x-phoenix-longpoll-token:",
+                                              "x-phoenix-authtoken:",
+                                              "access-control-request-headers:" };
+        int len[3], total = 0;
+        for (int i = 0; i < 3; i++) {
+            len[i] = lws_hdr_custom_length(wsi, names[i], (int)strlen(names[i]));
+            if (len[i] > 8192)
+                len[i] = -1;             /* absurd: ignored */
+            total += len[i] > 0 ? len[i] + 1 : 0;
+        }
+        char *buf = total > 0 ? malloc((size_t)total + 1) : NULL;
+        if (buf) {
+            memset(buf, 'x', (size_t)total);      /* strdup in keep copies it all */
+            buf[total] = '\0';
+            char *kept = (char *)keep(x, buf);    /* x->strs owns it */
+            const char **dst[3] = { &x->r.phx_longpoll_token, &x->r.phx_auth_token,
+                                    &x->r.acr_headers };
+            for (int i = 0, at = 0; kept && i < 3; i++) {
+                if (len[i] <= 0)
+                    continue;
+                if (lws_hdr_custom_copy(wsi, kept + at, len[i] + 1, names[i],
+                                        (int)strlen(names[i])) >= 0)
+                    *dst[i] = kept + at;
+                kept[at + len[i]] = '\0';
+                at += len[i] + 1;
+            }
+            free(buf);
+        }
+    }
     bridge_client_addr(wsi, br, addr, sizeof addr);
     x->r.remote_addr = keep(x, addr);
     ident_peer(x->r.peer, sizeof x->r.peer, NULL, x->r.remote_addr);

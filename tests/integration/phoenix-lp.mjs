@@ -251,6 +251,70 @@ test('LongPoll contract: 410 + token, 204, NDJSON POST, bad frames, 101 lines, g
   }
 });
 
+test('headers: X-Phoenix-Longpoll-Token, X-Phoenix-AuthToken, OPTIONS under the Origin allow-list', { timeout: 30000 }, async () => {
+  // the JWT in X-Phoenix-AuthToken only (no auth_token param): a new session
+  const hdr = SECRET ? { 'X-Phoenix-AuthToken': jwt('alice') } : {};
+  const first = await fetch(`${BASE}/socket/longpoll?vsn=2.0.0`, { headers: hdr });
+  const j = await first.json();
+  assert.equal(j.status, 410);
+  const t = j.token;
+  // the session token in X-Phoenix-Longpoll-Token only; a POST with no JWT
+  // at all acts for the session's owner (phoenix.js sends the header on GETs only)
+  const p = await fetch(`${BASE}/socket/longpoll?vsn=2.0.0`, {
+    method: 'POST', headers: { 'X-Phoenix-Longpoll-Token': t, 'Content-Type': 'application/x-ndjson' },
+    body: '[null,"hh1","phoenix","heartbeat",{}]',
+  });
+  assert.deepEqual(await p.json(), { status: 200 });
+  // header first: a wrong ?token= beside it is not read
+  const g = await fetch(`${BASE}/socket/longpoll?vsn=2.0.0&token=00000000-0000-4000-8000-000000000000`,
+    { headers: { ...hdr, 'X-Phoenix-Longpoll-Token': t } });
+  const gj = await g.json();
+  assert.equal(gj.status, 200);
+  assert.equal(gj.token, t);
+  assert.deepEqual(JSON.parse(gj.messages[0]), [null, 'hh1', 'phoenix', 'phx_reply', { status: 'ok', response: {} }]);
+  if (SECRET) {
+    const bad = await fetch(`${BASE}/socket/longpoll?vsn=2.0.0`, { headers: { 'X-Phoenix-AuthToken': 'bad' } });
+    assert.deepEqual(await bad.json(), { status: 403 });
+  }
+
+  // OPTIONS as Phoenix answers it, for an allowed Origin (t0600 sets PARLEY_ALLOWED_ORIGINS)
+  const o = await fetch(`${BASE}/socket/longpoll`, {
+    method: 'OPTIONS',
+    headers: { Origin: 'https://app.example', 'Access-Control-Request-Method': 'GET',
+               'Access-Control-Request-Headers': 'x-phoenix-authtoken, content-type' },
+  });
+  assert.equal(o.status, 200);
+  assert.equal(o.headers.get('access-control-allow-headers'), 'x-phoenix-authtoken, content-type');
+  assert.equal(o.headers.get('access-control-allow-methods'), 'get, post, options');
+  assert.equal(o.headers.get('access-control-max-age'), '3600');
+  assert.equal(o.headers.get('access-control-allow-origin'), 'https://app.example');
+  assert.equal(await o.text(), '');
+  const evil = await fetch(`${BASE}/socket/longpoll`, {
+    method: 'OPTIONS', headers: { Origin: 'https://evil.example', 'Access-Control-Request-Headers': 'content-type' },
+  });
+  assert.equal(evil.status, 403);
+  await evil.text();
+});
+
+test("the client's authToken option (X-Phoenix-AuthToken on LongPoll): join, query, ping", { timeout: 30000 }, async () => {
+  const socket = new Socket(`${BASE.replace(/^http/, 'ws')}/socket`, {
+    transport: LongPoll, timeout: 15000, ...(SECRET ? { authToken: jwt('alice') } : {}),
+  });
+  socket.connect();
+  try {
+    const ch = socket.channel(`proxy:${sid()}`, {});
+    assert.deepEqual(await join(ch), {});
+    const got = next(ch, 'response');
+    ch.push('query', { query: `authToken ${randomUUID()} [[fake tokens=3 token_ms=5]]` });
+    assert.equal((await got).metadata.source, 'llm');
+    const pong = next(ch, 'pong');
+    ch.push('ping');
+    assert.ok((await pong).timestamp);
+  } finally {
+    socket.disconnect();
+  }
+});
+
 test('a refused connect is status 403', { timeout: 20000, skip: !SECRET && 'open mode' }, async () => {
   const r = await fetch(`${BASE}/socket/longpoll?vsn=2.0.0&auth_token=bad`);
   assert.deepEqual(await r.json(), { status: 403 });

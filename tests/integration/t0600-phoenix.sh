@@ -28,6 +28,7 @@ EOF
 
 it_jwt_config
 echo "PARLEY_PHOENIX_WINDOW=2" >>"$IT_APP_CONFIG"
+echo "PARLEY_ALLOWED_ORIGINS=https://app.example" >>"$IT_APP_CONFIG"   # OPTIONS test
 IT_NO_WS=1
 TAP_N=0 TAP_FAILED=0
 for setup in lighttpd proxy_fcgi; do
