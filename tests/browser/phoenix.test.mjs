@@ -207,7 +207,7 @@ test(`${SETUP}: NeuralBridge page: the "Force LongPoll" switch moves the session
   await page.close();
 });
 
-test(`${SETUP}: NeuralBridge page: WebSocket ${PHX_WS ? 'that opens but never answers' : 'that fails'} → LongPoll fallback, the chat works`, T, async () => {
+test(`${SETUP}: NeuralBridge page: a WebSocket that fails (no Phoenix bridge) or opens and never answers (bridge there, intercepted) → LongPoll fallback, the chat works`, T, async () => {
   const session = uid('nb');
   let intercepted = 0;
   const hold = PHX_WS ? async (page) => {
