@@ -149,6 +149,16 @@ static int phx_path(const char *path)
     return !strncmp(path, PHX_WS_PATH, n) && (path[n] == '\0' || path[n] == '?');
 }
 
+/* The value of connect param name ("vsn=") into out ("" when absent).
+ * lws stops looking at the first argument that does not fit the buffer
+ * it is given, so the buffer holds any argument a request can carry. */
+static void phx_arg(struct lws *wsi, const char *name, char *out, size_t cap)
+{
+    char buf[4200];
+    const char *v = lws_get_urlarg_by_name(wsi, name, buf, sizeof buf);
+    str_copy(out, cap, v ? v : "");
+}
+
 /* Decodes base64 (standard or URL alphabet, padding optional) of s[0..len)
  * into out (NUL-terminated). 0 / -1 (not base64, or too long). */
 static int b64_decode(const char *s, size_t len, char *out, size_t cap)
@@ -215,11 +225,9 @@ static void phx_token(struct lws *wsi, char *tok, size_t cap)
         str_copy(tok, cap, auth_bearer(buf));
         return;
     }
-    const char *v = lws_get_urlarg_by_name(wsi, "auth_token=", buf, sizeof buf);
-    if (!v)
-        v = lws_get_urlarg_by_name(wsi, "token=", buf, sizeof buf);
-    if (v)
-        str_copy(tok, cap, v);
+    phx_arg(wsi, "auth_token=", tok, cap);
+    if (!tok[0])
+        phx_arg(wsi, "token=", tok, cap);
 }
 
 /* The Phoenix connect check: AUTH_OK with the user in user (open mode:
@@ -240,9 +248,9 @@ static enum auth_result phx_connect_user(struct lws *wsi, const struct bridge *b
  * 1.0.0 (V1), which Parley does not speak. */
 static int phx_vsn_ok(struct lws *wsi)
 {
-    char buf[64];
-    const char *v = lws_get_urlarg_by_name(wsi, "vsn=", buf, sizeof buf);
-    return v && v[0] == '2' && (v[1] == '\0' || v[1] == '.');
+    char v[64];
+    phx_arg(wsi, "vsn=", v, sizeof v);
+    return v[0] == '2' && (v[1] == '\0' || v[1] == '.');
 }
 
 /* ---- plain HTTP ---- */
