@@ -1,8 +1,10 @@
 #!/bin/sh
 # t0600-phoenix.sh — seed 003 (Phoenix Channels) over the Phoenix LongPoll
 # transport of parley.fcgi, with the official phoenix client in Node
-# (tests/integration/phoenix-lp.mjs), through lighttpd + mod_fastcgi and
-# Apache + mod_proxy_fcgi set up with the shipped apache-conf/ snippets.
+# (tests/integration/phoenix-lp.mjs), through lighttpd + mod_fastcgi,
+# Apache + mod_proxy_fcgi and Apache + mod_fcgid (one request per process:
+# a waiting GET holds its process, the POSTs get others), set up with the
+# shipped apache-conf/ snippets.
 # JWT on; PARLEY_PHOENIX_WINDOW=2 so an empty poll answers 204 quickly.
 # Each setup's database gets a knowledge-base article (`parley kb import`,
 # as an admin does) so one query is answered grounded (PARLEY_KB_PHOENIX is
@@ -31,7 +33,7 @@ echo "PARLEY_PHOENIX_WINDOW=2" >>"$IT_APP_CONFIG"
 echo "PARLEY_ALLOWED_ORIGINS=https://app.example" >>"$IT_APP_CONFIG"   # OPTIONS test
 IT_NO_WS=1
 TAP_N=0 TAP_FAILED=0
-for setup in lighttpd proxy_fcgi; do
+for setup in lighttpd proxy_fcgi fcgid; do
     IT_DB=$IT_TMP/data/$setup.db
     mkdir -p "$IT_TMP/data"
     PARLEY_DB=$IT_DB "$CLI" kb import "$ART" >"$IT_TMP/kb-$setup.out" 2>&1 ||
