@@ -224,6 +224,31 @@ test('WebSocket: bad frames answered or dropped as core/phx.h says; the socket k
   }
 });
 
+test('WebSocket: a heartbeat is answered at once, not after the frames queued before it', { timeout: 30000, skip: wsOnly }, async () => {
+  const socket = connect('alice');
+  const seen = tap(socket);
+  try {
+    const ch = socket.channel(`proxy:${sid()}`, {});
+    await join(ch);
+    for (let i = 0; i < 3; i++) {
+      const got = next(ch, 'response');
+      ch.push('query', { query: `filler ${i} ${'y'.repeat(400)} ${randomUUID()} [[fake tokens=20 token_ms=0]]` });
+      await got;
+    }
+    // ten get_history, then a heartbeat, in one burst on one connection:
+    // the connection's frames run in order on a worker, the heartbeat is
+    // answered by the event loop as it arrives
+    const jr = ch.joinRef(), raw = socket.conn;
+    for (let i = 0; i < 10; i++) raw.send(JSON.stringify([jr, `h${i}`, ch.topic, 'get_history', {}]));
+    raw.send('[null,"hb1","phoenix","heartbeat",{}]');
+    await until(() => seen.some((m) => m.ref === 'h9') && seen.some((m) => m.ref === 'hb1'), 15000, 'the replies');
+    const at = (r) => seen.findIndex((m) => m.ref === r);
+    assert.ok(at('hb1') < at('h9'), `heartbeat reply at ${at('hb1')}, last history reply at ${at('h9')}`);
+  } finally {
+    socket.disconnect();
+  }
+});
+
 // A raw WebSocket to /socket/websocket: 'open' (with its subprotocol) or
 // the HTTP status of a refused upgrade.
 function rawConnect(query, { protocols = [], headers = {} } = {}) {
