@@ -12,7 +12,8 @@
 #               serves. Both transports when the bridge speaks Phoenix at
 #               /socket/websocket (probed; else the WebSocket tests skip,
 #               saying so), the seed's page on both.
-#   fcgid-jwt   the same with a JWT secret: the page's token as auth_token.
+#   fcgid-jwt   the same with a JWT secret: the page's token as auth_token
+#               (the seed's page, which sends no token, is not run here).
 # Screenshots: $BUILD/browser/{neuralbridge,seed003}-<transport>-<setup>.png.
 # Needs chromium (Debian's), node_modules (npm ci). BROWSER_SETUPS="lighttpd"
 # runs one setup. TAP; exit status 0 only if everything passed.
