@@ -195,28 +195,43 @@ static int b64_decode(const char *s, size_t len, char *out, size_t cap)
     return 0;
 }
 
+/* The token of the "base64url.bearer.phx.<base64 token>" entry of the
+ * comma-separated list (changed in place) into tok: 1 found (tok "-" when
+ * it is not base64: refused), 0 none. */
+static int phx_bearer(char *list, char *tok, size_t cap)
+{
+    char *save = NULL;
+    for (char *p = strtok_r(list, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+        p += strspn(p, " \t");
+        size_t n = strcspn(p, " \t");
+        size_t pl = strlen(PHX_AUTH_PREFIX);
+        if (n > pl && !strncmp(p, PHX_AUTH_PREFIX, pl)) {
+            if (b64_decode(p + pl, n - pl, tok, cap) < 0)
+                str_copy(tok, cap, "-");
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* The JWT a Phoenix client sent, into tok (NUL-terminated; "" none), from
  * the first of: the Sec-WebSocket-Protocol entry "base64url.bearer.phx.
- * <base64 token>" (phoenix.js's authToken option, next to "phoenix"), the
- * X-Phoenix-AuthToken header, an Authorization: Bearer header, the connect
- * params auth_token and token. Service thread, during the handshake. */
+ * <base64 token>" (phoenix.js's authToken option, next to "phoenix"), or
+ * that entry moved by the web server into X-Parley-Phoenix-Protocol
+ * (parley-websocket.conf does, because lws 4.1 drops a handshake whose
+ * subprotocol list is over 127 bytes, which that entry always makes it),
+ * the X-Phoenix-AuthToken header, an Authorization: Bearer header, the
+ * connect params auth_token and token. Service thread, during the
+ * handshake. */
 static void phx_token(struct lws *wsi, char *tok, size_t cap)
 {
     char buf[4200];
     tok[0] = '\0';
-    if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_PROTOCOL) > 0) {
-        char *save = NULL;
-        for (char *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
-            p += strspn(p, " \t");
-            size_t n = strcspn(p, " \t");
-            size_t pl = strlen(PHX_AUTH_PREFIX);
-            if (n > pl && !strncmp(p, PHX_AUTH_PREFIX, pl)) {
-                if (b64_decode(p + pl, n - pl, tok, cap) < 0)
-                    str_copy(tok, cap, "-");   /* sent, but not base64: refused */
-                return;
-            }
-        }
-    }
+    if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_PROTOCOL) > 0 && phx_bearer(buf, tok, cap))
+        return;
+    if (lws_hdr_custom_copy(wsi, buf, sizeof buf, "x-parley-phoenix-protocol:", 26) > 0 &&
+        phx_bearer(buf, tok, cap))
+        return;
     if (lws_hdr_custom_copy(wsi, buf, sizeof buf, "x-phoenix-authtoken:", 20) > 0) {
         str_copy(tok, cap, buf);
         return;
