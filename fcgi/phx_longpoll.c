@@ -41,14 +41,17 @@
  * bound to its user: another user's token opens a new session.
  * A frame is deleted from the outbox once a GET answered it (Phoenix keeps
  * no copy either).
- * Waiting GET: sleeps on the doorbell's "any" slot and wakes up for the
- * session's own bell ("poll:<sid>": a POST rang) or a bell of one of the
- * channels its topics follow; then pumps them (phx_pump, under the
- * session's lock) into the outbox. It holds its worker thread for the
- * window (not parked: see docs/protocol-phoenix.md, "what is left").
+ * Waiting GET: wakes up for the session's own bell ("poll:<sid>": a POST
+ * rang) or a bell of one of the channels its topics follow; then pumps them
+ * (phx_pump, under the session's lock) into the outbox. It is parked
+ * (fcgi/poll_park.h, a generic waiter of the process's hub: no thread held
+ * while it waits) when the transport can keep the request; else (mod_fcgid,
+ * no doorbell, the park bound) it sleeps in its thread on the doorbell's
+ * "any" slot. Every look (lp_look) is the same code in both.
  * Runs in a parley.fcgi worker thread with its ctx.
  */
 #include "handlers.h"
+#include "poll_park.h"
 #include "poll_transport.h"
 #include "auth.h"
 #include "bell.h"
@@ -272,12 +275,12 @@ static enum poll_status lp_pump(struct parley_ctx *ctx, const char *sid, struct 
 }
 
 /* 1 when a bell the GET watches moved since its last pump. */
-static int lp_rung(struct parley_ctx *ctx, const struct lp_watch *w)
+static int lp_rung(parley_bell *bell, const struct lp_watch *w)
 {
-    if (bell_peek(ctx->bell, w->pchan) != w->pseen)
+    if (bell_peek(bell, w->pchan) != w->pseen)
         return 1;
     for (int i = 0; i < w->n; i++)
-        if (bell_peek(ctx->bell, w->chans[i]) != w->seen[i])
+        if (bell_peek(bell, w->chans[i]) != w->seen[i])
             return 1;
     return 0;
 }
@@ -295,12 +298,96 @@ static void lp_sleep(struct parley_ctx *ctx, const struct lp_watch *w, int64_t u
             return;
         }
         uint32_t any = bell_peek_any(ctx->bell);
-        if (lp_rung(ctx, w))
+        if (lp_rung(ctx->bell, w))
             return;
         if (bell_wait_any(ctx->bell, any, left > INT32_MAX ? INT32_MAX : (int)left) < 0)
             return;
     }
 }
+
+/* A waiting GET: what its looks share, in its worker thread or parked in
+ * the hub (poll_park_waiter). */
+struct lp_get {
+    struct request *r;
+    char sid[37];
+    char user[128];
+    struct lp_watch w;
+    int64_t deadline;              /* mono ms: the window's end */
+    int64_t until;                 /* mono ms: the next look even without a ring */
+    int ext_s, recheck;
+};
+
+/* One look: pumps the session, reads its outbox; answers (the window's
+ * frames, a new session when it is gone, 500, or 204 at the deadline or
+ * shutdown) and returns 1, or sets g->until and returns 0 to wait. */
+static int lp_look(struct parley_ctx *ctx, struct lp_get *g)
+{
+    struct request *r = g->r;
+    enum poll_status st = lp_pump(ctx, g->sid, &g->w, g->ext_s);
+    if (st == POLL_GONE) {
+        lp_new_session(r, g->user);
+        return 1;
+    }
+    int status = 204;
+    char *json = NULL;
+    if (st == POLL_ERROR) {
+        status = 500;
+    } else {
+        /* POLL_BUSY: a POST holds the session; it rings when it has saved */
+        int64_t last = 0;
+        int n = poll_read(ctx->db, g->sid, 0, LP_READ_MAX, &json, &last);
+        if (n < 0)
+            status = 500;
+        else if (n > 0)
+            status = poll_ack(ctx->db, g->sid, last) < 0 ? 500 : 200;
+        if (status == 204) {
+            free(json);
+            json = NULL;
+            if (mono_ms() < g->deadline && !poll_stopping(ctx)) {
+                int64_t now = mono_ms();
+                g->until = g->deadline;
+                if ((g->w.job || st == POLL_BUSY) && now + (st == POLL_BUSY ? 50 : g->recheck) < g->until)
+                    g->until = now + (st == POLL_BUSY ? 50 : g->recheck);
+                return 0;
+            }
+        }
+    }
+    if (status == 500) {
+        free(json);
+        lp_answer(r, 500, NULL, NULL);
+        return 1;
+    }
+    /* renewed from the end of this request */
+    poll_touch(ctx->db, g->sid, 0, lp_idle_s(ctx));
+    lp_answer(r, status, g->sid, status == 200 ? json : "[]");
+    free(json);
+    return 1;
+}
+
+/* ---- parked (poll_park.h's generic waiter) ---- */
+
+static int64_t lp_park_until(void *arg)
+{
+    return ((struct lp_get *)arg)->until;
+}
+
+static int lp_park_rung(void *arg, parley_bell *bell)
+{
+    return lp_rung(bell, &((struct lp_get *)arg)->w);
+}
+
+static int lp_park_step(void *arg, struct parley_ctx *ctx)
+{
+    return lp_look(ctx, arg);
+}
+
+static void lp_park_drop(void *arg)
+{
+    free(arg);
+}
+
+static const struct park_ops lp_park_ops = { lp_park_until, lp_park_rung, lp_park_step,
+                                             lp_park_drop };
 
 int h_phx_lp_get(struct request *r)
 {
@@ -314,60 +401,29 @@ int h_phx_lp_get(struct request *r)
     if (have == 0)
         return lp_new_session(r, user);
 
-    int window_ms = ctx->cfg->phx_window_s * 1000;
-    int ext_s = lp_idle_s(ctx) + ctx->cfg->phx_window_s;   /* alive while this GET waits */
-    int64_t deadline = mono_ms() + window_ms;
-    int recheck = ctx->cfg->lease_ms / 2 > 1000 ? ctx->cfg->lease_ms / 2 : 1000;
-    struct lp_watch *w = calloc(1, sizeof *w);
-    if (!w)
+    struct lp_get *g = calloc(1, sizeof *g);
+    if (!g)
         return lp_answer(r, 500, NULL, NULL);
-    poll_channel(w->pchan, sizeof w->pchan, sid);
-    int status = 204;
-    char *json = NULL;
-    for (;;) {
-        enum poll_status st = lp_pump(ctx, sid, w, ext_s);
-        if (st == POLL_GONE) {
-            free(w);
-            return lp_new_session(r, user);
-        }
-        if (st == POLL_ERROR) {
-            status = 500;
+    g->r = r;
+    str_copy(g->sid, sizeof g->sid, sid);
+    str_copy(g->user, sizeof g->user, user);
+    g->ext_s = lp_idle_s(ctx) + ctx->cfg->phx_window_s;   /* alive while this GET waits */
+    g->deadline = mono_ms() + ctx->cfg->phx_window_s * 1000;
+    g->recheck = ctx->cfg->lease_ms / 2 > 1000 ? ctx->cfg->lease_ms / 2 : 1000;
+    poll_channel(g->w.pchan, sizeof g->w.pchan, sid);
+    int parked = 0;
+    while (!lp_look(ctx, g)) {
+        /* nothing yet: park (no thread held) when the transport can,
+         * else sleep here */
+        if (poll_park_waiter(r, ctx, &lp_park_ops, g)) {
+            parked = 1;
             break;
         }
-        /* POLL_BUSY: a POST holds the session; it rings when it has saved */
-        int64_t last = 0;
-        int n = poll_read(ctx->db, sid, 0, LP_READ_MAX, &json, &last);
-        if (n < 0) {
-            status = 500;
-            break;
-        }
-        if (n > 0) {
-            if (poll_ack(ctx->db, sid, last) < 0) {
-                status = 500;
-                break;
-            }
-            status = 200;
-            break;
-        }
-        free(json);
-        json = NULL;
-        if (mono_ms() >= deadline || poll_stopping(ctx))
-            break;
-        int64_t until = deadline;
-        if ((w->job || st == POLL_BUSY) && mono_ms() + (st == POLL_BUSY ? 50 : recheck) < until)
-            until = mono_ms() + (st == POLL_BUSY ? 50 : recheck);
-        lp_sleep(ctx, w, until);
+        lp_sleep(ctx, &g->w, g->until);
     }
-    free(w);
-    if (status == 500) {
-        free(json);
-        return lp_answer(r, 500, NULL, NULL);
-    }
-    /* renewed from the end of this request */
-    poll_touch(ctx->db, sid, 0, lp_idle_s(ctx));
-    int rc = lp_answer(r, status, sid, status == 200 ? json : "[]");
-    free(json);
-    return rc;
+    if (!parked)
+        free(g);
+    return 0;
 }
 
 /* The next NDJSON part of [*p, end) (a trailing \r dropped). 0 at the end. */

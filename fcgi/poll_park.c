@@ -22,6 +22,11 @@
  *            poll_get_steps with the lock released; one that answered is
  *            finished and freed, the others are parked again.
  *
+ * Generic waiters (poll_park_waiter; struct parked with ops set, g unused
+ * but g.r): the scan asks their rung callback (or sees their until pass)
+ * and moves them to ready; the hub runs their step, which answers (then
+ * finished and dropped) or parks them again. They are never batched.
+ *
  * No event is lost: a GET parks with the bell values it peeked before its
  * last look (as a waiting thread sleeps on them), and every ring after the
  * hub's scan started moves the "any" slot past what the watcher peeked
@@ -45,7 +50,9 @@
 
 struct parked {
     struct parked *next, *prev;    /* the list {pk_lock}, or a work list of the hub */
-    struct poll_get g;
+    struct poll_get g;             /* a long-poll GET's; of a generic waiter only g.r */
+    const struct park_ops *ops;    /* a generic waiter's (NULL: a long-poll GET) */
+    void *arg;
     int64_t until;                 /* mono ms: poll_get_until(&g) when parked */
     enum poll_get_wake wk;         /* what woke it (hub thread) */
     struct poll_hub_result res;
@@ -94,7 +101,7 @@ int poll_park_count(void)
  * and the watcher to watch the doorbell. */
 static void list_add(struct parked *p, int wake)
 {
-    p->until = poll_get_until(&p->g);
+    p->until = p->ops ? p->ops->until(p->arg) : poll_get_until(&p->g);
     p->prev = NULL;
     p->next = list;
     if (list)
@@ -128,6 +135,8 @@ static void park_finish(struct parked *p)
     struct request *r = p->g.r;
     res_finish(r);
     r->res->release(r->res);
+    if (p->ops)
+        p->ops->drop(p->arg);
     free(p);
     pthread_mutex_lock(&pk_lock);
     nparked--;
@@ -140,7 +149,8 @@ static void park_start(struct request *r, void *arg)
 {
     struct parked *p = arg;
     r->ctx = &hub_ctx;
-    p->g.ctx = &hub_ctx;
+    if (!p->ops)
+        p->g.ctx = &hub_ctx;
     pthread_mutex_lock(&pk_lock);
     list_add(p, 1);
     pthread_mutex_unlock(&pk_lock);
@@ -239,6 +249,8 @@ static void scan(struct parked **ready, struct parked ***moved, int *nmoved)
         if (stop || now >= p->until) {
             p->wk = POLL_GET_TIMEOUT;
             take = 1;
+        } else if (p->ops) {
+            take = p->ops->rung(p->arg, hub_ctx.bell);
         } else if (!p->g.following) {
             if (bell_peek(hub_ctx.bell, p->g.pchan) != p->g.seen_p) {
                 p->wk = POLL_GET_RUNG;
@@ -322,7 +334,9 @@ static void *hub_main(void *arg)
         struct parked *p, *next;
         for (p = ready; p; p = next) {
             next = p->next;
-            if (poll_get_woken(&p->g, p->wk, &p->res) < 0 || poll_get_steps(&p->g)) {
+            int done = p->ops ? p->ops->step(p->arg, &hub_ctx) != 0
+                              : poll_get_woken(&p->g, p->wk, &p->res) < 0 || poll_get_steps(&p->g);
+            if (done) {
                 park_finish(p);
             } else {
                 p->next = back;
@@ -391,19 +405,20 @@ static int hub_start(const struct parley_ctx *ctx)
     return 0;
 }
 
-int poll_park(struct poll_get *g)
+/* Reserves a place for a request of ctx's worker to park (starting the hub
+ * at the first): a new zeroed struct parked, or NULL (not parked). */
+static struct parked *park_reserve(struct request *r, struct parley_ctx *ctx)
 {
-    struct request *r = g->r;
-    if (!r->res->release || !g->ctx->bell || poll_stopping(g->ctx))
-        return 0;
+    if (!r->res->release || !ctx->bell || poll_stopping(ctx))
+        return NULL;
     int max = poll_park_max();
     pthread_mutex_lock(&pk_lock);
     static int start_failed;
-    if (closing || nparked >= max || start_failed || (!running && hub_start(g->ctx) < 0)) {
+    if (closing || nparked >= max || start_failed || (!running && hub_start(ctx) < 0)) {
         if (!running && !closing)
             start_failed = 1;      /* logged once; threads wait as before */
         pthread_mutex_unlock(&pk_lock);
-        return 0;
+        return NULL;
     }
     nparked++;
     pthread_mutex_unlock(&pk_lock);
@@ -412,9 +427,29 @@ int poll_park(struct poll_get *g)
         pthread_mutex_lock(&pk_lock);
         nparked--;
         pthread_mutex_unlock(&pk_lock);
-        return 0;
     }
+    return p;
+}
+
+int poll_park(struct poll_get *g)
+{
+    struct parked *p = park_reserve(g->r, g->ctx);
+    if (!p)
+        return 0;
     p->g = *g;
+    http_park(g->r, park_start, p);
+    return 1;
+}
+
+int poll_park_waiter(struct request *r, struct parley_ctx *ctx, const struct park_ops *ops,
+                     void *arg)
+{
+    struct parked *p = park_reserve(r, ctx);
+    if (!p)
+        return 0;
+    p->g.r = r;
+    p->ops = ops;
+    p->arg = arg;
     http_park(r, park_start, p);
     return 1;
 }

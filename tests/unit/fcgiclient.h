@@ -108,11 +108,16 @@ static int fc_send(int fd, int keep, const char *method, const char *uri, const 
 }
 
 /* Reads until FCGI_END_REQUEST: 0 with the HTTP status, -1 on timeout, EOF
- * or a protocol error. */
-static int fc_read(int fd, int timeout_ms, int *status)
+ * or a protocol error. out (may be NULL): the response (headers and body,
+ * cut at outlen - 1 bytes), NUL-terminated. */
+static int fc_read_out(int fd, int timeout_ms, int *status, char *out, size_t outlen)
 {
     unsigned char h[8], content[65536 + 256];
-    char out[16384];
+    char own[16384];
+    if (!out || outlen == 0) {
+        out = own;
+        outlen = sizeof own;
+    }
     size_t out_len = 0;
     *status = 0;
     for (;;) {
@@ -136,7 +141,7 @@ static int fc_read(int fd, int timeout_ms, int *status)
         }
         size_t clen = (size_t)((h[4] << 8) | h[5]);
         if (h[1] == 6) {                                    /* STDOUT */
-            size_t c = clen < sizeof out - 1 - out_len ? clen : sizeof out - 1 - out_len;
+            size_t c = clen < outlen - 1 - out_len ? clen : outlen - 1 - out_len;
             memcpy(out + out_len, content, c);
             out_len += c;
         } else if (h[1] == 3) {                             /* END_REQUEST */
@@ -145,6 +150,12 @@ static int fc_read(int fd, int timeout_ms, int *status)
             return 0;
         }
     }
+}
+
+/* fc_read_out without the response text. */
+static int fc_read(int fd, int timeout_ms, int *status)
+{
+    return fc_read_out(fd, timeout_ms, status, NULL, 0);
 }
 
 /* 1 if the server closed fd (EOF) within timeout_ms. */

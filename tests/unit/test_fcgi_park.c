@@ -6,6 +6,10 @@
  *    requests are answered while all twenty still wait, and at SIGTERM all
  *    twenty are answered at once and the process exits 0 (on the blocking
  *    wait, the first two held both threads and nothing else was served);
+ *  - the same for waiting Phoenix LongPoll GETs (fcgi/phx_longpoll.c, the
+ *    hub's generic waiters): with --threads 2, ten of them hold no thread,
+ *    a POST to each session answers its GET at once from the hub, and a
+ *    stop signal answers a parked one at once;
  *  - a parked GET on a kept connection (FCGI_KEEP_CONN) is answered at its
  *    wait's end from the hub thread, and the connection is kept for the
  *    next request, as after any request.
@@ -15,6 +19,7 @@
  */
 #include "th.h"
 #include "fcgiclient.h"
+#include "util.h"
 
 #define WAITERS 20
 
@@ -62,6 +67,80 @@ TEST(waiting_gets_hold_no_thread_and_stop_answers_them)
     CHECK_INT(stop_server(), 0);
 }
 
+/* A new Phoenix LongPoll session: its token (36 characters) into tok. */
+static int phx_open(char *tok)
+{
+    int fd = fc_connect(), st = 0;
+    char out[4096];
+    tok[0] = '\0';
+    if (fd < 0 || fc_send(fd, 0, "GET", "/socket/longpoll?vsn=2.0.0", NULL, -1, 1) < 0 ||
+        fc_read_out(fd, 5000, &st, out, sizeof out) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    const char *t = strstr(out, "\"token\":\"");
+    if (st != 200 || !strstr(out, "\"status\":410") || !t)
+        return -1;
+    snprintf(tok, 37, "%s", t + 9);
+    return strlen(tok) == 36 ? 0 : -1;
+}
+
+#define PHX_WAITERS 10
+
+TEST(waiting_phoenix_gets_hold_no_thread)
+{
+    int fds[PHX_WAITERS], st;
+    char toks[PHX_WAITERS][40], uri[200];
+    for (int i = 0; i < PHX_WAITERS; i++) {
+        REQUIRE(phx_open(toks[i]) == 0);
+        snprintf(uri, sizeof uri, "/socket/longpoll?vsn=2.0.0&token=%s", toks[i]);
+        fds[i] = fc_connect();
+        REQUIRE(fds[i] >= 0 && fc_send(fds[i], 0, "GET", uri, NULL, -1, 1) == 0);
+    }
+    int64_t t0 = mono_ms();
+    /* both threads are free: other requests are answered ... */
+    for (int i = 0; i < 4; i++)
+        CHECK_INT(one_shot("GET", "/api/tickets/park-none/ai", NULL, NULL, 0), 200);
+    /* ... while every Phoenix GET still waits (its window is 25 s) */
+    int waiting = 0;
+    for (int i = 0; i < PHX_WAITERS; i++) {
+        struct pollfd pf = { fds[i], POLLIN, 0 };
+        waiting += poll(&pf, 1, 0) == 0;
+    }
+    CHECK_INT(waiting, PHX_WAITERS);
+    /* a frame posted to each session answers its GET, from the hub */
+    for (int i = 0; i < PHX_WAITERS; i++) {
+        char body[100];
+        snprintf(uri, sizeof uri, "/socket/longpoll?vsn=2.0.0&token=%s", toks[i]);
+        snprintf(body, sizeof body, "[null,\"hb%d\",\"phoenix\",\"heartbeat\",{}]", i);
+        CHECK_INT(one_shot("POST", uri, body, NULL, 0), 200);
+    }
+    for (int i = 0; i < PHX_WAITERS; i++) {
+        char out[4096], want[40];
+        CHECK(fc_read_out(fds[i], 10000, &st, out, sizeof out) == 0);
+        CHECK_INT(st, 200);
+        snprintf(want, sizeof want, "\\\"hb%d\\\"", i);
+        CHECK(strstr(out, "\"status\":200") && strstr(out, want));
+        close(fds[i]);
+    }
+    CHECK(mono_ms() - t0 < 15000);         /* answered by the POSTs, not the window */
+    /* parked again, then a stop signal: answered at once (204), exit 0 */
+    snprintf(uri, sizeof uri, "/socket/longpoll?vsn=2.0.0&token=%s", toks[0]);
+    int fd = fc_connect();
+    REQUIRE(fd >= 0 && fc_send(fd, 0, "GET", uri, NULL, -1, 1) == 0);
+    struct pollfd pf = { fd, POLLIN, 0 };
+    CHECK_INT(poll(&pf, 1, 300), 0);       /* waiting */
+    kill(server, SIGTERM);
+    char out[4096];
+    CHECK(fc_read_out(fd, 5000, &st, out, sizeof out) == 0);
+    CHECK_INT(st, 200);
+    CHECK(strstr(out, "\"status\":204") != NULL);
+    close(fd);
+    CHECK_INT(stop_server(), 0);
+}
+
 TEST(a_parked_get_on_a_kept_connection_keeps_it)
 {
     char sid[128], uri[256];
@@ -86,6 +165,7 @@ TEST(a_parked_get_on_a_kept_connection_keeps_it)
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
+    setenv("PARLEY_PHOENIX_WINDOW", "25", 1);   /* the servers' Phoenix GETs wait long */
     snprintf(sock_path, sizeof sock_path, "%s/p.sock", th_tmpdir());
     snprintf(db_file, sizeof db_file, "%s/park.db", th_tmpdir());
     snprintf(log_file, sizeof log_file, "%s/server.log", th_tmpdir());
@@ -104,6 +184,14 @@ int main(void)
         return 1;
     }
     RUN(a_parked_get_on_a_kept_connection_keeps_it);
+    if (server > 0)
+        stop_server();
+    if (start_server(2) < 0) {
+        printf("not ok 3 - parley.fcgi did not start again\n");
+        show_log();
+        return 1;
+    }
+    RUN(waiting_phoenix_gets_hold_no_thread);
     if (server > 0)
         stop_server();
     if (th_failed_cases)
