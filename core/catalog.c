@@ -1,10 +1,11 @@
 /* catalog.c — seed 002 brands, products and FTS5 product suggestions
  * (see catalog.h). Runs in whichever thread owns the parley_db it is given.
  * Every statement is a literal prepared once per connection (db_stmt) with
- * bound parameters; the FTS5 MATCH expression is built here from quoted
- * words of letters and digits only, never from the user's raw text. */
+ * bound parameters; the FTS5 MATCH expression is built by terms.h from
+ * quoted words of letters and digits only, never from the user's raw text. */
 #include "catalog.h"
 #include "db_sqlite.h"
+#include "terms.h"
 #include "util.h"
 
 #include <math.h>
@@ -191,129 +192,7 @@ int catalog_product_put(parley_db *db, const struct product *p)
 
 /* ---- suggestions ---- */
 
-/* Words that say nothing about a product (English, plus a few Portuguese
- * and Indonesian ones the seeds' users write). ASCII, lower case. */
-static const char *const STOP_WORDS[] = {
-    "about", "all", "also", "am", "an", "and", "any", "anything", "are", "as", "at",
-    "be", "best", "but", "buy", "by", "can", "could", "do", "does", "for", "from",
-    "get", "give", "good", "have", "hello", "help", "hi", "how", "if", "in", "into",
-    "is", "it", "its", "just", "like", "looking", "me", "more", "most", "my", "need",
-    "needs", "of", "on", "one", "or", "please", "recommend", "should", "show", "so",
-    "some", "something", "tell", "than", "thanks", "that", "the", "their", "them",
-    "there", "these", "they", "this", "those", "to", "up", "us", "very", "want",
-    "was", "we", "what", "when", "where", "which", "who", "why", "will", "with",
-    "would", "you", "your",
-    "ada", "apa", "dan", "di", "ini", "itu", "saya", "untuk", "yang",
-    "com", "da", "de", "em", "eu", "para", "por", "que", "um", "uma",
-};
-
-static int is_stop_word(const char *w)
-{
-    for (size_t i = 0; i < sizeof STOP_WORDS / sizeof STOP_WORDS[0]; i++)
-        if (!strcmp(w, STOP_WORDS[i]))
-            return 1;
-    return 0;
-}
-
-/* Decodes the code point at s[*i] and advances *i; returns -1 (and skips
- * one byte) on a malformed sequence. */
-static long utf8_next(const unsigned char *s, size_t *i)
-{
-    unsigned c = s[*i];
-    int n = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 ? 3 : -1;
-    if (n < 0) {
-        (*i)++;
-        return -1;
-    }
-    long cp = n == 0 ? (long)c : (long)(c & (0x3f >> n));
-    for (int k = 1; k <= n; k++) {
-        if ((s[*i + (size_t)k] & 0xc0) != 0x80) {
-            (*i)++;
-            return -1;
-        }
-        cp = (cp << 6) | (s[*i + (size_t)k] & 0x3f);
-    }
-    *i += (size_t)n + 1;
-    return cp;
-}
-
-/* Letters and digits: ASCII alphanumerics, and code points above ASCII
- * that are not punctuation, symbols, spaces, private use or emoji. */
-static int is_word_cp(long cp)
-{
-    if (cp < 0)
-        return 0;
-    if (cp < 0x80)
-        return (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') || (cp >= '0' && cp <= '9');
-    if (cp < 0xc0 || cp == 0xd7 || cp == 0xf7)
-        return 0;                                   /* Latin-1 controls, signs, x, / */
-    if ((cp >= 0x2000 && cp <= 0x2bff) || (cp >= 0x3000 && cp <= 0x303f) ||
-        (cp >= 0xe000 && cp <= 0xf8ff) || (cp >= 0xfe10 && cp <= 0xfe6f) ||
-        (cp >= 0xff00 && cp <= 0xff0f) || (cp >= 0xfff0 && cp <= 0xffff) || cp >= 0x1f000)
-        return 0;                                   /* punctuation, symbols, emoji */
-    return 1;
-}
-
-#define TERM_MAX 64
-
-struct terms {
-    char v[CATALOG_MAX_TERMS][TERM_MAX + 8];     /* FTS5 terms: "word" or "word"* */
-    int n;
-};
-
-/* Adds word w (len bytes, chars code points) as a term unless it is too
- * short or long, a common word, or already there. */
-static void add_term(struct terms *t, const char *w, size_t len, size_t chars)
-{
-    if (t->n >= CATALOG_MAX_TERMS || chars < 2 || len > TERM_MAX)
-        return;
-    char word[TERM_MAX + 1];
-    int ascii = 1;
-    for (size_t i = 0; i < len; i++) {
-        char ch = w[i];
-        if ((unsigned char)ch >= 0x80)
-            ascii = 0;
-        word[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
-    }
-    word[len] = '\0';
-    if (ascii && is_stop_word(word))
-        return;
-    /* a light plural stem: "laptops" -> "laptop"*, which also finds "laptop" */
-    if (ascii && len >= 5 && word[len - 1] == 's' && word[len - 2] != 's')
-        word[--len] = '\0';
-    char term[TERM_MAX + 8];
-    snprintf(term, sizeof term, len >= 4 ? "\"%s\"*" : "\"%s\"", word);
-    for (int i = 0; i < t->n; i++)
-        if (!strcmp(t->v[i], term))
-            return;
-    memcpy(t->v[t->n++], term, strlen(term) + 1);
-}
-
-/* Splits query into words of letters and digits. */
-static void query_terms(const char *query, struct terms *t)
-{
-    const unsigned char *s = (const unsigned char *)query;
-    size_t i = 0, start = 0, chars = 0;
-    int in_word = 0;
-    memset(t, 0, sizeof *t);
-    while (s[i] && t->n < CATALOG_MAX_TERMS) {
-        size_t at = i;
-        long cp = utf8_next(s, &i);
-        if (is_word_cp(cp)) {
-            if (!in_word) {
-                in_word = 1;
-                start = at;
-                chars = 0;
-            }
-            chars++;
-        } else if (in_word) {
-            add_term(t, query + start, at - start, chars);
-            in_word = 0;
-        }
-    }
-    if (in_word)
-        add_term(t, query + start, i - start, chars);
-}
+_Static_assert(CATALOG_MAX_TERMS <= TERMS_MAX, "a struct terms holds CATALOG_MAX_TERMS");
 
 static json_t *json_text_or(const char *text, json_t *(*fallback)(void), int want_array)
 {
@@ -339,26 +218,6 @@ static json_t *product_json(sqlite3_stmt *st)
                      "availability", sqlite3_column_int(st, 8) != 0);
 }
 
-/* How many of the terms product pk matches; -1 on error. */
-static int terms_matched(parley_db *db, const struct terms *t, sqlite3_int64 pk)
-{
-    int hits = 0;
-    for (int i = 0; i < t->n; i++) {
-        sqlite3_stmt *st = db_stmt(db, SQL_TERM_HITS);
-        if (!st)
-            return -1;
-        db_bind_text(st, 1, t->v[i]);
-        sqlite3_bind_int64(st, 2, pk);
-        int rc = sqlite3_step(st);
-        sqlite3_reset(st);
-        if (rc == SQLITE_ROW)
-            hits++;
-        else if (rc != SQLITE_DONE)
-            return -1;
-    }
-    return hits;
-}
-
 int catalog_suggest(parley_db *db, const char *brand_id, const char *query, int limit,
                     json_t **products, double *confidence)
 {
@@ -368,17 +227,13 @@ int catalog_suggest(parley_db *db, const char *brand_id, const char *query, int 
     if (!arr)
         return -1;
     struct terms t;
-    query_terms(query ? query : "", &t);
+    terms_split(query, TERMS_PREFIX | TERMS_STEM, CATALOG_MAX_TERMS, &t);
     if (t.n == 0 || limit <= 0) {
         *products = arr;
         return 0;
     }
-    char expr[CATALOG_MAX_TERMS * (TERM_MAX + 12)];
-    size_t off = 0;
-    for (int i = 0; i < t.n; i++)
-        off += (size_t)snprintf(expr + off, sizeof expr - off, "%s%s", i ? " OR " : "", t.v[i]);
-
-    sqlite3_stmt *st = db_stmt(db, SQL_SUGGEST);
+    char expr[TERMS_EXPR_SIZE];
+    sqlite3_stmt *st = terms_or(&t, expr, sizeof expr) == 0 ? db_stmt(db, SQL_SUGGEST) : NULL;
     if (!st) {
         json_decref(arr);
         return -1;
@@ -403,7 +258,7 @@ int catalog_suggest(parley_db *db, const char *brand_id, const char *query, int 
         return -1;
     }
     if (top >= 0) {
-        int hits = terms_matched(db, &t, top);
+        int hits = terms_hits(db, SQL_TERM_HITS, &t, top);
         if (hits < 0) {
             json_decref(arr);
             return -1;

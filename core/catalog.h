@@ -57,7 +57,8 @@ int catalog_product_put(parley_db *db, const struct product *p);
 /* Suggests up to limit available products of brand_id for a customer's
  * text: each word of query (letters and digits; common words, one-letter
  * words and duplicates dropped, at most CATALOG_MAX_TERMS) becomes a quoted
- * FTS5 term, OR-ed, ranked by bm25 (name counts most). *products: a new
+ * FTS5 term (terms.h: a prefix query from 4 bytes, ASCII plurals stemmed),
+ * OR-ed, ranked by bm25 (name counts most). *products: a new
  * JSON array of seed 002 product objects {"id", "name", "description",
  * "category", "price", "features", "specifications", "availability"},
  * best first, possibly empty. *confidence: the fraction of the query's

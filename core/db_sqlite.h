@@ -1,8 +1,9 @@
 /* db_sqlite.h — the SQLite side of a parley_db, for core's storage modules.
  *
  * Included ONLY by core's storage modules (db.c, store.c, evlog.c, jobs.c,
- * pollsess.c, ratelimit.c, catalog.c, stats.c) and by unit tests that look
- * at tables directly. Fronts (fcgi/, ws-bridge/, cli/) include db.h and the
+ * pollsess.c, ratelimit.c, catalog.c, kb.c, stats.c; terms.c as their
+ * shared search-term helper) and by unit tests that look at tables
+ * directly. Fronts (fcgi/, ws-bridge/, cli/) include db.h and the
  * storage headers, never this one nor <sqlite3.h>: every SQL statement of
  * Parley lives in a storage module, as a string literal with bound
  * parameters (nothing is ever built from input).

@@ -1,11 +1,12 @@
 /* kb.c — the knowledge base on SQLite FTS5 (see kb.h,
  * docs/knowledge-base.md): cutting files into passages, storing them,
- * BM25 search with a query built here from quoted words only, confidence,
+ * BM25 search with a query of quoted words only (terms.h), confidence,
  * prompt context. Runs in whichever thread owns the parley_db it is given.
  * Every statement is a literal prepared once per connection (db_stmt) with
  * bound parameters. */
 #include "kb.h"
 #include "db_sqlite.h"
+#include "terms.h"
 #include "util.h"
 
 #include <errno.h>
@@ -35,34 +36,6 @@ static const char SQL_TERM_HIT[] =
 
 /* ---- UTF-8 ---- */
 
-/* Length of the well-formed UTF-8 sequence at s[0..n), 0 when malformed
- * (overlong forms, surrogates and code points above U+10FFFF included). */
-static size_t utf8_seq(const unsigned char *s, size_t n, long *cp)
-{
-    unsigned c = s[0];
-    size_t len;
-    long v, min;
-    if (c < 0x80) {
-        *cp = (long)c;
-        return 1;
-    }
-    if ((c & 0xe0) == 0xc0) { len = 2; v = c & 0x1f; min = 0x80; }
-    else if ((c & 0xf0) == 0xe0) { len = 3; v = c & 0x0f; min = 0x800; }
-    else if ((c & 0xf8) == 0xf0) { len = 4; v = c & 0x07; min = 0x10000; }
-    else return 0;
-    if (len > n)
-        return 0;
-    for (size_t k = 1; k < len; k++) {
-        if ((s[k] & 0xc0) != 0x80)
-            return 0;
-        v = (v << 6) | (s[k] & 0x3f);
-    }
-    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
-        return 0;
-    *cp = v;
-    return len;
-}
-
 /* 0 when s[0..n) is UTF-8 without NUL bytes; else the offset of the first
  * bad byte plus one. */
 static size_t utf8_bad_at(const char *s, size_t n)
@@ -71,20 +44,12 @@ static size_t utf8_bad_at(const char *s, size_t n)
     size_t i = 0;
     while (i < n) {
         long cp;
-        size_t l = u[i] ? utf8_seq(u + i, n - i, &cp) : 0;
+        size_t l = u[i] ? utf8_decode(u + i, n - i, &cp) : 0;
         if (!l)
             return i + 1;
         i += l;
     }
     return 0;
-}
-
-/* The largest length <= n that does not split a UTF-8 character of s. */
-static size_t utf8_floor(const char *s, size_t n)
-{
-    while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-        n--;
-    return n;
 }
 
 /* ---- cutting text into passages ---- */
@@ -539,102 +504,7 @@ int kb_remove_id(parley_db *db, int64_t id)
 
 /* ---- search ---- */
 
-/* Words that say nothing about what a passage is about: English and
- * Portuguese (seed 000's help desk writes Portuguese). Lower case. */
-static const char *const STOP_WORDS[] = {
-    "about", "after", "again", "all", "also", "am", "an", "and", "any", "are", "as", "at",
-    "be", "been", "before", "but", "by", "can", "cannot", "could", "did", "do", "does",
-    "doing", "for", "from", "get", "got", "had", "has", "have", "having", "he", "hello",
-    "help", "her", "hi", "him", "his", "how", "if", "in", "into", "is", "it", "its", "just",
-    "me", "my", "need", "no", "not", "of", "on", "or", "our", "please", "she", "should",
-    "so", "some", "than", "thanks", "that", "the", "their", "them", "then", "there",
-    "these", "they", "this", "those", "to", "too", "up", "us", "very", "was", "we", "were",
-    "what", "when", "where", "which", "who", "why", "will", "with", "would", "you", "your",
-    "ao", "aos", "as", "até", "com", "como", "da", "das", "de", "do", "dos", "ela", "ele",
-    "em", "entre", "essa", "esse", "esta", "está", "este", "eu", "foi", "isso", "mais",
-    "mas", "me", "meu", "minha", "na", "nas", "nem", "no", "nos", "não", "num", "numa",
-    "os", "ou", "para", "pela", "pelo", "por", "qual", "que", "quando", "se", "sem", "ser",
-    "seu", "sua", "são", "também", "tem", "um", "uma", "você",
-};
-
-static int is_stop_word(const char *w)
-{
-    for (size_t i = 0; i < sizeof STOP_WORDS / sizeof STOP_WORDS[0]; i++)
-        if (!strcmp(w, STOP_WORDS[i]))
-            return 1;
-    return 0;
-}
-
-/* Letters and digits: ASCII alphanumerics, and code points above ASCII
- * that are not punctuation, symbols, spaces, private use or emoji. */
-static int is_word_cp(long cp)
-{
-    if (cp < 0x80)
-        return (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') || (cp >= '0' && cp <= '9');
-    if (cp < 0xc0 || cp == 0xd7 || cp == 0xf7)
-        return 0;
-    if ((cp >= 0x2000 && cp <= 0x2bff) || (cp >= 0x3000 && cp <= 0x303f) ||
-        (cp >= 0xe000 && cp <= 0xf8ff) || (cp >= 0xfe10 && cp <= 0xfe6f) ||
-        (cp >= 0xff00 && cp <= 0xff0f) || (cp >= 0xfff0 && cp <= 0xffff) || cp >= 0x1f000)
-        return 0;
-    return 1;
-}
-
-#define TERM_MAX 64                          /* longer words are dropped */
-
-struct terms {
-    char v[KB_MAX_TERMS][TERM_MAX + 3];      /* "word" (quoted FTS5 string) */
-    int n;
-};
-
-/* Adds word w (len bytes, chars code points) unless it is too short or
- * long, a common word, or already there. */
-static void add_term(struct terms *t, const char *w, size_t len, size_t chars)
-{
-    if (t->n >= KB_MAX_TERMS || chars < 2 || len > TERM_MAX)
-        return;
-    char word[TERM_MAX + 1];
-    for (size_t i = 0; i < len; i++)
-        word[i] = w[i] >= 'A' && w[i] <= 'Z' ? (char)(w[i] - 'A' + 'a') : w[i];
-    word[len] = '\0';
-    if (is_stop_word(word))
-        return;
-    char term[TERM_MAX + 3];
-    snprintf(term, sizeof term, "\"%s\"", word);   /* word has no '"': letters and digits */
-    for (int i = 0; i < t->n; i++)
-        if (!strcmp(t->v[i], term))
-            return;
-    memcpy(t->v[t->n++], term, strlen(term) + 1);
-}
-
-/* Splits query into words of letters and digits (malformed UTF-8 bytes
- * separate words). */
-static void query_terms(const char *query, struct terms *t)
-{
-    const unsigned char *s = (const unsigned char *)query;
-    size_t n = strlen(query), i = 0, start = 0, chars = 0;
-    int in_word = 0;
-    memset(t, 0, sizeof *t);
-    while (i < n && t->n < KB_MAX_TERMS) {
-        size_t at = i;
-        long cp = -1;
-        size_t l = utf8_seq(s + i, n - i, &cp);
-        i += l ? l : 1;
-        if (l && is_word_cp(cp)) {
-            if (!in_word) {
-                in_word = 1;
-                start = at;
-                chars = 0;
-            }
-            chars++;
-        } else if (in_word) {
-            add_term(t, query + start, at - start, chars);
-            in_word = 0;
-        }
-    }
-    if (in_word)
-        add_term(t, query + start, i - start, chars);
-}
+_Static_assert(KB_MAX_TERMS <= TERMS_MAX, "a struct terms holds KB_MAX_TERMS");
 
 void kb_hits_free(struct kb_hits *h)
 {
@@ -649,40 +519,19 @@ void kb_hits_free(struct kb_hits *h)
     memset(h, 0, sizeof *h);
 }
 
-/* How many of the terms passage id has; -1 on error. */
-static int terms_matched(parley_db *db, const struct terms *t, int64_t id)
-{
-    int hits = 0;
-    for (int i = 0; i < t->n; i++) {
-        sqlite3_stmt *st = db_stmt(db, SQL_TERM_HIT);
-        if (!st)
-            return -1;
-        db_bind_text(st, 1, t->v[i]);
-        sqlite3_bind_int64(st, 2, id);
-        int rc = sqlite3_step(st);
-        sqlite3_reset(st);
-        if (rc == SQLITE_ROW)
-            hits++;
-        else if (rc != SQLITE_DONE)
-            return -1;
-    }
-    return hits;
-}
-
 int kb_search(parley_db *db, const char *query, int limit, struct kb_hits *out)
 {
     memset(out, 0, sizeof *out);
     struct terms t;
-    query_terms(query ? query : "", &t);
+    terms_split(query, 0, KB_MAX_TERMS, &t);
     out->nterms = t.n;
     if (t.n == 0 || limit <= 0)
         return KB_OK;
     if (limit > KB_MAX_HITS)
         limit = KB_MAX_HITS;
-    char expr[KB_MAX_TERMS * (TERM_MAX + 7)];
-    size_t off = 0;
-    for (int i = 0; i < t.n; i++)
-        off += (size_t)snprintf(expr + off, sizeof expr - off, "%s%s", i ? " OR " : "", t.v[i]);
+    char expr[TERMS_EXPR_SIZE];
+    if (terms_or(&t, expr, sizeof expr) < 0)
+        return KB_ERR;
 
     out->v = calloc((size_t)limit, sizeof *out->v);
     sqlite3_stmt *st = out->v ? db_stmt(db, SQL_SEARCH) : NULL;
@@ -713,7 +562,7 @@ int kb_search(parley_db *db, const char *query, int limit, struct kb_hits *out)
         return KB_ERR;
     }
     for (int i = 0; i < out->n; i++) {
-        int m = terms_matched(db, &t, out->v[i].id);
+        int m = terms_hits(db, SQL_TERM_HIT, &t, out->v[i].id);
         if (m < 0) {
             int nt = out->nterms;
             kb_hits_free(out);

@@ -106,10 +106,10 @@ void kb_hits_free(struct kb_hits *h);
 /* Up to limit passages (capped at KB_MAX_HITS) for query, best first by
  * BM25 (title weighs twice the text). The query is cut into words of
  * letters and digits; words shorter than 2 characters, common words
- * (English and Portuguese) and repeats are dropped, at most KB_MAX_TERMS
- * are kept, and each becomes a quoted FTS5 string, OR-ed: no text of the
- * user is ever read as search syntax (a query like `AND OR "(*` is just
- * words, or nothing). A query with no term left, or limit <= 0, gives no
+ * (English, Portuguese, Indonesian) and repeats are dropped, at most
+ * KB_MAX_TERMS are kept, and each becomes a quoted FTS5 string, OR-ed
+ * (terms.h, without prefix or stem): no text of the user is ever read as
+ * search syntax (a query like `AND OR "(*` is just words, or nothing). A query with no term left, or limit <= 0, gives no
  * hits. *out is always initialised (kb_hits_free it). KB_OK / KB_ERR. */
 int kb_search(parley_db *db, const char *query, int limit, struct kb_hits *out);
 

@@ -1,6 +1,7 @@
 /* proto.c — the adapter dispatcher and what all adapters share: routing,
  * frames, following a channel, job hand-off, (de)serialisation (proto.h). */
 #include "proto_impl.h"
+#include "kb.h"
 #include "ratelimit.h"
 #include "util.h"
 
@@ -132,6 +133,38 @@ char *proto_job_keep(struct proto_job *job, const char *s)
     if (d)
         job->owned[job->nowned++] = d;
     return d;
+}
+
+int proto_job_ground(struct parley_ctx *ctx, struct proto_job *job, int enabled,
+                     const char *base, const char *question, const char **system, int *rag,
+                     double *conf)
+{
+    int rag_n = 0;
+    double confidence = -1;
+    *system = base;
+    if (rag)
+        *rag = 0;
+    if (conf)
+        *conf = -1;
+    if (!enabled)
+        return 0;
+    struct kb_grounding g;
+    if (kb_ground(ctx->db, question, base, ctx->cfg->kb_passages,
+                  (size_t)ctx->cfg->kb_context_bytes, &g) != KB_OK)
+        return -1;
+    if (g.system) {
+        *system = proto_job_keep(job, g.system);
+        if (!*system || kb_key_ground(job->ans.key, sizeof job->ans.key, *system) < 0)
+            *system = NULL;
+        rag_n = g.used;
+        confidence = g.confidence;
+    }
+    kb_grounding_free(&g);
+    if (rag)
+        *rag = rag_n;
+    if (conf)
+        *conf = confidence;
+    return *system ? 0 : -1;
 }
 
 void proto_job_free(struct proto_job *job)

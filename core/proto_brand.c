@@ -53,26 +53,6 @@ static void close_with(struct proto_conn *c, int code, const char *reason)
     str_copy(c->close_reason, sizeof c->close_reason, reason);
 }
 
-/* Bytes of s to keep so that at most max bytes remain, cut on a UTF-8
- * character boundary. */
-static int utf8_cut(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-    if (n <= max)
-        return (int)n;
-    while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
-        max--;
-    return (int)max;
-}
-
-static int blank(const char *s)
-{
-    for (; *s; s++)
-        if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r')
-            return 0;
-    return 1;
-}
-
 /* Loads c's brand. 0 active (b filled: catalog_brand_free it); 1 unknown
  * or inactive: the error frame was added and the connection is to close;
  * -1 database error (error frame added). */
@@ -183,7 +163,7 @@ static int parse_chat(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg,
         err = "Field 'data.message' must be a string";
     else if (strlen(r->text) != json_string_length(jm))
         err = "Field 'data.message' contains a NUL character";
-    else if (blank(r->text))
+    else if (str_blank(r->text))
         err = "Field 'data.message' must not be empty";
     else if (proto_utf8_len(r->text) > (size_t)ctx->cfg->max_message_length) {
         snprintf(buf, sizeof buf, "Message too long (max %d characters)",

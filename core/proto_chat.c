@@ -60,26 +60,6 @@ static int valid_session_id(const char *id)
     return ident_name_valid(id, sizeof ((struct conversation *)0)->id - 1);
 }
 
-/* Bytes of s to keep so that at most max bytes remain, cut on a UTF-8
- * character boundary. */
-static int utf8_cut(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-    if (n <= max)
-        return (int)n;
-    while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
-        max--;
-    return (int)max;
-}
-
-static int blank(const char *s)
-{
-    for (; *s; s++)
-        if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r')
-            return 0;
-    return 1;
-}
-
 /* Loads the session for c (creating it when create is set and it does not
  * exist). 0 usable (conv filled: store_conv_free it); 1 refused: an error
  * frame was added and the connection is to close; -1 database error (an
@@ -269,7 +249,7 @@ static const char *valid_content(struct parley_ctx *ctx, struct proto_conn *c, j
         *rc = error_frame(c, out, PERR_BAD_INPUT, "Invalid message format: \"content\" contains a NUL character");
         return NULL;
     }
-    if (blank(content)) {
+    if (str_blank(content)) {
         *rc = error_frame(c, out, PERR_BAD_INPUT, "Message content is empty");
         return NULL;
     }

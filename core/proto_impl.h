@@ -42,6 +42,21 @@ struct proto_job {
 struct proto_job *proto_job_new(void);
 /* Copies s into memory the job owns; returns the copy (NULL on OOM). */
 char *proto_job_keep(struct proto_job *job, const char *s);
+/* The system prompt of job: base, or — when enabled (the adapter's
+ * switch: cfg->kb_tickets for seed 000, cfg->kb_phoenix for seed 003) and
+ * knowledge-base passages match question — the grounded prompt
+ * (kb_ground: base, then at most cfg->kb_passages passages within
+ * cfg->kb_context_bytes), whose text then also keys the answer
+ * (kb_key_ground on job->ans.key, which must already be set), so an
+ * answer cached without these passages is never served for it.
+ * Sets *system (base itself, or a copy job owns), *rag (passages in it,
+ * 0 when not grounded) and *conf (the passages' confidence, -1 when not
+ * grounded); rag and conf may be NULL. Returns 0; -1 on a database error or out of memory (then
+ * tell the client with db_err_kind / db_err_text). Runs in the thread
+ * that owns ctx->db. */
+int proto_job_ground(struct parley_ctx *ctx, struct proto_job *job, int enabled,
+                     const char *base, const char *question, const char **system, int *rag,
+                     double *conf);
 /* Claims job->req (channel/prompt_key must be set): makes c follow the job
  * from the claim's first seq. When the caller owns it, *out = job; else the
  * job is freed and *out = NULL. 0 / -1 (claim failed: job freed). */

@@ -31,7 +31,8 @@
  * A join while a generation runs on the session follows it as a stream
  * (stream_start, the tokens so far, the rest).
  * Knowledge base (PARLEY_KB_PHOENIX, default on; docs/knowledge-base.md):
- * the passages matching the query go into the system prompt (kb_ground),
+ * the passages matching the query go into the system prompt
+ * (proto_job_ground: kb_ground),
  * the cache / single-flight key's digest then covers that prompt
  * (kb_key_ground), rag_context_used is how many passages went in and
  * confidence_score kb_confidence (null when nothing matched).
@@ -43,7 +44,6 @@
  */
 #include "proto_impl.h"
 #include "ident.h"
-#include "kb.h"
 #include "util.h"
 
 #include <math.h>
@@ -260,25 +260,6 @@ static int phx_event(struct parley_ctx *ctx, struct proto_conn *c, const struct 
 
 /* ---- client pushes ---- */
 
-/* Bytes of s to show so that at most max remain, cut on a UTF-8 boundary. */
-static int cut(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-    if (n <= max)
-        return (int)n;
-    while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
-        max--;
-    return (int)max;
-}
-
-static int blank(const char *s)
-{
-    for (; *s; s++)
-        if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r')
-            return 0;
-    return 1;
-}
-
 /* 1 when model may be asked for: PARLEY_MODEL, or a name of
  * PARLEY_PHOENIX_MODELS (comma list, blanks around names ignored). */
 static int model_allowed(const struct parley_config *cfg, const char *model)
@@ -318,7 +299,7 @@ static int valid_query(struct parley_ctx *ctx, struct proto_conn *c, json_t *ref
     char m[200];
     memset(q, 0, sizeof *q);
     json_t *jq = json_object_get(p, "query");
-    if (!json_is_string(jq) || blank(json_string_value(jq)) ||
+    if (!json_is_string(jq) || str_blank(json_string_value(jq)) ||
         strlen(json_string_value(jq)) != json_string_length(jq)) {
         *rc = refuse(c, out, ref, PERR_BAD_INPUT, "invalid_query",
                      "\"query\" must be a non-empty string");
@@ -339,7 +320,7 @@ static int valid_query(struct parley_ctx *ctx, struct proto_conn *c, json_t *ref
         if (!mn || !*mn || strlen(mn) > 100 || !model_allowed(cfg, mn)) {
             const char *shown = mn ? mn : "not a string";
             snprintf(m, sizeof m, "Model not available: %.*s (PARLEY_PHOENIX_MODELS)",
-                     cut(shown, 100), shown);
+                     utf8_cut(shown, 100), shown);
             *rc = refuse(c, out, ref, PERR_BAD_INPUT, "invalid_model", m);
             return 1;
         }
@@ -388,35 +369,6 @@ static int add_msg(struct parley_ctx *ctx, const char *conv, const char *role, c
     return store_msg_add(ctx->db, &msg) < 0 ? -1 : 0;
 }
 
-/* The system prompt of job's query: PHX_SYSTEM, or with PARLEY_KB_PHOENIX
- * and matching passages the grounded prompt (kb_ground), whose text then
- * also keys the answer (kb_key_ground on job->ans.key), so an answer
- * cached without these passages is never served for it. Sets *system
- * (owned by job), *rag (passages in it) and *conf (-1: nothing matched).
- * 0; -1 on a database error or out of memory. */
-static int query_system(struct parley_ctx *ctx, struct proto_job *job, const char *query,
-                        const char **system, int *rag, double *conf)
-{
-    *system = PHX_SYSTEM;
-    *rag = 0;
-    *conf = -1;
-    if (!ctx->cfg->kb_phoenix)
-        return 0;
-    struct kb_grounding g;
-    if (kb_ground(ctx->db, query, PHX_SYSTEM, ctx->cfg->kb_passages,
-                  (size_t)ctx->cfg->kb_context_bytes, &g) != KB_OK)
-        return -1;
-    if (g.system) {
-        *system = proto_job_keep(job, g.system);
-        if (!*system || kb_key_ground(job->ans.key, sizeof job->ans.key, *system) < 0)
-            *system = NULL;
-        *rag = g.used;
-        *conf = g.confidence;
-    }
-    kb_grounding_free(&g);
-    return *system ? 0 : -1;
-}
-
 /* query / stream_query. */
 static int on_query(struct parley_ctx *ctx, struct proto_conn *c, json_t *ref, json_t *p,
                     int stream, struct proto_frames *out, struct proto_job **jobp)
@@ -455,7 +407,9 @@ static int on_query(struct parley_ctx *ctx, struct proto_conn *c, json_t *ref, j
     const char *system;
     int rag;
     double conf;
-    if (query_system(ctx, job, kquery, &system, &rag, &conf) < 0) {
+    /* PHX_SYSTEM, or grounded in the knowledge base (PARLEY_KB_PHOENIX) */
+    if (proto_job_ground(ctx, job, ctx->cfg->kb_phoenix, PHX_SYSTEM, kquery, &system, &rag,
+                         &conf) < 0) {
         proto_job_free(job);
         free(q.metadata);
         return db_refuse(ctx, c, out, ref);
@@ -584,7 +538,7 @@ static int phx_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg
         return on_query(ctx, c, ref, p, stream, out, jobp);
     }
     char m[160];
-    snprintf(m, sizeof m, "Unknown event \"%.*s\"", cut(event, 60), event);
+    snprintf(m, sizeof m, "Unknown event \"%.*s\"", utf8_cut(event, 60), event);
     return refuse(c, out, ref, PERR_BAD_INPUT, "unknown_event", m);
 }
 

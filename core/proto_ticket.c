@@ -7,12 +7,11 @@
  * Channel "ticket:<id>"; the cache key is the ticket id + SHA-256 of the
  * body, so openers of the same ticket and body share one generation.
  * With PARLEY_KB_TICKETS=1 the system prompt carries the knowledge-base
- * passages that match the body (kb_ground), and the key's digest then
- * covers that prompt too (kb_key_ground).
+ * passages that match the body (proto_job_ground), and the key's digest
+ * then covers that prompt too.
  */
 #include "proto_impl.h"
 #include "ident.h"
-#include "kb.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -32,30 +31,6 @@ static int error_frame(struct proto_conn *c, struct proto_frames *out, enum perr
 }
 
 #define DB_ERROR_MSG "Database error: please try again"
-
-/* The system prompt of job: TICKET_SYSTEM, or with PARLEY_KB_TICKETS the
- * knowledge-base passages matching the body after it; a grounded prompt
- * gets its own cache key, so an answer cached without these passages is
- * never served for it. Sets *system (owned by job). 0, -1 on a database
- * error or out of memory. */
-static int ticket_system(struct parley_ctx *ctx, struct proto_job *job, const char *body,
-                         const char **system)
-{
-    *system = TICKET_SYSTEM;
-    if (!ctx->cfg->kb_tickets)
-        return 0;
-    struct kb_grounding g;
-    if (kb_ground(ctx->db, body, TICKET_SYSTEM, ctx->cfg->kb_passages,
-                  (size_t)ctx->cfg->kb_context_bytes, &g) != KB_OK)
-        return -1;
-    if (g.system) {
-        *system = proto_job_keep(job, g.system);
-        if (!*system || kb_key_ground(job->ans.key, sizeof job->ans.key, *system) < 0)
-            *system = NULL;
-    }
-    kb_grounding_free(&g);
-    return *system ? 0 : -1;
-}
 
 int proto_ticket_cached(struct proto_frames *out, const char *response)
 {
@@ -122,7 +97,8 @@ static int ticket_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *
     }
     answer_key_ticket(&job->ans, tid, kbody, job->hash);
     const char *system;
-    if (ticket_system(ctx, job, kbody, &system) < 0) {
+    if (proto_job_ground(ctx, job, ctx->cfg->kb_tickets, TICKET_SYSTEM, kbody, &system, NULL,
+                         NULL) < 0) {
         proto_job_free(job);
         error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return -1;

@@ -1,4 +1,5 @@
-/* util.c — clocks, UUIDs, SHA-256, error buffers (see util.h). */
+/* util.c — clocks, UUIDs, SHA-256, error buffers, UTF-8 and blank text
+ * (see util.h). */
 #include "util.h"
 
 #include <errno.h>
@@ -102,6 +103,53 @@ void str_copy(char *dst, size_t dstlen, const char *src)
     if (n)
         memcpy(dst, src, n);
     dst[n] = '\0';
+}
+
+size_t utf8_decode(const unsigned char *s, size_t n, long *cp)
+{
+    unsigned c = s[0];
+    size_t len;
+    long v, min;
+    if (c < 0x80) {
+        *cp = (long)c;
+        return 1;
+    }
+    if ((c & 0xe0) == 0xc0) { len = 2; v = c & 0x1f; min = 0x80; }
+    else if ((c & 0xf0) == 0xe0) { len = 3; v = c & 0x0f; min = 0x800; }
+    else if ((c & 0xf8) == 0xf0) { len = 4; v = c & 0x07; min = 0x10000; }
+    else return 0;
+    if (len > n)
+        return 0;
+    for (size_t k = 1; k < len; k++) {
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+        v = (v << 6) | (s[k] & 0x3f);
+    }
+    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
+        return 0;
+    *cp = v;
+    return len;
+}
+
+size_t utf8_floor(const char *s, size_t max)
+{
+    while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
+        max--;
+    return max;
+}
+
+int utf8_cut(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    return (int)(n <= max ? n : utf8_floor(s, max));
+}
+
+int str_blank(const char *s)
+{
+    for (; *s; s++)
+        if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r')
+            return 0;
+    return 1;
 }
 
 const char *owner_id(void)

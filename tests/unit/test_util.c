@@ -1,4 +1,5 @@
-/* test_util.c — ids, hashing, error buffers, clocks. */
+/* test_util.c — ids, hashing, error buffers, clocks, UTF-8 decoding and
+ * boundary cuts, blank strings. */
 #include "th.h"
 #include "util.h"
 
@@ -74,6 +75,57 @@ TEST(clocks_move_forward)
     CHECK(mono_us() >= a);
 }
 
+TEST(utf8_decoding)
+{
+    long cp = -7;
+    CHECK_INT(utf8_decode((const unsigned char *)"A", 1, &cp), 1);
+    CHECK_INT(cp, 'A');
+    CHECK_INT(utf8_decode((const unsigned char *)"\xc3\xa7", 2, &cp), 2);
+    CHECK_INT(cp, 0xe7);
+    CHECK_INT(utf8_decode((const unsigned char *)"\xe6\x9d\xb1", 3, &cp), 3);
+    CHECK_INT(cp, 0x6771);
+    CHECK_INT(utf8_decode((const unsigned char *)"\xf0\x9f\x98\x80", 4, &cp), 4);
+    CHECK_INT(cp, 0x1f600);
+    cp = -7;
+    static const char *const bad[] = {
+        "\x80", "\xff", "\xc0\xaf", "\xe0\x80\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80",
+        "\xc3(", "\xe6\x9d",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK_INT(utf8_decode((const unsigned char *)bad[i], strlen(bad[i]), &cp), 0);
+    CHECK_INT(cp, -7);                              /* untouched when malformed */
+    /* a sequence longer than the bytes left is malformed */
+    CHECK_INT(utf8_decode((const unsigned char *)"\xc3\xa7", 1, &cp), 0);
+}
+
+TEST(utf8_boundary_cut)
+{
+    const char *s = "ab\xc3\xa7\xe2\x82\xac!";  /* a b ç € ! : 1+1+2+3+1 bytes */
+    CHECK_INT(utf8_cut(s, 100), 8);
+    CHECK_INT(utf8_cut(s, 8), 8);
+    CHECK_INT(utf8_cut(s, 7), 7);
+    CHECK_INT(utf8_cut(s, 6), 4);                   /* inside the euro sign */
+    CHECK_INT(utf8_cut(s, 5), 4);
+    CHECK_INT(utf8_cut(s, 4), 4);
+    CHECK_INT(utf8_cut(s, 3), 2);                   /* inside the c cedilla */
+    CHECK_INT(utf8_cut(s, 0), 0);
+    CHECK_INT(utf8_cut("", 5), 0);
+    CHECK_INT(utf8_floor(s, 6), 4);
+    CHECK_INT(utf8_floor(s, 2), 2);
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.*s", utf8_cut(s, 6), s);
+    CHECK_STR(buf, "ab\xc3\xa7");
+}
+
+TEST(blank_strings)
+{
+    CHECK_INT(str_blank(""), 1);
+    CHECK_INT(str_blank(" \t\r\n "), 1);
+    CHECK_INT(str_blank(" x "), 0);
+    CHECK_INT(str_blank("\xc2\xa0"), 0);           /* only ASCII white space is blank */
+    CHECK_INT(str_blank("\v"), 0);
+}
+
 int main(void)
 {
     RUN(sha256_known_vectors);
@@ -81,5 +133,8 @@ int main(void)
     RUN(set_err_and_str_copy);
     RUN(owner_ids_differ_per_thread);
     RUN(clocks_move_forward);
+    RUN(utf8_decoding);
+    RUN(utf8_boundary_cut);
+    RUN(blank_strings);
     return th_done();
 }

@@ -1,0 +1,258 @@
+/* test_terms.c — search terms for FTS5 MATCH (core/terms.c): splitting a
+ * query into quoted words, the merged stop-word list (English, Portuguese,
+ * Indonesian), hostile FTS5 syntax reduced to quoted words that SQLite
+ * accepts, the cap, the prefix and plural-stem options, the OR expression
+ * and per-term hit counts on a real FTS5 table. */
+#include "th.h"
+#include "db_sqlite.h"
+#include "terms.h"
+
+static int has(const struct terms *t, const char *term)
+{
+    for (int i = 0; i < t->n; i++)
+        if (!strcmp(t->v[i], term))
+            return 1;
+    return 0;
+}
+
+TEST(split_words)
+{
+    struct terms t;
+    terms_split("Printer JAMS, tray-2 (paper)!", 0, TERMS_MAX, &t);
+    CHECK_INT(t.n, 4);                       /* "2": one character */
+    CHECK_STR(t.v[0], "\"printer\"");
+    CHECK_STR(t.v[1], "\"jams\"");
+    CHECK_STR(t.v[2], "\"tray\"");
+    CHECK_STR(t.v[3], "\"paper\"");
+}
+
+TEST(split_rules)
+{
+    struct terms t;
+    /* one-character words go, repeats (after lower-casing) go */
+    terms_split("a b c vpn VPN Vpn x", 0, TERMS_MAX, &t);
+    CHECK_INT(t.n, 1);
+    CHECK_STR(t.v[0], "\"vpn\"");
+    /* letters beyond ASCII are letters; only ASCII is lower-cased */
+    terms_split("Ação café ÉCLAIR 東京", 0, TERMS_MAX, &t);
+    CHECK_INT(t.n, 4);
+    CHECK_STR(t.v[0], "\"ação\"");
+    CHECK_STR(t.v[1], "\"café\"");
+    CHECK_STR(t.v[2], "\"Éclair\"");
+    CHECK_STR(t.v[3], "\"東京\"");
+    /* emoji, symbols and malformed UTF-8 separate words */
+    terms_split("wifi\xf0\x9f\x98\x80router\xff" "cable\xc0\xafmodem", 0, TERMS_MAX, &t);
+    CHECK_INT(t.n, 4);
+    CHECK(has(&t, "\"wifi\"") && has(&t, "\"router\"") && has(&t, "\"cable\"") &&
+          has(&t, "\"modem\""));
+    /* a word longer than 64 bytes is dropped, 64 is kept */
+    char q[200];
+    memset(q, 'k', 65);
+    q[65] = ' ';
+    memset(q + 66, 'w', 64);
+    q[130] = '\0';
+    terms_split(q, 0, TERMS_MAX, &t);
+    CHECK_INT(t.n, 1);
+    CHECK_INT(strlen(t.v[0]), 66);
+    CHECK(t.v[0][1] == 'w');
+    terms_split(NULL, 0, TERMS_MAX, &t);
+    CHECK_INT(t.n, 0);
+    terms_split("", TERMS_PREFIX | TERMS_STEM, TERMS_MAX, &t);
+    CHECK_INT(t.n, 0);
+}
+
+TEST(stop_words)
+{
+    /* English (both old lists), Portuguese (with accents), Indonesian */
+    static const char *const stop[] = {
+        "the", "how", "please", "recommend", "something", "before", "cannot",
+        "para", "não", "você", "também", "que", "saya", "untuk", "yang",
+    };
+    for (size_t i = 0; i < sizeof stop / sizeof stop[0]; i++) {
+        CHECK(terms_stop_word(stop[i]));
+        struct terms t;
+        terms_split(stop[i], TERMS_PREFIX | TERMS_STEM, TERMS_MAX, &t);
+        CHECK_INT(t.n, 0);
+    }
+    CHECK(!terms_stop_word("printer"));
+    CHECK(!terms_stop_word("The"));        /* the list is lower case: callers lower-case */
+    struct terms t;
+    terms_split("How do I fix THE printer, por favor? Não funciona", 0, TERMS_MAX, &t);
+    CHECK_INT(t.n, 4);
+    CHECK_STR(t.v[0], "\"fix\"");
+    CHECK_STR(t.v[1], "\"printer\"");
+    CHECK_STR(t.v[2], "\"favor\"");
+    CHECK_STR(t.v[3], "\"funciona\"");
+}
+
+TEST(hostile_syntax_quoted)
+{
+    static const char *const qs[] = {
+        "AND OR \"(*", "\"", "NEAR(monitor cable, 2)", "title:monitor", "monitor*",
+        "-monitor ^cable", "{title text}: monitor", "mon\"itor", "* OR *", "NOT",
+        "'; DROP TABLE t; --", "\xff\xfe monitor \xc3", "col:umn:x", "[x]", "\\\\",
+    };
+    for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++) {
+        struct terms t;
+        terms_split(qs[i], TERMS_PREFIX | TERMS_STEM, TERMS_MAX, &t);
+        for (int k = 0; k < t.n; k++) {
+            const char *v = t.v[k];
+            size_t n = strlen(v);
+            int star = n > 0 && v[n - 1] == '*';
+            /* "word" or "word"*, with no quote, space or syntax inside */
+            CHECK(n >= 4 && v[0] == '"' && v[n - 1 - star] == '"');
+            for (size_t j = 1; j + 1 + (size_t)star < n; j++)
+                CHECK(v[j] != '"' && v[j] != ' ' && v[j] != '*' && v[j] != ':' &&
+                      v[j] != '(' && v[j] != ')' && v[j] != '-' && v[j] != '^');
+        }
+    }
+    struct terms t;
+    terms_split("NEAR(monitor cable, 2)", 0, TERMS_MAX, &t);
+    CHECK_INT(t.n, 3);
+    CHECK_STR(t.v[0], "\"near\"");
+    CHECK_STR(t.v[1], "\"monitor\"");
+    CHECK_STR(t.v[2], "\"cable\"");
+    terms_split("mon\"itor AND OR NOT", 0, TERMS_MAX, &t);
+    CHECK_INT(t.n, 2);                       /* and, or, not: stop words */
+    CHECK_STR(t.v[0], "\"mon\"");
+    CHECK_STR(t.v[1], "\"itor\"");
+}
+
+TEST(cap)
+{
+    char q[600] = "";
+    for (int i = 0; i < 40; i++) {
+        char w[16];
+        snprintf(w, sizeof w, "w%02dx ", i);
+        strcat(q, w);
+    }
+    struct terms t;
+    terms_split(q, 0, 16, &t);
+    CHECK_INT(t.n, 16);
+    CHECK_STR(t.v[0], "\"w00x\"");
+    CHECK_STR(t.v[15], "\"w15x\"");
+    terms_split(q, 0, 24, &t);
+    CHECK_INT(t.n, 24);
+    CHECK_STR(t.v[23], "\"w23x\"");
+    terms_split(q, 0, 1000, &t);             /* clamped to TERMS_MAX */
+    CHECK_INT(t.n, TERMS_MAX);
+    terms_split(q, 0, 0, &t);                /* clamped to 1 */
+    CHECK_INT(t.n, 1);
+    /* dropped words do not count towards the cap */
+    terms_split("the a of printer x to toner", 0, 2, &t);
+    CHECK_INT(t.n, 2);
+    CHECK_STR(t.v[1], "\"toner\"");
+}
+
+TEST(prefix_and_stem)
+{
+    struct terms t;
+    /* plain: quoted words, no stem, no prefix */
+    terms_split("laptops gaming pc glass", 0, TERMS_MAX, &t);
+    CHECK_INT(t.n, 4);
+    CHECK_STR(t.v[0], "\"laptops\"");
+    CHECK_STR(t.v[1], "\"gaming\"");
+    CHECK_STR(t.v[2], "\"pc\"");
+    /* prefix only: 4 bytes and more */
+    terms_split("laptops gaming pc ssd mice", TERMS_PREFIX, TERMS_MAX, &t);
+    CHECK_INT(t.n, 5);
+    CHECK_STR(t.v[0], "\"laptops\"*");
+    CHECK_STR(t.v[2], "\"pc\"");
+    CHECK_STR(t.v[3], "\"ssd\"");
+    CHECK_STR(t.v[4], "\"mice\"*");
+    /* stem: ASCII words of 5+ letters ending in one s */
+    terms_split("Laptops glass bus cafés phones", TERMS_PREFIX | TERMS_STEM, TERMS_MAX, &t);
+    CHECK_INT(t.n, 5);
+    CHECK_STR(t.v[0], "\"laptop\"*");
+    CHECK_STR(t.v[1], "\"glass\"*");         /* double s stays */
+    CHECK_STR(t.v[2], "\"bus\"");            /* too short to stem or prefix */
+    CHECK_STR(t.v[3], "\"cafés\"*");         /* not ASCII: no stem */
+    CHECK_STR(t.v[4], "\"phone\"*");
+    /* the stem and the singular are one term */
+    terms_split("laptop laptops", TERMS_PREFIX | TERMS_STEM, TERMS_MAX, &t);
+    CHECK_INT(t.n, 1);
+}
+
+TEST(or_expression)
+{
+    struct terms t;
+    char expr[TERMS_EXPR_SIZE];
+    terms_split("vpn lease printers", TERMS_PREFIX | TERMS_STEM, TERMS_MAX, &t);
+    CHECK_INT(terms_or(&t, expr, sizeof expr), 0);
+    CHECK_STR(expr, "\"vpn\" OR \"lease\"* OR \"printer\"*");
+    char small[8];
+    CHECK_INT(terms_or(&t, small, sizeof small), -1);
+    CHECK_STR(small, "");
+    terms_split("", 0, TERMS_MAX, &t);
+    CHECK_INT(terms_or(&t, expr, sizeof expr), -1);
+    CHECK_STR(expr, "");
+    /* the largest split fits TERMS_EXPR_SIZE */
+    char q[TERMS_MAX * 70 + 1];
+    size_t off = 0;
+    for (int i = 0; i < TERMS_MAX; i++) {
+        memset(q + off, 'a' + i % 26, 62);
+        q[off + 62] = (char)('a' + i / 26);
+        q[off + 63] = 'z';
+        q[off + 64] = ' ';
+        off += 65;
+    }
+    q[off] = '\0';
+    terms_split(q, TERMS_PREFIX, TERMS_MAX, &t);
+    REQUIRE(t.n == TERMS_MAX);
+    CHECK_INT(terms_or(&t, expr, sizeof expr), 0);
+    CHECK_INT(strlen(expr), TERMS_MAX * 67 + (TERMS_MAX - 1) * 4);
+}
+
+static const char SQL_HIT[] = "SELECT 1 FROM tt WHERE tt MATCH ?1 AND rowid = ?2";
+
+TEST(hits_on_fts5)
+{
+    char path[300], err[256];
+    snprintf(path, sizeof path, "%s/terms.db", th_tmpdir());
+    parley_db *db = db_open(path, err, sizeof err);
+    REQUIRE(db != NULL);
+    REQUIRE(db_exec(db, "CREATE VIRTUAL TABLE tt USING fts5(body);"
+                        "INSERT INTO tt(rowid, body) VALUES (1, 'gaming laptop with a fast ssd');"
+                        "INSERT INTO tt(rowid, body) VALUES (2, 'office chair');") == 0);
+    struct terms t;
+    terms_split("Laptops for gaming? NEAR(chair \"ssd\"", TERMS_PREFIX | TERMS_STEM, TERMS_MAX, &t);
+    REQUIRE(t.n == 5);                       /* laptop*, gaming*, near*, chair*, ssd */
+    CHECK_INT(terms_hits(db, SQL_HIT, &t, 1), 3);
+    CHECK_INT(terms_hits(db, SQL_HIT, &t, 2), 1);
+    CHECK_INT(terms_hits(db, SQL_HIT, &t, 3), 0);
+    /* every hostile query gives an expression FTS5 accepts */
+    static const char SQL_ALL[] = "SELECT count(*) FROM tt WHERE tt MATCH ?1";
+    static const char *const qs[] = {
+        "AND OR \"(*", "NEAR(laptop chair, 2)", "body:laptop", "laptop*", "-laptop ^chair",
+        "{body}: laptop", "lap\"top", "* OR *", "NOT chair", "'; DROP TABLE tt; --",
+    };
+    for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++) {
+        terms_split(qs[i], TERMS_PREFIX | TERMS_STEM, TERMS_MAX, &t);
+        char expr[TERMS_EXPR_SIZE];
+        if (terms_or(&t, expr, sizeof expr) < 0)
+            continue;
+        sqlite3_stmt *st = db_stmt(db, SQL_ALL);
+        REQUIRE(st != NULL);
+        db_bind_text(st, 1, expr);
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW)
+            printf("#   query %zu (%s) refused: %s\n", i, expr, sqlite3_errmsg(db_handle(db)));
+        CHECK_INT(rc, SQLITE_ROW);
+        sqlite3_reset(st);
+        CHECK_INT(terms_hits(db, SQL_HIT, &t, 1) >= 0, 1);
+    }
+    db_close(db);
+}
+
+int main(void)
+{
+    RUN(split_words);
+    RUN(split_rules);
+    RUN(stop_words);
+    RUN(hostile_syntax_quoted);
+    RUN(cap);
+    RUN(prefix_and_stem);
+    RUN(or_expression);
+    RUN(hits_on_fts5);
+    return th_done();
+}
