@@ -92,7 +92,7 @@ static int phx_open(char *tok)
 TEST(waiting_phoenix_gets_hold_no_thread)
 {
     int fds[PHX_WAITERS], st;
-    char toks[PHX_WAITERS][40], uri[200];
+    char toks[PHX_WAITERS][40], uri[512];
     for (int i = 0; i < PHX_WAITERS; i++) {
         REQUIRE(phx_open(toks[i]) == 0);
         snprintf(uri, sizeof uri, "/socket/longpoll?vsn=2.0.0&token=%s", toks[i]);
