@@ -118,7 +118,7 @@ export async function launch() {
 // are expected where there is no bridge and are counted apart
 // (page.wsFailures); page.sockets lists the WebSocket URLs it opened.
 // before(page), when given, runs before the page loads (an init script, a
-// WebSocket route).
+// WebSocket route). path may be a whole http:// URL (another server).
 export async function openPage(context, path, before) {
   const page = await context.newPage();
   page.problems = [];
@@ -136,7 +136,7 @@ export async function openPage(context, path, before) {
   page.on('websocket', (ws) => page.sockets.push(ws.url()));
   page.on('request', (r) => page.requests.push({ method: r.method(), url: r.url(), body: r.postData() }));
   if (before) await before(page);
-  await page.goto(BASE + path, { waitUntil: 'load' });
+  await page.goto(/^https?:\/\//.test(path) ? path : BASE + path, { waitUntil: 'load' });
   return page;
 }
 

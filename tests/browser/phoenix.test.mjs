@@ -14,6 +14,11 @@
 // itself) and over WebSocket; its hash-only CSP stops markup in an answer
 // from running script.
 //
+// With PHX_GROUPS (t0610 sets it per setup) also: the long run (60 s of
+// heartbeats on each transport and server, leave/rejoin, two topics, on the
+// harness page tests/browser/fixtures/phoenix-harness.html) and a stream
+// cut on WebSocket completed on LongPoll.
+//
 // Whether the bridge speaks Phoenix at /socket/websocket at all is probed
 // first (a heartbeat answered within 3 s; the token as the LAST query
 // argument, so that the probe does not depend on where phoenix.js puts it);
@@ -74,7 +79,84 @@ async function noProblems(page, allow = []) {
 const sockets = (page) => page.sockets.filter((u) => u.includes('/socket/websocket'));
 const longpolls = (page) => page.requests.filter((r) => r.url.includes('/socket/longpoll'));
 
+// Which groups of tests run (PHX_GROUPS, comma-separated; t0610 picks them
+// per setup): pages (the demo pages, as before), fallback (the fallback test
+// alone), long (60 s of heartbeats, leave/rejoin, two topics, with the
+// harness page), drop (a stream cut on WebSocket completed on LongPoll).
+const GROUPS = new Set((process.env.PHX_GROUPS || 'pages').split(',').map((g) => g.trim()).filter(Boolean));
+// The servers the long run and the drop test use: this one, and lighttpd
+// (with the bridge behind it) when t0610 started one next to it.
+const SERVERS = [{ name: SETUP, base: BASE }];
+if (process.env.PARLEY_BASE_LIGHTTPD) SERVERS.push({ name: 'lighttpd', base: process.env.PARLEY_BASE_LIGHTTPD });
+const HARNESS = '/_test/phoenix-harness.html';   // tests/browser/fixtures/, served by t0610
+const LONG_MS = Number(process.env.PHX_LONG_MS || 60000);
+const HB_MS = 5000;
+
+// --- long run: the official client kept open for LONG_MS ----------------------
+//
+// One harness page per server, opened first; on it, one socket per
+// transport (LongPoll forced; WebSocket without fallback, so a WebSocket
+// that breaks is not hidden by LongPoll) with a heartbeat every 5 s, and on
+// WebSocket one more socket at phoenix.js's default 30 s (the rhythm
+// applications run: 30 s of silence through the proxy between frames).
+// phoenix.js sends no heartbeat over LongPoll (its LongPoll has
+// skipHeartbeat); the harness sends the same frame there itself
+// (socket.ping) every 5 s. The other tests of the file run meanwhile; the
+// leave/rejoin and two-topic tests use these very sockets; the last test
+// waits for LONG_MS and checks every heartbeat was answered with no
+// reconnect.
+const LR = [];            // {server, page, t0, socks: [{name, transport, hb}]}
+const runLong = GROUPS.has('long');
+
+async function harnessOpen(page, name, opts) {
+  await page.evaluate(([n, o]) => window.PT.open(n, o), [name, opts]);
+}
+async function harnessConnected(page, name, transport, ms = 15000) {
+  await page.waitForFunction(([n, tr]) => {
+    const s = window.PT.stats(n);
+    return s.connected && s.transport === tr;
+  }, [name, transport], { timeout: ms }).catch(async (e) => {
+    const st = await page.evaluate((n) => window.PT.stats(n), name).catch(() => null);
+    throw new Error(`${name}: not connected over ${transport} (${JSON.stringify(st)}): ${e.message}`);
+  });
+}
+
+if (runLong) {
+  test(`${SETUP}: long run starts: the official client on ${SERVERS.map((x) => x.name).join(' and ')}, each transport, heartbeats every 5 s (WebSocket also at the default 30 s)`, T, async () => {
+    for (const server of SERVERS) {
+      const page = await openPage(browser.context, server.base + HARNESS);
+      const run = { server, page, socks: [] };
+      for (const transport of (PHX_WS ? ['longpoll', 'websocket'] : ['longpoll'])) {
+        run.socks.push({ name: `${transport}-5s`, transport, hb: HB_MS });
+        if (transport === 'websocket') run.socks.push({ name: 'websocket-30s', transport, hb: 30000 });
+      }
+      for (const k of run.socks) {
+        await harnessOpen(page, k.name, { transport: k.transport, token: TOKEN, hbMs: k.hb });
+      }
+      for (const k of run.socks) await harnessConnected(page, k.name, k.transport);
+      run.t0 = Date.now();
+      // a channel on each, answering
+      for (const k of run.socks) {
+        const pong = await page.evaluate(async ([n, id]) => {
+          const ch = window.PT.socks[n].sock.channel(`proxy:${id}`, {});
+          await window.PT.joined(ch);
+          const p = window.PT.next(ch, 'pong', 10000);
+          ch.push('ping', {});
+          return (await p).timestamp;
+        }, [k.name, uid('lr')]);
+        assert.match(pong, /^\d{4}-\d\d-\d\dT/);
+      }
+      LR.push(run);
+    }
+  });
+}
+
 // --- www/neuralbridge.html ---------------------------------------------------
+
+// The tests of the pages group (and the fallback test, also in its own group).
+const none = () => {};
+const pagesTest = GROUPS.has('pages') ? test : none;
+const fallbackTest = GROUPS.has('pages') || GROUPS.has('fallback') ? test : none;
 
 async function waitJoined(page) {
   await page.waitForFunction(() => {
@@ -109,7 +191,7 @@ async function ask(page, text) {
 }
 
 for (const transport of TRANSPORTS) {
-  test(`${SETUP}: NeuralBridge page over ${transport}: query, same query from the cache, stream, history, markup as text`, T, async (t) => {
+  pagesTest(`${SETUP}: NeuralBridge page over ${transport}: query, same query from the cache, stream, history, markup as text`, T, async (t) => {
     if (transport === 'websocket' && !PHX_WS) { t.skip('no Phoenix WebSocket transport behind this server'); return; }
     const session = uid('nb');
     // websocket: no fallback, so the test fails if the WebSocket does not work.
@@ -177,7 +259,7 @@ for (const transport of TRANSPORTS) {
   });
 }
 
-test(`${SETUP}: NeuralBridge page: the "Force LongPoll" switch moves the session to LongPoll and back`, T, async () => {
+pagesTest(`${SETUP}: NeuralBridge page: the "Force LongPoll" switch moves the session to LongPoll and back`, T, async () => {
   const session = uid('nb');
   const page = await openPage(browser.context, `/neuralbridge.html?session=${session}&fallback=1500`);
   const first = await waitJoined(page);
@@ -208,7 +290,7 @@ test(`${SETUP}: NeuralBridge page: the "Force LongPoll" switch moves the session
   await page.close();
 });
 
-test(`${SETUP}: NeuralBridge page: a WebSocket that fails (no Phoenix bridge) or opens and never answers (bridge there, intercepted) → LongPoll fallback, the chat works`, T, async () => {
+fallbackTest(`${SETUP}: NeuralBridge page: a WebSocket that fails (no Phoenix bridge) or opens and never answers (bridge there, intercepted) → LongPoll fallback, the chat works`, T, async () => {
   const session = uid('nb');
   let intercepted = 0;
   const hold = PHX_WS ? async (page) => {
@@ -253,7 +335,7 @@ async function seedSend(page, text) {
 
 // The seed's page sends no token: open mode only.
 for (const transport of SECRET ? [] : TRANSPORTS) {
-  test(`${SETUP}: the seed's own page (seed003.html) over ${transport}: query, cache, streaming; markup cannot run script`, T, async (t) => {
+  pagesTest(`${SETUP}: the seed's own page (seed003.html) over ${transport}: query, cache, streaming; markup cannot run script`, T, async (t) => {
     if (transport === 'websocket' && !PHX_WS) { t.skip('no Phoenix WebSocket transport behind this server'); return; }
     // LongPoll: the page's browser has no WebSocket, so phoenix.js itself
     // picks LongPoll (its default is `global.WebSocket || LongPoll`); the
@@ -299,7 +381,7 @@ for (const transport of SECRET ? [] : TRANSPORTS) {
   });
 }
 
-test(`${SETUP}: /vendor/phoenix.js is the npm package's build; seed003.html allows its inline code by hash only`, T, async () => {
+pagesTest(`${SETUP}: /vendor/phoenix.js is the npm package's build; seed003.html allows its inline code by hash only`, T, async () => {
   const served = await (await fetch(`${BASE}/vendor/phoenix.js`)).text();
   assert.equal(served, readFileSync('node_modules/phoenix/priv/static/phoenix.js', 'utf8'));
   const pkg = JSON.parse(readFileSync('package.json', 'utf8'));
@@ -314,3 +396,237 @@ test(`${SETUP}: /vendor/phoenix.js is the npm package's build; seed003.html allo
   assert.match(html, /new Phoenix\.Socket\("\/socket"\)/);
   assert.match(html, /<script src="\/vendor\/phoenix\.js"><\/script>/);
 });
+
+// --- long run, while the heartbeats go on -------------------------------------
+
+const words = (w, n) => Array.from({ length: n }, (_, i) => `${w}${i}`).join(' ');
+
+if (runLong) {
+  for (const server of SERVERS) {
+    for (const transport of TRANSPORTS) {
+      test(`${SETUP}: long run, ${server.name} over ${transport}: leave and rejoin; two topics on one socket each get only their own answers (heartbeats running)`, T, async (t) => {
+        if (transport === 'websocket' && !PHX_WS) { t.skip('no Phoenix WebSocket transport behind this server'); return; }
+        const run = LR.find((r) => r.server === server);
+        assert.ok(run, 'the long run started');
+        const name = `${transport}-5s`;
+        const A = words('apple', 12), B = words('banana', 12);
+        const r = await run.page.evaluate(async ([n, ids, qs]) => {
+          const PT = window.PT, sock = PT.socks[n].sock;
+          const out = {};
+          // leave and rejoin the same topic
+          const a = sock.channel(`proxy:${ids[0]}`, {});
+          await PT.joined(a);
+          let p = PT.next(a, 'pong', 10000); a.push('ping', {}); await p;
+          out.leave = await new Promise((resolve) => a.leave(10000).receive('ok', () => resolve('ok')).receive('timeout', () => resolve('timeout')));
+          out.leftState = a.state;
+          out.stillListed = sock.channels.includes(a);
+          const again = sock.channel(`proxy:${ids[0]}`, {});
+          await PT.joined(again);
+          p = PT.next(again, 'response', 20000); again.push('query', { query: qs[0] });
+          out.rejoined = (await p).response;
+          // two topics at once on this socket: a stream and a query each
+          const x = sock.channel(`proxy:${ids[1]}`, {}), y = sock.channel(`proxy:${ids[2]}`, {});
+          await Promise.all([PT.joined(x), PT.joined(y)]);
+          const topics = {};
+          const ref = sock.onMessage((m) => { (topics[m.topic] = topics[m.topic] || []).push(m.event); });
+          const sx = PT.stream(x, 30000), sy = PT.stream(y, 30000);
+          x.push('stream_query', { query: qs[1] });
+          y.push('stream_query', { query: qs[2] });
+          await Promise.all([sx.promise, sy.promise]);
+          const rx = PT.next(x, 'response', 20000), ry = PT.next(y, 'response', 20000);
+          x.push('query', { query: qs[3] });
+          y.push('query', { query: qs[4] });
+          out.responses = [(await rx).response, (await ry).response];
+          const hx = PT.next(x, 'history', 10000), hy = PT.next(y, 'history', 10000);
+          x.push('get_history', {}); y.push('get_history', {});
+          out.history = [(await hx).messages.map((m) => m.content), (await hy).messages.map((m) => m.content)];
+          sock.off([ref]);
+          out.streams = [{ text: sx.text, starts: sx.starts, tokens: sx.tokens }, { text: sy.text, starts: sy.starts, tokens: sy.tokens }];
+          out.topicEvents = topics;
+          x.leave(); y.leave(); again.leave();
+          return out;
+        }, [name, [uid('lr-a'), uid('lr-x'), uid('lr-y')], [
+          `rejoined ${uid('q')} ${answerDirective('answer after the rejoin', 5)}`,
+          `topic x ${uid('q')} ${answerDirective(A, 25)}`,
+          `topic y ${uid('q')} ${answerDirective(B, 25)}`,
+          `query x ${uid('q')} ${answerDirective('only for x', 5)}`,
+          `query y ${uid('q')} ${answerDirective('only for y', 5)}`,
+        ]]);
+        assert.equal(r.leave, 'ok', 'phx_leave answered');
+        assert.equal(r.leftState, 'closed');
+        assert.equal(r.stillListed, false, 'the left channel is gone from the socket');
+        assert.equal(r.rejoined, 'answer after the rejoin', 'the rejoined topic answers');
+        assert.deepEqual(r.streams.map((x) => x.text), [A, B], 'each topic streamed exactly its own answer');
+        assert.ok(r.streams.every((x) => x.starts === 1 && x.tokens >= 6), `streamed in tokens: ${JSON.stringify(r.streams.map((x) => x.tokens))}`);
+        assert.deepEqual(r.responses, ['only for x', 'only for y']);
+        assert.equal(r.history[0].length, 4);
+        assert.deepEqual([r.history[0][1], r.history[0][3]], [A, 'only for x'], 'history of x: its own messages only');
+        assert.deepEqual([r.history[1][1], r.history[1][3]], [B, 'only for y'], 'history of y: its own messages only');
+        const tx = Object.keys(r.topicEvents).filter((k) => k.startsWith('proxy:'));
+        assert.equal(tx.length, 2, `frames on the two topics only: ${tx}`);
+        await noProblems(run.page);
+      });
+    }
+  }
+}
+
+// --- a stream cut on WebSocket, completed on LongPoll ---------------------------
+//
+// The page's WebSocket is routed through the test (page.routeWebSocket +
+// connectToServer: a real connection to the bridge). Once part of a slow
+// stream has arrived, the test closes that connection on both sides and
+// holds every later WebSocket (it opens, nothing answers): phoenix.js
+// reconnects, its health check goes unanswered, it falls back to LongPoll
+// after longPollFallbackMs and rejoins the topic there. The server follows a
+// running generation from its start for a channel that joins
+// (docs/protocol-phoenix.md "Sessions"), so the client gets stream_start
+// again and every token from the first: reassembled as a client must (a
+// stream_start restarts the answer), the text is the answer exactly once.
+
+async function routedPage(url, ctl) {
+  return openPage(browser.context, url, async (p) => {
+    p.lpAnswers = [];
+    p.on('response', async (r) => {
+      if (r.url().includes('/socket/longpoll') && r.request().method() === 'GET') p.lpAnswers.push(await r.text().catch(() => '?'));
+    });
+    await p.routeWebSocket(/\/socket\/websocket/, (ws) => {
+      if (!ctl.pass) { ctl.held++; return; }
+      ctl.routes.push({ ws, server: ws.connectToServer() });
+    });
+  });
+}
+
+async function cut(ctl) {
+  ctl.pass = false;
+  for (const r of ctl.routes) {
+    await r.server.close().catch(() => {});
+    await r.ws.close().catch(() => {});
+  }
+}
+
+if (GROUPS.has('drop')) {
+  for (const server of SERVERS) {
+    // TODO until fixed: phoenix.js's fallback here sends phx_leave (the join
+    // it had pushed into the held WebSocket) and then phx_join on LongPoll;
+    // parley.fcgi answers the join ok but follows no job (poll_sessions'
+    // topic keeps job_id 0 while the generation is still running in the
+    // bridge), so the rest of the stream never comes. The raw LongPoll
+    // sequence (GET 410, GET waiting, POST leave, POST join) done by hand
+    // gets the replay: the cause is not found yet.
+    test(`${SETUP}: ${server.name}: a stream running when the WebSocket drops is completed on LongPoll (longPollFallbackMs), the answer exactly once`, { timeout: 60000, todo: 'the LongPoll rejoin after phx_leave follows no running job (see the comment)' }, async (t) => {
+      if (!PHX_WS) { t.skip('no Phoenix WebSocket transport behind this server'); return; }
+      const ctl = { pass: true, routes: [], held: 0 };
+      const page = await routedPage(server.base + HARNESS, ctl);
+      await harnessOpen(page, 'drop', { transport: 'websocket', token: TOKEN, fallbackMs: 1500 });
+      await harnessConnected(page, 'drop', 'websocket');
+      assert.equal(ctl.routes.length, 1, 'the WebSocket went through the route');
+      const expected = words('tok', 50);
+      const id = uid('drop');
+      await page.evaluate(async ([sid, q]) => {
+        const ch = window.PT.socks.drop.sock.channel(`proxy:${sid}`, {});
+        await window.PT.joined(ch);
+        window.__ch = ch;
+        window.__st = window.PT.stream(ch, 20000);
+        window.__st.promise.catch(() => {});
+        ch.push('stream_query', { query: q });
+      }, [id, `drop test ${uid('q')} ${answerDirective(expected, 100)}`]);
+      await page.waitForFunction(() => window.__st.tokens >= 8, null, { timeout: 15000 });
+      const before = await page.evaluate(() => ({ text: window.__st.text, tokens: window.__st.tokens }));
+      await cut(ctl);
+      await page.waitForFunction(() => window.__st.done, null, { timeout: 15000 }).catch(async (e) => {
+        const now = await page.evaluate(() => ({ st: { text: window.__st.text, starts: window.__st.starts, tokens: window.__st.tokens },
+          channel: { state: window.__ch.state, joinRef: window.__ch.joinRef() }, stats: window.PT.stats('drop') })).catch(() => null);
+        now.answers = page.lpAnswers;
+        now.longpoll = page.requests.filter((r) => r.url.includes('/socket/longpoll')).map((r) => `${r.method} ${r.body || ''}`);
+        throw new Error(`the stream did not complete after the cut (held ${ctl.held}; ${JSON.stringify(now)}): ${e.message}`);
+      });
+      const st = await page.evaluate(() => ({ text: window.__st.text, naive: window.__st.naive, starts: window.__st.starts,
+        tokens: window.__st.tokens, error: window.__st.error }));
+      const s = await page.evaluate(() => window.PT.stats('drop'));
+      t.diagnostic(`before the cut: ${before.tokens} tokens over WebSocket; after: ${st.starts} stream_start, ${st.tokens} tokens in all; transport log: ${s.log.join(' | ')}`);
+      assert.equal(st.error, null);
+      assert.ok(before.text.length > 0 && before.text.length < expected.length && expected.startsWith(before.text),
+        'the cut came in the middle of the stream');
+      assert.equal(s.transport, 'longpoll', 'the client fell back to LongPoll');
+      assert.ok(s.log.some((l) => /falling back to LongPoll/.test(l)), 'by its fallback');
+      assert.ok(ctl.held >= 1, 'a WebSocket was tried again (and held) before the fallback');
+      assert.ok(page.requests.some((r) => r.url.includes('/socket/longpoll')), 'LongPoll requests went out');
+      assert.equal(st.starts, 2, 'stream_start again after the rejoin on LongPoll (the server replays from the start)');
+      assert.equal(st.text, expected, 'the answer, no token lost or repeated');
+      t.diagnostic(`a client appending every token without restarting at stream_start would show ${st.naive.length} characters for an answer of ${expected.length}`);
+      // stored once
+      const hist = await page.evaluate(async () => {
+        const p = window.PT.next(window.__ch, 'history', 10000);
+        window.__ch.push('get_history', {});
+        return (await p).messages.map((m) => `${m.role}:${m.content}`);
+      });
+      assert.equal(hist.length, 2);
+      assert.equal(hist[1], `assistant:${expected}`, 'the answer is stored once, whole');
+      await page.evaluate(() => window.PT.close('drop'));
+      await noProblems(page, [/WebSocket/]);
+      await page.close();
+    });
+  }
+
+  // The same on the demo page: what a user sees.
+  // TODO until fixed: www/neuralbridge.js's stream_start handler ends the
+  // bubble being streamed ('done') and opens a new one, so the replay from
+  // the start after the rejoin shows the part received before the cut twice
+  // (a partial bubble, then the whole answer). A stream_start while a bubble
+  // is still streaming is the same answer replayed (a topic streams one at a
+  // time: `busy`): the page should restart that bubble instead.
+  test(`${SETUP}: NeuralBridge page: a stream running when the WebSocket drops is shown once, whole, after the fallback to LongPoll`, { timeout: 60000, todo: 'neuralbridge.js shows the part before the cut twice (see the comment)' }, async (t) => {
+    if (!PHX_WS) { t.skip('no Phoenix WebSocket transport behind this server'); return; }
+    const ctl = { pass: true, routes: [], held: 0 };
+    const page = await routedPage(`${BASE}/neuralbridge.html?session=${uid('nb')}&fallback=1500&stream=1`, ctl);
+    assert.equal(await waitJoined(page), 'websocket');
+    const expected = words('tok', 50);
+    await ask(page, `page drop ${uid('q')} ${answerDirective(expected, 100)}`);
+    await page.waitForFunction(() => {
+      const b = document.querySelector('#messages .msg.assistant[data-state="streaming"] .text');
+      return b && b.textContent.split(' ').length >= 8;
+    }, null, { timeout: 15000 });
+    await cut(ctl);
+    await page.waitForFunction((full) => [...document.querySelectorAll('#messages .msg.assistant .text')]
+      .some((e) => e.textContent === full) && !document.querySelector('#messages .msg.assistant[data-state="streaming"]'),
+    expected, { timeout: 40000 });
+    assert.equal(await page.getAttribute('body', 'data-transport'), 'longpoll');
+    const shown = await page.$$eval('#messages .msg.assistant .text', (es) => es.map((e) => e.textContent));
+    assert.deepEqual(shown, [expected], `one answer bubble with the whole answer (shown: ${JSON.stringify(shown.map((x) => x.length))} characters)`);
+    await noProblems(page, [/WebSocket/]);
+    await page.close();
+  });
+}
+
+// --- long run: the end -----------------------------------------------------------
+
+if (runLong) {
+  test(`${SETUP}: long run: ${LONG_MS / 1000} s on each server and transport, every heartbeat answered (phx_reply on topic phoenix), no reconnect, no close`, { timeout: LONG_MS + 60000 }, async (t) => {
+    assert.equal(LR.length, SERVERS.length, 'the long run started on every server');
+    const end = Math.max(...LR.map((r) => r.t0)) + LONG_MS + 1500;
+    if (Date.now() < end) await new Promise((r) => setTimeout(r, end - Date.now()));
+    for (const run of LR) {
+      for (const k of run.socks) {
+        // the last heartbeat may still be on its way: up to 5 s for it
+        await run.page.waitForFunction((n) => window.PT.stats(n).missing.length === 0, k.name, { timeout: 5000 }).catch(() => {});
+        const s = await run.page.evaluate((n) => window.PT.stats(n), k.name);
+        const where = `${run.server.name} ${k.name}`;
+        t.diagnostic(`${where}: ${s.sent} heartbeats sent, ${s.answered} answered, ${s.ms} ms, LongPoll sessions ${s.lpTokens.length}`);
+        const want = Math.floor(LONG_MS / k.hb) - 1;
+        assert.ok(s.sent >= want, `${where}: ${s.sent} heartbeats sent, at least ${want} expected`);
+        assert.deepEqual(s.missing, [], `${where}: every heartbeat answered`);
+        assert.equal(s.bad, 0, `${where}: no error reply`);
+        assert.equal(s.pingRefused, 0, `${where}: never disconnected when a heartbeat was due`);
+        assert.equal(s.opens, 1, `${where}: opened once, never reconnected`);
+        assert.deepEqual(s.closes, [], `${where}: never closed`);
+        assert.equal(s.errors, 0, `${where}: no transport error`);
+        assert.ok(s.connected && s.transport === k.transport, `${where}: still connected over ${k.transport}`);
+        assert.ok(!s.log.some((l) => /falling back|heartbeat timeout/.test(l)), `${where}: ${s.log.join(' | ')}`);
+        if (k.transport === 'longpoll') assert.equal(s.lpTokens.length, 1, `${where}: one LongPoll session all along`);
+      }
+      for (const k of run.socks) await run.page.evaluate((n) => window.PT.close(n), k.name);
+      await noProblems(run.page);
+      await run.page.close();
+    }
+  });
+}
