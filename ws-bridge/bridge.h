@@ -243,7 +243,7 @@ int bridge_request_path(struct lws *wsi, enum lws_token_indexes uri_token, char 
  * entry. Service thread. */
 void bridge_client_addr(struct lws *wsi, const struct bridge *br, char *out, size_t len);
 
-/* ---- httpfront.c: long-poll GETs handed over by parley.fcgi ---- */
+/* ---- httpfront.c: long-poll (/api/poll/, /socket/longpoll) under mod_fcgid ---- */
 struct hx;
 /* Starts the dispatcher threads (own database connections, opened at the
  * first request) and opens the front's own doorbell handle. 0 / -1.

@@ -8,7 +8,8 @@
  * F_AUTH, CORS, the long-poll handlers and their parking hub,
  * fcgi/poll_park.h). So an answer here is byte for byte parley.fcgi's; only
  * the carrier differs: lws HTTP instead of FastCGI. Only the long-poll
- * paths (/api/poll/...) are served; everything else stays 404 here.
+ * paths (/api/poll/... and Phoenix's /socket/longpoll) are served;
+ * everything else stays 404 here.
  *
  * An exchange (struct hx) goes:
  *   service thread  LWS_CALLBACK_HTTP: method, path, headers copied;
@@ -64,7 +65,7 @@ struct hx {
     size_t body_at, body_end;          /* body's place in out, written up to body_at */
 
     /* ---- request data (owned) ---- */
-    char *strs[8];
+    char *strs[12];
     int nstrs;
     char *body;
     size_t blen, bcap, want;           /* collected, allocated, Content-Length */
@@ -246,7 +247,7 @@ int httpfront_start(struct bridge *br)
 
 int httpfront_serves(const char *path)
 {
-    return !strncmp(path, "/api/poll/", 10);
+    return !strncmp(path, "/api/poll/", 10) || !strcmp(path, "/socket/longpoll");
 }
 
 /* ---- service thread ---- */
@@ -273,6 +274,21 @@ static const char *header(struct hx *x, struct lws *wsi, enum lws_token_indexes 
     const char *v = NULL;
     if (lws_hdr_copy(wsi, buf, n + 1, tok) >= 0)
         v = keep(x, buf);
+    free(buf);
+    return v;
+}
+
+/* A header lws has no token for (name lower case, with its colon),
+ * copied into the exchange; NULL when absent or absurdly long. */
+static const char *custom_header(struct hx *x, struct lws *wsi, const char *name)
+{
+    int nl = (int)strlen(name), n = lws_hdr_custom_length(wsi, name, nl);
+    if (n <= 0 || n > 8192)
+        return NULL;
+    char *buf = malloc((size_t)n + 1);
+    if (!buf)
+        return NULL;
+    const char *v = lws_hdr_custom_copy(wsi, buf, n + 1, name, nl) >= 0 ? keep(x, buf) : NULL;
     free(buf);
     return v;
 }
@@ -328,41 +344,9 @@ int httpfront_begin(struct lws *wsi, struct bridge *br, struct hx **slot)
     x->r.content_type = header(x, wsi, WSI_TOKEN_HTTP_CONTENT_TYPE);
     x->r.authorization = header(x, wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
     x->r.origin = header(x, wsi, WSI_TOKEN_ORIGIN);
-    {
-        /* Headers lws does not know (lws_hdr_custom_*; names lower case,
-         * with the colon): X-Phoenix-Longpoll-Token, X-Phoenix-AuthToken,
-         * Access-Control-Request-Headers (struct request, fcgi/http.h).
-         * All three share one kept string, "v0\0v1\0v2", so they take one
-         * of the exchange's string slots whatever is sent. */
-        static const char *const names[3] = { "x-phoenix-longpoll-token:",
-                                              "x-phoenix-authtoken:",
-                                              "access-control-request-headers:" };
-        int len[3], total = 0;
-        for (int i = 0; i < 3; i++) {
-            len[i] = lws_hdr_custom_length(wsi, names[i], (int)strlen(names[i]));
-            if (len[i] > 8192)
-                len[i] = -1;             /* absurd: ignored */
-            total += len[i] > 0 ? len[i] + 1 : 0;
-        }
-        char *buf = total > 0 ? malloc((size_t)total + 1) : NULL;
-        if (buf) {
-            memset(buf, 'x', (size_t)total);      /* strdup in keep copies it all */
-            buf[total] = '\0';
-            char *kept = (char *)keep(x, buf);    /* x->strs owns it */
-            const char **dst[3] = { &x->r.phx_longpoll_token, &x->r.phx_auth_token,
-                                    &x->r.acr_headers };
-            for (int i = 0, at = 0; kept && i < 3; i++) {
-                if (len[i] <= 0)
-                    continue;
-                if (lws_hdr_custom_copy(wsi, kept + at, len[i] + 1, names[i],
-                                        (int)strlen(names[i])) >= 0)
-                    *dst[i] = kept + at;
-                kept[at + len[i]] = '\0';
-                at += len[i] + 1;
-            }
-            free(buf);
-        }
-    }
+    x->r.acr_headers = header(x, wsi, WSI_TOKEN_HTTP_AC_REQUEST_HEADERS);
+    x->r.phx_longpoll_token = custom_header(x, wsi, "x-phoenix-longpoll-token:");
+    x->r.phx_auth_token = custom_header(x, wsi, "x-phoenix-authtoken:");
     bridge_client_addr(wsi, br, addr, sizeof addr);
     x->r.remote_addr = keep(x, addr);
     ident_peer(x->r.peer, sizeof x->r.peer, NULL, x->r.remote_addr);

@@ -3,7 +3,9 @@
 # transport of parley.fcgi, with the official phoenix client in Node
 # (tests/integration/phoenix-lp.mjs), through lighttpd + mod_fastcgi,
 # Apache + mod_proxy_fcgi and Apache + mod_fcgid (one request per process:
-# a waiting GET holds its process, the POSTs get others), set up with the
+# a waiting GET holds its process, the POSTs get others), and Apache +
+# mod_fcgid with the bridge running (parley-websocket.conf sends LongPoll to
+# the bridge, which answers it with the same handlers), set up with the
 # shipped apache-conf/ snippets.
 # JWT on; PARLEY_PHOENIX_WINDOW=2 so an empty poll answers 204 quickly.
 # Each setup's database gets a knowledge-base article (`parley kb import`,
@@ -33,15 +35,42 @@ echo "PARLEY_PHOENIX_WINDOW=2" >>"$IT_APP_CONFIG"
 echo "PARLEY_ALLOWED_ORIGINS=https://app.example" >>"$IT_APP_CONFIG"   # OPTIONS test
 IT_NO_WS=1
 TAP_N=0 TAP_FAILED=0
-for setup in lighttpd proxy_fcgi fcgid; do
+# lp_requests: long-poll requests the bridge answered (its /metrics).
+lp_requests() {
+    curl -s "http://127.0.0.1:$BRIDGE_PORT/metrics" |
+        awk '/^parley_ws_longpoll_requests_total/ { n += $2 } END { print n + 0 }'
+}
+for setup in lighttpd proxy_fcgi fcgid fcgid_bridge; do
     IT_DB=$IT_TMP/data/$setup.db
     mkdir -p "$IT_TMP/data"
     PARLEY_DB=$IT_DB "$CLI" kb import "$ART" >"$IT_TMP/kb-$setup.out" 2>&1 ||
         it_die "parley kb import failed: $(cat "$IT_TMP/kb-$setup.out")"
     it_own "$IT_TMP/data"
-    "start_$setup" "$APP"
+    if [ "$setup" = fcgid_bridge ]; then
+        # mod_fcgid with the bridge running and parley-websocket.conf:
+        # Apache sends /socket/longpoll to the bridge (its marker file)
+        start_bridge || it_die "parley-ws did not start"
+        BRIDGE_PID=$IT_LAST_PID
+        WS_PORT=$BRIDGE_PORT
+        IT_NO_WS=""
+        start_fcgid "$APP"
+        IT_NO_WS=1
+    else
+        "start_$setup" "$APP"
+    fi
     it_log "$setup: $BASE"
     PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET PARLEY_FAKE_URL=$FAKE_LLM_URL it_node_tap "$setup: " tests/integration/phoenix-lp.mjs
+    if [ "$setup" = fcgid_bridge ]; then
+        n=$(lp_requests)
+        TAP_N=$((TAP_N + 1))
+        if [ "${n:-0}" -ge 20 ]; then
+            echo "ok $TAP_N - fcgid_bridge: the bridge answered the LongPoll requests ($n)"
+        else
+            echo "not ok $TAP_N - fcgid_bridge: the bridge answered ${n:-0} LongPoll requests"
+            TAP_FAILED=$((TAP_FAILED + 1))
+        fi
+        it_stop "$BRIDGE_PID"
+    fi
     stop_setup
 done
 hits=$(grep -rlE --include='*.log' --include='*.out' 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$IT_TMP" 2>/dev/null) || true
