@@ -489,15 +489,18 @@ ok() {
 it_node_tap() {
     _pre=$1 _file=$2
     _out=$IT_TMP/$(basename "$_file" .mjs).$TAP_N.tap
-    node --test --test-reporter=tap "$_file" >"$_out" 2>&1 && _rc=0 || _rc=$?
-    _n=0
+    # bounded: a client that retries for ever (phoenix.js does) must not
+    # hang the suite; IT_NODE_TIMEOUT seconds (600) for the whole file
+    timeout "${IT_NODE_TIMEOUT:-600}" node --test --test-reporter=tap "$_file" >"$_out" 2>&1 &&
+        _rc=0 || _rc=$?
+    _n=0 _bad=0
     while IFS= read -r _line; do
         case $_line in
         "ok "*|"not ok "*)
             _n=$((_n + 1)); TAP_N=$((TAP_N + 1))
             _t=$(printf '%s' "$_line" | sed -E 's/^(not )?ok [0-9]+ - //')
             case $_line in
-            "not ok "*) TAP_FAILED=$((TAP_FAILED + 1)); echo "not ok $TAP_N - $_pre$_t" ;;
+            "not ok "*) _bad=$((_bad + 1)); TAP_FAILED=$((TAP_FAILED + 1)); echo "not ok $TAP_N - $_pre$_t" ;;
             *) echo "ok $TAP_N - $_pre$_t" ;;
             esac ;;
         esac
@@ -505,9 +508,16 @@ it_node_tap() {
     if [ "$_rc" -ne 0 ] || [ "$_n" -eq 0 ]; then
         grep -E '^ *(error:|expected:|actual:|  [^ #-][^:]*$)' "$_out" | grep -v '^ *\(at \|stack\)' |
             head -n 40 | sed 's/^/#   /'
-        if [ "$_n" -eq 0 ]; then
+        if [ "$_rc" -eq 124 ]; then
+            TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1))
+            echo "not ok $TAP_N - $_pre$(basename "$_file") did not finish within ${IT_NODE_TIMEOUT:-600} s"
+        elif [ "$_n" -eq 0 ]; then
             TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1))
             echo "not ok $TAP_N - $_pre$(basename "$_file") ran no test (exit $_rc)"
+            tail -n 10 "$_out" | sed 's/^/#   /'
+        elif [ "$_bad" -eq 0 ]; then
+            TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1))
+            echo "not ok $TAP_N - $_pre$(basename "$_file") exited $_rc after its tests passed"
             tail -n 10 "$_out" | sed 's/^/#   /'
         fi
         for _f in "$SETUP_DIR"/logs/error.log "$SETUP_DIR"/logs/app.log "$IT_TMP"/bridge/parley-ws.log; do
