@@ -29,7 +29,7 @@
  * answer with "done". The prompt is the query alone (no conversation
  * context): that is what makes a cached answer right for the next asker.
  * A join while a generation runs on the session follows it as a stream
- * (stream_start, the tokens so far, the rest).
+ * (stream_start with its question, the tokens so far, the rest).
  * Knowledge base (PARLEY_KB_PHOENIX, default on; docs/knowledge-base.md):
  * the passages matching the query go into the system prompt
  * (proto_job_ground: kb_ground),
@@ -106,6 +106,32 @@ static void stamp(char ts[32])
 
 /* ---- join (open) ---- */
 
+/* The question of the answer being generated on session conv: on_query
+ * stores the user message before it starts the job, and the answer is
+ * stored only when it is done, so it is the session's newest message when
+ * that is a user message. *q: a new string, or NULL when the newest
+ * message is not a user's (nothing known). 0, or -1 on a database error. */
+static int running_query(struct parley_ctx *ctx, const char *conv, char **q)
+{
+    struct message *m = NULL;
+    int n = 0;
+    int64_t total = 0;
+    *q = NULL;
+    if (store_msg_list(ctx->db, conv, 1, 0, &m, &n, &total) < 0)
+        return -1;
+    if (total > 1) {
+        store_msgs_free(m, n);
+        m = NULL;
+        n = 0;
+        if (store_msg_list(ctx->db, conv, 1, (int)(total - 1), &m, &n, &total) < 0)
+            return -1;
+    }
+    if (n == 1 && !strcmp(m[0].role, "user") && m[0].content)
+        *q = strdup(m[0].content);       /* out of memory: NULL, nothing known */
+    store_msgs_free(m, n);
+    return 0;
+}
+
 static int phx_open(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames *out)
 {
     (void)out;
@@ -147,11 +173,18 @@ static int phx_open(struct parley_ctx *ctx, struct proto_conn *c, struct proto_f
         return -1;
     }
     if (r == 0) {
-        /* an answer is being generated: follow it as a stream */
+        /* an answer is being generated: follow it as a stream, its
+         * stream_start carrying the question it answers */
+        char *q = NULL;
+        if (running_query(ctx, c->param, &q) < 0) {
+            proto_fail(c, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
+            return -1;
+        }
         proto_follow(c, chan, job_id, first_seq);
         json_object_set_new(c->state, "mode", json_string("stream"));
-        json_object_set_new(c->state, "query", json_string(""));
+        json_object_set_new(c->state, "query", json_string(q ? q : ""));
         json_object_set_new(c->state, "t0", json_integer(now_ms()));
+        free(q);
     }
     return 0;
 }

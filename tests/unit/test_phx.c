@@ -4,7 +4,8 @@
  * byte, heartbeat, join / leave / duplicate join / unmatched topic /
  * another user's session, malformed and oversized frames, query (llm then
  * cache), stream_query, get_history, ping, refusals, two topics on one
- * socket, save / load between frames, and answers grounded in the
+ * socket, save / load between frames, the LongPoll rejoin after a stale
+ * leave replaying a running stream with its question, and answers grounded in the
  * knowledge base (rag_context_used, confidence_score, the passages in the
  * upstream request, grounded cache keys). */
 #include "th.h"
@@ -428,6 +429,84 @@ TEST(two_topics_and_save_load)
     close_ctx(&ctx);
 }
 
+/* The stream cut of t0610 (phoenix.test.mjs "drop"), frame for frame as
+ * phoenix.js sends them: a stream_query over one socket (the WebSocket,
+ * join_ref 10); the WebSocket is lost, phoenix.js pushes join 15 into a new
+ * WebSocket that never answers, falls back to LongPoll (a new socket,
+ * saved and loaded between POSTs as phx_longpoll.c does) and, after the
+ * join's timeout, sends phx_leave with the stale join_ref 15 (ref 16) and
+ * then phx_join 17. While the generation still runs, the rejoined topic
+ * follows it from its start: stream_start with the question it answers,
+ * every token, stream_complete. */
+TEST(rejoin_after_stale_leave_replays_running_stream)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct phx_socket ws, lp;
+    phx_init(&ws, "alice", "user:alice", 10);
+    struct proto_frames f;
+    frames_init(&f);
+    json_t *h = NULL;
+    struct proto_job *job = NULL;
+    const char *query = "drop test [[fake tokens=6 token_ms=1]]";
+    REQUIRE(in(&ctx, &ws, "[\"10\",\"10\",\"proxy:s-drop\",\"phx_join\",{}]", &f, NULL) == 0);
+    REQUIRE(in(&ctx, &ws, "[\"10\",\"11\",\"proxy:s-drop\",\"stream_query\",{\"query\":\"drop test [[fake tokens=6 token_ms=1]]\"}]", &f, &job) == 0);
+    REQUIRE(job != NULL);                 /* claimed: running, not run yet */
+    frames_free(&f);
+    phx_free(&ws);                        /* the WebSocket is gone */
+
+    /* LongPoll: a new socket; each POST loads, handles, saves */
+    phx_init(&lp, "alice", "user:alice", 10);
+    char *saved = phx_save(&lp);
+    REQUIRE(saved != NULL);
+    phx_free(&lp);
+    const char *posts[] = {
+        "[\"15\",\"16\",\"proxy:s-drop\",\"phx_leave\",{}]",
+        "[\"17\",\"17\",\"proxy:s-drop\",\"phx_join\",{}]",
+    };
+    for (int k = 0; k < 2; k++) {
+        REQUIRE(phx_load(&lp, saved) == 0);
+        free(saved);
+        REQUIRE(in(&ctx, &lp, posts[k], &f, NULL) == 0);
+        saved = phx_save(&lp);
+        REQUIRE(saved != NULL);
+        phx_free(&lp);
+    }
+    REQUIRE(f.n == 2);
+    CHECK_STR(f.v[0], "[\"15\",\"16\",\"proxy:s-drop\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+    CHECK_STR(f.v[1], "[\"17\",\"17\",\"proxy:s-drop\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+    frames_free(&f);
+    REQUIRE(phx_load(&lp, saved) == 0);
+    free(saved);
+    const char *ch[2];
+    REQUIRE(phx_channels(&lp, ch, 2) == 1);   /* the rejoined topic follows the job */
+    CHECK_STR(ch[0], "conv:s-drop");
+    CHECK(lp.topics[0].job_id != 0);
+
+    CHECK_INT(run_job(&ctx, job), 0);
+    REQUIRE(pump_all(&ctx, &lp, &f) == 0);
+    REQUIRE(f.n >= 3);
+    CHECK_STR(ev_of(&f, 0, &h), "stream_start");
+    CHECK_STR(json_string_value(el(&f, 0, 0, &h)), "17");
+    CHECK_STR(json_string_value(json_object_get(el(&f, 0, 4, &h), "query")), query);
+    int tokens = 0;
+    for (int i = 1; i < f.n - 1; i++) {
+        CHECK_STR(ev_of(&f, i, &h), "stream_token");
+        tokens++;
+    }
+    CHECK(tokens >= 1);
+    CHECK_STR(f.v[f.n - 1], "[\"17\",null,\"proxy:s-drop\",\"stream_complete\",{}]");
+    frames_free(&f);
+
+    /* a join after the answer is stored follows nothing */
+    REQUIRE(in(&ctx, &lp, "[\"18\",\"18\",\"proxy:s-drop\",\"phx_join\",{}]", &f, NULL) == 0);
+    CHECK_INT(phx_channels(&lp, ch, 2), 0);
+    frames_free(&f);
+    json_decref(h);
+    phx_free(&lp);
+    close_ctx(&ctx);
+}
+
 /* The system text of the simulated LLM's last request (new string, NULL
  * when it had none). */
 static char *last_system(void)
@@ -568,6 +647,7 @@ int main(void)
     RUN(query_then_cache_stream_history);
     RUN(refusals);
     RUN(two_topics_and_save_load);
+    RUN(rejoin_after_stale_leave_replays_running_stream);
     RUN(knowledge_base_grounding);
     config_cleanup(&cfg);
     return th_done();
