@@ -119,10 +119,15 @@
       scrollDown();
     });
     ch.on('stream_start', function () {
-      finishLive('done');
-      live = bubble('assistant', '', { state: 'streaming' });
-      live.classList.add('streaming');
+      // A topic streams one answer at a time (a second query is refused
+      // "busy"), so a stream_start while a bubble is still streaming is that
+      // same answer replayed from its start (the server's replay after a
+      // rejoin, e.g. a WebSocket cut and the fallback to LongPoll): restart
+      // that bubble instead of finishing it and opening a second one.
+      if (live) live.querySelector('.text').replaceChildren();
+      else { live = bubble('assistant', '', { state: 'streaming' }); live.classList.add('streaming'); }
       setPending(true);
+      scrollDown();
     });
     ch.on('stream_token', function (p) {
       if (!live) { live = bubble('assistant', '', { state: 'streaming' }); live.classList.add('streaming'); }
