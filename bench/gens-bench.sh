@@ -10,7 +10,10 @@
 #   TOKENS=100 TOKEN_MS=50 FIRST_MS=200     each answer (the simulated LLM's
 #                                           directives): 100 tokens at 20/s,
 #                                           the first one 200 ms after the request
-#   SETUPS="bridge lighttpd proxy_fcgi fcgid fcgid_bridge"
+#   SETUPS="bridge lighttpd proxy_fcgi fcgid fcgid_bridge floor"
+#                                           floor: bench/longpoll-floor.mjs, the same
+#                                           long-poll exchange with Parley's part removed
+#                                           (in-memory Node server, timers for tokens)
 #                                           fcgid_bridge: mod_fcgid as shipped with
 #                                           parley-websocket.conf and the bridge
 #                                           running, which then answers long-poll
@@ -41,7 +44,7 @@ N=${N:-500}
 TOKENS=${TOKENS:-100}
 TOKEN_MS=${TOKEN_MS:-50}
 FIRST_MS=${FIRST_MS:-200}
-SETUPS=${SETUPS:-"bridge lighttpd proxy_fcgi fcgid fcgid_bridge"}
+SETUPS=${SETUPS:-"bridge lighttpd proxy_fcgi fcgid fcgid_bridge floor"}
 THREADS=${THREADS:-}
 DEADLINE=$((FIRST_MS / 1000 + TOKENS * TOKEN_MS / 1000 + 120))
 
@@ -133,6 +136,16 @@ for setup in $SETUPS; do
             echo "bridge did not start" >"$out"; rc=1
         fi
         row "mod_fcgid + bridge" long-poll "$out" $(( $(date +%s) - t0 )) ;;
+    floor)
+        it_bg "$IT_TMP/floor.log" node bench/longpoll-floor.mjs --port-file "$IT_TMP/floor.port"
+        _fpid=$IT_LAST_PID
+        _i=0
+        while [ ! -s "$IT_TMP/floor.port" ] && [ $_i -lt 100 ]; do sleep 0.05; _i=$((_i + 1)); done
+        timeout $((DEADLINE + 60)) node tests/integration/concurrent.mjs --transport poll \
+            --base "http://127.0.0.1:$(cat "$IT_TMP/floor.port")" --n "$N" --tokens "$TOKENS" \
+            --token-ms "$TOKEN_MS" --first-ms "$FIRST_MS" --deadline "$DEADLINE" --json >"$out" 2>&1 || rc=1
+        it_stop "$_fpid"
+        row "floor (no web server, no Parley)" long-poll "$out" $(( $(date +%s) - t0 )) ;;
     *) echo "bench/gens-bench.sh: unknown setup $setup" >&2; rc=1; continue ;;
     esac
     { echo "# $setup:"; grep -v '^{' "$out" | head -n 12; } >>"$DETAILS"
