@@ -220,13 +220,32 @@ done:
     return rc;
 }
 
+int phx_topic_crashed(struct phx_socket *s, int i, struct proto_frames *out)
+{
+    if (i < 0 || i >= s->n)
+        return -1;
+    const struct proto_conn *c = &s->topics[i];
+    json_t *jr = json_object_get(c->state, "join_ref");
+    const char *topic = json_string_value(json_object_get(c->state, "topic"));
+    int rc = frames_push(out, json_pack("[O, O, s, s, {}]", jr ? jr : json_null(),
+                                        jr ? jr : json_null(), topic ? topic : "", "phx_error"));
+    drop_topic(s, i);
+    return rc;
+}
+
 int phx_pump(struct parley_ctx *ctx, struct phx_socket *s, struct proto_frames *out)
 {
     int total = 0;
     for (int i = 0; i < s->n; i++) {
         int n = proto_pump(ctx, &s->topics[i], out);
-        if (n < 0)
-            return -1;
+        if (n < 0) {
+            /* this topic's channel could not be read: it "crashed", the
+             * others go on; the client rejoins it (and is replayed) */
+            if (phx_topic_crashed(s, i, out) < 0)
+                return -1;
+            i--;
+            continue;
+        }
         total += n;
     }
     return total;

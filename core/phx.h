@@ -15,6 +15,9 @@
  *                                       first (phx_close with its join_ref)
  *   phx_join  any other topic         → phx_reply error {reason:"unmatched topic"}
  *   phx_leave                         → phx_reply ok {}, then phx_close
+ *   a topic whose channel cannot be read (database error while pumping)
+ *                                     → phx_error, the topic dropped (a
+ *                                       crashed channel: the client rejoins)
  *   any event of a topic not joined   → phx_reply error {reason:"unmatched topic"}
  *   an event with a stale join_ref    → ignored (phoenix.js drops such replies too)
  *   a malformed frame (not JSON, not an array of 5, topic or event not a
@@ -74,9 +77,19 @@ int phx_heartbeat(const char *text, size_t len, struct proto_frames *out);
 
 /* Reads every joined topic's followed channel after its cursor (no
  * waiting) and formats the events (proto_pump per topic; a followed job
- * whose owner's lease expired is recovered). Returns the number of events
- * read, or -1 on a database error. */
+ * whose owner's lease expired is recovered). A topic whose channel cannot
+ * be read (a database error) crashes as a Phoenix channel does
+ * (phx_topic_crashed); the others go on. Returns the number of events
+ * read, or -1 when out of memory. */
 int phx_pump(struct parley_ctx *ctx, struct phx_socket *s, struct proto_frames *out);
+/* Topic i crashed (its channel could not be read): answers
+ * [join_ref, join_ref, topic, "phx_error", {}] as Phoenix does for a
+ * crashed channel process — phoenix.js then rejoins it after its back-off,
+ * and the rejoin follows (and replays) a running answer — and drops the
+ * topic from s (indexes after i move down by one). 0 / -1 (out of memory;
+ * the topic is dropped all the same). For transports that pump topics
+ * themselves (the bridge). */
+int phx_topic_crashed(struct phx_socket *s, int i, struct proto_frames *out);
 
 /* The channels the socket's topics follow now (for a transport that waits
  * on their doorbells): up to max pointers into s (valid until s changes),

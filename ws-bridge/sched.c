@@ -577,7 +577,8 @@ static int feed_shared(struct worker *w, struct wsconn *c, const struct evlog_ev
 
 /* Catches pc (c's, or one topic of c's Phoenix socket) up on its channel
  * from its own cursor (c is run by us). Returns 1 when it stopped for lack
- * of room in c's queue (c then wants a pump once it drains), else 0. */
+ * of room in c's queue (c then wants a pump once it drains), -1 when the
+ * channel could not be read (a database error), else 0. */
 static int pc_pump(struct worker *w, struct wsconn *c, struct proto_conn *pc)
 {
     struct bridge *br = w->br;
@@ -592,7 +593,7 @@ static int pc_pump(struct worker *w, struct wsconn *c, struct proto_conn *pc)
         int n = evlog_read(w->ctx.db, pc->channel, pc->cursor, max, &ev);
         if (n < 0) {
             metrics_error("db");
-            return 0;
+            return -1;
         }
         if (n == 0) {
             lease_check(w, pc->job_id);
@@ -626,9 +627,24 @@ static void conn_pump(struct worker *w, struct wsconn *c)
     c->want_pump = 0;
     pthread_mutex_unlock(&br->mu);
     if (c->phx) {
-        for (int i = 0; i < c->phx->n; i++)
-            if (pc_pump(w, c, &c->phx->topics[i]))
-                return;
+        int crashed = 0;
+        for (int i = 0; i < c->phx->n; i++) {
+            int r = pc_pump(w, c, &c->phx->topics[i]);
+            if (r > 0)
+                break;
+            if (r < 0) {
+                /* a seed connection just tries again at the next ring; a
+                 * Phoenix topic crashes as Phoenix's would (phx_error):
+                 * the client rejoins it and the rejoin replays the answer */
+                struct proto_frames fr;
+                frames_init(&fr);
+                phx_topic_crashed(c->phx, i--, &fr);
+                post(c, &fr);
+                crashed = 1;
+            }
+        }
+        if (crashed)
+            follow_sync(br, c);        /* no longer follows the crashed topics */
         return;
     }
     if (c->opened)

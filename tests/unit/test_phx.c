@@ -11,6 +11,7 @@
 #include "th.h"
 #include "protohelp.h"
 #include "fake.h"
+#include "db_sqlite.h"
 #include "kb.h"
 #include "phx.h"
 #include "store.h"
@@ -429,6 +430,59 @@ TEST(two_topics_and_save_load)
     close_ctx(&ctx);
 }
 
+/* A topic whose channel cannot be read crashes as a Phoenix channel does:
+ * phx_error with its join_ref, the topic dropped, the other topic still
+ * joined; once the database reads again, a rejoin follows the running
+ * answer from its start. */
+TEST(crashed_topic_gets_phx_error)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct phx_socket s;
+    phx_init(&s, "alice", "user:alice", 10);
+    struct proto_frames f;
+    frames_init(&f);
+    json_t *h = NULL;
+    REQUIRE(in(&ctx, &s, "[\"1\",\"1\",\"proxy:crash-a\",\"phx_join\",{}]", &f, NULL) == 0);
+    REQUIRE(in(&ctx, &s, "[\"2\",\"2\",\"proxy:crash-b\",\"phx_join\",{}]", &f, NULL) == 0);
+    struct proto_job *job = NULL;
+    REQUIRE(in(&ctx, &s, "[\"1\",\"3\",\"proxy:crash-a\",\"stream_query\",{\"query\":\"crash [[fake tokens=4 token_ms=1]]\"}]", &f, &job) == 0);
+    REQUIRE(job != NULL);
+    frames_free(&f);
+    /* the event log cannot be read */
+    REQUIRE(sqlite3_exec(db_handle(ctx.db), "ALTER TABLE events RENAME TO events_away", NULL, NULL, NULL) == SQLITE_OK);
+    CHECK(phx_pump(&ctx, &s, &f) >= 0);          /* the socket goes on */
+    int errors = 0;
+    for (int i = 0; i < f.n; i++) {
+        if (strcmp(ev_of(&f, i, &h), "phx_error") != 0)
+            continue;
+        errors++;
+        CHECK_STR(json_string_value(el(&f, i, 2, &h)), "proxy:crash-a");
+        CHECK_STR(json_string_value(el(&f, i, 0, &h)), "1");
+        CHECK_STR(json_string_value(el(&f, i, 1, &h)), "1");
+    }
+    CHECK_INT(errors, 1);
+    CHECK_INT(s.n, 1);                            /* crash-b is still joined */
+    frames_free(&f);
+    REQUIRE(sqlite3_exec(db_handle(ctx.db), "ALTER TABLE events_away RENAME TO events", NULL, NULL, NULL) == SQLITE_OK);
+    /* the client rejoins: it follows the answer again */
+    REQUIRE(in(&ctx, &s, "[\"4\",\"4\",\"proxy:crash-a\",\"phx_join\",{}]", &f, NULL) == 0);
+    CHECK_INT(s.n, 2);
+    CHECK_INT(run_job(&ctx, job), 0);
+    REQUIRE(pump_all(&ctx, &s, &f) == 0);
+    int starts = 0, completes = 0;
+    for (int i = 0; i < f.n; i++) {
+        starts += !strcmp(ev_of(&f, i, &h), "stream_start");
+        completes += !strcmp(ev_of(&f, i, &h), "stream_complete");
+    }
+    CHECK_INT(starts, 1);
+    CHECK_INT(completes, 1);
+    frames_free(&f);
+    json_decref(h);
+    phx_free(&s);
+    close_ctx(&ctx);
+}
+
 /* The stream cut of t0610 (phoenix.test.mjs "drop"), frame for frame as
  * phoenix.js sends them: a stream_query over one socket (the WebSocket,
  * join_ref 10); the WebSocket is lost, phoenix.js pushes join 15 into a new
@@ -647,6 +701,7 @@ int main(void)
     RUN(query_then_cache_stream_history);
     RUN(refusals);
     RUN(two_topics_and_save_load);
+    RUN(crashed_topic_gets_phx_error);
     RUN(rejoin_after_stale_leave_replays_running_stream);
     RUN(knowledge_base_grounding);
     config_cleanup(&cfg);
