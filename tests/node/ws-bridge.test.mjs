@@ -852,6 +852,52 @@ describe('process', { skip: OWN, timeout: SUITE_MS }, () => {
       assert.doesNotMatch(r.stderr, /definitely lost: [1-9]|Invalid (read|write)|uninitialised/);
     });
 
+  // The bridge carries long-poll for Apache + mod_fcgid (ws-bridge/httpfront.c):
+  // the FastCGI front's handlers over lws HTTP, its parked GETs, its exit.
+  test('long-poll carried by the bridge: a parked GET answered by a POSTed ticket, Phoenix LongPoll, a GET parked at SIGTERM answered at once; exit clean' +
+    (valgrind && !SANITIZED ? ' (under valgrind)' : ' (sanitizers check the exit)'), { timeout: 120000 }, async () => {
+    const b = await startBridge({}, ['--workers', '2'], valgrind && !SANITIZED
+      ? ['valgrind', '--leak-check=full', '--errors-for-leak-kinds=definite', '--error-exitcode=99', '--quiet']
+      : []);
+    const http = (p) => b.base.replace(/^ws/, 'http') + p;
+    const ticket = id('lp');
+    const open = await fetch(http('/api/poll/open'), { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ path: `/api/websocket/chat/${ticket}` }) });
+    assert.equal(open.status, 200);
+    const { sid } = await open.json();
+    // parked first (nothing to say yet), then answered by the POSTed ticket
+    let cursor = 0, text = '', done = false;
+    const first = fetch(http(`/api/poll/${sid}?cursor=0&wait=20`));
+    await sleep(200);
+    const post = await fetch(http(`/api/poll/${sid}`), { method: 'POST', body: JSON.stringify({ ticketBody: `lp [[fake tokens=5]] ${ticket}` }) });
+    assert.equal(post.status, 202);
+    for (let r = await first, i = 0; !done && i < 50; i++) {
+      assert.equal(r.status, 200);
+      const j = await r.json();
+      for (const m of j.messages) { if (m.type === 'stream') text += m.content; if (m.type === 'done') done = true; }
+      cursor = j.cursor;
+      if (!done) r = await fetch(http(`/api/poll/${sid}?cursor=${cursor}&wait=10`));
+    }
+    assert.ok(done && text.length > 0, `text ${JSON.stringify(text)}`);
+    // Phoenix LongPoll: a new session (410 + token), then a heartbeat posted
+    const g = await (await fetch(http('/socket/longpoll?vsn=2.0.0'))).json();
+    assert.equal(g.status, 410);
+    const hb = await fetch(http(`/socket/longpoll?vsn=2.0.0&token=${g.token}`), { method: 'POST',
+      headers: { 'content-type': 'application/x-ndjson' }, body: '[null,"1","phoenix","heartbeat",{}]' });
+    assert.equal((await hb.json()).status, 200);
+    // a GET parked at SIGTERM is answered at once, before the bridge exits
+    const parked = fetch(http(`/api/poll/${sid}?cursor=${cursor}&wait=30`));
+    await sleep(300);
+    const t0 = Date.now();
+    const stopped = b.stop('SIGTERM');
+    const last = await parked;
+    assert.equal(last.status, 200);
+    assert.ok(Date.now() - t0 < 5000, 'answered at shutdown, not at the end of its wait');
+    const r = await stopped;
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /definitely lost: [1-9]|Invalid (read|write)|uninitialised/);
+  });
+
   test('/metrics and the stats file count connections, bytes, users and generation latency', async () => {
     const ticket = id('t');
     const c = new TicketAIChat(br.url(`/api/websocket/chat/${ticket}`), `métricas [[fake tokens=4]] ${ticket}`);
