@@ -16,6 +16,10 @@ PKGS     := libcurl jansson sqlite3 libjwt openssl fcgi libwebsockets
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# libpq (PostgreSQL's client library, libpq-dev) only for what talks to
+# PostgreSQL: today the test tool tests/tools/pg-notify.c.
+PQ_CFLAGS  := $(shell pkg-config --cflags libpq 2>/dev/null)
+PQ_LIBS    := $(shell pkg-config --libs libpq 2>/dev/null)
 
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
@@ -86,6 +90,10 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/th.h $(FCGI_LIB) $(LIBPARLEY)
 $(BUILD)/tests/%: tests/tools/%.c $(LIBPARLEY)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIBPARLEY) $(LDLIBS)
+
+# private: the objects of libparley.a it depends on are not built with it.
+$(BUILD)/tests/pg-notify: private CFLAGS += $(PQ_CFLAGS)
+$(BUILD)/tests/pg-notify: private LDLIBS += $(PQ_LIBS)
 
 $(BUILD)/bench/%: bench/%.c $(LIBPARLEY)
 	@mkdir -p $(dir $@)

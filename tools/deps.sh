@@ -2,7 +2,7 @@
 # deps.sh — install the Debian packages Parley needs, only those missing.
 # Runs apt-get directly as root, through sudo otherwise.
 #
-#   tools/deps.sh         what make run needs (build, web servers, node)
+#   tools/deps.sh         what make run needs (build, web servers, PostgreSQL, node)
 #   tools/deps.sh test    and what make test adds: Debian's chromium for the
 #                         browser tests, valgrind for the leak checks
 set -eu
@@ -12,6 +12,13 @@ libsqlite3-dev libwebsockets-dev libjwt-dev libssl-dev sqlite3 curl"
 # start with the apache-conf/ snippets. Installing them may also enable their
 # system services on port 80; the tests and make run never use those.
 PKGS="$PKGS apache2 libapache2-mod-fcgid lighttpd"
+# PostgreSQL 15 (issue 10): libpq for the programs and test tools that talk to
+# it; the server for the private instances the integration tests and
+# `DB=postgres make run` start (initdb into a temporary or build directory, a
+# free port on 127.0.0.1; tests/integration/lib.sh it_postgres). Installing
+# postgresql may also create and start Debian's own cluster (5432); nothing
+# here uses it.
+PKGS="$PKGS libpq-dev postgresql"
 if [ "${1:-}" = test ]; then
     PKGS="$PKGS chromium valgrind"
 fi
