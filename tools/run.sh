@@ -8,6 +8,11 @@
 #                                     external threaded server on a unix socket
 #   SERVER=lighttpd make run          lighttpd + mod_fastcgi (lighttpd-parley.conf)
 #   PORT=8081 make run                another port (default 8080)
+#   DB=postgres make run              also start a private PostgreSQL 15 (data in
+#                                     $BUILD/pg, or PG_DIR; a free port on 127.0.0.1)
+#                                     and print its URI; Parley itself
+#                                     still serves on SQLite until its PostgreSQL
+#                                     backend exists (issue 10)
 #
 # Steps: create/migrate the database (PARLEY_DB, default ./parley.db; as root
 # $BUILD/data/parley.db, owned by the account the web server runs as), pick
@@ -42,6 +47,11 @@ lighttpd) setup=lighttpd; what="lighttpd + mod_fastcgi (apache-conf/lighttpd-par
 *) echo "parley: SERVER must be apache, apache-proxy or lighttpd, not '$SERVER'" >&2; exit 2 ;;
 esac
 case $PORT in *[!0-9]* | "") echo "parley: PORT must be a number" >&2; exit 2 ;; esac
+case ${DB:-sqlite} in
+sqlite) DB=sqlite ;;
+postgres | postgresql | pg) DB=postgres ;;
+*) echo "parley: DB must be sqlite (the default) or postgres, not '$DB'" >&2; exit 2 ;;
+esac
 if curl -s -o /dev/null -m 1 "http://127.0.0.1:$PORT/" 2>/dev/null; then
     echo "parley: something already answers on port $PORT; stop it or use PORT=<other> make run" >&2
     exit 1
@@ -51,6 +61,41 @@ it_init
 trap 'echo; exit 130' INT
 IT_KEEP=0
 IT_EXIT_MSG="parley: stopped"
+
+# --- DB=postgres: a private PostgreSQL ---------------------------------------
+# The same server as the tests' it_postgres (tests/integration/lib.sh), its
+# cluster kept in the build tree between runs like parley.db; stopped with
+# everything else (lib.sh's cleanup). As root it runs as $APP_USER, which
+# must own the directory; when that account cannot use it (a checkout under
+# /root, a cluster a non-root run created), a throw-away cluster in the
+# temporary directory is used instead.
+if [ "$DB" = postgres ]; then
+    PG_HOME=${PG_DIR:-$PWD/$BUILD/pg}
+    case $PG_HOME in /*) ;; *) PG_HOME=$PWD/$PG_HOME ;; esac
+    if [ -f "$PG_HOME/postmaster.pid" ]; then
+        # (a stale file, its pid gone or now another program's, is fine:
+        # postgres replaces it)
+        _pp=$(head -n 1 "$PG_HOME/postmaster.pid")
+        case $_pp in *[!0-9]* | "") _pp="" ;; esac
+        if [ -n "$_pp" ] && kill -0 "$_pp" 2>/dev/null &&
+           case $(readlink "/proc/$_pp/exe" 2>/dev/null || echo unreadable) in
+           */postgres | unreadable) true ;; *) false ;; esac; then
+            echo "parley: a PostgreSQL (pid $_pp) already runs on $PG_HOME — another make run," >&2
+            echo "parley:   or one left by a killed one: stop it (kill -INT $_pp) or use PG_DIR=<other>" >&2
+            exit 1
+        fi
+    fi
+    if mkdir -p "$PG_HOME" 2>/dev/null && it_own "$PG_HOME" 2>/dev/null &&
+       $AS_APP sh -c 'test -w "$1" && test -x "$1"' sh "$PG_HOME" 2>/dev/null; then
+        [ -f "$PG_HOME/PG_VERSION" ] && say "PostgreSQL: reusing the cluster in $PG_HOME"
+    else
+        say "PostgreSQL: ${APP_USER:-$(id -un)} cannot use $PG_HOME: a throw-away cluster in $IT_TMP/pg instead"
+        PG_HOME=$IT_TMP/pg
+    fi
+    it_postgres "$PG_HOME"
+    say "PostgreSQL 15 started at $PG_URL (pid $PG_PID; data $PG_DATA; log $PG_LOG;"
+    say "  initdb ${PG_INITDB_MS} ms, start ${PG_START_MS} ms; stopped on Ctrl-C)"
+fi
 
 # --- the database ----------------------------------------------------------
 if [ -z "${PARLEY_DB:-}" ]; then
@@ -85,6 +130,12 @@ if [ -n "$APP_USER" ]; then
     fi
 fi
 say "database $PARLEY_DB"
+if [ "$DB" = postgres ]; then
+    loud "PostgreSQL started at $PG_URL" \
+         "Parley's PostgreSQL backend is not built yet (issue 10), serving on SQLite:" \
+         "  $PARLEY_DB" \
+         "try it: psql $PG_URL"
+fi
 
 # --- the upstream ----------------------------------------------------------
 upstream_ok() {
@@ -266,6 +317,7 @@ if [ -x "$BUILD/parley.fcgi" ]; then
     say "GET /api/health → $_h"
     say "try: curl http://127.0.0.1:$PORT/brands/active"
 fi
+[ "$DB" = postgres ] && say "PostgreSQL at $PG_URL (not used by Parley yet: serving on SQLite, $PARLEY_DB)"
 say "Ctrl-C stops everything"
 # Wait for the web server; Ctrl-C (or its death) ends the wait, and the
 # EXIT trap of lib.sh stops everything that was started.
