@@ -549,10 +549,10 @@ it_postgres() {
         PG_PID=$!
         _i=0
         while [ $_i -lt "${IT_PG_WAIT:-150}" ] && it_alive "$PG_PID"; do
-            "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 1 && break
+            "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U parley -d postgres -t 1 && break
             sleep 0.1; _i=$((_i + 1))
         done
-        "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 1 && it_alive "$PG_PID" && break
+        "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U parley -d postgres -t 1 && it_alive "$PG_PID" && break
         it_pg_stop
         if [ $_try -lt 3 ] && [ -z "${IT_PG_PORT:-}" ] && grep -q 'could not bind\|Address already in use' "$PG_LOG"; then
             _try=$((_try + 1))

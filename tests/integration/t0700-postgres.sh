@@ -11,7 +11,8 @@
 #     committed transaction reaches a listening session, one from a
 #     rolled-back transaction does not;
 #   - it_pg_stop: the postmaster and its backends are gone, nothing listens
-#     on its port or socket;
+#     on its port or socket, the server's log shows a clean shutdown and no
+#     error but the expected duplicate;
 #   - DB=postgres tools/run.sh: prints the URI of a server that answers,
 #     says Parley still serves on SQLite (and does: /api/health 200), stops
 #     the server with everything else, and reuses its cluster next time.
@@ -155,6 +156,13 @@ stopped() {
     echo "postmaster $_pid and its $(echo $_kids | wc -w) children gone"
 }
 ok "it_pg_stop: postmaster and backends gone, nothing listening on its port or socket" stopped
+log_clean() {
+    # the one expected error is the duplicate insert above
+    _bad=$(grep -E '(ERROR|FATAL|PANIC):' "$PG_LOG" | grep -v 'duplicate key value violates unique constraint "t0700_u_k_key"') || true
+    [ -z "$_bad" ] || { printf '%s\n' "$_bad" | head -n 10; return 1; }
+    grep -q 'database system is shut down' "$PG_LOG" || { echo "no clean shutdown in $PG_LOG"; tail -n 5 "$PG_LOG"; return 1; }
+}
+ok "the server's log has no error but the duplicate, and ends with a clean shutdown" log_clean
 
 # --- DB=postgres make run ------------------------------------------------------------
 for _b in parley parley.fcgi; do
