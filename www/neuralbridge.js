@@ -32,6 +32,7 @@
   var channel = null;    // its proxy:{session} channel
   var sessionId = null;
   var joined = false;
+  var liveTokens = 0;       // stream_token frames received (settleAfterRejoin)
   var streamMode = false;
   var pending = false;   // a query is waiting for its answer
   var live = null;       // the assistant bubble being streamed
@@ -109,6 +110,21 @@
     return t;
   }
 
+  // Rejoined (after a lost connection, e.g. the fallback to LongPoll) while
+  // an answer was streaming: the server replays an answer still running
+  // (stream_start, every token), but one that ended meanwhile is not
+  // replayed (a join cannot tell a rejoin from a new page). So when no
+  // token comes soon after the rejoin, the history is loaded: it holds the
+  // finished answer, shown once, whole.
+  function settleAfterRejoin(ch) {
+    var was = live, seen = liveTokens;
+    setTimeout(function () {
+      if (channel !== ch || !joined || live !== was || liveTokens !== seen) return;
+      ch.push('get_history', {});
+      setPending(false);
+    }, 1500);
+  }
+
   function bind(ch) {
     ch.on('response', function (p) {
       var m = p && p.metadata;
@@ -130,6 +146,7 @@
       scrollDown();
     });
     ch.on('stream_token', function (p) {
+      liveTokens++;
       if (!live) { live = bubble('assistant', '', { state: 'streaming' }); live.classList.add('streaming'); }
       live.querySelector('.text').append(String(p && p.token != null ? p.token : ''));
       scrollDown();
@@ -217,6 +234,7 @@
         if (channel !== ch) return;
         joined = true; updateControls();
         status('open', joinedText());
+        if (live) settleAfterRejoin(ch);
       })
       .receive('error', function (r) {
         if (channel !== ch) return;

@@ -597,6 +597,34 @@ if (GROUPS.has('drop')) {
   });
 }
 
+// The same with an answer that ends before phoenix.js rejoins over LongPoll:
+// the server does not replay an answer that has ended (a join cannot tell a
+// rejoin from a new page), so the page loads the history after the rejoin
+// and shows the finished answer once, whole.
+if (GROUPS.has('drop')) {
+  test(`${SETUP}: NeuralBridge page: an answer that ends while the page falls back to LongPoll is shown once, whole (from the history)`, { timeout: 60000 }, async (t) => {
+    if (!PHX_WS) { t.skip('no Phoenix WebSocket transport behind this server'); return; }
+    const ctl = { pass: true, routes: [], held: 0 };
+    const page = await routedPage(`${BASE}/neuralbridge.html?session=${uid('nb')}&fallback=1500&stream=1`, ctl);
+    assert.equal(await waitJoined(page), 'websocket');
+    const expected = words('end', 14);
+    await ask(page, `page drop short ${uid('q')} ${answerDirective(expected, 100)}`);
+    await page.waitForFunction(() => {
+      const b = document.querySelector('#messages .msg.assistant[data-state="streaming"] .text');
+      return b && b.textContent.split(' ').length >= 8;
+    }, null, { timeout: 15000 });
+    await cut(ctl);                   // ~0.6 s of answer left: over before the rejoin
+    await page.waitForFunction((full) => [...document.querySelectorAll('#messages .msg.assistant .text')]
+      .some((e) => e.textContent === full) && !document.querySelector('#messages .msg.assistant[data-state="streaming"]'),
+    expected, { timeout: 40000 });
+    assert.equal(await page.getAttribute('body', 'data-transport'), 'longpoll');
+    const shown = await page.$$eval('#messages .msg.assistant .text', (es) => es.map((e) => e.textContent));
+    assert.deepEqual(shown, [expected], `one answer bubble with the whole answer (shown: ${JSON.stringify(shown.map((x) => x.length))} characters)`);
+    await noProblems(page, [/WebSocket/]);
+    await page.close();
+  });
+}
+
 // --- long run: the end -----------------------------------------------------------
 
 if (runLong) {
