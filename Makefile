@@ -12,14 +12,12 @@
 BUILD    ?= build
 CC       ?= cc
 SANITIZE ?=
-PKGS     := libcurl jansson sqlite3 libjwt openssl fcgi libwebsockets
+# libpq (PostgreSQL's client library, libpq-dev): core's PostgreSQL backend
+# (core/db_pg.c, issue 10), so every user of libparley links it.
+PKGS     := libcurl jansson sqlite3 libjwt openssl fcgi libwebsockets libpq
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-# libpq (PostgreSQL's client library, libpq-dev) only for what talks to
-# PostgreSQL: today the test tool tests/tools/pg-notify.c.
-PQ_CFLAGS  := $(shell pkg-config --cflags libpq 2>/dev/null)
-PQ_LIBS    := $(shell pkg-config --libs libpq 2>/dev/null)
 
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
@@ -32,7 +30,7 @@ LDFLAGS  += -fsanitize=$(SANITIZE)
 endif
 
 CORE_SRC  := $(sort $(wildcard core/*.c))
-CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/migrations.o
+CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/migrations.o $(BUILD)/gen/pg_migrations.o
 LIBPARLEY := $(BUILD)/libparley.a
 
 UNIT_SRC  := $(sort $(wildcard tests/unit/test_*.c))
@@ -52,6 +50,7 @@ WS_BIN    := $(if $(wildcard ws-bridge/main.c),$(BUILD)/parley-ws)
 CLI_BIN   := $(BUILD)/parley
 
 MIGRATIONS := $(sort $(wildcard sql/[0-9]*.sql))
+PG_MIGRATIONS := $(sort $(wildcard sql/pg/[0-9]*.sql))
 
 .PHONY: all deps test unit run bench clean node-deps
 all: $(LIBPARLEY) $(CLI_BIN) $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN) $(FCGI_BIN) $(WS_BIN)
@@ -69,6 +68,13 @@ $(BUILD)/gen/migrations.c: $(MIGRATIONS) tools/embed-sql.sh
 	tools/embed-sql.sh $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/gen/migrations.o: $(BUILD)/gen/migrations.c
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/gen/pg_migrations.c: $(PG_MIGRATIONS) tools/embed-sql.sh
+	@mkdir -p $(dir $@)
+	tools/embed-sql.sh --name parley_pg_migrations $(PG_MIGRATIONS) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/gen/pg_migrations.o: $(BUILD)/gen/pg_migrations.c
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/%.o: %.c
@@ -90,10 +96,6 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/th.h $(FCGI_LIB) $(LIBPARLEY)
 $(BUILD)/tests/%: tests/tools/%.c $(LIBPARLEY)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIBPARLEY) $(LDLIBS)
-
-# private: the objects of libparley.a it depends on are not built with it.
-$(BUILD)/tests/pg-notify: private CFLAGS += $(PQ_CFLAGS)
-$(BUILD)/tests/pg-notify: private LDLIBS += $(PQ_LIBS)
 
 $(BUILD)/bench/%: bench/%.c $(LIBPARLEY)
 	@mkdir -p $(dir $@)

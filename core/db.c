@@ -1,7 +1,10 @@
 /* db.c — SQLite connection setup, migrations, statement cache, transactions,
- * and the repair of read-only or broken connections.
+ * and the repair of read-only or broken connections; the choice of backend
+ * at db_open (a PostgreSQL connection string goes to db_pg.c, and every
+ * function of db.h dispatches on it).
  * See db.h and db_sqlite.h for the contract. One parley_db per thread. */
 #include "db_sqlite.h"
+#include "db_pg.h"
 #include "migrations.h"
 #include "util.h"
 
@@ -57,7 +60,8 @@ struct stmt_slot { const char *sql; sqlite3_stmt *st; };
 
 struct parley_db {
     sqlite3 *h;
-    char *path;
+    struct db_pg *pg;          /* non-NULL: a PostgreSQL connection (h is NULL) */
+    char *path;                /* SQLite: the path; PostgreSQL: the redacted string */
     int in_tx;                 /* transactions open: 1 the outermost, more are savepoints */
     struct write_gate *gate;   /* NULL: none (out of memory at open) */
     int gated;                 /* this connection holds gate->mu */
@@ -237,8 +241,28 @@ static int connect_handle(parley_db *db, const char *path, int flags, sqlite3 **
     return 0;
 }
 
+/* A PostgreSQL connection string: connect, migrate (db_pg.c). */
+static parley_db *open_pg(const char *conninfo, char *err, size_t errlen)
+{
+    parley_db *db = calloc(1, sizeof *db);
+    if (!db || !(db->path = db_pg_redact(conninfo, NULL))) {
+        free(db);
+        set_err(err, errlen, "out of memory");
+        return NULL;
+    }
+    db->pg = pgc_open(conninfo, db->path, err, errlen);
+    if (!db->pg) {
+        free(db->path);
+        free(db);
+        return NULL;
+    }
+    return db;
+}
+
 parley_db *db_open(const char *path, char *err, size_t errlen)
 {
+    if (db_pg_is_conninfo(path))
+        return open_pg(path, err, errlen);
     parley_db *db = calloc(1, sizeof *db);
     if (!db) {
         set_err(err, errlen, "out of memory");
@@ -303,6 +327,12 @@ void db_close(parley_db *db)
 {
     if (!db)
         return;
+    if (db->pg) {
+        pgc_close(db->pg);
+        free(db->path);
+        free(db);
+        return;
+    }
     if (db->h && !sqlite3_get_autocommit(db->h))
         sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
     gate_leave(db);
@@ -401,16 +431,32 @@ static void heal(parley_db *db, int check_last_error)
 
 sqlite3 *db_handle(parley_db *db) { return db->h; }
 const char *db_path(parley_db *db) { return db->path; }
-int db_schema_version(parley_db *db) { return get_user_version(db->h); }
-int db_changes(parley_db *db) { return sqlite3_changes(db->h); }
+int db_changes(parley_db *db) { return db->pg ? 0 : sqlite3_changes(db->h); }
+
+int db_schema_version(parley_db *db)
+{
+    return db->pg ? pgc_schema_version(db->pg) : get_user_version(db->h);
+}
+
+PGconn *db_pg_conn(parley_db *db) { return db->pg ? pgc_conn(db->pg) : NULL; }
+
+void db_pg_fail(parley_db *db, const char *what, const PGresult *r)
+{
+    if (db->pg)
+        pgc_fail(db->pg, what, r);
+}
 
 const char *db_errmsg(parley_db *db)
 {
+    if (db->pg)
+        return pgc_errmsg(db->pg);
     return db->refused ? READONLY_MSG : sqlite3_errmsg(db->h);
 }
 
 enum perr db_err_kind(parley_db *db)
 {
+    if (db->pg)
+        return pgc_readonly(db->pg) ? PERR_DB_READONLY : PERR_DB;
     if (db->refused || (sqlite3_extended_errcode(db->h) & 0xff) == SQLITE_READONLY)
         return PERR_DB_READONLY;
     return PERR_DB;
@@ -423,6 +469,11 @@ const char *db_err_text(parley_db *db, const char *fallback)
 
 sqlite3_stmt *db_stmt(parley_db *db, const char *sql)
 {
+    if (db->pg) {
+        fprintf(stderr, "parley: db: %s: this storage function has no PostgreSQL body yet "
+                "(only the event log has one)\n", db->path);
+        return NULL;
+    }
     db->refused = 0;
     heal(db, 1);
     for (int i = 0; i < db->ncache; i++) {
@@ -492,6 +543,8 @@ static int savepoint(parley_db *db, enum sp_verb verb, int level)
 
 int db_begin(parley_db *db)
 {
+    if (db->pg)
+        return pgc_begin(db->pg);
     if (db->in_tx) {
         /* nested: a savepoint inside the open transaction */
         if (sqlite3_get_autocommit(db->h) || savepoint(db, SP_BEGIN, db->in_tx) < 0)
@@ -516,6 +569,8 @@ int db_begin(parley_db *db)
 
 int db_commit(parley_db *db)
 {
+    if (db->pg)
+        return pgc_commit(db->pg);
     if (db->in_tx > 1) {
         if (savepoint(db, SP_RELEASE, db->in_tx - 1) < 0) {
             db_rollback(db);
@@ -541,6 +596,8 @@ int db_commit(parley_db *db)
 
 int db_rollback(parley_db *db)
 {
+    if (db->pg)
+        return pgc_rollback(db->pg);
     /* the kind of the failure that led here outlives the ROLLBACK */
     int readonly = db_err_kind(db) == PERR_DB_READONLY;
     if (db->in_tx > 1 && !sqlite3_get_autocommit(db->h)) {
@@ -563,6 +620,8 @@ int db_rollback(parley_db *db)
 
 int db_can_write(parley_db *db)
 {
+    if (db->pg)
+        return db_health(db) == DB_HEALTH_OK ? 0 : -1;
     int writable = file_writable(db->path);
     note_writable(db, writable);
     if (writable) {
@@ -578,6 +637,8 @@ enum db_health db_health(parley_db *db)
 {
     if (!db)
         return DB_HEALTH_UNAVAILABLE;
+    if (db->pg)
+        return pgc_health(db->pg);
     int writable = file_writable(db->path);
     note_writable(db, writable);
     heal(db, 1);
@@ -603,6 +664,8 @@ const char *db_health_name(enum db_health h)
 
 int db_exec(parley_db *db, const char *sql)
 {
+    if (db->pg)
+        return pgc_exec(db->pg, sql);
     return exec_simple(db->h, sql, NULL, 0);
 }
 

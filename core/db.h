@@ -7,6 +7,17 @@
  * this header and the storage headers again; fronts (fcgi/, ws-bridge/,
  * cli/) do not change.
  *
+ * PostgreSQL (issue 10, first slice; db_pg.h, docs/postgres.md): db_open
+ * takes a "postgresql://" / "postgres://" URI or a libpq "key=value" string,
+ * only with PARLEY_PG_EXPERIMENTAL=1 in the environment (otherwise it is
+ * refused with a configuration message; a temporary gate). On such a handle
+ * this header works (transactions, nested as savepoints; failure kinds;
+ * health) and so does the event log (evlog.h). Every OTHER storage module
+ * (store, jobs, pollsess, ratelimit, catalog, kb, stats, terms) is NOT
+ * supported on it yet: its calls fail (db_stmt returns NULL and logs why).
+ * db_path() and every message show the connection string with its password
+ * replaced by "***". No write gate: PostgreSQL's row locks order writers.
+ *
  * Owns: the backend connection and its prepared statements.
  * Threads: a parley_db is used by one thread at a time; every thread (and
  * every process) opens its own. Writers in one process queue on an
@@ -52,15 +63,18 @@ typedef struct parley_db parley_db;
  * migrations from sql/. Returns a new handle (close with db_close), or NULL
  * with a message in err: a database written by a newer Parley (schema above
  * ours) is refused. A file that cannot be written now opens read-only
- * (writes then fail with PERR_DB_READONLY until it can be written again). */
+ * (writes then fail with PERR_DB_READONLY until it can be written again).
+ * A PostgreSQL connection string (above) connects instead and applies
+ * sql/pg/ migrations (version in table parley_schema), or is refused while
+ * the gate is closed; err never holds its password. */
 parley_db *db_open(const char *path, char *err, size_t errlen);
 /* Rolls back an open transaction, finalizes statements and closes.
  * Accepts NULL. */
 void db_close(parley_db *db);
 
-const char *db_path(parley_db *db);    /* borrowed, valid until db_close */
-int db_schema_version(parley_db *db);  /* schema version of the file; -1 error */
-int db_latest_version(void);           /* newest migration compiled in */
+const char *db_path(parley_db *db);    /* borrowed, valid until db_close; PostgreSQL: redacted */
+int db_schema_version(parley_db *db);  /* schema version of the database; -1 error */
+int db_latest_version(void);           /* newest SQLite migration compiled in (sql/) */
 
 /* Starts a write transaction (SQLite: BEGIN IMMEDIATE) / commits / rolls
  * back. 0 on success, -1 on error (db_err_kind, db_errmsg tell why; a
@@ -85,6 +99,7 @@ int db_rollback(parley_db *db);
  * is read-only". Call it before starting work that must be able to write
  * until it ends (a generation). Not inside a transaction. */
 int db_can_write(parley_db *db);
+/* (PostgreSQL: 0 when db_health says ok, else -1 with PERR_DB.) */
 
 /* Why the last failing call on this connection failed: PERR_DB_READONLY
  * when the database cannot be written now (db_can_write or db_begin said

@@ -1,7 +1,10 @@
 /* evlog.c — the per-channel event log and the coalescing token writer.
- * See evlog.h. Every statement is prepared once per connection (db_stmt). */
+ * See evlog.h. Every statement is prepared once per connection (db_stmt).
+ * Each public function that touches storage dispatches on the backend: a
+ * PostgreSQL connection (db_pg_conn) goes to evlog_pg.c. */
 #include "evlog.h"
 #include "db_sqlite.h"
+#include "db_pg.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -27,6 +30,8 @@ static const char SQL_COMPACT[] =
 int64_t evlog_append_tx(parley_db *db, const char *channel, int64_t job_id,
                         const char *type, const char *data, size_t len)
 {
+    if (db_pg_conn(db))
+        return evlog_pg_append_tx(db, channel, job_id, type, data, len);
     /* The caller holds the write lock (BEGIN IMMEDIATE), so max(seq) + 1
      * cannot be taken by anyone else before the insert. */
     sqlite3_stmt *st = db_stmt(db, SQL_NEXT);
@@ -74,6 +79,8 @@ int64_t evlog_append(parley_db *db, parley_bell *bell, const char *channel,
 
 int64_t evlog_last_seq(parley_db *db, const char *channel)
 {
+    if (db_pg_conn(db))
+        return evlog_pg_last_seq(db, channel);
     sqlite3_stmt *st = db_stmt(db, SQL_LAST);
     if (!st)
         return -1;
@@ -99,6 +106,8 @@ void evlog_free(struct evlog_event *ev, int n)
 int evlog_read(parley_db *db, const char *channel, int64_t after, int max,
                struct evlog_event **out)
 {
+    if (db_pg_conn(db))
+        return evlog_pg_read(db, channel, after, max, out);
     *out = NULL;
     if (max <= 0)
         max = 1000;
@@ -179,6 +188,8 @@ int evlog_wait(parley_db *db, parley_bell *bell, const char *channel, int64_t af
 
 int evlog_compact(parley_db *db, int64_t grace_ms, int64_t now)
 {
+    if (db_pg_conn(db))
+        return evlog_pg_compact(db, grace_ms, now);
     if (db_begin(db) < 0)
         return -1;
     sqlite3_stmt *st = db_stmt(db, SQL_COMPACT);

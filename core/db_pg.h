@@ -1,0 +1,77 @@
+/* db_pg.h — the PostgreSQL side of a parley_db (issue 10, first slice).
+ *
+ * Included ONLY by db.c and the storage modules that have a PostgreSQL body
+ * (today evlog.c, through evlog_pg.c), and by unit tests. Fronts never see
+ * it nor <libpq-fe.h>.
+ *
+ * Gate: PostgreSQL support is not complete (the event log only), so
+ * db_open() refuses a PostgreSQL connection string unless the environment
+ * has PARLEY_PG_EXPERIMENTAL=1 (docs/postgres.md). Temporary: it goes
+ * once every storage module has a PostgreSQL body.
+ *
+ * Every statement with values uses bound parameters (PQexecParams); the
+ * only texts run without parameters are constants (migrations, BEGIN,
+ * savepoints). Messages never show the password of the connection string:
+ * they use the redacted form (db_pg_redact) and any text from libpq is
+ * scrubbed of the password first.
+ * Threads: as db.h (the connection's thread only); db_pg_is_conninfo and
+ * db_pg_redact are pure functions, safe from any thread.
+ */
+#ifndef PARLEY_DB_PG_H
+#define PARLEY_DB_PG_H
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "db.h"
+
+/* 1 when s selects the PostgreSQL backend: a "postgresql://" or
+ * "postgres://" URI, or a libpq "keyword=value ..." string whose first
+ * keyword is one libpq knows (host=..., dbname=...). 0 otherwise (a path:
+ * SQLite). */
+int db_pg_is_conninfo(const char *s);
+
+/* Copy of conninfo with the password replaced by "***" (URI user:password@,
+ * a ?password= / &password= query parameter, a password= keyword). New
+ * string (free()), NULL when out of memory. When secret is not NULL, *secret
+ * gets a new copy of the password as written (NULL when there is none). */
+char *db_pg_redact(const char *conninfo, char **secret);
+
+/* The connection's PGconn when db is a PostgreSQL connection (borrowed,
+ * valid until db_close), NULL when it is SQLite. Storage modules dispatch on
+ * it. */
+PGconn *db_pg_conn(parley_db *db);
+
+/* Records why a PostgreSQL call failed, for db_errmsg/db_err_kind: what
+ * (the caller's words) and the result's message (or the connection's when
+ * r is NULL), scrubbed of the password, and logs it to stderr. SQLSTATE
+ * 25006 (read-only transaction) gives PERR_DB_READONLY. */
+void db_pg_fail(parley_db *db, const char *what, const PGresult *r);
+
+/* ---- the connection, for db.c (opaque outside db_pg.c) ---- */
+struct db_pg;
+/* Connects to conninfo (shown: its redacted form, for messages) and applies
+ * pending sql/pg migrations. NULL with err set on failure: the gate closed,
+ * no connection, a schema newer than ours. */
+struct db_pg *pgc_open(const char *conninfo, const char *shown, char *err, size_t errlen);
+void pgc_close(struct db_pg *p);                /* NULL accepted */
+PGconn *pgc_conn(struct db_pg *p);
+int pgc_begin(struct db_pg *p);                 /* db.h semantics; 0 / -1 */
+int pgc_commit(struct db_pg *p);
+int pgc_rollback(struct db_pg *p);
+int pgc_exec(struct db_pg *p, const char *sql); /* constant SQL, no rows; 0 / -1 */
+int pgc_schema_version(struct db_pg *p);        /* -1 on error */
+int pgc_latest_version(void);                   /* newest sql/pg migration */
+int pgc_readonly(struct db_pg *p);              /* last failure was "read-only" */
+const char *pgc_errmsg(struct db_pg *p);
+void pgc_fail(struct db_pg *p, const char *what, const PGresult *r);
+enum db_health pgc_health(struct db_pg *p);
+
+/* ---- the event log's PostgreSQL bodies (evlog_pg.c; contracts: evlog.h) ---- */
+struct evlog_event;
+int64_t evlog_pg_append_tx(parley_db *db, const char *channel, int64_t job_id,
+                           const char *type, const char *data, size_t len);
+int64_t evlog_pg_last_seq(parley_db *db, const char *channel);
+int evlog_pg_read(parley_db *db, const char *channel, int64_t after, int max,
+                  struct evlog_event **out);
+int evlog_pg_compact(parley_db *db, int64_t grace_ms, int64_t now);
+#endif
