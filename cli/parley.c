@@ -315,7 +315,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "parley: %s\n", err);
         rc = 1;
     } else if (!strcmp(cmd, "migrate")) {
-        printf("%s: schema version %d\n", cfg.db_path, db_schema_version(db));
+        printf("%s: schema version %d\n", db_path(db), db_schema_version(db));   /* redacted */
     } else if (!strcmp(cmd, "maintain")) {
         int rec = jobs_recover(db, bell, now_ms());
         int cmp = evlog_compact(db, (int64_t)cfg.event_grace_s * 1000, now_ms());
