@@ -7,13 +7,13 @@
  * this header and the storage headers again; fronts (fcgi/, ws-bridge/,
  * cli/) do not change.
  *
- * PostgreSQL (issue 10, first slice; db_pg.h, docs/postgres.md): db_open
+ * PostgreSQL (issue 10, first slices; db_pg.h, docs/postgres.md): db_open
  * takes a "postgresql://" / "postgres://" URI or a libpq "key=value" string,
  * only with PARLEY_PG_EXPERIMENTAL=1 in the environment (otherwise it is
  * refused with a configuration message; a temporary gate). On such a handle
  * this header works (transactions, nested as savepoints; failure kinds;
- * health) and so does the event log (evlog.h). Every OTHER storage module
- * (store, jobs, pollsess, ratelimit, catalog, kb, stats, terms) is NOT
+ * health) and so do the event log (evlog.h) and jobs (jobs.h). Every OTHER
+ * storage module (store, pollsess, ratelimit, catalog, kb, stats, terms) is NOT
  * supported on it yet: its calls fail (db_stmt returns NULL and logs why).
  * db_path() and every message show the connection string with its password
  * replaced by "***". No write gate: PostgreSQL's row locks order writers.

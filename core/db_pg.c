@@ -12,7 +12,7 @@
 #include <string.h>
 
 #define GATE_ENV "PARLEY_PG_EXPERIMENTAL"
-#define GATE_MSG "PostgreSQL support is not complete yet (event log only); " \
+#define GATE_MSG "PostgreSQL support is not complete yet (event log and jobs only); " \
                  "set PARLEY_PG_EXPERIMENTAL=1 to use it for testing"
 /* Key of the advisory lock migrations take ("parl"), so that processes
  * opening a new database together apply each migration once. */

@@ -1,10 +1,10 @@
 /* db_pg.h — the PostgreSQL side of a parley_db (issue 10, first slice).
  *
  * Included ONLY by db.c and the storage modules that have a PostgreSQL body
- * (today evlog.c, through evlog_pg.c), and by unit tests. Fronts never see
+ * (evlog.c through evlog_pg.c, jobs.c through jobs_pg.c), and by unit tests. Fronts never see
  * it nor <libpq-fe.h>.
  *
- * Gate: PostgreSQL support is not complete (the event log only), so
+ * Gate: PostgreSQL support is not complete (the event log and jobs only), so
  * db_open() refuses a PostgreSQL connection string unless the environment
  * has PARLEY_PG_EXPERIMENTAL=1 (docs/postgres.md). Temporary: it goes
  * once every storage module has a PostgreSQL body.
@@ -74,4 +74,20 @@ int64_t evlog_pg_last_seq(parley_db *db, const char *channel);
 int evlog_pg_read(parley_db *db, const char *channel, int64_t after, int max,
                   struct evlog_event **out);
 int evlog_pg_compact(parley_db *db, int64_t grace_ms, int64_t now);
+
+/* ---- the jobs module's PostgreSQL bodies (jobs_pg.c; contracts: jobs.h,
+ * same return values; jobs_recover_if_expired has no body of its own: it
+ * is jobs_get + jobs_recover) ---- */
+struct job_claim;
+struct job_info;
+struct parley_bell;
+int jobs_pg_claim(parley_db *db, struct parley_bell *bell, const char *channel,
+                  const char *prompt_key, int lease_ms, struct job_claim *out,
+                  char *err, size_t errlen);
+int jobs_pg_adopt(parley_db *db, struct job_claim *claim, int lease_ms);
+int jobs_pg_renew(parley_db *db, int64_t job_id, int lease_ms);
+int jobs_pg_finish_tx(parley_db *db, int64_t job_id, const char *error);
+int jobs_pg_recover(parley_db *db, struct parley_bell *bell, int64_t now);
+int jobs_pg_running_on(parley_db *db, const char *channel, int64_t *job_id, int64_t *first_seq);
+int jobs_pg_get(parley_db *db, int64_t job_id, struct job_info *out);
 #endif

@@ -1,6 +1,9 @@
-/* jobs.c — single-flight job claims, leases and recovery (see jobs.h). */
+/* jobs.c — single-flight job claims, leases and recovery (see jobs.h).
+ * Each public function that touches storage dispatches on the backend: a
+ * PostgreSQL connection (db_pg_conn) goes to jobs_pg.c. */
 #include "jobs.h"
 #include "db_sqlite.h"
+#include "db_pg.h"
 #include "evlog.h"
 #include "util.h"
 
@@ -70,6 +73,8 @@ int jobs_claim(parley_db *db, parley_bell *bell, const char *channel,
                const char *prompt_key, int lease_ms, struct job_claim *out,
                char *err, size_t errlen)
 {
+    if (db_pg_conn(db))
+        return jobs_pg_claim(db, bell, channel, prompt_key, lease_ms, out, err, errlen);
     memset(out, 0, sizeof *out);
     int rang = 0;
     /* A generation must be able to write until it ends: none starts while
@@ -139,6 +144,8 @@ error:
 
 int jobs_adopt(parley_db *db, struct job_claim *claim, int lease_ms)
 {
+    if (db_pg_conn(db))
+        return jobs_pg_adopt(db, claim, lease_ms);
     static const char sql[] =
         "UPDATE jobs SET lease_owner = ?1, lease_expires = ?2 "
         "WHERE id = ?3 AND state = 'running' AND lease_owner = ?4";
@@ -160,6 +167,8 @@ int jobs_adopt(parley_db *db, struct job_claim *claim, int lease_ms)
 
 int jobs_renew(parley_db *db, int64_t job_id, int lease_ms)
 {
+    if (db_pg_conn(db))
+        return jobs_pg_renew(db, job_id, lease_ms);
     sqlite3_stmt *st = db_stmt(db, SQL_RENEW);
     if (!st)
         return -1;
@@ -174,6 +183,8 @@ int jobs_renew(parley_db *db, int64_t job_id, int lease_ms)
 
 int jobs_finish_tx(parley_db *db, int64_t job_id, const char *error)
 {
+    if (db_pg_conn(db))
+        return jobs_pg_finish_tx(db, job_id, error);
     sqlite3_stmt *st = db_stmt(db, SQL_FINISH);
     if (!st)
         return -1;
@@ -190,6 +201,8 @@ int jobs_finish_tx(parley_db *db, int64_t job_id, const char *error)
 
 int jobs_recover(parley_db *db, parley_bell *bell, int64_t now)
 {
+    if (db_pg_conn(db))
+        return jobs_pg_recover(db, bell, now);
     int64_t ids[64];
     int n = 0;
     sqlite3_stmt *st = db_stmt(db, SQL_EXPIRED);
@@ -235,6 +248,8 @@ int jobs_recover_if_expired(parley_db *db, parley_bell *bell, int64_t job_id, in
 
 int jobs_running_on(parley_db *db, const char *channel, int64_t *job_id, int64_t *first_seq)
 {
+    if (db_pg_conn(db))
+        return jobs_pg_running_on(db, channel, job_id, first_seq);
     static const char sql[] =
         "SELECT id, first_seq FROM jobs WHERE channel = ? AND state = 'running' "
         "ORDER BY id DESC LIMIT 1";
@@ -253,6 +268,8 @@ int jobs_running_on(parley_db *db, const char *channel, int64_t *job_id, int64_t
 
 int jobs_get(parley_db *db, int64_t job_id, struct job_info *out)
 {
+    if (db_pg_conn(db))
+        return jobs_pg_get(db, job_id, out);
     memset(out, 0, sizeof *out);
     sqlite3_stmt *st = db_stmt(db, SQL_GET);
     if (!st)

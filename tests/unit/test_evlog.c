@@ -393,7 +393,7 @@ TEST(pg_conninfo_gate_and_redaction)
         CHECK(db == NULL);
         db_close(db);
         printf("# gate closed: %s\n", err);
-        CHECK(has(err, "PostgreSQL support is not complete yet (event log only); "
+        CHECK(has(err, "PostgreSQL support is not complete yet (event log and jobs only); "
                        "set PARLEY_PG_EXPERIMENTAL=1 to use it for testing"));
         CHECK(has(err, "***"));
         CHECK(!has(err, "topsecret") && !has(err, "top secret"));

@@ -1,14 +1,24 @@
 /* test_jobs.c — single flight, leases and recovery, with several processes
  * on one database: no SQLITE_BUSY reaches a caller, no seq is duplicated or
- * skipped, exactly one owner per job, and a SIGKILLed owner is recovered. */
+ * skipped, exactly one owner per job, and a SIGKILLed owner is recovered.
+ *
+ * The backend-neutral cases (run_cases) run on SQLite and again on
+ * PostgreSQL when PARLEY_TEST_PG holds a URI (tests/integration/
+ * t0720-pg-jobs.sh, with PARLEY_PG_EXPERIMENTAL=1), with channel names of
+ * their own so a database used before does not disturb them; among them,
+ * CLAIM_THREADS threads with a connection each claiming one (channel, key)
+ * at once get exactly one owner. The multi-process and killed-owner cases
+ * read SQLite tables directly and run on SQLite only. */
 #include "th.h"
 #include "db_sqlite.h"
+#include "db_pg.h"
 #include "bell.h"
 #include "evlog.h"
 #include "jobs.h"
 #include "runner.h"
 #include "util.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -21,6 +31,11 @@
 #define HOT_EACH 400
 
 static char dbpath[512], bellpath[512];
+static const char *target;       /* what open_db opens: dbpath or the PostgreSQL URI */
+static char pfx[64];             /* prefix of channel names: "" on SQLite */
+
+/* name with this run's prefix, in buf */
+#define CH(buf, name) char buf[128]; snprintf(buf, sizeof buf, "%s%s", pfx, name)
 
 struct shared {                /* MAP_SHARED between parent and children */
     int owners;
@@ -40,7 +55,7 @@ static void sleep_ms(int ms)
 static parley_db *open_db(void)
 {
     char err[512];
-    parley_db *db = db_open(dbpath, err, sizeof err);
+    parley_db *db = db_open(target, err, sizeof err);
     if (!db)
         printf("# db_open: %s\n", err);
     return db;
@@ -50,17 +65,22 @@ TEST(claim_in_one_process)
 {
     parley_db *db = open_db();
     REQUIRE(db);
+    CH(t1, "t:1");
     struct job_claim a, b, c;
     char err[256];
-    REQUIRE(jobs_claim(db, NULL, "t:1", "k", 5000, &a, err, sizeof err) == 0);
+    REQUIRE(jobs_claim(db, NULL, t1, "k", 5000, &a, err, sizeof err) == 0);
     CHECK_INT(a.owner, 1);
-    REQUIRE(jobs_claim(db, NULL, "t:1", "k", 5000, &b, err, sizeof err) == 0);
+    REQUIRE(jobs_claim(db, NULL, t1, "k", 5000, &b, err, sizeof err) == 0);
     CHECK_INT(b.owner, 0);                 /* second viewer attaches */
     CHECK_INT(b.job_id, a.job_id);
-    REQUIRE(jobs_claim(db, NULL, "t:1", "other", 5000, &c, err, sizeof err) == 0);
+    REQUIRE(jobs_claim(db, NULL, t1, "other", 5000, &c, err, sizeof err) == 0);
     CHECK_INT(c.owner, 1);                 /* another prompt is another job */
     CHECK(c.job_id != a.job_id);
     CHECK_INT(jobs_renew(db, a.job_id, 5000), 0);
+    int64_t run_id = 0, run_first = -1;
+    CHECK_INT(jobs_running_on(db, t1, &run_id, &run_first), 0);
+    CHECK_INT(run_id, c.job_id);            /* the newest running job of the channel */
+    CHECK_INT(run_first, 0);
     REQUIRE(db_begin(db) == 0);
     CHECK_INT(jobs_finish_tx(db, a.job_id, NULL), 0);
     CHECK_INT(jobs_finish_tx(db, a.job_id, NULL), -1);   /* not running any more */
@@ -69,9 +89,18 @@ TEST(claim_in_one_process)
     struct job_info ji;
     REQUIRE(jobs_get(db, a.job_id, &ji) == 0);
     CHECK_STR(ji.state, "done");
-    CHECK_INT(jobs_get(db, 999999, &ji), 1);
+    CHECK_INT(jobs_get(db, INT64_MAX - 7, &ji), 1);
+    /* a running job is not finished twice, nor by another owner */
+    REQUIRE(db_begin(db) == 0);
+    CHECK_INT(jobs_finish_tx(db, c.job_id, "upstream broke"), 0);
+    REQUIRE(db_commit(db) == 0);
+    REQUIRE(jobs_get(db, c.job_id, &ji) == 0);
+    CHECK_STR(ji.state, "failed");
+    CHECK_STR(ji.error, "upstream broke");
+    CHECK_INT(ji.lease_expires, 0);
+    CHECK_INT(jobs_running_on(db, t1, &run_id, &run_first), 1);   /* none running */
     /* after it finished, the same prompt starts a new job */
-    REQUIRE(jobs_claim(db, NULL, "t:1", "k", 5000, &b, err, sizeof err) == 0);
+    REQUIRE(jobs_claim(db, NULL, t1, "k", 5000, &b, err, sizeof err) == 0);
     CHECK_INT(b.owner, 1);
     CHECK(b.job_id != a.job_id);
     db_close(db);
@@ -301,11 +330,12 @@ TEST(expired_lease_taken_over_by_claim)
 {
     parley_db *db = open_db();
     REQUIRE(db);
+    CH(e1, "exp:1");
     struct job_claim a, b;
     char err[256];
-    REQUIRE(jobs_claim(db, NULL, "exp:1", "k", 1, &a, err, sizeof err) == 0);
+    REQUIRE(jobs_claim(db, NULL, e1, "k", 1, &a, err, sizeof err) == 0);
     sleep_ms(20);
-    REQUIRE(jobs_claim(db, NULL, "exp:1", "k", 5000, &b, err, sizeof err) == 0);
+    REQUIRE(jobs_claim(db, NULL, e1, "k", 5000, &b, err, sizeof err) == 0);
     CHECK_INT(b.owner, 1);
     CHECK(b.job_id != a.job_id);
     struct job_info ji;
@@ -315,12 +345,257 @@ TEST(expired_lease_taken_over_by_claim)
     /* the old owner can no longer finish or renew */
     CHECK_INT(jobs_renew(db, a.job_id, 5000), -1);
     struct evlog_event *ev;
-    int n = evlog_read(db, "exp:1", 0, 10, &ev);
+    int n = evlog_read(db, e1, 0, 10, &ev);
     CHECK_INT(n, 1);
     if (n == 1)
         CHECK_STR(ev[0].type, "error");
     evlog_free(ev, n);
     db_close(db);
+}
+
+/* ---- claimers on several connections at once (both backends) ---- */
+
+#define CLAIM_THREADS 8
+#define CLAIM_ROUNDS 5
+struct claim_arg {
+    const char *channel, *key;
+    int lease_ms;
+    pthread_barrier_t *start;
+    struct job_claim claim;
+    int ok;
+    char err[256];
+};
+
+static void *claimer(void *p)
+{
+    struct claim_arg *a = p;
+    parley_db *db = open_db();
+    pthread_barrier_wait(a->start);          /* every connection open: claim at once */
+    if (db)
+        a->ok = jobs_claim(db, NULL, a->channel, a->key, a->lease_ms, &a->claim,
+                           a->err, sizeof a->err) == 0;
+    db_close(db);
+    return NULL;
+}
+
+/* CLAIM_THREADS claimers of one (channel, key) at once; returns how many
+ * became owners, *ok how many claims succeeded, *same how many got the
+ * owner's job id. */
+static int claim_at_once(const char *channel, const char *key, int *ok, int *same,
+                         int64_t *owner_job)
+{
+    struct claim_arg args[CLAIM_THREADS];
+    pthread_t th[CLAIM_THREADS];
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, CLAIM_THREADS);
+    for (int t = 0; t < CLAIM_THREADS; t++) {
+        memset(&args[t], 0, sizeof args[t]);
+        args[t].channel = channel;
+        args[t].key = key;
+        args[t].lease_ms = 5000;
+        args[t].start = &start;
+        if (pthread_create(&th[t], NULL, claimer, &args[t]) != 0)
+            abort();
+    }
+    for (int t = 0; t < CLAIM_THREADS; t++)
+        pthread_join(th[t], NULL);
+    pthread_barrier_destroy(&start);
+    int owners = 0;
+    *ok = *same = 0;
+    *owner_job = 0;
+    for (int t = 0; t < CLAIM_THREADS; t++) {
+        if (!args[t].ok) {
+            printf("# claim failed: %s\n", args[t].err);
+            continue;
+        }
+        (*ok)++;
+        if (args[t].claim.owner) {
+            owners++;
+            *owner_job = args[t].claim.job_id;
+        }
+    }
+    for (int t = 0; t < CLAIM_THREADS; t++)
+        if (args[t].ok && args[t].claim.job_id == *owner_job)
+            (*same)++;
+    return owners;
+}
+
+/* CLAIM_THREADS threads, a connection each, claim one (channel, key) at
+ * the same moment, CLAIM_ROUNDS times: exactly one owner, every other
+ * claimer attached to the owner's job, one running job in the table. */
+TEST(concurrent_claims_one_owner)
+{
+    parley_db *db = open_db();
+    REQUIRE(db);
+    for (int round = 0; round < CLAIM_ROUNDS; round++) {
+        char chan[160];
+        snprintf(chan, sizeof chan, "%sconc:%d", pfx, round);
+        int ok, same;
+        int64_t job;
+        int owners = claim_at_once(chan, "k", &ok, &same, &job);
+        CHECK_INT(ok, CLAIM_THREADS);
+        CHECK_INT(owners, 1);
+        CHECK_INT(same, CLAIM_THREADS);
+        int64_t run_id = 0, first = 0;
+        CHECK_INT(jobs_running_on(db, chan, &run_id, &first), 0);
+        CHECK_INT(run_id, job);
+    }
+    db_close(db);
+}
+
+/* A running job whose lease expired, claimed by CLAIM_THREADS at once: it
+ * is failed once (one "error" event), exactly one claimer owns the new job
+ * and the others attach to it. */
+TEST(concurrent_claims_of_expired_job)
+{
+    parley_db *db = open_db();
+    REQUIRE(db);
+    CH(chan, "conc:expired");
+    struct job_claim old;
+    char err[256];
+    REQUIRE(jobs_claim(db, NULL, chan, "k", 1, &old, err, sizeof err) == 0);
+    REQUIRE(old.owner == 1);
+    sleep_ms(20);
+    int ok, same;
+    int64_t job;
+    int owners = claim_at_once(chan, "k", &ok, &same, &job);
+    CHECK_INT(ok, CLAIM_THREADS);
+    CHECK_INT(owners, 1);
+    CHECK_INT(same, CLAIM_THREADS);
+    CHECK(job != old.job_id);
+    struct job_info ji;
+    REQUIRE(jobs_get(db, old.job_id, &ji) == 0);
+    CHECK_STR(ji.state, "failed");
+    struct evlog_event *ev;
+    int n = evlog_read(db, chan, 0, 100, &ev);
+    int errors = 0;
+    for (int i = 0; i < n; i++)
+        errors += !strcmp(ev[i].type, "error") && ev[i].job_id == old.job_id;
+    CHECK_INT(n, 1);
+    CHECK_INT(errors, 1);
+    evlog_free(ev, n);
+    db_close(db);
+}
+
+struct recover_arg { int64_t now; pthread_barrier_t *start; int failed; };
+static void *recoverer(void *p)
+{
+    struct recover_arg *a = p;
+    parley_db *db = open_db();
+    pthread_barrier_wait(a->start);
+    a->failed = db ? jobs_recover(db, NULL, a->now) : -1;
+    db_close(db);
+    return NULL;
+}
+
+/* Leases: a renewed lease is not recovered; an expired one is failed by
+ * exactly one of several recoveries running at once (the others see it no
+ * longer running), with one error event; its owner can then neither renew
+ * nor finish it. jobs_recover_if_expired does nothing for a live job. */
+TEST(lease_renewal_and_recovery_race)
+{
+    parley_db *db = open_db();
+    REQUIRE(db);
+    CH(chan, "lease:1");
+    struct job_claim a;
+    char err[256];
+    REQUIRE(jobs_claim(db, NULL, chan, "k", 1, &a, err, sizeof err) == 0);
+    sleep_ms(20);
+    /* expired but not yet failed: its owner may still renew it */
+    CHECK_INT(jobs_renew(db, a.job_id, 5000), 0);
+    CHECK_INT(jobs_recover_if_expired(db, NULL, a.job_id, now_ms()), 0);
+    CHECK_INT(jobs_recover(db, NULL, now_ms()), 0);
+    struct job_info ji;
+    REQUIRE(jobs_get(db, a.job_id, &ji) == 0);
+    CHECK_STR(ji.state, "running");
+    /* let it run out, then recover from several connections at once */
+    CHECK_INT(jobs_renew(db, a.job_id, 1), 0);
+    sleep_ms(20);
+    enum { R = 4 };
+    struct recover_arg args[R];
+    pthread_t th[R];
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, R);
+    int64_t now = now_ms();
+    for (int t = 0; t < R; t++) {
+        args[t].now = now;
+        args[t].start = &start;
+        args[t].failed = -2;
+        REQUIRE(pthread_create(&th[t], NULL, recoverer, &args[t]) == 0);
+    }
+    for (int t = 0; t < R; t++)
+        pthread_join(th[t], NULL);
+    pthread_barrier_destroy(&start);
+    /* other expired jobs (another run's, on a shared database) may be failed
+     * too; this job is failed by exactly one, once */
+    int errs = 0;
+    for (int t = 0; t < R; t++)
+        errs += args[t].failed < 0;
+    CHECK_INT(errs, 0);
+    REQUIRE(jobs_get(db, a.job_id, &ji) == 0);
+    CHECK_STR(ji.state, "failed");
+    CHECK(strstr(ji.error, "interrupted") != NULL);
+    struct evlog_event *ev;
+    int n = evlog_read(db, chan, 0, 100, &ev);
+    CHECK_INT(n, 1);
+    if (n == 1) {
+        CHECK_STR(ev[0].type, "error");
+        CHECK_INT(ev[0].job_id, a.job_id);
+    }
+    evlog_free(ev, n);
+    CHECK_INT(jobs_renew(db, a.job_id, 5000), -1);
+    REQUIRE(db_begin(db) == 0);
+    CHECK_INT(jobs_finish_tx(db, a.job_id, NULL), -1);
+    REQUIRE(db_commit(db) == 0);
+    CHECK_INT(jobs_recover_if_expired(db, NULL, a.job_id, now_ms()), 0);   /* over */
+    db_close(db);
+}
+
+struct adopt_arg { parley_db *db; struct job_claim *claim; int renew_before, adopt, renew_after; };
+static void *adopter(void *p)
+{
+    struct adopt_arg *a = p;
+    a->renew_before = jobs_renew(a->db, a->claim->job_id, 5000);   /* not this thread's lease */
+    a->adopt = jobs_adopt(a->db, a->claim, 5000);
+    a->renew_after = jobs_renew(a->db, a->claim->job_id, 5000);
+    return NULL;
+}
+
+/* jobs_adopt hands the lease to another thread: before it, that thread
+ * cannot renew; after it, it can and the claiming thread cannot. */
+TEST(adopt_moves_the_lease)
+{
+    parley_db *db = open_db();
+    REQUIRE(db);
+    CH(chan, "adopt:1");
+    struct job_claim a;
+    char err[256];
+    REQUIRE(jobs_claim(db, NULL, chan, "k", 5000, &a, err, sizeof err) == 0);
+    char before[64];
+    str_copy(before, sizeof before, a.lease_owner);
+    struct adopt_arg arg = { db, &a, 0, 0, 0 };
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, adopter, &arg) == 0);
+    pthread_join(th, NULL);
+    CHECK_INT(arg.renew_before, -1);
+    CHECK_INT(arg.adopt, 0);
+    CHECK_INT(arg.renew_after, 0);
+    CHECK(strcmp(a.lease_owner, before) != 0);
+    CHECK_INT(jobs_renew(db, a.job_id, 5000), -1);      /* no longer ours */
+    struct job_claim stale = a;
+    str_copy(stale.lease_owner, sizeof stale.lease_owner, before);
+    CHECK_INT(jobs_adopt(db, &stale, 5000), -1);        /* the old owner cannot take it back */
+    db_close(db);
+}
+
+static void run_cases(void)
+{
+    RUN(claim_in_one_process);
+    RUN(expired_lease_taken_over_by_claim);
+    RUN(concurrent_claims_one_owner);
+    RUN(concurrent_claims_of_expired_job);
+    RUN(lease_renewal_and_recovery_race);
+    RUN(adopt_moves_the_lease);
 }
 
 int main(void)
@@ -330,9 +605,18 @@ int main(void)
     sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (sh == MAP_FAILED)
         return 2;
-    RUN(claim_in_one_process);
+    target = dbpath;
+    printf("# backend: SQLite\n");
+    run_cases();
     RUN(multi_process_single_flight);
     RUN(killed_owner_is_recovered);
-    RUN(expired_lease_taken_over_by_claim);
+    const char *pg = getenv("PARLEY_TEST_PG");
+    if (pg && *pg) {
+        /* names of this run only: the database may have been used before */
+        target = pg;
+        snprintf(pfx, sizeof pfx, "r%ld-%lld:", (long)getpid(), (long long)now_ms());
+        printf("# backend: PostgreSQL (PARLEY_TEST_PG, channels %s*)\n", pfx);
+        run_cases();
+    }
     return th_done();
 }
