@@ -23,9 +23,11 @@ static const char SQL_RENEW[] =
 static const char SQL_FINISH[] =
     "UPDATE jobs SET state = ?, error = ?, finished_at = ?, lease_expires = NULL "
     "WHERE id = ? AND state = 'running' AND lease_owner = ?";
+/* lease_expires < now again: the sweep read the job as expired before its
+ * transaction began, and its owner may have renewed the lease since. */
 static const char SQL_FAIL_EXPIRED[] =
-    "UPDATE jobs SET state = 'failed', error = ?, finished_at = ?, lease_expires = NULL "
-    "WHERE id = ? AND state = 'running' RETURNING channel";
+    "UPDATE jobs SET state = 'failed', error = ?1, finished_at = ?2, lease_expires = NULL "
+    "WHERE id = ?3 AND state = 'running' AND lease_expires < ?2 RETURNING channel";
 static const char SQL_EXPIRED[] =
     "SELECT id FROM jobs WHERE state = 'running' AND lease_expires < ? LIMIT 64";
 static const char SQL_GET[] =
@@ -41,8 +43,8 @@ static char *error_event_data(int64_t job_id, const char *kind, const char *msg)
     return s;
 }
 
-/* Inside a transaction: fails job_id (if still running) and appends its
- * error event. Copies the channel into chan for the caller's ring.
+/* Inside a transaction: fails job_id (if still running and its lease
+ * expired before now) and appends its error event. Copies the channel into chan for the caller's ring.
  * Returns 1 if failed now, 0 if it was no longer running, -1 on error. */
 static int fail_expired_tx(parley_db *db, int64_t job_id, int64_t now,
                            char *chan, size_t chanlen)

@@ -9,7 +9,9 @@
 #   - a job whose lease expired, claimed by 8 at once: failed once (one
 #     error event), one new owner;
 #   - a renewed lease is not recovered; 4 recoveries at once fail an
-#     expired job exactly once (UPDATE ... WHERE lease_expires < now);
+#     expired job exactly once (UPDATE ... WHERE lease_expires < now); a
+#     recovery that read the lease while its renewal was uncommitted waits
+#     on the row and then changes nothing;
 #   - jobs_adopt moves the lease to another thread;
 #   - the table holds at most one running job per (channel, prompt_key)
 #     afterwards, and the index that enforces it is there.
@@ -50,6 +52,8 @@ ok "PostgreSQL: 8 claims of an expired job at once: failed once, one new owner" 
     pg_case concurrent_claims_of_expired_job
 ok "PostgreSQL: a renewed lease is kept; 4 recoveries at once fail an expired job once" \
     pg_case lease_renewal_and_recovery_race
+ok "PostgreSQL: a recovery that read the lease before its renewal committed does not fail the job" \
+    pg_case renewal_racing_recovery_keeps_job
 ok "PostgreSQL: jobs_adopt moves the lease to another thread" pg_case adopt_moves_the_lease
 
 one_running() {

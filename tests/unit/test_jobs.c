@@ -551,6 +551,54 @@ TEST(lease_renewal_and_recovery_race)
     db_close(db);
 }
 
+struct sweep_arg { int64_t now; int failed; int done; };
+static void *sweeper(void *p)
+{
+    struct sweep_arg *a = p;
+    parley_db *db = open_db();
+    a->failed = db ? jobs_recover(db, NULL, a->now) : -1;
+    db_close(db);
+    __atomic_store_n(&a->done, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+/* A recovery that read a job as expired while its owner was renewing the
+ * lease (the renewal's transaction still open) must not fail it once the
+ * renewal committed: the failing UPDATE re-checks lease_expires < now. */
+TEST(renewal_racing_recovery_keeps_job)
+{
+    parley_db *db = open_db();
+    REQUIRE(db);
+    CH(chan, "lease:race");
+    struct job_claim a;
+    char err[256];
+    REQUIRE(jobs_claim(db, NULL, chan, "k", 1, &a, err, sizeof err) == 0);
+    sleep_ms(20);
+    int64_t now = now_ms();              /* the job's lease expired before this */
+    REQUIRE(db_begin(db) == 0);
+    CHECK_INT(jobs_renew(db, a.job_id, 60000), 0);   /* not committed yet */
+    struct sweep_arg arg = { now, -2, 0 };
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, sweeper, &arg) == 0);
+    sleep_ms(300);                       /* the sweep has read the old lease and waits */
+    CHECK_INT(__atomic_load_n(&arg.done, __ATOMIC_SEQ_CST), 0);
+    CHECK_INT(db_commit(db), 0);
+    pthread_join(th, NULL);
+    CHECK(arg.failed >= 0);
+    struct job_info ji;
+    REQUIRE(jobs_get(db, a.job_id, &ji) == 0);
+    CHECK_STR(ji.state, "running");
+    CHECK_INT(jobs_renew(db, a.job_id, 5000), 0);
+    struct evlog_event *ev;
+    int n = evlog_read(db, chan, 0, 10, &ev);
+    CHECK_INT(n, 0);                     /* no error event */
+    evlog_free(ev, n);
+    REQUIRE(db_begin(db) == 0);
+    CHECK_INT(jobs_finish_tx(db, a.job_id, NULL), 0);
+    REQUIRE(db_commit(db) == 0);
+    db_close(db);
+}
+
 struct adopt_arg { parley_db *db; struct job_claim *claim; int renew_before, adopt, renew_after; };
 static void *adopter(void *p)
 {
@@ -595,6 +643,7 @@ static void run_cases(void)
     RUN(concurrent_claims_one_owner);
     RUN(concurrent_claims_of_expired_job);
     RUN(lease_renewal_and_recovery_race);
+    RUN(renewal_racing_recovery_keeps_job);
     RUN(adopt_moves_the_lease);
 }
 
