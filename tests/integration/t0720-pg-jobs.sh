@@ -13,6 +13,9 @@
 #     recovery that read the lease while its renewal was uncommitted waits
 #     on the row and then changes nothing;
 #   - jobs_adopt moves the lease to another thread;
+#   - an owner SIGKILLed mid-stream: a viewer in another process following
+#     it (runner_follow) gets the "interrupted" error once the lease runs
+#     out, one error event, and the next claim owns a new job;
 #   - the table holds at most one running job per (channel, prompt_key)
 #     afterwards, and the index that enforces it is there.
 # TAP output; exit status 0 only if everything passed.
@@ -55,6 +58,8 @@ ok "PostgreSQL: a renewed lease is kept; 4 recoveries at once fail an expired jo
 ok "PostgreSQL: a recovery that read the lease before its renewal committed does not fail the job" \
     pg_case renewal_racing_recovery_keeps_job
 ok "PostgreSQL: jobs_adopt moves the lease to another thread" pg_case adopt_moves_the_lease
+ok "PostgreSQL: a SIGKILLed owner's viewer in another process gets the interrupted error; the key runs again" \
+    pg_case killed_owner_is_recovered
 
 one_running() {
     _d=$(it_pg_sql "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'running'
