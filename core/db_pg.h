@@ -1,8 +1,8 @@
-/* db_pg.h — the PostgreSQL side of a parley_db (issue 10, first slice).
+/* db_pg.h — the PostgreSQL side of a parley_db (issue 10, first slices).
  *
  * Included ONLY by db.c and the storage modules that have a PostgreSQL body
- * (evlog.c through evlog_pg.c, jobs.c through jobs_pg.c), and by unit tests. Fronts never see
- * it nor <libpq-fe.h>.
+ * (evlog.c through evlog_pg.c, jobs.c through jobs_pg.c), and by unit
+ * tests. Fronts never see it nor <libpq-fe.h>.
  *
  * Gate: PostgreSQL support is not complete (the event log and jobs only), so
  * db_open() refuses a PostgreSQL connection string unless the environment

@@ -7,8 +7,8 @@
  * t0720-pg-jobs.sh, with PARLEY_PG_EXPERIMENTAL=1), with channel names of
  * their own so a database used before does not disturb them; among them,
  * CLAIM_THREADS threads with a connection each claiming one (channel, key)
- * at once get exactly one owner. The multi-process and killed-owner cases
- * read SQLite tables directly and run on SQLite only. */
+ * at once get exactly one owner. The multi-process case reads SQLite
+ * tables directly and runs on SQLite only. */
 #include "th.h"
 #include "db_sqlite.h"
 #include "db_pg.h"
