@@ -87,7 +87,12 @@ int jobs_pg_claim(parley_db *db, struct parley_bell *bell, const char *channel,
 int jobs_pg_adopt(parley_db *db, struct job_claim *claim, int lease_ms);
 int jobs_pg_renew(parley_db *db, int64_t job_id, int lease_ms);
 int jobs_pg_finish_tx(parley_db *db, int64_t job_id, const char *error);
-int jobs_pg_recover(parley_db *db, struct parley_bell *bell, int64_t now);
+/* jobs_recover's two backend steps (jobs.c runs the loop): the ids of
+ * running jobs whose lease expired before now (at most max; count or -1),
+ * and failing one of them inside the caller's transaction (1 failed, 0 it
+ * was renewed or ended meanwhile, -1 error; chan gets its channel). */
+int jobs_pg_expired(parley_db *db, int64_t now, int64_t *ids, int max);
+int jobs_pg_fail_expired_tx(parley_db *db, int64_t job_id, int64_t now, char *chan, size_t chanlen);
 int jobs_pg_running_on(parley_db *db, const char *channel, int64_t *job_id, int64_t *first_seq);
 int jobs_pg_get(parley_db *db, int64_t job_id, struct job_info *out);
 #endif

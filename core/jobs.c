@@ -203,23 +203,31 @@ int jobs_finish_tx(parley_db *db, int64_t job_id, const char *error)
 
 int jobs_recover(parley_db *db, parley_bell *bell, int64_t now)
 {
-    if (db_pg_conn(db))
-        return jobs_pg_recover(db, bell, now);
+    int pg = db_pg_conn(db) != NULL;
     int64_t ids[64];
     int n = 0;
-    sqlite3_stmt *st = db_stmt(db, SQL_EXPIRED);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, now);
-    while (n < 64 && sqlite3_step(st) == SQLITE_ROW)
-        ids[n++] = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
+    if (pg) {
+        n = jobs_pg_expired(db, now, ids, 64);
+        if (n < 0)
+            return -1;
+    } else {
+        sqlite3_stmt *st = db_stmt(db, SQL_EXPIRED);
+        if (!st)
+            return -1;
+        sqlite3_bind_int64(st, 1, now);
+        while (n < 64 && sqlite3_step(st) == SQLITE_ROW)
+            ids[n++] = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+    }
+    /* each one in its own transaction, on either backend: a job renewed
+     * meanwhile is left alone (the fail re-checks the lease) */
     int done = 0;
     for (int i = 0; i < n; i++) {
         char chan[512];
         if (db_begin(db) < 0)
             return -1;
-        int r = fail_expired_tx(db, ids[i], now, chan, sizeof chan);
+        int r = pg ? jobs_pg_fail_expired_tx(db, ids[i], now, chan, sizeof chan)
+                   : fail_expired_tx(db, ids[i], now, chan, sizeof chan);
         if (r < 0) {
             db_rollback(db);
             return -1;

@@ -232,37 +232,23 @@ int jobs_pg_finish_tx(parley_db *db, int64_t job_id, const char *error)
     return exec_changes(db, SQL_FINISH, 5, params, "jobs: finish") == 1 ? 0 : -1;
 }
 
-int jobs_pg_recover(parley_db *db, parley_bell *bell, int64_t now)
+int jobs_pg_expired(parley_db *db, int64_t now, int64_t *ids, int max)
 {
     I64(nows, now);
     const char *params[1] = { nows };
     PGresult *r = exec(db, SQL_EXPIRED, 1, params, PGRES_TUPLES_OK, "jobs: expired");
     if (!r)
         return -1;
-    int64_t ids[64];
-    int n = PQntuples(r) < 64 ? PQntuples(r) : 64;
-    for (int i = 0; i < n; i++)
-        ids[i] = col_i64(r, i, 0);
+    int n = PQntuples(r) < max ? PQntuples(r) : max;
+    for (int k = 0; k < n; k++)
+        ids[k] = col_i64(r, k, 0);
     PQclear(r);
-    int done = 0;
-    for (int i = 0; i < n; i++) {
-        char chan[512];
-        if (db_begin(db) < 0)
-            return -1;
-        int f = fail_expired_tx(db, ids[i], now, chan, sizeof chan);
-        if (f < 0) {
-            db_rollback(db);
-            return -1;
-        }
-        if (db_commit(db) < 0)
-            return -1;
-        if (f == 1) {
-            done++;
-            if (bell)
-                bell_ring(bell, chan);
-        }
-    }
-    return done;
+    return n;
+}
+
+int jobs_pg_fail_expired_tx(parley_db *db, int64_t job_id, int64_t now, char *chan, size_t chanlen)
+{
+    return fail_expired_tx(db, job_id, now, chan, chanlen);
 }
 
 int jobs_pg_running_on(parley_db *db, const char *channel, int64_t *job_id, int64_t *first_seq)
