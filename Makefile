@@ -13,7 +13,7 @@ BUILD    ?= build
 CC       ?= cc
 SANITIZE ?=
 # libpq (PostgreSQL's client library, libpq-dev): core's PostgreSQL backend
-# (core/db_pg.c, issue 10), so every user of libparley links it.
+# (core/storage/pg/, issue 10), so every user of libparley links it.
 PKGS     := libcurl jansson sqlite3 libjwt openssl fcgi libwebsockets libpq
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -29,7 +29,7 @@ CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover
 LDFLAGS  += -fsanitize=$(SANITIZE)
 endif
 
-CORE_SRC  := $(sort $(wildcard core/*.c))
+CORE_SRC  := $(sort $(wildcard core/*.c core/storage/pg/*.c))
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/migrations.o $(BUILD)/gen/pg_migrations.o
 LIBPARLEY := $(BUILD)/libparley.a
 

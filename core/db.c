@@ -1,10 +1,10 @@
 /* db.c — SQLite connection setup, migrations, statement cache, transactions,
  * and the repair of read-only or broken connections; the choice of backend
- * at db_open (a PostgreSQL connection string goes to db_pg.c, and every
+ * at db_open (a PostgreSQL connection string goes to storage/pg/conn.c, and every
  * function of db.h dispatches on it).
  * See db.h and db_sqlite.h for the contract. One parley_db per thread. */
 #include "db_sqlite.h"
-#include "db_pg.h"
+#include "storage/pg/pg.h"
 #include "migrations.h"
 #include "util.h"
 
@@ -241,7 +241,7 @@ static int connect_handle(parley_db *db, const char *path, int flags, sqlite3 **
     return 0;
 }
 
-/* A PostgreSQL connection string: connect, migrate (db_pg.c). */
+/* A PostgreSQL connection string: connect, migrate (storage/pg/conn.c). */
 static parley_db *open_pg(const char *conninfo, char *err, size_t errlen)
 {
     parley_db *db = calloc(1, sizeof *db);

@@ -7,7 +7,7 @@
  * this header and the storage headers again; fronts (fcgi/, ws-bridge/,
  * cli/) do not change.
  *
- * PostgreSQL (issue 10, first slices; db_pg.h, docs/postgres.md): db_open
+ * PostgreSQL (issue 10, first slices; storage/pg/pg.h, docs/postgres.md): db_open
  * takes a "postgresql://" / "postgres://" URI or a libpq "key=value" string,
  * only with PARLEY_PG_EXPERIMENTAL=1 in the environment (otherwise it is
  * refused with a configuration message; a temporary gate). On such a handle

@@ -1,10 +1,10 @@
 /* evlog.c — the per-channel event log and the coalescing token writer.
  * See evlog.h. Every statement is prepared once per connection (db_stmt).
  * Each public function that touches storage dispatches on the backend: a
- * PostgreSQL connection (db_pg_conn) goes to evlog_pg.c. */
+ * PostgreSQL connection (db_pg_conn) goes to storage/pg/evlog.c. */
 #include "evlog.h"
 #include "db_sqlite.h"
-#include "db_pg.h"
+#include "storage/pg/pg.h"
 #include "util.h"
 
 #include <stdio.h>

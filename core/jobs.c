@@ -1,9 +1,9 @@
 /* jobs.c — single-flight job claims, leases and recovery (see jobs.h).
  * Each public function that touches storage dispatches on the backend: a
- * PostgreSQL connection (db_pg_conn) goes to jobs_pg.c. */
+ * PostgreSQL connection (db_pg_conn) goes to storage/pg/jobs.c. */
 #include "jobs.h"
 #include "db_sqlite.h"
-#include "db_pg.h"
+#include "storage/pg/pg.h"
 #include "evlog.h"
 #include "util.h"
 

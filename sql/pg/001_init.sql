@@ -1,6 +1,6 @@
 -- PostgreSQL schema, version 1 (issue 10, first slice: the event log).
--- Applied by core/db_pg.c in one transaction; the version goes into
--- parley_schema (created by db_pg.c itself). Times are milliseconds since
+-- Applied by core/storage/pg/conn.c in one transaction; the version goes into
+-- parley_schema (created by storage/pg/conn.c itself). Times are milliseconds since
 -- the epoch (bigint), as in sql/001_init.sql.
 
 -- Generations, as sql/001_init.sql's jobs (the jobs module has no

@@ -13,7 +13,7 @@
  * password is looked for in every message. */
 #include "th.h"
 #include "db_sqlite.h"
-#include "db_pg.h"
+#include "storage/pg/pg.h"
 #include "bell.h"
 #include "evlog.h"
 #include "util.h"

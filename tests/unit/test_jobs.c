@@ -11,7 +11,7 @@
  * tables directly and runs on SQLite only. */
 #include "th.h"
 #include "db_sqlite.h"
-#include "db_pg.h"
+#include "storage/pg/pg.h"
 #include "bell.h"
 #include "evlog.h"
 #include "jobs.h"

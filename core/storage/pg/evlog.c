@@ -1,4 +1,4 @@
-/* evlog_pg.c — the event log's PostgreSQL bodies (contracts: evlog.h;
+/* storage/pg/evlog.c — the event log's PostgreSQL bodies (contracts: evlog.h;
  * evlog.c dispatches here when db_pg_conn(db) is not NULL).
  *
  * Seqs: an append bumps the channel's row of event_channels with
@@ -8,7 +8,7 @@
  * a rolled-back append rolls its bump back too. Every statement binds its
  * values (PQexecParams); event data goes and comes back as bytes
  * (bytea, binary format). */
-#include "db_pg.h"
+#include "storage/pg/pg.h"
 #include "evlog.h"
 #include "util.h"
 

@@ -1,4 +1,4 @@
-/* jobs_pg.c — the jobs module's PostgreSQL bodies (contracts: jobs.h;
+/* storage/pg/jobs.c — the jobs module's PostgreSQL bodies (contracts: jobs.h;
  * jobs.c dispatches here when db_pg_conn(db) is not NULL).
  *
  * PostgreSQL (READ COMMITTED) lets claimers interleave where SQLite's
@@ -18,7 +18,7 @@
  *   - no lock is held across anything slow: a claim's transaction is a few
  *     statements; the generation runs after it committed.
  * Every statement binds its values (PQexecParams, text format). */
-#include "db_pg.h"
+#include "storage/pg/pg.h"
 #include "evlog.h"
 #include "jobs.h"
 #include "util.h"

@@ -1,8 +1,8 @@
-/* db_pg.c — the PostgreSQL connection of a parley_db: selection, redaction
+/* storage/pg/conn.c — the PostgreSQL connection of a parley_db: selection, redaction
  * of the password, the experimental gate, migrations from sql/pg/,
  * transactions (nested ones are savepoints) and failure messages.
- * See db_pg.h and db.h for the contract. One connection per thread. */
-#include "db_pg.h"
+ * See storage/pg/pg.h and db.h for the contract. One connection per thread. */
+#include "storage/pg/pg.h"
 #include "migrations.h"
 #include "util.h"
 

@@ -1,7 +1,7 @@
-/* db_pg.h — the PostgreSQL side of a parley_db (issue 10, first slices).
+/* storage/pg/pg.h — the PostgreSQL side of a parley_db (issue 10).
  *
  * Included ONLY by db.c and the storage modules that have a PostgreSQL body
- * (evlog.c through evlog_pg.c, jobs.c through jobs_pg.c), and by unit
+ * (evlog.c through storage/pg/evlog.c, jobs.c through storage/pg/jobs.c), and by unit
  * tests. Fronts never see it nor <libpq-fe.h>.
  *
  * Gate: PostgreSQL support is not complete (the event log and jobs only), so
@@ -47,7 +47,7 @@ PGconn *db_pg_conn(parley_db *db);
  * 25006 (read-only transaction) gives PERR_DB_READONLY. */
 void db_pg_fail(parley_db *db, const char *what, const PGresult *r);
 
-/* ---- the connection, for db.c (opaque outside db_pg.c) ---- */
+/* ---- the connection, for db.c (opaque outside storage/pg/conn.c) ---- */
 struct db_pg;
 /* Connects to conninfo (shown: its redacted form, for messages) and applies
  * pending sql/pg migrations. NULL with err set on failure: the gate closed,
@@ -66,7 +66,7 @@ const char *pgc_errmsg(struct db_pg *p);
 void pgc_fail(struct db_pg *p, const char *what, const PGresult *r);
 enum db_health pgc_health(struct db_pg *p);
 
-/* ---- the event log's PostgreSQL bodies (evlog_pg.c; contracts: evlog.h) ---- */
+/* ---- the event log's PostgreSQL bodies (storage/pg/evlog.c; contracts: evlog.h) ---- */
 struct evlog_event;
 int64_t evlog_pg_append_tx(parley_db *db, const char *channel, int64_t job_id,
                            const char *type, const char *data, size_t len);
@@ -75,7 +75,7 @@ int evlog_pg_read(parley_db *db, const char *channel, int64_t after, int max,
                   struct evlog_event **out);
 int evlog_pg_compact(parley_db *db, int64_t grace_ms, int64_t now);
 
-/* ---- the jobs module's PostgreSQL bodies (jobs_pg.c; contracts: jobs.h,
+/* ---- the jobs module's PostgreSQL bodies (storage/pg/jobs.c; contracts: jobs.h,
  * same return values; jobs_recover_if_expired has no body of its own: it
  * is jobs_get + jobs_recover) ---- */
 struct job_claim;
