@@ -195,9 +195,10 @@ it_subst() {
 }
 
 # Creates SETUP_DIR=$IT_TMP/$1 with bin/parley.fcgi (a copy of APP $2), the
-# database, and the placeholder values.
+# database, and the placeholder values. With IT_NODE set (two nodes in one
+# run, t0790), the directory is $IT_TMP/$1-$IT_NODE.
 it_setup_dir() {
-    SETUP_DIR=$IT_TMP/$1
+    SETUP_DIR=$IT_TMP/$1${IT_NODE:+-$IT_NODE}
     [ -x "$2" ] || it_die "$2 is not built (make)"
     mkdir -p "$SETUP_DIR/bin" "$SETUP_DIR/conf" "$SETUP_DIR/logs" "$SETUP_DIR/run"
     cp "$2" "$SETUP_DIR/bin/parley.fcgi"
@@ -386,33 +387,36 @@ it_wait_port() {
 # Environment= and ExecStart= lines) on 127.0.0.1:BRIDGE_PORT (a free port), as the app
 # account, with the database and upstream of the setups. It outlives
 # stop_setup; it_cleanup stops it. Returns 1 (with its log on stdout as TAP
-# diagnostics) if it does not come up.
+# diagnostics) if it does not come up. Sets BRIDGE_DIR ($IT_TMP/bridge, or
+# $IT_TMP/bridge-$IT_NODE with IT_NODE set), BRIDGE_PORT and BRIDGE_PID.
 start_bridge() {
     [ -x "$BUILD/parley-ws" ] || it_die "$BUILD/parley-ws is not built (make)"
-    mkdir -p "$IT_TMP/bridge"
-    cp "$BUILD/parley-ws" "$IT_TMP/bridge/parley-ws"
-    it_own "$IT_TMP/bridge"
+    BRIDGE_DIR=$IT_TMP/bridge${IT_NODE:+-$IT_NODE}
+    mkdir -p "$BRIDGE_DIR"
+    cp "$BUILD/parley-ws" "$BRIDGE_DIR/parley-ws"
+    it_own "$BRIDGE_DIR"
     BRIDGE_PORT=$(free_port)
     # The Environment= and ExecStart= lines of the shipped unit
     # (apache-conf/parley-ws.service), its placeholders filled for this run.
     _sv="${PARLEY_BIN-}|${PARLEY_DB-}|${OLLAMA_SERVER-}|${WS_PORT-}"
-    PARLEY_BIN=$IT_TMP/bridge PARLEY_DB=${IT_DB:-$IT_TMP/data/parley.db}
+    PARLEY_BIN=$BRIDGE_DIR PARLEY_DB=${IT_DB:-$IT_TMP/data/parley.db}
     OLLAMA_SERVER=${IT_UPSTREAM:-$FAKE_LLM_URL} WS_PORT=$BRIDGE_PORT
     PARLEY_WWW=${PARLEY_WWW-} PARLEY_SOCKET=${PARLEY_SOCKET-}
-    it_subst apache-conf/parley-ws.service "$IT_TMP/bridge/parley-ws.service"
+    it_subst apache-conf/parley-ws.service "$BRIDGE_DIR/parley-ws.service"
     IFS='|' read -r PARLEY_BIN PARLEY_DB OLLAMA_SERVER WS_PORT <<EOF_SV
 $_sv
 EOF_SV
-    _env=$(sed -n 's/^Environment=//p' "$IT_TMP/bridge/parley-ws.service")
-    _exec=$(sed -n 's/^ExecStart=//p' "$IT_TMP/bridge/parley-ws.service")
+    _env=$(sed -n 's/^Environment=//p' "$BRIDGE_DIR/parley-ws.service")
+    _exec=$(sed -n 's/^ExecStart=//p' "$BRIDGE_DIR/parley-ws.service")
     [ -n "$_exec" ] || it_die "parley-ws.service has no ExecStart= line"
     _keep=$SETUP_PIDS
     # shellcheck disable=SC2086
-    it_bg "$IT_TMP/bridge/parley-ws.log" $AS_APP env $_env \
+    it_bg "$BRIDGE_DIR/parley-ws.log" $AS_APP env $_env \
         ${IT_APP_CONFIG:+PARLEY_CONFIG="$IT_APP_CONFIG"} $_exec
     SETUP_PIDS=$_keep
+    BRIDGE_PID=$IT_LAST_PID
     if ! it_wait_port "$BRIDGE_PORT" "$IT_LAST_PID"; then
-        sed 's/^/# parley-ws: /' "$IT_TMP/bridge/parley-ws.log" | tail -n 20
+        sed 's/^/# parley-ws: /' "$BRIDGE_DIR/parley-ws.log" | tail -n 20
         return 1
     fi
 }
@@ -605,6 +609,17 @@ it_pg_stop() {
     PG_PID=""
 }
 
+# it_pg_restart — stops it_postgres's server (a fast shutdown: sessions are
+# cut) and starts it again on the same data directory and the same port,
+# so PG_URL stays valid (tests of what clients see when PostgreSQL
+# restarts).
+it_pg_restart() {
+    [ -n "$PG_PID" ] || it_die "it_pg_restart before it_postgres"
+    _port=$PG_PORT
+    it_pg_stop
+    IT_PG_PORT=$_port it_postgres "$PG_DATA"
+}
+
 # --- TAP --------------------------------------------------------------------
 
 # ok NAME CMD... — runs CMD (its output becomes "# " diagnostics).
@@ -664,7 +679,7 @@ it_node_tap() {
             echo "not ok $TAP_N - $_pre$(basename "$_file") exited $_rc after its tests passed"
             tail -n 10 "$_out" | sed 's/^/#   /'
         fi
-        for _f in "$SETUP_DIR"/logs/error.log "$SETUP_DIR"/logs/app.log "$IT_TMP"/bridge/parley-ws.log; do
+        for _f in "$SETUP_DIR"/logs/error.log "$SETUP_DIR"/logs/app.log "${BRIDGE_DIR:-$IT_TMP/bridge}"/parley-ws.log; do
             [ -s "$_f" ] && tail -n 5 "$_f" | sed "s|^|#   $(basename "$_f"): |"
         done
     fi

@@ -67,6 +67,8 @@ ok "PostgreSQL: nested transactions are savepoints, seqs stay dense" pg_case nes
 ok "PostgreSQL: 4 threads appending to one channel get seqs 1..400, no gap, no duplicate" \
     pg_case concurrent_appends_dense
 ok "PostgreSQL: a newer schema is refused; the password is in no message" pg_case pg_password_never_shown
+ok "PostgreSQL: a session the server ended (pg_terminate_backend) is reopened; a transaction it cut is lost, the next one works" \
+    pg_case pg_session_ended_is_reopened
 
 schema_recorded() {
     _v=$(it_pg_sql "SELECT max(version) FROM parley_schema") || return 1

@@ -458,6 +458,77 @@ TEST(pg_password_never_shown)
     CHECK(has(err, "PARLEY_PG_EXPERIMENTAL=1") && !has(err, secret));
 }
 
+/* PostgreSQL only: the server ends a connection's session (a restart does
+ * that to every session; pg_terminate_backend here, from another
+ * connection). Outside a transaction the connection is opened again: a
+ * db_begin retries once, so it does not fail; a read may fail once, the
+ * next one answers. A session ended inside a transaction loses that
+ * transaction (its commit fails, its append is not there) and the next
+ * transaction works. Fails without conn.c's revive (every later call
+ * fails: "no connection to the server"). */
+static int end_session_of(parley_db *victim, parley_db *killer)
+{
+    PGresult *r = PQexec(db_pg_conn(victim), "SELECT pg_backend_pid()");
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    char pid[32] = "";
+    if (ok)
+        snprintf(pid, sizeof pid, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    if (!ok)
+        return -1;
+    const char *params[1] = { pid };
+    r = PQexecParams(db_pg_conn(killer), "SELECT pg_terminate_backend($1::int)", 1, NULL, params,
+                     NULL, NULL, 0);
+    ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    /* the backend is gone once it no longer shows in pg_stat_activity */
+    for (int i = 0; ok && i < 200; i++) {
+        r = PQexecParams(db_pg_conn(killer), "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int",
+                         1, NULL, params, NULL, NULL, 0);
+        int gone = PQresultStatus(r) == PGRES_TUPLES_OK && !strcmp(PQgetvalue(r, 0, 0), "0");
+        PQclear(r);
+        if (gone)
+            return 0;
+        sleep_ms(10);
+    }
+    return -1;
+}
+
+TEST(pg_session_ended_is_reopened)
+{
+    parley_db *a = open_db(), *b = open_db();
+    REQUIRE(a && b);
+    CH(ch, "c:revive");
+    CHECK_INT(evlog_append(a, NULL, ch, 1, "token", "one", 3), 1);
+
+    REQUIRE(end_session_of(a, b) == 0);
+    CHECK_INT(db_begin(a), 0);                 /* reopened and retried */
+    CHECK_INT(evlog_append_tx(a, ch, 1, "token", "two", 3), 2);
+    CHECK_INT(db_commit(a), 0);
+
+    REQUIRE(end_session_of(a, b) == 0);
+    int64_t first = evlog_last_seq(a, ch);     /* may meet the ended session */
+    CHECK(first == 2 || first < 0);
+    CHECK_INT(evlog_last_seq(a, ch), 2);       /* reopened */
+
+    CHECK_INT(db_begin(a), 0);
+    REQUIRE(end_session_of(a, b) == 0);        /* ended inside the transaction */
+    CHECK(evlog_append_tx(a, ch, 1, "token", "lost", 4) < 0);
+    CHECK(db_commit(a) < 0);
+    db_rollback(a);
+    CHECK_INT(evlog_last_seq(b, ch), 2);       /* nothing of it was kept */
+    CHECK_INT(db_begin(a), 0);
+    CHECK_INT(evlog_append_tx(a, ch, 1, "token", "three", 5), 3);
+    CHECK_INT(db_commit(a), 0);
+    struct evlog_event *ev;
+    int n = evlog_read(b, ch, 0, 10, &ev);
+    REQUIRE(n == 3);
+    CHECK_STR(ev[2].data, "three");
+    evlog_free(ev, n);
+    db_close(a);
+    db_close(b);
+}
+
 static void run_cases(void)
 {
     RUN(append_and_read);
@@ -485,6 +556,7 @@ int main(void)
         job_base = now_ms() * 2;
         printf("# backend: PostgreSQL (PARLEY_TEST_PG, channels %s*)\n", pfx);
         run_cases();
+        RUN(pg_session_ended_is_reopened);
         if (getenv("PARLEY_TEST_PG_SECRET_URI"))
             RUN(pg_password_never_shown);
     }

@@ -236,7 +236,6 @@ void pgc_fail(struct db_pg *p, const char *what, const PGresult *r)
 
 const char *pgc_errmsg(struct db_pg *p) { return p->err; }
 int pgc_readonly(struct db_pg *p) { return p->readonly; }
-PGconn *pgc_conn(struct db_pg *p) { return p->c; }
 
 /* Runs constant SQL without parameters; 0 when it succeeded (no rows or
  * rows, both fine), -1 with the failure recorded. */
@@ -388,6 +387,35 @@ void pgc_close(struct db_pg *p)
     free(p);
 }
 
+/* ---- a lost connection (the server restarted, a network cut) ---- */
+
+/* Outside a transaction, a connection libpq found broken is opened again
+ * (PQreset: same parameters, connect_timeout bounds it), so that a restart
+ * of PostgreSQL costs the statement that met it and no more. Inside a
+ * transaction nothing is retried: the transaction is lost with the
+ * session and its caller sees the failure (db_commit fails; whatever it
+ * wrote is not there). 0 connected, -1 still not (p->err says why). */
+static int revive(struct db_pg *p)
+{
+    if (p->in_tx || PQstatus(p->c) == CONNECTION_OK)
+        return 0;
+    PQreset(p->c);
+    if (PQstatus(p->c) != CONNECTION_OK) {
+        char msg[400];
+        scrub(msg, sizeof msg, PQerrorMessage(p->c), p->secret);
+        snprintf(p->err, sizeof p->err, "cannot connect to PostgreSQL: %s", msg);
+        return -1;
+    }
+    fprintf(stderr, "parley: db: %s: connection re-established\n", p->shown);
+    return run(p, "SET client_min_messages = warning", "session setup");
+}
+
+PGconn *pgc_conn(struct db_pg *p)
+{
+    revive(p);
+    return p->c;
+}
+
 /* ---- transactions ---- */
 
 static int savepoint(struct db_pg *p, const char *verb, int level)
@@ -411,7 +439,14 @@ int pgc_begin(struct db_pg *p)
         p->in_tx++;
         return 0;
     }
-    if (run(p, "BEGIN", "BEGIN") < 0)
+    if (revive(p) < 0) {
+        fprintf(stderr, "parley: db: %s: %s\n", p->shown, p->err);
+        return -1;
+    }
+    /* A session the server ended while it sat idle (a restart) is found
+     * broken only by this first statement: open it again and retry once. */
+    if (run(p, "BEGIN", "BEGIN") < 0 &&
+        (PQstatus(p->c) == CONNECTION_OK || revive(p) < 0 || run(p, "BEGIN", "BEGIN") < 0))
         return -1;
     p->in_tx = 1;
     return 0;
@@ -468,7 +503,7 @@ int pgc_rollback(struct db_pg *p)
 
 enum db_health pgc_health(struct db_pg *p)
 {
-    if (!p || PQstatus(p->c) != CONNECTION_OK)
+    if (!p || revive(p) < 0)
         return DB_HEALTH_UNAVAILABLE;
     PGresult *r = PQexec(p->c, "SELECT pg_is_in_recovery()");
     enum db_health h = DB_HEALTH_UNAVAILABLE;

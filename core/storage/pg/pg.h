@@ -54,7 +54,7 @@ struct db_pg;
  * no connection, a schema newer than ours. */
 struct db_pg *pgc_open(const char *conninfo, const char *shown, char *err, size_t errlen);
 void pgc_close(struct db_pg *p);                /* NULL accepted */
-PGconn *pgc_conn(struct db_pg *p);
+PGconn *pgc_conn(struct db_pg *p);             /* re-opens a broken connection outside a transaction */
 int pgc_begin(struct db_pg *p);                 /* db.h semantics; 0 / -1 */
 int pgc_commit(struct db_pg *p);
 int pgc_rollback(struct db_pg *p);
