@@ -83,7 +83,7 @@ static int help(void)
 
 struct ask {
     struct parley_config *cfg;
-    const char *bellpath;
+    parley_bell *bell;          /* main's, shared (bell.h: any thread) */
     struct gen_request req;
     struct job_claim claim;
     struct gen_outcome out;
@@ -94,15 +94,13 @@ static void *ask_thread(void *arg)
 {
     struct ask *a = arg;
     char err[512];
-    struct parley_ctx ctx = { a->cfg, db_open(a->cfg->db_path, err, sizeof err),
-                              bell_open(a->bellpath, err, sizeof err) };
+    struct parley_ctx ctx = { a->cfg, db_open(a->cfg->db_path, err, sizeof err), a->bell };
     a->rc = -1;
-    if (ctx.db && ctx.bell)
+    if (ctx.db)
         a->rc = runner_execute(&ctx, &a->req, &a->claim, &a->out);
     else
         fprintf(stderr, "parley: %s\n", err);
     db_close(ctx.db);
-    bell_close(ctx.bell);
     return NULL;
 }
 
@@ -125,12 +123,12 @@ static int print_event(void *ud, const struct evlog_event *ev)
 }
 
 static int cmd_ask(struct parley_config *cfg, parley_db *db, parley_bell *bell,
-                   const char *bellpath, const char *ticket, const char *prompt)
+                   const char *ticket, const char *prompt)
 {
     struct ask a;
     memset(&a, 0, sizeof a);
     a.cfg = cfg;
-    a.bellpath = bellpath;
+    a.bell = bell;
     char channel[256], hash[65];
     struct answer ans;
     char *norm = NULL;
@@ -304,12 +302,7 @@ int main(int argc, char **argv)
         config_cleanup(&cfg);
         return 1;
     }
-    char bellpath[4096];
-    parley_bell *bell = NULL;
-    if (ident_bell_path(cfg.db_path, bellpath, sizeof bellpath) < 0)
-        snprintf(err, sizeof err, "PARLEY_DB is too long for its doorbell file");
-    else
-        bell = bell_open(bellpath, err, sizeof err);
+    parley_bell *bell = bell_open_db(cfg.db_path, err, sizeof err);
     int rc = 0;
     if (!bell) {
         fprintf(stderr, "parley: %s\n", err);
@@ -334,7 +327,7 @@ int main(int argc, char **argv)
         if (i >= argc)
             rc = usage();
         else
-            rc = cmd_ask(&cfg, db, bell, bellpath, ticket, argv[i]);
+            rc = cmd_ask(&cfg, db, bell, ticket, argv[i]);
     } else {
         rc = usage();
     }

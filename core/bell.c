@@ -1,4 +1,10 @@
-/* bell.c — the doorbell: a futex per channel slot in a shared mapped file.
+/* bell.c — the doorbell: a futex per channel slot, in a shared mapped file
+ * (SQLite) or in process memory rung by a PostgreSQL listener.
+ *
+ * Listening bell (bell_open_local + storage/pg/notify.h; no SQL and no
+ * libpq here): the same layout in an anonymous private mapping (private
+ * futexes), and the listener thread calls bell_ring / bell_ring_all on it.
+ * Handles share a core (counters + listener), reference-counted.
  *
  * Owns: one MAP_SHARED mapping of <database>-bell (see bell.h). Every
  * process of the installation maps the same file; each slot is a pair of
@@ -31,6 +37,8 @@
  * only an unneeded FUTEX_WAKE per ring on that slot, never a lost wake-up.
  */
 #include "bell.h"
+#include "ident.h"
+#include "storage/pg/notify.h"
 #include "util.h"
 
 #include <errno.h>
@@ -78,8 +86,21 @@ struct bell_file {
 _Static_assert(sizeof(struct bell_header) == 64, "bell header must be 64 bytes");
 _Static_assert((BELL_SLOTS & (BELL_SLOTS - 1)) == 0, "BELL_SLOTS must be a power of two");
 
+/* What every handle on one doorbell shares: the counters (a shared mapping
+ * of the file, or process memory for the listening bell), and the
+ * PostgreSQL listener that rings them (NULL for the file bell). Freed by
+ * the last bell_close of a handle on it. */
+struct bell_core {
+    struct bell_file *map;  /* sizeof(struct bell_file) bytes */
+    int futex_private;      /* FUTEX_PRIVATE_FLAG for process memory, else 0 */
+    struct pgn_listener *listener;   /* the PostgreSQL LISTEN thread, or NULL */
+    int refs;               /* handles on it; atomics */
+};
+
 struct parley_bell {
-    struct bell_file *map;  /* MAP_SHARED, sizeof(struct bell_file) bytes */
+    struct bell_core *core;
+    struct bell_file *map;  /* core->map, for short access */
+    int owner;              /* 1: opened the core (bell_wake_all stops its listener) */
     /* Process-local, for bell_wake_all(); atomics only. */
     int stopped;            /* set once by bell_wake_all() */
     uint32_t sleeping;      /* this handle's threads inside a wait */
@@ -176,6 +197,26 @@ static int initialise(int fd, const char *path, char *err, size_t errlen)
     return 0;
 }
 
+/* A first handle on a new core holding map (futex_private: FUTEX_PRIVATE_FLAG
+ * for process memory). NULL when out of memory (map is the caller's then). */
+static parley_bell *new_handle(struct bell_file *map, int futex_private)
+{
+    struct bell_core *c = calloc(1, sizeof *c);
+    parley_bell *b = calloc(1, sizeof *b);
+    if (!c || !b) {
+        free(c);
+        free(b);
+        return NULL;
+    }
+    c->map = map;
+    c->futex_private = futex_private;
+    c->refs = 1;
+    b->core = c;
+    b->map = map;
+    b->owner = 1;
+    return b;
+}
+
 /* Opens or creates the file. Creation is O_CREAT without O_EXCL, so every
  * opener gets the same inode; whoever finds it empty initialises it under
  * an exclusive flock, and anyone who finds it invalid takes the same lock
@@ -184,7 +225,7 @@ static int initialise(int fd, const char *path, char *err, size_t errlen)
  * is not ours is refused, never overwritten. */
 parley_bell *bell_open(const char *path, char *err, size_t errlen)
 {
-    parley_bell *b = NULL;
+    parley_bell *b;
     void *m;
     int fd = -1, locked = 0;
     off_t size = 0;
@@ -214,33 +255,95 @@ parley_bell *bell_open(const char *path, char *err, size_t errlen)
                 goto error;
         }
     }
-    b = calloc(1, sizeof *b);
-    if (!b) {
-        set_err(err, errlen, "out of memory");
-        goto error;
-    }
     m = mmap(NULL, sizeof(struct bell_file), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (m == MAP_FAILED) {
         set_err(err, errlen, "%s: cannot map doorbell file: %s", path, strerror(errno));
         goto error;
     }
-    b->map = m;
+    if (!(b = new_handle(m, 0))) {
+        munmap(m, sizeof(struct bell_file));
+        set_err(err, errlen, "out of memory");
+        goto error;
+    }
     if (locked)
         flock(fd, LOCK_UN);
     close(fd);                          /* the mapping keeps the file */
     return b;
 error:
-    free(b);
     if (fd >= 0)
         close(fd);                      /* also drops the flock */
     return NULL;
+}
+
+parley_bell *bell_open_local(char *err, size_t errlen)
+{
+    void *m = mmap(NULL, sizeof(struct bell_file), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+        set_err(err, errlen, "doorbell: cannot allocate its counters: %s", strerror(errno));
+        return NULL;
+    }
+    parley_bell *b = new_handle(m, FUTEX_PRIVATE_FLAG);
+    if (!b) {
+        munmap(m, sizeof(struct bell_file));
+        set_err(err, errlen, "out of memory");
+    }
+    return b;
+}
+
+parley_bell *bell_open_handle(parley_bell *b, char *err, size_t errlen)
+{
+    if (!b) {
+        set_err(err, errlen, "doorbell: no handle to share");
+        return NULL;
+    }
+    parley_bell *h = calloc(1, sizeof *h);
+    if (!h) {
+        set_err(err, errlen, "out of memory");
+        return NULL;
+    }
+    __atomic_add_fetch(&b->core->refs, 1, __ATOMIC_SEQ_CST);
+    h->core = b->core;
+    h->map = b->map;
+    return h;
+}
+
+parley_bell *bell_open_db(const char *db_spec, char *err, size_t errlen)
+{
+    if (!db_spec || !*db_spec) {
+        set_err(err, errlen, "doorbell: PARLEY_DB is empty");
+        return NULL;
+    }
+    if (!pgn_is_conninfo(db_spec)) {
+        char path[4096];
+        if (ident_bell_path(db_spec, path, sizeof path) < 0) {
+            set_err(err, errlen, "doorbell: PARLEY_DB is too long for its doorbell file "
+                                 "(<PARLEY_DB>-bell)");
+            return NULL;
+        }
+        return bell_open(path, err, errlen);
+    }
+    parley_bell *b = bell_open_local(err, errlen);
+    if (!b)
+        return NULL;
+    b->core->listener = pgn_listen(db_spec, b, err, errlen);
+    if (!b->core->listener) {
+        bell_close(b);
+        return NULL;
+    }
+    return b;
 }
 
 void bell_close(parley_bell *b)
 {
     if (!b)
         return;
-    munmap(b->map, sizeof(struct bell_file));
+    struct bell_core *c = b->core;
+    if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_SEQ_CST) == 0) {
+        pgn_free(c->listener);          /* stopped and joined first */
+        munmap(c->map, sizeof(struct bell_file));
+        free(c);
+    }
     free(b);
 }
 
@@ -249,11 +352,11 @@ uint32_t bell_peek(parley_bell *b, const char *channel)
     return __atomic_load_n(&slot_for(b, channel)->seq, __ATOMIC_SEQ_CST);
 }
 
-static void ring_slot(struct bell_slot *s)
+static void ring_slot(parley_bell *b, struct bell_slot *s)
 {
     __atomic_add_fetch(&s->seq, 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&s->waiters, __ATOMIC_SEQ_CST) != 0)
-        futex(&s->seq, FUTEX_WAKE, INT_MAX, NULL);
+        futex(&s->seq, FUTEX_WAKE | b->core->futex_private, INT_MAX, NULL);
 }
 
 static struct bell_slot *any_slot(parley_bell *b)
@@ -263,8 +366,14 @@ static struct bell_slot *any_slot(parley_bell *b)
 
 void bell_ring(parley_bell *b, const char *channel)
 {
-    ring_slot(slot_for(b, channel));
-    ring_slot(any_slot(b));
+    ring_slot(b, slot_for(b, channel));
+    ring_slot(b, any_slot(b));
+}
+
+void bell_ring_all(parley_bell *b)
+{
+    for (uint32_t i = 0; i <= BELL_SLOTS; i++)
+        ring_slot(b, slot_at(b, i));
 }
 
 static int wait_slot(parley_bell *b, uint32_t idx, uint32_t seen, int timeout_ms)
@@ -288,7 +397,7 @@ static int wait_slot(parley_bell *b, uint32_t idx, uint32_t seen, int timeout_ms
     int e = ECANCELED;
     if (!__atomic_load_n(&b->stopped, __ATOMIC_SEQ_CST)) {
         __atomic_add_fetch(&s->waiters, 1, __ATOMIC_SEQ_CST);
-        rc = futex(&s->seq, FUTEX_WAIT, seen, tsp);
+        rc = futex(&s->seq, FUTEX_WAIT | b->core->futex_private, seen, tsp);
         e = errno;
         __atomic_sub_fetch(&s->waiters, 1, __ATOMIC_SEQ_CST);
     }
@@ -332,6 +441,8 @@ void bell_wake_all(parley_bell *b)
     if (!b)
         return;
     __atomic_store_n(&b->stopped, 1, __ATOMIC_SEQ_CST);
+    if (b->owner)
+        pgn_stop(b->core->listener);    /* joined; NULL: no listener */
     /* A sleeper counted but not yet in FUTEX_WAIT misses a wake: repeat
      * until none is left (each leaves within microseconds once woken). */
     for (int round = 0; round < 200; round++) {
@@ -339,7 +450,7 @@ void bell_wake_all(parley_bell *b)
             return;
         for (uint32_t i = 0; i <= BELL_SLOTS; i++)
             if (__atomic_load_n(&b->local[i], __ATOMIC_SEQ_CST) != 0)
-                futex(&slot_at(b, i)->seq, FUTEX_WAKE, INT_MAX, NULL);
+                futex(&slot_at(b, i)->seq, FUTEX_WAKE | b->core->futex_private, INT_MAX, NULL);
         struct timespec ts = { 0, 1000000L };
         nanosleep(&ts, NULL);
     }

@@ -7,6 +7,7 @@
  * Never puts a secret's value into an error message.
  */
 #include "config.h"
+#include "storage/pg/pg.h"     /* db_pg_is_conninfo */
 #include "util.h"
 
 #include <ctype.h>
@@ -39,6 +40,7 @@ struct key_def {
 /* Every key Parley reads. Keep docs/configuration.md in step. */
 static const struct key_def keys[] = {
     { "PARLEY_DB",                      K_STRING,   F(db_path),                0, 0 },
+    { "PARLEY_NODE_PREFIX",             K_STRING,   F(node_prefix),            0, 0 },
     { "PARLEY_PROVIDER",                K_PROVIDER, F(provider),               0, 0 },
     { "OLLAMA_SERVER",                  K_URL,      F(ollama_server),          0, 0 },
     { "OPENAI_BASE_URL",                K_URL,      F(openai_base_url),        0, 0 },
@@ -545,12 +547,30 @@ int config_load(struct parley_config *cfg, char *err, size_t errlen)
             goto error;
         }
     }
-    if (config_load_env(cfg, err, errlen) < 0)
+    if (config_load_env(cfg, err, errlen) < 0 || config_check(cfg, err, errlen) < 0)
         goto error;
     return 0;
 error:
     config_cleanup(cfg);
     return -1;
+}
+
+int config_check(const struct parley_config *cfg, char *err, size_t errlen)
+{
+    if (db_pg_is_conninfo(cfg->db_path) && !(cfg->node_prefix && *cfg->node_prefix))
+        return set_err(err, errlen,
+                       "PARLEY_NODE_PREFIX: must be set when PARLEY_DB is a PostgreSQL "
+                       "connection string: the path prefix of this node's own files "
+                       "(e.g. /var/lib/parley/node gives /var/lib/parley/node-ws.prom "
+                       "and -ws.up), in a directory this node can write");
+    return 0;
+}
+
+const char *config_node_prefix(const struct parley_config *cfg)
+{
+    if (cfg->node_prefix && *cfg->node_prefix)
+        return cfg->node_prefix;
+    return db_pg_is_conninfo(cfg->db_path) ? NULL : cfg->db_path;
 }
 
 void config_llm(const struct parley_config *cfg, struct llm_config *out)

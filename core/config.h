@@ -18,7 +18,11 @@
 #include "llm.h"
 
 struct parley_config {
-    char *db_path;               /* PARLEY_DB (parley.db) */
+    char *db_path;               /* PARLEY_DB (parley.db): a path, or a PostgreSQL
+                                    connection string (secret: never shown) */
+    char *node_prefix;           /* PARLEY_NODE_PREFIX: path prefix of this node's own
+                                    files (<prefix>-ws.prom, -ws.up); NULL: PARLEY_DB,
+                                    which must then be a path. Use config_node_prefix() */
     enum llm_provider provider;  /* PARLEY_PROVIDER: ollama | openai (ollama) */
     char *ollama_server;         /* OLLAMA_SERVER (http://127.0.0.1:11434) */
     char *openai_base_url;       /* OPENAI_BASE_URL (https://api.openai.com/v1) */
@@ -74,6 +78,17 @@ int config_load_env(struct parley_config *cfg, char *err, size_t errlen);
 /* defaults + file named by PARLEY_CONFIG (if set) + environment. On failure
  * the struct is cleaned and left zeroed (config_cleanup stays safe). */
 int config_load(struct parley_config *cfg, char *err, size_t errlen);
+/* Checks what no single key can: PARLEY_NODE_PREFIX is required when
+ * PARLEY_DB is a PostgreSQL connection string. config_load runs it; a
+ * program that config_set()s more keys afterwards (parley.fcgi's FastCGI
+ * parameters) runs it again. 0, or -1 with a message naming the setting
+ * (never PARLEY_DB's value). */
+int config_check(const struct parley_config *cfg, char *err, size_t errlen);
+/* The path prefix of this node's own files (the bridge's <prefix>-ws.prom
+ * and <prefix>-ws.up): PARLEY_NODE_PREFIX, else PARLEY_DB when it is a path.
+ * NULL when PARLEY_DB is a PostgreSQL string and no prefix is set (which
+ * config_check refuses). Borrowed from cfg. */
+const char *config_node_prefix(const struct parley_config *cfg);
 /* Frees the strings; safe after a partial init and on a zeroed struct. */
 void config_cleanup(struct parley_config *cfg);
 /* Fills an llm_config that borrows cfg's strings. */

@@ -64,9 +64,10 @@ int h_metrics(struct request *r)
 
     /* The bridge's numbers, if it is running next to us. */
     char path[1024];
-    snprintf(path, sizeof path, "%s-ws.prom", r->ctx->cfg->db_path);
+    const char *node = config_node_prefix(r->ctx->cfg);   /* NULL: refused at load */
+    int named = node && (size_t)snprintf(path, sizeof path, "%s-ws.prom", node) < sizeof path;
     struct stat sb;
-    int fresh = stat(path, &sb) == 0 && time(NULL) - sb.st_mtime <= WS_STATS_MAX_AGE_S &&
+    int fresh = named && stat(path, &sb) == 0 && time(NULL) - sb.st_mtime <= WS_STATS_MAX_AGE_S &&
                 sb.st_size > 0 && sb.st_size <= WS_STATS_MAX_BYTES;
     res_printf(r, "# HELP parley_ws_up 1 when the WebSocket bridge's numbers are fresh.\n"
                   "# TYPE parley_ws_up gauge\nparley_ws_up %d\n", fresh);

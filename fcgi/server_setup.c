@@ -5,13 +5,13 @@
  * environment); the first request's FastCGI parameters (.htaccess SetEnv)
  * are applied once on top, before any handler runs. Each worker opens its
  * own database connection at its first request, once the configuration is
- * final; one doorbell is shared by all.
+ * final; one doorbell is shared by all (bell_open_db: the <PARLEY_DB>-bell
+ * file, or on PostgreSQL this process's one LISTEN connection).
  */
 #include "server.h"
 #include "bell.h"
 #include "config.h"
 #include "db.h"
-#include "ident.h"
 #include "util.h"
 
 #include <stdatomic.h>
@@ -74,6 +74,8 @@ static int apply_params(FCGX_ParamArray envp, char *err, size_t errlen)
                 rc = set_err(err, errlen, "FastCGI parameter %s", msg);
         }
     }
+    if (rc == 0 && config_check(&g_cfg, err, errlen) < 0)
+        rc = -1;                         /* e.g. PARLEY_DB made a PostgreSQL string */
     config_cleanup(&scratch);
     return rc;
 }
@@ -121,14 +123,10 @@ void srv_ensure_storage(struct worker *w)
     if (!w->ctx.bell) {
         pthread_mutex_lock(&bell_lock);
         if (!g_bell) {
-            char path[4096];
-            if (ident_bell_path(g_cfg.db_path, path, sizeof path) < 0)
-                snprintf(err, sizeof err, "the path is too long");
-            else
-                g_bell = bell_open(path, err, sizeof err);
+            g_bell = bell_open_db(g_cfg.db_path, err, sizeof err);
             if (!g_bell && !bell_failed_logged) {
-                fprintf(stderr, "parley.fcgi: doorbell %s-bell: %s (waits fall back to 1 s slices)\n",
-                        g_cfg.db_path, err);
+                fprintf(stderr, "parley.fcgi: doorbell: %s (waits fall back to 1 s slices)\n",
+                        err);
                 bell_failed_logged = 1;
             }
         }

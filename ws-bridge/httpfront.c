@@ -226,12 +226,13 @@ static void queue(struct lws *wsi, struct hx *x)
 
 int httpfront_start(struct bridge *br)
 {
-    char path[4096], err[512];
+    char err[512] = "";
     H.br = br;
     pthread_mutex_init(&H.mu, NULL);
     pthread_cond_init(&H.cv, NULL);
-    if (ident_bell_path(br->cfg.db_path, path, sizeof path) < 0 ||
-        !(H.bell = bell_open(path, err, sizeof err))) {
+    /* the bridge's doorbell (and, on PostgreSQL, its one LISTEN
+     * connection), through a handle of its own */
+    if (!(H.bell = bell_open_handle(br->bell, err, sizeof err))) {
         wslog("long-poll: no doorbell: %s", err);
         return -1;
     }

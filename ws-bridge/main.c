@@ -274,20 +274,21 @@ int main(int argc, char **argv)
         return 1;
     }
     db_close(db);
-    char bellpath[4096], statspath[4096];
-    if (ident_bell_path(B.cfg.db_path, bellpath, sizeof bellpath) < 0) {
-        wslog("configuration: PARLEY_DB is too long");
+    char statspath[4096];
+    const char *node = config_node_prefix(&B.cfg);   /* config_load refused NULL */
+    if (!node || (size_t)snprintf(statspath, sizeof statspath, "%s-ws.prom", node) >=
+                     sizeof statspath) {
+        wslog("configuration: PARLEY_NODE_PREFIX (default: PARLEY_DB) is too long");
         config_cleanup(&B.cfg);
         return 1;
     }
-    B.bell = bell_open(bellpath, err, sizeof err);
+    B.bell = bell_open_db(B.cfg.db_path, err, sizeof err);
     if (!B.bell) {
         wslog("%s", err);
         config_cleanup(&B.cfg);
         return 1;
     }
     if (!o->stats_path) {
-        snprintf(statspath, sizeof statspath, "%s-ws.prom", B.cfg.db_path);
         o->stats_path = statspath;
     } else if (!strcmp(o->stats_path, "-")) {
         o->stats_path = NULL;
@@ -350,8 +351,7 @@ int main(int argc, char **argv)
     }
     if (pthread_create(&sig_th, NULL, signal_main, NULL) != 0)
         goto stop;
-    if ((size_t)snprintf(B.up_path, sizeof B.up_path, "%s-ws.up", B.cfg.db_path) >=
-        sizeof B.up_path)
+    if ((size_t)snprintf(B.up_path, sizeof B.up_path, "%s-ws.up", node) >= sizeof B.up_path)
         B.up_path[0] = '\0';
     bridge_mark(&B, 1);
     if (port_file && write_port_file(port_file, port) < 0)

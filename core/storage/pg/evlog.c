@@ -5,10 +5,14 @@
  * INSERT ... ON CONFLICT DO UPDATE ... RETURNING inside the appending
  * transaction, so concurrent writers of one channel queue on that row lock
  * (READ COMMITTED re-reads the committed row) and get dense, unique seqs;
- * a rolled-back append rolls its bump back too. Every statement binds its
+ * a rolled-back append rolls its bump back too. Each append also queues
+ * NOTIFY parley_bell '<channel>' (storage/pg/notify.h) in its transaction:
+ * every node's doorbell rings at the commit, none at a rollback. Every
+ * statement binds its
  * values (PQexecParams); event data goes and comes back as bytes
  * (bytea, binary format). */
 #include "storage/pg/pg.h"
+#include "storage/pg/notify.h"
 #include "evlog.h"
 #include "util.h"
 
@@ -82,6 +86,9 @@ int64_t evlog_pg_append_tx(parley_db *db, const char *channel, int64_t job_id,
         seq = -1;
     }
     PQclear(r);
+    /* the doorbell of every node rings at this transaction's commit */
+    if (seq > 0 && pgn_notify_tx(db, channel) < 0)
+        seq = -1;
     return seq;
 }
 
