@@ -2,9 +2,14 @@
  * (see catalog.h). Runs in whichever thread owns the parley_db it is given.
  * Every statement is a literal prepared once per connection (db_stmt) with
  * bound parameters; the FTS5 MATCH expression is built by terms.h from
- * quoted words of letters and digits only, never from the user's raw text. */
+ * quoted words of letters and digits only, never from the user's raw text.
+ * Arguments are checked and JSON is built here for both backends; on a
+ * PostgreSQL connection (db_pg_conn) the statements are
+ * storage/pg/catalog.c's. */
 #include "catalog.h"
 #include "db_sqlite.h"
+#include "storage/pg/pg.h"
+#include "storage/pg/kb.h"
 #include "terms.h"
 #include "util.h"
 
@@ -56,6 +61,8 @@ int catalog_brand_get(parley_db *db, const char *id, struct brand *out)
     memset(out, 0, sizeof *out);
     if (!id || strlen(id) >= sizeof out->id)
         return 1;
+    if (db_pg_conn(db))
+        return catalog_pg_brand_get(db, id, out);
     sqlite3_stmt *st = db_stmt(db, SQL_BRAND_GET);
     if (!st)
         return -1;
@@ -81,6 +88,8 @@ int catalog_brand_put(parley_db *db, const struct brand *b)
 {
     if (!b->id[0] || !b->name || !*b->name)
         return -1;
+    if (db_pg_conn(db))
+        return catalog_pg_brand_put(db, b, now_ms());
     sqlite3_stmt *st = db_stmt(db, SQL_BRAND_PUT);
     if (!st)
         return -1;
@@ -112,8 +121,25 @@ char *catalog_welcome(const struct brand *b)
     return welcome_of(b->name, b->welcome);
 }
 
+/* Appends one {"brand_id", "brand_name", "welcome_message"} to arr. 0 / -1. */
+static int add_active(json_t *arr, const char *id, const char *name, const char *welcome)
+{
+    char *w = welcome_of(name, welcome);
+    json_t *o = w ? json_pack("{s:s, s:s, s:s}", "brand_id", id ? id : "",
+                              "brand_name", name ? name : "", "welcome_message", w) : NULL;
+    free(w);
+    return o && json_array_append_new(arr, o) == 0 ? 0 : -1;
+}
+
 json_t *catalog_brands_active(parley_db *db)
 {
+    if (db_pg_conn(db)) {
+        json_t *arr = json_array();
+        if (arr && catalog_pg_brands_active(db, arr, add_active) == 0)
+            return arr;
+        json_decref(arr);
+        return NULL;
+    }
     sqlite3_stmt *st = db_stmt(db, SQL_BRANDS_ACTIVE);
     json_t *arr = json_array();
     if (!st || !arr) {
@@ -122,14 +148,9 @@ json_t *catalog_brands_active(parley_db *db)
     }
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *name = (const char *)sqlite3_column_text(st, 1);
-        char *welcome = welcome_of(name, (const char *)sqlite3_column_text(st, 2));
-        json_t *o = welcome ? json_pack("{s:s, s:s, s:s}",
-                                        "brand_id", (const char *)sqlite3_column_text(st, 0),
-                                        "brand_name", name ? name : "",
-                                        "welcome_message", welcome) : NULL;
-        free(welcome);
-        if (!o || json_array_append_new(arr, o) < 0) {
+        if (add_active(arr, (const char *)sqlite3_column_text(st, 0),
+                       (const char *)sqlite3_column_text(st, 1),
+                       (const char *)sqlite3_column_text(st, 2)) < 0) {
             rc = SQLITE_NOMEM;
             break;
         }
@@ -173,6 +194,14 @@ int catalog_product_put(parley_db *db, const struct product *p)
     if (!p->id || !*p->id || !p->brand_id || !p->name || !*p->name || !isfinite(p->price) ||
         !is_string_array(features) || !is_object(specs))
         return -1;
+    if (db_pg_conn(db)) {
+        struct product q = *p;
+        q.description = p->description ? p->description : "";
+        q.category = p->category ? p->category : "";
+        q.features = features;
+        q.specifications = specs;
+        return catalog_pg_product_put(db, &q);
+    }
     sqlite3_stmt *st = db_stmt(db, SQL_PRODUCT_PUT);
     if (!st)
         return -1;
@@ -203,19 +232,34 @@ static json_t *json_text_or(const char *text, json_t *(*fallback)(void), int wan
     return fallback();
 }
 
+/* A seed 002 product object from its columns (id, name, description,
+ * category, price, features, specifications, availability; NULL = empty)
+ * and its price as a number. */
+static json_t *product_json_of(const char *const c[8], double price)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:f, s:o, s:o, s:b}",
+                     "id", c[0] ? c[0] : "", "name", c[1] ? c[1] : "",
+                     "description", c[2] ? c[2] : "", "category", c[3] ? c[3] : "",
+                     "price", price,
+                     "features", json_text_or(c[5], json_array, 1),
+                     "specifications", json_text_or(c[6], json_object, 0),
+                     "availability", c[7] && strcmp(c[7], "0") != 0);
+}
+
 static json_t *product_json(sqlite3_stmt *st)
 {
-    const char *id = (const char *)sqlite3_column_text(st, 1);
-    const char *name = (const char *)sqlite3_column_text(st, 2);
-    const char *desc = (const char *)sqlite3_column_text(st, 3);
-    const char *cat = (const char *)sqlite3_column_text(st, 4);
-    return json_pack("{s:s, s:s, s:s, s:s, s:f, s:o, s:o, s:b}",
-                     "id", id ? id : "", "name", name ? name : "",
-                     "description", desc ? desc : "", "category", cat ? cat : "",
-                     "price", sqlite3_column_double(st, 5),
-                     "features", json_text_or((const char *)sqlite3_column_text(st, 6), json_array, 1),
-                     "specifications", json_text_or((const char *)sqlite3_column_text(st, 7), json_object, 0),
-                     "availability", sqlite3_column_int(st, 8) != 0);
+    const char *c[8] = { NULL };
+    for (int i = 0; i < 7; i++)              /* not the price (column 5): a number */
+        if (i != 4)
+            c[i] = (const char *)sqlite3_column_text(st, i + 1);
+    c[7] = sqlite3_column_int(st, 8) ? "1" : "0";
+    return product_json_of(c, sqlite3_column_double(st, 5));
+}
+
+/* storage/pg/catalog.c's rows: every column as text. */
+static json_t *product_json_text(const char *const cols[8])
+{
+    return product_json_of(cols, strtod(cols[4], NULL));
 }
 
 int catalog_suggest(parley_db *db, const char *brand_id, const char *query, int limit,
@@ -229,6 +273,17 @@ int catalog_suggest(parley_db *db, const char *brand_id, const char *query, int 
     struct terms t;
     terms_split(query, TERMS_PREFIX | TERMS_STEM, CATALOG_MAX_TERMS, &t);
     if (t.n == 0 || limit <= 0) {
+        *products = arr;
+        return 0;
+    }
+    if (db_pg_conn(db)) {
+        int hits = 0;
+        if (catalog_pg_suggest(db, brand_id, &t, limit, arr, &hits, product_json_text) < 0) {
+            json_decref(arr);
+            return -1;
+        }
+        if (json_array_size(arr) > 0)
+            *confidence = round(100.0 * (hits > 0 ? hits : 1) / t.n) / 100.0;
         *products = arr;
         return 0;
     }

@@ -3,9 +3,13 @@
  * BM25 search with a query of quoted words only (terms.h), confidence,
  * prompt context. Runs in whichever thread owns the parley_db it is given.
  * Every statement is a literal prepared once per connection (db_stmt) with
- * bound parameters. */
+ * bound parameters. Cutting, checks, transactions, confidence and context
+ * are shared; on a PostgreSQL connection (db_pg_conn) the statements are
+ * storage/pg/kb.c's (full-text search with tsvector/tsquery there). */
 #include "kb.h"
 #include "db_sqlite.h"
+#include "storage/pg/pg.h"
+#include "storage/pg/kb.h"
 #include "terms.h"
 #include "util.h"
 
@@ -54,10 +58,8 @@ static size_t utf8_bad_at(const char *s, size_t n)
 
 /* ---- cutting text into passages ---- */
 
-struct passage { char *title, *text; };
-
 struct cut {
-    struct passage *v;
+    struct kb_cut_passage *v;
     int n, cap;
     int oom;
 };
@@ -98,7 +100,7 @@ static void cut_add(struct cut *c, const char *title, const char *text, size_t l
         return;
     if (c->n == c->cap) {
         int cap = c->cap ? 2 * c->cap : 16;
-        struct passage *v = realloc(c->v, (size_t)cap * sizeof *v);
+        struct kb_cut_passage *v = realloc(c->v, (size_t)cap * sizeof *v);
         if (!v) {
             c->oom = 1;
             return;
@@ -318,14 +320,16 @@ int kb_import_text(parley_db *db, const char *source, const char *text, size_t l
         return KB_ERR;
     }
     int64_t now = now_ms();
-    sqlite3_stmt *st = db_stmt(db, SQL_DELETE_SOURCE);
-    int rc = st ? SQLITE_OK : SQLITE_ERROR;
+    int pg = db_pg_conn(db) != NULL;
+    sqlite3_stmt *st = pg ? NULL : db_stmt(db, SQL_DELETE_SOURCE);
+    int rc = pg ? (kb_pg_replace_tx(db, source, c.v, c.n, now) == 0 ? SQLITE_OK : SQLITE_ERROR)
+                : st ? SQLITE_OK : SQLITE_ERROR;
     if (st) {
         db_bind_text(st, 1, source);
         rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
         sqlite3_reset(st);
     }
-    for (int i = 0; i < c.n && rc == SQLITE_OK; i++) {
+    for (int i = 0; i < c.n && rc == SQLITE_OK && !pg; i++) {
         st = db_stmt(db, SQL_INSERT);
         if (!st) {
             rc = SQLITE_ERROR;
@@ -418,6 +422,8 @@ int kb_list(parley_db *db, const char *source, struct kb_entry **out, int *n)
 {
     *out = NULL;
     *n = 0;
+    if (db_pg_conn(db))
+        return kb_pg_list(db, source, out, n);
     sqlite3_stmt *st = db_stmt(db, source ? SQL_LIST_SOURCE : SQL_LIST_ALL);
     if (!st)
         return KB_ERR;
@@ -463,6 +469,14 @@ static int delete_tx(parley_db *db, const char *sql, const char *text, int64_t i
 {
     if (db_begin(db) < 0)
         return -1;
+    if (db_pg_conn(db)) {
+        int n = text ? kb_pg_delete_source_tx(db, text) : kb_pg_delete_id_tx(db, id);
+        if (n < 0 || db_commit(db) < 0) {
+            db_rollback(db);
+            return -1;
+        }
+        return n;
+    }
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st) {
         db_rollback(db);
@@ -534,6 +548,22 @@ int kb_search(parley_db *db, const char *query, int limit, struct kb_hits *out)
         return KB_ERR;
 
     out->v = calloc((size_t)limit, sizeof *out->v);
+    if (out->v && db_pg_conn(db)) {
+        if (kb_pg_search(db, &t, limit, out) != KB_OK) {
+            int nt = out->nterms;
+            kb_hits_free(out);
+            out->nterms = nt;
+            return KB_ERR;
+        }
+        for (int i = 0; i < out->n; i++)
+            if (out->v[i].terms_matched < 1)
+                out->v[i].terms_matched = 1;     /* it matched the OR: one at least */
+        if (out->n == 0) {
+            free(out->v);
+            out->v = NULL;
+        }
+        return KB_OK;
+    }
     sqlite3_stmt *st = out->v ? db_stmt(db, SQL_SEARCH) : NULL;
     if (!st) {
         kb_hits_free(out);

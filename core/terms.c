@@ -1,6 +1,6 @@
-/* terms.c — search terms for FTS5 MATCH (see terms.h): splitting a query
- * into quoted words, the stop-word list, the OR expression, per-term hit
- * counts. Uses db_sqlite.h as a shared helper of the storage modules
+/* terms.c — search terms for FTS5 MATCH and PostgreSQL full-text search
+ * (see terms.h): splitting a query into quoted words, the stop-word list,
+ * the OR expression, the word list for PostgreSQL, per-term hit counts. Uses db_sqlite.h as a shared helper of the storage modules
  * (catalog.c, kb.c): terms_hits runs their literal SQL with bound
  * parameters; no SQL of its own. */
 #include "terms.h"
@@ -49,8 +49,8 @@ static int is_word_cp(long cp)
 {
     if (cp < 0x80)
         return (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') || (cp >= '0' && cp <= '9');
-    if (cp < 0xc0 || cp == 0xd7 || cp == 0xf7)
-        return 0;                                   /* Latin-1 controls, signs, x, / */
+    if (cp < 0xc0 || cp == 0xd7 || cp == 0xf7 || cp == 0x1680)
+        return 0;                                   /* Latin-1 controls, signs, x, /; ogham space */
     if ((cp >= 0x2000 && cp <= 0x2bff) || (cp >= 0x3000 && cp <= 0x303f) ||
         (cp >= 0xe000 && cp <= 0xf8ff) || (cp >= 0xfe10 && cp <= 0xfe6f) ||
         (cp >= 0xff00 && cp <= 0xff0f) || (cp >= 0xfff0 && cp <= 0xffff) || cp >= 0x1f000)
@@ -130,6 +130,33 @@ int terms_or(const struct terms *t, char *out, size_t outlen)
     size_t off = 0;
     for (int i = 0; i < t->n; i++) {
         int w = snprintf(out + off, outlen - off, "%s%s", i ? " OR " : "", t->v[i]);
+        if (w < 0 || (size_t)w >= outlen - off) {
+            out[0] = '\0';
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    return 0;
+}
+
+int terms_words(const struct terms *t, char *out, size_t outlen)
+{
+    if (outlen == 0)
+        return -1;
+    out[0] = '\0';
+    if (t->n <= 0)
+        return -1;
+    size_t off = 0;
+    for (int i = 0; i < t->n; i++) {
+        const char *v = t->v[i];                    /* "word" or "word"* */
+        size_t n = strlen(v);
+        int star = n > 0 && v[n - 1] == '*';
+        if (n < 2 + (size_t)star + 1 || v[0] != '"' || v[n - 1 - (size_t)star] != '"') {
+            out[0] = '\0';
+            return -1;
+        }
+        int w = snprintf(out + off, outlen - off, "%s%.*s%s", i ? " " : "",
+                         (int)(n - 2 - (size_t)star), v + 1, star ? "*" : "");
         if (w < 0 || (size_t)w >= outlen - off) {
             out[0] = '\0';
             return -1;

@@ -1,15 +1,18 @@
-/* terms.h — search terms for SQLite FTS5 MATCH, shared by the storage
- * modules that search (catalog: seed 002 product suggestions; kb: the
- * knowledge base).
+/* terms.h — search terms for SQLite FTS5 MATCH and PostgreSQL full-text
+ * search, shared by the storage modules that search (catalog: seed 002
+ * product suggestions; kb: the knowledge base).
  *
- * A user's text is never read as FTS5 syntax: terms_split cuts it into
- * words of letters and digits only (quotes, parentheses, `*`, `:`, `-`,
- * `^`, spaces and malformed UTF-8 all separate words), drops what says
- * nothing (one-character words, words longer than TERMS_WORD_MAX bytes,
- * common English / Portuguese / Indonesian words, repeats), lower-cases
- * ASCII letters and makes each word left a quoted FTS5 string ("word"),
- * optionally a prefix query ("word"*). terms_or joins them with OR into
- * the MATCH expression; terms_hits counts how many of them one row has.
+ * A user's text is never read as FTS5 or tsquery syntax: terms_split
+ * cuts it into words of letters and digits only (quotes, parentheses,
+ * `*`, `:`, `-`, `^`, `&`, `|`, `!`, spaces (U+1680 too) and malformed
+ * UTF-8 all separate words), drops what says nothing (one-character
+ * words, words longer than TERMS_WORD_MAX bytes, common English /
+ * Portuguese / Indonesian words, repeats), lower-cases ASCII letters
+ * and makes each word left a quoted FTS5 string ("word"), optionally a
+ * prefix query ("word"*). terms_or joins them with OR into
+ * the MATCH expression; terms_hits counts how many of them one row has
+ * (SQLite only). terms_words gives the same words as a plain list for the
+ * PostgreSQL bodies, which build the tsquery in SQL from it.
  *
  * terms.c includes db_sqlite.h as a shared helper of the storage modules
  * (terms_hits runs the caller's literal SQL): it is not a storage module
@@ -57,6 +60,17 @@ int terms_stop_word(const char *w);
  * out[outlen] (TERMS_EXPR_SIZE always fits). 0, or -1 when it does not
  * fit or t has no term (out then holds ""). */
 int terms_or(const struct terms *t, char *out, size_t outlen);
+
+/* The terms for PostgreSQL (core/storage/pg/, sql/pg/004_catalog_kb.sql):
+ * each term's word without its quotes, with a final '*' for a prefix
+ * query, separated by single spaces ("vpn lease* printer*"), written into
+ * out[outlen] (TERMS_EXPR_SIZE always fits). The words hold letters and
+ * digits only (no space, quote, '*', ':' or other tsquery syntax); the
+ * storage module binds the list as one parameter and SQL turns each word
+ * into a tsquery (parley_term_query: plainto_tsquery, or to_tsquery of
+ * "word:*" for a prefix). 0, or -1 when it does not fit or t has no term
+ * (out then holds ""). */
+int terms_words(const struct terms *t, char *out, size_t outlen);
 
 /* How many of t's terms the row rowid matches, each tested alone with
  * sql: a string literal of the caller's storage module binding the term
