@@ -29,7 +29,7 @@ CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover
 LDFLAGS  += -fsanitize=$(SANITIZE)
 endif
 
-CORE_SRC  := $(sort $(wildcard core/*.c core/storage/pg/*.c))
+CORE_SRC  := $(sort $(wildcard core/*.c core/storage/*.c core/storage/pg/*.c))
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/migrations.o $(BUILD)/gen/pg_migrations.o
 LIBPARLEY := $(BUILD)/libparley.a
 
