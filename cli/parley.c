@@ -9,6 +9,7 @@
  *   parley kb import FILE...       import Markdown / text files into the knowledge base
  *   parley kb list                 list the knowledge base's passages
  *   parley kb remove NAME|ID       remove a file's passages, or one passage
+ *   parley db copy --from F --to URI   copy a SQLite database into PostgreSQL
  *
  * Configuration comes from the environment and PARLEY_CONFIG (config.h).
  * Single process; the generation runs in a second thread while the main
@@ -25,6 +26,7 @@
 #include "llm.h"
 #include "ratelimit.h"
 #include "runner.h"
+#include "storage/copy.h"
 #include "store.h"
 #include "util.h"
 
@@ -47,6 +49,7 @@ static const char usage_text[] =
     "       parley kb import FILE...\n"
     "       parley kb list\n"
     "       parley kb remove NAME|ID\n"
+    "       parley db copy --from SQLITE_FILE --to POSTGRESQL_URI [--replace]\n"
     "       parley --help\n";
 
 static int usage(void)
@@ -72,6 +75,11 @@ static int help(void)
           "  kb list    print the passages: ID, file name, position, bytes, title\n"
           "  kb remove  remove every passage of file NAME, or passage ID (a number)\n"
           "             (docs/knowledge-base.md)\n"
+          "  db copy    copy every table of the SQLite database SQLITE_FILE that the\n"
+          "             PostgreSQL database POSTGRESQL_URI also has, in one transaction,\n"
+          "             then print the row counts of both (any difference: nothing is\n"
+          "             copied, exit 1). The target must hold no row in those tables;\n"
+          "             --replace deletes its rows there first (docs/postgres.md)\n"
           "Settings come from the environment or PARLEY_CONFIG (docs/configuration.md).\n"
           "Exit status: 0 ok, 1 failure, 2 usage, 78 configuration error.\n", stdout);
     return 0;
@@ -250,6 +258,62 @@ static int kb_remove(parley_db *db, const char *what)
     return 0;
 }
 
+/* parley db copy --from FILE --to URI [--replace]: the per-table counts on
+ * stdout; 1 on failure, 2 on a usage error. Needs no configuration. */
+static int cmd_db(int argc, char **argv)
+{
+    const char *from = NULL, *to = NULL;
+    unsigned flags = 0;
+    if (argc < 3 || strcmp(argv[2], "copy") != 0)
+        return usage();
+    for (int i = 3; i < argc; i++) {
+        if (!strcmp(argv[i], "--from") && i + 1 < argc)
+            from = argv[++i];
+        else if (!strcmp(argv[i], "--to") && i + 1 < argc)
+            to = argv[++i];
+        else if (!strcmp(argv[i], "--replace"))
+            flags |= COPY_REPLACE;
+        else
+            return usage();
+    }
+    if (!from || !to)
+        return usage();
+    struct copy_result res;
+    char err[1024];
+    int rc = copy_run(from, to, flags, &res, err, sizeof err);
+    if (res.ntables > 0) {
+        printf("%-24s %12s %12s\n", "table", "sqlite", "postgresql");
+        for (int k = 0; k < res.ntables; k++) {
+            const struct copy_table *t = &res.tables[k];
+            if (!t->copied)
+                continue;
+            printf("%-24s %12lld %12lld%s\n", t->name, (long long)t->source_rows,
+                   (long long)t->target_rows,
+                   t->source_rows == t->target_rows ? "" : "  MISMATCH");
+        }
+        for (int k = 0; k < res.ntables; k++) {
+            const struct copy_table *t = &res.tables[k];
+            if (!t->copied && t->source_rows != 0)
+                fprintf(stderr, "parley: db copy: %s (%lld rows) is not in the target: "
+                        "not copied\n", t->name, (long long)t->source_rows);
+            else if (t->skipped_cols)
+                fprintf(stderr, "parley: db copy: %s: column(s) %s not in the target: "
+                        "not copied\n", t->name, t->skipped_cols);
+        }
+    }
+    if (rc == COPY_OK) {
+        int n = 0;
+        for (int k = 0; k < res.ntables; k++)
+            n += res.tables[k].copied;
+        printf("copied %lld rows in %d tables from %s to %s\n", (long long)res.rows, n, from,
+               res.target);
+    } else {
+        fprintf(stderr, "parley: db copy: %s\n", err);
+    }
+    copy_result_free(&res);
+    return rc == COPY_OK ? 0 : 1;
+}
+
 /* parley kb SUB ...: 2 on a usage error. */
 static int cmd_kb(parley_db *db, int argc, char **argv)
 {
@@ -268,6 +332,8 @@ int main(int argc, char **argv)
         return usage();
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help"))
         return help();
+    if (!strcmp(argv[1], "db"))
+        return cmd_db(argc, argv);
     struct parley_config cfg;
     char err[512];
     if (config_load(&cfg, err, sizeof err) < 0) {
