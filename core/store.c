@@ -282,7 +282,10 @@ int store_msg_add_tx(parley_db *db, struct message *m)
     static const char sql[] =
         "INSERT INTO messages(id, conversation_id, role, content, tokens, processing_ms, model, "
         "helpful, rating, metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-    static const char touch[] = "UPDATE conversations SET updated_at = ?2 WHERE id = ?1";
+    /* max(): a message committed after a newer one does not move the
+     * conversation's activity back (as on PostgreSQL, where two nodes'
+     * adds interleave) */
+    static const char touch[] = "UPDATE conversations SET updated_at = max(updated_at, ?2) WHERE id = ?1";
     if (!m->id[0] && uuid_v4(m->id) < 0)
         return STORE_ERR;
     if (!m->created_at)
