@@ -1,7 +1,10 @@
 /* stats.c — installation-wide counters (stats.h). Read-only statements,
- * literals prepared once per connection. */
+ * literals prepared once per connection. A PostgreSQL connection
+ * (db_pg_conn) goes to storage/pg/stats.c. */
 #include "stats.h"
 #include "db_sqlite.h"
+#include "storage/pg/pg.h"
+#include "storage/pg/store.h"
 
 #include <string.h>
 
@@ -21,6 +24,8 @@ int stats_collect(parley_db *db, int64_t since, struct parley_stats *out)
     static const char sql_recent[] =
         "SELECT avg(json_extract(data, '$.first_token_ms')), avg(json_extract(data, '$.processing_ms')), "
         "count(*) FROM events WHERE type = 'done' AND created_at > ?";
+    if (db_pg_conn(db))
+        return stats_pg_collect(db, since, out);
     memset(out, 0, sizeof *out);
     out->poll_sessions = out->answers_cached = out->conversations = -1;
     sqlite3_stmt *st = db_stmt(db, sql_jobs);
@@ -59,5 +64,7 @@ int stats_collect(parley_db *db, int64_t since, struct parley_stats *out)
 
 int64_t stats_jobs_running(parley_db *db)
 {
+    if (db_pg_conn(db))
+        return stats_pg_jobs_running(db);
     return scalar(db, "SELECT count(*) FROM jobs WHERE state = 'running'");
 }

@@ -1,8 +1,13 @@
 /* store.c — tickets, conversations, messages, answer cache (see store.h).
  * Every statement is a literal prepared once per connection with bound
- * parameters; nothing is ever built from input. */
+ * parameters; nothing is ever built from input. Each public function that
+ * touches storage dispatches on the backend: a PostgreSQL connection
+ * (db_pg_conn) goes to storage/pg/store.c, after the backend-neutral part
+ * (defaults, generated ids, argument checks) ran here. */
 #include "store.h"
 #include "db_sqlite.h"
+#include "storage/pg/pg.h"
+#include "storage/pg/store.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -27,6 +32,8 @@ static void copy_col(char *dst, size_t len, sqlite3_stmt *st, int col)
 
 int store_ticket_put(parley_db *db, const char *id, const char *body)
 {
+    if (db_pg_conn(db))
+        return store_pg_ticket_put(db, id, body);
     static const char sql[] =
         "INSERT INTO tickets(id, body, created_at, updated_at) VALUES (?1, ?2, ?3, ?3) "
         "ON CONFLICT(id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at "
@@ -43,6 +50,8 @@ int store_ticket_put(parley_db *db, const char *id, const char *body)
 int store_ticket_get(parley_db *db, const char *id, char **body)
 {
     *body = NULL;
+    if (db_pg_conn(db))
+        return store_pg_ticket_get(db, id, body);
     sqlite3_stmt *st = db_stmt(db, "SELECT body FROM tickets WHERE id = ?");
     if (!st)
         return STORE_ERR;
@@ -92,6 +101,8 @@ int store_conv_create(parley_db *db, struct conversation *c)
     if (!c->status[0])
         str_copy(c->status, sizeof c->status, "active");
     c->created_at = c->updated_at = now_ms();
+    if (db_pg_conn(db))
+        return store_pg_conv_create(db, c);
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st)
         return STORE_ERR;
@@ -145,6 +156,8 @@ int store_conv_get(parley_db *db, const char *id, const char *owner, struct conv
     static const char sql[] =
         "SELECT " CONV_COLS " FROM conversations c WHERE c.id = ?1 AND (?2 IS NULL OR c.owner = ?2)";
     memset(out, 0, sizeof *out);
+    if (db_pg_conn(db))
+        return store_pg_conv_get(db, id, owner, out);
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st)
         return STORE_ERR;
@@ -170,6 +183,8 @@ int store_conv_list(parley_db *db, const char *owner, const char *kind, int limi
     *out = NULL;
     *n = 0;
     *total = 0;
+    if (db_pg_conn(db))
+        return store_pg_conv_list(db, owner, kind, limit, offset, out, n, total);
     sqlite3_stmt *st = db_stmt(db, sql_count);
     if (!st)
         return STORE_ERR;
@@ -212,6 +227,8 @@ int store_conv_set_status(parley_db *db, const char *id, const char *owner, cons
     static const char sql[] =
         "UPDATE conversations SET status = ?3, updated_at = ?4 "
         "WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)";
+    if (db_pg_conn(db))
+        return store_pg_conv_set_status(db, id, owner, status);
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st)
         return STORE_ERR;
@@ -230,6 +247,8 @@ int store_conv_set_status(parley_db *db, const char *id, const char *owner, cons
 int store_conv_delete(parley_db *db, const char *id, const char *owner)
 {
     static const char sql[] = "DELETE FROM conversations WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)";
+    if (db_pg_conn(db))
+        return store_pg_conv_delete(db, id, owner);
     if (db_begin(db) < 0)
         return STORE_ERR;
     sqlite3_stmt *st = db_stmt(db, sql);
@@ -290,6 +309,8 @@ int store_msg_add_tx(parley_db *db, struct message *m)
         return STORE_ERR;
     if (!m->created_at)
         m->created_at = now_ms();
+    if (db_pg_conn(db))
+        return store_pg_msg_add_tx(db, m);
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st)
         return STORE_ERR;
@@ -391,6 +412,8 @@ int store_msg_list(parley_db *db, const char *conv_id, int limit, int offset,
         "ORDER BY created_at, rowid LIMIT ? OFFSET ?";
     *out = NULL;
     *n = 0;
+    if (db_pg_conn(db))
+        return store_pg_msg_list(db, conv_id, limit, offset, out, n, total);
     sqlite3_stmt *st = db_stmt(db, sql_count);
     if (!st)
         return STORE_ERR;
@@ -420,6 +443,8 @@ int store_msg_context(parley_db *db, const char *conv_id, int last,
         "ORDER BY created_at DESC, rowid DESC LIMIT ?) ORDER BY created_at, r";
     *out = NULL;
     *n = 0;
+    if (db_pg_conn(db))
+        return store_pg_msg_context(db, conv_id, last, out, n);
     if (last <= 0)
         return STORE_OK;
     sqlite3_stmt *st = db_stmt(db, sql);
@@ -440,6 +465,8 @@ int store_msg_react(parley_db *db, const char *owner, const char *conv_id,
         "(SELECT 1 FROM conversations c WHERE c.id = ?2 AND (?1 IS NULL OR c.owner = ?1))";
     if (rating < 0 || rating > 5 || helpful < -1 || helpful > 1)
         return STORE_ERR;
+    if (db_pg_conn(db))
+        return store_pg_msg_react(db, owner, conv_id, msg_id, helpful, rating);
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st)
         return STORE_ERR;
@@ -518,6 +545,8 @@ char *answer_key_query(struct answer *a, const char *query, const char *model, d
 
 int store_answer_get(parley_db *db, const char *key, char **response, int64_t *tokens, char **model)
 {
+    if (db_pg_conn(db))
+        return store_pg_answer_get(db, key, response, tokens, model);
     static const char sql[] = "SELECT response, tokens, model FROM answers WHERE key = ?";
     *response = NULL;
     if (model)
@@ -546,6 +575,8 @@ int store_answer_put_tx(parley_db *db, const struct answer *a)
     static const char sql[] =
         "INSERT OR REPLACE INTO answers(key, kind, ticket_id, body_hash, query_norm, model, "
         "temperature, response, tokens, hits, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)";
+    if (db_pg_conn(db))
+        return store_pg_answer_put_tx(db, a);
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st)
         return STORE_ERR;
@@ -566,6 +597,8 @@ int store_answer_put_tx(parley_db *db, const struct answer *a)
 
 int store_answer_delete_ticket(parley_db *db, const char *ticket_id)
 {
+    if (db_pg_conn(db))
+        return store_pg_answer_delete_ticket(db, ticket_id);
     sqlite3_stmt *st = db_stmt(db, "DELETE FROM answers WHERE ticket_id = ?");
     if (!st)
         return -1;
@@ -580,6 +613,8 @@ int store_answer_ticket_exists(parley_db *db, const char *ticket_id, char **resp
 {
     static const char sql[] =
         "SELECT response FROM answers WHERE ticket_id = ? ORDER BY created_at DESC LIMIT 1";
+    if (db_pg_conn(db))
+        return store_pg_answer_ticket_exists(db, ticket_id, response);
     if (response)
         *response = NULL;
     sqlite3_stmt *st = db_stmt(db, sql);
@@ -601,6 +636,8 @@ int store_answer_peek(parley_db *db, const char *ticket_id, store_text_fn fn, vo
 {
     static const char sql[] =
         "SELECT response FROM answers WHERE ticket_id = ? ORDER BY created_at DESC LIMIT 1";
+    if (db_pg_conn(db))
+        return store_pg_answer_peek(db, ticket_id, fn, ud, fn_rc);
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st)
         return STORE_ERR;
@@ -635,6 +672,8 @@ int store_msg_reaction_get(parley_db *db, const char *conv_id, const char *msg_i
 {
     static const char sql[] =
         "SELECT helpful, rating FROM messages WHERE id = ?1 AND conversation_id = ?2";
+    if (db_pg_conn(db))
+        return store_pg_msg_reaction_get(db, conv_id, msg_id, helpful, rating);
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st)
         return STORE_ERR;
