@@ -1,6 +1,10 @@
 /* test_bell.c — the doorbell: cross-process wake-ups, timeouts, fan-out,
  * slot isolation, no syscall when nobody sleeps, file creation and refusal.
- * Every wait has a timeout, so a broken bell fails a case instead of hanging. */
+ * Every wait has a timeout, so a broken bell fails a case instead of hanging.
+ * With PARLEY_TEST_PG (a PostgreSQL URI; t0760-pg-bell.sh) the cases about
+ * one handle's waits (timeouts, fan-out, isolation, signals) run again on
+ * the listening bell bell_open_db gives for it; its cross-node cases are in
+ * test_bell_pg.c. */
 #include "th.h"
 #include "bell.h"
 #include "util.h"
@@ -23,12 +27,24 @@
 #include <unistd.h>
 
 static char err[512];
+static const char *pg;           /* PARLEY_TEST_PG: the cases' bells listen there */
 
 static const char *bell_path(const char *name)
 {
     static char p[512];
     snprintf(p, sizeof p, "%s/%s-bell", th_tmpdir(), name);
     return p;
+}
+
+/* The bell of a case: the file <tmp>/<name>-bell, or with PARLEY_TEST_PG a
+ * listening bell (bell_open_db). */
+static parley_bell *open_named(const char *name)
+{
+    parley_bell *b = pg ? bell_open_db(pg, err, sizeof err)
+                        : bell_open(bell_path(name), err, sizeof err);
+    if (!b)
+        printf("# %s\n", err);
+    return b;
 }
 
 static void sleep_ms(int ms)
@@ -130,7 +146,7 @@ TEST(ring_wakes_other_process)
 
 TEST(wait_times_out)
 {
-    parley_bell *b = bell_open(bell_path("timeout"), err, sizeof err);
+    parley_bell *b = open_named("timeout");
     REQUIRE(b != NULL);
     uint32_t v = bell_peek(b, "ticket:7");
     int64_t t0 = mono_ms();
@@ -145,7 +161,7 @@ TEST(wait_times_out)
 
 TEST(moved_before_wait_returns_at_once)
 {
-    parley_bell *b = bell_open(bell_path("moved"), err, sizeof err);
+    parley_bell *b = open_named("moved");
     REQUIRE(b != NULL);
     uint32_t v = bell_peek(b, "ticket:8");
     bell_ring(b, "ticket:8");
@@ -178,7 +194,7 @@ static void *waiter_main(void *arg)
 TEST(many_waiters_all_wake)
 {
     enum { N = 50 };
-    parley_bell *b = bell_open(bell_path("many"), err, sizeof err);
+    parley_bell *b = open_named("many");
     REQUIRE(b != NULL);
     static struct waiter w[N];
     pthread_t t[N];
@@ -210,7 +226,7 @@ TEST(many_waiters_all_wake)
 
 TEST(other_channel_not_woken)
 {
-    parley_bell *b = bell_open(bell_path("isolate"), err, sizeof err);
+    parley_bell *b = open_named("isolate");
     REQUIRE(b != NULL);
     char a[32], c[32];
     two_slots(b, a, c);
@@ -389,7 +405,7 @@ static void on_usr1(int sig) { (void)sig; }
 
 TEST(signal_interrupts_wait)
 {
-    parley_bell *b = bell_open(bell_path("eintr"), err, sizeof err);
+    parley_bell *b = open_named("eintr");
     REQUIRE(b != NULL);
     struct sigaction sa, old;
     memset(&sa, 0, sizeof sa);
@@ -584,5 +600,14 @@ int main(int argc, char **argv)
     RUN(empty_file_is_initialised);
     RUN(concurrent_creation);
     RUN(bad_paths_are_clear);
+    pg = getenv("PARLEY_TEST_PG");
+    if (pg && *pg) {
+        printf("# backend: PostgreSQL (PARLEY_TEST_PG: the listening bell)\n");
+        RUN(wait_times_out);
+        RUN(moved_before_wait_returns_at_once);
+        RUN(many_waiters_all_wake);
+        RUN(other_channel_not_woken);
+        RUN(signal_interrupts_wait);
+    }
     return th_done();
 }

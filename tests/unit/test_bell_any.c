@@ -1,7 +1,12 @@
 /* test_bell_any.c — the "any" slot: every ring of any channel wakes a
- * sleeper in bell_wait_any, across processes; no ring, no wake. */
+ * sleeper in bell_wait_any, across processes; no ring, no wake.
+ * With PARLEY_TEST_PG (t0760-pg-bell.sh) it runs again on a listening bell,
+ * where the other process rings by committing an event-log append (its
+ * NOTIFY) on its own connection. */
 #include "th.h"
 #include "bell.h"
+#include "db.h"
+#include "evlog.h"
 #include "util.h"
 
 #include <sys/wait.h>
@@ -9,11 +14,14 @@
 #include <unistd.h>
 
 static char path[512];
+static const char *pg;           /* PARLEY_TEST_PG, or NULL: the file bell */
 
 TEST(any_ring_wakes_any_waiter)
 {
     char err[256];
-    parley_bell *b = bell_open(path, err, sizeof err);
+    parley_bell *b = pg ? bell_open_db(pg, err, sizeof err) : bell_open(path, err, sizeof err);
+    if (!b)
+        printf("# %s\n", err);
     REQUIRE(b);
     uint32_t seen = bell_peek_any(b);
     CHECK_INT(bell_wait_any(b, seen, 50), 0);          /* nothing rang */
@@ -25,6 +33,14 @@ TEST(any_ring_wakes_any_waiter)
     if (pid == 0) {
         struct timespec ts = { 0, 100 * 1000000L };
         nanosleep(&ts, NULL);
+        if (pg) {                       /* another node: a commit on its own connection */
+            char ch[64];
+            snprintf(ch, sizeof ch, "any%ld:some:other:channel", (long)getppid());
+            parley_db *db = db_open(pg, err, sizeof err);
+            int ok = db && evlog_append(db, NULL, ch, 0, "token", "x", 1) > 0;
+            db_close(db);
+            _exit(ok ? 0 : 1);
+        }
         parley_bell *cb = bell_open(path, err, sizeof err);
         if (cb)
             bell_ring(cb, "some:other:channel");
@@ -44,5 +60,10 @@ int main(void)
 {
     snprintf(path, sizeof path, "%s/any.db-bell", th_tmpdir());
     RUN(any_ring_wakes_any_waiter);
+    pg = getenv("PARLEY_TEST_PG");
+    if (pg && *pg) {
+        printf("# backend: PostgreSQL (PARLEY_TEST_PG: a listening bell)\n");
+        RUN(any_ring_wakes_any_waiter);
+    }
     return th_done();
 }

@@ -3,7 +3,10 @@
  * slot) at once, later waits on it return -1 at once, another handle of
  * the same file (another process) is not stopped, and a thread that enters
  * bell_wait just as wake_all runs is never left asleep (repeated races).
- * Every wait has a timeout, so a lost wake-up fails a case, not hangs it. */
+ * Every wait has a timeout, so a lost wake-up fails a case, not hangs it.
+ * With PARLEY_TEST_PG (t0760-pg-bell.sh) the cases run again on listening
+ * bells (bell_open_db): "another process" is another listening bell, and
+ * each race round opens (and wake_all stops and joins) a listener. */
 #include "th.h"
 #include "bell.h"
 #include "util.h"
@@ -14,6 +17,15 @@
 #include <unistd.h>
 
 static char path[512];
+static const char *pg;           /* PARLEY_TEST_PG, or NULL: the file bell */
+
+static parley_bell *open_bell(char *err, size_t errlen)
+{
+    parley_bell *b = pg ? bell_open_db(pg, err, errlen) : bell_open(path, err, errlen);
+    if (!b)
+        printf("# %s\n", err);
+    return b;
+}
 
 static void sleep_ms(int ms)
 {
@@ -47,8 +59,8 @@ static void *sleeper_main(void *arg)
 TEST(wakes_every_sleeper_and_stays_stopped)
 {
     char err[512];
-    parley_bell *b = bell_open(path, err, sizeof err);
-    parley_bell *other = bell_open(path, err, sizeof err);   /* "another process" */
+    parley_bell *b = open_bell(err, sizeof err);
+    parley_bell *other = open_bell(err, sizeof err);   /* "another process" */
     REQUIRE(b && other);
     CHECK_INT(bell_stopped(b), 0);
     enum { N = 8 };
@@ -117,7 +129,7 @@ TEST(no_sleeper_left_behind_in_a_race)
     char err[512];
     int slow = 0, bad = 0;
     for (int round = 0; round < 200; round++) {
-        parley_bell *b = bell_open(path, err, sizeof err);
+        parley_bell *b = open_bell(err, sizeof err);
         REQUIRE(b);
         struct racer r[3];
         pthread_t th[3];
@@ -146,5 +158,11 @@ int main(void)
     snprintf(path, sizeof path, "%s/wake-bell", th_tmpdir());
     RUN(wakes_every_sleeper_and_stays_stopped);
     RUN(no_sleeper_left_behind_in_a_race);
+    pg = getenv("PARLEY_TEST_PG");
+    if (pg && *pg) {
+        printf("# backend: PostgreSQL (PARLEY_TEST_PG: listening bells)\n");
+        RUN(wakes_every_sleeper_and_stays_stopped);
+        RUN(no_sleeper_left_behind_in_a_race);
+    }
     return th_done();
 }
