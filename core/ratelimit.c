@@ -1,10 +1,15 @@
-/* ratelimit.c — sliding-window rate limit per user over SQLite (see
- * ratelimit.h). Every process shares the table rate_hits; one IMMEDIATE
+/* ratelimit.c — sliding-window rate limit per user (see ratelimit.h).
+ * SQLite: every process shares the table rate_hits; one IMMEDIATE
  * transaction per hit makes "count, then insert" atomic across processes.
- * Runs in whichever thread owns the parley_db passed in.
+ * PostgreSQL (db_pg_conn): the arguments are checked here, the bodies are
+ * storage/pg/ratelimit.c's (a per-user advisory lock gives the same
+ * atomicity across nodes). Runs in whichever thread owns the parley_db
+ * passed in.
  */
 #include "ratelimit.h"
 #include "db_sqlite.h"
+#include "storage/pg/pg.h"
+#include "storage/pg/sessions.h"
 
 #include <stdio.h>
 
@@ -88,6 +93,8 @@ int ratelimit_hit_n(parley_db *db, const char *user, int n, int limit, int64_t w
     }
     if (!user)
         user = "";                           /* open mode's anonymous user */
+    if (db_pg_conn(db))
+        return ratelimit_pg_hit_n(db, user, n, limit, window_ms, now_ms, retry_ms);
     int64_t cutoff = now_ms - window_ms;     /* window is (cutoff, now_ms] */
 
     if (db_begin(db) < 0)
@@ -148,6 +155,8 @@ int ratelimit_prune(parley_db *db, int64_t window_ms, int64_t now_ms)
 {
     if (!db)
         return -1;
+    if (db_pg_conn(db))
+        return ratelimit_pg_prune(db, window_ms, now_ms);
     if (db_begin(db) < 0)
         return -1;
     sqlite3_stmt *st = db_stmt(db, SQL_PRUNE);
