@@ -2,10 +2,17 @@
  * query into quoted words, the merged stop-word list (English, Portuguese,
  * Indonesian), hostile FTS5 syntax reduced to quoted words that SQLite
  * accepts, the cap, the prefix and plural-stem options, the OR expression
- * and per-term hit counts on a real FTS5 table. */
+ * and per-term hit counts on a real FTS5 table; the word list for
+ * PostgreSQL (terms_words). With PARLEY_TEST_PG (t0750-pg-kb.sh), hostile
+ * queries (FTS5 and tsquery syntax) become tsqueries through
+ * parley_term_query on a real server: never an error, never a NOTICE. */
 #include "th.h"
 #include "db_sqlite.h"
+#include "storage/pg/pg.h"
 #include "terms.h"
+#include "util.h"
+
+#include <unistd.h>
 
 static int has(const struct terms *t, const char *term)
 {
@@ -221,6 +228,94 @@ TEST(hits_on_fts5)
     db_close(db);
 }
 
+TEST(words_for_postgres)
+{
+    struct terms t;
+    char w[TERMS_EXPR_SIZE];
+    terms_split("vpn lease printers", TERMS_PREFIX | TERMS_STEM, TERMS_MAX, &t);
+    CHECK_INT(terms_words(&t, w, sizeof w), 0);
+    CHECK_STR(w, "vpn lease* printer*");
+    terms_split("Ação & !café | (x) <-> 'ab':*", 0, TERMS_MAX, &t);
+    CHECK_INT(terms_words(&t, w, sizeof w), 0);
+    CHECK_STR(w, "ação café ab");
+    /* U+1680 (ogham space) separates words: no space inside a word */
+    terms_split("lap\xe1\x9a\x80top", 0, TERMS_MAX, &t);
+    CHECK_INT(t.n, 2);
+    char small[6];
+    terms_split("printer toner", 0, TERMS_MAX, &t);
+    CHECK_INT(terms_words(&t, small, sizeof small), -1);
+    CHECK_STR(small, "");
+    terms_split("", 0, TERMS_MAX, &t);
+    CHECK_INT(terms_words(&t, w, sizeof w), -1);
+    /* the largest split fits TERMS_EXPR_SIZE */
+    char q[TERMS_MAX * 70 + 1];
+    size_t off = 0;
+    for (int i = 0; i < TERMS_MAX; i++) {
+        memset(q + off, 'a' + i % 26, 62);
+        q[off + 62] = (char)('a' + i / 26);
+        q[off + 63] = 'z';
+        q[off + 64] = ' ';
+        off += 65;
+    }
+    q[off] = '\0';
+    terms_split(q, TERMS_PREFIX, TERMS_MAX, &t);
+    REQUIRE(t.n == TERMS_MAX);
+    CHECK_INT(terms_words(&t, w, sizeof w), 0);
+}
+
+static const char *pg_uri;
+static int notices;
+static void count_notice(void *arg, const PGresult *r)
+{
+    (void)arg;
+    notices++;
+    printf("#   notice: %s", PQresultErrorMessage(r));
+}
+
+/* Every hostile query's words become a tsquery (or none) under both
+ * configurations, through the statement the storage modules use, with no
+ * error and no NOTICE (a word that leaves no lexeme is NULL, skipped). */
+TEST(pg_term_queries)
+{
+    char err[512];
+    parley_db *db = db_open(pg_uri, err, sizeof err);
+    REQUIRE(db);
+    PGconn *c = db_pg_conn(db);
+    REQUIRE(c);
+    PQsetNoticeReceiver(c, count_notice, NULL);
+    static const char SQL[] =
+        "SELECT parley_tsquery_or(parley_term_query($2::regconfig, w))::text "
+        "FROM unnest(string_to_array($1, ' ')) AS w";
+    static const char *const qs[] = {
+        "AND OR \"(*", "NEAR(monitor cable, 2)", "title:monitor", "monitor*", "-monitor ^cable",
+        "{title text}: monitor", "mon\"itor", "* OR *", "'; DROP TABLE t; --", "a & b | !c",
+        "monitor:* <-> cable:AB", "'''", "\\x00", "\xcc\x81\xcc\x81 monitor",
+        "lap\xe1\x9a\x80top", "\xe2\x80\x94monitor\xe2\x80\x94", "Éclair ação ΣΟΦΙΑ 東京",
+        "\xff\xfe monitor \xc3", "12345 1e5 0x1f v1", "monitors",
+    };
+    static const char *const cfgs[] = { "parley_kb", "simple" };
+    for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++)
+        for (int k = 0; k < 2; k++) {
+            struct terms t;
+            terms_split(qs[i], k ? TERMS_PREFIX | TERMS_STEM : 0, TERMS_MAX, &t);
+            char w[TERMS_EXPR_SIZE];
+            if (terms_words(&t, w, sizeof w) < 0)
+                continue;
+            const char *params[2] = { w, cfgs[k] };
+            PGresult *r = PQexecParams(c, SQL, 2, NULL, params, NULL, NULL, 0);
+            if (PQresultStatus(r) != PGRES_TUPLES_OK)
+                printf("#   query %zu (%s) refused: %s", i, w, PQresultErrorMessage(r));
+            CHECK(PQresultStatus(r) == PGRES_TUPLES_OK);
+            if (i == 19 && PQresultStatus(r) == PGRES_TUPLES_OK)   /* stemmed / prefix */
+                CHECK_STR(PQgetvalue(r, 0, 0), k ? "'monitor':*" : "'monitor'");
+            if (i == 16 && k == 0 && PQresultStatus(r) == PGRES_TUPLES_OK)
+                CHECK_STR(PQgetvalue(r, 0, 0), "'eclair' | 'acao' | 'σοφια' | '東京'");
+            PQclear(r);
+        }
+    CHECK_INT(notices, 0);
+    db_close(db);
+}
+
 int main(void)
 {
     RUN(split_words);
@@ -231,5 +326,11 @@ int main(void)
     RUN(prefix_and_stem);
     RUN(or_expression);
     RUN(hits_on_fts5);
+    RUN(words_for_postgres);
+    pg_uri = getenv("PARLEY_TEST_PG");
+    if (pg_uri && *pg_uri) {
+        printf("# backend: PostgreSQL (PARLEY_TEST_PG)\n");
+        RUN(pg_term_queries);
+    }
     return th_done();
 }
