@@ -1,6 +1,10 @@
 /* catalog.h — seed 002 brands and their products (tables brands, products,
  * products_fts), and product suggestions by full-text search.
  *
+ * PostgreSQL (storage/pg/catalog.c, sql/pg/004_catalog_kb.sql): the same
+ * tables, a generated tsvector with a GIN index for products_fts, ranked by
+ * ts_rank_cd with the same column weights; puts are INSERT ... ON CONFLICT.
+ *
  * Used by the brand adapter (core/proto_brand.c) and by parley.fcgi for
  * GET /brands/active. Every statement is a literal prepared once per
  * connection with bound parameters; user text never becomes SQL or FTS5

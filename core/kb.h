@@ -8,8 +8,12 @@
  * settings that use it (PARLEY_KB_TICKETS, PARLEY_KB_PASSAGES,
  * PARLEY_KB_CONTEXT_BYTES).
  *
- * Backend: SQLite FTS5 in kb.c. A second backend (PostgreSQL) implements
- * this header again; callers see only these functions and structs.
+ * Backends: SQLite FTS5 in kb.c; PostgreSQL full-text search (a generated
+ * tsvector with a GIN index, ts_rank_cd; sql/pg/004_catalog_kb.sql,
+ * storage/pg/kb.c) when db is a PostgreSQL connection. Callers see only
+ * these functions and structs. Both find the same passages for a query
+ * (same words, folding and stems); the order of passages that match
+ * about equally well, and the scores, can differ (docs/postgres.md).
  * Threads: every function that takes a parley_db uses it from the calling
  * thread only (db.h's rule); the others are pure and thread-safe.
  * Return values: the named codes of enum kb_rc unless a function says
@@ -92,7 +96,8 @@ struct kb_hit {
     char *source;          /* new strings (kb_hits_free) */
     char *title;
     char *text;
-    double bm25;           /* FTS5 bm25(): negative, lower = better match */
+    double bm25;           /* FTS5 bm25(): negative, lower = better match;
+                              PostgreSQL: -ts_rank_cd (same sense, another scale) */
     int terms_matched;     /* how many of the query's terms the passage has */
 };
 struct kb_hits {
