@@ -114,7 +114,9 @@ void srv_ensure_storage(struct worker *w)
     if (!w->ctx.db) {
         w->ctx.db = db_open(g_cfg.db_path, err, sizeof err);
         if (!w->ctx.db && strcmp(err, w->db_err) != 0) {
-            fprintf(stderr, "parley.fcgi: database %s: %s\n", g_cfg.db_path, err);
+            /* err names the database (a PostgreSQL string redacted): PARLEY_DB
+             * itself may hold a password */
+            fprintf(stderr, "parley.fcgi: database: %s\n", err);
             str_copy(w->db_err, sizeof w->db_err, err);
         } else if (w->ctx.db) {
             w->db_err[0] = '\0';

@@ -14,7 +14,7 @@ static const char *all_keys[] = {
     "MAX_MESSAGE_LENGTH", "PARLEY_CONNECT_TIMEOUT_MS", "PARLEY_FIRST_TOKEN_TIMEOUT_MS",
     "PARLEY_IDLE_TIMEOUT_MS", "PARLEY_TOTAL_TIMEOUT_MS", "PARLEY_COALESCE_MS",
     "PARLEY_LEASE_MS", "PARLEY_POLL_IDLE", "PARLEY_EVENT_GRACE", "PARLEY_CONTEXT_MESSAGES",
-    "PARLEY_CONFIG",
+    "PARLEY_NODE_PREFIX", "PARLEY_CONFIG",
 };
 
 static void clear_env(void)
@@ -511,6 +511,63 @@ TEST(empty_value_is_unset)
     clear_env();
 }
 
+/* PARLEY_NODE_PREFIX: this node's own files; PARLEY_DB by default, and
+ * required when PARLEY_DB is a PostgreSQL string (whose password is then
+ * in no message). */
+TEST(node_prefix_defaults_and_is_required_for_postgres)
+{
+    struct parley_config c;
+    char err[512];
+    clear_env();
+    REQUIRE(config_load(&c, err, sizeof err) == 0);
+    CHECK(c.node_prefix == NULL);
+    CHECK_STR(config_node_prefix(&c), "parley.db");       /* the default PARLEY_DB */
+    config_cleanup(&c);
+
+    setenv("PARLEY_DB", "/srv/parley/p.db", 1);
+    REQUIRE(config_load(&c, err, sizeof err) == 0);
+    CHECK_STR(config_node_prefix(&c), "/srv/parley/p.db");  /* SQLite: nothing changes */
+    config_cleanup(&c);
+    setenv("PARLEY_NODE_PREFIX", "/var/lib/parley/node-a", 1);
+    REQUIRE(config_load(&c, err, sizeof err) == 0);
+    CHECK_STR(config_node_prefix(&c), "/var/lib/parley/node-a");
+    config_cleanup(&c);
+
+    /* a PostgreSQL PARLEY_DB without a prefix: refused, naming the setting */
+    unsetenv("PARLEY_NODE_PREFIX");
+    const char *specs[] = { "postgresql://parley:N0deS3cret@db.example:5432/parley",
+                            "postgres://parley:N0deS3cret@db.example/parley",
+                            "host=db.example password=N0deS3cret dbname=parley" };
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        setenv("PARLEY_DB", specs[i], 1);
+        err[0] = '\0';
+        CHECK_INT(config_load(&c, err, sizeof err), -1);
+        CHECK(strstr(err, "PARLEY_NODE_PREFIX") != NULL);
+        CHECK(strstr(err, "N0deS3cret") == NULL);
+        CHECK(c.db_path == NULL);                          /* cleaned on failure */
+    }
+    printf("# %s\n", err);
+    /* ... and accepted with one */
+    setenv("PARLEY_NODE_PREFIX", "/var/lib/parley/node-b", 1);
+    REQUIRE(config_load(&c, err, sizeof err) == 0);
+    CHECK_STR(config_node_prefix(&c), "/var/lib/parley/node-b");
+    CHECK_INT(config_check(&c, err, sizeof err), 0);
+    config_cleanup(&c);
+    /* set later (parley.fcgi's FastCGI parameters): config_check sees it */
+    clear_env();
+    REQUIRE(config_load(&c, err, sizeof err) == 0);
+    CHECK_INT(config_set(&c, "PARLEY_DB", specs[0], err, sizeof err), 0);
+    CHECK(config_node_prefix(&c) == NULL);
+    CHECK_INT(config_check(&c, err, sizeof err), -1);
+    CHECK(strstr(err, "PARLEY_NODE_PREFIX") && !strstr(err, "N0deS3cret"));
+    CHECK_INT(config_set(&c, "PARLEY_NODE_PREFIX", "/n/x", err, sizeof err), 0);
+    CHECK_INT(config_check(&c, err, sizeof err), 0);
+    CHECK_INT(config_set(&c, "PARLEY_NODE_PREFIX", "", err, sizeof err), 0);   /* unset again */
+    CHECK_INT(config_check(&c, err, sizeof err), -1);
+    config_cleanup(&c);
+    clear_env();
+}
+
 TEST(empty_config_env_is_ignored)
 {
     clear_env();
@@ -584,6 +641,7 @@ int main(void)
     RUN(load_errors);
     RUN(empty_value_is_unset);
     RUN(empty_config_env_is_ignored);
+    RUN(node_prefix_defaults_and_is_required_for_postgres);
     RUN(cleanup_is_safe);
     RUN(llm_view_borrows_the_right_strings);
     return th_done();
