@@ -24,6 +24,9 @@
  *   floor   the same statements' effect with minimal code: one PGconn, the
  *           three statements prepared once (PQprepare) and run with
  *           PQexecPrepared between BEGIN and COMMIT, data as binary bytea;
+ *   floor-unprepared  the floor's loop with PQexecParams (each statement
+ *           parsed and planned at every call, as Parley's bodies do): shows
+ *           how much of parley/floor is the missing prepared statements;
  *   sqlite  evlog_append / evlog_append_tx on a fresh SQLite file (db_open:
  *           WAL, synchronous=NORMAL), same shapes, for comparison.
  *
@@ -51,8 +54,8 @@
 #define BATCH 8
 #define MAX_REPS 10
 
-enum mode { M_PARLEY, M_FLOOR, M_SQLITE, M_COUNT };
-static const char *const mode_name[M_COUNT] = { "parley", "floor", "sqlite" };
+enum mode { M_PARLEY, M_FLOOR, M_UNPREP, M_SQLITE, M_COUNT };
+static const char *const mode_name[M_COUNT] = { "parley", "floor", "floor-unprepared", "sqlite" };
 
 static const char SQL_BUMP[] =
     "INSERT INTO event_channels(channel, last_seq) VALUES ($1, 1) "
@@ -143,8 +146,17 @@ static int cmd_ok(PGresult *r)
     return ok;
 }
 
-/* The floor: the same statements, prepared once, on a bare connection. */
-static void run_floor(int run, int w, int batch)
+/* One of the floor's statements: prepared (name) or parsed each time (sql). */
+static PGresult *floor_exec(PGconn *c, int prepared, const char *name, const char *sql, int n,
+                            const char *const *p, const int *len, const int *fmt)
+{
+    return prepared ? PQexecPrepared(c, name, n, p, len, fmt, 0)
+                    : PQexecParams(c, sql, n, NULL, p, len, fmt, 0);
+}
+
+/* The floor: the same statements, prepared once (or not: prepared 0), on a
+ * bare connection. */
+static void run_floor(int run, int w, int batch, int prepared)
 {
     char ch[BATCH][64];
     PGconn *c = PQconnectdb(pg_uri);
@@ -170,7 +182,7 @@ static void run_floor(int run, int w, int batch)
         PQclear(r);
         for (int k = 0; ok && k < batch; k++) {
             const char *p1[1] = { ch[k] };
-            r = PQexecPrepared(c, "bump", 1, p1, NULL, NULL, 0);
+            r = floor_exec(c, prepared, "bump", SQL_BUMP, 1, p1, NULL, NULL);
             ok = cmd_ok(r) && PQntuples(r) == 1;
             char seq[24], now[24];
             snprintf(seq, sizeof seq, "%s", ok ? PQgetvalue(r, 0, 0) : "0");
@@ -181,10 +193,10 @@ static void run_floor(int run, int w, int batch)
             const char *p6[6] = { ch[k], seq, "1", "token", TOKEN, now };
             const int len6[6] = { 0, 0, 0, 0, (int)sizeof TOKEN - 1, 0 };
             const int fmt6[6] = { 0, 0, 0, 0, 1, 0 };
-            ok = cmd_ok(r = PQexecPrepared(c, "ins", 6, p6, len6, fmt6, 0));
+            ok = cmd_ok(r = floor_exec(c, prepared, "ins", SQL_INSERT, 6, p6, len6, fmt6));
             PQclear(r);
             if (ok) {
-                ok = cmd_ok(r = PQexecPrepared(c, "ntf", 1, p1, NULL, NULL, 0));
+                ok = cmd_ok(r = floor_exec(c, prepared, "ntf", SQL_NOTIFY, 1, p1, NULL, NULL));
                 PQclear(r);
             }
         }
@@ -268,8 +280,8 @@ static double run(enum mode m, int writers, int batch, double secs, int run_no)
             return -1;
         }
         if (pids[w] == 0) {
-            if (m == M_FLOOR)
-                run_floor(run_no, w, batch);
+            if (m == M_FLOOR || m == M_UNPREP)
+                run_floor(run_no, w, batch, m == M_FLOOR);
             run_parley(target, run_no, w, batch);
         }
     }
@@ -389,15 +401,17 @@ int main(int argc, char **argv)
             }
         }
     printf("\n| writers | appends per transaction | parley appends/s | floor appends/s | "
-           "parley / floor (best) | parley / floor (median) | SQLite evlog appends/s |\n"
-           "|---:|---:|---:|---:|---:|---:|---:|\n");
+           "parley / floor (best) | parley / floor (median) | floor-unprepared appends/s | "
+           "parley / floor-unprepared (median) | SQLite evlog appends/s |\n"
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int bi = 0; bi < 2; bi++)
         for (int wi = 0; wi < 2; wi++) {
             const struct series *s = &res[bi][wi];
             double p = s->best[M_PARLEY], f = s->best[M_FLOOR];
-            printf("| %d | %d | %.0f | %.0f | %.2f | %.2f | %.0f |\n", writer_counts[wi],
-                   batches[bi], p, f, f > 0 ? p / f : 0.0, median_ratio(s, M_PARLEY, M_FLOOR),
-                   s->best[M_SQLITE]);
+            printf("| %d | %d | %.0f | %.0f | %.2f | %.2f | %.0f | %.2f | %.0f |\n",
+                   writer_counts[wi], batches[bi], p, f, f > 0 ? p / f : 0.0,
+                   median_ratio(s, M_PARLEY, M_FLOOR), s->best[M_UNPREP],
+                   median_ratio(s, M_PARLEY, M_UNPREP), s->best[M_SQLITE]);
         }
     rmdir(tmpdir);
     return rc;

@@ -41,8 +41,8 @@ echo "- PostgreSQL: $("$PG_BIN/postgres" --version) (it_postgres: loopback TCP, 
 echo "- Load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "- Command: \`BUILD=$BUILD SECS=$SECS REPS=$REPS bench/pg-evlog.sh\` (commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
 echo
-# 4 series x 3 modes x REPS runs of SECS, plus set-up: bounded generously
-limit=$(awk -v s="$SECS" -v r="$REPS" 'BEGIN { printf "%d", 12 * r * (s + 3) + 60 }')
+# 4 series x 4 modes x REPS runs of SECS, plus set-up: bounded generously
+limit=$(awk -v s="$SECS" -v r="$REPS" 'BEGIN { printf "%d", 16 * r * (s + 3) + 60 }')
 timeout "$limit" "$BUILD/bench/pg-evlog" "$URI" "$SECS" "$REPS"
 rc=$?
 [ $rc = 0 ] || echo "bench/pg-evlog.sh: pg-evlog failed or timed out (status $rc)" >&2
