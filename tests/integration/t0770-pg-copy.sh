@@ -5,8 +5,11 @@
 #   - test_copy's cases on this server (PARLEY_TEST_PG): every value kind,
 #     foreign-key order, sequences, refusals, failures copying nothing;
 #   - the CLI on a SQLite file filled by hand (sqlite3): events whose data
-#     holds NUL bytes and invalid UTF-8, jobs in each state, NULLs; exit 0,
-#     the per-table counts printed and equal to both sides' count(*);
+#     holds NUL bytes and invalid UTF-8, jobs in each state, NULLs, and rows
+#     in every other module's tables (a demo brand removed); exit 0, the
+#     per-table counts printed and equal to both sides' count(*), no table
+#     with rows left behind, the target's own demo brands replaced by the
+#     source's, PostgreSQL's derived tsvector filled;
 #   - the bytes equal: an md5 of every event (channel, seq, job, type, hex
 #     of data) and of every job's columns, computed by sqlite3 and by psql;
 #   - new rows get fresh ids (jobs' identity) and fresh seqs (an append
@@ -66,7 +69,24 @@ populate() {
                             esac), 1700000000000 + $i);"
             i=$((i + 1))
         done
-        echo "INSERT INTO tickets(id, body, created_at, updated_at) VALUES ('1', 'printer', 1, 2);"
+        # the other modules' tables (their PostgreSQL schemas mirror these):
+        # rows with foreign keys, NULLs, REAL, JSON text, a demo brand removed
+        echo "INSERT INTO tickets(id, body, created_at, updated_at) VALUES ('1', 'printer', 1, 2), ('2', '', 3, 4);
+              INSERT INTO brands(id, name, created_at) VALUES ('acme', 'Acme', 5);
+              DELETE FROM brands WHERE id = 'retired';
+              INSERT INTO products(id, brand_id, name, description, category, price)
+                  VALUES ('p1', 'acme', 'Widget', 'a widget', 'Tools', 9.99);
+              INSERT INTO conversations(id, owner, kind, ticket_id, brand_id, title, created_at, updated_at)
+                  VALUES ('c1', 'u', 'ticket', '1', NULL, 'x', 1, 2), ('c2', '', 'brand', NULL, 'acme', '', 3, 4);
+              INSERT INTO messages(id, conversation_id, role, content, tokens, created_at)
+                  VALUES ('m1', 'c1', 'user', 'hi', NULL, 1), ('m2', 'c1', 'assistant', 'hello é', 5, 2);
+              INSERT INTO answers(key, kind, ticket_id, response, temperature, created_at)
+                  VALUES ('ticket:1:abc', 'ticket', '1', 'do this', 0.7, 1);
+              INSERT INTO poll_sessions(sid, path, created_at, last_seen, expires_at) VALUES ('s1', '/x', 1, 2, 3);
+              INSERT INTO poll_outbox VALUES ('s1', 1, '{}', 1), ('s1', 2, '{\"a\":1}', 2);
+              INSERT INTO rate_hits VALUES ('u', 1), ('u', 2);
+              INSERT INTO kb_passages(source, seq, title, text, created_at)
+                  VALUES ('faq.md', 1, 'Printers', 'Restart the printer', 1), ('faq.md', 2, 'Wifi', 'Reboot', 2);"
         echo "COMMIT;"
     } | sqlite3 "$SRC" || return 1
     sqlite3 "$SRC" "SELECT count(*) FROM events; SELECT count(*) FROM events WHERE instr(CAST(data AS BLOB), X'00') > 0" | tr '\n' ' '
@@ -94,7 +114,7 @@ copy_ok() {
 ok "parley db copy --from src.db --to \$PG_URL exits 0" copy_ok
 
 counts_equal() {
-    for t in events jobs; do
+    for t in $({ echo events; echo jobs; sed -n "2,\$p" "$OUT" | grep -v "^copied" | awk "{print \$1}"; } | sort -u); do
         _line=$(grep "^$t " "$OUT") || { echo "no line for $t"; return 1; }
         _s=$(sqlite3 "$SRC" "SELECT count(*) FROM $t")
         _p=$(it_pg_sql "SELECT count(*) FROM $t")
@@ -104,6 +124,23 @@ counts_equal() {
     done
 }
 ok "the printed counts are both sides' count(*), and equal" counts_equal
+
+# every SQLite table holding rows has a PostgreSQL table (sql/pg mirrors
+# sql/): nothing of a user's database is left behind
+nothing_left() {
+    if grep 'not in the target' "$ERR"; then return 1; fi
+    for t in tickets conversations messages answers poll_sessions poll_outbox rate_hits brands \
+             products kb_passages; do
+        grep -q "^$t " "$OUT" || { echo "$t not copied"; return 1; }
+    done
+    _b=$(it_pg_sql "SELECT string_agg(id, ',' ORDER BY id) FROM brands")
+    _f=$(it_pg_sql "SELECT count(*) FROM kb_passages WHERE fts IS NOT NULL")
+    _k=$(it_pg_sql "INSERT INTO kb_passages(source, seq, title, text, created_at) VALUES ('n', 1, '', 'x', 1) RETURNING id")
+    echo "brands $_b; kb_passages with a tsvector $_f; next kb_passages id $_k"
+    [ "$_b" = "acme,homestyle,techpro" ] && [ "$_f" = 2 ] && [ "$_k" = 3 ] &&
+        it_pg_sql "DELETE FROM kb_passages WHERE id = 3" >/dev/null
+}
+ok "every table with rows is copied (store, sessions, catalog, kb): the target's demo brands replaced by the source's, PostgreSQL's tsvector filled, identities advanced" nothing_left
 
 bytes_equal() {
     _a=$(sqlite_sum); _b=$(pg_sum)
