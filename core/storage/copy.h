@@ -12,13 +12,20 @@
  * How: the source is read in one SQLite read transaction (one snapshot);
  * the target is written in ONE PostgreSQL transaction, so a failure copies
  * nothing: the copied tables are locked (EXCLUSIVE: readers go on, other
- * writers wait; at most 10 s to get the locks), checked empty, filled in
+ * writers wait; at most 10 s to get the locks), checked empty (rows that the
+ * target's own migrations insert — the demo brands and products of
+ * sql/pg — do not count: when no other copied table holds a row, those
+ * tables are emptied and get the source's rows, which started from the same
+ * seeds), filled in
  * an order that respects the target's foreign keys (referenced tables
  * first; deferrable constraints deferred), PostgreSQL-only tables derived
  * from copied ones are rebuilt (event_channels from events: each channel's
  * last seq), every identity/serial sequence of a copied table is set to its
  * column's max, and the rows of each table are counted on both sides; any
- * difference rolls everything back. Values: SQLite INTEGER -> int8 text,
+ * difference rolls everything back (sequences are not transactional in
+ * PostgreSQL: after a failure they may stay advanced, which only leaves a
+ * gap in future ids). Rows go in pipelined batches of 256 (libpq pipeline
+ * mode), one prepared INSERT per table. Values: SQLite INTEGER -> int8 text,
  * REAL -> float8 text (%.17g, exact), TEXT -> text, BLOB -> text; into a
  * bytea column every non-NULL value goes byte for byte (binary format, NUL
  * bytes and invalid UTF-8 kept); NULL -> NULL. A TEXT or BLOB value with a
