@@ -90,7 +90,7 @@ static void usage(FILE *f)
         "  --max-frame BYTES    largest client message (default 65536); bigger: close 1009\n"
         "  --ping SECS          WebSocket ping after SECS without a pong; hang up after 2 x SECS (30)\n"
         "  --log FILE           log to FILE (reopened on SIGHUP) instead of stderr\n"
-        "  --stats-file FILE    Prometheus text rewritten every 5 s (default <PARLEY_DB>-ws.prom;\n"
+        "  --stats-file FILE    Prometheus text rewritten every 5 s (default <PARLEY_NODE_PREFIX>-ws.prom;\n"
         "                       '-' for none)\n"
         "  --drain SECS         at exit, wait this long for running generations (default 10)\n"
         "  --event-loop ev|poll lws event loop: libev/epoll (default; falls back to poll when\n"

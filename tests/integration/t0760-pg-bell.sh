@@ -16,13 +16,20 @@
 #   - the run uses a role with a password in the URI: the password is in
 #     none of the programs' output, and the outage was logged once lost and
 #     once back (redacted);
+#   - parley-ws on PostgreSQL: refused without PARLEY_NODE_PREFIX (the
+#     message names it, not the password); with it, <prefix>-ws.up and
+#     <prefix>-ws.prom are written, the process holds exactly one LISTEN
+#     connection (its long-poll front shares the doorbell), and SIGTERM
+#     ends it with status 0, the marker and the connection gone;
+#     `parley migrate` opens the listening bell too and shows the URI redacted;
 #   - no LISTEN connection of these programs is left on the server.
 # TAP output; exit status 0 only if everything passed.
 cd "$(dirname "$0")/../.." || exit 1
 . tests/integration/lib.sh
 
-for _t in test_bell_pg test_bell test_bell_wake test_bell_any; do
-    [ -x "$BUILD/tests/$_t" ] || it_die "$BUILD/tests/$_t is not built (make)"
+for _t in tests/test_bell_pg tests/test_bell tests/test_bell_wake tests/test_bell_any \
+          parley-ws parley; do
+    [ -x "$BUILD/$_t" ] || it_die "$BUILD/$_t is not built (make)"
 done
 
 it_init
@@ -97,14 +104,62 @@ outage_logged() {
 }
 ok "the outage was logged once lost and once back, with the password redacted" outage_logged
 
-no_secret() {
-    if grep -F -- "$SECRET" "$IT_TMP"/test_bell*.out; then
-        echo "the password appears in a program's output"
-        return 1
-    fi
-    return 0
+
+# parley-ws on PostgreSQL
+WS_OUT=$IT_TMP/ws.out
+NODE=$IT_TMP/node-a
+ws_needs_prefix() {
+    _rc=0
+    PARLEY_DB=$PW_URL PARLEY_PG_EXPERIMENTAL=1 timeout 20 "$BUILD/parley-ws" \
+        --listen 127.0.0.1:0 >"$IT_TMP/ws-noprefix.out" 2>&1 || _rc=$?
+    cat "$IT_TMP/ws-noprefix.out"
+    [ "$_rc" != 0 ] && grep -q 'PARLEY_NODE_PREFIX: must be set' "$IT_TMP/ws-noprefix.out" &&
+        ! grep -qF -- "$SECRET" "$IT_TMP/ws-noprefix.out"
 }
-ok "the password appears in no program's output" no_secret
+ok "parley-ws with a PostgreSQL PARLEY_DB and no PARLEY_NODE_PREFIX: refused, naming the setting" \
+    ws_needs_prefix
+
+PARLEY_DB=$PW_URL PARLEY_PG_EXPERIMENTAL=1 PARLEY_NODE_PREFIX=$NODE \
+    "$BUILD/parley-ws" --listen 127.0.0.1:0 >"$WS_OUT" 2>&1 &
+WS_PID=$!
+ws_serves() {
+    _i=0
+    while [ ! -f "$NODE-ws.up" ] || [ ! -f "$NODE-ws.prom" ]; do
+        _i=$((_i + 1))
+        [ "$_i" -lt 100 ] && it_alive "$WS_PID" || { cat "$WS_OUT"; return 1; }
+        sleep 0.1
+    done
+    _n=$(it_pg_sql "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'parley-bell/$WS_PID'") ||
+        return 1
+    echo "$NODE-ws.up, -ws.prom; LISTEN connections of pid $WS_PID: $_n"
+    [ "$_n" = 1 ]
+}
+ok "parley-ws with PARLEY_NODE_PREFIX: <prefix>-ws.up and -ws.prom written, one LISTEN connection for the process" \
+    ws_serves
+kill -TERM "$WS_PID"
+WS_RC=0
+wait "$WS_PID" || WS_RC=$?
+ws_stops() {
+    _i=0
+    while :; do        # the server ends the backend just after the client left
+        _n=$(it_pg_sql "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'parley-bell/$WS_PID'") ||
+            return 1
+        [ "$_n" = 0 ] || [ "$_i" -ge 40 ] && break
+        _i=$((_i + 1))
+        sleep 0.05
+    done
+    echo "exit $WS_RC; LISTEN connections left: $_n; marker: $(ls "$NODE-ws.up" 2>&1)"
+    [ "$WS_RC" = 0 ] && [ "$_n" = 0 ] && [ ! -e "$NODE-ws.up" ]
+}
+ok "SIGTERM: parley-ws exits 0, its LISTEN connection and marker are gone" ws_stops
+
+cli_migrate() {
+    _out=$(PARLEY_DB=$PW_URL PARLEY_PG_EXPERIMENTAL=1 PARLEY_NODE_PREFIX=$NODE \
+           timeout 30 "$BUILD/parley" migrate 2>&1) || { echo "$_out"; return 1; }
+    echo "$_out"
+    echo "$_out" | grep -q 'postgresql://t0760pw:\*\*\*@' && ! echo "$_out" | grep -qF -- "$SECRET"
+}
+ok "parley migrate on PostgreSQL (its doorbell listens too): URI redacted" cli_migrate
 
 no_listener_left() {
     _n=$(it_pg_sql "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'parley-bell/%'") ||
@@ -113,5 +168,14 @@ no_listener_left() {
     [ "$_n" = 0 ]
 }
 ok "no LISTEN connection is left on the server" no_listener_left
+
+no_secret() {
+    if grep -F -- "$SECRET" "$IT_TMP"/test_bell*.out "$WS_OUT"; then
+        echo "the password appears in a program's output"
+        return 1
+    fi
+    return 0
+}
+ok "the password appears in no program's output" no_secret
 
 it_done
