@@ -99,6 +99,13 @@ static char *expected_json(const char *tag, int from, int to)
     return s;
 }
 
+/* poll_pump's fn for sessions that must not be found */
+static int never_pump(void *fnarg, struct poll_item *it, const char *state, struct poll_update *u)
+{
+    (void)fnarg, (void)it, (void)state, (void)u;
+    return -1;
+}
+
 TEST(lock_save_read_ack_touch)
 {
     parley_db *db = open_db();
@@ -168,6 +175,20 @@ TEST(lock_save_read_ack_touch)
     CHECK_INT(poll_owned(db, alice, now_ms()), 0);
     /* a value that looks like SQL is only a value */
     CHECK_INT(poll_peek(db, "x' OR '1'='1", &state, NULL, 0, NULL), POLL_GONE);
+    /* a client's sid that is not UTF-8 names no session (no database error) */
+    const char *bad = "\xff\xfe-not-utf8";
+    CHECK_INT(poll_peek(db, bad, &state, NULL, 0, NULL), POLL_GONE);
+    CHECK_INT(poll_lock(db, bad, 60, &state, NULL, 0), POLL_GONE);
+    CHECK_INT(poll_read(db, bad, 0, 10, &json, &last), 0);
+    CHECK_STR(json, "[]");
+    free(json);
+    CHECK_INT(poll_pending(db, bad), 0);
+    CHECK_INT(poll_ack(db, bad, 3), 0);
+    CHECK_INT(poll_save(db, bad, NULL, NULL, 0, 60), -1);
+    CHECK_INT(poll_delete(db, bad), POLL_GONE);
+    struct poll_item bit = { .sid = bad };
+    CHECK_INT(poll_pump(db, &bit, 1, 60, never_pump, NULL), 0);
+    CHECK_INT(bit.status, POLL_GONE);
     db_close(db);
 }
 

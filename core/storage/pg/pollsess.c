@@ -131,6 +131,22 @@ static int exec_i64(parley_db *db, const char *sql, int n, const char *const *pa
     return got;
 }
 
+/* 0 when sid cannot name a session: not UTF-8 (the sids are UUIDs this
+ * module makes, and PostgreSQL refuses such text with an error). A
+ * client's garbage is then "unknown", as on SQLite, not a database error. */
+static int can_name(const char *sid)
+{
+    size_t n = strlen(sid);
+    long cp;
+    for (size_t i = 0; i < n;) {
+        size_t l = utf8_decode((const unsigned char *)sid + i, n - i, &cp);
+        if (!l)
+            return 0;
+        i += l;
+    }
+    return 1;
+}
+
 static int64_t col_i64(const PGresult *r, int row, int col)
 {
     return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
@@ -180,6 +196,8 @@ int poll_pg_create(parley_db *db, const char *sid, const char *path, const char 
 int poll_pg_lock_try(parley_db *db, const char *sid, int64_t now, int64_t lock_until,
                      char **state, char *owner, size_t ownerlen)
 {
+    if (!can_name(sid))
+        return 0;
     I64(until, lock_until);
     I64(nows, now);
     const char *p[4] = { owner_id(), until, sid, nows };
@@ -200,6 +218,8 @@ int poll_pg_lock_try(parley_db *db, const char *sid, int64_t now, int64_t lock_u
 
 enum poll_status poll_pg_lock_why(parley_db *db, const char *sid, int64_t now)
 {
+    if (!can_name(sid))
+        return POLL_GONE;
     const char *p[1] = { sid };
     int64_t expires = 0;
     int got = exec_i64(db, SQL_EXPIRES, 1, p, "poll: reading the session", &expires);
@@ -220,6 +240,8 @@ enum poll_status poll_pg_lock_why(parley_db *db, const char *sid, int64_t now)
 
 void poll_pg_unlock(parley_db *db, const char *sid)
 {
+    if (!can_name(sid))
+        return;
     const char *p[2] = { sid, owner_id() };
     exec_changes(db, SQL_UNLOCK, 2, p, "poll: releasing the session lock");
 }
@@ -227,6 +249,8 @@ void poll_pg_unlock(parley_db *db, const char *sid)
 enum poll_status poll_pg_peek_meta(parley_db *db, const char *sid, char **state, char *owner,
                                    size_t ownerlen, struct poll_meta *meta)
 {
+    if (!can_name(sid))
+        return POLL_GONE;
     const char *p[1] = { sid };
     PGresult *r = exec(db, SQL_PEEK, 1, p, PGRES_TUPLES_OK, "poll: reading the session");
     if (!r)
@@ -252,6 +276,8 @@ enum poll_status poll_pg_peek_meta(parley_db *db, const char *sid, char **state,
 
 int poll_pg_pending(parley_db *db, const char *sid)
 {
+    if (!can_name(sid))
+        return 0;
     const char *p[1] = { sid };
     int64_t n = 0;
     return exec_i64(db, SQL_PENDING, 1, p, "poll: counting frames", &n) == 1 ? (int)n : -1;
@@ -267,6 +293,8 @@ int poll_pg_owned(parley_db *db, const char *owner, int64_t now)
 
 int poll_pg_touch(parley_db *db, const char *sid, int64_t ack_upto, int idle_s)
 {
+    if (!can_name(sid))
+        return 0;                     /* as SQLite: touching nothing is no error */
     int64_t now = now_ms();
     I64(nows, now);
     I64(exp, now + (int64_t)idle_s * 1000);
@@ -285,7 +313,7 @@ int poll_pg_touch(parley_db *db, const char *sid, int64_t ack_upto, int idle_s)
 int poll_pg_save_ack(parley_db *db, const char *sid, const char *state, char *const *frames,
                      int nframes, int idle_s, int64_t ack_upto)
 {
-    if (db_begin(db) < 0)
+    if (!can_name(sid) || db_begin(db) < 0)
         return -1;
     const char *p[2] = { sid, owner_id() };
     int64_t next = 0;
@@ -314,6 +342,10 @@ error:
 int poll_pg_read(parley_db *db, const char *sid, int64_t after, int max, char **json,
                  int64_t *last)
 {
+    if (!can_name(sid)) {
+        *json = strdup("[]");
+        return *json ? 0 : -1;
+    }
     I64(afters, after);
     I64(lim, max > 0 ? max : 500);
     const char *p[3] = { sid, afters, lim };
@@ -348,6 +380,8 @@ int poll_pg_read(parley_db *db, const char *sid, int64_t after, int max, char **
 
 int poll_pg_ack(parley_db *db, const char *sid, int64_t upto)
 {
+    if (!can_name(sid))
+        return 0;
     if (db_begin(db) < 0)
         return -1;
     /* the session row first, as every writer of its outbox */
@@ -360,6 +394,8 @@ int poll_pg_ack(parley_db *db, const char *sid, int64_t upto)
 
 enum poll_status poll_pg_delete(parley_db *db, const char *sid)
 {
+    if (!can_name(sid))
+        return POLL_GONE;
     const char *p[1] = { sid };
     int n = exec_changes(db, SQL_DELETE, 1, p, "poll: deleting a session");
     return n < 0 ? POLL_ERROR : n ? POLL_OK : POLL_GONE;
@@ -423,7 +459,7 @@ int poll_pg_pump_lock(parley_db *db, const struct poll_item *items, int n)
     qsort(sids, (size_t)n, sizeof *sids, cmp_str);
     int rc = 0;
     for (int i = 0; i < n && rc == 0; i++)
-        if (i == 0 || strcmp(sids[i], sids[i - 1]) != 0)
+        if ((i == 0 || strcmp(sids[i], sids[i - 1]) != 0) && can_name(sids[i]))
             rc = row_lock(db, sids[i]);
     free(sids);
     return rc;
@@ -432,6 +468,8 @@ int poll_pg_pump_lock(parley_db *db, const struct poll_item *items, int n)
 int poll_pg_pump_get(parley_db *db, const char *sid, char **state, int64_t *next,
                      char *lock, size_t locklen, int64_t *lock_expires, int64_t *expires)
 {
+    if (!can_name(sid))
+        return 0;
     const char *p[1] = { sid };
     PGresult *r = exec(db, SQL_PUMP_GET, 1, p, PGRES_TUPLES_OK, "poll: reading the session");
     if (!r)
