@@ -94,6 +94,8 @@ struct bell_core {
     struct bell_file *map;  /* sizeof(struct bell_file) bytes */
     int futex_private;      /* FUTEX_PRIVATE_FLAG for process memory, else 0 */
     struct pgn_listener *listener;   /* the PostgreSQL LISTEN thread, or NULL */
+    struct parley_bell *lhandle;     /* the handle the listener rings through: not
+                                        counted in refs, freed with the core */
     int refs;               /* handles on it; atomics */
 };
 
@@ -326,7 +328,18 @@ parley_bell *bell_open_db(const char *db_spec, char *err, size_t errlen)
     parley_bell *b = bell_open_local(err, errlen);
     if (!b)
         return NULL;
-    b->core->listener = pgn_listen(db_spec, b, err, errlen);
+    /* the listener rings through a handle of its own, which lives as long
+     * as the counters: any handle may be closed first */
+    parley_bell *lh = calloc(1, sizeof *lh);
+    if (!lh) {
+        bell_close(b);
+        set_err(err, errlen, "out of memory");
+        return NULL;
+    }
+    lh->core = b->core;
+    lh->map = b->map;
+    b->core->lhandle = lh;
+    b->core->listener = pgn_listen(db_spec, lh, err, errlen);
     if (!b->core->listener) {
         bell_close(b);
         return NULL;
@@ -341,6 +354,7 @@ void bell_close(parley_bell *b)
     struct bell_core *c = b->core;
     if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_SEQ_CST) == 0) {
         pgn_free(c->listener);          /* stopped and joined first */
+        free(c->lhandle);
         munmap(c->map, sizeof(struct bell_file));
         free(c);
     }

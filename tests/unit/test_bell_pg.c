@@ -17,7 +17,8 @@
  *     event, and a later append is delivered by NOTIFY again;
  *   - bell_wake_all stops and joins the listener (its backend leaves
  *     pg_stat_activity), quickly; a second handle shares the listener and
- *     its wake_all does not stop it.
+ *     its wake_all does not stop it; closed after the opener's handle, it
+ *     still gets the rings, and its close stops the listener.
  * Channel names carry this run's pid so a used database does not disturb
  * them. Every wait has a timeout: a lost wake-up fails, never hangs. */
 #include "th.h"
@@ -428,6 +429,30 @@ TEST(wake_all_joins_the_listener)
     db_close(x);
 }
 
+/* The opener's handle closed first: the listener keeps ringing the second
+ * handle (it rings through a handle of its own), and the last close stops
+ * it. */
+TEST(second_handle_outlives_the_opener)
+{
+    parley_bell *y = open_pg_bell();
+    parley_db *x = open_pg();
+    REQUIRE(y && x);
+    char err[256], now[256];
+    parley_bell *h = bell_open_handle(y, err, sizeof err);
+    REQUIRE(h);
+    bell_close(y);
+    CH(ch, "outlives");
+    struct follower f;
+    follow(&f, h, ch, 5000);
+    CHECK(append(x, ch, "to the second handle") > 0);
+    pthread_join(f.th, NULL);
+    CHECK_INT(f.rc, 1);
+    CHECK(listener_pids(x, now, sizeof now) == 0 && now[0]);
+    bell_close(h);                                      /* the last: the listener goes */
+    CHECK(await_pids(x, "", 0, 3000, now, sizeof now) == 0);
+    db_close(x);
+}
+
 int main(void)
 {
     snprintf(pfx, sizeof pfx, "b%ld:", (long)getpid());
@@ -442,6 +467,7 @@ int main(void)
         RUN(rolled_back_append_wakes_nobody);
         RUN(killed_listener_reconnects_and_followers_reread);
         RUN(wake_all_joins_the_listener);
+        RUN(second_handle_outlives_the_opener);
     }
     return th_done();
 }

@@ -85,7 +85,12 @@ static void scrub(char *out, size_t outlen, const char *msg, const char *secret)
             msg += sl;
         } else {
             char ch = *msg++;
-            out[o++] = ch == '\n' || ch == '\t' ? ' ' : ch;
+            if (ch == '\n' || ch == '\t' || ch == ' ') {
+                if (o > 0 && out[o - 1] != ' ')
+                    out[o++] = ' ';             /* one space for a run of them */
+            } else {
+                out[o++] = ch;
+            }
         }
     }
     while (o > 0 && out[o - 1] == ' ')
