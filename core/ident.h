@@ -35,7 +35,9 @@ int ident_ticket_id_valid(const char *id);
  * Returns out. */
 char *ident_peer(char *out, size_t outlen, const char *user, const char *addr);
 
-/* The doorbell file of the database at db_path: "<db_path>-bell", into
- * out. Returns 0, or -1 when it does not fit (out is then ""). */
+/* The doorbell file of the SQLite database at db_path: "<db_path>-bell",
+ * into out (bell_open_db opens it; a PostgreSQL PARLEY_DB has no doorbell
+ * file: its doorbell listens, bell.h). Returns 0, or -1 when it does not
+ * fit (out is then ""). */
 int ident_bell_path(const char *db_path, char *out, size_t outlen);
 #endif
