@@ -30,6 +30,11 @@
  *   sqlite  evlog_append / evlog_append_tx on a fresh SQLite file (db_open:
  *           WAL, synchronous=NORMAL), same shapes, for comparison.
  *
+ * Besides appends/s (which a busy machine lowers), each run measures the CPU
+ * time per append of the writers and of their PostgreSQL backends
+ * (/proc/PID/schedstat; the server runs on this machine): floor / parley of
+ * that is the cost ratio whatever else runs.
+ *
  * Every run is checked: the writers' counts equal the rows, each channel's
  * seqs dense (max(seq) = count). Repetitions rotate the modes' order; the
  * best run of each mode and the median of the per-repetition ratios
@@ -71,6 +76,7 @@ struct shared {
     int64_t start_us, end_us;
     int64_t count[MAX_WRITERS];
     int64_t errors[MAX_WRITERS];
+    int64_t cpu_ns[MAX_WRITERS];        /* CPU the writer and its backend used in the window */
 };
 
 static struct shared *sh;
@@ -84,6 +90,31 @@ static void sleep_us(int64_t us)
     struct timespec ts = { (time_t)(us / 1000000), (long)(us % 1000000) * 1000L };
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
         ;
+}
+
+/* CPU time a task has run, in ns (/proc/PID/schedstat's first field;
+ * pid 0: this process). 0 when it cannot be read. */
+static int64_t cpu_ns(int pid)
+{
+    char path[64];
+    if (pid > 0)
+        snprintf(path, sizeof path, "/proc/%d/schedstat", pid);
+    else
+        snprintf(path, sizeof path, "/proc/self/schedstat");
+    FILE *f = fopen(path, "r");
+    long long ns = 0;
+    if (f) {
+        if (fscanf(f, "%lld", &ns) != 1)
+            ns = 0;
+        fclose(f);
+    }
+    return ns;
+}
+
+/* CPU of this writer plus its server backend (backend 0: none, SQLite). */
+static int64_t cpu_both(int backend)
+{
+    return cpu_ns(0) + (backend > 0 ? cpu_ns(backend) : 0);
 }
 
 static int64_t ready_and_wait(void)
@@ -113,7 +144,8 @@ static void run_parley(const char *target, int run, int w, int batch)
     }
     for (int k = 0; k < batch; k++)
         channel_name(ch[k], sizeof ch[k], run, w, k);
-    int64_t end = ready_and_wait(), n = 0, errors = 0;
+    int backend = db_pg_conn(db) ? PQbackendPID(db_pg_conn(db)) : 0;
+    int64_t end = ready_and_wait(), n = 0, errors = 0, cpu0 = cpu_both(backend);
     while (mono_us() < end) {
         if (batch == 1) {
             if (evlog_append(db, NULL, ch[0], 1, "token", TOKEN, sizeof TOKEN - 1) > 0)
@@ -132,6 +164,7 @@ static void run_parley(const char *target, int run, int w, int batch)
             errors++;
         }
     }
+    sh->cpu_ns[w] = cpu_both(backend) - cpu0;
     sh->count[w] = n;
     sh->errors[w] = errors;
     db_close(db);
@@ -176,7 +209,8 @@ static void run_floor(int run, int w, int batch, int prepared)
         _exit(2);
     for (int k = 0; k < batch; k++)
         channel_name(ch[k], sizeof ch[k], run, w, k);
-    int64_t end = ready_and_wait(), n = 0, errors = 0;
+    int backend = PQbackendPID(c);
+    int64_t end = ready_and_wait(), n = 0, errors = 0, cpu0 = cpu_both(backend);
     while (mono_us() < end) {
         ok = cmd_ok(r = PQexec(c, "BEGIN"));
         PQclear(r);
@@ -212,6 +246,7 @@ static void run_floor(int run, int w, int batch, int prepared)
             errors++;
         }
     }
+    sh->cpu_ns[w] = cpu_both(backend) - cpu0;
     sh->count[w] = n;
     sh->errors[w] = errors;
     PQfinish(c);
@@ -253,8 +288,9 @@ static int verify(const char *target, int run, int writers, int batch)
     return bad ? -1 : 0;
 }
 
-/* One run; appends/s or -1. */
-static double run(enum mode m, int writers, int batch, double secs, int run_no)
+/* One run; appends/s or -1; *cpu_us: CPU µs per append (writers and their
+ * backends). */
+static double run(enum mode m, int writers, int batch, double secs, int run_no, double *cpu_us)
 {
     char path[512];
     const char *target = pg_uri;
@@ -298,11 +334,13 @@ static double run(enum mode m, int writers, int batch, double secs, int run_no)
             WEXITSTATUS(status) != 0)
             failed++;
     }
-    int64_t total = 0, errors = 0;
+    int64_t total = 0, errors = 0, cpu = 0;
     for (int w = 0; w < writers; w++) {
         total += sh->count[w];
         errors += sh->errors[w];
+        cpu += sh->cpu_ns[w];
     }
+    *cpu_us = total > 0 ? (double)cpu / 1000.0 / (double)total : 0;
     if (failed || errors || verify(target, run_no, writers, batch) < 0) {
         fprintf(stderr, "pg-evlog: %s x%d (%d/tx) failed: %d writers died, %lld errors, or the "
                 "rows do not match the counts\n", mode_name[m], writers, batch, failed,
@@ -330,7 +368,7 @@ static double run(enum mode m, int writers, int batch, double secs, int run_no)
     return (double)total / secs;
 }
 
-struct series { double best[M_COUNT], eps[MAX_REPS][M_COUNT]; int reps; };
+struct series { double best[M_COUNT], eps[MAX_REPS][M_COUNT], cpu[MAX_REPS][M_COUNT]; int reps; };
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -345,6 +383,20 @@ static double median_ratio(const struct series *s, enum mode a, enum mode b)
     for (int r = 0; r < s->reps; r++)
         if (s->eps[r][a] > 0 && s->eps[r][b] > 0)
             v[n++] = s->eps[r][a] / s->eps[r][b];
+    if (!n)
+        return 0;
+    qsort(v, (size_t)n, sizeof v[0], cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* Median over the repetitions of the CPU per append of mode m. */
+static double median_cpu(const struct series *s, enum mode m)
+{
+    double v[MAX_REPS];
+    int n = 0;
+    for (int r = 0; r < s->reps; r++)
+        if (s->cpu[r][m] > 0)
+            v[n++] = s->cpu[r][m];
     if (!n)
         return 0;
     qsort(v, (size_t)n, sizeof v[0], cmp_double);
@@ -389,13 +441,16 @@ int main(int argc, char **argv)
                        writer_counts[wi] > 1 ? "s" : "", batches[bi], r + 1);
                 for (int k = 0; k < M_COUNT; k++) {
                     enum mode m = (enum mode)((k + r) % M_COUNT);
-                    double eps = run(m, writer_counts[wi], batches[bi], secs, run_no++);
+                    double cpu = 0;
+                    double eps = run(m, writer_counts[wi], batches[bi], secs, run_no++, &cpu);
+                    s->cpu[r][m] = cpu;
                     if (eps < 0)
                         rc = 1;
                     else if (eps > s->best[m])
                         s->best[m] = eps;
                     s->eps[r][m] = eps;
-                    printf(" %s %.0f%s", mode_name[m], eps, k + 1 < M_COUNT ? "," : "\n");
+                    printf(" %s %.0f (%.0f µs CPU)%s", mode_name[m], eps, cpu,
+                           k + 1 < M_COUNT ? "," : "\n");
                     fflush(stdout);
                 }
             }
@@ -412,6 +467,19 @@ int main(int argc, char **argv)
                    writer_counts[wi], batches[bi], p, f, f > 0 ? p / f : 0.0,
                    median_ratio(s, M_PARLEY, M_FLOOR), s->best[M_UNPREP],
                    median_ratio(s, M_PARLEY, M_UNPREP), s->best[M_SQLITE]);
+        }
+    printf("\nCPU per append (µs, median of the repetitions: the writer process plus its "
+           "PostgreSQL backend, from /proc/PID/schedstat; SQLite: the writer only). Unlike "
+           "appends/s, this does not depend on what else the machine runs:\n\n"
+           "| writers | appends per transaction | parley | floor | floor / parley | "
+           "floor-unprepared | SQLite evlog |\n|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (int bi = 0; bi < 2; bi++)
+        for (int wi = 0; wi < 2; wi++) {
+            const struct series *s = &res[bi][wi];
+            double p = median_cpu(s, M_PARLEY), f = median_cpu(s, M_FLOOR);
+            printf("| %d | %d | %.1f | %.1f | %.2f | %.1f | %.1f |\n", writer_counts[wi],
+                   batches[bi], p, f, p > 0 ? f / p : 0.0, median_cpu(s, M_UNPREP),
+                   median_cpu(s, M_SQLITE));
         }
     rmdir(tmpdir);
     return rc;
