@@ -5,6 +5,7 @@
 #include "evlog.h"
 #include "db_sqlite.h"
 #include "storage/pg/pg.h"
+#include "storage/pg/notify.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -314,4 +315,12 @@ void evw_cleanup(struct evlog_writer *w)
     free(w->buf);
     w->buf = NULL;
     w->len = w->cap = 0;
+}
+
+void evlog_ring(parley_db *db, parley_bell *bell, const char *channel)
+{
+    if (bell)
+        bell_ring(bell, channel);
+    if (db && db_pg_conn(db))
+        pgn_notify_tx(db, channel);     /* its own statement when no transaction is open */
 }

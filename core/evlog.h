@@ -37,6 +37,15 @@ int64_t evlog_append(parley_db *db, parley_bell *bell, const char *channel,
 int64_t evlog_append_tx(parley_db *db, const char *channel, int64_t job_id,
                         const char *type, const char *data, size_t len);
 
+/* Wakes the followers of channel on every node for a change that is not
+ * an event append (a long-poll session's state: a frame POSTed, a session
+ * deleted): bell_ring on this process's bell (may be NULL) and, on
+ * PostgreSQL, a NOTIFY on db (delivered to every node's listener when db's
+ * open transaction commits, at once when none is open). An append needs no
+ * call: its NOTIFY is part of it. Errors are logged and otherwise ignored
+ * (followers also wake at their timeouts). Threads: db's thread. */
+void evlog_ring(parley_db *db, parley_bell *bell, const char *channel);
+
 /* Highest seq of the channel (0 when it has none). -1 on error. */
 int64_t evlog_last_seq(parley_db *db, const char *channel);
 

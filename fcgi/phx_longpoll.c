@@ -506,12 +506,12 @@ int h_phx_lp_post(struct request *r)
     int stored = lp_store(ctx, sid, &s, &fr, lp_idle_s(ctx));
     if (stored < 0)
         poll_unlock(ctx->db, sid);
-    if (ctx->bell) {
+    {   /* wake this session's GETs and its topics' followers, on every node */
         char pchan[64];
         poll_channel(pchan, sizeof pchan, sid);
-        bell_ring(ctx->bell, pchan);
+        evlog_ring(ctx->db, ctx->bell, pchan);
         for (int i = 0; i < nch; i++)
-            bell_ring(ctx->bell, ch[i]);
+            evlog_ring(ctx->db, ctx->bell, ch[i]);
     }
     for (int i = 0; i < njobs; i++) {
         if (stored == 0)

@@ -204,13 +204,11 @@ static int post_fits(struct request *r, const char *sid, const struct proto_conn
     }
     if (pending + nframes > POLL_PENDING_MAX) {
         poll_unlock(ctx->db, sid);
-        if (ctx->bell) {
-            /* a GET waiting now looks again: it deletes what its client
-             * has received, which makes room */
-            char pchan[64];
-            poll_channel(pchan, sizeof pchan, sid);
-            bell_ring(ctx->bell, pchan);
-        }
+        /* a GET waiting now (on any node) looks again: it deletes what
+         * its client has received, which makes room */
+        char pchan[64];
+        poll_channel(pchan, sizeof pchan, sid);
+        evlog_ring(ctx->db, ctx->bell, pchan);
         res_error(r, 429,
                   "Poll session outbox full: %d frames not yet received by the client, %d more "
                   "would exceed %d; receive them (GET) first", pending, nframes, POLL_PENDING_MAX);
@@ -277,21 +275,19 @@ static int post_frames(struct request *r, struct proto_conn *c, struct proto_fra
     return rc;
 }
 
-/* Wakes whoever waits for this session: a GET of it on "poll:<sid>", the
- * channel it follows now, and a GET waiting with the one it followed
- * before these frames. */
+/* Wakes whoever waits for this session, on every node: a GET of it on
+ * "poll:<sid>", the channel it follows now, and a GET waiting with the one
+ * it followed before these frames. */
 static void post_ring(struct parley_ctx *ctx, const char *sid, const struct proto_conn *c,
                       const char *before)
 {
-    if (!ctx->bell)
-        return;
     char pchan[64];
     poll_channel(pchan, sizeof pchan, sid);
-    bell_ring(ctx->bell, pchan);
+    evlog_ring(ctx->db, ctx->bell, pchan);
     if (proto_following(c))
-        bell_ring(ctx->bell, c->channel);
+        evlog_ring(ctx->db, ctx->bell, c->channel);
     if (before[0] && (!proto_following(c) || strcmp(before, c->channel) != 0))
-        bell_ring(ctx->bell, before);
+        evlog_ring(ctx->db, ctx->bell, before);
 }
 
 int h_poll_post(struct request *r)
@@ -367,13 +363,12 @@ int h_poll_delete(struct request *r)
     proto_conn_cleanup(&c);
     if (poll_delete(ctx->db, sid) == POLL_ERROR)
         return poll_fail(r, POLL_ERROR);
-    if (ctx->bell) {
-        /* wake a GET of this session waiting now: it answers 410 at once */
-        char pchan[64];
-        poll_channel(pchan, sizeof pchan, sid);
-        bell_ring(ctx->bell, pchan);
-        if (followed[0])
-            bell_ring(ctx->bell, followed);
-    }
+    /* wake a GET of this session waiting now (on any node): it answers
+     * 410 at once */
+    char pchan[64];
+    poll_channel(pchan, sizeof pchan, sid);
+    evlog_ring(ctx->db, ctx->bell, pchan);
+    if (followed[0])
+        evlog_ring(ctx->db, ctx->bell, followed);
     return res_empty(r, 204);
 }

@@ -7,6 +7,7 @@
 #include "util.h"
 
 #include <ctype.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -389,16 +390,32 @@ void pgc_close(struct db_pg *p)
 
 /* ---- a lost connection (the server restarted, a network cut) ---- */
 
-/* Outside a transaction, a connection libpq found broken is opened again
- * (PQreset: same parameters, connect_timeout bounds it), so that a restart
- * of PostgreSQL costs the statement that met it and no more. Inside a
+/* Outside a transaction, a connection libpq found broken, or whose idle
+ * session the server ended (it reads the FATAL the server sent before
+ * closing), is opened again (PQreset: same parameters, connect_timeout
+ * bounds it), so that a restart of PostgreSQL that is over costs no
+ * statement; one still going fails the statements that meet it. Inside a
  * transaction nothing is retried: the transaction is lost with the
  * session and its caller sees the failure (db_commit fails; whatever it
  * wrote is not there). 0 connected, -1 still not (p->err says why). */
 static int revive(struct db_pg *p)
 {
-    if (p->in_tx || PQstatus(p->c) == CONNECTION_OK)
+    if (p->in_tx)
         return 0;
+    if (PQstatus(p->c) == CONNECTION_OK) {
+        /* An idle session has nothing to read unless the server ended it
+         * (a restart sends FATAL, then closes): read that now, so the
+         * next statement does not meet it. One poll(2) of the socket. */
+        struct pollfd pf = { .fd = PQsocket(p->c), .events = POLLIN };
+        if (pf.fd < 0 || poll(&pf, 1, 0) <= 0)
+            return 0;
+        PQconsumeInput(p->c);
+        PGnotify *n;
+        while ((n = PQnotifies(p->c)))
+            PQfreemem(n);
+        if (PQstatus(p->c) == CONNECTION_OK)
+            return 0;
+    }
     PQreset(p->c);
     if (PQstatus(p->c) != CONNECTION_OK) {
         char msg[400];
