@@ -5,7 +5,7 @@
  *
  * URI: a PostgreSQL database on 127.0.0.1 that may be written (a private
  * one: `. tests/integration/lib.sh; it_init; it_postgres` gives $PG_URL, or
- * `DB=postgres make run`). Sets PARLEY_PG_EXPERIMENTAL=1 for itself.
+ * `DB=postgres make run`). Sets for itself.
  * Bounded: every wait has a timeout, a round whose followers do not all
  * wake within 5 s ends the run with an error.
  *
@@ -218,7 +218,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "pg-bell: rounds 1..%d, followers 1..%d\n", MAX_ROUNDS, MAX_FOLLOWERS);
         return 2;
     }
-    setenv("PARLEY_PG_EXPERIMENTAL", "1", 1);
     char dir[] = "/tmp/pg-bell-XXXXXX", path[64];
     if (!mkdtemp(dir)) {
         perror("mkdtemp");

@@ -4,7 +4,7 @@
  *   build/bench/pg-evlog URI [seconds-per-run] [repetitions]   (default 2 3)
  *
  * URI: a PostgreSQL database on 127.0.0.1 that may be written (bench/pg-evlog.sh
- * starts a private one). Sets PARLEY_PG_EXPERIMENTAL=1 for itself.
+ * starts a private one).
  *
  * W writer processes (1, then 4), each with its own connection and its own
  * channels, append "token" events for a fixed time; appends/s is the sum.
@@ -417,7 +417,6 @@ int main(int argc, char **argv)
         secs = 2.0;
     if (reps < 1 || reps > MAX_REPS)
         reps = 3;
-    setenv("PARLEY_PG_EXPERIMENTAL", "1", 1);
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");
         return 1;

@@ -7,16 +7,14 @@
  * this header and the storage headers again; fronts (fcgi/, ws-bridge/,
  * cli/) do not change.
  *
- * PostgreSQL (issue 10, first slices; storage/pg/pg.h, docs/postgres.md): db_open
- * takes a "postgresql://" / "postgres://" URI or a libpq "key=value" string,
- * only with PARLEY_PG_EXPERIMENTAL=1 in the environment (otherwise it is
- * refused with a configuration message; a temporary gate). On such a handle
- * this header works (transactions, nested as savepoints; failure kinds;
- * health) and so do the event log (evlog.h) and jobs (jobs.h). Every OTHER
- * storage module (store, pollsess, ratelimit, catalog, kb, stats, terms) is NOT
- * supported on it yet: its calls fail (db_stmt returns NULL and logs why).
- * db_path() and every message show the connection string with its password
- * replaced by "***". No write gate: PostgreSQL's row locks order writers.
+ * PostgreSQL (storage/pg/pg.h, docs/postgres.md): db_open takes a
+ * "postgresql://" / "postgres://" URI or a libpq "key=value" string. On
+ * such a handle this header and every storage module work as on SQLite
+ * (their PostgreSQL bodies are in core/storage/pg/); transactions are READ
+ * COMMITTED, nested ones savepoints. A connection whose session the server
+ * ended is opened again outside a transaction. db_path() and every message
+ * show the connection string with its password replaced by "***". No write
+ * gate: PostgreSQL's row locks order writers.
  *
  * Owns: the backend connection and its prepared statements.
  * Threads: a parley_db is used by one thread at a time; every thread (and

@@ -8,9 +8,10 @@
  * Parley lives in a storage module, as a string literal with bound
  * parameters (nothing is ever built from input).
  * Threads: as db.h (the connection's thread only).
- * On a PostgreSQL handle (storage/pg/pg.h): db_handle is NULL, db_stmt logs and
- * returns NULL (that module has no PostgreSQL body yet), db_changes is 0;
- * db_exec runs the text with libpq (tests only).
+ * On a PostgreSQL handle (storage/pg/pg.h): db_handle is NULL, db_stmt logs
+ * and returns NULL (a module calling it there would be missing its
+ * PostgreSQL dispatch), db_changes is 0; db_exec runs the text with libpq
+ * (tests only).
  */
 #ifndef PARLEY_DB_SQLITE_H
 #define PARLEY_DB_SQLITE_H

@@ -1,17 +1,17 @@
 #!/bin/sh
 # t0710-pg-evlog.sh — the event log on PostgreSQL (issue 10, first slice):
 # test_evlog's cases run against a private PostgreSQL 15 (it_postgres)
-# with PARLEY_TEST_PG=$PG_URL and PARLEY_PG_EXPERIMENTAL=1:
+# with PARLEY_TEST_PG=$PG_URL and:
 #   - every case of the SQLite run passes on PostgreSQL too (appends and
 #     reads after a cursor, bytes kept, coalescing, compaction, a wait woken
 #     by the bell, nested transactions as savepoints);
 #   - 4 threads appending to one channel at once get seqs 1..N, no gap,
 #     no duplicate;
-#   - the migration is recorded (parley_schema holds version 1);
+#   - the migrations are recorded (parley_schema holds 1..N, one row each);
 #   - a database whose schema version (999) is newer than ours is refused;
 #   - a role with a password (the URI carries it): the password is in no
 #     message — refused schema, missing database, failing statement, the
-#     gate closed, db_path — nor anywhere in the program's output.
+#     db_path — nor anywhere in the program's output.
 # TAP output; exit status 0 only if everything passed.
 cd "$(dirname "$0")/../.." || exit 1
 . tests/integration/lib.sh
@@ -39,7 +39,7 @@ ok "a role with a password, its database, a database at schema version 999" setu
 
 OUT=$IT_TMP/test_evlog.out
 EVLOG_RC=0
-PARLEY_TEST_PG=$PG_URL PARLEY_PG_EXPERIMENTAL=1 \
+PARLEY_TEST_PG=$PG_URL \
 PARLEY_TEST_PG_SECRET_URI=$PW_URL PARLEY_TEST_PG_SECRET=$SECRET PARLEY_TEST_PG_NEWER_URI=$NEWER_URL \
     timeout 120 "$EVLOG_BIN" >"$OUT" 2>&1 || EVLOG_RC=$?
 
@@ -70,14 +70,16 @@ ok "PostgreSQL: a newer schema is refused; the password is in no message" pg_cas
 ok "PostgreSQL: a session the server ended (pg_terminate_backend) is reopened; a transaction it cut is lost, the next one works" \
     pg_case pg_session_ended_is_reopened
 
+# every sql/pg migration recorded once, in order: 1,2,...,N
 schema_recorded() {
-    _v=$(it_pg_sql "SELECT max(version) FROM parley_schema") || return 1
+    _want=$(ls sql/pg/[0-9]*.sql | sed 's|.*/0*\([0-9][0-9]*\)_.*|\1|' | sort -n | paste -sd, -)
+    _v=$(it_pg_sql "SELECT string_agg(version::text, ',' ORDER BY version) FROM parley_schema") || return 1
     _t=$(it_pg_sql "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'
                     AND tablename IN ('events', 'event_channels', 'jobs')") || return 1
-    echo "parley_schema version $_v; tables $_t/3"
-    [ "$_v" = 1 ] && [ "$_t" = 3 ]
+    echo "parley_schema versions $_v (sql/pg: $_want); tables $_t/3"
+    [ "$_v" = "$_want" ] && [ "$_t" = 3 ]
 }
-ok "the migration is recorded in the database (parley_schema: 1)" schema_recorded
+ok "every sql/pg migration is recorded in the database, once" schema_recorded
 
 newer_untouched() {
     _v=$(it_pg_sql "SELECT string_agg(version::text, ',') FROM parley_schema" -d t0710new) || return 1

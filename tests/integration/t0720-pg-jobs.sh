@@ -1,7 +1,7 @@
 #!/bin/sh
 # t0720-pg-jobs.sh — jobs on PostgreSQL (issue 10, second slice):
 # test_jobs's backend-neutral cases run against a private PostgreSQL 15
-# (it_postgres) with PARLEY_TEST_PG=$PG_URL and PARLEY_PG_EXPERIMENTAL=1:
+# (it_postgres) with PARLEY_TEST_PG=$PG_URL and:
 #   - claim / attach / renew / finish / running-on / get as on SQLite;
 #   - single flight: 8 threads, a connection each, claiming one
 #     (channel, key) at once get exactly one owner (5 rounds), by the
@@ -31,7 +31,7 @@ ok "PostgreSQL started (port $PG_PORT)" it_alive "$PG_PID"
 
 OUT=$IT_TMP/test_jobs.out
 JOBS_RC=0
-PARLEY_TEST_PG=$PG_URL PARLEY_PG_EXPERIMENTAL=1 \
+PARLEY_TEST_PG=$PG_URL \
     timeout 120 "$JOBS_BIN" >"$OUT" 2>&1 || JOBS_RC=$?
 
 # the lines of the PostgreSQL run (after its "# backend: PostgreSQL" line)

@@ -2,7 +2,7 @@
 # t0730-pg-store.sh — the store module (tickets, conversations, messages,
 # the answer cache) and stats on PostgreSQL (issue 10): test_store's cases
 # run against a private PostgreSQL 15 (it_postgres) with
-# PARLEY_TEST_PG=$PG_URL and PARLEY_PG_EXPERIMENTAL=1:
+# PARLEY_TEST_PG=$PG_URL and:
 #   - every backend-neutral case passes as on SQLite (tickets, owner
 #     isolation, listing and pagination, messages, context window,
 #     reactions, the answer cache, peek, result codes, stats);
@@ -31,7 +31,7 @@ ok "PostgreSQL started (port $PG_PORT)" it_alive "$PG_PID"
 
 OUT=$IT_TMP/test_store.out
 STORE_RC=0
-PARLEY_TEST_PG=$PG_URL PARLEY_PG_EXPERIMENTAL=1 \
+PARLEY_TEST_PG=$PG_URL \
     timeout 120 "$STORE_BIN" >"$OUT" 2>&1 || STORE_RC=$?
 
 # the lines of the PostgreSQL run (after its "# backend: PostgreSQL" line)

@@ -2,7 +2,7 @@
 # t0740-pg-sessions.sh — long-poll sessions and rate limits on PostgreSQL
 # (issue 10): test_pollsess's and test_ratelimit's cases run against a
 # private PostgreSQL 15 (it_postgres) with PARLEY_TEST_PG=$PG_URL and
-# PARLEY_PG_EXPERIMENTAL=1, each connection standing for a node:
+#, each connection standing for a node:
 #   - sessions: lock / save / read / ack / touch / peek / delete, expiry,
 #     poll_open with its per-owner cap, poll_pump's statuses, as on SQLite;
 #   - 8 connections locking one session at once: one holder at a time, the
@@ -37,7 +37,7 @@ ok "PostgreSQL started (port $PG_PORT)" it_alive "$PG_PID"
 # the PostgreSQL run's lines in $IT_TMP/NAME.pg, exit status in $IT_TMP/NAME.rc
 run_unit() {
     _rc=0
-    PARLEY_TEST_PG=$PG_URL PARLEY_PG_EXPERIMENTAL=1 \
+    PARLEY_TEST_PG=$PG_URL \
         timeout 180 "$2" >"$IT_TMP/$1.out" 2>&1 || _rc=$?
     echo "$_rc" >"$IT_TMP/$1.rc"
     sed -n '/^# backend: PostgreSQL/,$p' "$IT_TMP/$1.out" >"$IT_TMP/$1.pg"

@@ -2,7 +2,7 @@
 # t0750-pg-kb.sh — the catalog and the knowledge base on PostgreSQL
 # (issue 10): test_kb, test_catalog and test_terms run their
 # backend-neutral cases against a private PostgreSQL 15 (it_postgres) with
-# PARLEY_TEST_PG=$PG_URL and PARLEY_PG_EXPERIMENTAL=1, each in a schema of
+# PARLEY_TEST_PG=$PG_URL and, each in a schema of
 # its own:
 #   - import (Markdown / text), re-import replacing a file whole, removal,
 #     the generated tsvector agreeing with every row;
@@ -33,7 +33,7 @@ ok "PostgreSQL started (port $PG_PORT)" it_alive "$PG_PID"
 # run_unit NAME — runs $BUILD/tests/NAME against the server; RC_NAME, its output in $IT_TMP/NAME.out
 run_unit() {
     _rc=0
-    PARLEY_TEST_PG=$PG_URL PARLEY_PG_EXPERIMENTAL=1 \
+    PARLEY_TEST_PG=$PG_URL \
         timeout 180 "$BUILD/tests/$1" >"$IT_TMP/$1.out" 2>&1 || _rc=$?
     sed -n '/^# backend: PostgreSQL/,$p' "$IT_TMP/$1.out" >"$IT_TMP/$1.pg"
     eval "RC_$1=$_rc"
@@ -125,7 +125,7 @@ ok "the demo brands and products of seed 002 are there" demo_brands
 cli_kb() {
     _d=$IT_TMP/kbcli
     mkdir -p "$_d" && printf '# Fuser error E52\nSwitch the printer off for ten minutes.\n' >"$_d/guide.md" || return 1
-    _env="PARLEY_DB=$PG_URL PARLEY_PG_EXPERIMENTAL=1 PARLEY_NODE_PREFIX=$_d/node"
+    _env="PARLEY_DB=$PG_URL PARLEY_NODE_PREFIX=$_d/node"
     _imp=$(cd "$_d" && env $_env timeout 30 "$OLDPWD/$BUILD/parley" kb import guide.md 2>&1) &&
     _lst=$(cd "$_d" && env $_env timeout 30 "$OLDPWD/$BUILD/parley" kb list 2>/dev/null) &&
     _rm=$(cd "$_d" && env $_env timeout 30 "$OLDPWD/$BUILD/parley" kb remove guide.md 2>&1) || {

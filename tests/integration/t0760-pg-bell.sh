@@ -1,6 +1,6 @@
 #!/bin/sh
 # t0760-pg-bell.sh — the doorbell across nodes on PostgreSQL (issue 10):
-# against a private PostgreSQL 15 (it_postgres), with PARLEY_PG_EXPERIMENTAL=1,
+# against a private PostgreSQL 15 (it_postgres), with,
 #   - test_bell_pg: a commit on another connection, and one in another
 #     process, wakes a follower sleeping in bell_wait / bell_wait_any on a
 #     listening bell (NOTIFY in the appending transaction, one LISTEN
@@ -49,7 +49,7 @@ ok "a role with a password and its own database" setup_role
 # run NAME — runs $BUILD/tests/NAME against PostgreSQL into $IT_TMP/NAME.out
 run() {
     _rc=0
-    PARLEY_TEST_PG=$PW_URL PARLEY_PG_EXPERIMENTAL=1 \
+    PARLEY_TEST_PG=$PW_URL \
         timeout 180 "$BUILD/tests/$1" >"$IT_TMP/$1.out" 2>&1 || _rc=$?
     sed -n '/^# backend: PostgreSQL/,$p' "$IT_TMP/$1.out" >"$IT_TMP/$1.pg"
     echo "$_rc" >"$IT_TMP/$1.rc"
@@ -110,7 +110,7 @@ WS_OUT=$IT_TMP/ws.out
 NODE=$IT_TMP/node-a
 ws_needs_prefix() {
     _rc=0
-    PARLEY_DB=$PW_URL PARLEY_PG_EXPERIMENTAL=1 timeout 20 "$BUILD/parley-ws" \
+    PARLEY_DB=$PW_URL timeout 20 "$BUILD/parley-ws" \
         --listen 127.0.0.1:0 >"$IT_TMP/ws-noprefix.out" 2>&1 || _rc=$?
     cat "$IT_TMP/ws-noprefix.out"
     [ "$_rc" != 0 ] && grep -q 'PARLEY_NODE_PREFIX: must be set' "$IT_TMP/ws-noprefix.out" &&
@@ -119,7 +119,7 @@ ws_needs_prefix() {
 ok "parley-ws with a PostgreSQL PARLEY_DB and no PARLEY_NODE_PREFIX: refused, naming the setting" \
     ws_needs_prefix
 
-PARLEY_DB=$PW_URL PARLEY_PG_EXPERIMENTAL=1 PARLEY_NODE_PREFIX=$NODE \
+PARLEY_DB=$PW_URL PARLEY_NODE_PREFIX=$NODE \
     "$BUILD/parley-ws" --listen 127.0.0.1:0 >"$WS_OUT" 2>&1 &
 WS_PID=$!
 ws_serves() {
@@ -154,7 +154,7 @@ ws_stops() {
 ok "SIGTERM: parley-ws exits 0, its LISTEN connection and marker are gone" ws_stops
 
 cli_migrate() {
-    _out=$(PARLEY_DB=$PW_URL PARLEY_PG_EXPERIMENTAL=1 PARLEY_NODE_PREFIX=$NODE \
+    _out=$(PARLEY_DB=$PW_URL PARLEY_NODE_PREFIX=$NODE \
            timeout 30 "$BUILD/parley" migrate 2>&1) || { echo "$_out"; return 1; }
     echo "$_out"
     echo "$_out" | grep -q 'postgresql://t0760pw:\*\*\*@' && ! echo "$_out" | grep -qF -- "$SECRET"

@@ -1,7 +1,6 @@
 #!/bin/sh
 # t0770-pg-copy.sh — `parley db copy` (issue 10): a populated SQLite
-# database moved into a private PostgreSQL 15 (it_postgres), with
-# PARLEY_PG_EXPERIMENTAL=1 while the gate exists:
+# database moved into a private PostgreSQL 15 (it_postgres):
 #   - test_copy's cases on this server (PARLEY_TEST_PG): every value kind,
 #     foreign-key order, sequences, refusals, failures copying nothing;
 #   - the CLI on a SQLite file filled by hand (sqlite3): events whose data
@@ -33,7 +32,6 @@ command -v sqlite3 >/dev/null || it_die "sqlite3 (the shell) is not installed (t
 it_init
 it_postgres
 ok "PostgreSQL started (port $PG_PORT)" it_alive "$PG_PID"
-export PARLEY_PG_EXPERIMENTAL=1
 PSQL="$PG_BIN/psql -X -q -A -t -v ON_ERROR_STOP=1"
 
 # ---- test_copy on this server ----

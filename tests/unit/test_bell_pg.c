@@ -4,7 +4,7 @@
  * bell.h's semantics.
  *
  * With PARLEY_TEST_PG (a PostgreSQL URI; tests/integration/t0760-pg-bell.sh,
- * PARLEY_PG_EXPERIMENTAL=1), against that server:
+ *), against that server:
  *   - a commit on another connection (this process, no local ring; and
  *     another process) wakes a follower sleeping in bell_wait / bell_wait_any
  *     on the listening bell, and the follower then reads the event;

@@ -7,7 +7,7 @@
  * one product at the same moment (every put succeeds, one row each).
  *
  * The cases run on SQLite; when PARLEY_TEST_PG holds a PostgreSQL URI
- * (tests/integration/t0750-pg-kb.sh, with PARLEY_PG_EXPERIMENTAL=1) they
+ * (tests/integration/t0750-pg-kb.sh) they
  * run again on it, in a schema of their own (catt_<pid>_<ms>, through the
  * URI's options=-csearch_path; dropped at the end). test_proto_brand
  * covers the seed 002 adapter on SQLite. */

@@ -6,7 +6,7 @@
  * file that is not a Parley database, an unreachable target whose password
  * is not shown).
  * With PARLEY_TEST_PG (a PostgreSQL URI whose role may CREATE DATABASE;
- * tests/integration/t0770-pg-copy.sh, with PARLEY_PG_EXPERIMENTAL=1), each
+ * tests/integration/t0770-pg-copy.sh), each
  * case copies into a database of its own, created and dropped here, with a
  * table the case creates on both sides (every value kind, a PostgreSQL-only
  * defaulted column and a generated one, a table whose foreign key points at
@@ -249,7 +249,6 @@ TEST(arguments_refused)
     CHECK(has(err, "cannot read it as a SQLite database"));
     /* a real source, a target nobody listens on: the password is not shown */
     REQUIRE(make_source("args", 0) == 0);
-    setenv("PARLEY_PG_EXPERIMENTAL", "1", 1);
     CHECK_INT(copy_run(srcpath, "postgresql://u:Sekr3tPw@127.0.0.1:1/x", 0, &res, err,
                        sizeof err), COPY_ERR);
     printf("# %s\n", err);

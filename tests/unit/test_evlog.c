@@ -1,11 +1,11 @@
 /* test_evlog.c — event log: dense seqs (also with 4 threads appending to
  * one channel), reads after a cursor, coalescing, nested transactions,
  * compaction that keeps each channel's newest row, waits woken by the bell;
- * PostgreSQL connection strings: selection, the experimental gate, the
+ * PostgreSQL connection strings: selection, the redacted forms, the
  * password never shown.
  *
  * The cases run on SQLite; when PARLEY_TEST_PG holds a PostgreSQL URI
- * (tests/integration/t0710-pg-evlog.sh, with PARLEY_PG_EXPERIMENTAL=1) they
+ * (tests/integration/t0710-pg-evlog.sh) they
  * run again on it, with channel names and job ids of their own so a
  * database used before does not disturb them. With PARLEY_TEST_PG_SECRET_URI
  * (a URI with a password, PARLEY_TEST_PG_SECRET) and PARLEY_TEST_PG_NEWER_URI
@@ -326,34 +326,12 @@ TEST(concurrent_appends_dense)
     db_close(db);
 }
 
-/* setenv/unsetenv of the gate, restored by gate_restore */
-static char *gate_saved;
-static void gate_set(const char *v)
-{
-    const char *cur = getenv("PARLEY_PG_EXPERIMENTAL");
-    free(gate_saved);
-    gate_saved = cur ? strdup(cur) : NULL;
-    if (v)
-        setenv("PARLEY_PG_EXPERIMENTAL", v, 1);
-    else
-        unsetenv("PARLEY_PG_EXPERIMENTAL");
-}
-static void gate_restore(void)
-{
-    if (gate_saved)
-        setenv("PARLEY_PG_EXPERIMENTAL", gate_saved, 1);
-    else
-        unsetenv("PARLEY_PG_EXPERIMENTAL");
-    free(gate_saved);
-    gate_saved = NULL;
-}
-
 static int has(const char *s, const char *needle) { return s && strstr(s, needle) != NULL; }
 
 /* No server needed: which strings select PostgreSQL, the redacted forms,
- * the gate, and a failed connection's message without the password (port 1
- * of 127.0.0.1 refuses at once). */
-TEST(pg_conninfo_gate_and_redaction)
+ * and a failed connection's message without the password (port 1 of
+ * 127.0.0.1 refuses at once). */
+TEST(pg_conninfo_and_redaction)
 {
     CHECK_INT(db_pg_is_conninfo("postgresql://u@h/d"), 1);
     CHECK_INT(db_pg_is_conninfo("postgres://h"), 1);
@@ -387,23 +365,10 @@ TEST(pg_conninfo_gate_and_redaction)
                            "host=127.0.0.1 port=1 password='top secret' dbname=x" };
     for (int i = 0; i < 2; i++) {
         char err[512] = "";
-        gate_set(NULL);
         parley_db *db = db_open(uris[i], err, sizeof err);
-        gate_restore();
         CHECK(db == NULL);
         db_close(db);
-        printf("# gate closed: %s\n", err);
-        CHECK(has(err, "PostgreSQL support is not complete yet (event log and jobs only); "
-                       "set PARLEY_PG_EXPERIMENTAL=1 to use it for testing"));
-        CHECK(has(err, "***"));
-        CHECK(!has(err, "topsecret") && !has(err, "top secret"));
-        gate_set("1");
-        err[0] = '\0';
-        db = db_open(uris[i], err, sizeof err);
-        gate_restore();
-        CHECK(db == NULL);
-        db_close(db);
-        printf("# gate open, nothing listening: %s\n", err);
+        printf("# nothing listening: %s\n", err);
         CHECK(has(err, "cannot connect to PostgreSQL"));
         CHECK(has(err, "***"));
         CHECK(!has(err, "topsecret") && !has(err, "top secret"));
@@ -412,7 +377,7 @@ TEST(pg_conninfo_gate_and_redaction)
 
 /* A real server, a role with a password (t0710): the password is in no
  * message — the newer schema refused, a missing database, a failing
- * statement, db_path — and the gate still refuses. */
+ * statement, db_path. */
 TEST(pg_password_never_shown)
 {
     const char *uri = getenv("PARLEY_TEST_PG_SECRET_URI");
@@ -449,13 +414,6 @@ TEST(pg_password_never_shown)
     CHECK(has(err, "does not exist"));
     CHECK(has(err, "***") && !has(err, secret));
 
-    gate_set(NULL);
-    err[0] = '\0';
-    db = db_open(uri, err, sizeof err);
-    gate_restore();
-    CHECK(db == NULL);
-    db_close(db);
-    CHECK(has(err, "PARLEY_PG_EXPERIMENTAL=1") && !has(err, secret));
 }
 
 /* PostgreSQL only: the server ends a connection's session (a restart does
@@ -547,7 +505,7 @@ int main(void)
     job_base = 900;
     printf("# backend: SQLite\n");
     run_cases();
-    RUN(pg_conninfo_gate_and_redaction);
+    RUN(pg_conninfo_and_redaction);
     const char *pg = getenv("PARLEY_TEST_PG");
     if (pg && *pg) {
         /* names and job ids of this run only: the database may have been used before */

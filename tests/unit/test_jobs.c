@@ -4,7 +4,7 @@
  *
  * The backend-neutral cases (run_cases) run on SQLite and again on
  * PostgreSQL when PARLEY_TEST_PG holds a URI (tests/integration/
- * t0720-pg-jobs.sh, with PARLEY_PG_EXPERIMENTAL=1), with channel names of
+ * t0720-pg-jobs.sh), with channel names of
  * their own so a database used before does not disturb them; among them,
  * CLAIM_THREADS threads with a connection each claiming one (channel, key)
  * at once get exactly one owner. The multi-process case reads SQLite

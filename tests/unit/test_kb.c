@@ -11,7 +11,7 @@
  *
  * The backend-neutral cases (run_cases) run on SQLite; when PARLEY_TEST_PG
  * holds a PostgreSQL URI (tests/integration/t0750-pg-kb.sh, with
- * PARLEY_PG_EXPERIMENTAL=1) they run again on it, in a schema of their own
+ *) they run again on it, in a schema of their own
  * (kbt_<pid>_<ms>, through the URI's options=-csearch_path; migrated at
  * the first open, dropped at the end), so passages of earlier runs cannot
  * change what a search finds. What holds on both backends is asserted:

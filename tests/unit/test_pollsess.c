@@ -3,7 +3,7 @@
  *
  * The cases run on SQLite and again on PostgreSQL when PARLEY_TEST_PG holds
  * a URI (tests/integration/t0740-pg-sessions.sh, with
- * PARLEY_PG_EXPERIMENTAL=1); owners carry this run's prefix (pfx) and
+ *); owners carry this run's prefix (pfx) and
  * sessions have fresh UUIDs, so a database used before does not disturb
  * them. A thread with its own connection stands for a node; a barrier
  * starts them together:

@@ -4,7 +4,7 @@
  *
  * Every case runs on SQLite (a database file per case) and again on
  * PostgreSQL when PARLEY_TEST_PG holds a URI (tests/integration/
- * t0740-pg-sessions.sh, with PARLEY_PG_EXPERIMENTAL=1), with user ids of
+ * t0740-pg-sessions.sh), with user ids of
  * this run (prefix pfx) so a database used before does not disturb them.
  * On PostgreSQL each connection stands for a node: threads_share_one_limit
  * has 2L connections hitting one user's limit L at the same moment. */

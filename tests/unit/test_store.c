@@ -3,7 +3,7 @@
  *
  * The cases (run_cases) run on SQLite and again on PostgreSQL when
  * PARLEY_TEST_PG holds a URI (tests/integration/t0730-pg-store.sh, with
- * PARLEY_PG_EXPERIMENTAL=1), with ids and owners of their own (pfx) so a
+ *), with ids and owners of their own (pfx) so a
  * database used before does not disturb them. Among them, threads with a
  * connection each hit one key at once, inside transactions held open long
  * enough to overlap on PostgreSQL: one conversation creator wins, ticket

@@ -1,5 +1,5 @@
 /* storage/pg/conn.c — the PostgreSQL connection of a parley_db: selection, redaction
- * of the password, the experimental gate, migrations from sql/pg/,
+ * of the password, migrations from sql/pg/,
  * transactions (nested ones are savepoints) and failure messages.
  * See storage/pg/pg.h and db.h for the contract. One connection per thread. */
 #include "storage/pg/pg.h"
@@ -12,9 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GATE_ENV "PARLEY_PG_EXPERIMENTAL"
-#define GATE_MSG "PostgreSQL support is not complete yet (event log and jobs only); " \
-                 "set PARLEY_PG_EXPERIMENTAL=1 to use it for testing"
 /* Key of the advisory lock migrations take ("parl"), so that processes
  * opening a new database together apply each migration once. */
 #define MIGRATE_LOCK_KEY "1885434476"
@@ -334,11 +331,6 @@ failed:
 
 struct db_pg *pgc_open(const char *conninfo, const char *shown, char *err, size_t errlen)
 {
-    const char *gate = getenv(GATE_ENV);
-    if (!gate || strcmp(gate, "1") != 0) {
-        set_err(err, errlen, "%s: " GATE_MSG, shown);
-        return NULL;
-    }
     struct db_pg *p = calloc(1, sizeof *p);
     if (!p || !(p->shown = strdup(shown))) {
         free(p);

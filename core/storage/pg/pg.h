@@ -1,13 +1,9 @@
 /* storage/pg/pg.h — the PostgreSQL side of a parley_db (issue 10).
  *
- * Included ONLY by db.c and the storage modules that have a PostgreSQL body
- * (evlog.c through storage/pg/evlog.c, jobs.c through storage/pg/jobs.c), and by unit
- * tests. Fronts never see it nor <libpq-fe.h>.
- *
- * Gate: PostgreSQL support is not complete (the event log and jobs only), so
- * db_open() refuses a PostgreSQL connection string unless the environment
- * has PARLEY_PG_EXPERIMENTAL=1 (docs/postgres.md). Temporary: it goes
- * once every storage module has a PostgreSQL body.
+ * Included ONLY by db.c, core's storage modules (each dispatches to its
+ * PostgreSQL body in core/storage/pg/ when db_pg_conn(db) is not NULL),
+ * config.c (db_pg_is_conninfo) and unit tests. Fronts never see it nor
+ * <libpq-fe.h>.
  *
  * Every statement with values uses bound parameters (PQexecParams); the
  * only texts run without parameters are constants (migrations, BEGIN,
