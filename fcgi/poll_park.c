@@ -369,8 +369,9 @@ static int hub_start(const struct parley_ctx *ctx)
     hub_ctx.bell = ctx->bell;
     hub_ctx.db = db_open(ctx->cfg->db_path, err, sizeof err);
     if (!hub_ctx.db) {
-        fprintf(stderr, "parley.fcgi: long-poll hub: database %s: %s (waiting GETs keep "
-                        "their threads)\n", ctx->cfg->db_path, err);
+        /* err names the database (a PostgreSQL string with its password
+         * hidden); PARLEY_DB itself may hold a password */
+        fprintf(stderr, "parley.fcgi: long-poll hub: %s (waiting GETs keep their threads)\n", err);
         return -1;
     }
     pthread_condattr_t ca;
