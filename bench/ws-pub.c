@@ -1,9 +1,15 @@
 /* ws-pub.c — the publisher of bench/ws-fanout.mjs for Parley: appends
  * "token" events to ticket channels' event logs at a fixed rate, exactly
- * as a generation does (evlog_append: one IMMEDIATE transaction, then the
- * doorbell), so the WebSocket bridge fans them out to its subscribers.
+ * as a generation does (evlog_append: one transaction, then the doorbell),
+ * so the WebSocket bridge fans them out to its subscribers.
  *
  *   ws-pub DB PREFIX CHANNELS RATE COUNT SIZE
+ *     DB: what PARLEY_DB would hold — a SQLite path (the file doorbell
+ *     <DB>-bell) or a PostgreSQL connection string (each append NOTIFYs in
+ *     its transaction, so bridges on every node wake); "-" reads PARLEY_DB
+ *     (keeps a password off the command line). The doorbell is opened with
+ *     bell_open_db, as Parley's programs do (on PostgreSQL: its own LISTEN
+ *     connection, like a parley.fcgi process running a generation).
  *     appends COUNT events in total, RATE per second, round-robin over
  *     channels "ticket:PREFIX0" ... "ticket:PREFIX<CHANNELS-1>". Each event's
  *     text starts with the wall-clock time in microseconds, then padding to
@@ -13,7 +19,6 @@
 #include "bell.h"
 #include "db.h"
 #include "evlog.h"
-#include "ident.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -45,6 +50,10 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *dbpath = argv[1], *prefix = argv[2];
+    if (strcmp(dbpath, "-") == 0 && !(dbpath = getenv("PARLEY_DB"))) {
+        fprintf(stderr, "ws-pub: DB is \"-\" and PARLEY_DB is not set\n");
+        return 2;
+    }
     int nch = atoi(argv[3]), count = atoi(argv[5]);
     double rate = atof(argv[4]);
     size_t size = (size_t)atol(argv[6]);
@@ -52,12 +61,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "ws-pub: bad arguments\n");
         return 2;
     }
-    char err[512] = "doorbell path too long", bellpath[4096];
+    char err[512] = "";
     parley_db *db = db_open(dbpath, err, sizeof err);
-    parley_bell *bell = db && ident_bell_path(dbpath, bellpath, sizeof bellpath) == 0
-                        ? bell_open(bellpath, err, sizeof err) : NULL;
+    parley_bell *bell = db ? bell_open_db(dbpath, err, sizeof err) : NULL;
     if (!db || !bell) {
-        fprintf(stderr, "ws-pub: %s\n", err);
+        fprintf(stderr, "ws-pub: %s\n", err);   /* err never holds a password */
+        bell_close(bell);
+        db_close(db);
         return 1;
     }
     char *text = malloc(size + 1);
