@@ -8,11 +8,26 @@
 #                                     external threaded server on a unix socket
 #   SERVER=lighttpd make run          lighttpd + mod_fastcgi (lighttpd-parley.conf)
 #   PORT=8081 make run                another port (default 8080)
-#   DB=postgres make run              also start a private PostgreSQL 15 (data in
-#                                     $BUILD/pg, or PG_DIR; a free port on 127.0.0.1)
-#                                     and print its URI; Parley itself
-#                                     still serves on SQLite until its PostgreSQL
-#                                     backend exists (issue 10)
+#   DB=postgres make run              serve on a private PostgreSQL 15 instead of
+#                                     SQLite (started here: data in $BUILD/pg, or
+#                                     PG_DIR; a free port on 127.0.0.1 only;
+#                                     stopped on Ctrl-C)
+#   PARLEY_DB=postgresql://… make run serve on that PostgreSQL server (no private
+#                                     one; a libpq key=value string works too)
+#   NODES=2 DB=postgres make run      two complete nodes on one PostgreSQL: node 2
+#                                     (the same SERVER kind, its own parley.fcgi,
+#                                     bridge and node prefix) on PORT+1, sharing
+#                                     the database and the LLM upstream. PostgreSQL
+#                                     only: on SQLite one machine's processes
+#                                     already share everything (raise the process
+#                                     or thread counts instead), so it is refused.
+#
+# On PostgreSQL each node needs its own PARLEY_NODE_PREFIX (the path prefix
+# of the node's own files, <prefix>-ws.up and <prefix>-ws.prom): node N's is
+# $PARLEY_NODE_PREFIX (node 2: $PARLEY_NODE_PREFIX-2) when it is set, else
+# <temporary directory>/node-N/parley, owned by the web server's account.
+# A connection string is never printed as given: the database is named the
+# way the programs name it (parley migrate's db_path(), password hidden).
 #
 # Steps: create/migrate the database (PARLEY_DB, default ./parley.db; as root
 # $BUILD/data/parley.db, owned by the account the web server runs as), pick
@@ -20,7 +35,7 @@
 # LLM in tests/fake-llm, said loudly), start the web server serving www/ and
 # the API, and the WebSocket bridge when build/parley-ws exists (restarted
 # if it dies, as systemd restarts apache-conf/parley-ws.service; its numbers
-# in <PARLEY_DB>-ws.prom, which /api/metrics reads). Empty settings
+# in <node prefix>-ws.prom, which /api/metrics reads). Empty settings
 # (OLLAMA_SERVER= as docker-compose passes them) count as unset. Every other
 # Parley setting in the environment (PARLEY_*, OPENAI_*, limits) reaches the
 # servers through a generated PARLEY_CONFIG file. Ctrl-C stops everything
@@ -52,10 +67,50 @@ sqlite) DB=sqlite ;;
 postgres | postgresql | pg) DB=postgres ;;
 *) echo "parley: DB must be sqlite (the default) or postgres, not '$DB'" >&2; exit 2 ;;
 esac
-if curl -s -o /dev/null -m 1 "http://127.0.0.1:$PORT/" 2>/dev/null; then
-    echo "parley: something already answers on port $PORT; stop it or use PORT=<other> make run" >&2
-    exit 1
+NODES=${NODES:-1}
+case $NODES in 1 | 2) ;; *) echo "parley: NODES must be 1 (the default) or 2, not '$NODES'" >&2; exit 2 ;; esac
+
+# is_conninfo S — S selects PostgreSQL as core/config.c reads PARLEY_DB: a
+# postgresql:// or postgres:// URI, or a libpq "keyword=value" string (a
+# leading word and "="; a file path does not start that way).
+is_conninfo() {
+    case $1 in postgresql://* | postgres://*) return 0 ;; esac
+    printf '%s\n' "$1" | head -n 1 | grep -Eq '^[[:space:]]*[A-Za-z0-9_]+[[:space:]]*='
+}
+# The backend: sqlite; postgres (a private server, DB=postgres); or
+# postgres-uri (PARLEY_DB names a server).
+BACKEND=sqlite
+if [ -n "${PARLEY_DB:-}" ] && is_conninfo "$PARLEY_DB"; then
+    if [ "$DB" = postgres ]; then
+        echo "parley: DB=postgres starts a private PostgreSQL, PARLEY_DB names another server: use one of them" >&2
+        exit 2
+    fi
+    BACKEND=postgres-uri
+elif [ "$DB" = postgres ]; then
+    BACKEND=postgres
 fi
+if [ "$NODES" = 2 ] && [ "$BACKEND" = sqlite ]; then
+    echo "parley: NODES=2 needs PostgreSQL (DB=postgres, or PARLEY_DB=postgresql://...)." >&2
+    echo "parley:   Nodes are for more than one machine; on one machine with SQLite every Parley" >&2
+    echo "parley:   process already shares the database: use more processes or threads instead" >&2
+    echo "parley:   (FcgidMaxProcessesPerClass, parley.fcgi --threads; docs/operations.md)." >&2
+    exit 2
+fi
+# PARLEY_NODE_PREFIX is given to each node in its own PARLEY_CONFIG file,
+# never through this script's environment (the environment would win over
+# node 2's file): keep the user's value, unexported.
+USER_NODE_PREFIX=${PARLEY_NODE_PREFIX:-}
+unset PARLEY_NODE_PREFIX
+PARLEY_NODE_PREFIX=""
+_n=1
+while [ "$_n" -le "$NODES" ]; do
+    _p=$((PORT + _n - 1))
+    if curl -s -o /dev/null -m 1 "http://127.0.0.1:$_p/" 2>/dev/null; then
+        echo "parley: something already answers on port $_p; stop it or use PORT=<other> make run" >&2
+        exit 1
+    fi
+    _n=$((_n + 1))
+done
 
 it_init
 trap 'echo; exit 130' INT
@@ -98,7 +153,13 @@ if [ "$DB" = postgres ]; then
 fi
 
 # --- the database ----------------------------------------------------------
-if [ -z "${PARLEY_DB:-}" ]; then
+if [ "$BACKEND" = postgres ]; then
+    if [ -n "${PARLEY_DB:-}" ]; then
+        loud "DB=postgres: serving on the private PostgreSQL;" \
+             "PARLEY_DB (the SQLite file $PARLEY_DB) is not used"
+    fi
+    PARLEY_DB=$PG_URL
+elif [ -z "${PARLEY_DB:-}" ]; then
     if [ -n "$APP_USER" ]; then
         # Root: the web server runs as $APP_USER, which must be able to create
         # files next to the database (SQLite's -wal and -shm).
@@ -108,18 +169,52 @@ if [ -z "${PARLEY_DB:-}" ]; then
         PARLEY_DB=$PWD/parley.db
     fi
 fi
-case $PARLEY_DB in /*) ;; *) PARLEY_DB=$PWD/$PARLEY_DB ;; esac
+[ "$BACKEND" = sqlite ] && case $PARLEY_DB in /*) ;; *) PARLEY_DB=$PWD/$PARLEY_DB ;; esac
 export PARLEY_DB
+
+# Each node's prefix (NODE_PREFIX_1, NODE_PREFIX_2). SQLite: the user's
+# PARLEY_NODE_PREFIX if set, else none (the programs default to PARLEY_DB).
+# PostgreSQL: required; the user's (node 2: with "-2"), else one in the
+# temporary directory.
+_n=1
+while [ "$_n" -le "$NODES" ]; do
+    if [ -n "$USER_NODE_PREFIX" ]; then
+        _np=$USER_NODE_PREFIX
+        [ "$_n" -gt 1 ] && _np=$USER_NODE_PREFIX-$_n
+        case $_np in /*) ;; *) _np=$PWD/$_np ;; esac
+        if [ "$BACKEND" != sqlite ] &&
+           ! $AS_APP sh -c 'test -d "$(dirname "$1")" && test -w "$(dirname "$1")"' sh "$_np"; then
+            echo "parley: PARLEY_NODE_PREFIX: ${APP_USER:-$(id -un)} cannot write in $(dirname "$_np")" >&2
+            exit 1
+        fi
+    elif [ "$BACKEND" != sqlite ]; then
+        _np=$IT_TMP/node-$_n/parley
+        mkdir -p "$IT_TMP/node-$_n"
+        it_own "$IT_TMP/node-$_n"
+    else
+        _np=""
+    fi
+    eval "NODE_PREFIX_$_n=\$_np"
+    _n=$((_n + 1))
+done
+
 _rc=0
-"$BUILD/parley" migrate >/dev/null || _rc=$?
+_mig=$(env ${NODE_PREFIX_1:+PARLEY_NODE_PREFIX="$NODE_PREFIX_1"} "$BUILD/parley" migrate) || _rc=$?
 case $_rc in
 0) ;;
 78) # EX_CONFIG: parley said which setting is wrong, on the line above
     echo "parley: configuration: fix the setting named above (docs/configuration.md); nothing was started" >&2
     exit 1 ;;
-*) echo "parley: cannot create/migrate $PARLEY_DB (the reason is above)" >&2; exit 1 ;;
+*) if [ "$BACKEND" = sqlite ]; then
+       echo "parley: cannot create/migrate $PARLEY_DB (the reason is above)" >&2
+   else
+       echo "parley: cannot create/migrate the PostgreSQL database (the reason is above)" >&2
+   fi
+   exit 1 ;;
 esac
-if [ -n "$APP_USER" ]; then
+# How the programs name the database: db_path(), a password hidden.
+DB_SHOWN=${_mig%: schema version*}
+if [ "$BACKEND" = sqlite ] && [ -n "$APP_USER" ]; then
     for _f in "$PARLEY_DB" "$PARLEY_DB-wal" "$PARLEY_DB-shm" "$PARLEY_DB-bell"; do
         [ -e "$_f" ] && chown "$APP_USER:$APP_GROUP" "$_f"
     done
@@ -129,12 +224,10 @@ if [ -n "$APP_USER" ]; then
         exit 1
     fi
 fi
-say "database $PARLEY_DB"
-if [ "$DB" = postgres ]; then
-    loud "PostgreSQL started at $PG_URL" \
-         "Parley's PostgreSQL backend is not built yet (issue 10), serving on SQLite:" \
-         "  $PARLEY_DB" \
-         "try it: psql $PG_URL"
+if [ "$BACKEND" = sqlite ]; then
+    say "database $PARLEY_DB"
+else
+    say "database $DB_SHOWN (PostgreSQL; ${_mig##*: })"
 fi
 
 # --- the upstream ----------------------------------------------------------
@@ -175,6 +268,23 @@ IT_APP_CONFIG=$IT_TMP/parley.env
 } >"$IT_APP_CONFIG"
 chmod 600 "$IT_APP_CONFIG"
 it_own "$IT_APP_CONFIG"
+# Each node's own file: the shared one plus its PARLEY_NODE_PREFIX line
+# (NODE_CONFIG_1, NODE_CONFIG_2; without a prefix, the shared file itself).
+_n=1
+while [ "$_n" -le "$NODES" ]; do
+    eval "_np=\${NODE_PREFIX_$_n}"
+    _cf=$IT_APP_CONFIG
+    if [ -n "$_np" ]; then
+        case $_np in *"'"* | *"
+"*) echo "parley: PARLEY_NODE_PREFIX must not hold a quote or a line break" >&2; exit 2 ;; esac
+        _cf=$IT_TMP/parley-node-$_n.env
+        { cat "$IT_APP_CONFIG"; echo "PARLEY_NODE_PREFIX='$_np'"; } >"$_cf"
+        chmod 600 "$_cf"
+        it_own "$_cf"
+    fi
+    eval "NODE_CONFIG_$_n=\$_cf"
+    _n=$((_n + 1))
+done
 [ -z "${PARLEY_JWT_SECRET:-}" ] && ! grep -q '^ *\(export \)\{0,1\}PARLEY_JWT_SECRET *= *[^ ]' "$IT_APP_CONFIG" \
     && say "no PARLEY_JWT_SECRET: open development mode (no login needed, everyone is one anonymous user)"
 
@@ -229,13 +339,16 @@ fi
 
 # --- the FastCGI program and the bridge -------------------------------------
 
-# bridge_loop — runs the bridge (a copy in $IT_TMP/bridge) on 127.0.0.1:
+# bridge_loop — runs the bridge (a copy in $BRIDGE_DIR) on 127.0.0.1:
 # $WS_PORT as the app account, and starts it again when it dies, the way
 # systemd runs apache-conf/parley-ws.service (Restart=on-failure): a clean
 # exit (status 0, after SIGTERM) ends the loop; a crash or a kill is
 # followed by a restart after 1 s, then 2, 4 ... up to 30 s while it keeps
 # dying within a minute of its start. No --stats-file: the bridge writes
-# its default, <PARLEY_DB>-ws.prom, which parley.fcgi's /api/metrics reads.
+# its default, <node prefix>-ws.prom, which the node's parley.fcgi's
+# /api/metrics reads. PARLEY_DB comes from the environment (exported), so
+# that no command line shows a connection string; the node's settings
+# (PARLEY_NODE_PREFIX among them) from its PARLEY_CONFIG file.
 # SIGTERM/SIGINT stop the bridge (SIGTERM, its clean shutdown) and the loop.
 bridge_loop() {
     _child=""
@@ -244,9 +357,9 @@ bridge_loop() {
     while :; do
         _t0=$(date +%s)
         # shellcheck disable=SC2086
-        $AS_APP env PARLEY_DB="$PARLEY_DB" OLLAMA_SERVER="$IT_UPSTREAM" \
+        $AS_APP env OLLAMA_SERVER="$IT_UPSTREAM" \
             ${IT_APP_CONFIG:+PARLEY_CONFIG="$IT_APP_CONFIG"} \
-            "$IT_TMP/bridge/parley-ws" --listen "127.0.0.1:$WS_PORT" >>"$BRIDGE_LOG" 2>&1 </dev/null &
+            "$BRIDGE_DIR/parley-ws" --listen "127.0.0.1:$WS_PORT" >>"$BRIDGE_LOG" 2>&1 </dev/null &
         _child=$!
         _rc=0
         wait "$_child" || _rc=$?
@@ -266,13 +379,16 @@ bridge_loop() {
 
 # Starts bridge_loop in the background (its pid in BRIDGE_LOOP_PID, stopped
 # by lib.sh's cleanup with everything else) and waits until the bridge
-# listens. 1 (loop stopped, log shown) if it does not come up.
+# listens. 1 (loop stopped, log shown) if it does not come up. Its
+# directory is BRIDGE_DIR=$IT_TMP/bridge, node 2's $IT_TMP/bridge-2 (IT_NODE,
+# as lib.sh's start_bridge names them).
 start_bridge_supervised() {
-    mkdir -p "$IT_TMP/bridge"
-    cp "$BUILD/parley-ws" "$IT_TMP/bridge/parley-ws"
-    BRIDGE_LOG=$IT_TMP/bridge/parley-ws.log
+    BRIDGE_DIR=$IT_TMP/bridge${IT_NODE:+-$IT_NODE}
+    mkdir -p "$BRIDGE_DIR"
+    cp "$BUILD/parley-ws" "$BRIDGE_DIR/parley-ws"
+    BRIDGE_LOG=$BRIDGE_DIR/parley-ws.log
     : >"$BRIDGE_LOG"
-    it_own "$IT_TMP/bridge"
+    it_own "$BRIDGE_DIR"
     bridge_loop </dev/null &
     BRIDGE_LOOP_PID=$!
     IT_PIDS="$IT_PIDS $BRIDGE_LOOP_PID"
@@ -289,41 +405,69 @@ if [ ! -x "$APP" ]; then
          "serving the streaming test app (tests/tools/fcgi-stream) in its place:" \
          "  curl -N http://127.0.0.1:$PORT/api/stream   (5 SSE events, 200 ms apart)"
 fi
-IT_HTTP_PORT=$PORT
 IT_DB=$PARLEY_DB
 IT_UPSTREAM=${IT_UPSTREAM:-}
-WS_PORT=$(free_port)
-IT_NO_WS=1
-if [ -x "$BUILD/parley-ws" ]; then
-    if start_bridge_supervised; then
-        IT_NO_WS=""
-        say "WebSocket bridge parley-ws on 127.0.0.1:$WS_PORT (proxied under /api/websocket/, /ws/, /socket/websocket;"
-        say "  restarted if it dies; log $BRIDGE_LOG)"
-    else
-        say "parley-ws did not start (its log is above): WebSocket clients will fall back to long-polling"
-    fi
-else
-    say "no $BUILD/parley-ws yet: WebSocket clients fall back to long-polling"
-fi
 export PARLEY_PROVIDER
+ALL_SETUP_PIDS=""
 
-# --- the web server --------------------------------------------------------
-say "starting $what"
-start_$setup "$APP"
-say "serving http://127.0.0.1:$PORT/  (www/: $IT_WWW)"
-say "logs: $SETUP_DIR/logs/ (removed when it stops)"
-if [ -x "$BUILD/parley.fcgi" ]; then
-    _h=$(curl -sS -m 10 "http://127.0.0.1:$PORT/api/health" 2>&1) || true
-    say "GET /api/health → $_h"
-    say "try: curl http://127.0.0.1:$PORT/brands/active"
+# start_node N — node N: its bridge (supervised), then its web server on
+# PORT+N-1 with its own setup directory (lib.sh's IT_NODE: node 1 has the
+# plain names, node 2 "-2"), node prefix and PARLEY_CONFIG file.
+start_node() {
+    IT_NODE=""
+    [ "$1" -gt 1 ] && IT_NODE=$1
+    _tag=""
+    [ "$NODES" -gt 1 ] && _tag="node $1: "
+    eval "IT_APP_CONFIG=\$NODE_CONFIG_$1; PARLEY_NODE_PREFIX=\$NODE_PREFIX_$1"
+    IT_HTTP_PORT=$((PORT + $1 - 1))
+    WS_PORT=$(free_port)
+    IT_NO_WS=1
+    if [ -x "$BUILD/parley-ws" ]; then
+        if start_bridge_supervised; then
+            IT_NO_WS=""
+            say "${_tag}WebSocket bridge parley-ws on 127.0.0.1:$WS_PORT (proxied under /api/websocket/, /ws/, /socket/websocket;"
+            say "  restarted if it dies; log $BRIDGE_LOG)"
+        else
+            say "${_tag}parley-ws did not start (its log is above): WebSocket clients will fall back to long-polling"
+        fi
+    else
+        say "no $BUILD/parley-ws yet: WebSocket clients fall back to long-polling"
+    fi
+    say "${_tag}starting $what"
+    start_$setup "$APP"
+    ALL_SETUP_PIDS="$ALL_SETUP_PIDS $SETUP_PIDS"
+    if [ "$BACKEND" != sqlite ]; then
+        # its configuration holds the connection string: for its account only
+        chmod 700 "$SETUP_DIR"
+        say "${_tag}node prefix $PARLEY_NODE_PREFIX (<prefix>-ws.up, <prefix>-ws.prom)"
+    fi
+    say "${_tag}serving http://127.0.0.1:$IT_HTTP_PORT/  (www/: $IT_WWW)"
+    say "${_tag}logs: $SETUP_DIR/logs/ (removed when it stops)"
+    if [ -x "$BUILD/parley.fcgi" ]; then
+        _h=$(curl -sS -m 10 "http://127.0.0.1:$IT_HTTP_PORT/api/health" 2>&1) || true
+        say "${_tag}GET /api/health → $_h"
+    fi
+}
+_n=1
+while [ "$_n" -le "$NODES" ]; do
+    start_node "$_n"
+    _n=$((_n + 1))
+done
+[ -x "$BUILD/parley.fcgi" ] && say "try: curl http://127.0.0.1:$PORT/brands/active"
+case $BACKEND in
+postgres) say "PostgreSQL at $PG_URL (the database of every node; psql $PG_URL)" ;;
+postgres-uri) say "PostgreSQL: $DB_SHOWN (not started here: it keeps running)" ;;
+esac
+if [ "$NODES" -gt 1 ]; then
+    say "two nodes, one database and one upstream: http://127.0.0.1:$PORT/ and http://127.0.0.1:$((PORT + 1))/"
+    say "  (a ticket opened on one is live and cached on the other)"
 fi
-[ "$DB" = postgres ] && say "PostgreSQL at $PG_URL (not used by Parley yet: serving on SQLite, $PARLEY_DB)"
 say "Ctrl-C stops everything"
 # Wait for the web server; Ctrl-C (or its death) ends the wait, and the
 # EXIT trap of lib.sh stops everything that was started.
 set +e
 # shellcheck disable=SC2086
-wait $SETUP_PIDS
+wait $ALL_SETUP_PIDS
 say "the web server exited; its log:"
 tail -n 20 "$SETUP_DIR"/logs/error.log 2>/dev/null | sed 's/^/    | /'
 exit 1

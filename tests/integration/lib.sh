@@ -180,14 +180,19 @@ it_fake_llm() {
 
 # Values for the placeholders of apache-conf/*; a start_* function sets the
 # per-setup ones (PARLEY_BIN, PARLEY_SOCKET, WS_PORT) before it_subst.
-# it_subst SRC DEST — the shipped snippet with its placeholders replaced.
+# @PARLEY_NODE_PREFIX@ is PARLEY_NODE_PREFIX (the node's prefix, as
+# tools/run.sh sets it per node), by default PARLEY_DB as in the programs.
+# it_subst SRC DEST — the shipped snippet with its placeholders replaced
+# (the values taken literally: a connection string's "&" or "|" too).
+it_sed_value() { printf '%s\n' "$1" | sed -e 's/[\\|&]/\\&/g'; }
 it_subst() {
-    sed -e "s|@PARLEY_BIN@|$PARLEY_BIN|g" \
-        -e "s|@PARLEY_WWW@|$PARLEY_WWW|g" \
-        -e "s|@PARLEY_DB@|$PARLEY_DB|g" \
-        -e "s|@PARLEY_SOCKET@|$PARLEY_SOCKET|g" \
-        -e "s|@OLLAMA_SERVER@|$OLLAMA_SERVER|g" \
-        -e "s|@WS_PORT@|$WS_PORT|g" \
+    sed -e "s|@PARLEY_BIN@|$(it_sed_value "$PARLEY_BIN")|g" \
+        -e "s|@PARLEY_WWW@|$(it_sed_value "$PARLEY_WWW")|g" \
+        -e "s|@PARLEY_DB@|$(it_sed_value "$PARLEY_DB")|g" \
+        -e "s|@PARLEY_NODE_PREFIX@|$(it_sed_value "${PARLEY_NODE_PREFIX:-$PARLEY_DB}")|g" \
+        -e "s|@PARLEY_SOCKET@|$(it_sed_value "$PARLEY_SOCKET")|g" \
+        -e "s|@OLLAMA_SERVER@|$(it_sed_value "$OLLAMA_SERVER")|g" \
+        -e "s|@WS_PORT@|$(it_sed_value "$WS_PORT")|g" \
         "$1" >"$2"
     if grep -n '@[A-Z_]*@' "$2" >&2; then
         it_die "$1: placeholder left after substitution (see above)"
