@@ -19,14 +19,16 @@
  *
  * Modes:
  *   parley  db_open + evlog_append / db_begin, evlog_append_tx x8, db_commit
- *           (each append: INSERT ... ON CONFLICT on event_channels RETURNING
- *           the seq, INSERT INTO events, SELECT pg_notify; PQexecParams);
- *   floor   the same statements' effect with minimal code: one PGconn, the
- *           three statements prepared once (PQprepare) and run with
+ *           (each append one statement, prepared once per connection by
+ *           db_pg_exec: a WITH that bumps the channel's row of
+ *           event_channels, inserts the event with that seq and calls
+ *           pg_notify);
+ *   floor   the same work with minimal code: one PGconn, the same single
+ *           statement prepared once (PQprepare) and run with
  *           PQexecPrepared between BEGIN and COMMIT, data as binary bytea;
- *   floor-unprepared  the floor's loop with PQexecParams (each statement
- *           parsed and planned at every call, as Parley's bodies do): shows
- *           how much of parley/floor is the missing prepared statements;
+ *   floor-3-statements  the same effect as three prepared statements per
+ *           append (bump RETURNING the seq, INSERT, SELECT pg_notify: three
+ *           round trips; Parley's append before it became one statement);
  *   sqlite  evlog_append / evlog_append_tx on a fresh SQLite file (db_open:
  *           WAL, synchronous=NORMAL), same shapes, for comparison.
  *
@@ -59,8 +61,17 @@
 #define BATCH 8
 #define MAX_REPS 10
 
-enum mode { M_PARLEY, M_FLOOR, M_UNPREP, M_SQLITE, M_COUNT };
-static const char *const mode_name[M_COUNT] = { "parley", "floor", "floor-unprepared", "sqlite" };
+enum mode { M_PARLEY, M_FLOOR, M_THREE, M_SQLITE, M_COUNT };
+static const char *const mode_name[M_COUNT] = { "parley", "floor", "floor-3-statements", "sqlite" };
+
+/* The floor's append: the statement core/storage/pg/evlog.c runs. */
+static const char SQL_ONE[] =
+    "WITH b AS (INSERT INTO event_channels(channel, last_seq) VALUES ($1, 1) "
+    "           ON CONFLICT (channel) DO UPDATE SET last_seq = event_channels.last_seq + 1 "
+    "           RETURNING last_seq), "
+    "     i AS (INSERT INTO events(channel, seq, job_id, type, data, created_at) "
+    "           SELECT $1, b.last_seq, $2, $3, $4, $5 FROM b RETURNING seq) "
+    "SELECT i.seq, pg_notify('parley_bell', $1) FROM i";
 
 static const char SQL_BUMP[] =
     "INSERT INTO event_channels(channel, last_seq) VALUES ($1, 1) "
@@ -179,17 +190,9 @@ static int cmd_ok(PGresult *r)
     return ok;
 }
 
-/* One of the floor's statements: prepared (name) or parsed each time (sql). */
-static PGresult *floor_exec(PGconn *c, int prepared, const char *name, const char *sql, int n,
-                            const char *const *p, const int *len, const int *fmt)
-{
-    return prepared ? PQexecPrepared(c, name, n, p, len, fmt, 0)
-                    : PQexecParams(c, sql, n, NULL, p, len, fmt, 0);
-}
-
-/* The floor: the same statements, prepared once (or not: prepared 0), on a
- * bare connection. */
-static void run_floor(int run, int w, int batch, int prepared)
+/* The floor: the same work on a bare connection, every statement prepared
+ * once: one statement per append (one 1), or three (one 0). */
+static void run_floor(int run, int w, int batch, int one)
 {
     char ch[BATCH][64];
     PGconn *c = PQconnectdb(pg_uri);
@@ -199,6 +202,8 @@ static void run_floor(int run, int w, int batch, int prepared)
     }
     PGresult *r;
     int ok = 1;
+    ok &= cmd_ok(r = PQprepare(c, "one", SQL_ONE, 5, NULL));
+    PQclear(r);
     ok &= cmd_ok(r = PQprepare(c, "bump", SQL_BUMP, 1, NULL));
     PQclear(r);
     ok &= cmd_ok(r = PQprepare(c, "ins", SQL_INSERT, 6, NULL));
@@ -215,22 +220,32 @@ static void run_floor(int run, int w, int batch, int prepared)
         ok = cmd_ok(r = PQexec(c, "BEGIN"));
         PQclear(r);
         for (int k = 0; ok && k < batch; k++) {
+            char now[24];
+            snprintf(now, sizeof now, "%" PRId64, now_ms());
+            if (one) {
+                const char *p5[5] = { ch[k], "1", "token", TOKEN, now };
+                const int len5[5] = { 0, 0, 0, (int)sizeof TOKEN - 1, 0 };
+                const int fmt5[5] = { 0, 0, 0, 1, 0 };
+                r = PQexecPrepared(c, "one", 5, p5, len5, fmt5, 0);
+                ok = cmd_ok(r) && PQntuples(r) == 1;
+                PQclear(r);
+                continue;
+            }
             const char *p1[1] = { ch[k] };
-            r = floor_exec(c, prepared, "bump", SQL_BUMP, 1, p1, NULL, NULL);
+            r = PQexecPrepared(c, "bump", 1, p1, NULL, NULL, 0);
             ok = cmd_ok(r) && PQntuples(r) == 1;
-            char seq[24], now[24];
+            char seq[24];
             snprintf(seq, sizeof seq, "%s", ok ? PQgetvalue(r, 0, 0) : "0");
             PQclear(r);
             if (!ok)
                 break;
-            snprintf(now, sizeof now, "%" PRId64, now_ms());
             const char *p6[6] = { ch[k], seq, "1", "token", TOKEN, now };
             const int len6[6] = { 0, 0, 0, 0, (int)sizeof TOKEN - 1, 0 };
             const int fmt6[6] = { 0, 0, 0, 0, 1, 0 };
-            ok = cmd_ok(r = floor_exec(c, prepared, "ins", SQL_INSERT, 6, p6, len6, fmt6));
+            ok = cmd_ok(r = PQexecPrepared(c, "ins", 6, p6, len6, fmt6, 0));
             PQclear(r);
             if (ok) {
-                ok = cmd_ok(r = floor_exec(c, prepared, "ntf", SQL_NOTIFY, 1, p1, NULL, NULL));
+                ok = cmd_ok(r = PQexecPrepared(c, "ntf", 1, p1, NULL, NULL, 0));
                 PQclear(r);
             }
         }
@@ -316,7 +331,7 @@ static double run(enum mode m, int writers, int batch, double secs, int run_no, 
             return -1;
         }
         if (pids[w] == 0) {
-            if (m == M_FLOOR || m == M_UNPREP)
+            if (m == M_FLOOR || m == M_THREE)
                 run_floor(run_no, w, batch, m == M_FLOOR);
             run_parley(target, run_no, w, batch);
         }
@@ -455,8 +470,8 @@ int main(int argc, char **argv)
             }
         }
     printf("\n| writers | appends per transaction | parley appends/s | floor appends/s | "
-           "parley / floor (best) | parley / floor (median) | floor-unprepared appends/s | "
-           "parley / floor-unprepared (median) | SQLite evlog appends/s |\n"
+           "parley / floor (best) | parley / floor (median) | floor-3-statements appends/s | "
+           "parley / floor-3-statements (median) | SQLite evlog appends/s |\n"
            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int bi = 0; bi < 2; bi++)
         for (int wi = 0; wi < 2; wi++) {
@@ -464,20 +479,20 @@ int main(int argc, char **argv)
             double p = s->best[M_PARLEY], f = s->best[M_FLOOR];
             printf("| %d | %d | %.0f | %.0f | %.2f | %.2f | %.0f | %.2f | %.0f |\n",
                    writer_counts[wi], batches[bi], p, f, f > 0 ? p / f : 0.0,
-                   median_ratio(s, M_PARLEY, M_FLOOR), s->best[M_UNPREP],
-                   median_ratio(s, M_PARLEY, M_UNPREP), s->best[M_SQLITE]);
+                   median_ratio(s, M_PARLEY, M_FLOOR), s->best[M_THREE],
+                   median_ratio(s, M_PARLEY, M_THREE), s->best[M_SQLITE]);
         }
     printf("\nCPU per append (µs, median of the repetitions: the writer process plus its "
            "PostgreSQL backend, from /proc/PID/schedstat; SQLite: the writer only). Unlike "
            "appends/s, this does not depend on what else the machine runs:\n\n"
            "| writers | appends per transaction | parley | floor | floor / parley | "
-           "floor-unprepared | SQLite evlog |\n|---:|---:|---:|---:|---:|---:|---:|\n");
+           "floor-3-statements | SQLite evlog |\n|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int bi = 0; bi < 2; bi++)
         for (int wi = 0; wi < 2; wi++) {
             const struct series *s = &res[bi][wi];
             double p = median_cpu(s, M_PARLEY), f = median_cpu(s, M_FLOOR);
             printf("| %d | %d | %.1f | %.1f | %.2f | %.1f | %.1f |\n", writer_counts[wi],
-                   batches[bi], p, f, p > 0 ? f / p : 0.0, median_cpu(s, M_UNPREP),
+                   batches[bi], p, f, p > 0 ? f / p : 0.0, median_cpu(s, M_THREE),
                    median_cpu(s, M_SQLITE));
         }
     rmdir(tmpdir);

@@ -440,6 +440,12 @@ int db_schema_version(parley_db *db)
 
 PGconn *db_pg_conn(parley_db *db) { return db->pg ? pgc_conn(db->pg) : NULL; }
 
+PGresult *db_pg_exec(parley_db *db, const char *sql, int n, const char *const *values,
+                     const int *lengths, const int *formats, int result_format)
+{
+    return pgc_exec_params(db->pg, sql, n, values, lengths, formats, result_format);
+}
+
 void db_pg_fail(parley_db *db, const char *what, const PGresult *r)
 {
     if (db->pg)

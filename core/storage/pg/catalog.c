@@ -10,7 +10,7 @@
  * tsvector (fts, sql/pg/004_catalog_kb.sql) matched against the OR of the
  * terms' tsqueries, ranked by ts_rank_cd (name A, category B, description
  * and features C: bm25's 4 : 2 : 1 : 1), ties by pk as on SQLite. Every
- * value is bound (PQexecParams, text format). */
+ * value is bound (db_pg_exec: text format, each statement prepared once per session). */
 #include "storage/pg/pg.h"
 #include "storage/pg/kb.h"
 #include "catalog.h"
@@ -60,7 +60,7 @@ static const char SQL_SUGGEST[] =
 static PGresult *run(parley_db *db, const char *sql, int n, const char *const *params,
                      ExecStatusType want, const char *what)
 {
-    PGresult *r = PQexecParams(db_pg_conn(db), sql, n, NULL, params, NULL, NULL, 0);
+    PGresult *r = db_pg_exec(db, sql, n, params, NULL, NULL, 0);
     if (PQresultStatus(r) == want)
         return r;
     db_pg_fail(db, what, r);

@@ -16,12 +16,17 @@
  * opening a new database together apply each migration once. */
 #define MIGRATE_LOCK_KEY "1885434476"
 #define SP_MAX 8
+/* Statements prepared per connection (pgc_exec_params); more are run
+ * unprepared. */
+#define PREP_MAX 256
 
 struct db_pg {
     PGconn *c;
     char *shown;            /* the redacted connection string */
     char *secret;           /* the password as written, NULL when none */
     int in_tx;              /* 1 the outermost transaction, more are savepoints */
+    const char *prep[PREP_MAX];  /* SQL prepared on this session as "parley_<i>" */
+    int nprep;
     int readonly;           /* the last failure was SQLSTATE 25006 */
     char err[512];
 };
@@ -409,6 +414,7 @@ static int revive(struct db_pg *p)
             return 0;
     }
     PQreset(p->c);
+    p->nprep = 0;                /* a new session has no prepared statement */
     if (PQstatus(p->c) != CONNECTION_OK) {
         char msg[400];
         scrub(msg, sizeof msg, PQerrorMessage(p->c), p->secret);
@@ -423,6 +429,32 @@ PGconn *pgc_conn(struct db_pg *p)
 {
     revive(p);
     return p->c;
+}
+
+/* ---- statements, prepared once per session ---- */
+
+PGresult *pgc_exec_params(struct db_pg *p, const char *sql, int n, const char *const *values,
+                          const int *lengths, const int *formats, int result_format)
+{
+    PGconn *c = pgc_conn(p);
+    int i = 0;
+    while (i < p->nprep && p->prep[i] != sql)
+        i++;
+    if (i == PREP_MAX)          /* full: parsed at each call, as PQexecParams does */
+        return PQexecParams(c, sql, n, NULL, values, lengths, formats, result_format);
+    char name[24];
+    snprintf(name, sizeof name, "parley_%d", i);
+    if (i == p->nprep) {
+        /* Parse once. A failure (a broken session, an aborted transaction)
+         * is the statement's failure; nothing is recorded, the next call
+         * prepares again. A prepared statement outlives a rollback. */
+        PGresult *r = PQprepare(c, name, sql, n, NULL);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            return r;
+        PQclear(r);
+        p->prep[p->nprep++] = sql;
+    }
+    return PQexecPrepared(c, name, n, values, lengths, formats, result_format);
 }
 
 /* ---- transactions ---- */

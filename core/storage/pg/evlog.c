@@ -7,10 +7,10 @@
  * (READ COMMITTED re-reads the committed row) and get dense, unique seqs;
  * a rolled-back append rolls its bump back too. Each append also queues
  * NOTIFY parley_bell '<channel>' (storage/pg/notify.h) in its transaction:
- * every node's doorbell rings at the commit, none at a rollback. Every
- * statement binds its
- * values (PQexecParams); event data goes and comes back as bytes
- * (bytea, binary format). */
+ * every node's doorbell rings at the commit, none at a rollback. The three
+ * are one statement (one round trip). Every statement binds its values
+ * (db_pg_exec, prepared once per session); event data goes and comes back
+ * as bytes (bytea, binary format). */
 #include "storage/pg/pg.h"
 #include "storage/pg/notify.h"
 #include "evlog.h"
@@ -21,13 +21,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char SQL_BUMP[] =
-    "INSERT INTO event_channels(channel, last_seq) VALUES ($1, 1) "
-    "ON CONFLICT (channel) DO UPDATE SET last_seq = event_channels.last_seq + 1 "
-    "RETURNING last_seq";
+/* One round trip per append: bump the channel's seq (the row lock orders
+ * writers of one channel), insert the event with it, queue the NOTIFY of
+ * every node's doorbell (delivered at commit, dropped at rollback). A
+ * data-modifying WITH runs exactly once; the notify runs once for the one
+ * row the insert returns. */
 static const char SQL_APPEND[] =
-    "INSERT INTO events(channel, seq, job_id, type, data, created_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6)";
+    "WITH b AS (INSERT INTO event_channels(channel, last_seq) VALUES ($1, 1) "
+    "           ON CONFLICT (channel) DO UPDATE SET last_seq = event_channels.last_seq + 1 "
+    "           RETURNING last_seq), "
+    "     i AS (INSERT INTO events(channel, seq, job_id, type, data, created_at) "
+    "           SELECT $1, b.last_seq, $2, $3, $4, $5 FROM b RETURNING seq) "
+    "SELECT i.seq, pg_notify('" PGN_CHANNEL "', $1) FROM i";
 static const char SQL_LAST[] = "SELECT coalesce(max(seq), 0) FROM events WHERE channel = $1";
 static const char SQL_READ[] =
     "SELECT seq, coalesce(job_id, 0), type, data, created_at FROM events "
@@ -53,7 +58,7 @@ static int64_t get_i64(const PGresult *r, int row, int col)
 static int64_t one_i64(parley_db *db, const char *sql, int n, const char *const *params,
                        const char *what)
 {
-    PGresult *r = PQexecParams(db_pg_conn(db), sql, n, NULL, params, NULL, NULL, 1);
+    PGresult *r = db_pg_exec(db, sql, n, params, NULL, NULL, 1);
     int64_t v = -1;
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) == 1)
         v = get_i64(r, 0, 0);
@@ -68,27 +73,19 @@ int64_t evlog_pg_append_tx(parley_db *db, const char *channel, int64_t job_id,
 {
     if (len > (size_t)INT32_MAX)
         return -1;
-    const char *bump[1] = { channel };
-    int64_t seq = one_i64(db, SQL_BUMP, 1, bump, "evlog: next seq");
-    if (seq < 0)
-        return -1;
-    char seqs[24], jobs[24], now[24];
-    snprintf(seqs, sizeof seqs, "%" PRId64, seq);
+    char jobs[24], now[24];
     snprintf(jobs, sizeof jobs, "%" PRId64, job_id);
     snprintf(now, sizeof now, "%" PRId64, now_ms());
-    const char *params[6] = { channel, seqs, job_id > 0 ? jobs : NULL, type,
-                              data ? data : "", now };
-    int lengths[6] = { 0, 0, 0, 0, data ? (int)len : 0, 0 };
-    int formats[6] = { 0, 0, 0, 0, 1, 0 };   /* data as bytes */
-    PGresult *r = PQexecParams(db_pg_conn(db), SQL_APPEND, 6, NULL, params, lengths, formats, 0);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+    const char *params[5] = { channel, job_id > 0 ? jobs : NULL, type, data ? data : "", now };
+    int lengths[5] = { 0, 0, 0, data ? (int)len : 0, 0 };
+    int formats[5] = { 0, 0, 0, 1, 0 };      /* data as bytes */
+    PGresult *r = db_pg_exec(db, SQL_APPEND, 5, params, lengths, formats, 1);
+    int64_t seq = -1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        seq = get_i64(r, 0, 0);
+    else
         db_pg_fail(db, "evlog: append", r);
-        seq = -1;
-    }
     PQclear(r);
-    /* the doorbell of every node rings at this transaction's commit */
-    if (seq > 0 && pgn_notify_tx(db, channel) < 0)
-        seq = -1;
     return seq;
 }
 
@@ -108,7 +105,7 @@ int evlog_pg_read(parley_db *db, const char *channel, int64_t after, int max,
     snprintf(afters, sizeof afters, "%" PRId64, after);
     snprintf(maxs, sizeof maxs, "%d", max);
     const char *params[3] = { channel, afters, maxs };
-    PGresult *r = PQexecParams(db_pg_conn(db), SQL_READ, 3, NULL, params, NULL, NULL, 1);
+    PGresult *r = db_pg_exec(db, SQL_READ, 3, params, NULL, NULL, 1);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         db_pg_fail(db, "evlog: read", r);
         PQclear(r);
@@ -149,7 +146,7 @@ int evlog_pg_compact(parley_db *db, int64_t grace_ms, int64_t now)
     char before[24];
     snprintf(before, sizeof before, "%" PRId64, now - grace_ms);
     const char *params[1] = { before };
-    PGresult *r = PQexecParams(db_pg_conn(db), SQL_COMPACT, 1, NULL, params, NULL, NULL, 0);
+    PGresult *r = db_pg_exec(db, SQL_COMPACT, 1, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         db_pg_fail(db, "evlog: compact", r);
         PQclear(r);

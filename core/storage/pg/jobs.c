@@ -17,7 +17,7 @@
  *     row after the first's commit and changes zero rows;
  *   - no lock is held across anything slow: a claim's transaction is a few
  *     statements; the generation runs after it committed.
- * Every statement binds its values (PQexecParams, text format). */
+ * Every statement binds its values (db_pg_exec: text format, each statement prepared once per session). */
 #include "storage/pg/pg.h"
 #include "evlog.h"
 #include "jobs.h"
@@ -67,7 +67,7 @@ static const char SQL_GET[] =
 static PGresult *exec(parley_db *db, const char *sql, int n, const char *const *params,
                       ExecStatusType want, const char *what)
 {
-    PGresult *r = PQexecParams(db_pg_conn(db), sql, n, NULL, params, NULL, NULL, 0);
+    PGresult *r = db_pg_exec(db, sql, n, params, NULL, NULL, 0);
     if (PQresultStatus(r) != want) {
         db_pg_fail(db, what, r);
         PQclear(r);

@@ -19,7 +19,7 @@
  * letters-and-digits list bound as $1), ranked by ts_rank_cd with weights
  * A 1.0, B 0.5 (title twice the text), ties by id. Not BM25: see
  * docs/postgres.md for where the order can differ. Every value is bound
- * (PQexecParams, text format). */
+ * (db_pg_exec: text format, each statement prepared once per session). */
 #include "storage/pg/pg.h"
 #include "storage/pg/kb.h"
 #include "../../kb.h"          /* core/kb.h: a plain "kb.h" here is storage/pg/kb.h */
@@ -63,7 +63,7 @@ static const char SQL_SEARCH[] =
 static PGresult *run(parley_db *db, const char *sql, int n, const char *const *params,
                      ExecStatusType want, const char *what)
 {
-    PGresult *r = PQexecParams(db_pg_conn(db), sql, n, NULL, params, NULL, NULL, 0);
+    PGresult *r = db_pg_exec(db, sql, n, params, NULL, NULL, 0);
     if (PQresultStatus(r) == want)
         return r;
     db_pg_fail(db, what, r);

@@ -64,7 +64,7 @@ int pgn_is_conninfo(const char *s)
 int pgn_notify_tx(parley_db *db, const char *channel)
 {
     const char *params[2] = { PGN_CHANNEL, channel ? channel : "" };
-    PGresult *r = PQexecParams(db_pg_conn(db), SQL_NOTIFY, 2, NULL, params, NULL, NULL, 0);
+    PGresult *r = db_pg_exec(db, SQL_NOTIFY, 2, params, NULL, NULL, 0);
     int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
     if (!ok)
         db_pg_fail(db, "doorbell: notify", r);

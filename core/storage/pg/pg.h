@@ -37,6 +37,17 @@ char *db_pg_redact(const char *conninfo, char **secret);
  * it. */
 PGconn *db_pg_conn(parley_db *db);
 
+/* Runs the constant statement sql with bound values, like PQexecParams
+ * (parameter types inferred; lengths/formats may be NULL: text), but
+ * prepared once per session: the first call on a connection prepares it
+ * (named by sql's ADDRESS, as db_stmt caches: sql must be a string constant
+ * that outlives db, never a text built at run time), later calls only
+ * execute it; a session re-opened after a loss prepares again. Returns the
+ * result (PQclear it; a failed prepare's result when preparing failed).
+ * Threads: db's thread. */
+PGresult *db_pg_exec(parley_db *db, const char *sql, int n, const char *const *values,
+                     const int *lengths, const int *formats, int result_format);
+
 /* Records why a PostgreSQL call failed, for db_errmsg/db_err_kind: what
  * (the caller's words) and the result's message (or the connection's when
  * r is NULL), scrubbed of the password, and logs it to stderr. SQLSTATE
@@ -50,7 +61,9 @@ struct db_pg;
  * no connection, a schema newer than ours. */
 struct db_pg *pgc_open(const char *conninfo, const char *shown, char *err, size_t errlen);
 void pgc_close(struct db_pg *p);                /* NULL accepted */
-PGconn *pgc_conn(struct db_pg *p);             /* re-opens a broken connection outside a transaction */
+PGconn *pgc_conn(struct db_pg *p);
+PGresult *pgc_exec_params(struct db_pg *p, const char *sql, int n, const char *const *values,
+                          const int *lengths, const int *formats, int result_format);             /* re-opens a broken connection outside a transaction */
 int pgc_begin(struct db_pg *p);                 /* db.h semantics; 0 / -1 */
 int pgc_commit(struct db_pg *p);
 int pgc_rollback(struct db_pg *p);

@@ -27,7 +27,7 @@
  *     lock keyed by the owner (POLL_OWNER_NS, hashtext(owner)), taken in a
  *     statement of its own before the count: opens for one owner on any
  *     node count one after the other.
- * Every value is bound (PQexecParams, text format). */
+ * Every value is bound (db_pg_exec: text format, each statement prepared once per session). */
 #include "storage/pg/pg.h"
 #include "storage/pg/sessions.h"
 #include "util.h"
@@ -96,7 +96,7 @@ static const char SQL_PUMP_SAVE[] =
 static PGresult *exec(parley_db *db, const char *sql, int n, const char *const *params,
                       ExecStatusType want, const char *what)
 {
-    PGresult *r = PQexecParams(db_pg_conn(db), sql, n, NULL, params, NULL, NULL, 0);
+    PGresult *r = db_pg_exec(db, sql, n, params, NULL, NULL, 0);
     if (PQresultStatus(r) != want) {
         db_pg_fail(db, what, r);
         PQclear(r);

@@ -14,7 +14,7 @@
  * (db_begin nests: inside a caller's transaction it is held until that
  * one ends). The sliding window needs one row per hit (rate_hits mirrors
  * SQLite's table), so there is no per-user row to upsert or lock: the
- * advisory lock is that row. Every value is bound (PQexecParams). */
+ * advisory lock is that row. Every value is bound (db_pg_exec, prepared once per session). */
 #include "storage/pg/pg.h"
 #include "storage/pg/sessions.h"
 
@@ -48,7 +48,7 @@ static const char SQL_PRUNE[] =
 static PGresult *exec(parley_db *db, const char *sql, int n, const char *const *params,
                       ExecStatusType want, const char *what)
 {
-    PGresult *r = PQexecParams(db_pg_conn(db), sql, n, NULL, params, NULL, NULL, 0);
+    PGresult *r = db_pg_exec(db, sql, n, params, NULL, NULL, 0);
     if (PQresultStatus(r) != want) {
         db_pg_fail(db, what, r);
         PQclear(r);

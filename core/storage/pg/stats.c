@@ -23,7 +23,7 @@ static const char SQL_RUNNING[] = "SELECT count(*) FROM jobs WHERE state = 'runn
 /* One bigint of a one-row query without parameters; -1 on error. */
 static int64_t scalar(parley_db *db, const char *sql, const char *what)
 {
-    PGresult *r = PQexecParams(db_pg_conn(db), sql, 0, NULL, NULL, NULL, NULL, 0);
+    PGresult *r = db_pg_exec(db, sql, 0, NULL, NULL, NULL, 0);
     int64_t v = -1;
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
         v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
@@ -37,7 +37,7 @@ int stats_pg_collect(parley_db *db, int64_t since, struct parley_stats *out)
 {
     memset(out, 0, sizeof *out);
     out->poll_sessions = out->answers_cached = out->conversations = -1;
-    PGresult *r = PQexecParams(db_pg_conn(db), SQL_JOBS, 0, NULL, NULL, NULL, NULL, 0);
+    PGresult *r = db_pg_exec(db, SQL_JOBS, 0, NULL, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         db_pg_fail(db, "stats: job counts", r);
         PQclear(r);
@@ -57,7 +57,7 @@ int stats_pg_collect(parley_db *db, int64_t since, struct parley_stats *out)
     char s[24];
     snprintf(s, sizeof s, "%" PRId64, since);
     const char *p[1] = { s };
-    r = PQexecParams(db_pg_conn(db), SQL_RECENT, 1, NULL, p, NULL, NULL, 0);
+    r = db_pg_exec(db, SQL_RECENT, 1, p, NULL, NULL, 0);
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
         out->recent_first_token_ms = PQgetisnull(r, 0, 0) ? 0 : strtod(PQgetvalue(r, 0, 0), NULL);
         out->recent_generation_ms = PQgetisnull(r, 0, 1) ? 0 : strtod(PQgetvalue(r, 0, 1), NULL);

@@ -2,8 +2,8 @@
  * cache on PostgreSQL (contracts: store.h; store.c dispatches here when
  * db_pg_conn(db) is not NULL; tables: sql/pg/002_store.sql).
  *
- * Every statement is a constant with bound values (PQexecParams, text
- * format both ways). Under READ COMMITTED two nodes' statements
+ * Every statement is a constant with bound values (db_pg_exec, prepared
+ * once per session, text format both ways). Under READ COMMITTED two nodes' statements
  * interleave, so no decision is a read followed by a write:
  *   - a conversation is created by INSERT ... ON CONFLICT (id) DO NOTHING:
  *     a second creator of one id waits for the first's transaction on the
@@ -95,7 +95,7 @@ static const char SQL_ANSWER_NEWEST[] =
 static PGresult *run(parley_db *db, const char *sql, int n, const char *const *params,
                      ExecStatusType want, const char *what)
 {
-    PGresult *r = PQexecParams(db_pg_conn(db), sql, n, NULL, params, NULL, NULL, 0);
+    PGresult *r = db_pg_exec(db, sql, n, params, NULL, NULL, 0);
     if (PQresultStatus(r) == want)
         return r;
     db_pg_fail(db, what, r);
