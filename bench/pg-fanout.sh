@@ -126,7 +126,9 @@ echo "the frame. Frames/s is bounded by the publish rate × the subscribers per"
 echo "channel when delivery keeps up. \"bridge CPU per frame\": user + system time"
 echo "of the bridge process(es), summed, over the publish window, per frame delivered."
 echo
-echo "CPU per frame of each bridge and of PostgreSQL (postmaster and every backend):"
+echo "Each row's CPU per frame of each bridge and of PostgreSQL (postmaster and every"
+echo "backend; also per message, its work being per append), and what the publisher"
+echo "said (a time above count / rate: it fell behind the rate asked):"
 echo
 cat "$DETAILS"
 echo

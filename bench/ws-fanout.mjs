@@ -222,11 +222,13 @@ http {
   const cpuEach0 = children.map((ch) => cpuSeconds(ch.pid));
   const db0 = args['db-pid'] ? cpuSeconds(Number(args['db-pid'])) : 0;
   const t0 = nowUs();
+  let pubSaid = '';
   if (server === 'parley') {
     // DB "-": ws-pub reads PARLEY_DB, so a password stays off its command line
     const pub = spawn(join(build, 'bench', 'ws-pub'),
       ['-', prefix, String(C), String(RATE), String(COUNT), String(SIZE)],
-      { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, PARLEY_DB: DB } });
+      { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, PARLEY_DB: DB } });
+    pub.stdout.on('data', (d) => { pubSaid += d; });
     const [code] = await once(pub, 'exit');
     if (code !== 0) console.error(`ws-fanout: ws-pub exited with status ${code}`);
   } else {
@@ -283,7 +285,9 @@ http {
     const per = (x) => `${((x * 1e6) / Math.max(1, got)).toFixed(1)} µs`;
     appendFileSync(args.details, `- ${args.label || server}, ${C} × ${S}, ${RATE}/s × ${COUNT}: ` +
       (server === 'parley' ? `CPU per frame of each bridge ${bridgeCpu.map(per).join(' + ')}` : `server ${per(cpu)}`) +
-      (args['db-pid'] ? `; PostgreSQL (postmaster and every backend) ${per(dbCpu)}` : '') + '\n');
+      (args['db-pid'] ? `; PostgreSQL (postmaster and every backend) ${per(dbCpu)}, ` +
+        `${((dbCpu * 1e6) / COUNT).toFixed(0)} µs per message` : '') +
+      (pubSaid.trim() ? `; ws-pub: ${pubSaid.trim()}` : '') + '\n');
   }
 
   if (server === 'parley' && process.env.FANOUT_STDERR) {
