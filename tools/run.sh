@@ -69,6 +69,7 @@ postgres | postgresql | pg) DB=postgres ;;
 esac
 NODES=${NODES:-1}
 case $NODES in 1 | 2) ;; *) echo "parley: NODES must be 1 (the default) or 2, not '$NODES'" >&2; exit 2 ;; esac
+[ $((PORT + NODES - 1)) -le 65535 ] || { echo "parley: PORT must leave room for $NODES node(s) below 65536" >&2; exit 2; }
 
 # is_conninfo S — S selects PostgreSQL as core/config.c reads PARLEY_DB: a
 # postgresql:// or postgres:// URI, or a libpq "keyword=value" string (a

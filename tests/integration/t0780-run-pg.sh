@@ -45,12 +45,16 @@ it_fake_llm
 RUN_SERVER=${SERVER:-apache}
 unset SERVER PARLEY_DB PARLEY_NODE_PREFIX DB NODES PG_DIR
 
-# two_ports — RUN_PORT such that RUN_PORT and RUN_PORT+1 are both free.
+# two_ports — RUN_PORT such that RUN_PORT and RUN_PORT+1 are both free:
+# tried below the kernel's ephemeral range (free_port's ports are in it, and
+# the port after one is often some client connection's, in TIME_WAIT).
 two_ports() {
-    for _t in 1 2 3 4 5 6 7 8 9 10; do
-        RUN_PORT=$(free_port)
-        node -e 'const s=require("net").createServer();s.on("error",()=>process.exit(1));
-                 s.listen(+process.argv[1],"127.0.0.1",()=>s.close())' $((RUN_PORT + 1)) 2>/dev/null && return 0
+    for _t in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+        RUN_PORT=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 12000))
+        node -e 'const net = require("net"); const a = net.createServer(), b = net.createServer();
+                 a.on("error", () => process.exit(1)); b.on("error", () => process.exit(1));
+                 a.listen(+process.argv[1], "127.0.0.1", () => b.listen(+process.argv[1] + 1, "127.0.0.1",
+                     () => { a.close(); b.close(); }))' "$RUN_PORT" 2>/dev/null && return 0
     done
     it_die "no two free consecutive ports"
 }
@@ -208,6 +212,7 @@ ok "the PostgreSQL run.sh started listens on 127.0.0.1 only" loopback_only
 
 PROCS="$(descendants "$RUN_PID" | tr '\n' ' ') $RUN_PID"
 kill -INT "$RUN_PID"
+# shellcheck disable=SC2086
 ok "SIGINT to run.sh: every process it started ($(echo $PROCS | wc -w)), PostgreSQL included, gone within 30 s" \
     gone_within 30 $PROCS
 wait "$RUN_PID" 2>/dev/null || true
@@ -233,7 +238,7 @@ ok "PARLEY_DB=postgresql://… NODES=2 make run: serves two nodes" served
 ok "PARLEY_DB=postgresql://…: both nodes' /api/health say the database is ok" health_ok
 uri_used() {
     ! grep -q 'PostgreSQL 15 started' "$RUN_LOG" || { echo "run.sh started a PostgreSQL of its own"; return 1; }
-    grep -q "^parley: database postgresql://$ROLE[:@].*127.0.0.1:$PG_PORT/t0780 (PostgreSQL; schema version" "$RUN_LOG" ||
+    grep -q "^parley: database postgresql://${ROLE}[:@].*127.0.0.1:$PG_PORT/t0780 (PostgreSQL; schema version" "$RUN_LOG" ||
         { grep '^parley: database' "$RUN_LOG"; return 1; }
     _v=$(it_pg_sql "SELECT count(*) FROM parley_schema" -d t0780) || return 1
     [ "${_v:-0}" -gt 0 ] || { echo "t0780 has no migration recorded"; return 1; }
@@ -256,6 +261,7 @@ logs_clean() {
 ok "no node's log (web server, parley.fcgi, bridge) holds the password" logs_clean
 PROCS="$(descendants "$RUN_PID" | tr '\n' ' ') $RUN_PID"
 kill -INT "$RUN_PID"
+# shellcheck disable=SC2086
 ok "SIGINT: every process of this run.sh gone within 30 s" gone_within 30 $PROCS
 wait "$RUN_PID" 2>/dev/null || true
 ok "the PostgreSQL run.sh did not start still runs" it_alive "$PG_PID"
