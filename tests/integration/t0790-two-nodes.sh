@@ -89,6 +89,13 @@ SETUP_DIR=$SETUP_A BRIDGE_DIR=$IT_TMP/bridge-a \
 NODE_A=$NODE_A NODE_B=$NODE_B BRIDGE_A_PID=$BRIDGE_A_PID LEASE_MS=$LEASE_MS \
     RESULT_FILE=$RESULT_FILE it_node_tap "two nodes: " tests/node/two-nodes.test.mjs
 cat "$RESULT_FILE"
+# connections per program (docs/postgres.md sizing), after the suite's traffic
+# (application_name is "<program>/<pid>")
+it_log "PostgreSQL connections by program (processes, connections): $(it_pg_sql "
+    SELECT p || ' ' || n || ' ' || c FROM (
+      SELECT split_part(application_name, '/', 1) AS p, count(DISTINCT application_name) AS n, count(*) AS c
+        FROM pg_stat_activity WHERE datname = 'parley' AND pid <> pg_backend_pid() GROUP BY 1) x
+     ORDER BY 1" | paste -sd, -)"
 
 # --- PostgreSQL restarted while node B streams ---
 RS_OUT=$IT_TMP/pg-restart.out

@@ -7,10 +7,12 @@
 #include "util.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Key of the advisory lock migrations take ("parl"), so that processes
  * opening a new database together apply each migration once. */
@@ -346,8 +348,12 @@ struct db_pg *pgc_open(const char *conninfo, const char *shown, char *err, size_
     free(redacted);
     /* The string's own settings win over these defaults (expand_dbname:
      * later keywords override earlier ones, the string stands at dbname). */
+    /* application_name "<program>/<pid>" (parley.fcgi/1234, parley-ws/99):
+     * pg_stat_activity tells which process holds which connection */
+    char app[64];
+    snprintf(app, sizeof app, "%.40s/%ld", program_invocation_short_name, (long)getpid());
     const char *const keys[] = { "connect_timeout", "application_name", "dbname", NULL };
-    const char *const vals[] = { "10", "parley", conninfo, NULL };
+    const char *const vals[] = { "10", app, conninfo, NULL };
     p->c = PQconnectdbParams(keys, vals, 1);
     if (!p->c) {
         set_err(err, errlen, "%s: cannot connect to PostgreSQL: out of memory", shown);
