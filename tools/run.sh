@@ -87,6 +87,15 @@ if [ -n "${PARLEY_DB:-}" ] && is_conninfo "$PARLEY_DB"; then
         exit 2
     fi
     BACKEND=postgres-uri
+    case $PARLEY_DB in
+    *[[:space:]]*)
+        # parley-fcgi.service's Environment= line (lib.sh runs it as
+        # "env $lines") splits at blanks
+        if [ "$setup" = proxy_fcgi ]; then
+            echo "parley: SERVER=apache-proxy: give PARLEY_DB as a postgresql:// URI, not a key=value string with blanks" >&2
+            exit 2
+        fi ;;
+    esac
 elif [ "$DB" = postgres ]; then
     BACKEND=postgres
 fi
