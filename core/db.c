@@ -462,7 +462,8 @@ const char *db_errmsg(parley_db *db)
 enum perr db_err_kind(parley_db *db)
 {
     if (db->pg)
-        return pgc_readonly(db->pg) ? PERR_DB_READONLY : PERR_DB;
+        return pgc_readonly(db->pg) ? PERR_DB_READONLY
+               : pgc_unavailable(db->pg) ? PERR_DB_UNAVAILABLE : PERR_DB;
     if (db->refused || (sqlite3_extended_errcode(db->h) & 0xff) == SQLITE_READONLY)
         return PERR_DB_READONLY;
     return PERR_DB;
@@ -470,7 +471,8 @@ enum perr db_err_kind(parley_db *db)
 
 const char *db_err_text(parley_db *db, const char *fallback)
 {
-    return db_err_kind(db) == PERR_DB_READONLY ? perr_text(PERR_DB_READONLY) : fallback;
+    enum perr k = db_err_kind(db);
+    return k == PERR_DB_READONLY || k == PERR_DB_UNAVAILABLE ? perr_text(k) : fallback;
 }
 
 sqlite3_stmt *db_stmt(parley_db *db, const char *sql)

@@ -101,12 +101,15 @@ int db_can_write(parley_db *db);
 
 /* Why the last failing call on this connection failed: PERR_DB_READONLY
  * when the database cannot be written now (db_can_write or db_begin said
- * so, or the backend refused a write as read-only), else PERR_DB. Call it right after the
- * failure, before the next call on db. */
+ * so, or the backend refused a write as read-only); PERR_DB_UNAVAILABLE
+ * when there is no connection to the server now (PostgreSQL down or
+ * unreachable); else PERR_DB. Both of the first map to 503. Call it right
+ * after the failure, before the next call on db. */
 enum perr db_err_kind(parley_db *db);
-/* What to tell a client after a failure on db: perr_text(PERR_DB_READONLY)
- * ("The database is read-only") when db_err_kind(db) is PERR_DB_READONLY,
- * else fallback (the caller's own wording for a database error). */
+/* What to tell a client after a failure on db: perr_text(kind) ("The
+ * database is read-only", "The database is unavailable") when
+ * db_err_kind(db) is PERR_DB_READONLY or PERR_DB_UNAVAILABLE, else fallback
+ * (the caller's own wording for a database error). */
 const char *db_err_text(parley_db *db, const char *fallback);
 /* Message of the last failure on this connection (borrowed, valid until the
  * next call on db): "the database is read-only" after db_can_write or

@@ -14,6 +14,7 @@ static const struct { const char *name, *text; } kinds[PERR_COUNT_] = {
     [PERR_UPSTREAM]     = { "upstream", "The AI upstream failed" },
     [PERR_DB]           = { "database", "Database error" },
     [PERR_DB_READONLY]  = { "database_readonly", "The database is read-only" },
+    [PERR_DB_UNAVAILABLE] = { "database_unavailable", "The database is unavailable" },
     [PERR_UNAVAILABLE]  = { "unavailable", "Service unavailable" },
     [PERR_INTERNAL]     = { "internal", "Internal error" },
 };

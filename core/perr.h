@@ -24,6 +24,7 @@ enum perr {
     PERR_UPSTREAM,       /* the LLM upstream failed (502) */
     PERR_DB,             /* the database failed (500) */
     PERR_DB_READONLY,    /* the database cannot be written now (503) */
+    PERR_DB_UNAVAILABLE, /* the database cannot be reached now (503) */
     PERR_UNAVAILABLE,    /* shutting down, overloaded, not configured (503) */
     PERR_INTERNAL,       /* out of memory, a bug (500) */
     PERR_COUNT_

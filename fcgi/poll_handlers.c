@@ -19,6 +19,7 @@
  */
 #include "handlers.h"
 #include "poll_transport.h"
+#include "status.h"
 #include "auth.h"
 #include "bell.h"
 #include "ident.h"
@@ -93,13 +94,15 @@ int h_poll_open(struct request *r)
     char sid[37], *saved = NULL;
     enum poll_status st = POLL_ERROR;
     if (rc < 0 && fr.n == 0) {
-        res_error(r, 500, "Could not open the session (database error)");
+        res_error_kind(r, db_err_kind(ctx->db), "%s",
+                       db_err_text(ctx->db, "Could not open the session (database error)"));
         goto out;
     }
     if (!(saved = proto_conn_save(&c)) ||
         (st = poll_open(ctx->db, path, user, saved, fr.v, fr.n, ctx->cfg->poll_idle_s, max,
                         sid)) == POLL_ERROR) {
-        res_error(r, 500, "Could not store the poll session");
+        res_error_kind(r, db_err_kind(ctx->db), "%s",
+                       db_err_text(ctx->db, "Could not store the poll session"));
         goto out;
     }
     if (st != POLL_OK) {

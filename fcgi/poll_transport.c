@@ -1,6 +1,7 @@
 /* poll_transport.c — the long-poll transport's shared pieces
  * (poll_transport.h). Pure functions; any thread. */
 #include "poll_transport.h"
+#include "status.h"
 #include "bell.h"
 
 #include <stdio.h>
@@ -29,8 +30,8 @@ int poll_fail(struct request *r, enum poll_status st)
                          r->ctx->cfg->poll_max_sessions);
     case POLL_OK:
     case POLL_ERROR:
-    default:
-        return res_error(r, 500, "Database error");
+    default:   /* 503 when the database cannot be written or reached now */
+        return res_error_kind(r, db_err_kind(r->ctx->db), "%s", db_err_text(r->ctx->db, "Database error"));
     }
 }
 

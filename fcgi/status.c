@@ -19,6 +19,7 @@ int http_status_of(enum perr kind)
         [PERR_UPSTREAM] = 502,
         [PERR_DB] = 500,
         [PERR_DB_READONLY] = 503,
+        [PERR_DB_UNAVAILABLE] = 503,
         [PERR_UNAVAILABLE] = 503,
         [PERR_INTERNAL] = 500,
     };

@@ -15,8 +15,10 @@
 # gives B's viewer the "interrupted" error once the lease (2 s here) runs
 # out, and the next open regenerates the whole answer.
 #
-# Then PostgreSQL is restarted while B streams a ticket: the client gets
-# "done" or a clear error, never a hang; after it, new tickets work on B
+# Then PostgreSQL is stopped while B streams a ticket: both nodes answer
+# 503 (/api/health: database unavailable) and clear errors while it is
+# down; it starts again; the client got "done" or a clear error, never a
+# hang; after it, new tickets work on B
 # (the connections are opened again), `parley maintain` recovers what the
 # restart cut, and the database is consistent: every channel's seqs are
 # dense and end at event_channels' last_seq, no two running jobs share a
@@ -108,8 +110,25 @@ while ! grep -q '^streaming' "$RS_OUT" && [ $_i -lt 200 ] && it_alive "$RS_PID";
     sleep 0.1; _i=$((_i + 1))
 done
 ok "a ticket streams on node B" grep -q '^streaming' "$RS_OUT"
-it_pg_restart
-ok "PostgreSQL restarted on the same port" it_alive "$PG_PID"
+PG_PORT_WAS=$PG_PORT
+it_pg_stop
+
+# down_answers BASE — with PostgreSQL down: /api/health is 503 saying the
+# database is unavailable; a long-poll open gets 503 "The database is
+# unavailable"
+down_answers() {
+    _code=$(curl -s -m 15 -o "$IT_TMP/down.json" -w '%{http_code}' "$1/api/health")
+    echo "health: $_code $(cat "$IT_TMP/down.json")"
+    [ "$_code" = 503 ] && grep -q '"database":"unavailable"' "$IT_TMP/down.json" || return 1
+    _code=$(curl -s -m 15 -o "$IT_TMP/down.json" -w '%{http_code}' -H 'content-type: application/json' \
+        -d '{"path":"/api/websocket/chat/t0790-down"}' "$1/api/poll/open")
+    echo "poll open: $_code $(cat "$IT_TMP/down.json")"
+    [ "$_code" = 503 ] && grep -q 'The database is unavailable' "$IT_TMP/down.json"
+}
+ok "PostgreSQL down: node A answers 503 (health: database unavailable; long-poll open: The database is unavailable)" down_answers "$NODE_A"
+ok "PostgreSQL down: node B too" down_answers "$NODE_B"
+IT_PG_PORT=$PG_PORT_WAS it_postgres "$PG_DATA"
+ok "PostgreSQL started again on the same port" it_alive "$PG_PID"
 wait "$RS_PID"
 RS_RC=$?
 RS_LINE=$(tail -n 1 "$RS_OUT")

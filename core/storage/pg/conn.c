@@ -241,6 +241,7 @@ void pgc_fail(struct db_pg *p, const char *what, const PGresult *r)
 
 const char *pgc_errmsg(struct db_pg *p) { return p->err; }
 int pgc_readonly(struct db_pg *p) { return p->readonly; }
+int pgc_unavailable(struct db_pg *p) { return PQstatus(p->c) != CONNECTION_OK; }
 
 /* Runs constant SQL without parameters; 0 when it succeeded (no rows or
  * rows, both fine), -1 with the failure recorded. */
