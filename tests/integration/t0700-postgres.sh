@@ -14,8 +14,9 @@
 #     on its port or socket, the server's log shows a clean shutdown and no
 #     error but the expected duplicate;
 #   - DB=postgres tools/run.sh: prints the URI of a server that answers,
-#     says Parley still serves on SQLite (and does: /api/health 200), stops
-#     the server with everything else, and reuses its cluster next time.
+#     serves Parley on it (/api/health 200, database ok; a SQLite PARLEY_DB
+#     in the environment is said not to be used), stops the server with
+#     everything else, and reuses its cluster next time.
 # TAP output; exit status 0 only if everything passed.
 cd "$(dirname "$0")/../.." || exit 1
 . tests/integration/lib.sh
@@ -199,9 +200,12 @@ run_serves() {
     case $RUN_URL in postgresql://parley@127.0.0.1:[0-9]*/parley) ;; *) echo "URI '$RUN_URL'"; return 1 ;; esac
     _h=$(curl -sS -m 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$RUN_PORT/api/health")
     [ "$_h" = 200 ] || { echo "GET /api/health: $_h"; return 1; }
-    grep -q "backend is not built yet (issue 10), serving on SQLite" "$RUN_LOG" ||
-        { echo "no 'serving on SQLite' notice"; return 1; }
-    grep -q "^parley: database $IT_TMP/data/run-pg.db" "$RUN_LOG" || { echo "not on the SQLite file"; return 1; }
+    grep -q "^parley: database $RUN_URL (PostgreSQL; schema version [0-9]*)\$" "$RUN_LOG" ||
+        { echo "not on its PostgreSQL:"; grep '^parley: database' "$RUN_LOG"; return 1; }
+    grep -q "PARLEY_DB (the SQLite file $IT_TMP/data/run-pg.db) is not used" "$RUN_LOG" ||
+        { echo "no notice that the SQLite PARLEY_DB is not used"; return 1; }
+    curl -sS -m 10 "http://127.0.0.1:$RUN_PORT/api/health" | grep -q '"database":"ok"' ||
+        { echo "database not ok"; return 1; }
     echo "$RUN_URL"
 }
 run_psql() { PGCONNECT_TIMEOUT=5 timeout 30 "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 "$RUN_URL" -c "$1"; }
@@ -217,7 +221,7 @@ run_stopped() {
 }
 
 run_pg 1
-ok "DB=postgres make run: serves on SQLite and prints the URI of a private PostgreSQL" run_serves
+ok "DB=postgres make run: serves on a private PostgreSQL and prints its URI" run_serves
 first_use() {
     _t=$(sed -n 's/^parley:   initdb \([0-9]*\) ms, start \([0-9]*\) ms.*/initdb \1 ms, start \2 ms/p' "$RUN_LOG")
     run_psql "CREATE TABLE t0700_kept (v text); INSERT INTO t0700_kept VALUES ('from run 1')" || return 1
