@@ -28,16 +28,16 @@
 #      which t0610 does not test either), then, restarted in open mode (no
 #      JWT, no rate limit, as t0200), tests/node/ws-bridge.test.mjs in
 #      external mode (WS_BRIDGE_URL, WS_POLL_URL) and phoenix-ws.mjs.
-#      Apache + mod_fcgid is not run: its suites pass the same core code as
-#      mod_proxy_fcgi, and parley-websocket.conf's mod_fcgid rewrite tests
-#      "@PARLEY_DB@-ws.up", a file that is never there when PARLEY_DB is a
-#      URI (the bridge's marker is <PARLEY_NODE_PREFIX>-ws.up), so it would
-#      run what t0100/t0600 run without the bridge; a SKIP line says so.
+#      Then Apache + mod_fcgid the same way, its parley-websocket.conf's
+#      @PARLEY_NODE_PREFIX@ the node's prefix: while the bridge runs (its
+#      marker <prefix>-ws.up), Apache sends long-polls to it, which its
+#      /metrics must show.
 #      Before each JWT run the rate-limit hits are deleted (psql): the
 #      suites' user alice sends ~15 messages a run, and on one database the
 #      runs of two servers within a minute would pass the limit of 30 that
 #      t0100's fresh database per setup never reaches.
-#   4. Any sanitizer report in any log fails the test.
+#   4. Any sanitizer report in any log (each setup's kept) fails the test,
+#      and so does an ERROR, FATAL or PANIC in the PostgreSQL server's log.
 # TAP output; exit status 0 only if everything passed.
 cd "$(dirname "$0")/../.." || exit 1
 . tests/integration/lib.sh
@@ -228,6 +228,15 @@ function must(cond, what) { if (!cond) throw new Error(what); }
 EOF_JS
 )
 
+# keep_logs TAG — after a setup and its bridge stopped: their logs moved
+# aside (TAG in the name, still *.log / *.out), so that the next setup in
+# the same directory does not overwrite what the sanitizer check reads.
+keep_logs() {
+    if [ -d "$SETUP_DIR/logs" ]; then mv "$SETUP_DIR/logs" "$SETUP_DIR/logs-$1"; fi
+    if [ -f "$BRIDGE_DIR/parley-ws.log" ]; then mv "$BRIDGE_DIR/parley-ws.log" "$BRIDGE_DIR/parley-ws-$1.log"; fi
+    return 0
+}
+
 # --- 1. a SQLite database filled the way a user fills it -------------------
 cat >"$IT_TMP/printers.md" <<'EOF'
 # Fuser error E52
@@ -337,6 +346,7 @@ EOF_JS
 )"
 stop_setup
 it_stop "$SQ_BRIDGE_PID"
+keep_logs sqlite
 [ -s "$STATE" ] || it_die "the SQLite phase left no state"
 
 # --- 2. parley db copy --------------------------------------------------------
@@ -369,11 +379,45 @@ bridge_up() {
     app_config "$1-$2" "$2" "$IT_TMP/node-$1/parley"
     start_bridge || it_die "$1 ($2): parley-ws on PostgreSQL did not start"
     PG_BRIDGE_PID=$BRIDGE_PID
+    PARLEY_NODE_PREFIX=$IT_TMP/node-$1/parley    # @PARLEY_NODE_PREFIX@ (not exported)
     WS_PORT=$BRIDGE_PORT
 }
 
 CHECKED=""
-for setup in proxy_fcgi lighttpd; do
+# ws_clients PREFIX — tests/node/ws-bridge.test.mjs in external mode through
+# $BASE (the t0200 pattern): each leaf result (the tests inside its
+# describe blocks; the blocks that need a bridge of their own are skipped
+# as a whole) becomes one of ours.
+ws_clients() {
+    _out=$IT_TMP/ws-bridge.$TAP_N.tap
+    WS_BRIDGE_URL="ws://127.0.0.1:${BASE##*:}" WS_POLL_URL="$BASE" timeout 300 \
+        node --test --test-reporter=tap tests/node/ws-bridge.test.mjs >"$_out" 2>&1 && _rc=0 || _rc=$?
+    _n=0
+    while IFS= read -r _line; do
+        case $_line in
+        "    ok "*|"    not ok "*)
+            _n=$((_n + 1)); TAP_N=$((TAP_N + 1))
+            _t=$(printf '%s' "$_line" | sed -E 's/^ *(not )?ok [0-9]+ - //')
+            case $_line in
+            "    not ok "*) TAP_FAILED=$((TAP_FAILED + 1)); echo "not ok $TAP_N - $1$_t" ;;
+            *) echo "ok $TAP_N - $1$_t" ;;
+            esac ;;
+        esac
+    done <"$_out"
+    if [ "$_n" -lt 5 ] || [ "$_rc" -ne 0 ]; then
+        TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1))
+        echo "not ok $TAP_N - ${1}ws-bridge.test.mjs: $_n results, exit $_rc"
+        grep -E '^ *(not ok|#|  ---|    (error|expected|actual|message))' "$_out" | head -n 60 | sed 's/^/#   /'
+        tail -n 20 "$BRIDGE_DIR/parley-ws.log" | sed 's/^/#   parley-ws: /'
+    fi
+}
+
+# lp_requests: long-poll requests the bridge answered (its /metrics)
+lp_requests() {
+    curl -s "http://127.0.0.1:$BRIDGE_PORT/metrics" |
+        awk '/^parley_ws_longpoll_requests_total/ { n += $2 } END { print n + 0 }'
+}
+for setup in proxy_fcgi lighttpd fcgid; do
     # JWT mode: the copied data, api-suite, phoenix-lp, phoenix-ws (Apache)
     clear_rate_hits
     bridge_up "$setup" jwt
@@ -479,23 +523,33 @@ EOF_JS
         PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET PHX_PART=ws \
             it_node_tap "$setup, phoenix-ws JWT: " tests/integration/phoenix-ws.mjs
     fi
+    if [ "$setup" = fcgid ]; then
+        n=$(lp_requests)
+        TAP_N=$((TAP_N + 1))
+        if [ "${n:-0}" -ge 20 ]; then
+            echo "ok $TAP_N - fcgid: the bridge answered the long-poll requests (@PARLEY_NODE_PREFIX@-ws.up found: $n)"
+        else
+            echo "not ok $TAP_N - fcgid: the bridge answered ${n:-0} long-poll requests (@PARLEY_NODE_PREFIX@-ws.up not found?)"
+            TAP_FAILED=$((TAP_FAILED + 1))
+        fi
+    fi
     stop_setup
     it_stop "$PG_BRIDGE_PID"
+    keep_logs "$setup-jwt"
 
     # open mode: the seed 000/001/002 clients and Phoenix over WebSocket
     bridge_up "$setup" open
     "start_$setup" "$BUILD/parley.fcgi"
     it_log "$setup on PostgreSQL (open): $BASE, bridge $BRIDGE_PORT, at $(since)"
-    WS_BRIDGE_URL="ws://127.0.0.1:${BASE##*:}" WS_POLL_URL=$BASE \
-        it_node_tap "$setup, ws-bridge: " tests/node/ws-bridge.test.mjs
+    ws_clients "$setup, ws-bridge: "
     PARLEY_BASE=$BASE PHX_PART=ws it_node_tap "$setup, phoenix-ws: " tests/integration/phoenix-ws.mjs
     stop_setup
     it_stop "$PG_BRIDGE_PID"
+    keep_logs "$setup-open"
 done
-TAP_N=$((TAP_N + 1))
-echo "ok $TAP_N - Apache + mod_fcgid on PostgreSQL # SKIP parley-websocket.conf's mod_fcgid rewrite tests @PARLEY_DB@-ws.up, never a file for a postgresql:// PARLEY_DB (needs the @PARLEY_NODE_PREFIX@ placeholder)"
 
 it_log "suites done at $(since)"
+ok "the PostgreSQL server logged no ERROR, FATAL or PANIC" sh -c "! grep -E 'ERROR|FATAL|PANIC' '$PG_LOG'"
 hits=$(grep -rlE --include='*.log' --include='*.out' 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$IT_TMP" 2>/dev/null) || true
 TAP_N=$((TAP_N + 1))
 if [ -n "$hits" ]; then
