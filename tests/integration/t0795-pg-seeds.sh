@@ -455,7 +455,7 @@ await check('the seed 001 conversation goes on over /ws/<id> (6 messages then)',
   eq(r.json.messages.slice(0, 4).map((m) => ({ role: m.role, content: m.content })), st.convMessages, 'first four');
   eq(r.json.total, 6, 'total');
 });
-await check('the Phoenix session\'s get_history returns the messages of before the copy', async () => {
+await check('the Phoenix session\'s get_history returns the messages of before the copy; the session goes on; bob is refused', async () => {
   const s = phx('carol');
   try {
     const ch = s.channel(st.phxTopic, { user_id: 'carol' });
@@ -463,6 +463,14 @@ await check('the Phoenix session\'s get_history returns the messages of before t
     const h = next(ch, 'history');
     ch.push('get_history');
     eq((await h).messages.map((m) => ({ role: m.role, content: m.content })), st.phxHistory, 'history');
+    const got = next(ch, 'response');
+    ch.push('query', { query: `And the toner? ${st.phxTopic} [[fake tokens=4 token_ms=5]]` });
+    eq((await got).metadata.source, 'llm', 'a new query on the copied session');
+    const h2 = next(ch, 'history');
+    ch.push('get_history');
+    const all = (await h2).messages.map((m) => ({ role: m.role, content: m.content }));
+    eq(all.length, 6, 'history length after one more query');
+    eq(all.slice(0, 4), st.phxHistory, 'the copied history first');
     const bob = phx('bob');
     try {
       await join(bob.channel(st.phxTopic, {})).then(() => { throw new Error('bob joined carol\'s session'); },
