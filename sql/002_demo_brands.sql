@@ -1,8 +1,11 @@
 -- 002_demo_brands.sql — demo brands and products for seed 002, so that
 -- `make run` and a fresh install have something to chat with at
 -- /ws/chat/techpro. No schema change. An administrator removes them with
+--   PRAGMA foreign_keys = ON;
 --   DELETE FROM brands WHERE id IN ('techpro', 'homestyle', 'retired');
--- (products follow by ON DELETE CASCADE). INSERT OR IGNORE keeps brands an
+-- (products follow by ON DELETE CASCADE, which needs the pragma in the
+-- sqlite3 shell, where foreign keys are off; Parley turns them on. Products
+-- left without their brand make `parley db copy` refuse the database). INSERT OR IGNORE keeps brands an
 -- administrator created before under the same ids.
 
 INSERT OR IGNORE INTO brands(id, name, welcome, system_prompt, active, created_at) VALUES
