@@ -5,8 +5,9 @@
 --   DELETE FROM brands WHERE id IN ('techpro', 'homestyle', 'retired');
 -- (products follow by ON DELETE CASCADE, which needs the pragma in the
 -- sqlite3 shell, where foreign keys are off; Parley turns them on. Products
--- left without their brand make `parley db copy` refuse the database). INSERT OR IGNORE keeps brands an
--- administrator created before under the same ids.
+-- left without their brand make `parley db copy` refuse the database).
+-- INSERT OR IGNORE keeps brands an administrator created before under the
+-- same ids.
 
 INSERT OR IGNORE INTO brands(id, name, welcome, system_prompt, active, created_at) VALUES
     ('techpro', 'TechPro Solutions', '',
