@@ -6,7 +6,7 @@
 # PostgreSQL 15 (it_postgres) and one simulated LLM, each with its own
 # PARLEY_NODE_PREFIX (its own bridge marker and stats file).
 #
-# tests/node/two-nodes.test.mjs checks, through the two web servers: a
+# tests/integration/two-nodes.mjs checks, through the two web servers: a
 # WebSocket viewer on B sees live a generation a long-poll client started
 # on A (one upstream call); two openers of one ticket on two nodes at once
 # make one upstream call; a seed 000 long-poll session, a seed 001 session
@@ -89,7 +89,7 @@ RESULT_FILE=$IT_TMP/two-nodes.results
 : >"$RESULT_FILE"
 SETUP_DIR=$SETUP_A BRIDGE_DIR=$IT_TMP/bridge-a \
 NODE_A=$NODE_A NODE_B=$NODE_B BRIDGE_A_PID=$BRIDGE_A_PID LEASE_MS=$LEASE_MS \
-    RESULT_FILE=$RESULT_FILE it_node_tap "two nodes: " tests/node/two-nodes.test.mjs
+    RESULT_FILE=$RESULT_FILE it_node_tap "two nodes: " tests/integration/two-nodes.mjs
 cat "$RESULT_FILE"
 # connections per program (docs/postgres.md sizing), after the suite's traffic
 # (application_name is "<program>/<pid>")

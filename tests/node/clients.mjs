@@ -2,7 +2,7 @@
 // front ends behave (seed 000 TicketAIChat, seed 001 WebSocketService,
 // seed 002 ChatbotWebSocket), a raw WebSocket helper and Parley's long-poll
 // client (DESIGN §3), shared by the Node suites (ws-bridge.test.mjs,
-// two-nodes.test.mjs).
+// tests/integration/two-nodes.mjs).
 //
 // SLOW: 3 when the bridge under test was built with ASan (timeouts
 // stretch), else 1.

@@ -1,4 +1,4 @@
-// two-nodes.test.mjs — two complete Parley stacks (a web server, parley.fcgi
+// two-nodes.mjs — two complete Parley stacks (a web server, parley.fcgi
 // and parley-ws each) sharing one PostgreSQL and one simulated LLM
 // (tests/integration/t0790-two-nodes.sh starts them). What holds across
 // processes on one machine must hold across nodes:
@@ -23,7 +23,7 @@ import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LongPoll as PhxLongPoll, Socket } from 'phoenix';
 import { answerText } from '../fake-llm/answer.mjs';
-import { LongPoll, SLOW, TicketAIChat, WebSocketService, ended, types } from './clients.mjs';
+import { LongPoll, SLOW, TicketAIChat, WebSocketService, ended, types } from '../node/clients.mjs';
 
 const A = process.env.NODE_A, B = process.env.NODE_B;
 const FAKE = process.env.FAKE_LLM_URL;
