@@ -16,8 +16,8 @@ static const char SQL_FIND_RUNNING[] =
     "SELECT id, lease_expires, first_seq FROM jobs "
     "WHERE channel = ? AND prompt_key = ? AND state = 'running'";
 static const char SQL_INSERT[] =
-    "INSERT INTO jobs(channel, prompt_key, state, lease_owner, lease_expires, first_seq, created_at) "
-    "VALUES (?, ?, 'running', ?, ?, ?, ?) RETURNING id";
+    "INSERT INTO jobs(channel, prompt_key, state, lease_owner, lease_expires, first_seq, created_at, "
+    "started_by) VALUES (?, ?, 'running', ?, ?, ?, ?, ?) RETURNING id";
 static const char SQL_RENEW[] =
     "UPDATE jobs SET lease_expires = ? WHERE id = ? AND state = 'running' AND lease_owner = ?";
 static const char SQL_FINISH[] =
@@ -31,7 +31,21 @@ static const char SQL_FAIL_EXPIRED[] =
 static const char SQL_EXPIRED[] =
     "SELECT id FROM jobs WHERE state = 'running' AND lease_expires < ? LIMIT 64";
 static const char SQL_GET[] =
-    "SELECT state, lease_expires, first_seq, error FROM jobs WHERE id = ?";
+    "SELECT state, lease_expires, first_seq, error, coalesce(started_by, ''), "
+    "stop_requested_at IS NOT NULL, stopped_at IS NOT NULL FROM jobs WHERE id = ?";
+/* Stopping (docs/stop.md). */
+static const char SQL_STOP_PICK[] =
+    "SELECT id FROM jobs WHERE channel = ? ORDER BY state = 'running' DESC, id DESC LIMIT 1";
+static const char SQL_STOP_MARK[] =
+    "UPDATE jobs SET stop_requested_at = coalesce(stop_requested_at, ?1), "
+    "stop_requested_by = coalesce(stop_requested_by, ?2) "
+    "WHERE id = ?3 AND state = 'running' AND (?4 = 1 OR started_by = ?2) RETURNING channel";
+static const char SQL_STOP_PENDING[] =
+    "SELECT id FROM jobs WHERE lease_owner = ? AND state = 'running' "
+    "AND stop_requested_at IS NOT NULL LIMIT 256";
+static const char SQL_FINISH_STOPPED[] =
+    "UPDATE jobs SET state = 'done', stopped_at = ?1, finished_at = ?1, lease_expires = NULL "
+    "WHERE id = ?2 AND state = 'running' AND lease_owner = ?3";
 
 /* The JSON data of an "error" event. New string. */
 static char *error_event_data(int64_t job_id, const char *kind, const char *msg)
@@ -75,8 +89,15 @@ int jobs_claim(parley_db *db, parley_bell *bell, const char *channel,
                const char *prompt_key, int lease_ms, struct job_claim *out,
                char *err, size_t errlen)
 {
+    return jobs_claim_as(db, bell, channel, prompt_key, NULL, lease_ms, out, err, errlen);
+}
+
+int jobs_claim_as(parley_db *db, parley_bell *bell, const char *channel,
+                  const char *prompt_key, const char *user, int lease_ms,
+                  struct job_claim *out, char *err, size_t errlen)
+{
     if (db_pg_conn(db))
-        return jobs_pg_claim(db, bell, channel, prompt_key, lease_ms, out, err, errlen);
+        return jobs_pg_claim(db, bell, channel, prompt_key, user, lease_ms, out, err, errlen);
     memset(out, 0, sizeof *out);
     int rang = 0;
     /* A generation must be able to write until it ends: none starts while
@@ -124,6 +145,7 @@ int jobs_claim(parley_db *db, parley_bell *bell, const char *channel,
     sqlite3_bind_int64(st, 4, now + lease_ms);
     sqlite3_bind_int64(st, 5, first);
     sqlite3_bind_int64(st, 6, now);
+    db_bind_text(st, 7, user);
     if (sqlite3_step(st) != SQLITE_ROW) {
         sqlite3_reset(st);
         goto error;
@@ -292,7 +314,121 @@ int jobs_get(parley_db *db, int64_t job_id, struct job_info *out)
         out->lease_expires = sqlite3_column_int64(st, 1);
         out->first_seq = sqlite3_column_int64(st, 2);
         str_copy(out->error, sizeof out->error, (const char *)sqlite3_column_text(st, 3));
+        str_copy(out->started_by, sizeof out->started_by,
+                 (const char *)sqlite3_column_text(st, 4));
+        out->stop_requested = sqlite3_column_int(st, 5);
+        out->stopped = sqlite3_column_int(st, 6);
     }
     sqlite3_reset(st);
     return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? 1 : -1;
+}
+
+/* ---- stopping ---- */
+
+static int stop_pick(parley_db *db, const char *channel, int64_t *job)
+{
+    if (db_pg_conn(db))
+        return jobs_pg_stop_pick(db, channel, job);
+    sqlite3_stmt *st = db_stmt(db, SQL_STOP_PICK);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, channel);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *job = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? 1 : -1;
+}
+
+static int stop_mark(parley_db *db, int64_t job_id, const char *user, int admin, int64_t now,
+                     char *chan, size_t chanlen)
+{
+    if (db_pg_conn(db))
+        return jobs_pg_stop_mark(db, job_id, user, admin, now, chan, chanlen);
+    sqlite3_stmt *st = db_stmt(db, SQL_STOP_MARK);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, now);
+    db_bind_text(st, 2, user ? user : "");
+    sqlite3_bind_int64(st, 3, job_id);
+    sqlite3_bind_int(st, 4, admin ? 1 : 0);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        str_copy(chan, chanlen, (const char *)sqlite3_column_text(st, 0));
+        sqlite3_step(st);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+int jobs_request_stop(parley_db *db, parley_bell *bell, const char *channel, int64_t job_id,
+                      const char *user, int admin, int64_t *job)
+{
+    if (job)
+        *job = 0;
+    if (job_id <= 0) {
+        if (!channel)
+            return JOBS_STOP_NONE;
+        int p = stop_pick(db, channel, &job_id);
+        if (p != 0)
+            return p < 0 ? JOBS_STOP_ERR : JOBS_STOP_NONE;
+    }
+    if (job)
+        *job = job_id;
+    if (db_can_write(db) < 0)
+        return JOBS_STOP_ERR;
+    char chan[512];
+    int m = stop_mark(db, job_id, user, admin, now_ms(), chan, sizeof chan);
+    if (m < 0)
+        return JOBS_STOP_ERR;
+    if (m == 1) {
+        /* the owner sleeps on no channel of its own: the ring reaches its
+         * generation loop (every process of the machine, or every node
+         * through NOTIFY) and it reads jobs_stop_pending */
+        evlog_ring(db, bell, chan);
+        return JOBS_STOP_OK;
+    }
+    /* not recorded: say why (a read for the answer only; nothing is
+     * decided on it) */
+    struct job_info ji;
+    int g = jobs_get(db, job_id, &ji);
+    if (g < 0)
+        return JOBS_STOP_ERR;
+    if (g == 1)
+        return JOBS_STOP_NONE;
+    if (strcmp(ji.state, "running") != 0)
+        return JOBS_STOP_OVER;
+    return JOBS_STOP_FOREIGN;
+}
+
+int jobs_stop_pending(parley_db *db, const char *lease_owner, int64_t *ids, int max)
+{
+    if (db_pg_conn(db))
+        return jobs_pg_stop_pending(db, lease_owner, ids, max);
+    sqlite3_stmt *st = db_stmt(db, SQL_STOP_PENDING);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, lease_owner);
+    int n = 0, rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        if (n < max)
+            ids[n++] = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? n : -1;
+}
+
+int jobs_finish_stopped_tx(parley_db *db, int64_t job_id)
+{
+    if (db_pg_conn(db))
+        return jobs_pg_finish_stopped_tx(db, job_id);
+    sqlite3_stmt *st = db_stmt(db, SQL_FINISH_STOPPED);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, now_ms());
+    sqlite3_bind_int64(st, 2, job_id);
+    db_bind_text(st, 3, owner_id());
+    int rc = sqlite3_step(st);
+    int changed = sqlite3_changes(db_handle(db));
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE && changed == 1 ? 0 : -1;
 }

@@ -28,16 +28,28 @@ struct job_info {
     int64_t lease_expires;
     int64_t first_seq;
     char error[512];
+    char started_by[128];     /* "" when not recorded */
+    int stop_requested;       /* 1 once a stop was asked */
+    int stopped;              /* 1 when it ended stopped */
 };
 
 #define JOB_INTERRUPTED_MSG "generation interrupted: the worker running it stopped"
 
 /* Claims (channel, prompt_key) in one IMMEDIATE transaction: attaches to a
  * live running job, or fails an expired one (error event) and creates a new
- * job owned by this thread with a lease of lease_ms. 0 / -1 (err set). */
+ * job owned by this thread with a lease of lease_ms. 0 / -1 (err set).
+ * Same as jobs_claim_as with user NULL (nobody can stop the job but an
+ * admin). */
 int jobs_claim(parley_db *db, parley_bell *bell, const char *channel,
                const char *prompt_key, int lease_ms, struct job_claim *out,
                char *err, size_t errlen);
+/* jobs_claim recording who starts the job: user (borrowed; the JWT sub,
+ * "" in open mode, NULL: nobody) goes into the new job's started_by, the
+ * one user (besides an admin) jobs_request_stop lets stop it. Attaching to
+ * a running job records nothing. 0 / -1 (err set). Caller's thread/db. */
+int jobs_claim_as(parley_db *db, parley_bell *bell, const char *channel,
+                  const char *prompt_key, const char *user, int lease_ms,
+                  struct job_claim *out, char *err, size_t errlen);
 /* Hands the lease of claim's job to the calling thread (owner_id() is per
  * thread, and renew/finish check it) and extends it by lease_ms; updates
  * claim->lease_owner. Needed when the claiming thread is not the one that
@@ -64,6 +76,33 @@ int jobs_recover_if_expired(parley_db *db, parley_bell *bell, int64_t job_id, in
 /* The running job of a channel, if any (the newest). 0 found (job_id and
  * first_seq set), 1 none, -1 error. */
 int jobs_running_on(parley_db *db, const char *channel, int64_t *job_id, int64_t *first_seq);
+/* ---- stopping a generation (docs/stop.md) ---- */
+enum jobs_stop_rc {
+    JOBS_STOP_OK = 0,        /* recorded (or already recorded): the owner aborts it */
+    JOBS_STOP_NONE = 1,      /* no such job (or no job ever ran on the channel) */
+    JOBS_STOP_OVER = 2,      /* the job has already ended */
+    JOBS_STOP_FOREIGN = 3,   /* started by someone else, and the caller is no admin */
+    JOBS_STOP_ERR = -1       /* database error (db_err_kind tells which) */
+};
+/* Asks job job_id (> 0), or the newest job of channel (job_id 0: its newest
+ * running job, else its newest job, so a finished one answers OVER), to
+ * stop: ONE statement sets stop_requested_at/by when the job is running and
+ * was started by user (or admin is set); a repeated stop keeps the first
+ * request. Then rings channel across processes and nodes (evlog_ring), which
+ * is how the job's owner learns of it. channel NULL only with job_id > 0.
+ * *job (may be NULL) gets the job addressed (0 when none). Returns an enum
+ * jobs_stop_rc. Caller's thread and db; not inside a transaction. */
+int jobs_request_stop(parley_db *db, parley_bell *bell, const char *channel, int64_t job_id,
+                      const char *user, int admin, int64_t *job);
+/* The running jobs whose lease lease_owner holds and that were asked to
+ * stop: up to max ids into ids. Returns how many, or -1 on error. One
+ * indexed statement (jobs_stop_pending): the generation loop runs it once
+ * per check, for all its jobs. Caller's thread and db. */
+int jobs_stop_pending(parley_db *db, const char *lease_owner, int64_t *ids, int max);
+/* Inside the caller's transaction: marks this thread's running job done
+ * because it was stopped (state 'done', stopped_at now). 0, or -1 if it no
+ * longer owns it. */
+int jobs_finish_stopped_tx(parley_db *db, int64_t job_id);
 /* Reads a job. 0 found, 1 no such job, -1 error. */
 int jobs_get(parley_db *db, int64_t job_id, struct job_info *out);
 #endif

@@ -19,8 +19,8 @@ void gen_outcome_free(struct gen_outcome *o)
 int runner_claim(struct parley_ctx *ctx, const struct gen_request *req,
                  struct job_claim *claim, char *err, size_t errlen)
 {
-    return jobs_claim(ctx->db, ctx->bell, req->channel, req->prompt_key,
-                      ctx->cfg->lease_ms, claim, err, errlen);
+    return jobs_claim_as(ctx->db, ctx->bell, req->channel, req->prompt_key, req->user,
+                         ctx->cfg->lease_ms, claim, err, errlen);
 }
 
 /* One job in progress (runner.h): the state shared with the llm callbacks. */
@@ -39,6 +39,7 @@ struct runner_gen {
     int db_failed;
     int one_sentence;
     int stopped_early;          /* one_sentence reached: a success */
+    int stop_requested;         /* runner_gen_stop: ends stopped */
     struct gen_outcome out;     /* written by begin and finish */
     struct llm_config lc;
     struct llm_callbacks cb;
@@ -226,6 +227,59 @@ out:
     return rc;
 }
 
+/* The final transaction of a stopped job: last buffered tokens, "done"
+ * with "stopped": true, job done and stopped, the partial text as the
+ * assistant message marked stopped. Never the answer cache. */
+static int finish_stopped(struct runner_gen *rs, const struct gen_request *req,
+                          struct gen_outcome *out)
+{
+    parley_db *db = rs->ctx->db;
+    size_t restlen;
+    char *rest = take_rest(rs, &restlen);
+    char *done = json_text(json_pack("{s:I, s:s, s:i, s:I, s:I, s:s, s:b}",
+                                     "job_id", (json_int_t)rs->job_id,
+                                     "message_id", out->message_id,
+                                     "tokens", out->tokens,
+                                     "processing_ms", (json_int_t)out->processing_ms,
+                                     "first_token_ms", (json_int_t)out->first_token_ms,
+                                     "model", out->model, "stopped", 1));
+    int rc = -1;
+    if (!done || db_begin(db) < 0)
+        goto out;
+    if (rest && evlog_append_tx(db, req->channel, rs->job_id, "token", rest, restlen) < 0)
+        goto rollback;
+    if (evlog_append_tx(db, req->channel, rs->job_id, "done", done, strlen(done)) < 0)
+        goto rollback;
+    if (jobs_finish_stopped_tx(db, rs->job_id) < 0) {
+        rs->lost_lease = 1;
+        goto rollback;
+    }
+    if (req->conversation_id) {
+        struct message m;
+        store_msg_init(&m);
+        str_copy(m.id, sizeof m.id, out->message_id);
+        str_copy(m.conversation_id, sizeof m.conversation_id, req->conversation_id);
+        str_copy(m.role, sizeof m.role, "assistant");
+        m.content = rs->text ? rs->text : (char *)"";
+        m.tokens = out->tokens;
+        m.processing_ms = out->processing_ms;
+        m.model = out->model;
+        m.metadata = (char *)"{\"stopped\":true}";
+        if (store_msg_add_tx(db, &m) < 0)
+            goto rollback;
+    }
+    if (db_commit(db) < 0)
+        goto out;
+    rc = 0;
+    goto out;
+rollback:
+    db_rollback(db);
+out:
+    free(rest);
+    free(done);
+    return rc;
+}
+
 static int finish_failed(struct runner_gen *rs, const struct gen_request *req,
                          const char *kind, const char *msg)
 {
@@ -361,6 +415,16 @@ int runner_gen_renew_tx(struct runner_gen *g)
     return keep_lease(g);
 }
 
+int64_t runner_gen_job(const struct runner_gen *g)
+{
+    return g->job_id;
+}
+
+void runner_gen_stop(struct runner_gen *g)
+{
+    g->stop_requested = 1;
+}
+
 void runner_gen_db_failed(struct runner_gen *g)
 {
     g->db_failed = 1;
@@ -387,7 +451,25 @@ int runner_gen_finish(struct runner_gen *g, int llm_rc, struct gen_outcome *out)
     str_copy(o->model, sizeof o->model, res->model[0] ? res->model : (model ? model : ""));
 
     int rc = -1;
-    if (ok) {
+    if (g->stop_requested && llm_rc != 0 && !g->stopped_early && !g->db_failed &&
+        !g->lost_lease) {
+        /* stopped by a user before the answer was complete: keep what came
+         * (an answer that completed before the stop took effect is done) */
+        if (finish_stopped(g, req, o) == 0) {
+            o->ok = 1;
+            o->stopped = 1;
+            o->kind = LLM_OK;
+            o->text = g->text ? g->text : strdup("");
+            g->text = NULL;
+            rc = 0;
+        } else if (g->lost_lease) {
+            str_copy(o->error, sizeof o->error, JOB_INTERRUPTED_MSG);
+            rc = 0;
+        } else {
+            str_copy(o->error, sizeof o->error, "database error: cannot store the stopped answer");
+            rc = finish_failed(g, req, "internal", o->error);
+        }
+    } else if (ok) {
         if (finish_ok(g, req, o) == 0) {
             o->ok = 1;
             o->text = g->text ? g->text : strdup("");

@@ -37,6 +37,8 @@ struct gen_request {
     const char *conversation_id;       /* store the assistant message here; NULL: none */
     const char *message_id;            /* its id (NULL: generated) */
     int one_sentence;                  /* stop after the first sentence (seed 002 voice) */
+    const char *user;                  /* who asks (JWT sub, "" open mode; NULL: nobody):
+                                          recorded as the job's starter, who may stop it */
 };
 
 struct gen_outcome {
@@ -49,6 +51,7 @@ struct gen_outcome {
     char message_id[64];
     enum llm_err kind;
     char error[512];
+    int stopped;                       /* 1: ended by a stop request (ok is 1, text partial) */
 };
 void gen_outcome_free(struct gen_outcome *o);
 
@@ -102,13 +105,25 @@ int runner_gen_flush_tx(struct runner_gen *g);
  * caller's transaction). 0, or -1 when the lease was lost (stop the
  * stream: the job was failed by someone else) or on error. */
 int runner_gen_renew_tx(struct runner_gen *g);
+/* The gen's job id. */
+int64_t runner_gen_job(const struct runner_gen *g);
+/* Marks the gen as stopped by a stop request (docs/stop.md): the caller
+ * then aborts its stream (llm_stream_abort) and finishes it; then
+ * runner_gen_finish records a stopped end instead of a failure: the tokens
+ * so far, one "done" event with "stopped": true, the job done and stopped,
+ * the partial text as the conversation's assistant message with metadata
+ * {"stopped": true} (when the request has a conversation), and never the
+ * answer cache. The gen's thread only. */
+void runner_gen_stop(struct runner_gen *g);
 /* Records that tokens of this gen could not be written (a batch
  * transaction failed): it ends as failed ("internal"), nothing cached. */
 void runner_gen_db_failed(struct runner_gen *g);
 /* Ends the job after its stream ended (llm_rc: llm_stream_finish's result):
  * success stores answer + message with "done" in one transaction; any
- * failure appends one "error" event. Rings the channel. Frees g. Returns
- * like runner_execute; out is fully written (out->text new on success). */
+ * failure appends one "error" event; a gen stopped by runner_gen_stop ends
+ * stopped (see there; out->ok = out->stopped = 1, out->text the partial
+ * text). Rings the channel. Frees g. Returns like runner_execute; out is
+ * fully written (out->text new on success or stop). */
 int runner_gen_finish(struct runner_gen *g, int llm_rc, struct gen_outcome *out);
 
 /* Fails a job claimed as owner without running it (the process is

@@ -36,8 +36,8 @@
 #define CLAIM_TRIES 8
 
 static const char SQL_INSERT[] =
-    "INSERT INTO jobs(channel, prompt_key, state, lease_owner, lease_expires, first_seq, created_at) "
-    "VALUES ($1, $2, 'running', $3, $4, $5, $6) "
+    "INSERT INTO jobs(channel, prompt_key, state, lease_owner, lease_expires, first_seq, created_at, "
+    "started_by) VALUES ($1, $2, 'running', $3, $4, $5, $6, $7) "
     "ON CONFLICT (channel, prompt_key) WHERE state = 'running' DO NOTHING RETURNING id";
 static const char SQL_FIND_RUNNING[] =
     "SELECT id, coalesce(lease_expires, 0), first_seq FROM jobs "
@@ -59,7 +59,25 @@ static const char SQL_RUNNING_ON[] =
     "SELECT id, first_seq FROM jobs WHERE channel = $1 AND state = 'running' "
     "ORDER BY id DESC LIMIT 1";
 static const char SQL_GET[] =
-    "SELECT state, coalesce(lease_expires, 0), first_seq, coalesce(error, '') FROM jobs WHERE id = $1";
+    "SELECT state, coalesce(lease_expires, 0), first_seq, coalesce(error, ''), "
+    "coalesce(started_by, ''), (stop_requested_at IS NOT NULL)::int, (stopped_at IS NOT NULL)::int "
+    "FROM jobs WHERE id = $1";
+/* Stopping (docs/stop.md): the mark is one UPDATE on the job's row, so a
+ * stop racing the job's end either lands while it runs (its owner sees it)
+ * or changes nothing (the caller is told it was over). */
+static const char SQL_STOP_PICK[] =
+    "SELECT id FROM jobs WHERE channel = $1 ORDER BY (state = 'running') DESC, id DESC LIMIT 1";
+static const char SQL_STOP_MARK[] =
+    "UPDATE jobs SET stop_requested_at = coalesce(stop_requested_at, $1::bigint), "
+    "stop_requested_by = coalesce(stop_requested_by, $2::text) "
+    "WHERE id = $3 AND state = 'running' AND ($4::int = 1 OR started_by = $2::text) "
+    "RETURNING channel";
+static const char SQL_STOP_PENDING[] =
+    "SELECT id FROM jobs WHERE lease_owner = $1 AND state = 'running' "
+    "AND stop_requested_at IS NOT NULL LIMIT 256";
+static const char SQL_FINISH_STOPPED[] =
+    "UPDATE jobs SET state = 'done', stopped_at = $1::bigint, finished_at = $1::bigint, "
+    "lease_expires = NULL WHERE id = $2 AND state = 'running' AND lease_owner = $3";
 
 /* Runs sql with text parameters and text results. The result (PQclear it),
  * or NULL with the failure recorded (db_errmsg) when its status is not
@@ -132,8 +150,8 @@ static int fail_expired_tx(parley_db *db, int64_t job_id, int64_t now, char *cha
 }
 
 int jobs_pg_claim(parley_db *db, parley_bell *bell, const char *channel,
-                  const char *prompt_key, int lease_ms, struct job_claim *out,
-                  char *err, size_t errlen)
+                  const char *prompt_key, const char *user, int lease_ms,
+                  struct job_claim *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     int rang = 0;
@@ -149,8 +167,8 @@ int jobs_pg_claim(parley_db *db, parley_bell *bell, const char *channel,
         I64(expires, now + lease_ms);
         I64(firsts, first);
         I64(nows, now);
-        const char *ins[6] = { channel, prompt_key, owner_id(), expires, firsts, nows };
-        PGresult *r = exec(db, SQL_INSERT, 6, ins, PGRES_TUPLES_OK, "jobs: claim");
+        const char *ins[7] = { channel, prompt_key, owner_id(), expires, firsts, nows, user };
+        PGresult *r = exec(db, SQL_INSERT, 7, ins, PGRES_TUPLES_OK, "jobs: claim");
         if (!r)
             goto error;
         if (PQntuples(r) == 1) {               /* ours: no job was running */
@@ -281,7 +299,60 @@ int jobs_pg_get(parley_db *db, int64_t job_id, struct job_info *out)
         out->lease_expires = col_i64(r, 0, 1);
         out->first_seq = col_i64(r, 0, 2);
         str_copy(out->error, sizeof out->error, PQgetvalue(r, 0, 3));
+        str_copy(out->started_by, sizeof out->started_by, PQgetvalue(r, 0, 4));
+        out->stop_requested = (int)col_i64(r, 0, 5);
+        out->stopped = (int)col_i64(r, 0, 6);
     }
     PQclear(r);
     return found ? 0 : 1;
+}
+
+int jobs_pg_stop_pick(parley_db *db, const char *channel, int64_t *job)
+{
+    const char *params[1] = { channel };
+    PGresult *r = exec(db, SQL_STOP_PICK, 1, params, PGRES_TUPLES_OK, "jobs: stop pick");
+    if (!r)
+        return -1;
+    int found = PQntuples(r) == 1;
+    if (found)
+        *job = col_i64(r, 0, 0);
+    PQclear(r);
+    return found ? 0 : 1;
+}
+
+int jobs_pg_stop_mark(parley_db *db, int64_t job_id, const char *user, int admin, int64_t now,
+                      char *chan, size_t chanlen)
+{
+    I64(nows, now);
+    I64(ids, job_id);
+    const char *params[4] = { nows, user ? user : "", ids, admin ? "1" : "0" };
+    PGresult *r = exec(db, SQL_STOP_MARK, 4, params, PGRES_TUPLES_OK, "jobs: stop");
+    if (!r)
+        return -1;
+    int got = PQntuples(r) == 1;
+    if (got)
+        str_copy(chan, chanlen, PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return got;
+}
+
+int jobs_pg_stop_pending(parley_db *db, const char *lease_owner, int64_t *ids, int max)
+{
+    const char *params[1] = { lease_owner };
+    PGresult *r = exec(db, SQL_STOP_PENDING, 1, params, PGRES_TUPLES_OK, "jobs: stop pending");
+    if (!r)
+        return -1;
+    int n = PQntuples(r) < max ? PQntuples(r) : max;
+    for (int k = 0; k < n; k++)
+        ids[k] = col_i64(r, k, 0);
+    PQclear(r);
+    return n;
+}
+
+int jobs_pg_finish_stopped_tx(parley_db *db, int64_t job_id)
+{
+    I64(nows, now_ms());
+    I64(ids, job_id);
+    const char *params[3] = { nows, ids, owner_id() };
+    return exec_changes(db, SQL_FINISH_STOPPED, 3, params, "jobs: finish stopped") == 1 ? 0 : -1;
 }

@@ -92,8 +92,8 @@ struct job_claim;
 struct job_info;
 struct parley_bell;
 int jobs_pg_claim(parley_db *db, struct parley_bell *bell, const char *channel,
-                  const char *prompt_key, int lease_ms, struct job_claim *out,
-                  char *err, size_t errlen);
+                  const char *prompt_key, const char *user, int lease_ms,
+                  struct job_claim *out, char *err, size_t errlen);
 int jobs_pg_adopt(parley_db *db, struct job_claim *claim, int lease_ms);
 int jobs_pg_renew(parley_db *db, int64_t job_id, int lease_ms);
 int jobs_pg_finish_tx(parley_db *db, int64_t job_id, const char *error);
@@ -105,4 +105,13 @@ int jobs_pg_expired(parley_db *db, int64_t now, int64_t *ids, int max);
 int jobs_pg_fail_expired_tx(parley_db *db, int64_t job_id, int64_t now, char *chan, size_t chanlen);
 int jobs_pg_running_on(parley_db *db, const char *channel, int64_t *job_id, int64_t *first_seq);
 int jobs_pg_get(parley_db *db, int64_t job_id, struct job_info *out);
+/* jobs_request_stop's backend steps (jobs.c decides): the channel's newest
+ * running job, else its newest job (0 found into *job, 1 none, -1 error);
+ * recording the stop on a running job started by user (or any, admin != 0):
+ * 1 recorded, 0 not (ended, foreign or unknown), -1 error. */
+int jobs_pg_stop_pick(parley_db *db, const char *channel, int64_t *job);
+int jobs_pg_stop_mark(parley_db *db, int64_t job_id, const char *user, int admin, int64_t now,
+                      char *chan, size_t chanlen);
+int jobs_pg_stop_pending(parley_db *db, const char *lease_owner, int64_t *ids, int max);
+int jobs_pg_finish_stopped_tx(parley_db *db, int64_t job_id);
 #endif
