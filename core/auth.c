@@ -113,8 +113,16 @@ static int numeric_claim(jwt_t *jwt, const char *name, double *out)
 enum auth_result auth_verify(const char *secret, const char *token, int64_t now,
                              char *sub, size_t sublen)
 {
+    return auth_verify_role(secret, token, now, sub, sublen, NULL);
+}
+
+enum auth_result auth_verify_role(const char *secret, const char *token, int64_t now,
+                                  char *sub, size_t sublen, int *admin)
+{
     if (sub && sublen)
         sub[0] = '\0';
+    if (admin)
+        *admin = 0;
     if (!secret || !*secret)
         return AUTH_OK;                      /* open mode: everyone is "" */
     if (!token)
@@ -181,6 +189,10 @@ enum auth_result auth_verify(const char *secret, const char *token, int64_t now,
     }
     if (sub)
         memcpy(sub, s, strlen(s) + 1);
+    if (admin) {
+        const char *role = jwt_get_grant(jwt, "role");  /* NULL unless a string */
+        *admin = role && !strcmp(role, AUTH_ROLE_ADMIN);
+    }
     r = AUTH_OK;
 done:
     jwt_free(jwt);
@@ -206,6 +218,11 @@ const char *auth_message(enum auth_result r)
 
 char *auth_make_token(const char *secret, const char *sub, int64_t exp)
 {
+    return auth_make_token_role(secret, sub, exp, NULL);
+}
+
+char *auth_make_token_role(const char *secret, const char *sub, int64_t exp, const char *role)
+{
     if (!secret || !*secret || !sub || !*sub)
         return NULL;
     jwt_t *jwt = NULL;
@@ -215,6 +232,7 @@ char *auth_make_token(const char *secret, const char *sub, int64_t exp)
     if (jwt_add_grant(jwt, "sub", sub) != 0 ||
         jwt_add_grant_int(jwt, "iat", (long)time(NULL)) != 0 ||
         (exp && jwt_add_grant_int(jwt, "exp", (long)exp) != 0) ||
+        (role && jwt_add_grant(jwt, "role", role) != 0) ||
         jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret, (int)strlen(secret)) != 0)
         goto done;
     out = jwt_encode_str(jwt);               /* malloc'd by libjwt: free() */

@@ -26,11 +26,22 @@ enum auth_result {
  * returned whatever the token. On AUTH_OK the subject is copied to sub. */
 enum auth_result auth_verify(const char *secret, const char *token, int64_t now,
                              char *sub, size_t sublen);
+/* The role claim that makes a token an admin's: {"role": "admin"} (a
+ * string claim; docs/stop.md). An admin may stop any user's generation. */
+#define AUTH_ROLE_ADMIN "admin"
+/* auth_verify, also telling whether the token carries the admin role:
+ * *admin (may be NULL) = 1 when AUTH_OK and the claim "role" is the string
+ * "admin", else 0 (always 0 in open mode: nobody is an admin there, and
+ * everybody is the same user ""). Thread-safe. */
+enum auth_result auth_verify_role(const char *secret, const char *token, int64_t now,
+                                  char *sub, size_t sublen, int *admin);
 /* A clear English message for a result ("token expired", ...). */
 const char *auth_message(enum auth_result r);
 /* Makes an HS256 token for sub expiring at exp (0: no exp). New string
  * (free()), NULL on error. For tests, tools and the demo. */
 char *auth_make_token(const char *secret, const char *sub, int64_t exp);
+/* The same with a "role" claim (role NULL: none). New string or NULL. */
+char *auth_make_token_role(const char *secret, const char *sub, int64_t exp, const char *role);
 /* Extracts the token from an "Authorization: Bearer x" header value.
  * Returns a pointer into header (borrowed) or NULL. Trailing blanks stay
  * (the pointer is into header); auth_verify ignores blanks around a token. */

@@ -18,7 +18,17 @@
  *     waiting jobs;
  *   - at most cfg->max_generations (PARLEY_MAX_GENERATIONS) streams at once;
  *     the rest wait in a FIFO with their leases held by this thread.
- * A stream that ends (final message, failure, timeout, lost lease) is
+ *   - stops (docs/stop.md): a stop request is a column on the job plus a
+ *     doorbell ring of its channel (jobs_request_stop, from any process or
+ *     node). Every STOP_CHECK_MS while streams run, the loop compares the
+ *     doorbell slot of each running stream's channel with what it saw (a
+ *     memory read each; its own rings after a token flush are accounted
+ *     for) and only when one moved runs ONE query for the whole process
+ *     (jobs_stop_pending: its running jobs asked to stop); each one found
+ *     is aborted at once (runner_gen_stop, llm_stream_abort, removed from
+ *     the multi in the same iteration: the upstream sees its connection
+ *     closed) and ends stopped;
+ * A stream that ends (final message, failure, timeout, lost lease, stop) is
  * finished by runner_gen_finish (done + cache + message in one
  * transaction, or one error event) and its job freed.
  *
@@ -42,6 +52,8 @@
 #include <unistd.h>
 
 #define TICK_MS 100                /* timeouts of every stream checked this often */
+#define STOP_CHECK_MS 20           /* doorbell slots of running streams compared this often */
+#define STOP_MSG "stopped by the user"
 #define SHUTDOWN_MSG "generation interrupted: the server is shutting down"
 
 struct entry {
@@ -54,6 +66,7 @@ struct entry {
     int dirty;                     /* on L.dirty */
     int ending;                    /* on L.ending */
     int64_t held_ms;               /* waiting: lease last extended (0: never by us) */
+    uint32_t bell_seen;            /* running: its channel's doorbell slot at the last check */
     char owner_before[64];         /* lease owner before a batch begin (restored on rollback) */
 };
 
@@ -95,6 +108,8 @@ static struct {
     int capbatch;
     int max;
     int64_t last_tick, last_renew;
+    int64_t last_stop_check;       /* mono_ms */
+    int stop_check;                /* check for stops at the next chance (a stream started) */
 } L;
 
 static int push(struct entry ***v, int *n, int *cap, struct entry *e)
@@ -201,9 +216,14 @@ static void launch_entry(struct entry *e)
         return;
     }
     counters(0, 1, 0);
+    /* a stop asked before the stream started rang before we looked */
+    if (L.ctx.bell)
+        e->bell_seen = bell_peek(L.ctx.bell, runner_gen_channel(e->gen));
+    L.stop_check = 1;
     CURL *easy = e->st ? llm_stream_easy(e->st) : NULL;
     if (easy) {
         llm_stream_set_notify(e->st, mark_dirty, e);
+        llm_stream_set_multi(e->st, L.multi);      /* retries re-add the same handle */
         curl_easy_setopt(easy, CURLOPT_PRIVATE, (void *)e);
         if (curl_multi_add_handle(L.multi, easy) == CURLM_OK) {
             e->easy = easy;
@@ -325,8 +345,15 @@ static void flush_dirty(void)
         struct entry *e = L.dirty[i];
         e->dirty = 0;
         if (ok) {
-            if (L.ctx.bell)
-                bell_ring(L.ctx.bell, runner_gen_channel(e->gen));
+            if (L.ctx.bell) {
+                /* our own ring is no news for the stop check: the slot may
+                 * skip our increment only if someone else rang too */
+                const char *ch = runner_gen_channel(e->gen);
+                uint32_t before = bell_peek(L.ctx.bell, ch);
+                bell_ring(L.ctx.bell, ch);
+                if (before == e->bell_seen)
+                    e->bell_seen = before + 1;
+            }
         } else {
             runner_gen_db_failed(e->gen);
             llm_stream_abort(e->st, "database error while streaming the answer");
@@ -334,6 +361,43 @@ static void flush_dirty(void)
         }
     }
     L.ndirty = 0;
+}
+
+/* Aborts the running streams whose jobs were asked to stop (see the top of
+ * the file): a memory compare per stream every STOP_CHECK_MS, one query for
+ * all of them only when a slot moved. */
+static void check_stops(int64_t now)
+{
+    if (L.nrun == 0 || (!L.stop_check && now - L.last_stop_check < STOP_CHECK_MS))
+        return;
+    L.last_stop_check = now;
+    int moved = L.stop_check || !L.ctx.bell;
+    L.stop_check = 0;
+    for (int i = 0; i < L.nrun && L.ctx.bell; i++) {
+        struct entry *e = L.run[i];
+        uint32_t v = bell_peek(L.ctx.bell, runner_gen_channel(e->gen));
+        if (v != e->bell_seen) {
+            e->bell_seen = v;
+            moved = 1;
+        }
+    }
+    if (!moved)
+        return;
+    int64_t ids[256];
+    int n = jobs_stop_pending(L.ctx.db, owner_id(), ids, 256);
+    if (n < 0) {
+        L.stop_check = 1;          /* try again at the next check */
+        return;
+    }
+    for (int k = 0; k < n; k++)
+        for (int i = 0; i < L.nrun; i++) {
+            struct entry *e = L.run[i];
+            if (runner_gen_job(e->gen) != ids[k] || e->ending)
+                continue;
+            runner_gen_stop(e->gen);
+            llm_stream_abort(e->st, STOP_MSG);
+            mark_ending(e);
+        }
 }
 
 /* Moves ended streams out of the dirty list (their tokens go into the
@@ -460,6 +524,8 @@ static int wait_timeout(int64_t now)
     }
     if (L.nending > 0)
         return 0;
+    if (L.nrun > 0 && L.last_stop_check + STOP_CHECK_MS < at)
+        at = L.last_stop_check + STOP_CHECK_MS;
     int64_t w = at - now;
     return w < 0 ? 0 : w > TICK_MS ? TICK_MS : (int)w;
 }
@@ -476,7 +542,8 @@ static void read_done(void)
         if (!e)
             continue;
         llm_stream_transfer_done(e->st, msg->data.result);
-        mark_ending(e);
+        if (llm_stream_ended(e->st))   /* else a retry on another upstream */
+            mark_ending(e);
     }
 }
 
@@ -541,6 +608,7 @@ static void *loop_main(void *arg)
         }
         read_done();
         now = mono_ms();
+        check_stops(now);
         if (now - L.last_tick >= TICK_MS) {
             L.last_tick = now;
             for (int i = 0; i < L.nrun; i++)

@@ -106,6 +106,7 @@ int proto_fail(struct proto_conn *c, enum perr kind, const char *msg)
 void proto_follow(struct proto_conn *c, const char *channel, int64_t job_id, int64_t after)
 {
     str_copy(c->channel, sizeof c->channel, channel);
+    json_object_set_new(c->state, "last_channel", json_string(channel));
     c->job_id = job_id;
     c->cursor = after;
 }
@@ -225,6 +226,8 @@ int proto_start(struct parley_ctx *ctx, struct proto_conn *c, struct proto_job *
 {
     *out = NULL;
     char err[256];
+    if (!job->req.user)
+        job->req.user = proto_job_keep(job, c->user);   /* NULL on OOM: nobody can stop it */
     if (runner_claim(ctx, &job->req, &job->claim, err, sizeof err) < 0) {
         fprintf(stderr, "parley: %s\n", err);
         proto_job_free(job);
@@ -244,6 +247,58 @@ int proto_job_run(struct parley_ctx *ctx, struct proto_job *job)
     struct gen_outcome out;
     int rc = runner_execute(ctx, &job->req, &job->claim, &out);
     gen_outcome_free(&out);
+    return rc;
+}
+
+int proto_event_stopped(const struct evlog_event *ev)
+{
+    if (strcmp(ev->type, "done") != 0)
+        return 0;
+    json_t *d = json_loadb(ev->data, ev->data_len, 0, NULL);
+    int st = json_is_true(json_object_get(d, "stopped"));
+    json_decref(d);
+    return st;
+}
+
+int proto_stop_channel(struct parley_ctx *ctx, const char *channel, int64_t job_id,
+                       const char *user, int admin, enum perr *kind, const char **msg,
+                       int64_t *job)
+{
+    *kind = PERR_OK;
+    *msg = NULL;
+    int rc = jobs_request_stop(ctx->db, ctx->bell, channel, job_id, user, admin, job);
+    switch (rc) {
+    case JOBS_STOP_OK:
+        return rc;
+    case JOBS_STOP_NONE:
+        *kind = PERR_NOT_FOUND;
+        *msg = PROTO_STOP_NONE_MSG;
+        break;
+    case JOBS_STOP_OVER:
+        *kind = PERR_CONFLICT;
+        *msg = PROTO_STOP_OVER_MSG;
+        break;
+    case JOBS_STOP_FOREIGN:
+        *kind = PERR_FORBIDDEN;
+        *msg = PROTO_STOP_FOREIGN_MSG;
+        break;
+    default:
+        *kind = db_err_kind(ctx->db);
+        *msg = db_err_text(ctx->db, "Database error: please try again");
+        rc = JOBS_STOP_ERR;
+        break;
+    }
+    return rc;
+}
+
+int proto_stop(struct parley_ctx *ctx, struct proto_conn *c, const char *channel, int64_t job_id,
+               enum perr *kind, const char **msg)
+{
+    if (job_id <= 0 && proto_following(c) && c->job_id > 0 && !strcmp(c->channel, channel))
+        job_id = c->job_id;
+    int rc = proto_stop_channel(ctx, channel, job_id, c->user, c->admin, kind, msg, NULL);
+    if (rc != JOBS_STOP_OK)
+        proto_fail(c, *kind, *msg);
     return rc;
 }
 
@@ -440,13 +495,13 @@ int proto_pump(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames
 
 char *proto_conn_save(const struct proto_conn *c)
 {
-    json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:b, s:s, s:I, s:I, s:O, s:b, s:i, s:s}",
+    json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:b, s:s, s:I, s:I, s:O, s:b, s:i, s:s, s:b}",
                           "kind", (int)c->kind, "user", c->user, "peer", c->peer,
                           "param", c->param, "with_seq", c->with_seq,
                           "channel", c->channel, "job_id", (json_int_t)c->job_id,
                           "cursor", (json_int_t)c->cursor, "state", c->state,
                           "close", c->close, "close_code", c->close_code,
-                          "close_reason", c->close_reason);
+                          "close_reason", c->close_reason, "admin", c->admin);
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return s;
@@ -482,6 +537,7 @@ int proto_conn_load(struct proto_conn *c, const char *text)
     c->close = close;
     c->close_code = code;
     str_copy(c->close_reason, sizeof c->close_reason, reason);
+    c->admin = json_is_true(json_object_get(o, "admin"));   /* absent in older sessions */
     json_decref(o);
     return 0;
 }

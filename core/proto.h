@@ -57,6 +57,9 @@ struct proto_conn {
     char user[128];        /* JWT sub; "" in open mode */
     char peer[128];        /* rate-limit identity: "user:<sub>" or "ip:<addr>" */
     char param[160];       /* ticket id / session id / brand id, from the path */
+    int admin;             /* the JWT carries role "admin" (auth_verify_role): may stop
+                              anyone's generation. The transport sets it after
+                              proto_open; saved and loaded with the connection */
     int with_seq;          /* query seq=1: streamed frames carry "seq" */
 
     /* What the connection follows: events of `channel` after `cursor`,
@@ -161,6 +164,26 @@ int proto_jobs_drain(int timeout_ms);
  * "response","message"} then {"type":"done"} (the one place that text is
  * typed; the ticket adapter and the ticket SSE endpoint use it). 0 / -1. */
 int proto_ticket_cached(struct proto_frames *out, const char *response);
+
+/* ---- stopping a generation (docs/stop.md) ---- */
+#define PROTO_STOP_NONE_MSG "No generation to stop"
+#define PROTO_STOP_OVER_MSG "The generation has already finished"
+#define PROTO_STOP_FOREIGN_MSG "Only the user who started the generation (or an admin) can stop it"
+/* Stops the newest generation of channel ("conv:<id>", "ticket:<id>"; its
+ * newest running job, else its newest job so that a finished one is told
+ * as finished), or job job_id when > 0, for user (JWT sub, "" open mode)
+ * who may do so when they started it or admin is set (auth_verify_role).
+ * Records the stop durably and rings the channel (jobs_request_stop): the
+ * owning process, on any node, aborts the upstream request and every
+ * viewer gets its protocol's end frame marked stopped. Returns an enum
+ * jobs_stop_rc; on anything but JOBS_STOP_OK, *kind (PERR_NOT_FOUND,
+ * PERR_CONFLICT, PERR_FORBIDDEN or a database kind) and *msg (borrowed:
+ * a constant, or db_err_text's) say why. *job (may be NULL) gets the job
+ * addressed. For the REST stop (fcgi/api_stop.c); the adapters use the
+ * same through proto_stop. Thread: the caller's ctx->db. */
+int proto_stop_channel(struct parley_ctx *ctx, const char *channel, int64_t job_id,
+                       const char *user, int admin, enum perr *kind, const char **msg,
+                       int64_t *job);
 
 /* Serialises / restores the whole connection (long-poll sessions).
  * save: new string. load: 0 / -1 (malformed). */

@@ -11,6 +11,10 @@
  *                   {"type":"complete","data":{"content":"","is_final":true,
  *                    "conversation_id","suggested_products":[...],"confidence_score"}}
  *                   {"type":"error","data":{"message"}}
+ *   client:         {"type":"stop","data":{"conversation_id"?}}: stops the
+ *                   answer being generated (this connection's, or the
+ *                   named conversation's); every viewer gets "complete"
+ *                   with "data.stopped": true (docs/stop.md)
  * A chat continues data.conversation_id when it is a conversation of this
  * brand owned by c->user, else starts a new one (kind 'brand'); chunks tell
  * the client its id. The user message is stored, product suggestions are
@@ -119,6 +123,8 @@ static int brand_event(struct parley_ctx *ctx, struct proto_conn *c,
                       "content", "", "is_final", 1, "conversation_id", conversation_of(c),
                       "suggested_products", json_is_array(products) ? json_incref(products) : json_array(),
                       "confidence_score", json_is_number(conf) ? json_incref(conf) : json_null());
+        if (o && proto_event_stopped(ev))
+            json_object_set_new(json_object_get(o, "data"), "stopped", json_true());
     } else if (!strcmp(ev->type, "error")) {
         char *m = proto_event_error(ev);
         int rc = error_frame(NULL, out, PERR_UPSTREAM, m ? m : "the answer could not be generated");
@@ -328,6 +334,31 @@ static int brand_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *m
         proto_timestamp(ts, now_ms(), 1);
         return frames_push(out, json_pack("{s:s, s:{s:s}}", "type", "pong", "data",
                                           "timestamp", ts));
+    }
+    if (!strcmp(type, "stop")) {
+        json_t *d = json_object_get(msg, "data");
+        if (d && !json_is_object(d))
+            return error_frame(c, out, PERR_BAD_INPUT, "Field 'data' must be an object");
+        json_t *jc = json_object_get(d, "conversation_id");
+        if (jc && !json_is_null(jc) && !json_is_string(jc))
+            return error_frame(c, out, PERR_BAD_INPUT, "Field 'conversation_id' must be a string");
+        char chan[200];
+        const char *cid = json_string_value(jc);
+        const char *last = proto_str(c->state, "last_channel");
+        if (cid && *cid)
+            snprintf(chan, sizeof chan, "conv:%s", cid);
+        else if (last)
+            str_copy(chan, sizeof chan, last);
+        else
+            return error_frame(c, out, PERR_NOT_FOUND, PROTO_STOP_NONE_MSG);
+        enum perr kind;
+        const char *m;
+        int rc = proto_stop(ctx, c, chan, 0, &kind, &m);
+        if (rc == JOBS_STOP_OK)
+            return 0;               /* "complete" marked stopped follows */
+        if (frames_push(out, json_pack("{s:s, s:{s:s}}", "type", "error", "data", "message", m)) < 0)
+            return -1;
+        return rc == JOBS_STOP_ERR ? -1 : 0;
     }
     if (strcmp(type, "chat") != 0) {
         char m[128];

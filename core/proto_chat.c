@@ -8,6 +8,12 @@
  *                   {"type":"stream_end","message_id","metadata":{"tokens_used",
  *                    "processing_time","agent_used","model"}}
  *                   {"type":"error","message"[,"message_id"]}
+ *   client:         {"type":"stop"[,"message_id"]}: stops the session's
+ *                   generation (the one with that assistant message id);
+ *                   every viewer gets stream_end with "metadata.stopped":
+ *                   true, the partial answer is stored with metadata
+ *                   {"stopped": true} (docs/stop.md); a refused stop is
+ *                   {"type":"error","message"[,"message_id"]}
  * The session is a conversation (store.h; created as kind 'chat' on first
  * use) owned by the JWT's sub: another user's session is "Session not
  * found" and the connection closes with 4404; a closed one closes with
@@ -203,6 +209,8 @@ static int chat_event(struct parley_ctx *ctx, struct proto_conn *c,
                       "tokens_used", json_integer_value(json_object_get(d, "tokens")),
                       "processing_time", (double)ms / 1000.0,
                       "agent_used", model ? model : "", "model", model ? model : "");
+        if (o && json_is_true(json_object_get(d, "stopped")))
+            json_object_set_new(json_object_get(o, "metadata"), "stopped", json_true());
         json_decref(d);
     } else if (!strcmp(ev->type, "error")) {
         char *m = proto_event_error(ev);
@@ -214,6 +222,55 @@ static int chat_event(struct parley_ctx *ctx, struct proto_conn *c,
         return 0;
     }
     return frames_push(out, proto_with_seq(c, ev, o));
+}
+
+/* ---- stop ---- */
+
+static int chat_stop(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg,
+                     struct proto_frames *out)
+{
+    char chan[200];
+    snprintf(chan, sizeof chan, "conv:%s", c->param);
+    json_t *jm = json_object_get(msg, "message_id");
+    if (jm && !json_is_null(jm) && !json_is_string(jm))
+        return error_frame(c, out, PERR_BAD_INPUT,
+                           "Invalid message format: \"message_id\" must be a string");
+    const char *want = json_string_value(jm);
+    int64_t job_id = 0;
+    if (want && *want) {
+        /* the message this connection streams (or streamed last) ... */
+        const char *mine = proto_str(c->state, "message_id");
+        if (mine && !strcmp(mine, want))
+            job_id = json_integer_value(json_object_get(c->state, "message_job"));
+        if (job_id <= 0) {
+            /* ... or the one the session's running generation streams */
+            int64_t rj, first;
+            int r = jobs_running_on(ctx->db, chan, &rj, &first);
+            if (r < 0) {
+                error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
+                return -1;
+            }
+            char *mid = r == 0 ? start_event_message_id(ctx, chan, rj) : NULL;
+            if (mid && !strcmp(mid, want))
+                job_id = rj;
+            free(mid);
+        }
+        if (job_id <= 0)
+            return frames_push(out, json_pack("{s:s, s:s, s:s}", "type", "error", "message",
+                                              PROTO_STOP_NONE_MSG, "message_id", want)) < 0
+                   ? -1 : proto_fail(c, PERR_NOT_FOUND, PROTO_STOP_NONE_MSG);
+    }
+    enum perr kind;
+    const char *m;
+    int rc = proto_stop(ctx, c, chan, job_id, &kind, &m);
+    if (rc == JOBS_STOP_OK)
+        return 0;                   /* stream_end marked stopped follows */
+    json_t *o = json_pack("{s:s, s:s}", "type", "error", "message", m);
+    if (o && want)
+        json_object_set_new(o, "message_id", json_string(want));
+    if (frames_push(out, o) < 0)
+        return -1;
+    return rc == JOBS_STOP_ERR ? -1 : 0;
 }
 
 /* ---- client messages ---- */
@@ -335,6 +392,8 @@ static int chat_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *ms
         proto_timestamp(ts, now_ms(), 0);
         return frames_push(out, json_pack("{s:s, s:s}", "type", "pong", "timestamp", ts));
     }
+    if (!strcmp(type, "stop"))
+        return chat_stop(ctx, c, msg, out);
     if (strcmp(type, "message") != 0) {
         char m[128];
         snprintf(m, sizeof m, "Unknown message type '%.*s'", utf8_cut(type, 40), type);

@@ -68,6 +68,16 @@ int proto_start(struct parley_ctx *ctx, struct proto_conn *c, struct proto_job *
  * conversation to store the answer in, the configured temperature. 0 / -1. */
 int proto_job_conversation(struct parley_ctx *ctx, struct proto_job *job, const char *conv_id,
                            const char *user_msg_id);
+/* A client's stop request (docs/stop.md): stops the job c follows on
+ * channel, or else the newest job of channel (its newest running one, or
+ * its newest at all so that a finished one is told as finished), when c's
+ * user started it or c->admin is set. On a refusal sets *kind and *msg (a
+ * constant text or db_err_text's) and records it (proto_fail); the adapter
+ * sends its own error frame. job_id > 0 names the job instead (seed 001's
+ * message_id). Returns an enum jobs_stop_rc (JOBS_STOP_OK: recorded, the
+ * end frame marked stopped follows through the channel). Caller's thread. */
+int proto_stop(struct parley_ctx *ctx, struct proto_conn *c, const char *channel, int64_t job_id,
+               enum perr *kind, const char **msg);
 /* Follows channel from seq after (job_id 0 = any job). */
 void proto_follow(struct proto_conn *c, const char *channel, int64_t job_id, int64_t after);
 /* Adds "seq": ev->seq to o when the connection asked for it; returns o. */
@@ -75,6 +85,9 @@ json_t *proto_with_seq(const struct proto_conn *c, const struct evlog_event *ev,
 /* The "message" of an error event's JSON data (new string; a generic text
  * when the data is not what the runner writes). */
 char *proto_event_error(const struct evlog_event *ev);
+/* 1 when ev is a "done" event of a stopped generation ("stopped": true in
+ * its data, runner.c), else 0. */
+int proto_event_stopped(const struct evlog_event *ev);
 /* A string member of o, or NULL when absent or not a string. */
 const char *proto_str(json_t *o, const char *key);
 /* Counts Unicode code points of a UTF-8 string (the seeds' "characters"). */

@@ -13,6 +13,10 @@
  *                                                    | stream_error {error}
  *   get_history                                     history {messages:[{role, content, timestamp}]}
  *   ping                                            pong {timestamp}
+ *   stop {}                                         (stops the session's generation:
+ *                                                    docs/stop.md) stream_complete
+ *                                                    {stopped: true} | response with
+ *                                                    metadata.stopped: true
  *   anything refused                                error {error, message}
  * Each push is also answered with a phx_reply to its ref: status "ok" with
  * {} when it was taken, "error" with {error, message} when refused (the
@@ -258,8 +262,10 @@ static int phx_event(struct parley_ctx *ctx, struct proto_conn *c, const struct 
         return js ? json_object_set_new(c->state, "text", js) : -1;
     }
     if (!strcmp(ev->type, "done")) {
+        int stopped = proto_event_stopped(ev);
         if (stream)
-            return push(c, out, "stream_complete", json_object());
+            return push(c, out, "stream_complete",
+                        stopped ? json_pack("{s:b}", "stopped", 1) : json_object());
         json_t *d = json_loadb(ev->data, ev->data_len, 0, NULL);
         const char *model = proto_str(d, "model");
         if (!model || !*model)
@@ -269,11 +275,13 @@ static int phx_event(struct parley_ctx *ctx, struct proto_conn *c, const struct 
         json_t *jc = json_object_get(c->state, "conf");
         int rag = (int)json_integer_value(json_object_get(c->state, "rag"));
         stamp(ts);
+        json_t *md = meta("llm", now_ms() - t0, model, rag,
+                          json_is_number(jc) ? json_number_value(jc) : -1);
+        if (md && stopped)
+            json_object_set_new(md, "stopped", json_true());
         int rc = push(c, out, "response",
                       json_pack("{s:s, s:o, s:s}", "response", text ? text : "", "metadata",
-                                meta("llm", now_ms() - t0, model, rag,
-                                     json_is_number(jc) ? json_number_value(jc) : -1),
-                                "timestamp", ts));
+                                md, "timestamp", ts));
         json_decref(d);
         json_object_del(c->state, "text");
         return rc;
@@ -563,6 +571,22 @@ static int phx_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg
     }
     if (!strcmp(event, "get_history"))
         return on_history(ctx, c, ref, out);
+    if (!strcmp(event, "stop")) {
+        char chan[200];
+        snprintf(chan, sizeof chan, "conv:%s", c->param);
+        enum perr kind;
+        const char *m;
+        int rc = proto_stop(ctx, c, chan, 0, &kind, &m);
+        if (rc == JOBS_STOP_OK)
+            return reply(c, out, ref, "ok", NULL);
+        const char *code = rc == JOBS_STOP_NONE ? "not_running"
+                         : rc == JOBS_STOP_OVER ? "already_finished"
+                         : rc == JOBS_STOP_FOREIGN ? "forbidden" : "processing_failed";
+        if (push(c, out, "error", json_pack("{s:s, s:s}", "error", code, "message", m)) < 0 ||
+            reply(c, out, ref, "error", json_pack("{s:s, s:s}", "error", code, "message", m)) < 0)
+            return -1;
+        return rc == JOBS_STOP_ERR ? -1 : 0;
+    }
     int stream = !strcmp(event, "stream_query");
     if (stream || !strcmp(event, "query")) {
         if (!json_is_object(p))

@@ -7,6 +7,9 @@
  *           {"done": true, "messageId": ..., "metadata":
  *            {"tokens_used", "processing_time", "model"}}    the end
  *           {"error": "...", "done": true}                   a failure
+ *           {"done": true, "stopped": true, "messageId", "metadata":
+ *            {..., "stopped": true}}                         stopped (docs/stop.md:
+ *                                   POST /api/chat/sessions/{id}/stop)
  * The conversation (store.h) must exist, belong to the connection's user
  * (any in open mode, user "") and not be closed. The user message is
  * stored before anything streams; the generation runs on channel
@@ -164,8 +167,13 @@ static int send_event(struct parley_ctx *ctx, struct proto_conn *c,
                                  json_integer_value(json_object_get(d, "processing_ms")) / 1000.0,
                                  "model", json_object_get(d, "model"));
         const char *mid = proto_str(c->state, "message_id");
+        int stopped = json_is_true(json_object_get(d, "stopped"));
+        if (meta && stopped)
+            json_object_set_new(meta, "stopped", json_true());
         json_t *o = json_pack("{s:b, s:s, s:o}", "done", 1, "messageId", mid ? mid : "",
                               "metadata", meta ? meta : json_object());
+        if (o && stopped)
+            json_object_set_new(o, "stopped", json_true());
         json_decref(d);
         return frames_push(out, proto_with_seq(c, ev, o));
     }

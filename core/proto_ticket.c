@@ -4,6 +4,9 @@
  *   server: {"type":"cached","response":...,"message":...} then {"type":"done"}
  *        or {"type":"stream","content":...}... then {"type":"done"}
  *        or {"type":"error","message":...}
+ *   client: {"type":"stop"}                  stops the ticket's generation
+ *   server: ... {"type":"done","stopped":true} to every viewer (docs/stop.md);
+ *           a refused stop: {"type":"error","message":...}
  * Channel "ticket:<id>"; the cache key is the ticket id + SHA-256 of the
  * body, so openers of the same ticket and body share one generation.
  * With PARLEY_KB_TICKETS=1 the system prompt carries the knowledge-base
@@ -64,6 +67,17 @@ static int ticket_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *
     if (!json_is_object(msg))
         return error_frame(c, out, PERR_BAD_INPUT,
                            "Invalid message: expected JSON {\"ticketBody\": \"...\"}");
+    const char *type = proto_str(msg, "type");
+    if (type && !strcmp(type, "stop")) {
+        char chan[200];
+        snprintf(chan, sizeof chan, "ticket:%s", c->param);
+        enum perr kind;
+        const char *m;
+        if (proto_stop(ctx, c, chan, 0, &kind, &m) == JOBS_STOP_OK)
+            return 0;               /* the done frame marked stopped follows */
+        int rc = frames_push(out, json_pack("{s:s, s:s}", "type", "error", "message", m));
+        return kind == PERR_DB || kind == PERR_DB_READONLY || kind == PERR_DB_UNAVAILABLE ? -1 : rc;
+    }
     json_t *jb = json_object_get(msg, "ticketBody");
     if (!jb)
         return error_frame(c, out, PERR_BAD_INPUT, "Missing field ticketBody");
@@ -150,8 +164,12 @@ static int ticket_event(struct parley_ctx *ctx, struct proto_conn *c,
     if (!strcmp(ev->type, "token"))
         return frames_push(out, proto_with_seq(c, ev, json_pack("{s:s, s:s%}", "type", "stream",
                                                              "content", ev->data, ev->data_len)));
-    if (!strcmp(ev->type, "done"))
-        return frames_push(out, proto_with_seq(c, ev, json_pack("{s:s}", "type", "done")));
+    if (!strcmp(ev->type, "done")) {
+        json_t *o = json_pack("{s:s}", "type", "done");
+        if (o && proto_event_stopped(ev))
+            json_object_set_new(o, "stopped", json_true());
+        return frames_push(out, proto_with_seq(c, ev, o));
+    }
     if (!strcmp(ev->type, "error")) {
         char *m = proto_event_error(ev);
         int rc = frames_push(out, proto_with_seq(c, ev, json_pack("{s:s, s:s}", "type", "error",

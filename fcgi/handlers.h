@@ -29,6 +29,10 @@ int h_ticket_ai_get(struct request *r);      /* GET /api/tickets/{id}/ai */
 int h_ticket_ai_delete(struct request *r);   /* DELETE /api/tickets/{id}/ai */
 int h_ticket_ai_stream(struct request *r);   /* GET /api/tickets/{id}/ai/stream (SSE) */
 
+/* api_stop.c — stopping a generation (docs/stop.md) */
+int h_chat_stop(struct request *r);          /* POST /api/chat/sessions/{id}/stop */
+int h_ticket_ai_stop(struct request *r);     /* POST /api/tickets/{id}/ai/stop */
+
 /* generic long-poll transport (DESIGN §3; poll_transport.h lists its files) */
 int h_poll_open(struct request *r);          /* POST /api/poll/open (poll_handlers.c) */
 int h_poll_get(struct request *r);           /* GET /api/poll/{sid} (poll_get.c) */

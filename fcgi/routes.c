@@ -27,6 +27,10 @@ const struct route http_routes[] = {
     { "POST",   "/api/chat/sessions/{id}/messages/{mid}/reactions",
                                                     h_message_reaction, F_AUTH | F_JSON },
     { "POST",   "/api/chat/export",                 h_chat_export,      F_AUTH | F_JSON },
+    /* stop a generation (api_stop.c, docs/stop.md): any protocol's
+     * conversation, or a ticket; the starter or an admin (role claim) */
+    { "POST",   "/api/chat/sessions/{id}/stop",     h_chat_stop,        F_AUTH },
+    { "POST",   "/api/tickets/{id}/ai/stop",        h_ticket_ai_stop,   F_AUTH },
 
     /* seed 004 SSE */
     { "POST",   "/api/chat/send",                   h_chat_send,        F_AUTH | F_JSON | F_STREAM },

@@ -64,6 +64,27 @@ function readBody(req) {
   });
 }
 
+// How many requests GET /_fake/requests remembers (the newest).
+const REQUEST_LOG_MAX = 1000;
+
+// The prompt of a request body for the request log: Ollama's prompt, else
+// the last user message's content (text parts joined); cut to 200 chars.
+function promptOf(body) {
+  if (!body || typeof body !== 'object') return null;
+  let p = typeof body.prompt === 'string' ? body.prompt : null;
+  if (p === null && Array.isArray(body.messages)) {
+    for (let i = body.messages.length - 1; i >= 0; i -= 1) {
+      const m = body.messages[i];
+      if (m && m.role === 'user') {
+        p = typeof m.content === 'string' ? m.content
+          : Array.isArray(m.content) ? m.content.map((x) => x?.text ?? '').join('') : null;
+        break;
+      }
+    }
+  }
+  return p === null ? null : p.slice(0, 200);
+}
+
 // The state of one fake-llm instance: knobs, stats and the HTTP server.
 export class FakeLLM {
   // defaults: raw knobs overriding DEFAULTS; they are what /_fake/reset
@@ -80,6 +101,8 @@ export class FakeLLM {
   resetStats() {
     this.stats = { total: 0, active: 0, by_path: {}, last_body: null, last_path: null,
       last_headers: null };
+    this.requests = [];
+    this.nextId = 1;
   }
 
   crash(res, e) {
@@ -100,7 +123,18 @@ export class FakeLLM {
     st.by_path[path] = (st.by_path[path] ?? 0) + 1;
     st.last_path = path;
     st.last_headers = { ...req.headers };
-    res.on('close', () => { st.active -= 1; });
+    // The request log (GET /_fake/requests): when each response began and
+    // ended, and whether the CLIENT closed the connection before the
+    // response was complete (a stopped generation).
+    const entry = { id: this.nextId++, path, prompt: null, started_at: performance.timeOrigin + performance.now(),
+      ended_at: null, closed_by_client: false };
+    this.requests.push(entry);
+    if (this.requests.length > REQUEST_LOG_MAX) this.requests.shift();
+    res.on('close', () => {
+      st.active -= 1;
+      entry.ended_at = performance.timeOrigin + performance.now();
+      entry.closed_by_client = !res.writableEnded;
+    });
 
     const ctx = {
       req, res, path, method,
@@ -133,6 +167,7 @@ export class FakeLLM {
         }
       }
       st.last_body = ctx.bodyError ? ctx.bodyText : ctx.body;
+      entry.prompt = promptOf(ctx.body);
     }
 
     const route = ROUTES.get(`${method} ${path}`);
@@ -172,6 +207,9 @@ export class FakeLLM {
           return sendJSON(res, 200, this.knobs);
         case 'GET /_fake/stats':
           return sendJSON(res, 200, this.stats);
+        case 'GET /_fake/requests':
+          return sendJSON(res, 200, { now: performance.timeOrigin + performance.now(),
+            requests: this.requests });
         case 'POST /_fake/answer':
         case 'GET /_fake/answer':
           return sendJSON(res, 200, this.expectedAnswer(method === 'GET'

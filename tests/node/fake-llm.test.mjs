@@ -741,3 +741,44 @@ test('concurrent streams are independent and each counted once', async () => {
   assert.equal(st.by_path['/api/generate'], 10);
   assert.equal(st.by_path['/v1/chat/completions'], 10);
 });
+
+// ---------------------------------------------------------------- request log
+
+test('GET /_fake/requests logs each request and when the client closed it early', async () => {
+  // one complete answer
+  const done = await post('/api/generate', { model: MODEL, prompt: 'whole [[fake tokens=3 token_ms=1]]' });
+  await done.text();
+  // one the client abandons mid-stream
+  const ac = new AbortController();
+  const chat = await post('/api/chat', { model: MODEL, messages: [{ role: 'user', content: 'cut me [[fake tokens=2 token_ms=1]]' }] });
+  await chat.text();
+  const r = await fetch(`${base}/api/generate`, {
+    method: 'POST', signal: ac.signal, headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ model: MODEL, prompt: 'abandon [[fake tokens=50 token_ms=20]]' }),
+  });
+  const reader = r.body.getReader();
+  await reader.read();                          // the first bytes arrived
+  const closedAt = performance.timeOrigin + performance.now();
+  ac.abort();
+  assert.ok(await waitFor(async () => {
+    const { json } = await control('/_fake/requests');
+    return json.requests.find((q) => q.prompt?.startsWith('abandon'))?.ended_at != null;
+  }));
+  const { json } = await control('/_fake/requests');
+  assert.equal(typeof json.now, 'number');
+  const whole = json.requests.find((q) => q.prompt?.startsWith('whole'));
+  const gone = json.requests.find((q) => q.prompt?.startsWith('abandon'));
+  assert.equal(whole.path, '/api/generate');
+  assert.equal(whole.closed_by_client, false);
+  assert.ok(whole.ended_at >= whole.started_at);
+  assert.equal(gone.closed_by_client, true);
+  assert.ok(gone.ended_at >= closedAt - 5, 'closed after the client aborted');
+  assert.ok(gone.ended_at - closedAt < 500, `seen within 500 ms (${gone.ended_at - closedAt})`);
+  const chatReq = json.requests.find((q) => q.path === '/api/chat');
+  assert.equal(chatReq.prompt, 'cut me [[fake tokens=2 token_ms=1]]');
+  assert.equal(chatReq.closed_by_client, false);
+  // ids are increasing; reset empties the log
+  assert.ok(whole.id < gone.id);
+  await control('/_fake/reset', {});
+  assert.deepEqual((await control('/_fake/requests')).json.requests, []);
+});
