@@ -15,10 +15,13 @@
 #include "util.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -67,6 +70,9 @@ static void buf_free(struct buf *b)
     b->len = b->cap = 0;
 }
 
+struct ureg;
+static void reg_first_token(struct ureg *r, int64_t ms);
+
 /* The state of one llm_stream() call. Touched only by the calling thread
  * (the write callback runs inside curl_multi_perform in that thread). */
 struct call {
@@ -77,6 +83,9 @@ struct call {
     char where[300];          /* "host:port" of the upstream, for messages */
     char path[256];           /* request path, for messages */
     int64_t t0;               /* call start, mono_ms */
+    int64_t ta;               /* start of the current attempt, mono_ms */
+    struct ureg *reg;         /* the current upstream's registry entry, or NULL */
+    int retry_after_ms;       /* the response's Retry-After, -1 none */
     int64_t last_token;       /* mono_ms of the latest token */
     int status;               /* HTTP status once the body starts, else 0 */
     int error_body;           /* non-2xx: the body is collected, not parsed */
@@ -183,8 +192,10 @@ static void deliver(struct call *c, const char *text, size_t len)
     if (len == 0)
         return;
     int64_t now = mono_ms();
-    if (c->res->first_token_ms < 0)
+    if (c->res->first_token_ms < 0) {
         c->res->first_token_ms = now - c->t0;
+        reg_first_token(c->reg, now - c->ta);
+    }
     c->last_token = now;
     c->pieces++;
     c->new_tokens = 1;
@@ -533,7 +544,7 @@ static int check_timeouts(struct call *c, int64_t now)
 {
     const struct llm_config *cfg = c->cfg;
     if (cfg->first_token_timeout_ms > 0 && c->res->first_token_ms < 0 && !c->error_body &&
-        now - c->t0 >= cfg->first_token_timeout_ms) {
+        now - c->ta >= cfg->first_token_timeout_ms) {
         curl_off_t connected = 0;
         curl_easy_getinfo(c->easy, CURLINFO_CONNECT_TIME_T, &connected);
         fail(c, LLM_ERR_TIMEOUT_FIRST, "no first token from the upstream within %d ms%s",
@@ -560,8 +571,8 @@ static int next_wait(const struct call *c, int64_t now, int64_t next_tick)
     const struct llm_config *cfg = c->cfg;
     int64_t at = next_tick;
     if (cfg->first_token_timeout_ms > 0 && c->res->first_token_ms < 0 && !c->error_body &&
-        c->t0 + cfg->first_token_timeout_ms < at)
-        at = c->t0 + cfg->first_token_timeout_ms;
+        c->ta + cfg->first_token_timeout_ms < at)
+        at = c->ta + cfg->first_token_timeout_ms;
     if (cfg->idle_timeout_ms > 0 && c->res->first_token_ms >= 0 &&
         c->last_token + cfg->idle_timeout_ms < at)
         at = c->last_token + cfg->idle_timeout_ms;
@@ -650,9 +661,10 @@ static int add_message(json_t *arr, const char *role, const char *content)
 }
 
 /* Builds the JSON request body (new reference), or NULL with the call failed. */
-static json_t *build_body(struct call *c, const struct llm_request *req, const char *model)
+static json_t *build_body(struct call *c, const struct llm_request *req, const char *model,
+                          enum llm_provider provider)
 {
-    int openai = c->cfg->provider == LLM_OPENAI;
+    int openai = provider == LLM_OPENAI;
     json_t *b = json_object();
     json_t *msgs = NULL;
     int bad = !b || json_object_set_new(b, "model", json_string(model)) != 0;
@@ -748,25 +760,569 @@ static void scrub(char *s, const char *secret)
     }
 }
 
+/* ---- upstreams: the per-process registry (breakers, counters) ----
+ *
+ * One entry per distinct (name, base URL), created the first time a config
+ * names it and kept for the life of the process. Every field is read and
+ * written under reg_mu (the genloop thread, FastCGI worker threads and the
+ * health/metrics handlers all come here). */
+
+enum brk { BRK_CLOSED = 0, BRK_OPEN, BRK_HALF };
+#define REG_MAX 256
+
+struct ureg {
+    char name[64];
+    char base[512];           /* the configured base URL (may hold credentials: never shown) */
+    char url[256];            /* shown */
+    enum llm_provider provider;
+    enum brk state;
+    int fails;                /* consecutive breaker failures */
+    int64_t opened_at;        /* mono_ms */
+    int probing;              /* half-open: the probe is out */
+    int64_t not_before;       /* Retry-After: not asked before this mono_ms */
+    long long requests, successes, errors[LLM_UPERR_N];
+    int64_t last_ft;          /* ms, -1 none */
+    double ft_sum;
+};
+
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct ureg *reg_tab[REG_MAX];
+static int reg_n;
+
+void llm_safe_url(const char *base_url, char *out, size_t outlen)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
+    if (u && base_url && curl_url_set(u, CURLUPART_URL, base_url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK) {
+        snprintf(out, outlen, "%s://%s:%s%s", scheme, host, port,
+                 strcmp(path, "/") == 0 ? "" : path);
+    } else {
+        snprintf(out, outlen, "(invalid URL)");
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_free(path);
+    curl_url_cleanup(u);
+}
+
+/* The entry of (name, base), created when new. NULL when the table is
+ * full or out of memory (the upstream then has no breaker). reg_mu NOT held. */
+static struct ureg *reg_get(const char *name, const char *base, enum llm_provider provider)
+{
+    char url[256];
+    pthread_mutex_lock(&reg_mu);
+    for (int i = 0; i < reg_n; i++)
+        if (strcmp(reg_tab[i]->name, name) == 0 && strcmp(reg_tab[i]->base, base) == 0) {
+            struct ureg *r = reg_tab[i];
+            pthread_mutex_unlock(&reg_mu);
+            return r;
+        }
+    pthread_mutex_unlock(&reg_mu);
+    llm_safe_url(base, url, sizeof url);       /* curl work outside the lock */
+    pthread_mutex_lock(&reg_mu);
+    for (int i = 0; i < reg_n; i++)             /* added meanwhile? */
+        if (strcmp(reg_tab[i]->name, name) == 0 && strcmp(reg_tab[i]->base, base) == 0) {
+            struct ureg *r = reg_tab[i];
+            pthread_mutex_unlock(&reg_mu);
+            return r;
+        }
+    struct ureg *r = NULL;
+    if (reg_n < REG_MAX && (r = calloc(1, sizeof *r)) != NULL) {
+        str_copy(r->name, sizeof r->name, name);
+        str_copy(r->base, sizeof r->base, base);
+        str_copy(r->url, sizeof r->url, url);
+        r->provider = provider;
+        r->last_ft = -1;
+        reg_tab[reg_n++] = r;
+    }
+    pthread_mutex_unlock(&reg_mu);
+    return r;
+}
+
+void llm_upstreams_reset(void)
+{
+    pthread_mutex_lock(&reg_mu);
+    for (int i = 0; i < reg_n; i++) {
+        explicit_bzero(reg_tab[i]->base, sizeof reg_tab[i]->base);
+        free(reg_tab[i]);
+        reg_tab[i] = NULL;
+    }
+    reg_n = 0;
+    pthread_mutex_unlock(&reg_mu);
+}
+
+/* A first token came from r after ms: the upstream works. */
+static void reg_first_token(struct ureg *r, int64_t ms)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&reg_mu);
+    r->successes++;
+    r->last_ft = ms;
+    r->ft_sum += (double)ms;
+    r->state = BRK_CLOSED;
+    r->fails = 0;
+    r->probing = 0;
+    pthread_mutex_unlock(&reg_mu);
+}
+
+static int up_err_class(enum llm_err kind, int status)
+{
+    switch (kind) {
+    case LLM_ERR_CONNECT:       return LLM_UPERR_CONNECT;
+    case LLM_ERR_TIMEOUT_FIRST: return LLM_UPERR_TIMEOUT;
+    case LLM_ERR_HTTP:
+        return status == 429 ? LLM_UPERR_HTTP_429 : status >= 500 ? LLM_UPERR_HTTP_5XX
+             : LLM_UPERR_HTTP_4XX;
+    case LLM_ERR_CUT:           return LLM_UPERR_CUT;
+    default:                    return LLM_UPERR_OTHER;
+    }
+}
+
+/* An attempt on r ended in failure. breaker: the failure counts against
+ * the upstream (it failed before the first token in a way that says the
+ * upstream is unwell); retry_after_ms >= 0: its Retry-After. counted: 0 for
+ * failures that are not the upstream's (the caller aborted). */
+static void reg_failure(struct ureg *r, enum llm_err kind, int status, int breaker,
+                        int retry_after_ms, int threshold, int64_t now)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&reg_mu);
+    if (kind != LLM_ERR_ABORTED && kind != LLM_ERR_INTERNAL && kind != LLM_ERR_CONFIG)
+        r->errors[up_err_class(kind, status)]++;
+    if (retry_after_ms >= 0 && now + retry_after_ms > r->not_before)
+        r->not_before = now + retry_after_ms;
+    if (breaker) {
+        r->fails++;
+        if (r->state == BRK_HALF || (r->state == BRK_CLOSED && r->fails >= threshold)) {
+            r->state = BRK_OPEN;
+            r->opened_at = now;
+        }
+        r->probing = 0;
+    } else if (r->probing) {
+        r->probing = 0;
+        if (kind == LLM_ERR_HTTP)          /* it answered: it is alive */
+            r->state = BRK_CLOSED, r->fails = 0;
+    }
+    pthread_mutex_unlock(&reg_mu);
+}
+
+static const char *brk_name(enum brk b)
+{
+    return b == BRK_OPEN ? "open" : b == BRK_HALF ? "half-open" : "closed";
+}
+
+const char *llm_up_err_name(int kind)
+{
+    static const char *const n[LLM_UPERR_N] = { "connect", "timeout", "http_429", "http_5xx",
+                                                "http_4xx", "cut", "other" };
+    return kind >= 0 && kind < LLM_UPERR_N ? n[kind] : "unknown";
+}
+
+/* ---- the upstreams of one config ---- */
+
+/* The i-th upstream of cfg as a struct llm_upstream (the single one when
+ * the config lists none). The name is written to name. */
+static struct llm_upstream upstream_at(const struct llm_config *cfg, size_t i, char *name,
+                                       size_t namelen)
+{
+    struct llm_upstream u;
+    if (cfg->n_upstreams == 0) {
+        memset(&u, 0, sizeof u);
+        u.provider = cfg->provider;
+        u.base_url = cfg->base_url;
+        u.api_key = cfg->api_key;
+        str_copy(name, namelen, "default");
+    } else {
+        u = cfg->upstreams[i];
+        if (u.name && u.name[0])
+            str_copy(name, namelen, u.name);
+        else
+            snprintf(name, namelen, "upstream%zu", i + 1);
+    }
+    u.name = name;
+    return u;
+}
+
+static size_t upstream_count(const struct llm_config *cfg)
+{
+    size_t n = cfg->n_upstreams;
+    return n == 0 ? 1 : n > LLM_MAX_UPSTREAMS ? LLM_MAX_UPSTREAMS : n;
+}
+
+size_t llm_upstreams_status(const struct llm_config *cfg, struct llm_upstream_status *out,
+                            size_t max)
+{
+    size_t n = 0;
+    if (!cfg)
+        return 0;
+    for (size_t i = 0; i < upstream_count(cfg) && n < max; i++) {
+        char name[64];
+        struct llm_upstream u = upstream_at(cfg, i, name, sizeof name);
+        struct llm_upstream_status *o = &out[n++];
+        memset(o, 0, sizeof *o);
+        str_copy(o->name, sizeof o->name, name);
+        o->provider = u.provider;
+        o->breaker = "closed";
+        o->last_first_token_ms = o->mean_first_token_ms = -1;
+        struct ureg *r = reg_get(name, u.base_url ? u.base_url : "", u.provider);
+        if (!r) {
+            llm_safe_url(u.base_url, o->url, sizeof o->url);
+            continue;
+        }
+        pthread_mutex_lock(&reg_mu);
+        str_copy(o->url, sizeof o->url, r->url);
+        o->breaker = brk_name(r->state);
+        o->consecutive_failures = r->fails;
+        o->requests = r->requests;
+        o->successes = r->successes;
+        memcpy(o->errors, r->errors, sizeof o->errors);
+        o->last_first_token_ms = r->last_ft;
+        if (r->successes > 0)
+            o->mean_first_token_ms = (int64_t)(r->ft_sum / (double)r->successes + 0.5);
+        pthread_mutex_unlock(&reg_mu);
+    }
+    return n;
+}
+
+/* 1 when the comma list models names model (or is empty / "*"). Ollama's
+ * "name" and "name:latest" are the same model. */
+static int serves_model(const char *models, const char *model)
+{
+    if (!models || !models[0])
+        return 1;
+    size_t ml = strlen(model);
+    int m_tagged = strchr(model, ':') != NULL;
+    const char *p = models;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *st = p;
+        while (*p && *p != ',')
+            p++;
+        const char *en = p;
+        while (en > st && en[-1] == ' ')
+            en--;
+        size_t n = (size_t)(en - st);
+        if (n == 0)
+            continue;
+        if (n == 1 && st[0] == '*')
+            return 1;
+        if (n == ml && memcmp(st, model, n) == 0)
+            return 1;
+        int i_tagged = memchr(st, ':', n) != NULL;
+        if (!m_tagged && i_tagged && n == ml + 7 && memcmp(st, model, ml) == 0 &&
+            memcmp(st + ml, ":latest", 7) == 0)
+            return 1;
+        if (m_tagged && !i_tagged && ml == n + 7 && memcmp(model, st, n) == 0 &&
+            memcmp(model + n, ":latest", 7) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* One answer in progress (llm.h). The call's state plus what the request
+ * owns until llm_stream_finish. */
+struct cand {
+    struct llm_upstream u;    /* name points at .name */
+    char name[64];
+    struct ureg *reg;
+};
+
+struct llm_stream {
+    struct call c;
+    const struct llm_config *user;   /* the caller's config (borrowed) */
+    struct llm_config cur;           /* the current upstream's view; c.cfg points here */
+    struct cand cand[LLM_MAX_UPSTREAMS];
+    int ncand;
+    int at;                   /* index of the current / next candidate */
+    int next;                 /* where the next pick starts */
+    int max_attempts;
+    char *payload[2];         /* request body per provider (LLM_OLLAMA, LLM_OPENAI) */
+    int chat;                 /* messages (Ollama /api/chat) rather than a prompt */
+    CURLU *u;
+    struct curl_slist *hdrs;
+    char curlerr[CURL_ERROR_SIZE];
+    int ready;                /* the easy handle is set up: a multi may drive it */
+    int tick;                 /* ms between on_tick calls */
+    int64_t last_tick;
+    CURLM *multi;             /* llm_stream_set_multi: retries possible */
+    int in_multi;             /* the easy handle is in multi (as far as we added it) */
+    int64_t retry_at;         /* > 0: waiting to start the next attempt then */
+    char tried[160];          /* names of the upstreams tried, for the final message */
+};
+
 int llm_global_init(void)
 {
     json_object_seed(0);          /* jansson's hash seed, before any thread */
     return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
 }
 
-/* One answer in progress (llm.h). The call's state plus what the request
- * owns until llm_stream_finish. */
-struct llm_stream {
-    struct call c;
-    CURLU *u;
-    struct curl_slist *hdrs;
-    json_t *body;
-    char *payload;
-    char curlerr[CURL_ERROR_SIZE];
-    int ready;                /* the easy handle is set up: a multi may drive it */
-    int tick;                 /* ms between on_tick calls */
-    int64_t last_tick;
-};
+/* libcurl header callback: notes Retry-After (seconds or an HTTP date). */
+static size_t on_header(char *p, size_t size, size_t nmemb, void *ud)
+{
+    struct call *c = ud;
+    size_t len = size * nmemb;
+    if (len >= 5 && strncasecmp(p, "HTTP/", 5) == 0) {
+        c->retry_after_ms = -1;           /* a new response (after a 1xx) */
+        return len;
+    }
+    if (len > 12 && strncasecmp(p, "retry-after:", 12) == 0) {
+        char v[128];
+        size_t i = 12, n = 0;
+        while (i < len && (p[i] == ' ' || p[i] == '\t'))
+            i++;
+        while (i < len && p[i] != '\r' && p[i] != '\n' && n + 1 < sizeof v)
+            v[n++] = p[i++];
+        v[n] = '\0';
+        int digits = n > 0;
+        for (size_t k = 0; k < n; k++)
+            if (v[k] < '0' || v[k] > '9')
+                digits = 0;
+        if (digits) {
+            long long sec = n > 6 ? 86400 : atoll(v);
+            c->retry_after_ms = (int)(sec > 86400 ? 86400000 : sec * 1000);
+        } else if (n > 0) {
+            time_t t = curl_getdate(v, NULL);
+            if (t != (time_t)-1) {
+                long long d = ((long long)t - (long long)time(NULL)) * 1000;
+                c->retry_after_ms = d < 0 ? 0 : d > 86400000 ? 86400000 : (int)d;
+            }
+        }
+    }
+    return len;
+}
+
+/* Chooses the candidate for the next attempt, from s->next on in rotation:
+ * the first whose breaker is closed (or open past its cool-down: it becomes
+ * the probe) and that is not inside its Retry-After. When none is, the
+ * first in rotation anyway (a lone or all-failing set still gets asked),
+ * with *wait_until its Retry-After end. Returns the index. */
+static int pick(struct llm_stream *s, int64_t now, int64_t *wait_until)
+{
+    int cool = s->user->breaker_cooldown_ms > 0 ? s->user->breaker_cooldown_ms : 30000;
+    *wait_until = 0;
+    pthread_mutex_lock(&reg_mu);
+    for (int k = 0; k < s->ncand; k++) {
+        int i = (s->next + k) % s->ncand;
+        struct ureg *r = s->cand[i].reg;
+        if (!r) {
+            pthread_mutex_unlock(&reg_mu);
+            return i;
+        }
+        if (now < r->not_before)
+            continue;
+        if (r->state == BRK_CLOSED) {
+            pthread_mutex_unlock(&reg_mu);
+            return i;
+        }
+        if (!r->probing && now - r->opened_at >= cool) {
+            r->state = BRK_HALF;              /* this request is the probe */
+            r->probing = 1;
+            pthread_mutex_unlock(&reg_mu);
+            return i;
+        }
+    }
+    int i = s->next % s->ncand;
+    struct ureg *r = s->cand[i].reg;
+    if (r && r->not_before > now)
+        *wait_until = r->not_before;
+    pthread_mutex_unlock(&reg_mu);
+    return i;
+}
+
+/* Resets the per-attempt parse state of the call. */
+static void reset_call(struct call *c)
+{
+    c->status = 0;
+    c->error_body = 0;
+    c->at_eof = 0;
+    c->line.len = 0;
+    c->data.len = 0;
+    c->has_data = 0;
+    c->event[0] = '\0';
+    c->errbody.len = 0;
+    c->up_tokens = -1;
+    c->new_tokens = 0;
+    c->final = 0;
+    c->failed = 0;
+    c->retry_after_ms = -1;
+    c->where[0] = '\0';
+    c->path[0] = '\0';
+    c->res->kind = LLM_OK;
+    c->res->err[0] = '\0';
+    c->res->http_status = 0;
+    c->res->prompt_tokens = 0;
+}
+
+/* Points the easy handle at candidate s->at: URL, headers, body. 0, or -1
+ * with the call failed. */
+static int setup_attempt(struct llm_stream *s, int64_t now)
+{
+    struct call *c = &s->c;
+    struct cand *cd = &s->cand[s->at];
+    reset_call(c);
+    c->ta = now;
+    c->reg = cd->reg;
+    s->cur.provider = cd->u.provider;
+    s->cur.base_url = cd->u.base_url;
+    s->cur.api_key = cd->u.api_key;
+    s->c.res->attempts++;
+    str_copy(c->res->upstream, sizeof c->res->upstream, cd->name);
+    if (cd->reg) {
+        pthread_mutex_lock(&reg_mu);
+        str_copy(c->res->upstream_url, sizeof c->res->upstream_url, cd->reg->url);
+        cd->reg->requests++;
+        pthread_mutex_unlock(&reg_mu);
+    } else {
+        llm_safe_url(cd->u.base_url, c->res->upstream_url, sizeof c->res->upstream_url);
+    }
+    size_t tl = strlen(s->tried);
+    if (tl + strlen(cd->name) + 3 < sizeof s->tried)
+        snprintf(s->tried + tl, sizeof s->tried - tl, "%s%s", tl ? ", " : "", cd->name);
+
+    curl_url_cleanup(s->u);
+    curl_slist_free_all(s->hdrs);
+    s->hdrs = NULL;
+    s->curlerr[0] = '\0';
+    if (!(s->u = curl_url())) {
+        fail(c, LLM_ERR_INTERNAL, "cannot set up libcurl (out of memory?)");
+        return -1;
+    }
+    if (prepare_url(c, s->u, s->chat) < 0)
+        return -1;
+    const char *payload = s->payload[cd->u.provider == LLM_OPENAI];
+    struct curl_slist *h;
+    h = s->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+    if (h)
+        h = s->hdrs = curl_slist_append(s->hdrs, cd->u.provider == LLM_OPENAI
+                                        ? "Accept: text/event-stream"
+                                        : "Accept: application/x-ndjson");
+    if (h)
+        h = s->hdrs = curl_slist_append(s->hdrs, "Expect:");     /* no 100-continue wait */
+    if (h && cd->u.provider == LLM_OPENAI && cd->u.api_key && cd->u.api_key[0]) {
+        size_t n = strlen(cd->u.api_key) + 32;
+        char *auth = malloc(n);
+        if (auth) {
+            snprintf(auth, n, "Authorization: Bearer %s", cd->u.api_key);
+            h = s->hdrs = curl_slist_append(s->hdrs, auth);
+            explicit_bzero(auth, n);
+            free(auth);
+        } else {
+            h = NULL;
+        }
+    }
+    if (!h || !payload) {
+        fail(c, LLM_ERR_INTERNAL, "cannot build the request (out of memory?)");
+        return -1;
+    }
+    CURL *e = c->easy;
+    CURLcode sc = CURLE_OK;
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_CURLU, s->u);
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_POSTFIELDS, payload);
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(payload));
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->hdrs);
+    if (sc) {
+        fail(c, LLM_ERR_INTERNAL, "cannot set up the libcurl transfer: %s",
+             curl_easy_strerror(sc));
+        return -1;
+    }
+    return 0;
+}
+
+/* Whether the call's failure may be retried on another upstream: nothing
+ * reached the caller yet and the failure says the upstream (not the
+ * request) is at fault. */
+static int retriable(const struct call *c)
+{
+    if (c->pieces > 0 || c->res->first_token_ms >= 0)
+        return 0;
+    switch (c->res->kind) {
+    case LLM_ERR_CONNECT:
+    case LLM_ERR_TIMEOUT_FIRST:
+    case LLM_ERR_CUT:
+        return 1;
+    case LLM_ERR_HTTP:
+        return c->status == 429 || c->status >= 500;
+    default:
+        return 0;
+    }
+}
+
+/* Starts the attempt the stream waits for: set up, into the multi. */
+static void launch(struct llm_stream *s, int64_t now)
+{
+    s->retry_at = 0;
+    if (setup_attempt(s, now) < 0)
+        return;
+    if (s->multi && !s->in_multi) {
+        if (curl_multi_add_handle(s->multi, s->c.easy) != CURLM_OK) {
+            fail(&s->c, LLM_ERR_INTERNAL, "cannot add the upstream request to the multi handle");
+            return;
+        }
+        s->in_multi = 1;
+    }
+}
+
+/* After an attempt failed: records it, and when it may be retried (and
+ * there is a multi to drive it, attempts and time left), schedules the next
+ * attempt instead of ending the stream. */
+static void after_failure(struct llm_stream *s, int64_t now)
+{
+    struct call *c = &s->c;
+    const struct llm_config *uc = s->user;
+    int retry = retriable(c);
+    int threshold = uc->breaker_failures > 0 ? uc->breaker_failures : 5;
+    reg_failure(c->reg, c->res->kind, c->status, retry, c->retry_after_ms, threshold, now);
+    if (!retry || !s->multi || c->res->attempts >= s->max_attempts)
+        return;
+    s->next = (s->at + 1) % s->ncand;
+    int64_t wait_until;
+    int i = pick(s, now, &wait_until);
+    int k = c->res->attempts;                      /* retries so far + 1 */
+    int64_t delay = 0;
+    if (uc->backoff_ms > 0) {
+        delay = (int64_t)uc->backoff_ms << (k - 1 < 10 ? k - 1 : 10);
+        if (delay > 5000)
+            delay = 5000;
+    }
+    int64_t at = now + delay;
+    if (wait_until > at)
+        at = wait_until;
+    if (uc->total_timeout_ms > 0 && at >= c->t0 + uc->total_timeout_ms) {
+        /* no time left for another attempt: the failure stands, but the
+         * probe slot we may have taken must not stay taken */
+        if (s->cand[i].reg) {
+            pthread_mutex_lock(&reg_mu);
+            if (s->cand[i].reg->state == BRK_HALF && s->cand[i].reg->probing)
+                s->cand[i].reg->probing = 0;
+            pthread_mutex_unlock(&reg_mu);
+        }
+        char more[200];
+        snprintf(more, sizeof more, " (no time left for a retry within %d ms)",
+                 uc->total_timeout_ms);
+        size_t l = strlen(c->res->err);
+        if (l + strlen(more) < sizeof c->res->err)
+            memcpy(c->res->err + l, more, strlen(more) + 1);
+        return;
+    }
+    if (s->in_multi) {
+        curl_multi_remove_handle(s->multi, c->easy);
+        s->in_multi = 0;
+    }
+    s->at = i;
+    s->next = (i + 1) % s->ncand;
+    c->failed = 0;                                 /* the stream goes on */
+    s->retry_at = at > now ? at : now;
+    if (at <= now)
+        launch(s, now);
+}
 
 struct llm_stream *llm_stream_begin(const struct llm_config *cfg, const struct llm_request *req,
                                     const struct llm_callbacks *cb, struct llm_result *result)
@@ -781,11 +1337,15 @@ struct llm_stream *llm_stream_begin(const struct llm_config *cfg, const struct l
         return NULL;
     }
     struct call *c = &s->c;
-    c->cfg = cfg;
+    s->user = cfg;
+    if (cfg)
+        s->cur = *cfg;
+    c->cfg = &s->cur;
     c->cb = cb;
     c->res = result;
-    c->t0 = mono_ms();
+    c->t0 = c->ta = mono_ms();
     c->up_tokens = -1;
+    c->retry_after_ms = -1;
     s->tick = cb && cb->tick_ms > 0 ? cb->tick_ms : DEFAULT_TICK_MS;
     s->last_tick = c->t0;
 
@@ -793,14 +1353,6 @@ struct llm_stream *llm_stream_begin(const struct llm_config *cfg, const struct l
                         : cfg && cfg->model ? cfg->model : "";
     if (!cfg || !req) {
         fail(c, LLM_ERR_CONFIG, "no upstream configuration or request");
-        return s;
-    }
-    if (!cfg->base_url || !cfg->base_url[0]) {
-        fail(c, LLM_ERR_CONFIG, "no upstream URL is configured");
-        return s;
-    }
-    if (cfg->provider != LLM_OLLAMA && cfg->provider != LLM_OPENAI) {
-        fail(c, LLM_ERR_CONFIG, "unknown upstream provider %d", (int)cfg->provider);
         return s;
     }
     if (!model[0]) {
@@ -813,58 +1365,72 @@ struct llm_stream *llm_stream_begin(const struct llm_config *cfg, const struct l
     }
     str_copy(result->model, sizeof result->model, model);
 
-    s->u = curl_url();
+    /* the eligible upstreams, by order (stable) */
+    for (size_t i = 0; i < upstream_count(cfg); i++) {
+        struct cand cd;
+        memset(&cd, 0, sizeof cd);
+        cd.u = upstream_at(cfg, i, cd.name, sizeof cd.name);
+        if (cfg->n_upstreams > 0 && !serves_model(cd.u.models, model))
+            continue;
+        if (!cd.u.base_url || !cd.u.base_url[0]) {
+            fail(c, LLM_ERR_CONFIG, "no upstream URL is configured%s%s",
+                 cfg->n_upstreams ? " for upstream " : "", cfg->n_upstreams ? cd.name : "");
+            return s;
+        }
+        if (cd.u.provider != LLM_OLLAMA && cd.u.provider != LLM_OPENAI) {
+            fail(c, LLM_ERR_CONFIG, "unknown upstream provider %d", (int)cd.u.provider);
+            return s;
+        }
+        int j = s->ncand++;
+        while (j > 0 && s->cand[j - 1].u.order > cd.u.order) {
+            s->cand[j] = s->cand[j - 1];
+            s->cand[j].u.name = s->cand[j].name;
+            j--;
+        }
+        s->cand[j] = cd;
+        s->cand[j].u.name = s->cand[j].name;
+    }
+    if (s->ncand == 0) {
+        fail(c, LLM_ERR_CONFIG, "no configured upstream serves the model \"%.100s\"", model);
+        return s;
+    }
+    for (int i = 0; i < s->ncand; i++)
+        s->cand[i].reg = reg_get(s->cand[i].name, s->cand[i].u.base_url,
+                                 s->cand[i].u.provider);
+    s->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : s->ncand;
+
+    /* the request body for each provider among the candidates */
+    s->chat = req->n_messages > 0;
+    for (int i = 0; i < s->ncand; i++) {
+        int pv = s->cand[i].u.provider == LLM_OPENAI;
+        if (s->payload[pv])
+            continue;
+        json_t *body = build_body(c, req, model, s->cand[i].u.provider);
+        if (!body)
+            return s;
+        s->payload[pv] = json_dumps(body, JSON_COMPACT);
+        json_decref(body);
+        if (!s->payload[pv]) {
+            fail(c, LLM_ERR_INTERNAL, "cannot encode the request (out of memory?)");
+            return s;
+        }
+    }
+
     c->easy = curl_easy_init();
-    if (!s->u || !c->easy) {
+    if (!c->easy) {
         fail(c, LLM_ERR_INTERNAL, "cannot set up libcurl (out of memory?)");
         return s;
     }
-    if (prepare_url(c, s->u, req->n_messages > 0) < 0)
-        return s;
-    if (!(s->body = build_body(c, req, model)))
-        return s;
-    if (!(s->payload = json_dumps(s->body, JSON_COMPACT))) {
-        fail(c, LLM_ERR_INTERNAL, "cannot encode the request (out of memory?)");
-        return s;
-    }
-
-    struct curl_slist *h;
-    h = s->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-    if (h)
-        h = s->hdrs = curl_slist_append(s->hdrs, cfg->provider == LLM_OPENAI
-                                        ? "Accept: text/event-stream"
-                                        : "Accept: application/x-ndjson");
-    if (h)
-        h = s->hdrs = curl_slist_append(s->hdrs, "Expect:");     /* no 100-continue wait */
-    if (h && cfg->provider == LLM_OPENAI && cfg->api_key && cfg->api_key[0]) {
-        size_t n = strlen(cfg->api_key) + 32;
-        char *auth = malloc(n);
-        if (auth) {
-            snprintf(auth, n, "Authorization: Bearer %s", cfg->api_key);
-            h = s->hdrs = curl_slist_append(s->hdrs, auth);
-            explicit_bzero(auth, n);
-            free(auth);
-        } else {
-            h = NULL;
-        }
-    }
-    if (!h) {
-        fail(c, LLM_ERR_INTERNAL, "cannot build the request headers (out of memory?)");
-        return s;
-    }
-
     CURL *e = c->easy;
     CURLcode sc = CURLE_OK;
-    if (!sc) sc = curl_easy_setopt(e, CURLOPT_CURLU, s->u);
     if (!sc) sc = curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     if (!sc) sc = curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     if (!sc) sc = curl_easy_setopt(e, CURLOPT_POST, 1L);
-    if (!sc) sc = curl_easy_setopt(e, CURLOPT_POSTFIELDS, s->payload);
-    if (!sc) sc = curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(s->payload));
-    if (!sc) sc = curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->hdrs);
     if (!sc) sc = curl_easy_setopt(e, CURLOPT_USERAGENT, "parley");
     if (!sc) sc = curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     if (!sc) sc = curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    if (!sc) sc = curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
     if (!sc) sc = curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->curlerr);
     if (!sc) sc = curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     if (!sc && cfg->connect_timeout_ms > 0)
@@ -874,13 +1440,18 @@ struct llm_stream *llm_stream_begin(const struct llm_config *cfg, const struct l
              curl_easy_strerror(sc));
         return s;
     }
+    int64_t wait_until;
+    s->at = pick(s, c->t0, &wait_until);       /* a first attempt never waits */
+    s->next = (s->at + 1) % s->ncand;
+    if (setup_attempt(s, c->t0) < 0)
+        return s;
     s->ready = 1;
     return s;
 }
 
 void *llm_stream_easy(struct llm_stream *s)
 {
-    return s && s->ready && !s->c.failed ? s->c.easy : NULL;
+    return s && s->ready && !s->c.failed && !s->retry_at ? s->c.easy : NULL;
 }
 
 void llm_stream_set_notify(struct llm_stream *s, void (*fn)(void *ud), void *ud)
@@ -889,11 +1460,23 @@ void llm_stream_set_notify(struct llm_stream *s, void (*fn)(void *ud), void *ud)
     s->c.notify_ud = ud;
 }
 
+void llm_stream_set_multi(struct llm_stream *s, void *multi)
+{
+    if (!s)
+        return;
+    s->multi = multi;
+    s->in_multi = multi != NULL;   /* the caller adds the handle next */
+}
+
 void llm_stream_transfer_done(struct llm_stream *s, int code)
 {
+    if (s->retry_at)
+        return;                           /* not ours: a stale message */
     transfer_done(&s->c, (CURLcode)code, s->curlerr);
     if (!s->c.failed && !s->c.final)     /* cannot happen: transfer_done decides */
         fail(&s->c, LLM_ERR_INTERNAL, "the transfer ended without a result");
+    if (s->c.failed)
+        after_failure(s, mono_ms());
 }
 
 int llm_stream_ended(const struct llm_stream *s)
@@ -917,12 +1500,33 @@ int llm_stream_poll(struct llm_stream *s, int64_t now)
         }
         now = mono_ms();
     }
-    return check_timeouts(c, now);
+    if (s->retry_at) {
+        const struct llm_config *uc = s->user;
+        if (uc->total_timeout_ms > 0 && now - c->t0 >= uc->total_timeout_ms) {
+            fail(c, LLM_ERR_TIMEOUT_TOTAL, "the answer did not finish within the total limit "
+                 "of %d ms (waiting to retry)", uc->total_timeout_ms);
+            return 1;
+        }
+        if (now >= s->retry_at)
+            launch(s, now);
+        return c->failed || c->final;
+    }
+    if (check_timeouts(c, now)) {
+        after_failure(s, now);
+        return c->failed || c->final;
+    }
+    return 0;
 }
 
 int llm_stream_wait_ms(const struct llm_stream *s, int64_t now)
 {
-    return next_wait(&s->c, now, s->last_tick + s->tick);
+    int w = next_wait(&s->c, now, s->last_tick + s->tick);
+    if (s->retry_at) {
+        int64_t r = s->retry_at - now;
+        if (r < w)
+            w = r < 0 ? 0 : (int)r;
+    }
+    return w;
 }
 
 void llm_stream_abort(struct llm_stream *s, const char *why)
@@ -936,25 +1540,43 @@ int llm_stream_finish(struct llm_stream *s)
         return -1;
     struct call *c = &s->c;
     struct llm_result *result = c->res;
-    const struct llm_config *cfg = c->cfg;
-    if (c->easy && !c->status) {
+    if (c->easy && !c->status && !s->retry_at && s->ready) {
         long st = 0;
         curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &st);
         c->status = (int)st;
     }
+    if (c->failed && result->attempts > 0 && c->reg && result->first_token_ms < 0 &&
+        (c->res->kind == LLM_ERR_ABORTED || c->res->kind == LLM_ERR_TIMEOUT_TOTAL)) {
+        /* ended by the caller or the total limit with no verdict on the
+         * upstream: let another request probe it */
+        pthread_mutex_lock(&reg_mu);
+        c->reg->probing = 0;
+        pthread_mutex_unlock(&reg_mu);
+    }
     result->http_status = c->status;
     result->tokens = c->up_tokens >= 0 ? c->up_tokens : c->pieces;
     result->total_ms = mono_ms() - c->t0;
-    if (cfg)
-        scrub(result->err, cfg->api_key);
+    if (c->failed && result->attempts > 1) {
+        char more[256];
+        snprintf(more, sizeof more, " (after %d attempts: %s)", result->attempts, s->tried);
+        size_t l = strlen(result->err);
+        if (l + strlen(more) < sizeof result->err)
+            memcpy(result->err + l, more, strlen(more) + 1);
+    }
+    for (int i = 0; i < s->ncand; i++)
+        scrub(result->err, s->cand[i].u.api_key);
+    if (s->user)
+        scrub(result->err, s->user->api_key);
     utf8_clean(result->err);
     utf8_clean(result->model);
     int rc = c->failed ? -1 : 0;
+    if (s->in_multi && s->multi && c->easy)
+        curl_multi_remove_handle(s->multi, c->easy);
     curl_easy_cleanup(c->easy);
     curl_slist_free_all(s->hdrs);
     curl_url_cleanup(s->u);
-    free(s->payload);
-    json_decref(s->body);
+    free(s->payload[0]);
+    free(s->payload[1]);
     buf_free(&c->line);
     buf_free(&c->data);
     buf_free(&c->errbody);
@@ -978,6 +1600,8 @@ int llm_stream(const struct llm_config *cfg, const struct llm_request *req,
         curl_multi_cleanup(multi);
         return llm_stream_finish(s);
     }
+    s->multi = multi;
+    s->in_multi = 1;
     for (;;) {
         int running = 0;
         CURLMcode mc = curl_multi_perform(multi, &running);
@@ -986,26 +1610,35 @@ int llm_stream(const struct llm_config *cfg, const struct llm_request *req,
             break;
         }
         CURLMsg *msg;
-        int left;
+        int left, done = 0;
         while ((msg = curl_multi_info_read(multi, &left)) != NULL)
-            if (msg->msg == CURLMSG_DONE)
-                transfer_done(c, msg->data.result, s->curlerr);
+            if (msg->msg == CURLMSG_DONE) {
+                done = 1;
+                llm_stream_transfer_done(s, msg->data.result);
+                break;            /* the handle may have been removed and re-added */
+            }
         if (c->failed || c->final)
             break;
-        if (!running) {           /* cannot happen without a DONE message */
+        if (!running && !done && s->in_multi && !s->retry_at) {
+            /* cannot happen without a DONE message */
             fail(c, LLM_ERR_INTERNAL, "the transfer ended without a result");
             break;
         }
         int64_t now = mono_ms();
         if (llm_stream_poll(s, now))
             break;
+        if (done)
+            continue;             /* a new attempt: perform it at once */
         mc = curl_multi_poll(multi, NULL, 0, llm_stream_wait_ms(s, mono_ms()), NULL);
         if (mc != CURLM_OK) {
             fail(c, LLM_ERR_INTERNAL, "libcurl failed: %s", curl_multi_strerror(mc));
             break;
         }
     }
-    curl_multi_remove_handle(multi, c->easy);
+    if (s->in_multi)
+        curl_multi_remove_handle(multi, c->easy);
+    s->in_multi = 0;
+    s->multi = NULL;
     curl_multi_cleanup(multi);
     return llm_stream_finish(s);
 }

@@ -7,6 +7,16 @@
  * between tokens, and total. Every failure ends the call with -1, a kind
  * and a specific message in result->err; no secret (API key) ever appears
  * in a message. Thread-safe: call llm_global_init() once per process first.
+ *
+ * Upstreams (docs/upstreams.md): a config may list several upstreams. A
+ * request goes to the first eligible one (serving the model, breaker not
+ * open, not inside its Retry-After) by order; a failure BEFORE the first
+ * token (connect, first-token timeout, HTTP 429 or 5xx, a connection
+ * closed before any token) is retried on the next eligible upstream after
+ * a backoff, within max_attempts and the total timeout. Once a token went
+ * to on_token a failure is reported, never retried. Each upstream has a
+ * circuit breaker and counters kept per process (a registry in llm.c,
+ * under a mutex: any thread).
  */
 #ifndef PARLEY_LLM_H
 #define PARLEY_LLM_H
@@ -31,7 +41,23 @@ enum llm_err {
     LLM_ERR_INTERNAL        /* out of memory, curl setup failure */
 };
 
+/* One upstream of a multi-upstream config. Strings are borrowed. */
+struct llm_upstream {
+    const char *name;         /* label in logs, /api/health, metrics (no secret);
+                                 NULL or "": "upstream<i>" */
+    enum llm_provider provider;
+    const char *base_url;     /* as llm_config.base_url */
+    const char *api_key;      /* OpenAI bearer key, may be NULL; never shown */
+    const char *models;       /* comma list of the models it may serve;
+                                 NULL, "" or "*": any model */
+    int order;                /* lower is tried first; ties keep list order */
+};
+
+#define LLM_MAX_UPSTREAMS 16
+
 struct llm_config {
+    /* The single upstream, used when n_upstreams == 0 (its name is
+     * "default", it serves any model). */
     enum llm_provider provider;
     const char *base_url;     /* Ollama: "http://h:11434" (trailing slash or not) or
                                  the full ".../api/generate" or ".../api/chat" URL:
@@ -41,11 +67,23 @@ struct llm_config {
     const char *api_key;      /* OpenAI bearer key, may be NULL; never sent to Ollama */
     const char *model;        /* default model when the request names none */
     /* Limits in ms; <= 0: none (connect: libcurl's default). first_token counts
-     * from the call's start, idle from the latest token, total from the start. */
+     * from the start of each attempt, idle from the latest token, total from
+     * the call's start (all attempts and waits included). */
     int connect_timeout_ms;
     int first_token_timeout_ms;
     int idle_timeout_ms;
     int total_timeout_ms;
+    /* Several upstreams (borrowed array, at most LLM_MAX_UPSTREAMS); when
+     * n_upstreams > 0 provider/base_url/api_key above are not used. */
+    const struct llm_upstream *upstreams;
+    size_t n_upstreams;
+    int max_attempts;         /* <= 0: one attempt per eligible upstream; else at
+                                 most this many, cycling through them */
+    int backoff_ms;           /* wait before retry k (k >= 1): backoff_ms << (k-1),
+                                 at most 5000; <= 0: none. A Retry-After from the
+                                 upstream tried next is waited for too */
+    int breaker_failures;     /* consecutive failures that open a breaker; <= 0: 5 */
+    int breaker_cooldown_ms;  /* open -> one probe after this; <= 0: 30000 */
 };
 
 struct llm_message { const char *role; const char *content; };
@@ -87,6 +125,9 @@ struct llm_result {
     int64_t first_token_ms;   /* from call start; -1 if none */
     int64_t total_ms;
     char err[512];            /* specific, human-readable, secret-free */
+    char upstream[64];        /* name of the upstream of the last attempt ("" none) */
+    char upstream_url[256];   /* its URL without credentials, query or fragment */
+    int attempts;             /* upstream requests made (0: none was possible) */
 };
 
 /* Once per process, before threads: curl_global_init. */
@@ -148,6 +189,56 @@ void llm_stream_abort(struct llm_stream *s, const char *why);
  * (returns -1: llm_stream_begin ran out of memory). */
 int llm_stream_finish(struct llm_stream *s);
 
+/* The same stream, told which multi drives its easy handle, so that a
+ * failure before the first token can be retried: llm_stream_transfer_done
+ * and llm_stream_poll then remove the handle from that multi and add it
+ * again (the same CURL pointer, CURLOPT_PRIVATE kept) for the next attempt.
+ * Without it a multi-driven stream makes one attempt only. Call before the
+ * handle is added; multi is borrowed until llm_stream_finish. Caller's
+ * thread (the one driving the multi). */
+void llm_stream_set_multi(struct llm_stream *s, void *multi);
+
 /* Short stable name of a kind ("connect", "http", ...), for logs/metrics. */
 const char *llm_err_name(enum llm_err kind);
+
+/* ---- upstream state, per process (health and metrics) ---- */
+
+/* Error classes counted per upstream. */
+enum llm_up_err {
+    LLM_UPERR_CONNECT = 0,    /* refused, DNS, connect timeout */
+    LLM_UPERR_TIMEOUT,        /* no first token in time */
+    LLM_UPERR_HTTP_429,
+    LLM_UPERR_HTTP_5XX,
+    LLM_UPERR_HTTP_4XX,       /* other 4xx: the request is bad; not retried */
+    LLM_UPERR_CUT,            /* closed before the final message */
+    LLM_UPERR_OTHER,          /* malformed, an error in the stream, idle/total timeout */
+    LLM_UPERR_N
+};
+/* "connect", "timeout", "http_429", "http_5xx", "http_4xx", "cut", "other". */
+const char *llm_up_err_name(int kind);
+
+struct llm_upstream_status {
+    char name[64];
+    char url[256];            /* no credentials, query or fragment */
+    enum llm_provider provider;
+    const char *breaker;      /* "closed" | "open" | "half-open" (static string) */
+    int consecutive_failures;
+    long long requests;       /* attempts sent to it */
+    long long successes;      /* attempts that got a first token */
+    long long errors[LLM_UPERR_N];
+    int64_t last_first_token_ms;   /* of its latest success; -1 none */
+    int64_t mean_first_token_ms;   /* over its successes; -1 none */
+};
+
+/* The state of each upstream cfg names (its single one, or each of
+ * cfg->upstreams in list order), at most max, into out. An upstream no
+ * request went to yet shows as closed with zero counts. Returns how many
+ * were written. Any thread (the registry is under a mutex). */
+size_t llm_upstreams_status(const struct llm_config *cfg, struct llm_upstream_status *out,
+                            size_t max);
+/* Forgets every upstream's breaker and counters (tests). Any thread. */
+void llm_upstreams_reset(void);
+/* Writes base_url without userinfo, query or fragment ("scheme://host:port/path")
+ * into out; "(invalid URL)" when it does not parse. Any thread. */
+void llm_safe_url(const char *base_url, char *out, size_t outlen);
 #endif
