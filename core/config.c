@@ -25,7 +25,8 @@ enum key_type {
     K_URL,        /* http:// or https:// URL with a host */
     K_PROVIDER,   /* ollama | openai */
     K_ORIGINS,    /* "*" or a comma list of http(s) origins */
-    K_SECRET      /* any text; empty = unset; value never shown */
+    K_SECRET,     /* any text; empty = unset; value never shown */
+    K_UPSTREAMS   /* PARLEY_UPSTREAMS: parsed into cfg->up */
 };
 
 struct key_def {
@@ -73,6 +74,11 @@ static const struct key_def keys[] = {
     { "PARLEY_PHOENIX_TEMP_MAX",        K_DOUBLE,   F(phx_temp_max),           0, 2 },
     { "PARLEY_PHOENIX_MAX_TOPICS",      K_INT,      F(phx_max_topics),         1, 100 },
     { "PARLEY_PHOENIX_WINDOW",          K_INT,      F(phx_window_s),           1, 30 },
+    { "PARLEY_UPSTREAMS",               K_UPSTREAMS, F(upstreams_spec),        0, 0 },
+    { "PARLEY_UPSTREAM_ATTEMPTS",       K_INT,      F(upstream_attempts),      0, 20 },
+    { "PARLEY_UPSTREAM_BACKOFF_MS",     K_INT,      F(upstream_backoff_ms),    0, 60000 },
+    { "PARLEY_BREAKER_FAILURES",        K_INT,      F(breaker_failures),       1, 1000 },
+    { "PARLEY_BREAKER_COOLDOWN_MS",     K_INT,      F(breaker_cooldown_ms),    100, 3600000 },
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -256,6 +262,173 @@ static int set_origins(struct parley_config *cfg, const struct key_def *k, const
     return 0;
 }
 
+/* PARLEY_UPSTREAMS: entries separated by ';', each whitespace-separated
+ * key=value fields: name (required, unique, [A-Za-z0-9_.-], at most 63),
+ * provider (ollama | openai, required), url (http:// or https://,
+ * required), models (comma list, or *; default *), key_env (the name of an
+ * environment variable holding the OpenAI key; it must be set), order
+ * (0..1000, default the entry's position). Parsed into a new buffer; cfg
+ * changes only when the whole value is valid. Messages never show a URL
+ * (it may hold credentials) or a key. */
+static int set_upstreams(struct parley_config *cfg, const struct key_def *k, const char *v,
+                         char *err, size_t errlen)
+{
+    struct llm_upstream up[LLM_MAX_UPSTREAMS];
+    size_t n = 0;
+    memset(up, 0, sizeof up);
+    char *buf = strdup(v);
+    char *spec = strdup(v);
+    if (!buf || !spec) {
+        free(buf);
+        free(spec);
+        return set_err(err, errlen, "%s: out of memory", k->name);
+    }
+    const char *rule = "see docs/upstreams.md: \"name=a provider=ollama url=http://h:11434 "
+                       "[models=m1,m2] [key_env=VAR] [order=N]; name=b ...\"";
+    int rc = -1;
+    char *save = NULL;
+    for (char *ent = strtok_r(buf, ";", &save); ent; ent = strtok_r(NULL, ";", &save)) {
+        char *p = ent;
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+            p++;
+        if (!*p)
+            continue;                        /* "a; ;b" or a trailing ';' */
+        if (n == LLM_MAX_UPSTREAMS) {
+            set_err(err, errlen, "%s: at most %d upstreams", k->name, LLM_MAX_UPSTREAMS);
+            goto out;
+        }
+        struct llm_upstream *u = &up[n];
+        u->order = (int)n;
+        u->provider = (enum llm_provider)-1;
+        const char *key_env = NULL;
+        char *fsave = NULL;
+        for (char *f = strtok_r(p, " \t\r\n", &fsave); f; f = strtok_r(NULL, " \t\r\n", &fsave)) {
+            char *eq = strchr(f, '=');
+            char shown[128];
+            if (!eq || eq == f || !eq[1]) {
+                show_value(shown, sizeof shown, strncasecmp(f, "url", 3) == 0 ? "url=..." : f);
+                set_err(err, errlen, "%s: upstream %zu: expected key=value, got '%s'; %s",
+                        k->name, n + 1, shown, rule);
+                goto out;
+            }
+            *eq = '\0';
+            char *val = eq + 1;
+            if (strcmp(f, "name") == 0) {
+                size_t l = strlen(val);
+                int ok = l > 0 && l < 64;
+                for (size_t i = 0; ok && i < l; i++)
+                    ok = isalnum((unsigned char)val[i]) || strchr("_.-", val[i]);
+                if (!ok) {
+                    show_value(shown, sizeof shown, val);
+                    set_err(err, errlen, "%s: upstream %zu: name must be 1-63 letters, digits, "
+                            "'_', '.' or '-', got '%s'", k->name, n + 1, shown);
+                    goto out;
+                }
+                for (size_t j = 0; j < n; j++)
+                    if (strcmp(up[j].name, val) == 0) {
+                        set_err(err, errlen, "%s: two upstreams are named '%s'", k->name, val);
+                        goto out;
+                    }
+                u->name = val;
+            } else if (strcmp(f, "provider") == 0) {
+                if (strcasecmp(val, "ollama") == 0)
+                    u->provider = LLM_OLLAMA;
+                else if (strcasecmp(val, "openai") == 0)
+                    u->provider = LLM_OPENAI;
+                else {
+                    show_value(shown, sizeof shown, val);
+                    set_err(err, errlen, "%s: upstream %zu: provider must be ollama or openai, "
+                            "got '%s'", k->name, n + 1, shown);
+                    goto out;
+                }
+            } else if (strcmp(f, "url") == 0) {
+                size_t sl = http_scheme_len(val);
+                if (!sl || !val[sl] || val[sl] == '/' || val[sl] == ':' || has_ctl_or_space(val)) {
+                    set_err(err, errlen, "%s: upstream %zu: url must start with http:// or "
+                            "https:// and name a host (value not shown)", k->name, n + 1);
+                    goto out;
+                }
+                size_t l = strlen(val);
+                while (l > sl + 1 && val[l - 1] == '/')
+                    val[--l] = '\0';
+                u->base_url = val;
+            } else if (strcmp(f, "models") == 0) {
+                u->models = val;
+            } else if (strcmp(f, "key_env") == 0) {
+                int ok = isalpha((unsigned char)val[0]) || val[0] == '_';
+                for (const char *q = val; ok && *q; q++)
+                    ok = isalnum((unsigned char)*q) || *q == '_';
+                if (!ok || strlen(val) > 128) {
+                    show_value(shown, sizeof shown, val);
+                    set_err(err, errlen, "%s: upstream %zu: key_env must be the name of an "
+                            "environment variable (letters, digits, '_'), got '%s'",
+                            k->name, n + 1, shown);
+                    goto out;
+                }
+                key_env = val;
+            } else if (strcmp(f, "order") == 0) {
+                long long o;
+                if (parse_int(val, &o) < 0 || o < 0 || o > 1000) {
+                    show_value(shown, sizeof shown, val);
+                    set_err(err, errlen, "%s: upstream %zu: order must be an integer between 0 "
+                            "and 1000, got '%s'", k->name, n + 1, shown);
+                    goto out;
+                }
+                u->order = (int)o;
+            } else {
+                show_value(shown, sizeof shown, f);
+                set_err(err, errlen, "%s: upstream %zu: unknown field '%s' (name, provider, "
+                        "url, models, key_env, order)", k->name, n + 1, shown);
+                goto out;
+            }
+        }
+        const char *missing = !u->name ? "name" : (int)u->provider < 0 ? "provider"
+                            : !u->base_url ? "url" : NULL;
+        if (missing) {
+            set_err(err, errlen, "%s: upstream %zu%s%s%s: %s is required; %s", k->name, n + 1,
+                    u->name ? " ('" : "", u->name ? u->name : "", u->name ? "')" : "",
+                    missing, rule);
+            goto out;
+        }
+        if (key_env) {
+            if (u->provider != LLM_OPENAI) {
+                set_err(err, errlen, "%s: upstream '%s': key_env is for openai upstreams "
+                        "(Ollama has no keys)", k->name, u->name);
+                goto out;
+            }
+            const char *key = getenv(key_env);
+            if (!key || !*key) {
+                set_err(err, errlen, "%s: upstream '%s': key_env names %s, which is not set "
+                        "in the environment", k->name, u->name, key_env);
+                goto out;
+            }
+            for (const char *q = key; *q; q++)
+                if ((unsigned char)*q < 0x20 || (unsigned char)*q == 0x7f) {
+                    set_err(err, errlen, "%s: upstream '%s': the key in %s contains control "
+                            "characters (value not shown)", k->name, u->name, key_env);
+                    goto out;
+                }
+            u->api_key = key;
+        }
+        n++;
+    }
+    if (n == 0) {
+        set_err(err, errlen, "%s: no upstream in the value; %s", k->name, rule);
+        goto out;
+    }
+    free_str(&cfg->upstreams_spec, 0);
+    free_str(&cfg->up_buf, 0);
+    cfg->upstreams_spec = spec;
+    cfg->up_buf = buf;
+    memcpy(cfg->up, up, sizeof up);
+    cfg->n_up = n;
+    return 0;
+out:
+    free(buf);
+    free(spec);
+    return rc;
+}
+
 /* Puts key k of cfg back to its default (config_defaults' value). 0 / -1. */
 static int reset_key(struct parley_config *cfg, const struct key_def *k, char *err, size_t errlen)
 {
@@ -271,6 +444,12 @@ static int reset_key(struct parley_config *cfg, const struct key_def *k, char *e
         break;
     case K_PROVIDER:
         cfg->provider = d.provider;
+        break;
+    case K_UPSTREAMS:
+        free_str(&cfg->upstreams_spec, 0);
+        free_str(&cfg->up_buf, 0);
+        memset(cfg->up, 0, sizeof cfg->up);
+        cfg->n_up = 0;
         break;
     case K_STRING:
     case K_URL:
@@ -358,6 +537,8 @@ int config_set(struct parley_config *cfg, const char *key, const char *value,
         return 0;
     case K_ORIGINS:
         return set_origins(cfg, k, value, err, errlen);
+    case K_UPSTREAMS:
+        return set_upstreams(cfg, k, value, err, errlen);
     case K_SECRET:
         /* The value is never shown, not even in part. A key with a line
          * break or control character would corrupt an HTTP header. */
@@ -399,6 +580,10 @@ int config_defaults(struct parley_config *cfg)
     cfg->phx_temp_max = 2;
     cfg->phx_max_topics = 10;
     cfg->phx_window_s = 10;
+    cfg->upstream_attempts = 0;
+    cfg->upstream_backoff_ms = 200;
+    cfg->breaker_failures = 5;
+    cfg->breaker_cooldown_ms = 30000;
     cfg->db_path = strdup("parley.db");
     cfg->ollama_server = strdup("http://127.0.0.1:11434");
     cfg->openai_base_url = strdup("https://api.openai.com/v1");
@@ -416,9 +601,10 @@ void config_cleanup(struct parley_config *cfg)
         return;
     for (size_t i = 0; i < NKEYS; i++) {
         enum key_type t = keys[i].type;
-        if (t == K_STRING || t == K_URL || t == K_ORIGINS || t == K_SECRET)
+        if (t == K_STRING || t == K_URL || t == K_ORIGINS || t == K_SECRET || t == K_UPSTREAMS)
             free_str(str_field(cfg, &keys[i]), t == K_SECRET);
     }
+    free_str(&cfg->up_buf, 0);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -584,6 +770,14 @@ void config_llm(const struct parley_config *cfg, struct llm_config *out)
         out->base_url = cfg->ollama_server;
     }
     out->model = cfg->model;
+    if (cfg->n_up > 0) {
+        out->upstreams = cfg->up;
+        out->n_upstreams = cfg->n_up;
+    }
+    out->max_attempts = cfg->upstream_attempts;
+    out->backoff_ms = cfg->upstream_backoff_ms;
+    out->breaker_failures = cfg->breaker_failures;
+    out->breaker_cooldown_ms = cfg->breaker_cooldown_ms;
     out->connect_timeout_ms = cfg->connect_timeout_ms;
     out->first_token_timeout_ms = cfg->first_token_timeout_ms;
     out->idle_timeout_ms = cfg->idle_timeout_ms;

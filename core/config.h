@@ -58,6 +58,19 @@ struct parley_config {
     int phx_max_topics;          /* PARLEY_PHOENIX_MAX_TOPICS (10): topics one socket may join */
     int phx_window_s;            /* PARLEY_PHOENIX_WINDOW (10): long-poll window, s; a session
                                     without a poll for 1.5 windows ends */
+    /* several upstreams (docs/upstreams.md) */
+    char *upstreams_spec;        /* PARLEY_UPSTREAMS: "name=a provider=ollama url=... [models=m1,m2]
+                                    [key_env=VAR] [order=N]; name=b ..."; NULL: the single
+                                    upstream of PARLEY_PROVIDER & co. */
+    int upstream_attempts;       /* PARLEY_UPSTREAM_ATTEMPTS (0: one per eligible upstream) */
+    int upstream_backoff_ms;     /* PARLEY_UPSTREAM_BACKOFF_MS (200) */
+    int breaker_failures;        /* PARLEY_BREAKER_FAILURES (5) */
+    int breaker_cooldown_ms;     /* PARLEY_BREAKER_COOLDOWN_MS (30000) */
+    /* PARLEY_UPSTREAMS parsed (owned: up_buf holds every string but the
+     * keys, which point into the environment) */
+    struct llm_upstream up[LLM_MAX_UPSTREAMS];
+    size_t n_up;
+    char *up_buf;
 };
 
 /* Fills every field with its default (strings newly allocated). 0 / -1. */
@@ -91,7 +104,8 @@ int config_check(const struct parley_config *cfg, char *err, size_t errlen);
 const char *config_node_prefix(const struct parley_config *cfg);
 /* Frees the strings; safe after a partial init and on a zeroed struct. */
 void config_cleanup(struct parley_config *cfg);
-/* Fills an llm_config that borrows cfg's strings. */
+/* Fills an llm_config that borrows cfg's strings (and its upstream list
+ * when PARLEY_UPSTREAMS is set). Any thread once cfg is loaded. */
 void config_llm(const struct parley_config *cfg, struct llm_config *out);
 /* 1 when no JWT secret is set (open development mode). */
 int config_open_mode(const struct parley_config *cfg);

@@ -991,6 +991,92 @@ size_t llm_upstreams_status(const struct llm_config *cfg, struct llm_upstream_st
     return n;
 }
 
+/* A Prometheus label value: backslash, quote and newline escaped. */
+static void prom_label(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            fputc('\\', f), fputc(*s, f);
+        else if (*s == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*s, f);
+    }
+}
+
+static void prom_ids(FILE *f, const char *metric, const struct llm_upstream_status *u)
+{
+    fprintf(f, "%s{upstream=\"", metric);
+    prom_label(f, u->name);
+    fputs("\",url=\"", f);
+    prom_label(f, u->url);
+    fputc('"', f);
+}
+
+char *llm_upstreams_prom(const struct llm_config *cfg, const char *prefix)
+{
+    struct llm_upstream_status st[LLM_MAX_UPSTREAMS];
+    size_t n = llm_upstreams_status(cfg, st, LLM_MAX_UPSTREAMS);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return NULL;
+    char m[128];
+    static const char *const states[] = { "closed", "open", "half-open" };
+    snprintf(m, sizeof m, "%s_upstream_breaker_state", prefix);
+    fprintf(f, "# HELP %s Circuit breaker of each upstream in this process (1: its state).\n"
+               "# TYPE %s gauge\n", m, m);
+    for (size_t i = 0; i < n; i++)
+        for (int k = 0; k < 3; k++) {
+            prom_ids(f, m, &st[i]);
+            fprintf(f, ",state=\"%s\"} %d\n", states[k], strcmp(st[i].breaker, states[k]) == 0);
+        }
+    snprintf(m, sizeof m, "%s_upstream_consecutive_failures", prefix);
+    fprintf(f, "# HELP %s Failures in a row of each upstream (this process).\n"
+               "# TYPE %s gauge\n", m, m);
+    for (size_t i = 0; i < n; i++) {
+        prom_ids(f, m, &st[i]);
+        fprintf(f, "} %d\n", st[i].consecutive_failures);
+    }
+    snprintf(m, sizeof m, "%s_upstream_requests_total", prefix);
+    fprintf(f, "# HELP %s Requests (attempts) sent to each upstream by this process.\n"
+               "# TYPE %s counter\n", m, m);
+    for (size_t i = 0; i < n; i++) {
+        prom_ids(f, m, &st[i]);
+        fprintf(f, "} %lld\n", st[i].requests);
+    }
+    snprintf(m, sizeof m, "%s_upstream_successes_total", prefix);
+    fprintf(f, "# HELP %s Attempts that got a first token.\n# TYPE %s counter\n", m, m);
+    for (size_t i = 0; i < n; i++) {
+        prom_ids(f, m, &st[i]);
+        fprintf(f, "} %lld\n", st[i].successes);
+    }
+    snprintf(m, sizeof m, "%s_upstream_errors_total", prefix);
+    fprintf(f, "# HELP %s Failed attempts by kind.\n# TYPE %s counter\n", m, m);
+    for (size_t i = 0; i < n; i++)
+        for (int k = 0; k < LLM_UPERR_N; k++) {
+            prom_ids(f, m, &st[i]);
+            fprintf(f, ",kind=\"%s\"} %lld\n", llm_up_err_name(k), st[i].errors[k]);
+        }
+    snprintf(m, sizeof m, "%s_upstream_first_token_seconds", prefix);
+    fprintf(f, "# HELP %s Time to first token of each upstream: the last and the mean.\n"
+               "# TYPE %s gauge\n", m, m);
+    for (size_t i = 0; i < n; i++) {
+        if (st[i].last_first_token_ms < 0)
+            continue;
+        prom_ids(f, m, &st[i]);
+        fprintf(f, ",stat=\"last\"} %.3f\n", (double)st[i].last_first_token_ms / 1000.0);
+        prom_ids(f, m, &st[i]);
+        fprintf(f, ",stat=\"mean\"} %.3f\n", (double)st[i].mean_first_token_ms / 1000.0);
+    }
+    if (fclose(f) != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
 /* 1 when the comma list models names model (or is empty / "*"). Ollama's
  * "name" and "name:latest" are the same model. */
 static int serves_model(const char *models, const char *model)

@@ -236,6 +236,15 @@ struct llm_upstream_status {
  * were written. Any thread (the registry is under a mutex). */
 size_t llm_upstreams_status(const struct llm_config *cfg, struct llm_upstream_status *out,
                             size_t max);
+/* Prometheus text for the upstreams cfg names, as this process sees them:
+ * <prefix>_upstream_breaker_state{upstream,url,state} (1 for the current
+ * state, 0 for the two others), _upstream_consecutive_failures,
+ * _upstream_requests_total, _upstream_successes_total,
+ * _upstream_errors_total{...,kind}, _upstream_first_token_seconds{...,stat=
+ * "last"|"mean"} (only once it answered). prefix: "parley" (FastCGI) or
+ * "parley_ws" (the bridge), so that merged texts never repeat a family.
+ * Returns a new string (the caller frees it) or NULL out of memory. Any thread. */
+char *llm_upstreams_prom(const struct llm_config *cfg, const char *prefix);
 /* Forgets every upstream's breaker and counters (tests). Any thread. */
 void llm_upstreams_reset(void);
 /* Writes base_url without userinfo, query or fragment ("scheme://host:port/path")

@@ -6,7 +6,10 @@
  *     5 s to <PARLEY_DB>-ws.prom (its --stats-file), appended verbatim
  *     (parley_ws_up 0 when the file is missing or older than 30 s).
  * Per-process request counters are not reported: under mod_fcgid a request
- * can reach any of several processes, so they would not add up.
+ * can reach any of several processes, so they would not add up. The one
+ * exception is the upstreams' breakers and counters (parley_upstream_*),
+ * which only exist per process: they are the answering process's, and the
+ * bridge's own come with its numbers as parley_ws_upstream_*.
  * Requires a JWT when a secret is configured (the bridge's numbers name users).
  */
 #include "handlers.h"
@@ -61,6 +64,14 @@ int h_metrics(struct request *r)
                (long long)running, (long long)done, (long long)failed, ttft / 1000.0,
                total / 1000.0, (long long)recent, (long long)polls, (long long)answers,
                (long long)convs);
+
+    /* The upstreams as this process sees them (docs/upstreams.md). */
+    struct llm_config lc;
+    config_llm(r->ctx->cfg, &lc);
+    char *ups = llm_upstreams_prom(&lc, "parley");
+    if (ups)
+        res_write(r, ups, strlen(ups));
+    free(ups);
 
     /* The bridge's numbers, if it is running next to us. */
     char path[1024];

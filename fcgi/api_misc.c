@@ -7,6 +7,11 @@
  * monitors polling every second do not hammer the upstream. The URL shown
  * has no user:password and no query. The probe cache is shared by every
  * worker thread of the process under health_lock.
+ *
+ * With several upstreams (PARLEY_UPSTREAMS, docs/upstreams.md) "upstream"
+ * is the first by order, and "upstreams" lists each one as THIS process
+ * sees it: breaker state, attempts, errors by kind, first-token latency
+ * (llm_upstreams_status; every process keeps its own).
  */
 #include "handlers.h"
 #include "status.h"
@@ -31,10 +36,35 @@ static struct {
     char error[200];
 } health_probe;
 
-/* The URL to probe for cfg's upstream into out. */
-static void health_probe_url(const struct parley_config *cfg, char *out, size_t len)
+/* The upstream /api/health probes: the single one, or the first by order. */
+struct probe_target {
+    enum llm_provider provider;
+    const char *base;
+    const char *key;
+};
+
+static struct probe_target health_target(const struct parley_config *cfg)
 {
-    const char *base = cfg->provider == LLM_OPENAI ? cfg->openai_base_url : cfg->ollama_server;
+    struct probe_target t;
+    t.provider = cfg->provider;
+    t.base = cfg->provider == LLM_OPENAI ? cfg->openai_base_url : cfg->ollama_server;
+    t.key = cfg->provider == LLM_OPENAI ? cfg->openai_api_key : NULL;
+    size_t best = 0;
+    for (size_t i = 1; i < cfg->n_up; i++)
+        if (cfg->up[i].order < cfg->up[best].order)
+            best = i;
+    if (cfg->n_up > 0) {
+        t.provider = cfg->up[best].provider;
+        t.base = cfg->up[best].base_url;
+        t.key = cfg->up[best].api_key;
+    }
+    return t;
+}
+
+/* The URL to probe for the upstream into out. */
+static void health_probe_url(const struct probe_target *t, char *out, size_t len)
+{
+    const char *base = t->base;
     char b[480];
     str_copy(b, sizeof b, base ? base : "");
     size_t n = strcspn(b, "?#");
@@ -50,7 +80,7 @@ static void health_probe_url(const struct parley_config *cfg, char *out, size_t 
     }
     while (n > 0 && b[n - 1] == '/')
         b[--n] = '\0';
-    snprintf(out, len, "%s%s", b, cfg->provider == LLM_OPENAI ? "/models" : "/api/tags");
+    snprintf(out, len, "%s%s", b, t->provider == LLM_OPENAI ? "/models" : "/api/tags");
 }
 
 /* url without "user:password@" and without a query, for display. */
@@ -78,8 +108,8 @@ static size_t health_discard(char *data, size_t size, size_t nmemb, void *ud)
 }
 
 /* One GET of url. 1 reachable (2xx), 0 not (error says why). */
-static int health_probe_once(const struct parley_config *cfg, const char *url, char *error,
-                             size_t errlen)
+static int health_probe_once(const struct parley_config *cfg, const struct probe_target *t,
+                             const char *url, char *error, size_t errlen)
 {
     CURL *c = curl_easy_init();
     if (!c) {
@@ -89,8 +119,8 @@ static int health_probe_once(const struct parley_config *cfg, const char *url, c
     char cerr[CURL_ERROR_SIZE] = "";
     struct curl_slist *hdr = NULL;
     char auth[600];
-    if (cfg->provider == LLM_OPENAI && cfg->openai_api_key && *cfg->openai_api_key) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", cfg->openai_api_key);
+    if (t->provider == LLM_OPENAI && t->key && *t->key) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", t->key);
         hdr = curl_slist_append(NULL, auth);
         memset(auth, 0, sizeof auth);
     }
@@ -128,13 +158,14 @@ static int health_probe_once(const struct parley_config *cfg, const char *url, c
 static int health_upstream(const struct parley_config *cfg, char *url, size_t urllen,
                            char *error, size_t errlen)
 {
-    health_probe_url(cfg, url, urllen);
+    struct probe_target t = health_target(cfg);
+    health_probe_url(&t, url, urllen);
     pthread_mutex_lock(&health_lock);
     int64_t now = mono_ms();
     if (!health_probe.at_ms || now - health_probe.at_ms >= HEALTH_CACHE_MS ||
         strcmp(health_probe.url, url) != 0) {
         str_copy(health_probe.url, sizeof health_probe.url, url);
-        health_probe.reachable = health_probe_once(cfg, url, health_probe.error,
+        health_probe.reachable = health_probe_once(cfg, &t, url, health_probe.error,
                                                    sizeof health_probe.error);
         health_probe.at_ms = mono_ms();
     }
@@ -142,6 +173,38 @@ static int health_upstream(const struct parley_config *cfg, char *url, size_t ur
     str_copy(error, errlen, health_probe.error);
     pthread_mutex_unlock(&health_lock);
     return ok;
+}
+
+/* Each upstream as this process sees it (a new array; NULL out of memory). */
+static json_t *health_upstreams(const struct parley_config *cfg)
+{
+    struct llm_config lc;
+    struct llm_upstream_status st[LLM_MAX_UPSTREAMS];
+    config_llm(cfg, &lc);
+    size_t n = llm_upstreams_status(&lc, st, LLM_MAX_UPSTREAMS);
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < n; i++) {
+        json_t *errs = json_object();
+        for (int k = 0; errs && k < LLM_UPERR_N; k++)
+            json_object_set_new(errs, llm_up_err_name(k), json_integer(st[i].errors[k]));
+        json_t *u = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:o*}",
+                              "name", st[i].name,
+                              "provider", st[i].provider == LLM_OPENAI ? "openai" : "ollama",
+                              "url", st[i].url,
+                              "breaker", st[i].breaker,
+                              "consecutive_failures", st[i].consecutive_failures,
+                              "requests", (json_int_t)st[i].requests,
+                              "successes", (json_int_t)st[i].successes,
+                              "errors", errs);
+        if (u) {
+            json_object_set_new(u, "first_token_ms_last", st[i].last_first_token_ms >= 0
+                                ? json_integer(st[i].last_first_token_ms) : json_null());
+            json_object_set_new(u, "first_token_ms_mean", st[i].mean_first_token_ms >= 0
+                                ? json_integer(st[i].mean_first_token_ms) : json_null());
+        }
+        json_array_append_new(arr, u);
+    }
+    return arr;
 }
 
 int h_health(struct request *r)
@@ -157,8 +220,9 @@ int h_health(struct request *r)
     char url[512], shown[512], error[200];
     int reachable = health_upstream(cfg, url, sizeof url, error, sizeof error);
     health_public_url(url, shown, sizeof shown);
+    struct probe_target t = health_target(cfg);
     json_t *up = json_pack("{s:s, s:b, s:s}", "provider",
-                           cfg->provider == LLM_OPENAI ? "openai" : "ollama",
+                           t.provider == LLM_OPENAI ? "openai" : "ollama",
                            "reachable", reachable, "url", shown);
     if (up && !reachable)
         json_object_set_new(up, "error", json_string(error));
@@ -169,6 +233,8 @@ int h_health(struct request *r)
                           "auth", config_open_mode(cfg) ? "open" : "jwt");
     if (o && running >= 0)
         json_object_set_new(o, "jobs_running", json_integer(running));
+    if (o)
+        json_object_set_new(o, "upstreams", health_upstreams(cfg));
     return res_json(r, dbh == DB_HEALTH_OK ? 200 : 503, o);
 }
 

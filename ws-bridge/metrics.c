@@ -323,6 +323,13 @@ char *metrics_render(const struct bridge *br)
     kinds_out(f, "parley_generation_errors_total", "Failed generations by kind.", M.gen_errors);
     kinds_out(f, "parley_ws_errors_total", "Bridge errors by kind.", M.errors);
     pthread_mutex_unlock(&M.mu);
+    /* this bridge's upstreams: breakers, counters, latency (docs/upstreams.md) */
+    struct llm_config lc;
+    config_llm(&br->cfg, &lc);
+    char *ups = llm_upstreams_prom(&lc, "parley_ws");
+    if (ups)
+        fputs(ups, f);
+    free(ups);
     if (fclose(f) != 0) {
         free(buf);
         return NULL;

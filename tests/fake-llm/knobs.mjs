@@ -18,6 +18,7 @@ export const DEFAULTS = Object.freeze({
   drop_after: null,      // destroy the socket after N tokens
   api_key: null,         // require "Authorization: Bearer KEY" (OpenAI paths)
   models: null,          // list of model names that exist; null: every name
+  retry_after: null,     // with status: send this Retry-After header (seconds or HTTP date)
 });
 
 const INT_KNOBS = new Set(['tokens', 'token_ms', 'first_ms', 'status',
@@ -51,6 +52,13 @@ export function normalize(name, value) {
       throw new Error(`knob ${name} is at most ${LIMITS[name]}, got ${n}`);
     }
     return n;
+  }
+  if (name === 'retry_after') {
+    const s = String(value).trim();
+    if (!/^\d+$/.test(s) && Number.isNaN(Date.parse(s))) {
+      throw new Error(`knob retry_after wants whole seconds or an HTTP date, got ${JSON.stringify(value)}`);
+    }
+    return s;
   }
   if (name === 'models') {
     const list = Array.isArray(value) ? value : String(value).split(/[\s,]+/);

@@ -33,8 +33,8 @@ function statusMessage(status, model) {
   }
 }
 
-export function sendError(res, status, message) {
-  sendBody(res, status, JSON_TYPE, goJSON({ error: message }));
+export function sendError(res, status, message, headers = {}) {
+  sendBody(res, status, JSON_TYPE, goJSON({ error: message }), headers);
 }
 
 export function notFound(res) {
@@ -177,7 +177,10 @@ async function answer(ctx, structName) {
   } catch (e) {
     return sendError(res, 400, `fake-llm: ${e.message}`);
   }
-  if (knobs.status) return sendError(res, knobs.status, statusMessage(knobs.status, model));
+  if (knobs.status) {
+    return sendError(res, knobs.status, statusMessage(knobs.status, model),
+      knobs.retry_after !== null ? { 'Retry-After': knobs.retry_after } : {});
+  }
   if (!model) return sendError(res, 400, 'model is required');
   if (!modelExists(knobs, model)) return sendError(res, 404, statusMessage(404, model));
 

@@ -48,11 +48,11 @@ function maskKey(key) {
   return key.slice(0, 3) + '*'.repeat(key.length - 7) + key.slice(-4);
 }
 
-export function sendError(res, status, error) {
+export function sendError(res, status, error, headers = {}) {
   // The real API indents its error bodies by four spaces and ends them with
   // a newline.
   sendBody(res, status, 'application/json; charset=utf-8',
-    `${JSON.stringify({ error }, null, 4)}\n`, requestHeaders());
+    `${JSON.stringify({ error }, null, 4)}\n`, { ...requestHeaders(), ...headers });
 }
 
 function requestHeaders() {
@@ -138,7 +138,10 @@ export async function chatCompletions(ctx) {
       'invalid_request_error'));
   }
   const model = typeof body.model === 'string' ? body.model : '';
-  if (knobs.status) return sendError(res, knobs.status, statusError(knobs.status, model));
+  if (knobs.status) {
+    return sendError(res, knobs.status, statusError(knobs.status, model),
+      knobs.retry_after !== null ? { 'retry-after': knobs.retry_after } : {});
+  }
   if (!model) return sendError(res, 400, err('you must provide a model parameter', 'invalid_request_error'));
   if (body.messages === undefined) {
     return sendError(res, 400, err("Missing required parameter: 'messages'.", 'invalid_request_error',

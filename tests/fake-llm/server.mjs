@@ -127,13 +127,14 @@ export class FakeLLM {
     // ended, and whether the CLIENT closed the connection before the
     // response was complete (a stopped generation).
     const entry = { id: this.nextId++, path, prompt: null, started_at: performance.timeOrigin + performance.now(),
-      ended_at: null, closed_by_client: false };
+      ended_at: null, closed_by_client: false, status: null };
     this.requests.push(entry);
     if (this.requests.length > REQUEST_LOG_MAX) this.requests.shift();
     res.on('close', () => {
       st.active -= 1;
       entry.ended_at = performance.timeOrigin + performance.now();
       entry.closed_by_client = !res.writableEnded;
+      entry.status = res.headersSent ? res.statusCode : null;
     });
 
     const ctx = {

@@ -782,3 +782,33 @@ test('GET /_fake/requests logs each request and when the client closed it early'
   await control('/_fake/reset', {});
   assert.deepEqual((await control('/_fake/requests')).json.requests, []);
 });
+
+// ---------------------------------------------------------------- Retry-After
+
+test('retry_after sends a Retry-After header with a status failure; the log shows the status', async () => {
+  // Ollama, seconds
+  const a = await post('/api/generate', { model: MODEL, prompt: 'busy [[fake status=429 retry_after=2]]' });
+  assert.equal(a.status, 429);
+  assert.equal(a.headers.get('retry-after'), '2');
+  await a.text();
+  // OpenAI, an HTTP date
+  const when = 'Wed, 21 Oct 2037 07:28:00 GMT';
+  const b = await post('/v1/chat/completions', {
+    model: GPT, stream: true, messages: [{ role: 'user', content: `busy [[fake status=503 retry_after="${when}"]]` }],
+  });
+  assert.equal(b.status, 503);
+  assert.equal(b.headers.get('retry-after'), when);
+  await b.text();
+  // without status nothing changes: a normal answer and no header
+  const c = await post('/api/generate', { model: MODEL, prompt: 'fine [[fake tokens=2 token_ms=1 retry_after=5]]' });
+  assert.equal(c.status, 200);
+  assert.equal(c.headers.get('retry-after'), null);
+  await c.text();
+  // a bad value is the provider's 400
+  const d = await post('/api/generate', { model: MODEL, prompt: '[[fake status=429 retry_after=soon]]' });
+  assert.equal(d.status, 400);
+  assert.match(await d.text(), /retry_after/);
+  const { json } = await control('/_fake/requests');
+  const st = json.requests.map((q) => q.status);
+  assert.deepEqual(st.slice(-4), [429, 503, 200, 400]);
+});
