@@ -204,6 +204,7 @@ static struct llm_config base_cfg(const struct llm_upstream *ups, size_t n)
 static int run(const struct llm_config *cfg, const char *prompt, struct sink *k,
                struct llm_result *res)
 {
+    free(k->text.p);                  /* the previous call's text */
     memset(k, 0, sizeof *k);
     struct llm_request req = { .prompt = prompt, .temperature = -1 };
     struct llm_callbacks cb = { on_token, NULL, 20, k };
@@ -245,7 +246,7 @@ TEST(failover_from_429_honours_retry_after)
         { .name = "b", .provider = LLM_OPENAI, .base_url = b1, .order = 2 },
     };
     struct llm_config cfg = base_cfg(ups, 2);
-    struct sink k;
+    struct sink k = { 0 };
     struct llm_result res;
     const char *prompt = "[[fake answer=\"One answer only\"]] hello";
     CHECK_INT(run(&cfg, prompt, &k, &res), 0);
@@ -326,7 +327,7 @@ TEST(retry_on_one_upstream_waits_for_retry_after)
         pthread_t th;
         struct later l = { 2, 300 };
         pthread_create(&th, NULL, reset_later, &l);
-        struct sink k;
+        struct sink k = { 0 };
         struct llm_result res;
         int64_t t0 = mono_ms();
         CHECK_INT(run(&cfg, "[[fake tokens=4 token_ms=1]] again", &k, &res), 0);
@@ -360,7 +361,7 @@ TEST(failover_from_refused_and_from_first_token_timeout)
     };
     struct llm_config cfg = base_cfg(ups, 3);
     cfg.first_token_timeout_ms = 300;
-    struct sink k;
+    struct sink k = { 0 };
     struct llm_result res;
     int64_t t0 = mono_ms();
     CHECK_INT(run(&cfg, "refused then slow", &k, &res), 0);
@@ -401,7 +402,7 @@ TEST(no_failover_after_the_first_token)
             { .name = "b", .provider = LLM_OLLAMA, .base_url = fake[1] },
         };
         struct llm_config cfg = base_cfg(ups, 2);
-        struct sink k;
+        struct sink k = { 0 };
         struct llm_result res;
         CHECK_INT(run(&cfg, "[[fake tokens=6]] break after two", &k, &res), -1);
         CHECK_INT(res.kind, pv ? LLM_ERR_UPSTREAM : LLM_ERR_CUT);
@@ -435,7 +436,7 @@ TEST(client_errors_are_not_retried)
         };
         struct llm_config cfg = base_cfg(ups, 2);
         cfg.max_attempts = 5;
-        struct sink k;
+        struct sink k = { 0 };
         struct llm_result res;
         CHECK_INT(run(&cfg, "bad request", &k, &res), -1);
         CHECK_INT(res.kind, LLM_ERR_HTTP);
@@ -455,7 +456,7 @@ TEST(client_errors_are_not_retried)
     };
     struct llm_config cfg = base_cfg(ups, 2);
     cfg.max_attempts = 3;
-    struct sink k;
+    struct sink k = { 0 };
     struct llm_result res;
     CHECK_INT(run(&cfg, "all down", &k, &res), -1);
     CHECK_INT(res.attempts, 3);
@@ -480,7 +481,7 @@ TEST(breaker_opens_skips_and_probes_back)
     struct llm_config cfg = base_cfg(ups, 2);
     cfg.breaker_failures = 2;
     cfg.breaker_cooldown_ms = 400;
-    struct sink k;
+    struct sink k = { 0 };
     struct llm_result res;
     struct llm_upstream_status sb[LLM_MAX_UPSTREAMS];
     for (int i = 0; i < 2; i++) {
@@ -533,7 +534,7 @@ TEST(lone_upstream_is_asked_even_when_open)
     cfg.provider = LLM_OLLAMA;
     cfg.base_url = refused;
     cfg.breaker_failures = 1;
-    struct sink k;
+    struct sink k = { 0 };
     struct llm_result res;
     for (int i = 0; i < 3; i++) {
         CHECK_INT(run(&cfg, "x", &k, &res), -1);
@@ -561,7 +562,7 @@ TEST(models_pick_the_eligible_upstreams)
         { .name = "b", .provider = LLM_OLLAMA, .base_url = fake[1], .models = "fake-model" },
     };
     struct llm_config cfg = base_cfg(ups, 2);
-    struct sink k;
+    struct sink k = { 0 };
     struct llm_result res;
     CHECK_INT(run(&cfg, "[[fake tokens=1]] m", &k, &res), 0);
     CHECK_STR(res.upstream, "b");
@@ -624,7 +625,7 @@ TEST(multi_driven_stream_fails_over)
     };
     struct llm_config cfg = base_cfg(ups, 2);
     CURLM *m = curl_multi_init();
-    struct sink k;
+    struct sink k = { 0 };
     memset(&k, 0, sizeof k);
     struct llm_request req = { .prompt = "multi", .temperature = -1 };
     struct llm_callbacks cb = { on_token, NULL, 20, &k };
@@ -659,7 +660,7 @@ TEST(retries_stay_within_the_total_timeout)
     struct llm_config cfg = base_cfg(ups, 1);
     cfg.max_attempts = 3;
     cfg.total_timeout_ms = 1500;
-    struct sink k;
+    struct sink k = { 0 };
     struct llm_result res;
     int64_t t0 = mono_ms();
     CHECK_INT(run(&cfg, "x", &k, &res), -1);
