@@ -245,7 +245,9 @@ size_t llm_upstreams_status(const struct llm_config *cfg, struct llm_upstream_st
  * "parley_ws" (the bridge), so that merged texts never repeat a family.
  * Returns a new string (the caller frees it) or NULL out of memory. Any thread. */
 char *llm_upstreams_prom(const struct llm_config *cfg, const char *prefix);
-/* Forgets every upstream's breaker and counters (tests). Any thread. */
+/* Forgets every upstream's breaker and counters (tests). Any thread, but
+ * only while no stream is between llm_stream_begin and llm_stream_finish
+ * (a running stream points at its upstream's entry). */
 void llm_upstreams_reset(void);
 /* Writes base_url without userinfo, query or fragment ("scheme://host:port/path")
  * into out; "(invalid URL)" when it does not parse. Any thread. */
