@@ -53,6 +53,8 @@ static const struct key_def keys[] = {
     { "WEBSOCKET_MAX_CONNECTIONS",      K_INT,      F(ws_max_connections),     1, 100000 },
     { "WEBSOCKET_TIMEOUT",              K_INT,      F(ws_timeout_s),           1, 86400 },
     { "RATE_LIMIT_MESSAGES_PER_MINUTE", K_INT,      F(rate_limit_per_min),     0, 100000 },
+    { "PARLEY_TOKEN_BUDGET_PER_DAY",    K_INT,      F(token_budget_per_day),   0, 2000000000 },
+    { "PARLEY_ANONYMOUS",               K_STRING,   F(anonymous),              0, 0 },
     { "MAX_MESSAGE_LENGTH",             K_INT,      F(max_message_length),     1, 10000000 },
     { "PARLEY_CONNECT_TIMEOUT_MS",      K_INT,      F(connect_timeout_ms),     1, 600000 },
     { "PARLEY_FIRST_TOKEN_TIMEOUT_MS",  K_INT,      F(first_token_timeout_ms), 1, 3600000 },

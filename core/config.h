@@ -34,6 +34,11 @@ struct parley_config {
     int ws_max_connections;      /* WEBSOCKET_MAX_CONNECTIONS (100) */
     int ws_timeout_s;            /* WEBSOCKET_TIMEOUT (300) */
     int rate_limit_per_min;      /* RATE_LIMIT_MESSAGES_PER_MINUTE (30) */
+    int token_budget_per_day;    /* PARLEY_TOKEN_BUDGET_PER_DAY (0 = no budget): prompt + completion
+                                    tokens per user per UTC day (docs/usage.md) */
+    char *anonymous;             /* PARLEY_ANONYMOUS: comma list of protocols that accept visitors
+                                    without a token while a JWT secret is set (docs/anonymous.md);
+                                    NULL: none */
     int max_message_length;      /* MAX_MESSAGE_LENGTH (5000) */
     int connect_timeout_ms;      /* PARLEY_CONNECT_TIMEOUT_MS (5000) */
     int first_token_timeout_ms;  /* PARLEY_FIRST_TOKEN_TIMEOUT_MS (60000) */
