@@ -49,18 +49,26 @@ static double wall_ms(void)
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
+/* One doorbell per backend run: the generation loop keeps the bell of the
+ * first submit until proto_jobs_drain (proto.h). */
+static parley_bell *run_bell;
+
 static int open_target(struct parley_ctx *ctx)
 {
-    char err[512];
+    char err[512] = "no doorbell";
     ctx->cfg = &cfg;
-    ctx->db = db_open(target, err, sizeof err);
-    ctx->bell = ctx->db ? bell_open_db(target, err, sizeof err) : NULL;
-    if (!ctx->db || !ctx->bell) {
+    ctx->bell = run_bell;
+    ctx->db = run_bell ? db_open(target, err, sizeof err) : NULL;
+    if (!ctx->db) {
         printf("# open: %s\n", err);
-        db_close(ctx->db);
         return -1;
     }
     return 0;
+}
+
+static void close_target(struct parley_ctx *ctx)
+{
+    db_close(ctx->db);
 }
 
 /* The fake's log entry whose prompt starts with tag (new reference). */
@@ -193,7 +201,7 @@ TEST(jobs_stop_rules)
     REQUIRE(db_begin(ctx.db) == 0);
     CHECK_INT(jobs_finish_stopped_tx(ctx.db, cl.job_id), 0);
     REQUIRE(db_commit(ctx.db) == 0);
-    close_ctx(&ctx);
+    close_target(&ctx);
 }
 
 /* ---- seed 001 through the generation loop ---- */
@@ -298,7 +306,7 @@ TEST(chat_stop_aborts_upstream_and_keeps_partial)
     frames_free(&fv);
     proto_conn_cleanup(&c);
     proto_conn_cleanup(&v);
-    close_ctx(&ctx);
+    close_target(&ctx);
 }
 
 /* ---- seed 000: a viewer of another user, nothing cached ---- */
@@ -395,7 +403,7 @@ TEST(ticket_stop_foreign_refused_and_not_cached)
     proto_conn_cleanup(&a);
     proto_conn_cleanup(&b);
     proto_conn_cleanup(&a2);
-    close_ctx(&ctx);
+    close_target(&ctx);
 }
 
 /* ---- seed 003 and seed 002 adapters (SQLite) ---- */
@@ -434,7 +442,7 @@ TEST(phoenix_stop_event)
           strstr(f.v[n0 + 1], "\"status\":\"error\""));
     frames_free(&f);
     proto_conn_cleanup(&c);
-    close_ctx(&ctx);
+    close_target(&ctx);
 }
 
 TEST(brand_stop_frame)
@@ -467,7 +475,7 @@ TEST(brand_stop_frame)
     json_decref(q);
     frames_free(&f);
     proto_conn_cleanup(&c);
-    close_ctx(&ctx);
+    close_target(&ctx);
 }
 
 TEST(admin_role_claim)
@@ -509,11 +517,13 @@ int main(void)
     if (config_set(&cfg, "PARLEY_DB", dbpath, err, sizeof err) < 0)
         return 1;
     printf("# backend: SQLite\n");
+    run_bell = bell_open_db(dbpath, err, sizeof err);
     run_backend_cases();
     RUN(phoenix_stop_event);
     RUN(brand_stop_frame);
     RUN(admin_role_claim);
     proto_jobs_drain(2000);
+    bell_close(run_bell);
     const char *pg = getenv("PARLEY_TEST_PG");
     if (pg && *pg) {
         target = pg;
@@ -521,8 +531,10 @@ int main(void)
             return 1;
         snprintf(pfx, sizeof pfx, "p%ld-%lld-", (long)getpid(), (long long)now_ms());
         printf("# backend: PostgreSQL (PARLEY_TEST_PG, names %s*)\n", pfx);
+        run_bell = bell_open_db(pg, err, sizeof err);
         run_backend_cases();
         proto_jobs_drain(2000);
+        bell_close(run_bell);
     }
     return th_done();
 }
