@@ -1,0 +1,84 @@
+#!/bin/sh
+# t0800-stop.sh — stopping a generation (docs/stop.md, issue 11 item 1)
+# through real web servers configured with the shipped snippets: lighttpd
+# (apache-conf/lighttpd-parley.conf) and Apache + mod_fcgid
+# (parley-fcgid.conf, parley-websocket.conf), each with parley.fcgi and the
+# WebSocket bridge on one SQLite database, JWT required.
+#
+# tests/integration/stop.mjs runs through each server, WebSocket and
+# long-poll clients together, the simulated LLM's request log as witness:
+#   - seed 001: a stop POSTed on a long-poll session ends the generation a
+#     WebSocket client started (owned by the bridge, stopped from
+#     parley.fcgi): the upstream connection is closed by Parley within
+#     100 ms of the stop request; both viewers get stream_end with
+#     metadata.stopped; the stored assistant message is the partial text
+#     with metadata.stopped; stopping it again: 409 (REST) and the error
+#     frame (WebSocket);
+#   - REST: nothing to stop 404; another user 403 (the generation goes
+#     on); a token with role "admin" 202, upstream closed within 100 ms;
+#   - seed 000: another user's long-poll stop is refused with the error
+#     frame; a viewer leaving does not stop it; the starter's REST stop
+#     closes the upstream within 100 ms and every viewer gets
+#     {"type":"done","stopped":true}; nothing cached: the next open streams
+#     again from a new upstream request.
+# Needs $BUILD/parley-ws and $BUILD/parley.fcgi (skips otherwise).
+# TAP output; exit status 0 only if everything passed.
+cd "$(dirname "$0")/../.." || exit 1
+. tests/integration/lib.sh
+
+for _b in parley-ws parley.fcgi; do
+    if [ ! -x "$BUILD/$_b" ]; then
+        echo "ok 1 - stop through the web servers # SKIP $BUILD/$_b is not built"
+        echo "1..1"
+        exit 0
+    fi
+done
+
+it_init
+it_fake_llm
+export FAKE_LLM_URL
+curl -fsS "$FAKE_LLM_URL/_fake/requests" >/dev/null 2>&1 ||
+    it_die "the simulated LLM at $FAKE_LLM_URL has no request log (GET /_fake/requests)"
+it_jwt_config
+echo "RATE_LIMIT_MESSAGES_PER_MINUTE=0" >>"$IT_APP_CONFIG"
+
+start_bridge || it_die "parley-ws did not start"
+WS_PORT=$BRIDGE_PORT
+
+# run_suite NAME — stop.mjs through $BASE; each of its results is one of ours.
+run_suite() {
+    _out=$SETUP_DIR/logs/stop.tap
+    _rc=0
+    BASE="$BASE" SECRET="$SECRET" RUN="$1-$$" FAKE_LLM_URL="$FAKE_LLM_URL" \
+        timeout 180 node --test --test-reporter=tap tests/integration/stop.mjs >"$_out" 2>&1 || _rc=$?
+    _n=0
+    while IFS= read -r _line; do
+        case $_line in
+        "ok "*|"not ok "*)
+            _n=$((_n + 1))
+            _t=$(printf '%s' "$_line" | sed -E 's/^(not )?ok [0-9]+ - //')
+            TAP_N=$((TAP_N + 1))
+            case $_line in
+            "not ok "*) echo "not ok $TAP_N - $1: $_t"; TAP_FAILED=$((TAP_FAILED + 1)) ;;
+            *) echo "ok $TAP_N - $1: $_t" ;;
+            esac ;;
+        *"upstream connection closed"*) echo "# $1: ${_line##*# }" ;;
+        esac
+    done <"$_out"
+    if [ "$_n" -eq 0 ] || [ "$_rc" -ne 0 ]; then
+        grep -E '^ *(not ok|  ---|    (error|expected|actual|message|stack))' "$_out" | head -n 60 | sed 's/^/#   /'
+        [ "$_n" -eq 0 ] && { TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1)); \
+            echo "not ok $TAP_N - $1: the suite ran no test (exit $_rc)"; }
+        tail -n 20 "$BRIDGE_DIR/parley-ws.log" | sed 's/^/#   parley-ws: /'
+    fi
+}
+
+start_lighttpd "$BUILD/parley.fcgi"
+run_suite lighttpd
+stop_setup
+
+start_fcgid "$BUILD/parley.fcgi"
+run_suite apache
+stop_setup
+
+it_done
