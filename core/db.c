@@ -446,6 +446,28 @@ PGresult *db_pg_exec(parley_db *db, const char *sql, int n, const char *const *v
     return pgc_exec_params(db->pg, sql, n, values, lengths, formats, result_format);
 }
 
+PGresult *db_pg_run(parley_db *db, const char *sql, int n, const char *const *params,
+                    ExecStatusType want, const char *what)
+{
+    PGresult *r = db_pg_exec(db, sql, n, params, NULL, NULL, 0);
+    if (PQresultStatus(r) == want)
+        return r;
+    db_pg_fail(db, what, r);
+    PQclear(r);
+    return NULL;
+}
+
+int64_t db_pg_command(parley_db *db, const char *sql, int n, const char *const *params,
+                      const char *what)
+{
+    PGresult *r = db_pg_run(db, sql, n, params, PGRES_COMMAND_OK, what);
+    if (!r)
+        return -1;
+    int64_t changed = strtoll(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    return changed;
+}
+
 void db_pg_fail(parley_db *db, const char *what, const PGresult *r)
 {
     if (db->pg)

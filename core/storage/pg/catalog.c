@@ -55,23 +55,10 @@ static const char SQL_SUGGEST[] =
     "      ORDER BY score DESC, p.pk LIMIT $3) s "
     "ORDER BY s.score DESC, s.pk";
 
-/* Runs sql with n text parameters; the result when its status is want,
- * else NULL (the failure recorded as what). */
-static PGresult *run(parley_db *db, const char *sql, int n, const char *const *params,
-                     ExecStatusType want, const char *what)
-{
-    PGresult *r = db_pg_exec(db, sql, n, params, NULL, NULL, 0);
-    if (PQresultStatus(r) == want)
-        return r;
-    db_pg_fail(db, what, r);
-    PQclear(r);
-    return NULL;
-}
-
 int catalog_pg_brand_get(parley_db *db, const char *id, struct brand *out)
 {
     const char *params[1] = { id };
-    PGresult *r = run(db, SQL_BRAND_GET, 1, params, PGRES_TUPLES_OK, "catalog: brand get");
+    PGresult *r = db_pg_run(db, SQL_BRAND_GET, 1, params, PGRES_TUPLES_OK, "catalog: brand get");
     if (!r)
         return -1;
     int rc = 1;
@@ -98,7 +85,7 @@ int catalog_pg_brand_put(parley_db *db, const struct brand *b, int64_t now)
     const char *params[6] = { b->id, b->name, b->welcome ? b->welcome : "",
                               b->system_prompt ? b->system_prompt : "", b->active ? "1" : "0",
                               nows };
-    PGresult *r = run(db, SQL_BRAND_PUT, 6, params, PGRES_COMMAND_OK, "catalog: brand put");
+    PGresult *r = db_pg_run(db, SQL_BRAND_PUT, 6, params, PGRES_COMMAND_OK, "catalog: brand put");
     PQclear(r);
     return r ? 0 : -1;
 }
@@ -107,7 +94,7 @@ int catalog_pg_brands_active(parley_db *db, json_t *arr,
                              int (*add)(json_t *arr, const char *id, const char *name,
                                         const char *welcome))
 {
-    PGresult *r = run(db, SQL_BRANDS_ACTIVE, 0, NULL, PGRES_TUPLES_OK, "catalog: active brands");
+    PGresult *r = db_pg_run(db, SQL_BRANDS_ACTIVE, 0, NULL, PGRES_TUPLES_OK, "catalog: active brands");
     if (!r)
         return -1;
     int rc = 0;
@@ -123,7 +110,7 @@ int catalog_pg_product_put(parley_db *db, const struct product *p)
     snprintf(price, sizeof price, "%.17g", p->price);
     const char *params[9] = { p->id, p->brand_id, p->name, p->description, p->category, price,
                               p->features, p->specifications, p->available ? "1" : "0" };
-    PGresult *r = run(db, SQL_PRODUCT_PUT, 9, params, PGRES_COMMAND_OK, "catalog: product put");
+    PGresult *r = db_pg_run(db, SQL_PRODUCT_PUT, 9, params, PGRES_COMMAND_OK, "catalog: product put");
     PQclear(r);
     return r ? 0 : -1;
 }
@@ -138,7 +125,7 @@ int catalog_pg_suggest(parley_db *db, const char *brand_id, const struct terms *
         return -1;
     snprintf(lim, sizeof lim, "%d", limit);
     const char *params[3] = { words, brand_id, lim };
-    PGresult *r = run(db, SQL_SUGGEST, 3, params, PGRES_TUPLES_OK, "catalog: suggest");
+    PGresult *r = db_pg_run(db, SQL_SUGGEST, 3, params, PGRES_TUPLES_OK, "catalog: suggest");
     if (!r)
         return -1;
     int rc = 0;

@@ -58,35 +58,10 @@ static const char SQL_SEARCH[] =
     "      ORDER BY score DESC, p.id LIMIT $2) h "
     "ORDER BY h.score DESC, h.id";
 
-/* Runs sql with n text parameters; the result when its status is want,
- * else NULL (the failure recorded as what). */
-static PGresult *run(parley_db *db, const char *sql, int n, const char *const *params,
-                     ExecStatusType want, const char *what)
-{
-    PGresult *r = db_pg_exec(db, sql, n, params, NULL, NULL, 0);
-    if (PQresultStatus(r) == want)
-        return r;
-    db_pg_fail(db, what, r);
-    PQclear(r);
-    return NULL;
-}
-
-/* A statement with no rows wanted; rows it changed, or -1. */
-static int command(parley_db *db, const char *sql, int n, const char *const *params,
-                   const char *what)
-{
-    PGresult *r = run(db, sql, n, params, PGRES_COMMAND_OK, what);
-    if (!r)
-        return -1;
-    int changed = atoi(PQcmdTuples(r));
-    PQclear(r);
-    return changed;
-}
-
 static int lock_source(parley_db *db, const char *source)
 {
     const char *params[1] = { source };
-    PGresult *r = run(db, SQL_LOCK_SOURCE, 1, params, PGRES_TUPLES_OK, "kb: source lock");
+    PGresult *r = db_pg_run(db, SQL_LOCK_SOURCE, 1, params, PGRES_TUPLES_OK, "kb: source lock");
     PQclear(r);
     return r ? 0 : -1;
 }
@@ -96,7 +71,7 @@ int kb_pg_replace_tx(parley_db *db, const char *source, const struct kb_cut_pass
 {
     const char *src[1] = { source };
     if (lock_source(db, source) < 0 ||
-        command(db, SQL_DELETE_SOURCE, 1, src, "kb: delete source") < 0)
+        db_pg_command(db, SQL_DELETE_SOURCE, 1, src, "kb: delete source") < 0)
         return -1;
     char nows[24];
     snprintf(nows, sizeof nows, "%" PRId64, now);
@@ -104,7 +79,7 @@ int kb_pg_replace_tx(parley_db *db, const char *source, const struct kb_cut_pass
         char seq[16];
         snprintf(seq, sizeof seq, "%d", i + 1);
         const char *params[5] = { source, seq, v[i].title, v[i].text, nows };
-        if (command(db, SQL_INSERT, 5, params, "kb: insert passage") < 0)
+        if (db_pg_command(db, SQL_INSERT, 5, params, "kb: insert passage") < 0)
             return -1;
     }
     return 0;
@@ -115,7 +90,7 @@ int kb_pg_list(parley_db *db, const char *source, struct kb_entry **out, int *n)
     *out = NULL;
     *n = 0;
     const char *params[1] = { source };
-    PGresult *r = run(db, source ? SQL_LIST_SOURCE : SQL_LIST_ALL, source ? 1 : 0, params,
+    PGresult *r = db_pg_run(db, source ? SQL_LIST_SOURCE : SQL_LIST_ALL, source ? 1 : 0, params,
                       PGRES_TUPLES_OK, "kb: list");
     if (!r)
         return KB_ERR;
@@ -150,7 +125,7 @@ int kb_pg_delete_source_tx(parley_db *db, const char *source)
     const char *params[1] = { source };
     if (lock_source(db, source) < 0)
         return -1;
-    return command(db, SQL_DELETE_SOURCE, 1, params, "kb: delete source");
+    return db_pg_command(db, SQL_DELETE_SOURCE, 1, params, "kb: delete source");
 }
 
 int kb_pg_delete_id_tx(parley_db *db, int64_t id)
@@ -158,7 +133,7 @@ int kb_pg_delete_id_tx(parley_db *db, int64_t id)
     char ids[24];
     snprintf(ids, sizeof ids, "%" PRId64, id);
     const char *params[1] = { ids };
-    return command(db, SQL_DELETE_ID, 1, params, "kb: delete passage");
+    return db_pg_command(db, SQL_DELETE_ID, 1, params, "kb: delete passage");
 }
 
 int kb_pg_search(parley_db *db, const struct terms *t, int limit, struct kb_hits *out)
@@ -168,7 +143,7 @@ int kb_pg_search(parley_db *db, const struct terms *t, int limit, struct kb_hits
         return KB_ERR;
     snprintf(lim, sizeof lim, "%d", limit);
     const char *params[2] = { words, lim };
-    PGresult *r = run(db, SQL_SEARCH, 2, params, PGRES_TUPLES_OK, "kb: search");
+    PGresult *r = db_pg_run(db, SQL_SEARCH, 2, params, PGRES_TUPLES_OK, "kb: search");
     if (!r)
         return KB_ERR;
     int rc = KB_OK;

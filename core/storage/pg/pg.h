@@ -48,6 +48,16 @@ PGconn *db_pg_conn(parley_db *db);
 PGresult *db_pg_exec(parley_db *db, const char *sql, int n, const char *const *values,
                      const int *lengths, const int *formats, int result_format);
 
+/* db_pg_exec with text parameters and text results, for the storage
+ * bodies: the result (PQclear it) when its status is want, else NULL with
+ * the failure recorded (db_errmsg, db_err_kind) and logged as what. */
+PGresult *db_pg_run(parley_db *db, const char *sql, int n, const char *const *params,
+                    ExecStatusType want, const char *what);
+/* A statement that returns no rows (INSERT/UPDATE/DELETE without
+ * RETURNING): the rows it changed, or -1 with the failure recorded. */
+int64_t db_pg_command(parley_db *db, const char *sql, int n, const char *const *params,
+                      const char *what);
+
 /* Records why a PostgreSQL call failed, for db_errmsg/db_err_kind: what
  * (the caller's words) and the result's message (or the connection's when
  * r is NULL), scrubbed of the password, and logs it to stderr. SQLSTATE

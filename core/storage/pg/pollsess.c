@@ -91,37 +91,11 @@ static const char SQL_PUMP_SAVE[] =
 
 #define I64(buf, v) char buf[24]; snprintf(buf, sizeof buf, "%" PRId64, (int64_t)(v))
 
-/* Runs sql (text parameters, text results). The result, or NULL with the
- * failure recorded and logged when its status is not want. */
-static PGresult *exec(parley_db *db, const char *sql, int n, const char *const *params,
-                      ExecStatusType want, const char *what)
-{
-    PGresult *r = db_pg_exec(db, sql, n, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != want) {
-        db_pg_fail(db, what, r);
-        PQclear(r);
-        return NULL;
-    }
-    return r;
-}
-
-/* A statement without rows: rows changed, or -1. */
-static int exec_changes(parley_db *db, const char *sql, int n, const char *const *params,
-                        const char *what)
-{
-    PGresult *r = exec(db, sql, n, params, PGRES_COMMAND_OK, what);
-    if (!r)
-        return -1;
-    int changed = atoi(PQcmdTuples(r));
-    PQclear(r);
-    return changed;
-}
-
 /* A one-number query: 1 found (*out), 0 no row, -1 error. */
 static int exec_i64(parley_db *db, const char *sql, int n, const char *const *params,
                     const char *what, int64_t *out)
 {
-    PGresult *r = exec(db, sql, n, params, PGRES_TUPLES_OK, what);
+    PGresult *r = db_pg_run(db, sql, n, params, PGRES_TUPLES_OK, what);
     if (!r)
         return -1;
     int got = PQntuples(r) > 0;
@@ -160,7 +134,7 @@ static int insert_frames(parley_db *db, const char *sid, char *const *frames, in
     for (int i = 0; i < nframes; i++) {
         I64(seq, next + i);
         const char *p[4] = { sid, seq, frames[i], nows };
-        if (exec_changes(db, SQL_FRAME, 4, p, "poll: storing a frame") < 0)
+        if (db_pg_command(db, SQL_FRAME, 4, p, "poll: storing a frame") < 0)
             return -1;
     }
     return 0;
@@ -170,7 +144,7 @@ static int insert_frames(parley_db *db, const char *sid, char *const *frames, in
 static int row_lock(parley_db *db, const char *sid)
 {
     const char *p[1] = { sid };
-    PGresult *r = exec(db, SQL_ROW_LOCK, 1, p, PGRES_TUPLES_OK, "poll: session lock");
+    PGresult *r = db_pg_run(db, SQL_ROW_LOCK, 1, p, PGRES_TUPLES_OK, "poll: session lock");
     if (!r)
         return -1;
     PQclear(r);
@@ -184,7 +158,7 @@ static int delete_acked(parley_db *db, const char *sid, int64_t upto)
         return 0;
     I64(u, upto);
     const char *p[2] = { sid, u };
-    return exec_changes(db, SQL_ACK, 2, p, "poll: deleting acknowledged frames") < 0 ? -1 : 0;
+    return db_pg_command(db, SQL_ACK, 2, p, "poll: deleting acknowledged frames") < 0 ? -1 : 0;
 }
 
 int poll_pg_create(parley_db *db, const char *sid, const char *path, const char *owner,
@@ -201,7 +175,7 @@ int poll_pg_lock_try(parley_db *db, const char *sid, int64_t now, int64_t lock_u
     I64(until, lock_until);
     I64(nows, now);
     const char *p[4] = { owner_id(), until, sid, nows };
-    PGresult *r = exec(db, SQL_LOCK, 4, p, PGRES_TUPLES_OK, "poll: taking the session lock");
+    PGresult *r = db_pg_run(db, SQL_LOCK, 4, p, PGRES_TUPLES_OK, "poll: taking the session lock");
     if (!r)
         return -1;
     int got = PQntuples(r) == 1;
@@ -232,7 +206,7 @@ enum poll_status poll_pg_lock_why(parley_db *db, const char *sid, int64_t now)
     I64(nows, now);
     const char *d[2] = { sid, nows };
     /* only while still expired: a request on another node may have extended it */
-    int n = exec_changes(db, SQL_DELETE_EXPIRED_ONE, 2, d, "poll: deleting an expired session");
+    int n = db_pg_command(db, SQL_DELETE_EXPIRED_ONE, 2, d, "poll: deleting an expired session");
     if (n < 0)
         return POLL_ERROR;
     return n > 0 ? POLL_GONE : POLL_BUSY;     /* extended meanwhile: look again */
@@ -243,7 +217,7 @@ void poll_pg_unlock(parley_db *db, const char *sid)
     if (!can_name(sid))
         return;
     const char *p[2] = { sid, owner_id() };
-    exec_changes(db, SQL_UNLOCK, 2, p, "poll: releasing the session lock");
+    db_pg_command(db, SQL_UNLOCK, 2, p, "poll: releasing the session lock");
 }
 
 enum poll_status poll_pg_peek_meta(parley_db *db, const char *sid, char **state, char *owner,
@@ -252,7 +226,7 @@ enum poll_status poll_pg_peek_meta(parley_db *db, const char *sid, char **state,
     if (!can_name(sid))
         return POLL_GONE;
     const char *p[1] = { sid };
-    PGresult *r = exec(db, SQL_PEEK, 1, p, PGRES_TUPLES_OK, "poll: reading the session");
+    PGresult *r = db_pg_run(db, SQL_PEEK, 1, p, PGRES_TUPLES_OK, "poll: reading the session");
     if (!r)
         return POLL_ERROR;
     enum poll_status st = POLL_GONE;
@@ -302,7 +276,7 @@ int poll_pg_touch(parley_db *db, const char *sid, int64_t ack_upto, int idle_s)
     if (db_begin(db) < 0)
         return -1;
     /* the session row first (the UPDATE locks it), then its outbox */
-    if (exec_changes(db, SQL_TOUCH, 3, p, "poll: touching the session") < 0 ||
+    if (db_pg_command(db, SQL_TOUCH, 3, p, "poll: touching the session") < 0 ||
         delete_acked(db, sid, ack_upto) < 0) {
         db_rollback(db);
         return -1;
@@ -331,7 +305,7 @@ int poll_pg_save_ack(parley_db *db, const char *sid, const char *state, char *co
     I64(nows, now);
     I64(exp, now + (int64_t)idle_s * 1000);
     const char *u[5] = { sid, nexts, state, nows, exp };
-    if (exec_changes(db, SQL_SAVE, 5, u, "poll: saving the session") < 0)
+    if (db_pg_command(db, SQL_SAVE, 5, u, "poll: saving the session") < 0)
         goto error;
     return db_commit(db);
 error:
@@ -349,7 +323,7 @@ int poll_pg_read(parley_db *db, const char *sid, int64_t after, int max, char **
     I64(afters, after);
     I64(lim, max > 0 ? max : 500);
     const char *p[3] = { sid, afters, lim };
-    PGresult *r = exec(db, SQL_READ, 3, p, PGRES_TUPLES_OK, "poll: reading frames");
+    PGresult *r = db_pg_run(db, SQL_READ, 3, p, PGRES_TUPLES_OK, "poll: reading frames");
     if (!r)
         return -1;
     int n = PQntuples(r);
@@ -397,7 +371,7 @@ enum poll_status poll_pg_delete(parley_db *db, const char *sid)
     if (!can_name(sid))
         return POLL_GONE;
     const char *p[1] = { sid };
-    int n = exec_changes(db, SQL_DELETE, 1, p, "poll: deleting a session");
+    int n = db_pg_command(db, SQL_DELETE, 1, p, "poll: deleting a session");
     return n < 0 ? POLL_ERROR : n ? POLL_OK : POLL_GONE;
 }
 
@@ -405,7 +379,7 @@ int poll_pg_expire(parley_db *db, int64_t now)
 {
     I64(nows, now);
     const char *p[1] = { nows };
-    return exec_changes(db, SQL_EXPIRE, 1, p, "poll: deleting expired sessions");
+    return db_pg_command(db, SQL_EXPIRE, 1, p, "poll: deleting expired sessions");
 }
 
 enum poll_status poll_pg_open(parley_db *db, const char *sid, const char *path,
@@ -417,7 +391,7 @@ enum poll_status poll_pg_open(parley_db *db, const char *sid, const char *path,
     int64_t now = now_ms();
     if (max_owned > 0 && *owner) {
         const char *o[1] = { owner };
-        PGresult *r = exec(db, SQL_OWNER_LOCK, 1, o, PGRES_TUPLES_OK, "poll: owner lock");
+        PGresult *r = db_pg_run(db, SQL_OWNER_LOCK, 1, o, PGRES_TUPLES_OK, "poll: owner lock");
         if (!r)
             goto error;
         PQclear(r);
@@ -435,7 +409,7 @@ enum poll_status poll_pg_open(parley_db *db, const char *sid, const char *path,
     I64(nows, now);
     I64(exp, now + (int64_t)idle_s * 1000);
     const char *p[7] = { sid, path, owner, state, nexts, nows, exp };
-    if (exec_changes(db, SQL_CREATE, 7, p, "poll: creating a session") < 0 ||
+    if (db_pg_command(db, SQL_CREATE, 7, p, "poll: creating a session") < 0 ||
         insert_frames(db, sid, frames, nframes, 1, now) < 0)
         goto error;
     return db_commit(db) == 0 ? POLL_OK : POLL_ERROR;
@@ -471,7 +445,7 @@ int poll_pg_pump_get(parley_db *db, const char *sid, char **state, int64_t *next
     if (!can_name(sid))
         return 0;
     const char *p[1] = { sid };
-    PGresult *r = exec(db, SQL_PUMP_GET, 1, p, PGRES_TUPLES_OK, "poll: reading the session");
+    PGresult *r = db_pg_run(db, SQL_PUMP_GET, 1, p, PGRES_TUPLES_OK, "poll: reading the session");
     if (!r)
         return -1;
     if (PQntuples(r) != 1) {
@@ -496,5 +470,5 @@ int poll_pg_pump_write(parley_db *db, const char *sid, int64_t ack, const char *
     I64(nows, now);
     I64(exp, now + (int64_t)idle_s * 1000);
     const char *u[5] = { sid, nexts, state, nows, exp };
-    return exec_changes(db, SQL_PUMP_SAVE, 5, u, "poll: saving the session") < 0 ? -1 : 0;
+    return db_pg_command(db, SQL_PUMP_SAVE, 5, u, "poll: saving the session") < 0 ? -1 : 0;
 }

@@ -43,25 +43,11 @@ static const char SQL_PRUNE[] =
 
 #define I64(buf, v) char buf[24]; snprintf(buf, sizeof buf, "%" PRId64, (int64_t)(v))
 
-/* Runs sql (text parameters, text results). The result, or NULL with the
- * failure recorded and logged when its status is not want. */
-static PGresult *exec(parley_db *db, const char *sql, int n, const char *const *params,
-                      ExecStatusType want, const char *what)
-{
-    PGresult *r = db_pg_exec(db, sql, n, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != want) {
-        db_pg_fail(db, what, r);
-        PQclear(r);
-        return NULL;
-    }
-    return r;
-}
-
 /* A query's first row's first column: 1 found (*out), 0 no row, -1 error. */
 static int exec_i64(parley_db *db, const char *sql, int n, const char *const *params,
                     const char *what, int64_t *out)
 {
-    PGresult *r = exec(db, sql, n, params, PGRES_TUPLES_OK, what);
+    PGresult *r = db_pg_run(db, sql, n, params, PGRES_TUPLES_OK, what);
     if (!r)
         return -1;
     int got = PQntuples(r) > 0 && !PQgetisnull(r, 0, 0);
@@ -80,11 +66,11 @@ int ratelimit_pg_hit_n(parley_db *db, const char *user, int n, int limit, int64_
         return -1;
     /* the lock in a statement of its own: the next statements' snapshots
      * are taken once it is held */
-    PGresult *r = exec(db, SQL_LOCK, 1, uc, PGRES_TUPLES_OK, "ratelimit: user lock");
+    PGresult *r = db_pg_run(db, SQL_LOCK, 1, uc, PGRES_TUPLES_OK, "ratelimit: user lock");
     if (!r)
         goto error;
     PQclear(r);
-    if (!(r = exec(db, SQL_EXPIRE_USER, 2, uc, PGRES_COMMAND_OK, "ratelimit: expiring old hits")))
+    if (!(r = db_pg_run(db, SQL_EXPIRE_USER, 2, uc, PGRES_COMMAND_OK, "ratelimit: expiring old hits")))
         goto error;
     PQclear(r);
     int64_t count = 0;
@@ -109,7 +95,7 @@ int ratelimit_pg_hit_n(parley_db *db, const char *user, int n, int limit, int64_
     I64(nows, now_ms);
     I64(ns, n);
     const char *ins[3] = { user, nows, ns };
-    if (!(r = exec(db, SQL_INSERT, 3, ins, PGRES_COMMAND_OK, "ratelimit: recording a hit")))
+    if (!(r = db_pg_run(db, SQL_INSERT, 3, ins, PGRES_COMMAND_OK, "ratelimit: recording a hit")))
         goto error;
     PQclear(r);
     if (db_commit(db) < 0)
@@ -124,7 +110,7 @@ int ratelimit_pg_prune(parley_db *db, int64_t window_ms, int64_t now_ms)
 {
     I64(cutoff, now_ms - window_ms);
     const char *p[1] = { cutoff };
-    PGresult *r = exec(db, SQL_PRUNE, 1, p, PGRES_COMMAND_OK, "ratelimit: pruning hits");
+    PGresult *r = db_pg_run(db, SQL_PRUNE, 1, p, PGRES_COMMAND_OK, "ratelimit: pruning hits");
     if (!r)
         return -1;
     int n = atoi(PQcmdTuples(r));

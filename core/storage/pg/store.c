@@ -90,31 +90,6 @@ static const char SQL_ANSWER_DELETE[] = "DELETE FROM answers WHERE ticket_id = $
 static const char SQL_ANSWER_NEWEST[] =
     "SELECT response FROM answers WHERE ticket_id = $1 ORDER BY created_at DESC LIMIT 1";
 
-/* Runs sql with n text parameters; the result when its status is want,
- * else NULL (the failure recorded as what). */
-static PGresult *run(parley_db *db, const char *sql, int n, const char *const *params,
-                     ExecStatusType want, const char *what)
-{
-    PGresult *r = db_pg_exec(db, sql, n, params, NULL, NULL, 0);
-    if (PQresultStatus(r) == want)
-        return r;
-    db_pg_fail(db, what, r);
-    PQclear(r);
-    return NULL;
-}
-
-/* Rows a command changed, or -1 when it failed. */
-static int64_t command(parley_db *db, const char *sql, int n, const char *const *params,
-                       const char *what)
-{
-    PGresult *r = run(db, sql, n, params, PGRES_COMMAND_OK, what);
-    if (!r)
-        return -1;
-    int64_t changed = strtoll(PQcmdTuples(r), NULL, 10);
-    PQclear(r);
-    return changed;
-}
-
 static int64_t get_i64(const PGresult *r, int row, int col)
 {
     return strtoll(PQgetvalue(r, row, col), NULL, 10);
@@ -142,14 +117,14 @@ int store_pg_ticket_put(parley_db *db, const char *id, const char *body)
 {
     I64(now, now_ms());
     const char *p[3] = { id, body ? body : "", now };
-    return command(db, SQL_TICKET_PUT, 3, p, "store: put ticket") < 0 ? STORE_ERR : STORE_OK;
+    return db_pg_command(db, SQL_TICKET_PUT, 3, p, "store: put ticket") < 0 ? STORE_ERR : STORE_OK;
 }
 
 int store_pg_ticket_get(parley_db *db, const char *id, char **body)
 {
     *body = NULL;
     const char *p[1] = { id };
-    PGresult *r = run(db, SQL_TICKET_GET, 1, p, PGRES_TUPLES_OK, "store: get ticket");
+    PGresult *r = db_pg_run(db, SQL_TICKET_GET, 1, p, PGRES_TUPLES_OK, "store: get ticket");
     if (!r)
         return STORE_ERR;
     int rc = STORE_NOT_FOUND;
@@ -171,7 +146,7 @@ int store_pg_conv_create(parley_db *db, struct conversation *c)
                           c->title ? c->title : "", c->status,
                           c->settings ? c->settings : "{}", c->metadata ? c->metadata : "{}",
                           created, updated };
-    int64_t changed = command(db, SQL_CONV_CREATE, 11, p, "store: create conversation");
+    int64_t changed = db_pg_command(db, SQL_CONV_CREATE, 11, p, "store: create conversation");
     if (changed < 0)
         return STORE_ERR;
     return changed == 1 ? STORE_OK : STORE_EXISTS;
@@ -204,7 +179,7 @@ int store_pg_conv_get(parley_db *db, const char *id, const char *owner, struct c
 {
     memset(out, 0, sizeof *out);
     const char *p[2] = { id, owner };
-    PGresult *r = run(db, SQL_CONV_GET, 2, p, PGRES_TUPLES_OK, "store: get conversation");
+    PGresult *r = db_pg_run(db, SQL_CONV_GET, 2, p, PGRES_TUPLES_OK, "store: get conversation");
     if (!r)
         return STORE_ERR;
     int rc = STORE_NOT_FOUND;
@@ -221,7 +196,7 @@ int store_pg_conv_list(parley_db *db, const char *owner, const char *kind, int l
     *n = 0;
     *total = 0;
     const char *pc[2] = { owner, kind };
-    PGresult *r = run(db, SQL_CONV_COUNT, 2, pc, PGRES_TUPLES_OK, "store: count conversations");
+    PGresult *r = db_pg_run(db, SQL_CONV_COUNT, 2, pc, PGRES_TUPLES_OK, "store: count conversations");
     if (!r)
         return STORE_ERR;
     *total = PQntuples(r) == 1 ? get_i64(r, 0, 0) : 0;
@@ -231,7 +206,7 @@ int store_pg_conv_list(parley_db *db, const char *owner, const char *kind, int l
     I64(lim, limit);
     I64(off, offset < 0 ? 0 : offset);
     const char *p[4] = { owner, kind, lim, off };
-    if (!(r = run(db, SQL_CONV_LIST, 4, p, PGRES_TUPLES_OK, "store: list conversations")))
+    if (!(r = db_pg_run(db, SQL_CONV_LIST, 4, p, PGRES_TUPLES_OK, "store: list conversations")))
         return STORE_ERR;
     int rows = PQntuples(r);
     struct conversation *v = calloc((size_t)(rows > 0 ? rows : 1), sizeof *v);
@@ -255,7 +230,7 @@ int store_pg_conv_set_status(parley_db *db, const char *id, const char *owner, c
 {
     I64(now, now_ms());
     const char *p[4] = { id, owner, status, now };
-    int64_t changed = command(db, SQL_CONV_STATUS, 4, p, "store: set conversation status");
+    int64_t changed = db_pg_command(db, SQL_CONV_STATUS, 4, p, "store: set conversation status");
     if (changed < 0)
         return STORE_ERR;
     return changed ? STORE_OK : STORE_NOT_FOUND;
@@ -266,7 +241,7 @@ int store_pg_conv_set_status(parley_db *db, const char *id, const char *owner, c
 int store_pg_conv_delete(parley_db *db, const char *id, const char *owner)
 {
     const char *p[2] = { id, owner };
-    int64_t changed = command(db, SQL_CONV_DELETE, 2, p, "store: delete conversation");
+    int64_t changed = db_pg_command(db, SQL_CONV_DELETE, 2, p, "store: delete conversation");
     if (changed < 0)
         return STORE_ERR;
     return changed ? STORE_OK : STORE_NOT_FOUND;
@@ -286,10 +261,10 @@ int store_pg_msg_add_tx(parley_db *db, struct message *m)
                           m->model, m->helpful >= 0 ? helpful : NULL,
                           m->rating > 0 ? rating : NULL, m->metadata ? m->metadata : "{}",
                           created };
-    if (command(db, SQL_MSG_ADD, 11, p, "store: add message") < 0)
+    if (db_pg_command(db, SQL_MSG_ADD, 11, p, "store: add message") < 0)
         return STORE_ERR;
     const char *t[2] = { m->conversation_id, created };
-    return command(db, SQL_MSG_TOUCH, 2, t, "store: touch conversation") < 0 ? STORE_ERR : STORE_OK;
+    return db_pg_command(db, SQL_MSG_TOUCH, 2, t, "store: touch conversation") < 0 ? STORE_ERR : STORE_OK;
 }
 
 static int msg_from_row(const PGresult *r, int row, struct message *m)
@@ -346,7 +321,7 @@ int store_pg_msg_list(parley_db *db, const char *conv_id, int limit, int offset,
     *out = NULL;
     *n = 0;
     const char *pc[1] = { conv_id };
-    PGresult *r = run(db, SQL_MSG_COUNT, 1, pc, PGRES_TUPLES_OK, "store: count messages");
+    PGresult *r = db_pg_run(db, SQL_MSG_COUNT, 1, pc, PGRES_TUPLES_OK, "store: count messages");
     if (!r)
         return STORE_ERR;
     *total = PQntuples(r) == 1 ? get_i64(r, 0, 0) : 0;
@@ -356,7 +331,7 @@ int store_pg_msg_list(parley_db *db, const char *conv_id, int limit, int offset,
     I64(lim, limit);
     I64(off, offset < 0 ? 0 : offset);
     const char *p[3] = { conv_id, lim, off };
-    if (!(r = run(db, SQL_MSG_LIST, 3, p, PGRES_TUPLES_OK, "store: list messages")))
+    if (!(r = db_pg_run(db, SQL_MSG_LIST, 3, p, PGRES_TUPLES_OK, "store: list messages")))
         return STORE_ERR;
     return collect_msgs(r, out, n);
 }
@@ -370,7 +345,7 @@ int store_pg_msg_context(parley_db *db, const char *conv_id, int last,
         return STORE_OK;
     I64(lim, last);
     const char *p[2] = { conv_id, lim };
-    PGresult *r = run(db, SQL_MSG_CONTEXT, 2, p, PGRES_TUPLES_OK, "store: message context");
+    PGresult *r = db_pg_run(db, SQL_MSG_CONTEXT, 2, p, PGRES_TUPLES_OK, "store: message context");
     if (!r)
         return STORE_ERR;
     return collect_msgs(r, out, n);
@@ -382,7 +357,7 @@ int store_pg_msg_react(parley_db *db, const char *owner, const char *conv_id,
     I64(h, helpful);
     I64(rt, rating);
     const char *p[5] = { owner, conv_id, msg_id, h, rt };
-    int64_t changed = command(db, SQL_MSG_REACT, 5, p, "store: react to message");
+    int64_t changed = db_pg_command(db, SQL_MSG_REACT, 5, p, "store: react to message");
     if (changed < 0)
         return STORE_ERR;
     return changed ? STORE_OK : STORE_NOT_FOUND;
@@ -392,7 +367,7 @@ int store_pg_msg_reaction_get(parley_db *db, const char *conv_id, const char *ms
                               int *helpful, int *rating)
 {
     const char *p[2] = { msg_id, conv_id };
-    PGresult *r = run(db, SQL_MSG_REACTION, 2, p, PGRES_TUPLES_OK, "store: read reactions");
+    PGresult *r = db_pg_run(db, SQL_MSG_REACTION, 2, p, PGRES_TUPLES_OK, "store: read reactions");
     if (!r)
         return STORE_ERR;
     int rc = STORE_NOT_FOUND;
@@ -416,7 +391,7 @@ int store_pg_answer_get(parley_db *db, const char *key, char **response, int64_t
     if (tokens)
         *tokens = -1;
     const char *p[1] = { key };
-    PGresult *r = run(db, SQL_ANSWER_GET, 1, p, PGRES_TUPLES_OK, "store: get answer");
+    PGresult *r = db_pg_run(db, SQL_ANSWER_GET, 1, p, PGRES_TUPLES_OK, "store: get answer");
     if (!r)
         return STORE_ERR;
     int rc = STORE_NOT_FOUND;
@@ -441,13 +416,13 @@ int store_pg_answer_put_tx(parley_db *db, const struct answer *a)
     const char *p[10] = { a->key, a->kind, a->ticket_id, a->body_hash, a->query_norm,
                           a->model ? a->model : "", a->temperature >= 0 ? temp : NULL,
                           a->response ? a->response : "", a->tokens >= 0 ? tokens : NULL, now };
-    return command(db, SQL_ANSWER_PUT, 10, p, "store: put answer") < 0 ? STORE_ERR : STORE_OK;
+    return db_pg_command(db, SQL_ANSWER_PUT, 10, p, "store: put answer") < 0 ? STORE_ERR : STORE_OK;
 }
 
 int store_pg_answer_delete_ticket(parley_db *db, const char *ticket_id)
 {
     const char *p[1] = { ticket_id };
-    int64_t changed = command(db, SQL_ANSWER_DELETE, 1, p, "store: delete answers");
+    int64_t changed = db_pg_command(db, SQL_ANSWER_DELETE, 1, p, "store: delete answers");
     return changed < 0 ? -1 : changed > INT32_MAX ? INT32_MAX : (int)changed;
 }
 
@@ -456,7 +431,7 @@ int store_pg_answer_ticket_exists(parley_db *db, const char *ticket_id, char **r
     if (response)
         *response = NULL;
     const char *p[1] = { ticket_id };
-    PGresult *r = run(db, SQL_ANSWER_NEWEST, 1, p, PGRES_TUPLES_OK, "store: newest answer");
+    PGresult *r = db_pg_run(db, SQL_ANSWER_NEWEST, 1, p, PGRES_TUPLES_OK, "store: newest answer");
     if (!r)
         return -1;
     int rc = 0;
@@ -475,7 +450,7 @@ int store_pg_answer_peek(parley_db *db, const char *ticket_id, store_text_fn fn,
                          int *fn_rc)
 {
     const char *p[1] = { ticket_id };
-    PGresult *r = run(db, SQL_ANSWER_NEWEST, 1, p, PGRES_TUPLES_OK, "store: peek answer");
+    PGresult *r = db_pg_run(db, SQL_ANSWER_NEWEST, 1, p, PGRES_TUPLES_OK, "store: peek answer");
     if (!r)
         return STORE_ERR;
     if (PQntuples(r) != 1) {
