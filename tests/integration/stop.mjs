@@ -1,5 +1,5 @@
 // stop.mjs — stopping a generation through a real web server (docs/stop.md),
-// run by t0800-stop.sh once per setup. Clients on two transports —
+// run by t0810-stop.sh once per setup. Clients on two transports —
 // WebSocket (the bridge behind the server's proxy) and long-poll
 // (parley.fcgi) — plus the REST form; the simulated LLM's request log
 // (GET /_fake/requests) is the witness that the upstream connection was

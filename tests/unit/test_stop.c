@@ -21,7 +21,7 @@
  *     already_finished;
  *   - seed 002: {"type":"stop","data":{}} ends with complete data.stopped.
  * The jobs cases and the seed 001 / 000 cases run on SQLite and again on
- * PostgreSQL when PARLEY_TEST_PG holds a URI (t0800-stop-pg.sh).
+ * PostgreSQL when PARLEY_TEST_PG holds a URI (t0810-stop-pg.sh).
  */
 #include "th.h"
 #include "protohelp.h"

@@ -1,5 +1,5 @@
 #!/bin/sh
-# t0800-stop.sh — stopping a generation (docs/stop.md, issue 11 item 1)
+# t0810-stop.sh — stopping a generation (docs/stop.md, issue 11 item 1)
 # through real web servers configured with the shipped snippets: lighttpd
 # (apache-conf/lighttpd-parley.conf) and Apache + mod_fcgid
 # (parley-fcgid.conf, parley-websocket.conf), each with parley.fcgi and the

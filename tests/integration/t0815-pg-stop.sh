@@ -1,5 +1,5 @@
 #!/bin/sh
-# t0805-pg-stop.sh — stopping a generation on PostgreSQL (docs/stop.md):
+# t0815-pg-stop.sh — stopping a generation on PostgreSQL (docs/stop.md):
 # test_stop's backend cases run against a private PostgreSQL 15
 # (it_postgres) with PARLEY_TEST_PG=$PG_URL: the stop rules of the jobs
 # module (one UPDATE on a running job of its starter or an admin; pending
