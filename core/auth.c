@@ -8,6 +8,7 @@
  * for both. Stateless and thread-safe; never prints a token or a secret.
  */
 #include "auth.h"
+#include "visitor.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -183,7 +184,9 @@ enum auth_result auth_verify_role(const char *secret, const char *token, int64_t
     const char *s = jwt_get_grant(jwt, "sub");    /* NULL unless a string */
     /* A subject that does not fit is refused, never truncated into
      * another user's id. */
-    if (!s || !*s || (sub && strlen(s) >= sublen)) {
+    /* "anon:..." is the user id of an anonymous visitor (visitor.h): a
+     * token never names one, so no user can take over a visitor's data. */
+    if (!s || !*s || (sub && strlen(s) >= sublen) || visitor_is(s)) {
         r = AUTH_NO_SUBJECT;
         goto done;
     }

@@ -2,7 +2,8 @@
  *
  * Rejected: malformed tokens, any alg but HS256 (alg "none" included),
  * bad signatures, expired tokens (exp in the past, with 30 s leeway),
- * tokens not yet valid (nbf), and tokens without a string "sub".
+ * tokens not yet valid (nbf), tokens without a string "sub", and tokens
+ * whose sub starts with "anon:" (an anonymous visitor's id, visitor.h).
  * Threads: stateless, thread-safe. Never logs the token or the secret.
  */
 #ifndef PARLEY_AUTH_H

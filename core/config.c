@@ -9,6 +9,7 @@
 #include "config.h"
 #include "storage/pg/pg.h"     /* db_pg_is_conninfo */
 #include "util.h"
+#include "visitor.h"        /* PARLEY_ANONYMOUS: visitor_list_check */
 
 #include <ctype.h>
 #include <errno.h>
@@ -745,6 +746,8 @@ error:
 
 int config_check(const struct parley_config *cfg, char *err, size_t errlen)
 {
+    if (visitor_list_check(cfg->anonymous, err, errlen) < 0)
+        return -1;
     if (db_pg_is_conninfo(cfg->db_path) && !(cfg->node_prefix && *cfg->node_prefix))
         return set_err(err, errlen,
                        "PARLEY_NODE_PREFIX: must be set when PARLEY_DB is a PostgreSQL "

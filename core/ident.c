@@ -1,6 +1,7 @@
 /* ident.c — origins, ids, rate-limit identities, bell path (ident.h). */
 #include "ident.h"
 #include "util.h"
+#include "visitor.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -67,7 +68,7 @@ char *ident_peer(char *out, size_t outlen, const char *user, const char *addr)
 {
     if (!out || outlen == 0)
         return out;
-    if (user && *user) {
+    if (user && *user && !visitor_is(user)) {   /* visitors: by address */
         size_t n = strlen(user);
         if (n <= 100) {
             snprintf(out, outlen, "user:%s", user);

@@ -30,7 +30,8 @@ int ident_ticket_id_valid(const char *id);
 /* The rate-limit identity of a client, the same on every transport:
  * "user:<sub>" when user is a non-empty JWT subject (a subject longer than
  * 100 bytes becomes "user:sha256:<hex of the whole subject>", so two users
- * never share a bucket), else "ip:<addr>" (addr cut to 100 bytes; "ip:?"
+ * never share a bucket), else "ip:<addr>" (also for an anonymous
+ * visitor, user "anon:...": visitors are limited per client address) (addr cut to 100 bytes; "ip:?"
  * when addr is NULL or empty). out must hold IDENT_PEER_MAX bytes.
  * Returns out. */
 char *ident_peer(char *out, size_t outlen, const char *user, const char *addr);
