@@ -81,4 +81,12 @@ start_fcgid "$BUILD/parley.fcgi"
 run_suite apache
 stop_setup
 
+# With a sanitizer build (SANITIZE=address,undefined): no report in any log
+# of the bridge or of either setup's parley.fcgi.
+no_sanitizer_report() {
+    ! grep -l -E 'ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer' \
+        "$BRIDGE_DIR"/*.log "$IT_TMP"/*/logs/* 2>/dev/null
+}
+ok "no sanitizer report in the bridge's or parley.fcgi's logs" no_sanitizer_report
+
 it_done
