@@ -28,6 +28,7 @@ int stats_collect(parley_db *db, int64_t since, struct parley_stats *out)
         return stats_pg_collect(db, since, out);
     memset(out, 0, sizeof *out);
     out->poll_sessions = out->answers_cached = out->conversations = -1;
+    out->anon_conversations = out->anon_messages = out->anon_poll_sessions = -1;
     sqlite3_stmt *st = db_stmt(db, sql_jobs);
     if (!st)
         return -1;
@@ -59,6 +60,9 @@ int stats_collect(parley_db *db, int64_t since, struct parley_stats *out)
     out->poll_sessions = scalar(db, "SELECT count(*) FROM poll_sessions");
     out->answers_cached = scalar(db, "SELECT count(*) FROM answers");
     out->conversations = scalar(db, "SELECT count(*) FROM conversations");
+    out->anon_conversations = scalar(db, SQL_ANON_CONVS);
+    out->anon_messages = scalar(db, SQL_ANON_MSGS);
+    out->anon_poll_sessions = scalar(db, SQL_ANON_POLLS);
     return 0;
 }
 

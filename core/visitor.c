@@ -71,6 +71,9 @@ static int check_one(const char *s, size_t n, void *arg)
         return set_err(ck->err, ck->errlen, "PARLEY_ANONYMOUS: unknown protocol '%.*s' (use a "
                        "comma list of ticket, chat, brand, send, phoenix)",
                        (int)(n > 60 ? 60 : n), s);
+    if (name_kind(s, n) == PROTO_PHOENIX)
+        return set_err(ck->err, ck->errlen, "PARLEY_ANONYMOUS: phoenix (seed 003) has no "
+                       "anonymous visitors: its clients send a token (docs/anonymous.md)");
     return 0;
 }
 
@@ -89,7 +92,7 @@ static int match_one(const char *s, size_t n, void *arg)
 
 int visitor_allowed(const char *list, int kind)
 {
-    if (!list || kind < 0 || kind >= NKINDS)
+    if (!list || kind < 0 || kind >= NKINDS || kind == PROTO_PHOENIX)
         return 0;
     return each_entry(list, match_one, &kind) > 0;
 }

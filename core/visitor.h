@@ -30,7 +30,8 @@
 #define VISITOR_COOKIE_MAX_AGE (30 * 24 * 3600)
 
 /* Checks a PARLEY_ANONYMOUS value: NULL or "" (no protocol) or a comma list
- * of protocol names (blanks around names ignored, case-sensitive). 0 when
+ * of protocol names (blanks around names ignored, case-sensitive; phoenix
+ * is refused: seed 003 clients always send a token). 0 when
  * valid; -1 with a message naming PARLEY_ANONYMOUS and the bad entry in err
  * (NULL allowed). Thread-safe. */
 int visitor_list_check(const char *list, char *err, size_t errlen);
@@ -40,7 +41,8 @@ int visitor_list_check(const char *list, char *err, size_t errlen);
  * Static storage. */
 const char *visitor_kind_name(int kind);
 
-/* 1 when list (PARLEY_ANONYMOUS, NULL = none) names protocol kind, else 0.
+/* 1 when list (PARLEY_ANONYMOUS, NULL = none) names protocol kind, else 0
+ * (always 0 for phoenix).
  * Thread-safe. */
 int visitor_allowed(const char *list, int kind);
 

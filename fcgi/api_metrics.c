@@ -65,6 +65,21 @@ int h_metrics(struct request *r)
                total / 1000.0, (long long)recent, (long long)polls, (long long)answers,
                (long long)convs);
 
+    /* Anonymous visitors (docs/anonymous.md), from the database: what they
+     * stored, whichever process or bridge served them. */
+    res_printf(r,
+               "# HELP parley_anonymous_conversations Conversations of anonymous visitors (owner anon:).\n"
+               "# TYPE parley_anonymous_conversations gauge\n"
+               "parley_anonymous_conversations %lld\n"
+               "# HELP parley_anonymous_messages_total Messages anonymous visitors sent (stored).\n"
+               "# TYPE parley_anonymous_messages_total counter\n"
+               "parley_anonymous_messages_total %lld\n"
+               "# HELP parley_anonymous_poll_sessions Open long-poll sessions of anonymous visitors.\n"
+               "# TYPE parley_anonymous_poll_sessions gauge\n"
+               "parley_anonymous_poll_sessions %lld\n",
+               (long long)st.anon_conversations, (long long)st.anon_messages,
+               (long long)st.anon_poll_sessions);
+
     /* The upstreams as this process sees them (docs/upstreams.md). */
     struct llm_config lc;
     config_llm(r->ctx->cfg, &lc);

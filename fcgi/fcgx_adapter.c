@@ -111,7 +111,7 @@ static void req_copy_free(struct req_copy *k)
  * as with FCGX_GetParam. */
 enum { P_METHOD, P_URI, P_SCRIPT, P_PATH_INFO, P_QUERY, P_CTYPE, P_AUTH, P_REDIR_AUTH,
        P_ORIGIN, P_LAST_EVENT_ID, P_ADDR, P_CLEN, P_PHX_LP_TOKEN, P_PHX_AUTH, P_ACR_HEADERS,
-       P_COUNT };
+       P_COOKIE, P_VISITOR, P_HTTPS, P_FWD_PROTO, P_COUNT };
 static const struct {
     const char *name;
     size_t len;
@@ -122,6 +122,7 @@ static const struct {
     PN("REDIRECT_HTTP_AUTHORIZATION"), PN("HTTP_ORIGIN"), PN("HTTP_LAST_EVENT_ID"),
     PN("REMOTE_ADDR"), PN("CONTENT_LENGTH"), PN("HTTP_X_PHOENIX_LONGPOLL_TOKEN"),
     PN("HTTP_X_PHOENIX_AUTHTOKEN"), PN("HTTP_ACCESS_CONTROL_REQUEST_HEADERS"),
+    PN("HTTP_COOKIE"), PN("HTTP_X_PARLEY_VISITOR"), PN("HTTPS"), PN("HTTP_X_FORWARDED_PROTO"),
 #undef PN
 };
 
@@ -207,6 +208,10 @@ static void request_from_params(FCGX_Request *rq, struct request *r, struct req_
     r->phx_longpoll_token = keep(k, pv[P_PHX_LP_TOKEN]);
     r->phx_auth_token = keep(k, pv[P_PHX_AUTH]);
     r->acr_headers = keep(k, pv[P_ACR_HEADERS]);
+    r->cookie = keep(k, pv[P_COOKIE]);             /* anonymous visitors */
+    r->visitor_header = keep(k, pv[P_VISITOR]);
+    r->https = keep(k, pv[P_HTTPS]);
+    r->forwarded_proto = keep(k, pv[P_FWD_PROTO]);
     ident_peer(r->peer, sizeof r->peer, NULL, r->remote_addr);
 }
 

@@ -13,6 +13,7 @@
 #include "http.h"
 #include "auth.h"
 #include "ident.h"
+#include "proto.h"
 #include "util.h"
 
 #include <errno.h>
@@ -526,8 +527,45 @@ static void dispatch_shown_path(const struct request *r, char *out, size_t len)
     snprintf(out, len, "%.200s%s", r->path, strlen(r->path) > 200 ? "..." : "");
 }
 
-/* Sets up r->user from a token. Returns 0, or -1 with the 401 written. */
-static int dispatch_auth(struct request *r, int required)
+int http_visitor(struct request *r, int issue)
+{
+    const struct parley_config *cfg = r->ctx ? r->ctx->cfg : NULL;
+    r->user[0] = '\0';
+    if (!cfg || config_open_mode(cfg))
+        return -1;
+    char tok[VISITOR_TOKEN_MAX + 8];
+    const char *t = r->visitor_header && *r->visitor_header ? r->visitor_header : NULL;
+    if (!t)
+        t = req_query(r, VISITOR_QUERY, tok, sizeof tok);
+    if (!t)
+        t = visitor_cookie_find(r->cookie, tok, sizeof tok);
+    if (!(t && visitor_verify(cfg->jwt_secret, t, r->user, sizeof r->user) == 0)) {
+        char cookie[256], h[420];
+        if (!issue || visitor_issue(cfg->jwt_secret, r->visitor_new, sizeof r->visitor_new,
+                                    r->user, sizeof r->user) < 0 ||
+            visitor_set_cookie(cookie, sizeof cookie, r->visitor_new,
+                               visitor_https(r->https, r->forwarded_proto)) < 0) {
+            r->user[0] = r->visitor_new[0] = '\0';
+            return -1;
+        }
+        snprintf(h, sizeof h, "Set-Cookie: %s\r\nX-Parley-Visitor: %s\r\n", cookie,
+                 r->visitor_new);
+        hdr_append(r->res->extra_headers, sizeof r->res->extra_headers, h);
+    }
+    ident_peer(r->peer, sizeof r->peer, r->user, r->remote_addr);   /* by address */
+    return 0;
+}
+
+/* The protocol whose visitors a route's F_ANON_* flag admits, or -1. */
+static int dispatch_anon_kind(int flags)
+{
+    return flags & F_ANON_TICKET ? PROTO_TICKET : flags & F_ANON_CHAT ? PROTO_CHAT
+         : flags & F_ANON_SEND ? PROTO_SEND : -1;
+}
+
+/* Sets up r->user from a token (or a visitor's, F_VISITOR / F_ANON_*).
+ * Returns 0, or -1 with the 401 written. */
+static int dispatch_auth(struct request *r, int flags)
 {
     const struct parley_config *cfg = r->ctx ? r->ctx->cfg : NULL;
     if (!cfg || config_open_mode(cfg))
@@ -536,8 +574,15 @@ static int dispatch_auth(struct request *r, int required)
     char qtok[4096];
     if (!tok)
         tok = req_query(r, "token", qtok, sizeof qtok);
-    if (!tok && !required)
+    if (!tok && !(flags & F_AUTH))
         return 0;
+    if (!tok) {
+        int kind = dispatch_anon_kind(flags);
+        if ((flags & F_VISITOR) && visitor_any(cfg->anonymous) && http_visitor(r, 0) == 0)
+            return 0;
+        if (kind >= 0 && visitor_allowed(cfg->anonymous, kind) && http_visitor(r, 1) == 0)
+            return 0;
+    }
     enum auth_result ar = auth_verify(cfg->jwt_secret, tok, 0, r->user, sizeof r->user);
     if (ar == AUTH_OK)
         return 0;
@@ -571,6 +616,7 @@ void http_dispatch(struct request *r)
     r->route_flags = 0;
     r->json = NULL;
     r->user[0] = '\0';
+    r->visitor_new[0] = '\0';
     if (!r->method || !*r->method)
         r->method = "GET";
     if (!r->path || !*r->path)
@@ -649,7 +695,7 @@ void http_dispatch(struct request *r)
                   HTTP_MAX_BODY);
         goto done;
     }
-    if ((hit->flags & (F_AUTH | F_USER)) && dispatch_auth(r, hit->flags & F_AUTH) < 0)
+    if ((hit->flags & (F_AUTH | F_USER)) && dispatch_auth(r, hit->flags) < 0)
         goto done;
     if (r->user[0])
         ident_peer(r->peer, sizeof r->peer, r->user, r->remote_addr);

@@ -13,6 +13,7 @@
  */
 #ifndef PARLEY_HTTP_H
 #define PARLEY_HTTP_H
+#include "visitor.h"
 #include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
@@ -69,6 +70,13 @@ struct request {
      * phoenix.js's authToken option); and a CORS preflight's
      * Access-Control-Request-Headers. */
     const char *phx_longpoll_token, *phx_auth_token, *acr_headers;
+    /* Anonymous visitors (core/visitor.h, docs/anonymous.md): the Cookie
+     * header, the X-Parley-Visitor header, the HTTPS parameter and the
+     * X-Forwarded-Proto header (NULL: absent). */
+    const char *cookie, *visitor_header, *https, *forwarded_proto;
+    /* The token of a visitor http_visitor issued for this request ("" none):
+     * a handler may put it in its response body (field "visitor"). */
+    char visitor_new[VISITOR_TOKEN_MAX];
     /* Filled by the dispatcher: */
     const char *params[HTTP_MAX_PARAMS];   /* {captures} of the pattern, percent-
                                   decoded, non-empty, valid UTF-8, never
@@ -111,7 +119,17 @@ enum route_flags {
                                   X-Accel-Buffering: no; HEAD is refused */
     F_USER = 8,                /* JWT optional: a token, if given, must be valid
                                   (else 401) and sets r->user; none leaves "" */
-    F_NODB = 16,               /* the handler copes with r->ctx->db == NULL
+    F_NODB = 16,
+    /* Anonymous visitors (docs/anonymous.md), only while PARLEY_JWT_SECRET
+     * is set and no token came: F_VISITOR accepts a visitor's token (cookie,
+     * X-Parley-Visitor or ?visitor=) in place of the JWT when any protocol
+     * is anonymous (what it reaches is the visitor's own: poll sessions,
+     * generations); F_ANON_<KIND> also issues a new visitor when none came,
+     * if PARLEY_ANONYMOUS names that protocol. */
+    F_VISITOR = 32,
+    F_ANON_TICKET = 64,
+    F_ANON_CHAT = 128,
+    F_ANON_SEND = 256,               /* the handler copes with r->ctx->db == NULL
                                   (else the dispatcher answers 503) */
 };
 
@@ -152,6 +170,16 @@ const char *http_path_from_cgi(const char *request_uri, const char *script_name,
 
 /* Query parameter value (percent- and '+'-decoded into buf), NULL when
  * absent, when it does not fit in buf, or when it decodes to a NUL byte. */
+/* The request's anonymous visitor (core/visitor.h): the token from the
+ * X-Parley-Visitor header, else the query parameter visitor=, else the
+ * parley_visitor cookie, checked against PARLEY_JWT_SECRET. 0 with r->user
+ * its user id ("anon:<id>") and r->peer its address's rate-limit key; when
+ * none (or an invalid one) came and issue is 1, a new visitor is issued:
+ * r->visitor_new holds its token and the response gets Set-Cookie
+ * (HttpOnly, SameSite=Lax, Secure over HTTPS) and X-Parley-Visitor. -1 when
+ * there is no visitor (issue 0) or issuing failed; r->user is then "".
+ * Worker thread of the request; no allocation. */
+int http_visitor(struct request *r, int issue);
 const char *req_query(const struct request *r, const char *name, char *buf, size_t buflen);
 /* Integer query parameter name: 0 when absent (*out = def), 1 when it is a
  * decimal integer within [min, max] (*out set), -1 when it is not (a sign

@@ -26,31 +26,56 @@
 #include "proto.h"
 #include "ratelimit.h"
 #include "util.h"
+#include "visitor.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Copies the value of query parameter name (with its '=': "token=") of
+ * path's query into out ("" none or too long). */
+static void path_arg(const char *path, const char *name, char *out, size_t len)
+{
+    out[0] = '\0';
+    const char *q = strchr(path, '?');
+    size_t nl = strlen(name);
+    for (const char *p = q; p && *p; p = strchr(p + 1, '&')) {
+        if (strncmp(p + 1, name, nl) != 0)
+            continue;
+        const char *v = p + 1 + nl;
+        size_t n = strcspn(v, "&#");
+        if (n < len) {
+            memcpy(out, v, n);
+            out[n] = '\0';
+        }
+        return;
+    }
+}
+
 /* The user a poll request acts for: the dispatcher's JWT user, else a
- * token in the WebSocket path's query (seed 001 puts it there). 0 / -1
- * (401 written). */
-static int poll_user(struct request *r, const char *path, char *user, size_t len)
+ * token in the WebSocket path's query (seed 001 puts it there), else, when
+ * PARLEY_ANONYMOUS names the path's protocol (kind), an anonymous visitor:
+ * its token from the request (http_visitor) or from visitor= in path, or a
+ * new one (docs/anonymous.md). 0 / -1 (401 written). */
+static int poll_user(struct request *r, const char *path, enum proto_kind kind, char *user,
+                     size_t len)
 {
     const struct parley_config *cfg = r->ctx->cfg;
     str_copy(user, len, r->user);
     if (config_open_mode(cfg) || r->user[0])
         return 0;
-    const char *q = strstr(path, "?token=");
-    if (!q)
-        q = strstr(path, "&token=");
-    char tok[4096] = "";
-    if (q) {
-        q += 7;
-        size_t n = strcspn(q, "&#");
-        if (n < sizeof tok) {
-            memcpy(tok, q, n);
-            tok[n] = '\0';
+    char tok[4096];
+    path_arg(path, "token=", tok, sizeof tok);
+    if (!tok[0] && visitor_allowed(cfg->anonymous, (int)kind)) {
+        char vt[VISITOR_TOKEN_MAX];
+        path_arg(path, VISITOR_QUERY "=", vt, sizeof vt);
+        if (vt[0] && visitor_verify(cfg->jwt_secret, vt, user, len) == 0)
+            return 0;
+        if (http_visitor(r, 1) == 0) {
+            str_copy(user, len, r->user);
+            return 0;
         }
+        return res_error(r, 500, "Could not issue a visitor identity"), -1;
     }
     enum auth_result ar = auth_verify(cfg->jwt_secret, tok[0] ? tok : NULL, 0, user, len);
     if (ar != AUTH_OK) {
@@ -71,7 +96,7 @@ int h_poll_open(struct request *r)
     if (proto_route(path, &kind, param, sizeof param) < 0)
         return res_error(r, 404, "No protocol is served at path %.200s", path);
     char user[128], peer[IDENT_PEER_MAX];
-    if (poll_user(r, path, user, sizeof user) < 0)
+    if (poll_user(r, path, kind, user, sizeof user) < 0)
         return 0;
     /* the user's identity, also when the token came only inside path */
     ident_peer(peer, sizeof peer, user, r->remote_addr);
@@ -109,7 +134,10 @@ int h_poll_open(struct request *r)
         poll_fail(r, st);
         goto out;
     }
-    res_json(r, 200, json_pack("{s:s, s:i}", "sid", sid, "cursor", 0));
+    json_t *body = json_pack("{s:s, s:i}", "sid", sid, "cursor", 0);
+    if (body && r->visitor_new[0])      /* a new anonymous visitor: its token */
+        json_object_set_new(body, "visitor", json_string(r->visitor_new));
+    res_json(r, 200, body);
 out:
     free(saved);
     frames_free(&fr);

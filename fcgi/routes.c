@@ -18,34 +18,35 @@ const struct route http_routes[] = {
     { "GET",    "/brands/active",                   h_brands_active,    0 },
     { "GET",    "/api/metrics",                     h_metrics,          F_AUTH },
 
-    /* seed 001 chat REST (conversations of the JWT's sub) */
-    { "GET",    "/api/chat/sessions",               h_sessions_list,    F_AUTH },
-    { "POST",   "/api/chat/sessions",               h_session_create,   F_AUTH | F_JSON },
-    { "GET",    "/api/chat/sessions/{id}",          h_session_get,      F_AUTH },
-    { "DELETE", "/api/chat/sessions/{id}",          h_session_delete,   F_AUTH },
-    { "GET",    "/api/chat/sessions/{id}/messages", h_session_messages, F_AUTH },
+    /* seed 001 chat REST (conversations of the JWT's sub, or of an anonymous
+     * visitor's id when PARLEY_ANONYMOUS names chat: docs/anonymous.md) */
+    { "GET",    "/api/chat/sessions",               h_sessions_list,    F_AUTH | F_ANON_CHAT },
+    { "POST",   "/api/chat/sessions",               h_session_create,   F_AUTH | F_ANON_CHAT | F_JSON },
+    { "GET",    "/api/chat/sessions/{id}",          h_session_get,      F_AUTH | F_ANON_CHAT },
+    { "DELETE", "/api/chat/sessions/{id}",          h_session_delete,   F_AUTH | F_ANON_CHAT },
+    { "GET",    "/api/chat/sessions/{id}/messages", h_session_messages, F_AUTH | F_ANON_CHAT },
     { "POST",   "/api/chat/sessions/{id}/messages/{mid}/reactions",
-                                                    h_message_reaction, F_AUTH | F_JSON },
-    { "POST",   "/api/chat/export",                 h_chat_export,      F_AUTH | F_JSON },
+                                                    h_message_reaction, F_AUTH | F_ANON_CHAT | F_JSON },
+    { "POST",   "/api/chat/export",                 h_chat_export,      F_AUTH | F_ANON_CHAT | F_JSON },
     /* stop a generation (api_stop.c, docs/stop.md): any protocol's
      * conversation, or a ticket; the starter or an admin (role claim) */
-    { "POST",   "/api/chat/sessions/{id}/stop",     h_chat_stop,        F_AUTH },
-    { "POST",   "/api/tickets/{id}/ai/stop",        h_ticket_ai_stop,   F_AUTH },
+    { "POST",   "/api/chat/sessions/{id}/stop",     h_chat_stop,        F_AUTH | F_VISITOR },
+    { "POST",   "/api/tickets/{id}/ai/stop",        h_ticket_ai_stop,   F_AUTH | F_ANON_TICKET },
 
     /* seed 004 SSE */
-    { "POST",   "/api/chat/send",                   h_chat_send,        F_AUTH | F_JSON | F_STREAM },
+    { "POST",   "/api/chat/send",                   h_chat_send,        F_AUTH | F_ANON_SEND | F_JSON | F_STREAM },
 
     /* seed 000 tickets: REST + SSE */
-    { "GET",    "/api/tickets/{id}/ai",             h_ticket_ai_get,    F_AUTH },
-    { "DELETE", "/api/tickets/{id}/ai",             h_ticket_ai_delete, F_AUTH },
-    { "GET",    "/api/tickets/{id}/ai/stream",      h_ticket_ai_stream, F_AUTH | F_STREAM },
+    { "GET",    "/api/tickets/{id}/ai",             h_ticket_ai_get,    F_AUTH | F_ANON_TICKET },
+    { "DELETE", "/api/tickets/{id}/ai",             h_ticket_ai_delete, F_AUTH | F_ANON_TICKET },
+    { "GET",    "/api/tickets/{id}/ai/stream",      h_ticket_ai_stream, F_AUTH | F_ANON_TICKET | F_STREAM },
 
     /* generic long-poll transport (DESIGN §3); POST /{sid} takes a raw
      * body: one JSON frame or NDJSON */
     { "POST",   "/api/poll/open",                   h_poll_open,        F_USER | F_JSON },
-    { "GET",    "/api/poll/{sid}",                  h_poll_get,         F_AUTH },
-    { "POST",   "/api/poll/{sid}",                  h_poll_post,        F_AUTH },
-    { "DELETE", "/api/poll/{sid}",                  h_poll_delete,      F_AUTH },
+    { "GET",    "/api/poll/{sid}",                  h_poll_get,         F_AUTH | F_VISITOR },
+    { "POST",   "/api/poll/{sid}",                  h_poll_post,        F_AUTH | F_VISITOR },
+    { "DELETE", "/api/poll/{sid}",                  h_poll_delete,      F_AUTH | F_VISITOR },
 
     /* seed 003, Phoenix LongPoll (phx_longpoll.c): the handler checks the
      * JWT itself (Bearer or the auth_token connect param) because ?token=

@@ -26,6 +26,7 @@
  */
 #ifndef PARLEY_WS_BRIDGE_H
 #define PARLEY_WS_BRIDGE_H
+#include "visitor.h"
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -163,6 +164,10 @@ struct wsconn {
     int opened;                        /* proto_open ran (pc to clean up) */
     char user[128];                    /* set by the service thread before T_OPEN */
     char peer[IDENT_PEER_MAX];         /* rate-limit identity (ident_peer) */
+    /* An anonymous visitor's token when the service thread issued a new
+     * one at ESTABLISHED ("" otherwise): T_OPEN adds it to the opening
+     * frame as "visitor" (docs/anonymous.md). */
+    char visitor_new[VISITOR_TOKEN_MAX];
 };
 
 /* A channel some connections follow (registry, {br->mu}). */
@@ -347,6 +352,11 @@ enum refuse_why { RF_NOT_FOUND, RF_ORIGIN, RF_UNAUTHORIZED, RF_VERSION, RF_COUNT
 void metrics_init(void);
 void metrics_cleanup(void);
 void metrics_accepted(void);
+/* Anonymous visitors (docs/anonymous.md): a visitor's connection opened
+ * (new = 1 when its identity was issued now), a message a visitor sent.
+ * Any thread (atomic counters). */
+void metrics_anonymous_open(int new_visitor);
+void metrics_anonymous_message(void);
 void metrics_open_delta(int d);
 void metrics_refused(enum refuse_why w);
 void metrics_closed(enum close_why w);

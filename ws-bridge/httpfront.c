@@ -348,6 +348,9 @@ int httpfront_begin(struct lws *wsi, struct bridge *br, struct hx **slot)
     x->r.acr_headers = header(x, wsi, WSI_TOKEN_HTTP_AC_REQUEST_HEADERS);
     x->r.phx_longpoll_token = custom_header(x, wsi, "x-phoenix-longpoll-token:");
     x->r.phx_auth_token = custom_header(x, wsi, "x-phoenix-authtoken:");
+    x->r.cookie = header(x, wsi, WSI_TOKEN_HTTP_COOKIE);          /* anonymous visitors */
+    x->r.visitor_header = custom_header(x, wsi, "x-parley-visitor:");
+    x->r.forwarded_proto = custom_header(x, wsi, "x-forwarded-proto:");
     bridge_client_addr(wsi, br, addr, sizeof addr);
     x->r.remote_addr = keep(x, addr);
     ident_peer(x->r.peer, sizeof x->r.peer, NULL, x->r.remote_addr);

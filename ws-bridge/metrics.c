@@ -42,6 +42,7 @@ static struct {
     uint64_t refused[RF_COUNT], closed[CW_COUNT];
     int64_t gen_waiting, gen_running;
     uint64_t gen_done;
+    uint64_t anon_conns, anon_new, anon_msgs;   /* anonymous visitors */
     uint64_t lp[3];            /* long-poll requests answered: GET, POST, other */
     pthread_mutex_t mu;        /* users, errors, histograms, seen jobs */
     struct ustat *users;
@@ -97,6 +98,13 @@ void metrics_cleanup(void)
 }
 
 void metrics_accepted(void) { add(&M.accepted, 1); }
+void metrics_anonymous_open(int new_visitor)
+{
+    add(&M.anon_conns, 1);
+    if (new_visitor)
+        add(&M.anon_new, 1);
+}
+void metrics_anonymous_message(void) { add(&M.anon_msgs, 1); }
 void metrics_open_delta(int d) { __atomic_add_fetch(&M.open, (uint64_t)(int64_t)d, __ATOMIC_RELAXED); }
 void metrics_refused(enum refuse_why w) { add(&M.refused[w], 1); }
 void metrics_closed(enum close_why w) { add(&M.closed[w], 1); }
@@ -185,7 +193,9 @@ void metrics_job_event(const struct evlog_event *ev)
 
 struct ustat *metrics_user(const char *user)
 {
-    const char *name = user && *user ? user : "(anonymous)";
+    /* visitors are counted together: one label per visitor would grow
+     * without bound (their own counters: parley_ws_anonymous_*) */
+    const char *name = visitor_is(user) ? "(visitors)" : user && *user ? user : "(anonymous)";
     pthread_mutex_lock(&M.mu);
     struct ustat *u;
     for (u = M.users; u; u = u->next)
@@ -283,6 +293,12 @@ char *metrics_render(const struct bridge *br)
                 (unsigned long long)get(&M.closed[i]));
     COUNTER(f, "parley_ws_messages_received_total", "Client messages received.",
             get(&M.received));
+    COUNTER(f, "parley_ws_anonymous_connections_total",
+            "WebSocket connections of anonymous visitors (PARLEY_ANONYMOUS).", get(&M.anon_conns));
+    COUNTER(f, "parley_ws_anonymous_visitors_issued_total",
+            "Visitor identities issued to WebSocket clients.", get(&M.anon_new));
+    COUNTER(f, "parley_ws_anonymous_messages_total", "Client messages of anonymous visitors.",
+            get(&M.anon_msgs));
     COUNTER(f, "parley_ws_received_bytes_total", "Bytes of client messages.",
             get(&M.received_bytes));
     COUNTER(f, "parley_ws_messages_sent_total", "Frames sent to clients.", get(&M.sent));

@@ -693,6 +693,21 @@ static void run_phx_task(struct worker *w, struct wsconn *c, struct task *t)
     }
 }
 
+/* Adds "visitor": token to the first of frames (a JSON object), so that a
+ * client that cannot keep cookies learns its new visitor token
+ * (docs/anonymous.md). Left as it is when that frame is not an object. */
+static void frame_add_visitor(struct proto_frames *fr, const char *token)
+{
+    json_t *o = json_loads(fr->v[0], 0, NULL);
+    char *s = NULL;
+    if (json_is_object(o) && json_object_set_new(o, "visitor", json_string(token)) == 0 &&
+        (s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(15)))) {
+        free(fr->v[0]);
+        fr->v[0] = s;
+    }
+    json_decref(o);
+}
+
 static void run_task(struct worker *w, struct wsconn *c, struct task *t)
 {
     struct bridge *br = w->br;
@@ -709,6 +724,8 @@ static void run_task(struct worker *w, struct wsconn *c, struct task *t)
         if (proto_open(&w->ctx, &c->pc, path, c->user, c->peer, &fr) < 0)
             metrics_error(fr.n ? "open" : "db");
         free(path);
+        if (c->visitor_new[0] && fr.n > 0)   /* a new anonymous visitor: its token */
+            frame_add_visitor(&fr, c->visitor_new);
         c->opened = 1;
         post(c, &fr);
         if (c->pc.close) {

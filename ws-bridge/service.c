@@ -430,6 +430,38 @@ static void close_soon(struct wsconn *c, int code, const char *reason, int drop,
         lws_callback_on_writable(c->wsi);
 }
 
+/* Service thread, at ESTABLISHED: the anonymous visitor of a connection
+ * without a JWT to a protocol PARLEY_ANONYMOUS names: its token from the
+ * X-Parley-Visitor header, else visitor= in path's query, else the
+ * parley_visitor cookie; none or an invalid one: a new visitor, whose token
+ * goes to c->visitor_new. 0 with c->user "anon:<id>", -1 when issuing
+ * failed. */
+static int ws_visitor(struct lws *wsi, const struct bridge *br, const char *path,
+                      struct wsconn *c)
+{
+    char buf[4200], tok[VISITOR_TOKEN_MAX];
+    c->visitor_new[0] = '\0';
+    tok[0] = '\0';
+    if (lws_hdr_custom_copy(wsi, buf, sizeof buf, "x-parley-visitor:", 17) > 0)
+        str_copy(tok, sizeof tok, buf);
+    const char *q = strchr(path, '?');
+    for (const char *p = q; !tok[0] && p && *p; p = strchr(p + 1, '&'))
+        if (!strncmp(p + 1, VISITOR_QUERY "=", sizeof VISITOR_QUERY)) {
+            const char *v = p + 1 + sizeof VISITOR_QUERY;
+            size_t n = strcspn(v, "&#");
+            if (n < sizeof tok) {
+                memcpy(tok, v, n);
+                tok[n] = '\0';
+            }
+        }
+    if (!tok[0] && lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_COOKIE) > 0)
+        visitor_cookie_find(buf, tok, sizeof tok);
+    if (tok[0] && visitor_verify(br->cfg.jwt_secret, tok, c->user, sizeof c->user) == 0)
+        return 0;
+    return visitor_issue(br->cfg.jwt_secret, c->visitor_new, sizeof c->visitor_new, c->user,
+                         sizeof c->user);
+}
+
 static int on_established(struct lws *wsi, struct bridge *br, struct pss *pss)
 {
     struct wsconn *c = conn_new(br, wsi);
@@ -467,6 +499,18 @@ static int on_established(struct lws *wsi, struct bridge *br, struct pss *pss)
         const char *tok = token[0] ? token : NULL;
         if (!tok && lws_hdr_copy(wsi, auth, sizeof auth, WSI_TOKEN_HTTP_AUTHORIZATION) > 0)
             tok = auth_bearer(auth);
+        enum proto_kind kind;
+        char param[160];
+        if (!tok && proto_route(path, &kind, param, sizeof param) == 0 &&
+            visitor_allowed(br->cfg.anonymous, (int)kind)) {
+            /* an anonymous visitor (docs/anonymous.md) */
+            if (ws_visitor(wsi, br, path, c) < 0) {
+                close_soon(c, 1011, "could not issue a visitor identity", 1, CW_ERROR);
+                return 0;
+            }
+            metrics_anonymous_open(c->visitor_new[0] != '\0');
+            goto authed;
+        }
         enum auth_result ar = auth_verify(br->cfg.jwt_secret, tok, 0, c->user, sizeof c->user);
         if (ar != AUTH_OK) {
             char reason[120];
@@ -475,6 +519,7 @@ static int on_established(struct lws *wsi, struct bridge *br, struct pss *pss)
             return 0;
         }
     }
+authed:;
     char addr[64];
     bridge_client_addr(wsi, br, addr, sizeof addr);
     ident_peer(c->peer, sizeof c->peer, c->user, addr);   /* the same key on every transport */
@@ -550,6 +595,8 @@ static int on_receive(struct lws *wsi, struct bridge *br, struct wsconn *c, cons
     int binary = lws_frame_is_binary(wsi);
     size_t n = c->rx_len;
     metrics_received(n);
+    if (visitor_is(c->user))
+        metrics_anonymous_message();
     c->last_active_ms = bridge_now_ms();
     if (c->phx && !binary) {
         /* a heartbeat is answered now, not behind the connection's or

@@ -31,6 +31,9 @@ TEST(t_list)
     CHECK(visitor_list_check("brand,,ticket", err, sizeof err) == -1);
     CHECK(strstr(err, "PARLEY_ANONYMOUS") && strstr(err, "empty"));
     CHECK(visitor_list_check("Brand", err, sizeof err) == -1);
+    CHECK(visitor_list_check("brand,phoenix", err, sizeof err) == -1);
+    CHECK(strstr(err, "PARLEY_ANONYMOUS") && strstr(err, "phoenix"));
+    CHECK(!visitor_allowed("phoenix", PROTO_PHOENIX));
     CHECK(visitor_allowed("brand", PROTO_BRAND));
     CHECK(visitor_allowed(" ticket , brand ", PROTO_BRAND));
     CHECK(visitor_allowed(" ticket , brand ", PROTO_TICKET));

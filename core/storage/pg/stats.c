@@ -37,6 +37,7 @@ int stats_pg_collect(parley_db *db, int64_t since, struct parley_stats *out)
 {
     memset(out, 0, sizeof *out);
     out->poll_sessions = out->answers_cached = out->conversations = -1;
+    out->anon_conversations = out->anon_messages = out->anon_poll_sessions = -1;
     PGresult *r = db_pg_exec(db, SQL_JOBS, 0, NULL, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         db_pg_fail(db, "stats: job counts", r);
@@ -69,6 +70,9 @@ int stats_pg_collect(parley_db *db, int64_t since, struct parley_stats *out)
     out->poll_sessions = scalar(db, "SELECT count(*) FROM poll_sessions", "stats: poll sessions");
     out->answers_cached = scalar(db, "SELECT count(*) FROM answers", "stats: cached answers");
     out->conversations = scalar(db, "SELECT count(*) FROM conversations", "stats: conversations");
+    out->anon_conversations = scalar(db, SQL_ANON_CONVS, "stats: visitors' conversations");
+    out->anon_messages = scalar(db, SQL_ANON_MSGS, "stats: visitors' messages");
+    out->anon_poll_sessions = scalar(db, SQL_ANON_POLLS, "stats: visitors' poll sessions");
     return 0;
 }
 
