@@ -1,6 +1,7 @@
 /* runner.c — claim, stream into the event log, finish atomically (runner.h). */
 #include "runner.h"
 #include "follow.h"
+#include "usage.h"
 #include "util.h"
 
 #include <jansson.h>
@@ -168,6 +169,20 @@ static char *json_text(json_t *o)
     return s;
 }
 
+/* Charges the gen's tokens (as the upstream reported them) to the user who
+ * started it, inside the caller's open transaction (docs/usage.md). 0 / -1. */
+static int charge_tx(struct runner_gen *rs, const struct gen_request *req, const char *outcome,
+                     const char *message_id, const char *model)
+{
+    struct usage_charge u = { .user = req->user, .channel = req->channel, .job_id = rs->job_id,
+                              .message_id = req->conversation_id ? message_id : NULL,
+                              .model = model, .upstream = rs->res.upstream, .outcome = outcome,
+                              .prompt_tokens = rs->res.prompt_tokens > 0 ? rs->res.prompt_tokens : 0,
+                              .completion_tokens = rs->res.tokens > 0 ? rs->res.tokens : 0,
+                              .at_ms = now_ms() };
+    return usage_charge_tx(rs->ctx->db, &u);
+}
+
 /* The final transaction of a successful job: last buffered tokens, "done",
  * job state, answer cache, assistant message. */
 static int finish_ok(struct runner_gen *rs, const struct gen_request *req, struct gen_outcome *out)
@@ -193,6 +208,8 @@ static int finish_ok(struct runner_gen *rs, const struct gen_request *req, struc
         rs->lost_lease = 1;       /* someone declared us dead: keep nothing */
         goto rollback;
     }
+    if (charge_tx(rs, req, "done", out->message_id, out->model) < 0)
+        goto rollback;
     if (req->cache) {
         struct answer a = *req->cache;
         a.response = rs->text ? rs->text : "";
@@ -254,6 +271,8 @@ static int finish_stopped(struct runner_gen *rs, const struct gen_request *req,
         rs->lost_lease = 1;
         goto rollback;
     }
+    if (charge_tx(rs, req, "stopped", out->message_id, out->model) < 0)
+        goto rollback;
     if (req->conversation_id) {
         struct message m;
         store_msg_init(&m);
@@ -297,7 +316,8 @@ static int finish_failed(struct runner_gen *rs, const struct gen_request *req,
         return -1;
     }
     if (evlog_append_tx(db, req->channel, rs->job_id, "error", data, strlen(data)) < 0 ||
-        jobs_finish_tx(db, rs->job_id, msg) < 0) {
+        jobs_finish_tx(db, rs->job_id, msg) < 0 ||
+        (rs->req && charge_tx(rs, req, "error", NULL, rs->out.model) < 0)) {
         db_rollback(db);
         free(data);
         return -1;

@@ -10,8 +10,14 @@
  * PostgreSQL when PARLEY_TEST_PG holds a URI (tests/integration/
  * t0745-pg-usage.sh), with user ids of this run (prefix pfx) so a database
  * used before does not disturb them. On PostgreSQL each connection stands
- * for a node. */
+ * for a node. The runner cases (SQLite only: the charge is this module's,
+ * the runner is backend-neutral) run generations against the simulated LLM
+ * and check what its end charged: done, failed after tokens, failed before
+ * any token (nothing). */
 #include "th.h"
+#include "protohelp.h"
+#include "runner.h"
+#include "store.h"
 #include "usage.h"
 #include "db_sqlite.h"
 #include "storage/pg/pg.h"
@@ -396,6 +402,113 @@ TEST(connections_count_exactly)
     db_close(db);
 }
 
+
+/* One generation through runner_run for user on channel, the body's
+ * directives driving the simulated LLM. The outcome's ok. */
+static int generate(struct parley_ctx *ctx, const char *user, const char *channel,
+                    const char *conv, const char *body, struct gen_outcome *out)
+{
+    struct gen_request req;
+    memset(&req, 0, sizeof req);
+    req.channel = channel;
+    req.prompt_key = body;
+    req.llm.prompt = body;
+    req.llm.temperature = -1;
+    req.user = user;
+    req.conversation_id = conv;
+    struct job_claim cl;
+    int owner = 0;
+    if (runner_run(ctx, &req, &cl, &owner, out) != 0 || !owner)
+        return -1;
+    return out->ok;
+}
+
+/* usage_events' one row for channel: outcome, prompt, completion, message
+ * id present (1/0); -1 fields when there is no row. */
+struct ev_row { char outcome[16]; int64_t prompt, completion; int has_msg; int rows; char user[64]; };
+static void event_row(parley_db *db, const char *channel, struct ev_row *r)
+{
+    memset(r, 0, sizeof *r);
+    sqlite3_stmt *st = db_stmt(db, "SELECT outcome, prompt_tokens, completion_tokens, message_id IS NOT NULL, "
+                                   "user_id, (SELECT count(*) FROM usage_events WHERE channel = ?1) "
+                                   "FROM usage_events WHERE channel = ?1");
+    if (!st)
+        return;
+    db_bind_text(st, 1, channel);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        str_copy(r->outcome, sizeof r->outcome, (const char *)sqlite3_column_text(st, 0));
+        r->prompt = sqlite3_column_int64(st, 1);
+        r->completion = sqlite3_column_int64(st, 2);
+        r->has_msg = sqlite3_column_int(st, 3);
+        str_copy(r->user, sizeof r->user, (const char *)sqlite3_column_text(st, 4));
+        r->rows = sqlite3_column_int(st, 5);
+    }
+    sqlite3_reset(st);
+}
+
+TEST(runner_charges_a_done_generation)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct conversation conv;
+    memset(&conv, 0, sizeof conv);
+    str_copy(conv.owner, sizeof conv.owner, "alice");
+    REQUIRE(store_conv_create(ctx.db, &conv) == 0);
+    struct gen_outcome out;
+    /* five words in the prompt, 25 answer tokens */
+    CHECK_INT(generate(&ctx, "alice", "conv:u1", conv.id, "Printer jam floor three [[fake tokens=25 token_ms=1]]",
+                       &out), 1);
+    struct ev_row r;
+    event_row(ctx.db, "conv:u1", &r);
+    CHECK_INT(r.rows, 1);
+    CHECK_STR(r.outcome, "done");
+    CHECK_STR(r.user, "alice");
+    CHECK_INT(r.completion, 25);
+    CHECK_INT(r.prompt, 4);                  /* the fake counts the prompt's words */
+    CHECK_INT(r.has_msg, 1);                 /* the conversation's assistant message */
+    printf("#   prompt tokens charged: %lld\n", (long long)r.prompt);
+    struct usage_day d;
+    REQUIRE(usage_today(ctx.db, "alice", now_ms(), &d) == 0);
+    CHECK_INT(d.completion_tokens, 25);
+    CHECK_INT(d.prompt_tokens, r.prompt);
+    CHECK_INT(d.generations, 1);
+    gen_outcome_free(&out);
+    /* a ticket-like generation without a conversation: no message id */
+    CHECK_INT(generate(&ctx, "alice", "ticket:u2", NULL, "Second question here [[fake tokens=7 token_ms=1]]",
+                      &out), 1);
+    event_row(ctx.db, "ticket:u2", &r);
+    CHECK_INT(r.completion, 7);
+    CHECK_INT(r.has_msg, 0);
+    gen_outcome_free(&out);
+    REQUIRE(usage_today(ctx.db, "alice", now_ms(), &d) == 0);
+    CHECK_INT(d.completion_tokens, 32);
+    CHECK_INT(d.generations, 2);
+    db_close(ctx.db);
+    bell_close(ctx.bell);
+}
+
+TEST(runner_charges_errors_after_tokens_only)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct gen_outcome out;
+    CHECK_INT(generate(&ctx, "bob", "ticket:e1", NULL, "Broken [[fake tokens=20 error_after=4 token_ms=1]]", &out), 0);
+    gen_outcome_free(&out);
+    struct ev_row r;
+    event_row(ctx.db, "ticket:e1", &r);
+    CHECK_INT(r.rows, 1);
+    CHECK_STR(r.outcome, "error");
+    CHECK_STR(r.user, "bob");
+    CHECK(r.completion >= 1 && r.completion <= 4);
+    /* refused before any token: nothing charged */
+    CHECK_INT(generate(&ctx, "bob", "ticket:e2", NULL, "Refused [[fake status=500]]", &out), 0);
+    gen_outcome_free(&out);
+    event_row(ctx.db, "ticket:e2", &r);
+    CHECK_INT(r.rows, 0);
+    db_close(ctx.db);
+    bell_close(ctx.bell);
+}
+
 static void run_cases(void)
 {
     RUN(charge_rows_and_today);
@@ -410,8 +523,12 @@ static void run_cases(void)
 
 int main(void)
 {
+    if (test_setup("usage-runner") < 0)
+        return 1;
     printf("# backend: SQLite\n");
     run_cases();
+    RUN(runner_charges_a_done_generation);
+    RUN(runner_charges_errors_after_tokens_only);
     const char *pg = getenv("PARLEY_TEST_PG");
     if (pg && *pg) {
         pg_uri = pg;
@@ -419,5 +536,6 @@ int main(void)
         printf("# backend: PostgreSQL (PARLEY_TEST_PG, users %s*)\n", pfx);
         run_cases();
     }
+    config_cleanup(&cfg);
     return th_done();
 }
