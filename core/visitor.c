@@ -66,7 +66,7 @@ static int check_one(const char *s, size_t n, void *arg)
     struct check *ck = arg;
     if (n == 0)
         return set_err(ck->err, ck->errlen, "PARLEY_ANONYMOUS: empty protocol name in the list "
-                       "(use a comma list of ticket, chat, brand, send, phoenix)");
+                       "(use a comma list of ticket, chat, brand, send)");
     if (name_kind(s, n) < 0)
         return set_err(ck->err, ck->errlen, "PARLEY_ANONYMOUS: unknown protocol '%.*s' (use a "
                        "comma list of ticket, chat, brand, send, phoenix)",
