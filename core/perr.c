@@ -17,6 +17,7 @@ static const struct { const char *name, *text; } kinds[PERR_COUNT_] = {
     [PERR_DB_UNAVAILABLE] = { "database_unavailable", "The database is unavailable" },
     [PERR_UNAVAILABLE]  = { "unavailable", "Service unavailable" },
     [PERR_INTERNAL]     = { "internal", "Internal error" },
+    [PERR_BUDGET_EXHAUSTED] = { "budget_exhausted", "Daily token budget exhausted" },
 };
 
 const char *perr_name(enum perr kind)

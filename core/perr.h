@@ -27,6 +27,7 @@ enum perr {
     PERR_DB_UNAVAILABLE, /* the database cannot be reached now (503) */
     PERR_UNAVAILABLE,    /* shutting down, overloaded, not configured (503) */
     PERR_INTERNAL,       /* out of memory, a bug (500) */
+    PERR_BUDGET_EXHAUSTED, /* the user's daily token budget is spent (429, usage.h) */
     PERR_COUNT_
 };
 

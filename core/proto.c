@@ -3,6 +3,7 @@
 #include "proto_impl.h"
 #include "kb.h"
 #include "ratelimit.h"
+#include "usage.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -94,6 +95,12 @@ char *proto_event_error(const struct evlog_event *ev)
 int proto_rate_ok(struct parley_ctx *ctx, const struct proto_conn *c)
 {
     return ratelimit_hit(ctx->db, c->peer, ctx->cfg->rate_limit_per_min, 60000, now_ms(), NULL);
+}
+
+int proto_budget_ok(struct parley_ctx *ctx, const struct proto_conn *c, char *msg, size_t len)
+{
+    return usage_budget_ok(ctx->db, c->user, ctx->cfg->token_budget_per_day,
+                           c->has_token_budget ? c->token_budget : -1, now_ms(), msg, len);
 }
 
 int proto_fail(struct proto_conn *c, enum perr kind, const char *msg)
@@ -502,6 +509,8 @@ char *proto_conn_save(const struct proto_conn *c)
                           "cursor", (json_int_t)c->cursor, "state", c->state,
                           "close", c->close, "close_code", c->close_code,
                           "close_reason", c->close_reason, "admin", c->admin);
+    if (o && c->has_token_budget)
+        json_object_set_new(o, "token_budget", json_integer(c->token_budget));
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return s;
@@ -538,6 +547,9 @@ int proto_conn_load(struct proto_conn *c, const char *text)
     c->close_code = code;
     str_copy(c->close_reason, sizeof c->close_reason, reason);
     c->admin = json_is_true(json_object_get(o, "admin"));   /* absent in older sessions */
+    json_t *tb = json_object_get(o, "token_budget");
+    c->has_token_budget = json_is_integer(tb) && json_integer_value(tb) >= 0;
+    c->token_budget = c->has_token_budget ? json_integer_value(tb) : 0;
     json_decref(o);
     return 0;
 }

@@ -61,6 +61,10 @@ struct proto_conn {
                               anyone's generation. The transport sets it after
                               proto_open; saved and loaded with the connection */
     int with_seq;          /* query seq=1: streamed frames carry "seq" */
+    int has_token_budget;  /* the JWT carries "token_budget" (auth_token_budget): */
+    int64_t token_budget;  /* its tokens per UTC day (0 unlimited), before the CLI's
+                              override and PARLEY_TOKEN_BUDGET_PER_DAY (usage.h). The
+                              transport sets it after proto_open; saved and loaded */
 
     /* What the connection follows: events of `channel` after `cursor`,
      * only those of `job_id` (0: any job). channel "" = nothing. */

@@ -375,7 +375,14 @@ static int brand_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *m
     v = brand_load(ctx, c, &b, out);      /* deactivated since the welcome? */
     if (v != 0)
         return v < 0 ? -1 : 0;
-    int ok = proto_rate_ok(ctx, c);
+    char why[160];
+    int ok = proto_budget_ok(ctx, c, why, sizeof why);
+    if (ok == 0) {
+        catalog_brand_free(&b);
+        return error_frame(c, out, PERR_BUDGET_EXHAUSTED, why);
+    }
+    if (ok > 0)
+        ok = proto_rate_ok(ctx, c);
     if (ok <= 0) {
         catalog_brand_free(&b);
         if (ok < 0) {

@@ -415,7 +415,15 @@ static int chat_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *ms
         free(meta);
         return r < 0 ? -1 : 0;
     }
-    int ok = proto_rate_ok(ctx, c);
+    char why[160];
+    int ok = proto_budget_ok(ctx, c, why, sizeof why);
+    if (ok == 0) {
+        free(meta);
+        store_conv_free(&conv);
+        return error_frame(c, out, PERR_BUDGET_EXHAUSTED, why);
+    }
+    if (ok > 0)
+        ok = proto_rate_ok(ctx, c);
     if (ok <= 0) {
         free(meta);
         store_conv_free(&conv);

@@ -94,4 +94,10 @@ const char *proto_str(json_t *o, const char *key);
 size_t proto_utf8_len(const char *s);
 /* Rate limit for this connection's peer: 1 allowed, 0 limited, -1 error. */
 int proto_rate_ok(struct parley_ctx *ctx, const struct proto_conn *c);
+/* Daily token budget of this connection's user (usage_budget_ok: the JWT
+ * claim, the CLI's override, PARLEY_TOKEN_BUDGET_PER_DAY), checked only
+ * before a request that would call the upstream: 1 allowed, 0 exhausted
+ * (msg: "Daily token budget exhausted; it resets at <ISO 8601>"), -1
+ * database error. Reads committed totals; the thread owning ctx->db. */
+int proto_budget_ok(struct parley_ctx *ctx, const struct proto_conn *c, char *msg, size_t len);
 #endif

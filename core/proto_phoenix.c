@@ -499,6 +499,13 @@ static int on_query(struct parley_ctx *ctx, struct proto_conn *c, json_t *ref, j
         return rc;
     }
 
+    char why[160];                         /* not cached: the upstream would answer */
+    int bok = proto_budget_ok(ctx, c, why, sizeof why);
+    if (bok <= 0) {
+        proto_job_free(job);
+        return bok < 0 ? db_refuse(ctx, c, out, ref)
+                       : refuse(c, out, ref, PERR_BUDGET_EXHAUSTED, "budget_exhausted", why);
+    }
     snprintf(job->channel, sizeof job->channel, "conv:%s", c->param);
     job->req.channel = job->channel;
     job->req.prompt_key = job->ans.key;

@@ -111,7 +111,12 @@ static int send_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *ms
     int r = conversation_open(ctx, c, conv_id, out);
     if (r != 0)
         return r < 0 ? -1 : 0;
-    int ok = proto_rate_ok(ctx, c);
+    char why[160];
+    int ok = proto_budget_ok(ctx, c, why, sizeof why);
+    if (ok == 0)
+        return error_frame(c, out, PERR_BUDGET_EXHAUSTED, why);
+    if (ok > 0)
+        ok = proto_rate_ok(ctx, c);
     if (ok <= 0) {
         if (ok == 0)
             return error_frame(c, out, PERR_RATE_LIMITED, "Rate limit exceeded");

@@ -131,7 +131,20 @@ static int ticket_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *
         error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return -1;
     }
-    int ok = proto_rate_ok(ctx, c);
+    /* the budget: only when this would call the upstream (not attaching
+     * to the ticket's running generation) */
+    char why[160], chan[200];
+    int64_t running = 0, rseq = 0;
+    snprintf(chan, sizeof chan, "ticket:%s", tid);
+    int ok = jobs_running_on(ctx->db, chan, &running, &rseq);
+    if (ok >= 0)
+        ok = ok == 0 ? 1 : proto_budget_ok(ctx, c, why, sizeof why);   /* 0: one runs */
+    if (ok == 0) {
+        proto_job_free(job);
+        return error_frame(c, out, PERR_BUDGET_EXHAUSTED, why);
+    }
+    if (ok > 0)
+        ok = proto_rate_ok(ctx, c);
     if (ok <= 0) {
         proto_job_free(job);
         if (ok < 0)

@@ -22,6 +22,7 @@ int http_status_of(enum perr kind)
         [PERR_DB_UNAVAILABLE] = 503,
         [PERR_UNAVAILABLE] = 503,
         [PERR_INTERNAL] = 500,
+        [PERR_BUDGET_EXHAUSTED] = 429,
     };
     if ((int)kind < 0 || kind >= PERR_COUNT_ || !status[kind])
         return 500;
