@@ -117,9 +117,26 @@ enum auth_result auth_verify(const char *secret, const char *token, int64_t now,
     return auth_verify_role(secret, token, now, sub, sublen, NULL);
 }
 
+static enum auth_result verify(const char *secret, const char *token, int64_t now,
+                               char *sub, size_t sublen, int *admin, int64_t *budget);
+
 enum auth_result auth_verify_role(const char *secret, const char *token, int64_t now,
                                   char *sub, size_t sublen, int *admin)
 {
+    return verify(secret, token, now, sub, sublen, admin, NULL);
+}
+
+enum auth_result auth_verify_budget(const char *secret, const char *token, int64_t now,
+                                    char *sub, size_t sublen, int64_t *budget)
+{
+    return verify(secret, token, now, sub, sublen, NULL, budget);
+}
+
+static enum auth_result verify(const char *secret, const char *token, int64_t now,
+                               char *sub, size_t sublen, int *admin, int64_t *budget)
+{
+    if (budget)
+        *budget = -1;
     if (sub && sublen)
         sub[0] = '\0';
     if (admin)
@@ -196,6 +213,10 @@ enum auth_result auth_verify_role(const char *secret, const char *token, int64_t
         const char *role = jwt_get_grant(jwt, "role");  /* NULL unless a string */
         *admin = role && !strcmp(role, AUTH_ROLE_ADMIN);
     }
+    double tb;
+    if (budget && numeric_claim(jwt, AUTH_CLAIM_TOKEN_BUDGET, &tb) > 0 && tb >= 0 &&
+        tb <= 1e15 && tb == (double)(int64_t)tb)
+        *budget = (int64_t)tb;               /* anything else: no claim */
     r = AUTH_OK;
 done:
     jwt_free(jwt);

@@ -36,6 +36,16 @@ enum auth_result auth_verify(const char *secret, const char *token, int64_t now,
  * everybody is the same user ""). Thread-safe. */
 enum auth_result auth_verify_role(const char *secret, const char *token, int64_t now,
                                   char *sub, size_t sublen, int *admin);
+/* The claim that sets a user's daily token budget (docs/usage.md): a
+ * non-negative integer, tokens per UTC day, 0 = unlimited. It comes before
+ * the CLI's override and PARLEY_TOKEN_BUDGET_PER_DAY. */
+#define AUTH_CLAIM_TOKEN_BUDGET "token_budget"
+/* auth_verify, also reading the token_budget claim: *budget (may be NULL)
+ * = its value when AUTH_OK and the claim is an integer in [0, 1e15], else
+ * -1 (absent, not an integer, negative; always -1 in open mode).
+ * Thread-safe. */
+enum auth_result auth_verify_budget(const char *secret, const char *token, int64_t now,
+                                    char *sub, size_t sublen, int64_t *budget);
 /* A clear English message for a result ("token expired", ...). */
 const char *auth_message(enum auth_result r);
 /* Makes an HS256 token for sub expiring at exp (0: no exp). New string

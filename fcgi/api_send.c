@@ -15,6 +15,7 @@
  * leaves, the answer is still completed and stored.
  */
 #include "handlers.h"
+#include "api_usage.h"
 #include "follow.h"
 #include "proto.h"
 #include "status.h"
@@ -50,6 +51,8 @@ int h_chat_send(struct request *r)
     frames_init(&fr);
     char *text = json_dumps(r->json, JSON_COMPACT);
     int rc = text ? proto_open(ctx, &c, PROTO_SEND_PATH, r->user, r->peer, &fr) : -1;
+    if (rc == 0)
+        request_token_budget(r, NULL, &c);      /* the token_budget claim, docs/usage.md */
     if (rc == 0)
         rc = proto_message(ctx, &c, text, strlen(text), &fr, &job);
     free(text);

@@ -16,6 +16,7 @@
  * it starts runs on the process's generation loop (proto_job_submit).
  */
 #include "handlers.h"
+#include "api_usage.h"
 #include "follow.h"
 #include "ident.h"
 #include "jobs.h"
@@ -215,6 +216,7 @@ static int ticket_send_body(struct request *r, struct proto_conn *c, const char 
     *job = NULL;
     if (proto_open(r->ctx, c, path, r->user, r->peer, fr) < 0)
         return -1;
+    request_token_budget(r, NULL, c);           /* the token_budget claim, docs/usage.md */
     if (!body || c->err != PERR_OK)
         return 0;
     json_t *m = json_pack("{s:s}", "ticketBody", body);

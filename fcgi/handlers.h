@@ -33,6 +33,9 @@ int h_ticket_ai_stream(struct request *r);   /* GET /api/tickets/{id}/ai/stream 
 int h_chat_stop(struct request *r);          /* POST /api/chat/sessions/{id}/stop */
 int h_ticket_ai_stop(struct request *r);     /* POST /api/tickets/{id}/ai/stop */
 
+/* token accounting (api_usage.c, docs/usage.md) */
+int h_usage(struct request *r);              /* GET /api/usage */
+
 /* generic long-poll transport (DESIGN §3; poll_transport.h lists its files) */
 int h_poll_open(struct request *r);          /* POST /api/poll/open (poll_handlers.c) */
 int h_poll_get(struct request *r);           /* GET /api/poll/{sid} (poll_get.c) */

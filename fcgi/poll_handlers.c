@@ -18,6 +18,7 @@
  * Runs in a parley.fcgi worker thread; uses the thread's ctx.
  */
 #include "handlers.h"
+#include "api_usage.h"
 #include "poll_transport.h"
 #include "status.h"
 #include "auth.h"
@@ -116,6 +117,11 @@ int h_poll_open(struct request *r)
     struct proto_frames fr;
     frames_init(&fr);
     int rc = proto_open(ctx, &c, path, user, peer, &fr);
+    if (rc == 0) {                  /* the token_budget claim (docs/usage.md), saved with c */
+        char ptok[4096] = "";
+        path_arg(path, "token=", ptok, sizeof ptok);
+        request_token_budget(r, ptok, &c);
+    }
     char sid[37], *saved = NULL;
     enum poll_status st = POLL_ERROR;
     if (rc < 0 && fr.n == 0) {

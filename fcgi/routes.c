@@ -17,6 +17,9 @@ const struct route http_routes[] = {
     { "GET",    "/api/health",                      h_health,           F_NODB },
     { "GET",    "/brands/active",                   h_brands_active,    0 },
     { "GET",    "/api/metrics",                     h_metrics,          F_AUTH },
+    /* the caller's tokens and daily budget (api_usage.c, docs/usage.md);
+     * ?user= for a token with role "admin" */
+    { "GET",    "/api/usage",                       h_usage,            F_AUTH },
 
     /* seed 001 chat REST (conversations of the JWT's sub, or of an anonymous
      * visitor's id when PARLEY_ANONYMOUS names chat: docs/anonymous.md) */

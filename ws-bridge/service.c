@@ -468,6 +468,7 @@ static int on_established(struct lws *wsi, struct bridge *br, struct pss *pss)
     if (!c)
         return -1;
     pss->c = c;
+    c->token_budget = -1;                    /* no token_budget claim until verified */
     c->last_active_ms = c->last_write_ms = bridge_now_ms();
     live_link(br, c);
     metrics_accepted();
@@ -511,7 +512,8 @@ static int on_established(struct lws *wsi, struct bridge *br, struct pss *pss)
             metrics_anonymous_open(c->visitor_new[0] != '\0');
             goto authed;
         }
-        enum auth_result ar = auth_verify(br->cfg.jwt_secret, tok, 0, c->user, sizeof c->user);
+        enum auth_result ar = auth_verify_budget(br->cfg.jwt_secret, tok, 0, c->user,
+                                                 sizeof c->user, &c->token_budget);
         if (ar != AUTH_OK) {
             char reason[120];
             snprintf(reason, sizeof reason, "Unauthorized: %s", auth_message(ar));
