@@ -10,6 +10,8 @@
  *   parley kb list                 list the knowledge base's passages
  *   parley kb remove NAME|ID       remove a file's passages, or one passage
  *   parley db copy --from F --to URI   copy a SQLite database into PostgreSQL
+ *   parley usage [USER]            a user's tokens today, budget, last 7 days
+ *   parley budget set USER TOKENS|default   a user's daily token budget override
  *
  * Configuration comes from the environment and PARLEY_CONFIG (config.h).
  * Single process; the generation runs in a second thread while the main
@@ -28,6 +30,7 @@
 #include "runner.h"
 #include "storage/copy.h"
 #include "store.h"
+#include "usage.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -50,6 +53,8 @@ static const char usage_text[] =
     "       parley kb list\n"
     "       parley kb remove NAME|ID\n"
     "       parley db copy --from SQLITE_FILE --to POSTGRESQL_URI [--replace]\n"
+    "       parley usage [USER]\n"
+    "       parley budget set USER TOKENS|default\n"
     "       parley --help\n";
 
 static int usage(void)
@@ -80,8 +85,73 @@ static int help(void)
           "             then print the row counts of both (any difference: nothing is\n"
           "             copied, exit 1). The target must hold no row in those tables;\n"
           "             --replace deletes its rows there first (docs/postgres.md)\n"
+          "  usage      USER's tokens (default: open mode's user \"\") today and the last 7\n"
+          "             UTC days, the daily budget, what remains and when it resets\n"
+          "  budget set USER's daily token budget override: TOKENS per UTC day (0:\n"
+          "             unlimited), or default (PARLEY_TOKEN_BUDGET_PER_DAY again;\n"
+          "             a token_budget JWT claim still comes first; docs/usage.md)\n"
           "Settings come from the environment or PARLEY_CONFIG (docs/configuration.md).\n"
           "Exit status: 0 ok, 1 failure, 2 usage, 78 configuration error.\n", stdout);
+    return 0;
+}
+
+/* parley usage [USER]: today's tokens, the budget and the last 7 days. */
+static int cmd_usage(const struct parley_config *cfg, parley_db *db, const char *user)
+{
+    int64_t now = now_ms();
+    struct usage_status st;
+    struct usage_day days[7];
+    if (usage_status(db, user, cfg->token_budget_per_day, -1, now, &st) < 0 ||
+        usage_days(db, user, now, 7, days) < 0) {
+        fprintf(stderr, "parley: usage: %s\n", db_errmsg(db));
+        return 1;
+    }
+    char resets[32], date[16];
+    usage_iso8601(st.reset_ms, resets);
+    printf("user: %s\n", user);
+    printf("today: %lld tokens (%lld prompt, %lld completion) in %lld generations\n",
+           (long long)st.used, (long long)st.prompt_tokens, (long long)st.completion_tokens,
+           (long long)st.generations);
+    if (st.budget > 0)
+        printf("budget: %lld a day (%s), remaining %lld%s, resets at %s\n", (long long)st.budget,
+               usage_budget_source_name(st.source), (long long)st.remaining,
+               st.exhausted ? " (exhausted)" : "", resets);
+    else
+        printf("budget: unlimited (%s), resets at %s\n", usage_budget_source_name(st.source), resets);
+    for (int i = 0; i < 7; i++) {
+        usage_date(days[i].day, date);
+        printf("%s %lld prompt %lld completion %lld generations\n", date,
+               (long long)days[i].prompt_tokens, (long long)days[i].completion_tokens,
+               (long long)days[i].generations);
+    }
+    return 0;
+}
+
+/* parley budget set USER TOKENS|default */
+static int cmd_budget(parley_db *db, const char *user, const char *value)
+{
+    int64_t tokens = -1;
+    if (strcmp(value, "default") != 0) {
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(value, &end, 10);
+        if (!isdigit((unsigned char)value[0]) || errno || !end || *end || v < 0 || v > 1000000000000000LL) {
+            fprintf(stderr, "parley: budget: TOKENS must be a whole number from 0 to 10^15 "
+                            "(0: unlimited) or default, not '%s'\n", value);
+            return 2;
+        }
+        tokens = v;
+    }
+    if (usage_budget_set(db, user, tokens, now_ms()) < 0) {
+        fprintf(stderr, "parley: budget: %s\n", db_errmsg(db));
+        return 1;
+    }
+    if (tokens < 0)
+        printf("%s: daily token budget back to the default\n", user);
+    else if (tokens == 0)
+        printf("%s: daily token budget unlimited\n", user);
+    else
+        printf("%s: daily token budget %lld tokens\n", user, (long long)tokens);
     return 0;
 }
 
@@ -383,6 +453,10 @@ int main(int argc, char **argv)
         rc = rec < 0 || cmp < 0 || pr < 0;
     } else if (!strcmp(cmd, "kb")) {
         rc = cmd_kb(db, argc, argv);
+    } else if (!strcmp(cmd, "usage")) {
+        rc = argc > 3 ? usage() : cmd_usage(&cfg, db, argc > 2 ? argv[2] : "");
+    } else if (!strcmp(cmd, "budget")) {
+        rc = argc != 5 || strcmp(argv[2], "set") ? usage() : cmd_budget(db, argv[3], argv[4]);
     } else if (!strcmp(cmd, "ask")) {
         const char *ticket = NULL;
         int i = 2;
