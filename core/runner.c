@@ -190,13 +190,14 @@ static int finish_ok(struct runner_gen *rs, const struct gen_request *req, struc
     parley_db *db = rs->ctx->db;
     size_t restlen;
     char *rest = take_rest(rs, &restlen);
-    char *done = json_text(json_pack("{s:I, s:s, s:i, s:I, s:I, s:s}",
+    char *done = json_text(json_pack("{s:I, s:s, s:i, s:I, s:I, s:s, s:i}",
                                      "job_id", (json_int_t)rs->job_id,
                                      "message_id", out->message_id,
                                      "tokens", out->tokens,
                                      "processing_ms", (json_int_t)out->processing_ms,
                                      "first_token_ms", (json_int_t)out->first_token_ms,
-                                     "model", out->model));
+                                     "model", out->model,
+                                     "prompt_tokens", rs->res.prompt_tokens));
     int rc = -1;
     if (!done || db_begin(db) < 0)
         goto out;
@@ -253,13 +254,14 @@ static int finish_stopped(struct runner_gen *rs, const struct gen_request *req,
     parley_db *db = rs->ctx->db;
     size_t restlen;
     char *rest = take_rest(rs, &restlen);
-    char *done = json_text(json_pack("{s:I, s:s, s:i, s:I, s:I, s:s, s:b}",
+    char *done = json_text(json_pack("{s:I, s:s, s:i, s:I, s:I, s:s, s:b, s:i}",
                                      "job_id", (json_int_t)rs->job_id,
                                      "message_id", out->message_id,
                                      "tokens", out->tokens,
                                      "processing_ms", (json_int_t)out->processing_ms,
                                      "first_token_ms", (json_int_t)out->first_token_ms,
-                                     "model", out->model, "stopped", 1));
+                                     "model", out->model, "stopped", 1,
+                                     "prompt_tokens", rs->res.prompt_tokens));
     int rc = -1;
     if (!done || db_begin(db) < 0)
         goto out;

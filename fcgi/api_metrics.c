@@ -14,6 +14,7 @@
  */
 #include "handlers.h"
 #include "stats.h"
+#include "usage.h"
 #include "status.h"
 #include "util.h"
 
@@ -79,6 +80,17 @@ int h_metrics(struct request *r)
                "parley_anonymous_poll_sessions %lld\n",
                (long long)st.anon_conversations, (long long)st.anon_messages,
                (long long)st.anon_poll_sessions);
+
+    /* Tokens charged to users (docs/usage.md), from the database: every
+     * generation's, whichever process or node ran it. */
+    int64_t tp = 0, tc = 0;
+    if (usage_totals(r->ctx->db, &tp, &tc) == 0)
+        res_printf(r,
+                   "# HELP parley_tokens_total Tokens charged to users, as the upstreams reported them.\n"
+                   "# TYPE parley_tokens_total counter\n"
+                   "parley_tokens_total{kind=\"prompt\"} %lld\n"
+                   "parley_tokens_total{kind=\"completion\"} %lld\n",
+                   (long long)tp, (long long)tc);
 
     /* The upstreams as this process sees them (docs/upstreams.md). */
     struct llm_config lc;

@@ -42,6 +42,7 @@ static struct {
     uint64_t refused[RF_COUNT], closed[CW_COUNT];
     int64_t gen_waiting, gen_running;
     uint64_t gen_done;
+    uint64_t tok_prompt, tok_completion;   /* from done events (docs/usage.md) */
     uint64_t anon_conns, anon_new, anon_msgs;   /* anonymous visitors */
     uint64_t lp[3];            /* long-poll requests answered: GET, POST, other */
     pthread_mutex_t mu;        /* users, errors, histograms, seen jobs */
@@ -183,6 +184,10 @@ void metrics_job_event(const struct evlog_event *ev)
             observe(&M.ttft, (double)first / 1000.0);
         observe(&M.total, (double)total / 1000.0);
         M.gen_done++;
+        json_int_t pt = json_integer_value(json_object_get(d, "prompt_tokens"));
+        json_int_t ct = json_integer_value(json_object_get(d, "tokens"));
+        M.tok_prompt += pt > 0 ? (uint64_t)pt : 0;
+        M.tok_completion += ct > 0 ? (uint64_t)ct : 0;
     } else {
         const char *kind = json_string_value(json_object_get(d, "kind"));
         bump(M.gen_errors, kind && *kind ? kind : "unknown");
@@ -337,6 +342,12 @@ char *metrics_render(const struct bridge *br)
     histo_out(f, "parley_generation_seconds",
               "Total time of finished generations on followed channels.", &M.total);
     kinds_out(f, "parley_generation_errors_total", "Failed generations by kind.", M.gen_errors);
+    fprintf(f, "# HELP parley_ws_tokens_total Tokens of finished generations on followed "
+               "channels, as the upstream reported them (each job once).\n"
+               "# TYPE parley_ws_tokens_total counter\n"
+               "parley_ws_tokens_total{kind=\"prompt\"} %llu\n"
+               "parley_ws_tokens_total{kind=\"completion\"} %llu\n",
+            (unsigned long long)M.tok_prompt, (unsigned long long)M.tok_completion);
     kinds_out(f, "parley_ws_errors_total", "Bridge errors by kind.", M.errors);
     pthread_mutex_unlock(&M.mu);
     /* this bridge's upstreams: breakers, counters, latency (docs/upstreams.md) */
