@@ -25,7 +25,7 @@
 
 volatile int parley_stopping;
 
-#define CORS_ALLOW_HEADERS "Authorization, Content-Type, Last-Event-ID"
+#define CORS_ALLOW_HEADERS "Authorization, Content-Type, Last-Event-ID, X-Parley-Visitor"
 #define CORS_MAX_AGE 600
 
 /* ---- small text helpers ---- */
@@ -634,9 +634,9 @@ void http_dispatch(struct request *r)
     res->extra_headers[0] = '\0';
     hdr_append(res->extra_headers, sizeof res->extra_headers, "Vary: Origin\r\nX-Content-Type-Options: nosniff\r\n");
     if (origin && origin_ok && strlen(origin) < 300 && !strpbrk(origin, "\r\n")) {
-        char h[400];
+        char h[480];
         snprintf(h, sizeof h, "Access-Control-Allow-Origin: %s\r\n"
-                 "Access-Control-Expose-Headers: Content-Disposition, Retry-After\r\n", origin);
+                 "Access-Control-Expose-Headers: Content-Disposition, Retry-After, X-Parley-Visitor\r\n", origin);
         hdr_append(res->extra_headers, sizeof res->extra_headers, h);
     }
 

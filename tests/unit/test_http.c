@@ -195,7 +195,7 @@ TEST(options_preflight_from_the_table)
     CHECK_STR(header(&rp, "Access-Control-Allow-Methods", h, sizeof h),
               "GET, HEAD, DELETE, OPTIONS");
     CHECK_STR(header(&rp, "Access-Control-Allow-Headers", h, sizeof h),
-              "Authorization, Content-Type, Last-Event-ID");
+              "Authorization, Content-Type, Last-Event-ID, X-Parley-Visitor");
     CHECK_STR(header(&rp, "Access-Control-Allow-Origin", h, sizeof h), "https://app.example");
     CHECK(header(&rp, "Access-Control-Max-Age", h, sizeof h) != NULL);
     CHECK_STR(rp.body, "");
