@@ -120,6 +120,12 @@ enum auth_result auth_verify(const char *secret, const char *token, int64_t now,
 static enum auth_result verify(const char *secret, const char *token, int64_t now,
                                char *sub, size_t sublen, int *admin, int64_t *budget);
 
+enum auth_result auth_verify_claims(const char *secret, const char *token, int64_t now,
+                                    char *sub, size_t sublen, int *admin, int64_t *budget)
+{
+    return verify(secret, token, now, sub, sublen, admin, budget);
+}
+
 enum auth_result auth_verify_role(const char *secret, const char *token, int64_t now,
                                   char *sub, size_t sublen, int *admin)
 {

@@ -46,6 +46,12 @@ enum auth_result auth_verify_role(const char *secret, const char *token, int64_t
  * Thread-safe. */
 enum auth_result auth_verify_budget(const char *secret, const char *token, int64_t now,
                                     char *sub, size_t sublen, int64_t *budget);
+/* auth_verify reading both claims at once: *admin (role "admin") and
+ * *budget (token_budget, -1 when absent); either may be NULL. What the
+ * fronts call for a connection, so that one verification gives the
+ * connection everything its token says. */
+enum auth_result auth_verify_claims(const char *secret, const char *token, int64_t now,
+                                    char *sub, size_t sublen, int *admin, int64_t *budget);
 /* A clear English message for a result ("token expired", ...). */
 const char *auth_message(enum auth_result r);
 /* Makes an HS256 token for sub expiring at exp (0: no exp). New string

@@ -13,6 +13,7 @@ void phx_init(struct phx_socket *s, const char *user, const char *peer, int max_
     str_copy(s->user, sizeof s->user, user ? user : "");
     str_copy(s->peer, sizeof s->peer, peer ? peer : "");
     s->max_topics = max_topics < 1 ? 1 : max_topics > PHX_TOPICS_MAX ? PHX_TOPICS_MAX : max_topics;
+    s->token_budget = -1;
 }
 
 void phx_free(struct phx_socket *s)
@@ -113,6 +114,9 @@ static int on_join(struct parley_ctx *ctx, struct phx_socket *s, json_t *join_re
         proto_conn_cleanup(c);
         return r < 0 ? -1 : rc;
     }
+    c->admin = s->admin;                             /* the socket's JWT claims */
+    c->has_token_budget = s->token_budget >= 0;
+    c->token_budget = s->token_budget >= 0 ? s->token_budget : 0;
     s->n++;
     return phx_reply(out, join_ref, ref, topic, "ok", NULL);
 }
@@ -278,8 +282,9 @@ char *phx_save(const struct phx_socket *s)
             arr = NULL;
         }
     }
-    json_t *o = arr ? json_pack("{s:s, s:s, s:i, s:o}", "user", s->user, "peer", s->peer,
-                                "max_topics", s->max_topics, "topics", arr)
+    json_t *o = arr ? json_pack("{s:s, s:s, s:i, s:b, s:I, s:o}", "user", s->user, "peer", s->peer,
+                                "max_topics", s->max_topics, "admin", s->admin,
+                                "token_budget", (json_int_t)s->token_budget, "topics", arr)
                     : NULL;
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
@@ -299,6 +304,9 @@ int phx_load(struct phx_socket *s, const char *text)
         return -1;
     }
     phx_init(s, user, peer, max);
+    s->admin = json_is_true(json_object_get(o, "admin"));          /* absent in older states */
+    json_t *tb = json_object_get(o, "token_budget");
+    s->token_budget = json_is_integer(tb) ? (int64_t)json_integer_value(tb) : -1;
     size_t i;
     json_t *t;
     json_array_foreach(arr, i, t) {

@@ -46,6 +46,9 @@ struct phx_socket {
     char user[128];                /* JWT sub ("" open mode) */
     char peer[128];                /* rate-limit identity (ident_peer) */
     int max_topics;                /* PARLEY_PHOENIX_MAX_TOPICS */
+    int admin;                     /* the JWT's role is "admin" (docs/stop.md); 0 after phx_init */
+    int64_t token_budget;          /* the JWT's token_budget claim, -1 none (docs/usage.md);
+                                      both given to every topic at its join */
     int n, cap;                    /* joined topics; room in topics */
     struct proto_conn *topics;     /* owned array (phx_free) */
 };

@@ -52,7 +52,7 @@ int h_chat_send(struct request *r)
     char *text = json_dumps(r->json, JSON_COMPACT);
     int rc = text ? proto_open(ctx, &c, PROTO_SEND_PATH, r->user, r->peer, &fr) : -1;
     if (rc == 0)
-        request_token_budget(r, NULL, &c);      /* the token_budget claim, docs/usage.md */
+        request_claims(r, NULL, &c);      /* the role and token_budget claims */
     if (rc == 0)
         rc = proto_message(ctx, &c, text, strlen(text), &fr, &job);
     free(text);

@@ -216,7 +216,7 @@ static int ticket_send_body(struct request *r, struct proto_conn *c, const char 
     *job = NULL;
     if (proto_open(r->ctx, c, path, r->user, r->peer, fr) < 0)
         return -1;
-    request_token_budget(r, NULL, c);           /* the token_budget claim, docs/usage.md */
+    request_claims(r, NULL, c);           /* the role and token_budget claims */
     if (!body || c->err != PERR_OK)
         return 0;
     json_t *m = json_pack("{s:s}", "ticketBody", body);

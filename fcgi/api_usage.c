@@ -30,20 +30,25 @@ static const char *request_token(struct request *r, char *buf, size_t len)
     return tok ? tok : req_query(r, "token", buf, len);
 }
 
-void request_token_budget(struct request *r, const char *token, struct proto_conn *c)
+void request_claims(struct request *r, const char *token, struct proto_conn *c)
 {
     const struct parley_config *cfg = r->ctx->cfg;
     char buf[4096], sub[128];
     int64_t budget = -1;
+    int admin = 0;
     if (config_open_mode(cfg))
         return;
     if (!token || !*token)
         token = request_token(r, buf, sizeof buf);
-    if (!token || auth_verify_budget(cfg->jwt_secret, token, 0, sub, sizeof sub, &budget) != AUTH_OK ||
-        strcmp(sub, c->user) != 0 || budget < 0)
+    if (!token ||
+        auth_verify_claims(cfg->jwt_secret, token, 0, sub, sizeof sub, &admin, &budget) != AUTH_OK ||
+        strcmp(sub, c->user) != 0)
         return;
-    c->has_token_budget = 1;
-    c->token_budget = budget;
+    c->admin = admin;                     /* may stop others' generations (docs/stop.md) */
+    if (budget >= 0) {
+        c->has_token_budget = 1;
+        c->token_budget = budget;
+    }
 }
 
 int h_usage(struct request *r)

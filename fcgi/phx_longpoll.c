@@ -93,10 +93,22 @@ static int lp_answer(struct request *r, int status, const char *token, const cha
  * from an "Authorization: Bearer" header, else the X-Phoenix-AuthToken
  * header, else the auth_token connect param. 0; 1 when no JWT was sent at
  * all (user ""); -1 when the one sent is not valid. */
+static int lp_claims(struct request *r, char *user, size_t len, int *admin, int64_t *budget);
 static int lp_user(struct request *r, char *user, size_t len)
+{
+    return lp_claims(r, user, len, NULL, NULL);
+}
+
+/* lp_user, also reading the JWT's role and token_budget claims (*admin,
+ * *budget: -1 none; either may be NULL) for a new session's socket. */
+static int lp_claims(struct request *r, char *user, size_t len, int *admin, int64_t *budget)
 {
     const struct parley_config *cfg = r->ctx->cfg;
     user[0] = '\0';
+    if (admin)
+        *admin = 0;
+    if (budget)
+        *budget = -1;
     if (config_open_mode(cfg))
         return 0;
     char qtok[4096];
@@ -107,7 +119,7 @@ static int lp_user(struct request *r, char *user, size_t len)
         tok = req_query(r, "auth_token", qtok, sizeof qtok);
     if (!tok || !*tok)
         return 1;
-    return auth_verify(cfg->jwt_secret, tok, 0, user, len) == AUTH_OK ? 0 : -1;
+    return auth_verify_claims(cfg->jwt_secret, tok, 0, user, len, admin, budget) == AUTH_OK ? 0 : -1;
 }
 
 /* The session token: the X-Phoenix-Longpoll-Token header first, else
@@ -197,6 +209,12 @@ static int lp_new_session(struct request *r, const char *user)
     poll_expire(ctx->db, now_ms());
     struct phx_socket s;
     phx_init(&s, user, peer, ctx->cfg->phx_max_topics);
+    /* the JWT's claims, for every topic the session joins (stop, budget) */
+    char sub[128];
+    if (lp_claims(r, sub, sizeof sub, &s.admin, &s.token_budget) != 0 || strcmp(sub, user) != 0) {
+        s.admin = 0;
+        s.token_budget = -1;
+    }
     char *state = phx_save(&s);
     enum poll_status st = state ? poll_open(ctx->db, LP_PATH, user, state, NULL, 0,
                                             lp_idle_s(ctx), user[0] ? ctx->cfg->poll_max_sessions : 0,

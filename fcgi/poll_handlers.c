@@ -117,10 +117,10 @@ int h_poll_open(struct request *r)
     struct proto_frames fr;
     frames_init(&fr);
     int rc = proto_open(ctx, &c, path, user, peer, &fr);
-    if (rc == 0) {                  /* the token_budget claim (docs/usage.md), saved with c */
+    if (rc == 0) {                  /* the role and token_budget claims, saved with c */
         char ptok[4096] = "";
         path_arg(path, "token=", ptok, sizeof ptok);
-        request_token_budget(r, ptok, &c);
+        request_claims(r, ptok, &c);
     }
     char sid[37], *saved = NULL;
     enum poll_status st = POLL_ERROR;

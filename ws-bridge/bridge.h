@@ -163,8 +163,11 @@ struct wsconn {
     struct phx_socket *phx;
     int opened;                        /* proto_open ran (pc to clean up) */
     char user[128];                    /* set by the service thread before T_OPEN */
-    int64_t token_budget;              /* its JWT's token_budget claim (auth_verify_budget;
+    int64_t token_budget;              /* its JWT's token_budget claim (auth_verify_claims;
                                           -1 none), given to pc at T_OPEN (docs/usage.md) */
+    int admin;                         /* its JWT carries role "admin": given to pc at T_OPEN
+                                          and to every Phoenix topic's (may stop others'
+                                          generations, docs/stop.md) */
     char peer[IDENT_PEER_MAX];         /* rate-limit identity (ident_peer) */
     /* An anonymous visitor's token when the service thread issued a new
      * one at ESTABLISHED ("" otherwise): T_OPEN adds it to the opening

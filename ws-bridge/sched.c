@@ -725,6 +725,7 @@ static void run_task(struct worker *w, struct wsconn *c, struct task *t)
             metrics_error(fr.n ? "open" : "db");
         c->pc.has_token_budget = c->token_budget >= 0;   /* the JWT's claim (docs/usage.md) */
         c->pc.token_budget = c->token_budget >= 0 ? c->token_budget : 0;
+        c->pc.admin = c->admin;                          /* the role claim (docs/stop.md) */
         free(path);
         if (c->visitor_new[0] && fr.n > 0)   /* a new anonymous visitor: its token */
             frame_add_visitor(&fr, c->visitor_new);

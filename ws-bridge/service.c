@@ -246,16 +246,17 @@ static void phx_token(struct lws *wsi, char *tok, size_t cap)
 }
 
 /* The Phoenix connect check: AUTH_OK with the user in user (open mode:
- * ""), else why the JWT was refused. */
+ * ""), the admin role and the token_budget claim (may be NULL), else why
+ * the JWT was refused. */
 static enum auth_result phx_connect_user(struct lws *wsi, const struct bridge *br, char *user,
-                                         size_t ulen)
+                                         size_t ulen, int *admin, int64_t *budget)
 {
     user[0] = '\0';
     if (config_open_mode(&br->cfg))
         return AUTH_OK;
     char tok[4096];
     phx_token(wsi, tok, sizeof tok);
-    return auth_verify(br->cfg.jwt_secret, tok[0] ? tok : NULL, 0, user, ulen);
+    return auth_verify_claims(br->cfg.jwt_secret, tok[0] ? tok : NULL, 0, user, ulen, admin, budget);
 }
 
 /* 1 when the client's serializer version (vsn) is one Parley speaks: 2.x
@@ -383,7 +384,7 @@ static int on_confirm_upgrade(struct lws *wsi, struct bridge *br, const char *up
             lws_return_http_status(wsi, 403, "unsupported vsn: Parley speaks the V2 serializer (vsn=2.0.0)");
             return 1;
         }
-        if (phx_connect_user(wsi, br, user, sizeof user) != AUTH_OK) {
+        if (phx_connect_user(wsi, br, user, sizeof user, NULL, NULL) != AUTH_OK) {
             metrics_refused(RF_UNAUTHORIZED);
             lws_return_http_status(wsi, 403, "Forbidden");
             return 1;
@@ -488,7 +489,8 @@ static int on_established(struct lws *wsi, struct bridge *br, struct pss *pss)
     int phx = phx_path(path);
     if (phx) {
         /* checked before the upgrade (403); checked again for the user */
-        enum auth_result ar = phx_connect_user(wsi, br, c->user, sizeof c->user);
+        enum auth_result ar = phx_connect_user(wsi, br, c->user, sizeof c->user, &c->admin,
+                                               &c->token_budget);
         if (ar != AUTH_OK) {
             char reason[120];
             snprintf(reason, sizeof reason, "Unauthorized: %s", auth_message(ar));
@@ -512,8 +514,8 @@ static int on_established(struct lws *wsi, struct bridge *br, struct pss *pss)
             metrics_anonymous_open(c->visitor_new[0] != '\0');
             goto authed;
         }
-        enum auth_result ar = auth_verify_budget(br->cfg.jwt_secret, tok, 0, c->user,
-                                                 sizeof c->user, &c->token_budget);
+        enum auth_result ar = auth_verify_claims(br->cfg.jwt_secret, tok, 0, c->user,
+                                                 sizeof c->user, &c->admin, &c->token_budget);
         if (ar != AUTH_OK) {
             char reason[120];
             snprintf(reason, sizeof reason, "Unauthorized: %s", auth_message(ar));
@@ -538,6 +540,8 @@ authed:;
             return 0;
         }
         phx_init(c->phx, c->user, c->peer, br->cfg.phx_max_topics);
+        c->phx->admin = c->admin;                       /* the JWT's claims, for every topic */
+        c->phx->token_budget = c->token_budget;
         return 0;
     }
     c->open_path = strdup(path);

@@ -207,3 +207,34 @@ test('seed 000: a viewer of another user cannot stop; the stopped answer is not 
   assert.deepEqual((await again.until(has('done'))).at(-1), { type: 'done', stopped: true });
   again.ws.close();
 });
+
+test('an admin\'s stop frame (role claim) stops another user\'s generation, over WebSocket and over long-poll', async () => {
+  for (const via of ['websocket', 'long-poll']) {
+    const ticket = `TA-${via}-${RUN}`;
+    const tag = `stopit-${RUN}-admin-${via}`;
+    const body = `${tag} ${SLOWLY}`;
+    const a = await connect(`${WS}/api/websocket/chat/${ticket}?token=${ALICE}`);
+    a.ws.send(JSON.stringify({ ticketBody: body }));
+    await a.until((m) => count(m, 'stream') >= 3);
+    if (via === 'websocket') {
+      const adm = await connect(`${WS}/api/websocket/chat/${ticket}?token=${ADMIN}`);
+      adm.ws.send(JSON.stringify({ ticketBody: body }));
+      await adm.until((m) => count(m, 'stream') >= 1);
+      adm.ws.send(JSON.stringify({ type: 'stop' }));
+      assert.deepEqual((await adm.until(has('done'))).at(-1), { type: 'done', stopped: true });
+      assert.equal(count(adm.msgs, 'error'), 0, JSON.stringify(adm.msgs.filter((m) => m.type === 'error')));
+      adm.ws.close();
+    } else {
+      const lp = new Poll(`/api/websocket/chat/${ticket}`, ADMIN);
+      await lp.open();
+      await lp.send({ ticketBody: body });
+      await lp.send({ type: 'stop' });
+      assert.deepEqual((await lp.until(has('done'))).at(-1), { type: 'done', stopped: true });
+      assert.equal(count(lp.msgs, 'error'), 0, JSON.stringify(lp.msgs.filter((m) => m.type === 'error')));
+    }
+    const q = await fakeEnded(tag);
+    assert.equal(q.closed_by_client, true, `${via}: the upstream request was closed by Parley`);
+    assert.deepEqual((await a.until(has('done'))).at(-1), { type: 'done', stopped: true });
+    a.ws.close();
+  }
+});

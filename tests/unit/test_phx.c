@@ -691,11 +691,54 @@ TEST(knowledge_base_grounding)
     close_ctx(&ctx);
 }
 
+/* The socket's JWT claims (the admin role, the token_budget claim) reach
+ * every topic it joins, and survive a LongPoll save / load between
+ * requests; a state saved before they existed loads without them. */
+TEST(socket_claims_reach_every_topic)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct phx_socket s;
+    phx_init(&s, "root", "user:root", 10);
+    CHECK_INT(s.admin, 0);
+    CHECK_INT(s.token_budget, -1);
+    s.admin = 1;
+    s.token_budget = 500;
+    struct proto_frames f;
+    frames_init(&f);
+    REQUIRE(in(&ctx, &s, "[\"1\",\"1\",\"proxy:s-claims\",\"phx_join\",{}]", &f, NULL) == 0);
+    frames_free(&f);
+    REQUIRE(s.n == 1);
+    CHECK_INT(s.topics[0].admin, 1);
+    CHECK_INT(s.topics[0].has_token_budget, 1);
+    CHECK_INT(s.topics[0].token_budget, 500);
+    char *saved = phx_save(&s);
+    REQUIRE(saved);
+    phx_free(&s);
+    REQUIRE(phx_load(&s, saved) == 0);
+    free(saved);
+    CHECK_INT(s.admin, 1);
+    CHECK_INT(s.token_budget, 500);
+    REQUIRE(in(&ctx, &s, "[\"2\",\"2\",\"proxy:s-claims2\",\"phx_join\",{}]", &f, NULL) == 0);
+    frames_free(&f);
+    REQUIRE(s.n == 2);
+    CHECK_INT(s.topics[1].admin, 1);
+    CHECK_INT(s.topics[1].token_budget, 500);
+    phx_free(&s);
+    /* an older state, without the claims: none */
+    REQUIRE(phx_load(&s, "{\"user\":\"bob\",\"peer\":\"user:bob\",\"max_topics\":3,\"topics\":[]}") == 0);
+    CHECK_INT(s.admin, 0);
+    CHECK_INT(s.token_budget, -1);
+    phx_free(&s);
+    close_ctx(&ctx);
+}
+
 int main(void)
 {
     if (test_setup("phx") < 0)
         return 1;
     RUN(heartbeat_join_leave_framing);
+    RUN(socket_claims_reach_every_topic);
     RUN(another_users_session_is_refused);
     RUN(malformed_frames_are_dropped_or_answered);
     RUN(query_then_cache_stream_history);
