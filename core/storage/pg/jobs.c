@@ -79,33 +79,6 @@ static const char SQL_FINISH_STOPPED[] =
     "UPDATE jobs SET state = 'done', stopped_at = $1::bigint, finished_at = $1::bigint, "
     "lease_expires = NULL WHERE id = $2 AND state = 'running' AND lease_owner = $3";
 
-/* Runs sql with text parameters and text results. The result (PQclear it),
- * or NULL with the failure recorded (db_errmsg) when its status is not
- * want. */
-static PGresult *exec(parley_db *db, const char *sql, int n, const char *const *params,
-                      ExecStatusType want, const char *what)
-{
-    PGresult *r = db_pg_exec(db, sql, n, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != want) {
-        db_pg_fail(db, what, r);
-        PQclear(r);
-        return NULL;
-    }
-    return r;
-}
-
-/* A statement that changes rows: how many it changed, -1 on error. */
-static int exec_changes(parley_db *db, const char *sql, int n, const char *const *params,
-                        const char *what)
-{
-    PGresult *r = exec(db, sql, n, params, PGRES_COMMAND_OK, what);
-    if (!r)
-        return -1;
-    int changed = atoi(PQcmdTuples(r));
-    PQclear(r);
-    return changed;
-}
-
 static int64_t col_i64(const PGresult *r, int row, int col)
 {
     return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
@@ -132,7 +105,7 @@ static int fail_expired_tx(parley_db *db, int64_t job_id, int64_t now, char *cha
     I64(nows, now);
     I64(ids, job_id);
     const char *params[3] = { JOB_INTERRUPTED_MSG, nows, ids };
-    PGresult *r = exec(db, SQL_FAIL_EXPIRED, 3, params, PGRES_TUPLES_OK, "jobs: fail expired");
+    PGresult *r = db_pg_run(db, SQL_FAIL_EXPIRED, 3, params, PGRES_TUPLES_OK, "jobs: fail expired");
     if (!r)
         return -1;
     int got = PQntuples(r) == 1;
@@ -168,7 +141,7 @@ int jobs_pg_claim(parley_db *db, parley_bell *bell, const char *channel,
         I64(firsts, first);
         I64(nows, now);
         const char *ins[7] = { channel, prompt_key, owner_id(), expires, firsts, nows, user };
-        PGresult *r = exec(db, SQL_INSERT, 7, ins, PGRES_TUPLES_OK, "jobs: claim");
+        PGresult *r = db_pg_run(db, SQL_INSERT, 7, ins, PGRES_TUPLES_OK, "jobs: claim");
         if (!r)
             goto error;
         if (PQntuples(r) == 1) {               /* ours: no job was running */
@@ -187,7 +160,7 @@ int jobs_pg_claim(parley_db *db, parley_bell *bell, const char *channel,
         /* A running job holds the key (committed: the insert waited for
          * its transaction). Each statement reads what is committed now. */
         const char *find[2] = { channel, prompt_key };
-        r = exec(db, SQL_FIND_RUNNING, 2, find, PGRES_TUPLES_OK, "jobs: find running");
+        r = db_pg_run(db, SQL_FIND_RUNNING, 2, find, PGRES_TUPLES_OK, "jobs: find running");
         if (!r)
             goto error;
         if (PQntuples(r) == 0) {               /* it ended meanwhile: try again */
@@ -228,7 +201,7 @@ int jobs_pg_adopt(parley_db *db, struct job_claim *claim, int lease_ms)
     I64(expires, now_ms() + lease_ms);
     I64(ids, claim->job_id);
     const char *params[4] = { owner_id(), expires, ids, claim->lease_owner };
-    if (exec_changes(db, SQL_ADOPT, 4, params, "jobs: adopt") != 1)
+    if (db_pg_command(db, SQL_ADOPT, 4, params, "jobs: adopt") != 1)
         return -1;
     str_copy(claim->lease_owner, sizeof claim->lease_owner, owner_id());
     return 0;
@@ -239,7 +212,7 @@ int jobs_pg_renew(parley_db *db, int64_t job_id, int lease_ms)
     I64(expires, now_ms() + lease_ms);
     I64(ids, job_id);
     const char *params[3] = { expires, ids, owner_id() };
-    return exec_changes(db, SQL_RENEW, 3, params, "jobs: renew") == 1 ? 0 : -1;
+    return db_pg_command(db, SQL_RENEW, 3, params, "jobs: renew") == 1 ? 0 : -1;
 }
 
 int jobs_pg_finish_tx(parley_db *db, int64_t job_id, const char *error)
@@ -247,14 +220,14 @@ int jobs_pg_finish_tx(parley_db *db, int64_t job_id, const char *error)
     I64(nows, now_ms());
     I64(ids, job_id);
     const char *params[5] = { error ? "failed" : "done", error, nows, ids, owner_id() };
-    return exec_changes(db, SQL_FINISH, 5, params, "jobs: finish") == 1 ? 0 : -1;
+    return db_pg_command(db, SQL_FINISH, 5, params, "jobs: finish") == 1 ? 0 : -1;
 }
 
 int jobs_pg_expired(parley_db *db, int64_t now, int64_t *ids, int max)
 {
     I64(nows, now);
     const char *params[1] = { nows };
-    PGresult *r = exec(db, SQL_EXPIRED, 1, params, PGRES_TUPLES_OK, "jobs: expired");
+    PGresult *r = db_pg_run(db, SQL_EXPIRED, 1, params, PGRES_TUPLES_OK, "jobs: expired");
     if (!r)
         return -1;
     int n = PQntuples(r) < max ? PQntuples(r) : max;
@@ -272,7 +245,7 @@ int jobs_pg_fail_expired_tx(parley_db *db, int64_t job_id, int64_t now, char *ch
 int jobs_pg_running_on(parley_db *db, const char *channel, int64_t *job_id, int64_t *first_seq)
 {
     const char *params[1] = { channel };
-    PGresult *r = exec(db, SQL_RUNNING_ON, 1, params, PGRES_TUPLES_OK, "jobs: running on");
+    PGresult *r = db_pg_run(db, SQL_RUNNING_ON, 1, params, PGRES_TUPLES_OK, "jobs: running on");
     if (!r)
         return -1;
     int found = PQntuples(r) == 1;
@@ -289,7 +262,7 @@ int jobs_pg_get(parley_db *db, int64_t job_id, struct job_info *out)
     memset(out, 0, sizeof *out);
     I64(ids, job_id);
     const char *params[1] = { ids };
-    PGresult *r = exec(db, SQL_GET, 1, params, PGRES_TUPLES_OK, "jobs: get");
+    PGresult *r = db_pg_run(db, SQL_GET, 1, params, PGRES_TUPLES_OK, "jobs: get");
     if (!r)
         return -1;
     int found = PQntuples(r) == 1;
@@ -310,7 +283,7 @@ int jobs_pg_get(parley_db *db, int64_t job_id, struct job_info *out)
 int jobs_pg_stop_pick(parley_db *db, const char *channel, int64_t *job)
 {
     const char *params[1] = { channel };
-    PGresult *r = exec(db, SQL_STOP_PICK, 1, params, PGRES_TUPLES_OK, "jobs: stop pick");
+    PGresult *r = db_pg_run(db, SQL_STOP_PICK, 1, params, PGRES_TUPLES_OK, "jobs: stop pick");
     if (!r)
         return -1;
     int found = PQntuples(r) == 1;
@@ -326,7 +299,7 @@ int jobs_pg_stop_mark(parley_db *db, int64_t job_id, const char *user, int admin
     I64(nows, now);
     I64(ids, job_id);
     const char *params[4] = { nows, user ? user : "", ids, admin ? "1" : "0" };
-    PGresult *r = exec(db, SQL_STOP_MARK, 4, params, PGRES_TUPLES_OK, "jobs: stop");
+    PGresult *r = db_pg_run(db, SQL_STOP_MARK, 4, params, PGRES_TUPLES_OK, "jobs: stop");
     if (!r)
         return -1;
     int got = PQntuples(r) == 1;
@@ -339,7 +312,7 @@ int jobs_pg_stop_mark(parley_db *db, int64_t job_id, const char *user, int admin
 int jobs_pg_stop_pending(parley_db *db, const char *lease_owner, int64_t *ids, int max)
 {
     const char *params[1] = { lease_owner };
-    PGresult *r = exec(db, SQL_STOP_PENDING, 1, params, PGRES_TUPLES_OK, "jobs: stop pending");
+    PGresult *r = db_pg_run(db, SQL_STOP_PENDING, 1, params, PGRES_TUPLES_OK, "jobs: stop pending");
     if (!r)
         return -1;
     int n = PQntuples(r) < max ? PQntuples(r) : max;
@@ -354,5 +327,5 @@ int jobs_pg_finish_stopped_tx(parley_db *db, int64_t job_id)
     I64(nows, now_ms());
     I64(ids, job_id);
     const char *params[3] = { nows, ids, owner_id() };
-    return exec_changes(db, SQL_FINISH_STOPPED, 3, params, "jobs: finish stopped") == 1 ? 0 : -1;
+    return db_pg_command(db, SQL_FINISH_STOPPED, 3, params, "jobs: finish stopped") == 1 ? 0 : -1;
 }

@@ -43,12 +43,11 @@ static const char SQL_TOTALS[] =
 static int exec_ok(parley_db *db, const char *sql, int n, const char *const *params,
                    ExecStatusType want, const char *what)
 {
-    PGresult *r = db_pg_exec(db, sql, n, params, NULL, NULL, 0);
-    int ok = PQresultStatus(r) == want;
-    if (!ok)
-        db_pg_fail(db, what, r);
+    PGresult *r = db_pg_run(db, sql, n, params, want, what);
+    if (!r)
+        return -1;
     PQclear(r);
-    return ok ? 0 : -1;
+    return 0;
 }
 
 int usage_pg_charge_tx(parley_db *db, const struct usage_charge *u, const char *user)
