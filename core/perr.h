@@ -28,6 +28,7 @@ enum perr {
     PERR_UNAVAILABLE,    /* shutting down, overloaded, not configured (503) */
     PERR_INTERNAL,       /* out of memory, a bug (500) */
     PERR_BUDGET_EXHAUSTED, /* the user's daily token budget is spent (429, usage.h) */
+    PERR_TOO_LONG,       /* a message's text over MAX_MESSAGE_LENGTH characters (400) */
     PERR_COUNT_
 };
 
@@ -37,4 +38,20 @@ const char *perr_name(enum perr kind);
 /* A generic sentence for the kind, for when no better message exists.
  * Never NULL; static storage. */
 const char *perr_text(enum perr kind);
+
+/* The stable machine-readable code every protocol's error frame carries
+ * beside its message ("code"), documented in docs/errors.md — the one
+ * table front ends read. perr_code: the code of a failure kind ("internal"
+ * for PERR_OK or an unknown value). perr_gen_code: the code of a
+ * generation's error event from its "kind" (runner.c / jobs.c write an
+ * llm_err_name, "internal" or "interrupted") and whether answer text had
+ * already streamed: an upstream failure before any text is
+ * "upstream_unavailable", after text "upstream_error"; "interrupted" stays
+ * itself; anything else (NULL too) is "internal". perr_code_known: the
+ * static copy of code when it is one of the documented codes, else NULL
+ * (for a code read back from stored data). All never-freed static strings;
+ * pure functions, any thread. */
+const char *perr_code(enum perr kind);
+const char *perr_gen_code(const char *kind, int streamed);
+const char *perr_code_known(const char *code);
 #endif

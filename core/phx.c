@@ -35,10 +35,12 @@ static int phx_reply(struct proto_frames *out, json_t *join_ref, json_t *ref, co
                                       response ? response : json_object()));
 }
 
+/* An error reply {reason, code}: code is kind's client code (docs/errors.md). */
 static int reason_reply(struct proto_frames *out, json_t *join_ref, json_t *ref,
-                        const char *topic, const char *reason)
+                        const char *topic, const char *reason, enum perr kind)
 {
-    return phx_reply(out, join_ref, ref, topic, "error", json_pack("{s:s}", "reason", reason));
+    return phx_reply(out, join_ref, ref, topic, "error",
+                     json_pack("{s:s, s:s}", "reason", reason, "code", perr_code(kind)));
 }
 
 /* [join_ref, join_ref, topic, "phx_close", {}]: what Phoenix sends when a
@@ -94,7 +96,7 @@ static int on_join(struct parley_ctx *ctx, struct phx_socket *s, json_t *join_re
                    const char *topic, struct proto_frames *out)
 {
     if (strncmp(topic, PROTO_PHOENIX_TOPIC, strlen(PROTO_PHOENIX_TOPIC)) != 0)
-        return reason_reply(out, NULL, ref, topic, "unmatched topic");
+        return reason_reply(out, NULL, ref, topic, "unmatched topic", PERR_NOT_FOUND);
     int old = find_topic(s, topic);
     if (old >= 0) {
         /* a duplicate join: the old one closes first, as in Phoenix */
@@ -103,14 +105,16 @@ static int on_join(struct parley_ctx *ctx, struct phx_socket *s, json_t *join_re
         drop_topic(s, old);
     }
     if (s->n >= s->max_topics)
-        return reason_reply(out, join_ref, ref, topic, "too many channels joined");
+        return reason_reply(out, join_ref, ref, topic, "too many channels joined",
+                            PERR_CONFLICT);
     if (grow(s) < 0)
         return -1;
     struct proto_conn *c = &s->topics[s->n];
     int r = proto_phoenix_join(ctx, c, topic, join_ref, s->user, s->peer, out);
     if (r != 0) {
         const char *why = r < 0 ? "join failed" : c->err_msg;
-        int rc = reason_reply(out, join_ref, ref, topic, why[0] ? why : "join failed");
+        int rc = reason_reply(out, join_ref, ref, topic, why[0] ? why : "join failed",
+                              r < 0 || c->err == PERR_OK ? PERR_INTERNAL : c->err);
         proto_conn_cleanup(c);
         return r < 0 ? -1 : rc;
     }
@@ -122,14 +126,14 @@ static int on_join(struct parley_ctx *ctx, struct phx_socket *s, json_t *join_re
 }
 
 /* Reads ref and topic of a frame that could not be taken, to answer it. */
-static int answer_bad(struct proto_frames *out, json_t *arr, const char *reason)
+static int answer_bad(struct proto_frames *out, json_t *arr, const char *reason, enum perr kind)
 {
     json_t *ref = json_array_get(arr, 1);
     const char *topic = json_string_value(json_array_get(arr, 2));
     if (!topic || !ref || json_is_null(ref))
         return 0;                 /* nothing to answer to: dropped */
     json_t *jr = json_array_get(arr, 0);
-    return reason_reply(out, jr, ref, topic, reason);
+    return reason_reply(out, jr, ref, topic, reason, kind);
 }
 
 /* 1 when arr is a well-formed frame: an array of 5, topic and event
@@ -170,7 +174,7 @@ int phx_message(struct parley_ctx *ctx, struct phx_socket *s, const char *text, 
     *job = NULL;
     json_t *arr = json_loadb(text, len, 0, NULL);
     if (len > PHX_FRAME_MAX) {
-        int rc = answer_bad(out, arr, "message too large");
+        int rc = answer_bad(out, arr, "message too large", PERR_TOO_LARGE);
         json_decref(arr);
         return rc;
     }
@@ -179,7 +183,7 @@ int phx_message(struct parley_ctx *ctx, struct phx_socket *s, const char *text, 
     const char *event = json_string_value(json_array_get(arr, 3));
     json_t *payload = json_array_get(arr, 4);
     if (!well_formed(arr)) {
-        int rc = json_is_array(arr) ? answer_bad(out, arr, "malformed message") : 0;
+        int rc = json_is_array(arr) ? answer_bad(out, arr, "malformed message", PERR_BAD_INPUT) : 0;
         json_decref(arr);
         return rc;
     }
@@ -206,7 +210,7 @@ int phx_message(struct parley_ctx *ctx, struct phx_socket *s, const char *text, 
         goto done;
     }
     if (i < 0) {
-        rc = reason_reply(out, NULL, ref, topic, "unmatched topic");
+        rc = reason_reply(out, NULL, ref, topic, "unmatched topic", PERR_NOT_FOUND);
         goto done;
     }
     if (!current_join(&s->topics[i], join_ref))

@@ -83,11 +83,13 @@ json_t *proto_with_seq(const struct proto_conn *c, const struct evlog_event *ev,
     return o;
 }
 
-char *proto_event_error(const struct evlog_event *ev)
+char *proto_event_error(const struct evlog_event *ev, const char **code)
 {
     json_t *o = json_loads(ev->data, 0, NULL);
     const char *m = proto_str(o, "message");
     char *s = strdup(m && *m ? m : "the answer could not be generated");
+    const char *known = perr_code_known(proto_str(o, "code"));
+    *code = known ? known : perr_gen_code(proto_str(o, "kind"), 0);
     json_decref(o);
     return s;
 }

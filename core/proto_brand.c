@@ -2,7 +2,8 @@
  *
  *   server, first:  {"type":"welcome","data":{"message","brand_id","brand_name"}}
  *                   or, for an unknown or inactive brand,
- *                   {"type":"error","data":{"message":"Brand 'x' not found or inactive"}}
+ *                   {"type":"error","data":{"message":"Brand 'x' not found or inactive",
+ *                    "code":"not_found"}}
  *                   and the connection closes (1008)
  *   client:         {"type":"chat","data":{"message","conversation_id"?,"user_id"?,"voice"?}}
  *                   {"type":"ping","data":{}}  ->  {"type":"pong","data":{"timestamp"}}
@@ -10,7 +11,7 @@
  *                    "suggested_products":null,"confidence_score":null}}...
  *                   {"type":"complete","data":{"content":"","is_final":true,
  *                    "conversation_id","suggested_products":[...],"confidence_score"}}
- *                   {"type":"error","data":{"message"}}
+ *                   {"type":"error","data":{"message","code"}} (code: docs/errors.md)
  *   client:         {"type":"stop","data":{"conversation_id"?}}: stops the
  *                   answer being generated (this connection's, or the
  *                   named conversation's); every viewer gets "complete"
@@ -42,12 +43,18 @@
 
 /* The protocol's error frame; records the failure's kind on c (c NULL:
  * a generation's error event, not a failure of the client's request). */
+static int error_frame_code(struct proto_frames *out, const char *msg, const char *code)
+{
+    return frames_push(out, json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "data", "message",
+                                      msg, "code", code));
+}
+
 static int error_frame(struct proto_conn *c, struct proto_frames *out, enum perr kind,
                        const char *msg)
 {
     if (c)
         proto_fail(c, kind, msg);
-    return frames_push(out, json_pack("{s:s, s:{s:s}}", "type", "error", "data", "message", msg));
+    return error_frame_code(out, msg, perr_code(kind));
 }
 
 static void close_with(struct proto_conn *c, int code, const char *reason)
@@ -126,8 +133,9 @@ static int brand_event(struct parley_ctx *ctx, struct proto_conn *c,
         if (o && proto_event_stopped(ev))
             json_object_set_new(json_object_get(o, "data"), "stopped", json_true());
     } else if (!strcmp(ev->type, "error")) {
-        char *m = proto_event_error(ev);
-        int rc = error_frame(NULL, out, PERR_UPSTREAM, m ? m : "the answer could not be generated");
+        const char *code;
+        char *m = proto_event_error(ev, &code);
+        int rc = error_frame_code(out, m ? m : "the answer could not be generated", code);
         free(m);
         return rc;
     } else {
@@ -157,6 +165,7 @@ static int parse_chat(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg,
     if (!json_is_object(d))
         return error_frame(c, out, PERR_BAD_INPUT, "Field 'data' must be an object") < 0 ? -1 : 1;
     const char *err = NULL;
+    enum perr kind = PERR_BAD_INPUT;
     char buf[128];
     json_t *jm = json_object_get(d, "message");
     json_t *jc = json_object_get(d, "conversation_id");
@@ -175,6 +184,7 @@ static int parse_chat(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg,
         snprintf(buf, sizeof buf, "Message too long (max %d characters)",
                  ctx->cfg->max_message_length);
         err = buf;
+        kind = PERR_TOO_LONG;
     } else if (jc && !json_is_null(jc) && !json_is_string(jc))
         err = "Field 'data.conversation_id' must be a string";
     else if (ju && !json_is_null(ju) && !json_is_string(ju))
@@ -184,7 +194,7 @@ static int parse_chat(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg,
     else if (jv && !json_is_null(jv) && !json_is_boolean(jv))
         err = "Field 'data.voice' must be a boolean";
     if (err)
-        return error_frame(c, out, PERR_BAD_INPUT, err) < 0 ? -1 : 1;
+        return error_frame(c, out, kind, err) < 0 ? -1 : 1;
     r->conversation_id = json_string_value(jc);
     r->user_id = json_string_value(ju);
     r->voice = json_is_true(jv);
@@ -356,7 +366,7 @@ static int brand_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *m
         int rc = proto_stop(ctx, c, chan, 0, &kind, &m);
         if (rc == JOBS_STOP_OK)
             return 0;               /* "complete" marked stopped follows */
-        if (frames_push(out, json_pack("{s:s, s:{s:s}}", "type", "error", "data", "message", m)) < 0)
+        if (error_frame_code(out, m, perr_code(kind)) < 0)
             return -1;
         return rc == JOBS_STOP_ERR ? -1 : 0;
     }

@@ -7,13 +7,14 @@
  *                   {"type":"stream_chunk","content","message_id"}...
  *                   {"type":"stream_end","message_id","metadata":{"tokens_used",
  *                    "processing_time","agent_used","model"}}
- *                   {"type":"error","message"[,"message_id"]}
+ *                   {"type":"error","message","code"[,"message_id"]}
+ *                   (code: docs/errors.md)
  *   client:         {"type":"stop"[,"message_id"]}: stops the session's
  *                   generation (the one with that assistant message id);
  *                   every viewer gets stream_end with "metadata.stopped":
  *                   true, the partial answer is stored with metadata
  *                   {"stopped": true} (docs/stop.md); a refused stop is
- *                   {"type":"error","message"[,"message_id"]}
+ *                   {"type":"error","message","code"[,"message_id"]}
  * The session is a conversation (store.h; created as kind 'chat' on first
  * use) owned by the JWT's sub: another user's session is "Session not
  * found" and the connection closes with 4404; a closed one closes with
@@ -49,7 +50,8 @@ static int error_frame(struct proto_conn *c, struct proto_frames *out, enum perr
 {
     if (c)
         proto_fail(c, kind, msg);
-    return frames_push(out, json_pack("{s:s, s:s}", "type", "error", "message", msg));
+    return frames_push(out, json_pack("{s:s, s:s, s:s}", "type", "error", "message", msg, "code",
+                                      perr_code(kind)));
 }
 
 static void close_with(struct proto_conn *c, int code, const char *reason)
@@ -213,9 +215,10 @@ static int chat_event(struct parley_ctx *ctx, struct proto_conn *c,
             json_object_set_new(json_object_get(o, "metadata"), "stopped", json_true());
         json_decref(d);
     } else if (!strcmp(ev->type, "error")) {
-        char *m = proto_event_error(ev);
-        o = json_pack("{s:s, s:s, s:o}", "type", "error", "message",
-                      m ? m : "the answer could not be generated", "message_id", jm);
+        const char *code;
+        char *m = proto_event_error(ev, &code);
+        o = json_pack("{s:s, s:s, s:o, s:s}", "type", "error", "message",
+                      m ? m : "the answer could not be generated", "message_id", jm, "code", code);
         free(m);
     } else {
         json_decref(jm);
@@ -256,8 +259,9 @@ static int chat_stop(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg,
             free(mid);
         }
         if (job_id <= 0)
-            return frames_push(out, json_pack("{s:s, s:s, s:s}", "type", "error", "message",
-                                              PROTO_STOP_NONE_MSG, "message_id", want)) < 0
+            return frames_push(out, json_pack("{s:s, s:s, s:s, s:s}", "type", "error", "message",
+                                              PROTO_STOP_NONE_MSG, "message_id", want, "code",
+                                              perr_code(PERR_NOT_FOUND))) < 0
                    ? -1 : proto_fail(c, PERR_NOT_FOUND, PROTO_STOP_NONE_MSG);
     }
     enum perr kind;
@@ -265,7 +269,8 @@ static int chat_stop(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg,
     int rc = proto_stop(ctx, c, chan, job_id, &kind, &m);
     if (rc == JOBS_STOP_OK)
         return 0;                   /* stream_end marked stopped follows */
-    json_t *o = json_pack("{s:s, s:s}", "type", "error", "message", m);
+    json_t *o = json_pack("{s:s, s:s, s:s}", "type", "error", "message", m, "code",
+                          perr_code(kind));
     if (o && want)
         json_object_set_new(o, "message_id", json_string(want));
     if (frames_push(out, o) < 0)
@@ -312,7 +317,7 @@ static const char *valid_content(struct parley_ctx *ctx, struct proto_conn *c, j
     }
     if (proto_utf8_len(content) > (size_t)ctx->cfg->max_message_length) {
         snprintf(m, sizeof m, "Message too long (max %d characters)", ctx->cfg->max_message_length);
-        *rc = error_frame(c, out, PERR_BAD_INPUT, m);
+        *rc = error_frame(c, out, PERR_TOO_LONG, m);
         return NULL;
     }
     json_t *jm = json_object_get(msg, "metadata");

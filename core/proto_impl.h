@@ -83,8 +83,11 @@ void proto_follow(struct proto_conn *c, const char *channel, int64_t job_id, int
 /* Adds "seq": ev->seq to o when the connection asked for it; returns o. */
 json_t *proto_with_seq(const struct proto_conn *c, const struct evlog_event *ev, json_t *o);
 /* The "message" of an error event's JSON data (new string; a generic text
- * when the data is not what the runner writes). */
-char *proto_event_error(const struct evlog_event *ev);
+ * when the data is not what the runner writes); *code = the client's code
+ * (docs/errors.md): the event's "code" when it is a documented one, else
+ * perr_gen_code of its "kind" (jobs.c's "interrupted"), never NULL,
+ * static storage. */
+char *proto_event_error(const struct evlog_event *ev, const char **code);
 /* 1 when ev is a "done" event of a stopped generation ("stopped": true in
  * its data, runner.c), else 0. */
 int proto_event_stopped(const struct evlog_event *ev);

@@ -10,16 +10,16 @@
  *                                                    rag_context_used, model_used}, timestamp}
  *   stream_query {same}                             stream_start {query, timestamp},
  *                                                    stream_token {token}..., stream_complete {}
- *                                                    | stream_error {error}
+ *                                                    | stream_error {error, code}
  *   get_history                                     history {messages:[{role, content, timestamp}]}
  *   ping                                            pong {timestamp}
  *   stop {}                                         (stops the session's generation:
  *                                                    docs/stop.md) stream_complete
  *                                                    {stopped: true} | response with
  *                                                    metadata.stopped: true
- *   anything refused                                error {error, message}
+ *   anything refused                                error {error, message, code}
  * Each push is also answered with a phx_reply to its ref: status "ok" with
- * {} when it was taken, "error" with {error, message} when refused (the
+ * {} when it was taken, "error" with {error, message, code} when refused (the
  * error event carries the same), so phoenix.js's push.receive() fires.
  *
  * The session is a conversation (store.h, kind "phoenix", created at the
@@ -85,14 +85,20 @@ static int reply(struct proto_conn *c, struct proto_frames *out, json_t *ref, co
                                          response ? response : json_object())));
 }
 
+/* The error payload {error: reason, message, code} (code: docs/errors.md). */
+static json_t *error_payload(const char *reason, const char *msg, const char *code)
+{
+    return json_pack("{s:s, s:s, s:s}", "error", reason, "message", msg, "code", code);
+}
+
 /* A refused push: the error event and the error reply; records the kind. */
 static int refuse(struct proto_conn *c, struct proto_frames *out, json_t *ref, enum perr kind,
-                  const char *code, const char *msg)
+                  const char *reason, const char *msg)
 {
     proto_fail(c, kind, msg);
-    if (push(c, out, "error", json_pack("{s:s, s:s}", "error", code, "message", msg)) < 0)
+    if (push(c, out, "error", error_payload(reason, msg, perr_code(kind))) < 0)
         return -1;
-    return reply(c, out, ref, "error", json_pack("{s:s, s:s}", "error", code, "message", msg));
+    return reply(c, out, ref, "error", error_payload(reason, msg, perr_code(kind)));
 }
 
 static int db_refuse(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames *out,
@@ -287,11 +293,12 @@ static int phx_event(struct parley_ctx *ctx, struct proto_conn *c, const struct 
         return rc;
     }
     if (!strcmp(ev->type, "error")) {
-        char *m = proto_event_error(ev);
+        const char *code;
+        char *m = proto_event_error(ev, &code);
         const char *msg = m ? m : "the answer could not be generated";
-        int rc = stream ? push(c, out, "stream_error", json_pack("{s:s}", "error", msg))
-                        : push(c, out, "error", json_pack("{s:s, s:s}", "error",
-                                                          "processing_failed", "message", msg));
+        int rc = stream ? push(c, out, "stream_error",
+                               json_pack("{s:s, s:s}", "error", msg, "code", code))
+                        : push(c, out, "error", error_payload("processing_failed", msg, code));
         free(m);
         json_object_del(c->state, "text");
         return rc;
@@ -351,7 +358,7 @@ static int valid_query(struct parley_ctx *ctx, struct proto_conn *c, json_t *ref
     if (chars > (size_t)cfg->max_message_length) {
         snprintf(m, sizeof m, "Query too long: %zu characters (max %d)", chars,
                  cfg->max_message_length);
-        *rc = refuse(c, out, ref, PERR_BAD_INPUT, "query_too_long", m);
+        *rc = refuse(c, out, ref, PERR_TOO_LONG, "query_too_long", m);
         return 1;
     }
     json_t *jm = json_object_get(p, "model");
@@ -586,11 +593,11 @@ static int phx_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg
         int rc = proto_stop(ctx, c, chan, 0, &kind, &m);
         if (rc == JOBS_STOP_OK)
             return reply(c, out, ref, "ok", NULL);
-        const char *code = rc == JOBS_STOP_NONE ? "not_running"
-                         : rc == JOBS_STOP_OVER ? "already_finished"
-                         : rc == JOBS_STOP_FOREIGN ? "forbidden" : "processing_failed";
-        if (push(c, out, "error", json_pack("{s:s, s:s}", "error", code, "message", m)) < 0 ||
-            reply(c, out, ref, "error", json_pack("{s:s, s:s}", "error", code, "message", m)) < 0)
+        const char *reason = rc == JOBS_STOP_NONE ? "not_running"
+                           : rc == JOBS_STOP_OVER ? "already_finished"
+                           : rc == JOBS_STOP_FOREIGN ? "forbidden" : "processing_failed";
+        if (push(c, out, "error", error_payload(reason, m, perr_code(kind))) < 0 ||
+            reply(c, out, ref, "error", error_payload(reason, m, perr_code(kind))) < 0)
             return -1;
         return rc == JOBS_STOP_ERR ? -1 : 0;
     }

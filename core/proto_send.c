@@ -6,7 +6,8 @@
  *   server: {"content": "..."}                               each piece
  *           {"done": true, "messageId": ..., "metadata":
  *            {"tokens_used", "processing_time", "model"}}    the end
- *           {"error": "...", "done": true}                   a failure
+ *           {"error": "...", "done": true, "code": "..."}   a failure
+ *                                   (code: docs/errors.md)
  *           {"done": true, "stopped": true, "messageId", "metadata":
  *            {..., "stopped": true}}                         stopped (docs/stop.md:
  *                                   POST /api/chat/sessions/{id}/stop)
@@ -37,7 +38,8 @@ static int error_frame(struct proto_conn *c, struct proto_frames *out, enum perr
                        const char *msg)
 {
     proto_fail(c, kind, msg);
-    return frames_push(out, json_pack("{s:s, s:b}", "error", msg, "done", 1));
+    return frames_push(out, json_pack("{s:s, s:b, s:s}", "error", msg, "done", 1, "code",
+                                      perr_code(kind)));
 }
 
 static int send_open(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames *out)
@@ -70,7 +72,7 @@ static const char *valid_request(struct parley_ctx *ctx, struct proto_conn *c, j
         char m[128];
         snprintf(m, sizeof m, "Invalid data: content too long (%zu characters, max %d)", chars,
                  ctx->cfg->max_message_length);
-        *rc = error_frame(c, out, PERR_BAD_INPUT, m);
+        *rc = error_frame(c, out, PERR_TOO_LONG, m);
         return NULL;
     }
     return json_string_value(jid);
@@ -183,10 +185,11 @@ static int send_event(struct parley_ctx *ctx, struct proto_conn *c,
         return frames_push(out, proto_with_seq(c, ev, o));
     }
     if (!strcmp(ev->type, "error")) {
-        char *m = proto_event_error(ev);
-        int rc = frames_push(out, proto_with_seq(c, ev, json_pack("{s:s, s:b}", "error",
+        const char *code;
+        char *m = proto_event_error(ev, &code);
+        int rc = frames_push(out, proto_with_seq(c, ev, json_pack("{s:s, s:b, s:s}", "error",
                                                              m ? m : "the answer could not be generated",
-                                                             "done", 1)));
+                                                             "done", 1, "code", code)));
         free(m);
         return rc;
     }

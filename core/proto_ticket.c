@@ -3,10 +3,10 @@
  *   client: {"ticketBody": "..."}            (once per ticket)
  *   server: {"type":"cached","response":...,"message":...} then {"type":"done"}
  *        or {"type":"stream","content":...}... then {"type":"done"}
- *        or {"type":"error","message":...}
+ *        or {"type":"error","message":...,"code":...}   (docs/errors.md)
  *   client: {"type":"stop"}                  stops the ticket's generation
  *   server: ... {"type":"done","stopped":true} to every viewer (docs/stop.md);
- *           a refused stop: {"type":"error","message":...}
+ *           a refused stop: {"type":"error","message":...,"code":...}
  * Channel "ticket:<id>"; the cache key is the ticket id + SHA-256 of the
  * body, so openers of the same ticket and body share one generation.
  * With PARLEY_KB_TICKETS=1 the system prompt carries the knowledge-base
@@ -30,7 +30,8 @@ static int error_frame(struct proto_conn *c, struct proto_frames *out, enum perr
                        const char *msg)
 {
     proto_fail(c, kind, msg);
-    return frames_push(out, json_pack("{s:s, s:s}", "type", "error", "message", msg));
+    return frames_push(out, json_pack("{s:s, s:s, s:s}", "type", "error", "message", msg, "code",
+                                      perr_code(kind)));
 }
 
 #define DB_ERROR_MSG "Database error: please try again"
@@ -75,7 +76,8 @@ static int ticket_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *
         const char *m;
         if (proto_stop(ctx, c, chan, 0, &kind, &m) == JOBS_STOP_OK)
             return 0;               /* the done frame marked stopped follows */
-        int rc = frames_push(out, json_pack("{s:s, s:s}", "type", "error", "message", m));
+        int rc = frames_push(out, json_pack("{s:s, s:s, s:s}", "type", "error", "message", m,
+                                            "code", perr_code(kind)));
         return kind == PERR_DB || kind == PERR_DB_READONLY || kind == PERR_DB_UNAVAILABLE ? -1 : rc;
     }
     json_t *jb = json_object_get(msg, "ticketBody");
@@ -94,7 +96,7 @@ static int ticket_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *
         char m[128];
         snprintf(m, sizeof m, "ticketBody too long: %zu characters (max %d)", chars,
                  ctx->cfg->max_message_length);
-        return error_frame(c, out, PERR_BAD_INPUT, m);
+        return error_frame(c, out, PERR_TOO_LONG, m);
     }
     if (proto_following(c) && c->job_id)
         return error_frame(c, out, PERR_CONFLICT,
@@ -184,9 +186,12 @@ static int ticket_event(struct parley_ctx *ctx, struct proto_conn *c,
         return frames_push(out, proto_with_seq(c, ev, o));
     }
     if (!strcmp(ev->type, "error")) {
-        char *m = proto_event_error(ev);
-        int rc = frames_push(out, proto_with_seq(c, ev, json_pack("{s:s, s:s}", "type", "error",
-                                                                  "message", m ? m : "error")));
+        const char *code;
+        char *m = proto_event_error(ev, &code);
+        int rc = frames_push(out, proto_with_seq(c, ev, json_pack("{s:s, s:s, s:s}", "type",
+                                                                  "error", "message",
+                                                                  m ? m : "error", "code",
+                                                                  code)));
         free(m);
         return rc;
     }

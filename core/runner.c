@@ -1,6 +1,7 @@
 /* runner.c — claim, stream into the event log, finish atomically (runner.h). */
 #include "runner.h"
 #include "follow.h"
+#include "perr.h"
 #include "usage.h"
 #include "util.h"
 
@@ -311,8 +312,11 @@ static int finish_failed(struct runner_gen *rs, const struct gen_request *req,
         evlog_append(db, NULL, req->channel, rs->job_id, "token", rest, restlen);
     free(rest);
     evw_flush(&rs->w);
-    char *data = json_text(json_pack("{s:I, s:s, s:s}", "job_id", (json_int_t)rs->job_id,
-                                     "message", msg, "kind", kind));
+    /* code: the client's code (perr.h, docs/errors.md): an upstream failure
+     * after answer text streamed is upstream_error, before upstream_unavailable */
+    char *data = json_text(json_pack("{s:I, s:s, s:s, s:s}", "job_id", (json_int_t)rs->job_id,
+                                     "message", msg, "kind", kind,
+                                     "code", perr_gen_code(kind, rs->len > 0)));
     if (!data || db_begin(db) < 0) {
         free(data);
         return -1;

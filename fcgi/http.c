@@ -14,6 +14,7 @@
 #include "auth.h"
 #include "ident.h"
 #include "proto.h"
+#include "status.h"
 #include "util.h"
 
 #include <errno.h>
@@ -271,13 +272,8 @@ int res_json_text(struct request *r, int status, const char *text, size_t len)
     return rc;
 }
 
-int res_error(struct request *r, int status, const char *fmt, ...)
+static int send_error(struct request *r, int status, const char *code, char *msg)
 {
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     utf8_scrub(msg);
     if (status >= 500 || r->res->started)
         fprintf(stderr, "parley.fcgi: %d %s %s: %s%s\n", status, r->method ? r->method : "?",
@@ -285,7 +281,28 @@ int res_error(struct request *r, int status, const char *fmt, ...)
                 r->res->started ? " (after the response started; not sent)" : "");
     if (r->res->started)
         return -1;
-    return res_json(r, status, json_pack("{s:b, s:s}", "success", 0, "message", msg));
+    return res_json(r, status, json_pack("{s:b, s:s, s:s}", "success", 0, "message", msg,
+                                         "code", code));
+}
+
+int res_error(struct request *r, int status, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return send_error(r, status, perr_code(http_kind_of(status)), msg);
+}
+
+int res_error_code(struct request *r, int status, const char *code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return send_error(r, status, code ? code : perr_code(http_kind_of(status)), msg);
 }
 
 int res_empty(struct request *r, int status)
@@ -719,7 +736,7 @@ void http_dispatch(struct request *r)
         }
     }
     if (!(hit->flags & F_NODB) && (!r->ctx || !r->ctx->db)) {
-        res_error(r, 503, "Database unavailable (see the server's error log)");
+        res_error_kind(r, PERR_DB_UNAVAILABLE, "Database unavailable (see the server's error log)");
         goto done;
     }
 

@@ -205,9 +205,15 @@ int res_json(struct request *r, int status, json_t *body);
 /* A whole JSON response from text already rendered (len bytes, not
  * copied, not checked): the same headers as res_json. */
 int res_json_text(struct request *r, int status, const char *text, size_t len);
-/* {"success": false, "message": msg} with status; invalid UTF-8 in msg is
- * replaced, 5xx are logged to stderr. -1 when the response had started. */
+/* {"success": false, "message": msg, "code": code} with status; invalid
+ * UTF-8 in msg is replaced, 5xx are logged to stderr. code is the
+ * documented client code (docs/errors.md) of status's kind
+ * (http_kind_of, status.h). -1 when the response had started. */
 int res_error(struct request *r, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* res_error with an explicit client code (a perr_code / perr_gen_code
+ * string, static storage); res_error_kind's way. Same returns. */
+int res_error_code(struct request *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 /* 204/202 with no body. */
 int res_empty(struct request *r, int status);
 /* Parks r instead of answering it now (a handler's last step; only when

@@ -156,7 +156,7 @@ TEST(unknown_path_is_404_with_method_and_path)
     struct reply rp;
     run(&rp, "GET", "/x", NULL);
     CHECK_INT(rp.status, 404);
-    CHECK_STR(rp.body, "{\"success\":false,\"message\":\"Not found: GET /x\"}");
+    CHECK_STR(rp.body, "{\"success\":false,\"message\":\"Not found: GET /x\",\"code\":\"not_found\"}");
     CHECK_INT(rp.finishes, 1);
     reply_free(&rp);
     run(&rp, "GET", "/api/chat/sessions/", NULL);        /* empty capture */

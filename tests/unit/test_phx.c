@@ -122,8 +122,8 @@ TEST(heartbeat_join_leave_framing)
     REQUIRE(in(&ctx, &s, "[\"4\",\"7\",\"proxy:s-frame\",\"ping\",{}]", &f, NULL) == 0);
     REQUIRE(in(&ctx, &s, "[\"8\",\"8\",\"room:lobby\",\"phx_join\",{}]", &f, NULL) == 0);
     REQUIRE(f.n == 2);
-    CHECK_STR(f.v[0], "[null,\"7\",\"proxy:s-frame\",\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":\"unmatched topic\"}}]");
-    CHECK_STR(f.v[1], "[null,\"8\",\"room:lobby\",\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":\"unmatched topic\"}}]");
+    CHECK_STR(f.v[0], "[null,\"7\",\"proxy:s-frame\",\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":\"unmatched topic\",\"code\":\"not_found\"}}]");
+    CHECK_STR(f.v[1], "[null,\"8\",\"room:lobby\",\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":\"unmatched topic\",\"code\":\"not_found\"}}]");
     frames_free(&f);
 
     /* leaving a topic never joined is fine */
@@ -149,7 +149,7 @@ TEST(another_users_session_is_refused)
     frames_free(&f);
     REQUIRE(in(&ctx, &b, "[\"1\",\"1\",\"proxy:s-alice\",\"phx_join\",{}]", &f, NULL) == 0);
     REQUIRE(f.n == 1);
-    CHECK_STR(f.v[0], "[\"1\",\"1\",\"proxy:s-alice\",\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":\"unauthorized\"}}]");
+    CHECK_STR(f.v[0], "[\"1\",\"1\",\"proxy:s-alice\",\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":\"unauthorized\",\"code\":\"forbidden\"}}]");
     CHECK_INT(b.n, 0);
     frames_free(&f);
     /* an invalid session id */
@@ -163,7 +163,7 @@ TEST(another_users_session_is_refused)
     REQUIRE(in(&ctx, &c, "[\"1\",\"1\",\"proxy:c1\",\"phx_join\",{}]", &f, NULL) == 0);
     REQUIRE(in(&ctx, &c, "[\"2\",\"2\",\"proxy:c2\",\"phx_join\",{}]", &f, NULL) == 0);
     REQUIRE(f.n == 2);
-    CHECK_STR(f.v[1], "[\"2\",\"2\",\"proxy:c2\",\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":\"too many channels joined\"}}]");
+    CHECK_STR(f.v[1], "[\"2\",\"2\",\"proxy:c2\",\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":\"too many channels joined\",\"code\":\"conflict\"}}]");
     frames_free(&f);
     phx_free(&a);
     phx_free(&b);
@@ -188,7 +188,7 @@ TEST(malformed_frames_are_dropped_or_answered)
     CHECK_INT(in(&ctx, &s, "[\"1\",\"3\",\"proxy:s-bad\",\"ping\"]", &f, NULL), 0);
     CHECK_INT(in(&ctx, &s, "[\"1\",\"4\",\"proxy:s-bad\",5,{}]", &f, NULL), 0);
     REQUIRE(f.n == 2);
-    CHECK_STR(f.v[0], "[\"1\",\"3\",\"proxy:s-bad\",\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":\"malformed message\"}}]");
+    CHECK_STR(f.v[0], "[\"1\",\"3\",\"proxy:s-bad\",\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":\"malformed message\",\"code\":\"bad_input\"}}]");
     CHECK(strstr(f.v[1], "\"4\",\"proxy:s-bad\",\"phx_reply\"") != NULL);
     frames_free(&f);
     /* oversized */
@@ -201,7 +201,7 @@ TEST(malformed_frames_are_dropped_or_answered)
     CHECK_INT(in(&ctx, &s, t, &f, NULL), 0);
     free(t);
     REQUIRE(f.n == 1);
-    CHECK_STR(f.v[0], "[\"1\",\"5\",\"proxy:s-bad\",\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":\"message too large\"}}]");
+    CHECK_STR(f.v[0], "[\"1\",\"5\",\"proxy:s-bad\",\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":\"message too large\",\"code\":\"too_large\"}}]");
     frames_free(&f);
     /* the socket is unharmed */
     REQUIRE(in(&ctx, &s, "[\"1\",\"6\",\"proxy:s-bad\",\"ping\",{}]", &f, NULL) == 0);

@@ -296,10 +296,10 @@ TEST(unknown_and_inactive_brands)
     REQUIRE(open_ctx(&ctx) == 0);
     fixtures(ctx.db);
     static const struct { const char *path, *frame; } cases[] = {
-        { "/ws/chat/nope", "{\"type\":\"error\",\"data\":{\"message\":\"Brand 'nope' not found or inactive\"}}" },
-        { "/ws/chat/tb-old", "{\"type\":\"error\",\"data\":{\"message\":\"Brand 'tb-old' not found or inactive\"}}" },
-        { "/ws/chat/retired", "{\"type\":\"error\",\"data\":{\"message\":\"Brand 'retired' not found or inactive\"}}" },
-        { "/ws/chat/%FF%FE", "{\"type\":\"error\",\"data\":{\"message\":\"Brand not found or inactive\"}}" },
+        { "/ws/chat/nope", "{\"type\":\"error\",\"data\":{\"message\":\"Brand 'nope' not found or inactive\",\"code\":\"not_found\"}}" },
+        { "/ws/chat/tb-old", "{\"type\":\"error\",\"data\":{\"message\":\"Brand 'tb-old' not found or inactive\",\"code\":\"not_found\"}}" },
+        { "/ws/chat/retired", "{\"type\":\"error\",\"data\":{\"message\":\"Brand 'retired' not found or inactive\",\"code\":\"not_found\"}}" },
+        { "/ws/chat/%FF%FE", "{\"type\":\"error\",\"data\":{\"message\":\"Brand not found or inactive\",\"code\":\"not_found\"}}" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct proto_conn c;
@@ -331,7 +331,7 @@ TEST(unknown_and_inactive_brands)
     CHECK(job == NULL);
     CHECK_INT(f.n, 1);
     if (f.n == 1)
-        CHECK_STR(f.v[0], "{\"type\":\"error\",\"data\":{\"message\":\"Brand 'tb-flip' not found or inactive\"}}");
+        CHECK_STR(f.v[0], "{\"type\":\"error\",\"data\":{\"message\":\"Brand 'tb-flip' not found or inactive\",\"code\":\"not_found\"}}");
     CHECK_INT(c.close, 1);
     CHECK_INT(c.close_code, 1008);
     CHECK_INT(count_convs(ctx.db, "flip-user"), 0);
@@ -527,24 +527,24 @@ TEST(conversation_continued_or_new)
 
 TEST(bad_frames_and_ping)
 {
-    static const struct { const char *in, *msg; } cases[] = {
-        { "nope", "Invalid JSON" },
-        { "{\"type\":\"chat\",", "Invalid JSON" },
-        { "[]", "Invalid message format: expected a JSON object" },
-        { "{\"data\":{}}", "Missing field 'type'" },
-        { "{\"type\":1,\"data\":{}}", "Field 'type' must be a string" },
-        { "{\"type\":\"shout\",\"data\":{}}", "Unknown message type 'shout'" },
-        { "{\"type\":\"chat\"}", "Missing field 'data'" },
-        { "{\"type\":\"chat\",\"data\":\"hi\"}", "Field 'data' must be an object" },
-        { "{\"type\":\"chat\",\"data\":{}}", "Missing field 'data.message'" },
-        { "{\"type\":\"chat\",\"data\":{\"message\":null}}", "Missing field 'data.message'" },
-        { "{\"type\":\"chat\",\"data\":{\"message\":5}}", "Field 'data.message' must be a string" },
-        { "{\"type\":\"chat\",\"data\":{\"message\":\" \\n \"}}", "Field 'data.message' must not be empty" },
-        { "{\"type\":\"chat\",\"data\":{\"message\":\"hi\",\"voice\":\"yes\"}}", "Field 'data.voice' must be a boolean" },
-        { "{\"type\":\"chat\",\"data\":{\"message\":\"hi\",\"voice\":1}}", "Field 'data.voice' must be a boolean" },
-        { "{\"type\":\"chat\",\"data\":{\"message\":\"hi\",\"conversation_id\":7}}", "Field 'data.conversation_id' must be a string" },
-        { "{\"type\":\"chat\",\"data\":{\"message\":\"hi\",\"user_id\":[]}}", "Field 'data.user_id' must be a string" },
-        { "{\"type\":\"chat\",\"data\":{\"message\":\"0123456789x\"}}", "Message too long (max 10 characters)" },
+    static const struct { const char *in, *msg, *code; } cases[] = {
+        { "nope", "Invalid JSON", "bad_input" },
+        { "{\"type\":\"chat\",", "Invalid JSON", "bad_input" },
+        { "[]", "Invalid message format: expected a JSON object", "bad_input" },
+        { "{\"data\":{}}", "Missing field 'type'", "bad_input" },
+        { "{\"type\":1,\"data\":{}}", "Field 'type' must be a string", "bad_input" },
+        { "{\"type\":\"shout\",\"data\":{}}", "Unknown message type 'shout'", "bad_input" },
+        { "{\"type\":\"chat\"}", "Missing field 'data'", "bad_input" },
+        { "{\"type\":\"chat\",\"data\":\"hi\"}", "Field 'data' must be an object", "bad_input" },
+        { "{\"type\":\"chat\",\"data\":{}}", "Missing field 'data.message'", "bad_input" },
+        { "{\"type\":\"chat\",\"data\":{\"message\":null}}", "Missing field 'data.message'", "bad_input" },
+        { "{\"type\":\"chat\",\"data\":{\"message\":5}}", "Field 'data.message' must be a string", "bad_input" },
+        { "{\"type\":\"chat\",\"data\":{\"message\":\" \\n \"}}", "Field 'data.message' must not be empty", "bad_input" },
+        { "{\"type\":\"chat\",\"data\":{\"message\":\"hi\",\"voice\":\"yes\"}}", "Field 'data.voice' must be a boolean", "bad_input" },
+        { "{\"type\":\"chat\",\"data\":{\"message\":\"hi\",\"voice\":1}}", "Field 'data.voice' must be a boolean", "bad_input" },
+        { "{\"type\":\"chat\",\"data\":{\"message\":\"hi\",\"conversation_id\":7}}", "Field 'data.conversation_id' must be a string", "bad_input" },
+        { "{\"type\":\"chat\",\"data\":{\"message\":\"hi\",\"user_id\":[]}}", "Field 'data.user_id' must be a string", "bad_input" },
+        { "{\"type\":\"chat\",\"data\":{\"message\":\"0123456789x\"}}", "Message too long (max 10 characters)", "too_long" },
     };
     struct parley_ctx ctx;
     REQUIRE(open_ctx(&ctx) == 0);
@@ -561,7 +561,8 @@ TEST(bad_frames_and_ping)
         CHECK_INT(send_text(&ctx, &c, cases[i].in, &f, &job), 0);
         CHECK(job == NULL);
         CHECK_INT(f.n, 1);
-        check_frame(&f, 0, json_pack("{s:s, s:{s:s}}", "type", "error", "data", "message", cases[i].msg));
+        check_frame(&f, 0, json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "data", "message",
+                                     cases[i].msg, "code", cases[i].code));
         CHECK_INT(c.close, 0);
         frames_free(&f);
     }
@@ -618,7 +619,8 @@ TEST(rate_limit_and_busy)
     CHECK_INT(f.n, 1);
     if (f.n == 1)
         CHECK_STR(f.v[0], "{\"type\":\"error\",\"data\":{\"message\":"
-                          "\"A response is still being generated; wait for it to finish\"}}");
+                          "\"A response is still being generated; wait for it to finish\","
+                          "\"code\":\"conflict\"}}");
     frames_free(&f);
     CHECK_INT(run_job(&ctx, job), 0);
     CHECK_INT(pump_to_end(&ctx, &c, &f), 0);
@@ -633,7 +635,7 @@ TEST(rate_limit_and_busy)
     CHECK(job == NULL);
     CHECK_INT(f.n, 1);
     if (f.n == 1)
-        CHECK_STR(f.v[0], "{\"type\":\"error\",\"data\":{\"message\":\"Rate limit exceeded\"}}");
+        CHECK_STR(f.v[0], "{\"type\":\"error\",\"data\":{\"message\":\"Rate limit exceeded\",\"code\":\"rate_limited\"}}");
     CHECK_INT(c.close, 0);
     CHECK_INT(count_convs(ctx.db, "mia"), 2);
     cfg.rate_limit_per_min = saved;
@@ -821,7 +823,9 @@ TEST(upstream_error_frame)
     json_t *o = frame(&f, 0);
     const char *msg = json_string_value(json_object_get(json_object_get(o, "data"), "message"));
     CHECK(msg && strstr(msg, "503"));
-    check_frame(&f, 0, json_pack("{s:s, s:{s:s}}", "type", "error", "data", "message", msg ? msg : ""));
+    /* an HTTP error before any token: the upstream was unavailable */
+    check_frame(&f, 0, json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "data", "message",
+                                 msg ? msg : "", "code", "upstream_unavailable"));
     json_decref(o);
     proto_conn_cleanup(&c);
     frames_free(&f);

@@ -274,7 +274,7 @@ TEST(foreign_and_closed_sessions_refused)
     REQUIRE(proto_open(&ctx, &c, "/ws/alice-private?token=bob", "bob", "user:bob", &f) == 0);
     CHECK_INT(f.n, 1);
     if (f.n == 1)
-        CHECK_STR(f.v[0], "{\"type\":\"error\",\"message\":\"Session not found\"}");
+        CHECK_STR(f.v[0], "{\"type\":\"error\",\"message\":\"Session not found\",\"code\":\"not_found\"}");
     CHECK_INT(c.close, 1);
     CHECK_INT(c.close_code, 4404);
     CHECK(!proto_following(&c));
@@ -293,7 +293,7 @@ TEST(foreign_and_closed_sessions_refused)
     CHECK(job == NULL);
     CHECK_INT(f.n, 1);
     if (f.n == 1)
-        CHECK_STR(f.v[0], "{\"type\":\"error\",\"message\":\"Session is closed\"}");
+        CHECK_STR(f.v[0], "{\"type\":\"error\",\"message\":\"Session is closed\",\"code\":\"conflict\"}");
     CHECK_INT(c.close, 1);
     CHECK_INT(c.close_code, 4410);
     CHECK_INT(count_messages(ctx.db, "alice-private"), 0);
@@ -303,7 +303,7 @@ TEST(foreign_and_closed_sessions_refused)
     REQUIRE(proto_open(&ctx, &c, "/ws/alice-private", "alice", "user:alice", &f) == 0);
     CHECK_INT(f.n, 1);
     if (f.n == 1)
-        CHECK_STR(f.v[0], "{\"type\":\"error\",\"message\":\"Session is closed\"}");
+        CHECK_STR(f.v[0], "{\"type\":\"error\",\"message\":\"Session is closed\",\"code\":\"conflict\"}");
     CHECK_INT(c.close_code, 4410);
     proto_conn_cleanup(&c);
     frames_free(&f);
@@ -320,21 +320,21 @@ TEST(foreign_and_closed_sessions_refused)
 TEST(bad_frames_and_ping)
 {
     static const struct { const char *in, *out; } cases[] = {
-        { "not json", "{\"type\":\"error\",\"message\":\"Invalid message format: not valid JSON\"}" },
-        { "[1,2]", "{\"type\":\"error\",\"message\":\"Invalid message format: expected a JSON object\"}" },
-        { "\"message\"", "{\"type\":\"error\",\"message\":\"Invalid message format: not valid JSON\"}" },
-        { "{}", "{\"type\":\"error\",\"message\":\"Invalid message format: missing \\\"type\\\"\"}" },
-        { "{\"type\":5}", "{\"type\":\"error\",\"message\":\"Invalid message format: \\\"type\\\" must be a string\"}" },
-        { "{\"type\":\"typing\"}", "{\"type\":\"error\",\"message\":\"Unknown message type 'typing'\"}" },
-        { "{\"type\":\"message\"}", "{\"type\":\"error\",\"message\":\"Invalid message format: missing \\\"content\\\"\"}" },
-        { "{\"type\":\"message\",\"content\":null}", "{\"type\":\"error\",\"message\":\"Invalid message format: missing \\\"content\\\"\"}" },
-        { "{\"type\":\"message\",\"content\":42}", "{\"type\":\"error\",\"message\":\"Invalid message format: \\\"content\\\" must be a string\"}" },
-        { "{\"type\":\"message\",\"content\":\"a\\u0000b\"}", "{\"type\":\"error\",\"message\":\"Invalid message format: not valid JSON\"}" },
-        { "{\"type\":\"message\",\"content\":\" \\n\\t \"}", "{\"type\":\"error\",\"message\":\"Message content is empty\"}" },
-        { "{\"type\":\"message\",\"content\":\"hi\",\"metadata\":\"x\"}", "{\"type\":\"error\",\"message\":\"Invalid message format: \\\"metadata\\\" must be an object\"}" },
-        { "{\"type\":\"message\",\"content\":\"hi\",\"content\":\"twice\"}", "{\"type\":\"error\",\"message\":\"Invalid message format: not valid JSON\"}" },
+        { "not json", "{\"type\":\"error\",\"message\":\"Invalid message format: not valid JSON\",\"code\":\"bad_input\"}" },
+        { "[1,2]", "{\"type\":\"error\",\"message\":\"Invalid message format: expected a JSON object\",\"code\":\"bad_input\"}" },
+        { "\"message\"", "{\"type\":\"error\",\"message\":\"Invalid message format: not valid JSON\",\"code\":\"bad_input\"}" },
+        { "{}", "{\"type\":\"error\",\"message\":\"Invalid message format: missing \\\"type\\\"\",\"code\":\"bad_input\"}" },
+        { "{\"type\":5}", "{\"type\":\"error\",\"message\":\"Invalid message format: \\\"type\\\" must be a string\",\"code\":\"bad_input\"}" },
+        { "{\"type\":\"typing\"}", "{\"type\":\"error\",\"message\":\"Unknown message type 'typing'\",\"code\":\"bad_input\"}" },
+        { "{\"type\":\"message\"}", "{\"type\":\"error\",\"message\":\"Invalid message format: missing \\\"content\\\"\",\"code\":\"bad_input\"}" },
+        { "{\"type\":\"message\",\"content\":null}", "{\"type\":\"error\",\"message\":\"Invalid message format: missing \\\"content\\\"\",\"code\":\"bad_input\"}" },
+        { "{\"type\":\"message\",\"content\":42}", "{\"type\":\"error\",\"message\":\"Invalid message format: \\\"content\\\" must be a string\",\"code\":\"bad_input\"}" },
+        { "{\"type\":\"message\",\"content\":\"a\\u0000b\"}", "{\"type\":\"error\",\"message\":\"Invalid message format: not valid JSON\",\"code\":\"bad_input\"}" },
+        { "{\"type\":\"message\",\"content\":\" \\n\\t \"}", "{\"type\":\"error\",\"message\":\"Message content is empty\",\"code\":\"bad_input\"}" },
+        { "{\"type\":\"message\",\"content\":\"hi\",\"metadata\":\"x\"}", "{\"type\":\"error\",\"message\":\"Invalid message format: \\\"metadata\\\" must be an object\",\"code\":\"bad_input\"}" },
+        { "{\"type\":\"message\",\"content\":\"hi\",\"content\":\"twice\"}", "{\"type\":\"error\",\"message\":\"Invalid message format: not valid JSON\",\"code\":\"bad_input\"}" },
         /* 11 characters (22 bytes) with a limit of 10 */
-        { "{\"type\":\"message\",\"content\":\"ããããããããããã\"}", "{\"type\":\"error\",\"message\":\"Message too long (max 10 characters)\"}" },
+        { "{\"type\":\"message\",\"content\":\"ããããããããããã\"}", "{\"type\":\"error\",\"message\":\"Message too long (max 10 characters)\",\"code\":\"too_long\"}" },
     };
     struct parley_ctx ctx;
     REQUIRE(open_ctx(&ctx) == 0);
@@ -415,7 +415,7 @@ TEST(rate_limit_31st_message)
     CHECK(job == NULL);
     CHECK_INT(f.n, 1);
     if (f.n == 1)
-        CHECK_STR(f.v[0], "{\"type\":\"error\",\"message\":\"Rate limit exceeded\"}");
+        CHECK_STR(f.v[0], "{\"type\":\"error\",\"message\":\"Rate limit exceeded\",\"code\":\"rate_limited\"}");
     CHECK_INT(c.close, 0);
     CHECK_INT(count_messages(ctx.db, "sess-rate"), 60);
     cfg.rate_limit_per_min = saved;
@@ -441,7 +441,8 @@ TEST(one_generation_per_connection)
     CHECK_INT(f.n, 1);
     if (f.n == 1)
         CHECK_STR(f.v[0], "{\"type\":\"error\",\"message\":"
-                          "\"A response is still being generated; wait for it to finish\"}");
+                          "\"A response is still being generated; wait for it to finish\","
+                          "\"code\":\"conflict\"}");
     CHECK_INT(count_messages(ctx.db, "sess-busy"), 1);
     frames_free(&f);
     CHECK_INT(run_job(&ctx, job), 0);
@@ -687,8 +688,10 @@ TEST(upstream_error_is_an_error_frame)
     json_t *e = frame(&f, f.n - 1);
     const char *msg = json_string_value(json_object_get(e, "message"));
     CHECK(msg && strstr(msg, "error was encountered"));
-    check_frame(&f, f.n - 1, json_pack("{s:s, s:s, s:s}", "type", "error",
-                                       "message", msg ? msg : "", "message_id", mid ? mid : ""));
+    /* the upstream failed after 2 tokens had streamed */
+    check_frame(&f, f.n - 1, json_pack("{s:s, s:s, s:s, s:s}", "type", "error",
+                                       "message", msg ? msg : "", "message_id", mid ? mid : "",
+                                       "code", "upstream_error"));
     CHECK(f.n >= 3);      /* start, the tokens shown before the failure, error */
     json_decref(s);
     json_decref(e);

@@ -113,7 +113,7 @@ TEST(answer_streams_and_stores)
 }
 
 /* A refusal: proto_message's result, the kind and message on c, and the
- * protocol's error frame {"error": msg, "done": true}. */
+ * protocol's error frame {"error": msg, "done": true, "code": perr_code(kind)}. */
 static void check_refused(struct parley_ctx *ctx, const char *user, const char *text, int want_rc,
                           enum perr kind, const char *msg)
 {
@@ -126,7 +126,8 @@ static void check_refused(struct parley_ctx *ctx, const char *user, const char *
     CHECK_STR(perr_name(c.err), perr_name(kind));
     CHECK_STR(c.err_msg, msg);
     CHECK_INT(f.n, 1);
-    check_frame(&f, 0, json_pack("{s:s, s:b}", "error", msg, "done", 1));
+    check_frame(&f, 0, json_pack("{s:s, s:b, s:s}", "error", msg, "done", 1, "code",
+                                 perr_code(kind)));
     CHECK(!proto_following(&c));
     proto_job_free(job);
     proto_conn_cleanup(&c);
@@ -153,7 +154,7 @@ TEST(refusals_carry_their_kind)
     char msg[160];
     snprintf(msg, sizeof msg, "Invalid data: content too long (%d characters, max %d)",
              cfg.max_message_length + 1, cfg.max_message_length);
-    check_refused(&ctx, "bob", b, 0, PERR_BAD_INPUT, msg);
+    check_refused(&ctx, "bob", b, 0, PERR_TOO_LONG, msg);
     free(b);
     free(big);
     b = body("no-such-conv", "hi");
@@ -220,7 +221,8 @@ TEST(upstream_error_is_an_error_frame)
     json_t *e = frame(&f, f.n - 1);
     CHECK(json_is_string(json_object_get(e, "error")));
     CHECK(json_is_true(json_object_get(e, "done")));
-    CHECK_INT(json_object_size(e), 2);
+    CHECK_STR(json_string_value(json_object_get(e, "code")), "upstream_error");   /* after 2 tokens */
+    CHECK_INT(json_object_size(e), 3);
     json_decref(e);
     CHECK_INT(c.err, PERR_OK);      /* a failed generation is a frame, not a refusal */
     proto_conn_cleanup(&c);
