@@ -136,7 +136,7 @@ for (const transport of WS ? ['longpoll', 'websocket'] : ['longpoll']) {
     await waitEvent(page, () => window.__ev.some((e) => e.kind === 'close'));
     const ev = await events(page);
     const frames = ev.filter((e) => e.kind === 'frame').map((e) => e.frame);
-    assert.deepEqual(frames, [{ type: 'error', data: { message: `Brand '${brand}' not found or inactive` } }]);
+    assert.deepEqual(frames, [{ type: 'error', data: { message: `Brand '${brand}' not found or inactive`, code: 'not_found' } }]);
     const close = ev.find((e) => e.kind === 'close');
     assert.equal(close.transport, transport);
     assert.ok(close.reason.length > 0, `a reason is given: ${JSON.stringify(close)}`);

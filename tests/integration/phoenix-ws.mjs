@@ -214,10 +214,10 @@ wsTest('WebSocket: bad frames answered or dropped as core/phx.h says; the socket
     raw.send(`[null,"80","proxy:zz","query",{"pad":"${'a'.repeat(70000)}"}]`);
     await until(() => seen.some((m) => m.ref === '80'), 10000, 'the oversized frame\'s reply');
     const byRef = (r) => seen.find((m) => m.ref === r);
-    assert.deepEqual(byRef('77').payload, { status: 'error', response: { reason: 'malformed message' } });
-    assert.deepEqual(byRef('78').payload, { status: 'error', response: { reason: 'unmatched topic' } });
-    assert.deepEqual(byRef('79').payload, { status: 'error', response: { reason: 'unmatched topic' } });
-    assert.deepEqual(byRef('80').payload, { status: 'error', response: { reason: 'message too large' } });
+    assert.deepEqual(byRef('77').payload, { status: 'error', response: { reason: 'malformed message', code: 'bad_input' } });
+    assert.deepEqual(byRef('78').payload, { status: 'error', response: { reason: 'unmatched topic', code: 'not_found' } });
+    assert.deepEqual(byRef('79').payload, { status: 'error', response: { reason: 'unmatched topic', code: 'not_found' } });
+    assert.deepEqual(byRef('80').payload, { status: 'error', response: { reason: 'message too large', code: 'too_large' } });
     // still the same, working socket
     const got = next(ch, 'pong');
     ch.push('ping');
