@@ -216,9 +216,9 @@ test('LongPoll contract: 410 + token, 204, NDJSON POST, bad frames, 101 lines, g
   const frames = g.json.messages.map((m) => { assert.equal(typeof m, 'string'); return JSON.parse(m); });
   assert.deepEqual(frames, [
     ['1', '1', `proxy:${id}`, 'phx_reply', { status: 'ok', response: {} }],
-    ['1', '3', `proxy:${id}`, 'phx_reply', { status: 'error', response: { reason: 'malformed message' } }],
-    [null, '4', 'room:x', 'phx_reply', { status: 'error', response: { reason: 'unmatched topic' } }],
-    [null, '5', `proxy:other-${id}`, 'phx_reply', { status: 'error', response: { reason: 'unmatched topic' } }],
+    ['1', '3', `proxy:${id}`, 'phx_reply', { status: 'error', response: { reason: 'malformed message', code: 'bad_input' } }],
+    [null, '4', 'room:x', 'phx_reply', { status: 'error', response: { reason: 'unmatched topic', code: 'not_found' } }],
+    [null, '5', `proxy:other-${id}`, 'phx_reply', { status: 'error', response: { reason: 'unmatched topic', code: 'not_found' } }],
     [null, '6', 'phoenix', 'phx_reply', { status: 'ok', response: {} }],
   ]);
 
