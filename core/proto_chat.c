@@ -9,6 +9,12 @@
  *                    "processing_time","agent_used","model"}}
  *                   {"type":"error","message","code"[,"message_id"]}
  *                   (code: docs/errors.md)
+ *   client:         {"type":"message",...,"stream":false}: no stream_*
+ *                   frames for that answer but, at its end, the seed's
+ *                   process_message result as it is (no "type"):
+ *                   {"message_id","content","stream":false,"chunks":[the
+ *                    words in groups of 50],"metadata":{as stream_end}}
+ *                   (state "unstreamed_job": that answer's job id)
  *   client:         {"type":"stop"[,"message_id"]}: stops the session's
  *                   generation (the one with that assistant message id);
  *                   every viewer gets stream_end with "metadata.stopped":
@@ -191,12 +197,113 @@ static const char *message_id_of(struct parley_ctx *ctx, struct proto_conn *c,
     return proto_str(c->state, "message_id");
 }
 
+/* ---- "stream": false: one answer frame ---- */
+
+/* 1 when ev's job answers a message sent with "stream": false. */
+static int unstreamed(const struct proto_conn *c, const struct evlog_event *ev)
+{
+    json_t *j = json_object_get(c->state, "unstreamed_job");
+    return ev->job_id > 0 && json_is_integer(j) && json_integer_value(j) == ev->job_id;
+}
+
+/* The whole text of job_id on channel: its token events concatenated
+ * (new string, "" when it has none; NULL on a database error or OOM). */
+static char *job_text(struct parley_ctx *ctx, const char *channel, int64_t job_id)
+{
+    struct job_info ji;
+    if (jobs_get(ctx->db, job_id, &ji) != 0)
+        return NULL;
+    size_t len = 0, cap = 256;
+    char *text = malloc(cap);
+    if (!text)
+        return NULL;
+    text[0] = '\0';
+    int64_t after = ji.first_seq;
+    for (int over = 0; !over;) {
+        struct evlog_event *ev = NULL;
+        int n = evlog_read(ctx->db, channel, after, 256, &ev);
+        if (n < 0) {
+            free(text);
+            return NULL;
+        }
+        if (n == 0)
+            over = 1;
+        for (int i = 0; i < n && !over; i++) {
+            after = ev[i].seq;
+            if (ev[i].job_id != job_id)
+                continue;
+            if (!strcmp(ev[i].type, "done") || !strcmp(ev[i].type, "error")) {
+                over = 1;
+            } else if (!strcmp(ev[i].type, "token")) {
+                if (len + ev[i].data_len + 1 > cap) {
+                    while (len + ev[i].data_len + 1 > cap)
+                        cap *= 2;
+                    char *t = realloc(text, cap);
+                    if (!t) {
+                        evlog_free(ev, n);
+                        free(text);
+                        return NULL;
+                    }
+                    text = t;
+                }
+                memcpy(text + len, ev[i].data, ev[i].data_len);
+                len += ev[i].data_len;
+                text[len] = '\0';
+            }
+        }
+        evlog_free(ev, n);
+    }
+    return text;
+}
+
+/* The seed's chunk_response: content's words (split on white space) in
+ * groups of 50, each group joined by one space (new array; NULL on OOM). */
+static json_t *word_chunks(const char *content)
+{
+    static const char ws[] = " \t\n\r\f\v";
+    json_t *a = json_array();
+    char *buf = malloc(strlen(content) + 1);
+    const char *p = content;
+    while (a && buf) {
+        size_t len = 0;
+        int words = 0;
+        for (; words < 50; words++) {
+            p += strspn(p, ws);
+            if (!*p)
+                break;
+            size_t w = strcspn(p, ws);
+            if (len)
+                buf[len++] = ' ';
+            memcpy(buf + len, p, w);
+            len += w;
+            p += w;
+        }
+        if (!words)
+            break;
+        if (json_array_append_new(a, json_stringn(buf, len)) < 0) {
+            json_decref(a);
+            a = NULL;
+        }
+    }
+    if (!buf) {
+        json_decref(a);
+        a = NULL;
+    }
+    free(buf);
+    return a;
+}
+
 static int chat_event(struct parley_ctx *ctx, struct proto_conn *c,
                       const struct evlog_event *ev, struct proto_frames *out)
 {
     const char *mid = message_id_of(ctx, c, ev);
     json_t *jm = mid ? json_string(mid) : json_null();
     json_t *o = NULL;
+    int quiet = unstreamed(c, ev);
+    if (quiet && (!strcmp(ev->type, "start") || !strcmp(ev->type, "token"))) {
+        json_decref(jm);              /* "stream": false: only the answer frame */
+        return 0;
+    }
     if (!strcmp(ev->type, "start")) {
         o = json_pack("{s:s, s:o}", "type", "stream_start", "message_id", jm);
     } else if (!strcmp(ev->type, "token")) {
@@ -214,6 +321,21 @@ static int chat_event(struct parley_ctx *ctx, struct proto_conn *c,
         if (o && json_is_true(json_object_get(d, "stopped")))
             json_object_set_new(json_object_get(o, "metadata"), "stopped", json_true());
         json_decref(d);
+        if (o && quiet) {
+            /* the seed's process_message result, sent as it is */
+            char *text = job_text(ctx, c->channel, ev->job_id);
+            json_t *chunks = text ? word_chunks(text) : NULL;
+            json_t *a = text && chunks
+                ? json_pack("{s:O, s:s, s:b, s:o, s:O}", "message_id", json_object_get(o, "message_id"),
+                            "content", text, "stream", 0, "chunks", chunks,
+                            "metadata", json_object_get(o, "metadata"))
+                : NULL;
+            free(text);
+            json_decref(o);
+            if (!a)
+                return -1;
+            o = a;
+        }
     } else if (!strcmp(ev->type, "error")) {
         const char *code;
         char *m = proto_event_error(ev, &code);
@@ -405,6 +527,9 @@ static int chat_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *ms
         return error_frame(c, out, PERR_BAD_INPUT, m);
     }
 
+    json_t *js = json_object_get(msg, "stream");
+    if (js && !json_is_null(js) && !json_is_boolean(js))
+        return error_frame(c, out, PERR_BAD_INPUT, "Invalid message format: \"stream\" must be true or false");
     int rc = 0;
     char *meta = NULL;
     const char *content = valid_content(ctx, c, msg, &meta, out, &rc);
@@ -439,6 +564,10 @@ static int chat_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *ms
         return error_frame(c, out, PERR_RATE_LIMITED, "Rate limit exceeded");
     }
     rc = start_answer(ctx, c, content, meta, &conv, out, jobp);
+    if (rc == 0 && json_is_false(js))
+        json_object_set_new(c->state, "unstreamed_job", json_integer(c->job_id));
+    else
+        json_object_del(c->state, "unstreamed_job");
     free(meta);
     store_conv_free(&conv);
     return rc;

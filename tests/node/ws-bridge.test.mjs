@@ -324,6 +324,59 @@ describe('seed 001 chat sessions', { timeout: SUITE_MS }, () => {
     svc.close();
   });
 
+  // The seed's websocket_endpoint sends process_message's result as it is
+  // when "stream" is false: {message_id, content, stream, chunks, metadata}.
+  test('"stream": false: one answer frame, no stream_start/chunk/end (WebSocket)', async () => {
+    const svc = new WebSocketService(br.base);
+    const session = id('ns');
+    const hello = svc.next('message');
+    svc.connect(session);
+    assert.equal((await hello).type, 'connected');
+    const seen = [];
+    for (const ev of ['streamStart', 'streamChunk', 'streamEnd']) svc.on(ev, (d) => seen.push(d));
+    const answer = svc.next('message');
+    const content = `Sem streaming [[fake tokens=7]] ${session}`;
+    svc.ws.send(JSON.stringify({ type: 'message', content, metadata: {}, stream: false }));
+    const a = await answer;
+    assert.deepEqual(Object.keys(a).sort(), ['chunks', 'content', 'message_id', 'metadata', 'stream']);
+    assert.equal(a.stream, false);
+    assert.equal(a.content, answerText(content, 7));
+    assert.deepEqual(a.chunks, [a.content.split(/\s+/).filter(Boolean).join(' ')]);
+    assert.equal(a.metadata.tokens_used, 7);
+    assert.equal(a.metadata.model, 'llama3.2');
+    assert.match(a.message_id, /^[0-9a-f-]{36}$/);
+    await sleep(100);
+    assert.deepEqual(seen, []);
+    svc.close();
+  });
+
+  test('"stream": false: one answer frame over long-poll', async () => {
+    const http = (p) => br.base.replace(/^ws/, 'http') + p;
+    const session = id('nslp');
+    const open = await fetch(http('/api/poll/open'), { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ path: `/ws/${session}` }) });
+    assert.equal(open.status, 200);
+    const { sid } = await open.json();
+    const content = `Sem streaming por long-poll [[fake tokens=6]] ${session}`;
+    const post = await fetch(http(`/api/poll/${sid}`), { method: 'POST',
+      body: JSON.stringify({ type: 'message', content, stream: false }) });
+    assert.equal(post.status, 202);
+    const got = [];
+    let cursor = 0;
+    for (let i = 0; i < 50 && !got.some((m) => m.stream === false); i++) {
+      const r = await fetch(http(`/api/poll/${sid}?cursor=${cursor}&wait=10`));
+      assert.equal(r.status, 200);
+      const j = await r.json();
+      got.push(...j.messages);
+      cursor = j.cursor;
+    }
+    assert.deepEqual(types(got).filter((t) => /^stream_/.test(t || '')), []);
+    const a = got.find((m) => m.stream === false);
+    assert.ok(a, JSON.stringify(got));
+    assert.equal(a.content, answerText(content, 6));
+    assert.equal(a.metadata.tokens_used, 6);
+  });
+
   test('MAX_MESSAGE_LENGTH and the rate limit answer error; the connection stays open', { skip: OWN }, async () => {
     const b = await startBridge({ RATE_LIMIT_MESSAGES_PER_MINUTE: '2', MAX_MESSAGE_LENGTH: '50' });
     try {

@@ -702,6 +702,104 @@ TEST(upstream_error_is_an_error_frame)
     close_ctx(&ctx);
 }
 
+/* A message with "stream": false gets one frame, the seed's
+ * process_message result {message_id, content, stream:false, chunks,
+ * metadata}, and no stream_start/chunk/end; the answer is stored under
+ * that message id. A "stream" that is not a boolean is refused. */
+TEST(stream_false_one_answer_frame)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct proto_conn c;
+    struct proto_frames f;
+    frames_init(&f);
+    REQUIRE(proto_open(&ctx, &c, "/ws/sess-nostream", "alice", "user:alice-nostream", &f) == 0);
+    frames_free(&f);
+    const char *content = "all at once [[fake tokens=60 token_ms=0]]";
+    char *want = fake_answer(content, 60);
+    REQUIRE(want != NULL);
+    struct proto_job *job = NULL;
+    CHECK_INT(send_text(&ctx, &c, "{\"type\":\"message\",\"content\":\"x\",\"stream\":\"no\"}",
+                        &f, &job), 0);
+    CHECK(job == NULL);
+    CHECK_INT(f.n, 1);
+    if (f.n == 1)
+        CHECK_STR(f.v[0], "{\"type\":\"error\",\"message\":"
+                          "\"Invalid message format: \\\"stream\\\" must be true or false\","
+                          "\"code\":\"bad_input\"}");
+    frames_free(&f);
+    json_t *m = json_pack("{s:s, s:s, s:b}", "type", "message", "content", content, "stream", 0);
+    char *text = dump(m);
+    REQUIRE(send_text(&ctx, &c, text, &f, &job) == 0);
+    free(text);
+    REQUIRE(job != NULL);
+    CHECK_INT(f.n, 0);
+    CHECK_INT(run_job(&ctx, job), 0);
+    CHECK_INT(pump_to_end(&ctx, &c, &f), 0);
+    CHECK_INT(f.n, 1);
+    json_t *o = frame(&f, 0);
+    const char *mid = json_string_value(json_object_get(o, "message_id"));
+    CHECK(mid && strlen(mid) == 36);
+    json_t *md = json_object_get(o, "metadata");
+    double secs = json_number_value(json_object_get(md, "processing_time"));
+    /* the seed's chunk_response: groups of 50 words joined by one space */
+    json_t *chunks = json_array();
+    const char *p = want;
+    char group[8192];
+    size_t gl = 0;
+    int words = 0;
+    while (*p) {
+        p += strspn(p, " \t\n");
+        size_t w = strcspn(p, " \t\n");
+        if (!w)
+            break;
+        if (gl)
+            group[gl++] = ' ';
+        memcpy(group + gl, p, w);
+        gl += w;
+        p += w;
+        if (++words == 50) {
+            json_array_append_new(chunks, json_stringn(group, gl));
+            gl = 0;
+            words = 0;
+        }
+    }
+    if (words)
+        json_array_append_new(chunks, json_stringn(group, gl));
+    CHECK(json_array_size(chunks) == 2);
+    check_frame(&f, 0, json_pack("{s:s, s:s, s:b, s:o, s:{s:i, s:f, s:s, s:s}}",
+                                 "message_id", mid ? mid : "", "content", want, "stream", 0,
+                                 "chunks", chunks, "metadata", "tokens_used", 60,
+                                 "processing_time", secs, "agent_used", "llama3.2",
+                                 "model", "llama3.2"));
+    struct message *msgs;
+    int n;
+    int64_t total;
+    REQUIRE(store_msg_list(ctx.db, "sess-nostream", 10, 0, &msgs, &n, &total) == 0);
+    CHECK_INT(n, 2);
+    if (n == 2) {
+        CHECK_STR(msgs[1].role, "assistant");
+        CHECK_STR(msgs[1].id, mid ? mid : "");
+        CHECK_STR(msgs[1].content, want);
+    }
+    store_msgs_free(msgs, n);
+    json_decref(o);
+    frames_free(&f);
+    /* the next message, without "stream", streams again */
+    CHECK_INT(send_chat(&ctx, &c, "again [[fake tokens=3 token_ms=0]]", &f, &job), 0);
+    REQUIRE(job != NULL);
+    CHECK_INT(run_job(&ctx, job), 0);
+    CHECK_INT(pump_to_end(&ctx, &c, &f), 0);
+    char *want2 = fake_answer("again [[fake tokens=3 token_ms=0]]", 3);
+    char mid2[64];
+    CHECK_INT(check_stream(&f, 0, want2, 3, mid2), f.n);
+    free(want2);
+    free(want);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    close_ctx(&ctx);
+}
+
 int main(void)
 {
     if (test_setup("chat") < 0)
@@ -717,6 +815,7 @@ int main(void)
     RUN(reconnect_follows_newest_running_job);
     RUN(save_load_mid_stream);
     RUN(upstream_error_is_an_error_frame);
+    RUN(stream_false_one_answer_frame);
     config_cleanup(&cfg);
     return th_done();
 }
