@@ -30,7 +30,9 @@ done
 
 it_init
 
-# two simulated LLMs of our own (their knobs differ)
+# two simulated LLMs of our own (their knobs differ). Started from this
+# shell, not in $(...): it_bg records each pid for it_cleanup, which a
+# subshell's record would not reach (they outlived the test before).
 start_fake() {
     _pf=$IT_TMP/fake-$1.port
     it_bg "$IT_TMP/fake-$1.log" node tests/fake-llm/server.mjs --port 0 --port-file "$_pf" --token-ms 2
@@ -38,10 +40,11 @@ start_fake() {
     _i=0
     while [ ! -s "$_pf" ] && [ $_i -lt 100 ]; do sleep 0.05; _i=$((_i + 1)); done
     [ -s "$_pf" ] || it_die "the simulated LLM $1 did not start: $(cat "$IT_TMP/fake-$1.log")"
-    cat "$_pf"
 }
-PORT_A=$(start_fake a)
-PORT_B=$(start_fake b)
+start_fake a
+start_fake b
+PORT_A=$(cat "$IT_TMP/fake-a.port")
+PORT_B=$(cat "$IT_TMP/fake-b.port")
 FAKE_A=http://127.0.0.1:$PORT_A
 FAKE_B=http://127.0.0.1:$PORT_B
 FAKE_LLM_URL=$FAKE_B                  # what the shipped snippets call OLLAMA_SERVER (unused)
