@@ -184,21 +184,30 @@ static int charge_tx(struct runner_gen *rs, const struct gen_request *req, const
     return usage_charge_tx(rs->ctx->db, &u);
 }
 
-/* The final transaction of a successful job: last buffered tokens, "done",
- * job state, answer cache, assistant message. */
-static int finish_ok(struct runner_gen *rs, const struct gen_request *req, struct gen_outcome *out)
+/* The final transaction of a job that ended with its answer (stopped 0) or
+ * was stopped (stopped 1): last buffered tokens, "done" (with "stopped":
+ * true when stopped), the job's end, the usage charge, the answer cache
+ * (never for a stopped job: its text is partial), the assistant message
+ * (marked {"stopped":true} when stopped). */
+static int finish_done(struct runner_gen *rs, const struct gen_request *req,
+                       struct gen_outcome *out, int stopped)
 {
     parley_db *db = rs->ctx->db;
     size_t restlen;
     char *rest = take_rest(rs, &restlen);
-    char *done = json_text(json_pack("{s:I, s:s, s:i, s:I, s:I, s:s, s:i}",
-                                     "job_id", (json_int_t)rs->job_id,
-                                     "message_id", out->message_id,
-                                     "tokens", out->tokens,
-                                     "processing_ms", (json_int_t)out->processing_ms,
-                                     "first_token_ms", (json_int_t)out->first_token_ms,
-                                     "model", out->model,
-                                     "prompt_tokens", rs->res.prompt_tokens));
+    json_t *o = json_pack("{s:I, s:s, s:i, s:I, s:I, s:s, s:i}",
+                          "job_id", (json_int_t)rs->job_id,
+                          "message_id", out->message_id,
+                          "tokens", out->tokens,
+                          "processing_ms", (json_int_t)out->processing_ms,
+                          "first_token_ms", (json_int_t)out->first_token_ms,
+                          "model", out->model,
+                          "prompt_tokens", rs->res.prompt_tokens);
+    if (o && stopped && json_object_set_new(o, "stopped", json_true()) < 0) {
+        json_decref(o);
+        o = NULL;
+    }
+    char *done = json_text(o);
     int rc = -1;
     if (!done || db_begin(db) < 0)
         goto out;
@@ -206,13 +215,13 @@ static int finish_ok(struct runner_gen *rs, const struct gen_request *req, struc
         goto rollback;
     if (evlog_append_tx(db, req->channel, rs->job_id, "done", done, strlen(done)) < 0)
         goto rollback;
-    if (jobs_finish_tx(db, rs->job_id, NULL) < 0) {
+    if ((stopped ? jobs_finish_stopped_tx(db, rs->job_id) : jobs_finish_tx(db, rs->job_id, NULL)) < 0) {
         rs->lost_lease = 1;       /* someone declared us dead: keep nothing */
         goto rollback;
     }
-    if (charge_tx(rs, req, "done", out->message_id, out->model) < 0)
+    if (charge_tx(rs, req, stopped ? "stopped" : "done", out->message_id, out->model) < 0)
         goto rollback;
-    if (req->cache) {
+    if (req->cache && !stopped) {
         struct answer a = *req->cache;
         a.response = rs->text ? rs->text : "";
         a.tokens = out->tokens;
@@ -231,62 +240,8 @@ static int finish_ok(struct runner_gen *rs, const struct gen_request *req, struc
         m.tokens = out->tokens;
         m.processing_ms = out->processing_ms;
         m.model = out->model;
-        if (store_msg_add_tx(db, &m) < 0)
-            goto rollback;
-    }
-    if (db_commit(db) < 0)
-        goto out;
-    rc = 0;
-    goto out;
-rollback:
-    db_rollback(db);
-out:
-    free(rest);
-    free(done);
-    return rc;
-}
-
-/* The final transaction of a stopped job: last buffered tokens, "done"
- * with "stopped": true, job done and stopped, the partial text as the
- * assistant message marked stopped. Never the answer cache. */
-static int finish_stopped(struct runner_gen *rs, const struct gen_request *req,
-                          struct gen_outcome *out)
-{
-    parley_db *db = rs->ctx->db;
-    size_t restlen;
-    char *rest = take_rest(rs, &restlen);
-    char *done = json_text(json_pack("{s:I, s:s, s:i, s:I, s:I, s:s, s:b, s:i}",
-                                     "job_id", (json_int_t)rs->job_id,
-                                     "message_id", out->message_id,
-                                     "tokens", out->tokens,
-                                     "processing_ms", (json_int_t)out->processing_ms,
-                                     "first_token_ms", (json_int_t)out->first_token_ms,
-                                     "model", out->model, "stopped", 1,
-                                     "prompt_tokens", rs->res.prompt_tokens));
-    int rc = -1;
-    if (!done || db_begin(db) < 0)
-        goto out;
-    if (rest && evlog_append_tx(db, req->channel, rs->job_id, "token", rest, restlen) < 0)
-        goto rollback;
-    if (evlog_append_tx(db, req->channel, rs->job_id, "done", done, strlen(done)) < 0)
-        goto rollback;
-    if (jobs_finish_stopped_tx(db, rs->job_id) < 0) {
-        rs->lost_lease = 1;
-        goto rollback;
-    }
-    if (charge_tx(rs, req, "stopped", out->message_id, out->model) < 0)
-        goto rollback;
-    if (req->conversation_id) {
-        struct message m;
-        store_msg_init(&m);
-        str_copy(m.id, sizeof m.id, out->message_id);
-        str_copy(m.conversation_id, sizeof m.conversation_id, req->conversation_id);
-        str_copy(m.role, sizeof m.role, "assistant");
-        m.content = rs->text ? rs->text : (char *)"";
-        m.tokens = out->tokens;
-        m.processing_ms = out->processing_ms;
-        m.model = out->model;
-        m.metadata = (char *)"{\"stopped\":true}";
+        if (stopped)
+            m.metadata = (char *)"{\"stopped\":true}";
         if (store_msg_add_tx(db, &m) < 0)
             goto rollback;
     }
@@ -481,7 +436,7 @@ int runner_gen_finish(struct runner_gen *g, int llm_rc, struct gen_outcome *out)
         !g->lost_lease) {
         /* stopped by a user before the answer was complete: keep what came
          * (an answer that completed before the stop took effect is done) */
-        if (finish_stopped(g, req, o) == 0) {
+        if (finish_done(g, req, o, 1) == 0) {
             o->ok = 1;
             o->stopped = 1;
             o->kind = LLM_OK;
@@ -496,7 +451,7 @@ int runner_gen_finish(struct runner_gen *g, int llm_rc, struct gen_outcome *out)
             rc = finish_failed(g, req, "internal", o->error);
         }
     } else if (ok) {
-        if (finish_ok(g, req, o) == 0) {
+        if (finish_done(g, req, o, 0) == 0) {
             o->ok = 1;
             o->text = g->text ? g->text : strdup("");
             g->text = NULL;
