@@ -47,6 +47,7 @@ FCGI_LIB_OBJ := $(filter-out $(BUILD)/fcgi/main.o,$(FCGI_SRC:%.c=$(BUILD)/%.o))
 FCGI_BIN  := $(if $(wildcard fcgi/main.c),$(BUILD)/parley.fcgi)
 WS_SRC    := $(sort $(wildcard ws-bridge/*.c))
 WS_BIN    := $(if $(wildcard ws-bridge/main.c),$(BUILD)/parley-ws)
+CLI_SRC   := $(sort $(wildcard cli/*.c))
 CLI_BIN   := $(BUILD)/parley
 
 MIGRATIONS := $(sort $(wildcard sql/[0-9]*.sql))
@@ -104,7 +105,7 @@ $(BUILD)/bench/%: bench/%.c $(LIBPARLEY)
 $(BUILD)/parley.fcgi: $(FCGI_SRC:%.c=$(BUILD)/%.o) $(LIBPARLEY)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/parley: $(BUILD)/cli/parley.o $(LIBPARLEY)
+$(BUILD)/parley: $(CLI_SRC:%.c=$(BUILD)/%.o) $(LIBPARLEY)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # The bridge carries the HTTP front's long-poll handlers (ws-bridge/httpfront.c)
