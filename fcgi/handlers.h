@@ -9,6 +9,9 @@
 int h_health(struct request *r);             /* GET /api/health */
 int h_brands_active(struct request *r);      /* GET /brands/active */
 
+/* api_openapi.c */
+int h_openapi(struct request *r);            /* GET /api/openapi.json (docs/openapi.yaml as JSON) */
+
 /* api_metrics.c */
 int h_metrics(struct request *r);            /* GET /api/metrics (Prometheus text) */
 

@@ -16,6 +16,8 @@ const struct route http_routes[] = {
     /* misc */
     { "GET",    "/api/health",                      h_health,           F_NODB },
     { "GET",    "/brands/active",                   h_brands_active,    0 },
+    /* the OpenAPI description of these routes (api_openapi.c, docs/openapi.yaml) */
+    { "GET",    "/api/openapi.json",                h_openapi,          F_NODB },
     { "GET",    "/api/metrics",                     h_metrics,          F_AUTH },
     /* the caller's tokens and daily budget (api_usage.c, docs/usage.md);
      * ?user= for a token with role "admin" */
