@@ -44,6 +44,10 @@ FCGI_SRC  := $(sort $(wildcard fcgi/*.c))
 # the dispatcher and handlers without a web server.
 FCGI_LIB  := $(BUILD)/libparley-fcgi.a
 FCGI_LIB_OBJ := $(filter-out $(BUILD)/fcgi/main.o,$(FCGI_SRC:%.c=$(BUILD)/%.o))
+# GET /api/openapi.json serves docs/openapi.json, embedded (fcgi/api_openapi.c,
+# docs/openapi.md): the JSON is generated from docs/openapi.yaml by
+# tools/openapi-json.py and committed, so building needs no Python.
+FCGI_LIB_OBJ += $(BUILD)/gen/openapi.o
 FCGI_BIN  := $(if $(wildcard fcgi/main.c),$(BUILD)/parley.fcgi)
 WS_SRC    := $(sort $(wildcard ws-bridge/*.c))
 WS_BIN    := $(if $(wildcard ws-bridge/main.c),$(BUILD)/parley-ws)
@@ -78,6 +82,13 @@ $(BUILD)/gen/pg_migrations.c: $(PG_MIGRATIONS) tools/embed-sql.sh
 $(BUILD)/gen/pg_migrations.o: $(BUILD)/gen/pg_migrations.c
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+$(BUILD)/gen/openapi.c: docs/openapi.json tools/embed-text.sh
+	@mkdir -p $(dir $@)
+	tools/embed-text.sh parley_openapi_json docs/openapi.json > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/gen/openapi.o: $(BUILD)/gen/openapi.c
+	$(CC) $(CFLAGS) -c -o $@ $<
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
@@ -102,7 +113,7 @@ $(BUILD)/bench/%: bench/%.c $(LIBPARLEY)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBPARLEY) $(LDLIBS)
 
-$(BUILD)/parley.fcgi: $(FCGI_SRC:%.c=$(BUILD)/%.o) $(LIBPARLEY)
+$(BUILD)/parley.fcgi: $(FCGI_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/openapi.o $(LIBPARLEY)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/parley: $(CLI_SRC:%.c=$(BUILD)/%.o) $(LIBPARLEY)
