@@ -5,6 +5,9 @@
 #include "db_sqlite.h"
 #include "storage/pg/pg.h"
 #include "storage/pg/store.h"
+#include "storage/pg/stats_pg.h"
+#include "usage.h"
+#include "util.h"
 
 #include <string.h>
 
@@ -71,4 +74,124 @@ int64_t stats_jobs_running(parley_db *db)
     if (db_pg_conn(db))
         return stats_pg_jobs_running(db);
     return scalar(db, "SELECT count(*) FROM jobs WHERE state = 'running'");
+}
+
+/* ---- the overview ---- */
+
+static const char sql_ov_jobs[] = SQL_OV_JOBS;
+static const char sql_ov_failed[] = SQL_OV_FAILED;
+static const char sql_ov_users[] = SQL_OV_USERS;
+static const char sql_ov_tickets[] = SQL_OV_TICKETS;
+static const char sql_ov_convs[] = SQL_OV_CONVS;
+static const char sql_ov_msgs[] = SQL_OV_MSGS;
+static const char sql_ov_answers[] = SQL_OV_ANSWERS;
+static const char sql_ov_hits[] = SQL_OV_HITS;
+
+/* Adds one outcome's count to raw. */
+static void ov_outcome(struct stats_overview_raw *raw, const char *o, int64_t n)
+{
+    if (!strcmp(o, "running"))
+        raw->gen_running += n;
+    else if (!strcmp(o, "done"))
+        raw->gen_done += n;
+    else if (!strcmp(o, "stopped"))
+        raw->gen_stopped += n;
+    else if (!strcmp(o, "failed"))
+        raw->gen_failed += n;
+}
+
+static int overview_sqlite(parley_db *db, int64_t since, int64_t day, struct stats_overview_raw *raw)
+{
+    sqlite3_stmt *st = db_stmt(db, sql_ov_jobs);
+    if (!st)
+        return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *o = (const char *)sqlite3_column_text(st, 0);
+        if (o)
+            ov_outcome(raw, o, sqlite3_column_int64(st, 1));
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return -1;
+    if (!(st = db_stmt(db, sql_ov_failed)))
+        return -1;
+    sqlite3_bind_int64(st, 1, since);
+    rc = sqlite3_step(st);
+    raw->failed_since = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW)
+        return -1;
+    if (!(st = db_stmt(db, sql_ov_users)))
+        return -1;
+    sqlite3_bind_int64(st, 1, day);
+    sqlite3_bind_int(st, 2, STATS_TOP_USERS);
+    json_t *users = json_array();
+    while (users && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *u = (const char *)sqlite3_column_text(st, 0);
+        json_t *row = json_pack("{s:s, s:I, s:I, s:I, s:I}", "user", u ? u : "",
+                                "prompt_tokens", (json_int_t)sqlite3_column_int64(st, 1),
+                                "completion_tokens", (json_int_t)sqlite3_column_int64(st, 2),
+                                "tokens", (json_int_t)sqlite3_column_int64(st, 3),
+                                "generations", (json_int_t)sqlite3_column_int64(st, 4));
+        if (!row || json_array_append_new(users, row) < 0) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+    }
+    sqlite3_reset(st);
+    if (!users || rc != SQLITE_DONE) {
+        json_decref(users);
+        return -1;
+    }
+    raw->users = users;
+    raw->tickets = scalar(db, sql_ov_tickets);
+    raw->conversations = scalar(db, sql_ov_convs);
+    raw->messages = scalar(db, sql_ov_msgs);
+    raw->answers = scalar(db, sql_ov_answers);
+    raw->cache_hits = scalar(db, sql_ov_hits);
+    return 0;
+}
+
+/* What "cache.hit_rate" is computed from (docs/admin.md). */
+#define CACHE_BASIS "answers.hits (times a stored answer was served instead of a generation) " \
+                    "over answers.hits + answers stored (each stored answer was generated once); " \
+                    "answers deleted since are not counted"
+
+int stats_overview_at(parley_db *db, int64_t now, json_t **out)
+{
+    struct stats_overview_raw raw;
+    memset(&raw, 0, sizeof raw);
+    raw.tickets = raw.conversations = raw.messages = raw.answers = raw.cache_hits = -1;
+    int64_t since = now - 3600 * 1000, day = usage_day_of(now);
+    int rc = db_pg_conn(db) ? stats_pg_overview(db, since, day, &raw) : overview_sqlite(db, since, day, &raw);
+    if (rc < 0)
+        return -1;
+    char date[16];
+    usage_date(day, date);
+    json_t *rate = json_null();
+    if (raw.cache_hits >= 0 && raw.answers >= 0 && raw.cache_hits + raw.answers > 0)
+        rate = json_real((double)raw.cache_hits / (double)(raw.cache_hits + raw.answers));
+    json_t *o = json_pack(
+        "{s:I, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:o, s:s}, s:{s:I, s:I, s:I, s:I},"
+        " s:{s:I, s:I, s:I}, s:{s:s, s:o}}",
+        "at", (json_int_t)now,
+        "counts", "tickets", (json_int_t)raw.tickets, "conversations", (json_int_t)raw.conversations,
+        "messages", (json_int_t)raw.messages, "answers_cached", (json_int_t)raw.answers,
+        "cache", "hits", (json_int_t)raw.cache_hits, "answers", (json_int_t)raw.answers,
+        "hit_rate", rate, "basis", CACHE_BASIS,
+        "generations", "running", (json_int_t)raw.gen_running, "done", (json_int_t)raw.gen_done,
+        "stopped", (json_int_t)raw.gen_stopped, "failed", (json_int_t)raw.gen_failed,
+        "errors_last_hour", "since", (json_int_t)since, "generations_failed",
+        (json_int_t)raw.failed_since, "total", (json_int_t)raw.failed_since,
+        "tokens_today", "day", date, "users", raw.users);
+    if (!o)
+        return -1;
+    *out = o;
+    return 0;
+}
+
+int stats_overview(parley_db *db, json_t **out)
+{
+    return stats_overview_at(db, now_ms(), out);
 }

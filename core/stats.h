@@ -7,6 +7,7 @@
 #ifndef PARLEY_STATS_H
 #define PARLEY_STATS_H
 #include <stdint.h>
+#include <jansson.h>
 #include "db.h"
 
 struct parley_stats {
@@ -39,4 +40,28 @@ int stats_collect(parley_db *db, int64_t since, struct parley_stats *out);
 
 /* Generations running now, or -1 on a database error. */
 int64_t stats_jobs_running(parley_db *db);
+
+/* ---- the overview (`parley stats`, GET /api/admin/overview; docs/admin.md) ---- */
+
+/* Most users stats_overview lists under "tokens_today" (the heaviest first). */
+#define STATS_TOP_USERS 100
+
+/* stats_overview: counts, cache hit rate, generations by outcome, errors in the last hour, tokens by
+ * user today, ... as a new JSON object in *out (caller owns, json_decref). Any thread with its own db
+ * handle. Returns 0, or -1 with perr set.
+ *
+ * The object (docs/admin.md has the full description):
+ *   {"at": ms now, "counts": {"tickets", "conversations", "messages", "answers_cached"},
+ *    "cache": {"hits", "answers", "hit_rate" (number or null), "basis": text},
+ *    "generations": {"running", "done", "stopped", "failed"},
+ *    "errors_last_hour": {"since": ms, "generations_failed", "total"},
+ *    "tokens_today": {"day": "YYYY-MM-DD", "users": [{"user", "prompt_tokens",
+ *                     "completion_tokens", "tokens", "generations"}...]}}
+ * A count that could not be read is -1 in the object (the call still
+ * succeeds); a failure to read the jobs or the usage table fails the call
+ * (-1, *out untouched, db_err_kind(db) tells why). Read-only: works on a
+ * read-only database. Uses the caller's parley_db (its thread only). */
+int stats_overview(parley_db *db, json_t **out);
+/* stats_overview at a given wall clock now_ms (tests). Same contract. */
+int stats_overview_at(parley_db *db, int64_t now_ms, json_t **out);
 #endif

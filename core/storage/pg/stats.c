@@ -6,6 +6,7 @@
  * call. */
 #include "storage/pg/pg.h"
 #include "storage/pg/store.h"
+#include "storage/pg/stats_pg.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -79,4 +80,74 @@ int stats_pg_collect(parley_db *db, int64_t since, struct parley_stats *out)
 int64_t stats_pg_jobs_running(parley_db *db)
 {
     return scalar(db, SQL_RUNNING, "stats: running jobs");
+}
+
+/* ---- the overview (stats_pg.h) ---- */
+
+static const char SQL_OV_JOBS_PG[] = SQL_OV_JOBS;
+static const char SQL_OV_FAILED_PG[] = SQL_OV_FAILED;
+static const char SQL_OV_USERS_PG[] = SQL_OV_USERS;
+static const char SQL_OV_TICKETS_PG[] = SQL_OV_TICKETS;
+static const char SQL_OV_CONVS_PG[] = SQL_OV_CONVS;
+static const char SQL_OV_MSGS_PG[] = SQL_OV_MSGS;
+static const char SQL_OV_ANSWERS_PG[] = SQL_OV_ANSWERS;
+static const char SQL_OV_HITS_PG[] = SQL_OV_HITS;
+
+static int64_t num(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+int stats_pg_overview(parley_db *db, int64_t since, int64_t day, struct stats_overview_raw *raw)
+{
+    PGresult *r = db_pg_run(db, SQL_OV_JOBS_PG, 0, NULL, PGRES_TUPLES_OK, "stats: generations by outcome");
+    if (!r)
+        return -1;
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *o = PQgetvalue(r, i, 0);
+        int64_t n = num(r, i, 1);
+        if (!strcmp(o, "running"))
+            raw->gen_running += n;
+        else if (!strcmp(o, "done"))
+            raw->gen_done += n;
+        else if (!strcmp(o, "stopped"))
+            raw->gen_stopped += n;
+        else if (!strcmp(o, "failed"))
+            raw->gen_failed += n;
+    }
+    PQclear(r);
+    char s[24], d[24], lim[16];
+    snprintf(s, sizeof s, "%" PRId64, since);
+    snprintf(d, sizeof d, "%" PRId64, day);
+    snprintf(lim, sizeof lim, "%d", STATS_TOP_USERS);
+    const char *p1[1] = { s };
+    if (!(r = db_pg_run(db, SQL_OV_FAILED_PG, 1, p1, PGRES_TUPLES_OK, "stats: failed generations")))
+        return -1;
+    raw->failed_since = PQntuples(r) == 1 ? num(r, 0, 0) : 0;
+    PQclear(r);
+    const char *p2[2] = { d, lim };
+    if (!(r = db_pg_run(db, SQL_OV_USERS_PG, 2, p2, PGRES_TUPLES_OK, "stats: tokens by user")))
+        return -1;
+    json_t *users = json_array();
+    for (int i = 0; users && i < PQntuples(r); i++) {
+        json_t *row = json_pack("{s:s, s:I, s:I, s:I, s:I}", "user", PQgetvalue(r, i, 0),
+                                "prompt_tokens", (json_int_t)num(r, i, 1),
+                                "completion_tokens", (json_int_t)num(r, i, 2),
+                                "tokens", (json_int_t)num(r, i, 3),
+                                "generations", (json_int_t)num(r, i, 4));
+        if (!row || json_array_append_new(users, row) < 0) {
+            json_decref(users);
+            users = NULL;
+        }
+    }
+    PQclear(r);
+    if (!users)
+        return -1;
+    raw->users = users;
+    raw->tickets = scalar(db, SQL_OV_TICKETS_PG, "stats: tickets");
+    raw->conversations = scalar(db, SQL_OV_CONVS_PG, "stats: conversations");
+    raw->messages = scalar(db, SQL_OV_MSGS_PG, "stats: messages");
+    raw->answers = scalar(db, SQL_OV_ANSWERS_PG, "stats: cached answers");
+    raw->cache_hits = scalar(db, SQL_OV_HITS_PG, "stats: cache hits");
+    return 0;
 }
