@@ -195,3 +195,90 @@ int stats_overview(parley_db *db, json_t **out)
 {
     return stats_overview_at(db, now_ms(), out);
 }
+
+/* ---- live generations, open long-poll sessions ---- */
+
+/* A running job's events are those of its channel after first_seq with its
+ * job id (the primary key's range). */
+static const char sql_live[] =
+    "SELECT j.id, j.channel, j.started_by, j.created_at, j.lease_owner, "
+    "j.stop_requested_at IS NOT NULL, "
+    "(SELECT count(*) FROM events e WHERE e.channel = j.channel AND e.seq > j.first_seq "
+    " AND e.job_id = j.id AND e.type = 'token'), "
+    "(SELECT coalesce(sum(length(CAST(e.data AS BLOB))), 0) FROM events e WHERE "
+    " e.channel = j.channel AND e.seq > j.first_seq AND e.job_id = j.id AND e.type = 'token'), "
+    "(SELECT json_extract(e.data, '$.model') FROM events e WHERE e.channel = j.channel AND "
+    " e.seq > j.first_seq AND e.job_id = j.id AND e.type = 'start' AND json_valid(e.data) LIMIT 1) "
+    "FROM jobs j WHERE j.state = 'running' ORDER BY j.created_at, j.id LIMIT ?1";
+static const char sql_poll_open[] = SQL_POLL_OPEN;
+
+json_t *stats_live_row(int64_t id, const char *channel, const char *user, int64_t started,
+                       const char *owner, int stop, int64_t tokens, int64_t bytes,
+                       const char *model, int64_t now)
+{
+    return json_pack("{s:I, s:s, s:o, s:s, s:I, s:I, s:I, s:I, s:s, s:b}",
+                     "job_id", (json_int_t)id, "channel", channel ? channel : "",
+                     "user", user ? json_string(user) : json_null(),
+                     "model", model ? model : "", "started_at", (json_int_t)started,
+                     "age_ms", (json_int_t)(now - started), "tokens_so_far", (json_int_t)tokens,
+                     "streamed_bytes", (json_int_t)bytes, "lease_owner", owner ? owner : "",
+                     "stop_requested", stop);
+}
+
+int stats_live_generations(parley_db *db, int64_t now, json_t **out)
+{
+    json_t *arr = json_array();
+    if (!arr)
+        return -1;
+    if (db_pg_conn(db)) {
+        if (stats_pg_live(db, now, arr) < 0) {
+            json_decref(arr);
+            return -1;
+        }
+        *out = arr;
+        return 0;
+    }
+    sqlite3_stmt *st = db_stmt(db, sql_live);
+    if (!st) {
+        json_decref(arr);
+        return -1;
+    }
+    sqlite3_bind_int(st, 1, STATS_LIVE_MAX);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *row = stats_live_row(
+            sqlite3_column_int64(st, 0), (const char *)sqlite3_column_text(st, 1),
+            (const char *)sqlite3_column_text(st, 2), sqlite3_column_int64(st, 3),
+            (const char *)sqlite3_column_text(st, 4), sqlite3_column_int(st, 5),
+            sqlite3_column_int64(st, 6), sqlite3_column_int64(st, 7),
+            (const char *)sqlite3_column_text(st, 8), now);
+        if (!row || json_array_append_new(arr, row) < 0) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(arr);
+        return -1;
+    }
+    *out = arr;
+    return 0;
+}
+
+int stats_poll_open(parley_db *db, int64_t now, int64_t *generic, int64_t *phoenix)
+{
+    if (db_pg_conn(db))
+        return stats_pg_poll_open(db, now, generic, phoenix);
+    sqlite3_stmt *st = db_stmt(db, sql_poll_open);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, now);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *generic = sqlite3_column_int64(st, 0);
+        *phoenix = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 0 : -1;
+}

@@ -64,4 +64,28 @@ int64_t stats_jobs_running(parley_db *db);
 int stats_overview(parley_db *db, json_t **out);
 /* stats_overview at a given wall clock now_ms (tests). Same contract. */
 int stats_overview_at(parley_db *db, int64_t now_ms, json_t **out);
+
+/* Most generations stats_live_generations lists (the oldest first). */
+#define STATS_LIVE_MAX 200
+
+/* The generations running now (jobs in state running), oldest first, at
+ * most STATS_LIVE_MAX, as a new JSON array in *out (caller json_decrefs):
+ *   [{"job_id", "channel", "user" (jobs.started_by; null when not
+ *     recorded), "model" (from its "start" event; "" unknown), "started_at",
+ *     "age_ms" (now_ms - started_at), "tokens_so_far" (its "token" events
+ *     so far: each holds one or more upstream chunks written within
+ *     PARLEY_COALESCE_MS, so this is the upstream's chunk count or a bit
+ *     less; the upstream's own count is known when it ends),
+ *     "streamed_bytes" (the text streamed so far), "lease_owner" (the
+ *     process "pid:tid:random" running it), "stop_requested" (bool)}...]
+ * The upstream answering is not stored while a job runs (the caller adds
+ * what its configuration tells). 0, or -1 on a database error (*out
+ * untouched; db_err_kind). Read-only. Caller's parley_db (its thread). */
+int stats_live_generations(parley_db *db, int64_t now_ms, json_t **out);
+
+/* Open long-poll sessions (not expired at now_ms) from the database, every
+ * process's and node's: *generic those of the generic transport
+ * (/api/poll/, DESIGN §3), *phoenix those of Phoenix LongPoll
+ * (/socket/longpoll). 0, or -1 on a database error. */
+int stats_poll_open(parley_db *db, int64_t now_ms, int64_t *generic, int64_t *phoenix);
 #endif

@@ -39,6 +39,12 @@ int h_ticket_ai_stop(struct request *r);     /* POST /api/tickets/{id}/ai/stop *
 /* token accounting (api_usage.c, docs/usage.md) */
 int h_usage(struct request *r);              /* GET /api/usage */
 
+/* api_admin.c — the admin page's endpoints (docs/admin.md); role "admin" */
+int h_admin_overview(struct request *r);     /* GET /api/admin/overview */
+int h_admin_generations(struct request *r);  /* GET /api/admin/generations */
+int h_admin_stop(struct request *r);         /* POST /api/admin/generations/{id}/stop */
+int h_admin_connections(struct request *r);  /* GET /api/admin/connections */
+
 /* generic long-poll transport (DESIGN §3; poll_transport.h lists its files) */
 int h_poll_open(struct request *r);          /* POST /api/poll/open (poll_handlers.c) */
 int h_poll_get(struct request *r);           /* GET /api/poll/{sid} (poll_get.c) */

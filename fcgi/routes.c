@@ -23,6 +23,13 @@ const struct route http_routes[] = {
      * ?user= for a token with role "admin" */
     { "GET",    "/api/usage",                       h_usage,            F_AUTH },
 
+    /* the admin page's data (api_admin.c, docs/admin.md): a token with role
+     * "admin" only (401 without a token, 403 with another) */
+    { "GET",    "/api/admin/overview",              h_admin_overview,   F_AUTH },
+    { "GET",    "/api/admin/generations",           h_admin_generations, F_AUTH },
+    { "POST",   "/api/admin/generations/{id}/stop", h_admin_stop,       F_AUTH },
+    { "GET",    "/api/admin/connections",           h_admin_connections, F_AUTH },
+
     /* seed 001 chat REST (conversations of the JWT's sub, or of an anonymous
      * visitor's id when PARLEY_ANONYMOUS names chat: docs/anonymous.md) */
     { "GET",    "/api/chat/sessions",               h_sessions_list,    F_AUTH | F_ANON_CHAT },

@@ -151,3 +151,60 @@ int stats_pg_overview(parley_db *db, int64_t since, int64_t day, struct stats_ov
     raw->cache_hits = scalar(db, SQL_OV_HITS_PG, "stats: cache hits");
     return 0;
 }
+
+/* ---- live generations, open long-poll sessions (stats_pg.h) ---- */
+
+/* events.data is bytea: octet_length is the text's bytes; the "start"
+ * event's JSON holds the model. */
+static const char SQL_LIVE_PG[] =
+    "SELECT j.id, j.channel, j.started_by, j.created_at, j.lease_owner, "
+    "j.stop_requested_at IS NOT NULL, "
+    "(SELECT count(*) FROM events e WHERE e.channel = j.channel AND e.seq > j.first_seq "
+    " AND e.job_id = j.id AND e.type = 'token'), "
+    "(SELECT coalesce(sum(octet_length(e.data)), 0) FROM events e WHERE "
+    " e.channel = j.channel AND e.seq > j.first_seq AND e.job_id = j.id AND e.type = 'token'), "
+    "(SELECT convert_from(e.data, 'UTF8')::jsonb ->> 'model' FROM events e WHERE "
+    " e.channel = j.channel AND e.seq > j.first_seq AND e.job_id = j.id AND e.type = 'start' "
+    " LIMIT 1) "
+    "FROM jobs j WHERE j.state = 'running' ORDER BY j.created_at, j.id LIMIT $1";
+static const char SQL_POLL_OPEN_PG[] = SQL_POLL_OPEN;
+
+int stats_pg_live(parley_db *db, int64_t now, json_t *arr)
+{
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", STATS_LIVE_MAX);
+    const char *p[1] = { lim };
+    PGresult *r = db_pg_run(db, SQL_LIVE_PG, 1, p, PGRES_TUPLES_OK, "stats: live generations");
+    if (!r)
+        return -1;
+    int rc = 0;
+    for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
+        json_t *row = stats_live_row(num(r, i, 0), PQgetvalue(r, i, 1),
+                                     PQgetisnull(r, i, 2) ? NULL : PQgetvalue(r, i, 2),
+                                     num(r, i, 3), PQgetvalue(r, i, 4),
+                                     !strcmp(PQgetvalue(r, i, 5), "t"), num(r, i, 6),
+                                     num(r, i, 7),
+                                     PQgetisnull(r, i, 8) ? NULL : PQgetvalue(r, i, 8), now);
+        if (!row || json_array_append_new(arr, row) < 0)
+            rc = -1;
+    }
+    PQclear(r);
+    return rc;
+}
+
+int stats_pg_poll_open(parley_db *db, int64_t now, int64_t *generic, int64_t *phoenix)
+{
+    char s[24];
+    snprintf(s, sizeof s, "%" PRId64, now);
+    const char *p[1] = { s };
+    PGresult *r = db_pg_run(db, SQL_POLL_OPEN_PG, 1, p, PGRES_TUPLES_OK, "stats: long-poll sessions");
+    if (!r)
+        return -1;
+    int ok = PQntuples(r) == 1;
+    if (ok) {
+        *generic = num(r, 0, 0);
+        *phoenix = num(r, 0, 1);
+    }
+    PQclear(r);
+    return ok ? 0 : -1;
+}

@@ -38,4 +38,18 @@ struct stats_overview_raw {
  * the jobs or the usage could not be read (db_err_kind set; raw->users
  * NULL). */
 int stats_pg_overview(parley_db *db, int64_t since, int64_t day, struct stats_overview_raw *raw);
+
+/* One element of stats_live_generations' array (stats.c): new object,
+ * NULL out of memory; strings borrowed (user NULL: null). */
+json_t *stats_live_row(int64_t id, const char *channel, const char *user, int64_t started,
+                       const char *owner, int stop, int64_t tokens, int64_t bytes,
+                       const char *model, int64_t now);
+/* The running jobs (stats_live_generations) into arr (append). 0 / -1. */
+int stats_pg_live(parley_db *db, int64_t now, json_t *arr);
+int stats_pg_poll_open(parley_db *db, int64_t now, int64_t *generic, int64_t *phoenix);
+
+/* Same text on both backends. */
+#define SQL_POLL_OPEN "SELECT coalesce(sum(CASE WHEN path = '/socket/longpoll' THEN 0 ELSE 1 END), 0), " \
+    "coalesce(sum(CASE WHEN path = '/socket/longpoll' THEN 1 ELSE 0 END), 0) " \
+    "FROM poll_sessions WHERE expires_at > $1"
 #endif
