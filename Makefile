@@ -5,6 +5,7 @@
 #   make run        build and serve the demo (see README)
 #   make deps       install missing Debian packages (apt-get, only if needed)
 #   make bench      run the benchmarks in bench/
+#   make deb        the Debian package, from a release build in build-deb/ (docs/debian.md)
 #   SANITIZE=address,undefined make test   build and test under sanitizers
 #
 # Objects go to $(BUILD)/ (out of the source tree), with -MMD dependency files.
@@ -142,6 +143,14 @@ run: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) bench/run.sh
+
+# make deb: parley_<version>_<arch>.deb in $(DEB_BUILD)/ (docs/debian.md),
+# from a release build of its own there (no sanitizers, Debian's hardening
+# flags); the version is packaging/changelog's top entry.
+DEB_BUILD ?= build-deb
+.PHONY: deb
+deb:
+	@MAKE="$(MAKE)" packaging/build-deb.sh $(DEB_BUILD)
 
 clean:
 	rm -rf $(BUILD)
