@@ -208,21 +208,31 @@ static const char sql_live[] =
     "(SELECT coalesce(sum(length(CAST(e.data AS BLOB))), 0) FROM events e WHERE "
     " e.channel = j.channel AND e.seq > j.first_seq AND e.job_id = j.id AND e.type = 'token'), "
     "(SELECT json_extract(e.data, '$.model') FROM events e WHERE e.channel = j.channel AND "
-    " e.seq > j.first_seq AND e.job_id = j.id AND e.type = 'start' AND json_valid(e.data) LIMIT 1) "
+    " e.seq > j.first_seq AND e.job_id = j.id AND e.type = 'start' AND json_valid(e.data) LIMIT 1), "
+    "(SELECT group_concat(t.data, '') FROM (SELECT data FROM (SELECT e.data, e.seq FROM events e "
+    "  WHERE e.channel = j.channel AND e.seq > j.first_seq AND e.job_id = j.id AND e.type = 'token' "
+    "  ORDER BY e.seq DESC LIMIT ?2) ORDER BY seq) t) "
     "FROM jobs j WHERE j.state = 'running' ORDER BY j.created_at, j.id LIMIT ?1";
 static const char sql_poll_open[] = SQL_POLL_OPEN;
 
 json_t *stats_live_row(int64_t id, const char *channel, const char *user, int64_t started,
                        const char *owner, int stop, int64_t tokens, int64_t bytes,
-                       const char *model, int64_t now)
+                       const char *model, const char *tail, int64_t now)
 {
-    return json_pack("{s:I, s:s, s:o, s:s, s:I, s:I, s:I, s:I, s:s, s:b}",
+    /* the last STATS_TAIL_BYTES of the text, starting on a character */
+    const char *t = tail ? tail : "";
+    size_t n = strlen(t);
+    if (n > STATS_TAIL_BYTES)
+        t += n - STATS_TAIL_BYTES;
+    while ((*t & 0xC0) == 0x80)
+        t++;
+    return json_pack("{s:I, s:s, s:o, s:s, s:I, s:I, s:I, s:I, s:s, s:b, s:s}",
                      "job_id", (json_int_t)id, "channel", channel ? channel : "",
                      "user", user ? json_string(user) : json_null(),
                      "model", model ? model : "", "started_at", (json_int_t)started,
                      "age_ms", (json_int_t)(now - started), "tokens_so_far", (json_int_t)tokens,
                      "streamed_bytes", (json_int_t)bytes, "lease_owner", owner ? owner : "",
-                     "stop_requested", stop);
+                     "stop_requested", stop, "text_tail", t);
 }
 
 int stats_live_generations(parley_db *db, int64_t now, json_t **out)
@@ -244,6 +254,7 @@ int stats_live_generations(parley_db *db, int64_t now, json_t **out)
         return -1;
     }
     sqlite3_bind_int(st, 1, STATS_LIVE_MAX);
+    sqlite3_bind_int(st, 2, STATS_TAIL_EVENTS);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         json_t *row = stats_live_row(
@@ -251,7 +262,7 @@ int stats_live_generations(parley_db *db, int64_t now, json_t **out)
             (const char *)sqlite3_column_text(st, 2), sqlite3_column_int64(st, 3),
             (const char *)sqlite3_column_text(st, 4), sqlite3_column_int(st, 5),
             sqlite3_column_int64(st, 6), sqlite3_column_int64(st, 7),
-            (const char *)sqlite3_column_text(st, 8), now);
+            (const char *)sqlite3_column_text(st, 8), (const char *)sqlite3_column_text(st, 9), now);
         if (!row || json_array_append_new(arr, row) < 0) {
             rc = SQLITE_NOMEM;
             break;

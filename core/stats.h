@@ -67,6 +67,10 @@ int stats_overview_at(parley_db *db, int64_t now_ms, json_t **out);
 
 /* Most generations stats_live_generations lists (the oldest first). */
 #define STATS_LIVE_MAX 200
+/* A live generation's "text_tail": at most this many bytes of the end of
+ * its streamed text, from at most STATS_TAIL_EVENTS "token" events. */
+#define STATS_TAIL_BYTES 240
+#define STATS_TAIL_EVENTS 64
 
 /* The generations running now (jobs in state running), oldest first, at
  * most STATS_LIVE_MAX, as a new JSON array in *out (caller json_decrefs):
@@ -77,7 +81,10 @@ int stats_overview_at(parley_db *db, int64_t now_ms, json_t **out);
  *     PARLEY_COALESCE_MS, so this is the upstream's chunk count or a bit
  *     less; the upstream's own count is known when it ends),
  *     "streamed_bytes" (the text streamed so far), "lease_owner" (the
- *     process "pid:tid:random" running it), "stop_requested" (bool)}...]
+ *     process "pid:tid:random" running it), "stop_requested" (bool),
+ *     "text_tail" (the end of the text streamed so far, at most
+ *     STATS_TAIL_BYTES, cut on a character boundary: model output, for
+ *     an admin's eyes only — show it as text)}...]
  * The upstream answering is not stored while a job runs (the caller adds
  * what its configuration tells). 0, or -1 on a database error (*out
  * untouched; db_err_kind). Read-only. Caller's parley_db (its thread). */

@@ -20,6 +20,7 @@
 #include "handlers.h"
 #include "auth.h"
 #include "llm.h"
+#include "poll_park.h"
 #include "presence.h"
 #include "proto.h"
 #include "stats.h"
@@ -183,4 +184,11 @@ int h_admin_stop(struct request *r)
         return res_error_kind(r, kind, "%s", msg);
     return res_json(r, 202, json_pack("{s:b, s:b, s:I}", "success", 1, "stopped", 1,
                                       "job_id", (json_int_t)addressed));
+}
+
+json_t *admin_fcgi_counts(void *ud)
+{
+    (void)ud;
+    return json_pack("{s:i, s:i}", "sse", http_streams_open(), "longpoll_waiting",
+                     poll_park_count());
 }

@@ -44,6 +44,10 @@ int h_admin_overview(struct request *r);     /* GET /api/admin/overview */
 int h_admin_generations(struct request *r);  /* GET /api/admin/generations */
 int h_admin_stop(struct request *r);         /* POST /api/admin/generations/{id}/stop */
 int h_admin_connections(struct request *r);  /* GET /api/admin/connections */
+/* This process's open connections for its presence row (core/presence.h):
+ * a new object {"sse": SSE streams, "longpoll_waiting": parked long-poll
+ * GETs}. The reporter thread calls it; ud unused. */
+json_t *admin_fcgi_counts(void *ud);
 
 /* generic long-poll transport (DESIGN §3; poll_transport.h lists its files) */
 int h_poll_open(struct request *r);          /* POST /api/poll/open (poll_handlers.c) */

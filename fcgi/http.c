@@ -623,6 +623,14 @@ static void dispatch_preflight(struct request *r, const char *allow)
     res_start(r, 204, NULL, extra);
 }
 
+/* F_STREAM handlers running now (http_streams_open). */
+static int streams_open;
+
+int http_streams_open(void)
+{
+    return __atomic_load_n(&streams_open, __ATOMIC_RELAXED);
+}
+
 void http_dispatch(struct request *r)
 {
     struct response *res = r->res;
@@ -740,7 +748,11 @@ void http_dispatch(struct request *r)
         goto done;
     }
 
+    if (hit->flags & F_STREAM)
+        __atomic_add_fetch(&streams_open, 1, __ATOMIC_RELAXED);
     hit->handler(r);
+    if (hit->flags & F_STREAM)
+        __atomic_sub_fetch(&streams_open, 1, __ATOMIC_RELAXED);
     if (!res->started && !res->parked)
         res_error(r, 500, "Internal error: the handler sent no response");
 done:

@@ -158,6 +158,10 @@ extern const size_t http_nroutes;
  * produces exactly one (404, 405, 403, 413, 401, 415, 400, 503 or the
  * handler's). The caller then runs r->after, if set. */
 void http_dispatch(struct request *r);
+/* Streaming responses (F_STREAM routes: SSE) whose handler runs now in
+ * this process, for its presence row (core/presence.h, docs/admin.md).
+ * Any thread (an atomic counter). */
+int http_streams_open(void);
 
 /* The routing path of a FastCGI/CGI request, into out (percent-encoded):
  * REQUEST_URI's path when it holds a route (its first segment, "api" or

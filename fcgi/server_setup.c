@@ -12,6 +12,8 @@
 #include "bell.h"
 #include "config.h"
 #include "db.h"
+#include "handlers.h"
+#include "presence.h"
 #include "util.h"
 
 #include <stdatomic.h>
@@ -29,6 +31,10 @@ static int start_open_mode;             /* no JWT secret before the parameters *
 /* The doorbell shared by every worker; {bell_lock}. */
 static parley_bell *g_bell;
 static int bell_failed_logged;
+/* This process's presence reporter (core/presence.h: its row of open
+ * connections for the admin page), started with the first worker's
+ * storage, once the configuration is final; {bell_lock}. */
+static struct presence *g_presence;
 static pthread_mutex_t bell_lock = PTHREAD_MUTEX_INITIALIZER;
 
 struct parley_config *srv_config(void)
@@ -133,6 +139,8 @@ void srv_ensure_storage(struct worker *w)
             }
         }
         w->ctx.bell = g_bell;
+        if (!g_presence)
+            g_presence = presence_start(&g_cfg, "parley.fcgi", admin_fcgi_counts, NULL);
         pthread_mutex_unlock(&bell_lock);
     }
 }
@@ -150,6 +158,9 @@ void srv_setup_cleanup(void)
     pthread_mutex_lock(&bell_lock);
     bell_close(g_bell);
     g_bell = NULL;
+    struct presence *p = g_presence;
+    g_presence = NULL;
     pthread_mutex_unlock(&bell_lock);
+    presence_stop(p);                    /* deletes this process's row */
     config_cleanup(&g_cfg);
 }

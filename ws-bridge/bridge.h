@@ -363,6 +363,13 @@ void metrics_accepted(void);
 void metrics_anonymous_open(int new_visitor);
 void metrics_anonymous_message(void);
 void metrics_open_delta(int d);
+/* Phoenix sockets among the open connections (any thread). */
+void metrics_phx_open_delta(int d);
+/* This process's presence counts (core/presence.h, docs/admin.md): a new
+ * object {"websocket": seed-path WebSockets open, "phoenix_websocket":
+ * Phoenix sockets open, "longpoll_waiting": long-poll requests being
+ * answered here}. The presence reporter's thread calls it; ud unused. */
+json_t *metrics_presence_counts(void *ud);
 void metrics_refused(enum refuse_why w);
 void metrics_closed(enum close_why w);
 void metrics_received(size_t bytes);

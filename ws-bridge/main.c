@@ -13,6 +13,7 @@
 #include "bridge.h"
 #include "ident.h"
 #include "log.h"
+#include "presence.h"
 #include "util.h"
 
 #include <errno.h>
@@ -28,6 +29,7 @@
 
 static struct bridge B;
 static pthread_t sig_th;
+static struct presence *presence;     /* this process's presence row (core/presence.h) */
 static volatile int sig_exit;
 
 /* Points stderr at the log file (again, after SIGHUP). 0 / -1. */
@@ -351,6 +353,8 @@ int main(int argc, char **argv)
     }
     if (pthread_create(&sig_th, NULL, signal_main, NULL) != 0)
         goto stop;
+    /* this process's row of open connections for the admin page */
+    presence = presence_start(&B.cfg, "parley-ws", metrics_presence_counts, NULL);
     if ((size_t)snprintf(B.up_path, sizeof B.up_path, "%s-ws.up", node) >= sizeof B.up_path)
         B.up_path[0] = '\0';
     bridge_mark(&B, 1);
@@ -376,6 +380,8 @@ stop:
     httpfront_stop();
     sched_stop(&B);
     gen_left = gen_stop(&B, o->drain_s) < 0;
+    presence_stop(presence);             /* deletes this process's row */
+    presence = NULL;
     if (o->stats_path)
         metrics_write_file(&B, o->stats_path);
     if (sig_th) {

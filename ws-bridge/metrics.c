@@ -38,6 +38,7 @@ struct histo {
 };
 
 static struct {
+    uint64_t phx_open;         /* of open: Phoenix sockets (/socket/websocket) */
     uint64_t accepted, open, received, received_bytes, sent, sent_bytes;
     uint64_t refused[RF_COUNT], closed[CW_COUNT];
     int64_t gen_waiting, gen_running;
@@ -107,6 +108,19 @@ void metrics_anonymous_open(int new_visitor)
 }
 void metrics_anonymous_message(void) { add(&M.anon_msgs, 1); }
 void metrics_open_delta(int d) { __atomic_add_fetch(&M.open, (uint64_t)(int64_t)d, __ATOMIC_RELAXED); }
+void metrics_phx_open_delta(int d)
+{
+    __atomic_add_fetch(&M.phx_open, (uint64_t)(int64_t)d, __ATOMIC_RELAXED);
+}
+
+json_t *metrics_presence_counts(void *ud)
+{
+    (void)ud;
+    int64_t all = (int64_t)get(&M.open), phx = (int64_t)get(&M.phx_open);
+    return json_pack("{s:I, s:I, s:i}", "websocket", (json_int_t)(all - phx),
+                     "phoenix_websocket", (json_int_t)phx, "longpoll_waiting", httpfront_busy());
+}
+
 void metrics_refused(enum refuse_why w) { add(&M.refused[w], 1); }
 void metrics_closed(enum close_why w) { add(&M.closed[w], 1); }
 

@@ -540,6 +540,7 @@ authed:;
             return 0;
         }
         phx_init(c->phx, c->user, c->peer, br->cfg.phx_max_topics);
+        metrics_phx_open_delta(+1);                     /* counted with c->phx set */
         c->phx->admin = c->admin;                       /* the JWT's claims, for every topic */
         c->phx->token_budget = c->token_budget;
         return 0;
@@ -711,6 +712,8 @@ static void on_closed(struct bridge *br, struct pss *pss)
     if (c->counted) {
         br->nopen--;
         metrics_open_delta(-1);
+        if (c->phx)
+            metrics_phx_open_delta(-1);
     }
     if (!c->closing)
         metrics_closed(CW_CLIENT);

@@ -165,16 +165,20 @@ static const char SQL_LIVE_PG[] =
     " e.channel = j.channel AND e.seq > j.first_seq AND e.job_id = j.id AND e.type = 'token'), "
     "(SELECT convert_from(e.data, 'UTF8')::jsonb ->> 'model' FROM events e WHERE "
     " e.channel = j.channel AND e.seq > j.first_seq AND e.job_id = j.id AND e.type = 'start' "
-    " LIMIT 1) "
+    " LIMIT 1), "
+    "(SELECT string_agg(convert_from(t.data, 'UTF8'), '' ORDER BY t.seq) FROM (SELECT e.data, e.seq "
+    "  FROM events e WHERE e.channel = j.channel AND e.seq > j.first_seq AND e.job_id = j.id "
+    "  AND e.type = 'token' ORDER BY e.seq DESC LIMIT $2) t) "
     "FROM jobs j WHERE j.state = 'running' ORDER BY j.created_at, j.id LIMIT $1";
 static const char SQL_POLL_OPEN_PG[] = SQL_POLL_OPEN;
 
 int stats_pg_live(parley_db *db, int64_t now, json_t *arr)
 {
-    char lim[16];
+    char lim[16], tl[16];
     snprintf(lim, sizeof lim, "%d", STATS_LIVE_MAX);
-    const char *p[1] = { lim };
-    PGresult *r = db_pg_run(db, SQL_LIVE_PG, 1, p, PGRES_TUPLES_OK, "stats: live generations");
+    snprintf(tl, sizeof tl, "%d", STATS_TAIL_EVENTS);
+    const char *p[2] = { lim, tl };
+    PGresult *r = db_pg_run(db, SQL_LIVE_PG, 2, p, PGRES_TUPLES_OK, "stats: live generations");
     if (!r)
         return -1;
     int rc = 0;
@@ -184,7 +188,8 @@ int stats_pg_live(parley_db *db, int64_t now, json_t *arr)
                                      num(r, i, 3), PQgetvalue(r, i, 4),
                                      !strcmp(PQgetvalue(r, i, 5), "t"), num(r, i, 6),
                                      num(r, i, 7),
-                                     PQgetisnull(r, i, 8) ? NULL : PQgetvalue(r, i, 8), now);
+                                     PQgetisnull(r, i, 8) ? NULL : PQgetvalue(r, i, 8),
+                                     PQgetisnull(r, i, 9) ? NULL : PQgetvalue(r, i, 9), now);
         if (!row || json_array_append_new(arr, row) < 0)
             rc = -1;
     }

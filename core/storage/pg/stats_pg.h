@@ -43,7 +43,7 @@ int stats_pg_overview(parley_db *db, int64_t since, int64_t day, struct stats_ov
  * NULL out of memory; strings borrowed (user NULL: null). */
 json_t *stats_live_row(int64_t id, const char *channel, const char *user, int64_t started,
                        const char *owner, int stop, int64_t tokens, int64_t bytes,
-                       const char *model, int64_t now);
+                       const char *model, const char *tail, int64_t now);
 /* The running jobs (stats_live_generations) into arr (append). 0 / -1. */
 int stats_pg_live(parley_db *db, int64_t now, json_t *arr);
 int stats_pg_poll_open(parley_db *db, int64_t now, int64_t *generic, int64_t *phoenix);
