@@ -4,7 +4,8 @@
 #
 #   tools/deps.sh         what make run needs (build, web servers, PostgreSQL, node)
 #   tools/deps.sh test    and what make test adds: Debian's chromium for the
-#                         browser tests, valgrind for the leak checks
+#                         browser tests, valgrind for the leak checks,
+#                         python3-yaml for t0870-openapi
 set -eu
 PKGS="gcc make pkg-config libfcgi-dev libcurl4-openssl-dev libjansson-dev
 libsqlite3-dev libwebsockets-dev libjwt-dev libssl-dev sqlite3 curl"
@@ -21,6 +22,9 @@ PKGS="$PKGS apache2 libapache2-mod-fcgid lighttpd"
 PKGS="$PKGS libpq-dev postgresql"
 if [ "${1:-}" = test ]; then
     PKGS="$PKGS chromium valgrind"
+    # t0870-openapi checks docs/openapi.json against docs/openapi.yaml with
+    # tools/openapi-json.py (the build itself needs no Python: docs/openapi.md)
+    PKGS="$PKGS python3-yaml"
 fi
 missing=""
 for p in $PKGS; do

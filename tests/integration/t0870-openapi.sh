@@ -1,0 +1,41 @@
+#!/bin/sh
+# t0870-openapi.sh — the OpenAPI contract (docs/openapi.yaml, docs/openapi.md)
+# against real responses: lighttpd + parley.fcgi (the shipped
+# apache-conf/lighttpd-parley.conf), JWT on, PARLEY_ANONYMOUS=brand, a rate
+# limit, an Origin allow-list, the simulated LLM. tests/integration/openapi.mjs
+# drives every route (success and error cases) and checks each response's
+# status, Content-Type and body (SSE: each event's data) against
+# docs/openapi.json; the document itself is checked as OpenAPI 3.1, and
+# docs/openapi.json must be what tools/openapi-json.py makes of the YAML.
+# TAP output; exit status 0 only if everything passed.
+cd "$(dirname "$0")/../.." || exit 1
+. tests/integration/lib.sh
+
+if [ ! -x "$BUILD/parley.fcgi" ]; then
+    echo "ok 1 - openapi # SKIP $BUILD/parley.fcgi is not built"
+    echo "1..1"
+    exit 0
+fi
+
+it_init
+it_fake_llm
+export FAKE_LLM_URL
+it_jwt_config
+LIMIT=20
+{
+    echo "RATE_LIMIT_MESSAGES_PER_MINUTE=$LIMIT"
+    echo "PARLEY_ANONYMOUS=brand"
+    echo "PARLEY_ALLOWED_ORIGINS=http://127.0.0.1"
+} >>"$IT_APP_CONFIG"
+
+ok "docs/openapi.json is tools/openapi-json.py's output for docs/openapi.yaml" \
+    python3 tools/openapi-json.py --check docs/openapi.yaml docs/openapi.json
+
+start_lighttpd "$BUILD/parley.fcgi"
+it_log "lighttpd $BASE"
+
+PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET RATE_LIMIT=$LIMIT BAD_ORIGIN=http://evil.example \
+    it_node_tap "openapi: " tests/integration/openapi.mjs
+
+stop_setup
+it_done
