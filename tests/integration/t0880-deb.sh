@@ -53,6 +53,8 @@ if [ ! -f "$APACHE_MODULES/mod_proxy_fcgi.so" ]; then
     exit 0
 fi
 
+# (the seed 002 sample catalogue is not needed here)
+IT_NO_SAMPLE_CATALOG=1
 it_init
 it_fake_llm
 
@@ -131,6 +133,9 @@ ROOT=""
 HAD_USER=""
 if [ "$MODE" = install ]; then
     id parley >/dev/null 2>&1 && HAD_USER=1
+    HAD_GROUP="" HAD_RUN=""
+    getent group parley >/dev/null 2>&1 && HAD_GROUP=1
+    [ -e /run/parley ] && HAD_RUN=1
     # rootify: the package's paths are where they are
     rootify() { cat; }
     check_install() {
@@ -156,6 +161,28 @@ if [ "$MODE" = install ]; then
         /usr/bin/parley migrate >/dev/null || { echo "parley migrate failed after install"; return 1; }
         [ "$(stat -c %U /var/lib/parley/parley.db)" = parley ] || { echo "database owner changed"; return 1; }
     }
+    # However this file ends, the machine is left as it was found: the
+    # processes stopped, the package purged, the account this test created
+    # removed (check_purge below checks the purge itself first).
+    PURGED=""
+    deb_undo() {
+        _rc=$?
+        [ -n "$SETUP_PIDS$IT_PIDS" ] && it_stop $SETUP_PIDS $IT_PIDS
+        IT_PIDS="" SETUP_PIDS=""
+        if [ -z "$PURGED" ] && dpkg-query -W parley >/dev/null 2>&1; then
+            DEBIAN_FRONTEND=noninteractive dpkg --purge parley >/dev/null 2>&1 || echo "# dpkg --purge parley failed"
+        fi
+        if [ -z "$HAD_USER" ] && id parley >/dev/null 2>&1; then
+            deluser --quiet --system parley >/dev/null 2>&1 || userdel parley 2>/dev/null || true
+        fi
+        if [ -z "$HAD_GROUP" ] && getent group parley >/dev/null 2>&1; then
+            delgroup --quiet --system parley >/dev/null 2>&1 || groupdel parley 2>/dev/null || true
+        fi
+        [ -z "$HAD_RUN" ] && rm -rf /run/parley
+        (exit $_rc)
+        it_cleanup
+    }
+    trap deb_undo EXIT
     ok "dpkg -i: the parley account, /var/lib/parley (parley, 0750), the database, a generated secret (root:parley 0640), parley.env 0640 by statoverride, units enabled" check_install
     SVC_USER_MAP=""
 else
@@ -325,7 +352,6 @@ start_fcgi_unit() {
     _su=-
     [ "$(id -u)" = 0 ] && _su=$(map_user "$(unit_get "$UNITS/parley-fcgi.socket" SocketUser)")
     _sg=$(map_group "$(unit_get "$UNITS/parley-fcgi.socket" SocketGroup)")
-    # shellcheck disable=SC2046
     set -- perl "$IT_TMP/socket-unit.pl" "$SOCK" \
         "$(unit_get "$UNITS/parley-fcgi.socket" SocketMode)" \
         "$(unit_get "$UNITS/parley-fcgi.socket" DirectoryMode)" "$_su" "$_sg" \
@@ -337,14 +363,22 @@ start_fcgi_unit() {
     IFS=$_IFS
     it_bg "$IT_TMP/parley-fcgi.log" "$@"
     FCGI_PID=$IT_LAST_PID
-    it_wait_socket "$SOCK" || { cat "$IT_TMP/parley-fcgi.log"; return 1; }
+    it_wait_socket "$SOCK" || true
     sleep 0.3
-    it_alive "$FCGI_PID" || { cat "$IT_TMP/parley-fcgi.log"; return 1; }
+}
+check_fcgi_unit() {
+    it_alive "$FCGI_PID" && [ -S "$SOCK" ] || { cat "$IT_TMP/parley-fcgi.log"; return 1; }
     _s=$(stat -c '%G %a' "$SOCK")
     case $(id -u) in 0) _want="$(map_group "$(unit_get "$UNITS/parley-fcgi.socket" SocketGroup)") 660" ;; *) _want="$(id -gn) 660" ;; esac
     [ "$_s" = "$_want" ] || { echo "socket $SOCK: $_s, expected $_want"; return 1; }
+    _u=$(stat -c %U "/proc/$FCGI_PID")
+    _want=$(map_user "$(unit_get "$UNITS/parley-fcgi.service" User)")
+    [ "$(id -u)" = 0 ] || _want=$(id -un)
+    [ "$_u" = "$_want" ] || { echo "parley.fcgi runs as $_u, expected $_want"; return 1; }
 }
-ok "parley.fcgi started as parley-fcgi.socket + parley-fcgi.service start it (socket on fd 0)" start_fcgi_unit
+# (started here, not inside ok's $(...): this shell must know the pid)
+start_fcgi_unit
+ok "parley.fcgi started as parley-fcgi.socket + parley-fcgi.service start it (socket on fd 0, the units' accounts)" check_fcgi_unit
 
 start_ws_unit() {
     _IFS=$IFS; IFS='
@@ -355,9 +389,16 @@ start_ws_unit() {
     it_bg "$IT_TMP/parley-ws.log" perl -e 'umask oct shift @ARGV; exec { $ARGV[0] } @ARGV or die "exec $ARGV[0]: $!\n"' \
         "$(unit_get "$UNITS/parley-ws.service" UMask)" "$@"
     WS_PID=$IT_LAST_PID
-    it_wait_port "$WSPORT" "$WS_PID" || { cat "$IT_TMP/parley-ws.log"; return 1; }
 }
-ok "parley-ws started as parley-ws.service starts it" start_ws_unit
+check_ws_unit() {
+    it_wait_port "$WSPORT" "$WS_PID" || { cat "$IT_TMP/parley-ws.log"; return 1; }
+    _u=$(stat -c %U "/proc/$WS_PID")
+    _want=$(map_user "$(unit_get "$UNITS/parley-ws.service" User)")
+    [ "$(id -u)" = 0 ] || _want=$(id -un)
+    [ "$_u" = "$_want" ] || { echo "parley-ws runs as $_u, expected $_want"; return 1; }
+}
+start_ws_unit
+ok "parley-ws started as parley-ws.service starts it" check_ws_unit
 
 # --- Apache with the packaged snippets ------------------------------------------------
 WS_PORT=$WSPORT
@@ -459,9 +500,7 @@ if [ "$MODE" = install ]; then
         id parley >/dev/null 2>&1 || { echo "the parley account was removed (docs/debian.md says it stays)"; return 1; }
     }
     ok "dpkg --purge: files, state, secret, statoverride and unit links gone; the account stays" check_purge
-    if [ -z "$HAD_USER" ] && id parley >/dev/null 2>&1; then
-        deluser --quiet --system parley >/dev/null 2>&1 || userdel parley 2>/dev/null || true
-    fi
+    PURGED=1
 fi
 
 it_done
