@@ -19,14 +19,28 @@
 #include <string.h>
 
 static const char SQL_BRAND_GET[] =
-    "SELECT id, name, welcome, system_prompt, active FROM brands WHERE id = ?";
+    "SELECT id, name, welcome, system_prompt, active FROM brands WHERE id = ? "
+    "AND disabled_at IS NULL";
 static const char SQL_BRAND_PUT[] =
     "INSERT INTO brands(id, name, welcome, system_prompt, active, created_at) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(id) DO UPDATE SET name = excluded.name, "
     "welcome = excluded.welcome, system_prompt = excluded.system_prompt, "
     "active = excluded.active";
 static const char SQL_BRANDS_ACTIVE[] =
-    "SELECT id, name, welcome FROM brands WHERE active = 1 ORDER BY name, id";
+    "SELECT id, name, welcome FROM brands WHERE active = 1 AND disabled_at IS NULL "
+    "ORDER BY name, id";
+static const char SQL_BRANDS_LIST[] =
+    "SELECT b.id, b.name, b.active, b.disabled_at, b.created_at, "
+    "(SELECT count(*) FROM products p WHERE p.brand_id = b.id), "
+    "(SELECT count(*) FROM products p WHERE p.brand_id = b.id AND p.availability = 1) "
+    "FROM brands b ORDER BY b.id";
+static const char SQL_BRAND_DISABLE[] =
+    "UPDATE brands SET disabled_at = coalesce(disabled_at, ?2) WHERE id = ?1";
+static const char SQL_BRAND_ENABLE[] =
+    "UPDATE brands SET disabled_at = NULL WHERE id = ?1";
+static const char SQL_BRAND_EXISTS[] = "SELECT 1 FROM brands WHERE id = ?";
+static const char SQL_PRODUCT_OWNER[] = "SELECT brand_id FROM products WHERE id = ?";
+static const char SQL_PRODUCTS_DELETE_BRAND[] = "DELETE FROM products WHERE brand_id = ?";
 static const char SQL_PRODUCT_PUT[] =
     "INSERT INTO products(id, brand_id, name, description, category, price, features, "
     "specifications, availability) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
@@ -161,6 +175,118 @@ json_t *catalog_brands_active(parley_db *db)
         return NULL;
     }
     return arr;
+}
+
+/* One row of catalog_brands_list (both backends' columns as values). */
+json_t *catalog_brand_row_json(const char *id, const char *name, int active, int64_t disabled_at,
+                               int64_t created_at, int64_t products, int64_t available)
+{
+    return json_pack("{s:s, s:s, s:b, s:b, s:o, s:b, s:I, s:I, s:I}", "id", id ? id : "",
+                     "name", name ? name : "", "active", active, "disabled", disabled_at >= 0,
+                     "disabled_at", disabled_at >= 0 ? json_integer(disabled_at) : json_null(),
+                     "served", active && disabled_at < 0, "products", (json_int_t)products,
+                     "available", (json_int_t)available, "created_at", (json_int_t)created_at);
+}
+
+json_t *catalog_brands_list(parley_db *db)
+{
+    json_t *arr = json_array();
+    if (!arr)
+        return NULL;
+    if (db_pg_conn(db)) {
+        if (catalog_pg_brands_list(db, arr) == 0)
+            return arr;
+        json_decref(arr);
+        return NULL;
+    }
+    sqlite3_stmt *st = db_stmt(db, SQL_BRANDS_LIST);
+    if (!st) {
+        json_decref(arr);
+        return NULL;
+    }
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *o = catalog_brand_row_json(
+            (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+            sqlite3_column_int(st, 2) != 0,
+            sqlite3_column_type(st, 3) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 3),
+            sqlite3_column_int64(st, 4), sqlite3_column_int64(st, 5), sqlite3_column_int64(st, 6));
+        if (!o || json_array_append_new(arr, o) < 0) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+int catalog_brand_set_disabled(parley_db *db, const char *id, int disabled, int64_t now)
+{
+    if (!id || !*id)
+        return 1;
+    if (db_pg_conn(db)) {
+        int64_t n = catalog_pg_brand_set_disabled(db, id, disabled, now);
+        return n < 0 ? -1 : n == 0;
+    }
+    sqlite3_stmt *st = db_stmt(db, disabled ? SQL_BRAND_DISABLE : SQL_BRAND_ENABLE);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, id);
+    if (disabled)
+        sqlite3_bind_int64(st, 2, now);
+    int rc = sqlite3_step(st);
+    int n = rc == SQLITE_DONE ? db_changes(db) : -1;
+    sqlite3_reset(st);
+    return n < 0 ? -1 : n == 0;
+}
+
+int catalog_brand_exists(parley_db *db, const char *brand_id)
+{
+    if (db_pg_conn(db))
+        return catalog_pg_brand_exists(db, brand_id);
+    sqlite3_stmt *st = db_stmt(db, SQL_BRAND_EXISTS);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, brand_id);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? 1 : -1;
+}
+
+int catalog_product_owner(parley_db *db, const char *product_id, char brand[64])
+{
+    brand[0] = '\0';
+    if (db_pg_conn(db))
+        return catalog_pg_product_owner(db, product_id, brand);
+    sqlite3_stmt *st = db_stmt(db, SQL_PRODUCT_OWNER);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, product_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        str_copy(brand, 64, (const char *)sqlite3_column_text(st, 0));
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? 1 : -1;
+}
+
+int catalog_products_delete_brand(parley_db *db, const char *brand_id)
+{
+    if (db_pg_conn(db)) {
+        int64_t n = catalog_pg_products_delete_brand(db, brand_id);
+        return n < 0 ? -1 : (int)n;
+    }
+    sqlite3_stmt *st = db_stmt(db, SQL_PRODUCTS_DELETE_BRAND);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, brand_id);
+    int rc = sqlite3_step(st);
+    int n = rc == SQLITE_DONE ? db_changes(db) : -1;
+    sqlite3_reset(st);
+    return n;
 }
 
 /* ---- products ---- */

@@ -29,7 +29,10 @@ struct brand {
 /* Frees the strings of a brand filled by catalog_brand_get; accepts NULL. */
 void catalog_brand_free(struct brand *b);
 
-/* Reads brand id (active or not; check b->active). 0 / 1 / -1. */
+/* Reads brand id (active or not; check b->active). A brand an
+ * administrator disabled (catalog_brand_set_disabled) is not found: 1, as
+ * for an unknown id (seed 002 then refuses it "not found or inactive").
+ * 0 / 1 / -1. */
 int catalog_brand_get(parley_db *db, const char *id, struct brand *out);
 /* Inserts the brand or replaces its name, texts and active flag.
  * NULL strings are stored as "". 0 / -1. */
@@ -39,8 +42,21 @@ int catalog_brand_put(parley_db *db, const struct brand *b);
 char *catalog_welcome(const struct brand *b);
 /* Active brands by name as a new JSON array of
  * {"brand_id", "brand_name", "welcome_message"} (GET /brands/active);
- * NULL on error. */
+ * disabled brands are left out. NULL on error. */
 json_t *catalog_brands_active(parley_db *db);
+
+/* Every brand, disabled ones included, by id (byte order), as a new JSON
+ * array (caller owns, json_decref) of {"id", "name", "active" (the
+ * catalogue's flag), "disabled", "disabled_at" (ms or null), "served"
+ * (active and not disabled: what /brands/active and seed 002 see),
+ * "products", "available" (counts), "created_at"} (parley brands list).
+ * NULL on error. */
+json_t *catalog_brands_list(parley_db *db);
+/* Disables (disabled != 0: disabled_at = now, kept when it already is) or
+ * enables brand id (parley brands disable/enable). Its catalogue is kept;
+ * a later import does not enable it again. 0 done, 1 no such brand,
+ * -1 database error. */
+int catalog_brand_set_disabled(parley_db *db, const char *id, int disabled, int64_t now);
 
 struct product {
     const char *id;                /* unique over all brands */
@@ -71,4 +87,58 @@ int catalog_product_put(parley_db *db, const struct product *p);
 #define CATALOG_MAX_TERMS 16
 int catalog_suggest(parley_db *db, const char *brand_id, const char *query, int limit,
                     json_t **products, double *confidence);
+
+/* ---- catalogue import (core/catalog_import.c; parley brands import,
+ * parley products import; docs/cli.md) ----
+ *
+ * A brands document is {"brands": [BRAND...]} (or the array alone); a
+ * BRAND is {"id", "name", "welcome"?, "system_prompt"?, "active"?,
+ * "products"?: [PRODUCT...]}. A products document is [PRODUCT...] (or
+ * {"products": [...]}); a PRODUCT is a seed 002 product object {"id",
+ * "name", "description"?, "category"?, "price", "features"?,
+ * "specifications"?, "availability"?}. Every record is checked first
+ * (types, required fields, unknown fields, a brand id of 1-63 letters,
+ * digits, '-', '_', '.', product ids unique in the file and not another
+ * brand's); any bad record refuses the whole import and nothing is
+ * written. Then ONE transaction: brands are inserted or updated (their
+ * disabled flag untouched), and the products of every brand that lists
+ * "products" (of BRAND for a products document) are replaced by the
+ * file's: the old ones deleted, the new ones inserted. Readers see the
+ * old catalogue or the new one, never a mix. */
+enum catalog_import_rc {
+    CATALOG_IMPORT_ERR = -1,      /* database error (db_errmsg), or out of memory */
+    CATALOG_IMPORT_OK = 0,
+    CATALOG_IMPORT_NO_BRAND = 1,  /* products import: no such brand */
+    CATALOG_IMPORT_INVALID = 2    /* bad records: res->errors, nothing written */
+};
+struct catalog_import_result {
+    int brands;        /* brands inserted or updated */
+    int products;      /* products written */
+    int replaced;      /* products deleted before (the previous catalogue of those brands) */
+    json_t *errors;    /* INVALID: a new array of strings, one per problem,
+                        * each naming the record (its index and id) and the field:
+                        * "products[3] (laptop-004): price: must be a number >= 0, got a string";
+                        * NULL otherwise */
+};
+/* Frees res->errors (accepts a zeroed result). */
+void catalog_import_result_free(struct catalog_import_result *res);
+/* Reads the JSON document at path into *doc (new, json_decref). 0, or -1
+ * with a message naming the file (and the line and column of a syntax
+ * error) in err. Any thread. */
+int catalog_read_json(const char *path, json_t **doc, char *err, size_t errlen);
+/* Imports a brands document (above). *res filled (zero it first or not:
+ * it is reset). CATALOG_IMPORT_OK / _INVALID / _ERR. */
+int catalog_import_brands(parley_db *db, const json_t *doc, struct catalog_import_result *res);
+/* Replaces brand_id's products with a products document's (above).
+ * CATALOG_IMPORT_OK / _NO_BRAND (a disabled brand is found: its catalogue
+ * can be prepared before it is enabled) / _INVALID / _ERR. */
+int catalog_import_products(parley_db *db, const char *brand_id, const json_t *doc,
+                            struct catalog_import_result *res);
+/* Low-level steps of the import, inside the caller's transaction (both
+ * backends): the brand a product id belongs to (0 found into
+ * brand[64], 1 none, -1 error); deleting every product of brand_id (count
+ * or -1); whether brand_id exists, disabled or not (0 yes, 1 no, -1 error). */
+int catalog_product_owner(parley_db *db, const char *product_id, char brand[64]);
+int catalog_products_delete_brand(parley_db *db, const char *brand_id);
+int catalog_brand_exists(parley_db *db, const char *brand_id);
 #endif

@@ -30,7 +30,9 @@
 # way the programs name it (parley migrate's db_path(), password hidden).
 #
 # Steps: create/migrate the database (PARLEY_DB, default ./parley.db; as root
-# $BUILD/data/parley.db, owned by the account the web server runs as), pick
+# $BUILD/data/parley.db, owned by the account the web server runs as) and
+# import the sample catalogue (share/sample-catalog.json, seed 002's demo
+# brands) when it has no brand yet, pick
 # the LLM upstream (OLLAMA_SERVER / OpenAI if one answers, else the simulated
 # LLM in tests/fake-llm, said loudly), start the web server serving www/ and
 # the API, and the WebSocket bridge when build/parley-ws exists (restarted
@@ -222,6 +224,19 @@ case $_rc in
    fi
    exit 1 ;;
 esac
+# The demo brands of seed 002 (techpro, homestyle, retired and their
+# products) are the sample catalogue share/sample-catalog.json, imported
+# into a database that has no brand yet (an existing database keeps its
+# brands, demo or not; `parley brands list` shows them). Before the
+# ownership below: the import may create SQLite's -wal and -shm files.
+IT_NO_SAMPLE_CATALOG=1
+_brands=$(env ${NODE_PREFIX_1:+PARLEY_NODE_PREFIX="$NODE_PREFIX_1"} "$BUILD/parley" brands list) || {
+    echo "parley: cannot list the brands of the database (the reason is above)" >&2; exit 1; }
+if [ "$(printf '%s\n' "$_brands" | wc -l)" -le 1 ]; then
+    env ${NODE_PREFIX_1:+PARLEY_NODE_PREFIX="$NODE_PREFIX_1"} "$BUILD/parley" brands import share/sample-catalog.json >/dev/null || {
+        echo "parley: cannot import share/sample-catalog.json (the reason is above)" >&2; exit 1; }
+    say "sample catalogue share/sample-catalog.json imported (seed 002's demo brands: techpro, homestyle)"
+fi
 # How the programs name the database: db_path(), a password hidden.
 DB_SHOWN=${_mig%: schema version*}
 if [ "$BACKEND" = sqlite ] && [ -n "$APP_USER" ]; then

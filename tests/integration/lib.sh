@@ -18,6 +18,9 @@
 #   start_bridge                     build/parley-ws on a free port (BRIDGE_PORT),
 #                                    same database and upstream; set WS_PORT to it
 #   stop_setup                       stops the servers of the last start_*
+#   it_sample_catalog [DB]           imports share/sample-catalog.json (seed 002's
+#                                    demo brands) into DB unless it has a brand;
+#                                    every start_* does it for its database
 #   it_postgres [DATADIR]            a private PostgreSQL 15 (PG_URL, PGHOST, PGPORT)
 #   it_pg_sql SQL                    psql against it
 #   ok NAME CMD...                   runs CMD, prints "ok N - NAME" / "not ok N - NAME"
@@ -216,6 +219,30 @@ it_setup_dir() {
     HTTP_PORT=${IT_HTTP_PORT:-$(free_port)}
     BASE=http://127.0.0.1:$HTTP_PORT
     SETUP_PIDS=""
+    [ "${IT_NO_SAMPLE_CATALOG:-0}" = 1 ] || it_sample_catalog "$PARLEY_DB"
+}
+
+# it_sample_catalog [DB] — the demo brands of seed 002 (techpro, homestyle,
+# retired and their products: share/sample-catalog.json, which the
+# migrations no longer insert) imported into DB (default the setups'
+# database) with `parley brands import`, as the app account, unless DB
+# already has a brand (a test's own catalogue, or a second setup on the
+# same database, is left alone). The CLI creates and migrates DB when it
+# does not exist yet. IT_NO_SAMPLE_CATALOG=1 skips it in it_setup_dir
+# (tools/run.sh imports on its own, saying so).
+it_sample_catalog() {
+    _scdb=${1:-${IT_DB:-$IT_TMP/data/parley.db}}
+    [ -x "$BUILD/parley" ] || it_die "$BUILD/parley is not built (make)"
+    mkdir -p "$IT_TMP/cli-node"
+    it_own "$IT_TMP/cli-node"
+    # shellcheck disable=SC2086
+    _scn=$($AS_APP env PARLEY_CONFIG= PARLEY_DB="$_scdb" PARLEY_NODE_PREFIX="$IT_TMP/cli-node/parley" \
+        "$IT_ROOT/$BUILD/parley" brands list 2>&1) || it_die "parley brands list ($_scdb): $_scn"
+    [ "$(printf '%s\n' "$_scn" | wc -l)" -gt 1 ] && return 0
+    # shellcheck disable=SC2086
+    _scn=$($AS_APP env PARLEY_CONFIG= PARLEY_DB="$_scdb" PARLEY_NODE_PREFIX="$IT_TMP/cli-node/parley" \
+        "$IT_ROOT/$BUILD/parley" brands import "$IT_ROOT/share/sample-catalog.json" 2>&1) ||
+        it_die "parley brands import share/sample-catalog.json ($_scdb): $_scn"
 }
 
 # Waits until $1 answers HTTP at all (any status), at most $2 tenths of a second.

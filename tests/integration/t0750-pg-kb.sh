@@ -11,7 +11,9 @@
 #     FTS5 / tsquery syntax in the text only words;
 #   - 8 connections re-importing one file at once: all succeed, one whole
 #     version left (the per-source advisory lock);
-#   - brands and products as on SQLite (demo brands of the migration), 8
+#   - brands and products as on SQLite (the demo brands of the sample
+#     catalogue, share/sample-catalog.json, imported by `parley brands
+#     import` as `make run` does: no migration inserts them), 8
 #     connections putting one brand and product at once: all succeed, one
 #     row (INSERT ... ON CONFLICT DO UPDATE);
 #   - hostile words through parley_term_query: no error, no NOTICE;
@@ -114,12 +116,13 @@ search_uses_index() {
 ok "a knowledge-base search can use the GIN index" search_uses_index
 
 demo_brands() {
+    it_sample_catalog "$PG_URL"
     _n=$(it_pg_sql "SELECT count(*) FROM brands WHERE id IN ('techpro', 'homestyle', 'retired')") &&
     _m=$(it_pg_sql "SELECT count(*) FROM products WHERE brand_id IN ('techpro', 'homestyle')") || return 1
     echo "demo brands $_n, products $_m"
     [ "$_n" = 3 ] && [ "$_m" = 9 ]
 }
-ok "the demo brands and products of seed 002 are there" demo_brands
+ok "the demo brands and products of seed 002 are there (parley brands import of the sample catalogue)" demo_brands
 
 # parley kb against the server (the CLI goes through kb.h only)
 cli_kb() {

@@ -47,6 +47,8 @@ ok "test_copy's cases pass on PostgreSQL (values, FK order, sequences, refusals,
 SRC=$IT_TMP/src.db
 populate() {
     PARLEY_DB=$SRC "$CLI" migrate >/dev/null || return 1
+    # seed 002's demo brands, as `make run` imports them (no migration does)
+    PARLEY_DB=$SRC "$CLI" brands import share/sample-catalog.json >/dev/null || return 1
     {
         echo "BEGIN;"
         echo "INSERT INTO jobs(id, channel, prompt_key, state, lease_owner, lease_expires, first_seq, error, created_at, finished_at) VALUES

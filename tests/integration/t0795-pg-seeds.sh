@@ -251,10 +251,13 @@ Code R7 on the router means the uplink lost its sync: hold the reset
 button for thirty seconds, then wait for the green light.
 EOF
 kb_import() {
+    # seed 002's demo brands first, as `make run` imports them (no migration does)
+    PARLEY_DB=$SRC "$CLI" brands import share/sample-catalog.json >"$IT_TMP/brands-import.out" 2>&1 ||
+        { cat "$IT_TMP/brands-import.out"; return 1; }
     PARLEY_DB=$SRC "$CLI" kb import "$IT_TMP/printers.md" "$IT_TMP/routers.md" >"$IT_TMP/kb-import.out" 2>&1 ||
         { cat "$IT_TMP/kb-import.out"; return 1; }
-    # the admin's brand edits (no CLI for brands: SQL, as 002_demo_brands.sql
-    # says; foreign keys on, so homestyle's products go with it)
+    # the admin's brand edits (SQL: the CLI has no brand delete; foreign
+    # keys on, so homestyle's products go with it)
     sqlite3 "$SRC" "PRAGMA foreign_keys = ON;
                     INSERT INTO brands(id, name, welcome, system_prompt, active, created_at)
                         VALUES ('acme', 'Acme Help Desk', 'Welcome to Acme!', 'You help Acme customers.', 1, 1);

@@ -50,6 +50,14 @@ const id = (p) => `${p}-${process.pid}-${Date.now().toString(36)}-${++uniq}`;
 async function startBridge(env = {}, args = [], wrap = []) {
   const dir = mkdtempSync(join(tmpdir(), 'parley-ws-test-'));
   const portFile = join(dir, 'port');
+  if (!env.PARLEY_DB) {
+    // seed 002's demo brands (techpro...): the sample catalogue, which the
+    // migrations no longer insert, imported as `make run` does
+    const r = spawnSync(join(ROOT, process.env.BUILD || 'build', 'parley'),
+      ['brands', 'import', join(ROOT, 'share', 'sample-catalog.json')],
+      { env: { PATH: process.env.PATH, PARLEY_DB: join(dir, 'parley.db') }, encoding: 'utf8' });
+    assert.equal(r.status, 0, `parley brands import share/sample-catalog.json: ${r.stderr}`);
+  }
   const argv = [BIN, '--listen', '127.0.0.1:0', '--port-file', portFile, '--drain', '2',
     '--stats-file', join(dir, 'stats.prom'), ...args];
   const child = spawn(wrap.length ? wrap[0] : BIN, [...wrap.slice(1), ...(wrap.length ? argv : argv.slice(1))], {

@@ -1,6 +1,7 @@
 /* test_catalog.c — the catalog (core/catalog.c) on each backend: brands
  * (get, put as insert or replace, the active list with default welcomes,
- * the demo brands of the migrations), products (put, refused input, an
+ * the demo brands of share/sample-catalog.json, imported by each run as
+ * `make run` does: sample_catalog.h), products (put, refused input, an
  * unknown brand), suggestions (which products match, best first, plurals
  * and prefixes, confidence, other brands and unavailable products left
  * out, hostile syntax only words), and 8 connections putting one brand and
@@ -13,6 +14,7 @@
  * covers the seed 002 adapter on SQLite. */
 #include "th.h"
 #include "catalog.h"
+#include "sample_catalog.h"
 #include "db_sqlite.h"
 #include "storage/pg/pg.h"
 #include "util.h"
@@ -72,7 +74,7 @@ TEST(brands)
 
     /* active ones by name (byte order: "CB Home" < "CB Shop" < "HomeStyle
      * Living" < "TechPro Solutions"), the default welcome filled in, the
-     * demo brands of the migrations there, inactive ones not */
+     * demo brands of the sample catalogue there, inactive ones not */
     json_t *arr = catalog_brands_active(db);
     REQUIRE(json_is_array(arr));
     char *s = json_dumps(arr, JSON_COMPACT);
@@ -268,6 +270,10 @@ static void run_cases(void)
         printf("not ok %d - open: %s\n", ++th_cases, err);
         th_failed_cases++;
         return;
+    }
+    if (sample_catalog_import(db) < 0) {
+        printf("not ok %d - the sample catalogue (share/sample-catalog.json) imports\n", ++th_cases);
+        th_failed_cases++;
     }
     RUN(brands);
     RUN(products_and_suggestions);

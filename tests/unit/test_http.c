@@ -8,6 +8,7 @@
  * without main.c, the process) and the core library.
  */
 #include "th.h"
+#include "sample_catalog.h"
 #include "handlers.h"
 #include "memres.h"
 #include "auth.h"
@@ -976,6 +977,8 @@ int main(void)
         fprintf(stderr, "db_open: %s\n", err);
         return 2;
     }
+    if (sample_catalog_import(test_db) < 0)      /* the demo brands (GET /brands/active) */
+        return 2;
     snprintf(path, sizeof path, "%s/http.db-bell", th_tmpdir());
     ctx.cfg = &cfg;
     ctx.db = test_db;

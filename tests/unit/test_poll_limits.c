@@ -12,6 +12,7 @@
  *     as its user, not as its address (issue 8 c).
  */
 #include "th.h"
+#include "sample_catalog.h"
 #include "handlers.h"
 #include "memres.h"
 #include "auth.h"
@@ -274,6 +275,8 @@ int main(void)
         fprintf(stderr, "db_open: %s\n", err);
         return 2;
     }
+    if (sample_catalog_import(ctx.db) < 0)       /* the demo brand homestyle */
+        return 2;
     ctx.bell = bell_open(bellpath, err, sizeof err);
     RUN(a_waiting_get_renews_its_session);
     RUN(sessions_per_user_are_capped);

@@ -7,6 +7,7 @@
  * conversation, and a long-poll session moving process mid-stream. */
 #include "th.h"
 #include "protohelp.h"
+#include "sample_catalog.h"
 #include "fake.h"
 #include "bell.h"
 #include "catalog.h"
@@ -836,6 +837,13 @@ int main(void)
 {
     if (test_setup("brand") < 0)
         return 1;
+    /* the demo brands (techpro, homestyle, retired): the sample catalogue */
+    struct parley_ctx sc;
+    if (open_ctx(&sc) < 0 || sample_catalog_import(sc.db) < 0) {
+        printf("not ok 1 - the sample catalogue (share/sample-catalog.json) imports\n");
+        return 1;
+    }
+    close_ctx(&sc);
     RUN(catalog_brands);
     RUN(catalog_suggestions);
     RUN(unknown_and_inactive_brands);

@@ -24,6 +24,7 @@
  * PostgreSQL when PARLEY_TEST_PG holds a URI (t0810-stop-pg.sh).
  */
 #include "th.h"
+#include "sample_catalog.h"
 #include "protohelp.h"
 #include "fake.h"
 #include "auth.h"
@@ -449,6 +450,7 @@ TEST(brand_stop_frame)
 {
     struct parley_ctx ctx;
     REQUIRE(open_target(&ctx) == 0);
+    REQUIRE(sample_catalog_import(ctx.db) == 0);       /* the demo brand techpro */
     struct proto_conn c;
     struct proto_frames f;
     frames_init(&f);

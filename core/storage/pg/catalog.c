@@ -23,7 +23,8 @@
 #include <string.h>
 
 static const char SQL_BRAND_GET[] =
-    "SELECT id, name, welcome, system_prompt, active FROM brands WHERE id = $1";
+    "SELECT id, name, welcome, system_prompt, active FROM brands WHERE id = $1 "
+    "AND disabled_at IS NULL";
 static const char SQL_BRAND_PUT[] =
     "INSERT INTO brands(id, name, welcome, system_prompt, active, created_at) "
     "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
@@ -31,8 +32,19 @@ static const char SQL_BRAND_PUT[] =
     "active = excluded.active";
 /* byte order of names, as SQLite's BINARY collation */
 static const char SQL_BRANDS_ACTIVE[] =
-    "SELECT id, name, welcome FROM brands WHERE active = 1 "
+    "SELECT id, name, welcome FROM brands WHERE active = 1 AND disabled_at IS NULL "
     "ORDER BY name COLLATE \"C\", id COLLATE \"C\"";
+static const char SQL_BRANDS_LIST[] =
+    "SELECT b.id, b.name, b.active, coalesce(b.disabled_at, -1), b.created_at, "
+    "(SELECT count(*) FROM products p WHERE p.brand_id = b.id), "
+    "(SELECT count(*) FROM products p WHERE p.brand_id = b.id AND p.availability = 1) "
+    "FROM brands b ORDER BY b.id COLLATE \"C\"";
+static const char SQL_BRAND_DISABLE[] =
+    "UPDATE brands SET disabled_at = coalesce(disabled_at, $2::bigint) WHERE id = $1";
+static const char SQL_BRAND_ENABLE[] = "UPDATE brands SET disabled_at = NULL WHERE id = $1";
+static const char SQL_BRAND_EXISTS[] = "SELECT 1 FROM brands WHERE id = $1";
+static const char SQL_PRODUCT_OWNER[] = "SELECT brand_id FROM products WHERE id = $1";
+static const char SQL_PRODUCTS_DELETE_BRAND[] = "DELETE FROM products WHERE brand_id = $1";
 static const char SQL_PRODUCT_PUT[] =
     "INSERT INTO products(id, brand_id, name, description, category, price, features, "
     "specifications, availability) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
@@ -102,6 +114,65 @@ int catalog_pg_brands_active(parley_db *db, json_t *arr,
         rc = add(arr, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
     PQclear(r);
     return rc;
+}
+
+int catalog_pg_brands_list(parley_db *db, json_t *arr)
+{
+    PGresult *r = db_pg_run(db, SQL_BRANDS_LIST, 0, NULL, PGRES_TUPLES_OK, "catalog: brands list");
+    if (!r)
+        return -1;
+    int rc = 0;
+    for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
+        json_t *o = catalog_brand_row_json(
+            PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), strcmp(PQgetvalue(r, i, 2), "0") != 0,
+            strtoll(PQgetvalue(r, i, 3), NULL, 10), strtoll(PQgetvalue(r, i, 4), NULL, 10),
+            strtoll(PQgetvalue(r, i, 5), NULL, 10), strtoll(PQgetvalue(r, i, 6), NULL, 10));
+        if (!o || json_array_append_new(arr, o) < 0)
+            rc = -1;
+    }
+    PQclear(r);
+    return rc;
+}
+
+int64_t catalog_pg_brand_set_disabled(parley_db *db, const char *id, int disabled, int64_t now)
+{
+    char nows[24];
+    snprintf(nows, sizeof nows, "%" PRId64, now);
+    const char *params[2] = { id, nows };
+    return db_pg_command(db, disabled ? SQL_BRAND_DISABLE : SQL_BRAND_ENABLE, disabled ? 2 : 1,
+                         params, disabled ? "catalog: brand disable" : "catalog: brand enable");
+}
+
+int catalog_pg_brand_exists(parley_db *db, const char *id)
+{
+    const char *params[1] = { id };
+    PGresult *r = db_pg_run(db, SQL_BRAND_EXISTS, 1, params, PGRES_TUPLES_OK, "catalog: brand exists");
+    if (!r)
+        return -1;
+    int rc = PQntuples(r) > 0 ? 0 : 1;
+    PQclear(r);
+    return rc;
+}
+
+int catalog_pg_product_owner(parley_db *db, const char *product_id, char brand[64])
+{
+    const char *params[1] = { product_id };
+    PGresult *r = db_pg_run(db, SQL_PRODUCT_OWNER, 1, params, PGRES_TUPLES_OK, "catalog: product owner");
+    if (!r)
+        return -1;
+    int rc = 1;
+    if (PQntuples(r) > 0) {
+        str_copy(brand, 64, PQgetvalue(r, 0, 0));
+        rc = 0;
+    }
+    PQclear(r);
+    return rc;
+}
+
+int64_t catalog_pg_products_delete_brand(parley_db *db, const char *brand_id)
+{
+    const char *params[1] = { brand_id };
+    return db_pg_command(db, SQL_PRODUCTS_DELETE_BRAND, 1, params, "catalog: products delete");
 }
 
 int catalog_pg_product_put(parley_db *db, const struct product *p)

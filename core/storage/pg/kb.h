@@ -37,6 +37,21 @@ int catalog_pg_brand_put(parley_db *db, const struct brand *b, int64_t now);
 int catalog_pg_brands_active(parley_db *db, json_t *arr,
                              int (*add)(json_t *arr, const char *id, const char *name,
                                         const char *welcome));
+/* Every brand by id (byte order), each row appended to arr as
+ * catalog_brand_row_json builds it. 0 / -1. */
+int catalog_pg_brands_list(parley_db *db, json_t *arr);
+/* catalog.c's row builder for catalog_brands_list (disabled_at -1: NULL):
+ * a new object, NULL on OOM. */
+json_t *catalog_brand_row_json(const char *id, const char *name, int active, int64_t disabled_at,
+                               int64_t created_at, int64_t products, int64_t available);
+/* UPDATE of brands.disabled_at (catalog_brand_set_disabled): rows matched
+ * (0: no such brand), -1 error. */
+int64_t catalog_pg_brand_set_disabled(parley_db *db, const char *id, int disabled, int64_t now);
+/* catalog_brand_exists, catalog_product_owner, catalog_products_delete_brand
+ * (catalog.h; same return values). */
+int catalog_pg_brand_exists(parley_db *db, const char *id);
+int catalog_pg_product_owner(parley_db *db, const char *product_id, char brand[64]);
+int64_t catalog_pg_products_delete_brand(parley_db *db, const char *brand_id);
 /* INSERT ... ON CONFLICT (id) DO UPDATE of a product whose fields catalog.c
  * checked and defaulted. 0 / -1 (an unknown brand is a foreign-key error). */
 int catalog_pg_product_put(parley_db *db, const struct product *p);
