@@ -10,6 +10,7 @@
 # 2. The package tree in BUILD_DIR/deb/root:
 #      /usr/lib/parley/{parley.fcgi,parley-ws,parley}   the programs, stripped
 #      /usr/bin/parley                   packaging/parley.sh (settings, account)
+#      /usr/share/man/man1/parley.1.gz   packaging/parley.1
 #      /usr/share/parley/www/            www/ (+ vendor/phoenix.js from
 #                                        node_modules when it is there)
 #      /etc/parley/parley.env            packaging/parley.env (conffile)
@@ -61,6 +62,9 @@ for p in parley.fcgi parley-ws parley; do
     chmod 0755 "$R/usr/lib/parley/$p"
 done
 install -m 0755 packaging/parley.sh "$R/usr/bin/parley"
+mkdir -p "$R/usr/share/man/man1"
+gzip -9n <packaging/parley.1 >"$R/usr/share/man/man1/parley.1.gz"
+chmod 0644 "$R/usr/share/man/man1/parley.1.gz"
 
 (cd www && find . -type f ! -path './vendor/*' ! -name '.*') | while read -r f; do
     install -D -m 0644 "www/$f" "$R/usr/share/parley/www/$f"

@@ -103,7 +103,8 @@ check_contents() {
               /etc/parley/parley.env /etc/parley/apache/parley-proxy-fcgi.conf \
               /etc/parley/apache/parley-websocket.conf /lib/systemd/system/parley-fcgi.socket \
               /lib/systemd/system/parley-fcgi.service /lib/systemd/system/parley-ws.service \
-              /usr/share/doc/parley/copyright /usr/share/doc/parley/changelog.Debian.gz; do
+              /usr/share/doc/parley/copyright /usr/share/doc/parley/changelog.Debian.gz \
+              /usr/share/man/man1/parley.1.gz; do
         grep -qx "$_p" "$IT_TMP/contents" || { echo "missing: $_p"; return 1; }
     done
     # every packaged page is the one in www/
@@ -476,8 +477,10 @@ ok "the database, its doorbell and the bridge's marker in /var/lib/parley, owned
 # --- lintian ---------------------------------------------------------------------------
 if command -v lintian >/dev/null 2>&1; then
     check_lintian() {
-        lintian --no-tag-display-limit "$DEB" >"$IT_TMP/lintian.log" 2>&1 || true
-        sed 's/^/# /' "$IT_TMP/lintian.log" | head -n 40
+        lintian --tag-display-limit 0 "$DEB" >"$IT_TMP/lintian.log" 2>&1 || true
+        grep -E '^[EWI]: ' "$IT_TMP/lintian.log" | head -n 40
+        grep -qE '^(E|W): ' "$IT_TMP/lintian.log" ||
+            grep -q '^running\|^N: \|^$' "$IT_TMP/lintian.log" || { cat "$IT_TMP/lintian.log"; return 1; }
         ! grep -q '^E: ' "$IT_TMP/lintian.log"
     }
     ok "lintian: no error (warnings are listed in docs/debian.md)" check_lintian
