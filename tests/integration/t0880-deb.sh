@@ -474,6 +474,34 @@ check_db_owner() {
 }
 ok "the database, its doorbell and the bridge's marker in /var/lib/parley, owned by the service account" check_db_owner
 
+# --- upgrade (install mode) --------------------------------------------------------------
+if [ "$MODE" = install ]; then
+    # The same package as a newer version (Version bumped in its control),
+    # installed over the running installation as an upgrade is: the
+    # account, the secret, the admin's parley.env (changed above), its
+    # statoverride and the database stay; postinst migrates again.
+    check_upgrade() {
+        _up=$IT_TMP/upgrade
+        rm -rf "$_up"
+        dpkg-deb -R "$DEB" "$_up" || return 1
+        sed -i "s/^Version: .*/Version: ${VERSION}+t0880/" "$_up/DEBIAN/control"
+        dpkg-deb --root-owner-group --build "$_up" "$IT_TMP/parley-upgrade.deb" >/dev/null || return 1
+        _sec=$(md5sum </etc/parley/secret.env)
+        _env=$(md5sum </etc/parley/parley.env)
+        DEBIAN_FRONTEND=noninteractive dpkg -i "$IT_TMP/parley-upgrade.deb" >"$IT_TMP/dpkg-up.log" 2>&1 ||
+            { cat "$IT_TMP/dpkg-up.log"; return 1; }
+        _v=$(dpkg-query -W -f='${Version}' parley)
+        [ "$_v" = "${VERSION}+t0880" ] || { echo "installed version $_v"; return 1; }
+        [ "$(md5sum </etc/parley/secret.env)" = "$_sec" ] || { echo "the secret changed"; return 1; }
+        [ "$(md5sum </etc/parley/parley.env)" = "$_env" ] || { echo "the admin's parley.env was replaced"; return 1; }
+        _s=$(stat -c '%U:%G %a' /etc/parley/parley.env)
+        [ "$_s" = "root:parley 640" ] || { echo "parley.env after the upgrade: $_s"; return 1; }
+        # the old token still works and the stored answer is still there
+        check_rest
+    }
+    ok "upgrade (dpkg -i of a newer version): secret, the admin's parley.env (0640), database and tokens kept" check_upgrade
+fi
+
 # --- lintian ---------------------------------------------------------------------------
 if command -v lintian >/dev/null 2>&1; then
     check_lintian() {
