@@ -302,23 +302,23 @@ int cli_int(const char *s, long long lo, long long hi, long long *out)
 
 /* ---- help ---- */
 
-static int help_all(void)
+static int help_all(FILE *f)
 {
-    fputs("usage:\n", stdout);
+    fputs("usage:\n", f);
     for (int k = 0; k < NCOMMANDS; k++)
-        synopsis(stdout, &commands[k], "       ");
-    fputs("       parley --help\n\n", stdout);
+        synopsis(f, &commands[k], "       ");
+    fputs("       parley --help\n\n", f);
     for (int k = 0; k < NCOMMANDS; k++) {
         char words[32];
         snprintf(words, sizeof words, "%s%s%s", commands[k].name, commands[k].sub ? " " : "",
                  commands[k].sub ? commands[k].sub : "");
-        printf("  %-16s %s\n", words, commands[k].summary);
+        fprintf(f, "  %-16s %s\n", words, commands[k].summary);
     }
     fputs("\n`parley COMMAND --help` (`parley COMMAND SUBCOMMAND --help`) tells more;\n"
           "docs/cli.md describes every command.\n"
           "Settings come from the environment or PARLEY_CONFIG (docs/configuration.md).\n"
           "Output: results on stdout, errors on stderr; --json where a script wants it.\n"
-          "Exit status: 0 ok, 1 failure, 2 usage, 78 configuration error.\n", stdout);
+          "Exit status: 0 ok, 1 failure, 2 usage, 78 configuration error.\n", f);
     return CLI_OK;
 }
 
@@ -392,12 +392,13 @@ out:
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        help_all();
+        fputs("parley: which command?\n", stderr);
+        help_all(stderr);
         return CLI_USAGE;
     }
     const char *name = argv[1];
     if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help"))
-        return help_all();
+        return help_all(stdout);
     int group = 0;
     for (int k = 0; k < NCOMMANDS; k++) {
         const struct cli_cmd *cmd = &commands[k];
