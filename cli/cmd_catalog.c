@@ -131,7 +131,16 @@ static int set_disabled(struct cli *c, int argc, char **argv, int disabled)
         return cli_fail(c, "%s", db_errmsg(c->db));
     if (r > 0)
         return cli_fail(c, "no brand '%s' (parley brands list)", id);
-    printf("brand %s %s\n", id, disabled ? "disabled: no longer served" : "enabled");
+    if (disabled) {
+        printf("brand %s disabled: no longer served\n", id);
+        return CLI_OK;
+    }
+    struct brand b;
+    int g = catalog_brand_get(c->db, id, &b);
+    int served = g == 0 && b.active;
+    catalog_brand_free(&b);
+    printf("brand %s enabled%s\n", id, g < 0 || served ? ""
+           : " (its catalogue says \"active\": false: still not served)");
     return CLI_OK;
 }
 

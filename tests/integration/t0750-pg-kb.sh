@@ -89,7 +89,7 @@ columns() {
 schema_mirrors_sqlite() {
     _b=$(columns brands) && _p=$(columns products) && _k=$(columns kb_passages) || return 1
     echo "brands: $_b"; echo "products: $_p"; echo "kb_passages: $_k"
-    [ "$_b" = "id,name,welcome,system_prompt,active,created_at" ] &&
+    [ "$_b" = "id,name,welcome,system_prompt,active,created_at,disabled_at" ] &&
     [ "$_p" = "pk,id,brand_id,name,description,category,price,features,specifications,availability,fts" ] &&
     [ "$_k" = "id,source,seq,title,text,created_at,fts" ]
 }
