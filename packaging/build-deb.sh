@@ -13,6 +13,7 @@
 #      /usr/share/man/man1/parley.1.gz   packaging/parley.1
 #      /usr/share/parley/www/            www/ (+ vendor/phoenix.js from
 #                                        node_modules when it is there)
+#      /usr/share/parley/sample-catalog.json   share/sample-catalog.json
 #      /etc/parley/parley.env            packaging/parley.env (conffile)
 #      /etc/parley/apache/*.conf         apache-conf/parley-proxy-fcgi.conf and
 #                                        parley-websocket.conf, placeholders
@@ -75,6 +76,12 @@ if [ -f "$PHX_JS" ]; then
 else
     echo "build-deb: $PHX_JS is missing (make node-deps): the package has no /vendor/phoenix.js," >&2
     echo "build-deb:   so the seed 003 pages (neuralbridge.html, seed003.html) will not load" >&2
+fi
+
+# The demo brands of seed 002, for `parley brands import` (the migrations
+# no longer insert them).
+if [ -f share/sample-catalog.json ]; then
+    install -m 0644 share/sample-catalog.json "$R/usr/share/parley/sample-catalog.json"
 fi
 
 install -m 0644 packaging/parley.env "$R/etc/parley/parley.env"

@@ -104,7 +104,7 @@ check_contents() {
               /etc/parley/apache/parley-websocket.conf /lib/systemd/system/parley-fcgi.socket \
               /lib/systemd/system/parley-fcgi.service /lib/systemd/system/parley-ws.service \
               /usr/share/doc/parley/copyright /usr/share/doc/parley/changelog.Debian.gz \
-              /usr/share/man/man1/parley.1.gz; do
+              /usr/share/man/man1/parley.1.gz /usr/share/parley/sample-catalog.json; do
         grep -qx "$_p" "$IT_TMP/contents" || { echo "missing: $_p"; return 1; }
     done
     # every packaged page is the one in www/
@@ -414,13 +414,23 @@ apache_run "packaged /etc/parley/apache snippets"
 SETUP_PIDS=$(echo " $SETUP_PIDS " | sed "s/ $FCGI_PID / /; s/ $WS_PID / /")
 
 # --- a seed suite through it ---------------------------------------------------------
-if [ "$MODE" = install ]; then
-    TOKEN=$(/usr/bin/parley token alice 600 2>"$IT_TMP/token.err") || true
-else
-    TOKEN=$($AS_APP "$ROOT/usr/bin/parley" token alice 600 2>"$IT_TMP/token.err") || true
-fi
+# pcli ARGS... — the packaged /usr/bin/parley as the admin runs it: as root
+# when installed (it switches to parley itself), else as the app account
+pcli() {
+    if [ "$MODE" = install ]; then /usr/bin/parley "$@"; else $AS_APP "$ROOT/usr/bin/parley" "$@"; fi
+}
+TOKEN=$(pcli token --sub alice --ttl 10m 2>"$IT_TMP/token.err") || true
 check_token() { [ -n "$TOKEN" ] || { cat "$IT_TMP/token.err"; return 1; }; }
 ok "parley token (the packaged /usr/bin/parley with the generated secret)" check_token
+
+check_catalog() {
+    _c=$(curl -fsS -m 5 "$BASE/brands/active") || { echo "GET /brands/active failed"; return 1; }
+    case $_c in *techpro*) echo "brands before the import: $_c"; return 1 ;; esac
+    pcli brands import "$(P /usr/share/parley/sample-catalog.json)" || return 1
+    _c=$(curl -fsS -m 5 "$BASE/brands/active") || { echo "GET /brands/active failed"; return 1; }
+    case $_c in *techpro*homestyle* | *homestyle*techpro*) ;; *) echo "brands after the import: $_c"; return 1 ;; esac
+}
+ok "parley brands import /usr/share/parley/sample-catalog.json: the brands are served (/brands/active)" check_catalog
 
 check_health() {
     _j=$(curl -sS -m 5 -w '\n%{http_code}' "$BASE/api/health") || return 1
@@ -473,6 +483,18 @@ check_db_owner() {
     done
 }
 ok "the database, its doorbell and the bridge's marker in /var/lib/parley, owned by the service account" check_db_owner
+
+check_backup() {
+    _bk=$(P /var/lib/parley/t0880-backup.db)
+    pcli backup "$_bk" >/dev/null || return 1
+    [ -s "$_bk" ] || { echo "no backup file"; return 1; }
+    if command -v sqlite3 >/dev/null 2>&1; then
+        _n=$(sqlite3 "$_bk" "SELECT count(*) FROM brands") || return 1
+        [ "$_n" -ge 2 ] || { echo "backup has $_n brands"; return 1; }
+    fi
+    rm -f "$_bk"
+}
+ok "parley backup into /var/lib/parley while the services run: a database with the imported brands" check_backup
 
 # --- upgrade (install mode) --------------------------------------------------------------
 if [ "$MODE" = install ]; then
