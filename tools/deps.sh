@@ -5,7 +5,8 @@
 #   tools/deps.sh         what make run needs (build, web servers, PostgreSQL, node)
 #   tools/deps.sh test    and what make test adds: Debian's chromium for the
 #                         browser tests, valgrind for the leak checks,
-#                         python3-yaml for t0870-openapi
+#                         python3-yaml for t0870-openapi, adduser for
+#                         t0880-deb
 set -eu
 PKGS="gcc make pkg-config libfcgi-dev libcurl4-openssl-dev libjansson-dev
 libsqlite3-dev libwebsockets-dev libjwt-dev libssl-dev sqlite3 curl"
@@ -25,6 +26,9 @@ if [ "${1:-}" = test ]; then
     # t0870-openapi checks docs/openapi.json against docs/openapi.yaml with
     # tools/openapi-json.py (the build itself needs no Python: docs/openapi.md)
     PKGS="$PKGS python3-yaml"
+    # t0880-deb installs the package for real on CI (dpkg -i): its postinst
+    # needs adduser (on every standard Debian 12, but not in every image)
+    PKGS="$PKGS adduser"
 fi
 missing=""
 for p in $PKGS; do
