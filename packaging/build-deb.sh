@@ -49,7 +49,8 @@ fi
 export CFLAGS LDFLAGS
 # (CFLAGS from the environment: the Makefile appends its own to them; given
 # on make's command line they would replace its -std=c11 ... instead.)
-${MAKE:-make} --no-print-directory BUILD="$B" SANITIZE= "$B/parley.fcgi" "$B/parley-ws" "$B/parley"
+${MAKE:-make} --no-print-directory -j"$(nproc 2>/dev/null || echo 2)" BUILD="$B" SANITIZE= \
+    "$B/parley.fcgi" "$B/parley-ws" "$B/parley"
 
 # --- 2. the tree -------------------------------------------------------------
 R=$B/deb/root
