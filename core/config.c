@@ -67,6 +67,7 @@ static const struct key_def keys[] = {
     { "PARLEY_POLL_MAX_SESSIONS",       K_INT,      F(poll_max_sessions),      0, 1000000 },
     { "PARLEY_EVENT_GRACE",             K_INT,      F(event_grace_s),          0, 604800 },
     { "PARLEY_CONTEXT_MESSAGES",        K_INT,      F(context_messages),       0, 1000 },
+    { "PARLEY_CHAT_QUEUE",              K_INT,      F(chat_queue),             0, 100 },
     { "PARLEY_MAX_GENERATIONS",         K_INT,      F(max_generations),        1, 100000 },
     { "PARLEY_KB_TICKETS",              K_INT,      F(kb_tickets),             0, 1 },
     { "PARLEY_KB_PHOENIX",              K_INT,      F(kb_phoenix),             0, 1 },
@@ -574,6 +575,7 @@ int config_defaults(struct parley_config *cfg)
     cfg->poll_max_sessions = 32;
     cfg->event_grace_s = 300;
     cfg->context_messages = 10;
+    cfg->chat_queue = 5;
     cfg->max_generations = 1024;
     cfg->kb_tickets = 0;
     cfg->kb_phoenix = 1;

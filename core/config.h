@@ -50,6 +50,8 @@ struct parley_config {
     int poll_max_sessions;       /* PARLEY_POLL_MAX_SESSIONS (32): open long-poll sessions per user; 0 no cap */
     int event_grace_s;           /* PARLEY_EVENT_GRACE (300) */
     int context_messages;        /* PARLEY_CONTEXT_MESSAGES (10) */
+    int chat_queue;              /* PARLEY_CHAT_QUEUE (5): seed 001 messages that may wait
+                                    for an answer while one streams (0: refused, conflict) */
     int max_generations;         /* PARLEY_MAX_GENERATIONS (1024): streams one process runs at once */
     int kb_tickets;              /* PARLEY_KB_TICKETS (0): 1 = ticket answers grounded in the knowledge base */
     int kb_phoenix;              /* PARLEY_KB_PHOENIX (1): 1 = seed 003 queries grounded in the knowledge base */

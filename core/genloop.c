@@ -308,10 +308,18 @@ static void end_entry(struct entry *e)
     e->easy = NULL;
     int lrc = llm_stream_finish(e->st);
     struct gen_outcome out;
-    if (runner_gen_finish(e->gen, lrc, &out) < 0)
+    int recorded = runner_gen_finish(e->gen, lrc, &out) == 0;
+    if (!recorded)
         fprintf(stderr, "parley: generation on %s: could not record its end: %s\n",
                 e->job->channel, out.error);
     gen_outcome_free(&out);
+    if (recorded && e->job->on_end) {
+        pthread_mutex_lock(&G.mu);
+        int stopping = G.stop;
+        pthread_mutex_unlock(&G.mu);
+        if (!stopping)
+            e->job->on_end(&L.ctx, e->job);    /* may submit the next job */
+    }
     /* swap-remove from L.run */
     struct entry *last = L.run[L.nrun - 1];
     L.run[e->idx] = last;

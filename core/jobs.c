@@ -166,6 +166,113 @@ error:
     return -1;
 }
 
+int jobs_claim_turn(parley_db *db, parley_bell *bell, const char *channel, const char *conv_id,
+                    const char *msg_id, const char *user, int lease_ms, struct job_claim *out,
+                    char *err, size_t errlen)
+{
+    static const char running[] =
+        "SELECT id, lease_expires, first_seq FROM jobs WHERE channel = ? AND state = 'running' "
+        "ORDER BY id DESC LIMIT 1";
+    static const char oldest[] =
+        "SELECT id FROM messages WHERE conversation_id = ? AND queued = 1 "
+        "ORDER BY created_at, rowid LIMIT 1";
+    static const char take[] =
+        "UPDATE messages SET queued = 0, created_at = max(?2, (SELECT coalesce(max(created_at), 0) + 1 "
+        "FROM messages WHERE conversation_id = ?3 AND queued = 0)) WHERE id = ?1 AND queued = 1";
+    if (db_pg_conn(db))
+        return jobs_pg_claim_turn(db, bell, channel, conv_id, msg_id, user, lease_ms, out, err,
+                                  errlen);
+    memset(out, 0, sizeof *out);
+    int rang = 0, rc = JOBS_TURN_ERR;
+    if (db_can_write(db) < 0)
+        return set_err(err, errlen, "cannot claim a turn on %s: %s", channel, db_errmsg(db));
+    if (db_begin(db) < 0)
+        return set_err(err, errlen, "database busy or unavailable: %s", db_errmsg(db));
+    int64_t now = now_ms();
+    for (int i = 0; i < 64; i++) {             /* fail expired ones until a live one or none */
+        sqlite3_stmt *st = db_stmt(db, running);
+        if (!st)
+            goto error;
+        db_bind_text(st, 1, channel);
+        int s = sqlite3_step(st);
+        if (s != SQLITE_ROW) {
+            sqlite3_reset(st);
+            if (s != SQLITE_DONE)
+                goto error;
+            break;
+        }
+        int64_t id = sqlite3_column_int64(st, 0);
+        int64_t expires = sqlite3_column_int64(st, 1);
+        int64_t first = sqlite3_column_int64(st, 2);
+        sqlite3_reset(st);
+        if (expires >= now) {
+            out->job_id = id;
+            out->first_seq = first;
+            rc = JOBS_TURN_BUSY;
+            goto commit;
+        }
+        char chan[512];
+        if (fail_expired_tx(db, id, now, chan, sizeof chan) < 0)
+            goto error;
+        rang = 1;
+    }
+    sqlite3_stmt *st = db_stmt(db, oldest);
+    if (!st)
+        goto error;
+    db_bind_text(st, 1, conv_id);
+    int s = sqlite3_step(st);
+    char first_id[64] = "";
+    if (s == SQLITE_ROW)
+        str_copy(first_id, sizeof first_id, (const char *)sqlite3_column_text(st, 0));
+    sqlite3_reset(st);
+    if (s != SQLITE_ROW && s != SQLITE_DONE)
+        goto error;
+    if (!first_id[0] || strcmp(first_id, msg_id) != 0) {
+        rc = first_id[0] ? JOBS_TURN_MOVED : JOBS_TURN_EMPTY;
+        goto commit;
+    }
+    if (!(st = db_stmt(db, take)))
+        goto error;
+    db_bind_text(st, 1, msg_id);
+    sqlite3_bind_int64(st, 2, now);
+    db_bind_text(st, 3, conv_id);
+    if (sqlite3_step(st) != SQLITE_DONE) {
+        sqlite3_reset(st);
+        goto error;
+    }
+    sqlite3_reset(st);
+    int64_t first = evlog_last_seq(db, channel);
+    if (first < 0 || !(st = db_stmt(db, SQL_INSERT)))
+        goto error;
+    db_bind_text(st, 1, channel);
+    db_bind_text(st, 2, msg_id);
+    db_bind_text(st, 3, owner_id());
+    sqlite3_bind_int64(st, 4, now + lease_ms);
+    sqlite3_bind_int64(st, 5, first);
+    sqlite3_bind_int64(st, 6, now);
+    db_bind_text(st, 7, user);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_reset(st);
+        goto error;
+    }
+    out->job_id = sqlite3_column_int64(st, 0);
+    out->owner = 1;
+    out->first_seq = first;
+    str_copy(out->lease_owner, sizeof out->lease_owner, owner_id());
+    sqlite3_reset(st);
+    rc = JOBS_TURN_OK;
+commit:
+    if (db_commit(db) < 0)
+        return set_err(err, errlen, "commit failed: %s", db_errmsg(db));
+    if (rang && bell)
+        bell_ring(bell, channel);
+    return rc;
+error:
+    set_err(err, errlen, "cannot claim a turn on %s: %s", channel, db_errmsg(db));
+    db_rollback(db);
+    return JOBS_TURN_ERR;
+}
+
 int jobs_adopt(parley_db *db, struct job_claim *claim, int lease_ms)
 {
     if (db_pg_conn(db))

@@ -50,6 +50,29 @@ int jobs_claim(parley_db *db, parley_bell *bell, const char *channel,
 int jobs_claim_as(parley_db *db, parley_bell *bell, const char *channel,
                   const char *prompt_key, const char *user, int lease_ms,
                   struct job_claim *out, char *err, size_t errlen);
+/* ---- seed 001's queue: one answer at a time per conversation ---- */
+enum jobs_turn_rc {
+    JOBS_TURN_OK = 0,      /* claimed: out->owner = 1, the message is no longer queued */
+    JOBS_TURN_BUSY = 1,    /* a live job runs on channel: out has it (owner 0) */
+    JOBS_TURN_MOVED = 2,   /* msg_id is not the oldest queued message (any more) */
+    JOBS_TURN_EMPTY = 3,   /* nothing is queued (or no such conversation) */
+    JOBS_TURN_ERR = -1     /* database error (err set; db_err_kind tells which) */
+};
+/* Claims the next turn of conversation conv_id, whose answers go on channel
+ * ("conv:<id>"), in ONE transaction (PostgreSQL: holding the conversation
+ * row's lock, so two claimers of one conversation run one after the other):
+ * when channel has a running job with a live lease, attaches to it
+ * (JOBS_TURN_BUSY; one whose lease expired is failed first, as jobs_claim
+ * does); else when msg_id is the oldest queued message of the conversation
+ * (created_at, rowid), clears its queued flag, moves its created_at after
+ * every unqueued message (so the history reads question, answer, question),
+ * and creates a job (prompt_key = msg_id, started_by = user) owned by this
+ * thread with a lease of lease_ms (JOBS_TURN_OK); else JOBS_TURN_MOVED or
+ * JOBS_TURN_EMPTY and nothing changes. Returns an enum jobs_turn_rc.
+ * Caller's thread and db; not inside a transaction. */
+int jobs_claim_turn(parley_db *db, parley_bell *bell, const char *channel, const char *conv_id,
+                    const char *msg_id, const char *user, int lease_ms, struct job_claim *out,
+                    char *err, size_t errlen);
 /* Hands the lease of claim's job to the calling thread (owner_id() is per
  * thread, and renew/finish check it) and extends it by lease_ms; updates
  * claim->lease_owner. Needed when the claiming thread is not the one that

@@ -21,12 +21,13 @@ static const struct { const char *name, *text, *code; } kinds[PERR_COUNT_] = {
     [PERR_INTERNAL]     = { "internal", "Internal error", "internal" },
     [PERR_BUDGET_EXHAUSTED] = { "budget_exhausted", "Daily token budget exhausted", "budget_exhausted" },
     [PERR_TOO_LONG]     = { "too_long", "Message too long", "too_long" },
+    [PERR_QUEUE_FULL]   = { "queue_full", "Too many messages waiting for an answer", "queue_full" },
 };
 
 /* Every code perr_code and perr_gen_code can answer (docs/errors.md). */
 static const char *const codes[] = {
     "bad_input", "unauthorized", "forbidden", "not_found", "conflict", "gone", "too_large",
-    "too_long", "rate_limited", "budget_exhausted", "upstream_unavailable", "upstream_error",
+    "too_long", "queue_full", "rate_limited", "budget_exhausted", "upstream_unavailable", "upstream_error",
     "interrupted", "database_readonly", "database_unavailable", "unavailable", "internal",
 };
 

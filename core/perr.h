@@ -29,6 +29,7 @@ enum perr {
     PERR_INTERNAL,       /* out of memory, a bug (500) */
     PERR_BUDGET_EXHAUSTED, /* the user's daily token budget is spent (429, usage.h) */
     PERR_TOO_LONG,       /* a message's text over MAX_MESSAGE_LENGTH characters (400) */
+    PERR_QUEUE_FULL,     /* seed 001: PARLEY_CHAT_QUEUE messages already wait for an answer (429) */
     PERR_COUNT_
 };
 

@@ -201,7 +201,7 @@ int proto_job_conversation(struct parley_ctx *ctx, struct proto_job *job, const 
         want = PROTO_JOB_MAX_MSGS;
     struct message *hist = NULL;
     int nh = 0;
-    if (store_msg_context(ctx->db, conv_id, want, &hist, &nh) < 0)
+    if (store_msg_context_for(ctx->db, conv_id, user_msg_id, want, &hist, &nh) < 0)
         return -1;
     int rc = 0;
     for (int i = 0; i < nh && rc == 0; i++) {
@@ -411,6 +411,13 @@ static int query_param(const char *path, const char *name, char *out, size_t out
 int proto_open(struct parley_ctx *ctx, struct proto_conn *c, const char *path,
                const char *user, const char *peer, struct proto_frames *out)
 {
+    return proto_open_client(ctx, c, path, user, peer, NULL, out);
+}
+
+int proto_open_client(struct parley_ctx *ctx, struct proto_conn *c, const char *path,
+                      const char *user, const char *peer, const struct proto_client *cl,
+                      struct proto_frames *out)
+{
     memset(c, 0, sizeof *c);
     c->state = json_object();
     str_copy(c->user, sizeof c->user, user ? user : "");
@@ -439,7 +446,20 @@ int proto_open(struct parley_ctx *ctx, struct proto_conn *c, const char *path,
             after = n;
     }
     json_object_set_new(c->state, "resume_after", json_integer(after));
-    return ops_of(c->kind)->open(ctx, c, out);
+    /* seed 001's session metadata and project (the adapter validates) */
+    struct proto_client who = { 0 };
+    if (cl)
+        who = *cl;
+    char version[129], project[256];
+    if ((!who.client_version || !*who.client_version) &&
+        query_param(path, "client_version", version, sizeof version) == 0)
+        who.client_version = version;
+    who.project_id = NULL;
+    if (query_param(path, "project_id", project, sizeof project) == 0)
+        who.project_id = project;
+    else if (strstr(path, "?project_id=") || strstr(path, "&project_id="))
+        who.project_id = "\x01";          /* present but undecodable: refused as invalid */
+    return ops_of(c->kind)->open(ctx, c, &who, out);
 }
 
 int proto_message_json(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg,
@@ -475,9 +495,15 @@ int proto_event(struct parley_ctx *ctx, struct proto_conn *c,
     if (c->job_id && ev->job_id != c->job_id)
         return 0;
     int end = !strcmp(ev->type, "done") || !strcmp(ev->type, "error");
+    c->follow_next = 0;
     int rc = ops_of(c->kind)->event(ctx, c, ev, out);
-    if (end && c->job_id)
-        c->channel[0] = '\0';     /* the followed job is over */
+    if (end && c->job_id) {
+        if (c->follow_next)
+            c->job_id = 0;        /* the next job of the channel follows */
+        else
+            c->channel[0] = '\0'; /* the followed job is over */
+    }
+    c->follow_next = 0;
     return rc;
 }
 

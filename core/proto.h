@@ -74,6 +74,12 @@ struct proto_conn {
 
     json_t *state;         /* adapter state (owned JSON object) */
 
+    /* Set by an adapter while it formats the followed job's end event:
+     * keep following the channel (any job, from the cursor) instead of
+     * stopping (seed 001: more queued messages will be answered). Read and
+     * reset by proto_event; not saved. */
+    int follow_next;
+
     /* Set by an adapter when the transport must close after sending the
      * frames it was given (e.g. seed 002 unknown brand). */
     int close;
@@ -93,6 +99,20 @@ struct proto_conn {
  * decoded path parameter set; -1 when no protocol lives at that path. */
 int proto_route(const char *path, enum proto_kind *kind, char *param, size_t plen);
 
+/* What a transport knows of the client (seed 001's session metadata):
+ * each member may be NULL or "" (unknown); borrowed for the call. */
+struct proto_client {
+    const char *user_agent;     /* the User-Agent request header */
+    const char *ip;             /* the client's address as the web server saw it */
+    const char *client_version; /* the X-Client-Version header (else the path's
+                                   ?client_version=, which proto_open_client reads) */
+    const char *project_id;     /* set by proto_open_client from the path's ?project_id= */
+};
+/* proto_open with what the transport knows of the client (cl may be NULL).
+ * The seed 001 adapter records it in the session's metadata. */
+int proto_open_client(struct parley_ctx *ctx, struct proto_conn *c, const char *path,
+                      const char *user, const char *peer, const struct proto_client *cl,
+                      struct proto_frames *out);
 /* Initialises c for path (a proto_route path, or PROTO_SEND_PATH), user (sub, "" open mode) and peer. Reads query
  * parameters seq=1 and after=N (resume from channel seq N). Produces the
  * protocol's opening frames (connected / welcome; or error and close).

@@ -89,7 +89,8 @@ static int brand_load(struct parley_ctx *ctx, struct proto_conn *c, struct brand
     return error_frame(c, out, PERR_NOT_FOUND, m) < 0 ? -1 : 1;
 }
 
-static int brand_open(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames *out)
+static int brand_open(struct parley_ctx *ctx, struct proto_conn *c, const struct proto_client *cl,
+                       struct proto_frames *out)
 {
     struct brand b;
     int r = brand_load(ctx, c, &b, out);

@@ -79,7 +79,8 @@ static int valid_session_id(const char *id)
  * frame was added and the connection is to close; -1 database error (an
  * error frame was added). */
 static int session_load(struct parley_ctx *ctx, struct proto_conn *c, int create,
-                        struct conversation *conv, struct proto_frames *out)
+                        const struct proto_client *cl, struct conversation *conv,
+                        struct proto_frames *out)
 {
     int r = store_conv_get(ctx->db, c->param, NULL, conv);
     if (r == 1 && create) {
@@ -87,7 +88,9 @@ static int session_load(struct parley_ctx *ctx, struct proto_conn *c, int create
         str_copy(conv->id, sizeof conv->id, c->param);
         str_copy(conv->owner, sizeof conv->owner, c->user);
         str_copy(conv->kind, sizeof conv->kind, "chat");
+        conv->project_id = cl && cl->project_id && *cl->project_id ? (char *)cl->project_id : NULL;
         r = store_conv_create(ctx->db, conv);
+        conv->project_id = NULL;                     /* was borrowed */
         if (r == 2)        /* someone created it meanwhile: whose is it? */
             r = store_conv_get(ctx->db, c->param, NULL, conv);
     }
@@ -108,18 +111,216 @@ static int session_load(struct parley_ctx *ctx, struct proto_conn *c, int create
     return 0;
 }
 
-static int chat_open(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames *out)
+/* ---- session activity and metadata (seed 001's ChatSession) ---- */
+
+/* A client's project id: 1-64 letters, digits, '-', '_' or '.' (a
+ * MongoDB ObjectId's 24 hex digits fit). */
+static int valid_project_id(const char *p)
+{
+    return ident_name_valid(p, 64);
+}
+
+/* The session's metadata (old: its JSON text) with what the transport
+ * knows of this connection: user_agent, ip_address, client_version, each
+ * kept from before when unknown now and "" when never known (new string;
+ * NULL out of memory). */
+static char *client_metadata(const char *old, const struct proto_client *cl)
+{
+    json_t *m = old ? json_loads(old, 0, NULL) : NULL;
+    if (!json_is_object(m)) {
+        json_decref(m);
+        m = json_object();
+    }
+    const char *keys[3] = { "user_agent", "ip_address", "client_version" };
+    const char *vals[3] = { cl ? cl->user_agent : NULL, cl ? cl->ip : NULL,
+                            cl ? cl->client_version : NULL };
+    const size_t caps[3] = { 512, 64, 128 };
+    for (int i = 0; m && i < 3; i++) {
+        if (vals[i] && *vals[i])
+            json_object_set_new(m, keys[i], json_stringn(vals[i], utf8_cut(vals[i], caps[i])));
+        else if (!json_is_string(json_object_get(m, keys[i])))
+            json_object_set_new(m, keys[i], json_string(""));
+    }
+    char *s = m ? json_dumps(m, JSON_COMPACT) : NULL;
+    json_decref(m);
+    return s;
+}
+
+/* Records activity on c's session (status back to active, last_activity
+ * now): always when force, else at most every TOUCH_EVERY_MS per
+ * connection. A failure is only logged: activity is bookkeeping, never a
+ * reason to refuse the client. */
+#define TOUCH_EVERY_MS 30000
+static void touch(struct parley_ctx *ctx, struct proto_conn *c, int force)
+{
+    int64_t now = now_ms();
+    json_t *t = json_object_get(c->state, "touched_at");
+    if (!force && json_is_integer(t) && now - json_integer_value(t) < TOUCH_EVERY_MS &&
+        now >= json_integer_value(t))
+        return;
+    if (store_conv_touch(ctx->db, c->param, NULL) < 0)
+        fprintf(stderr, "parley: session %s: cannot record its activity: %s\n", c->param,
+                db_err_text(ctx->db, "database error"));
+    else
+        json_object_set_new(c->state, "touched_at", json_integer(now));
+}
+
+/* ---- the queue: one answer at a time, in order (sql 008) ---- */
+
+static void chat_on_end(struct parley_ctx *ctx, const struct proto_job *ended);
+static const char *preferred_model(struct proto_job *job, const char *settings);
+
+/* The job answering queued message msg_id of conv (NULL on failure). */
+static struct proto_job *turn_job(struct parley_ctx *ctx, const struct conversation *conv,
+                                  const char *msg_id)
+{
+    struct proto_job *job = proto_job_new();
+    if (!job || proto_job_conversation(ctx, job, conv->id, msg_id) < 0 ||
+        uuid_v4(job->message_id) < 0) {
+        proto_job_free(job);
+        return NULL;
+    }
+    job->req.message_id = job->message_id;
+    job->req.llm.model = preferred_model(job, conv->settings);
+    job->req.user = proto_job_keep(job, conv->owner);
+    job->on_end = chat_on_end;
+    return job;
+}
+
+enum { NEXT_NONE = 0, NEXT_BUSY = 1, NEXT_OWNED = 2 };
+/* Starts the answer to conv's oldest queued message unless an answer runs:
+ * NEXT_OWNED with *jobp (claimed; the caller submits it), NEXT_BUSY with
+ * *running / *first (the running job and where it starts), NEXT_NONE when
+ * nothing is queued, -1 on a database error. */
+static int chat_next(struct parley_ctx *ctx, const struct conversation *conv,
+                     struct proto_job **jobp, int64_t *running, int64_t *first)
+{
+    char chan[200];
+    snprintf(chan, sizeof chan, "conv:%s", conv->id);
+    *jobp = NULL;
+    for (int tries = 0; tries < 8; tries++) {
+        int r = jobs_running_on(ctx->db, chan, running, first);   /* cheap: no context read */
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            return NEXT_BUSY;
+        char next[64];
+        if (store_msg_queued(ctx->db, conv->id, next, NULL) < 0)
+            return -1;
+        if (!next[0])
+            return NEXT_NONE;
+        struct proto_job *job = turn_job(ctx, conv, next);
+        if (!job)
+            return -1;
+        char err[256];
+        int rc = jobs_claim_turn(ctx->db, ctx->bell, chan, conv->id, next, conv->owner,
+                                 ctx->cfg->lease_ms, &job->claim, err, sizeof err);
+        if (rc == JOBS_TURN_OK) {
+            *jobp = job;
+            return NEXT_OWNED;
+        }
+        *running = job->claim.job_id;
+        *first = job->claim.first_seq;
+        proto_job_free(job);
+        if (rc == JOBS_TURN_BUSY)
+            return NEXT_BUSY;
+        if (rc == JOBS_TURN_EMPTY)
+            return NEXT_NONE;
+        if (rc < 0) {
+            fprintf(stderr, "parley: %s\n", err);
+            return -1;
+        }
+        /* JOBS_TURN_MOVED: someone took it meanwhile; read the queue again */
+    }
+    return NEXT_NONE;
+}
+
+/* Starts the next answer of session id (when none runs and one is queued)
+ * and hands it to this process's generation loop. For the loop's end hook
+ * and for connections that notice a stalled queue; c (may be NULL) then
+ * follows the new job. 0, or -1 on a database error. */
+static int chat_kick(struct parley_ctx *ctx, struct proto_conn *c, const char *id)
+{
+    struct conversation conv;
+    int g = store_conv_get(ctx->db, id, NULL, &conv);
+    if (g != 0)
+        return g < 0 ? -1 : 0;
+    int rc = 0;
+    if (strcmp(conv.status, "closed") != 0) {
+        struct proto_job *job = NULL;
+        int64_t rj = 0, rf = 0;
+        int r = chat_next(ctx, &conv, &job, &rj, &rf);
+        if (r == NEXT_OWNED) {
+            if (c && !proto_following(c))
+                proto_follow(c, job->channel, job->claim.job_id, job->claim.first_seq);
+            proto_job_submit(ctx, job);       /* takes it, even when it fails */
+        }
+        rc = r < 0 ? -1 : 0;
+    }
+    store_conv_free(&conv);
+    return rc;
+}
+
+/* proto_job.on_end of every seed 001 answer: the next queued message. */
+static void chat_on_end(struct parley_ctx *ctx, const struct proto_job *ended)
+{
+    if (ended->req.conversation_id && chat_kick(ctx, NULL, ended->req.conversation_id) < 0)
+        fprintf(stderr, "parley: session %s: cannot start its next queued message: %s\n",
+                ended->req.conversation_id, db_err_text(ctx->db, "database error"));
+}
+
+/* Appends id to the string array `key` of c's state, keeping at most max
+ * (the oldest go first). */
+static void state_list_add(struct proto_conn *c, const char *key, const char *id, size_t max)
+{
+    json_t *a = json_object_get(c->state, key);
+    if (!json_is_array(a)) {
+        a = json_array();
+        json_object_set_new(c->state, key, a);
+    }
+    json_array_append_new(a, json_string(id));
+    while (json_array_size(a) > max)
+        json_array_remove(a, 0);
+}
+
+/* Removes id from the string array `key` of c's state: 1 when it was there. */
+static int state_list_take(struct proto_conn *c, const char *key, const char *id)
+{
+    json_t *a = json_object_get(c->state, key);
+    for (size_t i = 0; id && i < json_array_size(a); i++) {
+        const char *v = json_string_value(json_array_get(a, i));
+        if (v && !strcmp(v, id)) {
+            json_array_remove(a, i);
+            if (!json_array_size(a))
+                json_object_del(c->state, key);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int chat_open(struct parley_ctx *ctx, struct proto_conn *c, const struct proto_client *cl,
+                     struct proto_frames *out)
 {
     if (!valid_session_id(c->param)) {
         close_with(c, 1008, "invalid session id");
         return error_frame(c, out, PERR_BAD_INPUT, "Invalid session id: use 1-63 letters, digits, '-', '_' or '.'");
     }
+    if (cl && cl->project_id && !valid_project_id(cl->project_id)) {
+        close_with(c, 1008, "invalid project id");
+        return error_frame(c, out, PERR_BAD_INPUT, "Invalid project_id: use 1-64 letters, digits, '-', '_' or '.'");
+    }
     struct conversation conv;
-    int r = session_load(ctx, c, 1, &conv, out);
+    int r = session_load(ctx, c, 1, cl, &conv, out);
     if (r < 0)
         close_with(c, CLOSE_DB_ERROR, "database error");
     if (r != 0)
         return r < 0 ? -1 : 0;
+    /* a (re)connection: the session is active again, with this client's metadata */
+    char *meta = client_metadata(conv.metadata, cl);
+    if (meta && store_conv_touch(ctx->db, c->param, meta) == 0)
+        json_object_set_new(c->state, "touched_at", json_integer(now_ms()));
+    free(meta);
     store_conv_free(&conv);
 
     char ts[32];
@@ -143,8 +344,15 @@ static int chat_open(struct parley_ctx *ctx, struct proto_conn *c, struct proto_
         error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return -1;
     }
-    if (r == 0)
+    if (r == 0) {
         proto_follow(c, chan, job_id, first_seq);   /* a reconnect: the answer so far */
+        return 0;
+    }
+    /* nothing runs: messages queued before a crash are answered now */
+    int64_t queued = 0;
+    if (store_msg_queued(ctx->db, c->param, NULL, &queued) == 0 && queued > 0 &&
+        chat_kick(ctx, c, c->param) < 0)
+        fprintf(stderr, "parley: session %s: cannot start its queued messages\n", c->param);
     return 0;
 }
 
@@ -293,9 +501,42 @@ static json_t *word_chunks(const char *content)
     return a;
 }
 
+/* The start event of a queued message's answer: which of this
+ * connection's messages it answers ("reply_to", runner.c) — no longer
+ * waited for; answered with one frame when it was sent "stream": false. */
+static void chat_started(struct proto_conn *c, const struct evlog_event *ev)
+{
+    json_t *d = json_loadb(ev->data, ev->data_len, 0, NULL);
+    const char *to = proto_str(d, "reply_to");
+    if (to) {
+        state_list_take(c, "waiting", to);
+        if (state_list_take(c, "unstreamed", to))
+            json_object_set_new(c->state, "unstreamed_job", json_integer(ev->job_id));
+    }
+    json_decref(d);
+}
+
+/* At the end of an answer: keep following the session while this
+ * connection waits for more answers or messages are queued (c->follow_next,
+ * proto_event), and start the next one if its owner could not (a worker
+ * that died; normally the generation loop's end hook already did). */
+static int chat_ended(struct parley_ctx *ctx, struct proto_conn *c)
+{
+    int64_t queued = 0;
+    if (store_msg_queued(ctx->db, c->param, NULL, &queued) < 0)
+        return -1;
+    if (queued > 0 || json_array_size(json_object_get(c->state, "waiting")) > 0)
+        c->follow_next = 1;
+    if (queued > 0 && chat_kick(ctx, NULL, c->param) < 0)
+        return -1;
+    return 0;
+}
+
 static int chat_event(struct parley_ctx *ctx, struct proto_conn *c,
                       const struct evlog_event *ev, struct proto_frames *out)
 {
+    if (!strcmp(ev->type, "start"))
+        chat_started(c, ev);
     const char *mid = message_id_of(ctx, c, ev);
     json_t *jm = mid ? json_string(mid) : json_null();
     json_t *o = NULL;
@@ -346,7 +587,12 @@ static int chat_event(struct parley_ctx *ctx, struct proto_conn *c,
         json_decref(jm);
         return 0;
     }
-    return frames_push(out, proto_with_seq(c, ev, o));
+    if (frames_push(out, proto_with_seq(c, ev, o)) < 0)
+        return -1;
+    if ((!strcmp(ev->type, "done") || !strcmp(ev->type, "error")) && chat_ended(ctx, c) < 0)
+        fprintf(stderr, "parley: session %s: cannot read its queue: %s\n", c->param,
+                db_err_text(ctx->db, "database error"));
+    return 0;
 }
 
 /* ---- stop ---- */
@@ -464,9 +710,12 @@ static const char *valid_content(struct parley_ctx *ctx, struct proto_conn *c, j
     return content;
 }
 
-/* Stores the user message and starts its generation. */
-static int start_answer(struct parley_ctx *ctx, struct proto_conn *c, const char *content,
-                        const char *meta, const struct conversation *conv,
+/* Stores the user message as queued and starts the session's next answer
+ * when none runs (that is this message's unless older ones wait); the
+ * connection follows the running answer and, through chat_ended, the
+ * following ones until its own has started. */
+static int queue_answer(struct parley_ctx *ctx, struct proto_conn *c, const char *content,
+                        const char *meta, int unstreamed, const struct conversation *conv,
                         struct proto_frames *out, struct proto_job **jobp)
 {
     struct message um;
@@ -475,30 +724,38 @@ static int start_answer(struct parley_ctx *ctx, struct proto_conn *c, const char
     str_copy(um.role, sizeof um.role, "user");
     um.content = (char *)content;         /* only read */
     um.metadata = (char *)meta;
+    um.queued = 1;
     if (store_msg_add(ctx->db, &um) < 0) {
         error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return -1;
     }
-
-    struct proto_job *job = proto_job_new();
-    if (!job || proto_job_conversation(ctx, job, conv->id, um.id) < 0 ||
-        uuid_v4(job->message_id) < 0)
-        goto fail;
-    job->req.message_id = job->message_id;
-    job->req.llm.model = preferred_model(job, conv->settings);
-    char mid[64];
-    str_copy(mid, sizeof mid, job->message_id);
-    if (proto_start(ctx, c, job, jobp) < 0) {
+    size_t keep = (size_t)ctx->cfg->chat_queue + 2;
+    state_list_add(c, "waiting", um.id, keep);
+    if (unstreamed)
+        state_list_add(c, "unstreamed", um.id, keep);
+    struct proto_job *job = NULL;
+    int64_t rj = 0, rf = 0;
+    int r = chat_next(ctx, conv, &job, &rj, &rf);
+    if (r < 0) {
         error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return -1;
     }
-    json_object_set_new(c->state, "message_id", json_string(mid));
-    json_object_set_new(c->state, "message_job", json_integer(c->job_id));
+    /* a connection already following the session keeps its place (the
+     * end of what it follows leads on, chat_ended); else it follows now */
+    if (r == NEXT_OWNED) {
+        if (!proto_following(c)) {
+            proto_follow(c, job->channel, job->claim.job_id, job->claim.first_seq);
+            /* its chunks carry this id from the first one on */
+            json_object_set_new(c->state, "message_id", json_string(job->message_id));
+            json_object_set_new(c->state, "message_job", json_integer(job->claim.job_id));
+        }
+        *jobp = job;
+    } else if (r == NEXT_BUSY && !proto_following(c)) {
+        char chan[200];
+        snprintf(chan, sizeof chan, "conv:%s", conv->id);
+        proto_follow(c, chan, rj, rf);
+    }
     return 0;
-fail:
-    proto_job_free(job);
-    error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
-    return -1;
 }
 
 static int chat_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg,
@@ -514,6 +771,7 @@ static int chat_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *ms
     const char *type = json_string_value(jt);
     if (!type)
         return error_frame(c, out, PERR_BAD_INPUT, "Invalid message format: \"type\" must be a string");
+    touch(ctx, c, 0);                          /* any frame is activity */
     if (!strcmp(type, "ping")) {
         char ts[32];
         proto_timestamp(ts, now_ms(), 0);
@@ -535,12 +793,8 @@ static int chat_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *ms
     const char *content = valid_content(ctx, c, msg, &meta, out, &rc);
     if (!content)
         return rc;
-    if (proto_following(c) && c->job_id) {
-        free(meta);
-        return error_frame(c, out, PERR_CONFLICT, "A response is still being generated; wait for it to finish");
-    }
     struct conversation conv;
-    int r = session_load(ctx, c, 0, &conv, out);   /* deleted or closed since open? */
+    int r = session_load(ctx, c, 0, NULL, &conv, out);   /* deleted or closed since open? */
     if (r != 0) {
         free(meta);
         return r < 0 ? -1 : 0;
@@ -563,11 +817,32 @@ static int chat_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *ms
         }
         return error_frame(c, out, PERR_RATE_LIMITED, "Rate limit exceeded");
     }
-    rc = start_answer(ctx, c, content, meta, &conv, out, jobp);
-    if (rc == 0 && json_is_false(js))
-        json_object_set_new(c->state, "unstreamed_job", json_integer(c->job_id));
-    else
-        json_object_del(c->state, "unstreamed_job");
+    /* while an answer streams the message waits its turn, up to
+     * PARLEY_CHAT_QUEUE of them (0: refused as before the queue existed) */
+    char chan[200];
+    snprintf(chan, sizeof chan, "conv:%s", conv.id);
+    int64_t rj, rf, queued = 0;
+    int running = jobs_running_on(ctx->db, chan, &rj, &rf);
+    if (running < 0 || store_msg_queued(ctx->db, conv.id, NULL, &queued) < 0) {
+        free(meta);
+        store_conv_free(&conv);
+        error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
+        return -1;
+    }
+    if (running == 0 && ctx->cfg->chat_queue == 0) {
+        free(meta);
+        store_conv_free(&conv);
+        return error_frame(c, out, PERR_CONFLICT, "A response is still being generated; wait for it to finish");
+    }
+    if (running == 0 && queued >= ctx->cfg->chat_queue) {
+        free(meta);
+        store_conv_free(&conv);
+        char m[160];
+        snprintf(m, sizeof m, "Too many messages waiting for an answer (max %d); wait for one to finish",
+                 ctx->cfg->chat_queue);
+        return error_frame(c, out, PERR_QUEUE_FULL, m);
+    }
+    rc = queue_answer(ctx, c, content, meta, json_is_false(js), &conv, out, jobp);
     free(meta);
     store_conv_free(&conv);
     return rc;

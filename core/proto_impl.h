@@ -6,8 +6,10 @@
 
 struct proto_ops {
     const char *name;
-    /* Opening frames; the query's seq/after are already applied to c. */
-    int (*open)(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames *out);
+    /* Opening frames; the query's seq/after are already applied to c; cl
+     * (may be NULL) is what the transport knows of the client. */
+    int (*open)(struct parley_ctx *ctx, struct proto_conn *c, const struct proto_client *cl,
+                struct proto_frames *out);
     /* msg: the parsed frame, or NULL when the text was not valid JSON
      * (then the adapter answers its protocol's error). */
     int (*message)(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg,
@@ -36,6 +38,11 @@ struct proto_job {
     struct llm_message msgs[PROTO_JOB_MAX_MSGS];
     char *owned[2 * PROTO_JOB_MAX_MSGS + 8];
     int nowned;
+    /* Called by the generation loop right after the job ended (its end
+     * transaction committed), in the loop's thread with the loop's ctx,
+     * unless the process is shutting down (seed 001: answer the next
+     * queued message). NULL: nothing. */
+    void (*on_end)(struct parley_ctx *ctx, const struct proto_job *job);
 };
 
 /* New empty job (NULL on OOM). */

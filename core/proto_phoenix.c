@@ -142,7 +142,8 @@ static int running_query(struct parley_ctx *ctx, const char *conv, char **q)
     return 0;
 }
 
-static int phx_open(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames *out)
+static int phx_open(struct parley_ctx *ctx, struct proto_conn *c, const struct proto_client *cl,
+                    struct proto_frames *out)
 {
     (void)out;
     if (!ident_name_valid(c->param, sizeof ((struct conversation *)0)->id - 1))

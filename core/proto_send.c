@@ -42,7 +42,8 @@ static int error_frame(struct proto_conn *c, struct proto_frames *out, enum perr
                                       perr_code(kind)));
 }
 
-static int send_open(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames *out)
+static int send_open(struct parley_ctx *ctx, struct proto_conn *c, const struct proto_client *cl,
+                       struct proto_frames *out)
 {
     (void)ctx;
     (void)c;

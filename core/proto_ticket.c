@@ -44,7 +44,8 @@ int proto_ticket_cached(struct proto_frames *out, const char *response)
     return frames_push(out, json_pack("{s:s}", "type", "done"));
 }
 
-static int ticket_open(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames *out)
+static int ticket_open(struct parley_ctx *ctx, struct proto_conn *c, const struct proto_client *cl,
+                       struct proto_frames *out)
 {
     (void)ctx;
     if (!ident_ticket_id_valid(c->param)) {

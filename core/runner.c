@@ -335,9 +335,13 @@ int runner_gen_begin(struct parley_ctx *ctx, const struct gen_request *req,
 
     config_llm(ctx->cfg, &rs->lc);
     const char *model = req->llm.model ? req->llm.model : rs->lc.model;
-    char *start = json_text(json_pack("{s:I, s:s, s:s}", "job_id", (json_int_t)claim->job_id,
-                                      "message_id", rs->out.message_id,
-                                      "model", model ? model : ""));
+    /* reply_to: the user message a conversation's answer replies to (its
+     * prompt key), which tells seed 001 which queued message this is */
+    json_t *so = json_pack("{s:I, s:s, s:s}", "job_id", (json_int_t)claim->job_id,
+                           "message_id", rs->out.message_id, "model", model ? model : "");
+    if (so && req->conversation_id && req->prompt_key)
+        json_object_set_new(so, "reply_to", json_string(req->prompt_key));
+    char *start = json_text(so);
     int64_t seq = !start ? -1
                   : (flags & RUNNER_IN_TX)
                   ? evlog_append_tx(ctx->db, req->channel, claim->job_id, "start", start, strlen(start))

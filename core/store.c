@@ -76,7 +76,8 @@ void store_conv_free(struct conversation *c)
     free(c->title);
     free(c->settings);
     free(c->metadata);
-    c->ticket_id = c->brand_id = c->title = c->settings = c->metadata = NULL;
+    free(c->project_id);
+    c->ticket_id = c->brand_id = c->title = c->settings = c->metadata = c->project_id = NULL;
 }
 
 void store_convs_free(struct conversation *c, int n)
@@ -92,15 +93,15 @@ int store_conv_create(parley_db *db, struct conversation *c)
 {
     static const char sql[] =
         "INSERT INTO conversations(id, owner, kind, ticket_id, brand_id, title, status, "
-        "settings, metadata, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING";
+        "settings, metadata, created_at, updated_at, project_id, last_activity) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING";
     if (!c->id[0] && uuid_v4(c->id) < 0)
         return STORE_ERR;
     if (!c->kind[0])
         str_copy(c->kind, sizeof c->kind, "chat");
     if (!c->status[0])
         str_copy(c->status, sizeof c->status, "active");
-    c->created_at = c->updated_at = now_ms();
+    c->created_at = c->updated_at = c->last_activity = now_ms();
     if (db_pg_conn(db))
         return store_pg_conv_create(db, c);
     sqlite3_stmt *st = db_stmt(db, sql);
@@ -117,6 +118,8 @@ int store_conv_create(parley_db *db, struct conversation *c)
     db_bind_text(st, 9, c->metadata ? c->metadata : "{}");
     sqlite3_bind_int64(st, 10, c->created_at);
     sqlite3_bind_int64(st, 11, c->updated_at);
+    db_bind_text(st, 12, c->project_id);
+    sqlite3_bind_int64(st, 13, c->last_activity);
     int rc = sqlite3_step(st);
     int changed = sqlite3_changes(db_handle(db));
     sqlite3_reset(st);
@@ -127,7 +130,8 @@ int store_conv_create(parley_db *db, struct conversation *c)
 
 #define CONV_COLS "c.id, c.owner, c.kind, c.ticket_id, c.brand_id, c.title, c.status, " \
     "c.settings, c.metadata, c.created_at, c.updated_at, " \
-    "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id)"
+    "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id), " \
+    "c.project_id, coalesce(c.last_activity, 0)"
 
 static int conv_from_row(sqlite3_stmt *st, struct conversation *c)
 {
@@ -144,7 +148,10 @@ static int conv_from_row(sqlite3_stmt *st, struct conversation *c)
     c->created_at = sqlite3_column_int64(st, 9);
     c->updated_at = sqlite3_column_int64(st, 10);
     c->message_count = sqlite3_column_int64(st, 11);
-    if (!c->title || !c->settings || !c->metadata) {
+    c->project_id = db_col_strdup(st, 12);
+    c->last_activity = sqlite3_column_int64(st, 13);
+    if (!c->title || !c->settings || !c->metadata ||
+        (!c->project_id && sqlite3_column_type(st, 12) != SQLITE_NULL)) {
         store_conv_free(c);
         return -1;
     }
@@ -172,24 +179,27 @@ int store_conv_get(parley_db *db, const char *id, const char *owner, struct conv
     return r;
 }
 
-int store_conv_list(parley_db *db, const char *owner, const char *kind, int limit, int offset,
-                    struct conversation **out, int *n, int64_t *total)
+int store_conv_list_project(parley_db *db, const char *owner, const char *kind,
+                            const char *project, int limit, int offset,
+                            struct conversation **out, int *n, int64_t *total)
 {
     static const char sql_count[] =
-        "SELECT count(*) FROM conversations WHERE owner = ?1 AND (?2 IS NULL OR kind = ?2)";
+        "SELECT count(*) FROM conversations WHERE owner = ?1 AND (?2 IS NULL OR kind = ?2) "
+        "AND (?3 IS NULL OR project_id = ?3)";
     static const char sql[] =
         "SELECT " CONV_COLS " FROM conversations c WHERE c.owner = ?1 AND (?2 IS NULL OR c.kind = ?2) "
-        "ORDER BY c.updated_at DESC, c.id LIMIT ?3 OFFSET ?4";
+        "AND (?5 IS NULL OR c.project_id = ?5) ORDER BY c.updated_at DESC, c.id LIMIT ?3 OFFSET ?4";
     *out = NULL;
     *n = 0;
     *total = 0;
     if (db_pg_conn(db))
-        return store_pg_conv_list(db, owner, kind, limit, offset, out, n, total);
+        return store_pg_conv_list(db, owner, kind, project, limit, offset, out, n, total);
     sqlite3_stmt *st = db_stmt(db, sql_count);
     if (!st)
         return STORE_ERR;
     db_bind_text(st, 1, owner);
     db_bind_text(st, 2, kind);
+    db_bind_text(st, 3, project);
     if (sqlite3_step(st) != SQLITE_ROW) {
         sqlite3_reset(st);
         return STORE_ERR;
@@ -205,6 +215,7 @@ int store_conv_list(parley_db *db, const char *owner, const char *kind, int limi
     db_bind_text(st, 2, kind);
     sqlite3_bind_int(st, 3, limit);
     sqlite3_bind_int(st, 4, offset < 0 ? 0 : offset);
+    db_bind_text(st, 5, project);
     struct conversation *v = calloc((size_t)limit, sizeof *v);
     if (!v) {
         sqlite3_reset(st);
@@ -220,6 +231,43 @@ int store_conv_list(parley_db *db, const char *owner, const char *kind, int limi
     *out = v;
     *n = k;
     return STORE_OK;
+}
+
+int store_conv_list(parley_db *db, const char *owner, const char *kind, int limit, int offset,
+                    struct conversation **out, int *n, int64_t *total)
+{
+    return store_conv_list_project(db, owner, kind, NULL, limit, offset, out, n, total);
+}
+
+int store_conv_touch(parley_db *db, const char *id, const char *metadata)
+{
+    static const char sql[] =
+        "UPDATE conversations SET last_activity = ?2, metadata = coalesce(?3, metadata), "
+        "status = CASE WHEN status = 'closed' THEN status ELSE 'active' END WHERE id = ?1";
+    if (db_pg_conn(db))
+        return store_pg_conv_touch(db, id, metadata);
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return STORE_ERR;
+    db_bind_text(st, 1, id);
+    sqlite3_bind_int64(st, 2, now_ms());
+    db_bind_text(st, 3, metadata);
+    int rc = sqlite3_step(st);
+    int changed = sqlite3_changes(db_handle(db));
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return STORE_ERR;
+    return changed ? STORE_OK : STORE_NOT_FOUND;
+}
+
+const char *store_conv_status(const struct conversation *c, int64_t now, int64_t idle_ms)
+{
+    if (!strcmp(c->status, "closed"))
+        return "closed";
+    if (!strcmp(c->status, "idle"))
+        return "idle";
+    int64_t last = c->last_activity > 0 ? c->last_activity : c->created_at;
+    return idle_ms > 0 && last + idle_ms < now ? "idle" : "active";
 }
 
 int store_conv_set_status(parley_db *db, const char *id, const char *owner, const char *status)
@@ -300,7 +348,7 @@ int store_msg_add_tx(parley_db *db, struct message *m)
 {
     static const char sql[] =
         "INSERT INTO messages(id, conversation_id, role, content, tokens, processing_ms, model, "
-        "helpful, rating, metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        "helpful, rating, metadata, created_at, queued) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     /* max(): a message committed after a newer one does not move the
      * conversation's activity back (as on PostgreSQL, where two nodes'
      * adds interleave) */
@@ -329,6 +377,7 @@ int store_msg_add_tx(parley_db *db, struct message *m)
         sqlite3_bind_int(st, 9, m->rating);
     db_bind_text(st, 10, m->metadata ? m->metadata : "{}");
     sqlite3_bind_int64(st, 11, m->created_at);
+    sqlite3_bind_int(st, 12, m->queued ? 1 : 0);
     if (done_or_err(st, sqlite3_step(st)) < 0)
         return STORE_ERR;
     st = db_stmt(db, touch);
@@ -351,7 +400,7 @@ int store_msg_add(parley_db *db, struct message *m)
 }
 
 #define MSG_COLS "id, conversation_id, role, content, tokens, processing_ms, model, " \
-    "helpful, rating, metadata, created_at"
+    "helpful, rating, metadata, created_at, queued"
 
 static int msg_from_row(sqlite3_stmt *st, struct message *m)
 {
@@ -371,6 +420,7 @@ static int msg_from_row(sqlite3_stmt *st, struct message *m)
         m->rating = sqlite3_column_int(st, 8);
     m->metadata = db_col_strdup(st, 9);
     m->created_at = sqlite3_column_int64(st, 10);
+    m->queued = sqlite3_column_int(st, 11);
     if (!m->content || !m->metadata) {
         msg_free(m);
         return -1;
@@ -453,6 +503,56 @@ int store_msg_context(parley_db *db, const char *conv_id, int last,
     db_bind_text(st, 1, conv_id);
     sqlite3_bind_int(st, 2, last);
     return collect_msgs(st, last, out, n);
+}
+
+int store_msg_context_for(parley_db *db, const char *conv_id, const char *answering, int last,
+                          struct message **out, int *n)
+{
+    /* the answered message sorts last whatever its time (?3 NULL: none) */
+    static const char sql[] =
+        "SELECT * FROM (SELECT " MSG_COLS ", rowid AS r, id = ?3 AS a FROM messages "
+        "WHERE conversation_id = ?1 AND (queued = 0 OR id = ?3) "
+        "ORDER BY id = ?3 DESC, created_at DESC, rowid DESC LIMIT ?2) ORDER BY a, created_at, r";
+    *out = NULL;
+    *n = 0;
+    if (db_pg_conn(db))
+        return store_pg_msg_context_for(db, conv_id, answering, last, out, n);
+    if (last <= 0)
+        return STORE_OK;
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return STORE_ERR;
+    db_bind_text(st, 1, conv_id);
+    sqlite3_bind_int(st, 2, last);
+    db_bind_text(st, 3, answering);
+    return collect_msgs(st, last, out, n);
+}
+
+int store_msg_queued(parley_db *db, const char *conv_id, char first_id[64], int64_t *count)
+{
+    static const char sql[] =
+        "SELECT (SELECT id FROM messages WHERE conversation_id = ?1 AND queued = 1 "
+        "ORDER BY created_at, rowid LIMIT 1), "
+        "(SELECT count(*) FROM messages WHERE conversation_id = ?1 AND queued = 1)";
+    if (first_id)
+        first_id[0] = '\0';
+    if (count)
+        *count = 0;
+    if (db_pg_conn(db))
+        return store_pg_msg_queued(db, conv_id, first_id, count);
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return STORE_ERR;
+    db_bind_text(st, 1, conv_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        if (first_id)
+            copy_col(first_id, 64, st, 0);
+        if (count)
+            *count = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? STORE_OK : STORE_ERR;
 }
 
 int store_msg_react(parley_db *db, const char *owner, const char *conv_id,

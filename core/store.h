@@ -45,7 +45,10 @@ struct conversation {
     char status[16];       /* active | idle | closed */
     char *settings;        /* JSON object text */
     char *metadata;        /* JSON object text */
+    char *project_id;      /* seed 001's project_id; NULL when none */
     int64_t created_at, updated_at;
+    int64_t last_activity; /* ms of the last connection or client frame (store_conv_touch);
+                              0 when never recorded (read: created_at) */
     int64_t message_count; /* filled by get/list */
 };
 void store_conv_free(struct conversation *c);     /* frees the strings only */
@@ -60,6 +63,20 @@ int store_conv_get(parley_db *db, const char *id, const char *owner, struct conv
  * *out new array (store_convs_free), *n count, *total all matching. */
 int store_conv_list(parley_db *db, const char *owner, const char *kind, int limit, int offset,
                     struct conversation **out, int *n, int64_t *total);
+/* store_conv_list of the conversations whose project_id is project
+ * (NULL: any, as store_conv_list). */
+int store_conv_list_project(parley_db *db, const char *owner, const char *kind,
+                            const char *project, int limit, int offset,
+                            struct conversation **out, int *n, int64_t *total);
+/* A connection or a client frame on conversation id (seed 001's activity):
+ * last_activity = now, status back to 'active' unless it is 'closed', and
+ * metadata replaced by the given JSON object text when not NULL. One
+ * statement. 0 / 1 (no such conversation) / -1. */
+int store_conv_touch(parley_db *db, const char *id, const char *metadata);
+/* The status a client sees: "closed" and "idle" as stored; a stored
+ * "active" reads "idle" when the last activity (or the creation) is older
+ * than idle_ms before now (idle_ms <= 0: never). Borrowed constant. */
+const char *store_conv_status(const struct conversation *c, int64_t now, int64_t idle_ms);
 /* Sets status (active/idle/closed). 0 / 1 / -1. */
 int store_conv_set_status(parley_db *db, const char *id, const char *owner, const char *status);
 /* Deletes the conversation and its messages. 0 / 1 / -1. */
@@ -78,6 +95,8 @@ struct message {
     int rating;            /* 0 unset, 1..5 */
     char *metadata;        /* JSON object text */
     int64_t created_at;
+    int queued;            /* 1: a user message waiting for its answer (seed 001's
+                              queue: jobs_claim_turn takes it); store_msg_add writes it */
 };
 void store_msg_init(struct message *m);           /* unknown/unset values */
 void store_msgs_free(struct message *m, int n);
@@ -91,6 +110,17 @@ int store_msg_list(parley_db *db, const char *conv_id, int limit, int offset,
 /* The last `last` messages, oldest first (the LLM context). */
 int store_msg_context(parley_db *db, const char *conv_id, int last,
                       struct message **out, int *n);
+/* The context to answer message `answering` (may be NULL: as
+ * store_msg_context) of a conversation with queued messages: the last
+ * last-1 messages that are not queued, oldest first, then `answering`
+ * itself (so neither a later queued question nor an answer stored after
+ * it was queued comes after it). */
+int store_msg_context_for(parley_db *db, const char *conv_id, const char *answering, int last,
+                          struct message **out, int *n);
+/* The oldest queued message of a conversation (created_at, rowid) into
+ * first_id ("" when none; first_id may be NULL) and how many are queued
+ * into *count (may be NULL). 0 / -1. */
+int store_msg_queued(parley_db *db, const char *conv_id, char first_id[64], int64_t *count);
 /* Sets helpful (-1 leaves it) and rating (0 leaves it) on a message of a
  * conversation that belongs to owner. 0 / 1 / -1. */
 int store_msg_react(parley_db *db, const char *owner, const char *conv_id,

@@ -16,6 +16,7 @@
  * dispatcher has already checked the token and parsed the body.
  */
 #include "handlers.h"
+#include "ident.h"
 #include "proto.h"
 #include "status.h"
 #include "store.h"
@@ -50,20 +51,33 @@ static json_t *chat_object(const char *text)
     return json_object();
 }
 
-/* Seed 001 ChatSession (new). */
-static json_t *chat_session_json(const struct conversation *c)
+/* Seed 001 ChatSession (new): status "idle" once nothing happened on it
+ * for WEBSOCKET_TIMEOUT (store_conv_status); last_activity the later of
+ * its last message and its last connection or client frame. */
+static json_t *chat_session_json(const struct request *r, const struct conversation *c)
 {
-    return json_pack("{s:s, s:s, s:o, s:o, s:s, s:I, s:o, s:o, s:s, s:s}",
+    int64_t last = c->last_activity > c->updated_at ? c->last_activity : c->updated_at;
+    const char *status = store_conv_status(c, now_ms(), (int64_t)r->ctx->cfg->ws_timeout_s * 1000);
+    return json_pack("{s:s, s:o, s:s, s:o, s:o, s:s, s:I, s:o, s:o, s:s, s:s}",
                      "session_id", c->id,
+                     "project_id", c->project_id ? json_string(c->project_id) : json_null(),
                      "user_id", c->owner,
                      "started_at", chat_time(c->created_at),
-                     "last_activity", chat_time(c->updated_at),
-                     "status", c->status,
+                     "last_activity", chat_time(last),
+                     "status", status,
                      "message_count", (json_int_t)c->message_count,
                      "settings", chat_object(c->settings),
                      "metadata", chat_object(c->metadata),
                      "kind", c->kind,
                      "title", c->title ? c->title : "");
+}
+
+/* A client's project id (seed 001's ChatSession.project_id): 1-64
+ * letters, digits, '-', '_' or '.' (as the WebSocket's ?project_id=). */
+#define CHAT_PROJECT_MSG "project_id must be 1-64 letters, digits, '-', '_' or '.'"
+static int chat_project_valid(const char *p)
+{
+    return p && ident_name_valid(p, 64);
 }
 
 /* Seed 001 ChatMessage (new): the stored metadata object plus tokens_used,
@@ -79,6 +93,8 @@ static json_t *chat_message_json(const struct message *m)
     json_object_set_new(meta, "agent_used", m->model ? json_string(m->model) : json_null());
     if (!json_object_get(meta, "attachments"))
         json_object_set_new(meta, "attachments", json_array());
+    if (m->queued)              /* waiting for its answer (seed 001's queue) */
+        json_object_set_new(meta, "queued", json_true());
     json_t *reactions = json_pack("{s:o, s:o}",
                                   "helpful", m->helpful < 0 ? json_null() : json_boolean(m->helpful),
                                   "rating", m->rating > 0 ? json_integer(m->rating) : json_null());
@@ -147,15 +163,19 @@ int h_sessions_list(struct request *r)
         known |= strcmp(kind, kinds[i]) == 0;
     if (!known)
         return res_error_kind(r, PERR_BAD_INPUT, "Query parameter kind must be chat, ticket, brand, phoenix or sse");
+    char pbuf[80];
+    const char *project = req_query(r, "project_id", pbuf, sizeof pbuf);
+    if (project && !chat_project_valid(project))
+        return res_error_kind(r, PERR_BAD_INPUT, "Query parameter " CHAT_PROJECT_MSG);
 
     struct conversation *v = NULL;
     int n = 0;
     int64_t total = 0;
-    if (store_conv_list(r->ctx->db, r->user, kind, limit, offset, &v, &n, &total) < 0)
+    if (store_conv_list_project(r->ctx->db, r->user, kind, project, limit, offset, &v, &n, &total) < 0)
         return res_error_kind(r, db_err_kind(r->ctx->db), "Database error while listing sessions");
     json_t *arr = json_array();
     for (int i = 0; i < n; i++)
-        json_array_append_new(arr, chat_session_json(&v[i]));
+        json_array_append_new(arr, chat_session_json(r, &v[i]));
     store_convs_free(v, n);
     return res_json(r, 200, json_pack("{s:o, s:I, s:i, s:i}", "sessions", arr,
                                       "total", (json_int_t)total, "limit", limit,
@@ -168,6 +188,9 @@ int h_session_create(struct request *r)
     json_t *settings = json_object_get(r->json, "settings");
     json_t *metadata = json_object_get(r->json, "metadata");
     json_t *kind = json_object_get(r->json, "kind");
+    json_t *project = json_object_get(r->json, "project_id");
+    if (project && !json_is_null(project) && !chat_project_valid(json_string_value(project)))
+        return res_error_kind(r, PERR_BAD_INPUT, CHAT_PROJECT_MSG);
     if (title && !json_is_null(title) &&
         (!json_is_string(title) || chat_utf8_chars(json_string_value(title)) > CHAT_TITLE_MAX))
         return res_error_kind(r, PERR_BAD_INPUT, "title must be a string of at most %d characters", CHAT_TITLE_MAX);
@@ -186,9 +209,10 @@ int h_session_create(struct request *r)
     c.title = (char *)json_string_value(title);          /* borrowed for the insert */
     c.settings = json_is_object(settings) ? json_dumps(settings, JSON_COMPACT) : NULL;
     c.metadata = json_is_object(metadata) ? json_dumps(metadata, JSON_COMPACT) : NULL;
+    c.project_id = (char *)json_string_value(project);   /* borrowed for the insert */
     int rc = store_conv_create(r->ctx->db, &c);
     enum perr why = rc == STORE_ERR ? db_err_kind(r->ctx->db) : PERR_DB;
-    json_t *o = rc == STORE_OK ? chat_session_json(&c) : NULL;
+    json_t *o = rc == STORE_OK ? chat_session_json(r, &c) : NULL;
     free(c.settings);
     free(c.metadata);
     if (rc != STORE_OK) {      /* STORE_EXISTS: a fresh UUID collided */
@@ -204,7 +228,7 @@ int h_session_get(struct request *r)
     struct conversation c;
     if (chat_find(r, r->params[0], &c) < 0)
         return 0;
-    json_t *o = chat_session_json(&c);
+    json_t *o = chat_session_json(r, &c);
     store_conv_free(&c);
     return res_json(r, 200, o);
 }
@@ -355,7 +379,7 @@ int h_chat_export(struct request *r)
         json_t *arr = json_array();
         for (int i = 0; i < n; i++)
             json_array_append_new(arr, chat_message_json(&v[i]));
-        json_t *s = chat_session_json(&c);
+        json_t *s = chat_session_json(r, &c);
         if (s)
             json_object_set_new(s, "message_count", json_integer(n));
         rc = res_json(r, 200, json_pack("{s:o*, s:o, s:o}", "session", s, "messages", arr,

@@ -111,7 +111,7 @@ static void req_copy_free(struct req_copy *k)
  * as with FCGX_GetParam. */
 enum { P_METHOD, P_URI, P_SCRIPT, P_PATH_INFO, P_QUERY, P_CTYPE, P_AUTH, P_REDIR_AUTH,
        P_ORIGIN, P_LAST_EVENT_ID, P_ADDR, P_CLEN, P_PHX_LP_TOKEN, P_PHX_AUTH, P_ACR_HEADERS,
-       P_COOKIE, P_VISITOR, P_HTTPS, P_FWD_PROTO, P_COUNT };
+       P_COOKIE, P_VISITOR, P_HTTPS, P_FWD_PROTO, P_UA, P_CLIENT_VERSION, P_COUNT };
 static const struct {
     const char *name;
     size_t len;
@@ -123,6 +123,7 @@ static const struct {
     PN("REMOTE_ADDR"), PN("CONTENT_LENGTH"), PN("HTTP_X_PHOENIX_LONGPOLL_TOKEN"),
     PN("HTTP_X_PHOENIX_AUTHTOKEN"), PN("HTTP_ACCESS_CONTROL_REQUEST_HEADERS"),
     PN("HTTP_COOKIE"), PN("HTTP_X_PARLEY_VISITOR"), PN("HTTPS"), PN("HTTP_X_FORWARDED_PROTO"),
+    PN("HTTP_USER_AGENT"), PN("HTTP_X_CLIENT_VERSION"),
 #undef PN
 };
 
@@ -212,6 +213,8 @@ static void request_from_params(FCGX_Request *rq, struct request *r, struct req_
     r->visitor_header = keep(k, pv[P_VISITOR]);
     r->https = keep(k, pv[P_HTTPS]);
     r->forwarded_proto = keep(k, pv[P_FWD_PROTO]);
+    r->user_agent = keep(k, pv[P_UA]);             /* seed 001 session metadata */
+    r->client_version = keep(k, pv[P_CLIENT_VERSION]);
     ident_peer(r->peer, sizeof r->peer, NULL, r->remote_addr);
 }
 

@@ -74,6 +74,9 @@ struct request {
      * header, the X-Parley-Visitor header, the HTTPS parameter and the
      * X-Forwarded-Proto header (NULL: absent). */
     const char *cookie, *visitor_header, *https, *forwarded_proto;
+    /* Seed 001's session metadata: the User-Agent and X-Client-Version
+     * headers (NULL: absent). */
+    const char *user_agent, *client_version;
     /* The token of a visitor http_visitor issued for this request ("" none):
      * a handler may put it in its response body (field "visitor"). */
     char visitor_new[VISITOR_TOKEN_MAX];

@@ -116,7 +116,8 @@ int h_poll_open(struct request *r)
     struct proto_conn c;
     struct proto_frames fr;
     frames_init(&fr);
-    int rc = proto_open(ctx, &c, path, user, peer, &fr);
+    struct proto_client cl = { r->user_agent, r->remote_addr, r->client_version, NULL };
+    int rc = proto_open_client(ctx, &c, path, user, peer, &cl, &fr);
     if (rc == 0) {                  /* the role and token_budget claims, saved with c */
         char ptok[4096] = "";
         path_arg(path, "token=", ptok, sizeof ptok);

@@ -24,6 +24,7 @@ int http_status_of(enum perr kind)
         [PERR_INTERNAL] = 500,
         [PERR_BUDGET_EXHAUSTED] = 429,
         [PERR_TOO_LONG] = 400,
+        [PERR_QUEUE_FULL] = 429,
     };
     if ((int)kind < 0 || kind >= PERR_COUNT_ || !status[kind])
         return 500;

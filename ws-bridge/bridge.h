@@ -122,6 +122,9 @@ struct wsconn {
     size_t rx_len, rx_cap;
     struct ustat *ustat;               /* per-user byte counter */
     char *open_path;                   /* path?query for proto_open; the T_OPEN worker frees it */
+    char *open_ua;                     /* its User-Agent and X-Client-Version headers (NULL:   */
+    char *open_cv;                     /* none) and address, for seed 001's session metadata; */
+    char open_addr[64];                /* freed with open_path                                  */
     unsigned closing : 1;              /* a close was requested; no more tasks */
     unsigned counted : 1;              /* counts against WEBSOCKET_MAX_CONNECTIONS */
 

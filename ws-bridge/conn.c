@@ -137,6 +137,8 @@ void conn_unref(struct wsconn *c)
     free(c->pf);
     free(c->rx);
     free(c->open_path);
+    free(c->open_ua);
+    free(c->open_cv);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }

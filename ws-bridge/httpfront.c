@@ -351,6 +351,8 @@ int httpfront_begin(struct lws *wsi, struct bridge *br, struct hx **slot)
     x->r.cookie = header(x, wsi, WSI_TOKEN_HTTP_COOKIE);          /* anonymous visitors */
     x->r.visitor_header = custom_header(x, wsi, "x-parley-visitor:");
     x->r.forwarded_proto = custom_header(x, wsi, "x-forwarded-proto:");
+    x->r.user_agent = header(x, wsi, WSI_TOKEN_HTTP_USER_AGENT);   /* seed 001 metadata */
+    x->r.client_version = custom_header(x, wsi, "x-client-version:");
     bridge_client_addr(wsi, br, addr, sizeof addr);
     x->r.remote_addr = keep(x, addr);
     ident_peer(x->r.peer, sizeof x->r.peer, NULL, x->r.remote_addr);

@@ -721,8 +721,12 @@ static void run_task(struct worker *w, struct wsconn *c, struct task *t)
     case T_OPEN: {
         char *path = c->open_path;
         c->open_path = NULL;
-        if (proto_open(&w->ctx, &c->pc, path, c->user, c->peer, &fr) < 0)
+        struct proto_client cl = { c->open_ua, c->open_addr, c->open_cv, NULL };
+        if (proto_open_client(&w->ctx, &c->pc, path, c->user, c->peer, &cl, &fr) < 0)
             metrics_error(fr.n ? "open" : "db");
+        free(c->open_ua);
+        free(c->open_cv);
+        c->open_ua = c->open_cv = NULL;
         c->pc.has_token_budget = c->token_budget >= 0;   /* the JWT's claim (docs/usage.md) */
         c->pc.token_budget = c->token_budget >= 0 ? c->token_budget : 0;
         c->pc.admin = c->admin;                          /* the role claim (docs/stop.md) */

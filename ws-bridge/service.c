@@ -546,6 +546,21 @@ authed:;
         return 0;
     }
     c->open_path = strdup(path);
+    /* what seed 001 records of the client (its session's metadata) */
+    str_copy(c->open_addr, sizeof c->open_addr, addr);
+    int ual = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_USER_AGENT);
+    if (ual > 0 && ual <= 4096 && (c->open_ua = malloc((size_t)ual + 1)) &&
+        lws_hdr_copy(wsi, c->open_ua, ual + 1, WSI_TOKEN_HTTP_USER_AGENT) < 0) {
+        free(c->open_ua);
+        c->open_ua = NULL;
+    }
+    static const char cvh[] = "x-client-version:";
+    int cvl = lws_hdr_custom_length(wsi, cvh, (int)sizeof cvh - 1);
+    if (cvl > 0 && cvl <= 256 && (c->open_cv = malloc((size_t)cvl + 1)) &&
+        lws_hdr_custom_copy(wsi, c->open_cv, cvl + 1, cvh, (int)sizeof cvh - 1) < 0) {
+        free(c->open_cv);
+        c->open_cv = NULL;
+    }
     if (!c->open_path || sched_task(c, T_OPEN, NULL, 0) < 0)
         close_soon(c, 1011, "server out of memory", 1, CW_ERROR);
     return 0;

@@ -7,6 +7,7 @@
 // SLOW: 3 when the bridge under test was built with ASan (timeouts
 // stretch), else 1.
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -170,24 +171,30 @@ export class ChatbotWebSocket {
 
 
 // A long-poll client (DESIGN §3, served by parley.fcgi) of a WebSocket path.
+// The generic long-poll transport (/api/poll/*): token (a JWT, sent as
+// Bearer) and headers (sent on every request) are optional.
 export class LongPoll {
-  constructor(base, path) { this.base = base; this.path = path; this.cursor = 0; this.msgs = []; }
+  constructor(base, path, { token = null, headers = {} } = {}) {
+    this.base = base; this.path = path; this.cursor = 0; this.msgs = [];
+    this.headers = { ...headers, ...(token ? { authorization: `Bearer ${token}` } : {}) };
+  }
   async open() {
     const r = await fetch(`${this.base}/api/poll/open`, { method: 'POST',
-      headers: { 'content-type': 'application/json' }, body: JSON.stringify({ path: this.path }) });
+      headers: { ...this.headers, 'content-type': 'application/json' }, body: JSON.stringify({ path: this.path }) });
     assert.equal(r.status, 200, await r.clone().text());
     this.sid = (await r.json()).sid;
   }
   async send(frame) {
     const r = await fetch(`${this.base}/api/poll/${this.sid}`, { method: 'POST',
-      headers: { 'content-type': 'application/json' }, body: JSON.stringify(frame) });
+      headers: { ...this.headers, 'content-type': 'application/json' }, body: JSON.stringify(frame) });
     assert.equal(r.status, 202, await r.clone().text());
   }
-  async until(pred, ms = 15000) {
+  async until(pred, ms = 15000 * SLOW) {
     const t0 = Date.now();
     while (!pred(this.msgs)) {
-      assert.ok(Date.now() - t0 < ms, `long-poll timeout; got ${JSON.stringify(this.msgs)}`);
-      const r = await fetch(`${this.base}/api/poll/${this.sid}?cursor=${this.cursor}&wait=5`);
+      assert.ok(Date.now() - t0 < ms, `long-poll timeout; got ${JSON.stringify(this.msgs).slice(0, 2000)}`);
+      const r = await fetch(`${this.base}/api/poll/${this.sid}?cursor=${this.cursor}&wait=5`,
+        { headers: this.headers });
       assert.equal(r.status, 200);
       const j = await r.json();
       this.msgs.push(...j.messages);
@@ -196,6 +203,29 @@ export class LongPoll {
     return this.msgs;
   }
   text() { return this.msgs.filter((m) => m.type === 'stream').map((m) => m.content).join(''); }
+}
+
+// An HS256 JWT for sub signed with secret, valid an hour, with claims.
+export function jwtHS256(secret, sub, claims = {}) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const head = b64({ alg: 'HS256', typ: 'JWT' });
+  const body = b64({ sub, exp: Math.floor(Date.now() / 1000) + 3600, ...claims });
+  const sig = createHmac('sha256', secret).update(`${head}.${body}`).digest('base64url');
+  return `${head}.${body}.${sig}`;
+}
+
+// One REST call: { status, json (null when the body is not JSON), text }.
+export async function api(base, method, path, { token, body, headers = {} } = {}) {
+  const r = await fetch(`${base}${path}`, {
+    method,
+    headers: { ...headers, ...(token ? { authorization: `Bearer ${token}` } : {}),
+      ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    body: body !== undefined ? JSON.stringify(body) : undefined,
+  });
+  const text = await r.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  return { status: r.status, json, text };
 }
 
 export const ended = (m) => m.some((x) => x.type === 'done' || x.type === 'error');

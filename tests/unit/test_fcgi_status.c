@@ -25,7 +25,7 @@ TEST(table_maps_every_kind)
         { PERR_GONE, 410 }, { PERR_TOO_LARGE, 413 }, { PERR_RATE_LIMITED, 429 },
         { PERR_UPSTREAM, 502 }, { PERR_DB, 500 }, { PERR_DB_READONLY, 503 }, { PERR_DB_UNAVAILABLE, 503 },
         { PERR_UNAVAILABLE, 503 }, { PERR_INTERNAL, 500 }, { PERR_BUDGET_EXHAUSTED, 429 },
-        { PERR_TOO_LONG, 400 },
+        { PERR_TOO_LONG, 400 }, { PERR_QUEUE_FULL, 429 },
     };
     CHECK_INT(sizeof want / sizeof want[0], PERR_COUNT_);
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)

@@ -424,10 +424,14 @@ TEST(rate_limit_31st_message)
     close_ctx(&ctx);
 }
 
+/* PARLEY_CHAT_QUEUE=0: a message during an answer is refused (conflict),
+ * as before the queue existed. */
 TEST(one_generation_per_connection)
 {
     struct parley_ctx ctx;
     REQUIRE(open_ctx(&ctx) == 0);
+    int saved_queue = cfg.chat_queue;
+    cfg.chat_queue = 0;
     struct proto_conn c;
     struct proto_frames f;
     frames_init(&f);
@@ -454,6 +458,239 @@ TEST(one_generation_per_connection)
     CHECK_INT(run_job(&ctx, job2), 0);
     CHECK_INT(pump_to_end(&ctx, &c, &f), 0);
     CHECK_INT(count_messages(ctx.db, "sess-busy"), 4);
+    cfg.chat_queue = saved_queue;
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    close_ctx(&ctx);
+}
+
+/* The chunks of frames [from, to) of f that carry message id mid,
+ * concatenated (new string). */
+static char *chunks_of(const struct proto_frames *f, int from, int to, const char *mid)
+{
+    size_t cap = 1 << 16, len = 0;
+    char *s = calloc(1, cap);
+    for (int i = from; s && i < to; i++) {
+        json_t *o = frame(f, i);
+        const char *m = json_string_value(json_object_get(o, "message_id"));
+        const char *t = json_string_value(json_object_get(o, "content"));
+        if (!strcmp(ftype(o), "stream_chunk") && m && !strcmp(m, mid) && t &&
+            len + strlen(t) + 1 < cap) {
+            memcpy(s + len, t, strlen(t));
+            len += strlen(t);
+        }
+        json_decref(o);
+    }
+    return s;
+}
+
+/* Messages sent while an answer streams wait their turn (sql 008) and are
+ * answered in order, each with its own context; beyond PARLEY_CHAT_QUEUE,
+ * queue_full. The generation loop's end hook starts each next answer. */
+TEST(queued_messages_answered_in_order)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    int saved_queue = cfg.chat_queue;
+    cfg.chat_queue = 2;
+    struct proto_conn c;
+    struct proto_frames f;
+    frames_init(&f);
+    REQUIRE(proto_open(&ctx, &c, "/ws/sess-queue", "quinn", "user:quinn", &f) == 0);
+    frames_free(&f);
+    const char *q1 = "one [[fake tokens=6 token_ms=15]]", *q2 = "two [[fake tokens=3 token_ms=0]]",
+               *q3 = "three [[fake tokens=2 token_ms=0]]";
+    struct proto_job *job = NULL, *none = NULL;
+    REQUIRE(send_chat(&ctx, &c, q1, &f, &job) == 0);
+    REQUIRE(job != NULL);
+    CHECK_INT(send_chat(&ctx, &c, q2, &f, &none), 0);
+    CHECK(none == NULL);
+    CHECK_INT(f.n, 0);                          /* queued: no frame, no error */
+    json_t *m3 = json_pack("{s:s, s:s, s:b}", "type", "message", "content", q3, "stream", 0);
+    char *t3 = dump(m3);
+    CHECK_INT(send_text(&ctx, &c, t3, &f, &none), 0);
+    free(t3);
+    CHECK(none == NULL);
+    CHECK_INT(f.n, 0);
+    CHECK_INT(send_chat(&ctx, &c, "four", &f, &none), 0);
+    CHECK(none == NULL);
+    CHECK_INT(f.n, 1);
+    if (f.n == 1)
+        CHECK_STR(f.v[0], "{\"type\":\"error\",\"message\":\"Too many messages waiting for an "
+                          "answer (max 2); wait for one to finish\",\"code\":\"queue_full\"}");
+    CHECK_INT(c.err, PERR_QUEUE_FULL);
+    frames_free(&f);
+    CHECK_INT(count_messages(ctx.db, "sess-queue"), 3);     /* "four" was not stored */
+    char first[64];
+    int64_t queued = 0;
+    REQUIRE(store_msg_queued(ctx.db, "sess-queue", first, &queued) == 0);
+    CHECK_INT(queued, 2);
+
+    /* the first answer runs on the generation loop; the rest follow */
+    REQUIRE(proto_job_submit(&ctx, job) == 0);
+    CHECK_INT(pump_to_end(&ctx, &c, &f), 0);
+    char *a1 = fake_answer(q1, 6), *a2 = fake_answer(q2, 3), *a3 = fake_answer(q3, 2);
+    /* stream_start A1, chunks, stream_end A1, stream_start A2, chunks,
+     * stream_end A2, then A3 as one frame (sent "stream": false) */
+    int i = 0, ends = 0;
+    char mid1[64] = "", mid2[64] = "";
+    json_t *o = frame(&f, 0);
+    CHECK_STR(ftype(o), "stream_start");
+    str_copy(mid1, sizeof mid1, json_string_value(json_object_get(o, "message_id")));
+    json_decref(o);
+    for (i = 0; i < f.n && ends < 2; i++) {
+        o = frame(&f, i);
+        if (!strcmp(ftype(o), "stream_end"))
+            ends++;
+        if (!strcmp(ftype(o), "stream_start") && ends == 1)
+            str_copy(mid2, sizeof mid2, json_string_value(json_object_get(o, "message_id")));
+        json_decref(o);
+    }
+    CHECK_INT(ends, 2);
+    CHECK(mid1[0] && mid2[0] && strcmp(mid1, mid2) != 0);
+    char *s1 = chunks_of(&f, 0, i, mid1), *s2 = chunks_of(&f, 0, i, mid2);
+    CHECK_STR(s1, a1);
+    CHECK_STR(s2, a2);
+    free(s1);
+    free(s2);
+    CHECK_INT(f.n, i + 1);                      /* then exactly the one answer frame */
+    o = frame(&f, f.n - 1);
+    CHECK(o && !json_object_get(o, "type"));
+    CHECK(json_is_false(json_object_get(o, "stream")));
+    CHECK_STR(json_string_value(json_object_get(o, "content")), a3);
+    json_decref(o);
+    /* the history reads question, answer, question, answer; nothing queued */
+    struct message *msgs;
+    int n;
+    int64_t total;
+    REQUIRE(store_msg_list(ctx.db, "sess-queue", 10, 0, &msgs, &n, &total) == 0);
+    CHECK_INT(n, 6);
+    const char *want[6] = { q1, a1, q2, a2, q3, a3 };
+    for (int k = 0; k < n && k < 6; k++) {
+        CHECK_STR(msgs[k].role, k % 2 ? "assistant" : "user");
+        CHECK_STR(msgs[k].content, want[k]);
+        CHECK_INT(msgs[k].queued, 0);
+    }
+    store_msgs_free(msgs, n);
+    CHECK_INT(proto_jobs_drain(5000), 0);
+    free(a1);
+    free(a2);
+    free(a3);
+    cfg.chat_queue = saved_queue;
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    close_ctx(&ctx);
+}
+
+/* A message left queued by a process that died before answering it is
+ * answered when a client connects to the session. */
+TEST(stalled_queue_answered_on_connect)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct proto_conn c;
+    struct proto_frames f;
+    frames_init(&f);
+    REQUIRE(proto_open(&ctx, &c, "/ws/sess-stalled", "stella", "user:stella", &f) == 0);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    const char *q = "left behind [[fake tokens=3 token_ms=0]]";
+    struct message um;
+    store_msg_init(&um);
+    str_copy(um.conversation_id, sizeof um.conversation_id, "sess-stalled");
+    str_copy(um.role, sizeof um.role, "user");
+    um.content = (char *)q;
+    um.queued = 1;
+    REQUIRE(store_msg_add(ctx.db, &um) == 0);
+    REQUIRE(proto_open(&ctx, &c, "/ws/sess-stalled", "stella", "user:stella", &f) == 0);
+    CHECK(proto_following(&c));
+    CHECK_INT(pump_to_end(&ctx, &c, &f), 0);
+    char *a = fake_answer(q, 3);
+    {
+        json_t *e = frame(&f, f.n - 1);
+        CHECK_STR(ftype(e), "stream_end");
+        json_decref(e);
+    }
+    struct message *msgs;
+    int n;
+    int64_t total;
+    REQUIRE(store_msg_list(ctx.db, "sess-stalled", 10, 0, &msgs, &n, &total) == 0);
+    CHECK_INT(n, 2);
+    if (n == 2) {
+        CHECK_INT(msgs[0].queued, 0);
+        CHECK_STR(msgs[1].content, a);
+    }
+    store_msgs_free(msgs, n);
+    free(a);
+    CHECK_INT(proto_jobs_drain(5000), 0);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    close_ctx(&ctx);
+}
+
+/* Seed 001's ChatSession: metadata from the connection, project_id from
+ * the path, status active -> idle after WEBSOCKET_TIMEOUT -> active. */
+TEST(session_metadata_project_and_status)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct proto_conn c;
+    struct proto_frames f;
+    frames_init(&f);
+    struct proto_client cl = { "Mozilla/5.0 (test)", "203.0.113.7", NULL, NULL };
+    REQUIRE(proto_open_client(&ctx, &c, "/ws/sess-meta?project_id=65a1f0c2e4b0a1b2c3d4e5f6&client_version=2.1.0",
+                              "mia", "user:mia", &cl, &f) == 0);
+    CHECK_INT(c.close, 0);
+    struct conversation conv;
+    REQUIRE(store_conv_get(ctx.db, "sess-meta", "mia", &conv) == 0);
+    CHECK_STR(conv.project_id ? conv.project_id : "", "65a1f0c2e4b0a1b2c3d4e5f6");
+    json_t *md = json_loads(conv.metadata, 0, NULL);
+    CHECK_STR(json_string_value(json_object_get(md, "user_agent")), "Mozilla/5.0 (test)");
+    CHECK_STR(json_string_value(json_object_get(md, "ip_address")), "203.0.113.7");
+    CHECK_STR(json_string_value(json_object_get(md, "client_version")), "2.1.0");
+    json_decref(md);
+    int64_t now = now_ms();
+    CHECK(conv.last_activity >= now - 5000 && conv.last_activity <= now);
+    CHECK_STR(store_conv_status(&conv, now, 300000), "active");
+    CHECK_STR(store_conv_status(&conv, now + 300001, 300000), "idle");
+    store_conv_free(&conv);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    /* a later connection with a header version and no address keeps the
+     * address it had and does not move the project */
+    struct proto_client cl2 = { NULL, NULL, "3.0", NULL };
+    REQUIRE(proto_open_client(&ctx, &c, "/ws/sess-meta?project_id=other", "mia", "user:mia", &cl2, &f) == 0);
+    REQUIRE(store_conv_get(ctx.db, "sess-meta", "mia", &conv) == 0);
+    CHECK_STR(conv.project_id ? conv.project_id : "", "65a1f0c2e4b0a1b2c3d4e5f6");
+    md = json_loads(conv.metadata, 0, NULL);
+    CHECK_STR(json_string_value(json_object_get(md, "ip_address")), "203.0.113.7");
+    CHECK_STR(json_string_value(json_object_get(md, "client_version")), "3.0");
+    json_decref(md);
+    store_conv_free(&conv);
+    /* idle, then active again on the next frame or connection */
+    REQUIRE(store_conv_set_status(ctx.db, "sess-meta", "mia", "idle") == 0);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    REQUIRE(proto_open(&ctx, &c, "/ws/sess-meta", "mia", "user:mia", &f) == 0);
+    REQUIRE(store_conv_get(ctx.db, "sess-meta", "mia", &conv) == 0);
+    CHECK_STR(store_conv_status(&conv, now_ms(), 300000), "active");
+    store_conv_free(&conv);
+    /* closed stays closed: its connection is refused */
+    REQUIRE(store_conv_set_status(ctx.db, "sess-meta", "mia", "closed") == 0);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    REQUIRE(proto_open(&ctx, &c, "/ws/sess-meta", "mia", "user:mia", &f) == 0);
+    CHECK_INT(c.close_code, 4410);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    /* a bad project id is refused before anything is created */
+    REQUIRE(proto_open(&ctx, &c, "/ws/sess-badproj?project_id=a%20b", "mia", "user:mia", &f) == 0);
+    CHECK_INT(c.close_code, 1008);
+    CHECK_INT(f.n, 1);
+    if (f.n == 1)
+        CHECK_STR(f.v[0], "{\"type\":\"error\",\"message\":\"Invalid project_id: use 1-64 letters, "
+                          "digits, '-', '_' or '.'\",\"code\":\"bad_input\"}");
+    CHECK_INT(store_conv_get(ctx.db, "sess-badproj", NULL, &conv), 1);
     proto_conn_cleanup(&c);
     frames_free(&f);
     close_ctx(&ctx);
@@ -804,6 +1041,12 @@ int main(void)
 {
     if (test_setup("chat") < 0)
         return 1;
+    char err[512];
+    /* the generation loop (queued answers) opens its own connection */
+    if (config_set(&cfg, "PARLEY_DB", dbpath, err, sizeof err) < 0) {
+        printf("not ok 1 - setup: %s\n", err);
+        return 1;
+    }
     RUN(connected_creates_session);
     RUN(message_streams_and_stores);
     RUN(context_is_last_ten_messages);
@@ -811,6 +1054,9 @@ int main(void)
     RUN(bad_frames_and_ping);
     RUN(rate_limit_31st_message);
     RUN(one_generation_per_connection);
+    RUN(queued_messages_answered_in_order);
+    RUN(stalled_queue_answered_on_connect);
+    RUN(session_metadata_project_and_status);
     RUN(reconnect_follows_running_answer);
     RUN(reconnect_follows_newest_running_job);
     RUN(save_load_mid_stream);

@@ -196,6 +196,112 @@ error:
     return -1;
 }
 
+/* Seed 001's queue (jobs_claim_turn): the conversation's row lock orders
+ * two claimers of one conversation; the rest reads committed rows under it. */
+static const char SQL_TURN_LOCK[] = "SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE";
+static const char SQL_TURN_OLDEST[] =
+    "SELECT id FROM messages WHERE conversation_id = $1 AND queued = 1 "
+    "ORDER BY created_at, rowid LIMIT 1";
+static const char SQL_TURN_TAKE[] =
+    "UPDATE messages SET queued = 0, created_at = GREATEST($2::bigint, (SELECT coalesce(max(created_at), 0) + 1 "
+    "FROM messages WHERE conversation_id = $3 AND queued = 0)) WHERE id = $1 AND queued = 1";
+
+int jobs_pg_claim_turn(parley_db *db, parley_bell *bell, const char *channel, const char *conv_id,
+                       const char *msg_id, const char *user, int lease_ms, struct job_claim *out,
+                       char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    int rang = 0, rc = JOBS_TURN_ERR;
+    if (db_can_write(db) < 0)
+        return set_err(err, errlen, "cannot claim a turn on %s: %s", channel, db_errmsg(db));
+    if (db_begin(db) < 0)
+        return set_err(err, errlen, "database busy or unavailable: %s", db_errmsg(db));
+    const char *lk[1] = { conv_id };
+    PGresult *r = db_pg_run(db, SQL_TURN_LOCK, 1, lk, PGRES_TUPLES_OK, "jobs: lock conversation");
+    if (!r)
+        goto error;
+    int exists = PQntuples(r) == 1;
+    PQclear(r);
+    if (!exists) {
+        rc = JOBS_TURN_EMPTY;
+        goto commit;
+    }
+    int64_t now = now_ms();
+    for (int i = 0; i < 64; i++) {
+        const char *ch[1] = { channel };
+        if (!(r = db_pg_run(db, SQL_RUNNING_ON, 1, ch, PGRES_TUPLES_OK, "jobs: running on")))
+            goto error;
+        if (PQntuples(r) == 0) {
+            PQclear(r);
+            break;
+        }
+        int64_t id = col_i64(r, 0, 0), fseq = col_i64(r, 0, 1);
+        PQclear(r);
+        struct job_info ji;
+        int g = jobs_pg_get(db, id, &ji);
+        if (g < 0)
+            goto error;
+        if (g == 1 || strcmp(ji.state, "running") != 0)
+            continue;                  /* it ended meanwhile: look again */
+        if (ji.lease_expires >= now) {
+            out->job_id = id;
+            out->first_seq = fseq;
+            rc = JOBS_TURN_BUSY;
+            goto commit;
+        }
+        char chan[512];
+        int f = fail_expired_tx(db, id, now, chan, sizeof chan);
+        if (f < 0)
+            goto error;
+        rang |= f;
+    }
+    if (!(r = db_pg_run(db, SQL_TURN_OLDEST, 1, lk, PGRES_TUPLES_OK, "jobs: oldest queued")))
+        goto error;
+    char first_id[64] = "";
+    if (PQntuples(r) == 1)
+        str_copy(first_id, sizeof first_id, PQgetvalue(r, 0, 0));
+    PQclear(r);
+    if (!first_id[0] || strcmp(first_id, msg_id) != 0) {
+        rc = first_id[0] ? JOBS_TURN_MOVED : JOBS_TURN_EMPTY;
+        goto commit;
+    }
+    I64(nows, now);
+    const char *tk[3] = { msg_id, nows, conv_id };
+    if (db_pg_command(db, SQL_TURN_TAKE, 3, tk, "jobs: take queued message") != 1)
+        goto error;
+    int64_t first = evlog_last_seq(db, channel);
+    if (first < 0)
+        goto error;
+    I64(expires, now + lease_ms);
+    I64(firsts, first);
+    const char *ins[7] = { channel, msg_id, owner_id(), expires, firsts, nows, user };
+    if (!(r = db_pg_run(db, SQL_INSERT, 7, ins, PGRES_TUPLES_OK, "jobs: claim turn")))
+        goto error;
+    if (PQntuples(r) != 1) {         /* a job of that very message runs: not a queued turn */
+        PQclear(r);
+        set_err(err, errlen, "cannot claim a turn on %s: message %s is already being answered",
+                channel, msg_id);
+        db_rollback(db);
+        return JOBS_TURN_ERR;
+    }
+    out->job_id = col_i64(r, 0, 0);
+    out->owner = 1;
+    out->first_seq = first;
+    str_copy(out->lease_owner, sizeof out->lease_owner, owner_id());
+    PQclear(r);
+    rc = JOBS_TURN_OK;
+commit:
+    if (db_commit(db) < 0)
+        return set_err(err, errlen, "commit failed: %s", db_errmsg(db));
+    if (rang && bell)
+        bell_ring(bell, channel);
+    return rc;
+error:
+    set_err(err, errlen, "cannot claim a turn on %s: %s", channel, db_errmsg(db));
+    db_rollback(db);
+    return JOBS_TURN_ERR;
+}
+
 int jobs_pg_adopt(parley_db *db, struct job_claim *claim, int lease_ms)
 {
     I64(expires, now_ms() + lease_ms);

@@ -101,6 +101,9 @@ int evlog_pg_compact(parley_db *db, int64_t grace_ms, int64_t now);
 struct job_claim;
 struct job_info;
 struct parley_bell;
+int jobs_pg_claim_turn(parley_db *db, struct parley_bell *bell, const char *channel,
+                       const char *conv_id, const char *msg_id, const char *user, int lease_ms,
+                       struct job_claim *out, char *err, size_t errlen);
 int jobs_pg_claim(parley_db *db, struct parley_bell *bell, const char *channel,
                   const char *prompt_key, const char *user, int lease_ms,
                   struct job_claim *out, char *err, size_t errlen);

@@ -34,18 +34,23 @@ static const char SQL_TICKET_GET[] = "SELECT body FROM tickets WHERE id = $1";
 
 static const char SQL_CONV_CREATE[] =
     "INSERT INTO conversations(id, owner, kind, ticket_id, brand_id, title, status, "
-    "settings, metadata, created_at, updated_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING";
+    "settings, metadata, created_at, updated_at, project_id, last_activity) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING";
 #define CONV_COLS "c.id, c.owner, c.kind, c.ticket_id, c.brand_id, c.title, c.status, " \
     "c.settings, c.metadata, c.created_at, c.updated_at, " \
-    "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id)"
+    "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id), " \
+    "c.project_id, coalesce(c.last_activity, 0)"
 static const char SQL_CONV_GET[] =
     "SELECT " CONV_COLS " FROM conversations c WHERE c.id = $1 AND ($2::text IS NULL OR c.owner = $2)";
 static const char SQL_CONV_COUNT[] =
-    "SELECT count(*) FROM conversations WHERE owner = $1 AND ($2::text IS NULL OR kind = $2)";
+    "SELECT count(*) FROM conversations WHERE owner = $1 AND ($2::text IS NULL OR kind = $2) "
+    "AND ($3::text IS NULL OR project_id = $3)";
 static const char SQL_CONV_LIST[] =
     "SELECT " CONV_COLS " FROM conversations c WHERE c.owner = $1 AND ($2::text IS NULL OR c.kind = $2) "
-    "ORDER BY c.updated_at DESC, c.id LIMIT $3 OFFSET $4";
+    "AND ($5::text IS NULL OR c.project_id = $5) ORDER BY c.updated_at DESC, c.id LIMIT $3 OFFSET $4";
+static const char SQL_CONV_TOUCH[] =
+    "UPDATE conversations SET last_activity = $2, metadata = coalesce($3, metadata), "
+    "status = CASE WHEN status = 'closed' THEN status ELSE 'active' END WHERE id = $1";
 static const char SQL_CONV_STATUS[] =
     "UPDATE conversations SET status = $3, updated_at = $4 "
     "WHERE id = $1 AND ($2::text IS NULL OR owner = $2)";
@@ -54,14 +59,15 @@ static const char SQL_CONV_DELETE[] =
 
 static const char SQL_MSG_ADD[] =
     "INSERT INTO messages(id, conversation_id, role, content, tokens, processing_ms, model, "
-    "helpful, rating, metadata, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+    "helpful, rating, metadata, created_at, queued) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 /* GREATEST: a message whose transaction commits after a later one's does
  * not move the conversation's activity back (the UPDATE reads the row it
  * locked, so the newer value is seen). */
 static const char SQL_MSG_TOUCH[] =
     "UPDATE conversations SET updated_at = GREATEST(updated_at, $2) WHERE id = $1";
 #define MSG_COLS "id, conversation_id, role, content, tokens, processing_ms, model, " \
-    "helpful, rating, metadata, created_at"
+    "helpful, rating, metadata, created_at, queued"
 static const char SQL_MSG_COUNT[] = "SELECT count(*) FROM messages WHERE conversation_id = $1";
 static const char SQL_MSG_LIST[] =
     "SELECT " MSG_COLS " FROM messages WHERE conversation_id = $1 "
@@ -69,6 +75,15 @@ static const char SQL_MSG_LIST[] =
 static const char SQL_MSG_CONTEXT[] =
     "SELECT " MSG_COLS " FROM (SELECT " MSG_COLS ", rowid FROM messages WHERE conversation_id = $1 "
     "ORDER BY created_at DESC, rowid DESC LIMIT $2) AS recent ORDER BY created_at, rowid";
+/* the answered message sorts last whatever its time ($3 NULL: none) */
+static const char SQL_MSG_CONTEXT_FOR[] =
+    "SELECT " MSG_COLS " FROM (SELECT " MSG_COLS ", rowid, id IS NOT DISTINCT FROM $3 AS a "
+    "FROM messages WHERE conversation_id = $1 AND (queued = 0 OR id IS NOT DISTINCT FROM $3) "
+    "ORDER BY a DESC, created_at DESC, rowid DESC LIMIT $2) AS recent ORDER BY a, created_at, rowid";
+static const char SQL_MSG_QUEUED[] =
+    "SELECT (SELECT id FROM messages WHERE conversation_id = $1 AND queued = 1 "
+    "ORDER BY created_at, rowid LIMIT 1), "
+    "(SELECT count(*) FROM messages WHERE conversation_id = $1 AND queued = 1)";
 static const char SQL_MSG_REACT[] =
     "UPDATE messages SET helpful = CASE WHEN $4::integer >= 0 THEN $4::integer ELSE helpful END, "
     "rating = CASE WHEN $5::integer > 0 THEN $5::integer ELSE rating END "
@@ -142,11 +157,12 @@ int store_pg_conv_create(parley_db *db, struct conversation *c)
 {
     I64(created, c->created_at);
     I64(updated, c->updated_at);
-    const char *p[11] = { c->id, c->owner, c->kind, c->ticket_id, c->brand_id,
+    I64(activity, c->last_activity);
+    const char *p[13] = { c->id, c->owner, c->kind, c->ticket_id, c->brand_id,
                           c->title ? c->title : "", c->status,
                           c->settings ? c->settings : "{}", c->metadata ? c->metadata : "{}",
-                          created, updated };
-    int64_t changed = db_pg_command(db, SQL_CONV_CREATE, 11, p, "store: create conversation");
+                          created, updated, c->project_id, activity };
+    int64_t changed = db_pg_command(db, SQL_CONV_CREATE, 13, p, "store: create conversation");
     if (changed < 0)
         return STORE_ERR;
     return changed == 1 ? STORE_OK : STORE_EXISTS;
@@ -167,7 +183,9 @@ static int conv_from_row(const PGresult *r, int row, struct conversation *c)
     c->created_at = get_i64(r, row, 9);
     c->updated_at = get_i64(r, row, 10);
     c->message_count = get_i64(r, row, 11);
-    if (!c->title || !c->settings || !c->metadata ||
+    c->project_id = get_dup(r, row, 12);
+    c->last_activity = get_i64(r, row, 13);
+    if (!c->title || !c->settings || !c->metadata || (!c->project_id && !PQgetisnull(r, row, 12)) ||
         (!c->ticket_id && !PQgetisnull(r, row, 3)) || (!c->brand_id && !PQgetisnull(r, row, 4))) {
         store_conv_free(c);
         return -1;
@@ -189,14 +207,14 @@ int store_pg_conv_get(parley_db *db, const char *id, const char *owner, struct c
     return rc;
 }
 
-int store_pg_conv_list(parley_db *db, const char *owner, const char *kind, int limit, int offset,
-                       struct conversation **out, int *n, int64_t *total)
+int store_pg_conv_list(parley_db *db, const char *owner, const char *kind, const char *project,
+                       int limit, int offset, struct conversation **out, int *n, int64_t *total)
 {
     *out = NULL;
     *n = 0;
     *total = 0;
-    const char *pc[2] = { owner, kind };
-    PGresult *r = db_pg_run(db, SQL_CONV_COUNT, 2, pc, PGRES_TUPLES_OK, "store: count conversations");
+    const char *pc[3] = { owner, kind, project };
+    PGresult *r = db_pg_run(db, SQL_CONV_COUNT, 3, pc, PGRES_TUPLES_OK, "store: count conversations");
     if (!r)
         return STORE_ERR;
     *total = PQntuples(r) == 1 ? get_i64(r, 0, 0) : 0;
@@ -205,8 +223,8 @@ int store_pg_conv_list(parley_db *db, const char *owner, const char *kind, int l
         return STORE_OK;
     I64(lim, limit);
     I64(off, offset < 0 ? 0 : offset);
-    const char *p[4] = { owner, kind, lim, off };
-    if (!(r = db_pg_run(db, SQL_CONV_LIST, 4, p, PGRES_TUPLES_OK, "store: list conversations")))
+    const char *p[5] = { owner, kind, lim, off, project };
+    if (!(r = db_pg_run(db, SQL_CONV_LIST, 5, p, PGRES_TUPLES_OK, "store: list conversations")))
         return STORE_ERR;
     int rows = PQntuples(r);
     struct conversation *v = calloc((size_t)(rows > 0 ? rows : 1), sizeof *v);
@@ -224,6 +242,16 @@ int store_pg_conv_list(parley_db *db, const char *owner, const char *kind, int l
     *out = v;
     *n = rows;
     return STORE_OK;
+}
+
+int store_pg_conv_touch(parley_db *db, const char *id, const char *metadata)
+{
+    I64(now, now_ms());
+    const char *p[3] = { id, now, metadata };
+    int64_t changed = db_pg_command(db, SQL_CONV_TOUCH, 3, p, "store: touch conversation");
+    if (changed < 0)
+        return STORE_ERR;
+    return changed ? STORE_OK : STORE_NOT_FOUND;
 }
 
 int store_pg_conv_set_status(parley_db *db, const char *id, const char *owner, const char *status)
@@ -256,12 +284,12 @@ int store_pg_msg_add_tx(parley_db *db, struct message *m)
     I64(helpful, m->helpful);
     I64(rating, m->rating);
     I64(created, m->created_at);
-    const char *p[11] = { m->id, m->conversation_id, m->role, m->content ? m->content : "",
+    const char *p[12] = { m->id, m->conversation_id, m->role, m->content ? m->content : "",
                           m->tokens >= 0 ? tokens : NULL, m->processing_ms >= 0 ? pms : NULL,
                           m->model, m->helpful >= 0 ? helpful : NULL,
                           m->rating > 0 ? rating : NULL, m->metadata ? m->metadata : "{}",
-                          created };
-    if (db_pg_command(db, SQL_MSG_ADD, 11, p, "store: add message") < 0)
+                          created, m->queued ? "1" : "0" };
+    if (db_pg_command(db, SQL_MSG_ADD, 12, p, "store: add message") < 0)
         return STORE_ERR;
     const char *t[2] = { m->conversation_id, created };
     return db_pg_command(db, SQL_MSG_TOUCH, 2, t, "store: touch conversation") < 0 ? STORE_ERR : STORE_OK;
@@ -285,6 +313,7 @@ static int msg_from_row(const PGresult *r, int row, struct message *m)
         m->rating = (int)get_i64(r, row, 8);
     m->metadata = get_dup(r, row, 9);
     m->created_at = get_i64(r, row, 10);
+    m->queued = (int)get_i64(r, row, 11);
     if (!m->content || !m->metadata || (!m->model && !PQgetisnull(r, row, 6))) {
         free(m->content);
         free(m->model);
@@ -349,6 +378,37 @@ int store_pg_msg_context(parley_db *db, const char *conv_id, int last,
     if (!r)
         return STORE_ERR;
     return collect_msgs(r, out, n);
+}
+
+int store_pg_msg_context_for(parley_db *db, const char *conv_id, const char *answering, int last,
+                             struct message **out, int *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (last <= 0)
+        return STORE_OK;
+    I64(lim, last);
+    const char *p[3] = { conv_id, lim, answering };
+    PGresult *r = db_pg_run(db, SQL_MSG_CONTEXT_FOR, 3, p, PGRES_TUPLES_OK, "store: message context");
+    if (!r)
+        return STORE_ERR;
+    return collect_msgs(r, out, n);
+}
+
+int store_pg_msg_queued(parley_db *db, const char *conv_id, char first_id[64], int64_t *count)
+{
+    const char *p[1] = { conv_id };
+    PGresult *r = db_pg_run(db, SQL_MSG_QUEUED, 1, p, PGRES_TUPLES_OK, "store: queued messages");
+    if (!r)
+        return STORE_ERR;
+    if (PQntuples(r) == 1) {
+        if (first_id)
+            get_copy(first_id, 64, r, 0, 0);
+        if (count)
+            *count = get_i64(r, 0, 1);
+    }
+    PQclear(r);
+    return STORE_OK;
 }
 
 int store_pg_msg_react(parley_db *db, const char *owner, const char *conv_id,

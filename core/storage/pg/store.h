@@ -30,8 +30,9 @@ int store_pg_ticket_get(parley_db *db, const char *id, char **body);
 
 int store_pg_conv_create(parley_db *db, struct conversation *c);
 int store_pg_conv_get(parley_db *db, const char *id, const char *owner, struct conversation *out);
-int store_pg_conv_list(parley_db *db, const char *owner, const char *kind, int limit, int offset,
-                       struct conversation **out, int *n, int64_t *total);
+int store_pg_conv_list(parley_db *db, const char *owner, const char *kind, const char *project,
+                       int limit, int offset, struct conversation **out, int *n, int64_t *total);
+int store_pg_conv_touch(parley_db *db, const char *id, const char *metadata);
 int store_pg_conv_set_status(parley_db *db, const char *id, const char *owner, const char *status);
 int store_pg_conv_delete(parley_db *db, const char *id, const char *owner);
 
@@ -41,6 +42,10 @@ int store_pg_msg_list(parley_db *db, const char *conv_id, int limit, int offset,
                       struct message **out, int *n, int64_t *total);
 int store_pg_msg_context(parley_db *db, const char *conv_id, int last,
                          struct message **out, int *n);
+int store_pg_msg_context_for(parley_db *db, const char *conv_id, const char *answering, int last,
+                             struct message **out, int *n);
+/* first_id and count already reset by store.c (either may be NULL). */
+int store_pg_msg_queued(parley_db *db, const char *conv_id, char first_id[64], int64_t *count);
 /* helpful and rating already checked (-1..1, 0..5) by store.c. */
 int store_pg_msg_react(parley_db *db, const char *owner, const char *conv_id,
                        const char *msg_id, int helpful, int rating);
