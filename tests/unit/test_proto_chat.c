@@ -1062,6 +1062,23 @@ int main(void)
     RUN(save_load_mid_stream);
     RUN(upstream_error_is_an_error_frame);
     RUN(stream_false_one_answer_frame);
+    /* the queue's and the session's storage on PostgreSQL (t0846) */
+    const char *pg = getenv("PARLEY_TEST_PG");
+    if (pg && *pg) {
+        proto_jobs_drain(5000);
+        str_copy(dbpath, sizeof dbpath, pg);
+        if (config_set(&cfg, "PARLEY_DB", pg, err, sizeof err) < 0) {
+            printf("not ok - PARLEY_TEST_PG: %s\n", err);
+            return 1;
+        }
+        printf("# backend: PostgreSQL (PARLEY_TEST_PG)\n");
+        RUN(connected_creates_session);
+        RUN(message_streams_and_stores);
+        RUN(one_generation_per_connection);
+        RUN(queued_messages_answered_in_order);
+        RUN(stalled_queue_answered_on_connect);
+        RUN(session_metadata_project_and_status);
+    }
     config_cleanup(&cfg);
     return th_done();
 }
