@@ -1,7 +1,8 @@
 #!/bin/sh
 # t0870-openapi.sh — the OpenAPI contract (docs/openapi.yaml, docs/openapi.md)
 # against real responses: lighttpd + parley.fcgi (the shipped
-# apache-conf/lighttpd-parley.conf), JWT on, PARLEY_ANONYMOUS=brand, a rate
+# apache-conf/lighttpd-parley.conf), then Apache + mod_proxy_fcgi
+# (apache-conf/parley-proxy-fcgi.conf), JWT on, PARLEY_ANONYMOUS=brand, a rate
 # limit, an Origin allow-list, the simulated LLM. tests/integration/openapi.mjs
 # drives every route (success and error cases) and checks each response's
 # status, Content-Type and body (SSE: each event's data) against
@@ -31,11 +32,19 @@ LIMIT=20
 ok "docs/openapi.json is tools/openapi-json.py's output for docs/openapi.yaml" \
     python3 tools/openapi-json.py --check docs/openapi.yaml docs/openapi.json
 
-start_lighttpd "$BUILD/parley.fcgi"
-it_log "lighttpd $BASE"
-
-PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET RATE_LIMIT=$LIMIT BAD_ORIGIN=http://evil.example \
-    it_node_tap "openapi: " tests/integration/openapi.mjs
-
-stop_setup
+# Through lighttpd (mod_fastcgi spawning the app) and Apache (mod_proxy_fcgi
+# to the app as parley-fcgi.service runs it): what a web server adds or
+# answers itself (a 413, a content type) must match the contract too.
+for setup in lighttpd proxy_fcgi; do
+    IT_DB=$IT_TMP/data/$setup.db
+    "start_$setup" "$BUILD/parley.fcgi"
+    it_log "$setup: $BASE"
+    PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET RATE_LIMIT=$LIMIT BAD_ORIGIN=http://evil.example \
+        it_node_tap "openapi ($setup): " tests/integration/openapi.mjs
+    stop_setup
+done
+# A sanitized build (SANITIZE=address,undefined) reports into the app's
+# logs: any report, a leak at exit included, fails the run.
+hits=$(grep -rlE --include='*.log' --include='*.out' 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$IT_TMP" 2>/dev/null) || true
+ok "no sanitizer report in any server or app log" test -z "$hits"
 it_done
