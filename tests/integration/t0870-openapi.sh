@@ -31,6 +31,17 @@ LIMIT=20
 
 ok "docs/openapi.json is tools/openapi-json.py's output for docs/openapi.yaml" \
     python3 tools/openapi-json.py --check docs/openapi.yaml docs/openapi.json
+# YAML outside the JSON data model (an unquoted status code is an integer
+# key, an unquoted date a date) is refused, naming where
+refuses() {
+    printf '%s\n' "$1" >"$IT_TMP/bad.yaml"
+    if _m=$(python3 tools/openapi-json.py "$IT_TMP/bad.yaml" 2>&1); then
+        echo "accepted: $1"; return 1
+    fi
+    case $_m in *"$2"*) return 0 ;; *) echo "message: $_m"; return 1 ;; esac
+}
+ok "tools/openapi-json.py refuses an integer key" refuses "responses: {200: {description: x}}" "#/responses: key 200"
+ok "tools/openapi-json.py refuses a date" refuses "info: {version: 2026-12-07}" "#/info/version: date"
 
 # Through lighttpd (mod_fastcgi spawning the app) and Apache (mod_proxy_fcgi
 # to the app as parley-fcgi.service runs it): what a web server adds or
