@@ -300,6 +300,19 @@ static int start_batch(struct entry **batch, int n)
     return 0;
 }
 
+/* After e's job ended (recorded): its on_end hook, unless the process is
+ * shutting down. */
+static void end_hook(struct entry *e)
+{
+    if (!e->job->on_end)
+        return;
+    pthread_mutex_lock(&G.mu);
+    int stopping = G.stop;
+    pthread_mutex_unlock(&G.mu);
+    if (!stopping)
+        e->job->on_end(&L.ctx, e->job);    /* may submit the next job */
+}
+
 /* Ends a running entry: out of the multi, finish stream and job, free. */
 static void end_entry(struct entry *e)
 {
@@ -313,13 +326,8 @@ static void end_entry(struct entry *e)
         fprintf(stderr, "parley: generation on %s: could not record its end: %s\n",
                 e->job->channel, out.error);
     gen_outcome_free(&out);
-    if (recorded && e->job->on_end) {
-        pthread_mutex_lock(&G.mu);
-        int stopping = G.stop;
-        pthread_mutex_unlock(&G.mu);
-        if (!stopping)
-            e->job->on_end(&L.ctx, e->job);    /* may submit the next job */
-    }
+    if (recorded)
+        end_hook(e);
     /* swap-remove from L.run */
     struct entry *last = L.run[L.nrun - 1];
     L.run[e->idx] = last;
@@ -374,9 +382,32 @@ static void flush_dirty(void)
 /* Aborts the running streams whose jobs were asked to stop (see the top of
  * the file): a memory compare per stream every STOP_CHECK_MS, one query for
  * all of them only when a slot moved. */
+static void end_hook(struct entry *e);
+
+/* A waiting job (no stream slot yet, PARLEY_MAX_GENERATIONS) asked to stop:
+ * it never streams; begun and ended stopped at once (start and "done"
+ * marked stopped, no text), off the waiting list. */
+static void stop_waiting(struct entry *e)
+{
+    struct gen_outcome out;
+    int rc = runner_gen_begin(&L.ctx, &e->job->req, &e->job->claim, 0, &out, &e->gen);
+    gen_outcome_free(&out);
+    if (rc == 0) {
+        runner_gen_stop(e->gen);
+        if (runner_gen_finish(e->gen, -1, &out) < 0)
+            fprintf(stderr, "parley: generation on %s: could not record its stop: %s\n",
+                    e->job->channel, out.error);
+        else
+            end_hook(e);
+        gen_outcome_free(&out);
+    }
+    free_entry(e);
+}
+
 static void check_stops(int64_t now)
 {
-    if (L.nrun == 0 || (!L.stop_check && now - L.last_stop_check < STOP_CHECK_MS))
+    if ((L.nrun == 0 && L.nwait == 0) ||
+        (!L.stop_check && now - L.last_stop_check < STOP_CHECK_MS))
         return;
     L.last_stop_check = now;
     int moved = L.stop_check || !L.ctx.bell;
@@ -384,6 +415,13 @@ static void check_stops(int64_t now)
     for (int i = 0; i < L.nrun && L.ctx.bell; i++) {
         struct entry *e = L.run[i];
         uint32_t v = bell_peek(L.ctx.bell, runner_gen_channel(e->gen));
+        if (v != e->bell_seen) {
+            e->bell_seen = v;
+            moved = 1;
+        }
+    }
+    for (struct entry *e = L.wait_head; e && L.ctx.bell; e = e->next) {
+        uint32_t v = bell_peek(L.ctx.bell, e->job->channel);
         if (v != e->bell_seen) {
             e->bell_seen = v;
             moved = 1;
@@ -405,6 +443,20 @@ static void check_stops(int64_t now)
             runner_gen_stop(e->gen);
             llm_stream_abort(e->st, STOP_MSG);
             mark_ending(e);
+        }
+    /* waiting ones whose lease the loop holds (the others are not ours yet) */
+    for (int k = 0; k < n; k++)
+        for (struct entry **pp = &L.wait_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
+            struct entry *e = *pp;
+            if (e->job->claim.job_id != ids[k] || e->held_ms <= 0)
+                continue;
+            *pp = e->next;
+            if (L.wait_tail == e)
+                L.wait_tail = prev;
+            L.nwait--;
+            counters(-1, 0, 1);
+            stop_waiting(e);
+            break;
         }
 }
 

@@ -329,6 +329,65 @@ static struct proto_job *ticket_open_send(struct parley_ctx *ctx, struct proto_c
     return job;
 }
 
+/* PARLEY_MAX_GENERATIONS=1: a second ticket's job waits for a stream slot
+ * in the generation loop; a stop ends it at once (done marked stopped, no
+ * upstream request ever made) while the first one keeps streaming. */
+TEST(stop_of_a_waiting_generation)
+{
+    proto_jobs_drain(2000);              /* the next submit starts a loop with max 1 */
+    int saved = cfg.max_generations;
+    cfg.max_generations = 1;
+    struct parley_ctx ctx;
+    REQUIRE(open_target(&ctx) == 0);
+    char t1[96], t2[96], b1[200], b2[200];
+    snprintf(t1, sizeof t1, "%swait1", pfx);
+    snprintf(t2, sizeof t2, "%swait2", pfx);
+    for (char *p = t1; *p; p++)
+        if (*p == ':')
+            *p = '-';
+    for (char *p = t2; *p; p++)
+        if (*p == ':')
+            *p = '-';
+    snprintf(b1, sizeof b1, "runs-%s [[fake tokens=60 token_ms=20]]", pfx);
+    snprintf(b2, sizeof b2, "waits-%s [[fake tokens=5 token_ms=1]]", pfx);
+    struct proto_conn c1, c2;
+    struct proto_frames f1, f2;
+    frames_init(&f1);
+    frames_init(&f2);
+    struct proto_job *j1 = ticket_open_send(&ctx, &c1, &f1, t1, "alice", b1);
+    struct proto_job *j2 = ticket_open_send(&ctx, &c2, &f2, t2, "alice", b2);
+    REQUIRE(j1 && j2);
+    REQUIRE(proto_job_submit(&ctx, j1) == 0);
+    REQUIRE(pump_until(&ctx, &c1, &f1, "\"stream\"", 2) == 0);
+    REQUIRE(proto_job_submit(&ctx, j2) == 0);
+    sleep_ms(300);                       /* the loop took it and holds its lease */
+    char chan[200];
+    snprintf(chan, sizeof chan, "ticket:%s", t2);
+    enum perr kind;
+    const char *msg;
+    CHECK_INT(proto_stop_channel(&ctx, chan, 0, "alice", 0, &kind, &msg, NULL), JOBS_STOP_OK);
+    REQUIRE(pump_to_end(&ctx, &c2, &f2) == 0);
+    CHECK_INT(f2.n, 1);
+    if (f2.n == 1)
+        CHECK_STR(f2.v[0], "{\"type\":\"done\",\"stopped\":true}");
+    CHECK(proto_following(&c1));          /* the first one still streams */
+    char tag[120];
+    snprintf(tag, sizeof tag, "waits-%s", pfx);
+    CHECK_INT(fake_count(tag), 0);        /* never reached the upstream */
+    /* not cached: the same body again generates */
+    char *resp = NULL;
+    CHECK_INT(store_answer_ticket_exists(ctx.db, t2, &resp), 0);
+    free(resp);
+    REQUIRE(pump_to_end(&ctx, &c1, &f1) == 0);
+    proto_jobs_drain(5000);
+    cfg.max_generations = saved;
+    proto_conn_cleanup(&c1);
+    proto_conn_cleanup(&c2);
+    frames_free(&f1);
+    frames_free(&f2);
+    close_target(&ctx);
+}
+
 TEST(ticket_stop_foreign_refused_and_not_cached)
 {
     struct parley_ctx ctx;
@@ -507,6 +566,7 @@ static void run_backend_cases(void)
     RUN(jobs_stop_rules);
     RUN(chat_stop_aborts_upstream_and_keeps_partial);
     RUN(ticket_stop_foreign_refused_and_not_cached);
+    RUN(stop_of_a_waiting_generation);
 }
 
 int main(void)
