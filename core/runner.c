@@ -42,6 +42,7 @@ struct runner_gen {
     int one_sentence;
     int stopped_early;          /* one_sentence reached: a success */
     int stop_requested;         /* runner_gen_stop: ends stopped */
+    int64_t stop_checked_ms;    /* blocking runs (runner_execute): the last look for a stop */
     struct gen_outcome out;     /* written by begin and finish */
     struct llm_config lc;
     struct llm_callbacks cb;
@@ -101,11 +102,31 @@ static int grow_add(char **p, size_t *len, size_t *cap, const char *t, size_t n)
     return 0;
 }
 
+/* A blocking run (runner_execute: `parley ask`, tests) has no generation
+ * loop watching for stops: it looks itself, at most every
+ * RUNNER_STOP_CHECK_MS, as tokens arrive. 1 when a stop was asked. */
+#define RUNNER_STOP_CHECK_MS 100
+static int stop_asked(struct runner_gen *rs)
+{
+    if (rs->batch)
+        return 0;                         /* the loop's check_stops does it */
+    int64_t now = mono_ms();
+    if (now - rs->stop_checked_ms < RUNNER_STOP_CHECK_MS)
+        return 0;
+    rs->stop_checked_ms = now;
+    struct job_info ji;
+    return jobs_get(rs->ctx->db, rs->job_id, &ji) == 0 && ji.stop_requested;
+}
+
 static int on_token(void *ud, const char *t, size_t n)
 {
     struct runner_gen *rs = ud;
     if (rs->stopped_early)
         return 1;
+    if (stop_asked(rs)) {
+        rs->stop_requested = 1;           /* ends stopped with what came before */
+        return 1;
+    }
     if (rs->one_sentence) {
         /* look for the end of the first sentence in what we'd have */
         size_t old = rs->len;

@@ -388,6 +388,53 @@ TEST(stop_of_a_waiting_generation)
     close_target(&ctx);
 }
 
+/* A blocking run (runner_execute, as `parley ask` runs a generation)
+ * notices a stop itself: the upstream request is closed, done marked
+ * stopped, nothing cached. */
+TEST(stop_of_a_blocking_run)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_target(&ctx) == 0);
+    char t[96], b[200], tag[120];
+    snprintf(t, sizeof t, "%sblock", pfx);
+    for (char *p = t; *p; p++)
+        if (*p == ':')
+            *p = '-';
+    snprintf(tag, sizeof tag, "blocking-%s", pfx);
+    snprintf(b, sizeof b, "%s [[fake tokens=300 token_ms=10]]", tag);
+    struct proto_conn c;
+    struct proto_frames f;
+    frames_init(&f);
+    struct proto_job *job = ticket_open_send(&ctx, &c, &f, t, "bob", b);
+    REQUIRE(job);
+    struct job_thread th;
+    REQUIRE(job_start(&th, job) == 0);   /* proto_job_run on its own thread */
+    REQUIRE(pump_until(&ctx, &c, &f, "\"stream\"", 3) == 0);
+    char chan[200];
+    snprintf(chan, sizeof chan, "ticket:%s", t);
+    enum perr kind;
+    const char *msg;
+    double t_stop = wall_ms();
+    CHECK_INT(proto_stop_channel(&ctx, chan, 0, "bob", 0, &kind, &msg, NULL), JOBS_STOP_OK);
+    json_t *q = fake_wait_ended(tag, 3000);
+    REQUIRE(q);
+    CHECK(json_is_true(json_object_get(q, "closed_by_client")));
+    double closed = json_number_value(json_object_get(q, "ended_at"));
+    printf("# blocking run: upstream closed %.1f ms after the stop\n", closed - t_stop);
+    CHECK(closed - t_stop < 1000.0);
+    json_decref(q);
+    pthread_join(th.th, NULL);
+    CHECK_INT(th.rc, 0);
+    REQUIRE(pump_to_end(&ctx, &c, &f) == 0);
+    CHECK_STR(f.v[f.n - 1], "{\"type\":\"done\",\"stopped\":true}");
+    char *resp = NULL;
+    CHECK_INT(store_answer_ticket_exists(ctx.db, t, &resp), 0);
+    free(resp);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    close_target(&ctx);
+}
+
 TEST(ticket_stop_foreign_refused_and_not_cached)
 {
     struct parley_ctx ctx;
@@ -581,6 +628,7 @@ int main(void)
     printf("# backend: SQLite\n");
     run_bell = bell_open_db(dbpath, err, sizeof err);
     run_backend_cases();
+    RUN(stop_of_a_blocking_run);
     RUN(phoenix_stop_event);
     RUN(brand_stop_frame);
     RUN(admin_role_claim);
