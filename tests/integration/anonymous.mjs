@@ -6,9 +6,9 @@
 // The tests run in order and share what they created (node:test runs the
 // tests of one file one after the other).
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
 import { test } from 'node:test';
 import WebSocket from 'ws';
+import { api, jwtHS256, LongPoll } from '../node/clients.mjs';
 
 const BASE = process.env.PARLEY_BASE;
 const WS = BASE && BASE.replace(/^http/, 'ws');
@@ -18,13 +18,7 @@ const LIMIT = Number(process.env.LIMIT);
 if (!BASE || !DIRECT || !SECRET || !(LIMIT > 0)) throw new Error('PARLEY_BASE, BRIDGE_URL, PARLEY_JWT_SECRET, LIMIT');
 const run = `${process.pid}${Date.now().toString(36)}`;
 
-const b64u = (s) => Buffer.from(s).toString('base64url');
-function jwt(sub) {
-  const head = b64u(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
-  const body = b64u(JSON.stringify({ sub, exp: Math.floor(Date.now() / 1000) + 3600 }));
-  const sig = createHmac('sha256', SECRET).update(`${head}.${body}`).digest('base64url');
-  return `${head}.${body}.${sig}`;
-}
+const jwt = (sub) => jwtHS256(SECRET, sub);
 const USER = jwt(`alice-${run}`);
 
 // A WebSocket client: frames in order, next(pred) waits for one.
@@ -74,29 +68,8 @@ async function brandChat(q, message, conversation_id, headers) {
   }
 }
 
-async function http(method, path, { body, headers = {} } = {}) {
-  const h = { ...headers };
-  if (body !== undefined) h['content-type'] = 'application/json';
-  const r = await fetch(`${BASE}${path}`, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await r.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: r.status, headers: r.headers, json, text };
-}
-
-// Long-poll: the frames of sid from cursor until pred matches one.
-async function pollUntil(sid, headers, pred) {
-  let cursor = 0;
-  const got = [];
-  for (let i = 0; i < 40; i++) {
-    const r = await http('GET', `/api/poll/${sid}?cursor=${cursor}&wait=5`, { headers });
-    assert.equal(r.status, 200, `poll GET: ${r.status} ${r.text}`);
-    got.push(...r.json.messages);
-    cursor = r.json.cursor;
-    if (got.some(pred)) return got;
-  }
-  throw new Error(`no frame matched; got ${JSON.stringify(got)}`);
-}
+// One REST call through the web server: { status, headers, json, text }.
+const http = (method, path, opts) => api(BASE, method, path, opts);
 
 const S = {};   // shared between the tests (they run in order)
 let visitorMessages = 0;
@@ -134,8 +107,9 @@ test('a brand visitor is served over WebSocket and gets a visitor token in the w
 });
 
 test('a brand visitor is served over long-poll: cookie HttpOnly, SameSite=Lax; token in the open response', async () => {
-  const r = await http('POST', '/api/poll/open', { body: { path: '/ws/chat/techpro' } });
-  assert.equal(r.status, 200, r.text);
+  const lp = new LongPoll(BASE, '/ws/chat/techpro');
+  await lp.open();
+  const r = lp.opened;
   const cookie = r.headers.get('set-cookie');
   assert.match(cookie, /^parley_visitor=v1\.[0-9a-f.]+; Path=\/; Max-Age=\d+; HttpOnly; SameSite=Lax$/);
   assert.ok(!/Secure/.test(cookie), 'plain HTTP: no Secure');
@@ -143,12 +117,12 @@ test('a brand visitor is served over long-poll: cookie HttpOnly, SameSite=Lax; t
   assert.equal(r.headers.get('x-parley-visitor'), r.json.visitor);
   const jar = { cookie: cookie.split(';')[0] };
   S.jarB = jar;
-  S.tokB = r.json.visitor;
-  S.sidB = r.json.sid;
-  const p = await http('POST', `/api/poll/${S.sidB}`, { headers: jar, body: { type: 'chat', data: { message: 'long-poll visitor here' } } });
-  assert.equal(p.status, 202, p.text);
+  S.tokB = lp.visitor;
+  S.sidB = lp.sid;
+  lp.headers = jar;            // from now on the visitor sends its cookie back
+  await lp.send({ type: 'chat', data: { message: 'long-poll visitor here' } });
   visitorMessages++;
-  const got = await pollUntil(S.sidB, jar, (f) => f.type === 'complete' || f.type === 'error');
+  const got = await lp.until((m) => m.some((f) => f.type === 'complete' || f.type === 'error'));
   assert.equal(got[0].type, 'welcome');
   assert.ok(!got.some((f) => f.type === 'error'), JSON.stringify(got));
   S.convB = got.find((f) => f.type === 'complete').data.conversation_id;

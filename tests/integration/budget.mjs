@@ -12,10 +12,9 @@
 //     node --test --test-reporter=tap tests/integration/budget.mjs
 import assert from 'node:assert/strict';
 import { execSync } from 'node:child_process';
-import { createHmac } from 'node:crypto';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { connect, SLOW } from '../node/clients.mjs';
+import { api as apiCall, connect, jwtHS256, LongPoll, SLOW } from '../node/clients.mjs';
 
 const BASE = process.env.BASE;
 const WS = BASE.replace(/^http/, 'ws');
@@ -24,25 +23,8 @@ const SECRET = process.env.SECRET;
 const RUN = process.env.RUN || `r${process.pid}`;
 const CLI = process.env.PARLEY_CLI;
 
-const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-function jwt(sub, claims = {}) {
-  const head = b64({ alg: 'HS256', typ: 'JWT' });
-  const body = b64({ sub, exp: Math.floor(Date.now() / 1000) + 3600, ...claims });
-  const sig = createHmac('sha256', SECRET).update(`${head}.${body}`).digest('base64url');
-  return `${head}.${body}.${sig}`;
-}
-
-async function api(method, path, token, body) {
-  const r = await fetch(`${BASE}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await r.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: r.status, json, text };
-}
+const jwt = (sub, claims = {}) => jwtHS256(SECRET, sub, claims);
+const api = (method, path, token, body) => apiCall(BASE, method, path, { token, body });
 
 async function fakeRequests(tag) {
   const r = await fetch(`${FAKE}/_fake/requests`);
@@ -57,33 +39,8 @@ function nextMidnight() {
 }
 const exhaustedMsg = () => `Daily token budget exhausted; it resets at ${nextMidnight()}`;
 
-class Poll {
-  constructor(path, token) { this.path = path; this.token = token; this.cursor = 0; this.msgs = []; }
-  async open() {
-    const r = await api('POST', '/api/poll/open', this.token, { path: this.path });
-    assert.equal(r.status, 200, r.text);
-    this.sid = r.json.sid;
-  }
-  async send(frame) {
-    const r = await fetch(`${BASE}/api/poll/${this.sid}`, { method: 'POST',
-      headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/json' },
-      body: JSON.stringify(frame) });
-    assert.equal(r.status, 202, await r.text());
-  }
-  async until(pred, ms = 15000 * SLOW) {
-    const t0 = Date.now();
-    while (!pred(this.msgs)) {
-      assert.ok(Date.now() - t0 < ms, `long-poll timeout; got ${JSON.stringify(this.msgs).slice(0, 2000)}`);
-      const r = await fetch(`${BASE}/api/poll/${this.sid}?cursor=${this.cursor}&wait=5`,
-        { headers: { authorization: `Bearer ${this.token}` } });
-      assert.equal(r.status, 200);
-      const j = await r.json();
-      this.msgs.push(...j.messages);
-      this.cursor = j.cursor;
-    }
-    return this.msgs;
-  }
-}
+// A long-poll client with a token (the transport carries protocol frames).
+const poll = (path, token) => new LongPoll(BASE, path, { token });
 const has = (type) => (msgs) => msgs.some((m) => m.type === type);
 
 async function usage(token, query = '') {
@@ -134,14 +91,14 @@ test('seed 000: tokens counted from the upstream, /api/usage right, exhausted â†
   assert.equal(u.days[0].tokens, u.tokens);
   assert.equal(u.days[1].tokens, 0);
   // long-poll: the same question is cached â€” served although exhausted
-  const lp = new Poll(`/api/websocket/chat/${ticket}`, tok);
+  const lp = poll(`/api/websocket/chat/${ticket}`, tok);
   await lp.open();
   await lp.send({ ticketBody: body });
   const cached = (await lp.until(has('cached'))).find((m) => m.type === 'cached');
   assert.ok(cached.response.length > 0);
   // a new question: refused with the protocol's error, no upstream request
   const tag2 = `budget-${RUN}-t2`;
-  const lp2 = new Poll(`/api/websocket/chat/${ticket}-2`, tok);
+  const lp2 = poll(`/api/websocket/chat/${ticket}-2`, tok);
   await lp2.open();
   await lp2.send({ ticketBody: `${tag2} another question [[fake tokens=5]]` });
   const err = (await lp2.until(has('error'))).find((m) => m.type === 'error');
@@ -179,7 +136,7 @@ test('seed 001: a token_budget JWT claim overrides the default, and exhausts too
   assert.equal(u.remaining, 1000000 - u.tokens);
   // a token whose claim is what was used: exhausted, refused over long-poll
   const small = jwt(user, { token_budget: u.tokens });
-  const lp = new Poll(`/ws/${sid}`, small);
+  const lp = poll(`/ws/${sid}`, small);
   await lp.open();
   await lp.send({ type: 'message', content: `${tag}3 refused [[fake tokens=6]]` });
   const err = (await lp.until(has('error'))).find((m) => m.type === 'error');

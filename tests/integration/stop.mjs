@@ -8,10 +8,9 @@
 //   BASE=http://127.0.0.1:PORT FAKE_LLM_URL=... SECRET=... RUN=tag \
 //     node --test --test-reporter=tap tests/integration/stop.mjs
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { connect, SLOW } from '../node/clients.mjs';
+import { api as apiCall, connect, jwtHS256, LongPoll } from '../node/clients.mjs';
 
 const BASE = process.env.BASE;
 const WS = BASE.replace(/^http/, 'ws');
@@ -21,28 +20,10 @@ const RUN = process.env.RUN || `r${process.pid}`;
 const SLOWLY = '[[fake tokens=600 token_ms=10]]';
 
 const now = () => performance.timeOrigin + performance.now();
-const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-function jwt(sub, role) {
-  const head = b64({ alg: 'HS256', typ: 'JWT' });
-  const body = b64({ sub, exp: Math.floor(Date.now() / 1000) + 3600, ...(role ? { role } : {}) });
-  const sig = createHmac('sha256', SECRET).update(`${head}.${body}`).digest('base64url');
-  return `${head}.${body}.${sig}`;
-}
-const ALICE = jwt('alice');
-const BOB = jwt('bob');
-const ADMIN = jwt('root', 'admin');
-
-async function api(method, path, token, body) {
-  const r = await fetch(`${BASE}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await r.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: r.status, json, text };
-}
+const ALICE = jwtHS256(SECRET, 'alice');
+const BOB = jwtHS256(SECRET, 'bob');
+const ADMIN = jwtHS256(SECRET, 'root', { role: 'admin' });
+const api = (method, path, token, body) => apiCall(BASE, method, path, { token, body });
 
 // The fake's log entries whose prompt starts with tag.
 async function fakeRequests(tag) {
@@ -60,33 +41,7 @@ async function fakeEnded(tag, ms = 3000) {
 }
 
 // A long-poll client with a token (the transport carries protocol frames).
-class Poll {
-  constructor(path, token) { this.path = path; this.token = token; this.cursor = 0; this.msgs = []; }
-  async open() {
-    const r = await api('POST', '/api/poll/open', this.token, { path: this.path });
-    assert.equal(r.status, 200, r.text);
-    this.sid = r.json.sid;
-  }
-  async send(frame) {
-    const r = await fetch(`${BASE}/api/poll/${this.sid}`, { method: 'POST',
-      headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/json' },
-      body: JSON.stringify(frame) });
-    assert.equal(r.status, 202, await r.text());
-  }
-  async until(pred, ms = 15000 * SLOW) {
-    const t0 = Date.now();
-    while (!pred(this.msgs)) {
-      assert.ok(Date.now() - t0 < ms, `long-poll timeout; got ${JSON.stringify(this.msgs).slice(0, 2000)}`);
-      const r = await fetch(`${BASE}/api/poll/${this.sid}?cursor=${this.cursor}&wait=5`,
-        { headers: { authorization: `Bearer ${this.token}` } });
-      assert.equal(r.status, 200);
-      const j = await r.json();
-      this.msgs.push(...j.messages);
-      this.cursor = j.cursor;
-    }
-    return this.msgs;
-  }
-}
+const poll = (path, token) => new LongPoll(BASE, path, { token });
 
 const count = (msgs, type) => msgs.filter((m) => m.type === type).length;
 const has = (type) => (msgs) => msgs.some((m) => m.type === type);
@@ -99,7 +54,7 @@ test('seed 001: a long-poll stop ends the WebSocket stream; upstream closed with
   ws.ws.send(JSON.stringify({ type: 'message', content: `${tag} ${SLOWLY}` }));
   await ws.until((m) => count(m, 'stream_chunk') >= 5);
   // a second viewer on the other transport, opened mid-stream: it follows
-  const lp = new Poll(`/ws/${sid}`, ALICE);
+  const lp = poll(`/ws/${sid}`, ALICE);
   await lp.open();
   await lp.until((m) => count(m, 'stream_chunk') >= 1);
   const t0 = now();
@@ -170,7 +125,7 @@ test('seed 000: a viewer of another user cannot stop; the stopped answer is not 
   a.ws.send(JSON.stringify({ ticketBody: body }));
   await a.until((m) => count(m, 'stream') >= 3);
   // bob watches the same generation over long-poll, then tries to stop it
-  const lp = new Poll(`/api/websocket/chat/${ticket}`, BOB);
+  const lp = poll(`/api/websocket/chat/${ticket}`, BOB);
   await lp.open();
   await lp.send({ ticketBody: body });
   await lp.send({ type: 'stop' });
@@ -225,7 +180,7 @@ test('an admin\'s stop frame (role claim) stops another user\'s generation, over
       assert.equal(count(adm.msgs, 'error'), 0, JSON.stringify(adm.msgs.filter((m) => m.type === 'error')));
       adm.ws.close();
     } else {
-      const lp = new Poll(`/api/websocket/chat/${ticket}`, ADMIN);
+      const lp = poll(`/api/websocket/chat/${ticket}`, ADMIN);
       await lp.open();
       await lp.send({ ticketBody: body });
       await lp.send({ type: 'stop' });

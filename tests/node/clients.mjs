@@ -1,8 +1,9 @@
 // clients.mjs — the seed protocols' reference clients, as the seeds' own
 // front ends behave (seed 000 TicketAIChat, seed 001 WebSocketService,
 // seed 002 ChatbotWebSocket), a raw WebSocket helper and Parley's long-poll
-// client (DESIGN §3), shared by the Node suites (ws-bridge.test.mjs,
-// tests/integration/two-nodes.mjs).
+// client (DESIGN §3), a JWT maker and a REST helper, shared by the Node
+// suites (ws-bridge.test.mjs, tests/integration/two-nodes.mjs, seed001.mjs,
+// stop.mjs, budget.mjs, anonymous.mjs, anonymous-protocols.mjs).
 //
 // SLOW: 3 when the bridge under test was built with ASan (timeouts
 // stretch), else 1.
@@ -172,17 +173,20 @@ export class ChatbotWebSocket {
 
 // A long-poll client (DESIGN §3, served by parley.fcgi) of a WebSocket path.
 // The generic long-poll transport (/api/poll/*): token (a JWT, sent as
-// Bearer) and headers (sent on every request) are optional.
+// Bearer) and headers (sent on every request) are optional. After open(),
+// opened is the open response ({ status, headers, json }) and visitor the
+// anonymous visitor token it issued, if any (docs/anonymous.md).
 export class LongPoll {
   constructor(base, path, { token = null, headers = {} } = {}) {
     this.base = base; this.path = path; this.cursor = 0; this.msgs = [];
     this.headers = { ...headers, ...(token ? { authorization: `Bearer ${token}` } : {}) };
   }
   async open() {
-    const r = await fetch(`${this.base}/api/poll/open`, { method: 'POST',
-      headers: { ...this.headers, 'content-type': 'application/json' }, body: JSON.stringify({ path: this.path }) });
-    assert.equal(r.status, 200, await r.clone().text());
-    this.sid = (await r.json()).sid;
+    const r = await api(this.base, 'POST', '/api/poll/open', { headers: this.headers, body: { path: this.path } });
+    assert.equal(r.status, 200, r.text);
+    this.opened = r;
+    this.sid = r.json.sid;
+    this.visitor = r.json.visitor;
   }
   async send(frame) {
     const r = await fetch(`${this.base}/api/poll/${this.sid}`, { method: 'POST',
@@ -214,7 +218,8 @@ export function jwtHS256(secret, sub, claims = {}) {
   return `${head}.${body}.${sig}`;
 }
 
-// One REST call: { status, json (null when the body is not JSON), text }.
+// One REST call: { status, headers (the response's Headers), json (null
+// when the body is not JSON), text }.
 export async function api(base, method, path, { token, body, headers = {} } = {}) {
   const r = await fetch(`${base}${path}`, {
     method,
@@ -225,7 +230,7 @@ export async function api(base, method, path, { token, body, headers = {} } = {}
   const text = await r.text();
   let json = null;
   try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: r.status, json, text };
+  return { status: r.status, headers: r.headers, json, text };
 }
 
 export const ended = (m) => m.some((x) => x.type === 'done' || x.type === 'error');
