@@ -158,7 +158,16 @@ test('an admin sees a running generation (channel, user, tokens so far, age) and
 
 test('open connections: a WebSocket client and a long-poll client are counted, and leave the counts', async () => {
   const totals = async () => (await api('GET', '/api/admin/connections', ADMIN)).json.totals;
-  const base = await totals();
+  // the baseline: counts every process reported after the earlier tests'
+  // clients had closed (a row is up to PRESENCE_EVERY_MS old)
+  await sleep(300);
+  const t0 = Date.now();
+  const base = await eventually('every process reporting after the earlier clients closed', async () => {
+    const c = (await api('GET', '/api/admin/connections', ADMIN)).json;
+    const ws = c.processes.filter((p) => p.program === 'parley-ws');    // the WebSocket counts' source
+    const fresh = ws.length >= 1 && ws.every((p) => p.updated_at > t0);
+    return fresh ? c.totals : null;
+  });
   const ws = await connect(`${WS}/ws/conn-${RUN}?token=${ALICE}`);
   await ws.until(has('connected'));
   const open = await api('POST', '/api/poll/open', ALICE, { path: `/ws/conn-lp-${RUN}` });

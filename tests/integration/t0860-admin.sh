@@ -64,7 +64,7 @@ run_node() {
         esac
     done <"$_out"
     if [ "$_n" -eq 0 ] || [ "$_rc" -ne 0 ]; then
-        grep -E '^ *(not ok|  ---|    (error|expected|actual|message|stack|location))' "$_out" | head -n 60 | sed 's/^/#   /'
+        grep -E '^ *(not ok|(error|expected|actual|message|location):)' "$_out" | head -n 60 | sed 's/^/#   /'
         [ "$_n" -eq 0 ] && { TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1)); \
             echo "not ok $TAP_N - $_name: $(basename "$_file") ran no test (exit $_rc)"; tail -n 20 "$_out" | sed 's/^/#   /'; }
         tail -n 20 "$BRIDGE_DIR/parley-ws.log" | sed 's/^/#   parley-ws: /'
