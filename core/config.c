@@ -7,6 +7,7 @@
  * Never puts a secret's value into an error message.
  */
 #include "config.h"
+#include "auth.h"             /* PARLEY_ADMIN_CLAIM: auth_admin_claim_valid */
 #include "storage/pg/pg.h"     /* db_pg_is_conninfo */
 #include "util.h"
 #include "visitor.h"        /* PARLEY_ANONYMOUS: visitor_list_check */
@@ -51,6 +52,9 @@ static const struct key_def keys[] = {
     { "PARLEY_TEMPERATURE",             K_DOUBLE,   F(temperature),            0, 2 },
     { "PARLEY_JWT_SECRET",              K_SECRET,   F(jwt_secret),             0, 0 },
     { "PARLEY_ALLOWED_ORIGINS",         K_ORIGINS,  F(allowed_origins),        0, 0 },
+    { "PARLEY_JWT_REQUIRE_EXP",         K_INT,      F(jwt_require_exp),        0, 1 },
+    { "PARLEY_TENANT_CLAIM",            K_STRING,   F(tenant_claim),           0, 0 },
+    { "PARLEY_ADMIN_CLAIM",             K_STRING,   F(admin_claim),            0, 0 },
     { "WEBSOCKET_MAX_CONNECTIONS",      K_INT,      F(ws_max_connections),     1, 100000 },
     { "WEBSOCKET_TIMEOUT",              K_INT,      F(ws_timeout_s),           1, 86400 },
     { "RATE_LIMIT_MESSAGES_PER_MINUTE", K_INT,      F(rate_limit_per_min),     0, 100000 },
@@ -750,6 +754,32 @@ int config_check(const struct parley_config *cfg, char *err, size_t errlen)
 {
     if (visitor_list_check(cfg->anonymous, err, errlen) < 0)
         return -1;
+    if (cfg->tenant_claim && *cfg->tenant_claim) {
+        char shown[80];
+        /* a claim name: what PARLEY_ADMIN_CLAIM accepts before its '=' */
+        if (strchr(cfg->tenant_claim, '=') || !auth_admin_claim_valid(cfg->tenant_claim)) {
+            show_value(shown, sizeof shown, cfg->tenant_claim);
+            return set_err(err, errlen, "PARLEY_TENANT_CLAIM: must be a JWT claim name (1-64 "
+                           "letters, digits, '_', '-', ':' or '.'), got '%s'", shown);
+        }
+        if (config_open_mode(cfg))
+            return set_err(err, errlen, "PARLEY_TENANT_CLAIM: needs PARLEY_JWT_SECRET (the "
+                           "tenant comes from the token; open mode has no tokens)");
+        if (visitor_allowed(cfg->anonymous, 0 /* PROTO_TICKET */))
+            return set_err(err, errlen, "PARLEY_ANONYMOUS: ticket cannot be combined with "
+                           "PARLEY_TENANT_CLAIM (an anonymous visitor has no tenant)");
+    }
+    if (cfg->admin_claim && *cfg->admin_claim) {
+        char shown[80];
+        if (!auth_admin_claim_valid(cfg->admin_claim)) {
+            show_value(shown, sizeof shown, cfg->admin_claim);
+            return set_err(err, errlen, "PARLEY_ADMIN_CLAIM: must be a claim name, or "
+                           "name=value (e.g. role=helpdesk-admin), got '%s'", shown);
+        }
+        if (config_open_mode(cfg))
+            return set_err(err, errlen, "PARLEY_ADMIN_CLAIM: needs PARLEY_JWT_SECRET (the "
+                           "claim comes from the token; open mode has no tokens)");
+    }
     if (db_pg_is_conninfo(cfg->db_path) && !(cfg->node_prefix && *cfg->node_prefix))
         return set_err(err, errlen,
                        "PARLEY_NODE_PREFIX: must be set when PARLEY_DB is a PostgreSQL "

@@ -31,6 +31,14 @@ struct parley_config {
     double temperature;          /* PARLEY_TEMPERATURE (0.7, 0..2) */
     char *jwt_secret;            /* PARLEY_JWT_SECRET — secret; NULL/empty: open mode */
     char *allowed_origins;       /* PARLEY_ALLOWED_ORIGINS, comma list; NULL: any */
+    int jwt_require_exp;         /* PARLEY_JWT_REQUIRE_EXP (0): 1 = tokens without "exp" are
+                                    refused (auth.h, AUTH_NO_EXP) */
+    char *tenant_claim;          /* PARLEY_TENANT_CLAIM: the JWT claim naming the user's tenant;
+                                    tickets are then per tenant (docs/tenants.md). NULL: one
+                                    ticket space for everybody */
+    char *admin_claim;           /* PARLEY_ADMIN_CLAIM: "name" or "name=value", the claim that
+                                    may delete a ticket's answer (docs/tenants.md). NULL: any
+                                    authenticated user may */
     int ws_max_connections;      /* WEBSOCKET_MAX_CONNECTIONS (100) */
     int ws_timeout_s;            /* WEBSOCKET_TIMEOUT (300) */
     int rate_limit_per_min;      /* RATE_LIMIT_MESSAGES_PER_MINUTE (30) */

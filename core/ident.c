@@ -64,6 +64,39 @@ int ident_ticket_id_valid(const char *id)
     return ident_name_valid(id, 64);
 }
 
+void ident_tenant_scope(const char *tenant, char *out)
+{
+    out[0] = '\0';
+    if (!tenant || !*tenant)
+        return;
+    char hex[65];
+    sha256_hex(tenant, strlen(tenant), hex);
+    memcpy(out, hex, IDENT_SCOPE_LEN);
+    out[IDENT_SCOPE_LEN] = '\0';
+}
+
+int ident_scope_valid(const char *s)
+{
+    if (!s)
+        return 0;
+    size_t n = strlen(s);
+    if (n == 0)
+        return 1;
+    if (n != IDENT_SCOPE_LEN)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+char *ident_ticket_stored(char *out, size_t outlen, const char *id, const char *scope)
+{
+    int n = scope && *scope ? snprintf(out, outlen, "%s~%s", id, scope)
+                            : snprintf(out, outlen, "%s", id);
+    return n >= 0 && (size_t)n < outlen ? out : NULL;
+}
+
 char *ident_peer(char *out, size_t outlen, const char *user, const char *addr)
 {
     if (!out || outlen == 0)

@@ -25,6 +25,25 @@ int ident_ticket_id_valid(const char *id);
 /* The error message for an invalid ticket id (static storage). */
 #define IDENT_TICKET_ID_RULE "use 1-64 letters, digits, '-', '_' or '.'"
 
+/* Tickets scoped to a tenant (PARLEY_TENANT_CLAIM, docs/tenants.md): a
+ * tenant's scope is the first IDENT_SCOPE_LEN hex digits of SHA-256(tenant),
+ * and its ticket <id> is stored as "<id>~<scope>" (channel, tickets row,
+ * answer cache key), which no client's id can be, since '~' is not allowed
+ * in ticket ids. Only core and the fronts' ticket handlers use the stored
+ * form; every frame and body shows the client's id. */
+#define IDENT_SCOPE_LEN 16
+/* Longest stored ticket id, NUL included: 64 + '~' + 16 + 1. */
+#define IDENT_TICKET_STORED_MAX 82
+/* The scope of tenant into out (IDENT_SCOPE_LEN + 1 bytes): "" when tenant
+ * is NULL or "" (no tenant). */
+void ident_tenant_scope(const char *tenant, char *out);
+/* 1 when s is a scope: "" or IDENT_SCOPE_LEN lower-case hex digits. */
+int ident_scope_valid(const char *s);
+/* The stored id of ticket id in scope ("" or NULL: id itself) into out
+ * (IDENT_TICKET_STORED_MAX bytes is always enough for a valid id).
+ * Returns out, or NULL when it does not fit. */
+char *ident_ticket_stored(char *out, size_t outlen, const char *id, const char *scope);
+
 /* Longest rate-limit identity, NUL included. */
 #define IDENT_PEER_MAX 128
 /* The rate-limit identity of a client, the same on every transport:

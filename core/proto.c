@@ -1,6 +1,7 @@
 /* proto.c — the adapter dispatcher and what all adapters share: routing,
  * frames, following a channel, job hand-off, (de)serialisation (proto.h). */
 #include "proto_impl.h"
+#include "ident.h"
 #include "kb.h"
 #include "ratelimit.h"
 #include "usage.h"
@@ -422,6 +423,7 @@ int proto_open_client(struct parley_ctx *ctx, struct proto_conn *c, const char *
     c->state = json_object();
     str_copy(c->user, sizeof c->user, user ? user : "");
     str_copy(c->peer, sizeof c->peer, peer && *peer ? peer : "anonymous");
+    ident_tenant_scope(cl ? cl->tenant : NULL, c->tenant_scope);
     size_t pl = strlen(PROTO_PHOENIX_PATH);
     if (c->state && !strcmp(path, PROTO_SEND_PATH))
         c->kind = PROTO_SEND;           /* HTTP only: no path parameter */
@@ -539,6 +541,8 @@ char *proto_conn_save(const struct proto_conn *c)
                           "close_reason", c->close_reason, "admin", c->admin);
     if (o && c->has_token_budget)
         json_object_set_new(o, "token_budget", json_integer(c->token_budget));
+    if (o && c->tenant_scope[0])
+        json_object_set_new(o, "tenant_scope", json_string(c->tenant_scope));
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return s;
@@ -578,6 +582,14 @@ int proto_conn_load(struct proto_conn *c, const char *text)
     json_t *tb = json_object_get(o, "token_budget");
     c->has_token_budget = json_is_integer(tb) && json_integer_value(tb) >= 0;
     c->token_budget = c->has_token_budget ? json_integer_value(tb) : 0;
+    json_t *ts = json_object_get(o, "tenant_scope");      /* absent: no tenant */
+    if (ts && !(json_is_string(ts) && ident_scope_valid(json_string_value(ts)))) {
+        json_decref(c->state);
+        c->state = NULL;
+        json_decref(o);
+        return -1;
+    }
+    str_copy(c->tenant_scope, sizeof c->tenant_scope, ts ? json_string_value(ts) : "");
     json_decref(o);
     return 0;
 }

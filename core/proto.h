@@ -60,6 +60,11 @@ struct proto_conn {
     int admin;             /* the JWT carries role "admin" (auth_verify_role): may stop
                               anyone's generation. The transport sets it after
                               proto_open; saved and loaded with the connection */
+    char tenant_scope[17]; /* the scope of the JWT's tenant (ident_tenant_scope, from
+                              proto_client.tenant at proto_open_client): seed 000 reaches
+                              the tickets of this scope only ("" no tenant: the unscoped
+                              tickets; refused while PARLEY_TENANT_CLAIM is set).
+                              Saved and loaded (docs/tenants.md) */
     int with_seq;          /* query seq=1: streamed frames carry "seq" */
     int has_token_budget;  /* the JWT carries "token_budget" (auth_token_budget): */
     int64_t token_budget;  /* its tokens per UTC day (0 unlimited), before the CLI's
@@ -107,6 +112,8 @@ struct proto_client {
     const char *client_version; /* the X-Client-Version header (else the path's
                                    ?client_version=, which proto_open_client reads) */
     const char *project_id;     /* set by proto_open_client from the path's ?project_id= */
+    const char *tenant;         /* the JWT's tenant claim (auth_claims.tenant; NULL or "":
+                                   none), kept as its scope in proto_conn.tenant_scope */
 };
 /* proto_open with what the transport knows of the client (cl may be NULL).
  * The seed 001 adapter records it in the session's metadata. */

@@ -9,6 +9,10 @@
  *           a refused stop: {"type":"error","message":...,"code":...}
  * Channel "ticket:<id>"; the cache key is the ticket id + SHA-256 of the
  * body, so openers of the same ticket and body share one generation.
+ * With PARLEY_TENANT_CLAIM set, <id> is the stored id of the connection's
+ * tenant ("<id>~<scope>", ident_ticket_stored): the same ticket id in two
+ * tenants is two tickets (channel, row, cache); a connection without a
+ * tenant is refused (forbidden, WebSocket close 4403; docs/tenants.md).
  * With PARLEY_KB_TICKETS=1 the system prompt carries the knowledge-base
  * passages that match the body (proto_job_ground), and the key's digest
  * then covers that prompt too.
@@ -44,20 +48,37 @@ int proto_ticket_cached(struct proto_frames *out, const char *response)
     return frames_push(out, json_pack("{s:s}", "type", "done"));
 }
 
+/* The channel of c's ticket: "ticket:<stored id>" (its tenant's). */
+static void ticket_channel(const struct proto_conn *c, char *chan, size_t len)
+{
+    char sid[IDENT_TICKET_STORED_MAX];
+    if (!ident_ticket_stored(sid, sizeof sid, c->param, c->tenant_scope))
+        sid[0] = '\0';                   /* not a valid id: ticket_open refused it */
+    snprintf(chan, len, "ticket:%s", sid);
+}
+
 static int ticket_open(struct parley_ctx *ctx, struct proto_conn *c, const struct proto_client *cl,
                        struct proto_frames *out)
 {
-    (void)ctx;
     if (!ident_ticket_id_valid(c->param)) {
         c->close = 1;
         c->close_code = 1008;
         str_copy(c->close_reason, sizeof c->close_reason, "invalid ticket id");
         return error_frame(c, out, PERR_BAD_INPUT, "Invalid ticket id: " IDENT_TICKET_ID_RULE);
     }
+    if (ctx->cfg->tenant_claim && *ctx->cfg->tenant_claim && !c->tenant_scope[0]) {
+        char m[200];
+        snprintf(m, sizeof m, "Forbidden: tickets are per tenant and the token has no %.64s "
+                 "claim (PARLEY_TENANT_CLAIM)", ctx->cfg->tenant_claim);
+        c->close = 1;
+        c->close_code = 4403;
+        str_copy(c->close_reason, sizeof c->close_reason, "Forbidden: no tenant in the token");
+        return error_frame(c, out, PERR_FORBIDDEN, m);
+    }
     json_int_t after = json_integer_value(json_object_get(c->state, "resume_after"));
     if (after >= 0 && json_object_get(c->state, "resume_after")) {
         char chan[200];
-        snprintf(chan, sizeof chan, "ticket:%s", c->param);
+        ticket_channel(c, chan, sizeof chan);
         proto_follow(c, chan, 0, after);
     }
     return 0;
@@ -66,13 +87,16 @@ static int ticket_open(struct parley_ctx *ctx, struct proto_conn *c, const struc
 static int ticket_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *msg,
                           struct proto_frames *out, struct proto_job **jobp)
 {
+    if (ctx->cfg->tenant_claim && *ctx->cfg->tenant_claim && !c->tenant_scope[0])
+        return error_frame(c, out, PERR_FORBIDDEN,
+                           "Forbidden: tickets are per tenant and the token has no tenant claim");
     if (!json_is_object(msg))
         return error_frame(c, out, PERR_BAD_INPUT,
                            "Invalid message: expected JSON {\"ticketBody\": \"...\"}");
     const char *type = proto_str(msg, "type");
     if (type && !strcmp(type, "stop")) {
         char chan[200];
-        snprintf(chan, sizeof chan, "ticket:%s", c->param);
+        ticket_channel(c, chan, sizeof chan);
         enum perr kind;
         const char *m;
         if (proto_stop(ctx, c, chan, 0, &kind, &m) == JOBS_STOP_OK)
@@ -106,7 +130,9 @@ static int ticket_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *
     struct proto_job *job = proto_job_new();
     if (!job)
         return -1;
-    const char *tid = proto_job_keep(job, c->param);
+    char stored[IDENT_TICKET_STORED_MAX];
+    const char *tid = ident_ticket_stored(stored, sizeof stored, c->param, c->tenant_scope)
+                      ? proto_job_keep(job, stored) : NULL;
     const char *kbody = proto_job_keep(job, body);
     if (!tid || !kbody) {
         proto_job_free(job);

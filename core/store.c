@@ -589,7 +589,7 @@ void answer_key_ticket(struct answer *a, const char *ticket_id, const char *body
 {
     memset(a, 0, sizeof *a);
     sha256_hex(body ? body : "", body ? strlen(body) : 0, hash);
-    snprintf(a->key, sizeof a->key, "ticket:%.80s:%s", ticket_id, hash);
+    snprintf(a->key, sizeof a->key, "ticket:%.96s:%s", ticket_id, hash);
     str_copy(a->kind, sizeof a->kind, "ticket");
     a->ticket_id = ticket_id;
     a->body_hash = hash;

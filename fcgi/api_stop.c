@@ -13,10 +13,13 @@
  * another user (and the token has no role "admin"); each with
  * {"success": false, "message"}. Transport only: the decision is core's
  * (proto_stop_channel); this file reads the role claim of the token the
- * dispatcher already verified (F_AUTH).
+ * dispatcher already verified (F_AUTH). With PARLEY_TENANT_CLAIM set a
+ * ticket's stop reaches the caller's tenant's ticket only (another
+ * tenant's generation on the same id is not found; docs/tenants.md).
  * Runs in a parley.fcgi worker thread on the thread's database connection.
  */
 #include "handlers.h"
+#include "api_usage.h"
 #include "auth.h"
 #include "ident.h"
 #include "proto.h"
@@ -25,21 +28,13 @@
 #include <stdio.h>
 #include <string.h>
 
-/* 1 when the request's token carries role "admin" (open mode: never). */
+/* 1 when the request's token carries role "admin" (open mode: never):
+ * the claims of the dispatcher's one verification. */
 static int request_admin(struct request *r)
 {
-    const struct parley_config *cfg = r->ctx->cfg;
-    if (config_open_mode(cfg))
+    if (config_open_mode(r->ctx->cfg) || !r->has_claims)
         return 0;
-    const char *tok = auth_bearer(r->authorization);
-    char qtok[4096];
-    if (!tok)
-        tok = req_query(r, "token", qtok, sizeof qtok);
-    int admin = 0;
-    char sub[128];
-    if (!tok || auth_verify_role(cfg->jwt_secret, tok, 0, sub, sizeof sub, &admin) != AUTH_OK)
-        return 0;
-    return admin && !strcmp(sub, r->user);
+    return r->claims.admin && !strcmp(r->claims.sub, r->user);
 }
 
 static int stop_on(struct request *r, const char *channel)
@@ -65,9 +60,12 @@ int h_chat_stop(struct request *r)
 
 int h_ticket_ai_stop(struct request *r)
 {
-    char chan[200];
+    char chan[200], stored[IDENT_TICKET_STORED_MAX];
     if (!ident_ticket_id_valid(r->params[0]))
         return res_error_kind(r, PERR_BAD_INPUT, "Invalid ticket id: " IDENT_TICKET_ID_RULE);
-    snprintf(chan, sizeof chan, "ticket:%s", r->params[0]);
+    /* tickets per tenant (docs/tenants.md): this tenant's ticket only */
+    if (!api_ticket_stored(r, stored))
+        return 0;
+    snprintf(chan, sizeof chan, "ticket:%s", stored);
     return stop_on(r, chan);
 }

@@ -9,6 +9,11 @@
  *   GET    /api/tickets/{id}/ai/stream  the ticket's stream as SSE: "id:" = the
  *                                       channel seq, data = the seed 000 frame;
  *                                       resumes from Last-Event-ID or ?after=N
+ * With PARLEY_TENANT_CLAIM set, {id} is the caller's tenant's ticket: its
+ * stored id "<id>~<scope>" (api_ticket_stored; docs/tenants.md) names the
+ * channel, the tickets row and the cache, and bodies still show {id}; a
+ * token without a tenant gets 403. With PARLEY_ADMIN_CLAIM set, DELETE
+ * needs a token with that claim (403 otherwise).
  * The SSE stream and the WebSocket/long-poll endpoints share one channel
  * ("ticket:<id>") and one generation (core/proto_ticket.c makes the frames,
  * core/follow.h follows the channel). Failures map to statuses by their
@@ -53,7 +58,7 @@
 #define ANSWER_MAX_KEEP (256 * 1024) /* larger answers are rendered every time */
 
 struct answer_slot {
-    char id[65];
+    char id[IDENT_TICKET_STORED_MAX];  /* the stored id (the tenant's ticket) */
     char *text;                      /* the answer text it was rendered from */
     size_t text_len;
     char *json;                      /* the rendered body */
@@ -115,7 +120,8 @@ static char *answer_render(const char *id, const char *text, size_t len)
 
 /* What answer_check decided while the answer row was held. */
 struct answer_pick {
-    const char *id;
+    const char *id;                  /* the stored id: the slot's key */
+    const char *shown;               /* the client's id: what the body says */
     const char *json;                /* the body to send: a slot's, or `own` */
     size_t json_len;
     char *own;                       /* rendered now and not kept: freed after */
@@ -136,7 +142,7 @@ static int answer_check(void *ud, const char *text, size_t len)
         p->json_len = slot->json_len;
         return 0;
     }
-    char *json = answer_render(p->id, text, len);
+    char *json = answer_render(p->shown, text, len);
     if (!json) {
         p->bad_utf8 = 1;
         return 0;
@@ -163,12 +169,13 @@ static int answer_check(void *ud, const char *text, size_t len)
     return 0;
 }
 
-/* Serves the cached answer of ticket id: 1 when there is one (the
- * response is written; *rc is what the write returned), 0 when the ticket
- * has none (nothing written), -1 on a database error (nothing written). */
-static int answer_serve(struct request *r, const char *id, int *rc)
+/* Serves the cached answer of the ticket stored as id (shown as shown): 1
+ * when there is one (the response is written; *rc is what the write
+ * returned), 0 when the ticket has none (nothing written), -1 on a
+ * database error (nothing written). */
+static int answer_serve(struct request *r, const char *id, const char *shown, int *rc)
 {
-    struct answer_pick p = { .id = id };
+    struct answer_pick p = { .id = id, .shown = shown };
     int found = store_answer_peek(r->ctx->db, id, answer_check, &p, NULL);
     if (found == STORE_NOT_FOUND)
         return 0;
@@ -187,15 +194,18 @@ int h_ticket_ai_get(struct request *r)
     struct parley_ctx *ctx = r->ctx;
     CHECK_ID(r);
     const char *id = r->params[0];
+    char stored[IDENT_TICKET_STORED_MAX];
+    if (!api_ticket_stored(r, stored))
+        return 0;
     int rc = 0;
-    int cached = answer_serve(r, id, &rc);
+    int cached = answer_serve(r, stored, id, &rc);
     if (cached < 0)
         return res_error_kind(r, PERR_DB, NULL);
     if (cached)
         return rc;
     /* No cached answer: is a generation running? */
-    char chan[96];
-    snprintf(chan, sizeof chan, "ticket:%s", id);
+    char chan[120];
+    snprintf(chan, sizeof chan, "ticket:%s", stored);
     int64_t job = 0, first = 0;
     int running = jobs_running_on(ctx->db, chan, &job, &first);
     if (running < 0)
@@ -214,7 +224,10 @@ static int ticket_send_body(struct request *r, struct proto_conn *c, const char 
     char path[160];
     snprintf(path, sizeof path, "/api/websocket/chat/%s%s", r->params[0], after ? after : "");
     *job = NULL;
-    if (proto_open(r->ctx, c, path, r->user, r->peer, fr) < 0)
+    /* the tenant chooses the ticket (docs/tenants.md) */
+    struct proto_client cl = { r->user_agent, r->remote_addr, r->client_version, NULL,
+                               r->has_claims ? r->claims.tenant : NULL };
+    if (proto_open_client(r->ctx, c, path, r->user, r->peer, &cl, fr) < 0)
         return -1;
     request_claims(r, NULL, c);           /* the role and token_budget claims */
     if (!body || c->err != PERR_OK)
@@ -238,17 +251,24 @@ int h_ticket_ai_delete(struct request *r)
     struct parley_ctx *ctx = r->ctx;
     CHECK_ID(r);
     const char *id = r->params[0];
+    const char *admin_claim = ctx->cfg->admin_claim;
+    if (admin_claim && *admin_claim && !(r->has_claims && r->claims.ticket_admin))
+        return res_error_kind(r, PERR_FORBIDDEN, "Forbidden: deleting a ticket's answer needs "
+                              "the %.100s claim (PARLEY_ADMIN_CLAIM)", admin_claim);
+    char stored[IDENT_TICKET_STORED_MAX];
+    if (!api_ticket_stored(r, stored))
+        return 0;
     char buf[16];
     const char *regen = req_query(r, "regenerate", buf, sizeof buf);
     int again = regen && (!strcmp(regen, "1") || !strcmp(regen, "true"));
-    int n = store_answer_delete_ticket(ctx->db, id);
+    int n = store_answer_delete_ticket(ctx->db, stored);
     if (n < 0)
         return res_error_kind(r, PERR_DB, NULL);
     if (!again)
         return res_json(r, 200, json_pack("{s:b, s:s, s:i}", "success", 1, "ticketId", id,
                                           "deleted", n));
     char *body = NULL;
-    int g = store_ticket_get(ctx->db, id, &body);
+    int g = store_ticket_get(ctx->db, stored, &body);
     if (g < 0)
         return res_error_kind(r, PERR_DB, NULL);
     if (g == 1)
@@ -297,8 +317,10 @@ int h_ticket_ai_stream(struct request *r)
     struct parley_ctx *ctx = r->ctx;
     CHECK_ID(r);
     const char *id = r->params[0];
-    char chan[96], buf[32], after_q[48] = "";
-    snprintf(chan, sizeof chan, "ticket:%s", id);
+    char chan[120], buf[32], after_q[48] = "", stored[IDENT_TICKET_STORED_MAX];
+    if (!api_ticket_stored(r, stored))
+        return 0;
+    snprintf(chan, sizeof chan, "ticket:%s", stored);
 
     /* Resume point: Last-Event-ID (EventSource reconnects), else ?after=N. */
     const char *from = r->last_event_id && *r->last_event_id ? r->last_event_id
@@ -337,8 +359,8 @@ int h_ticket_ai_stream(struct request *r)
         if (jr == 0) {
             snprintf(after_q, sizeof after_q, "?after=%lld", (long long)first);
         } else {
-            int cr = store_answer_ticket_exists(ctx->db, id, &cached);
-            int br = cr == 0 ? store_ticket_get(ctx->db, id, &body) : 1;
+            int cr = store_answer_ticket_exists(ctx->db, stored, &cached);
+            int br = cr == 0 ? store_ticket_get(ctx->db, stored, &body) : 1;
             if (cr < 0 || br < 0) {
                 free(cached);
                 free(body);

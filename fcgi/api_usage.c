@@ -11,11 +11,15 @@
  *   otherwise); the budget shown for another user leaves out a claim (only
  *   that user's own token carries it).
  * Transport only: the numbers and the budget rules are core's (usage.h).
+ * Also the claims helpers of the other handlers (api_usage.h): a
+ * connection's claims (request_claims) and a ticket's stored id for the
+ * request's tenant (api_ticket_stored).
  * Runs in a parley.fcgi worker thread on the thread's database connection.
  */
 #include "handlers.h"
 #include "api_usage.h"
 #include "auth.h"
+#include "ident.h"
 #include "status.h"
 #include "usage.h"
 #include "util.h"
@@ -23,48 +27,56 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The request's token: the Authorization header's, else ?token=. */
-static const char *request_token(struct request *r, char *buf, size_t len)
-{
-    const char *tok = auth_bearer(r->authorization);
-    return tok ? tok : req_query(r, "token", buf, len);
-}
-
 void request_claims(struct request *r, const char *token, struct proto_conn *c)
 {
     const struct parley_config *cfg = r->ctx->cfg;
-    char buf[4096], sub[128];
-    int64_t budget = -1;
-    int admin = 0;
+    struct auth_claims cl;
     if (config_open_mode(cfg))
         return;
-    if (!token || !*token)
-        token = request_token(r, buf, sizeof buf);
-    if (!token ||
-        auth_verify_claims(cfg->jwt_secret, token, 0, sub, sizeof sub, &admin, &budget) != AUTH_OK ||
-        strcmp(sub, c->user) != 0)
+    if (!token || !*token) {
+        if (!r->has_claims)               /* no token, or a visitor */
+            return;
+        cl = r->claims;                   /* the dispatcher's one verification */
+    } else if (auth_verify_config(cfg, token, 0, &cl) != AUTH_OK) {
         return;
-    c->admin = admin;                     /* may stop others' generations (docs/stop.md) */
-    if (budget >= 0) {
-        c->has_token_budget = 1;
-        c->token_budget = budget;
     }
+    if (strcmp(cl.sub, c->user) != 0)
+        return;
+    c->admin = cl.admin;                  /* may stop others' generations (docs/stop.md) */
+    if (cl.token_budget >= 0) {
+        c->has_token_budget = 1;
+        c->token_budget = cl.token_budget;
+    }
+}
+
+const char *api_ticket_stored(struct request *r, char *out)
+{
+    const struct parley_config *cfg = r->ctx->cfg;
+    char scope[IDENT_SCOPE_LEN + 1] = "";
+    if (cfg->tenant_claim && *cfg->tenant_claim) {
+        if (!r->has_claims || !r->claims.tenant[0]) {
+            res_error_kind(r, PERR_FORBIDDEN, "Forbidden: tickets are per tenant and the token "
+                           "has no %.64s claim (PARLEY_TENANT_CLAIM)", cfg->tenant_claim);
+            return NULL;
+        }
+        ident_tenant_scope(r->claims.tenant, scope);
+    }
+    if (!ident_ticket_stored(out, IDENT_TICKET_STORED_MAX, r->params[0], scope)) {
+        res_error_kind(r, PERR_BAD_INPUT, "Invalid ticket id: " IDENT_TICKET_ID_RULE);
+        return NULL;
+    }
+    return out;
 }
 
 int h_usage(struct request *r)
 {
     const struct parley_config *cfg = r->ctx->cfg;
-    char buf[4096], sub[128], other[128];
-    int admin = 0;
-    int64_t claim = -1;
-    const char *tok = request_token(r, buf, sizeof buf);
-    if (!config_open_mode(cfg) && tok) {
-        if (auth_verify_role(cfg->jwt_secret, tok, 0, sub, sizeof sub, &admin) != AUTH_OK ||
-            strcmp(sub, r->user) != 0)
-            admin = 0;
-        else if (auth_verify_budget(cfg->jwt_secret, tok, 0, sub, sizeof sub, &claim) != AUTH_OK)
-            claim = -1;
-    }
+    char other[128];
+    /* the claims of the token the dispatcher verified (none: a visitor,
+     * open mode) */
+    int ok = !config_open_mode(cfg) && r->has_claims && !strcmp(r->claims.sub, r->user);
+    int admin = ok && r->claims.admin;
+    int64_t claim = ok ? r->claims.token_budget : -1;
     const char *user = r->user;
     const char *asked = req_query(r, "user", other, sizeof other);
     if (asked && strcmp(asked, r->user) != 0) {

@@ -357,6 +357,37 @@ const char *req_query(const struct request *r, const char *name, char *buf, size
     return NULL;
 }
 
+/* 1 when the query has a parameter called name (whatever its value). */
+static int req_query_present(const struct request *r, const char *name)
+{
+    size_t nlen = strlen(name);
+    for (const char *q = r->query; q && *q;) {
+        const char *amp = strchr(q, '&');
+        const char *end = amp ? amp : q + strlen(q);
+        const char *eq = memchr(q, '=', (size_t)(end - q));
+        const char *kend = eq ? eq : end;
+        char key[128];
+        long klen = pct_decode(q, (size_t)(kend - q), key, sizeof key, 1);
+        if (klen == (long)nlen && memcmp(key, name, nlen) == 0)
+            return 1;
+        q = amp ? amp + 1 : end;
+    }
+    return 0;
+}
+
+const char *http_request_token(const struct request *r, char *buf, size_t buflen, int *too_long)
+{
+    if (too_long)
+        *too_long = 0;
+    const char *tok = auth_bearer(r->authorization);
+    if (tok)
+        return tok;
+    tok = req_query(r, "token", buf, buflen);
+    if (!tok && too_long && req_query_present(r, "token"))
+        *too_long = 1;
+    return tok;
+}
+
 int req_query_int(const struct request *r, const char *name, long long def, long long min,
                   long long max, long long *out)
 {
@@ -587,22 +618,25 @@ static int dispatch_auth(struct request *r, int flags)
     const struct parley_config *cfg = r->ctx ? r->ctx->cfg : NULL;
     if (!cfg || config_open_mode(cfg))
         return 0;                                /* open mode: user "" */
-    const char *tok = auth_bearer(r->authorization);
-    char qtok[4096];
-    if (!tok)
-        tok = req_query(r, "token", qtok, sizeof qtok);
-    if (!tok && !(flags & F_AUTH))
+    char qtok[AUTH_MAX_TOKEN + 2];
+    int too_long = 0;
+    const char *tok = http_request_token(r, qtok, sizeof qtok, &too_long);
+    if (!tok && !too_long && !(flags & F_AUTH))
         return 0;
-    if (!tok) {
+    if (!tok && !too_long) {
         int kind = dispatch_anon_kind(flags);
         if ((flags & F_VISITOR) && visitor_any(cfg->anonymous) && http_visitor(r, 0) == 0)
             return 0;
         if (kind >= 0 && visitor_allowed(cfg->anonymous, kind) && http_visitor(r, 1) == 0)
             return 0;
     }
-    enum auth_result ar = auth_verify(cfg->jwt_secret, tok, 0, r->user, sizeof r->user);
-    if (ar == AUTH_OK)
+    /* one verification gives the request every claim (struct auth_claims) */
+    enum auth_result ar = too_long ? AUTH_TOO_LONG : auth_verify_config(cfg, tok, 0, &r->claims);
+    if (ar == AUTH_OK) {
+        str_copy(r->user, sizeof r->user, r->claims.sub);
+        r->has_claims = 1;
         return 0;
+    }
     r->user[0] = '\0';
     hdr_append(r->res->extra_headers, sizeof r->res->extra_headers,
            ar == AUTH_MISSING ? "WWW-Authenticate: Bearer\r\n"
@@ -641,6 +675,9 @@ void http_dispatch(struct request *r)
     r->route_flags = 0;
     r->json = NULL;
     r->user[0] = '\0';
+    memset(&r->claims, 0, sizeof r->claims);
+    r->claims.token_budget = -1;
+    r->has_claims = 0;
     r->visitor_new[0] = '\0';
     if (!r->method || !*r->method)
         r->method = "GET";

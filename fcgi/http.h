@@ -13,6 +13,7 @@
  */
 #ifndef PARLEY_HTTP_H
 #define PARLEY_HTTP_H
+#include "auth.h"
 #include "visitor.h"
 #include <stddef.h>
 #include <stdint.h>
@@ -91,6 +92,11 @@ struct request {
                                   released when http_dispatch returns, so an
                                   after callback that needs it takes a ref) */
     char user[128];            /* JWT sub ("" in open mode or without a token) */
+    struct auth_claims claims; /* every claim of the token the dispatcher verified
+                                  (auth_verify_config, once per request): sub, the
+                                  admin role, token_budget, the tenant, the ticket
+                                  admin claim; zero (token_budget -1) without one */
+    int has_claims;            /* claims come from a verified token */
     char peer[128];            /* rate-limit identity, ident_peer() (core/ident.h):
                                   "user:<sub>" or "ip:<remote_addr>"; the
                                   transport may preset "ip:..." */
@@ -188,6 +194,11 @@ const char *http_path_from_cgi(const char *request_uri, const char *script_name,
  * Worker thread of the request; no allocation. */
 int http_visitor(struct request *r, int issue);
 const char *req_query(const struct request *r, const char *name, char *buf, size_t buflen);
+/* The request's JWT: the Authorization bearer, else the query parameter
+ * token= (decoded into buf). NULL when neither came; *too_long (may be
+ * NULL) is then set to 1 when a token= parameter came that does not fit
+ * in buf (give buf AUTH_MAX_TOKEN + 2 bytes: such a token is AUTH_TOO_LONG). */
+const char *http_request_token(const struct request *r, char *buf, size_t buflen, int *too_long);
 /* Integer query parameter name: 0 when absent (*out = def), 1 when it is a
  * decimal integer within [min, max] (*out set), -1 when it is not (a sign
  * '+', blanks, trailing characters, out of range, too long: *out = def).

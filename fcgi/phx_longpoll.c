@@ -111,15 +111,25 @@ static int lp_claims(struct request *r, char *user, size_t len, int *admin, int6
         *budget = -1;
     if (config_open_mode(cfg))
         return 0;
-    char qtok[4096];
+    char qtok[AUTH_MAX_TOKEN + 2];
     const char *tok = auth_bearer(r->authorization);
     if (!tok && r->phx_auth_token && *r->phx_auth_token)
         tok = r->phx_auth_token;
     if (!tok)
         tok = req_query(r, "auth_token", qtok, sizeof qtok);
+    if (!tok && r->query && (!strncmp(r->query, "auth_token=", 11) || strstr(r->query, "&auth_token=")))
+        return -1;                          /* one too long to read: refused, not absent */
     if (!tok || !*tok)
         return 1;
-    return auth_verify_claims(cfg->jwt_secret, tok, 0, user, len, admin, budget) == AUTH_OK ? 0 : -1;
+    struct auth_claims cl;
+    if (auth_verify_config(cfg, tok, 0, &cl) != AUTH_OK || strlen(cl.sub) >= len)
+        return -1;
+    str_copy(user, len, cl.sub);
+    if (admin)
+        *admin = cl.admin;
+    if (budget)
+        *budget = cl.token_budget;
+    return 0;
 }
 
 /* The session token: the X-Phoenix-Longpoll-Token header first, else

@@ -34,8 +34,9 @@
 #include <string.h>
 
 /* Copies the value of query parameter name (with its '=': "token=") of
- * path's query into out ("" none or too long). */
-static void path_arg(const char *path, const char *name, char *out, size_t len)
+ * path's query into out ("" none or too long). Returns 1 when the
+ * parameter came but did not fit, else 0. */
+static int path_arg(const char *path, const char *name, char *out, size_t len)
 {
     out[0] = '\0';
     const char *q = strchr(path, '?');
@@ -45,29 +46,39 @@ static void path_arg(const char *path, const char *name, char *out, size_t len)
             continue;
         const char *v = p + 1 + nl;
         size_t n = strcspn(v, "&#");
-        if (n < len) {
-            memcpy(out, v, n);
-            out[n] = '\0';
-        }
-        return;
+        if (n >= len)
+            return 1;
+        memcpy(out, v, n);
+        out[n] = '\0';
+        return 0;
     }
+    return 0;
 }
 
 /* The user a poll request acts for: the dispatcher's JWT user, else a
  * token in the WebSocket path's query (seed 001 puts it there), else, when
  * PARLEY_ANONYMOUS names the path's protocol (kind), an anonymous visitor:
  * its token from the request (http_visitor) or from visitor= in path, or a
- * new one (docs/anonymous.md). 0 / -1 (401 written). */
+ * new one (docs/anonymous.md). *cl gets the claims of the token that
+ * decided (zero, token_budget -1, for a visitor or in open mode).
+ * 0 / -1 (401 written). */
 static int poll_user(struct request *r, const char *path, enum proto_kind kind, char *user,
-                     size_t len)
+                     size_t len, struct auth_claims *cl)
 {
     const struct parley_config *cfg = r->ctx->cfg;
+    memset(cl, 0, sizeof *cl);
+    cl->token_budget = -1;
     str_copy(user, len, r->user);
-    if (config_open_mode(cfg) || r->user[0])
+    if (config_open_mode(cfg))
         return 0;
-    char tok[4096];
-    path_arg(path, "token=", tok, sizeof tok);
-    if (!tok[0] && visitor_allowed(cfg->anonymous, (int)kind)) {
+    if (r->user[0]) {
+        if (r->has_claims)
+            *cl = r->claims;              /* the dispatcher's one verification */
+        return 0;
+    }
+    char tok[AUTH_MAX_TOKEN + 2];
+    int too_long = path_arg(path, "token=", tok, sizeof tok);
+    if (!tok[0] && !too_long && visitor_allowed(cfg->anonymous, (int)kind)) {
         char vt[VISITOR_TOKEN_MAX];
         path_arg(path, VISITOR_QUERY "=", vt, sizeof vt);
         if (vt[0] && visitor_verify(cfg->jwt_secret, vt, user, len) == 0)
@@ -78,11 +89,13 @@ static int poll_user(struct request *r, const char *path, enum proto_kind kind, 
         }
         return res_error(r, 500, "Could not issue a visitor identity"), -1;
     }
-    enum auth_result ar = auth_verify(cfg->jwt_secret, tok[0] ? tok : NULL, 0, user, len);
-    if (ar != AUTH_OK) {
-        res_error(r, 401, "Unauthorized: %s", auth_message(ar));
+    enum auth_result ar = too_long ? AUTH_TOO_LONG
+                                   : auth_verify_config(cfg, tok[0] ? tok : NULL, 0, cl);
+    if (ar != AUTH_OK || strlen(cl->sub) >= len) {
+        res_error(r, 401, "Unauthorized: %s", auth_message(ar != AUTH_OK ? ar : AUTH_NO_SUBJECT));
         return -1;
     }
+    str_copy(user, len, cl->sub);
     return 0;
 }
 
@@ -97,7 +110,8 @@ int h_poll_open(struct request *r)
     if (proto_route(path, &kind, param, sizeof param) < 0)
         return res_error(r, 404, "No protocol is served at path %.200s", path);
     char user[128], peer[IDENT_PEER_MAX];
-    if (poll_user(r, path, kind, user, sizeof user) < 0)
+    struct auth_claims claims;
+    if (poll_user(r, path, kind, user, sizeof user, &claims) < 0)
         return 0;
     /* the user's identity, also when the token came only inside path */
     ident_peer(peer, sizeof peer, user, r->remote_addr);
@@ -116,12 +130,14 @@ int h_poll_open(struct request *r)
     struct proto_conn c;
     struct proto_frames fr;
     frames_init(&fr);
-    struct proto_client cl = { r->user_agent, r->remote_addr, r->client_version, NULL };
+    /* the tenant chooses the tickets (docs/tenants.md), saved with c */
+    struct proto_client cl = { r->user_agent, r->remote_addr, r->client_version, NULL,
+                               claims.tenant };
     int rc = proto_open_client(ctx, &c, path, user, peer, &cl, &fr);
-    if (rc == 0) {                  /* the role and token_budget claims, saved with c */
-        char ptok[4096] = "";
-        path_arg(path, "token=", ptok, sizeof ptok);
-        request_claims(r, ptok, &c);
+    if (rc == 0 && claims.sub[0] && !strcmp(claims.sub, user)) {
+        c.admin = claims.admin;     /* the role and token_budget claims, saved with c */
+        c.has_token_budget = claims.token_budget >= 0;
+        c.token_budget = claims.token_budget >= 0 ? claims.token_budget : 0;
     }
     char sid[37], *saved = NULL;
     enum poll_status st = POLL_ERROR;

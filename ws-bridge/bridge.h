@@ -166,6 +166,9 @@ struct wsconn {
     struct phx_socket *phx;
     int opened;                        /* proto_open ran (pc to clean up) */
     char user[128];                    /* set by the service thread before T_OPEN */
+    char tenant[128];                  /* its JWT's tenant claim (PARLEY_TENANT_CLAIM, ""
+                                          none): given to proto_open_client at T_OPEN
+                                          (docs/tenants.md) */
     int64_t token_budget;              /* its JWT's token_budget claim (auth_verify_claims;
                                           -1 none), given to pc at T_OPEN (docs/usage.md) */
     int admin;                         /* its JWT carries role "admin": given to pc at T_OPEN
@@ -248,7 +251,9 @@ void bridge_mark(struct bridge *br, int on);
  * percent-decoded) so that a reader decodes it once, into out; the
  * "token" query argument (decoded) into token. uri_token: the method's
  * URI header (WSI_TOKEN_GET_URI, WSI_TOKEN_POST_URI...). 0 / -1 (absent,
- * too long). Service thread, during the request's HTTP callbacks. */
+ * too long); 1 when everything fit but the token= value did not fit in
+ * token (token then ""; with toklen AUTH_MAX_TOKEN + 2 such a token is
+ * AUTH_TOO_LONG). Service thread, during the request's HTTP callbacks. */
 int bridge_request_path(struct lws *wsi, enum lws_token_indexes uri_token, char *out, size_t cap,
                         char *token, size_t toklen);
 /* The client's address for rate limits into out: the peer, or behind a

@@ -329,7 +329,9 @@ int httpfront_begin(struct lws *wsi, struct bridge *br, struct hx **slot)
     x->res.ops = &hf_ops;
     x->res.release = hf_release;         /* a waiting GET may park */
     x->r.res = &x->res;
-    char pq[4096], tok[8], addr[64];
+    /* room for a ?token= longer than AUTH_MAX_TOKEN: the dispatcher then
+     * answers 401 "token too long" (not 414) */
+    char pq[AUTH_MAX_TOKEN * 3 + 2048], tok[8], addr[64];
     if (bridge_request_path(wsi, methods[mi].tok, pq, sizeof pq, tok, sizeof tok) < 0) {
         free(x);
         __atomic_sub_fetch(&H.busy, 1, __ATOMIC_RELAXED);

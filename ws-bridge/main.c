@@ -311,7 +311,8 @@ int main(int argc, char **argv)
     info.vhost_name = "default";
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
     info.retry_and_idle_policy = &retry;
-    info.max_http_header_data = 8192;
+    info.max_http_header_data = 16384;   /* a ?token= over AUTH_MAX_TOKEN still reaches
+                                           on_established: 4401 "token too long" */
     info.timeout_secs = 10;
     if (o->socket_path) {
         info.options |= LWS_SERVER_OPTION_UNIX_SOCK;

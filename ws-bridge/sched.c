@@ -721,7 +721,8 @@ static void run_task(struct worker *w, struct wsconn *c, struct task *t)
     case T_OPEN: {
         char *path = c->open_path;
         c->open_path = NULL;
-        struct proto_client cl = { c->open_ua, c->open_addr, c->open_cv, NULL };
+        struct proto_client cl = { c->open_ua, c->open_addr, c->open_cv, NULL,
+                                   c->tenant };          /* the tenant's tickets */
         if (proto_open_client(&w->ctx, &c->pc, path, c->user, c->peer, &cl, &fr) < 0)
             metrics_error(fr.n ? "open" : "db");
         free(c->open_ua);

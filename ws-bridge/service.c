@@ -34,6 +34,10 @@
 #include <string.h>
 
 #define RX_PAUSE_AT 32         /* pending tasks that pause reading */
+/* A WebSocket request's path with its query, re-encoded: room for a
+ * ?token= of AUTH_MAX_TOKEN bytes and more (a longer one is refused with
+ * 4401 "token too long", not as a path too long). */
+#define BRIDGE_PATH_MAX (AUTH_MAX_TOKEN * 3 + 2048)
 #define RX_RESUME_AT 8
 #define SWEEP_US (1000 * LWS_US_PER_MS)
 #define SHUTDOWN_GRACE_MS 3000
@@ -84,8 +88,9 @@ static int append_encoded(char *out, size_t cap, size_t *len, const char *s, int
 int bridge_request_path(struct lws *wsi, enum lws_token_indexes uri_token, char *out, size_t cap,
                         char *token, size_t toklen)
 {
-    char uri[1024], frag[4096];
+    char uri[1024], frag[16384 + 1];    /* any fragment of max_http_header_data (main.c) */
     size_t len = 0;
+    int token_too_long = 0;
     token[0] = '\0';
     if (lws_hdr_copy(wsi, uri, sizeof uri, uri_token) <= 0)
         return -1;
@@ -95,8 +100,10 @@ int bridge_request_path(struct lws *wsi, enum lws_token_indexes uri_token, char 
         char *eq = strchr(frag, '=');
         if (eq)
             *eq = '\0';
-        if (!strcmp(frag, "token") && eq)
-            str_copy(token, toklen, eq + 1);
+        if (!strcmp(frag, "token") && eq) {
+            token_too_long = strlen(eq + 1) >= toklen;
+            str_copy(token, toklen, token_too_long ? "" : eq + 1);
+        }
         if (len + 2 >= cap)
             return -1;
         out[len++] = i ? '&' : '?';
@@ -112,7 +119,7 @@ int bridge_request_path(struct lws *wsi, enum lws_token_indexes uri_token, char 
                 return -1;
         }
     }
-    return 0;
+    return token_too_long;
 }
 
 void bridge_client_addr(struct lws *wsi, const struct bridge *br, char *out, size_t len)
@@ -254,9 +261,20 @@ static enum auth_result phx_connect_user(struct lws *wsi, const struct bridge *b
     user[0] = '\0';
     if (config_open_mode(&br->cfg))
         return AUTH_OK;
-    char tok[4096];
+    char tok[AUTH_MAX_TOKEN + 2];
     phx_token(wsi, tok, sizeof tok);
-    return auth_verify_claims(br->cfg.jwt_secret, tok[0] ? tok : NULL, 0, user, ulen, admin, budget);
+    struct auth_claims cl;
+    enum auth_result ar = auth_verify_config(&br->cfg, tok[0] ? tok : NULL, 0, &cl);
+    if (ar == AUTH_OK && strlen(cl.sub) >= ulen)
+        ar = AUTH_NO_SUBJECT;
+    if (ar != AUTH_OK)
+        return ar;
+    str_copy(user, ulen, cl.sub);
+    if (admin)
+        *admin = cl.admin;
+    if (budget)
+        *budget = cl.token_budget;
+    return AUTH_OK;
 }
 
 /* 1 when the client's serializer version (vsn) is one Parley speaks: 2.x
@@ -354,7 +372,7 @@ static int on_confirm_upgrade(struct lws *wsi, struct bridge *br, const char *up
 {
     if (!up || strcasecmp(up, "websocket") != 0)
         return -1;
-    char path[2048], token[8];
+    char path[BRIDGE_PATH_MAX], token[8];
     enum proto_kind kind;
     char param[160];
     if (br->stopping) {
@@ -481,8 +499,9 @@ static int on_established(struct lws *wsi, struct bridge *br, struct pss *pss)
         close_soon(c, 1013, "too many connections", 1, CW_MAX_CONN);
         return 0;
     }
-    char path[2048], token[4096];
-    if (bridge_request_path(wsi, WSI_TOKEN_GET_URI, path, sizeof path, token, sizeof token) < 0) {
+    char path[BRIDGE_PATH_MAX], token[AUTH_MAX_TOKEN + 2];
+    int pr = bridge_request_path(wsi, WSI_TOKEN_GET_URI, path, sizeof path, token, sizeof token);
+    if (pr < 0) {
         close_soon(c, 1008, "request path too long", 1, CW_ERROR);
         return 0;
     }
@@ -498,13 +517,21 @@ static int on_established(struct lws *wsi, struct bridge *br, struct pss *pss)
             return 0;
         }
     } else if (!config_open_mode(&br->cfg)) {
-        char auth[4200] = "";
+        char auth[AUTH_MAX_TOKEN + 64] = "";
         const char *tok = token[0] ? token : NULL;
-        if (!tok && lws_hdr_copy(wsi, auth, sizeof auth, WSI_TOKEN_HTTP_AUTHORIZATION) > 0)
-            tok = auth_bearer(auth);
+        /* a token longer than we take is refused as such, never taken for
+         * a missing one */
+        int too_long = pr == 1;
+        if (!tok && !too_long) {
+            int al = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+            if (al >= (int)sizeof auth)
+                too_long = 1;
+            else if (al > 0 && lws_hdr_copy(wsi, auth, sizeof auth, WSI_TOKEN_HTTP_AUTHORIZATION) > 0)
+                tok = auth_bearer(auth);
+        }
         enum proto_kind kind;
         char param[160];
-        if (!tok && proto_route(path, &kind, param, sizeof param) == 0 &&
+        if (!tok && !too_long && proto_route(path, &kind, param, sizeof param) == 0 &&
             visitor_allowed(br->cfg.anonymous, (int)kind)) {
             /* an anonymous visitor (docs/anonymous.md) */
             if (ws_visitor(wsi, br, path, c) < 0) {
@@ -514,8 +541,15 @@ static int on_established(struct lws *wsi, struct bridge *br, struct pss *pss)
             metrics_anonymous_open(c->visitor_new[0] != '\0');
             goto authed;
         }
-        enum auth_result ar = auth_verify_claims(br->cfg.jwt_secret, tok, 0, c->user,
-                                                 sizeof c->user, &c->admin, &c->token_budget);
+        /* one verification gives the connection every claim */
+        struct auth_claims cl;
+        enum auth_result ar = too_long ? AUTH_TOO_LONG : auth_verify_config(&br->cfg, tok, 0, &cl);
+        if (ar == AUTH_OK) {
+            str_copy(c->user, sizeof c->user, cl.sub);
+            str_copy(c->tenant, sizeof c->tenant, cl.tenant);
+            c->admin = cl.admin;
+            c->token_budget = cl.token_budget;
+        }
         if (ar != AUTH_OK) {
             char reason[120];
             snprintf(reason, sizeof reason, "Unauthorized: %s", auth_message(ar));

@@ -1,13 +1,17 @@
 /* test_auth.c — HS256 verification: good tokens, every rejection reason,
- * tokens forged by hand (alg none, tampered payload), garbage, open mode,
+ * tokens forged by hand (alg none, tampered payload, crit headers),
+ * garbage, tokens over AUTH_MAX_TOKEN, the exp requirement, the tenant and
+ * admin claims of a policy, open mode, the settings that make the policy,
  * and the Authorization header parser. */
 #include "th.h"
 #include "auth.h"
+#include "config.h"
 
 #include <time.h>
 
 #include <jwt.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 static const char SECRET[] = "test-secret-0123456789abcdef0123";
 static const int64_t NOW = 1700000000;
@@ -37,6 +41,31 @@ static char *forge(const char *header, const char *payload, const char *sig)
         sprintf(tok, "%s.%s.%s", h, p, sig);
     free(h);
     free(p);
+    return tok;
+}
+
+/* "b64url(header).b64url(payload).HMAC-SHA256" signed with key, for
+ * correctly signed tokens with headers libjwt would not write. New string. */
+static char *forge_signed(const char *header, const char *payload, const char *key)
+{
+    char *unsigned_tok = forge(header, payload, "");
+    if (!unsigned_tok)
+        return NULL;
+    size_t n = strlen(unsigned_tok) - 1;          /* without the last '.' */
+    unsigned char mac[32];
+    unsigned int maclen = 0;
+    HMAC(EVP_sha256(), key, (int)strlen(key), (const unsigned char *)unsigned_tok, n, mac, &maclen);
+    unsigned char b64[64];
+    int m = EVP_EncodeBlock(b64, mac, (int)maclen);
+    while (m > 0 && b64[m - 1] == '=')
+        m--;
+    b64[m] = '\0';
+    for (int i = 0; i < m; i++)
+        b64[i] = b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : b64[i];
+    char *tok = malloc(n + 1 + (size_t)m + 1);
+    if (tok)
+        sprintf(tok, "%.*s.%s", (int)n, unsigned_tok, (const char *)b64);
+    free(unsigned_tok);
     return tok;
 }
 
@@ -234,20 +263,21 @@ TEST(garbage_and_huge_tokens)
     REQUIRE(s != NULL);
     memset(s, 'A', big);
     s[big] = '\0';
-    CHECK_INT(auth_verify(SECRET, s, NOW, sub, sizeof sub), AUTH_MALFORMED);
+    CHECK_INT(auth_verify(SECRET, s, NOW, sub, sizeof sub), AUTH_TOO_LONG);
     s[1000] = '.';
     s[2000] = '.';
-    CHECK_INT(auth_verify(SECRET, s, NOW, sub, sizeof sub), AUTH_MALFORMED);
+    CHECK_INT(auth_verify(SECRET, s, NOW, sub, sizeof sub), AUTH_TOO_LONG);
     memset(s, '.', big);
-    CHECK_INT(auth_verify(SECRET, s, NOW, sub, sizeof sub), AUTH_MALFORMED);
+    CHECK_INT(auth_verify(SECRET, s, NOW, sub, sizeof sub), AUTH_TOO_LONG);
     /* binary junk */
     for (int i = 0; i < 255; i++)
         s[i] = (char)(i + 1);
     s[255] = '\0';
     CHECK_INT(auth_verify(SECRET, s, NOW, sub, sizeof sub), AUTH_MALFORMED);
     free(s);
-    /* a long but legitimate subject is fine; one too long for sub[] is refused */
-    char longsub[300];
+    /* a long but legitimate subject (up to 127 bytes: what every front
+     * keeps) is fine; one too long for sub[] is refused, never cut */
+    char longsub[128];
     memset(longsub, 'x', sizeof longsub - 1);
     longsub[sizeof longsub - 1] = '\0';
     char *tok = auth_make_token(SECRET, longsub, 0);
@@ -256,6 +286,13 @@ TEST(garbage_and_huge_tokens)
     CHECK_INT(auth_verify(SECRET, tok, NOW, small, sizeof small), AUTH_NO_SUBJECT);
     CHECK_INT(auth_verify(SECRET, tok, NOW, large, sizeof large), AUTH_OK);
     CHECK_STR(large, longsub);
+    free(tok);
+    char hugesub[300];
+    memset(hugesub, 'y', sizeof hugesub - 1);
+    hugesub[sizeof hugesub - 1] = '\0';
+    tok = auth_make_token(SECRET, hugesub, 0);
+    REQUIRE(tok != NULL);
+    CHECK_INT(auth_verify(SECRET, tok, NOW, large, sizeof large), AUTH_NO_SUBJECT);
     free(tok);
 }
 
@@ -327,13 +364,258 @@ TEST(bearer_header)
 
 TEST(messages_are_distinct)
 {
-    for (int a = AUTH_OK; a <= AUTH_NO_SUBJECT; a++) {
+    for (int a = AUTH_OK; a <= AUTH_TOO_LONG; a++) {
         const char *ma = auth_message((enum auth_result)a);
         CHECK(ma && *ma);
-        for (int b = a + 1; b <= AUTH_NO_SUBJECT; b++)
+        CHECK(strcmp(ma, "authentication failed") != 0);   /* each has its own */
+        for (int b = a + 1; b <= AUTH_TOO_LONG; b++)
             CHECK(strcmp(ma, auth_message((enum auth_result)b)) != 0);
     }
     CHECK_STR(auth_message(AUTH_EXPIRED), "token expired");
+}
+
+
+/* RFC 7515 §4.1.11: a "crit" header names extensions the recipient must
+ * understand; we understand none, so any crit is refused, even with a
+ * correct signature (without this check libjwt accepts it). */
+TEST(crit_header_refused)
+{
+    const char *pay = "{\"sub\":\"u\"}";
+    char *plain = forge_signed("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", pay, SECRET);
+    char *crit = forge_signed("{\"alg\":\"HS256\",\"crit\":[\"exp\"],\"exp\":1}", pay, SECRET);
+    char *crit_unknown = forge_signed("{\"alg\":\"HS256\",\"crit\":[\"x-bank\"],\"x-bank\":true}",
+                                      pay, SECRET);
+    char *crit_empty = forge_signed("{\"alg\":\"HS256\",\"crit\":[]}", pay, SECRET);
+    char *crit_bad = forge_signed("{\"alg\":\"HS256\",\"crit\":\"b64\"}", pay, SECRET);
+    char *crit_other_key = forge_signed("{\"alg\":\"HS256\",\"crit\":[\"b64\"],\"b64\":false}", pay,
+                                        "another-secret");
+    REQUIRE(plain && crit && crit_unknown && crit_empty && crit_bad && crit_other_key);
+    char sub[64];
+    CHECK_INT(auth_verify(SECRET, plain, NOW, sub, sizeof sub), AUTH_OK);   /* the forger works */
+    CHECK_INT(auth_verify(SECRET, crit, NOW, sub, sizeof sub), AUTH_CRIT);
+    CHECK_STR(sub, "");
+    CHECK_INT(auth_verify(SECRET, crit_unknown, NOW, sub, sizeof sub), AUTH_CRIT);
+    CHECK_INT(auth_verify(SECRET, crit_empty, NOW, sub, sizeof sub), AUTH_CRIT);
+    CHECK_INT(auth_verify(SECRET, crit_bad, NOW, sub, sizeof sub), AUTH_CRIT);
+    CHECK_INT(auth_verify(SECRET, crit_other_key, NOW, sub, sizeof sub), AUTH_CRIT);
+    CHECK(strstr(auth_message(AUTH_CRIT), "crit") != NULL);
+    free(plain);
+    free(crit);
+    free(crit_unknown);
+    free(crit_empty);
+    free(crit_bad);
+    free(crit_other_key);
+}
+
+/* PARLEY_JWT_REQUIRE_EXP: without it a token without exp is fine (as
+ * before); with it, refused with its own reason; exp present: fine. */
+TEST(require_exp_policy)
+{
+    struct auth_policy lax = { SECRET, 0, NULL, NULL }, strict = { SECRET, 1, NULL, NULL };
+    char *noexp = auth_make_token(SECRET, "u", 0);
+    char *withexp = auth_make_token(SECRET, "u", NOW + 600);
+    char *expired = auth_make_token(SECRET, "u", NOW - 600);
+    REQUIRE(noexp && withexp && expired);
+    struct auth_claims cl;
+    CHECK_INT(auth_verify_policy(&lax, noexp, NOW, &cl), AUTH_OK);
+    CHECK_STR(cl.sub, "u");
+    CHECK_INT(auth_verify_policy(&strict, noexp, NOW, &cl), AUTH_NO_EXP);
+    CHECK_STR(cl.sub, "");
+    CHECK_INT(auth_verify_policy(&strict, withexp, NOW, &cl), AUTH_OK);
+    CHECK_INT(auth_verify_policy(&strict, expired, NOW, &cl), AUTH_EXPIRED);
+    /* the settings make the policy */
+    struct parley_config cfg;
+    char err[256];
+    REQUIRE(config_defaults(&cfg) == 0);
+    CHECK_INT(cfg.jwt_require_exp, 0);                    /* documented default: off */
+    REQUIRE(config_set(&cfg, "PARLEY_JWT_SECRET", SECRET, err, sizeof err) == 0);
+    CHECK_INT(auth_verify_config(&cfg, noexp, NOW, &cl), AUTH_OK);
+    REQUIRE(config_set(&cfg, "PARLEY_JWT_REQUIRE_EXP", "1", err, sizeof err) == 0);
+    CHECK_INT(auth_verify_config(&cfg, noexp, NOW, &cl), AUTH_NO_EXP);
+    CHECK_INT(auth_verify_config(&cfg, withexp, NOW, &cl), AUTH_OK);
+    CHECK(config_set(&cfg, "PARLEY_JWT_REQUIRE_EXP", "yes", err, sizeof err) < 0);
+    config_cleanup(&cfg);
+    free(noexp);
+    free(withexp);
+    free(expired);
+}
+
+/* A valid HS256 token of exactly len bytes (a padding claim). New string. */
+static char *token_of_length(size_t len)
+{
+    for (size_t pad = len > 200 ? (len - 200) * 3 / 4 : 1; pad < len; pad++) {
+        char *claims = malloc(pad + 64);
+        if (!claims)
+            return NULL;
+        int n = sprintf(claims, "{\"sub\":\"u\",\"pad\":\"");
+        memset(claims + n, 'p', pad);
+        strcpy(claims + n + pad, "\"}");
+        char *tok = make(JWT_ALG_HS256, SECRET, claims);
+        free(claims);
+        if (!tok)
+            return NULL;
+        if (strlen(tok) == len)
+            return tok;
+        if (strlen(tok) > len) {
+            free(tok);
+            return NULL;
+        }
+        free(tok);
+    }
+    return NULL;
+}
+
+/* Tokens over AUTH_MAX_TOKEN bytes are refused as too long — also when
+ * correctly signed — and never parsed; at the limit they are fine; blanks
+ * around a token do not count. */
+TEST(token_length_limit)
+{
+    CHECK_INT(AUTH_MAX_TOKEN, 4096);
+    char *at = NULL, *over = NULL, *kb8 = NULL;
+    for (size_t want = AUTH_MAX_TOKEN; !at && want > AUTH_MAX_TOKEN - 4; want--)
+        at = token_of_length(want);         /* base64 steps: within 3 bytes */
+    for (size_t want = AUTH_MAX_TOKEN + 1; !over && want < AUTH_MAX_TOKEN + 5; want++)
+        over = token_of_length(want);
+    for (size_t want = 8192; !kb8 && want > 8188; want--)
+        kb8 = token_of_length(want);
+    REQUIRE(at && over && kb8);
+    CHECK(strlen(at) <= AUTH_MAX_TOKEN && strlen(over) > AUTH_MAX_TOKEN);
+    char sub[64];
+    CHECK_INT(auth_verify(SECRET, at, NOW, sub, sizeof sub), AUTH_OK);
+    CHECK_INT(auth_verify(SECRET, over, NOW, sub, sizeof sub), AUTH_TOO_LONG);
+    CHECK_INT(auth_verify(SECRET, kb8, NOW, sub, sizeof sub), AUTH_TOO_LONG);
+    CHECK_STR(sub, "");
+    /* blanks around a token at the limit */
+    char *padded = malloc(strlen(at) + 8);
+    REQUIRE(padded != NULL);
+    sprintf(padded, "  %s \t ", at);
+    CHECK_INT(auth_verify(SECRET, padded, NOW, sub, sizeof sub), AUTH_OK);
+    CHECK_STR(sub, "u");
+    CHECK(strstr(auth_message(AUTH_TOO_LONG), "too long") != NULL);
+    free(padded);
+    free(at);
+    free(over);
+    free(kb8);
+}
+
+/* One verification gives every claim: sub, role admin, token_budget, the
+ * tenant (PARLEY_TENANT_CLAIM) and the ticket admin (PARLEY_ADMIN_CLAIM). */
+TEST(policy_claims)
+{
+    struct auth_policy p = { SECRET, 0, "org", "role=helpdesk-admin" };
+    struct auth_claims cl;
+    struct { const char *claims; const char *tenant; int ticket_admin; } cases[] = {
+        { "{\"sub\":\"u\",\"org\":\"acme\"}", "acme", 0 },
+        { "{\"sub\":\"u\",\"org\":\"acme\",\"role\":\"helpdesk-admin\"}", "acme", 1 },
+        { "{\"sub\":\"u\",\"org\":\"acme\",\"role\":[\"x\",\"helpdesk-admin\"]}", "acme", 1 },
+        { "{\"sub\":\"u\",\"org\":\"acme\",\"role\":\"admin\"}", "acme", 0 },
+        { "{\"sub\":\"u\",\"org\":\"acme\",\"role\":[\"helpdesk\"]}", "acme", 0 },
+        { "{\"sub\":\"u\"}", "", 0 },
+        { "{\"sub\":\"u\",\"org\":42}", "", 0 },
+        { "{\"sub\":\"u\",\"org\":\"\"}", "", 0 },
+        { "{\"sub\":\"u\",\"org\":null}", "", 0 },
+        { "{\"sub\":\"u\",\"org\":[\"acme\"]}", "", 0 },
+        { "{\"sub\":\"u\",\"org\":{\"id\":\"acme\"}}", "", 0 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *tok = make(JWT_ALG_HS256, SECRET, cases[i].claims);
+        REQUIRE(tok != NULL);
+        CHECK_INT(auth_verify_policy(&p, tok, NOW, &cl), AUTH_OK);
+        CHECK_STR(cl.tenant, cases[i].tenant);
+        CHECK_INT(cl.ticket_admin, cases[i].ticket_admin);
+        free(tok);
+    }
+    /* a tenant 128 bytes or longer is no tenant (never cut into another) */
+    char big[200];
+    snprintf(big, sizeof big, "{\"sub\":\"u\",\"org\":\"%0128d\"}", 7);
+    char *tok = make(JWT_ALG_HS256, SECRET, big);
+    REQUIRE(tok != NULL);
+    CHECK_INT(auth_verify_policy(&p, tok, NOW, &cl), AUTH_OK);
+    CHECK_STR(cl.tenant, "");
+    free(tok);
+    /* the other claims in the same call */
+    tok = make(JWT_ALG_HS256, SECRET,
+               "{\"sub\":\"boss\",\"org\":\"acme\",\"role\":\"admin\",\"token_budget\":5000}");
+    REQUIRE(tok != NULL);
+    CHECK_INT(auth_verify_policy(&p, tok, NOW, &cl), AUTH_OK);
+    CHECK_STR(cl.sub, "boss");
+    CHECK_INT(cl.admin, 1);
+    CHECK_INT(cl.token_budget, 5000);
+    CHECK_STR(cl.tenant, "acme");
+    /* no tenant claim configured: the claim is not read */
+    struct auth_policy plain = { SECRET, 0, NULL, NULL };
+    CHECK_INT(auth_verify_policy(&plain, tok, NOW, &cl), AUTH_OK);
+    CHECK_STR(cl.tenant, "");
+    CHECK_INT(cl.ticket_admin, 0);
+    free(tok);
+    /* a bare claim name: the claim must be true */
+    struct auth_policy bare = { SECRET, 0, "org", "ticket_admin" };
+    char *yes = make(JWT_ALG_HS256, SECRET, "{\"sub\":\"u\",\"ticket_admin\":true}");
+    char *str = make(JWT_ALG_HS256, SECRET, "{\"sub\":\"u\",\"ticket_admin\":\"true\"}");
+    char *one = make(JWT_ALG_HS256, SECRET, "{\"sub\":\"u\",\"ticket_admin\":1}");
+    REQUIRE(yes && str && one);
+    CHECK_INT(auth_verify_policy(&bare, yes, NOW, &cl), AUTH_OK);
+    CHECK_INT(cl.ticket_admin, 1);
+    CHECK_INT(auth_verify_policy(&bare, str, NOW, &cl), AUTH_OK);
+    CHECK_INT(cl.ticket_admin, 0);
+    CHECK_INT(auth_verify_policy(&bare, one, NOW, &cl), AUTH_OK);
+    CHECK_INT(cl.ticket_admin, 0);
+    /* a refused token leaves no claim behind */
+    CHECK_INT(auth_verify_policy(&bare, "a.b.c", NOW, &cl), AUTH_MALFORMED);
+    CHECK_STR(cl.sub, "");
+    CHECK_INT(cl.ticket_admin, 0);
+    CHECK_INT(cl.token_budget, -1);
+    /* open mode: everybody "", no claims */
+    struct auth_policy open = { NULL, 1, "org", "role=x" };
+    CHECK_INT(auth_verify_policy(&open, yes, NOW, &cl), AUTH_OK);
+    CHECK_STR(cl.sub, "");
+    CHECK_STR(cl.tenant, "");
+    free(yes);
+    free(str);
+    free(one);
+}
+
+/* PARLEY_TENANT_CLAIM and PARLEY_ADMIN_CLAIM are checked at start. */
+TEST(claim_settings_checked)
+{
+    CHECK(auth_admin_claim_valid("role=admin"));
+    CHECK(auth_admin_claim_valid("ticket_admin"));
+    CHECK(auth_admin_claim_valid("https:example.com.role=a b"));
+    CHECK(!auth_admin_claim_valid(""));
+    CHECK(!auth_admin_claim_valid("=admin"));
+    CHECK(!auth_admin_claim_valid("role="));
+    CHECK(!auth_admin_claim_valid("ro le=admin"));
+    CHECK(!auth_admin_claim_valid("role=ad\nmin"));
+    CHECK(!auth_admin_claim_valid(NULL));
+    struct parley_config cfg;
+    char err[256];
+    REQUIRE(config_defaults(&cfg) == 0);
+    CHECK(cfg.tenant_claim == NULL && cfg.admin_claim == NULL);
+    CHECK_INT(config_check(&cfg, err, sizeof err), 0);
+    /* without a secret there is no token to carry a tenant */
+    REQUIRE(config_set(&cfg, "PARLEY_TENANT_CLAIM", "org", err, sizeof err) == 0);
+    CHECK(config_check(&cfg, err, sizeof err) < 0);
+    CHECK(strstr(err, "PARLEY_TENANT_CLAIM") && strstr(err, "PARLEY_JWT_SECRET"));
+    REQUIRE(config_set(&cfg, "PARLEY_JWT_SECRET", SECRET, err, sizeof err) == 0);
+    CHECK_INT(config_check(&cfg, err, sizeof err), 0);
+    /* visitors have no tenant */
+    REQUIRE(config_set(&cfg, "PARLEY_ANONYMOUS", "chat,ticket", err, sizeof err) == 0);
+    CHECK(config_check(&cfg, err, sizeof err) < 0);
+    CHECK(strstr(err, "PARLEY_ANONYMOUS") && strstr(err, "PARLEY_TENANT_CLAIM"));
+    REQUIRE(config_set(&cfg, "PARLEY_ANONYMOUS", "chat", err, sizeof err) == 0);
+    CHECK_INT(config_check(&cfg, err, sizeof err), 0);
+    REQUIRE(config_set(&cfg, "PARLEY_TENANT_CLAIM", "o rg", err, sizeof err) == 0);
+    CHECK(config_check(&cfg, err, sizeof err) < 0);
+    REQUIRE(config_set(&cfg, "PARLEY_TENANT_CLAIM", "org=acme", err, sizeof err) == 0);
+    CHECK(config_check(&cfg, err, sizeof err) < 0);
+    REQUIRE(config_set(&cfg, "PARLEY_TENANT_CLAIM", "", err, sizeof err) == 0);   /* unset */
+    CHECK_INT(config_check(&cfg, err, sizeof err), 0);
+    REQUIRE(config_set(&cfg, "PARLEY_ADMIN_CLAIM", "role=", err, sizeof err) == 0);
+    CHECK(config_check(&cfg, err, sizeof err) < 0);
+    CHECK(strstr(err, "PARLEY_ADMIN_CLAIM") != NULL);
+    REQUIRE(config_set(&cfg, "PARLEY_ADMIN_CLAIM", "role=helpdesk-admin", err, sizeof err) == 0);
+    CHECK_INT(config_check(&cfg, err, sizeof err), 0);
+    config_cleanup(&cfg);
 }
 
 int main(void)
@@ -347,5 +629,10 @@ int main(void)
     RUN(open_mode_accepts_everyone_as_empty_user);
     RUN(bearer_header);
     RUN(messages_are_distinct);
+    RUN(crit_header_refused);
+    RUN(require_exp_policy);
+    RUN(token_length_limit);
+    RUN(policy_claims);
+    RUN(claim_settings_checked);
     return th_done();
 }

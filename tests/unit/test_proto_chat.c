@@ -637,7 +637,7 @@ TEST(session_metadata_project_and_status)
     struct proto_conn c;
     struct proto_frames f;
     frames_init(&f);
-    struct proto_client cl = { "Mozilla/5.0 (test)", "203.0.113.7", NULL, NULL };
+    struct proto_client cl = { "Mozilla/5.0 (test)", "203.0.113.7", NULL, NULL, NULL };
     REQUIRE(proto_open_client(&ctx, &c, "/ws/sess-meta?project_id=65a1f0c2e4b0a1b2c3d4e5f6&client_version=2.1.0",
                               "mia", "user:mia", &cl, &f) == 0);
     CHECK_INT(c.close, 0);
@@ -658,7 +658,7 @@ TEST(session_metadata_project_and_status)
     frames_free(&f);
     /* a later connection with a header version and no address keeps the
      * address it had and does not move the project */
-    struct proto_client cl2 = { NULL, NULL, "3.0", NULL };
+    struct proto_client cl2 = { NULL, NULL, "3.0", NULL, NULL };
     REQUIRE(proto_open_client(&ctx, &c, "/ws/sess-meta?project_id=other", "mia", "user:mia", &cl2, &f) == 0);
     REQUIRE(store_conv_get(ctx.db, "sess-meta", "mia", &conv) == 0);
     CHECK_STR(conv.project_id ? conv.project_id : "", "65a1f0c2e4b0a1b2c3d4e5f6");
