@@ -233,15 +233,19 @@ it_setup_dir() {
 it_sample_catalog() {
     _scdb=${1:-${IT_DB:-$IT_TMP/data/parley.db}}
     [ -x "$BUILD/parley" ] || it_die "$BUILD/parley is not built (make)"
+    case $BUILD in
+    /*) _scbin=$BUILD/parley ;;             # some scripts make BUILD absolute
+    *) _scbin=$IT_ROOT/$BUILD/parley ;;
+    esac
     mkdir -p "$IT_TMP/cli-node"
     it_own "$IT_TMP/cli-node"
     # shellcheck disable=SC2086
     _scn=$($AS_APP env PARLEY_CONFIG= PARLEY_DB="$_scdb" PARLEY_NODE_PREFIX="$IT_TMP/cli-node/parley" \
-        "$IT_ROOT/$BUILD/parley" brands list 2>&1) || it_die "parley brands list ($_scdb): $_scn"
+        "$_scbin" brands list 2>&1) || it_die "parley brands list ($_scdb): $_scn"
     [ "$(printf '%s\n' "$_scn" | wc -l)" -gt 1 ] && return 0
     # shellcheck disable=SC2086
     _scn=$($AS_APP env PARLEY_CONFIG= PARLEY_DB="$_scdb" PARLEY_NODE_PREFIX="$IT_TMP/cli-node/parley" \
-        "$IT_ROOT/$BUILD/parley" brands import "$IT_ROOT/share/sample-catalog.json" 2>&1) ||
+        "$_scbin" brands import "$IT_ROOT/share/sample-catalog.json" 2>&1) ||
         it_die "parley brands import share/sample-catalog.json ($_scdb): $_scn"
 }
 
