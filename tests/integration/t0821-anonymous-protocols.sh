@@ -1,0 +1,101 @@
+#!/bin/sh
+# t0821-anonymous-protocols.sh — anonymous visitors of the ticket (seed 000),
+# chat (seed 001) and send (seed 004) protocols (docs/anonymous.md) through
+# lighttpd (apache-conf/lighttpd-parley.conf: parley.fcgi for /api/*,
+# WebSocket paths proxied to the bridge parley-ws), with PARLEY_JWT_SECRET
+# set and PARLEY_ANONYMOUS=ticket,chat,send
+# (tests/integration/anonymous-protocols.mjs), the simulated LLM's request
+# log as witness:
+#   brand (not listed) refuses a missing token (4401 / 401); a bad JWT on a
+#     listed protocol is refused, not made a visitor;
+#   ticket: a visitor is served over WebSocket, long-poll (token in
+#     Set-Cookie HttpOnly SameSite=Lax, X-Parley-Visitor and the open
+#     response) and REST + SSE (/ai, /ai/stream, /ai/stop); its token keeps
+#     its identity across transports; only the starter stops its generation
+#     (another visitor, a user, a forged token: 403, the upstream goes on);
+#     its poll session is its alone;
+#   chat: the WebSocket connected frame carries the token and the owner
+#     anon:<id>; with the token the session goes on; another visitor, a
+#     user, a forged token: 4404 / 404; GET /api/chat/sessions lists only
+#     the caller's own; a JWT naming a visitor is refused;
+#   send: a visitor's conversation answered as SSE; anyone else's send to
+#     it is 404 and never reaches the upstream;
+#   a JWT user still works on all three.
+# One test is marked TODO: the ticket protocol's WebSocket never tells a new
+# visitor its token (a known bug in ws-bridge/sched.c, see the .mjs); a TODO
+# failure is reported but does not fail this file (TAP).
+# TAP output; exit status 0 only if everything passed.
+cd "$(dirname "$0")/../.." || exit 1
+. tests/integration/lib.sh
+
+for _b in parley-ws parley.fcgi; do
+    if [ ! -x "$BUILD/$_b" ]; then
+        echo "ok 1 - anonymous visitors of ticket, chat and send # SKIP $BUILD/$_b is not built"
+        echo "1..1"
+        exit 0
+    fi
+done
+
+it_init
+it_fake_llm
+export FAKE_LLM_URL
+curl -fsS "$FAKE_LLM_URL/_fake/requests" >/dev/null 2>&1 ||
+    it_die "the simulated LLM at $FAKE_LLM_URL has no request log (GET /_fake/requests)"
+it_jwt_config
+{
+    # every visitor comes from 127.0.0.1: one shared bucket (docs/anonymous.md)
+    echo "RATE_LIMIT_MESSAGES_PER_MINUTE=0"
+    echo "PARLEY_ANONYMOUS=${IT_ANONYMOUS:-ticket,chat,send}"
+} >>"$IT_APP_CONFIG"
+
+start_bridge || it_die "parley-ws did not start"
+WS_PORT=$BRIDGE_PORT
+start_lighttpd "$BUILD/parley.fcgi"
+it_log "bridge ws://127.0.0.1:$BRIDGE_PORT, lighttpd $BASE, PARLEY_ANONYMOUS=${IT_ANONYMOUS:-ticket,chat,send}"
+
+# The suite's results become ours; "not ok ... # TODO" is a known bug, not a
+# failure (TAP), and is shown as such.
+_out=$SETUP_DIR/logs/anonymous-protocols.tap
+_rc=0
+BASE="$BASE" SECRET="$SECRET" RUN="ap-$$" FAKE_LLM_URL="$FAKE_LLM_URL" \
+    timeout 300 node --test --test-reporter=tap tests/integration/anonymous-protocols.mjs >"$_out" 2>&1 || _rc=$?
+_n=0 _bad=0
+while IFS= read -r _line; do
+    case $_line in
+    "ok "*|"not ok "*)
+        _n=$((_n + 1)); TAP_N=$((TAP_N + 1))
+        _t=$(printf '%s' "$_line" | sed -E 's/^(not )?ok [0-9]+ - //')
+        case $_line in
+        "not ok "*"# TODO"*) echo "not ok $TAP_N - $_t" ;;
+        "not ok "*) _bad=$((_bad + 1)); TAP_FAILED=$((TAP_FAILED + 1)); echo "not ok $TAP_N - $_t" ;;
+        *) echo "ok $TAP_N - $_t" ;;
+        esac ;;
+    esac
+done <"$_out"
+if [ "$_n" -eq 0 ] || [ "$_bad" -gt 0 ] || { [ "$_rc" -ne 0 ] && ! grep -q '^not ok .*# TODO' "$_out"; }; then
+    # each failed test's error (a TODO's too: it is not counted)
+    awk '/^not ok /{p=1; print; next} /^(ok|not ok) /{p=0}
+         p && /^  (error|expected|actual|location):|^    [^ ]|^      [-+] /{print}' "$_out" |
+        head -n 80 | sed 's/^/#   /'
+    if [ "$_n" -eq 0 ]; then
+        TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1))
+        echo "not ok $TAP_N - anonymous-protocols.mjs ran no test (exit $_rc)"
+        tail -n 10 "$_out" | sed 's/^/#   /'
+    elif [ "$_bad" -eq 0 ]; then
+        TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1))
+        echo "not ok $TAP_N - anonymous-protocols.mjs exited $_rc after its tests passed"
+    fi
+    for _f in "$SETUP_DIR"/logs/error.log "$SETUP_DIR"/logs/app.log "$BRIDGE_DIR"/parley-ws.log; do
+        [ -s "$_f" ] && tail -n 5 "$_f" | sed "s|^|#   $(basename "$_f"): |"
+    done
+fi
+
+stop_setup
+
+no_sanitizer_report() {
+    ! grep -l -E 'ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer' \
+        "$BRIDGE_DIR"/*.log "$IT_TMP"/*/logs/* 2>/dev/null
+}
+ok "no sanitizer report in the bridge's or parley.fcgi's logs" no_sanitizer_report
+
+it_done
