@@ -383,6 +383,21 @@ test('chat over long-poll and REST: a visitor lists only its own sessions; anoth
     const d = await api('DELETE', `/api/chat/sessions/${id}`, opts);
     assert.equal(d.status, 404, `${who} DELETE: ${d.status} ${d.text}`);
   }
+  // export: the owner's conversation only
+  const exA = await api('POST', '/api/chat/export', { headers: hdr(S.vA), body: { session_id: S.chatA } });
+  assert.equal(exA.status, 200, exA.text);
+  assert.equal(exA.json.session.user_id, owner(S.vA));
+  assert.equal(exA.json.messages.length, 4);
+  const exB = await api('POST', '/api/chat/export', { headers: hdr(vB), body: { session_id: S.chatA } });
+  assert.equal(exB.status, 404, `visitor B exporting A's: ${exB.text}`);
+  assert.ok(!exB.text.includes(`anp-${RUN}`), `nothing of A's conversation: ${exB.text}`);
+  // a reaction on A's message: A's own, not B's
+  const mid = exA.json.messages.find((x) => x.role === 'assistant').message_id;
+  const reacts = `/api/chat/sessions/${S.chatA}/messages/${mid}/reactions`;
+  const re = await api('POST', reacts, { headers: hdr(vB), body: { helpful: false } });
+  assert.equal(re.status, 404, `visitor B reacting on A's message: ${re.text}`);
+  const own = await api('POST', reacts, { headers: hdr(S.vA), body: { helpful: true } });
+  assert.equal(own.status, 200, `A reacting on its own message: ${own.text}`);
   const stillA = await api('GET', `/api/chat/sessions/${S.chatA}`, { headers: hdr(S.vA) });
   assert.equal(stillA.status, 200, stillA.text);
   assert.notEqual(stillA.json.status, 'closed');
