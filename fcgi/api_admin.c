@@ -9,7 +9,8 @@
  *        docs/stop.md): 202 {"success", "stopped", "job_id"}; 404 / 409
  *   GET  /api/admin/connections              open connections by transport
  *
- * Refusals: no token 401 (the dispatcher, F_AUTH); a token without role
+ * Refusals: no token 401 (the dispatcher, F_AUTH, which verifies the
+ * token once and keeps its claims in r->claims); a token without role
  * "admin" 403; open mode (no PARLEY_JWT_SECRET: nobody is an admin) 403.
  * Where the numbers come from: the database (core/stats.h: counts, jobs,
  * usage, long-poll sessions) and the processes' presence rows
@@ -18,7 +19,6 @@
  * Runs in a parley.fcgi worker thread on the thread's database connection.
  */
 #include "handlers.h"
-#include "auth.h"
 #include "llm.h"
 #include "poll_park.h"
 #include "presence.h"
@@ -32,22 +32,16 @@
 
 /* 0 when the request's token carries role "admin"; else the refusal was
  * sent (403) and the handler returns. F_AUTH already answered 401 to a
- * request without a valid token. */
+ * request without a valid token; its claims are the dispatcher's one
+ * verification (r->claims). */
 static int refuse_unless_admin(struct request *r)
 {
-    const struct parley_config *cfg = r->ctx->cfg;
-    if (config_open_mode(cfg)) {
+    if (config_open_mode(r->ctx->cfg)) {
         res_error_kind(r, PERR_FORBIDDEN, "The admin endpoints need PARLEY_JWT_SECRET and a token "
                                           "with role \"admin\" (open mode has no admin)");
         return -1;
     }
-    const char *tok = auth_bearer(r->authorization);
-    char qtok[4096], sub[128];
-    if (!tok)
-        tok = req_query(r, "token", qtok, sizeof qtok);
-    int admin = 0;
-    if (!tok || auth_verify_role(cfg->jwt_secret, tok, 0, sub, sizeof sub, &admin) != AUTH_OK ||
-        strcmp(sub, r->user) != 0 || !admin) {
+    if (!r->has_claims || !r->claims.admin || strcmp(r->claims.sub, r->user) != 0) {
         res_error_kind(r, PERR_FORBIDDEN, "Only a token with role \"admin\" may use the admin endpoints");
         return -1;
     }
