@@ -10,7 +10,8 @@
 //     second stop is 409; a bad id 400, an unknown one 404;
 //   - open connections: a WebSocket client and a long-poll client show in
 //     the totals (the bridge's presence row, the database's sessions) and
-//     leave them when they close.
+//     leave them when they close; so do a Phoenix socket (the bridge) and
+//     an SSE stream (parley.fcgi's presence rows).
 //
 //   BASE=http://127.0.0.1:PORT FAKE_LLM_URL=... SECRET=... RUN=tag \
 //     node --test --test-reporter=tap tests/integration/admin.mjs
@@ -18,6 +19,7 @@ import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import WebSocket from 'ws';
 import { connect, SLOW } from '../node/clients.mjs';
 
 const BASE = process.env.BASE;
@@ -184,5 +186,48 @@ test('open connections: a WebSocket client and a long-poll client are counted, a
   await eventually('both gone from the counts', async () => {
     const t = await totals();
     return t.websocket <= base.websocket && t.longpoll <= base.longpoll;
+  });
+});
+
+test('open connections: a Phoenix socket and an SSE stream are counted, and leave the counts', async () => {
+  const totals = async () => (await api('GET', '/api/admin/connections', ADMIN)).json.totals;
+  await sleep(300);
+  const t0 = Date.now();
+  const base = await eventually('every process reporting after the earlier clients closed', async () => {
+    const c = (await api('GET', '/api/admin/connections', ADMIN)).json;
+    const ws = c.processes.filter((p) => p.program === 'parley-ws');
+    return ws.length >= 1 && ws.every((p) => p.updated_at > t0) ? c.totals : null;
+  });
+  // a Phoenix socket (the bridge)
+  const phx = new WebSocket(`${WS}/socket/websocket?vsn=2.0.0&auth_token=${ALICE}`);
+  await new Promise((res, rej) => { phx.once('open', res); phx.once('error', rej); });
+  // an SSE stream: a ticket's stream following a slow generation
+  const ticket = `ADM-SSE-${RUN}`;
+  const tag = `admin-${RUN}-sse`;
+  const wsT = await connect(`${WS}/api/websocket/chat/${ticket}?token=${ALICE}`);
+  wsT.ws.send(JSON.stringify({ ticketBody: `${tag} ${SLOWLY}` }));
+  await wsT.until((m) => m.filter((x) => x.type === 'stream').length >= 2);
+  const ctl = new AbortController();
+  const res = await fetch(`${BASE}/api/tickets/${ticket}/ai/stream`, {
+    headers: { authorization: `Bearer ${ALICE}` }, signal: ctl.signal });
+  assert.equal(res.status, 200);
+  const reader = res.body.getReader();
+  await reader.read();                          // the stream is flowing
+  const seen = await eventually('the Phoenix socket and the SSE stream counted', async () => {
+    const t = await totals();
+    return t.phoenix_websocket >= base.phoenix_websocket + 1 && t.sse >= base.sse + 1 ? t : null;
+  });
+  assert.ok(seen.phoenix_websocket >= 1 && seen.sse >= 1);
+  // end both; the generation too (the admin's stop)
+  phx.close();
+  ctl.abort();
+  const g = (await api('GET', '/api/admin/generations', ADMIN)).json.generations
+    .find((x) => x.channel.startsWith(`ticket:${ticket}`));
+  if (g) assert.equal((await api('POST', `/api/admin/generations/${g.job_id}/stop`, ADMIN)).status, 202);
+  await wsT.until((m) => m.some((x) => x.type === 'done'));
+  wsT.ws.close();
+  await eventually('both gone from the counts', async () => {
+    const t = await totals();
+    return t.phoenix_websocket <= base.phoenix_websocket && t.sse <= base.sse;
   });
 });

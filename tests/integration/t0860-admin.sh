@@ -8,7 +8,8 @@
 # tests/integration/admin.mjs runs through each server: 401/403 refusals of
 # every /api/admin/ endpoint, the overview's shape, a running generation
 # seen and stopped by job id (the simulated LLM's request log as witness),
-# WebSocket and long-poll clients counted in the open connections.
+# WebSocket, long-poll, Phoenix socket and SSE clients counted in the open
+# connections and gone from them once closed.
 # tests/integration/admin-browser.mjs (lighttpd setup) opens www/admin.html
 # in headless Chromium (Debian's, through playwright-core) with an admin
 # token: the live generation shows, its model text (with markup) is text,
