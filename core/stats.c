@@ -293,3 +293,22 @@ int stats_poll_open(parley_db *db, int64_t now, int64_t *generic, int64_t *phoen
     sqlite3_reset(st);
     return rc == SQLITE_ROW ? 0 : -1;
 }
+
+static const char sql_cache_hit[] = SQL_CACHE_HIT;
+
+int stats_cache_hit(parley_db *db, const char *key)
+{
+    if (!db || !key)
+        return -1;
+    if (db_pg_conn(db))
+        return stats_pg_cache_hit(db, key);
+    sqlite3_stmt *st = db_stmt(db, sql_cache_hit);
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, key);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return -1;
+    return db_changes(db) > 0 ? 1 : 0;
+}

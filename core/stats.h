@@ -90,6 +90,16 @@ int stats_overview_at(parley_db *db, int64_t now_ms, json_t **out);
  * untouched; db_err_kind). Read-only. Caller's parley_db (its thread). */
 int stats_live_generations(parley_db *db, int64_t now_ms, json_t **out);
 
+/* Counts one cache hit of the stored answer key (answers.hits + 1): what
+ * stats_overview's cache hit rate is computed from. For the paths that
+ * serve a stored answer instead of a generation (core/proto_ticket.c and
+ * core/proto_phoenix.c after store_answer_get; see docs/admin.md, "Left":
+ * they do not call it yet). One UPDATE, its own statement (autocommit, or
+ * part of the caller's open transaction). Returns 1 counted, 0 no such
+ * answer (deleted meanwhile), -1 on a database error (a read-only
+ * database: the caller serves the answer anyway). Caller's parley_db. */
+int stats_cache_hit(parley_db *db, const char *key);
+
 /* Open long-poll sessions (not expired at now_ms) from the database, every
  * process's and node's: *generic those of the generic transport
  * (/api/poll/, DESIGN §3), *phoenix those of Phoenix LongPoll

@@ -213,3 +213,12 @@ int stats_pg_poll_open(parley_db *db, int64_t now, int64_t *generic, int64_t *ph
     PQclear(r);
     return ok ? 0 : -1;
 }
+
+static const char SQL_CACHE_HIT_PG[] = SQL_CACHE_HIT;
+
+int stats_pg_cache_hit(parley_db *db, const char *key)
+{
+    const char *p[1] = { key };
+    int64_t n = db_pg_command(db, SQL_CACHE_HIT_PG, 1, p, "stats: cache hit");
+    return n < 0 ? -1 : n > 0 ? 1 : 0;
+}

@@ -48,6 +48,9 @@ json_t *stats_live_row(int64_t id, const char *channel, const char *user, int64_
 int stats_pg_live(parley_db *db, int64_t now, json_t *arr);
 int stats_pg_poll_open(parley_db *db, int64_t now, int64_t *generic, int64_t *phoenix);
 
+int stats_pg_cache_hit(parley_db *db, const char *key);
+#define SQL_CACHE_HIT "UPDATE answers SET hits = hits + 1 WHERE key = $1"
+
 /* Same text on both backends. */
 #define SQL_POLL_OPEN "SELECT coalesce(sum(CASE WHEN path = '/socket/longpoll' THEN 0 ELSE 1 END), 0), " \
     "coalesce(sum(CASE WHEN path = '/socket/longpoll' THEN 1 ELSE 0 END), 0) " \
