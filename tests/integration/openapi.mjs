@@ -184,6 +184,13 @@ test('every route of fcgi/routes.c is an operation of the document, and no other
   assert.deepEqual(ops.filter((o) => !want.has(shape(o))), [], 'operations of docs/openapi.yaml that routes.c does not serve');
 });
 
+test('the ErrorCode enum is the table of docs/errors.md', () => {
+  const md = readFileSync(new URL('../../docs/errors.md', import.meta.url), 'utf8');
+  const table = [...md.matchAll(/^\| `([a-z_]+)` \|/gm)].map((m) => m[1]);
+  assert.ok(table.length > 10, 'docs/errors.md was read');
+  assert.deepEqual([...spec.components.schemas.ErrorCode.enum].sort(), [...table].sort());
+});
+
 test('GET /api/openapi.json serves this document (ETag, cache headers)', async () => {
   const r = await call('GET', '/api/openapi.json', { token: null, expect: 200 });
   assert.equal(r.text, specText, 'the served document is byte for byte docs/openapi.json');
@@ -219,6 +226,11 @@ async function newSession(token = ALICE, body = { title: 'openapi' }) {
 test('chat sessions, messages, reactions, export', async () => {
   const s = await newSession();
   await call('POST', '/api/chat/sessions', { body: { kind: 'sse' }, expect: 201 });
+  const proj = await call('POST', '/api/chat/sessions', { body: { title: 'in a project', project_id: `p-${run}` }, expect: 201 });
+  assert.equal(proj.json.project_id, `p-${run}`);
+  const inProj = await call('GET', `/api/chat/sessions?project_id=p-${run}`, { expect: 200 });
+  assert.deepEqual(inProj.json.sessions.map((x) => x.session_id), [proj.json.session_id]);
+  await call('POST', '/api/chat/sessions', { body: { project_id: 'no spaces' }, expect: 400 });
   await call('POST', '/api/chat/sessions', { raw: '{"title": ', headers: { 'Content-Type': 'application/json' }, expect: 400 });
   await call('POST', '/api/chat/sessions', { raw: '{"title":"x"}', headers: { 'Content-Type': 'text/plain' }, expect: 415 });
   await call('POST', '/api/chat/sessions', { body: { title: 7 }, expect: 400 });
