@@ -1,6 +1,9 @@
-/* admin.js — the admin page (docs/admin.md): what runs now, from
- * GET /api/admin/overview every 2 seconds while "Live" is checked, with a
- * stop button per running generation (POST /api/admin/generations/{id}/stop).
+/* admin.js — the admin page (docs/admin.md): what runs now, with a stop
+ * button per running generation (POST /api/admin/generations/{id}/stop).
+ * While "Live" is checked: GET /api/admin/generations and
+ * /api/admin/connections every 2 seconds (cheap: running jobs, presence
+ * rows), GET /api/admin/overview (which also counts every stored row)
+ * every 10 seconds and at once.
  *
  * Everything the server sends — channels, user names, model output in
  * "Latest text", upstream names — goes into the page as text only
@@ -10,8 +13,9 @@
 (function () {
   'use strict';
   var D = window.Demo, el = D.el, $ = D.$;
-  var EVERY_MS = 2000;
-  var timer = null, busy = false;
+  var FAST_MS = 2000, SLOW_MS = 10000;
+  var timer = null, busy = false, lastSlow = 0;
+  var thisProcess = [];           // the overview's upstreams.this_process, kept between overviews
 
   function showError(msg) {
     var e = $('#error');
@@ -142,40 +146,64 @@
     fillBody($('#upstreams'), rows);
   }
 
+  // Answers 401/403/errors on the status line; true when r is usable.
+  function usable(r) {
+    if (r.status === 401) {
+      D.status('error', 'Paste a token with role "admin" in the Token field (HTTP 401)');
+      return false;
+    }
+    if (r.status !== 200 || !r.json) {
+      D.status('error', D.errorText(r));
+      return false;
+    }
+    return true;
+  }
+
+  function updated(at) {
+    showError(null);
+    D.status('open', 'Updated ' + new Date(at).toLocaleTimeString());
+  }
+
+  // Everything (the overview), or only what changes fast (generations and
+  // connections) when the overview is recent.
   function refresh() {
     if (busy) return;
     busy = true;
-    D.api('GET', '/api/admin/overview').then(function (r) {
-      busy = false;
-      if (r.status === 401) {
-        D.status('error', 'Paste a token with role "admin" in the Token field (HTTP 401)');
-        return;
-      }
-      if (r.status !== 200 || !r.json) {
-        D.status('error', D.errorText(r));
-        return;
-      }
-      showError(null);
-      var o = r.json;
-      renderGenerations(o.generations || []);
-      renderConnections(o.connections || {});
-      renderStats(o.stats || {});
-      renderUpstreams(o);
-      D.status('open', 'Updated ' + new Date(o.at).toLocaleTimeString());
-    }, function () {
-      busy = false;
-      D.status('error', 'The API does not answer');
-    });
+    var done = function () { busy = false; };
+    var failed = function () { busy = false; D.status('error', 'The API does not answer'); };
+    if (Date.now() - lastSlow >= SLOW_MS) {
+      D.api('GET', '/api/admin/overview').then(function (r) {
+        done();
+        if (!usable(r)) return;
+        lastSlow = Date.now();
+        var o = r.json;
+        renderGenerations(o.generations || []);
+        renderConnections(o.connections || {});
+        renderStats(o.stats || {});
+        thisProcess = (o.upstreams && o.upstreams.this_process) || [];
+        renderUpstreams(o);
+        updated(o.at);
+      }, failed);
+      return;
+    }
+    Promise.all([D.api('GET', '/api/admin/generations'), D.api('GET', '/api/admin/connections')]).then(function (rs) {
+      done();
+      if (!usable(rs[0]) || !usable(rs[1])) return;
+      renderGenerations(rs[0].json.generations || []);
+      renderConnections(rs[1].json);
+      renderUpstreams({ upstreams: { this_process: thisProcess }, connections: rs[1].json });
+      updated(rs[0].json.at);
+    }, failed);
   }
 
   function schedule() {
     if (timer) { clearInterval(timer); timer = null; }
-    if ($('#live').checked) timer = setInterval(refresh, EVERY_MS);
+    if ($('#live').checked) timer = setInterval(refresh, FAST_MS);
   }
 
   document.addEventListener('DOMContentLoaded', function () {
     $('#live').addEventListener('change', schedule);
-    $('#token').addEventListener('change', refresh);
+    $('#token').addEventListener('change', function () { lastSlow = 0; refresh(); });
     refresh();
     schedule();
   });
