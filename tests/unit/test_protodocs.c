@@ -328,6 +328,14 @@ TEST(tickets_page)
     CHECK(open_conn(&c, "/api/websocket/chat/bad%20id", "alice", 0, &seen) == 0);
     CHECK(c.close);
     proto_conn_cleanup(&c);
+    /* tickets per tenant (PARLEY_TENANT_CLAIM) and a connection without one */
+    char err[256];
+    CHECK(config_set(&cfg, "PARLEY_TENANT_CLAIM", "tenant", err, sizeof err) == 0);
+    snprintf(path, sizeof path, "/api/websocket/chat/TENANT-%d", id);
+    CHECK(open_conn(&c, path, "alice", 0, &seen) == 0);
+    CHECK(c.close);
+    proto_conn_cleanup(&c);
+    CHECK(config_set(&cfg, "PARLEY_TENANT_CLAIM", "", err, sizeof err) == 0);
 
     /* busy: a second body while the first answer is generated */
     {
