@@ -55,11 +55,20 @@ WS_BIN    := $(if $(wildcard ws-bridge/main.c),$(BUILD)/parley-ws)
 CLI_SRC   := $(sort $(wildcard cli/*.c))
 CLI_BIN   := $(BUILD)/parley
 
+# Fuzz harnesses (fuzz/, docs/RELIABILITY.md): make fuzz builds each with
+# libFuzzer in $(FUZZ_BUILD)/ and runs it; make test replays every kept
+# regression input and seed through each, built like a unit test
+# ($(BUILD)/tests/test_fuzz_<name>, fuzz/replay.c's main: no clang needed).
+FUZZ_SRC  := $(sort $(wildcard fuzz/fuzz_*.c))
+FUZZ_NAMES := $(FUZZ_SRC:fuzz/fuzz_%.c=%)
+FUZZ_REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/tests/test_fuzz_%)
+FUZZ_HDR  := $(wildcard fuzz/*.h)
+
 MIGRATIONS := $(sort $(wildcard sql/[0-9]*.sql))
 PG_MIGRATIONS := $(sort $(wildcard sql/pg/[0-9]*.sql))
 
 .PHONY: all deps test unit run bench clean node-deps
-all: $(LIBPARLEY) $(CLI_BIN) $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN) $(FCGI_BIN) $(WS_BIN)
+all: $(LIBPARLEY) $(CLI_BIN) $(UNIT_BIN) $(FUZZ_REPLAY_BIN) $(TOOL_BIN) $(BENCH_BIN) $(FCGI_BIN) $(WS_BIN)
 
 deps:
 	@tools/deps.sh
@@ -101,6 +110,10 @@ $(LIBPARLEY): $(CORE_OBJ)
 $(FCGI_LIB): $(FCGI_LIB_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
+
+$(BUILD)/tests/test_fuzz_%: fuzz/fuzz_%.c fuzz/replay.c $(FUZZ_HDR) $(FCGI_LIB) $(LIBPARLEY)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Ifuzz -Ifcgi -Itests/unit -DFUZZ_NAME='"$*"' $(LDFLAGS) -o $@ $< fuzz/replay.c $(FCGI_LIB) $(LIBPARLEY) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/th.h $(FCGI_LIB) $(LIBPARLEY)
 	@mkdir -p $(dir $@)
@@ -151,6 +164,30 @@ DEB_BUILD ?= build-deb
 .PHONY: deb
 deb:
 	@MAKE="$(MAKE)" packaging/build-deb.sh $(DEB_BUILD)
+
+# make fuzz: every harness of fuzz/ built with clang's libFuzzer (plus ASan
+# and UBSan) in $(FUZZ_BUILD)/ and run FUZZ_S seconds (tools/fuzz.sh);
+# crashes go to fuzz/crashes/; non-zero when any harness found one.
+# FUZZ=name runs one harness. The clang packages are installed on demand
+# (tools/deps.sh fuzz).
+FUZZ_BUILD ?= build-fuzz
+FUZZ_S     ?= 60
+FUZZ_CC    ?= clang-14
+FUZZ       ?=
+.PHONY: fuzz fuzz-build fuzz-bins
+fuzz: fuzz-build
+	@FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_S=$(FUZZ_S) tools/fuzz.sh $(FUZZ)
+
+fuzz-build:
+	@tools/deps.sh fuzz
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) \
+	    SANITIZE=fuzzer-no-link,address,undefined fuzz-bins
+
+fuzz-bins: $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%)
+
+$(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c $(FUZZ_HDR) $(FCGI_LIB) $(LIBPARLEY)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Ifuzz -Ifcgi -Itests/unit $(LDFLAGS) -fsanitize=fuzzer -o $@ $< $(FCGI_LIB) $(LIBPARLEY) $(LDLIBS)
 
 clean:
 	rm -rf $(BUILD)

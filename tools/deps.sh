@@ -7,6 +7,8 @@
 #                         browser tests, valgrind for the leak checks,
 #                         python3-yaml for t0870-openapi, adduser for
 #                         t0880-deb
+#   tools/deps.sh fuzz    and what make fuzz adds: Debian's clang 14 and its
+#                         runtime with libFuzzer (docs/RELIABILITY.md)
 set -eu
 PKGS="gcc make pkg-config libfcgi-dev libcurl4-openssl-dev libjansson-dev
 libsqlite3-dev libwebsockets-dev libjwt-dev libssl-dev sqlite3 curl"
@@ -29,6 +31,9 @@ if [ "${1:-}" = test ]; then
     # t0880-deb installs the package for real on CI (dpkg -i): its postinst
     # needs adduser (on every standard Debian 12, but not in every image)
     PKGS="$PKGS adduser"
+fi
+if [ "${1:-}" = fuzz ]; then
+    PKGS="$PKGS clang-14 libclang-rt-14-dev"
 fi
 missing=""
 for p in $PKGS; do

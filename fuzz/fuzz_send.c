@@ -1,0 +1,9 @@
+/* fuzz_send.c — seed 004's adapter (core/proto.h) fed a sequence of client
+ * frames: the first line of the input is appended to "/api/chat/send", each
+ * further line is one frame (fuzz/proto_harness.h). */
+#include "proto_harness.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    return fzp_run("/api/chat/send", data, size);
+}

@@ -1,0 +1,9 @@
+/* fuzz_ticket.c — seed 000's adapter (core/proto.h) fed a sequence of client
+ * frames: the first line of the input is appended to "/api/websocket/chat/", each
+ * further line is one frame (fuzz/proto_harness.h). */
+#include "proto_harness.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    return fzp_run("/api/websocket/chat/", data, size);
+}

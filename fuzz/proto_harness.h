@@ -1,0 +1,121 @@
+/* proto_harness.h — drives one protocol adapter (core/proto.h) with a
+ * sequence of client frames, the way a transport does, for the adapter
+ * harnesses (fuzz_ticket.c, fuzz_chat.c, fuzz_brand.c, fuzz_send.c).
+ *
+ * Input: the first line is appended to the adapter's path (the path
+ * parameter and query: "T-1?seq=1&after=3"); every following line is one
+ * client text frame. For each frame: proto_message; a generation it hands
+ * back is run at once (its upstream refuses the connection: an error
+ * event); then the followed channel is pumped; then the connection is
+ * saved and loaded again, as a long-poll session is between requests. A
+ * connection the adapter closes ends the sequence. One fresh database per
+ * input (fuzz.h).
+ */
+#ifndef PARLEY_PROTO_HARNESS_H
+#define PARLEY_PROTO_HARNESS_H
+#include "fuzz.h"
+#include "catalog.h"
+#include "proto.h"
+#include "store.h"
+#include "util.h"
+
+FZ_UNUSED static struct parley_config fzp_cfg;
+FZ_UNUSED static int fzp_ready;
+
+/* The seed 002 demo brands in the template database (share/, read from the
+ * repository root, where make fuzz and make test run). */
+static inline void fzp_sample_catalog(parley_db *db)
+{
+    json_t *doc;
+    char err[600];
+    struct catalog_import_result res;
+    if (catalog_read_json("share/sample-catalog.json", &doc, err, sizeof err) < 0)
+        fz_die("sample catalogue", err);
+    int rc = catalog_import_brands(db, doc, &res);
+    json_decref(doc);
+    catalog_import_result_free(&res);
+    if (rc != CATALOG_IMPORT_OK)
+        fz_die("sample catalogue", "import refused");
+}
+
+/* Seed 004's conversations: conv-1 of alice (the harness's user), conv-2
+ * of bob (someone else's). */
+static inline void fzp_send_convs(parley_db *db)
+{
+    static const char *const v[2][2] = { { "conv-1", "alice" }, { "conv-2", "bob" } };
+    for (int i = 0; i < 2; i++) {
+        struct conversation cv;
+        memset(&cv, 0, sizeof cv);
+        str_copy(cv.id, sizeof cv.id, v[i][0]);
+        str_copy(cv.owner, sizeof cv.owner, v[i][1]);
+        str_copy(cv.kind, sizeof cv.kind, "sse");
+        if (store_conv_create(db, &cv) != 0)
+            fz_die("conversation", v[i][0]);
+    }
+}
+
+static inline void fzp_frames_clear(struct proto_frames *f)
+{
+    frames_free(f);
+    frames_init(f);
+}
+
+/* Runs the sequence in data on an adapter reached at base + first line. */
+static inline int fzp_run(const char *base, const uint8_t *data, size_t size)
+{
+    if (!fzp_ready) {
+        fz_config(&fzp_cfg);
+        fzp_ready = 1;
+    }
+    struct parley_ctx ctx;
+    fz_db_fresh(&ctx, &fzp_cfg);
+    if (!strcmp(base, "/ws/chat/"))
+        fzp_sample_catalog(ctx.db);
+    if (!strcmp(base, PROTO_SEND_PATH))
+        fzp_send_convs(ctx.db);
+    const uint8_t *p = data, *end = data + size;
+    const char *s;
+    size_t n;
+    char path[600];
+    if (!fz_next(&p, end, '\n', &s, &n))
+        n = 0;
+    char *tail = fz_strndup(n ? s : "", n);
+    if (strlen(tail) != n) {                /* a NUL in the path: no transport passes one */
+        free(tail);
+        fz_db_close(&ctx);
+        return 0;
+    }
+    /* seed 004 has one path: the first line is then ignored */
+    snprintf(path, sizeof path, "%s%s", base, strcmp(base, PROTO_SEND_PATH) ? tail : "");
+    free(tail);
+    struct proto_conn c;
+    struct proto_frames f;
+    frames_init(&f);
+    int rc = proto_open(&ctx, &c, path, "alice", "user:alice", &f);
+    fzp_frames_clear(&f);
+    while (rc == 0 && !c.close && fz_next(&p, end, '\n', &s, &n)) {
+        struct proto_job *job = NULL;
+        proto_message(&ctx, &c, s, n, &f, &job);
+        if (job) {
+            proto_job_run(&ctx, job);
+            proto_job_free(job);
+        }
+        proto_pump(&ctx, &c, &f);
+        fzp_frames_clear(&f);
+        if (c.kind == PROTO_SEND)
+            continue;                       /* seed 004 is HTTP only: never saved */
+        char *saved = proto_conn_save(&c);
+        proto_conn_cleanup(&c);
+        if (!saved || proto_conn_load(&c, saved) < 0) {
+            fprintf(stderr, "a saved connection does not load again: %s\n",
+                    saved ? saved : "(null)");
+            abort();
+        }
+        free(saved);
+    }
+    frames_free(&f);
+    proto_conn_cleanup(&c);
+    fz_db_close(&ctx);
+    return 0;
+}
+#endif
