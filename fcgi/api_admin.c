@@ -1,5 +1,5 @@
 /* api_admin.c — the admin page's JSON endpoints (docs/admin.md), for a
- * token whose claims hold role "admin" (auth_verify_role):
+ * token whose claims hold role "admin" (struct auth_claims.admin):
  *
  *   GET  /api/admin/overview                 everything the page shows, one
  *        request: {"stats": stats_overview, "generations": [...],
@@ -165,10 +165,10 @@ int h_admin_stop(struct request *r)
 {
     if (refuse_unless_admin(r) < 0)
         return 0;
-    char *end = NULL;
     const char *id = r->params[0];
-    long long job = strtoll(id, &end, 10);
-    if (!*id || *end || job <= 0 || strlen(id) > 18)
+    size_t n = strspn(id, "0123456789");
+    long long job = n && !id[n] && n <= 18 ? strtoll(id, NULL, 10) : 0;
+    if (job <= 0)
         return res_error_kind(r, PERR_BAD_INPUT, "The job id must be a positive integer");
     enum perr kind;
     const char *msg;

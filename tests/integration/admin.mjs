@@ -137,7 +137,8 @@ test('an admin sees a running generation (channel, user, tokens so far, age) and
   assert.ok(o.json.generations.some((x) => x.job_id === g.job_id));
   assert.ok(o.json.stats.generations.running >= 1);
   // a bad id, an unknown job
-  assert.equal((await api('POST', '/api/admin/generations/abc/stop', ADMIN)).status, 400);
+  for (const bad of ['abc', '0', '+5', '12x', '1234567890123456789'])
+    assert.equal((await api('POST', `/api/admin/generations/${bad}/stop`, ADMIN)).status, 400, bad);
   assert.equal((await api('POST', '/api/admin/generations/999999999/stop', ADMIN)).status, 404);
   // stop it
   const s = await api('POST', `/api/admin/generations/${g.job_id}/stop`, ADMIN);
