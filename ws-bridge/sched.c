@@ -510,9 +510,24 @@ static void verify_share(struct worker *w, const struct proto_conn *pc,
     json_decref(tmp.state);
 }
 
+static void frame_add_visitor(struct proto_frames *fr, const char *token);
+
+/* A new anonymous visitor's token goes on the first frame c is sent
+ * (docs/anonymous.md): at open when the protocol says something then (seed
+ * 001 connected, seed 002 welcome), else on its first answer frame (seed
+ * 000 says nothing before it). Then it is forgotten. */
+static void give_visitor(struct wsconn *c, struct proto_frames *fr)
+{
+    if (c->visitor_new[0] && fr->n > 0) {
+        frame_add_visitor(fr, c->visitor_new);
+        c->visitor_new[0] = '\0';
+    }
+}
+
 /* feed() for a channel pump: formats events for c, sharing the frames of
  * its class (sets: one per event of ev). Returns 1 when it stopped for
- * lack of room. */
+ * lack of room. A connection whose visitor token is still to be given
+ * formats its own frames until then. */
 static int feed_shared(struct worker *w, struct wsconn *c, const struct evlog_event *ev, int n,
                        int *room, struct share_set *sets, struct fvec *out)
 {
@@ -525,6 +540,15 @@ static int feed_shared(struct worker *w, struct wsconn *c, const struct evlog_ev
         (*room)--;
         struct share_set *ss = &sets[i];
         struct share *g = NULL;
+        if (c->visitor_new[0]) {            /* its own frames, the token on the first */
+            struct proto_frames own;
+            frames_init(&own);
+            if (proto_event(&w->ctx, pc, &ev[i], &own) < 0)
+                metrics_error("format");
+            give_visitor(c, &own);
+            frames_build(&own, NULL, NULL, out);
+            continue;
+        }
         for (int j = 0; j < ss->n && !g; j++) {
             struct share *s = &ss->s[j];
             if (s->kind == pc->kind && s->with_seq == pc->with_seq && s->job_id == pc->job_id &&
@@ -605,6 +629,8 @@ static int pc_pump(struct worker *w, struct wsconn *c, struct proto_conn *pc)
         int left = max;
         int full = feed(w, pc, ev, n, &left, &fr);
         evlog_free(ev, n);
+        if (!c->phx)
+            give_visitor(c, &fr);
         post(c, &fr);
         if (full) {
             want_more(br, c);
@@ -732,8 +758,7 @@ static void run_task(struct worker *w, struct wsconn *c, struct task *t)
         c->pc.token_budget = c->token_budget >= 0 ? c->token_budget : 0;
         c->pc.admin = c->admin;                          /* the role claim (docs/stop.md) */
         free(path);
-        if (c->visitor_new[0] && fr.n > 0)   /* a new anonymous visitor: its token */
-            frame_add_visitor(&fr, c->visitor_new);
+        give_visitor(c, &fr);                /* a new anonymous visitor: its token */
         c->opened = 1;
         post(c, &fr);
         if (c->pc.close) {
@@ -750,6 +775,7 @@ static void run_task(struct worker *w, struct wsconn *c, struct task *t)
         struct proto_job *job = NULL;
         if (proto_message(&w->ctx, &c->pc, t->text, t->len, &fr, &job) < 0)
             metrics_error("db");
+        give_visitor(c, &fr);                /* seed 000: a cached answer, an error */
         post(c, &fr);
         if (job)
             gen_submit(br, job);

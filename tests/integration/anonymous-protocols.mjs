@@ -189,12 +189,10 @@ test('ticket over WebSocket: a visitor without a token is served the answer', as
 });
 
 // docs/anonymous.md: "over WebSocket: the protocol's first frame gets a
-// top-level field visitor". Seed 000 sends nothing at open (its first frame
-// follows the ticketBody), and the bridge adds the token only to the frames
-// of the open (ws-bridge/sched.c run_task T_OPEN, fr.n > 0): a ticket
-// visitor over WebSocket is never told its token. Known bug, reported; the
-// test passes (and node reports the TODO as passing) once it is fixed.
-test('ticket over WebSocket: the first frame carries the new visitor\'s token', { todo: 'ws-bridge: seed 000 opens without a frame, so the token is never sent (reported)' }, () => {
+// top-level field visitor". Seed 000 sends nothing at open: its first frame
+// is the first of its answer (ws-bridge/sched.c give_visitor keeps the
+// token until a frame goes out).
+test('ticket over WebSocket: the first frame carries the new visitor\'s token', () => {
   assert.ok(S.ticketWsFirst, 'the previous test got frames');
   assert.match(S.ticketWsFirst.visitor ?? '', TOKEN_RE, JSON.stringify(S.ticketWsFirst));
 });
