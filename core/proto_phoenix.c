@@ -47,6 +47,7 @@
  * Runs in the thread that drives the connection (proto.h).
  */
 #include "proto_impl.h"
+#include "stats.h"
 #include "ident.h"
 #include "util.h"
 
@@ -479,6 +480,7 @@ static int on_query(struct parley_ctx *ctx, struct proto_conn *c, json_t *ref, j
         return db_refuse(ctx, c, out, ref);
     }
     if (r == STORE_OK) {
+        stats_cache_hit(ctx->db, job->ans.key);   /* the admin page's hit rate; best effort */
         const char *model = cmodel && *cmodel ? cmodel : kmodel;
         int64_t ms = now_ms() - t0;
         char ts[32];

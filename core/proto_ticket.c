@@ -18,6 +18,7 @@
  * then covers that prompt too.
  */
 #include "proto_impl.h"
+#include "stats.h"
 #include "ident.h"
 #include "util.h"
 
@@ -150,6 +151,7 @@ static int ticket_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *
     char *cached = NULL;
     int r = store_answer_get(ctx->db, job->ans.key, &cached, NULL, NULL);
     if (r == 0) {
+        stats_cache_hit(ctx->db, job->ans.key);   /* the admin page's hit rate; best effort */
         int rc = proto_ticket_cached(out, cached);
         free(cached);
         proto_job_free(job);

@@ -33,6 +33,7 @@
 #include "db.h"
 #include "evlog.h"
 #include "jobs.h"
+#include "stats.h"
 #include "proto_impl.h"
 #include "store.h"
 #include "util.h"
@@ -435,6 +436,47 @@ TEST(stop_of_a_blocking_run)
     close_target(&ctx);
 }
 
+/* Not a stop: a ticket answered from the cache counts a hit for the admin
+ * page's hit rate (stats_cache_hit, docs/admin.md); a generation does not. */
+TEST(cache_hit_counted)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_target(&ctx) == 0);
+    char t[96], b[200];
+    snprintf(t, sizeof t, "%shits", pfx);
+    for (char *p = t; *p; p++)
+        if (*p == ':')
+            *p = '-';
+    snprintf(b, sizeof b, "hits-%s [[fake tokens=3 token_ms=0]]", pfx);
+    json_t *before = NULL, *mid = NULL, *after = NULL;
+    REQUIRE(stats_overview(ctx.db, &before) == 0);
+    struct proto_conn c;
+    struct proto_frames f;
+    frames_init(&f);
+    struct proto_job *job = ticket_open_send(&ctx, &c, &f, t, "carol", b);
+    REQUIRE(job);
+    CHECK_INT(run_job(&ctx, job), 0);
+    REQUIRE(pump_to_end(&ctx, &c, &f) == 0);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    REQUIRE(stats_overview(ctx.db, &mid) == 0);
+    struct proto_job *again = ticket_open_send(&ctx, &c, &f, t, "dave", b);
+    CHECK(again == NULL);
+    CHECK(f.n >= 1 && strstr(f.v[0], "\"cached\""));
+    REQUIRE(stats_overview(ctx.db, &after) == 0);
+    json_int_t h0 = json_integer_value(json_object_get(json_object_get(before, "cache"), "hits"));
+    json_int_t h1 = json_integer_value(json_object_get(json_object_get(mid, "cache"), "hits"));
+    json_int_t h2 = json_integer_value(json_object_get(json_object_get(after, "cache"), "hits"));
+    CHECK_INT(h1 - h0, 0);
+    CHECK_INT(h2 - h1, 1);
+    json_decref(before);
+    json_decref(mid);
+    json_decref(after);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    close_target(&ctx);
+}
+
 TEST(ticket_stop_foreign_refused_and_not_cached)
 {
     struct parley_ctx ctx;
@@ -629,6 +671,7 @@ int main(void)
     run_bell = bell_open_db(dbpath, err, sizeof err);
     run_backend_cases();
     RUN(stop_of_a_blocking_run);
+    RUN(cache_hit_counted);
     RUN(phoenix_stop_event);
     RUN(brand_stop_frame);
     RUN(admin_role_claim);
