@@ -423,7 +423,9 @@ int proto_open_client(struct parley_ctx *ctx, struct proto_conn *c, const char *
     c->state = json_object();
     str_copy(c->user, sizeof c->user, user ? user : "");
     str_copy(c->peer, sizeof c->peer, peer && *peer ? peer : "anonymous");
-    ident_tenant_scope(cl ? cl->tenant : NULL, c->tenant_scope);
+    /* tickets per tenant only while PARLEY_TENANT_CLAIM is set */
+    if (ctx->cfg->tenant_claim && *ctx->cfg->tenant_claim)
+        ident_tenant_scope(cl ? cl->tenant : NULL, c->tenant_scope);
     size_t pl = strlen(PROTO_PHOENIX_PATH);
     if (c->state && !strcmp(path, PROTO_SEND_PATH))
         c->kind = PROTO_SEND;           /* HTTP only: no path parameter */
