@@ -6,7 +6,7 @@
  * transport does between requests. The first byte of the input picks the
  * topic cap (PARLEY_PHOENIX_MAX_TOPICS 1..4), so the cap's paths run too.
  * One fresh database per input (fuzz.h). */
-#include "fuzz.h"
+#include "proto_harness.h"
 #include "phx.h"
 
 static struct parley_config cfg;
@@ -42,6 +42,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         phx_pump(&ctx, &s, &f);
         const char *chans[8];
         phx_channels(&s, chans, 8);
+        fzp_frames_check(&f, 1);
         frames_free(&f);
         frames_init(&f);
         char *saved = phx_save(&s);

@@ -198,6 +198,15 @@ static inline int fzh_request(struct parley_ctx *ctx, const char *text, size_t n
     const char *sep = strstr(all, "\r\n\r\n");
     if (sep)
         fzh_capture(sep + 4);
+    /* a JSON response is JSON (also an error's) */
+    if (sep && sep[4] && memmem(all, (size_t)(sep - all), "application/json", 16)) {
+        json_t *j = json_loads(sep + 4, JSON_DECODE_ANY, NULL);
+        if (!j) {
+            fprintf(stderr, "%s %s: a JSON response that is not JSON:\n%s\n", method, path, all);
+            abort();
+        }
+        json_decref(j);
+    }
     free(m.buf);
     free(t);
     return status;

@@ -54,8 +54,24 @@ static inline void fzp_send_convs(parley_db *db)
     }
 }
 
+/* Every frame an adapter produces is one JSON text (a transport sends it
+ * as is): dies otherwise. array: a Phoenix V2 frame, a JSON array of 5. */
+static inline void fzp_frames_check(const struct proto_frames *f, int array)
+{
+    for (int i = 0; i < f->n; i++) {
+        json_t *o = f->v[i] ? json_loads(f->v[i], JSON_DECODE_ANY, NULL) : NULL;
+        if (!o || (array ? !(json_is_array(o) && json_array_size(o) == 5) : !json_is_object(o))) {
+            fprintf(stderr, "frame %d is not a %s: %s\n", i,
+                    array ? "V2 array" : "JSON object", f->v[i] ? f->v[i] : "(null)");
+            abort();
+        }
+        json_decref(o);
+    }
+}
+
 static inline void fzp_frames_clear(struct proto_frames *f)
 {
+    fzp_frames_check(f, 0);
     frames_free(f);
     frames_init(f);
 }
