@@ -7,8 +7,9 @@
  * lines "Name: value" (content-type, authorization, origin,
  * last-event-id, x-phoenix-longpoll-token, x-phoenix-authtoken,
  * access-control-request-headers, cookie, x-parley-visitor, https,
- * x-forwarded-proto, user-agent, x-client-version, remote-addr) up to an
- * empty line, then the body. Before parsing, "$JWT" becomes a valid token
+ * x-forwarded-proto, user-agent, x-client-version, remote-addr; and
+ * script-name, path-info: the CGI variables http_path_from_cgi reads with
+ * the target as REQUEST_URI) up to an empty line, then the body. Before parsing, "$JWT" becomes a valid token
  * of user alice, "$BOB" one of bob, "$ADM" an admin's, and "$ID" the last
  * id a response handed out (its "sid", "token", "id" or "session_id"), so
  * a sequence can reach what a previous request created.
@@ -146,6 +147,7 @@ static inline int fzh_request(struct parley_ctx *ctx, const char *text, size_t n
     r.path = path;
     r.query = query;
     r.remote_addr = "127.0.0.1";
+    const char *script_name = NULL, *path_info = NULL;
     char *p = nl ? nl + 1 : end;
     while (p < end) {
         char *e = strchr(p, '\n');
@@ -182,9 +184,17 @@ static inline int fzh_request(struct parley_ctx *ctx, const char *text, size_t n
             for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
                 if (strcasecmp(p, hs[i].name) == 0)
                     *(const char **)(void *)((char *)&r + hs[i].off) = v;
+            if (strcasecmp(p, "script-name") == 0)
+                script_name = v;
+            if (strcasecmp(p, "path-info") == 0)
+                path_info = v;
         }
         p = le + 1;
     }
+    /* the path as the FastCGI adapter finds it: REQUEST_URI (the request
+     * line's target), else SCRIPT_NAME + PATH_INFO, mount prefix dropped */
+    char routed[4096];
+    r.path = http_path_from_cgi(path, script_name, path_info, routed, sizeof routed);
     if (p < end) {
         r.body = p;
         r.body_len = (size_t)(end - p);
