@@ -322,6 +322,7 @@ static const struct proto_ops *ops_of(enum proto_kind k)
     case PROTO_BRAND: return &proto_brand_ops;
     case PROTO_SEND: return &proto_send_ops;
     case PROTO_PHOENIX: return &proto_phoenix_ops;
+    case PROTO_AISDK: return &proto_aisdk_ops;
     }
     return NULL;
 }
@@ -429,6 +430,8 @@ int proto_open_client(struct parley_ctx *ctx, struct proto_conn *c, const char *
     size_t pl = strlen(PROTO_PHOENIX_PATH);
     if (c->state && !strcmp(path, PROTO_SEND_PATH))
         c->kind = PROTO_SEND;           /* HTTP only: no path parameter */
+    else if (c->state && !strcmp(path, PROTO_AISDK_PATH))
+        c->kind = PROTO_AISDK;          /* HTTP only, like seed 004 */
     else if (c->state && !strncmp(path, PROTO_PHOENIX_PATH, pl) &&
              decode_segment(path + pl, strcspn(path + pl, "?#"), c->param, sizeof c->param) == 0)
         c->kind = PROTO_PHOENIX;        /* a Phoenix topic (proto_phoenix_join) */

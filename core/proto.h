@@ -32,7 +32,7 @@
 #include "runner.h"
 
 enum proto_kind { PROTO_TICKET = 0, PROTO_CHAT = 1, PROTO_BRAND = 2, PROTO_SEND = 3,
-                  PROTO_PHOENIX = 4 };
+                  PROTO_PHOENIX = 4, PROTO_AISDK = 6 };
 /* The path proto_open takes for seed 004 (not a WebSocket path: proto_route
  * does not list it). */
 #define PROTO_SEND_PATH "/api/chat/send"
@@ -41,6 +41,15 @@ enum proto_kind { PROTO_TICKET = 0, PROTO_CHAT = 1, PROTO_BRAND = 2, PROTO_SEND 
  * session; not a WebSocket path: proto_route does not list it). */
 #define PROTO_PHOENIX_TOPIC "proxy:"
 #define PROTO_PHOENIX_PATH "/socket/phx/"
+/* The AI SDK UI message stream (core/proto_aisdk.c, HTTP only like seed
+ * 004): the path proto_open takes, the id of the one text part of an
+ * answer, and the line the transport sends after the last part. */
+#define PROTO_AISDK_PATH "/api/ai-sdk/chat"
+#define PROTO_AISDK_TEXT_ID "text-1"
+#define PROTO_AISDK_DONE "[DONE]"
+/* 1 when id can name an AI SDK chat (a conversation id: 1-63 letters,
+ * digits, '-', '_' or '.', not only dots), else 0. Pure. */
+int proto_aisdk_chat_id_valid(const char *id);
 
 /* Frames to send, in order. Each is a complete JSON text (new). */
 struct proto_frames {
@@ -221,6 +230,14 @@ int proto_stop_channel(struct parley_ctx *ctx, const char *channel, int64_t job_
 char *proto_conn_save(const struct proto_conn *c);
 int proto_conn_load(struct proto_conn *c, const char *json);
 void proto_conn_cleanup(struct proto_conn *c);
+
+/* GET /api/ai-sdk/chat/{id}/stream: makes c (opened on PROTO_AISDK_PATH)
+ * follow the running answer of chat chat_id (c->user's conversation) from
+ * the start of that answer (the job's first event), so proto_event
+ * replays it whole and then follows it live. 0 following; 1 nothing to
+ * resume (no such chat of this user, or no answer running: HTTP 204);
+ * -1 database error (c->err set). Thread: the caller's ctx->db. */
+int proto_aisdk_resume(struct parley_ctx *ctx, struct proto_conn *c, const char *chat_id);
 
 /* ISO-8601 UTC timestamp, "2024-01-20T10:30:00.123Z" (ms) or, with
  * naive=1, the seed 002 form without zone "2024-01-20T10:30:00". */

@@ -27,6 +27,10 @@ int h_message_reaction(struct request *r);   /* POST /api/chat/sessions/{id}/mes
 /* api_send.c — seed 004 */
 int h_chat_send(struct request *r);          /* POST /api/chat/send (SSE) */
 
+/* api_aisdk.c — the AI SDK UI message stream (docs/ai-sdk.md) */
+int h_aisdk_chat(struct request *r);         /* POST /api/ai-sdk/chat (SSE) */
+int h_aisdk_resume(struct request *r);       /* GET /api/ai-sdk/chat/{id}/stream (SSE or 204) */
+
 /* api_tickets.c — seed 000 REST + SSE */
 int h_ticket_ai_get(struct request *r);      /* GET /api/tickets/{id}/ai */
 int h_ticket_ai_delete(struct request *r);   /* DELETE /api/tickets/{id}/ai */

@@ -48,6 +48,10 @@ const struct route http_routes[] = {
     /* seed 004 SSE */
     { "POST",   "/api/chat/send",                   h_chat_send,        F_AUTH | F_ANON_SEND | F_JSON | F_STREAM },
 
+    /* the AI SDK UI message stream (api_aisdk.c, docs/ai-sdk.md) */
+    { "POST",   "/api/ai-sdk/chat",                 h_aisdk_chat,       F_AUTH | F_JSON | F_STREAM },
+    { "GET",    "/api/ai-sdk/chat/{id}/stream",     h_aisdk_resume,     F_AUTH | F_STREAM },
+
     /* seed 000 tickets: REST + SSE */
     { "GET",    "/api/tickets/{id}/ai",             h_ticket_ai_get,    F_AUTH | F_ANON_TICKET },
     { "DELETE", "/api/tickets/{id}/ai",             h_ticket_ai_delete, F_AUTH | F_ANON_TICKET },
