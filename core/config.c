@@ -78,6 +78,7 @@ static const struct key_def keys[] = {
     { "PARLEY_KB_PASSAGES",             K_INT,      F(kb_passages),            1, 50 },
     { "PARLEY_KB_CONTEXT_BYTES",        K_INT,      F(kb_context_bytes),       200, 1000000 },
     { "PARLEY_PHOENIX_MODELS",          K_STRING,   F(phx_models),             0, 0 },
+    { "PARLEY_OPENAI_CACHE",            K_STRING,   F(openai_cache),           0, 0 },
     { "PARLEY_PHOENIX_TEMP_MIN",        K_DOUBLE,   F(phx_temp_min),           0, 2 },
     { "PARLEY_PHOENIX_TEMP_MAX",        K_DOUBLE,   F(phx_temp_max),           0, 2 },
     { "PARLEY_PHOENIX_MAX_TOPICS",      K_INT,      F(phx_max_topics),         1, 100 },
@@ -754,6 +755,10 @@ int config_check(const struct parley_config *cfg, char *err, size_t errlen)
 {
     if (visitor_list_check(cfg->anonymous, err, errlen) < 0)
         return -1;
+    if (cfg->openai_cache && strcmp(cfg->openai_cache, "off") != 0 &&
+        strcmp(cfg->openai_cache, "deterministic") != 0 && strcmp(cfg->openai_cache, "all") != 0)
+        return set_err(err, errlen, "PARLEY_OPENAI_CACHE: must be off, deterministic or all, "
+                       "got '%.40s'", cfg->openai_cache);
     if (cfg->tenant_claim && *cfg->tenant_claim) {
         char shown[80];
         /* a claim name: what PARLEY_ADMIN_CLAIM accepts before its '=' */

@@ -60,6 +60,9 @@ struct parley_config {
     int context_messages;        /* PARLEY_CONTEXT_MESSAGES (10) */
     int chat_queue;              /* PARLEY_CHAT_QUEUE (5): seed 001 messages that may wait
                                     for an answer while one streams (0: refused, conflict) */
+    char *openai_cache;          /* PARLEY_OPENAI_CACHE: off | deterministic | all — which
+                                    /v1/chat/completions requests share a generation and may be
+                                    answered from the cache (docs/openai.md); NULL: deterministic */
     int max_generations;         /* PARLEY_MAX_GENERATIONS (1024): streams one process runs at once */
     int kb_tickets;              /* PARLEY_KB_TICKETS (0): 1 = ticket answers grounded in the knowledge base */
     int kb_phoenix;              /* PARLEY_KB_PHOENIX (1): 1 = seed 003 queries grounded in the knowledge base */

@@ -323,6 +323,7 @@ static const struct proto_ops *ops_of(enum proto_kind k)
     case PROTO_SEND: return &proto_send_ops;
     case PROTO_PHOENIX: return &proto_phoenix_ops;
     case PROTO_AISDK: return &proto_aisdk_ops;
+    case PROTO_OPENAI: return &proto_openai_ops;
     }
     return NULL;
 }
@@ -432,6 +433,8 @@ int proto_open_client(struct parley_ctx *ctx, struct proto_conn *c, const char *
         c->kind = PROTO_SEND;           /* HTTP only: no path parameter */
     else if (c->state && !strcmp(path, PROTO_AISDK_PATH))
         c->kind = PROTO_AISDK;          /* HTTP only, like seed 004 */
+    else if (c->state && !strcmp(path, "/v1/chat/completions"))
+        c->kind = PROTO_OPENAI;         /* HTTP only (proto_openai.h PROTO_OPENAI_PATH) */
     else if (c->state && !strncmp(path, PROTO_PHOENIX_PATH, pl) &&
              decode_segment(path + pl, strcspn(path + pl, "?#"), c->param, sizeof c->param) == 0)
         c->kind = PROTO_PHOENIX;        /* a Phoenix topic (proto_phoenix_join) */

@@ -6,6 +6,7 @@
  *   PROTO_BRAND   seed 002  /ws/chat/{brand_id}              core/proto_brand.c
  * and one served over plain HTTP only (Server-Sent Events, fcgi/api_send.c):
  *   PROTO_SEND    seed 004  POST /api/chat/send              core/proto_send.c
+ *   PROTO_OPENAI  OpenAI    POST /v1/chat/completions        core/proto_openai.c
  * and one joined topic of a Phoenix socket (core/phx.h drives it):
  *   PROTO_PHOENIX seed 003  topic proxy:{session}            core/proto_phoenix.c
  * The WebSocket bridge and the long-poll transport both drive a connection
@@ -32,7 +33,7 @@
 #include "runner.h"
 
 enum proto_kind { PROTO_TICKET = 0, PROTO_CHAT = 1, PROTO_BRAND = 2, PROTO_SEND = 3,
-                  PROTO_PHOENIX = 4, PROTO_AISDK = 6 };
+                  PROTO_PHOENIX = 4, PROTO_OPENAI = 5, PROTO_AISDK = 6 };
 /* The path proto_open takes for seed 004 (not a WebSocket path: proto_route
  * does not list it). */
 #define PROTO_SEND_PATH "/api/chat/send"

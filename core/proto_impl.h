@@ -21,6 +21,7 @@ struct proto_ops {
 extern const struct proto_ops proto_ticket_ops, proto_chat_ops, proto_brand_ops, proto_send_ops,
     proto_phoenix_ops;
 extern const struct proto_ops proto_aisdk_ops;
+extern const struct proto_ops proto_openai_ops;   /* proto_openai.c */
 
 /* Records the error an adapter answers on c (c->err, c->err_msg; the
  * message is cut to fit). Returns 0, so `return proto_fail(...)` or

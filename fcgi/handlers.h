@@ -31,6 +31,10 @@ int h_chat_send(struct request *r);          /* POST /api/chat/send (SSE) */
 int h_aisdk_chat(struct request *r);         /* POST /api/ai-sdk/chat (SSE) */
 int h_aisdk_resume(struct request *r);       /* GET /api/ai-sdk/chat/{id}/stream (SSE or 204) */
 
+/* api_openai.c — the OpenAI-compatible API (docs/openai.md) */
+int h_openai_chat(struct request *r);        /* POST /v1/chat/completions (JSON or SSE) */
+int h_openai_models(struct request *r);      /* GET /v1/models */
+
 /* api_tickets.c — seed 000 REST + SSE */
 int h_ticket_ai_get(struct request *r);      /* GET /api/tickets/{id}/ai */
 int h_ticket_ai_delete(struct request *r);   /* DELETE /api/tickets/{id}/ai */

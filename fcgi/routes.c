@@ -51,6 +51,11 @@ const struct route http_routes[] = {
     /* the AI SDK UI message stream (api_aisdk.c, docs/ai-sdk.md) */
     { "POST",   "/api/ai-sdk/chat",                 h_aisdk_chat,       F_AUTH | F_JSON | F_STREAM },
     { "GET",    "/api/ai-sdk/chat/{id}/stream",     h_aisdk_resume,     F_AUTH | F_STREAM },
+    /* the OpenAI-compatible API (api_openai.c, docs/openai.md): the handlers
+     * authenticate themselves (a Parley API key or JWT as the bearer) and
+     * answer in OpenAI's error shape, so no F_AUTH / F_JSON */
+    { "POST",   "/v1/chat/completions",             h_openai_chat,      F_STREAM },
+    { "GET",    "/v1/models",                       h_openai_models,    0 },
 
     /* seed 000 tickets: REST + SSE */
     { "GET",    "/api/tickets/{id}/ai",             h_ticket_ai_get,    F_AUTH | F_ANON_TICKET },
