@@ -99,6 +99,9 @@ int cmd_sessions_list(struct cli *c, int argc, char **argv);
 int cmd_sessions_purge(struct cli *c, int argc, char **argv);
 int cmd_usage(struct cli *c, int argc, char **argv);
 int cmd_budget_set(struct cli *c, int argc, char **argv);
+int cmd_keys_create(struct cli *c, int argc, char **argv);    /* cmd_keys.c */
+int cmd_keys_list(struct cli *c, int argc, char **argv);
+int cmd_keys_revoke(struct cli *c, int argc, char **argv);
 int cmd_stats(struct cli *c, int argc, char **argv);
 int cmd_backup(struct cli *c, int argc, char **argv);
 int cmd_db_copy(struct cli *c, int argc, char **argv);

@@ -176,6 +176,24 @@ static const struct cli_cmd commands[] = {
       "unlimited), or default (PARLEY_TOKEN_BUDGET_PER_DAY again; a\n"
       "token_budget JWT claim still comes first; docs/usage.md).\n",
       CLI_NEEDS_DB, cmd_budget_set },
+    { "keys", "create", "--user USER [--name NAME]",
+      "create an API key for USER (the OpenAI-compatible endpoint)",
+      "Creates an API key for USER for /v1/chat/completions and /v1/models\n"
+      "(docs/openai.md) and prints it on stdout, once: only its SHA-256 and its\n"
+      "first characters are stored. NAME is a label shown by keys list.\n",
+      CLI_NEEDS_DB, cmd_keys_create },
+    { "keys", "list", "[--user USER] [--json]",
+      "list API keys (id, prefix, user, created, revoked, name)",
+      "Lists the API keys of USER (default: everybody's), oldest first: id,\n"
+      "the key's first characters, user, when created and revoked, name.\n"
+      "  --json   [{id, user, name, prefix, created_at, revoked_at}] (ms; null\n"
+      "           while active)\n",
+      CLI_NEEDS_DB, cmd_keys_list },
+    { "keys", "revoke", "ID",
+      "revoke an API key: refused at its next request",
+      "Revokes the API key ID (from keys list): every later request with it is\n"
+      "answered 401. Exit 1 when no active key has that id.\n",
+      CLI_NEEDS_DB, cmd_keys_revoke },
     { "stats", NULL, "[--json]",
       "counts, cache hit rate, generations by outcome, errors, tokens by user today",
       "Prints the overview the admin page shows (docs/admin.md): counts, the\n"

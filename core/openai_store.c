@@ -172,8 +172,8 @@ int apikey_revoke(parley_db *db, const char *id, int64_t now)
     sqlite3_stmt *st = db_stmt(db, sql_revoke);
     if (!st)
         return -1;
-    db_bind_text(st, 1, id);
-    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_int64(st, 1, now);
+    db_bind_text(st, 2, id);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc != SQLITE_DONE)

@@ -68,7 +68,7 @@ int apikey_pg_revoke(parley_db *db, const char *id, int64_t now)
 {
     char snow[24];
     snprintf(snow, sizeof snow, "%" PRId64, now);
-    const char *p[2] = { id, snow };
+    const char *p[2] = { snow, id };
     int64_t n = db_pg_command(db, SQL_REVOKE, 2, p, "api key: revoke");
     return n < 0 ? -1 : n > 0 ? 0 : 1;
 }

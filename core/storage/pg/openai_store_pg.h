@@ -17,7 +17,7 @@
     "FROM api_keys ORDER BY created_at, id"
 #define SQL_OAI_KEY_LIST_USER "SELECT id, user_id, name, prefix, created_at, revoked_at " \
     "FROM api_keys WHERE user_id = $1 ORDER BY created_at, id"
-#define SQL_OAI_KEY_REVOKE "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL"
+#define SQL_OAI_KEY_REVOKE "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"
 #define SQL_OAI_FOLLOW_ADD "INSERT INTO openai_followers (job_id, follower, since) " \
     "VALUES ($1, $2, $3) ON CONFLICT (job_id, follower) DO NOTHING"
 #define SQL_OAI_FOLLOW_DEL "DELETE FROM openai_followers WHERE job_id = $1 AND follower = $2"
