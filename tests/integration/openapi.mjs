@@ -122,6 +122,10 @@ function check(method, path, res, text, expect) {
       const validate = sseValidator(r.content[ctype]);
       out.events = sseEvents(text);
       assert.ok(out.events.length > 0, `${where}: an event stream without events`);
+      // a declared end sentinel (x-parley-sse-done, "[DONE]") is not JSON:
+      // it may only be the last event
+      const done = r.content[ctype]['x-parley-sse-done'];
+      if (done !== undefined && out.events.at(-1).data === done) out.done = out.events.pop();
       for (const ev of out.events) {
         let data;
         try { data = JSON.parse(ev.data); } catch { assert.fail(`${where}: event data is not JSON: ${ev.data}`); }
@@ -442,6 +446,55 @@ test('admin endpoints: role admin only; stop a running generation by its job id'
   const out = check('POST', '/api/chat/send', res, await textP, 200);
   assert.equal(out.events.at(-1).json.stopped, true);
   await call('POST', `/api/admin/generations/${mine.job_id}/stop`, { token: ADMIN, expect: 409 });
+});
+
+test('the AI SDK UI message stream: a chat, its resume, refusals', async () => {
+  const chat = randomUUID();
+  const body = (text) => ({ id: chat, trigger: 'submit-message', messageId: null,
+    messages: [{ id: randomUUID(), role: 'user', parts: [{ type: 'text', text }] }] });
+  const r = await call('POST', '/api/ai-sdk/chat', { body: body('Hello there'), expect: 200 });
+  assert.equal(r.headers.get('x-vercel-ai-ui-message-stream'), 'v1');
+  assert.ok(r.done, 'the stream ends with data: [DONE]');
+  assert.deepEqual(r.events.map((e) => e.json.type).filter((t) => t !== 'text-delta'),
+    ['start', 'start-step', 'text-start', 'text-end', 'finish-step', 'finish']);
+  await call('GET', `/api/ai-sdk/chat/${chat}/stream`, { expect: 204 });
+  await call('POST', '/api/ai-sdk/chat', { body: { id: chat, messages: [] }, expect: 400 });
+  await call('POST', '/api/ai-sdk/chat', { token: BOB, body: body('not yours'), expect: 404 });
+  await call('POST', '/api/ai-sdk/chat', { token: null, body: body('who'), expect: 401 });
+  // a running answer: resumed from its start by a second request, then stopped
+  const slow = fetch(`${BASE}/api/ai-sdk/chat`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${ALICE}` },
+    body: JSON.stringify(body('Long [[fake tokens=200 token_ms=30]]')), signal: AbortSignal.timeout(30000),
+  });
+  const res = await slow;
+  const textP = res.text();
+  await call('POST', '/api/ai-sdk/chat', { body: body('meanwhile'), expect: 409 });
+  const resumeP = fetch(`${BASE}/api/ai-sdk/chat/${chat}/stream`, { headers: { Authorization: `Bearer ${ALICE}` }, signal: AbortSignal.timeout(30000) });
+  await new Promise((ok) => setTimeout(ok, 300));
+  await call('POST', `/api/chat/sessions/${chat}/stop`, { expect: 202 });
+  const first = check('POST', '/api/ai-sdk/chat', res, await textP, 200);
+  assert.equal(first.events.at(-1).json.type, 'finish');
+  const resumed = await resumeP;
+  const again = check('GET', `/api/ai-sdk/chat/${chat}/stream`, resumed, await resumed.text(), 200);
+  assert.equal(again.events[0].json.type, 'start');
+});
+
+test('the OpenAI-compatible API: models, completions (JSON and stream), refusals', async () => {
+  const models = await call('GET', '/v1/models', { expect: 200 });
+  const model = models.json.data[0].id;
+  await call('GET', '/v1/models', { token: null, expect: 401 });
+  await call('PUT', '/v1/models', { body: {}, expect: 405 });
+  const msgs = [{ role: 'user', content: 'Say hello' }];
+  const one = await call('POST', '/v1/chat/completions', { body: { model, messages: msgs }, expect: 200 });
+  assert.equal(one.json.object, 'chat.completion');
+  assert.match(one.headers.get('x-parley-cache') || '', /^(hit|miss|shared|bypass)$/);
+  const st = await call('POST', '/v1/chat/completions', {
+    body: { model, messages: msgs, stream: true, stream_options: { include_usage: true } }, expect: 200 });
+  assert.ok(st.done, 'the stream ends with data: [DONE]');
+  assert.ok(st.events.at(-1).json.usage, 'include_usage: the last chunk carries usage');
+  await call('POST', '/v1/chat/completions', { body: { model }, expect: 400 });
+  await call('POST', '/v1/chat/completions', { body: { model: `no-such-model-${run}`, messages: msgs }, expect: 404 });
+  await call('POST', '/v1/chat/completions', { token: 'sk-wrong', body: { model, messages: msgs }, expect: 401 });
 });
 
 test('a body over the 1 MiB limit is 413', async () => {
