@@ -262,7 +262,7 @@ int oai_counts(parley_db *db, json_t **out)
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         json_t *row = json_pack("{s:s, s:s, s:I}", "endpoint", sqlite3_column_text(st, 0),
-                                "outcome", sqlite3_column_text(st, 1),
+                                "outcome", sqlite3_column_text(st, 1), "n",
                                 (json_int_t)sqlite3_column_int64(st, 2));
         if (!row || json_array_append_new(arr, row) < 0) {
             rc = SQLITE_NOMEM;

@@ -1,7 +1,8 @@
 /* api_metrics.c — GET /api/metrics: Prometheus text for the whole
  * installation, combined from what every process can see:
  *   - the database (jobs by state, generation latency of recent jobs from
- *     their "done" events, open poll sessions, cached answers);
+ *     their "done" events, open poll sessions, cached answers, the
+ *     OpenAI-compatible API's requests by endpoint and outcome);
  *   - the WebSocket bridge's own numbers, which parley-ws rewrites every
  *     5 s to <PARLEY_DB>-ws.prom (its --stats-file), appended verbatim
  *     (parley_ws_up 0 when the file is missing or older than 30 s).
@@ -13,6 +14,7 @@
  * Requires a JWT when a secret is configured (the bridge's numbers name users).
  */
 #include "handlers.h"
+#include "openai_store.h"
 #include "stats.h"
 #include "usage.h"
 #include "status.h"
@@ -91,6 +93,22 @@ int h_metrics(struct request *r)
                    "parley_tokens_total{kind=\"prompt\"} %lld\n"
                    "parley_tokens_total{kind=\"completion\"} %lld\n",
                    (long long)tp, (long long)tc);
+
+    /* The OpenAI-compatible API's requests by endpoint and outcome
+     * (docs/openai.md), from the database: every process's and node's. */
+    json_t *oc = NULL;
+    if (oai_counts(r->ctx->db, &oc) == 0) {
+        res_printf(r, "# HELP parley_openai_requests_total Requests of the OpenAI-compatible API by endpoint and outcome.\n"
+                      "# TYPE parley_openai_requests_total counter\n");
+        size_t i;
+        json_t *row;
+        json_array_foreach(oc, i, row)
+            res_printf(r, "parley_openai_requests_total{endpoint=\"%s\",outcome=\"%s\"} %lld\n",
+                       json_string_value(json_object_get(row, "endpoint")),
+                       json_string_value(json_object_get(row, "outcome")),
+                       (long long)json_integer_value(json_object_get(row, "n")));
+        json_decref(oc);
+    }
 
     /* The upstreams as this process sees them (docs/upstreams.md). */
     struct llm_config lc;

@@ -209,3 +209,20 @@ test('an upstream failure before any text is a 5xx with the error body', async (
   await assert.rejects(jwtClient('failing').chat.completions.create({ model: MODEL, messages: user(prompt), stream: true }),
     (e) => e.status >= 500 && e.status < 600 && e.type === 'server_error');
 });
+
+test('/api/metrics counts the requests by endpoint and outcome', async () => {
+  const r = await fetch(`${BASE}/api/metrics`, { headers: { authorization: `Bearer ${jwtHS256(SECRET, `metrics-${RUN}`)}` } });
+  assert.equal(r.status, 200);
+  const text = await r.text();
+  const n = (endpoint, outcome) => {
+    const m = text.match(new RegExp(`^parley_openai_requests_total\\{endpoint="${endpoint}",outcome="${outcome}"\\} (\\d+)$`, 'm'));
+    return m ? Number(m[1]) : 0;
+  };
+  for (const o of ['ok', 'unauthorized', 'not_found', 'bad_input', 'client_gone', 'shared', 'cached', 'upstream']) {
+    assert.ok(n('chat.completions', o) >= 1,
+      `chat.completions ${o}: ${text.split('\n').filter((l) => l.includes('openai')).join(' | ')}`);
+  }
+  if (RATE) assert.ok(n('chat.completions', 'rate_limited') >= 1);
+  assert.ok(n('models', 'ok') >= 1);
+  assert.ok(n('models', 'unauthorized') >= 1);
+});

@@ -541,6 +541,26 @@ TEST(models_list)
     CHECK(!proto_openai_model_known(&cfg, "mistral"));
 }
 
+TEST(request_counts)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    CHECK_INT(proto_openai_count(&ctx, "models", "ok"), 0);
+    CHECK_INT(proto_openai_count(&ctx, "models", "ok"), 0);
+    CHECK_INT(proto_openai_count(&ctx, "chat.completions", "rate_limited"), 0);
+    json_t *rows = NULL;
+    REQUIRE(oai_counts(ctx.db, &rows) == 0);
+    CHECK_INT(json_array_size(rows), 2);
+    json_t *r0 = json_array_get(rows, 0), *r1 = json_array_get(rows, 1);
+    CHECK_STR(member_str(r0, "endpoint", NULL), "chat.completions");
+    CHECK_STR(member_str(r0, "outcome", NULL), "rate_limited");
+    CHECK_INT(json_integer_value(json_object_get(r0, "n")), 1);
+    CHECK_STR(member_str(r1, "endpoint", NULL), "models");
+    CHECK_INT(json_integer_value(json_object_get(r1, "n")), 2);
+    json_decref(rows);
+    close_ctx(&ctx);
+}
+
 int main(void)
 {
     if (test_setup("proto_openai") < 0)
@@ -554,6 +574,7 @@ int main(void)
     RUN(upstream_failures);
     RUN(auth_keys_and_jwt);
     RUN(models_list);
+    RUN(request_counts);
     config_cleanup(&cfg);
     return th_done();
 }

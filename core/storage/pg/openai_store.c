@@ -111,7 +111,7 @@ int oai_pg_counts(parley_db *db, json_t *arr)
     int rc = 0;
     for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
         json_t *row = json_pack("{s:s, s:s, s:I}", "endpoint", PQgetvalue(r, i, 0), "outcome",
-                                PQgetvalue(r, i, 1),
+                                PQgetvalue(r, i, 1), "n",
                                 (json_int_t)strtoll(PQgetvalue(r, i, 2), NULL, 10));
         if (!row || json_array_append_new(arr, row) < 0)
             rc = -1;
