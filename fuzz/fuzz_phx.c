@@ -23,6 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int max_topics = 1 + data[0] % 4;
     struct parley_ctx ctx;
     fz_db_fresh(&ctx, &cfg);
+    fzp_convs(ctx.db);
     struct phx_socket s;
     phx_init(&s, "alice", "user:alice", max_topics);
     struct proto_frames f;

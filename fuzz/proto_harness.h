@@ -38,17 +38,19 @@ static inline void fzp_sample_catalog(parley_db *db)
         fz_die("sample catalogue", "import refused");
 }
 
-/* Seed 004's conversations: conv-1 of alice (the harness's user), conv-2
- * of bob (someone else's). */
-static inline void fzp_send_convs(parley_db *db)
+/* Conversations some frames can name: conv-1 of alice (the harness's
+ * user) and conv-2 of bob (someone else's), seed 004's kind; s-bob, a
+ * chat session of bob's; p-bob, a Phoenix session of bob's. */
+static inline void fzp_convs(parley_db *db)
 {
-    static const char *const v[2][2] = { { "conv-1", "alice" }, { "conv-2", "bob" } };
-    for (int i = 0; i < 2; i++) {
+    static const char *const v[4][3] = { { "conv-1", "alice", "sse" }, { "conv-2", "bob", "sse" },
+                                         { "s-bob", "bob", "chat" }, { "p-bob", "bob", "phoenix" } };
+    for (int i = 0; i < 4; i++) {
         struct conversation cv;
         memset(&cv, 0, sizeof cv);
         str_copy(cv.id, sizeof cv.id, v[i][0]);
         str_copy(cv.owner, sizeof cv.owner, v[i][1]);
-        str_copy(cv.kind, sizeof cv.kind, "sse");
+        str_copy(cv.kind, sizeof cv.kind, v[i][2]);
         if (store_conv_create(db, &cv) != 0)
             fz_die("conversation", v[i][0]);
     }
@@ -87,8 +89,7 @@ static inline int fzp_run(const char *base, const uint8_t *data, size_t size)
     fz_db_fresh(&ctx, &fzp_cfg);
     if (!strcmp(base, "/ws/chat/"))
         fzp_sample_catalog(ctx.db);
-    if (!strcmp(base, PROTO_SEND_PATH))
-        fzp_send_convs(ctx.db);
+    fzp_convs(ctx.db);
     const uint8_t *p = data, *end = data + size;
     const char *s;
     size_t n;
