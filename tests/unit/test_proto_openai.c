@@ -6,7 +6,9 @@
  * non-streamed chat.completion, every refusal's body and failure kind, the
  * cache and single-flight rules of PARLEY_OPENAI_CACHE, authentication by
  * API key (revoked: refused) and JWT, the model list, and the follower
- * rule of a client that leaves. */
+ * rule of a client that leaves.
+ * With PARLEY_TEST_PG (a PostgreSQL URI; tests/integration/t0905-pg-openai.sh)
+ * every case runs on that database instead (storage/pg/openai_store.c). */
 #include "th.h"
 #include "protohelp.h"
 #include "fake.h"
@@ -565,6 +567,10 @@ int main(void)
 {
     if (test_setup("proto_openai") < 0)
         return 1;
+    const char *pg = getenv("PARLEY_TEST_PG");
+    if (pg && *pg)
+        str_copy(dbpath, sizeof dbpath, pg);
+    printf("# backend: %s\n", pg && *pg ? "PostgreSQL" : "SQLite");
     RUN(stream_chunks_exact);
     RUN(no_stream_is_one_completion);
     RUN(refusals);
