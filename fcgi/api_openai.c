@@ -14,8 +14,8 @@
  * wait for its first chunk, so an upstream that fails before any text
  * still gets a 5xx with the error body — unless STREAM_HEARTBEAT_MS pass
  * first: then the headers (200) and a ": keepalive" comment go out, and a
- * later failure is an error chunk. A stream that failed after its first
- * chunk ends after the error chunk, without data: [DONE]. Every 200 carries
+ * later failure is an error chunk. A stream that failed once its headers
+ * were sent ends after the error chunk, without data: [DONE]. Every 200 carries
  * X-Parley-Cache: hit | miss | shared | bypass. An answer without stream
  * is written once it ended. When a streaming client leaves, the request
  * stops following its generation, which is stopped when nobody else
@@ -178,7 +178,7 @@ int h_openai_chat(struct request *r)
     if (s.gone || end == FOLLOW_LEFT) {
         s.gone = 1;
     } else if (s.started) {
-        if (!proto_openai_failed(&c) && end == FOLLOW_OVER)
+        if (!proto_openai_failed(&c) && c.err == PERR_OK && end == FOLLOW_OVER)
             s.gone = res_printf(r, "data: [DONE]\n\n") < 0 || res_flush(r) < 0;
     } else if (c.err != PERR_OK && s.held) {
         json_error(r, c.err, s.held);           /* failed before any chunk */
