@@ -604,11 +604,14 @@ int http_visitor(struct request *r, int issue)
     return 0;
 }
 
-/* The protocol whose visitors a route's F_ANON_* flag admits, or -1. */
-static int dispatch_anon_kind(int flags)
+/* 1 when one of the protocols whose visitors a route's F_ANON_* flags
+ * admit is listed in PARLEY_ANONYMOUS (a seed 004 visitor creates and reads
+ * its conversation through the seed 001 REST routes, flagged for both). */
+static int dispatch_anon_allowed(const char *anonymous, int flags)
 {
-    return flags & F_ANON_TICKET ? PROTO_TICKET : flags & F_ANON_CHAT ? PROTO_CHAT
-         : flags & F_ANON_SEND ? PROTO_SEND : -1;
+    return ((flags & F_ANON_TICKET) && visitor_allowed(anonymous, PROTO_TICKET)) ||
+           ((flags & F_ANON_CHAT) && visitor_allowed(anonymous, PROTO_CHAT)) ||
+           ((flags & F_ANON_SEND) && visitor_allowed(anonymous, PROTO_SEND));
 }
 
 /* Sets up r->user from a token (or a visitor's, F_VISITOR / F_ANON_*).
@@ -624,10 +627,9 @@ static int dispatch_auth(struct request *r, int flags)
     if (!tok && !too_long && !(flags & F_AUTH))
         return 0;
     if (!tok && !too_long) {
-        int kind = dispatch_anon_kind(flags);
         if ((flags & F_VISITOR) && visitor_any(cfg->anonymous) && http_visitor(r, 0) == 0)
             return 0;
-        if (kind >= 0 && visitor_allowed(cfg->anonymous, kind) && http_visitor(r, 1) == 0)
+        if (dispatch_anon_allowed(cfg->anonymous, flags) && http_visitor(r, 1) == 0)
             return 0;
     }
     /* one verification gives the request every claim (struct auth_claims) */

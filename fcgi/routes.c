@@ -31,12 +31,13 @@ const struct route http_routes[] = {
     { "GET",    "/api/admin/connections",           h_admin_connections, F_AUTH },
 
     /* seed 001 chat REST (conversations of the JWT's sub, or of an anonymous
-     * visitor's id when PARLEY_ANONYMOUS names chat: docs/anonymous.md) */
-    { "GET",    "/api/chat/sessions",               h_sessions_list,    F_AUTH | F_ANON_CHAT },
-    { "POST",   "/api/chat/sessions",               h_session_create,   F_AUTH | F_ANON_CHAT | F_JSON },
-    { "GET",    "/api/chat/sessions/{id}",          h_session_get,      F_AUTH | F_ANON_CHAT },
+     * visitor's id when PARLEY_ANONYMOUS names chat, or send: a seed 004
+     * visitor creates and reads its conversation here; docs/anonymous.md) */
+    { "GET",    "/api/chat/sessions",               h_sessions_list,    F_AUTH | F_ANON_CHAT | F_ANON_SEND },
+    { "POST",   "/api/chat/sessions",               h_session_create,   F_AUTH | F_ANON_CHAT | F_ANON_SEND | F_JSON },
+    { "GET",    "/api/chat/sessions/{id}",          h_session_get,      F_AUTH | F_ANON_CHAT | F_ANON_SEND },
     { "DELETE", "/api/chat/sessions/{id}",          h_session_delete,   F_AUTH | F_ANON_CHAT },
-    { "GET",    "/api/chat/sessions/{id}/messages", h_session_messages, F_AUTH | F_ANON_CHAT },
+    { "GET",    "/api/chat/sessions/{id}/messages", h_session_messages, F_AUTH | F_ANON_CHAT | F_ANON_SEND },
     { "POST",   "/api/chat/sessions/{id}/messages/{mid}/reactions",
                                                     h_message_reaction, F_AUTH | F_ANON_CHAT | F_JSON },
     { "POST",   "/api/chat/export",                 h_chat_export,      F_AUTH | F_ANON_CHAT | F_JSON },

@@ -92,6 +92,35 @@ fi
 
 stop_setup
 
+# PARLEY_ANONYMOUS=send alone: a seed 004 visitor creates its conversation
+# (POST /api/chat/sessions admits send visitors too), is answered, reads its
+# messages back; tickets still need a token.
+send_alone() {
+    _jar=$IT_TMP/send.jar
+    _c=$(curl -sS -c "$_jar" -H 'content-type: application/json' -d '{"kind":"sse"}' \
+        -w '\n%{http_code}' "$BASE/api/chat/sessions") || return 1
+    _code=$(printf '%s\n' "$_c" | tail -n 1)
+    _body=$(printf '%s\n' "$_c" | sed '$d')
+    [ "$_code" = 201 ] || { echo "create: $_code $_body"; return 1; }
+    _id=$(printf '%s' "$_body" | node -e 'let s="";process.stdin.on("data",(d)=>{s+=d;}).on("end",()=>console.log(JSON.parse(s).id))')
+    _sse=$(curl -sS -b "$_jar" -H 'content-type: application/json' \
+        -d "{\"conversationId\":\"$_id\",\"content\":\"send alone [[fake tokens=3 token_ms=1]]\"}" \
+        "$BASE/api/chat/send") || return 1
+    case $_sse in *'"done":true'*) ;; *) echo "send: $_sse"; return 1 ;; esac
+    case $_sse in *'"error"'*) echo "send: $_sse"; return 1 ;; esac
+    _m=$(curl -sS -b "$_jar" -o /dev/null -w '%{http_code}' "$BASE/api/chat/sessions/$_id/messages")
+    [ "$_m" = 200 ] || { echo "messages: $_m"; return 1; }
+    _t=$(curl -sS -o /dev/null -w '%{http_code}' "$BASE/api/tickets/T-send-alone/ai")
+    [ "$_t" = 401 ] || { echo "a ticket without a token: $_t"; return 1; }
+    echo "conversation $_id answered; ticket without a token: $_t"
+}
+if [ -z "${IT_ANONYMOUS:-}" ]; then
+    sed -i 's/^PARLEY_ANONYMOUS=.*/PARLEY_ANONYMOUS=send/' "$IT_APP_CONFIG"
+    start_lighttpd "$BUILD/parley.fcgi"
+    ok "PARLEY_ANONYMOUS=send alone: a visitor creates its seed 004 conversation, is answered, reads it; tickets still 401" send_alone
+    stop_setup
+fi
+
 no_sanitizer_report() {
     ! grep -l -E 'ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer' \
         "$BRIDGE_DIR"/*.log "$IT_TMP"/*/logs/* 2>/dev/null
