@@ -280,6 +280,37 @@ TEST(rate_limit_has_retry_after)
     close_ctx(&ctx);
 }
 
+TEST(budget_is_insufficient_quota)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    int saved = cfg.token_budget_per_day;
+    cfg.token_budget_per_day = 1;          /* one generation spends it */
+    struct proto_conn c;
+    struct proto_frames f;
+    struct proto_job *job;
+    char *b = chat_body("spend it [[fake tokens=2 token_ms=0]]", NULL);
+    REQUIRE(req(&ctx, &c, "budget-user", b, &f, &job) == 0);
+    CHECK_INT(c.err, PERR_OK);
+    run_job(&ctx, job);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    REQUIRE(req(&ctx, &c, "budget-user", b, &f, &job) == 0);
+    CHECK_INT(c.err, PERR_BUDGET_EXHAUSTED);
+    CHECK(job == NULL);
+    int ra = proto_openai_retry_after(&c);
+    CHECK(ra >= 1 && ra <= 86400);
+    json_t *o = frame(&f, 0);
+    CHECK_STR(member_str(o, "error", "type"), "insufficient_quota");
+    CHECK_STR(member_str(o, "error", "code"), "insufficient_quota");
+    json_decref(o);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    free(b);
+    cfg.token_budget_per_day = saved;
+    close_ctx(&ctx);
+}
+
 /* Runs one request to its end; returns its cache state (static copy) and
  * the text of its answer in text (no stream). */
 static const char *run_one(struct parley_ctx *ctx, const char *body, char *text, size_t tlen)
@@ -575,6 +606,7 @@ int main(void)
     RUN(no_stream_is_one_completion);
     RUN(refusals);
     RUN(rate_limit_has_retry_after);
+    RUN(budget_is_insufficient_quota);
     RUN(cache_rules);
     RUN(single_flight_and_followers);
     RUN(upstream_failures);
