@@ -156,3 +156,15 @@ test('an 8 KB token: Parley\'s 401 / 4401 "token too long" where it arrives, els
     }
   }
 });
+
+// The bridge reached directly (BRIDGE_WS=ws://127.0.0.1:PORT): no web
+// server limit in front, its own 16 KB of request headers take an 8 KB
+// token, which is refused as too long.
+test('parley-ws reached directly: an 8 KB token closes 4401 "token too long" (query and header)', { skip: !process.env.BRIDGE_WS }, async () => {
+  const B = process.env.BRIDGE_WS;
+  for (const o of [await wsOutcome(`${B}/api/websocket/chat/JWT-1?token=${KB8}`),
+    await wsOutcome(`${B}/api/websocket/chat/JWT-1`, { authorization: `Bearer ${KB8}` })]) {
+    assert.equal(o.code, 4401, JSON.stringify(o));
+    assert.ok(o.reason.includes('token too long'), o.reason);
+  }
+});

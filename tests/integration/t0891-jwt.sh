@@ -11,7 +11,8 @@
 # 4401 with it over WebSocket (?token= and Authorization); an 8 KB token:
 # Parley's "token too long" where the server lets it through, the server's
 # own 4xx where its limits answer first, never 502, 404 or a hang (what
-# each server did is printed as a diagnostic).
+# each server did is printed as a diagnostic); the bridge reached directly
+# closes 4401 "token too long" for an 8 KB token in the query or header.
 # Needs $BUILD/parley-ws and $BUILD/parley.fcgi (skips otherwise).
 # TAP output; exit status 0 only if everything passed.
 cd "$(dirname "$0")/../.." || exit 1
@@ -41,7 +42,9 @@ run() {
 }
 
 start_lighttpd "$BUILD/parley.fcgi"
+export BRIDGE_WS="ws://127.0.0.1:$BRIDGE_PORT"     # once: the bridge without a server in front
 run lighttpd
+unset BRIDGE_WS
 stop_setup
 
 start_proxy_fcgi "$BUILD/parley.fcgi"
