@@ -234,7 +234,18 @@ test('resume after the generating process was SIGKILLed: the protocol\'s error p
     console.log(`# SIGKILLed pid ${pid}, the owner of job ${job.job_id}`);
     await reader.cancel().catch(() => {});
     const t0 = Date.now();
-    const again = await tr.reconnectToStream({ chatId });
+    // the web server starts a new parley.fcgi: until it listens, it answers
+    // 5xx itself (lighttpd: 500), which the reloaded page would retry
+    let again;
+    for (;;) {
+      try {
+        again = await tr.reconnectToStream({ chatId });
+        break;
+      } catch (e) {
+        assert.ok(Date.now() - t0 < 4000, `the resume kept failing: ${e.message}`);
+        await sleep(100);
+      }
+    }
     assert.ok(again, 'the job is still running when the resume arrives (not 204)');
     const chunks = await chunksOf(again, 30000);
     const err = chunks.find((c) => c.type === 'error');
@@ -250,4 +261,52 @@ test('resume after the generating process was SIGKILLed: the protocol\'s error p
     const q2 = `after the kill ${RUN} [[fake tokens=3 token_ms=1]]`;
     const m = await messageOf(await send(tr, chatId, [userMessage(q2)]));
     assert.equal(textOf(m), answerText(q2, 3));
+  });
+
+// ---- two nodes on one PostgreSQL (t0912): OTHER_BASE is another node ----
+const OTHER = process.env.OTHER_BASE;
+const transportAt = (base, token) => new DefaultChatTransport({
+  api: `${base}/api/ai-sdk/chat`, headers: { authorization: `Bearer ${token}` },
+});
+
+test('a reload mid-answer resumed on another node: the whole answer once',
+  { ...T, skip: OTHER ? false : 'OTHER_BASE not set (one node)' }, async () => {
+    const chatId = `nodes-${RUN}`;
+    const q = `two nodes ${RUN} [[fake tokens=80 token_ms=25]]`;
+    const ac = new AbortController();
+    const first = await send(transportAt(OTHER, ALICE), chatId, [userMessage(q)], { signal: ac.signal });
+    const reader = first.getReader();
+    const seen = [];
+    while (seen.filter((c) => c.type === 'text-delta').length < 5) seen.push((await reader.read()).value);
+    ac.abort();
+    await reader.cancel().catch(() => {});
+    const again = await transportAt(BASE, ALICE).reconnectToStream({ chatId });
+    assert.ok(again, 'running: not 204');
+    const chunks = await chunksOf(again);
+    assert.equal(chunks[0].messageId, seen[0].messageId);
+    assert.equal(chunks.filter((c) => c.type === 'text-delta').map((c) => c.delta).join(''), answerText(q, 80));
+    assert.equal(chunks.at(-1).type, 'finish');
+  });
+
+test('the other node\'s generating process SIGKILLed (it does not come back): the resume here gets the error part',
+  { ...T, skip: OTHER && process.env.KILL_OTHER === '1' ? false : 'OTHER_BASE/KILL_OTHER not set' }, async () => {
+    const chatId = `nodekill-${RUN}`;
+    const q = `node kill ${RUN} [[fake tokens=600 token_ms=20]]`;
+    const first = await send(transportAt(OTHER, ALICE), chatId, [userMessage(q)]);
+    const reader = first.getReader();
+    let deltas = 0;
+    while (deltas < 3) if ((await reader.read()).value.type === 'text-delta') deltas++;
+    const g = await apiCall(OTHER, 'GET', '/api/admin/generations', { token: ADMIN });
+    const job = g.json.generations.find((x) => x.channel === `conv:${chatId}`);
+    assert.ok(job, 'listed');
+    const pid = Number(job.lease_owner.split(':')[0]);
+    assert.ok(pid > 1);
+    process.kill(pid, 'SIGKILL');
+    await reader.cancel().catch(() => {});
+    const again = await transportAt(BASE, ALICE).reconnectToStream({ chatId });
+    assert.ok(again, 'still running when the resume arrives (not 204)');
+    const chunks = await chunksOf(again, 30000);
+    assert.ok(chunks.some((c) => c.type === 'error'), JSON.stringify(chunks.slice(-2)));
+    assert.ok(!chunks.some((c) => c.type === 'finish'));
+    assert.equal(await transportAt(BASE, ALICE).reconnectToStream({ chatId }), null);
   });

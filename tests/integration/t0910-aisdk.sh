@@ -4,7 +4,7 @@
 # lighttpd (apache-conf/lighttpd-parley.conf), Apache + mod_fcgid
 # (parley-fcgid.conf) and Apache + mod_proxy_fcgi (parley-proxy-fcgi.conf,
 # parley.fcgi as parley-fcgi.service starts it), JWT required, one SQLite
-# database, PARLEY_LEASE_MS=2000.
+# database, PARLEY_LEASE_MS=6000.
 #
 # tests/integration/aisdk.mjs, with the official `ai` package's client side
 # (DefaultChatTransport, readUIMessageStream; 6.0.333 pinned), checks
@@ -36,7 +36,7 @@ it_fake_llm
 it_jwt_config
 {
     echo "RATE_LIMIT_MESSAGES_PER_MINUTE=0"
-    echo "PARLEY_LEASE_MS=2000"
+    echo "PARLEY_LEASE_MS=6000"
 } >>"$IT_APP_CONFIG"
 
 start_bridge || it_die "parley-ws did not start"
