@@ -7,6 +7,8 @@
  * and one served over plain HTTP only (Server-Sent Events, fcgi/api_send.c):
  *   PROTO_SEND    seed 004  POST /api/chat/send              core/proto_send.c
  *   PROTO_OPENAI  OpenAI    POST /v1/chat/completions        core/proto_openai.c
+ *   PROTO_AISDK   AI SDK    POST /api/ai-sdk/chat            core/proto_aisdk.c
+ *                           (fcgi/api_aisdk.c; docs/ai-sdk.md)
  * and one joined topic of a Phoenix socket (core/phx.h drives it):
  *   PROTO_PHOENIX seed 003  topic proxy:{session}            core/proto_phoenix.c
  * The WebSocket bridge and the long-poll transport both drive a connection
