@@ -4,8 +4,8 @@
  * request body, proto_job_run, proto_pump; proto_aisdk_resume for the
  * resume endpoint) against the simulated LLM: the exact parts of an answer,
  * of a failure and of a refusal, three turns with the stored history as
- * context, regenerate-message, and resume from the start of the running
- * answer (nothing running: 1, the 204). */
+ * context, regenerate-message, resume from the start of the running
+ * answer (nothing running: 1, the 204), and a stopped answer's finish. */
 #include "th.h"
 #include "protohelp.h"
 #include "fake.h"
@@ -364,6 +364,41 @@ TEST(upstream_error_is_the_error_part)
     close_ctx(&ctx);
 }
 
+TEST(stopped_answer_ends_with_finish_other_stopped)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct proto_conn c;
+    struct proto_frames f;
+    struct proto_job *job = NULL;
+    frames_init(&f);
+    const char *q = "stop me [[fake tokens=300 token_ms=10]]";
+    REQUIRE(post(&ctx, &c, "hank", chat_body("aisdk-stop", q, "submit-message"), &f, &job) == 0);
+    REQUIRE(job != NULL);
+    struct job_thread t;
+    REQUIRE(job_start(&t, job) == 0);
+    int64_t end = mono_ms() + 10000;
+    while (f.n < 6 && mono_ms() < end) {
+        REQUIRE(proto_pump(&ctx, &c, &f) >= 0);
+        sleep_ms(3);
+    }
+    enum perr kind;
+    const char *msg;
+    CHECK_INT(proto_stop_channel(&ctx, "conv:aisdk-stop", 0, "hank", 0, &kind, &msg, NULL),
+              JOBS_STOP_OK);
+    CHECK_INT(pump_to_end(&ctx, &c, &f), 0);
+    pthread_join(t.th, NULL);
+    REQUIRE(f.n >= 6);
+    check_frame(&f, f.n - 3, json_pack("{s:s, s:s}", "type", "text-end", "id", "text-1"));
+    check_frame(&f, f.n - 2, json_pack("{s:s}", "type", "finish-step"));
+    check_frame(&f, f.n - 1, json_pack("{s:s, s:s, s:{s:b}}", "type", "finish", "finishReason",
+                                       "other", "messageMetadata", "stopped", 1));
+    CHECK(f.n < 300);                       /* stopped before the end */
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    close_ctx(&ctx);
+}
+
 int main(void)
 {
     if (test_setup("aisdk") < 0)
@@ -373,6 +408,7 @@ int main(void)
     RUN(refusals_carry_their_kind);
     RUN(resume_replays_the_running_answer_from_its_start);
     RUN(upstream_error_is_the_error_part);
+    RUN(stopped_answer_ends_with_finish_other_stopped);
     config_cleanup(&cfg);
     return th_done();
 }
