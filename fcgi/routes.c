@@ -49,9 +49,10 @@ const struct route http_routes[] = {
     /* seed 004 SSE */
     { "POST",   "/api/chat/send",                   h_chat_send,        F_AUTH | F_ANON_SEND | F_JSON | F_STREAM },
 
-    /* the AI SDK UI message stream (api_aisdk.c, docs/ai-sdk.md) */
-    { "POST",   "/api/ai-sdk/chat",                 h_aisdk_chat,       F_AUTH | F_JSON | F_STREAM },
-    { "GET",    "/api/ai-sdk/chat/{id}/stream",     h_aisdk_resume,     F_AUTH | F_STREAM },
+    /* the AI SDK UI message stream (api_aisdk.c, docs/ai-sdk.md); visitors
+     * when PARLEY_ANONYMOUS names send (its chats are SSE conversations) */
+    { "POST",   "/api/ai-sdk/chat",                 h_aisdk_chat,       F_AUTH | F_ANON_SEND | F_JSON | F_STREAM },
+    { "GET",    "/api/ai-sdk/chat/{id}/stream",     h_aisdk_resume,     F_AUTH | F_ANON_SEND | F_STREAM },
     /* the OpenAI-compatible API (api_openai.c, docs/openai.md): the handlers
      * authenticate themselves (a Parley API key or JWT as the bearer) and
      * answer in OpenAI's error shape, so no F_AUTH / F_JSON */
