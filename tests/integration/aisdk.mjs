@@ -4,7 +4,7 @@
 // DefaultChatTransport (what useChat sends and how it resumes) and
 // readUIMessageStream (how useChat builds the assistant message).
 //
-//   BASE=http://127.0.0.1:PORT SECRET=... RUN=tag [KILL=1] \
+//   BASE=http://127.0.0.1:PORT SECRET=... RUN=tag [KILL=1] [ANON=1] \
 //     node --test --test-reporter=tap tests/integration/aisdk.mjs
 //
 // KILL=1: the process that owns a generation (found by its lease_owner in
@@ -22,6 +22,7 @@ const BASE = process.env.BASE;
 const SECRET = process.env.SECRET;
 const RUN = process.env.RUN || `r${process.pid}`;
 const KILL = process.env.KILL === '1';
+const ANON = process.env.ANON === '1';        // PARLEY_ANONYMOUS=send
 const T = { timeout: 60000 };
 
 const ALICE = jwtHS256(SECRET, `alice-${RUN}`);
@@ -90,9 +91,40 @@ test('the response: the protocol header, data: lines and [DONE], the exact parts
   // refused before streaming: a status, not a stream
   const bad = await api('POST', '/api/ai-sdk/chat', ALICE, { id: chatId, messages: 'no' });
   assert.equal(bad.status, 400, bad.text);
+  // no credentials: 401, or with PARLEY_ANONYMOUS=send a new visitor (and
+  // nothing of alice's to resume)
   const anon = await fetch(`${BASE}/api/ai-sdk/chat/${chatId}/stream`);
-  assert.equal(anon.status, 401);
+  assert.equal(anon.status, ANON ? 204 : 401);
 });
+
+test('an anonymous visitor (PARLEY_ANONYMOUS=send): issued on the first request, its own chats only',
+  { ...T, skip: ANON ? false : 'PARLEY_ANONYMOUS does not name send here' }, async () => {
+    const chatId = `visitor-${RUN}`;
+    // useChat({ resume: true }) on a fresh page: the visitor is issued there
+    const first = await fetch(`${BASE}/api/ai-sdk/chat/${chatId}/stream`);
+    assert.equal(first.status, 204);
+    const visitor = first.headers.get('x-parley-visitor');
+    assert.match(visitor ?? '', /^v1\./);
+    assert.match(first.headers.get('set-cookie') ?? '', /parley_visitor=/);
+    const tr = new DefaultChatTransport({ api: `${BASE}/api/ai-sdk/chat`,
+      headers: { 'X-Parley-Visitor': visitor } });
+    const q = `visitor ${RUN} [[fake tokens=5 token_ms=1]]`;
+    const m = await messageOf(await send(tr, chatId, [userMessage(q)]));
+    assert.equal(textOf(m), answerText(q, 5));
+    const list = await apiCall(BASE, 'GET', '/api/chat/sessions?kind=sse', { headers: { 'X-Parley-Visitor': visitor } });
+    assert.equal(list.status, 200, list.text);
+    const s = list.json.sessions.find((x) => x.session_id === chatId);
+    assert.ok(s, 'the visitor lists its chat');
+    assert.match(s.user_id, /^anon:/);
+    // another visitor (a new one) and a user do not reach it
+    const other = await fetch(`${BASE}/api/ai-sdk/chat`, { method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ id: chatId, messages: [userMessage('mine now')], trigger: 'submit-message' }) });
+    assert.equal(other.status, 404, await other.text());
+    const user = await api('POST', '/api/ai-sdk/chat', ALICE,
+      { id: chatId, messages: [userMessage('mine now')], trigger: 'submit-message' });
+    assert.equal(user.status, 404, user.text);
+  });
 
 test('a chat of three turns: each answer is the simulated LLM\'s; the chat is a listable, exportable conversation', T, async () => {
   const tr = transport(ALICE);

@@ -4,7 +4,8 @@
 # lighttpd (apache-conf/lighttpd-parley.conf), Apache + mod_fcgid
 # (parley-fcgid.conf) and Apache + mod_proxy_fcgi (parley-proxy-fcgi.conf,
 # parley.fcgi as parley-fcgi.service starts it), JWT required, one SQLite
-# database, PARLEY_LEASE_MS=6000.
+# database, PARLEY_LEASE_MS=6000, PARLEY_ANONYMOUS=send (not with
+# mod_proxy_fcgi).
 #
 # tests/integration/aisdk.mjs, with the official `ai` package's client side
 # (DefaultChatTransport, readUIMessageStream; 6.0.333 pinned), checks
@@ -13,7 +14,8 @@
 # chat listed and exported as a conversation; a reload mid-answer (the
 # response dropped, then the resume endpoint) yields the whole answer once;
 # resume with nothing running: 204; the REST stop ends the answer with
-# finish (stopped); regenerate-message; and, under lighttpd and mod_fcgid
+# finish (stopped); regenerate-message; an anonymous visitor issued by its
+# first request, reaching its own chat only; and, under lighttpd and mod_fcgid
 # (which start a new parley.fcgi), the process that owns a generation
 # SIGKILLed mid-answer: the resume gets the protocol's error part once the
 # lease expires, never a hang.
@@ -39,17 +41,24 @@ it_jwt_config
     echo "PARLEY_LEASE_MS=6000"
 } >>"$IT_APP_CONFIG"
 
+# lighttpd and mod_fcgid also admit anonymous visitors (ANON=1); the
+# mod_proxy_fcgi setup runs without PARLEY_ANONYMOUS (no token: 401)
+cp "$IT_APP_CONFIG" "$IT_TMP/parley-users-only.conf"
+it_own "$IT_TMP/parley-users-only.conf"
+echo "PARLEY_ANONYMOUS=send" >>"$IT_APP_CONFIG"
+
 start_bridge || it_die "parley-ws did not start"
 WS_PORT=$BRIDGE_PORT
 
 start_lighttpd "$BUILD/parley.fcgi"
-BASE="$BASE" SECRET="$SECRET" RUN="l$$" KILL=1 it_node_tap "lighttpd: " tests/integration/aisdk.mjs
+BASE="$BASE" SECRET="$SECRET" RUN="l$$" KILL=1 ANON=1 it_node_tap "lighttpd: " tests/integration/aisdk.mjs
 stop_setup
 
 start_fcgid "$BUILD/parley.fcgi"
-BASE="$BASE" SECRET="$SECRET" RUN="f$$" KILL=1 it_node_tap "apache mod_fcgid: " tests/integration/aisdk.mjs
+BASE="$BASE" SECRET="$SECRET" RUN="f$$" KILL=1 ANON=1 it_node_tap "apache mod_fcgid: " tests/integration/aisdk.mjs
 stop_setup
 
+IT_APP_CONFIG=$IT_TMP/parley-users-only.conf
 start_proxy_fcgi "$BUILD/parley.fcgi"
 BASE="$BASE" SECRET="$SECRET" RUN="p$$" KILL=0 it_node_tap "apache mod_proxy_fcgi: " tests/integration/aisdk.mjs
 stop_setup
