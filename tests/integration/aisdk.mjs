@@ -274,7 +274,7 @@ test('resume after the generating process was SIGKILLed: the protocol\'s error p
         again = await tr.reconnectToStream({ chatId });
         break;
       } catch (e) {
-        assert.ok(Date.now() - t0 < 4000, `the resume kept failing: ${e.message}`);
+        assert.ok(Date.now() - t0 < 20000, `the resume kept failing: ${e.message}`);
         await sleep(100);
       }
     }
