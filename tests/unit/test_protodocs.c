@@ -2,6 +2,7 @@
  * adapters, so the pages fail the build when they drift:
  *
  *   docs/protocol-000.md       seed 000 tickets (core/proto_ticket.c)
+ *   docs/protocol-001.md       seed 001 chat sessions (core/proto_chat.c)
  *   docs/protocol-002.md       seed 002 brands  (core/proto_brand.c)
  *   docs/protocol-longpoll.md  the long-poll transport (fcgi/poll_*.c)
  *
@@ -421,6 +422,148 @@ TEST(tickets_page)
     strs_free(&seen);
 }
 
+/* ---- seed 001 ---- */
+
+/* A "message" frame: the documented one with content replaced (and
+ * "stream" kept as documented). New string. */
+static char *chat_message(const char *doc_frame, const char *content)
+{
+    json_t *o = json_loads(doc_frame, 0, NULL);
+    char *text = NULL;
+    if (json_is_object(o)) {
+        json_object_set_new(o, "content", json_string(content));
+        text = json_dumps(o, JSON_COMPACT);
+    }
+    json_decref(o);
+    return text;
+}
+
+TEST(chat_page)
+{
+    const char *page = "docs/protocol-001.md";
+    struct strs clients = { 0 }, shown = { 0 }, seen = { 0 };
+    REQUIRE(page_blocks(page, "client", &clients) == 0 && clients.n > 0);
+    REQUIRE(shown_kinds(page, "server", 0, &shown) == 0);
+    const char *msg = client_frame(&clients, "message");
+    REQUIRE(msg);
+    char path[200], text[240];
+    struct proto_conn c;
+    int id = getpid();
+
+    /* every documented client frame, as written, each on a new session:
+     * connected, then the answer (streamed, or one frame for "stream":
+     * false), the pong, the stops with nothing to stop */
+    for (int i = 0; i < clients.n; i++) {
+        snprintf(path, sizeof path, "/ws/doc-%d-%d", id, i);
+        CHECK(open_conn(&c, path, "alice", 0, &seen) == 0);
+        CHECK(exchange(&c, clients.v[i], 0, &seen) == 0);
+        proto_conn_cleanup(&c);
+    }
+
+    /* bad input: not JSON, too long; an invalid session id (sent at open);
+     * another user's session (Session not found, at open) */
+    snprintf(path, sizeof path, "/ws/bad-%d", id);
+    CHECK(open_conn(&c, path, "alice", 0, &seen) == 0);
+    CHECK(exchange(&c, "not json", 0, &seen) == 0);
+    char *longtext = malloc((size_t)cfg.max_message_length + 64);
+    memset(longtext, 'a', (size_t)cfg.max_message_length + 1);
+    longtext[cfg.max_message_length + 1] = '\0';
+    char *lt = chat_message(msg, longtext);
+    CHECK(exchange(&c, lt, 0, &seen) == 0);
+    free(lt);
+    free(longtext);
+    proto_conn_cleanup(&c);
+    CHECK(open_conn(&c, "/ws/bad%20id", "alice", 0, &seen) == 0);
+    CHECK(c.close);
+    proto_conn_cleanup(&c);
+    snprintf(path, sizeof path, "/ws/bad-%d", id);
+    CHECK(open_conn(&c, path, "mallory", 0, &seen) == 0);
+    CHECK(c.close && c.close_code == 4404);
+    proto_conn_cleanup(&c);
+
+    /* the queue: with PARLEY_CHAT_QUEUE=1, one message waits, the next is
+     * queue_full; then both answers come, in order */
+    {
+        int saved = cfg.chat_queue;
+        cfg.chat_queue = 1;
+        struct proto_frames f;
+        struct proto_job *job = NULL, *none = NULL;
+        frames_init(&f);
+        snprintf(path, sizeof path, "/ws/queue-%d", id);
+        CHECK(open_conn(&c, path, "alice", 0, &seen) == 0);
+        for (int i = 0; i < 3; i++) {
+            snprintf(text, sizeof text, "queued %d [[fake tokens=4 token_ms=1]]", i);
+            char *m = chat_message(msg, text);
+            CHECK(send_text(&ctx, &c, m, &f, i ? &none : &job) == 0);
+            free(m);
+        }
+        take(&f, 0, &seen);
+        REQUIRE(job);
+        CHECK(proto_job_submit(&ctx, job) == 0);    /* the loop starts the next one */
+        CHECK(pump_to_end(&ctx, &c, &f) == 0);
+        take(&f, 0, &seen);
+        proto_conn_cleanup(&c);
+        cfg.chat_queue = saved;
+    }
+
+    /* the upstream fails before any text */
+    snprintf(path, sizeof path, "/ws/up-%d", id);
+    CHECK(open_conn(&c, path, "alice", 0, &seen) == 0);
+    char *up = chat_message(msg, "fails [[fake error_after=0]]");
+    CHECK(exchange(&c, up, 0, &seen) == 0);
+    free(up);
+    proto_conn_cleanup(&c);
+
+    /* the rate limit (one generation a minute), then the daily budget */
+    int limit = cfg.rate_limit_per_min;
+    cfg.rate_limit_per_min = 1;
+    snprintf(path, sizeof path, "/ws/rl-%d", id);
+    CHECK(open_conn(&c, path, "rl1", 0, &seen) == 0);
+    for (int i = 0; i < 2; i++) {
+        snprintf(text, sizeof text, "rate %d [[fake tokens=3 token_ms=1]]", i);
+        char *m = chat_message(msg, text);
+        CHECK(exchange(&c, m, 0, &seen) == 0);
+        free(m);
+    }
+    proto_conn_cleanup(&c);
+    cfg.rate_limit_per_min = limit;
+    snprintf(path, sizeof path, "/ws/budget-%d", id);
+    CHECK(open_conn(&c, path, "poor1", 0, &seen) == 0);
+    c.has_token_budget = 1;
+    c.token_budget = 1;
+    for (int i = 0; i < 2; i++) {
+        snprintf(text, sizeof text, "budget %d [[fake tokens=3 token_ms=1]]", i);
+        char *m = chat_message(msg, text);
+        CHECK(exchange(&c, m, 0, &seen) == 0);
+        free(m);
+    }
+    proto_conn_cleanup(&c);
+
+    /* a stop that works: stream_end marked stopped */
+    {
+        struct proto_frames f;
+        struct proto_job *job = NULL;
+        frames_init(&f);
+        snprintf(path, sizeof path, "/ws/stop-%d", id);
+        CHECK(open_conn(&c, path, "alice", 0, &seen) == 0);
+        char *m = chat_message(msg, "stop me [[fake tokens=300 token_ms=20]]");
+        CHECK(send_text(&ctx, &c, m, &f, &job) == 0);
+        free(m);
+        REQUIRE(job);
+        CHECK(proto_job_submit(&ctx, job) == 0);
+        sleep_ms(100);
+        CHECK(send_text(&ctx, &c, "{\"type\":\"stop\"}", &f, &job) == 0);
+        CHECK(pump_to_end(&ctx, &c, &f) == 0);
+        take(&f, 0, &seen);
+        proto_conn_cleanup(&c);
+    }
+
+    CHECK(compare_kinds(page, &shown, &seen) == 0);
+    strs_free(&clients);
+    strs_free(&shown);
+    strs_free(&seen);
+}
+
 /* ---- seed 002 ---- */
 
 #define BRAND "docs-brand"
@@ -751,6 +894,7 @@ int main(void)
         return 1;
     }
     RUN(tickets_page);
+    RUN(chat_page);
     RUN(brands_page);
     RUN(longpoll_page);
     proto_jobs_drain(5000);
