@@ -4,6 +4,8 @@
  *   docs/protocol-000.md       seed 000 tickets (core/proto_ticket.c)
  *   docs/protocol-001.md       seed 001 chat sessions (core/proto_chat.c)
  *   docs/protocol-002.md       seed 002 brands  (core/proto_brand.c)
+ *   docs/protocol-phoenix.md   seed 003 Phoenix Channels (core/phx.c,
+ *                              core/proto_phoenix.c)
  *   docs/protocol-longpoll.md  the long-poll transport (fcgi/poll_*.c)
  *
  * A page marks its examples with the fence's info string: ```json client
@@ -17,7 +19,12 @@
  * make the adapter send every kind of frame it has. A frame's kind is its
  * "type", its members (seed 002: and those of its "data") and an error's
  * code. The kinds the adapter sent must be exactly the kinds of the
- * page's server blocks: a frame the page does not show, or one it shows
+ * page's server blocks (seed 003: a frame is a V2 array [join_ref, ref,
+ * topic, event, payload]; its kind is the event and the payload's
+ * members, for phx_reply also the status, the response's members and its
+ * "reason"/"code", for "error" pushes the payload's "error" and "code",
+ * for "stream_error" its "code" — its "error" is the upstream's message):
+ * a frame the page does not show, or one it shows
  * that the adapter no longer sends, fails the case with the kind named.
  * Runs from the repository root (tests/run.sh), against the simulated LLM
  * (fake.h); one scratch SQLite database.
@@ -28,6 +35,8 @@
 #include "handlers.h"
 #include "catalog.h"
 #include "proto.h"
+#include "phx.h"
+#include "store.h"
 
 #include <jansson.h>
 #include <unistd.h>
@@ -717,6 +726,263 @@ TEST(brands_page)
     strs_free(&seen);
 }
 
+/* ---- seed 003: Phoenix Channels ---- */
+
+/* A V2 frame's kind (see the top of the file); "" when text is not an
+ * array of 5 with a string event. */
+static void phx_kind_of(const char *text, char *out, size_t len)
+{
+    json_t *a = json_loads(text, 0, NULL);
+    const char *event = json_string_value(json_array_get(a, 3));
+    json_t *p = json_array_get(a, 4);
+    out[0] = '\0';
+    if (json_is_array(a) && json_array_size(a) == 5 && event) {
+        char keys[512], extra[700] = "";
+        keys_of(p, keys, sizeof keys);
+        if (!strcmp(event, "phx_reply")) {
+            json_t *r = json_object_get(p, "response");
+            const char *st = json_string_value(json_object_get(p, "status"));
+            const char *reason = json_string_value(json_object_get(r, "reason"));
+            const char *code = json_string_value(json_object_get(r, "code"));
+            char rkeys[512];
+            keys_of(r, rkeys, sizeof rkeys);
+            snprintf(extra, sizeof extra, " status=%s response=%s%s%s%s%s", st ? st : "-", rkeys,
+                     reason ? " reason=" : "", reason ? reason : "", code ? " code=" : "",
+                     code ? code : "");
+        } else if (!strcmp(event, "error") || !strcmp(event, "stream_error")) {
+            /* stream_error's "error" is the upstream's message, not a
+             * code: only its "code" is part of the kind */
+            const char *e = !strcmp(event, "error") ? json_string_value(json_object_get(p, "error"))
+                                                    : "(message)";
+            const char *code = json_string_value(json_object_get(p, "code"));
+            snprintf(extra, sizeof extra, " error=%s code=%s", e ? e : "-", code ? code : "-");
+        }
+        snprintf(out, len, "event=%s keys=%s%s", event, keys, extra);
+    }
+    json_decref(a);
+}
+
+static void phx_take(struct proto_frames *f, struct strs *seen)
+{
+    for (int i = 0; i < f->n; i++) {
+        char k[1400];
+        phx_kind_of(f->v[i], k, sizeof k);
+        if (!k[0])
+            printf("#   a frame that is not a V2 array: %s\n", f->v[i]);
+        strs_add(seen, k[0] ? k : "(not a V2 array)");
+    }
+    frames_free(f);
+    frames_init(f);
+}
+
+/* Pumps s until no topic follows a job (15 s at most). 0 / -1. */
+static int phx_pump_to_end(struct phx_socket *s, struct proto_frames *f)
+{
+    int64_t end = mono_ms() + 15000;
+    for (;;) {
+        int busy = 0;
+        for (int i = 0; i < s->n; i++)
+            busy |= proto_following(&s->topics[i]);
+        if (!busy)
+            return 0;
+        if (mono_ms() > end || phx_pump(&ctx, s, f) < 0)
+            return -1;
+        sleep_ms(3);
+    }
+}
+
+/* Sends text on s; runs the job it starts (this thread) and pumps to its
+ * end; records every frame. 0, or -1 when the socket failed. */
+static int phx_exchange(struct phx_socket *s, const char *text, struct strs *seen)
+{
+    struct proto_frames f;
+    struct proto_job *job = NULL;
+    frames_init(&f);
+    int rc = phx_message(&ctx, s, text, strlen(text), &f, &job);
+    if (job)
+        run_job(&ctx, job);
+    if (rc == 0)
+        rc = phx_pump_to_end(s, &f);
+    phx_take(&f, seen);
+    return rc;
+}
+
+/* A push on topic (join_ref "1", ref "7"): event with payload (JSON text). */
+static int phx_push(struct phx_socket *s, const char *topic, const char *event,
+                    const char *payload, struct strs *seen)
+{
+    char *text = malloc(strlen(topic) + strlen(event) + strlen(payload) + 64);
+    sprintf(text, "[\"1\",\"7\",\"%s\",\"%s\",%s]", topic, event, payload);
+    int rc = phx_exchange(s, text, seen);
+    free(text);
+    return rc;
+}
+
+static int phx_join_topic(struct phx_socket *s, const char *topic, struct strs *seen)
+{
+    return phx_push(s, topic, "phx_join", "{}", seen);
+}
+
+TEST(phoenix_page)
+{
+    const char *page = "docs/protocol-phoenix.md";
+    struct strs clients = { 0 }, blocks = { 0 }, shown = { 0 }, seen = { 0 };
+    REQUIRE(page_blocks(page, "client", &clients) == 0 && clients.n > 0);
+    REQUIRE(page_blocks(page, "server", &blocks) == 0 && blocks.n > 0);
+    for (int i = 0; i < blocks.n; i++) {
+        char k[1400];
+        phx_kind_of(blocks.v[i], k, sizeof k);
+        if (!k[0])
+            printf("#   %s: a ```json server block is not a V2 frame:\n%s", page, blocks.v[i]);
+        CHECK(k[0] != '\0');
+        strs_add(&shown, k);
+    }
+    struct phx_socket s;
+    char topic[80], text[300];
+    int id = getpid();
+
+    /* every documented client frame, in the page's order and as written,
+     * on a new socket each round: the answers, then the cached answers */
+    for (int round = 0; round < 2; round++) {
+        phx_init(&s, "alice", "user:alice", 10);
+        for (int i = 0; i < clients.n; i++) {
+            json_t *a = json_loads(clients.v[i], 0, NULL);
+            if (!json_is_array(a))
+                printf("#   %s: a ```json client block is not a V2 frame:\n%s", page, clients.v[i]);
+            CHECK(json_is_array(a));
+            json_decref(a);
+            CHECK(phx_exchange(&s, clients.v[i], &seen) == 0);
+        }
+        phx_free(&s);
+    }
+
+    /* joins refused: another user's session, an invalid id, a closed
+     * session, one topic too many; an unmatched topic, a push to a topic
+     * not joined; malformed and too large frames */
+    phx_init(&s, "alice", "user:alice", 1);
+    snprintf(topic, sizeof topic, "proxy:docs-own-%d", id);
+    CHECK(phx_join_topic(&s, topic, &seen) == 0);
+    CHECK(phx_join_topic(&s, "proxy:docs-second", &seen) == 0);
+    CHECK_INT(s.n, 1);
+    phx_free(&s);
+    phx_init(&s, "bob", "user:bob", 10);
+    CHECK(phx_join_topic(&s, topic, &seen) == 0);
+    CHECK(phx_join_topic(&s, "proxy:bad id", &seen) == 0);
+    CHECK(phx_join_topic(&s, "room:lobby", &seen) == 0);
+    CHECK(phx_push(&s, "proxy:never-joined", "ping", "{}", &seen) == 0);
+    CHECK(phx_exchange(&s, "[\"1\",\"8\",\"proxy:x\",\"ping\"]", &seen) == 0);
+    {
+        size_t n = PHX_FRAME_MAX + 64;
+        char *big = malloc(n + 64);
+        int k = sprintf(big, "[null,\"9\",\"proxy:x\",\"ping\",{\"pad\":\"");
+        memset(big + k, 'a', n);
+        strcpy(big + k + n, "\"}]");
+        CHECK(phx_exchange(&s, big, &seen) == 0);
+        free(big);
+    }
+    phx_free(&s);
+    phx_init(&s, "alice", "user:alice", 10);
+    snprintf(topic, sizeof topic, "proxy:docs-closed-%d", id);
+    CHECK(phx_join_topic(&s, topic, &seen) == 0);
+    CHECK(phx_push(&s, topic, "phx_leave", "{}", &seen) == 0);
+    CHECK(store_conv_set_status(ctx.db, topic + 6, "alice", "closed") == 0);
+    CHECK(phx_join_topic(&s, topic, &seen) == 0);
+    CHECK_INT(s.n, 0);
+
+    /* every refusal of a push; a stop with nothing to stop */
+    snprintf(topic, sizeof topic, "proxy:docs-bad-%d", id);
+    CHECK(phx_join_topic(&s, topic, &seen) == 0);
+    CHECK(phx_push(&s, topic, "stop", "{}", &seen) == 0);
+    CHECK(phx_push(&s, topic, "query", "\"text\"", &seen) == 0);
+    CHECK(phx_push(&s, topic, "query", "{}", &seen) == 0);
+    CHECK(phx_push(&s, topic, "query", "{\"query\":\"hi\",\"model\":\"no-such-model\"}", &seen) == 0);
+    CHECK(phx_push(&s, topic, "query", "{\"query\":\"hi\",\"temperature\":99}", &seen) == 0);
+    CHECK(phx_push(&s, topic, "query", "{\"query\":\"hi\",\"metadata\":\"x\"}", &seen) == 0);
+    CHECK(phx_push(&s, topic, "shout", "{}", &seen) == 0);
+    {
+        char *longtext = malloc((size_t)cfg.max_message_length + 64);
+        memset(longtext, 'a', (size_t)cfg.max_message_length + 1);
+        longtext[cfg.max_message_length + 1] = '\0';
+        json_t *lo = json_pack("{s:s}", "query", longtext);
+        char *lt = json_dumps(lo, JSON_COMPACT);
+        CHECK(phx_push(&s, topic, "query", lt, &seen) == 0);
+        free(lt);
+        json_decref(lo);
+        free(longtext);
+    }
+    /* busy: a second query while the first answer is generated */
+    {
+        struct proto_frames f;
+        struct proto_job *job = NULL, *job2 = NULL;
+        frames_init(&f);
+        snprintf(text, sizeof text, "[\"1\",\"10\",\"%s\",\"query\",{\"query\":\"busy one\"}]", topic);
+        CHECK(phx_message(&ctx, &s, text, strlen(text), &f, &job) == 0);
+        CHECK(phx_message(&ctx, &s, text, strlen(text), &f, &job2) == 0);
+        CHECK(job && !job2);
+        phx_take(&f, &seen);
+        run_job(&ctx, job);
+        CHECK(phx_pump_to_end(&s, &f) == 0);
+        phx_take(&f, &seen);
+    }
+    /* the upstream fails, in both modes */
+    CHECK(phx_push(&s, topic, "query", "{\"query\":\"fail q [[fake error_after=0]]\"}", &seen) == 0);
+    CHECK(phx_push(&s, topic, "stream_query", "{\"query\":\"fail s [[fake error_after=0]]\"}",
+                   &seen) == 0);
+    /* a stop after the answers: already finished */
+    CHECK(phx_push(&s, topic, "stop", "{}", &seen) == 0);
+    phx_free(&s);
+
+    /* the rate limit (one generation a minute), the daily budget (a
+     * token_budget claim of 1 token) */
+    int limit = cfg.rate_limit_per_min;
+    cfg.rate_limit_per_min = 1;
+    phx_init(&s, "rl3", "user:rl3", 10);
+    snprintf(topic, sizeof topic, "proxy:docs-rl-%d", id);
+    CHECK(phx_join_topic(&s, topic, &seen) == 0);
+    CHECK(phx_push(&s, topic, "query", "{\"query\":\"rate 1\"}", &seen) == 0);
+    CHECK(phx_push(&s, topic, "query", "{\"query\":\"rate 2\"}", &seen) == 0);
+    phx_free(&s);
+    cfg.rate_limit_per_min = limit;
+    phx_init(&s, "poor3", "user:poor3", 10);
+    s.token_budget = 1;
+    snprintf(topic, sizeof topic, "proxy:docs-budget-%d", id);
+    CHECK(phx_join_topic(&s, topic, &seen) == 0);
+    CHECK(phx_push(&s, topic, "query", "{\"query\":\"spend 1\"}", &seen) == 0);
+    CHECK(phx_push(&s, topic, "query", "{\"query\":\"spend 2\"}", &seen) == 0);
+    phx_free(&s);
+
+    /* stops that work: stream_complete stopped, response stopped */
+    const char *modes[] = { "stream_query", "query" };
+    for (int m = 0; m < 2; m++) {
+        struct proto_frames f;
+        struct proto_job *job = NULL, *none = NULL;
+        frames_init(&f);
+        phx_init(&s, "alice", "user:alice", 10);
+        snprintf(topic, sizeof topic, "proxy:docs-stop-%d-%d", id, m);
+        CHECK(phx_join_topic(&s, topic, &seen) == 0);
+        snprintf(text, sizeof text,
+                 "[\"1\",\"11\",\"%s\",\"%s\",{\"query\":\"long [[fake tokens=300 token_ms=20]]\"}]",
+                 topic, modes[m]);
+        CHECK(phx_message(&ctx, &s, text, strlen(text), &f, &job) == 0);
+        REQUIRE(job);
+        /* the generation loop watches for stops (proto_job_run does not) */
+        CHECK(proto_job_submit(&ctx, job) == 0);
+        sleep_ms(100);
+        snprintf(text, sizeof text, "[\"1\",\"12\",\"%s\",\"stop\",{}]", topic);
+        CHECK(phx_message(&ctx, &s, text, strlen(text), &f, &none) == 0);
+        CHECK(none == NULL);
+        CHECK(phx_pump_to_end(&s, &f) == 0);
+        phx_take(&f, &seen);
+        phx_free(&s);
+    }
+
+    CHECK(compare_kinds(page, &shown, &seen) == 0);
+    strs_free(&clients);
+    strs_free(&blocks);
+    strs_free(&shown);
+    strs_free(&seen);
+}
+
 /* ---- the long-poll transport ---- */
 
 /* One request through the dispatcher; *out the parsed body (new or NULL). */
@@ -896,6 +1162,7 @@ int main(void)
     RUN(tickets_page);
     RUN(chat_page);
     RUN(brands_page);
+    RUN(phoenix_page);
     RUN(longpoll_page);
     proto_jobs_drain(5000);
     close_ctx(&ctx);
