@@ -15,7 +15,8 @@
  * Every client block is fed, as written, to the adapter (or the handlers,
  * through http_dispatch as parley.fcgi runs them); scenarios (cached
  * answers, seq=1, bad input, too long, busy, rate limit, budget, upstream
- * failures, stops by the starter and by another user, closed sessions)
+ * failures, stops by the starter and by another user, closed sessions;
+ * seed 003 also a database that fails at a join and while pumping)
  * make the adapter send every kind of frame it has. A frame's kind is its
  * "type", its members (seed 002: and those of its "data") and an error's
  * code. The kinds the adapter sent must be exactly the kinds of the
@@ -37,6 +38,7 @@
 #include "proto.h"
 #include "phx.h"
 #include "store.h"
+#include "db_sqlite.h"
 
 #include <jansson.h>
 #include <unistd.h>
@@ -973,6 +975,40 @@ TEST(phoenix_page)
         CHECK(none == NULL);
         CHECK(phx_pump_to_end(&s, &f) == 0);
         phx_take(&f, &seen);
+        phx_free(&s);
+    }
+
+    /* the database fails: a join (the conversations cannot be read) gets
+     * "join failed"; a topic whose channel cannot be read while pumping
+     * (the event log renamed away, as in test_phx) gets phx_error */
+    {
+        sqlite3 *h = db_handle(ctx.db);
+        REQUIRE(h);
+        struct proto_frames f;
+        struct proto_job *job = NULL;
+        frames_init(&f);
+        phx_init(&s, "alice", "user:alice", 10);
+        snprintf(topic, sizeof topic, "proxy:docs-dbfail-%d", id);
+        REQUIRE(sqlite3_exec(h, "ALTER TABLE conversations RENAME TO conversations_away", NULL,
+                             NULL, NULL) == SQLITE_OK);
+        CHECK(phx_join_topic(&s, topic, &seen) == -1);
+        REQUIRE(sqlite3_exec(h, "ALTER TABLE conversations_away RENAME TO conversations", NULL,
+                             NULL, NULL) == SQLITE_OK);
+        CHECK(phx_join_topic(&s, topic, &seen) == 0);
+        snprintf(text, sizeof text,
+                 "[\"1\",\"13\",\"%s\",\"stream_query\",{\"query\":\"crash [[fake tokens=4 token_ms=1]]\"}]",
+                 topic);
+        CHECK(phx_message(&ctx, &s, text, strlen(text), &f, &job) == 0);
+        REQUIRE(job);
+        phx_take(&f, &seen);
+        REQUIRE(sqlite3_exec(h, "ALTER TABLE events RENAME TO events_away", NULL, NULL, NULL) ==
+                SQLITE_OK);
+        CHECK(phx_pump(&ctx, &s, &f) >= 0);
+        CHECK_INT(s.n, 0);
+        phx_take(&f, &seen);
+        REQUIRE(sqlite3_exec(h, "ALTER TABLE events_away RENAME TO events", NULL, NULL, NULL) ==
+                SQLITE_OK);
+        CHECK(run_job(&ctx, job) == 0);
         phx_free(&s);
     }
 
