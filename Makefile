@@ -5,6 +5,7 @@
 #   make run        build and serve the demo (see README)
 #   make deps       install missing Debian packages (apt-get, only if needed)
 #   make bench      run the benchmarks in bench/
+#   make fuzz       run every fuzz harness FUZZ_S (60) seconds (docs/RELIABILITY.md)
 #   make deb        the Debian package, from a release build in build-deb/ (docs/debian.md)
 #   SANITIZE=address,undefined make test   build and test under sanitizers
 #
