@@ -408,7 +408,7 @@ static size_t write_body(struct call *c, char *ptr, size_t size, size_t nmemb)
     while (p < end && !c->failed && !c->final) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         size_t chunk = (size_t)((nl ? nl : end) - p);
-        if (nl && c->line.len == 0) {
+        if (nl && c->line.len == 0 && chunk <= LINE_MAX_BYTES) {
             process_line(c, p, chunk);           /* whole line in this read */
         } else {
             int r = buf_add(&c->line, p, chunk, LINE_MAX_BYTES);

@@ -457,15 +457,15 @@ int h_phx_lp_get(struct request *r)
 /* The next NDJSON part of [*p, end) (a trailing \r dropped). 0 at the end. */
 static int next_part(const char **p, const char *end, const char **s, size_t *len)
 {
-    if (*p > end)
-        return 0;
+    if (!*p)
+        return 0;                   /* the last part was taken */
     const char *nl = memchr(*p, '\n', (size_t)(end - *p));
     const char *le = nl ? nl : end;
     *s = *p;
     *len = (size_t)(le - *p);
     if (*len > 0 && (*s)[*len - 1] == '\r')
         (*len)--;
-    *p = le + 1;
+    *p = nl ? nl + 1 : NULL;        /* never a pointer past the body's end */
     return 1;
 }
 
