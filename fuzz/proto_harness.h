@@ -102,8 +102,10 @@ static inline int fzp_run(const char *base, const uint8_t *data, size_t size)
         fz_db_close(&ctx);
         return 0;
     }
-    /* seed 004 has one path: the first line is then ignored */
-    snprintf(path, sizeof path, "%s%s", base, strcmp(base, PROTO_SEND_PATH) ? tail : "");
+    /* seed 004 and the AI SDK stream have one path: the first line is then
+     * ignored */
+    int one_path = !strcmp(base, PROTO_SEND_PATH) || !strcmp(base, PROTO_AISDK_PATH);
+    snprintf(path, sizeof path, "%s%s", base, one_path ? "" : tail);
     free(tail);
     struct proto_conn c;
     struct proto_frames f;
@@ -119,8 +121,8 @@ static inline int fzp_run(const char *base, const uint8_t *data, size_t size)
         }
         proto_pump(&ctx, &c, &f);
         fzp_frames_clear(&f);
-        if (c.kind == PROTO_SEND)
-            continue;                       /* seed 004 is HTTP only: never saved */
+        if (c.kind == PROTO_SEND || c.kind == PROTO_AISDK)
+            continue;                       /* HTTP only: never saved */
         char *saved = proto_conn_save(&c);
         proto_conn_cleanup(&c);
         if (!saved || proto_conn_load(&c, saved) < 0) {
