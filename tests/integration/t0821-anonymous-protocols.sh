@@ -21,9 +21,6 @@
 #   send: a visitor's conversation answered as SSE; anyone else's send to
 #     it is 404 and never reaches the upstream;
 #   a JWT user still works on all three.
-# One test is marked TODO: the ticket protocol's WebSocket never tells a new
-# visitor its token (a known bug in ws-bridge/sched.c, see the .mjs); a TODO
-# failure is reported but does not fail this file (TAP).
 # TAP output; exit status 0 only if everything passed.
 cd "$(dirname "$0")/../.." || exit 1
 . tests/integration/lib.sh
@@ -53,42 +50,8 @@ WS_PORT=$BRIDGE_PORT
 start_lighttpd "$BUILD/parley.fcgi"
 it_log "bridge ws://127.0.0.1:$BRIDGE_PORT, lighttpd $BASE, PARLEY_ANONYMOUS=${IT_ANONYMOUS:-ticket,chat,send}"
 
-# The suite's results become ours; "not ok ... # TODO" is a known bug, not a
-# failure (TAP), and is shown as such.
-_out=$SETUP_DIR/logs/anonymous-protocols.tap
-_rc=0
-BASE="$BASE" SECRET="$SECRET" RUN="ap-$$" FAKE_LLM_URL="$FAKE_LLM_URL" \
-    timeout 300 node --test --test-reporter=tap tests/integration/anonymous-protocols.mjs >"$_out" 2>&1 || _rc=$?
-_n=0 _bad=0
-while IFS= read -r _line; do
-    case $_line in
-    "ok "*|"not ok "*)
-        _n=$((_n + 1)); TAP_N=$((TAP_N + 1))
-        _t=$(printf '%s' "$_line" | sed -E 's/^(not )?ok [0-9]+ - //')
-        case $_line in
-        "not ok "*"# TODO"*) echo "not ok $TAP_N - $_t" ;;
-        "not ok "*) _bad=$((_bad + 1)); TAP_FAILED=$((TAP_FAILED + 1)); echo "not ok $TAP_N - $_t" ;;
-        *) echo "ok $TAP_N - $_t" ;;
-        esac ;;
-    esac
-done <"$_out"
-if [ "$_n" -eq 0 ] || [ "$_bad" -gt 0 ] || { [ "$_rc" -ne 0 ] && ! grep -q '^not ok .*# TODO' "$_out"; }; then
-    # each failed test's error (a TODO's too: it is not counted)
-    awk '/^not ok /{p=1; print; next} /^(ok|not ok) /{p=0}
-         p && /^  (error|expected|actual|location):|^    [^ ]|^      [-+] /{print}' "$_out" |
-        head -n 80 | sed 's/^/#   /'
-    if [ "$_n" -eq 0 ]; then
-        TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1))
-        echo "not ok $TAP_N - anonymous-protocols.mjs ran no test (exit $_rc)"
-        tail -n 10 "$_out" | sed 's/^/#   /'
-    elif [ "$_bad" -eq 0 ]; then
-        TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1))
-        echo "not ok $TAP_N - anonymous-protocols.mjs exited $_rc after its tests passed"
-    fi
-    for _f in "$SETUP_DIR"/logs/error.log "$SETUP_DIR"/logs/app.log "$BRIDGE_DIR"/parley-ws.log; do
-        [ -s "$_f" ] && tail -n 5 "$_f" | sed "s|^|#   $(basename "$_f"): |"
-    done
-fi
+BASE="$BASE" SECRET="$SECRET" RUN="ap-$$" FAKE_LLM_URL="$FAKE_LLM_URL" IT_NODE_TIMEOUT=300 \
+    it_node_tap "" tests/integration/anonymous-protocols.mjs
 
 stop_setup
 
