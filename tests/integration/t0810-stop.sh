@@ -47,30 +47,8 @@ WS_PORT=$BRIDGE_PORT
 
 # run_suite NAME — stop.mjs through $BASE; each of its results is one of ours.
 run_suite() {
-    _out=$SETUP_DIR/logs/stop.tap
-    _rc=0
-    BASE="$BASE" SECRET="$SECRET" RUN="$1-$$" FAKE_LLM_URL="$FAKE_LLM_URL" \
-        timeout 180 node --test --test-reporter=tap tests/integration/stop.mjs >"$_out" 2>&1 || _rc=$?
-    _n=0
-    while IFS= read -r _line; do
-        case $_line in
-        "ok "*|"not ok "*)
-            _n=$((_n + 1))
-            _t=$(printf '%s' "$_line" | sed -E 's/^(not )?ok [0-9]+ - //')
-            TAP_N=$((TAP_N + 1))
-            case $_line in
-            "not ok "*) echo "not ok $TAP_N - $1: $_t"; TAP_FAILED=$((TAP_FAILED + 1)) ;;
-            *) echo "ok $TAP_N - $1: $_t" ;;
-            esac ;;
-        *"upstream connection closed"*) echo "# $1: ${_line##*# }" ;;
-        esac
-    done <"$_out"
-    if [ "$_n" -eq 0 ] || [ "$_rc" -ne 0 ]; then
-        grep -E '^ *(not ok|  ---|    (error|expected|actual|message|stack))' "$_out" | head -n 60 | sed 's/^/#   /'
-        [ "$_n" -eq 0 ] && { TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1)); \
-            echo "not ok $TAP_N - $1: the suite ran no test (exit $_rc)"; }
-        tail -n 20 "$BRIDGE_DIR/parley-ws.log" | sed 's/^/#   parley-ws: /'
-    fi
+    BASE="$BASE" SECRET="$SECRET" RUN="$1-$$" FAKE_LLM_URL="$FAKE_LLM_URL" IT_NODE_TIMEOUT=180 \
+        it_node_tap "$1: " tests/integration/stop.mjs
 }
 
 start_lighttpd "$BUILD/parley.fcgi"
