@@ -25,7 +25,23 @@
 #   it_pg_sql SQL                    psql against it
 #   ok NAME CMD...                   runs CMD, prints "ok N - NAME" / "not ok N - NAME"
 #   it_node_tap PREFIX FILE.mjs      runs a node --test file; its results become ours
-#   it_done                          prints the plan; exit status 0 only if all passed
+#   it_done                          stops every process still running, scans for
+#                                    sanitizer reports, prints the plan; exit
+#                                    status 0 only if all passed
+#
+# Sanitizer reports (a build with SANITIZE=address,undefined): stop_setup,
+# it_done and it_cleanup scan what the processes the test started printed
+# (it_san_scan) and add a "not ok" line per new report naming the process
+# and its first lines. AddressSanitizer and LeakSanitizer write to
+# $IT_TMP/san/asan.<program>.<pid> (it_init adds log_path to ASAN_OPTIONS;
+# mod_fcgid gets it with FcgidInitialEnv), UBSan (gcc's runtime ignores
+# log_path next to ASan) to the program's stderr: the web servers' logs
+# (lighttpd.out under lighttpd, error.log under mod_fcgid), app.log
+# (mod_proxy_fcgi) and the bridge's parley-ws.log, all scanned too. The
+# leak check runs at a clean exit only: parley.fcgi and parley-ws exit on
+# SIGTERM (their web server sends it to a spawned parley.fcgi); one that
+# it_stop had to SIGKILL is named in a "#" line (a test's own SIGKILL is
+# its business).
 #
 # Each setup gets its own directory under one mktemp -d: generated main
 # config (ServerRoot, PidFile, ErrorLog, modules from Debian's
@@ -86,10 +102,15 @@ it_stop() {
     for _p in "$@"; do
         _i=0
         while it_alive "$_p" && [ $_i -lt "${IT_STOP_GRACE:-100}" ]; do sleep 0.05; _i=$((_i + 1)); done
-        if it_alive "$_p"; then kill -KILL "$_p" 2>/dev/null || true; fi
+        if it_alive "$_p"; then
+            _exe=$(readlink "/proc/$_p/exe" 2>/dev/null) || _exe=""
+            case ${_exe##*/} in parley*) IT_SAN_KILLED="$IT_SAN_KILLED ${_exe##*/}[$_p]" ;; esac
+            kill -KILL "$_p" 2>/dev/null || true
+        fi
         wait "$_p" 2>/dev/null || true
     done
 }
+IT_SAN_KILLED=""      # parley programs it_stop had to SIGKILL (no leak check)
 
 # Processes whose program is a copy under our temp dir (FastCGI apps spawned
 # by a web server that died before it could stop them): we started them.
@@ -101,6 +122,21 @@ it_orphans() {
     done
 }
 
+# it_stop_orphans PID... — FastCGI apps left when their web server is gone:
+# most got its SIGTERM and are finishing their requests (a second SIGTERM
+# would make them exit at once, without the leak check), so they get up to
+# IT_ORPHAN_WAIT (40) twentieths of a second to exit by themselves first.
+it_stop_orphans() {
+    _i=0
+    while [ $_i -lt "${IT_ORPHAN_WAIT:-40}" ]; do
+        _any=0
+        for _p in "$@"; do it_alive "$_p" && _any=1; done
+        [ $_any = 0 ] && return 0
+        sleep 0.05; _i=$((_i + 1))
+    done
+    it_stop "$@"
+}
+
 it_cleanup() {
     _rc=$?
     trap - EXIT INT TERM
@@ -108,8 +144,13 @@ it_cleanup() {
     [ -n "$IT_PIDS" ] && it_stop $IT_PIDS
     _o=$(it_orphans)
     # shellcheck disable=SC2086
-    [ -n "$_o" ] && it_stop $_o
+    [ -n "$_o" ] && it_stop_orphans $_o
     it_pg_stop
+    if [ -n "$IT_TMP" ] && [ -d "$IT_TMP" ]; then
+        _n=$TAP_FAILED
+        it_san_scan
+        [ "$TAP_FAILED" -gt "$_n" ] && [ "$_rc" = 0 ] && _rc=1
+    fi
     if [ -n "$IT_TMP" ] && [ -d "$IT_TMP" ]; then
         if [ "${IT_KEEP:-0}" = 1 ]; then echo "# kept $IT_TMP"; else rm -rf "$IT_TMP"; fi
     fi
@@ -164,9 +205,17 @@ it_init() {
         APP_GROUP=$(id -gn "$APP_USER")
         AS_APP="setpriv --reuid=$APP_USER --regid=$APP_GROUP --init-groups --"
     fi
-    mkdir -p "$IT_TMP/data" "$IT_TMP/www"
+    mkdir -p "$IT_TMP/data" "$IT_TMP/www" "$IT_TMP/san"
     echo '<!doctype html><title>parley test</title><p>parley integration test' >"$IT_TMP/www/index.html"
     it_own "$IT_TMP"
+    # Every sanitized program started from here (servers, the CLI, tools)
+    # writes its ASan/LSan report to $IT_TMP/san/asan.<program>.<pid>, which
+    # it_san_scan reads, whoever captured or dropped its stderr.
+    case ${ASAN_OPTIONS:-} in
+    *log_path=*) ;;
+    *) ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}log_path=$IT_TMP/san/asan:log_exe_name=1"
+       export ASAN_OPTIONS ;;
+    esac
 }
 
 # Sets FAKE_LLM_URL: the simulated LLM tests/run.sh started, or a new one.
@@ -317,7 +366,13 @@ apache_conf() {
         fi
         case " $* " in *" fcgid "*)
             echo "FcgidIPCDir \"$SETUP_DIR/run/fcgid\""
-            echo "FcgidProcessTableFile \"$SETUP_DIR/run/fcgid_shm\"" ;;
+            echo "FcgidProcessTableFile \"$SETUP_DIR/run/fcgid_shm\""
+            # mod_fcgid gives its programs no environment of its own: the
+            # sanitizers' settings (it_init's log_path) must be passed on.
+            for _v in ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS; do
+                eval "_val=\${$_v:-}"
+                [ -n "$_val" ] && echo "FcgidInitialEnv $_v \"$_val\""
+            done ;;
         esac
         # Like Debian's apache2.conf: nothing is reachable unless granted.
         echo "<Directory />"
@@ -500,8 +555,9 @@ stop_setup() {
         case $(readlink "/proc/$_p/exe" 2>/dev/null) in "$SETUP_DIR"/*) echo "$_p" ;; esac
     done)
     # shellcheck disable=SC2086
-    [ -n "$_o" ] && it_stop $_o
+    [ -n "$_o" ] && it_stop_orphans $_o
     SETUP_PIDS=""
+    it_san_scan
 }
 
 # --- PostgreSQL ----------------------------------------------------------------
@@ -722,7 +778,64 @@ it_node_tap() {
     return 0
 }
 
+# --- sanitizer reports ---------------------------------------------------------
+
+IT_SAN_RE='ERROR: (AddressSanitizer|LeakSanitizer)|SUMMARY: UndefinedBehaviorSanitizer|:[0-9]+:[0-9]+: runtime error: |Sanitizer has encountered a fatal error|Sanitizer:DEADLYSIGNAL'
+
+# it_san_scan — one "not ok" line for each sanitizer report that appeared
+# since the last scan in a file where the programs started here write them:
+# $IT_TMP/san/* (ASan and LSan, it_init's log_path), the setups' logs
+# ($IT_TMP/*/logs/*: lighttpd.out and error.log hold a spawned
+# parley.fcgi's stderr, app.log the external one's), the bridges' logs
+# ($IT_TMP/bridge*/*.log) and any file listed in IT_SAN_LOGS. The line names
+# the process (the report file's program and pid, or the log's) and its
+# first 24 lines follow as diagnostics. Then a "#" line for each parley
+# program that it_stop had to SIGKILL (its leak check did not run).
+# Reported counts are kept in $IT_TMP/san.seen.
+it_san_scan() {
+    [ -n "$IT_TMP" ] && [ -d "$IT_TMP" ] || return 0
+    _seen=$IT_TMP/san.seen
+    [ -f "$_seen" ] || : >"$_seen"
+    # shellcheck disable=SC2086
+    for _f in "$IT_TMP"/san/* "$IT_TMP"/*/logs/* "$IT_TMP"/bridge*/*.log ${IT_SAN_LOGS:-}; do
+        { [ -f "$_f" ] && [ -s "$_f" ]; } || continue
+        _c=$(grep -cE "$IT_SAN_RE" "$_f" 2>/dev/null) || _c=0
+        [ "$_c" -gt 0 ] || continue
+        _was=$(awk -F '\t' -v f="$_f" '$1 == f { n = $2 } END { print n + 0 }' "$_seen")
+        [ "$_c" -gt "$_was" ] || continue
+        printf '%s\t%s\n' "$_f" "$_c" >>"$_seen"
+        _rel=${_f#"$IT_TMP"/}
+        case $_rel in
+        san/*) _who=$(echo "${_rel#san/}" | sed -E 's/^[a-z]+\.(.*)\.([0-9]+)$/\1 (pid \2)/') ;;
+        bridge*) _who="parley-ws ($_rel)" ;;
+        */logs/lighttpd.out) _who="parley.fcgi spawned by lighttpd ($_rel)" ;;
+        */logs/error.log) _who="parley.fcgi spawned by the web server ($_rel)" ;;
+        */logs/app.log) _who="parley.fcgi --socket ($_rel)" ;;
+        *) _who=$_rel ;;
+        esac
+        # the lines after the last report already seen in this file
+        _from=$(grep -nE "$IT_SAN_RE" "$_f" | sed -n "$((_was + 1))p" | cut -d: -f1)
+        _what=$(sed -n "${_from}p" "$_f" | sed -E 's/^==[^ ]*==//; s/^[^ ]*:[0-9]+:[0-9]+: //' | cut -c1-120)
+        TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1))
+        echo "not ok $TAP_N - sanitizer report from $_who: $_what"
+        sed -n "$((_from > 2 ? _from - 2 : 1)),$((_from + 24))p" "$_f" | sed 's/^/#   /'
+    done
+    for _k in $IT_SAN_KILLED; do
+        echo "# $_k did not exit within $((${IT_STOP_GRACE:-100} / 20)) s of SIGTERM: SIGKILLed, its leak check did not run"
+    done
+    IT_SAN_KILLED=""
+}
+
 it_done() {
+    # Stop what still runs (the bridge, the simulated LLM, ...) so that the
+    # leak checks run at their exit and are scanned before the plan.
+    # shellcheck disable=SC2086
+    [ -n "$IT_PIDS" ] && it_stop $IT_PIDS
+    _o=$(it_orphans)
+    # shellcheck disable=SC2086
+    [ -n "$_o" ] && it_stop_orphans $_o
+    IT_PIDS=""
+    it_san_scan
     echo "1..$TAP_N"
     [ "$TAP_FAILED" -eq 0 ]
 }
