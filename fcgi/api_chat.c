@@ -31,6 +31,10 @@
 #define CHAT_LIMIT_MAX 100
 #define CHAT_TITLE_MAX 200          /* characters */
 #define CHAT_EXPORT_MAX 100000      /* messages in one export */
+/* Bytes of a session's metadata or settings JSON (compact): the bound of a
+ * seed 001 message's metadata (core/proto_chat.c MAX_METADATA) and of a
+ * Phoenix query's, so no client-sent object is stored bigger. */
+#define CHAT_OBJECT_MAX 8192
 
 /* ---- JSON shapes ---- */
 
@@ -209,6 +213,19 @@ int h_session_create(struct request *r)
     c.title = (char *)json_string_value(title);          /* borrowed for the insert */
     c.settings = json_is_object(settings) ? json_dumps(settings, JSON_COMPACT) : NULL;
     c.metadata = json_is_object(metadata) ? json_dumps(metadata, JSON_COMPACT) : NULL;
+    if ((json_is_object(settings) && !c.settings) || (json_is_object(metadata) && !c.metadata)) {
+        free(c.settings);
+        free(c.metadata);
+        return res_error_kind(r, PERR_INTERNAL, "Out of memory");
+    }
+    const char *big = c.metadata && strlen(c.metadata) > CHAT_OBJECT_MAX ? "metadata"
+                      : c.settings && strlen(c.settings) > CHAT_OBJECT_MAX ? "settings" : NULL;
+    if (big) {
+        free(c.settings);
+        free(c.metadata);
+        return res_error_kind(r, PERR_BAD_INPUT, "Session %s too large (max %d bytes)", big,
+                              CHAT_OBJECT_MAX);
+    }
     c.project_id = (char *)json_string_value(project);   /* borrowed for the insert */
     int rc = store_conv_create(r->ctx->db, &c);
     enum perr why = rc == STORE_ERR ? db_err_kind(r->ctx->db) : PERR_DB;
