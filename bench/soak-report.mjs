@@ -19,6 +19,7 @@ const FD_SLACK = Number(process.env.SOAK_FD_SLACK || 32);
 const WAL_MAX = Number(process.env.SOAK_WAL_MAX_MB || 64) * 1024 * 1024;
 const PG_WAL_MAX = 1100 * 1024 * 1024;
 const fail = [];
+const bump = (o, k) => { o[k] = (o[k] || 0) + 1; };
 const fmtN = (n) => (n ?? 0).toLocaleString('en-US');
 const mb = (kb) => (kb / 1024).toFixed(1);
 
@@ -98,11 +99,12 @@ for (const r of rows) {
 }
 console.log('### Server processes');
 console.log();
-console.log('| process | pid | RSS start (MB) | after warm-up | peak | end of load | settled | growth after warm-up | open fds start / peak / settled | of which sockets | files | other | threads start / settled | CPU s |');
+console.log('| process | pid | RSS start (MB) | after warm-up | peak | end of load | settled | growth after warm-up | open fds start / peak / settled | of which sockets (+ after the probe) | files | other | threads start / settled | CPU s |');
 console.log('|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---|---:|');
 const startRoles = new Set(rows.filter((r) => r.phase === 'start').map((r) => `${r.role} ${r.pid}`));
 for (const [key, p] of procs) {
   const s = p.s;
+  if (p.role === 'clients') continue;
   const first = s[0];
   const warm = s.find((r) => r.t >= info.warmup_s && r.phase !== 'start') || s[s.length - 1];
   const loadEnd = s.filter((r) => r.phase === 'load' || r.phase === 'load-end').at(-1) || s[s.length - 1];
@@ -112,7 +114,8 @@ for (const [key, p] of procs) {
   const growth = loadEnd.rss - warm.rss;
   console.log(`| ${p.role} | ${p.pid} | ${mb(first.rss)} | ${mb(warm.rss)} (${warm.t} s) | ${mb(peak)} | ${mb(loadEnd.rss)} | ` +
     `${mb(end.rss)} | ${growth >= 0 ? '+' : ''}${mb(growth)} MB (${(100 * growth / warm.rss).toFixed(1)} %) | ` +
-    `${first.fds} / ${peakFd} / ${end.fds} | ${first.sock} / ${Math.max(...s.map((r) => r.sock))} / ${end.sock} | ` +
+    `${first.fds} / ${peakFd} / ${end.fds} | ${first.sock} / ${Math.max(...s.map((r) => r.sock))} / ${end.sock} ` +
+    `(${s.find((r) => r.phase === 'probe')?.sock ?? '-'}) | ` +
     `${first.file} / ${Math.max(...s.map((r) => r.file))} / ${end.file} | ${first.other} / ${Math.max(...s.map((r) => r.other))} / ${end.other} | ` +
     `${first.thr} / ${end.thr} | ${((s[s.length - 1].cpu - first.cpu) / 100).toFixed(1)} |`);
   const key2 = p.role === 'bridge' || p.role === 'parley.fcgi';
@@ -126,13 +129,25 @@ for (const [key, p] of procs) {
   // to the start's; regular files may add the database connections each
   // worker thread opens at its first request (the database and its WAL,
   // plus the shared -shm: at most 3 per thread).
+  // Sockets: after the probe question, which lets libcurl close the idle
+  // upstream connections its cache kept.
+  const probe = s.find((r) => r.phase === 'probe');
+  if (startRoles.has(key) && !probe) fail.push(`${p.role} ${p.pid} was gone after the probe question`);
+  if (probe && probe.sock > first.sock + FD_SLACK) {
+    fail.push(`${p.role} ${p.pid}: ${probe.sock} sockets open after the clients left and one more question, ${first.sock} at the start (slack ${FD_SLACK})`);
+  }
   if (startRoles.has(key) && s.some((r) => r.phase === 'end')) {
-    if (end.sock > first.sock + FD_SLACK) fail.push(`${p.role} ${p.pid}: ${end.sock} sockets open at the end, ${first.sock} at the start (slack ${FD_SLACK})`);
     if (end.other > first.other + FD_SLACK) fail.push(`${p.role} ${p.pid}: ${end.other} pipes/eventfds/… open at the end, ${first.other} at the start (slack ${FD_SLACK})`);
     if (end.file > first.file + 3 * end.thr + FD_SLACK) {
       fail.push(`${p.role} ${p.pid}: ${end.file} files open at the end, ${first.file} at the start (bound: + 3 per thread + ${FD_SLACK})`);
     }
   }
+}
+const cl = [...procs.values()].filter((p) => p.role === 'clients');
+if (cl.length) {
+  console.log(`| the clients (${cl.length} node processes, the load generator) | | ` +
+    `${mb(cl.reduce((a, p) => a + p.s[0].rss, 0))} | | ${mb(cl.reduce((a, p) => a + Math.max(...p.s.map((r) => r.rss)), 0))} | | | | | | | | | ` +
+    `${(cl.reduce((a, p) => a + p.s[p.s.length - 1].cpu - p.s[0].cpu, 0) / 100).toFixed(1)} |`);
 }
 console.log();
 console.log(`Samples every ${info.sample_s} s; warm-up ${info.warmup_s} s; the load ran ${info.load_s} s; "settled":`);
@@ -144,6 +159,26 @@ for (const [, p] of procs) {
 }
 console.log();
 
+// ---- sockets left
+for (const [file, when] of [['sockets-end.txt', 'after the clients left'], ['sockets-probe.txt', 'after the probe question']]) {
+  let left = '';
+  try { left = readFileSync(join(dir, file), 'utf8').trim(); } catch { /* none */ }
+  if (!left) continue;
+  const by = {};
+  for (const l of left.split('\n')) {
+    const [pid, state, , peer] = l.split(' ');
+    const role = [...procs.values()].find((p) => p.pid === +pid)?.role || pid;
+    bump(by, `${role} ${pid} ${state}${peer.endsWith(`:${info.upstream_port}`) ? ' (to the upstream)' : ''}`);
+  }
+  console.log(`TCP sockets of the servers ${when} (by state): ` +
+    Object.entries(by).map(([k, n]) => `${k} ×${n}`).join('; ') + '.');
+  console.log();
+}
+let probe = null;
+try { probe = JSON.parse(readFileSync(join(dir, 'probe.json'), 'utf8')); } catch { /* none */ }
+const probeOk = probe && Object.values(probe.kinds).every((k) => k.checked > 0 && !Object.keys(k.errors).length && !k.wrong);
+if (!probeOk) fail.push(`the probe question after the soak failed: ${JSON.stringify(probe?.kinds ?? null).slice(0, 300)}`);
+
 // ---- database
 console.log('### Database at the end');
 console.log();
@@ -153,6 +188,9 @@ if (info.pg) {
 } else {
   console.log(`- SQLite WAL (-wal file): ${(info.wal_bytes / 1048576).toFixed(1)} MB (bound ${WAL_MAX / 1048576} MB); ` +
     `database file ${(info.db_bytes / 1048576).toFixed(1)} MB; PRAGMA quick_check: ${info.integrity}`);
+  let wal = [];
+  try { wal = readFileSync(join(dir, 'wal.tsv'), 'utf8').trim().split('\n').map((l) => l.split('\t')); } catch { /* none */ }
+  if (wal.length) console.log(`- WAL size over time (MB): ${wal.map(([t, , b]) => `${t} s ${(b / 1048576).toFixed(1)}`).join(', ')}`);
   if (info.wal_bytes > WAL_MAX) fail.push(`the WAL is ${(info.wal_bytes / 1048576).toFixed(1)} MB`);
   if (info.integrity !== 'ok') fail.push(`quick_check: ${info.integrity}`);
 }

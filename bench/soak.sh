@@ -190,6 +190,8 @@ sample() {
         _cpu=$(sed 's/^.*) //' "/proc/$_p/stat" 2>/dev/null | awk '{ print $12 + $13 }')
         [ -n "$_rss" ] && printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$_t" "$1" "$_role" "$_p" "$_rss" "$_thr" "$_fds" "$_cpu"
     done >>"$SAMPLES"
+    [ -n "$DB_FILE" ] && printf '%s\t%s\t%s\n' "$_t" "$1" "$(stat -c %s "$DB_FILE-wal" 2>/dev/null || echo 0)" >>"$OUT/wal.tsv"
+    return 0
 }
 CPIDS=""
 printf 't\tphase\trole\tpid\trss_kb\tthreads\tfds\tsockets\tfiles\tother\tcpu_ticks\n' >"$SAMPLES"
@@ -255,6 +257,22 @@ while [ $_i -lt 60 ]; do
 done
 sleep 10
 sample end
+# what the server processes still have connected (their state, for the report)
+for _p in $BRIDGE_PID $(app_pids) $(web_pids | sort -u); do
+    ss -Htanp 2>/dev/null | grep "pid=$_p," | awk -v p="$_p" '{ print p, $1, $4, $5 }'
+done >"$OUT/sockets-end.txt"
+# One more question on each generating process (the bridge: a WebSocket
+# ticket; parley.fcgi: a long-poll ticket and an SSE answer): libcurl closes
+# the upstream connections its cache kept (CLOSE-WAIT once the upstream
+# closed them, idle) at the next request. Then the descriptors again.
+timeout 60 node bench/soak-clients.mjs --base "$BASE" --secret "$SECRET" --tag "${RUN}p" --slow "$SLOW" \
+    --out "$OUT/probe.json" --seconds 2 --ramp 0 --think-min 0 --think-max 0 --tokens-min 3 --tokens-max 3 \
+    --ws-ticket 1 --poll-ticket 1 --sse 1 >"$OUT/probe.log" 2>&1
+sleep 2
+sample probe
+for _p in $BRIDGE_PID $(app_pids) $(web_pids | sort -u); do
+    ss -Htanp 2>/dev/null | grep "pid=$_p," | awk -v p="$_p" '{ print p, $1, $4, $5 }'
+done >"$OUT/sockets-probe.txt"
 
 # The database.
 INFO=$OUT/info.json
@@ -278,7 +296,7 @@ JOBS_LEFT=$(jobs_running)
 ALIVE=""
 for _p in $BRIDGE_PID $WEB_PID; do it_alive "$_p" || ALIVE="$ALIVE $_p"; done
 cat >"$INFO" <<EOF_INFO
-{"soak_s": $SOAK_S, "load_s": $T_LOAD, "warmup_s": $SOAK_WARMUP_S, "sample_s": $SOAK_SAMPLE_S,
+{"soak_s": $SOAK_S, "upstream_port": "${FAKE_LLM_URL##*:}", "load_s": $T_LOAD, "warmup_s": $SOAK_WARMUP_S, "sample_s": $SOAK_SAMPLE_S,
  "pg": $([ "$SOAK_PG" = 1 ] && echo true || echo false), "server": "$SOAK_SERVER",
  "wal_bytes": ${WAL_BYTES:-null}, "db_bytes": ${DB_BYTES:-null}, "integrity": "$CHECK",
  "jobs_running": ${JOBS_LEFT:-null}, "poll_sessions_left": ${POLL_LEFT:-null}, "events_left": ${EVENTS:-null},
