@@ -50,18 +50,30 @@ echo "PARLEY_ANONYMOUS=send" >>"$IT_APP_CONFIG"
 start_bridge || it_die "parley-ws did not start"
 WS_PORT=$BRIDGE_PORT
 
+# The three setups run at once (lib-par.sh), each with its own RUN (its
+# users and chats) and its own parley.fcgi processes: a KILL reaches only
+# the process that owns that setup's generation.
+. tests/integration/lib-par.sh
 start_lighttpd "$BUILD/parley.fcgi"
-BASE="$BASE" SECRET="$SECRET" RUN="l$$" KILL=1 ANON=1 it_node_tap "lighttpd: " tests/integration/aisdk.mjs
-stop_setup
-
+L_BASE=$BASE L_DIR=$SETUP_DIR L_PIDS=$SETUP_PIDS
 start_fcgid "$BUILD/parley.fcgi"
-BASE="$BASE" SECRET="$SECRET" RUN="f$$" KILL=1 ANON=1 it_node_tap "apache mod_fcgid: " tests/integration/aisdk.mjs
-stop_setup
-
+F_BASE=$BASE F_DIR=$SETUP_DIR F_PIDS=$SETUP_PIDS
 IT_APP_CONFIG=$IT_TMP/parley-users-only.conf
 start_proxy_fcgi "$BUILD/parley.fcgi"
-BASE="$BASE" SECRET="$SECRET" RUN="p$$" KILL=0 it_node_tap "apache mod_proxy_fcgi: " tests/integration/aisdk.mjs
-stop_setup
+P_BASE=$BASE P_DIR=$SETUP_DIR P_PIDS=$SETUP_PIDS
+it_log "lighttpd $L_BASE, mod_fcgid $F_BASE, mod_proxy_fcgi $P_BASE, bridge $BRIDGE_PORT"
+
+SETUP_DIR=$L_DIR BASE=$L_BASE RUN="l$$" KILL=1 ANON=1 SECRET="$SECRET" \
+    it_par lighttpd it_node_tap "lighttpd: " tests/integration/aisdk.mjs
+SETUP_DIR=$F_DIR BASE=$F_BASE RUN="f$$" KILL=1 ANON=1 SECRET="$SECRET" \
+    it_par fcgid it_node_tap "apache mod_fcgid: " tests/integration/aisdk.mjs
+SETUP_DIR=$P_DIR BASE=$P_BASE RUN="p$$" KILL=0 SECRET="$SECRET" \
+    it_par proxy_fcgi it_node_tap "apache mod_proxy_fcgi: " tests/integration/aisdk.mjs
+it_par_wait
+for _s in L F P; do
+    eval "SETUP_PIDS=\$${_s}_PIDS SETUP_DIR=\$${_s}_DIR"
+    stop_setup
+done
 
 no_sanitizer_report() {
     ! grep -l -E 'ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer' \
