@@ -461,10 +461,11 @@ start_htaccess() {
 # --- the WebSocket bridge ----------------------------------------------------
 
 # Waits until something listens on 127.0.0.1:$1 (curl's "connection
-# refused" is exit status 7), at most 5 s; fails early if process $2 died.
+# refused" is exit status 7), at most IT_WAIT_PORT (100) twentieths of a
+# second (a bridge under valgrind needs more); fails early if process $2 died.
 it_wait_port() {
     _i=0
-    while [ $_i -lt 100 ]; do
+    while [ $_i -lt "${IT_WAIT_PORT:-100}" ]; do
         _rc=0
         curl -s -o /dev/null -m 1 "http://127.0.0.1:$1/" 2>/dev/null || _rc=$?
         [ "$_rc" -ne 7 ] && return 0
