@@ -197,6 +197,16 @@ static int valid_request(struct parley_ctx *ctx, struct proto_conn *c, json_t *m
                      "Invalid data: the last message must be a user message with parts");
         return 1;
     }
+    /* its id becomes the stored message's metadata: bounded like any
+     * client-given metadata, checked before anything is stored */
+    const char *uid = proto_str(m, "id");
+    if (uid && strlen(uid) > PROTO_AISDK_UI_ID_MAX) {
+        char e[96];
+        snprintf(e, sizeof e, "Invalid data: a message id must be at most %d bytes",
+                 PROTO_AISDK_UI_ID_MAX);
+        *rc = refuse(c, out, PERR_BAD_INPUT, e);
+        return 1;
+    }
     *last = m;
     return 0;
 }

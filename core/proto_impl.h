@@ -28,6 +28,11 @@ extern const struct proto_ops proto_openai_ops;   /* proto_openai.c */
  * `proto_fail(...) || error_frame(...)` read naturally. */
 int proto_fail(struct proto_conn *c, enum perr kind, const char *msg);
 
+/* The AI SDK (proto_aisdk.c): the longest UI message id, in bytes, kept in
+ * the stored user message's metadata (ui_message_id); a longer one is
+ * refused (400) like any other oversized client metadata. */
+#define PROTO_AISDK_UI_ID_MAX 256
+
 /* A job owns every string its gen_request points to. */
 #define PROTO_JOB_MAX_MSGS 64
 struct proto_job {

@@ -261,6 +261,63 @@ TEST(refusals_carry_their_kind)
     close_ctx(&ctx);
 }
 
+/* The last UI message's id is kept in the stored message's metadata
+ * (ui_message_id): it is bounded (PROTO_AISDK_UI_ID_MAX bytes) like every
+ * other client-given metadata, so a 900 KB id under the 1 MB body limit is
+ * refused before anything (the chat included) is stored. */
+static json_t *chat_body_uid(const char *id, const char *uid, const char *text)
+{
+    return json_pack("{s:s, s:[{s:s, s:s, s:[{s:s, s:s}]}], s:s}", "id", id, "messages", "id", uid,
+                     "role", "user", "parts", "type", "text", "text", text, "trigger",
+                     "submit-message");
+}
+
+TEST(ui_message_id_is_bounded)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    char msg[160];
+    snprintf(msg, sizeof msg, "Invalid data: a message id must be at most %d bytes",
+             PROTO_AISDK_UI_ID_MAX);
+    size_t sizes[2] = { PROTO_AISDK_UI_ID_MAX + 1, 900 * 1024 };
+    for (int i = 0; i < 2; i++) {
+        char *uid = malloc(sizes[i] + 1);
+        REQUIRE(uid != NULL);
+        memset(uid, 'u', sizes[i]);
+        uid[sizes[i]] = '\0';
+        check_refused(&ctx, "fay", chat_body_uid("aisdk-uid", uid, "hi"), PERR_BAD_INPUT, msg);
+        free(uid);
+    }
+    struct conversation cv;
+    CHECK_INT(store_conv_get(ctx.db, "aisdk-uid", NULL, &cv), STORE_NOT_FOUND);
+    /* at the bound: taken, the id kept whole */
+    char uid[PROTO_AISDK_UI_ID_MAX + 1];
+    memset(uid, 'v', PROTO_AISDK_UI_ID_MAX);
+    uid[PROTO_AISDK_UI_ID_MAX] = '\0';
+    struct proto_conn c;
+    struct proto_frames f;
+    struct proto_job *job = NULL;
+    frames_init(&f);
+    CHECK_INT(post(&ctx, &c, "fay", chat_body_uid("aisdk-uid", uid, "bound [[fake tokens=2 token_ms=1]]"),
+                   &f, &job), 0);
+    CHECK_INT(c.err, PERR_OK);
+    REQUIRE(job != NULL);
+    CHECK_INT(run_job(&ctx, job), 0);
+    CHECK_INT(pump_to_end(&ctx, &c, &f), 0);
+    struct message *m;
+    int n;
+    int64_t total;
+    REQUIRE(store_msg_list(ctx.db, "aisdk-uid", 10, 0, &m, &n, &total) == 0);
+    REQUIRE(n == 2);
+    json_t *um = json_loads(m[0].metadata, 0, NULL);
+    CHECK_STR(proto_str(um, "ui_message_id"), uid);
+    json_decref(um);
+    store_msgs_free(m, n);
+    proto_conn_cleanup(&c);
+    frames_free(&f);
+    close_ctx(&ctx);
+}
+
 TEST(resume_replays_the_running_answer_from_its_start)
 {
     struct parley_ctx ctx;
@@ -406,6 +463,7 @@ int main(void)
     RUN(three_turns_with_stored_history);
     RUN(regenerate_answers_the_last_user_message_again);
     RUN(refusals_carry_their_kind);
+    RUN(ui_message_id_is_bounded);
     RUN(resume_replays_the_running_answer_from_its_start);
     RUN(upstream_error_is_the_error_part);
     RUN(stopped_answer_ends_with_finish_other_stopped);
