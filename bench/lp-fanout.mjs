@@ -25,8 +25,9 @@
 //   parley  --pub (bench/ws-pub.c): evlog_append of each event, one write
 //           transaction + the doorbell, as a generation does; its own
 //           process, not among the server's.
-//   nchan   this process: HTTP POST /pub/<channel> over a keep-alive agent,
-//           the body the JSON Parley's ticket protocol sends
+//   nchan   this file as a process of its own (--nchan-pub): HTTP POST
+//           /pub/<channel> over keep-alive, one channel's events one after
+//           the other, the body the JSON Parley's ticket protocol sends
 //           ({"type":"stream","content":...}), so both carry the same text.
 //           nginx's handling of that POST IS in the server CPU (it is the
 //           server's own publish path); ws-pub's append is not (Parley's
@@ -59,6 +60,41 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((a, v, i, all) =>
   (v.startsWith('--') ? [...a, [v.slice(2), all[i + 1]]] : a), []));
+// --nchan-pub URL: the Nchan publisher alone, a process of its own (the
+// viewers' event loop must not delay it). Each channel's events are POSTed
+// one after the other (the next once the previous is answered, as ws-pub's
+// appends follow each other), stamped when sent, channels interleaved at
+// RATE per channel. Prints "published N in S s, F failed"; exit 1 if any failed.
+if (args['nchan-pub']) {
+  const base = new URL(args['nchan-pub']);
+  const c = Number(args.channels), rate = Number(args.rate), count = Number(args.count);
+  const size = Number(args.size);
+  const via = new http.Agent({ keepAlive: true, maxSockets: Infinity });
+  const post = (path, body) => new Promise((resolve) => {
+    const req = http.request({ host: base.hostname, port: base.port, method: 'POST', path, agent: via,
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+    (res) => { res.resume(); res.on('end', () => resolve(res.statusCode < 300)); });
+    req.on('error', () => resolve(false));
+    req.end(body);
+  });
+  const start = performance.now();
+  let bad = 0;
+  const chains = Array.from({ length: c }, () => Promise.resolve());
+  for (let i = 0; i < count * c; i++) {
+    const wait = start + (i * 1000) / (rate * c) - performance.now();
+    if (wait > 1) await sleep(wait);
+    const ch = i % c;
+    chains[ch] = chains[ch].then(async () => {
+      const ts = `${Math.round((performance.timeOrigin + performance.now()) * 1000)} `;
+      const body = JSON.stringify({ type: 'stream', content: ts + 'x'.repeat(Math.max(0, size - ts.length)) });
+      if (!(await post(`/pub/${args.prefix}${ch}`, body))) bad++;
+    });
+  }
+  await Promise.all(chains);
+  via.destroy();
+  console.log(`published ${count * c} in ${((performance.now() - start) / 1000).toFixed(2)} s, ${bad} failed`);
+  process.exit(bad ? 1 : 0);
+}
 const MODE = args.mode || 'parley';
 const BASE = new URL(args.base || 'http://127.0.0.1:8080');
 const C = Math.max(1, Number(args.channels || 1));
@@ -273,24 +309,12 @@ if (MODE === 'parley') {
   pub.stdout.on('data', (d) => { pubSaid += d; });
   pubDone = new Promise((res) => pub.on('exit', (code) => { pubCode = code; res(); }));
 } else {
-  const pubAgent = new http.Agent({ keepAlive: true, maxSockets: 16 });
-  pubDone = (async () => {
-    const start = performance.now();
-    const pending = [];
-    let bad = 0;
-    for (let i = 0; i < COUNT * C; i++) {
-      const wait = start + (i * 1000) / (RATE * C) - performance.now();
-      if (wait > 1) await sleep(wait);
-      const ts = `${Math.round(nowUs())} `;
-      const body = JSON.stringify({ type: 'stream', content: ts + 'x'.repeat(Math.max(0, SIZE - ts.length)) });
-      pending.push(request('POST', `/pub/${PREFIX}${i % C}`, { body, via: pubAgent })
-        .then((r) => { if (r.status >= 300) bad++; }, () => { bad++; }));
-    }
-    await Promise.all(pending);
-    pubAgent.destroy();
-    pubSaid = `published ${COUNT * C} in ${((performance.now() - start) / 1000).toFixed(2)} s, ${bad} failed`;
-    pubCode = bad ? 1 : 0;
-  })();
+  // the same file as a separate process (below), like ws-pub for Parley
+  const pub = spawn(process.execPath, [new URL(import.meta.url).pathname, '--nchan-pub', BASE.href,
+    '--prefix', PREFIX, '--channels', String(C), '--rate', String(RATE), '--count', String(COUNT),
+    '--size', String(SIZE)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  pub.stdout.on('data', (d) => { pubSaid += d; });
+  pubDone = new Promise((res) => pub.on('exit', (code) => { pubCode = code; res(); }));
 }
 const deadline = pubStart + (COUNT / RATE) * 1000 + 15000;
 while (delivered() < expected && Date.now() < deadline && Date.now() - t0 < TIMEOUT_MS) {
