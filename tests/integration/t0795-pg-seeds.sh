@@ -32,9 +32,15 @@
 #      @PARLEY_NODE_PREFIX@ the node's prefix: while the bridge runs (its
 #      marker <prefix>-ws.up), Apache sends long-polls to it, which its
 #      /metrics must show.
+#      The six setups run at once (the three JWT ones, then the three open
+#      ones; T0795_WAVES=all: all six together), each with its own
+#      simulated LLM, node prefix and directories; each server on its own
+#      copy of the source (`parley db copy` again, into parley_lighttpd and
+#      parley_fcgid; the copied data is checked on proxy_fcgi's, the
+#      database "parley" whose counts were compared).
 #      Before each JWT run the rate-limit hits are deleted (psql): the
 #      suites' user alice sends ~15 messages a run, and on one database the
-#      runs of two servers within a minute would pass the limit of 30 that
+#      runs of two suites within a minute would pass the limit of 30 that
 #      t0100's fresh database per setup never reaches.
 #   4. Any sanitizer report in any log (each setup's kept) fails the test,
 #      and so does an ERROR, FATAL or PANIC in the PostgreSQL server's log.
@@ -58,6 +64,7 @@ it_init
 FAKE_LLM_URL=""            # our own: the KB checks read its last request
 it_fake_llm
 export FAKE_LLM_URL
+IT_PG_MAX_CONN=300         # up to six setups at once (phase 3)
 it_postgres
 ok "PostgreSQL started (port $PG_PORT)" it_alive "$PG_PID"
 CLI=$BUILD/parley
@@ -372,21 +379,55 @@ ok "the copy's row counts match the source's (answers, messages, kb_passages, br
     done' sh "$SRC" "$PG_BIN" "$PG_URL"
 
 # --- 3. the seed suites on PostgreSQL ------------------------------------------
-IT_DB=$PG_URL
-clear_rate_hits() { it_pg_sql "DELETE FROM rate_hits" >/dev/null; }
-
-# bridge_up NAME MODE — a node prefix of its own, the app config, the bridge
-bridge_up() {
-    mkdir -p "$IT_TMP/node-$1"
-    it_own "$IT_TMP/node-$1"
-    app_config "$1-$2" "$2" "$IT_TMP/node-$1/parley"
-    start_bridge || it_die "$1 ($2): parley-ws on PostgreSQL did not start"
-    PG_BRIDGE_PID=$BRIDGE_PID
-    PARLEY_NODE_PREFIX=$IT_TMP/node-$1/parley    # @PARLEY_NODE_PREFIX@ (not exported)
-    WS_PORT=$BRIDGE_PORT
+# The six setups (three servers, JWT and open mode) run at once
+# (lib-par.sh), T0795_WAVES at a time ("all": together; "jwt open", the
+# default: the three JWT setups, then the three open ones), each with
+# its own setup and bridge directories, node prefix and simulated LLM (the
+# suites count its upstream calls and read its last request). Each server
+# has its own copy of the source database (the same `parley db copy`,
+# into parley_<server>): the suites' user alice is rate limited per
+# database, and the servers' runs fall within one minute. The copied data
+# is checked on proxy_fcgi's copy, the one whose counts were compared.
+db_url() { echo "${PG_URL%/*}/parley_$1"; }
+copy_to() {
+    _o=$(it_pg_sql "CREATE DATABASE parley_$1" -d postgres 2>&1) || { echo "CREATE DATABASE: $_o"; return 1; }
+    "$CLI" db copy --from "$SRC" --to "$(db_url "$1")" >"$IT_TMP/copy-$1.out" 2>&1 ||
+        { cat "$IT_TMP/copy-$1.out"; return 1; }
+}
+for setup in lighttpd fcgid; do
+    ok "parley db copy of the same file into a database for $setup (parley_$setup)" copy_to "$setup"
+done
+url_of() { if [ "$1" = proxy_fcgi ]; then echo "$PG_URL"; else db_url "$1"; fi; }
+# clear_rate_hits SETUP — the rate-limit hits of SETUP's database deleted
+clear_rate_hits() { it_pg_sql "DELETE FROM rate_hits" -d "$(url_of "$1")" >/dev/null; }
+# own_fake_llm — a simulated LLM of the setup's own (FAKE_LLM_URL)
+own_fake_llm() {
+    rm -f "$IT_TMP/fake-llm.port"
+    FAKE_LLM_URL=""
+    it_fake_llm
 }
 
-CHECKED=""
+# setup_up SETUP MODE — a node prefix of its own, the app config, its
+# simulated LLM, the bridge and the web server on SETUP's database; what
+# stops them is added to STOPS
+STOPS=""
+setup_up() {
+    IT_NODE=$1-$2
+    IT_DB=$(url_of "$1")
+    own_fake_llm
+    export FAKE_LLM_URL
+    mkdir -p "$IT_TMP/node-$IT_NODE"
+    it_own "$IT_TMP/node-$IT_NODE"
+    app_config "$IT_NODE" "$2" "$IT_TMP/node-$IT_NODE/parley"
+    start_bridge || it_die "$1 ($2): parley-ws on PostgreSQL did not start"
+    PARLEY_NODE_PREFIX=$IT_TMP/node-$IT_NODE/parley    # @PARLEY_NODE_PREFIX@ (not exported)
+    WS_PORT=$BRIDGE_PORT
+    "start_$1" "$BUILD/parley.fcgi"
+    it_log "$1 on PostgreSQL ($2): $BASE, bridge $BRIDGE_PORT, simulated LLM $FAKE_LLM_URL, at $(since)"
+    STOPS="$STOPS $SETUP_DIR|$(echo $SETUP_PIDS | tr ' ' ,)|$BRIDGE_PID"
+    IT_NODE=""
+}
+
 # ws_clients PREFIX — tests/node/ws-bridge.test.mjs in external mode through
 # $BASE (the t0200 pattern): each leaf result (the tests inside its
 # describe blocks; the blocks that need a bridge of their own are skipped
@@ -420,16 +461,46 @@ lp_requests() {
     curl -s "http://127.0.0.1:$BRIDGE_PORT/metrics" |
         awk '/^parley_ws_longpoll_requests_total/ { n += $2 } END { print n + 0 }'
 }
-for setup in proxy_fcgi lighttpd fcgid; do
-    # JWT mode: the copied data, api-suite, phoenix-lp, phoenix-ws (Apache)
-    clear_rate_hits
-    bridge_up "$setup" jwt
-    "start_$setup" "$BUILD/parley.fcgi"
-    it_log "$setup on PostgreSQL (JWT): $BASE, bridge $BRIDGE_PORT, at $(since)"
+
+# jwt_suites SETUP — JWT mode: the copied data (proxy_fcgi), api-suite,
+# phoenix-lp, phoenix-ws (Apache + mod_proxy_fcgi); with mod_fcgid, the
+# long-polls its bridge answered
+jwt_suites() {
+    setup=$1
     ok "$setup: /api/health says the database is ok" sh -c "curl -sf -m 10 '$BASE/api/health' | grep -q '\"database\":\"ok\"'"
-    if [ -z "$CHECKED" ]; then
-        CHECKED=1
-        js_tap "$setup, copied data: " "$(cat <<'EOF_JS'
+    [ "$setup" = proxy_fcgi ] && js_tap "$setup, copied data: " "$COPIED_JS"
+    clear_rate_hits "$setup"
+    PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET PARLEY_SETUP="$setup on PostgreSQL" \
+        it_node_tap "$setup: " tests/integration/api-suite.mjs
+    clear_rate_hits "$setup"
+    PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET PARLEY_FAKE_URL=$FAKE_LLM_URL \
+        it_node_tap "$setup, phoenix-lp: " tests/integration/phoenix-lp.mjs
+    if [ "$setup" = proxy_fcgi ]; then
+        clear_rate_hits "$setup"
+        PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET PHX_PART=ws \
+            it_node_tap "$setup, phoenix-ws JWT: " tests/integration/phoenix-ws.mjs
+    fi
+    if [ "$setup" = fcgid ]; then
+        n=$(lp_requests)
+        TAP_N=$((TAP_N + 1))
+        if [ "${n:-0}" -ge 20 ]; then
+            echo "ok $TAP_N - fcgid: the bridge answered the long-poll requests (@PARLEY_NODE_PREFIX@-ws.up found: $n)"
+        else
+            echo "not ok $TAP_N - fcgid: the bridge answered ${n:-0} long-poll requests (@PARLEY_NODE_PREFIX@-ws.up not found?)"
+            TAP_FAILED=$((TAP_FAILED + 1))
+        fi
+    fi
+    return 0
+}
+
+# open_suites SETUP — open mode: the seed 000/001/002 clients and Phoenix
+# over WebSocket
+open_suites() {
+    ws_clients "$1, ws-bridge: "
+    PARLEY_BASE=$BASE PHX_PART=ws it_node_tap "$1, phoenix-ws: " tests/integration/phoenix-ws.mjs
+}
+
+COPIED_JS=$(cat <<'EOF_JS'
 const st = JSON.parse(readFileSync(process.env.STATE, 'utf8'));
 await check('the ticket answered before the copy comes back cached, same text, no upstream call', async () => {
   const before = (await fakeStats()).total;
@@ -522,41 +593,24 @@ await check('the long-poll session left open goes on: its cursor, then a new tic
 });
 process.exit(0);
 EOF_JS
-)"
-    fi
-    PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET PARLEY_SETUP="$setup on PostgreSQL" \
-        it_node_tap "$setup: " tests/integration/api-suite.mjs
-    clear_rate_hits
-    PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET PARLEY_FAKE_URL=$FAKE_LLM_URL \
-        it_node_tap "$setup, phoenix-lp: " tests/integration/phoenix-lp.mjs
-    if [ "$setup" = proxy_fcgi ]; then
-        clear_rate_hits
-        PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET PHX_PART=ws \
-            it_node_tap "$setup, phoenix-ws JWT: " tests/integration/phoenix-ws.mjs
-    fi
-    if [ "$setup" = fcgid ]; then
-        n=$(lp_requests)
-        TAP_N=$((TAP_N + 1))
-        if [ "${n:-0}" -ge 20 ]; then
-            echo "ok $TAP_N - fcgid: the bridge answered the long-poll requests (@PARLEY_NODE_PREFIX@-ws.up found: $n)"
-        else
-            echo "not ok $TAP_N - fcgid: the bridge answered ${n:-0} long-poll requests (@PARLEY_NODE_PREFIX@-ws.up not found?)"
-            TAP_FAILED=$((TAP_FAILED + 1))
-        fi
-    fi
-    stop_setup
-    it_stop "$PG_BRIDGE_PID"
-    keep_logs "$setup-jwt"
-
-    # open mode: the seed 000/001/002 clients and Phoenix over WebSocket
-    bridge_up "$setup" open
-    "start_$setup" "$BUILD/parley.fcgi"
-    it_log "$setup on PostgreSQL (open): $BASE, bridge $BRIDGE_PORT, at $(since)"
-    ws_clients "$setup, ws-bridge: "
-    PARLEY_BASE=$BASE PHX_PART=ws it_node_tap "$setup, phoenix-ws: " tests/integration/phoenix-ws.mjs
-    stop_setup
-    it_stop "$PG_BRIDGE_PID"
-    keep_logs "$setup-open"
+)
+. tests/integration/lib-par.sh
+for wave in ${T0795_WAVES:-jwt open}; do
+    [ "$wave" = all ] && wave="jwt open"
+    for mode in $wave; do
+        for setup in proxy_fcgi lighttpd fcgid; do
+            setup_up "$setup" "$mode"
+            it_par "$setup-$mode" "${mode}_suites" "$setup"
+        done
+    done
+    it_par_wait
+    for _s in $STOPS; do
+        SETUP_DIR=${_s%%|*} _r=${_s#*|}
+        SETUP_PIDS=$(echo "${_r%|*}" | tr , ' ')
+        stop_setup
+        it_stop "${_r##*|}"
+    done
+    STOPS=""
 done
 
 it_log "suites done at $(since)"
