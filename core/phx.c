@@ -125,12 +125,20 @@ static int on_join(struct parley_ctx *ctx, struct phx_socket *s, json_t *join_re
     return phx_reply(out, join_ref, ref, topic, "ok", NULL);
 }
 
+/* 1 when v is a string holding a NUL (possible only in a frame loaded
+ * with JSON_ALLOW_NUL): its C string would name something else. */
+static int has_nul(json_t *v)
+{
+    return json_is_string(v) && strlen(json_string_value(v)) != json_string_length(v);
+}
+
 /* Reads ref and topic of a frame that could not be taken, to answer it. */
 static int answer_bad(struct proto_frames *out, json_t *arr, const char *reason, enum perr kind)
 {
     json_t *ref = json_array_get(arr, 1);
     const char *topic = json_string_value(json_array_get(arr, 2));
-    if (!topic || !ref || json_is_null(ref))
+    if (!topic || !ref || json_is_null(ref) || has_nul(ref) || has_nul(json_array_get(arr, 2)) ||
+        has_nul(json_array_get(arr, 0)))
         return 0;                 /* nothing to answer to: dropped */
     json_t *jr = json_array_get(arr, 0);
     return reason_reply(out, jr, ref, topic, reason, kind);
@@ -173,6 +181,15 @@ int phx_message(struct parley_ctx *ctx, struct phx_socket *s, const char *text, 
 {
     *job = NULL;
     json_t *arr = json_loadb(text, len, 0, NULL);
+    if (!arr && len <= PHX_FRAME_MAX) {
+        /* JSON but for a NUL in a string (\u0000, refused in every string
+         * Parley takes): malformed, answered when its ref and topic can be
+         * read, never run */
+        json_t *nul = json_loadb(text, len, JSON_ALLOW_NUL, NULL);
+        int rc = json_is_array(nul) ? answer_bad(out, nul, "malformed message", PERR_BAD_INPUT) : 0;
+        json_decref(nul);
+        return rc;
+    }
     if (len > PHX_FRAME_MAX) {
         int rc = answer_bad(out, arr, "message too large", PERR_TOO_LARGE);
         json_decref(arr);

@@ -212,6 +212,58 @@ TEST(malformed_frames_are_dropped_or_answered)
     close_ctx(&ctx);
 }
 
+/* A frame that is JSON but for a NUL in a string (the \u0000 escape,
+ * which Parley refuses everywhere): answered with bad_input like any
+ * malformed frame when its ref and topic can be read (it was dropped
+ * unanswered, so a client's push only timed out); never run, nothing
+ * stored. A NUL inside the topic or ref leaves nothing to answer to: a
+ * reply must name them exactly. A raw NUL byte is not JSON at all. */
+TEST(nul_in_a_frame_is_answered_bad_input)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct phx_socket s;
+    phx_init(&s, "alice", "user:alice", 10);
+    struct proto_frames f;
+    frames_init(&f);
+    REQUIRE(in(&ctx, &s, "[\"1\",\"1\",\"proxy:s-nul\",\"phx_join\",{}]", &f, NULL) == 0);
+    frames_free(&f);
+    const char *bad = "{\"status\":\"error\",\"response\":{\"reason\":\"malformed message\",\"code\":\"bad_input\"}}]";
+    struct proto_job *job = NULL;
+    CHECK_INT(in(&ctx, &s, "[\"1\",\"2\",\"proxy:s-nul\",\"query\",{\"query\":\"a\\u0000b [[fake tokens=1]]\"}]", &f, &job), 0);
+    CHECK(job == NULL);
+    CHECK_INT(in(&ctx, &s, "[\"1\",\"3\",\"proxy:s-nul\",\"query\",{\"query\":\"x\",\"metadata\":{\"k\":\"\\u0000\"}}]", &f, NULL), 0);
+    CHECK_INT(in(&ctx, &s, "[\"1\",\"4\",\"proxy:s-nul\",\"que\\u0000ry\",{}]", &f, NULL), 0);
+    CHECK_INT(in(&ctx, &s, "[\"1\",\"5\",\"proxy:s-nul\",\"phx_join\",{\"user_id\":\"\\u0000\"}]", &f, NULL), 0);
+    REQUIRE(f.n == 4);
+    char want[256];
+    for (int i = 0; i < 4; i++) {
+        snprintf(want, sizeof want, "[\"1\",\"%d\",\"proxy:s-nul\",\"phx_reply\",%s", i + 2, bad);
+        CHECK_STR(f.v[i], want);
+    }
+    frames_free(&f);
+    /* the topic or the ref holds the NUL: nothing to answer to; a NUL in
+     * an object key is not JSON even to jansson's JSON_ALLOW_NUL: dropped */
+    CHECK_INT(in(&ctx, &s, "[\"1\",\"6\",\"proxy:s-nul\\u0000x\",\"phx_join\",{}]", &f, NULL), 0);
+    CHECK_INT(in(&ctx, &s, "[\"1\",\"7\\u0000\",\"proxy:s-nul\",\"query\",{}]", &f, NULL), 0);
+    CHECK_INT(in(&ctx, &s, "[null,\"h\\u0000\",\"phoenix\",\"heartbeat\",{}]", &f, NULL), 0);
+    CHECK_INT(in(&ctx, &s, "[\"1\",\"9\",\"proxy:s-nul\",\"query\",{\"query\":\"x\",\"metadata\":{\"k\\u0000\":1}}]", &f, NULL), 0);
+    CHECK_INT(f.n, 0);
+    /* nothing stored, the socket unharmed: still one topic, it answers */
+    struct message *m;
+    int n;
+    int64_t total;
+    REQUIRE(store_msg_list(ctx.db, "s-nul", 10, 0, &m, &n, &total) == 0);
+    CHECK_INT(n, 0);
+    store_msgs_free(m, n);
+    CHECK_INT(s.n, 1);
+    REQUIRE(in(&ctx, &s, "[\"1\",\"10\",\"proxy:s-nul\",\"ping\",{}]", &f, NULL) == 0);
+    CHECK_INT(f.n, 2);
+    frames_free(&f);
+    phx_free(&s);
+    close_ctx(&ctx);
+}
+
 TEST(query_then_cache_stream_history)
 {
     struct parley_ctx ctx;
@@ -741,6 +793,7 @@ int main(void)
     RUN(socket_claims_reach_every_topic);
     RUN(another_users_session_is_refused);
     RUN(malformed_frames_are_dropped_or_answered);
+    RUN(nul_in_a_frame_is_answered_bad_input);
     RUN(query_then_cache_stream_history);
     RUN(refusals);
     RUN(two_topics_and_save_load);
