@@ -530,17 +530,31 @@ const phxWs = early('phxWs', async () => {
       await c.until((m) => m.some((f) => Array.isArray(f) && f[1] === r && f[3] === 'phx_reply'), 20000 * SLOW);
       return c.msgs.find((f) => Array.isArray(f) && f[1] === r && f[3] === 'phx_reply');
     };
-    // A frame jansson cannot parse (a NUL, as \u0000 or raw) is dropped
-    // without a reply (docs/protocol-phoenix.md: "a malformed frame ...
-    // dropped"; its ref cannot be read): a heartbeat sent after it is
-    // answered, the dropped frame never is, and nothing is stored.
+    // A frame with a NUL (docs/protocol-phoenix.md, malformed frames): a
+    // \u0000 in a string is answered with bad_input when its ref and topic
+    // can be read (and hold no NUL); a raw NUL byte or a NUL in the topic
+    // leaves nothing to answer to: dropped. Either way a heartbeat sent
+    // after it is answered and nothing is stored. The heartbeat is written
+    // "heart\u0062eat": the bridge answers a plain one at once, ahead of
+    // the frames before it (docs/ws-bridge.md), an escaped one in order
+    // after them, so its reply proves the frame before it was handled.
     let hb = 0;
-    const dropped = async (raw, badRef) => {
+    const afterHb = async (raw) => {
       const h = `hb${++hb}`;
       c.ws.send(raw);
-      c.ws.send(JSON.stringify([null, h, 'phoenix', 'heartbeat', {}]));
+      c.ws.send(`[null,"${h}","phoenix","heart\\u0062eat",{}]`);
       await c.until((m) => m.some((f) => f[1] === h && f[3] === 'phx_reply'), 20000 * SLOW);
+    };
+    const dropped = async (raw, badRef) => {
+      await afterHb(raw);
       assert.ok(!c.msgs.some((f) => f[1] === badRef), `the NUL frame was answered: ${JSON.stringify(c.msgs.filter((f) => f[1] === badRef))}`);
+    };
+    const malformed = async (raw, badRef) => {
+      await afterHb(raw);
+      const rep = c.msgs.filter((f) => f[1] === badRef);
+      assert.equal(rep.length, 1, `the NUL frame ${badRef}: ${JSON.stringify(rep)}`);
+      assert.equal(rep[0][3], 'phx_reply', JSON.stringify(rep));
+      assert.deepEqual(rep[0][4], { status: 'error', response: { reason: 'malformed message', code: 'bad_input' } });
     };
     // topics with metacharacters: refused joins (bad_input); a session id
     // of allowed characters only ("--", "_") is an ordinary topic
@@ -578,9 +592,9 @@ const phxWs = early('phxWs', async () => {
     }
     // NUL in query, model, metadata (JSON \u0000), raw in the query, and
     // raw after a complete frame: dropped, never cut at the NUL and run
-    await dropped(JSON.stringify(['1', 'n1', topic, 'query', { query: NUL }]), 'n1');
-    await dropped(JSON.stringify(['1', 'n2', topic, 'query', { query: 'x', model: NUL }]), 'n2');
-    await dropped(JSON.stringify(['1', 'n3', topic, 'query', { query: 'x', metadata: { k: NUL } }]), 'n3');
+    await malformed(JSON.stringify(['1', 'n1', topic, 'query', { query: NUL }]), 'n1');
+    await malformed(JSON.stringify(['1', 'n2', topic, 'query', { query: 'x', model: NUL }]), 'n2');
+    await malformed(JSON.stringify(['1', 'n3', topic, 'query', { query: 'x', metadata: { k: NUL } }]), 'n3');
     await dropped(`["1","n4","${topic}","query",{"query":"raw\u0000nul"}]`, 'n4');
     await dropped(`["1","n5","${topic}","query",{"query":"cut ${FAST}"}]\u0000junk`, 'n5');
     await sleep(300);
@@ -593,7 +607,7 @@ const phxWs = early('phxWs', async () => {
     rest.forEach((m, i) => assert.equal(m.metadata[vals[i]], vals[i], JSON.stringify(m.metadata)));
   } finally { c.ws.close(); }
 });
-test('Phoenix WebSocket: metacharacters in query, metadata and join params stored byte-exact; in the topic or model refused (bad_input); a frame with a NUL (JSON or raw, in topic, query, model, metadata, after the frame) dropped unanswered, nothing stored', () => phxWs);
+test('Phoenix WebSocket: metacharacters in query, metadata and join params stored byte-exact; in the topic or model refused (bad_input); a \\u0000 in query, model or metadata answered bad_input, a raw NUL or one in the topic dropped; nothing stored', () => phxWs);
 
 // Phoenix LongPoll: a topic and query with metacharacters, NUL in a POST.
 async function lp(method, { token, auth, body, type } = {}) {
@@ -643,10 +657,11 @@ const phxLp = early('phxLp', async () => {
   const hist = (await historyOf(`sec-${RUN}-plp`, t)).filter((m) => m.role === 'user');
   assert.deepEqual(hist.map((m) => m.content), vals.map((v) => `${v} ${FAST}`));
   hist.forEach((m, i) => assert.equal(m.metadata.v, vals[i]));
-  // a topic with metacharacters: the join refused (bad_input); frames with
-  // a NUL (JSON \u0000 or raw; query, topic, after the frame) cannot be
-  // parsed and are dropped unanswered (docs/protocol-phoenix.md); a
-  // heartbeat after them in the same POST is answered
+  // a topic with metacharacters: the join refused (bad_input); a \u0000
+  // in the query: bad_input (malformed message); a raw NUL, one in the
+  // topic, one after the frame: nothing readable, dropped unanswered
+  // (docs/protocol-phoenix.md); a heartbeat after them in the same POST is
+  // answered
   const n = userMsgs(user(who));
   const bad = [JSON.stringify(['1', '90', topic, 'query', { query: NUL }]), `["1","91","${topic}","query",{"query":"raw\u0000nul"}]`,
     JSON.stringify(['1', '92', `proxy:${ALL}`, 'phx_join', {}]), JSON.stringify(['1', '93', `proxy:${NUL}`, 'phx_join', {}]),
@@ -657,7 +672,9 @@ const phxLp = early('phxLp', async () => {
   const f92 = replies.find((y) => y[1] === '92');
   assert.equal(f92?.[4].status, 'error', JSON.stringify(replies));
   assert.equal(f92[4].response.code, 'bad_input', JSON.stringify(f92));
-  for (const x of ['90', '91', '93', '94']) assert.ok(!replies.some((y) => y[1] === x), `frame ${x} answered: ${JSON.stringify(replies)}`);
+  const f90 = replies.find((y) => y[1] === '90');
+  assert.deepEqual(f90?.[4], { status: 'error', response: { reason: 'malformed message', code: 'bad_input' } }, JSON.stringify(replies));
+  for (const x of ['91', '93', '94']) assert.ok(!replies.some((y) => y[1] === x), `frame ${x} answered: ${JSON.stringify(replies)}`);
   await sleep(300);
   assert.equal(userMsgs(user(who)), n, 'a NUL query was stored');
   // LongPoll's token (?token=) with metacharacters: a new session (410), never 500
@@ -670,7 +687,7 @@ const phxLp = early('phxLp', async () => {
     assert.ok(p.http < 500 && p.json?.status === 410, p.text);
   }
 });
-test('Phoenix LongPoll: metacharacters in queries and metadata stored byte-exact; a topic with metacharacters refused (bad_input); NUL frames dropped unanswered, nothing stored; a hostile ?token= is a new session (410)', () => phxLp);
+test('Phoenix LongPoll: metacharacters in queries and metadata stored byte-exact; a topic with metacharacters refused (bad_input); a \\u0000 query answered bad_input, unreadable NUL frames dropped; nothing stored; a hostile ?token= is a new session (410)', () => phxLp);
 
 // seed 004 (SSE) and the REST session fields.
 const s004Fields = early('s004Fields', async () => {
