@@ -739,16 +739,34 @@ const s004Fields = early('s004Fields', async () => {
   assert.equal(userMsgs(user(who)), n);
   assert.equal(userConvs(user(who)), nc);
   // query parameters of the REST routes
+  const admin = jwtHS256(SECRET, user('admin'), { role: 'admin' });
   for (const v of [...vals, NUL]) {
     const e = encodeURIComponent(v);
     for (const p of [`/api/chat/sessions?limit=${e}`, `/api/chat/sessions?offset=${e}`, `/api/chat/sessions?kind=${e}`,
       `/api/chat/sessions?project_id=${e}`, `/api/chat/sessions/${id}/messages?limit=${e}`, `/api/chat/sessions/${e}`,
-      `/api/chat/sessions/${e}/messages`, `/api/usage?day=${e}`, `/api/chat/sessions?token=${e}`]) {
-      const r = await http('GET', p, { token: t });
-      not500(r, p);
-      // lighttpd itself answers a %00 in the URL with its own 400 page
-      if (v === NUL && r.status === 400 && !r.json) continue;
-      if (r.status !== 200) assert.equal(r.json?.success, false, `${p}: ${r.text}`);
+      `/api/chat/sessions/${e}/messages`, `/api/usage?day=${e}`, `/api/chat/sessions?token=${e}`, `/api/usage?user=${e}`,
+      `/api/admin/overview?day=${e}`, `/api/admin/generations?limit=${e}`, `/api/admin/connections?user=${e}`, `/api/metrics?x=${e}`,
+      `/api/ai-sdk/chat/${e}/stream`, `/v1/models?limit=${e}`, `/api/openapi.json?${e}`, `/socket/longpoll?vsn=${e}&auth_token=${t}`]) {
+      // as the user, and as an admin (role claim) for whom the admin
+      // routes read their parameters
+      for (const tk of [t, admin]) {
+        const r = await http('GET', p, { token: tk });
+        not500(r, p);
+        // lighttpd itself answers a %00 in the URL with its own 400 page
+        if (v === NUL && r.status === 400 && !r.json) continue;
+        // 204: the AI SDK resume route's "nothing runs"
+        if (r.status === 204) assert.equal(r.text, '', `${p}: ${r.text}`);
+        else if (r.status !== 200) assert.equal(r.json?.success, false, `${p}: ${r.text}`);
+      }
+    }
+    not500(await http('POST', `/api/admin/generations/${e}/stop`, { token: admin, json: {} }), `admin stop ${JSON.stringify(v)}`);
+    // an admin's ?user= is a user name, never SQL: that "user" has used nothing
+    if (v !== NUL) {
+      const u = await http('GET', `/api/usage?user=${e}`, { token: admin });
+      assert.equal(u.status, 200, u.text);
+      assert.equal(u.json.user, v, u.text);
+      assert.equal(u.json.tokens, 0, u.text);
+      assert.equal(u.json.generations, 0, u.text);
     }
     for (const [m, p] of [['DELETE', `/api/chat/sessions/${e}`], ['POST', `/api/chat/sessions/${e}/stop`],
       ['POST', `/api/chat/sessions/${id}/messages/${e}/reactions`]]) {
@@ -762,7 +780,7 @@ const s004Fields = early('s004Fields', async () => {
   assert.equal(lst.status, 200, lst.text);
   assert.equal(lst.json.total, nc, 'a hostile query parameter widened the list');
 });
-test('seed 004 SSE and the REST session: metacharacters in content, title, metadata, settings stored byte-exact; NUL (JSON, raw, trailing) and bad project_id/conversationId refused; hostile query parameters never 500', () => s004Fields);
+test('seed 004 SSE and the REST session: metacharacters in content, title, metadata, settings stored byte-exact; NUL (JSON, raw, trailing) and bad project_id/conversationId refused; hostile query parameters on every GET route never 500 (as a user and as an admin; an admin's ?user= is a name, never SQL)', () => s004Fields);
 
 // OpenAI-compatible API: messages, model, user.
 const openaiFields = early('openaiFields', async () => {
