@@ -16,16 +16,15 @@
 //     error; then 40 SSE sends fired at the same instant by another user:
 //     exactly RATE again, and rate_hits holds RATE rows for each user.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { Agent, request as httpRequest } from 'node:http';
 import { test } from 'node:test';
 import { connect, jwtHS256, SLOW } from '../node/clients.mjs';
+import { lit, sql } from './sec-input-db.mjs';
 
 const BASE = process.env.PARLEY_BASE;
 const SECRET = process.env.PARLEY_JWT_SECRET;
-const DB = process.env.PARLEY_DB_PATH;
 const RATE = Number(process.env.RATE || 30);
-if (!BASE || !SECRET || !DB) throw new Error('PARLEY_BASE, PARLEY_JWT_SECRET, PARLEY_DB_PATH');
+if (!BASE || !SECRET) throw new Error('PARLEY_BASE, PARLEY_JWT_SECRET');
 const WSB = BASE.replace(/^http/, 'ws');
 const RUN = `${process.pid}${Date.now().toString(36)}`;
 const FAST = '[[fake tokens=1 token_ms=0]]';
@@ -33,10 +32,6 @@ const MAX_SESSIONS = 32;
 const user = (who) => `${who}-${RUN}`;
 const tok = (who) => jwtHS256(SECRET, user(who));
 
-function sql(q) {
-  return execFileSync('sqlite3', ['-bail', '-cmd', '.timeout 10000', DB, q], { encoding: 'utf8', timeout: 30000 }).trim();
-}
-const lit = (s) => `CAST(X'${Buffer.from(s).toString('hex')}' AS TEXT)`;
 
 async function http(method, path, { token, json, body, headers = {} } = {}) {
   const h = { ...headers };

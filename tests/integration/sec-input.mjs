@@ -27,18 +27,17 @@
 // test awaits work started when the file loads) to stay within the time
 // budget.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { connect as netConnect } from 'node:net';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
 import { connect, jwtHS256, SLOW } from '../node/clients.mjs';
+import { consistency, hex, hexOf, idOnly, lit, sql, tablesQuery } from './sec-input-db.mjs';
 
 const BASE = process.env.PARLEY_BASE;
 const SECRET = process.env.PARLEY_JWT_SECRET;
-const DB = process.env.PARLEY_DB_PATH;
-if (!BASE || !SECRET || !DB) throw new Error('PARLEY_BASE, PARLEY_JWT_SECRET, PARLEY_DB_PATH');
+if (!BASE || !SECRET) throw new Error('PARLEY_BASE, PARLEY_JWT_SECRET');
 const WSB = BASE.replace(/^http/, 'ws');
 const URLB = new URL(BASE);
 const RUN = `${process.pid}${Date.now().toString(36)}`;
@@ -53,14 +52,6 @@ const validId = (s) => /^[A-Za-z0-9._-]{1,63}$/.test(s);
 const tok = (who) => jwtHS256(SECRET, user(who));
 
 // ---- helpers ---------------------------------------------------------------
-
-// sqlite3 on the setup's database (read only use), busy timeout 10 s.
-function sql(q) {
-  return execFileSync('sqlite3', ['-bail', '-cmd', '.timeout 10000', DB, q],
-    { encoding: 'utf8', timeout: 30000 }).trim();
-}
-const hex = (s) => Buffer.from(s, 'utf8').toString('hex').toUpperCase();
-const lit = (s) => `CAST(X'${hex(s)}' AS TEXT)`;   // no quoting issue
 
 // A REST call: { status, type, text, json }.
 async function http(method, path, { token, headers = {}, json, body } = {}) {
@@ -138,10 +129,10 @@ const CANARY = 'canary';
 function canarySnapshot() {
   const h = createHash('sha256');
   h.update(sql(`SELECT id, kind, title, status, settings, metadata FROM conversations WHERE owner = ${lit(user(CANARY))} ORDER BY id`));
-  h.update(sql(`SELECT m.id, m.role, hex(m.content), m.metadata FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE c.owner = ${lit(user(CANARY))} ORDER BY m.id`));
+  h.update(sql(`SELECT m.id, m.role, ${hexOf('m.content')}, m.metadata FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE c.owner = ${lit(user(CANARY))} ORDER BY m.id`));
   h.update(sql('SELECT id, name FROM brands ORDER BY id'));
   h.update(sql('SELECT count(*) FROM products'));
-  h.update(sql("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"));
+  h.update(sql(tablesQuery));
   return h.digest('hex');
 }
 const canaryReady = early('canary', async () => {
@@ -150,7 +141,7 @@ const canaryReady = early('canary', async () => {
   assert.equal(c.status, 201, c.text);
   const { ends } = await s001(c.json.id, t, [{ type: 'message', content: `canary question ${FAST}`, metadata: { c: 1 } }]);
   assert.equal(ends[0].type, 'stream_end', JSON.stringify(ends));
-  const tables = sql("SELECT name FROM sqlite_master WHERE type = 'table'").split('\n');
+  const tables = sql(tablesQuery).split('\n');
   for (const n of ['messages', 'conversations', 'tickets', 'brands', 'products', 'poll_sessions', 'rate_hits'])
     assert.ok(tables.includes(n), `table ${n}: ${tables}`);
   return { snap: canarySnapshot(), msgs: userMsgs(user(CANARY)) };
@@ -413,7 +404,7 @@ const s000Fields = early('s000Fields', async () => {
   const vals = [...META, ALL];
   const res = await Promise.all(vals.map((v, i) => s000(`sec-${RUN}-t${i}`, t, { ticketBody: `${v} ${FAST}` })));
   res.forEach((r, i) => assert.ok(r.msgs.some((m) => m.type === 'done'), `${JSON.stringify(vals[i])}: ${JSON.stringify(r.msgs)}`));
-  vals.forEach((v, i) => assert.equal(sql(`SELECT hex(body) FROM tickets WHERE id = 'sec-${RUN}-t${i}'`), hex(`${v} ${FAST}`),
+  vals.forEach((v, i) => assert.equal(sql(`SELECT ${hexOf('body')} FROM tickets WHERE id = 'sec-${RUN}-t${i}'`), hex(`${v} ${FAST}`),
     `ticket body ${JSON.stringify(v)} not stored byte-exact`));
   // NUL in the body (JSON and raw): bad_input, no ticket
   for (const [i, b] of [JSON.stringify({ ticketBody: NUL }), `{"ticketBody":"raw\u0000nul"}`,
@@ -450,7 +441,7 @@ const s000Fields = early('s000Fields', async () => {
     }
   }
   assert.equal(Number(sql('SELECT count(*) FROM tickets')) - tickets0 >= vals.length, true);
-  assert.equal(sql(`SELECT count(*) FROM tickets WHERE id NOT GLOB '*[^A-Za-z0-9._-]*'`), sql('SELECT count(*) FROM tickets'),
+  assert.equal(sql(`SELECT count(*) FROM tickets WHERE ${idOnly('id')}`), sql('SELECT count(*) FROM tickets'),
     'a ticket with an invalid id was stored');
 });
 test('seed 000: metacharacters in ticketBody stored byte-exact (tickets.body); NUL refused with bad_input, no row; metacharacters or NUL in the ticket id refused, never 500', () => s000Fields);
@@ -780,7 +771,7 @@ const s004Fields = early('s004Fields', async () => {
   assert.equal(lst.status, 200, lst.text);
   assert.equal(lst.json.total, nc, 'a hostile query parameter widened the list');
 });
-test('seed 004 SSE and the REST session: metacharacters in content, title, metadata, settings stored byte-exact; NUL (JSON, raw, trailing) and bad project_id/conversationId refused; hostile query parameters on every GET route never 500 (as a user and as an admin; an admin's ?user= is a name, never SQL)', () => s004Fields);
+test('seed 004 SSE and the REST session: metacharacters in content, title, metadata, settings stored byte-exact; NUL (JSON, raw, trailing) and bad project_id/conversationId refused; hostile query parameters on every GET route never 500 (as a user and as an admin; the ?user= of an admin is a name, never SQL)', () => s004Fields);
 
 // OpenAI-compatible API: messages, model, user.
 const openaiFields = early('openaiFields', async () => {
@@ -1114,14 +1105,14 @@ test('metadata everywhere it is accepted: session metadata/settings of 1 MB 413 
 
 // ---- the canary, last ----------------------------------------------------------
 
-test('the canary user\'s session and messages, the catalogue and the schema are unchanged; integrity_check ok', async () => {
+test('the canary user\'s session and messages, the catalogue and the schema are unchanged; the database consistent (integrity_check, no orphan rows)', async () => {
   const before = await canaryReady;
   if (ONLY) return;
   await Promise.allSettled([s001Content, s001Session, rawHeaders, pollFields, s000Fields, s002Fields, phxWs, phxLp,
     s004Fields, openaiFields, aisdkFields, bigBodies, ndjson, sessionMeta]);
   assert.equal(canarySnapshot(), before.snap);
   assert.equal(userMsgs(user(CANARY)), before.msgs);
-  assert.equal(sql('PRAGMA integrity_check'), 'ok');
+  assert.equal(consistency(), 'ok');
   const h = await http('GET', '/api/health');
   assert.equal(h.status, 200, h.text);
 });
