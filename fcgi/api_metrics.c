@@ -11,7 +11,12 @@
  * exception is the upstreams' breakers and counters (parley_upstream_*),
  * which only exist per process: they are the answering process's, and the
  * bridge's own come with its numbers as parley_ws_upstream_*.
- * Requires a JWT when a secret is configured (the bridge's numbers name users).
+ * Needs an admin (docs/admin.md): a token whose claims hold role "admin",
+ * the rule of the /api/admin/ endpoints. No token or a bad one: 401 (the dispatcher,
+ * F_AUTH); a valid token without the role: 403; open mode (no
+ * PARLEY_JWT_SECRET: nobody is an admin): 403, as the admin endpoints.
+ * The numbers are an installation's activity (counts, latencies, upstream
+ * health), for its operators, not for every user of the API.
  */
 #include "handlers.h"
 #include "openai_store.h"
@@ -29,8 +34,27 @@
 #define WS_STATS_MAX_AGE_S 30
 #define WS_STATS_MAX_BYTES (256 * 1024)
 
+/* 0 when the request's token carries role "admin" (as api_admin.c); else
+ * the 403 was written and the handler returns. F_AUTH already answered 401
+ * to a request without a valid token. */
+static int metrics_refuse_unless_admin(struct request *r)
+{
+    if (config_open_mode(r->ctx->cfg)) {
+        res_error_kind(r, PERR_FORBIDDEN, "/api/metrics needs PARLEY_JWT_SECRET and a token with "
+                                          "role \"admin\" (open mode has no admin)");
+        return -1;
+    }
+    if (!r->has_claims || !r->claims.admin || strcmp(r->claims.sub, r->user) != 0) {
+        res_error_kind(r, PERR_FORBIDDEN, "Only a token with role \"admin\" may read /api/metrics");
+        return -1;
+    }
+    return 0;
+}
+
 int h_metrics(struct request *r)
 {
+    if (metrics_refuse_unless_admin(r) < 0)
+        return 0;
     struct parley_stats st;
     if (stats_collect(r->ctx->db, now_ms() - 3600 * 1000, &st) < 0)
         return res_error_kind(r, db_err_kind(r->ctx->db), "Database error");

@@ -54,7 +54,6 @@ struct bridge_opts {
     int out_hard;              /* frames queued above which the client is closed 1008 (256) */
     size_t out_hard_bytes;     /* same in bytes (1 MiB) */
     int stall_s;               /* queued frames not written for this long: 1008 (30) */
-    int top_users;             /* per-user byte counters shown in /metrics (10) */
     int event_poll;            /* --event-loop poll: lws's poll() loop instead of libev */
 };
 

@@ -237,7 +237,6 @@ int main(int argc, char **argv)
     o->out_hard = 256;
     o->out_hard_bytes = 1024 * 1024;
     o->stall_s = 30;
-    o->top_users = 10;
     const char *port_file = NULL;
     long sock_mode = 0660;
     if (parse_args(argc, argv, o, &port_file, &sock_mode) < 0)

@@ -4,8 +4,9 @@
  *
  * Counters are 64-bit atomics, bumped from any thread. Per-user byte
  * counters live in a table that only grows (at most MAX_USERS entries; the
- * rest count under user="(other)"), so a connection keeps a plain pointer
- * to its entry. Generation latency comes from the jobs' done events as the
+ * rest count under "(other)"), so a connection keeps a plain pointer
+ * to its entry; the text shows only how many users there are and the most
+ * bytes one received, never a user's name. Generation latency comes from the jobs' done events as the
  * bridge reads them (each job counted once), so a generation run by a
  * FastCGI process that WebSocket clients watch is measured too.
  */
@@ -250,13 +251,6 @@ static void label(FILE *f, const char *s)
     }
 }
 
-static int by_bytes(const void *a, const void *b)
-{
-    uint64_t x = get(&(*(struct ustat *const *)a)->bytes);
-    uint64_t y = get(&(*(struct ustat *const *)b)->bytes);
-    return x < y ? 1 : x > y ? -1 : 0;
-}
-
 static void histo_out(FILE *f, const char *name, const char *help, const struct histo *h)
 {
     fprintf(f, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
@@ -337,20 +331,25 @@ char *metrics_render(const struct bridge *br)
           __atomic_load_n(&M.gen_running, __ATOMIC_RELAXED));
 
     pthread_mutex_lock(&M.mu);
-    struct ustat **v = M.nusers + 1 > 0 ? malloc(sizeof *v * (size_t)(M.nusers + 1)) : NULL;
-    int n = 0;
-    for (struct ustat *u = M.users; u && v; u = u->next)
-        v[n++] = u;
-    if (v)
-        qsort(v, (size_t)n, sizeof *v, by_bytes);
-    fprintf(f, "# HELP parley_ws_user_sent_bytes_total Bytes sent per user (the top %d).\n"
-               "# TYPE parley_ws_user_sent_bytes_total counter\n", br->opt.top_users);
-    for (int i = 0; i < n && i < br->opt.top_users; i++) {
-        fputs("parley_ws_user_sent_bytes_total{user=\"", f);
-        label(f, v[i]->name);
-        fprintf(f, "\"} %llu\n", (unsigned long long)get(&v[i]->bytes));
+    /* Per-user numbers as counts, never names: user ids are personal data
+     * and this text leaves the host (the stats file merged into
+     * /api/metrics, a Prometheus server). Who is heavy: the logs. */
+    uint64_t umax = 0;
+    int nusers = 0;
+    for (struct ustat *u = M.users; u; u = u->next) {
+        if (u == M.other)
+            continue;
+        nusers++;
+        uint64_t b = get(&u->bytes);
+        umax = b > umax ? b : umax;
     }
-    free(v);
+    fprintf(f, "# HELP parley_ws_users Distinct users sent frames since the bridge started "
+               "(visitors count as one, at most %d).\n"
+               "# TYPE parley_ws_users gauge\nparley_ws_users %d\n"
+               "# HELP parley_ws_user_sent_bytes_max Most bytes sent to one user since the "
+               "bridge started.\n"
+               "# TYPE parley_ws_user_sent_bytes_max gauge\nparley_ws_user_sent_bytes_max %llu\n",
+            MAX_USERS, nusers, (unsigned long long)umax);
     histo_out(f, "parley_generation_first_token_seconds",
               "Time to first token of finished generations on followed channels.", &M.ttft);
     histo_out(f, "parley_generation_seconds",

@@ -181,7 +181,7 @@ test("a visitor cannot reach a user's conversation or poll session", async () =>
 });
 
 test('the metrics count anonymous visitors (parley.fcgi and the bridge)', async () => {
-  const m = await http('GET', '/api/metrics', { headers: { authorization: `Bearer ${USER}` } });
+  const m = await http('GET', '/api/metrics', { headers: { authorization: `Bearer ${jwtHS256(SECRET, `ops-${run}`, { role: 'admin' })}` } });
   assert.equal(m.status, 200);
   const val = (text, name) => {
     const line = text.split('\n').find((l) => l.startsWith(`${name} `));

@@ -184,7 +184,7 @@ test('CLI: parley budget set USER TOKENS lifts the default, default restores it;
 });
 
 test('metrics: parley_tokens_total counts prompt and completion tokens', async () => {
-  const r = await api('GET', '/api/metrics', jwt(`ops-${RUN}`));
+  const r = await api('GET', '/api/metrics', jwt(`ops-${RUN}`, { role: 'admin' }));
   assert.equal(r.status, 200);
   const m = r.text.match(/^parley_tokens_total\{kind="completion"\} (\d+)$/m);
   assert.ok(m, r.text.slice(0, 500));

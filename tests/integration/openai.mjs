@@ -211,7 +211,7 @@ test('an upstream failure before any text is a 5xx with the error body', async (
 });
 
 test('/api/metrics counts the requests by endpoint and outcome', async () => {
-  const r = await fetch(`${BASE}/api/metrics`, { headers: { authorization: `Bearer ${jwtHS256(SECRET, `metrics-${RUN}`)}` } });
+  const r = await fetch(`${BASE}/api/metrics`, { headers: { authorization: `Bearer ${jwtHS256(SECRET, `metrics-${RUN}`, { role: 'admin' })}` } });
   assert.equal(r.status, 200);
   const text = await r.text();
   const n = (endpoint, outcome) => {

@@ -209,7 +209,8 @@ test('health, brands, metrics, usage', async () => {
   const h = await call('GET', '/api/health', { token: null, expect: 200 });
   assert.equal(h.json.auth, 'jwt');
   await call('GET', '/brands/active', { token: null, expect: 200 });
-  await call('GET', '/api/metrics', { expect: 200 });
+  await call('GET', '/api/metrics', { token: ADMIN, expect: 200 });
+  await call('GET', '/api/metrics', { expect: 403 });
   await call('GET', '/api/metrics', { token: null, expect: 401 });
   await call('GET', '/api/metrics', { token: 'not.a.jwt', expect: 401 });
   await call('GET', '/api/usage', { expect: 200 });

@@ -24,6 +24,13 @@ done
 
 it_init
 it_fake_llm
+# /api/metrics is an admin's (docs/admin.md): run.sh gets a JWT secret, the
+# metrics checks an admin's token and the WebSocket client a user's.
+OPS_SECRET="ops-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+OPS_ADMIN=$(node --input-type=module -e 'import { jwtHS256 } from "./tests/node/clients.mjs";
+    console.log(jwtHS256(process.argv[1], "ops", { role: "admin" }))' "$OPS_SECRET")
+OPS_USER=$(node --input-type=module -e 'import { jwtHS256 } from "./tests/node/clients.mjs";
+    console.log(jwtHS256(process.argv[1], "user"))' "$OPS_SECRET")
 
 # run.sh's own temporary directory (where its copy of the bridge runs),
 # from the "logs:" line it prints.
@@ -63,10 +70,10 @@ ws_welcome() {
         });
         ws.on("unexpected-response", (q, r) => { console.log("HTTP", r.statusCode); process.exit(1); });
         ws.on("error", (e) => { console.log(String(e)); process.exit(1); });
-    ' "ws://127.0.0.1:$PORT/ws/chat/techpro"
+    ' "ws://127.0.0.1:$PORT/ws/chat/techpro?token=$OPS_USER"
 }
 metrics_ws_up() {
-    curl -fsS -m 5 "http://127.0.0.1:$PORT/api/metrics" | grep -qx 'parley_ws_up 1'
+    curl -fsS -m 5 -H "Authorization: Bearer $OPS_ADMIN" "http://127.0.0.1:$PORT/api/metrics" | grep -qx 'parley_ws_up 1'
 }
 
 # --- a wrong setting is called a configuration error -----------------------
@@ -92,7 +99,7 @@ RUN_LOG=$IT_TMP/run-$SERVER.log
 RUN_DB=$IT_TMP/data/run-$SERVER.db
 it_bg "$RUN_LOG" env PARLEY_DB="$RUN_DB" PORT="$PORT" BUILD="$BUILD" \
     FAKE_LLM_URL="$FAKE_LLM_URL" OLLAMA_SERVER= PARLEY_MODEL= OPENAI_API_KEY= PARLEY_ALLOWED_ORIGINS= \
-    sh tools/run.sh
+    PARLEY_JWT_SECRET="$OPS_SECRET" sh tools/run.sh
 RUN_PID=$IT_LAST_PID
 served() { grep -q '^parley: Ctrl-C stops everything' "$RUN_LOG"; }
 started() {
@@ -108,12 +115,12 @@ fi
 
 ws_up() {
     until_ok 600 metrics_ws_up && return 0
-    curl -sS -m 5 "http://127.0.0.1:$PORT/api/metrics" | grep '^parley_ws' | head -n 5
+    curl -sS -m 5 -H "Authorization: Bearer $OPS_ADMIN" "http://127.0.0.1:$PORT/api/metrics" | grep '^parley_ws' | head -n 5
     return 1
 }
 ok "$SERVER: /api/metrics under run.sh: parley_ws_up 1 while the bridge runs" ws_up
 ws_numbers() {
-    _m=$(curl -fsS -m 5 "http://127.0.0.1:$PORT/api/metrics") && printf "%s\n" "$_m" | grep -q "^parley_ws_connections_max "
+    _m=$(curl -fsS -m 5 -H "Authorization: Bearer $OPS_ADMIN" "http://127.0.0.1:$PORT/api/metrics") && printf "%s\n" "$_m" | grep -q "^parley_ws_connections_max "
 }
 ok "$SERVER: /api/metrics under run.sh carries the bridge's numbers" ws_numbers
 ok "$SERVER: WebSocket through the web server works" until_ok 100 ws_welcome

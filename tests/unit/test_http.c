@@ -596,9 +596,17 @@ TEST(metrics_combine_database_and_bridge)
 {
     struct reply rp;
     char path[1024];
+    /* an admin's token (role "admin", docs/admin.md): /api/metrics is theirs */
+    set_secret(SECRET);
+    char *t = auth_make_token_role(SECRET, "ops", (int64_t)time(NULL) + 3600, "admin");
+    REQUIRE(t);
+    char admin[2048];
+    snprintf(admin, sizeof admin, "Bearer %s", t);
+    free(t);
+    struct opts ao = { .auth = admin };
     snprintf(path, sizeof path, "%s-ws.prom", cfg.db_path);
     unlink(path);
-    run(&rp, "GET", "/api/metrics", NULL);
+    run(&rp, "GET", "/api/metrics", &ao);
     CHECK_INT(rp.status, 200);
     CHECK(strstr(rp.body, "parley_jobs{state=\"running\"} ") != NULL);
     CHECK(strstr(rp.body, "# TYPE parley_poll_sessions gauge") != NULL);
@@ -608,17 +616,28 @@ TEST(metrics_combine_database_and_bridge)
     REQUIRE(f);
     fputs("# TYPE parley_ws_connections gauge\nparley_ws_connections 7\n", f);
     fclose(f);
-    run(&rp, "GET", "/api/metrics", NULL);
+    run(&rp, "GET", "/api/metrics", &ao);
     CHECK(strstr(rp.body, "parley_ws_up 1") != NULL);
     CHECK(strstr(rp.body, "parley_ws_connections 7") != NULL);
     reply_free(&rp);
     unlink(path);
-    /* with a secret, a token is required (the bridge's numbers name users) */
-    set_secret(SECRET);
+    /* no token: 401; a user's token without the admin role: 403 */
     run(&rp, "GET", "/api/metrics", NULL);
     CHECK_INT(rp.status, 401);
     reply_free(&rp);
+    char user[2048];
+    struct opts uo = { .auth = bearer_for("alice", user, sizeof user) };
+    run(&rp, "GET", "/api/metrics", &uo);
+    CHECK_INT(rp.status, 403);
+    CHECK(rp.body && strstr(rp.body, "\"code\":\"forbidden\"") != NULL);
+    CHECK(rp.body && !strstr(rp.body, "parley_jobs"));
+    reply_free(&rp);
+    /* open mode has no admin: 403, as the admin endpoints */
     set_secret(NULL);
+    run(&rp, "GET", "/api/metrics", NULL);
+    CHECK_INT(rp.status, 403);
+    CHECK(rp.body && !strstr(rp.body, "parley_jobs"));
+    reply_free(&rp);
 }
 
 /* ---- seed 001 sessions ---- */
