@@ -15,12 +15,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
 #define STMT_CACHE 64
 #define BUSY_WAIT_MS 30000
 #define CHECKPOINT_PAGES 1000  /* SQLite's default wal_autocheckpoint */
+/* Below this much free space the database counts as not writable (db.h). */
+#define DB_MIN_FREE_BYTES (1024ull * 1024ull)
 
 /* The in-process write gate (db.h): one mutex per database path, taken
  * before BEGIN IMMEDIATE and released at COMMIT/ROLLBACK, so this
@@ -357,13 +360,20 @@ static int needs_reopen_code(int code)
 }
 
 /* 1 when this process may write the database file now (effective ids),
- * 0 when it may not (permissions, read-only file system). Other errors
- * (the file is gone...) give 1: SQLite reports those itself. */
+ * 0 when it may not (permissions, read-only file system, or a full one:
+ * less than DB_MIN_FREE_BYTES left for unprivileged writers, where the
+ * WAL cannot grow and a generation could not record its end). Other
+ * errors (the file is gone, statvfs fails...) give 1: SQLite reports
+ * those itself. */
 static int file_writable(const char *path)
 {
-    if (faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) == 0)
-        return 1;
-    return !(errno == EACCES || errno == EROFS || errno == EPERM);
+    if (faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) != 0)
+        return !(errno == EACCES || errno == EROFS || errno == EPERM);
+    struct statvfs fs;
+    if (statvfs(path, &fs) == 0 && fs.f_blocks > 0 &&
+        (unsigned long long)fs.f_bavail * fs.f_frsize < DB_MIN_FREE_BYTES)
+        return 0;
+    return 1;
 }
 
 /* Logs when the database turns read-only for this process and when it
@@ -374,7 +384,8 @@ static void note_writable(parley_db *db, int writable)
         return;
     int ro = !writable;
     if (__atomic_exchange_n(&db->gate->readonly_seen, ro, __ATOMIC_RELAXED) != ro)
-        fprintf(stderr, ro ? "parley: db: %s is read-only for this process: writes are refused\n"
+        fprintf(stderr, ro ? "parley: db: %s is read-only for this process (permissions, or a "
+                             "read-only or full file system): writes are refused\n"
                            : "parley: db: %s can be written again\n", db->path);
 }
 
@@ -486,8 +497,9 @@ enum perr db_err_kind(parley_db *db)
     if (db->pg)
         return pgc_readonly(db->pg) ? PERR_DB_READONLY
                : pgc_unavailable(db->pg) ? PERR_DB_UNAVAILABLE : PERR_DB;
-    if (db->refused || (sqlite3_extended_errcode(db->h) & 0xff) == SQLITE_READONLY)
-        return PERR_DB_READONLY;
+    int primary = sqlite3_extended_errcode(db->h) & 0xff;
+    if (db->refused || primary == SQLITE_READONLY || primary == SQLITE_FULL)
+        return PERR_DB_READONLY;  /* a full disk: it cannot be written now either */
     return PERR_DB;
 }
 
@@ -612,7 +624,7 @@ int db_commit(parley_db *db)
     if (step_done(db, "COMMIT") < 0) {
         int code = sqlite3_extended_errcode(db->h);
         db_rollback(db);
-        db->refused = (code & 0xff) == SQLITE_READONLY;   /* keep the kind */
+        db->refused = (code & 0xff) == SQLITE_READONLY || (code & 0xff) == SQLITE_FULL; /* keep the kind */
         return -1;
     }
     db->in_tx = 0;

@@ -48,6 +48,12 @@
  *   - db_can_write() is the check for starting new long-lived work (a job
  *     claim): it fails on every connection while the file cannot be written,
  *     so no generation starts that could not record its end.
+ * A full file system counts as "cannot be written" (less than 1 MiB left
+ * for unprivileged writers, statvfs): db_can_write refuses (no generation
+ * starts that could not record its end), db_health says read-only
+ * (/api/health 503), and a write that fails with SQLITE_FULL (db_begin
+ * itself does not look: a short write may still fit) is PERR_DB_READONLY
+ * (database_readonly: "cannot be written now").
  */
 #ifndef PARLEY_DB_H
 #define PARLEY_DB_H

@@ -17,6 +17,8 @@
 #include "util.h"
 
 #include <grp.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -182,6 +184,41 @@ TEST(no_reopen_under_a_running_statement)
     db_close(b);
 }
 
+/* A full file system is "cannot be written now" too (db.h): a write that
+ * failed with SQLITE_FULL is PERR_DB_READONLY, database_readonly, like a
+ * read-only file (t0930 found it reported as a plain database error).
+ * PRAGMA max_page_count stands in for the full disk: SQLite answers the
+ * same SQLITE_FULL when it cannot grow the file. */
+TEST(full_database_is_readonly)
+{
+    parley_db *a = open_db();
+    REQUIRE(a != NULL);
+    REQUIRE(sqlite3_exec(db_handle(a), "PRAGMA max_page_count = 1", NULL, NULL, NULL) == SQLITE_OK);
+    size_t big = 256 * 1024;
+    char *body = malloc(big + 1);
+    REQUIRE(body != NULL);
+    memset(body, 'x', big);
+    body[big] = '\0';
+    CHECK_INT(store_ticket_put(a, "t-full", body), STORE_ERR);
+    CHECK_INT(sqlite3_extended_errcode(db_handle(a)) & 0xff, SQLITE_FULL);
+    CHECK_INT(db_err_kind(a), PERR_DB_READONLY);
+    CHECK_STR(db_err_text(a, "Database error"), "The database is read-only");
+    /* the same through an explicit transaction's commit */
+    if (db_begin(a) == 0) {
+        int put = store_ticket_put(a, "t-full2", body);
+        if (put == 0)
+            CHECK_INT(db_commit(a), -1);
+        else
+            db_rollback(a);
+        CHECK_INT(db_err_kind(a), PERR_DB_READONLY);
+    }
+    REQUIRE(sqlite3_exec(db_handle(a), "PRAGMA max_page_count = 1073741823", NULL, NULL, NULL) ==
+            SQLITE_OK);
+    CHECK_INT(store_ticket_put(a, "t-full", "small again"), 0);
+    free(body);
+    db_close(a);
+}
+
 /* Root ignores permission bits: become nobody in a directory of nobody's. */
 static int drop_root(void)
 {
@@ -205,5 +242,6 @@ int main(void)
     RUN(first_connection_after_a_spell_writes);
     RUN(spell_is_refused_clearly_and_reported);
     RUN(no_reopen_under_a_running_statement);
+    RUN(full_database_is_readonly);
     return th_done();
 }
