@@ -31,6 +31,10 @@
 #   fcgid_bridge  the same + parley-websocket.conf, the bridge running
 #                 (parley-ws as parley-ws.service starts it): /api/poll/ goes
 #                 to the bridge (docs/ws-bridge.md, "Long-poll")
+#   lighttpd_bridge  NOT a shipped setup (not in the default list): lighttpd
+#                 with the shipped snippet but /api/poll/ added to the paths its
+#                 mod_proxy sends to the bridge, the bridge running: what the
+#                 bridge's long-poll would cost behind lighttpd
 # Each Parley setup is started by the integration harness
 # (tests/integration/lib.sh via bench/http-lib.sh) with the SHIPPED
 # snippets on a free loopback port and its own fresh database; the only
@@ -128,7 +132,12 @@ cat >"$LIGHTTPD_BIN" <<EOF
 #!/bin/sh
 for a in "\$@"; do
     case \$prev in -f) grep -q '^server.max-fds' "\$a" ||
-        printf 'server.max-fds = 16384\nserver.max-connections = 8000\n' >>"\$a" ;; esac
+        printf 'server.max-fds = 16384\nserver.max-connections = 8000\n' >>"\$a"
+        # lighttpd_bridge: long-poll to the bridge too (the snippet's
+        # WebSocket block, its regex widened)
+        [ "\${LP_POLL_TO_BRIDGE:-0}" = 1 ] && ! grep -q 'api/poll/|' "\${a%/*}/conf/lighttpd-parley.conf" &&
+            sed -i 's#\^/(api/websocket/|#^/(api/websocket/|api/poll/|#' \
+            "\${a%/*}/conf/lighttpd-parley.conf" ;; esac
     prev=\$a
 done
 exec "$LIGHTTPD_REAL" "\$@"
@@ -214,6 +223,17 @@ for setup in $SETUPS; do
         lighttpd|proxy_fcgi|fcgid)
             "start_$setup" "$BUILD/parley.fcgi"
             label="parley $setup" ;;
+        lighttpd_bridge)
+            if ! start_bridge; then
+                echo "| parley lighttpd + bridge | (bridge did not start) | | | | | | | | | |"; rc=1
+                continue
+            fi
+            bpid=$BRIDGE_PID
+            export LP_POLL_TO_BRIDGE=1
+            WS_PORT=$BRIDGE_PORT start_lighttpd "$BUILD/parley.fcgi"
+            unset LP_POLL_TO_BRIDGE
+            roots=$bpid
+            label="parley lighttpd + bridge (not shipped)" ;;
         fcgid_bridge)
             if ! start_bridge; then
                 echo "| parley fcgid + bridge | (bridge did not start) | | | | | | | | | |"; rc=1
@@ -235,7 +255,12 @@ for setup in $SETUPS; do
         timeout "$to" node bench/lp-fanout.mjs --mode "$mode" --base "$BASE" --db "$IT_DB" \
             --pub "$BUILD/bench/ws-pub" --viewers "$v" --channels "$ch" --rate "$rt" --count "$cnt" \
             --size "$SIZE" --server-pids "$roots" --label "$label" --timeout $((to - 5)) \
-            2>>"$DETAILS" </dev/null || rc=1
+            2>>"$DETAILS" </dev/null || {
+            rc=1
+            # what the web server said (a 500's cause is in its error log)
+            [ "$mode" = parley ] && tail -n 5 "$SETUP_DIR/logs/error.log" 2>/dev/null |
+                sed 's/^/# error.log: /' >>"$DETAILS"
+        }
         case $setup in
         nchan) it_stop "$NGINX_PID"; NGINX_PID="" ;;
         *) stop_setup || true
