@@ -26,6 +26,8 @@ struct evlog_event {
     char *data;            /* owned by the array */
     size_t data_len;
     int64_t created_at;
+    int from_memory;       /* 1: made in memory, not in the log (jobs_expired_event):
+                              seq is the follower's cursor, which it does not move */
 };
 
 /* Appends one event in its own BEGIN IMMEDIATE transaction and rings the

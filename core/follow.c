@@ -28,6 +28,7 @@ int follow_channel(struct parley_ctx *ctx, const char *channel, const int64_t *j
     int64_t now = mono_ms();
     int64_t next_check = now + check_every;
     int64_t next_idle = heartbeat_ms > 0 ? now + heartbeat_ms : INT64_MAX;
+    int64_t unrecorded = 0;   /* the job whose expiry was handed on from memory */
     for (;;) {
         if (stopped(ctx->bell, stop))
             return FOLLOW_STOPPED;
@@ -63,8 +64,24 @@ int follow_channel(struct parley_ctx *ctx, const char *channel, const int64_t *j
         if (*job_id > 0 && now >= next_check) {
             next_check = now + check_every;
             /* (a failed check is tried again at the next one) */
-            if (jobs_recover_if_expired(ctx->db, ctx->bell, *job_id, now_ms()) > 0)
+            int rr = jobs_recover_if_expired(ctx->db, ctx->bell, *job_id, now_ms());
+            if (rr > 0)
                 continue;         /* its error event is in the log now */
+            if (rr == JOBS_EXPIRED_UNRECORDED && *job_id != unrecorded) {
+                /* its lease ran out and the database cannot be written:
+                 * the error recovery would append, from memory, once */
+                unrecorded = *job_id;
+                struct evlog_event *xe = jobs_expired_event(*job_id, *cursor);
+                if (!xe)
+                    return FOLLOW_ERROR;
+                int xr = on_event(ud, xe);
+                evlog_free(xe, 1);
+                if (xr == FOLLOW_END)
+                    return FOLLOW_OVER;
+                if (xr != FOLLOW_MORE)
+                    return FOLLOW_LEFT;
+                continue;
+            }
         }
         /* Sleep until the channel rings or the next due check: the lease
          * only while a job is followed, the idle hook only when set. */
@@ -102,8 +119,10 @@ static int conn_event(void *ud, const struct evlog_event *ev)
     frames_init(&fr);
     proto_event(f->ctx, f->c, ev, &fr);   /* a frame it could not build is skipped */
     int quit = 0;
+    /* an event from memory is not in the log: its frames carry no seq
+     * (0: SSE writes no id line), a resume must not start after it */
     for (int k = 0; k < fr.n && !quit; k++)
-        quit = f->on_frame(f->ud, fr.v[k], ev->seq) != 0;
+        quit = f->on_frame(f->ud, fr.v[k], ev->from_memory ? 0 : ev->seq) != 0;
     frames_free(&fr);
     if (quit)
         return FOLLOW_QUIT;

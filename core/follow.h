@@ -38,7 +38,10 @@ enum follow_end {
  * after it, oldest first (the callback filters and formats; *cursor is
  * advanced past each event after its call), until on_event answers
  * FOLLOW_END or FOLLOW_QUIT. *job_id (read at every lease check; 0: no job
- * known yet) is the job whose lease is checked while nothing arrives.
+ * known yet) is the job whose lease is checked while nothing arrives;
+ * when its lease ran out and the database cannot record that
+ * (JOBS_EXPIRED_UNRECORDED), on_event gets jobs_expired_event() once per
+ * job, from memory (from_memory set, seq *cursor, which stays).
  * on_idle(ud), if not NULL, is called after heartbeat_ms (> 0) without an
  * event, and again every heartbeat_ms; non-zero from it ends the loop with
  * FOLLOW_LEFT. stop may be NULL. Returns an enum follow_end. channel is
@@ -51,8 +54,8 @@ int follow_channel(struct parley_ctx *ctx, const char *channel, const int64_t *j
 /* Follows what connection c follows (proto_following) until it stops
  * following (its job's done or error): every event goes through
  * proto_event, and each frame it makes is handed to on_frame(ud, frame,
- * seq) with the seq of the event it came from (frame is borrowed for the
- * call). Non-zero from on_frame or on_idle ends with FOLLOW_LEFT (the
+ * seq) with the seq of the event it came from (0 for one from memory,
+ * which is not in the log; frame is borrowed for the call). Non-zero from on_frame or on_idle ends with FOLLOW_LEFT (the
  * event's cursor has advanced; the generation goes on). Returns an enum
  * follow_end: FOLLOW_OVER at once when c follows nothing. */
 int follow(struct parley_ctx *ctx, struct proto_conn *c,

@@ -382,7 +382,33 @@ int jobs_recover_if_expired(parley_db *db, parley_bell *bell, int64_t job_id, in
         return g < 0 ? -1 : 0;
     if (strcmp(ji.state, "running") != 0 || ji.lease_expires >= now)
         return 0;
-    return jobs_recover(db, bell, now);
+    int r = jobs_recover(db, bell, now);
+    if (r >= 0)
+        return r;
+    /* could it not be failed, or did something else fail? */
+    if (jobs_get(db, job_id, &ji) == 0 && strcmp(ji.state, "running") == 0 &&
+        ji.lease_expires < now)
+        return JOBS_EXPIRED_UNRECORDED;
+    return -1;
+}
+
+struct evlog_event *jobs_expired_event(int64_t job_id, int64_t cursor)
+{
+    struct evlog_event *ev = calloc(1, sizeof *ev);
+    if (!ev)
+        return NULL;
+    ev->seq = cursor;
+    ev->from_memory = 1;
+    ev->job_id = job_id;
+    ev->created_at = now_ms();
+    ev->type = strdup("error");
+    ev->data = error_event_data(job_id, "interrupted", JOB_INTERRUPTED_MSG);
+    if (!ev->type || !ev->data) {
+        evlog_free(ev, 1);
+        return NULL;
+    }
+    ev->data_len = strlen(ev->data);
+    return ev;
 }
 
 int jobs_running_on(parley_db *db, const char *channel, int64_t *job_id, int64_t *first_seq)

@@ -15,6 +15,8 @@
 #include "db.h"
 #include "bell.h"
 
+struct evlog_event;
+
 struct job_claim {
     int64_t job_id;
     int owner;            /* 1: the caller must run it; 0: attached to a running one */
@@ -94,8 +96,27 @@ int jobs_recover(parley_db *db, parley_bell *bell, int64_t now);
  * whose lease expired (jobs_recover: error event, ring), so viewers of a job
  * whose worker died get its "error" event instead of waiting forever.
  * Returns how many jobs were failed (0 when job_id is live, over, unknown
- * or 0), or -1 on a database error. */
+ * or 0), JOBS_EXPIRED_UNRECORDED (below) when job_id's lease expired but
+ * its failure could not be written, or -1 on another database error. */
 int jobs_recover_if_expired(parley_db *db, parley_bell *bell, int64_t job_id, int64_t now);
+/* jobs_recover_if_expired's answer when job_id is still running, its lease
+ * expired before now, and its failure could not be written (the database
+ * cannot be written now: a full disk, a read-only file, a lock held for
+ * longer than the busy wait, PostgreSQL refusing writes). Nothing changed;
+ * the caller hands its viewers jobs_expired_event() so that they get the
+ * "interrupted" error now instead of waiting for as long as the database
+ * cannot be written (a later recovery writes the same event for good). */
+#define JOBS_EXPIRED_UNRECORDED (-2)
+/* The error event recovery appends for job_id (type "error", kind
+ * "interrupted", JOB_INTERRUPTED_MSG), made in memory: from_memory set, seq
+ * the follower's cursor (the last seq it saw; it is not in the log). A
+ * follower hands it on without moving its cursor, so nothing logged later
+ * is skipped: the real error event recovery writes once the database can
+ * be written again, or events of a job that starts or is adopted meanwhile
+ * (proto_event keeps a connection from taking the same job's later events
+ * as a new answer: proto_conn.ended_job). A new one-element array, free
+ * with evlog_free(ev, 1); NULL when out of memory. Any thread. */
+struct evlog_event *jobs_expired_event(int64_t job_id, int64_t cursor);
 /* The running job of a channel, if any (the newest). 0 found (job_id and
  * first_seq set), 1 none, -1 error. */
 int jobs_running_on(parley_db *db, const char *channel, int64_t *job_id, int64_t *first_seq);

@@ -497,13 +497,26 @@ int proto_message(struct parley_ctx *ctx, struct proto_conn *c, const char *text
 int proto_event(struct parley_ctx *ctx, struct proto_conn *c,
                 const struct evlog_event *ev, struct proto_frames *out)
 {
-    if (!proto_following(c) || ev->seq <= c->cursor)
+    if (!proto_following(c))
         return 0;
-    c->cursor = ev->seq;
-    if (!c->job_id && ev->job_id > 0)
-        c->job_id = ev->job_id;   /* resuming: adopt the first job seen */
-    if (c->job_id && ev->job_id != c->job_id)
-        return 0;
+    if (ev->from_memory) {
+        /* an end the log does not hold (jobs_expired_event): for the
+         * followed job only, and the cursor stays, so that nothing logged
+         * later is skipped */
+        if (!c->job_id || ev->job_id != c->job_id || strcmp(ev->type, "error") != 0)
+            return 0;
+        c->ended_job = ev->job_id;
+    } else {
+        if (ev->seq <= c->cursor)
+            return 0;
+        c->cursor = ev->seq;
+        if (!c->job_id && ev->job_id > 0 && ev->job_id == c->ended_job)
+            return 0;             /* that job's end was handed on already */
+        if (!c->job_id && ev->job_id > 0)
+            c->job_id = ev->job_id;   /* resuming: adopt the first job seen */
+        if (c->job_id && ev->job_id != c->job_id)
+            return 0;
+    }
     int end = !strcmp(ev->type, "done") || !strcmp(ev->type, "error");
     c->follow_next = 0;
     int rc = ops_of(c->kind)->event(ctx, c, ev, out);
@@ -531,8 +544,17 @@ int proto_pump(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames
             return -1;
         }
     evlog_free(ev, n);
-    if (n == 0)
-        jobs_recover_if_expired(ctx->db, ctx->bell, c->job_id, now_ms());
+    if (n == 0 && c->job_id &&
+        jobs_recover_if_expired(ctx->db, ctx->bell, c->job_id, now_ms()) == JOBS_EXPIRED_UNRECORDED) {
+        /* the owner's lease ran out and the database cannot be written: the
+         * error recovery would have appended, from memory (jobs.h) */
+        struct evlog_event *xe = jobs_expired_event(c->job_id, c->cursor);
+        if (!xe)
+            return -1;
+        int rc = proto_event(ctx, c, xe, out);
+        evlog_free(xe, 1);
+        return rc < 0 ? -1 : 1;
+    }
     return n;
 }
 
@@ -551,6 +573,8 @@ char *proto_conn_save(const struct proto_conn *c)
         json_object_set_new(o, "token_budget", json_integer(c->token_budget));
     if (o && c->tenant_scope[0])
         json_object_set_new(o, "tenant_scope", json_string(c->tenant_scope));
+    if (o && c->ended_job)
+        json_object_set_new(o, "ended_job", json_integer(c->ended_job));
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return s;
@@ -598,6 +622,8 @@ int proto_conn_load(struct proto_conn *c, const char *text)
         return -1;
     }
     str_copy(c->tenant_scope, sizeof c->tenant_scope, ts ? json_string_value(ts) : "");
+    json_t *ej = json_object_get(o, "ended_job");          /* absent: none */
+    c->ended_job = json_is_integer(ej) && json_integer_value(ej) > 0 ? json_integer_value(ej) : 0;
     json_decref(o);
     return 0;
 }

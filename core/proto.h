@@ -88,6 +88,12 @@ struct proto_conn {
     char channel[200];
     int64_t job_id;
     int64_t cursor;
+    /* The job whose end this connection was handed from memory (an expired
+     * lease the database could not record, jobs_expired_event): while no
+     * job is followed (job_id 0), its later logged events are passed over
+     * (the cursor moves) instead of being taken for the next answer. 0
+     * none. Saved and loaded. */
+    int64_t ended_job;
 
     json_t *state;         /* adapter state (owned JSON object) */
 

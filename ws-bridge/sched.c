@@ -349,10 +349,12 @@ static void want_more(struct bridge *br, struct wsconn *c)
 }
 
 /* Fails the followed job when its owner's lease expired (the owner died):
- * its viewers then get the error event instead of waiting forever. */
-static void lease_check(struct worker *w, int64_t job_id)
+ * its viewers then get the error event instead of waiting forever.
+ * Returns jobs_recover_if_expired's answer (JOBS_EXPIRED_UNRECORDED: the
+ * caller hands the error on from memory). */
+static int lease_check(struct worker *w, int64_t job_id)
 {
-    jobs_recover_if_expired(w->ctx.db, w->ctx.bell, job_id, now_ms());
+    return jobs_recover_if_expired(w->ctx.db, w->ctx.bell, job_id, now_ms());
 }
 
 static void note_events(const struct evlog_event *ev, int n)
@@ -620,7 +622,22 @@ static int pc_pump(struct worker *w, struct wsconn *c, struct proto_conn *pc)
             return -1;
         }
         if (n == 0) {
-            lease_check(w, pc->job_id);
+            if (pc->job_id && lease_check(w, pc->job_id) == JOBS_EXPIRED_UNRECORDED) {
+                /* the lease ran out and the database cannot be written:
+                 * the error recovery would have appended, from memory
+                 * (not through feed: its seq is the cursor, which stays) */
+                struct evlog_event *xe = jobs_expired_event(pc->job_id, pc->cursor);
+                if (!xe)
+                    return -1;
+                struct proto_frames fr;
+                frames_init(&fr);
+                if (proto_event(&w->ctx, pc, xe, &fr) < 0)
+                    metrics_error("format");
+                evlog_free(xe, 1);
+                if (!c->phx)
+                    give_visitor(c, &fr);
+                post(c, &fr);
+            }
             return 0;
         }
         note_events(ev, n);
@@ -871,7 +888,9 @@ static void chan_pump(struct worker *w, struct chan *ch)
         if (n == 0) {
             for (int j = 0; check && j < k; j++)
                 if (batch[j]->pc.job_id) {
-                    lease_check(w, batch[j]->pc.job_id);
+                    if (lease_check(w, batch[j]->pc.job_id) == JOBS_EXPIRED_UNRECORDED)
+                        for (int i = 0; i < k; i++)
+                            full[i] = 1;    /* each gets the error in pc_pump */
                     break;
                 }
             break;

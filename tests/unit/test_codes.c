@@ -280,18 +280,18 @@ TEST(generation_failures_carry_codes)
     char type[] = "error";
     char data[] = "{\"job_id\":7,\"message\":\"the generation was interrupted\","
                   "\"kind\":\"interrupted\"}";
-    struct evlog_event ev = { 1, 7, type, data, sizeof data - 1, 0 };
+    struct evlog_event ev = { 1, 7, type, data, sizeof data - 1, 0, 0 };
     CHECK_INT(proto_ticket_ops.event(&ctx, &c, &ev, &f), 0);
     check_error_code(&f, "interrupted");
     frames_free(&f);
     /* a code stored in the event wins over its kind; an unknown one does not */
     char data2[] = "{\"message\":\"m\",\"kind\":\"cut\",\"code\":\"upstream_error\"}";
-    struct evlog_event ev2 = { 2, 7, type, data2, sizeof data2 - 1, 0 };
+    struct evlog_event ev2 = { 2, 7, type, data2, sizeof data2 - 1, 0, 0 };
     CHECK_INT(proto_ticket_ops.event(&ctx, &c, &ev2, &f), 0);
     check_error_code(&f, "upstream_error");
     frames_free(&f);
     char data3[] = "{\"message\":\"m\",\"kind\":\"connect\",\"code\":\"made_up\"}";
-    struct evlog_event ev3 = { 3, 7, type, data3, sizeof data3 - 1, 0 };
+    struct evlog_event ev3 = { 3, 7, type, data3, sizeof data3 - 1, 0, 0 };
     CHECK_INT(proto_ticket_ops.event(&ctx, &c, &ev3, &f), 0);
     check_error_code(&f, "upstream_unavailable");
     proto_conn_cleanup(&c);

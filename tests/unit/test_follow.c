@@ -8,6 +8,7 @@
 #include "th.h"
 #include "protohelp.h"
 #include "bell.h"
+#include "db_sqlite.h"
 #include "evlog.h"
 #include "follow.h"
 #include "jobs.h"
@@ -272,6 +273,106 @@ TEST(runner_follow_wrapper_codes)
     close_ctx(&ctx);
 }
 
+/* The database cannot be written (PRAGMA query_only stands in for a full
+ * disk or a read-only file: root ignores permission bits) when a dead
+ * worker's lease runs out: the recovery cannot record the failure
+ * (JOBS_EXPIRED_UNRECORDED), so a follower gets the "interrupted" error
+ * from memory instead of waiting for as long as that lasts — once — and
+ * its cursor stays, so the error recovery writes later is not skipped. */
+static int ro_on_ev(void *ud, const struct evlog_event *ev)
+{
+    struct seen *s = ud;
+    s->n++;
+    str_copy(s->last, sizeof s->last, ev->type);
+    s->tokens += ev->from_memory;          /* (counts the events from memory) */
+    return !strcmp(ev->type, "error") || !strcmp(ev->type, "done") ? FOLLOW_END : FOLLOW_MORE;
+}
+
+static int ro_idle(void *ud)
+{
+    struct seen *s = ud;
+    return ++s->idles >= 8;        /* 8 x 100 ms without the error: give up */
+}
+
+TEST(unrecorded_expiry_is_handed_on_from_memory)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct job_claim cl;
+    char err[256];
+    REQUIRE(jobs_claim(ctx.db, ctx.bell, "f:ro", "k", 1, &cl, err, sizeof err) == 0);
+    sleep_ms(5);
+    REQUIRE(sqlite3_exec(db_handle(ctx.db), "PRAGMA query_only = 1", NULL, NULL, NULL) == SQLITE_OK);
+    CHECK_INT(jobs_recover_if_expired(ctx.db, ctx.bell, cl.job_id, now_ms()), JOBS_EXPIRED_UNRECORDED);
+    REQUIRE(sqlite3_exec(db_handle(ctx.db), "PRAGMA query_only = 1", NULL, NULL, NULL) == SQLITE_OK);
+    struct seen s = { 0 };
+    int64_t cursor = cl.first_seq, job = cl.job_id;
+    int r = follow_channel(&ctx, "f:ro", &job, &cursor, ro_on_ev, ro_idle, &s, NULL, 100);
+    CHECK_INT(r, FOLLOW_OVER);
+    CHECK_STR(s.last, "error");
+    CHECK_INT(s.tokens, 1);                         /* it came from memory */
+    CHECK_INT(cursor, cl.first_seq);                /* the cursor stayed */
+    REQUIRE(sqlite3_exec(db_handle(ctx.db), "PRAGMA query_only = 0", NULL, NULL, NULL) == SQLITE_OK);
+    struct job_info ji;
+    REQUIRE(jobs_get(ctx.db, cl.job_id, &ji) == 0);
+    CHECK_STR(ji.state, "running");                 /* nothing was written */
+    /* writable again: the recovery records it, right after the cursor */
+    CHECK_INT(jobs_recover_if_expired(ctx.db, ctx.bell, cl.job_id, now_ms()), 1);
+    struct seen s2 = { 0 };
+    r = follow_channel(&ctx, "f:ro", &job, &cursor, ro_on_ev, ro_idle, &s2, NULL, 100);
+    CHECK_INT(r, FOLLOW_OVER);
+    CHECK_STR(s2.last, "error");
+    CHECK_INT(s2.tokens, 0);                        /* from the log this time */
+    CHECK_INT(cursor, cl.first_seq + 1);
+    close_ctx(&ctx);
+}
+
+/* The same through a connection (proto_pump, as the bridge and the
+ * Phoenix transports pump): the error frame, the cursor unmoved, the
+ * connection no longer following; the logged error later is one the
+ * connection would read (seq > its cursor), not one it already passed. */
+TEST(unrecorded_expiry_through_a_connection)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct proto_conn c;
+    struct proto_frames f;
+    frames_init(&f);
+    struct proto_job *job = NULL;
+    char *text = dump(json_pack("{s:s}", "ticketBody", "dead worker [[fake tokens=3]]"));
+    REQUIRE(text && proto_open(&ctx, &c, "/api/websocket/chat/follow-ro", "", "ip:1", &f) == 0);
+    REQUIRE(send_text(&ctx, &c, text, &f, &job) == 0 && job);
+    free(text);
+    proto_job_free(job);                            /* its worker died before it began */
+    REQUIRE(proto_following(&c) && c.job_id > 0);
+    int64_t job_id = c.job_id, cursor = c.cursor;
+    sleep_ms(cfg.lease_ms + 50);
+    frames_free(&f);
+    frames_init(&f);
+    REQUIRE(sqlite3_exec(db_handle(ctx.db), "PRAGMA query_only = 1", NULL, NULL, NULL) == SQLITE_OK);
+    CHECK_INT(proto_pump(&ctx, &c, &f), 1);
+    REQUIRE(sqlite3_exec(db_handle(ctx.db), "PRAGMA query_only = 0", NULL, NULL, NULL) == SQLITE_OK);
+    CHECK_INT(f.n, 1);
+    json_t *o = f.n ? frame(&f, 0) : NULL;
+    CHECK_STR(ftype(o), "error");
+    json_decref(o);
+    CHECK(!proto_following(&c));
+    CHECK_INT(c.cursor, cursor);                    /* nothing in the log was passed */
+    CHECK_INT(c.ended_job, job_id);
+    CHECK_INT(jobs_recover_if_expired(ctx.db, ctx.bell, job_id, now_ms()), 1);
+    CHECK_INT(evlog_last_seq(ctx.db, "ticket:follow-ro"), cursor + 1);
+    /* saved and loaded with the rest of the connection (long-poll sessions) */
+    char *saved = proto_conn_save(&c);
+    struct proto_conn back;
+    REQUIRE(saved && proto_conn_load(&back, saved) == 0);
+    CHECK_INT(back.ended_job, job_id);
+    proto_conn_cleanup(&back);
+    free(saved);
+    frames_free(&f);
+    proto_conn_cleanup(&c);
+    close_ctx(&ctx);
+}
+
 int main(void)
 {
     if (test_setup("follow") < 0)
@@ -284,6 +385,8 @@ int main(void)
     RUN(connection_frames_carry_their_seq);
     RUN(client_gone_ends_with_left);
     RUN(runner_follow_wrapper_codes);
+    RUN(unrecorded_expiry_is_handed_on_from_memory);
+    RUN(unrecorded_expiry_through_a_connection);
     config_cleanup(&cfg);
     return th_done();
 }
