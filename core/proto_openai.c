@@ -81,10 +81,16 @@ static const char *type_of(enum perr kind)
     }
 }
 
+/* OpenAI's error body. code NULL: null for a request the client must fix
+ * (OpenAI's own habit; param names the field), Parley's code of kind
+ * (docs/errors.md: database_readonly, internal, ...) for a server error. */
 static json_t *error_json(enum perr kind, const char *msg, const char *code, const char *param)
 {
+    const char *type = type_of(kind);
+    if (!code && !strcmp(type, "server_error"))
+        code = perr_code(kind);
     json_t *e = json_pack("{s:s, s:s, s:o, s:o}", "message", msg && *msg ? msg : perr_text(kind),
-                          "type", type_of(kind), "param", param ? json_string(param) : json_null(),
+                          "type", type, "param", param ? json_string(param) : json_null(),
                           "code", code ? json_string(code) : json_null());
     return e ? json_pack("{s:o}", "error", e) : NULL;
 }

@@ -594,6 +594,31 @@ TEST(request_counts)
     close_ctx(&ctx);
 }
 
+/* A server error's body carries Parley's code (docs/errors.md), never null:
+ * a read-only or full database, a database error, shutting down (t0930
+ * found "code": null on 503 "The database is read-only"). A request the
+ * client must fix keeps OpenAI's null. */
+TEST(server_errors_have_a_code)
+{
+    static const struct { enum perr kind; const char *code; } cases[] = {
+        { PERR_DB_READONLY, "database_readonly" }, { PERR_DB_UNAVAILABLE, "database_unavailable" },
+        { PERR_DB, "internal" }, { PERR_INTERNAL, "internal" }, { PERR_UNAVAILABLE, "unavailable" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *b = proto_openai_error_body(cases[i].kind, "x", NULL);
+        json_t *o = b ? json_loads(b, 0, NULL) : NULL;
+        CHECK_STR(member_str(o, "error", "type"), "server_error");
+        CHECK_STR(member_str(o, "error", "code"), cases[i].code);
+        json_decref(o);
+        free(b);
+    }
+    char *b = proto_openai_error_body(PERR_BAD_INPUT, "x", NULL);
+    json_t *o = b ? json_loads(b, 0, NULL) : NULL;
+    CHECK(json_is_null(json_object_get(json_object_get(o, "error"), "code")));
+    json_decref(o);
+    free(b);
+}
+
 int main(void)
 {
     if (test_setup("proto_openai") < 0)
@@ -613,6 +638,7 @@ int main(void)
     RUN(auth_keys_and_jwt);
     RUN(models_list);
     RUN(request_counts);
+    RUN(server_errors_have_a_code);
     config_cleanup(&cfg);
     return th_done();
 }
