@@ -389,8 +389,12 @@ int h_poll_post(struct request *r)
     else if (tx && db_commit(ctx->db) < 0)
         rc = -1;                            /* rolled back: the lock is still ours */
     if (rc < 0 || !saved) {
+        /* 503 database_readonly / _unavailable when it cannot be written
+         * or reached now (read before the unlock, which writes too) */
+        enum perr kind = db_err_kind(ctx->db);
+        const char *why = db_err_text(ctx->db, "Database error while handling the frame");
         poll_unlock(ctx->db, sid);
-        res_error(r, 500, "Database error while handling the frame");
+        res_error_kind(r, kind, "%s", why);
         jobs_free(&pj);
     } else {
         post_ring(ctx, sid, &c, before);
