@@ -203,7 +203,7 @@ const viewers = [];
 const failed = (what) => {
   if (stopping) return;
   errors++;
-  if (firstErrors.length < 3) firstErrors.push(what);
+  if (firstErrors.length < 3) firstErrors.push(String(what).replace(/\s+/g, ' '));
 };
 
 function take(me, content, at) {
