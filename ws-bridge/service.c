@@ -1,8 +1,10 @@
 /* service.c — the lws protocol callback: everything the service thread
  * does (bridge.h). It is the only code that touches a struct lws.
  *
- *   HTTP GET /healthz → 200, /metrics → Prometheus text, a WebSocket path
- *   without Upgrade → 426, anything else → 404.
+ *   HTTP GET /healthz → 200, /metrics → Prometheus text (both 404 when the
+ *   request came through a proxy: they are for the host only), a WebSocket
+ *   path without Upgrade → 426, anything else → 404; another method →
+ *   405 with Connection: close (its body is not read).
  *   Upgrade: unknown path → 404, Origin not in PARLEY_ALLOWED_ORIGINS → 403
  *   (both before the upgrade); over WEBSOCKET_MAX_CONNECTIONS → close 1013,
  *   bad or missing JWT (when PARLEY_JWT_SECRET is set) → close 4401, both
@@ -46,6 +48,7 @@
 struct http_out {
     unsigned char *buf;
     size_t len;
+    int close;          /* hang up once written (sent with Connection: close) */
 };
 
 /* Per-wsi user data lws allocates: kept to two pointers, most
@@ -289,14 +292,18 @@ static int phx_vsn_ok(struct lws *wsi)
 
 /* ---- plain HTTP ---- */
 
-static int http_reply(struct lws *wsi, struct pss *pss, unsigned status, const char *ctype,
-                      const char *body)
+static int http_reply_ex(struct lws *wsi, struct pss *pss, unsigned status, const char *ctype,
+                         const char *body, int close)
 {
     size_t blen = strlen(body);
     unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr - 1;
     if (lws_add_http_common_headers(wsi, status, ctype, blen, &p, end) ||
         lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
                                     (const unsigned char *)"no-store", 8, &p, end) ||
+        (status == 405 && lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_ALLOW,
+                                                       (const unsigned char *)"GET", 3, &p, end)) ||
+        (close && lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+                                               (const unsigned char *)"close", 5, &p, end)) ||
         lws_finalize_write_http_header(wsi, start, &p, end))
         return -1;
     struct http_out *h = calloc(1, sizeof *h);
@@ -306,11 +313,19 @@ static int http_reply(struct lws *wsi, struct pss *pss, unsigned status, const c
     }
     memcpy(h->buf + LWS_PRE, body, blen);
     h->len = blen;
+    h->close = close;
     free(pss->h ? pss->h->buf : NULL);
     free(pss->h);
     pss->h = h;
     lws_callback_on_writable(wsi);
     return 0;
+}
+
+/* A reply on a connection kept alive (the next request may follow). */
+static int http_reply(struct lws *wsi, struct pss *pss, unsigned status, const char *ctype,
+                      const char *body)
+{
+    return http_reply_ex(wsi, pss, status, ctype, body, 0);
 }
 
 static void http_free(struct pss *pss)
@@ -320,6 +335,20 @@ static void http_free(struct pss *pss)
         free(pss->h);
         pss->h = NULL;
     }
+}
+
+/* 1 when the request came through a proxy: it carries one of the headers
+ * a reverse proxy adds (X-Forwarded-For, X-Forwarded-Host, Forwarded, Via;
+ * Apache's mod_proxy and lighttpd's mod_proxy add X-Forwarded-For). The
+ * bridge's own /healthz and /metrics are for the host (a monitor on
+ * loopback), never for a browser that a web server's proxied path let in. */
+static int via_proxy(struct lws *wsi)
+{
+    return lws_hdr_total_length(wsi, WSI_TOKEN_X_FORWARDED_FOR) > 0 ||
+           lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_VIA) > 0 ||
+           lws_hdr_custom_length(wsi, "x-forwarded-host:", 17) > 0 ||
+           lws_hdr_custom_length(wsi, "forwarded:", 10) > 0 ||
+           lws_hdr_custom_length(wsi, "x-forwarded-proto:", 18) > 0;
 }
 
 static int on_http(struct lws *wsi, struct bridge *br, struct pss *pss, const char *path)
@@ -334,10 +363,13 @@ static int on_http(struct lws *wsi, struct bridge *br, struct pss *pss, const ch
         return httpfront_begin(wsi, br, &pss->hx);
     }
     if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0) {
-        /* only GET is served; answer and hang up rather than read a body */
-        lws_return_http_status(wsi, 405, "only GET is served here");
-        return -1;
+        /* only GET is served; answer and hang up rather than read a body,
+         * saying so (Connection: close), or a client that keeps the
+         * connection for its next request finds it closed under it */
+        return http_reply_ex(wsi, pss, 405, "text/plain", "Method Not Allowed: only GET is served here\n", 1);
     }
+    if ((!strcmp(path, "/healthz") || !strcmp(path, "/metrics")) && via_proxy(wsi))
+        return http_reply(wsi, pss, 404, "text/plain", "Not Found\n");
     if (!strcmp(path, "/healthz"))
         return http_reply(wsi, pss, br->stopping ? 503 : 200, "text/plain",
                           br->stopping ? "stopping\n" : "ok\n");
@@ -360,8 +392,9 @@ static int on_http_writeable(struct lws *wsi, struct pss *pss)
         return 0;
     int n = lws_write(wsi, pss->h->buf + LWS_PRE, pss->h->len, LWS_WRITE_HTTP_FINAL);
     size_t len = pss->h->len;
+    int close = pss->h->close;
     http_free(pss);
-    if (n < (int)len)
+    if (n < (int)len || close)
         return -1;
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
@@ -386,9 +419,13 @@ static int on_confirm_upgrade(struct lws *wsi, struct bridge *br, const char *up
         lws_return_http_status(wsi, 404, "no WebSocket endpoint at this path");
         return 1;
     }
+    /* An Origin that does not fit is checked as one no list names (DEL),
+     * not read as none: lws_hdr_copy leaves the buffer empty when it
+     * fails, and no Origin passes. */
     char origin[512] = "";
-    if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) > 0)
-        lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) > 0 &&
+        lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) < 0)
+        snprintf(origin, sizeof origin, "\x7f");
     if (!ident_origin_allowed(br->cfg.allowed_origins, origin)) {
         metrics_refused(RF_ORIGIN);
         lws_return_http_status(wsi, 403, "Origin not allowed");

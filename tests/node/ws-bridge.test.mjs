@@ -147,6 +147,15 @@ describe('http', { skip: OWN, timeout: SUITE_MS }, () => {
     assert.equal((await fetch(br.http('/ws/some-session'))).status, 426);
     assert.equal((await fetch(br.http('/healthz'), { method: 'POST', body: 'x' })).status, 405);
     assert.equal((await fetch(br.http('/healthz'))).status, 200, 'still serving');
+    // for the host only: a request a web server proxied here gets 404
+    for (const h of [{ 'x-forwarded-for': '203.0.113.9' }, { via: '1.1 proxy' }, { forwarded: 'for=203.0.113.9' },
+      { 'x-forwarded-host': 'help.example' }, { 'x-forwarded-proto': 'https' }]) {
+      for (const p of ['/healthz', '/metrics']) {
+        r = await fetch(br.http(p), { headers: h });
+        assert.equal(r.status, 404, `${p} with ${JSON.stringify(h)}`);
+        assert.doesNotMatch(await r.text(), /parley_ws_/);
+      }
+    }
   });
 
   test('an upgrade on an unknown path is refused with 404 before the handshake', async () => {
@@ -821,7 +830,9 @@ describe('process', { skip: OWN, timeout: SUITE_MS }, () => {
       const v = Number(m.match(new RegExp(`^${name} (\\d+)`, 'm'))?.[1]);
       assert.ok(v > 0, `${name} = ${v}`);
     }
-    assert.match(m, /^parley_ws_user_sent_bytes_total\{user="\(anonymous\)"\} [1-9]\d*$/m);
+    assert.match(m, /^parley_ws_users [1-9]\d*$/m);
+    assert.match(m, /^parley_ws_user_sent_bytes_max [1-9]\d*$/m);
+    assert.doesNotMatch(m, /user="/, 'no metric names a user');
     for (let i = 0; i < 80 && !existsSync(join(br.dir, 'stats.prom')); i++) await sleep(100);
     assert.match(readFileSync(join(br.dir, 'stats.prom'), 'utf8'), /^parley_ws_connections \d+$/m);
   });
