@@ -184,6 +184,12 @@ static int phx_open(struct parley_ctx *ctx, struct proto_conn *c, const struct p
         proto_fail(c, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
         return -1;
     }
+    /* a job whose worker is gone (its lease ran out, nobody recorded it:
+     * say the database could not be written then) is failed now, not
+     * followed: a rejoin would replay a dead answer and refuse the next
+     * query as "busy" */
+    if (r == 0 && jobs_recover_if_expired(ctx->db, ctx->bell, job_id, now_ms()) > 0)
+        r = 1;
     if (r == 0) {
         /* an answer is being generated: follow it as a stream, its
          * stream_start carrying the question it answers */

@@ -12,6 +12,7 @@
 #include "protohelp.h"
 #include "fake.h"
 #include "db_sqlite.h"
+#include "jobs.h"
 #include "kb.h"
 #include "phx.h"
 #include "store.h"
@@ -613,6 +614,50 @@ TEST(rejoin_after_stale_leave_replays_running_stream)
     close_ctx(&ctx);
 }
 
+/* A rejoin after the worker of the topic's answer died (its lease ran out
+ * and nobody recorded it: say the database could not be written then)
+ * fails that job and follows nothing: it neither replays a dead answer nor
+ * refuses the next query as "busy" (t0930: after a full disk, the same
+ * question on a rejoined Phoenix topic got "conflict"). */
+TEST(rejoin_after_dead_worker_follows_nothing)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct phx_socket ws, s2;
+    phx_init(&ws, "alice", "user:alice", 10);
+    struct proto_frames f;
+    frames_init(&f);
+    struct proto_job *job = NULL;
+    int lease = cfg.lease_ms;
+    cfg.lease_ms = 50;
+    REQUIRE(in(&ctx, &ws, "[\"1\",\"1\",\"proxy:s-dead\",\"phx_join\",{}]", &f, NULL) == 0);
+    REQUIRE(in(&ctx, &ws, "[\"1\",\"2\",\"proxy:s-dead\",\"stream_query\",{\"query\":\"dead worker [[fake tokens=3]]\"}]", &f, &job) == 0);
+    cfg.lease_ms = lease;
+    REQUIRE(job != NULL);                 /* claimed: running, never run */
+    proto_job_free(job);                  /* its worker died */
+    phx_free(&ws);
+    frames_free(&f);
+    int64_t dead = 0, first = 0;
+    REQUIRE(jobs_running_on(ctx.db, "conv:s-dead", &dead, &first) == 0);
+    sleep_ms(120);
+    phx_init(&s2, "alice", "user:alice", 10);
+    REQUIRE(in(&ctx, &s2, "[\"3\",\"3\",\"proxy:s-dead\",\"phx_join\",{}]", &f, NULL) == 0);
+    const char *ch[2];
+    CHECK_INT(phx_channels(&s2, ch, 2), 0);    /* follows nothing */
+    struct job_info ji;
+    REQUIRE(jobs_get(ctx.db, dead, &ji) == 0);
+    CHECK_STR(ji.state, "failed");
+    frames_free(&f);
+    job = NULL;
+    CHECK_INT(in(&ctx, &s2, "[\"3\",\"4\",\"proxy:s-dead\",\"stream_query\",{\"query\":\"dead worker [[fake tokens=3]]\"}]", &f, &job), 0);
+    CHECK(job != NULL);                   /* a new generation, not "busy" */
+    if (job)
+        CHECK_INT(run_job(&ctx, job), 0);
+    frames_free(&f);
+    phx_free(&s2);
+    close_ctx(&ctx);
+}
+
 /* The system text of the simulated LLM's last request (new string, NULL
  * when it had none). */
 static char *last_system(void)
@@ -799,6 +844,7 @@ int main(void)
     RUN(two_topics_and_save_load);
     RUN(crashed_topic_gets_phx_error);
     RUN(rejoin_after_stale_leave_replays_running_stream);
+    RUN(rejoin_after_dead_worker_follows_nothing);
     RUN(knowledge_base_grounding);
     config_cleanup(&cfg);
     return th_done();
