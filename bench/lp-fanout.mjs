@@ -5,6 +5,9 @@
 //        [--channels 1] [--viewers 200] [--rate 20] [--count 100] [--size 64]
 //        [--db PATH --pub build/bench/ws-pub]      (parley: the publisher)
 //        [--server-pids "PID..."] [--label TEXT] [--timeout 120]
+//        [--poll-delay MS]   a viewer waits MS after an answer that carried
+//                            events before its next GET (nchan.js's pollDelay):
+//                            fewer, fuller answers, later events; default 0
 //
 // C channels, V viewers on each (C × V long-poll clients, one keep-alive
 // socket each); on every channel COUNT events at RATE per second (so
@@ -102,6 +105,7 @@ const V = Math.max(1, Number(args.viewers || 200));
 const RATE = Number(args.rate || 20);          // per channel
 const COUNT = Number(args.count || 100);       // per channel
 const SIZE = Number(args.size || 64);
+const POLL_DELAY = Number(args['poll-delay'] || 0);
 const TIMEOUT_MS = Number(args.timeout || 120) * 1000;
 const ROOTS = String(args['server-pids'] || '').split(/\s+/).filter(Boolean).map(Number);
 if (!['parley', 'nchan'].includes(MODE) || !(RATE > 0) || !(COUNT >= 1) || SIZE < 24) {
@@ -287,6 +291,7 @@ async function loop(me) {
     }
     if (n === null) await sleep(100);
     else if (n === 0) waitingAnswers++;
+    else if (POLL_DELAY > 0) await sleep(POLL_DELAY);
   }
 }
 const loops = viewers.map(loop);

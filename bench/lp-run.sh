@@ -12,6 +12,8 @@
 #                         in all: 20/s per channel would be 40,000 deliveries/s,
 #                         beyond what 2 cores carry for any of them; "" skips)
 #   SIZE=64               bytes of each event's text
+#   POLL_DELAY=0          ms a viewer waits after an answer with events before its
+#                         next GET (lp-fanout.mjs --poll-delay; batching by the client)
 #   APACHE_WORKERS=N      Apache MaxRequestWorkers (default: the most viewers + 64;
 #                         every waiting long-poll holds an Apache worker, under
 #                         mod_proxy_fcgi and when mod_proxy_http passes it to the bridge)
@@ -60,6 +62,9 @@ SETUPS=${SETUPS:-"nchan lighttpd proxy_fcgi fcgid fcgid_bridge"}
 FANOUT=${FANOUT-"200 20 100"}
 DESK=${DESK-"20 100 2 20"}
 SIZE=${SIZE:-64}
+POLL_DELAY=${POLL_DELAY:-0}
+PD=""
+[ "$POLL_DELAY" != 0 ] && PD=" POLL_DELAY=$POLL_DELAY"
 
 LOG=$(mktemp)
 if ! make --no-print-directory BUILD="$BUILD" "$BUILD/parley.fcgi" "$BUILD/parley-ws" "$BUILD/parley" \
@@ -146,7 +151,7 @@ chmod 755 "$LIGHTTPD_BIN"
 
 bench_machine "Long-poll fan-out, Parley and Nchan (\`bench/lp-run.sh\`)" \
     "node $(node --version), nginx $(nginx -v 2>&1 | sed 's/.*\///'), nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null || echo none)" \
-    "BUILD=${BUILD#"$(pwd)/"} SETUPS=\"$SETUPS\" FANOUT=\"$FANOUT\" DESK=\"$DESK\" SIZE=$SIZE bench/lp-run.sh"
+    "BUILD=${BUILD#"$(pwd)/"} SETUPS=\"$SETUPS\" FANOUT=\"$FANOUT\" DESK=\"$DESK\" SIZE=$SIZE$PD bench/lp-run.sh"
 echo "Viewers × channels long-poll clients (\`bench/lp-fanout.mjs\`, one keep-alive socket each); rate and"
 echo "events per channel, round-robin over the channels; each event stamped with its send time (Parley:"
 echo "\`ws-pub\`'s evlog_append; Nchan: POST /pub/<ch>). Latency = the viewer has the answer − that time,"
@@ -154,6 +159,7 @@ echo "over the first delivery of every event to every viewer, ms. Lost = expecte
 echo "received; duplicated = the same event again. Server CPU = user + system seconds of every server"
 echo "process and its children over the delivery window (/proc/<pid>/stat; the publisher is not in it)."
 echo "Shipped snippets and thread counts; Apache MaxRequestWorkers $BENCH_APACHE_WORKERS (one child)."
+[ -n "$PD" ] && echo "Each viewer waits $POLL_DELAY ms after an answer with events before its next GET."
 echo
 echo "| setup | viewers × channels | rate × events | events expected / delivered | lost | duplicated | p50 | p99 | max | server CPU s | CPU µs per delivered event |"
 echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -254,7 +260,7 @@ for setup in $SETUPS; do
         to=$((cnt / rt + 90))
         timeout "$to" node bench/lp-fanout.mjs --mode "$mode" --base "$BASE" --db "$IT_DB" \
             --pub "$BUILD/bench/ws-pub" --viewers "$v" --channels "$ch" --rate "$rt" --count "$cnt" \
-            --size "$SIZE" --server-pids "$roots" --label "$label" --timeout $((to - 5)) \
+            --size "$SIZE" --poll-delay "$POLL_DELAY" --server-pids "$roots" --label "$label" --timeout $((to - 5)) \
             2>>"$DETAILS" </dev/null || {
             rc=1
             # what the web server said (a 500's cause is in its error log)
