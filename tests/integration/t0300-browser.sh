@@ -11,6 +11,8 @@
 #               and the bridge build/parley-ws (lib.sh start_bridge) behind
 #               parley-websocket.conf when it is built: pages are then tested
 #               over WebSocket too.
+# The two setups run at once, each with its own database and simulated LLM
+# (pages.test.mjs sets the simulated LLM's global knobs for its screenshot).
 # Each test file launches Debian's chromium (/usr/bin/chromium, never a
 # downloaded browser) through playwright-core with a fresh profile. The
 # chat page's screenshot goes to $BUILD/browser/chat-<setup>.png.
@@ -21,7 +23,6 @@
 cd "$(dirname "$0")/../.."
 . tests/integration/lib.sh
 it_init
-it_fake_llm
 
 PARLEY_APP=$BUILD/parley.fcgi
 BRIDGE_APP=$BUILD/parley-ws
@@ -77,14 +78,34 @@ run_browser() {
         echo "not ok $TAP_N - $1: no browser test ran"
     fi
     if [ "$TAP_FAILED" -ne "$_before" ]; then
-        for _f in "$SETUP_DIR"/logs/* "$IT_TMP/bridge/parley-ws.log"; do
+        for _f in "$SETUP_DIR"/logs/* "${BRIDGE_DIR:-$IT_TMP/bridge}/parley-ws.log"; do
             [ -s "$_f" ] && tail -n 15 "$_f" | sed "s|^|#   $(basename "$_f"): |"
         done
     fi
     return 0
 }
 
+# own_fake_llm TAG — a simulated LLM of the setup's own (FAKE_LLM_URL):
+# pages.test.mjs resets the knobs and sets global ones (its screenshot's
+# fixed answer) while the other setup's tests run.
+own_fake_llm() {
+    _pf=$IT_TMP/fake-llm-$1.port
+    it_bg "$IT_TMP/fake-llm-$1.log" node tests/fake-llm/server.mjs --port 0 --port-file "$_pf"
+    SETUP_PIDS=""
+    _i=0
+    while [ ! -s "$_pf" ] && [ $_i -lt 100 ]; do sleep 0.05; _i=$((_i + 1)); done
+    [ -s "$_pf" ] || it_die "the simulated LLM did not start: $(cat "$IT_TMP/fake-llm-$1.log")"
+    FAKE_LLM_URL="http://127.0.0.1:$(cat "$_pf")"
+}
+
+# Both setups run at once (lib-par.sh), each with its own directories
+# (IT_NODE), database and simulated LLM.
+. tests/integration/lib-par.sh
+STOPS="" BPID=""
 for setup in ${BROWSER_SETUPS:-lighttpd fcgid}; do
+    IT_NODE=$setup IT_DB=$IT_TMP/data/$setup.db
+    BRIDGE_DIR=""
+    own_fake_llm "$setup"
     case $setup in
     lighttpd)
         IT_APP_CONFIG=$IT_TMP/browser-open.env
@@ -92,8 +113,7 @@ for setup in ${BROWSER_SETUPS:-lighttpd fcgid}; do
         WS_PORT=$(free_port)          # nothing listens there: upgrades get 503
         start_lighttpd "$PARLEY_APP"
         it_log "lighttpd at $BASE, open mode, no WebSocket bridge"
-        run_browser lighttpd 0 ""
-        stop_setup
+        it_par lighttpd run_browser lighttpd 0 ""
         ;;
     fcgid)
         SECRET=browser-secret-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
@@ -104,19 +124,26 @@ for setup in ${BROWSER_SETUPS:-lighttpd fcgid}; do
         WS_PORT=$(free_port)
         if [ -x "$BRIDGE_APP" ]; then
             # lib.sh's bridge, with this setup's secret (IT_APP_CONFIG).
-            if start_bridge; then ws=1; IT_NO_WS=""; WS_PORT=$BRIDGE_PORT
+            if start_bridge; then ws=1; IT_NO_WS=""; WS_PORT=$BRIDGE_PORT; BPID=$BRIDGE_PID
             else it_log "parley-ws did not start: WebSocket not tested through Apache"; fi
         else
             it_log "$BRIDGE_APP is not built: WebSocket not tested through Apache"
         fi
         start_fcgid "$PARLEY_APP"
         it_log "Apache + mod_fcgid at $BASE, JWT required, bridge: $([ $ws = 1 ] && echo "parley-ws on $WS_PORT" || echo none)"
-        run_browser fcgid "$ws" "$SECRET"
-        stop_setup
+        it_par fcgid run_browser fcgid "$ws" "$SECRET"
         IT_NO_WS=""
         ;;
     *) it_die "unknown setup '$setup' in BROWSER_SETUPS (lighttpd, fcgid)" ;;
     esac
+    STOPS="$STOPS $SETUP_DIR|$(echo $SETUP_PIDS | tr ' ' ,)"
+    IT_NODE=""
 done
+it_par_wait
+for _s in $STOPS; do
+    SETUP_DIR=${_s%%|*} SETUP_PIDS=$(echo "${_s#*|}" | tr , ' ')
+    stop_setup
+done
+[ -z "$BPID" ] || it_stop "$BPID"
 
 it_done
