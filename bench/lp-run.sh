@@ -41,8 +41,9 @@
 # (tests/integration/lib.sh via bench/http-lib.sh) with the SHIPPED
 # snippets on a free loopback port and its own fresh database; the only
 # changes are Apache's MaxRequestWorkers (above) and lighttpd's
-# server.max-fds / max-connections (a wrapper adds them to the generated
-# config: the default, 1,365 connections, is below 2,000 viewers).
+# server.max-fds / max-connections (16,384 / 8,000; a wrapper adds them to
+# the generated config), so that descriptors — a client and a backend
+# connection per waiting viewer — are not what limits 2,000 viewers.
 #
 # Server CPU of a row = every process of the setup and their children,
 # from /proc/<pid>/stat over the delivery window (bench/lp-fanout.mjs
