@@ -31,7 +31,7 @@ for _b in parley-ws parley.fcgi parley; do
         exit 0
     fi
 done
-command -v sqlite3 >/dev/null 2>&1 || it_die "sqlite3 is not installed"
+[ "${SEC_INPUT_PG:-0}" = 1 ] || command -v sqlite3 >/dev/null 2>&1 || it_die "sqlite3 is not installed"
 
 it_init
 it_fake_llm
@@ -39,17 +39,30 @@ it_jwt_config
 # RATE_LIMIT_MESSAGES_PER_MINUTE and PARLEY_POLL_MAX_SESSIONS are left at
 # their documented defaults (30 and 32): the node files count on them.
 RATE=30
-IT_DB=$IT_TMP/data/parley.db
+if [ "${SEC_INPUT_PG:-0}" = 1 ]; then
+    # t0961-pg-sec-input.sh: the same on a private PostgreSQL 15
+    it_postgres
+    IT_DB=$PG_URL
+    mkdir -p "$IT_TMP/node"
+    it_own "$IT_TMP/node"
+    echo "PARLEY_NODE_PREFIX=$IT_TMP/node/parley" >>"$IT_APP_CONFIG"
+    export PARLEY_PG_URL=$PG_URL PARLEY_PSQL=$PG_BIN/psql
+    DB_DESC="PostgreSQL $PG_URL"
+else
+    IT_DB=$IT_TMP/data/parley.db
+    export PARLEY_DB_PATH=$IT_DB
+    DB_DESC="database $IT_DB"
+fi
 
 start_bridge || it_die "parley-ws did not start"
 WS_PORT=$BRIDGE_PORT
 start_lighttpd "$BUILD/parley.fcgi"
-it_log "lighttpd $BASE, bridge 127.0.0.1:$BRIDGE_PORT, database $IT_DB"
+it_log "lighttpd $BASE, bridge 127.0.0.1:$BRIDGE_PORT, $DB_DESC"
 
 # The two node files at once (different users), each into its own TAP
 # file; their results become ours in a fixed order. Bounded: IT_NODE_TIMEOUT
 # seconds (180) for each.
-export PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET PARLEY_DB_PATH=$IT_DB RATE BUILD
+export PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET RATE BUILD
 _run() {
     _rc=0
     timeout "${IT_NODE_TIMEOUT:-180}" node --test --test-reporter=tap "$1" >"$2" 2>&1 || _rc=$?
@@ -89,11 +102,15 @@ done
 
 ok "parley-ws is still running" it_alive "$BRIDGE_PID"
 ok "parley.fcgi still answers" sh -c "curl -fsS -m 10 '$BASE/api/health' >/dev/null"
-ok "PRAGMA integrity_check of the database after it all" \
-    sh -c "[ \"\$(sqlite3 '$IT_DB' 'PRAGMA integrity_check')\" = ok ]"
+db_consistent() {
+    _c=$(node -e 'import("./tests/integration/sec-input-db.mjs").then((d) => console.log(d.consistency()))' 2>&1)
+    [ "$_c" = ok ] || { echo "$_c"; return 1; }
+}
+ok "the database is consistent after it all (SQLite: integrity_check; no orphan messages or outbox rows)" db_consistent
 
 # Sanitizer reports (SANITIZE=address,undefined), a leak at exit included:
 # stop_setup and it_done scan what parley.fcgi and the bridge wrote (lib.sh
 # it_san_scan) and add a "not ok" line for each.
 stop_setup
+it_pg_stop
 it_done
