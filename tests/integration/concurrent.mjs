@@ -5,6 +5,7 @@
 //   node concurrent.mjs --transport ws|poll --base http://127.0.0.1:PORT \
 //        [--ws-base ws://127.0.0.1:PORT] [--n 60] [--tokens 60] [--token-ms 100]
 //        [--first-ms 0] [--wait 25] [--secret S] [--json]
+//        [--warmup S] [--go-file PATH]
 //
 // Each viewer connects (WebSocket; or POST /api/poll/open and its first GET
 // before the ticket body, as www/parley.js does), then every viewer sends
@@ -21,6 +22,8 @@
 // Loopback only; every wait is bounded (--deadline seconds, default 120).
 import WebSocket from 'ws';
 import { createHmac, randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { answerText } from '../fake-llm/answer.mjs';
 
 const args = process.argv.slice(2);
@@ -43,6 +46,11 @@ const JSON_OUT = args.includes('--json');
 // sessions that follow nothing, so that a front that spawns processes on
 // demand (mod_fcgid) has them before the measured burst.
 const WARMUP_S = Number(opt('warmup', 0));
+// --go-file PATH: after the warmup, wait (at most 600 s; not once PATH's
+// directory is gone) until PATH exists before the burst, so that a caller
+// can warm this front up while it measures another one; the --deadline
+// counts from then.
+const GO_FILE = opt('go-file', '');
 if (!BASE || !['ws', 'poll'].includes(TRANSPORT)) {
   console.error('usage: concurrent.mjs --transport ws|poll --base URL [options]');
   process.exit(2);
@@ -211,9 +219,13 @@ const pct = (v, p) => {
 };
 
 const viewers = Array.from({ length: N }, (_, i) => new Viewer(i));
-const timer = setTimeout(() => {
-  for (const v of viewers) if (!v.doneAt) v.fail('no done before the deadline');
-}, DEADLINE_S * 1000);
+let timer;
+const startDeadline = () => {
+  timer = setTimeout(() => {
+    for (const v of viewers) if (!v.doneAt) v.fail('no done before the deadline');
+  }, DEADLINE_S * 1000);
+};
+if (!GO_FILE) startDeadline();
 
 if (TRANSPORT === 'ws') {
   await Promise.all(viewers.map((v) => v.openWs()));
@@ -229,6 +241,18 @@ if (TRANSPORT === 'ws') {
       })).then((r) => r.text()).catch(() => {});
       w.close();
     }));
+  }
+  if (GO_FILE) {
+    const until = Date.now() + 600000;
+    while (!existsSync(GO_FILE)) {
+      // the caller's temp dir gone (it ended): so do we
+      if (Date.now() > until || !existsSync(dirname(GO_FILE))) {
+        console.log(`FAIL: no ${GO_FILE} within 600 s`);
+        process.exit(1);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    startDeadline();
   }
   await Promise.all(viewers.map((v) => v.openPoll().catch((e) => v.fail(`open: ${e.message}`))));
   await new Promise((r) => setTimeout(r, 200));   // the first GETs are out, as parley.js does
