@@ -15,7 +15,11 @@
  *     some go into the log in ONE transaction, then each channel is rung;
  *   - every TICK_MS: the streams' timeouts (first token, idle, total); every
  *     lease/6: one transaction renews the leases of all running and
- *     waiting jobs;
+ *     waiting jobs; every lease: jobs_recover fails the jobs (of any
+ *     process or node) whose lease ran out — a job whose process died
+ *     while nobody follows its channel (a seed 004 or OpenAI stream whose
+ *     client left with it) is not left running until a cron `parley
+ *     maintain` (one indexed read when there is none);
  *   - at most cfg->max_generations (PARLEY_MAX_GENERATIONS) streams at once;
  *     the rest wait in a FIFO with their leases held by this thread.
  *   - stops (docs/stop.md): a stop request is a column on the job plus a
@@ -108,6 +112,7 @@ static struct {
     int capbatch;
     int max;
     int64_t last_tick, last_renew;
+    int64_t last_sweep;            /* mono_ms of the last jobs_recover */
     int64_t last_stop_check;       /* mono_ms */
     int stop_check;                /* check for stops at the next chance (a stream started) */
 } L;
@@ -679,6 +684,12 @@ static void *loop_main(void *arg)
                 L.last_renew = now;
                 renew_all(now);
             }
+            if (now - L.last_sweep >= (L.ctx.cfg->lease_ms > 0 ? L.ctx.cfg->lease_ms : 1)) {
+                L.last_sweep = now;
+                /* a database error (its transaction is rolled back):
+                 * tried again at the next sweep */
+                (void)jobs_recover(L.ctx.db, L.ctx.bell, now_ms());
+            }
         }
         collect_ended();
         if (L.ndirty > 0 && now - L.dirty_since >= L.ctx.cfg->coalesce_ms)
@@ -744,7 +755,7 @@ static int loop_start(const struct parley_config *cfg, parley_bell *bell, char *
     }
     curl_multi_setopt(L.multi, CURLMOPT_SOCKETFUNCTION, on_socket);
     curl_multi_setopt(L.multi, CURLMOPT_TIMERFUNCTION, on_timer);
-    L.last_tick = L.last_renew = mono_ms();
+    L.last_tick = L.last_renew = L.last_sweep = mono_ms();
     G.cfg = cfg;
     G.bell = bell;
     G.stop = 0;

@@ -342,6 +342,47 @@ TEST(a_job_failed_before_it_starts_is_dropped_the_others_run)
     close_ctx(&ctx);
 }
 
+/* A job whose owner died while nobody follows its channel (a seed 004 or
+ * OpenAI stream whose client left with the process): the loop of any
+ * process that runs generations fails it once its lease has run out
+ * (every lease: jobs_recover), so it is not left running until a cron
+ * `parley maintain`. */
+TEST(a_job_nobody_follows_is_failed_after_its_lease)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    /* the loop runs (one generation of its own) */
+    struct proto_job *live = claim_ticket(&ctx, "sweep-live", "live [[fake tokens=3 token_ms=1]]");
+    REQUIRE(live != NULL);
+    char ch[64];
+    str_copy(ch, sizeof ch, live->channel);
+    CHECK_INT(proto_job_submit(&ctx, live), 0);
+    CHECK(wait_all_ended(&ctx, (char (*)[64])ch, 1, 10000));
+    /* claimed, never run, never renewed, never followed: its owner "died" */
+    struct proto_job *orphan = claim_ticket(&ctx, "sweep-orphan", "orphan [[fake tokens=3 token_ms=1]]");
+    REQUIRE(orphan != NULL);
+    int64_t id = orphan->claim.job_id;
+    str_copy(ch, sizeof ch, orphan->channel);
+    proto_job_free(orphan);
+    struct job_info ji;
+    int64_t end = mono_ms() + 4 * cfg.lease_ms + 2000;
+    for (;;) {
+        REQUIRE(jobs_get(ctx.db, id, &ji) == 0);
+        if (strcmp(ji.state, "running") != 0 || mono_ms() > end)
+            break;
+        sleep_ms(50);
+    }
+    CHECK_STR(ji.state, "failed");
+    struct seen s;
+    CHECK_INT(read_channel(&ctx, ch, &s), 0);
+    CHECK_INT(s.errors, 1);
+    CHECK_INT(s.starts, 0);
+    CHECK(strstr(s.err, "interrupted") != NULL);
+    free(s.text);
+    CHECK_INT(proto_jobs_drain(1000), 0);
+    close_ctx(&ctx);
+}
+
 #define HUNG 10
 
 TEST(drain_fails_the_rest_cleanly_and_a_new_loop_starts_after)
@@ -431,6 +472,7 @@ int main(void)
     RUN(beyond_the_bound_jobs_wait_with_their_leases_kept);
     RUN(upstream_failures_end_only_their_own_job);
     RUN(a_job_failed_before_it_starts_is_dropped_the_others_run);
+    RUN(a_job_nobody_follows_is_failed_after_its_lease);
     RUN(drain_fails_the_rest_cleanly_and_a_new_loop_starts_after);
     config_cleanup(&cfg);
     return th_done();
