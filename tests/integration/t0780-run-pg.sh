@@ -59,6 +59,14 @@ two_ports() {
     it_die "no two free consecutive ports"
 }
 
+# /api/metrics is an admin's (docs/admin.md): run.sh gets a JWT secret,
+# the clients a user's token (T_TOK), the metrics check an admin's.
+T_SECRET="it-secret-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+T_TOK=$(node --input-type=module -e 'import { jwtHS256 } from "./tests/node/clients.mjs";
+    console.log(jwtHS256(process.argv[1], "t0780"))' "$T_SECRET")
+T_ADMIN=$(node --input-type=module -e 'import { jwtHS256 } from "./tests/node/clients.mjs";
+    console.log(jwtHS256(process.argv[1], "ops", { role: "admin" }))' "$T_SECRET")
+
 # start_run NAME ENV... — tools/run.sh in the background with ENV (log
 # $IT_TMP/run-NAME.log; RUN_PID, RUN_LOG, RUN_PORT), SIGINT at its default
 # (a background job of a script has it ignored, and a shell cannot trap an
@@ -68,7 +76,7 @@ start_run() {
     RUN_LOG=$IT_TMP/run-$1.log
     shift
     two_ports
-    it_bg "$RUN_LOG" env --default-signal=INT "$@" PORT="$RUN_PORT" SERVER="$RUN_SERVER" \
+    it_bg "$RUN_LOG" env --default-signal=INT "$@" PARLEY_JWT_SECRET="$T_SECRET" PORT="$RUN_PORT" SERVER="$RUN_SERVER" \
         BUILD="$BUILD" OLLAMA_SERVER="$FAKE_LLM_URL" sh tools/run.sh
     RUN_PID=$IT_LAST_PID
     SETUP_PIDS=""
@@ -120,14 +128,14 @@ upstream_total() {
 # every poll's answer appended to OUT.
 lp_ticket() {
     : >"$4"
-    _sid=$(curl -sf -m 10 -H 'content-type: application/json' -d "{\"path\":\"/api/websocket/chat/$2\"}" \
+    _sid=$(curl -sf -m 10 -H "Authorization: Bearer $T_TOK" -H 'content-type: application/json' -d "{\"path\":\"/api/websocket/chat/$2\"}" \
         "$1/api/poll/open" | sed -n 's/.*"sid":"\([^"]*\)".*/\1/p')
     [ -n "$_sid" ] || { echo "$1: no long-poll session"; return 1; }
-    curl -sf -m 10 -o /dev/null -H 'content-type: application/json' -d "{\"ticketBody\":\"$3\"}" \
+    curl -sf -m 10 -o /dev/null -H "Authorization: Bearer $T_TOK" -H 'content-type: application/json' -d "{\"ticketBody\":\"$3\"}" \
         "$1/api/poll/$_sid" || { echo "$1: POST failed"; return 1; }
     _c=0
     for _i in 1 2 3 4 5 6 7 8 9 10; do
-        _out=$(curl -sf -m 15 "$1/api/poll/$_sid?cursor=$_c&wait=5") || { echo "$1: GET failed"; return 1; }
+        _out=$(curl -sf -m 15 -H "Authorization: Bearer $T_TOK" "$1/api/poll/$_sid?cursor=$_c&wait=5") || { echo "$1: GET failed"; return 1; }
         printf '%s\n' "$_out" >>"$4"
         _c=$(printf '%s' "$_out" | sed -n 's/.*"cursor":\([0-9]*\).*/\1/p')
         printf '%s' "$_out" | grep -q '"type":"done"' && return 0
@@ -160,7 +168,7 @@ cached_on_2() {
     _before=$(upstream_total)
     lp_ticket "$NODE2" "$T1" "Answered on node 1 [[fake tokens=5]] $T1" "$IT_TMP/lp2.out" || return 1
     grep -q '"type":"cached"' "$IT_TMP/lp2.out" || { echo "node 2 did not answer 'cached':"; cat "$IT_TMP/lp2.out"; return 1; }
-    _code=$(curl -s -m 10 -o "$IT_TMP/ai2.json" -w '%{http_code}' "$NODE2/api/tickets/$T1/ai")
+    _code=$(curl -s -m 10 -H "Authorization: Bearer $T_TOK" -o "$IT_TMP/ai2.json" -w '%{http_code}' "$NODE2/api/tickets/$T1/ai")
     [ "$_code" = 200 ] || { echo "GET node 2 /api/tickets/$T1/ai: $_code $(cat "$IT_TMP/ai2.json")"; return 1; }
     [ "$(upstream_total)" = "$_before" ] || { echo "node 2 called the upstream"; return 1; }
     _n=$(run_psql "SELECT count(*) FROM events WHERE channel LIKE '%$T1%'") || return 1
@@ -170,7 +178,7 @@ cached_on_2() {
 ok "a ticket answered over long-poll through node 1 is cached on node 2 (no upstream call), rows in PostgreSQL" cached_on_2
 T2=t0780-ws-$$
 cached_on_1() {
-    timeout 60 node tests/integration/ws-ticket.mjs "ws://127.0.0.1:$((RUN_PORT + 1))/api/websocket/chat/$T2" \
+    timeout 60 node tests/integration/ws-ticket.mjs "ws://127.0.0.1:$((RUN_PORT + 1))/api/websocket/chat/$T2?token=$T_TOK" \
         "Answered on node 2 [[fake tokens=5]] $T2" || return 1
     _before=$(upstream_total)
     lp_ticket "$NODE1" "$T2" "Answered on node 2 [[fake tokens=5]] $T2" "$IT_TMP/lp3.out" || return 1
@@ -186,7 +194,7 @@ own_prefixes() {
             [ "$RUN_SERVER" != apache ] || { echo "no RewriteCond on node $_n's marker"; return 1; }
     done
     for _b in "$NODE1" "$NODE2"; do
-        curl -sf -m 5 "$_b/api/metrics" | grep -qx 'parley_ws_up 1' || { echo "$_b: parley_ws_up is not 1"; return 1; }
+        curl -sf -m 5 -H "Authorization: Bearer $T_ADMIN" "$_b/api/metrics" | grep -qx 'parley_ws_up 1' || { echo "$_b: parley_ws_up is not 1"; return 1; }
     done
 }
 ok "each node has its own node prefix (marker, RewriteCond) and its bridge's numbers (parley_ws_up 1)" own_prefixes

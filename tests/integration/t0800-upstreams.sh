@@ -52,8 +52,17 @@ export FAKE_LLM_URL
 curl -fsS -m 5 -H 'Content-Type: application/json' -d '{"status": 429, "retry_after": "1"}' \
     "$FAKE_A/_fake/config" >/dev/null || it_die "cannot set the first fake's knobs"
 
+# /api/metrics is an admin's (docs/admin.md): a JWT secret, a user's token
+# for the tickets (IT_TOK) and an admin's for the metrics
+SECRET="it-secret-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+IT_TOK=$(node --input-type=module -e 'import { jwtHS256 } from "./tests/node/clients.mjs";
+    console.log(jwtHS256(process.argv[1], "t0800"))' "$SECRET")
+IT_ADMIN=$(node --input-type=module -e 'import { jwtHS256 } from "./tests/node/clients.mjs";
+    console.log(jwtHS256(process.argv[1], "ops", { role: "admin" }))' "$SECRET")
+export IT_TOK
 IT_APP_CONFIG=$IT_TMP/parley.env
 cat >"$IT_APP_CONFIG" <<EOF
+PARLEY_JWT_SECRET=$SECRET
 RATE_LIMIT_MESSAGES_PER_MINUTE=0
 PARLEY_COALESCE_MS=0
 PARLEY_UPSTREAMS="name=first provider=ollama url=$FAKE_A order=1; name=second provider=openai url=http://itu:it-pass-77@127.0.0.1:$PORT_B/v1 order=2"
@@ -84,7 +93,7 @@ ticket() {
         setTimeout(() => fail("timeout"), 20000).unref();
         let text = "";
         if (how === "ws") {
-            const ws = new WebSocket(`${base.replace(/^http/, "ws")}/api/websocket/chat/${id}`);
+            const ws = new WebSocket(`${base.replace(/^http/, "ws")}/api/websocket/chat/${id}?token=${process.env.IT_TOK}`);
             ws.on("open", () => ws.send(JSON.stringify({ ticketBody: body })));
             ws.on("message", (raw) => {
                 const m = JSON.parse(raw.toString());
@@ -94,17 +103,18 @@ ticket() {
             });
             ws.on("error", (e) => fail(`ws: ${e.message}`));
         } else {
+            const auth = { authorization: `Bearer ${process.env.IT_TOK}` };
             const open = await fetch(`${base}/api/poll/open`, { method: "POST",
-                headers: { "content-type": "application/json" },
+                headers: { "content-type": "application/json", ...auth },
                 body: JSON.stringify({ path: `/api/websocket/chat/${id}` }) });
             if (open.status !== 200) fail(`open: HTTP ${open.status}`);
             const { sid } = await open.json();
-            const post = await fetch(`${base}/api/poll/${sid}`, { method: "POST",
+            const post = await fetch(`${base}/api/poll/${sid}`, { method: "POST", headers: auth,
                 body: JSON.stringify({ ticketBody: body }) });
             if (post.status !== 202) fail(`post: HTTP ${post.status}`);
             let cursor = 0;
             for (let i = 0; i < 100; i++) {
-                const r = await fetch(`${base}/api/poll/${sid}?cursor=${cursor}&wait=10`);
+                const r = await fetch(`${base}/api/poll/${sid}?cursor=${cursor}&wait=10`, { headers: auth });
                 const j = await r.json();
                 for (const m of j.messages) {
                     if (m.type === "stream") text += m.content;
@@ -177,7 +187,7 @@ check_health() {
 ok "/api/health: its fields kept, both upstreams with breaker state, counts and latency, no credentials" check_health
 
 check_metrics() {    # URL PREFIX
-    curl -fsS -m 10 "$1" >"$IT_TMP/metrics.txt" || return 1
+    curl -fsS -m 10 -H "Authorization: Bearer $IT_ADMIN" "$1" >"$IT_TMP/metrics.txt" || return 1
     _m=$IT_TMP/metrics.txt
     if grep -q 'it-pass-77' "$_m"; then echo "credentials shown"; return 1; fi
     for _l in \
