@@ -113,22 +113,6 @@ BENCH_APACHE_WORKERS=${APACHE_WORKERS:-$((MOST + 64))}
 BENCH_APACHE_ONE_CHILD=1        # else children of 64 fill up and close kept connections
 ulimit -n 65536 2>/dev/null || ulimit -n 16384 2>/dev/null || true
 
-# bench/http-lib.sh's it_subst predates @PARLEY_NODE_PREFIX@ (in
-# parley-websocket.conf): the harness's own substitution, here.
-it_subst() {
-    sed -e "s|@PARLEY_BIN@|$(it_sed_value "$PARLEY_BIN")|g" \
-        -e "s|@PARLEY_WWW@|$(it_sed_value "$PARLEY_WWW")|g" \
-        -e "s|@PARLEY_DB@|$(it_sed_value "$PARLEY_DB")|g" \
-        -e "s|@PARLEY_NODE_PREFIX@|$(it_sed_value "${PARLEY_NODE_PREFIX:-$PARLEY_DB}")|g" \
-        -e "s|@PARLEY_SOCKET@|$(it_sed_value "$PARLEY_SOCKET")|g" \
-        -e "s|@OLLAMA_SERVER@|$(it_sed_value "$OLLAMA_SERVER")|g" \
-        -e "s|@WS_PORT@|$(it_sed_value "$WS_PORT")|g" \
-        "$1" >"$2"
-    if grep -n '@[A-Z_]*@' "$2" >&2; then
-        it_die "$1: placeholder left after substitution (see above)"
-    fi
-}
-
 # lighttpd through a wrapper that raises its descriptor and connection
 # limits in the generated config (the harness writes it and starts lighttpd
 # at once); exec keeps the pid the harness records.
