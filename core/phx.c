@@ -112,9 +112,12 @@ static int on_join(struct parley_ctx *ctx, struct phx_socket *s, json_t *join_re
     struct proto_conn *c = &s->topics[s->n];
     int r = proto_phoenix_join(ctx, c, topic, join_ref, s->user, s->peer, out);
     if (r != 0) {
-        const char *why = r < 0 ? "join failed" : c->err_msg;
+        /* a database that cannot be written or reached now says so (503
+         * kinds: retry later); any other failure is "join failed" */
+        int db_now = c->err == PERR_DB_READONLY || c->err == PERR_DB_UNAVAILABLE;
+        const char *why = r < 0 && !db_now ? "join failed" : c->err_msg;
         int rc = reason_reply(out, join_ref, ref, topic, why[0] ? why : "join failed",
-                              r < 0 || c->err == PERR_OK ? PERR_INTERNAL : c->err);
+                              (r < 0 && !db_now) || c->err == PERR_OK ? PERR_INTERNAL : c->err);
         proto_conn_cleanup(c);
         return r < 0 ? -1 : rc;
     }

@@ -658,6 +658,35 @@ TEST(rejoin_after_dead_worker_follows_nothing)
     close_ctx(&ctx);
 }
 
+/* A join the database cannot record now (read-only, a full disk:
+ * PRAGMA query_only stands in, root ignores permission bits) is refused
+ * with database_readonly and its message, not "join failed" / internal
+ * (t0930's full disk: "join: join failed", code internal). */
+TEST(join_refused_when_the_database_cannot_be_written)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct phx_socket s;
+    phx_init(&s, "alice", "user:alice", 10);
+    struct proto_frames f;
+    frames_init(&f);
+    json_t *h = NULL;
+    REQUIRE(sqlite3_exec(db_handle(ctx.db), "PRAGMA query_only = 1", NULL, NULL, NULL) == SQLITE_OK);
+    int rc = in(&ctx, &s, "[\"1\",\"1\",\"proxy:s-ro-join\",\"phx_join\",{}]", &f, NULL);
+    sqlite3_exec(db_handle(ctx.db), "PRAGMA query_only = 0", NULL, NULL, NULL);
+    CHECK_INT(rc, -1);                      /* a database failure, with its reply */
+    REQUIRE(f.n == 1);
+    CHECK_STR(ev_of(&f, 0, &h), "phx_reply");
+    json_t *p = el(&f, 0, 4, &h);
+    CHECK_STR(json_string_value(json_object_get(p, "status")), "error");
+    CHECK_STR(json_string_value(json_object_get(json_object_get(p, "response"), "code")), "database_readonly");
+    CHECK_INT(s.n, 0);
+    frames_free(&f);
+    json_decref(h);
+    phx_free(&s);
+    close_ctx(&ctx);
+}
+
 /* The system text of the simulated LLM's last request (new string, NULL
  * when it had none). */
 static char *last_system(void)
@@ -845,6 +874,7 @@ int main(void)
     RUN(crashed_topic_gets_phx_error);
     RUN(rejoin_after_stale_leave_replays_running_stream);
     RUN(rejoin_after_dead_worker_follows_nothing);
+    RUN(join_refused_when_the_database_cannot_be_written);
     RUN(knowledge_base_grounding);
     config_cleanup(&cfg);
     return th_done();
