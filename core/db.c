@@ -500,6 +500,11 @@ enum perr db_err_kind(parley_db *db)
     int primary = sqlite3_extended_errcode(db->h) & 0xff;
     if (db->refused || primary == SQLITE_READONLY || primary == SQLITE_FULL)
         return PERR_DB_READONLY;  /* a full disk: it cannot be written now either */
+    /* another failure while the file cannot be written now is that too (a
+     * full disk may fail the -shm or -wal with an I/O error, and a later
+     * statement may have replaced the code) */
+    if (!file_writable(db->path))
+        return PERR_DB_READONLY;
     return PERR_DB;
 }
 

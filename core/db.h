@@ -53,7 +53,8 @@
  * starts that could not record its end), db_health says read-only
  * (/api/health 503), and a write that fails with SQLITE_FULL (db_begin
  * itself does not look: a short write may still fit) is PERR_DB_READONLY
- * (database_readonly: "cannot be written now").
+ * (database_readonly: "cannot be written now"), as is any failure while
+ * the file cannot be written (db_err_kind looks).
  */
 #ifndef PARLEY_DB_H
 #define PARLEY_DB_H
@@ -107,7 +108,9 @@ int db_can_write(parley_db *db);
 
 /* Why the last failing call on this connection failed: PERR_DB_READONLY
  * when the database cannot be written now (db_can_write or db_begin said
- * so, or the backend refused a write as read-only); PERR_DB_UNAVAILABLE
+ * so, the backend refused a write as read-only or for a full disk, or the
+ * SQLite file cannot be written at the time of the call: permissions, a
+ * read-only or full file system); PERR_DB_UNAVAILABLE
  * when there is no connection to the server now (PostgreSQL down or
  * unreachable); else PERR_DB. Both of the first map to 503. Call it right
  * after the failure, before the next call on db. */

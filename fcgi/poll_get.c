@@ -230,8 +230,8 @@ static int get_look(struct poll_get *g)
         /* a session that only waits: keep it alive for this wait and the
          * idle time after it, and drop the frames its client received */
         int64_t t = now_ms();
-        if (poll_touch(ctx->db, g->sid, g->cursor, g->ext_s) < 0)
-            return res_error(g->r, 500, "Database error"), -1;
+        if (poll_touch(ctx->db, g->sid, g->cursor, g->ext_s) < 0)   /* 503 when it cannot be written now */
+            return res_error_kind(g->r, db_err_kind(ctx->db), "%s", db_err_text(ctx->db, "Database error")), -1;
         g->expires = t + (int64_t)g->ext_s * 1000;
         if (acked_stored(g, g->next_seq, g->stored))
             g->stored = stored_after_cursor(g, g->next_seq);
@@ -307,7 +307,7 @@ static int get_reply(struct poll_get *g)
     if (g->look || g->reread || g->closed || left <= 0 || stop) {
         n = poll_read(ctx->db, g->sid, g->cursor, POLL_MAX_FRAMES, &json, &last);
         if (n < 0)
-            return res_error(g->r, 500, "Database error"), 1;
+            return res_error_kind(g->r, db_err_kind(ctx->db), "%s", db_err_text(ctx->db, "Database error")), 1;
     }
     g->look = g->reread = 0;
     if (n > 0 || g->closed || left <= 0 || stop) {
