@@ -34,7 +34,8 @@ const jsonOr = (t) => { try { return JSON.parse(t); } catch { return null; } };
 // Outcome builder shared by the transports.
 function outcome(transport) {
   const t0 = Date.now();
-  const o = { transport, end: null, code: null, message: null, http: null, text: '', ms: 0, streamed: 0 };
+  const o = { transport, end: null, code: null, message: null, http: null, text: '', ms: 0, streamed: 0,
+    blocked: 0, log: [], t0 };
   let settle;
   const done = new Promise((r) => { settle = r; });
   o.finish = (end, extra = {}) => {
@@ -44,6 +45,14 @@ function outcome(transport) {
   };
   o.done = done;
   return o;
+}
+
+// The client waits for the database (a retryable refusal of its transport,
+// not an outcome): counted, and q.onBlocked() called (faults-db.mjs ends
+// the fault once every client has an outcome or waits so).
+function blocked(o, q) {
+  o.blocked++;
+  if (q.onBlocked) q.onBlocked();
 }
 
 // A REST failure as an outcome: Parley's {success:false, message, code},
@@ -86,6 +95,13 @@ async function lp000(o, prompt, env, q) {
   while (!o.end) {
     const g = await fetch(`${env.base}/api/poll/${sid}?cursor=${cursor}&wait=5`);
     const gt = await g.text();
+    if (g.status === 503 && ['database_readonly', 'database_unavailable'].includes(jsonOr(gt)?.code)) {
+      // the session's outbox cannot be written now: "retry later"
+      // (docs/errors.md); the message was accepted, its answer goes on
+      blocked(o, q);
+      await sleep(200);
+      continue;
+    }
     if (g.status !== 200) return restError(o, g.status, gt);
     const j = jsonOr(gt);
     for (const m of j.messages) {
@@ -142,20 +158,50 @@ async function phoenix(o, prompt, env, q, transport) {
   const url = transport === 'ws' ? `${env.ws}/socket` : `${env.base.replace(/^http/, 'ws')}/socket`;
   const socket = new Socket(url, { transport: transport === 'ws' ? WebSocket : LongPoll,
     params: { user_id: 'fdb' }, timeout: 20000, reconnectAfterMs: () => 500, rejoinAfterMs: () => 500,
-    logger: env.phxLog ? (k, m, d) => env.phxLog(`${k} ${m} ${JSON.stringify(d ?? '')}`) : undefined });
+    // the client's log: the last lines are shown when it ends without an outcome
+    logger: (k, m, d) => {
+      const line = `${Date.now() - o.t0} ms ${k} ${m} ${JSON.stringify(d ?? '').slice(0, 160)}`;
+      o.log.push(line);
+      if (k === 'transport' && m.startsWith('error')) blocked(o, q);
+      if (o.log.length > 40) o.log.shift();
+      if (env.phxLog) env.phxLog(line);
+    } });
   socket.connect();
   const ch = socket.channel(`proxy:fdb-${q.id}`, {});
   let pushed = false;
   ch.on('stream_token', (p) => { o.text += p.token ?? ''; o.streamed++; });
-  ch.on('stream_start', () => { o.text = ''; });
+  ch.on('stream_start', () => { o.text = ''; });   // (a replay restarts the answer)
   ch.on('stream_complete', () => o.finish('done'));
   ch.on('stream_error', (p) => o.finish('error', { code: p.code, message: p.error }));
   ch.on('error', (p) => o.finish('error', { code: p.code, message: p.message ?? p.error }));
+  const query = () => ch.push('stream_query', { query: prompt }, 30000)
+    .receive('error', (p) => o.finish('error', { code: p.code, message: p.message ?? p.error }));
+  // A rejoin (phoenix.js rejoins after the transport failed: LongPoll's
+  // {"status":500} while the database cannot be written) follows a running
+  // answer from its stream_start; one that ended meanwhile is in get_history
+  // (docs/protocol-phoenix.md). So, as a client that missed the end: the
+  // answer from the history when it is there, else the question again
+  // (the cache, a new generation, or a clear refusal) unless the rejoin
+  // follows it.
+  let rejoins = 0, startedAt = 0;
+  ch.on('stream_start', () => { startedAt = rejoins; });
+  ch.on('history', (p) => {
+    const m = p?.messages ?? [];
+    const last = m[m.length - 1], before = m[m.length - 2];
+    if (last?.role === 'assistant' && before?.role === 'user' && before.content === prompt) {
+      o.text = last.content;
+      o.finish('done');
+    } else if (startedAt !== rejoins) {
+      query();
+    }
+  });
   const push = () => {
-    if (pushed) return;
-    pushed = true;
-    ch.push('stream_query', { query: prompt }, 30000)
-      .receive('error', (p) => o.finish('error', { code: p.code, message: p.message ?? p.error }));
+    if (!pushed) {
+      pushed = true;
+      return query();
+    }
+    rejoins++;
+    if (!o.end) ch.push('get_history', {}, 30000);
   };
   ch.join(30000).receive('ok', push)
     .receive('error', (p) => o.finish('error', { code: p.code, message: `join: ${p.reason}` }))
@@ -233,4 +279,5 @@ export async function health(base) {
 
 // A short description of an outcome for diagnostics.
 export const show = (o) => `${o.transport}: ${o.end}${o.code ? ` code=${o.code}` : ''}${o.http ? ` http=${o.http}` : ''}` +
+  `${o.blocked ? ` (waited for the database: ${o.blocked} retryable refusals of its transport)` : ''}` +
   `${o.message ? ` "${String(o.message).slice(0, 120)}"` : ''} text=${o.text.length}ch streamed=${o.streamed} ${o.ms}ms`;

@@ -35,8 +35,12 @@
 //             stream; 6 new questions start during it; health must answer
 //             during it.
 //   full      the database's file system (a small tmpfs) filled while 6
-//             generations stream, then 6 new questions; then the filler is
-//             removed.
+//             generations stream (they end interrupted or
+//             database_readonly), then 6 new questions (database_readonly,
+//             no upstream call), health 503; then the filler is removed.
+//   In readonly and full, a long-poll client (Parley or Phoenix) may wait
+//   through the fault (its session lives in the database: 503 "retry
+//   later" / phoenix.js reconnecting) and is judged on what it gets after.
 //   pg        PostgreSQL restarted (fast shutdown) while 6 generations
 //             stream; then stopped for some seconds (new questions on every
 //             transport: database_unavailable, health 503 "unavailable");
@@ -88,12 +92,39 @@ async function askAll(qs, onAllStreaming) {
   return Promise.all(qs.map((q) => ask(q, env, onAllStreaming ? hit : undefined)));
 }
 
+// The same, one promise per question (each resolves with its outcome).
+function askEach(qs, onAllStreaming) {
+  let n = 0;
+  const hit = () => { if (++n === qs.length && onAllStreaming) onAllStreaming(); };
+  return qs.map((q) => {
+    q.held = new Promise((r) => { q.onBlocked = r; });
+    return ask(q, env, onAllStreaming ? hit : undefined);
+  });
+}
+
+// The long-poll transports keep their sessions in the database: while it
+// cannot be written, a Parley long-poll GET is refused 503 database_readonly
+// ("retry later": the client polls again) and a Phoenix LongPoll poll gets
+// {"status":500} (phoenix.js reconnects, then rejoins: get_history or the
+// question again, faults-db-clients.mjs). Such a client waits through the
+// fault and resumes after it. So the fault ends once every client of the
+// phase has an outcome or is waiting so (q.held); the outcomes are judged
+// after it.
+async function settledDuring(...lists) {
+  await Promise.all(lists.flatMap(([qs, ps]) => ps.map((p, i) => Promise.race([p, qs[i].held]))));
+}
+
+// Resolves once cond() holds (checked every 20 ms), at most ms.
+async function until(cond, ms) {
+  for (const end = Date.now() + ms; !cond() && Date.now() < end;) await sleep(20);
+}
+
 // Reports each outcome of a phase.
 function reportPhase(label, qs, outs, allowed) {
   for (let i = 0; i < qs.length; i++) {
     const why = judge(qs[i], outs[i], allowed);
     report(`${label}: ${qs[i].transport} ${why ? 'FAILED' : outs[i].end === 'done' ? 'got the whole answer' : `got ${outs[i].code}`}`,
-      !why, [show(outs[i]), ...(why ? [why] : [])]);
+      !why, [show(outs[i]), ...(why ? [why] : []), ...(outs[i].end === 'hang' ? outs[i].log : [])]);
   }
 }
 
@@ -200,20 +231,27 @@ function holdLock(ms) {
 
 async function readonlyScenario() {
   const inflight = ['lp000', 'sse004', 'phxlp', 'phxws', 'openai'].map((t) => question('inflight', t, 40, 25));
-  const outs1 = await askAll(inflight, () => chmodSync(DB, 0o444));
+  let spell = false;
+  const ps1 = askEach(inflight, () => { chmodSync(DB, 0o444); spell = true; });
+  await until(() => spell, 30000);
   chmodSync(DB, 0o444);
-  reportPhase('a spell that begins while 5 generations stream', inflight, outs1, []);
 
-  const spell = ['lp000', 'phxlp', 'phxws', 'openai'].map((t) => question('spell', t, 5, 5));
-  const outs2 = await askAll(spell);
-  reportPhase('during the spell', spell, outs2, ['database_readonly']);
-  const calls = (await Promise.all(spell.map((q) => fakeRequests(FAKE, q.tag)))).map((r) => r.length);
-  report('during the spell: no upstream call for the refused questions', calls.every((n) => n === 0), `calls: ${calls}`);
+  const spellQs = ['lp000', 'phxlp', 'phxws', 'openai'].map((t) => question('spell', t, 5, 5));
+  const ps2 = askEach(spellQs);
+  await settledDuring([inflight, ps1], [spellQs, ps2]);
   await healthIs('during the spell', 503, 'read-only');
 
   chmodSync(DB, 0o644);
+  const outs1 = await Promise.all(ps1);
+  const outs2 = await Promise.all(ps2);
+  reportPhase('a spell that begins while 5 generations stream', inflight, outs1, []);
+  reportPhase('during the spell', spellQs, outs2, ['database_readonly']);
+  const refused = spellQs.filter((_, i) => outs2[i].end === 'error');
+  const calls = (await Promise.all(refused.map((q) => fakeRequests(FAKE, q.tag)))).map((r) => r.length);
+  report('during the spell: no upstream call for the refused questions', refused.length > 0 && calls.every((n) => n === 0),
+    `refused: ${refused.map((q) => q.transport)}; their upstream calls: ${calls}`);
   await healthIs('after', 200, 'ok');
-  await reask('after', spell, outs2);
+  await reask('after', spellQs, outs2);
   await othersServed('after');
   await sqliteAfter('after');
 }
@@ -269,17 +307,28 @@ async function fullScenario() {
   const filler = join(process.env.FILL_DIR, 'filler');
   const inflight = TRANSPORTS.map((t) => question('inflight', t, 60, 30));
   let filled = 0;
-  const outs1 = await askAll(inflight, () => { filled = fill(filler); });
+  const ps1 = askEach(inflight, () => { filled = fill(filler); });
+  await until(() => filled, 30000);
   if (!filled) filled = fill(filler);
   report('the file system was filled while 6 generations streamed', filled > 0, `${filled} bytes of filler`);
-  reportPhase('6 generations streaming when the disk fills', inflight, outs1);
+  await settledDuring([inflight, ps1]);
   const newQs = TRANSPORTS.map((t) => question('during', t, 60, 2));
-  const newOuts = await askAll(newQs);
-  reportPhase('6 new questions while the disk is full', newQs, newOuts);
+  const ps2 = askEach(newQs);
+  await settledDuring([newQs, ps2]);
   const h = await health(BASE);
   report('disk full: /api/health says the database cannot be written (503, not "ok")',
     h.http === 503 && h.json?.database !== 'ok', `HTTP ${h.http} ${h.text}`);
   unlinkSync(filler);
+  const outs1 = await Promise.all(ps1);
+  const newOuts = await Promise.all(ps2);
+  // (what "cannot be written now" gives: the lease of what streamed ran
+  // out, or a write refused; a client that waited gets the answer after)
+  reportPhase('6 generations streaming when the disk fills', inflight, outs1, ['interrupted', 'database_readonly']);
+  reportPhase('6 new questions while the disk is full', newQs, newOuts, ['database_readonly']);
+  const refused = newQs.filter((_, i) => newOuts[i].end === 'error');
+  const calls = (await Promise.all(refused.map((q) => fakeRequests(FAKE, q.tag)))).map((r) => r.length);
+  report('disk full: no upstream call for the refused questions', refused.length > 0 && calls.every((n) => n === 0),
+    `refused: ${refused.map((q) => q.transport)}; their upstream calls: ${calls}`);
   await healthIs('after', 200, 'ok');
   await reask('after (streaming ones)', inflight, outs1);
   await reask('after (new ones)', newQs, newOuts);

@@ -15,13 +15,22 @@
 #             stream (seed 000 over WebSocket and Parley long-poll, seed 004
 #             SSE, Phoenix LongPoll and WebSocket, OpenAI SSE) and 6 new
 #             questions start
-#   full      the database lives on a 24 MB tmpfs (as root: mount; else in
-#             unshare -Urm; skipped, saying why, when neither works), filled
-#             while 6 generations stream, then 6 new questions; then emptied
+#   full      the database lives on a 24 MB tmpfs (as root: mount; skipped,
+#             saying why, otherwise), filled while 6 generations stream
+#             (they end "interrupted", from memory, or database_readonly),
+#             then 6 new questions (database_readonly, no upstream call);
+#             then emptied
 #   readonly  parley.db 0444 while 5 generations stream (they end done), new
 #             questions on Parley long-poll, Phoenix LongPoll/WebSocket and
 #             OpenAI get database_readonly with no upstream call, health 503
 #             read-only; then 0644
+#
+# The long-poll transports keep their sessions in the database: during a
+# fault a Parley long-poll GET may get 503 database_readonly (the client
+# polls again) and Phoenix LongPoll {"status":500} (phoenix.js reconnects
+# and rejoins); such a client waits through the fault and must resume after
+# it with the whole answer or a documented error (faults-db.mjs ends each
+# fault once every client has an outcome or waits so).
 #
 # For each: every client ends with the whole answer or a documented error
 # code, never a hang; afterwards each question again gives the whole answer
@@ -29,6 +38,8 @@
 # cached), new questions on every transport end done without a restart,
 # /api/health is 200 ok, no job is left running past its lease, and PRAGMA
 # integrity_check is ok. TAP output; exit status 0 only if all passed.
+# About 30 s under ASan+UBSan (the three scenarios at once; the lock
+# alone is 10 s).
 cd "$(dirname "$0")/../.." || exit 1
 . tests/integration/lib.sh
 
