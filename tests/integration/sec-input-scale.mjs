@@ -19,6 +19,7 @@ import assert from 'node:assert/strict';
 import { Agent, request as httpRequest } from 'node:http';
 import { test } from 'node:test';
 import { connect, jwtHS256, SLOW } from '../node/clients.mjs';
+import { httpCall } from './sec-input-http.mjs';
 import { lit, sql } from './sec-input-db.mjs';
 
 const BASE = process.env.PARLEY_BASE;
@@ -37,29 +38,7 @@ async function http(method, path, { token, json, body, headers = {} } = {}) {
   const h = { ...headers };
   if (token) h.Authorization = `Bearer ${token}`;
   if (json !== undefined) { h['Content-Type'] = 'application/json'; body = JSON.stringify(json); }
-  let r;
-  for (let attempt = 1; !r; attempt++) {
-    try {
-      r = await fetch(`${BASE}${path}`, { method, headers: h, body, signal: AbortSignal.timeout(60000 * SLOW) });
-    } catch (e) {
-      // A kept-alive connection the web server closed as it was reused
-      // (its idle timeout against fetch's, on a loaded machine): an
-      // idempotent request is sent again once, as HTTP allows (RFC 9110
-      // 9.2.2); anything else is the test's failure.
-      const code = e.cause?.code;
-      if (attempt === 1 && ['GET', 'DELETE'].includes(method) && ['UND_ERR_SOCKET', 'ECONNRESET'].includes(code)) {
-        process.stderr.write(`# ${method} ${path.slice(0, 80)}: ${code} on a kept-alive connection, sent again\n`);
-        continue;
-      }
-      const so = e.cause?.socket;
-      throw new Error(`${method} ${path.slice(0, 120)}: ${e.message} (${code}: ${e.cause?.message || e.cause}` +
-        `${so ? `; local port ${so.localPort}, ${so.bytesWritten} bytes written, ${so.bytesRead} read` : ''})`);
-    }
-  }
-  const text = await r.text();
-  let parsed = null;
-  try { parsed = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: r.status, text, json: parsed };
+  return httpCall(new URL(`${BASE}${path}`), { method, headers: h, body, timeoutMs: 60000 * SLOW });
 }
 
 // ---- 10,000 poll sessions from one user ---------------------------------------
@@ -128,13 +107,13 @@ test(`10,000 long-poll opens from one user: exactly ${MAX_SESSIONS} open, the re
   // Phoenix LongPoll sessions are poll sessions of the user too: at the cap,
   // a new one is refused ({"status":500}, phoenix.js backs off)
   const qs = new URLSearchParams({ vsn: '2.0.0', auth_token: t });
-  const full = await (await fetch(`${BASE}/socket/longpoll?${qs}`)).json();
+  const full = (await httpCall(new URL(`${BASE}/socket/longpoll?${qs}`))).json;
   assert.equal(full.status, 500, JSON.stringify(full));
   // cleanup: every session closed, the user may open again
   const del = await Promise.all(sids.map((s) => http('DELETE', `/api/poll/${s}`, { token: t })));
   assert.deepEqual([...new Set(del.map((d) => d.status))], [204]);
   assert.equal(Number(sql(`SELECT count(*) FROM poll_sessions WHERE owner = ${lit(user('opener'))}`)), 0);
-  const lpNew = await (await fetch(`${BASE}/socket/longpoll?${qs}`)).json();
+  const lpNew = (await httpCall(new URL(`${BASE}/socket/longpoll?${qs}`))).json;
   assert.equal(lpNew.status, 410, JSON.stringify(lpNew));
   const again = await http('POST', '/api/poll/open', { token: t, json: { path: '/ws/chat/techpro' } });
   assert.equal(again.status, 200, again.text);

@@ -33,6 +33,7 @@ import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
 import { connect, jwtHS256, SLOW } from '../node/clients.mjs';
+import { httpCall } from './sec-input-http.mjs';
 import { consistency, hex, hexOf, idOnly, lit, sql, tablesQuery } from './sec-input-db.mjs';
 
 const BASE = process.env.PARLEY_BASE;
@@ -58,29 +59,7 @@ async function http(method, path, { token, headers = {}, json, body } = {}) {
   const h = { ...headers };
   if (token) h.Authorization = `Bearer ${token}`;
   if (json !== undefined) { h['Content-Type'] = 'application/json'; body = JSON.stringify(json); }
-  let r;
-  for (let attempt = 1; !r; attempt++) {
-    try {
-      r = await fetch(`${BASE}${path}`, { method, headers: h, body, signal: AbortSignal.timeout(60000 * SLOW) });
-    } catch (e) {
-      // A kept-alive connection the web server closed as it was reused
-      // (its idle timeout against fetch's, on a loaded machine): an
-      // idempotent request is sent again once, as HTTP allows (RFC 9110
-      // 9.2.2); anything else is the test's failure.
-      const code = e.cause?.code;
-      if (attempt === 1 && ['GET', 'DELETE'].includes(method) && ['UND_ERR_SOCKET', 'ECONNRESET'].includes(code)) {
-        process.stderr.write(`# ${method} ${path.slice(0, 80)}: ${code} on a kept-alive connection, sent again\n`);
-        continue;
-      }
-      const so = e.cause?.socket;
-      throw new Error(`${method} ${path.slice(0, 120)}: ${e.message} (${code}: ${e.cause?.message || e.cause}` +
-        `${so ? `; local port ${so.localPort}, ${so.bytesWritten} bytes written, ${so.bytesRead} read` : ''})`);
-    }
-  }
-  const text = await r.text();
-  let parsed = null;
-  try { parsed = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: r.status, type: r.headers.get('content-type') || '', text, json: parsed };
+  return httpCall(new URL(`${BASE}${path}`), { method, headers: h, body, timeoutMs: 60000 * SLOW });
 }
 
 // A refusal with the REST error shape and code (and HTTP status).
@@ -618,12 +597,9 @@ async function lp(method, { token, auth, body, type } = {}) {
   const qs = new URLSearchParams({ vsn: '2.0.0' });
   if (auth) qs.set('auth_token', auth);
   if (token) qs.set('token', token);
-  const r = await fetch(`${BASE}/socket/longpoll?${qs}`, { method, body, headers: type ? { 'Content-Type': type } : {},
-    signal: AbortSignal.timeout(60000 * SLOW) });
-  const text = await r.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { http: r.status, text, json };
+  const r = await httpCall(new URL(`${BASE}/socket/longpoll?${qs}`), { method, body, headers: type ? { 'Content-Type': type } : {},
+    timeoutMs: 60000 * SLOW });
+  return { http: r.status, text: r.text, json: r.json };
 }
 async function lpCollect(auth, token, pred, ms = 20000 * SLOW) {
   const got = [];
