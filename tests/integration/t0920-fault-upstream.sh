@@ -8,27 +8,32 @@
 #
 # The upstream is tests/integration/faults-upstream-proxy.mjs: a private
 # simulated LLM whose per-request directives make it hang, drop the
-# connection, send garbage (each after 3 tokens), answer 500 (on both
-# attempts) or 429 with Retry-After: 1 (once), behind a proxy that lets a
+# connection or send garbage (after 3 tokens, and before the first one),
+# answer 500 (on both attempts), 429 with Retry-After: 1 (once) or 429 with
+# a Retry-After beyond the total timeout, behind a proxy that lets a
 # question's fault fire only for its first request(s), so that the same
 # question asked again shows whether anything partial was cached; a model
 # served only by a closed port stands for an unreachable upstream.
 # tests/integration/faults-upstream.mjs runs every fault × transport case at
-# once (48 cases) and checks the client's error code (docs/errors.md) and
-# message, or the transparent retry; the upstream connection closed; no
-# partial answer cached or kept (the second ask makes a new upstream
-# request and gets the full deterministic answer, a third comes from the
-# cache; the answers table, the stored assistant messages and the history
-# sent upstream hold only whole answers); each case's jobs (the faulty one
-# failed with its error, none running); no job running past its lease;
-# PRAGMA integrity_check and foreign_key_check; a normal answer on every
-# transport afterwards; and integrity_check again once the servers stopped.
+# once (78 cases) and checks the client's error code (docs/errors.md) and
+# message, or the transparent retry (429, a hang or a cut before the first
+# token); the upstream connection closed; no partial answer cached or kept
+# (the second ask makes a new upstream request and gets the full
+# deterministic answer, a third comes from the cache; the answers table,
+# the stored assistant messages and the history sent upstream hold only
+# whole answers); each case's jobs (the faulty one failed with its error,
+# none running); no job running past its lease; PRAGMA integrity_check and
+# foreign_key_check; a normal answer on every transport afterwards; and
+# integrity_check again once the servers stopped.
 #
 # Settings that bound the faults (docs/configuration.md):
 #   PARLEY_IDLE_TIMEOUT_MS=1500        a hung stream ends after 1.5 s of silence
 #   PARLEY_FIRST_TOKEN_TIMEOUT_MS=5000
 #   PARLEY_UPSTREAM_ATTEMPTS=2, PARLEY_UPSTREAM_BACKOFF_MS=50
 #   PARLEY_LEASE_MS=3000               a lost job is recovered within seconds
+#   PARLEY_UPSTREAMS: main (the proxy, llama3.2), busy (the proxy again, the
+#     429 beyond the total timeout: its Retry-After must not hold main's
+#     retries), dead (a closed port)
 # Needs $BUILD/parley-ws, $BUILD/parley.fcgi, $BUILD/parley (skips otherwise).
 # TAP output; exit status 0 only if everything passed.
 cd "$(dirname "$0")/../.." || exit 1
@@ -68,8 +73,8 @@ PARLEY_FIRST_TOKEN_TIMEOUT_MS=5000
 PARLEY_UPSTREAM_ATTEMPTS=2
 PARLEY_UPSTREAM_BACKOFF_MS=50
 PARLEY_LEASE_MS=3000
-PARLEY_UPSTREAMS="name=main provider=ollama url=$PROXY_URL models=llama3.2; name=dead provider=ollama url=http://127.0.0.1:$CLOSED_PORT models=deadend"
-PARLEY_PHOENIX_MODELS=llama3.2,deadend
+PARLEY_UPSTREAMS="name=main provider=ollama url=$PROXY_URL models=llama3.2; name=busy provider=ollama url=$PROXY_URL models=busy; name=dead provider=ollama url=http://127.0.0.1:$CLOSED_PORT models=deadend"
+PARLEY_PHOENIX_MODELS=llama3.2,busy,deadend
 EOF
 
 start_bridge || it_die "parley-ws did not start"

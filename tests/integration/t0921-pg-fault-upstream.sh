@@ -56,8 +56,8 @@ PARLEY_FIRST_TOKEN_TIMEOUT_MS=5000
 PARLEY_UPSTREAM_ATTEMPTS=2
 PARLEY_UPSTREAM_BACKOFF_MS=50
 PARLEY_LEASE_MS=3000
-PARLEY_UPSTREAMS="name=main provider=ollama url=$PROXY_URL models=llama3.2; name=dead provider=ollama url=http://127.0.0.1:$CLOSED_PORT models=deadend"
-PARLEY_PHOENIX_MODELS=llama3.2,deadend
+PARLEY_UPSTREAMS="name=main provider=ollama url=$PROXY_URL models=llama3.2; name=busy provider=ollama url=$PROXY_URL models=busy; name=dead provider=ollama url=http://127.0.0.1:$CLOSED_PORT models=deadend"
+PARLEY_PHOENIX_MODELS=llama3.2,busy,deadend
 PARLEY_NODE_PREFIX=$PARLEY_NODE_PREFIX
 EOF
 
