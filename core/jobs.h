@@ -105,7 +105,11 @@ int jobs_recover_if_expired(parley_db *db, parley_bell *bell, int64_t job_id, in
  * longer than the busy wait, PostgreSQL refusing writes). Nothing changed;
  * the caller hands its viewers jobs_expired_event() so that they get the
  * "interrupted" error now instead of waiting for as long as the database
- * cannot be written (a later recovery writes the same event for good). */
+ * cannot be written (a later recovery writes the same event for good).
+ * The owner may have been alive all along, unable to renew the lease too:
+ * once the database can be written it may renew it and end the job done
+ * (its answer cached); viewers that were told "interrupted" get that
+ * answer by asking again. A later check of a renewed job answers 0. */
 #define JOBS_EXPIRED_UNRECORDED (-2)
 /* The error event recovery appends for job_id (type "error", kind
  * "interrupted", JOB_INTERRUPTED_MSG), made in memory: from_memory set, seq
