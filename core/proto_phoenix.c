@@ -33,7 +33,10 @@
  * answer with "done". The prompt is the query alone (no conversation
  * context): that is what makes a cached answer right for the next asker.
  * A join while a generation runs on the session follows it as a stream
- * (stream_start with its question, the tokens so far, the rest).
+ * (stream_start with its question, the tokens so far, the rest); a join
+ * after the session's latest answer failed replays it the same way, to its
+ * stream_error, so a client that was away when it failed is told (a query
+ * ends that replay at once instead of being refused as busy).
  * Knowledge base (PARLEY_KB_PHOENIX, default on; docs/knowledge-base.md):
  * the passages matching the query go into the system prompt
  * (proto_job_ground: kb_ground),
@@ -143,6 +146,45 @@ static int running_query(struct parley_ctx *ctx, const char *conv, char **q)
     return 0;
 }
 
+/* The session's latest answer when it failed: its question is the
+ * session's newest message (a finished or stopped answer is stored after
+ * it) and the channel's last event is the error of a failed job. *job and
+ * *first (the job's first_seq) set when found. 1 found, 0 not, -1 on a
+ * database error. */
+static int failed_answer(struct parley_ctx *ctx, const char *conv, const char *chan,
+                         int64_t *job, int64_t *first)
+{
+    char *q = NULL;
+    if (running_query(ctx, conv, &q) < 0)
+        return -1;
+    if (!q)
+        return 0;
+    free(q);
+    int64_t last = evlog_last_seq(ctx->db, chan);
+    if (last <= 0)
+        return last < 0 ? -1 : 0;
+    struct evlog_event *ev = NULL;
+    int n = evlog_read(ctx->db, chan, last - 1, 1, &ev);
+    if (n < 0)
+        return -1;
+    int found = 0;
+    if (n == 1 && !strcmp(ev[0].type, "error") && ev[0].job_id > 0) {
+        struct job_info ji;
+        int r = jobs_get(ctx->db, ev[0].job_id, &ji);
+        if (r < 0) {
+            evlog_free(ev, n);
+            return -1;
+        }
+        if (r == 0 && !strcmp(ji.state, "failed")) {
+            *job = ev[0].job_id;
+            *first = ji.first_seq;
+            found = 1;
+        }
+    }
+    evlog_free(ev, n);
+    return found;
+}
+
 static int phx_open(struct parley_ctx *ctx, struct proto_conn *c, const struct proto_client *cl,
                     struct proto_frames *out)
 {
@@ -190,6 +232,23 @@ static int phx_open(struct parley_ctx *ctx, struct proto_conn *c, const struct p
      * query as "busy" */
     if (r == 0 && jobs_recover_if_expired(ctx->db, ctx->bell, job_id, now_ms()) > 0)
         r = 1;
+    int replay = 0;
+    if (r == 1) {
+        /* nothing runs: when the latest answer failed (its worker died
+         * while this client was away, an upstream error...), the join
+         * follows it from its start as it would have while it ran, so the
+         * client gets its stream_error instead of nothing; a query ends
+         * the replay at once (on_query) */
+        int f = failed_answer(ctx, c->param, chan, &job_id, &first_seq);
+        if (f < 0) {
+            proto_fail(c, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
+            return -1;
+        }
+        if (f == 1) {
+            r = 0;
+            replay = 1;
+        }
+    }
     if (r == 0) {
         /* an answer is being generated: follow it as a stream, its
          * stream_start carrying the question it answers */
@@ -202,6 +261,8 @@ static int phx_open(struct parley_ctx *ctx, struct proto_conn *c, const struct p
         json_object_set_new(c->state, "mode", json_string("stream"));
         json_object_set_new(c->state, "query", json_string(q ? q : ""));
         json_object_set_new(c->state, "t0", json_integer(now_ms()));
+        if (replay)
+            json_object_set_new(c->state, "replay", json_true());
         free(q);
     }
     return 0;
@@ -434,6 +495,11 @@ static int on_query(struct parley_ctx *ctx, struct proto_conn *c, json_t *ref, j
     struct query q;
     if (valid_query(ctx, c, ref, p, &q, out, &rc))
         return rc;
+    if (proto_following(c) && c->job_id && json_is_true(json_object_get(c->state, "replay"))) {
+        c->channel[0] = '\0';             /* the replay of a failed answer ends here */
+        c->job_id = 0;
+    }
+    json_object_del(c->state, "replay");
     if (proto_following(c) && c->job_id) {
         free(q.metadata);
         return refuse(c, out, ref, PERR_CONFLICT, "busy",

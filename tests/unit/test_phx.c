@@ -616,9 +616,10 @@ TEST(rejoin_after_stale_leave_replays_running_stream)
 
 /* A rejoin after the worker of the topic's answer died (its lease ran out
  * and nobody recorded it: say the database could not be written then)
- * fails that job and follows nothing: it neither replays a dead answer nor
- * refuses the next query as "busy" (t0930: after a full disk, the same
- * question on a rejoined Phoenix topic got "conflict"). */
+ * fails that job, hands on its error, and follows nothing: it neither
+ * replays a dead answer as running nor refuses the next query as "busy"
+ * (t0930: after a full disk, the same question on a rejoined Phoenix topic
+ * got "conflict"). */
 TEST(rejoin_after_dead_worker_follows_nothing)
 {
     struct parley_ctx ctx;
@@ -642,8 +643,11 @@ TEST(rejoin_after_dead_worker_follows_nothing)
     sleep_ms(120);
     phx_init(&s2, "alice", "user:alice", 10);
     REQUIRE(in(&ctx, &s2, "[\"3\",\"3\",\"proxy:s-dead\",\"phx_join\",{}]", &f, NULL) == 0);
+    /* told: the failed answer's stream_error (rejoin_after_the_answer_failed_gets_its_error) */
+    REQUIRE(pump_all(&ctx, &s2, &f) == 0);
+    CHECK(f.n >= 2 && strstr(f.v[f.n - 1], "\"stream_error\"") && strstr(f.v[f.n - 1], "\"interrupted\""));
     const char *ch[2];
-    CHECK_INT(phx_channels(&s2, ch, 2), 0);    /* follows nothing */
+    CHECK_INT(phx_channels(&s2, ch, 2), 0);    /* then follows nothing */
     struct job_info ji;
     REQUIRE(jobs_get(ctx.db, dead, &ji) == 0);
     CHECK_STR(ji.state, "failed");
@@ -662,6 +666,61 @@ TEST(rejoin_after_dead_worker_follows_nothing)
  * PRAGMA query_only stands in, root ignores permission bits) is refused
  * with database_readonly and its message, not "join failed" / internal
  * (t0930's full disk: "join: join failed", code internal). */
+/* A rejoin after the topic's answer failed while the client was away (its
+ * worker died; a viewer's lease recovery failed it before the client came
+ * back: t0940's bridge SIGKILLed under a Phoenix WebSocket client) is told:
+ * the join follows the failed answer, so the client gets its stream_error
+ * (code interrupted) instead of nothing, then follows nothing. */
+TEST(rejoin_after_the_answer_failed_gets_its_error)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct phx_socket ws, s2;
+    phx_init(&ws, "alice", "user:alice", 10);
+    struct proto_frames f;
+    frames_init(&f);
+    json_t *h = NULL;
+    struct proto_job *job = NULL;
+    int lease = cfg.lease_ms;
+    cfg.lease_ms = 50;
+    REQUIRE(in(&ctx, &ws, "[\"1\",\"1\",\"proxy:s-away\",\"phx_join\",{}]", &f, NULL) == 0);
+    REQUIRE(in(&ctx, &ws, "[\"1\",\"2\",\"proxy:s-away\",\"stream_query\",{\"query\":\"away [[fake tokens=3]]\"}]", &f, &job) == 0);
+    cfg.lease_ms = lease;
+    REQUIRE(job != NULL);
+    proto_job_free(job);                  /* its worker died */
+    phx_free(&ws);                        /* and the client's connection with it */
+    frames_free(&f);
+    sleep_ms(120);
+    REQUIRE(jobs_recover(ctx.db, ctx.bell, now_ms()) == 1);   /* another viewer's recovery */
+    phx_init(&s2, "alice", "user:alice", 10);
+    REQUIRE(in(&ctx, &s2, "[\"3\",\"3\",\"proxy:s-away\",\"phx_join\",{}]", &f, NULL) == 0);
+    REQUIRE(pump_all(&ctx, &s2, &f) == 0);
+    int errors = 0;
+    for (int i = 0; i < f.n; i++)
+        if (!strcmp(ev_of(&f, i, &h), "stream_error")) {
+            errors++;
+            CHECK_STR(json_string_value(json_object_get(el(&f, i, 4, &h), "code")), "interrupted");
+        }
+    CHECK_INT(errors, 1);
+    const char *ch[2];
+    CHECK_INT(phx_channels(&s2, ch, 2), 0);    /* then follows nothing */
+    frames_free(&f);
+    /* the next query is a new generation, not "busy" */
+    job = NULL;
+    CHECK_INT(in(&ctx, &s2, "[\"3\",\"4\",\"proxy:s-away\",\"stream_query\",{\"query\":\"away [[fake tokens=3]]\"}]", &f, &job), 0);
+    CHECK(job != NULL);
+    if (job)
+        CHECK_INT(run_job(&ctx, job), 0);
+    frames_free(&f);
+    /* a join after that answer is stored follows nothing */
+    REQUIRE(in(&ctx, &s2, "[\"5\",\"5\",\"proxy:s-away\",\"phx_join\",{}]", &f, NULL) == 0);
+    CHECK_INT(phx_channels(&s2, ch, 2), 0);
+    frames_free(&f);
+    json_decref(h);
+    phx_free(&s2);
+    close_ctx(&ctx);
+}
+
 TEST(join_refused_when_the_database_cannot_be_written)
 {
     struct parley_ctx ctx;
@@ -874,6 +933,7 @@ int main(void)
     RUN(crashed_topic_gets_phx_error);
     RUN(rejoin_after_stale_leave_replays_running_stream);
     RUN(rejoin_after_dead_worker_follows_nothing);
+    RUN(rejoin_after_the_answer_failed_gets_its_error);
     RUN(join_refused_when_the_database_cannot_be_written);
     RUN(knowledge_base_grounding);
     config_cleanup(&cfg);
