@@ -2,23 +2,28 @@
 # t0960-sec-input.sh — hostile input through a real web server (issue 13
 # item 3): lighttpd + parley.fcgi (apache-conf/lighttpd-parley.conf, which
 # proxies the WebSocket paths to parley-ws) and the bridge
-# (apache-conf/parley-ws.service), JWT on, one SQLite database.
+# (apache-conf/parley-ws.service), JWT on, one SQLite database (with
+# SEC_INPUT_PG=1, as t0961-pg-sec-input.sh runs it: a private PostgreSQL).
 #
 #   tests/integration/sec-input.mjs: SQL metacharacters and NUL bytes in
 #     every string field a client sends (seeds 000-004, Phoenix over
-#     WebSocket and LongPoll, long-poll, OpenAI, query parameters, headers
-#     kept as session metadata): stored byte-exact or refused with the
-#     documented error, never a 500, a canary user's rows and the catalogue
-#     untouched; 10 MB bodies on every POST route, as a WebSocket frame and
-#     a Phoenix frame; NDJSON batches of 100,000 lines on both long-poll
-#     transports; session metadata of 1 MB.
+#     WebSocket and LongPoll, long-poll, OpenAI, AI SDK, REST bodies, query
+#     parameters of every GET route, headers kept as session metadata):
+#     stored byte-exact or refused with the documented error, never a 500,
+#     a canary user's rows and the catalogue untouched; 10 MB bodies on
+#     every POST route and as WebSocket frames (seeds 000/001/002, Phoenix);
+#     NDJSON batches of 100,000 lines on both long-poll transports;
+#     metadata bounded wherever a client may send it (session metadata of
+#     1 MB included).
 #   tests/integration/sec-input-scale.mjs: 10,000 poll-session opens from
 #     one user (the per-user cap at scale, other users unaffected, cleanup);
 #     40 messages from 5 clients of one user on mixed transports with the
-#     limit at 30 a minute: exactly 30 accepted.
+#     default limit of 30 a minute: exactly 30 accepted.
+#   sec-input-db.mjs (database reads, SQLite or PostgreSQL) and
+#   sec-input-http.mjs (the HTTP client) are their helpers.
 #
 # Both node files run at the same time (different users), then the
-# database's integrity and the sanitizer logs are checked. Debugging:
+# database's consistency and the sanitizer logs are checked. Debugging:
 # SEC_CASES=name,name runs only those cases of sec-input.mjs.
 # TAP output; exit status 0 only if everything passed.
 cd "$(dirname "$0")/../.." || exit 1
