@@ -1,7 +1,8 @@
 // sec-input.mjs — hostile input through a real web server (issue 13 item
 // 3), run by tests/integration/t0960-sec-input.sh: lighttpd + parley.fcgi
 // (PARLEY_BASE; the WebSocket paths proxied to parley-ws), JWT on
-// (PARLEY_JWT_SECRET), the SQLite database at PARLEY_DB_PATH.
+// (PARLEY_JWT_SECRET), the SQLite database at PARLEY_DB_PATH or the
+// PostgreSQL one at PARLEY_PG_URL (t0961; reads: sec-input-db.mjs).
 //
 //   - SQL metacharacters (' " ; -- % _ \ "' OR 1=1 --" "'); DROP TABLE
 //     messages; --") and NUL bytes (JSON \u0000, and raw where a transport
@@ -13,7 +14,9 @@
 //     model, metadata, join params) over WebSocket and LongPoll, seed 004
 //     (conversationId, content, and the session's title/metadata/settings/
 //     project_id), long-poll (path, sid, cursor, wait), OpenAI (messages,
-//     model, user), query parameters. Each is either stored and read back
+//     model, user), AI SDK (text, UI message id, chat id), export, query
+//     parameters of every GET route (as a user and as an admin). Each is
+//     either stored and read back
 //     byte-exact (REST history, or the database for tickets) or refused
 //     with the documented error (bad_input / not_found / the protocol's
 //     error frame); never a 500, never a value cut at a NUL, and a canary
@@ -21,7 +24,10 @@
 //   - 10 MB bodies on every POST route, a 10 MB WebSocket frame and Phoenix
 //     frame: 413 / close 1009, nothing stored, the servers alive.
 //   - NDJSON batches of 100,000 lines on both long-poll transports.
-//   - session metadata of 1 MB (and of 9 KB: over message metadata's bound).
+//   - metadata wherever a client may send it: session metadata/settings of
+//     1 MB and 9 KB, message metadata (seed 001 WebSocket and long-poll,
+//     Phoenix WebSocket and LongPoll), what a seed 001 connection records
+//     (User-Agent, client_version), the AI SDK's UI message id: bounded.
 //
 // Every case works as its own users; the cases run concurrently (each
 // test awaits work started when the file loads) to stay within the time
