@@ -778,6 +778,13 @@ test(`${PHASE}: PRAGMA integrity_check is ok`, T, async () => {
   assert.equal(sql('PRAGMA integrity_check'), 'ok');
 });
 
+test(`${PHASE}: every cached answer is the answer of a job that ended done`, T, async () => {
+  await Promise.allSettled(Object.values(results));
+  const partial = sql('SELECT a.key FROM answers a WHERE NOT EXISTS ' +
+    "(SELECT 1 FROM jobs j WHERE j.prompt_key = a.key AND j.state = 'done')");
+  assert.equal(partial, '', 'cached answers without a finished job');
+});
+
 test(`${PHASE}: afterwards a new user is served on every transport`, T, async () => {
   await Promise.allSettled(Object.values(results));
   const bob = jwtHS256(SECRET, `bob-${RUN}`);

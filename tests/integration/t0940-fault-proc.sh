@@ -7,7 +7,8 @@
 # apache-conf/parley-ws.service), one SQLite database, PARLEY_LEASE_MS=2000.
 # The faults (phases):
 #   1. lighttpd's parley.fcgi SIGKILLed (lighttpd respawns it) — while, at
-#      the same time on the Apache front, 4. runs;
+#      the same time, 3. runs on a second lighttpd and 4. on the Apache
+#      front (each its own parley.fcgi, the same bridge and database);
 #   2. parley-ws SIGKILLed, started again 1 s later on the same port as
 #      systemd's Restart= would;
 #   3. lighttpd gracefully restarted (SIGUSR1: serve the open connections,
@@ -59,6 +60,14 @@ if [ $FP_APACHE = 1 ]; then
 fi
 start_lighttpd "$BUILD/parley.fcgi"
 L_BASE=$BASE L_DIR=$SETUP_DIR L_PIDS=$SETUP_PIDS
+# a second lighttpd (its own parley.fcgi, same bridge and database) for the
+# graceful restart, so that it runs at the same time as the SIGKILL of the
+# first one's parley.fcgi
+G_DIR=""
+case " $FP_PHASES " in *" graceful "*)
+    IT_NODE=g start_lighttpd "$BUILD/parley.fcgi"
+    G_BASE=$BASE G_DIR=$SETUP_DIR G_PIDS=$SETUP_PIDS ;;
+esac
 # The bridge started again as its unit's ExecStart= (what systemd's
 # Restart=on-failure does), same port: a script the node test runs.
 _env=$(sed -n 's/^Environment=//p' "$BRIDGE_DIR/parley-ws.service" | tr '\n' ' ')
@@ -77,16 +86,25 @@ IT_NODE_TIMEOUT=300
 phase() {
     case $1 in
     lighttpd) SETUP_DIR=$L_DIR; _base=$L_BASE; _web=$L_PIDS ;;
+    lighttpd-g) SETUP_DIR=$G_DIR; _base=$G_BASE; _web=$G_PIDS ;;
     apache) SETUP_DIR=$A_DIR; _base=$A_BASE; _web=$A_PIDS ;;
     esac
-    BASE=$_base WEB=$1 WEB_PID=$(echo $_web) FCGI_EXE="$SETUP_DIR/bin/parley.fcgi" RUN="fp$$$1" \
+    BASE=$_base WEB=${1%-g} WEB_PID=$(echo $_web) FCGI_EXE="$SETUP_DIR/bin/parley.fcgi" RUN="fp$$$1" \
         BRIDGE_PID=$BRIDGE_PID PHASE=$2 it_node_tap "$3: " tests/integration/faults-proc.mjs
 }
 
+# The faults that spare the bridge run at the same time, each on its own
+# front; then the bridge's.
+FP_GRACEFUL=0
+case " $FP_PHASES " in *" graceful "*) FP_GRACEFUL=1 ;; esac
 for _phase in $FP_PHASES; do
     case $_phase in
     fcgi)
         it_par fcgi phase lighttpd fcgi "lighttpd, parley.fcgi SIGKILLed"
+        if [ $FP_GRACEFUL = 1 ]; then
+            it_par graceful phase lighttpd-g graceful "lighttpd, graceful restart (SIGUSR1)"
+            FP_GRACEFUL=0
+        fi
         if [ $FP_APACHE = 1 ]; then
             it_par apache phase apache graceful "Apache mod_fcgid, graceful restart (SIGUSR1)"
             FP_APACHE=0
@@ -98,7 +116,11 @@ for _phase in $FP_PHASES; do
             BRIDGE_PID=$(cat "$BRIDGE_PID_FILE")
             IT_PIDS="$IT_PIDS $BRIDGE_PID"
         fi ;;
-    graceful) phase lighttpd graceful "lighttpd, graceful restart (SIGUSR1)" ;;
+    graceful)
+        if [ $FP_GRACEFUL = 1 ]; then
+            phase lighttpd-g graceful "lighttpd, graceful restart (SIGUSR1)"
+            FP_GRACEFUL=0
+        fi ;;
     apache)
         if [ $FP_APACHE = 1 ]; then
             phase apache graceful "Apache mod_fcgid, graceful restart (SIGUSR1)"
@@ -109,9 +131,9 @@ for _phase in $FP_PHASES; do
 done
 
 cat "$RESULT_FILE"
-for _d in "$L_DIR" ${A_DIR:-}; do
+for _d in "$L_DIR" ${G_DIR:-} ${A_DIR:-}; do
     SETUP_DIR=$_d
-    case $_d in "$L_DIR") SETUP_PIDS=$L_PIDS ;; *) SETUP_PIDS=$A_PIDS ;; esac
+    case $_d in "$L_DIR") SETUP_PIDS=$L_PIDS ;; "$G_DIR") SETUP_PIDS=$G_PIDS ;; *) SETUP_PIDS=$A_PIDS ;; esac
     stop_setup
 done
 it_done
