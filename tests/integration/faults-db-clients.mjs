@@ -169,12 +169,19 @@ async function phoenix(o, prompt, env, q, transport) {
   socket.connect();
   const ch = socket.channel(`proxy:fdb-${q.id}`, {});
   let pushed = false;
-  ch.on('stream_token', (p) => { o.text += p.token ?? ''; o.streamed++; });
-  ch.on('stream_start', () => { o.text = ''; });   // (a replay restarts the answer)
-  ch.on('stream_complete', () => o.finish('done'));
-  ch.on('stream_error', (p) => o.finish('error', { code: p.code, message: p.error }));
+  // A first join may replay the topic's latest answer when it failed (its
+  // stream_start .. stream_error: docs/protocol-phoenix.md) — an earlier
+  // ask's, not this one's: the stream is ours once our stream_query was
+  // taken (its phx_reply ok comes before its stream_start; the replay
+  // stops there), or after a rejoin (then a replay is our answer's).
+  let ours = false;
+  ch.on('stream_token', (p) => { if (ours) { o.text += p.token ?? ''; o.streamed++; } });
+  ch.on('stream_start', () => { if (ours) o.text = ''; });   // (a replay restarts the answer)
+  ch.on('stream_complete', () => { if (ours) o.finish('done'); });
+  ch.on('stream_error', (p) => { if (ours) o.finish('error', { code: p.code, message: p.error }); });
   ch.on('error', (p) => o.finish('error', { code: p.code, message: p.message ?? p.error }));
   const query = () => ch.push('stream_query', { query: prompt }, 30000)
+    .receive('ok', () => { ours = true; })
     .receive('error', (p) => o.finish('error', { code: p.code, message: p.message ?? p.error }));
   // A rejoin (phoenix.js rejoins after the transport failed: LongPoll's
   // {"status":500} while the database cannot be written) follows a running
@@ -201,6 +208,7 @@ async function phoenix(o, prompt, env, q, transport) {
       return query();
     }
     rejoins++;
+    ours = true;
     if (!o.end) ch.push('get_history', {}, 30000);
   };
   ch.join(30000).receive('ok', push)
