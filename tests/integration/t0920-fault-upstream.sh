@@ -8,14 +8,17 @@
 #
 # The upstream is tests/integration/faults-upstream-proxy.mjs: a private
 # simulated LLM whose per-request directives make it hang, drop the
-# connection or send garbage (after 3 tokens, and before the first one),
-# answer 500 (on both attempts), 429 with Retry-After: 1 (once) or 429 with
-# a Retry-After beyond the total timeout, behind a proxy that lets a
+# connection, send garbage or the provider's error object (after 3 tokens;
+# hang, cut and garbage also before the first one), answer 500 (on both
+# attempts), 429 with Retry-After: 1 (once) or 429 with a Retry-After
+# beyond the total timeout — as an Ollama upstream, and (for the protocols
+# whose client names the model) as an OpenAI-compatible one — behind a
+# proxy that lets a
 # question's fault fire only for its first request(s), so that the same
 # question asked again shows whether anything partial was cached; a model
 # served only by a closed port stands for an unreachable upstream.
 # tests/integration/faults-upstream.mjs runs every fault × transport case at
-# once (78 cases) and checks the client's error code (docs/errors.md) and
+# once (105 cases) and checks the client's error code (docs/errors.md) and
 # message, or the transparent retry (429, a hang or a cut before the first
 # token); the upstream connection closed; no partial answer cached or kept
 # (the second ask makes a new upstream request and gets the full
@@ -33,7 +36,8 @@
 #   PARLEY_LEASE_MS=3000               a lost job is recovered within seconds
 #   PARLEY_UPSTREAMS: main (the proxy, llama3.2), busy (the proxy again, the
 #     429 beyond the total timeout: its Retry-After must not hold main's
-#     retries), dead (a closed port)
+#     retries), oai (the proxy's /v1, provider openai, model gpt-fup),
+#     dead (a closed port)
 # Needs $BUILD/parley-ws, $BUILD/parley.fcgi, $BUILD/parley (skips otherwise).
 # TAP output; exit status 0 only if everything passed.
 cd "$(dirname "$0")/../.." || exit 1
@@ -73,8 +77,8 @@ PARLEY_FIRST_TOKEN_TIMEOUT_MS=5000
 PARLEY_UPSTREAM_ATTEMPTS=2
 PARLEY_UPSTREAM_BACKOFF_MS=50
 PARLEY_LEASE_MS=3000
-PARLEY_UPSTREAMS="name=main provider=ollama url=$PROXY_URL models=llama3.2; name=busy provider=ollama url=$PROXY_URL models=busy; name=dead provider=ollama url=http://127.0.0.1:$CLOSED_PORT models=deadend"
-PARLEY_PHOENIX_MODELS=llama3.2,busy,deadend
+PARLEY_UPSTREAMS="name=main provider=ollama url=$PROXY_URL models=llama3.2; name=busy provider=ollama url=$PROXY_URL models=busy; name=oai provider=openai url=$PROXY_URL/v1 models=gpt-fup; name=dead provider=ollama url=http://127.0.0.1:$CLOSED_PORT models=deadend"
+PARLEY_PHOENIX_MODELS=llama3.2,busy,gpt-fup,deadend
 EOF
 
 start_bridge || it_die "parley-ws did not start"

@@ -5,8 +5,9 @@
 # the WebSocket bridge, JWT required, the same private simulated LLM behind
 # tests/integration/faults-upstream-proxy.mjs and the same settings.
 # tests/integration/faults-upstream.mjs runs the faults (hang, drop,
-# garbage; 500 on both attempts; 429 with Retry-After once; an unreachable
-# upstream) over every transport (FUP_TRANSPORTS, a comma list, to run
+# garbage, error object, also before the first token; 500 on both attempts;
+# 429 with Retry-After once and beyond the total timeout; an OpenAI-compatible
+# upstream; an unreachable upstream) over every transport (FUP_TRANSPORTS, a comma list, to run
 # fewer), every case at once, and checks what the client sees, no partial
 # answer cached or kept (the same question again: a new upstream request,
 # the full answer; the answers table, the stored messages and the history
@@ -56,8 +57,8 @@ PARLEY_FIRST_TOKEN_TIMEOUT_MS=5000
 PARLEY_UPSTREAM_ATTEMPTS=2
 PARLEY_UPSTREAM_BACKOFF_MS=50
 PARLEY_LEASE_MS=3000
-PARLEY_UPSTREAMS="name=main provider=ollama url=$PROXY_URL models=llama3.2; name=busy provider=ollama url=$PROXY_URL models=busy; name=dead provider=ollama url=http://127.0.0.1:$CLOSED_PORT models=deadend"
-PARLEY_PHOENIX_MODELS=llama3.2,busy,deadend
+PARLEY_UPSTREAMS="name=main provider=ollama url=$PROXY_URL models=llama3.2; name=busy provider=ollama url=$PROXY_URL models=busy; name=oai provider=openai url=$PROXY_URL/v1 models=gpt-fup; name=dead provider=ollama url=http://127.0.0.1:$CLOSED_PORT models=deadend"
+PARLEY_PHOENIX_MODELS=llama3.2,busy,gpt-fup,deadend
 PARLEY_NODE_PREFIX=$PARLEY_NODE_PREFIX
 EOF
 
