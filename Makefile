@@ -140,11 +140,15 @@ $(BUILD)/parley-ws: $(WS_SRC:%.c=$(BUILD)/%.o) $(FCGI_LIB) $(LIBPARLEY)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # make test: deps, build, then every suite; tests/run.sh prints "N passed, N failed".
+# TEST_JOBS: the integration and node suites run that many at a time, each
+# lane with its own simulated LLM (tests/run.sh; TEST_ALONE: the suites that
+# run with nothing beside them); TEST_JOBS=1 runs them one after the other.
+TEST_JOBS ?= 2
 test:
 	@tools/deps.sh test
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory node-deps
-	@BUILD=$(BUILD) tests/run.sh
+	@BUILD=$(BUILD) TEST_JOBS=$(TEST_JOBS) tests/run.sh
 
 unit: all
 	@BUILD=$(BUILD) tests/run.sh unit
