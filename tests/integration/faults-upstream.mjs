@@ -26,6 +26,8 @@
 //   errobj    error_after=3: the provider's error object mid-stream
 //   oai*      hang, drop, garbage, error object, 500, 429 from an
 //             OpenAI-compatible upstream (model gpt-fup, upstream "oai")
+//   stopHang0, stopRetryAfter  a stop while Parley waits for a first token
+//             or for a Retry-After's end (seed 000, WebSocket and long-poll)
 // Transports (TRANSPORTS env, comma list; default all):
 //   ws000 seed 000 over WebSocket (the bridge), lp000 seed 000 over Parley
 //   long-poll (/api/poll), ws001 seed 001 WebSocket session, ws002 seed 002
@@ -140,6 +142,14 @@ const FAULTS = {
     says: /HTTP 500.*after 2 attempts/, only: new Set(['phxws', 'phxlp', 'openai']) },
   oai429: { knobs: 'status=429 retry_after=1', faults: 1, model: 'gpt-fup', code: null, attempts: 2,
     first: { status: 429, wait: 900 }, only: new Set(['phxws', 'phxlp', 'openai']) },
+  // a stop (docs/stop.md) while Parley waits for the upstream: its first
+  // token (a hang) or a Retry-After's end; the stop ends the answer at
+  // once (done marked stopped), no retry goes out after it, nothing is
+  // cached; seed 000 over WebSocket and long-poll
+  stopHang0: { stop: true, knobs: 'hang_after=0', code: null, when: 'open', quiet: 5500,
+    only: new Set(['ws000', 'lp000']) },
+  stopRetryAfter: { stop: true, knobs: 'status=429 retry_after=4', code: null, when: '429', quiet: 4500,
+    only: new Set(['ws000', 'lp000']) },
   // a model only the upstream "dead" serves: a closed port (PARLEY_UPSTREAMS
   // in the scripts); only the protocols where a client names the model
   unreachable: { dead: true, model: 'deadend', code: 'upstream_unavailable', after: 0, says: /cannot connect/,
@@ -400,6 +410,7 @@ async function runCase(fault, tr) {
   const c = { who: `fup-${fault}-${tr}`, id: tag, token: tok(`fup-${fault}-${tr}`), model: f.model };
   await prepare(tr, c);
   if (f.dead) return unreachable(f, tr, c, tag);
+  if (f.stop) return stopCase(f, tr, c, tag);
   const q = `Why does ${tag} fail? [[fup faults=${f.faults}]] [[fake tokens=${TOKENS} token_ms=20 ${f.knobs}]]`;
   const clean = q.replace(/\s*\[\[fup[^\]]*\]\]/g, '');
   const full = answerText(clean, TOKENS);
@@ -534,6 +545,70 @@ async function caseJobs(tr, tag) {
   });
 }
 
+// The fake's request of tag once it is open ('open') or has ended with a
+// 429 ('429').
+async function upstreamIs(tag, when) {
+  const end = Date.now() + WAIT;
+  for (;;) {
+    const qs = await fakeRequests(tag);
+    const hit = qs.find((x) => (when === 'open' ? x.ended_at === null : x.ended_at !== null && x.status === 429));
+    if (hit) return hit;
+    if (Date.now() > end) throw new Error(`upstream request of ${tag} never ${when}: ${JSON.stringify(qs)}`);
+    await sleep(25);
+  }
+}
+
+// A stop while Parley waits for the upstream (f.when), then the same
+// question again.
+async function stopCase(f, tr, c, tag) {
+  const q = `Stop ${tag} now [[fake tokens=${TOKENS} token_ms=20 ${f.knobs}]]`;
+  const full = answerText(q, TOKENS);
+  let r1, first;
+  if (tr === 'ws000') {
+    const w = await connect(`${WS}/api/websocket/chat/${c.id}?token=${c.token}`);
+    try {
+      w.ws.send(JSON.stringify({ ticketBody: q }));
+      first = await upstreamIs(tag, f.when);
+      w.ws.send(JSON.stringify({ type: 'stop' }));
+      r1 = result000(await w.until(isEnd000, WAIT));
+    } finally { w.ws.close(); }
+  } else {
+    const p = new LongPoll(BASE, `/api/websocket/chat/${c.id}`, { token: c.token });
+    await p.open();
+    await p.send({ ticketBody: q });
+    first = await upstreamIs(tag, f.when);
+    await p.send({ type: 'stop' });
+    r1 = result000(await p.until(isEnd000, WAIT));
+    await fetch(`${BASE}/api/poll/${p.sid}`, { method: 'DELETE', headers: p.headers });
+  }
+  const log = [{ first: { end: r1.end, at: Date.now() - T0 } }];
+  assert.equal(r1.end, 'done', `the stopped answer: ${JSON.stringify(r1.raw).slice(0, 800)}`);
+  assert.equal(r1.raw.find((m) => m.type === 'done').stopped, true, 'the end frame is marked stopped');
+  assert.equal(r1.text, '', 'nothing was answered before the first token');
+  // the upstream request closed (by Parley for a hang), and no retry once
+  // its moment (the first-token timeout, the Retry-After's end) has passed
+  const [a] = await fakeEnded(tag, 1);
+  if (f.when === 'open') assert.equal(a.closed_by_client, true, 'Parley closed the hung request');
+  const from = f.when === 'open' ? first.started_at : a.ended_at;
+  await sleep(Math.max(0, from + f.quiet - Date.now()));
+  assert.equal((await fakeRequests(tag)).length, 1, 'no upstream request after the stop');
+  assert.equal(await sql(`SELECT count(*) FROM answers WHERE ticket_id = ${lit(c.id)}`), '0', 'nothing cached');
+  assert.equal(await sql(`SELECT count(*) FROM jobs WHERE channel = ${lit(`ticket:${c.id}`)}
+    AND state = 'done' AND stopped_at IS NOT NULL`), '1', 'the job ended as stopped');
+
+  // the same question again: a new upstream request, the whole answer
+  const r2 = await ask(tr, c, q);
+  log.push({ second: { end: r2.end, at: Date.now() - T0 } });
+  assert.equal(r2.end, 'done', `the second ask: ${JSON.stringify(r2).slice(0, 800)}`);
+  assert.equal(r2.cached, false);
+  assert.equal(r2.text, full);
+  const reqs = await fakeEnded(tag, 2);
+  assert.deepEqual(reqs.map((x) => x.status), [f.when === 'open' ? 200 : 429, 200]);
+  FULLS.add(full);
+  assert.deepEqual((await caseJobs(tr, tag)).map((j) => j.state), ['done', 'done']);
+  return log;
+}
+
 // The upstream of the model is a closed port: the error at once (no hang),
 // again on the second ask (nothing cached, a new attempt), nothing stored,
 // and no request ever reached the simulated LLM.
@@ -575,7 +650,10 @@ for (const k of cases) {
   const code = FAULTS[k.fault].code;
   const name = FAULTS[k.fault].dead
     ? `error ${code} at once, again on a second ask (nothing cached), nothing stored`
-    : `${code ? `error ${code}` : 'transparent retry'}, ` +
+    : FAULTS[k.fault].stop
+      ? 'a stop while Parley waits ends the answer marked stopped, no retry after it, nothing cached, ' +
+        'then the same question answered in full'
+      : `${code ? `error ${code}` : 'transparent retry'}, ` +
       'no partial answer cached, the same question answered in full';
   test(`${k.fault} × ${k.tr}: ${name}`, async (t) => {
     const log = await k.p;

@@ -16,9 +16,10 @@
 # proxy that lets a
 # question's fault fire only for its first request(s), so that the same
 # question asked again shows whether anything partial was cached; a model
-# served only by a closed port stands for an unreachable upstream.
+# served only by a closed port stands for an unreachable upstream; a stop
+# while Parley waits for a first token or a Retry-After's end (seed 000).
 # tests/integration/faults-upstream.mjs runs every fault × transport case at
-# once (105 cases) and checks the client's error code (docs/errors.md) and
+# once (109 cases) and checks the client's error code (docs/errors.md) and
 # message, or the transparent retry (429, a hang or a cut before the first
 # token); the upstream connection closed; no partial answer cached or kept
 # (the second ask makes a new upstream request and gets the full
