@@ -34,7 +34,8 @@
 //   brand chat (/ws/chat/techpro), sse004 seed 004 POST /api/chat/send,
 //   phxws / phxlp seed 003 over Phoenix WebSocket / LongPoll (the official
 //   phoenix client), openai /v1/chat/completions with stream: true and
-//   temperature 0, aisdk the AI SDK UI message stream (POST
+//   temperature 0, openaiNS the same without stream (one JSON body),
+//   aisdk the AI SDK UI message stream (POST
 //   /api/ai-sdk/chat; its error part has no code: errorText is checked).
 // Each case checks: what the client sees (the documented code of
 // docs/errors.md, the text before it a prefix of the full answer, or the
@@ -88,11 +89,11 @@ const RUN = process.env.RUN || `r${process.pid}`;
 const WS = BASE.replace(/^http/, 'ws');
 const SQL = JSON.parse(process.env.SQL || 'null');
 const DB_KIND = process.env.DB_KIND || 'sqlite';
-const ALL = ['ws000', 'lp000', 'ws001', 'ws002', 'sse004', 'phxws', 'phxlp', 'openai', 'aisdk'];
+const ALL = ['ws000', 'lp000', 'ws001', 'ws002', 'sse004', 'phxws', 'phxlp', 'openai', 'openaiNS', 'aisdk'];
 const TRANSPORTS = (process.env.TRANSPORTS || ALL.join(',')).split(',').filter(Boolean);
 const TOKENS = 8;
 const WAIT = 30000 * SLOW;          // the bound of every wait for a client
-const CACHING = new Set(['ws000', 'lp000', 'phxws', 'phxlp', 'openai']);  // protocols with an answer cache
+const CACHING = new Set(['ws000', 'lp000', 'phxws', 'phxlp', 'openai', 'openaiNS']);  // protocols with an answer cache
 const BRAND = 'techpro';            // a brand of share/sample-catalog.json (seed 002)
 
 // code: the documented code of the client's error (docs/errors.md), null for
@@ -126,22 +127,22 @@ const FAULTS = {
   // the scripts), as Parley remembers an upstream's Retry-After and would
   // hold the other cases' retries on "main"; only where a client names the model
   http429long: { knobs: 'status=429 retry_after=3600', faults: 1, model: 'busy', code: 'upstream_unavailable',
-    after: 0, says: /HTTP 429/, only: new Set(['phxws', 'phxlp', 'openai']) },
+    after: 0, says: /HTTP 429/, only: new Set(['phxws', 'phxlp', 'openai', 'openaiNS']) },
   // the same faults from an OpenAI-compatible upstream ("oai": the fake's
   // /v1/chat/completions SSE, PARLEY_UPSTREAMS in the scripts); only where
   // a client names the model
   oaiHang: { knobs: 'hang_after=3', faults: 1, model: 'gpt-fup', code: 'upstream_error', after: 3,
-    says: /idle limit/, only: new Set(['phxws', 'phxlp', 'openai']) },
+    says: /idle limit/, only: new Set(['phxws', 'phxlp', 'openai', 'openaiNS']) },
   oaiDrop: { knobs: 'drop_after=3', faults: 1, model: 'gpt-fup', code: 'upstream_error', after: 3,
-    says: /closed the connection/, only: new Set(['phxws', 'phxlp', 'openai']) },
+    says: /closed the connection/, only: new Set(['phxws', 'phxlp', 'openai', 'openaiNS']) },
   oaiGarbage: { knobs: 'malformed_after=3', faults: 1, model: 'gpt-fup', code: 'upstream_error', after: 3,
-    says: /event whose data is not a JSON object/, only: new Set(['phxws', 'phxlp', 'openai']) },
+    says: /event whose data is not a JSON object/, only: new Set(['phxws', 'phxlp', 'openai', 'openaiNS']) },
   oaiErrobj: { knobs: 'error_after=3', faults: 1, model: 'gpt-fup', code: 'upstream_error', after: 3,
-    says: /server had an error/, only: new Set(['phxws', 'phxlp', 'openai']) },
+    says: /server had an error/, only: new Set(['phxws', 'phxlp', 'openai', 'openaiNS']) },
   oai500: { knobs: 'status=500', faults: 2, model: 'gpt-fup', code: 'upstream_unavailable', after: 0, attempts: 2,
-    says: /HTTP 500.*after 2 attempts/, only: new Set(['phxws', 'phxlp', 'openai']) },
+    says: /HTTP 500.*after 2 attempts/, only: new Set(['phxws', 'phxlp', 'openai', 'openaiNS']) },
   oai429: { knobs: 'status=429 retry_after=1', faults: 1, model: 'gpt-fup', code: null, attempts: 2,
-    first: { status: 429, wait: 900 }, only: new Set(['phxws', 'phxlp', 'openai']) },
+    first: { status: 429, wait: 900 }, only: new Set(['phxws', 'phxlp', 'openai', 'openaiNS']) },
   // a stop (docs/stop.md) while Parley waits for the upstream: its first
   // token (a hang) or a Retry-After's end; the stop ends the answer at
   // once (done marked stopped), no retry goes out after it, nothing is
@@ -153,7 +154,7 @@ const FAULTS = {
   // a model only the upstream "dead" serves: a closed port (PARLEY_UPSTREAMS
   // in the scripts); only the protocols where a client names the model
   unreachable: { dead: true, model: 'deadend', code: 'upstream_unavailable', after: 0, says: /cannot connect/,
-    only: new Set(['phxws', 'phxlp', 'openai']) },
+    only: new Set(['phxws', 'phxlp', 'openai', 'openaiNS']) },
 };
 
 // One SQL statement through the database's own command-line client: its
@@ -311,6 +312,25 @@ const TR = {
     assert.equal(data.at(-1), '[DONE]', body.slice(-300));
     return { end: 'done', code: null, text, cached, raw: body };
   },
+  // /v1/chat/completions without stream: one JSON body, the answer or (502)
+  // the error object; a failed answer's partial text never reaches the client
+  async openaiNS(c, q) {
+    const res = await fetch(`${BASE}/v1/chat/completions`, {
+      method: 'POST', signal: AbortSignal.timeout(WAIT),
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${c.token}` },
+      body: JSON.stringify({ model: c.model ?? 'llama3.2', temperature: 0,
+        messages: [{ role: 'user', content: q }] }),
+    });
+    const body = await res.text();
+    const j = JSON.parse(body);
+    const cached = res.headers.get('x-parley-cache') === 'hit';
+    if (res.status !== 200) {
+      return { end: 'error', code: j.error?.code ?? null, message: j.error?.message, status: res.status,
+        text: '', cached, raw: body };
+    }
+    assert.equal(j.object, 'chat.completion', body.slice(0, 300));
+    return { end: 'done', code: null, text: j.choices[0].message.content, cached, raw: body };
+  },
   // the AI SDK UI message stream: its error part is {type: error,
   // errorText} (no code in that protocol), then [DONE] without a finish
   async aisdk(c, q) {
@@ -391,7 +411,7 @@ async function holdThread(fn) {
   holders += 1;
   try { return await fn(); } finally { holders -= 1; queue.shift()?.(); }
 }
-const HOLDS = new Set(['sse004', 'openai', 'aisdk']);
+const HOLDS = new Set(['sse004', 'openai', 'openaiNS', 'aisdk']);
 const T0 = Date.now();
 const ask = (tr, c, q) => withTimeout(
   HOLDS.has(tr) ? holdThread(() => TR[tr](c, q)) : TR[tr](c, q),
@@ -442,9 +462,12 @@ async function runCase(fault, tr) {
     assert.equal(r1.code, tr === 'aisdk' ? null : f.code,
       `the documented code: ${JSON.stringify(r1.raw ?? r1).slice(0, 800)}`);
     assert.match(r1.message ?? '', f.says, `the error says what failed: ${JSON.stringify(r1.raw ?? r1).slice(0, 800)}`);
-    if (tr === 'openai' && f.after === 0) assert.equal(r1.status, 502, 'OpenAI: 502 before any text');
+    if ((tr === 'openai' && f.after === 0) || tr === 'openaiNS') {
+      assert.equal(r1.status, 502, 'OpenAI: 502 before any text (without stream: always)');
+    }
     // what streamed before the failure is the answer's start, no garbage
-    const first = answerTokens(clean, TOKENS).slice(0, f.after).join('');
+    // (without stream nothing of a failed answer is sent)
+    const first = answerTokens(clean, TOKENS).slice(0, tr === 'openaiNS' ? 0 : f.after).join('');
     assert.equal(r1.text, first, `the text before the error is the answer's first ${f.after} tokens`);
   }
 
@@ -533,7 +556,7 @@ async function storedAnswers(tag) {
 // ticket:<tag> for seed 000, conv:<id> for the conversations holding its
 // question; null for OpenAI (its channel is a hash of the request).
 async function caseJobs(tr, tag) {
-  if (tr === 'openai') return null;
+  if (tr === 'openai' || tr === 'openaiNS') return null;
   const chans = tr === 'ws000' || tr === 'lp000'
     ? lit(`ticket:${tag}`)
     : `SELECT 'conv:' || u.conversation_id FROM messages u WHERE u.role = 'user' AND u.content LIKE ${lit(`%${tag}%`)}`;
@@ -620,7 +643,7 @@ async function unreachable(f, tr, c, tag) {
     assert.equal(r.code, f.code, `${ask_} ask: ${JSON.stringify(r.raw ?? r).slice(0, 800)}`);
     assert.match(r.message ?? '', f.says, `${ask_} ask: the error says what failed`);
     assert.equal(r.text, '');
-    if (tr === 'openai') assert.equal(r.status, 502);
+    if (tr === 'openai' || tr === 'openaiNS') assert.equal(r.status, 502);
   }
   assert.equal((await fakeRequests(tag)).length, 0, 'nothing reached the simulated LLM');
   assert.equal(await sql(`SELECT count(*) FROM answers WHERE coalesce(query_norm, '') LIKE ${lit(`%${tag.toLowerCase()}%`)}`),

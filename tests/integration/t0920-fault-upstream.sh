@@ -2,9 +2,10 @@
 # t0920-fault-upstream.sh — issue 13 item 2, the upstream faults, on every
 # transport, through real servers: lighttpd with the shipped
 # apache-conf/lighttpd-parley.conf (parley.fcgi: long-poll, SSE seed 004,
-# Phoenix LongPoll, OpenAI, AI SDK) in front of the WebSocket bridge
-# (parley-ws, from the shipped parley-ws.service: seeds 000 / 001 / 002,
-# Phoenix WebSocket), one SQLite database, JWT required.
+# Phoenix LongPoll, OpenAI with and without stream, AI SDK) in front of
+# the WebSocket bridge (parley-ws, from the shipped parley-ws.service:
+# seeds 000 / 001 / 002, Phoenix WebSocket), one SQLite database, JWT
+# required.
 #
 # The upstream is tests/integration/faults-upstream-proxy.mjs: a private
 # simulated LLM whose per-request directives make it hang, drop the
@@ -19,7 +20,7 @@
 # served only by a closed port stands for an unreachable upstream; a stop
 # while Parley waits for a first token or a Retry-After's end (seed 000).
 # tests/integration/faults-upstream.mjs runs every fault × transport case at
-# once (109 cases) and checks the client's error code (docs/errors.md) and
+# once (126 cases) and checks the client's error code (docs/errors.md) and
 # message, or the transparent retry (429, a hang or a cut before the first
 # token); the upstream connection closed; no partial answer cached or kept
 # (the second ask makes a new upstream request and gets the full
