@@ -79,7 +79,7 @@ import { connect, jwtHS256, LongPoll, SLOW } from '../node/clients.mjs';
 // what is tested unchanged.
 const fetch0 = globalThis.fetch;
 globalThis.fetch = (input, init = {}) => {
-  const headers = new Headers(init.headers ?? undefined);
+  const headers = new Headers(init.headers ?? (input instanceof Request ? input.headers : undefined));
   headers.set('connection', 'close');
   return fetch0(input, { ...init, headers });
 };
