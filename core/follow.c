@@ -1,18 +1,54 @@
 /* follow.c — the one follow loop (follow.h). */
 #include "follow.h"
 #include "bell.h"
+#include "db.h"
 #include "jobs.h"
+#include "perr.h"
 #include "util.h"
 
+#include <jansson.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #define NO_BELL_SLICE_MS 50
+/* A read that failed because the database cannot be reached (PostgreSQL
+ * restarting) is tried again every DB_RETRY_MS, for at most
+ * DB_PATIENCE_LEASES leases (at least DB_PATIENCE_MIN_MS): a restart that
+ * is over costs the viewer nothing. */
+#define DB_RETRY_MS 200
+#define DB_PATIENCE_LEASES 3
+#define DB_PATIENCE_MIN_MS 5000
 
 static int stopped(parley_bell *bell, const volatile int *stop)
 {
     return (stop && *stop) || (bell && bell_stopped(bell));
+}
+
+/* The "error" event, made in memory (from_memory, seq cursor), that tells
+ * a viewer of job_id the database failed it (kind's code and text). A new
+ * one-element array (evlog_free(ev, 1)), NULL when out of memory. */
+static struct evlog_event *db_error_event(int64_t job_id, int64_t cursor, enum perr kind)
+{
+    struct evlog_event *ev = calloc(1, sizeof *ev);
+    if (!ev)
+        return NULL;
+    ev->seq = cursor;
+    ev->from_memory = 1;
+    ev->job_id = job_id;
+    ev->created_at = now_ms();
+    ev->type = strdup("error");
+    json_t *o = json_pack("{s:I, s:s, s:s, s:s}", "job_id", (json_int_t)job_id, "message",
+                          perr_text(kind), "kind", "database", "code", perr_code(kind));
+    ev->data = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!ev->type || !ev->data) {
+        evlog_free(ev, 1);
+        return NULL;
+    }
+    ev->data_len = strlen(ev->data);
+    return ev;
 }
 
 int follow_channel(struct parley_ctx *ctx, const char *channel, const int64_t *job_id,
@@ -29,6 +65,10 @@ int follow_channel(struct parley_ctx *ctx, const char *channel, const int64_t *j
     int64_t next_check = now + check_every;
     int64_t next_idle = heartbeat_ms > 0 ? now + heartbeat_ms : INT64_MAX;
     int64_t unrecorded = 0;   /* the job whose expiry was handed on from memory */
+    int64_t patience = (int64_t)ctx->cfg->lease_ms * DB_PATIENCE_LEASES;
+    if (patience < DB_PATIENCE_MIN_MS)
+        patience = DB_PATIENCE_MIN_MS;
+    int64_t db_lost_at = 0;   /* the first of the reads failing now (mono_ms) */
     for (;;) {
         if (stopped(ctx->bell, stop))
             return FOLLOW_STOPPED;
@@ -37,8 +77,37 @@ int follow_channel(struct parley_ctx *ctx, const char *channel, const int64_t *j
         uint32_t seen = ctx->bell ? bell_peek(ctx->bell, chan) : 0;
         struct evlog_event *ev = NULL;
         int n = evlog_read(ctx->db, chan, *cursor, 256, &ev);
-        if (n < 0)
-            return FOLLOW_ERROR;
+        if (n < 0) {
+            /* The database cannot be reached now: try again (the
+             * connection is revived at the next statement), with the
+             * heartbeats going on, until the patience runs out; then a
+             * viewer of a job gets the database's error as its end. */
+            enum perr kind = db_err_kind(ctx->db);
+            if (kind != PERR_DB_UNAVAILABLE)
+                return FOLLOW_ERROR;
+            now = mono_ms();
+            if (!db_lost_at)
+                db_lost_at = now;
+            if (now - db_lost_at >= patience) {
+                if (*job_id <= 0)
+                    return FOLLOW_ERROR;
+                struct evlog_event *xe = db_error_event(*job_id, *cursor, kind);
+                if (!xe)
+                    return FOLLOW_ERROR;
+                int xr = on_event(ud, xe);
+                evlog_free(xe, 1);
+                return xr == FOLLOW_END ? FOLLOW_OVER : xr == FOLLOW_MORE ? FOLLOW_ERROR : FOLLOW_LEFT;
+            }
+            if (heartbeat_ms > 0 && now >= next_idle) {
+                if (on_idle && on_idle(ud))
+                    return FOLLOW_LEFT;
+                next_idle = now + heartbeat_ms;
+            }
+            struct timespec ts = { 0, DB_RETRY_MS * 1000000L };
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        db_lost_at = 0;
         int r = FOLLOW_MORE;
         for (int i = 0; i < n && r == FOLLOW_MORE; i++) {
             r = on_event(ud, &ev[i]);

@@ -44,7 +44,12 @@ enum follow_end {
  * job, from memory (from_memory set, seq *cursor, which stays).
  * on_idle(ud), if not NULL, is called after heartbeat_ms (> 0) without an
  * event, and again every heartbeat_ms; non-zero from it ends the loop with
- * FOLLOW_LEFT. stop may be NULL. Returns an enum follow_end. channel is
+ * FOLLOW_LEFT. A read that fails because the database cannot be reached
+ * (PERR_DB_UNAVAILABLE: PostgreSQL restarting) is tried again every 200 ms,
+ * heartbeats going on, for three leases (at least 5 s); after that a
+ * viewer of a job gets an "error" event from memory with code
+ * database_unavailable (then FOLLOW_OVER), one of no job FOLLOW_ERROR;
+ * any other failed read is FOLLOW_ERROR at once. stop may be NULL. Returns an enum follow_end. channel is
  * copied; job_id and cursor must stay valid during the call. */
 int follow_channel(struct parley_ctx *ctx, const char *channel, const int64_t *job_id,
                    int64_t *cursor, int (*on_event)(void *ud, const struct evlog_event *ev),

@@ -30,6 +30,9 @@ struct db_pg {
     const char *prep[PREP_MAX];  /* SQL prepared on this session as "parley_<i>" */
     int nprep;
     int readonly;           /* the last failure was SQLSTATE 25006 */
+    int lost;               /* the last failure was the session's end: SQLSTATE
+                             * class 08 (connection exception) or 57P
+                             * (the server shutting down or starting) */
     char err[512];
 };
 
@@ -235,13 +238,19 @@ void pgc_fail(struct db_pg *p, const char *what, const PGresult *r)
     scrub(msg, sizeof msg, raw, p->secret);
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
     p->readonly = state && !strcmp(state, "25006");
+    /* A statement that meets a server going down may get its FATAL
+     * (57P01 terminating connection...) before libpq has seen the socket
+     * close, while PQstatus still says CONNECTION_OK: that is the server
+     * unreachable too, not a plain database error. */
+    p->lost = PQstatus(p->c) != CONNECTION_OK ||
+              (state && (!strncmp(state, "08", 2) || !strncmp(state, "57P", 3)));
     snprintf(p->err, sizeof p->err, "%s: %s", what, msg[0] ? msg : "unknown error");
     fprintf(stderr, "parley: db: %s: %s\n", p->shown, p->err);
 }
 
 const char *pgc_errmsg(struct db_pg *p) { return p->err; }
 int pgc_readonly(struct db_pg *p) { return p->readonly; }
-int pgc_unavailable(struct db_pg *p) { return PQstatus(p->c) != CONNECTION_OK; }
+int pgc_unavailable(struct db_pg *p) { return p->lost || PQstatus(p->c) != CONNECTION_OK; }
 
 /* Runs constant SQL without parameters; 0 when it succeeded (no rows or
  * rows, both fine), -1 with the failure recorded. */
@@ -481,6 +490,7 @@ static int savepoint(struct db_pg *p, const char *verb, int level)
 int pgc_begin(struct db_pg *p)
 {
     p->readonly = 0;
+    p->lost = 0;
     if (p->in_tx) {
         if (savepoint(p, "SAVEPOINT", p->in_tx) < 0)
             return -1;
@@ -534,7 +544,7 @@ int pgc_commit(struct db_pg *p)
 
 int pgc_rollback(struct db_pg *p)
 {
-    int readonly = p->readonly;
+    int readonly = p->readonly, lost = p->lost;
     int rc = 0;
     if (p->in_tx > 1) {
         p->in_tx--;
@@ -546,6 +556,7 @@ int pgc_rollback(struct db_pg *p)
             rc = run(p, "ROLLBACK", "ROLLBACK");
     }
     p->readonly = readonly;    /* the kind of the failure that led here */
+    p->lost |= lost;
     return rc ? -1 : 0;
 }
 
