@@ -374,11 +374,20 @@ async function phxAsk(c, q, transport) {
       let text = '', tokens = 0;
       const timer = setTimeout(() => reject(new Error('phoenix stream: no end')), WAIT);
       const fin = (v) => { clearTimeout(timer); resolve(v); };
-      ch.on('stream_token', (p) => { text += p.token; tokens += 1; });
-      ch.on('stream_complete', () => fin({ end: 'done', code: null, text, tokens }));
-      ch.on('stream_error', (p) => fin({ end: 'error', code: p.code, message: p.error, text, tokens, raw: p }));
+      // A join after the topic's last answer failed replays that answer to
+      // its stream_error (docs/protocol-phoenix.md) — on the second ask
+      // after a fault, the first try's, same question: the stream is this
+      // ask's once its stream_query was taken (its phx_reply ok comes
+      // before its stream_start; the replay stops there).
+      let mine = false;
+      ch.on('stream_start', () => { if (mine) { text = ''; tokens = 0; } });
+      ch.on('stream_token', (p) => { if (mine) { text += p.token; tokens += 1; } });
+      ch.on('stream_complete', () => { if (mine) fin({ end: 'done', code: null, text, tokens }); });
+      ch.on('stream_error', (p) => { if (mine) fin({ end: 'error', code: p.code, message: p.error, text, tokens, raw: p }); });
       ch.on('phx_error', (p) => fin({ end: 'error', code: 'phx_error', text, tokens, raw: { p, transportErrors } }));
-      ch.push('stream_query', c.model ? { query: q, model: c.model } : { query: q });
+      ch.push('stream_query', c.model ? { query: q, model: c.model } : { query: q })
+        .receive('ok', () => { mine = true; })
+        .receive('error', (p) => fin({ end: 'error', code: p.code, message: p.reason ?? p.error, text, tokens, raw: p }));
     });
     // a stream_query tells no cache hit (one stream_token with the whole
     // answer then; coalescing under load may merge a live answer's tokens
