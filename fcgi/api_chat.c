@@ -229,12 +229,14 @@ int h_session_create(struct request *r)
     c.project_id = (char *)json_string_value(project);   /* borrowed for the insert */
     int rc = store_conv_create(r->ctx->db, &c);
     enum perr why = rc == STORE_ERR ? db_err_kind(r->ctx->db) : PERR_DB;
+    const char *msg = rc == STORE_ERR ? db_err_text(r->ctx->db, "Database error while creating the session")
+                                      : "Database error while creating the session";
     json_t *o = rc == STORE_OK ? chat_session_json(r, &c) : NULL;
     free(c.settings);
     free(c.metadata);
     if (rc != STORE_OK) {      /* STORE_EXISTS: a fresh UUID collided */
         json_decref(o);
-        return res_error_kind(r, why, "Database error while creating the session");
+        return res_error_kind(r, why, "%s", msg);
     }
     json_object_set_new(o, "id", json_string(c.id));      /* seed 004's conversationId */
     return res_json(r, 201, o);
