@@ -417,10 +417,26 @@ static void lp_park_drop(void *arg)
 static const struct park_ops lp_park_ops = { lp_park_until, lp_park_rung, lp_park_step,
                                              lp_park_drop };
 
+/* When this thread has no database (it could not be opened or reached
+ * when the thread started: PostgreSQL down), the request is answered
+ * {"status":500}: phoenix.js closes and tries again, as for any server
+ * error. The dispatcher's JSON 503 has no "status" member, and phoenix.js's
+ * LongPoll throws on a status it does not know and stops polling. 1 when
+ * answered. */
+static int lp_no_db(struct request *r)
+{
+    if (r->ctx && r->ctx->db)
+        return 0;
+    lp_answer(r, 500, NULL, NULL);
+    return 1;
+}
+
 int h_phx_lp_get(struct request *r)
 {
     struct parley_ctx *ctx = r->ctx;
     char user[128], sid[37];
+    if (lp_no_db(r))
+        return 0;
     if (lp_user(r, user, sizeof user) != 0)
         return lp_answer(r, 403, NULL, NULL);
     int have = lp_session(r, user, sid, NULL);
@@ -479,6 +495,8 @@ int h_phx_lp_post(struct request *r)
 {
     struct parley_ctx *ctx = r->ctx;
     char user[128], sid[37];
+    if (lp_no_db(r))
+        return 0;
     int cred = lp_user(r, user, sizeof user);
     if (cred < 0)
         return lp_answer(r, 403, NULL, NULL);

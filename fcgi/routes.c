@@ -73,9 +73,11 @@ const struct route http_routes[] = {
 
     /* seed 003, Phoenix LongPoll (phx_longpoll.c): the handler checks the
      * JWT itself (Bearer or the auth_token connect param) because ?token=
-     * is the long-poll session's token there, not a JWT */
-    { "GET",    "/socket/longpoll",                 h_phx_lp_get,       0 },
-    { "POST",   "/socket/longpoll",                 h_phx_lp_post,      0 },
+     * is the long-poll session's token there, not a JWT; F_NODB: without a
+     * database they answer in Phoenix's own envelope ({"status":500}, which
+     * phoenix.js understands), not with the dispatcher's 503 */
+    { "GET",    "/socket/longpoll",                 h_phx_lp_get,       F_NODB },
+    { "POST",   "/socket/longpoll",                 h_phx_lp_post,      F_NODB },
     { "PUT",    "/socket/longpoll",                 h_phx_lp_other,     0 },
     { "PATCH",  "/socket/longpoll",                 h_phx_lp_other,     0 },
     { "DELETE", "/socket/longpoll",                 h_phx_lp_other,     0 },

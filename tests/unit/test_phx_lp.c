@@ -334,6 +334,35 @@ TEST(options_as_phoenix_under_the_origin_allow_list)
     close_ctx(&ctx);
 }
 
+/* No database in this thread (PostgreSQL down when it started): GET and
+ * POST answer Phoenix's own {"status":500} in an HTTP 200, which phoenix.js
+ * handles (close, retry); the dispatcher's JSON 503 has no "status" and
+ * made phoenix.js's LongPoll throw and stop polling (t0931, a restart). */
+TEST(no_database_is_phoenix_500)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    struct parley_ctx none = ctx;
+    none.db = NULL;
+    struct reply rp;
+    lp(&none, &rp, "GET", NULL);
+    CHECK_INT(rp.status, 200);
+    CHECK_INT(bstatus(&rp), 500);
+    reply_free(&rp);
+    struct hdrs h = { .query = "vsn=2.0.0&token=00000000-0000-4000-8000-000000000000",
+                      .ctype = "application/x-ndjson",
+                      .body = "[null,\"hb1\",\"phoenix\",\"heartbeat\",{}]" };
+    lp(&none, &rp, "POST", &h);
+    CHECK_INT(rp.status, 200);
+    CHECK_INT(bstatus(&rp), 500);
+    reply_free(&rp);
+    /* with the database, the same GET opens a session as before */
+    lp(&ctx, &rp, "GET", NULL);
+    CHECK_INT(bstatus(&rp), 410);
+    reply_free(&rp);
+    close_ctx(&ctx);
+}
+
 int main(void)
 {
     char err[512];
@@ -348,6 +377,7 @@ int main(void)
     RUN(token_from_the_header_first);
     RUN(jwt_from_x_phoenix_authtoken);
     RUN(options_as_phoenix_under_the_origin_allow_list);
+    RUN(no_database_is_phoenix_500);
     config_cleanup(&cfg);
     return th_done();
 }
