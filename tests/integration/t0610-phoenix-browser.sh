@@ -19,9 +19,7 @@
 # The fcgid setup also runs the long run (lighttpd with the same bridge
 # started next to Apache: 60 s of heartbeats on both servers and both
 # transports, leave/rejoin, two topics, while the other tests run) and the
-# stream-cut tests (PHX_GROUPS; docs/browser-client.md "Tests"). It runs
-# at the same time as the other setups (those one after the other), each
-# setup with its own servers, database and bridge.
+# stream-cut tests (PHX_GROUPS; docs/browser-client.md "Tests").
 # Screenshots: $BUILD/browser/{neuralbridge,seed003}-<transport>-<setup>.png.
 # Needs chromium (Debian's), node_modules (npm ci). BROWSER_SETUPS="lighttpd"
 # runs one setup. TAP; exit status 0 only if everything passed.
@@ -89,115 +87,75 @@ run_browser() {
         echo "not ok $TAP_N - $1: no browser test ran"
     fi
     if [ "$TAP_FAILED" -ne "$_before" ]; then
-        for _f in "$SETUP_DIR"/logs/* "${BRIDGE_DIR:-$IT_TMP/bridge}/parley-ws.log"; do
+        for _f in "$SETUP_DIR"/logs/* "$IT_TMP/bridge/parley-ws.log"; do
             [ -s "$_f" ] && tail -n 15 "$_f" | sed "s|^|#   $(basename "$_f"): |"
         done
     fi
     return 0
 }
 
-# The setups' servers are all started first, each with its own directories
-# (IT_NODE), database and bridge (a bridge's marker file is its database's);
-# then the browser runs go in two lanes at once (lib-par.sh): the fcgid
-# setup (its long run takes a minute whatever else runs), and the other
-# setups one after the other. STOPS: "dir|pids" of every server, BPIDS the
-# bridges.
-. tests/integration/lib-par.sh
-STOPS="" BPIDS=""
-remember() { STOPS="$STOPS $SETUP_DIR|$(echo $SETUP_PIDS | tr ' ' ,)"; }
-
 # apache_with_bridge NAME SECRET [lighttpd] — Apache + mod_fcgid, and the
 # bridge behind parley-websocket.conf when it is built and starts; with
 # "lighttpd", lighttpd with the same bridge behind it too, for the long run
-# (LIGHTTPD_BASE). Sets WS (0/1) and BRIDGE_DIR.
+# (LIGHTTPD_BASE); stopped afterwards.
 apache_with_bridge() {
-    IT_NODE=$1 IT_DB=$IT_TMP/data/$1.db
     IT_APP_CONFIG=$IT_TMP/$1.env
     write_config "$IT_APP_CONFIG" "$2"
-    WS=0
+    ws=0 bpid=""
     IT_NO_WS=1
     WS_PORT=$(free_port)
     if [ -x "$BRIDGE_APP" ]; then
-        if start_bridge; then WS=1; IT_NO_WS=""; WS_PORT=$BRIDGE_PORT; BPIDS="$BPIDS $IT_LAST_PID"
+        if start_bridge; then ws=1; IT_NO_WS=""; WS_PORT=$BRIDGE_PORT; bpid=$IT_LAST_PID
         else it_log "parley-ws did not start: WebSocket not tested through Apache"; fi
     else
         it_log "$BRIDGE_APP is not built: WebSocket not tested through Apache"
     fi
-    LIGHTTPD_BASE=""
-    if [ "${3:-}" = lighttpd ] && [ $WS = 1 ]; then
+    lpids="" ldir=""
+    if [ "${3:-}" = lighttpd ] && [ $ws = 1 ]; then
         start_lighttpd "$PARLEY_APP"
-        LIGHTTPD_BASE=$BASE
-        remember
+        LIGHTTPD_BASE=$BASE lpids=$SETUP_PIDS ldir=$SETUP_DIR
         it_log "lighttpd at $BASE, the same bridge behind it (long run, drop)"
     fi
     start_fcgid "$PARLEY_APP"
-    remember
-    it_log "Apache + mod_fcgid at $BASE, $([ -n "$2" ] && echo "JWT required" || echo "open mode"), bridge: $([ $WS = 1 ] && echo "parley-ws on $WS_PORT" || echo none)"
-    IT_NO_WS="" IT_NODE=""
+    it_log "Apache + mod_fcgid at $BASE, $([ -n "$2" ] && echo "JWT required" || echo "open mode"), bridge: $([ $ws = 1 ] && echo "parley-ws on $WS_PORT" || echo none)"
+    run_browser "$1" "$ws" "$2"
+    stop_setup
+    if [ -n "$lpids" ]; then SETUP_PIDS=$lpids SETUP_DIR=$ldir; stop_setup; fi
+    LIGHTTPD_BASE=""
+    [ -n "$bpid" ] && it_stop "$bpid"
+    IT_NO_WS=""
 }
 
-# lane — the runs of the setups other than fcgid, one after the other (what
-# each needs saved in <SETUP>_* by the loop below)
-LANE=""
-lane() {
-    for _l in $LANE; do
-        eval "SETUP_DIR=\$${_l}_DIR BASE=\$${_l}_BASE BRIDGE_DIR=\$${_l}_BDIR GROUPS=\$${_l}_GROUPS"
-        eval "_ws=\$${_l}_WS _sec=\$${_l}_SECRET _name=\$${_l}_NAME"
-        LIGHTTPD_BASE="" run_browser "$_name" "$_ws" "$_sec"
-    done
-}
-# save VAR NAME WS SECRET GROUPS — the current setup's values in VAR_* (S_OPEN,
-# S_JWT, S_NOWS: no other variable of this script starts so), for lane
-save() {
-    eval "$1_DIR=\$SETUP_DIR $1_BASE=\$BASE $1_BDIR=\${BRIDGE_DIR:-} $1_NAME=\$2 $1_WS=\$3 $1_SECRET=\$4 $1_GROUPS=\$5"
-    LANE="$LANE $1"
-}
-
+LIGHTTPD_BASE=""
 for setup in ${BROWSER_SETUPS:-lighttpd fcgid fcgid-jwt fcgid-nows}; do
-    BRIDGE_DIR=""
+    GROUPS=pages
     case $setup in
     lighttpd)
-        IT_APP_CONFIG=$IT_TMP/lighttpd.env IT_NODE=open IT_DB=$IT_TMP/data/lighttpd.db
+        IT_APP_CONFIG=$IT_TMP/lighttpd.env
         write_config "$IT_APP_CONFIG" ""
         WS_PORT=$(free_port)          # nothing listens there: upgrades get 503
         start_lighttpd "$PARLEY_APP"
-        remember
-        IT_NODE=""
         it_log "lighttpd at $BASE, open mode, no WebSocket bridge"
-        save S_OPEN lighttpd 0 "" pages
+        run_browser lighttpd 0 ""
+        stop_setup
         ;;
-    fcgid)
-        apache_with_bridge fcgid "" lighttpd
-        GROUPS=${PHX_GROUPS:-pages,long,drop}
-        it_par fcgid run_browser fcgid "$WS" ""
-        ;;
-    fcgid-jwt)
-        _sec="phx-browser-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-        apache_with_bridge fcgid-jwt "$_sec"
-        save S_JWT fcgid-jwt "$WS" "$_sec" pages
-        ;;
+    fcgid) GROUPS=${PHX_GROUPS:-pages,long,drop}; apache_with_bridge fcgid "" lighttpd ;;
+    fcgid-jwt) apache_with_bridge fcgid-jwt "phx-browser-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" ;;
     fcgid-nows)
         # Apache that does not proxy WebSocket at all (no
         # parley-websocket.conf, no bridge): the fallback lands on LongPoll.
-        IT_APP_CONFIG=$IT_TMP/nows.env IT_NODE=nows IT_DB=$IT_TMP/data/nows.db
+        IT_APP_CONFIG=$IT_TMP/nows.env
         write_config "$IT_APP_CONFIG" ""
         IT_NO_WS=1 WS_PORT=$(free_port)
         start_fcgid "$PARLEY_APP"
-        remember
-        IT_NO_WS="" IT_NODE=""
+        IT_NO_WS=""
         it_log "Apache + mod_fcgid at $BASE without parley-websocket.conf (no WebSocket proxying), open mode"
-        save S_NOWS fcgid-nows 0 "" fallback
+        GROUPS=fallback
+        run_browser fcgid-nows 0 ""
+        stop_setup
         ;;
     *) it_die "unknown setup '$setup' in BROWSER_SETUPS (lighttpd, fcgid, fcgid-jwt, fcgid-nows)" ;;
     esac
 done
-[ -z "$LANE" ] || it_par others lane
-it_par_wait
-for _s in $STOPS; do
-    SETUP_DIR=${_s%%|*} SETUP_PIDS=$(echo "${_s#*|}" | tr , ' ')
-    stop_setup
-done
-# shellcheck disable=SC2086
-[ -z "$BPIDS" ] || it_stop $BPIDS
 
 it_done
