@@ -14,6 +14,8 @@
  *     channels "ticket:PREFIX0" ... "ticket:PREFIX<CHANNELS-1>". Each event's
  *     text starts with the wall-clock time in microseconds, then padding to
  *     SIZE bytes, so a subscriber measures append -> receive latency.
+ *     The tokens of channel k belong to job 1000 + k, as a generation's
+ *     carry its job id (a viewer follows the first job it sees).
  * Prints "published N in S s" on stdout. Single thread.
  */
 #include "bell.h"
@@ -81,7 +83,7 @@ int main(int argc, char **argv)
         int n = snprintf(text, size + 1, "%lld ", (long long)wall_us());
         memset(text + n, 'x', size - (size_t)n);
         text[size] = '\0';
-        if (evlog_append(db, bell, chan, 0, "token", text, size) < 0) {
+        if (evlog_append(db, bell, chan, 1000 + i % nch, "token", text, size) < 0) {
             fprintf(stderr, "ws-pub: append failed: %s\n", db_errmsg(db));
             return 1;
         }

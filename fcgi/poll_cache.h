@@ -27,6 +27,7 @@ struct poll_known {
     int64_t expires;           /* session expiry, ms since the epoch (as known) */
     int64_t looked_at;         /* mono ms of the last look */
     int64_t next_seq, stored;  /* the outbox's extent (poll_meta), as known */
+    uint64_t vid;              /* its virtual frames (poll_replay.h), 0: none */
 };
 
 /* 1 with *out a copy of what is known of sid; 0 when nothing is. */

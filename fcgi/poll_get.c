@@ -33,9 +33,11 @@
 #include "poll_get.h"
 #include "poll_park.h"
 #include "poll_pump.h"
+#include "poll_replay.h"
 #include "poll_transport.h"
 #include "status.h"
 #include "bell.h"
+#include "jobs.h"
 #include "proto.h"
 #include "util.h"
 
@@ -51,6 +53,7 @@ struct peek {
     int following;         /* as stored: follows a channel (chan) */
     int job;               /* ... and a job in it (its lease is checked by looks) */
     int closed;
+    uint64_t vid;          /* its virtual frames (poll_replay.h) when no work */
     struct poll_meta meta;
 };
 
@@ -105,8 +108,32 @@ static int acked_stored(const struct poll_get *g, int64_t next_seq, int64_t stor
     return stored > 0 && g->cursor >= next_seq - stored;
 }
 
+/* g follows g->chan with virtual frames g->vid and the channel's bell
+ * moved: views them (no database when another GET of this process read the
+ * log since). Sets reread when there are frames after the cursor, look when
+ * the session itself was touched (a POST or DELETE rang "poll:<sid>"), the
+ * frames are blocked (an event only a pump may store) or gone. */
+static void virt_check(struct poll_get *g)
+{
+    struct parley_ctx *ctx = g->ctx;
+    if (ctx->bell && bell_peek(ctx->bell, g->pchan) != g->seen_p) {
+        g->look = 1;
+        return;
+    }
+    if (ctx->bell)
+        g->seen_c = bell_peek(ctx->bell, g->chan);   /* before the view reads the log */
+    struct poll_view v;
+    if (poll_replay_view(ctx, g->vid, &v) <= 0 || v.work) {
+        g->look = 1;
+        return;
+    }
+    if (g->next_seq + v.nframes - 1 > g->cursor)
+        g->reread = 1;
+}
+
 /* Uses what this process knows of the session, when nothing happened to
- * it since: then the GET starts without a look. */
+ * it since: then the GET starts without a look. A session with virtual
+ * frames needs no look when only its channel moved: a view of them does. */
 static void get_known(struct poll_get *g)
 {
     struct parley_ctx *ctx = g->ctx;
@@ -115,8 +142,12 @@ static void get_known(struct poll_get *g)
         !(config_open_mode(ctx->cfg) || strcmp(k.owner, g->r->user) == 0))
         return;
     str_copy(g->chan, sizeof g->chan, k.chan);   /* a look peeks the right bell first */
-    if (bell_peek(ctx->bell, g->pchan) != k.seen_p ||
-        (k.following && bell_peek(ctx->bell, k.chan) != k.seen_c) || renew_due(g, k.expires) ||
+    int chan_moved = k.following && bell_peek(ctx->bell, k.chan) != k.seen_c;
+    /* (a session that follows a job but has no virtual frames known was
+     * pumped by the last answer: a look finds them, so that its next
+     * events need no pump) */
+    if (bell_peek(ctx->bell, g->pchan) != k.seen_p || (chan_moved && !k.vid) || (k.job && !k.vid) ||
+        renew_due(g, k.expires) ||
         (k.job && mono_ms() - k.looked_at >= g->recheck_ms) ||
         (k.stored >= POLL_TRIM_AT && acked_stored(g, k.next_seq, k.stored)))
         return;
@@ -131,14 +162,18 @@ static void get_known(struct poll_get *g)
     g->looked_at = k.looked_at;
     g->next_seq = k.next_seq;
     g->stored = k.stored;
+    g->vid = k.vid;
     g->next_look = k.job ? k.looked_at + g->recheck_ms : INT64_MAX;
+    if (chan_moved)
+        virt_check(g);
 }
 
 /* Looks at the session without locking or writing anything: loads its
- * state and pumps the followed channel into frames it then drops (fills
- * *pk, g->chan and g->ci). 0, or -1 with the error response written (410:
- * unknown, expired or another user's). Nothing new is the common case of a
- * poll, and then it costs reads only: no write lock. */
+ * state and views what its followed channel gives after it (poll_replay.h:
+ * virtual frames, or work for a pump) (fills *pk, g->chan and g->ci). 0, or
+ * -1 with the error response written (410: unknown, expired or another
+ * user's). Nothing to store is the common case of a poll, and then it costs
+ * reads only: no write lock. */
 static int peek_session(struct poll_get *g, struct peek *pk)
 {
     struct parley_ctx *ctx = g->ctx;
@@ -155,21 +190,30 @@ static int peek_session(struct poll_get *g, struct peek *pk)
     free(state);
     if (ok < 0)
         return res_error(g->r, 500, "Corrupt poll session state"), -1;
-    int64_t cursor = c.cursor, job = c.job_id;
-    char was[sizeof c.channel];
-    str_copy(was, sizeof was, c.channel);
     pk->following = proto_following(&c);
     pk->job = pk->following && c.job_id != 0;
     str_copy(g->chan, sizeof g->chan, c.channel);
     pk->closed = c.close;
     g->ci.code = c.close_code;
     str_copy(g->ci.reason, sizeof g->ci.reason, c.close_reason);
-    struct proto_frames fr;
-    frames_init(&fr);
-    int rc = proto_pump(ctx, &c, &fr);
-    pk->work = rc != 0 || fr.n > 0 || c.cursor != cursor || c.job_id != job ||
-               strcmp(c.channel, was) != 0 || c.close != pk->closed;
-    frames_free(&fr);
+    pk->work = 0;
+    pk->vid = 0;
+    if (pk->following) {
+        struct poll_view v;
+        if (poll_replay_open(ctx, &c, &v) < 0 || v.work) {
+            pk->work = 1;          /* the pump stores it (or reports the error) */
+        } else {
+            pk->vid = v.id;
+            /* every logged event read, a job followed: the recovery of a
+             * job whose worker died (what proto_pump runs when the log has
+             * nothing new); a job it failed has its error to store */
+            if (v.at_end && c.job_id &&
+                jobs_recover_if_expired(ctx->db, ctx->bell, c.job_id, now_ms()) != 0) {
+                pk->work = 1;
+                pk->vid = 0;
+            }
+        }
+    }
     proto_conn_cleanup(&c);
     return 0;
 }
@@ -205,6 +249,7 @@ static int get_look(struct poll_get *g)
     g->following = pk.following;
     g->job = pk.job;
     g->closed = pk.closed;
+    g->vid = pk.work || pk.closed ? 0 : pk.vid;
     g->expires = pk.meta.expires_at;
     g->next_seq = pk.meta.next_seq;
     g->stored = pk.meta.stored;
@@ -225,6 +270,7 @@ static int get_look(struct poll_get *g)
         g->next_seq = next;
         g->stored = stored_after_cursor(g, next);
         g->wrote = 1;
+        g->vid = 0;            /* a new state: the next look finds its frames */
     } else if (!g->wrote && (renew_due(g, pk.meta.expires_at) ||
                              acked_stored(g, pk.meta.next_seq, pk.meta.stored))) {
         /* a session that only waits: keep it alive for this wait and the
@@ -290,11 +336,39 @@ static void remember(const struct poll_get *g, int n, int64_t last)
     kn.looked_at = g->looked_at;
     kn.next_seq = g->next_seq;
     kn.stored = g->stored;
+    kn.vid = g->vid;
     poll_known_put(&kn);
 }
 
-/* Reads the outbox and answers when there is anything to say. 1 answered
- * (or an error written), 0 nothing yet: sleep. */
+/* Appends g's virtual frames after *last (or the cursor) to *json (n
+ * frames so far). 0, or -1 when they are gone (evicted: look again). */
+static int add_virtual(struct poll_get *g, char **json, int *n, int64_t *last)
+{
+    int64_t from = (*last > g->cursor ? *last : g->cursor) + 1;
+    if (from < g->next_seq || *n >= POLL_MAX_FRAMES)
+        return 0;              /* stored frames come first (a full answer) */
+    size_t len;
+    if (!*json) {
+        if (!(*json = malloc(3)))   /* "[]" and its NUL, before any frame */
+            return -1;
+        len = 1;
+        (*json)[0] = '[';
+    } else {
+        len = strlen(*json) - 1;   /* without its ']' */
+    }
+    int k = poll_replay_frames(g->vid, from - g->next_seq, POLL_MAX_FRAMES - *n, json, &len, n);
+    (*json)[len] = ']';
+    (*json)[len + 1] = '\0';
+    if (k < 0)
+        return -1;
+    if (k > 0)
+        *last = from + k - 1;
+    return 0;
+}
+
+/* Reads the outbox (and the virtual frames) and answers when there is
+ * anything to say. 1 answered (or an error written), 0 nothing yet: sleep,
+ * 2 the virtual frames are gone: look again. */
 static int get_reply(struct poll_get *g)
 {
     struct parley_ctx *ctx = g->ctx;
@@ -305,9 +379,18 @@ static int get_reply(struct poll_get *g)
     int n = 0;
     /* without a look or a batch's word (no ring) nothing changed: nothing to read yet */
     if (g->look || g->reread || g->closed || left <= 0 || stop) {
-        n = poll_read(ctx->db, g->sid, g->cursor, POLL_MAX_FRAMES, &json, &last);
+        /* the outbox holds nothing after the cursor when the client has
+         * every stored frame and the rest are virtual */
+        if (!g->vid || g->closed || g->cursor < g->next_seq - 1)
+            n = poll_read(ctx->db, g->sid, g->cursor, POLL_MAX_FRAMES, &json, &last);
         if (n < 0)
             return res_error_kind(g->r, db_err_kind(ctx->db), "%s", db_err_text(ctx->db, "Database error")), 1;
+        if (g->vid && !g->closed && add_virtual(g, &json, &n, &last) < 0) {
+            free(json);
+            g->vid = 0;
+            g->look = 1;
+            return 2;
+        }
     }
     g->look = g->reread = 0;
     if (n > 0 || g->closed || left <= 0 || stop) {
@@ -331,6 +414,10 @@ int poll_get_woken(struct poll_get *g, enum poll_get_wake wk, const struct poll_
 {
     if (wk == POLL_GET_RUNG) {
         g->look = 1;
+    } else if (wk == POLL_GET_CHAN) {
+        virt_check(g);
+    } else if (wk == POLL_GET_APPLIED) {
+        /* the hub ran virt_check already */
     } else if (wk == POLL_GET_BATCH) {
         if (res->status != POLL_OK)
             return poll_fail(g->r, res->status), -1;
@@ -346,6 +433,7 @@ int poll_get_woken(struct poll_get *g, enum poll_get_wake wk, const struct poll_
         g->next_seq = res->next_seq;
         g->stored = stored_after_cursor(g, res->next_seq);
         g->wrote = 1;
+        g->vid = 0;            /* pumped: a new state */
     } else {
         g->look = mono_ms() >= g->next_look;
     }
@@ -354,11 +442,17 @@ int poll_get_woken(struct poll_get *g, enum poll_get_wake wk, const struct poll_
 
 int poll_get_steps(struct poll_get *g)
 {
-    if (g->look && get_look(g) < 0) {
-        poll_known_drop(g->sid);   /* an error was answered */
-        return 1;
+    for (int pass = 0;; pass++) {
+        if (g->look && get_look(g) < 0) {
+            poll_known_drop(g->sid);   /* an error was answered */
+            return 1;
+        }
+        if (pass >= 2)
+            g->vid = 0;        /* evicted again and again: the outbox only */
+        int rc = get_reply(g);
+        if (rc != 2)
+            return rc;
     }
-    return get_reply(g);
 }
 
 /* Sleeps until the deadline, the next look, a ring or shutdown
@@ -375,6 +469,15 @@ static int get_sleep(struct poll_get *g)
         nanosleep(&ts, NULL);
         g->look = 1;
         return 0;
+    }
+    if (g->vid) {
+        /* virtual frames: the channel's bell, then a view (no batch) */
+        int64_t ms = until - mono_ms();
+        int rung = ms > 0 && !poll_stopping(ctx)
+                       ? bell_wait(ctx->bell, g->chan, g->seen_c,
+                                   ms > INT32_MAX ? INT32_MAX : (int)ms)
+                       : 0;
+        return poll_get_woken(g, rung != 0 ? POLL_GET_CHAN : POLL_GET_TIMEOUT, NULL);
     }
     if (!g->following) {
         int64_t ms = until - mono_ms();

@@ -38,6 +38,8 @@ struct poll_get {
     int64_t expires;           /* ms since the epoch, as last seen */
     int64_t looked_at;         /* mono ms of the last look */
     int64_t next_seq, stored;  /* the outbox's extent, as last seen */
+    uint64_t vid;              /* the session's virtual frames (poll_replay.h) from its
+                                * stored state, numbered next_seq on; 0: none known */
 };
 
 /* What ended a sleep, for poll_get_woken. */
@@ -45,6 +47,9 @@ enum poll_get_wake {
     POLL_GET_TIMEOUT = 0,      /* the deadline or the next look came, or shutdown */
     POLL_GET_RUNG = 1,         /* the session's own bell ("poll:<sid>") moved */
     POLL_GET_BATCH = 2,        /* a batch of the followed channel found *res */
+    POLL_GET_CHAN = 3,         /* the followed channel's bell moved (g->vid set):
+                                * view the virtual frames, look when they are blocked */
+    POLL_GET_APPLIED = 4,      /* the hub applied POLL_GET_CHAN already */
 };
 
 /* Applies what ended g's sleep (exactly as the blocking wait does): sets

@@ -380,7 +380,13 @@ int h_poll_post(struct request *r)
      * instead of one each, so a burst of POSTs holds the write lock less
      * often. Without it (it could not begin) each step commits alone. */
     int tx = db_begin(ctx->db) == 0;
-    int rc = post_frames(r, &c, &fr, &pj, &accepted);
+    /* First the followed channel's events since the stored state, as a
+     * pump would store them: a GET may have handed them to the client
+     * already, as virtual frames under these very numbers (poll_replay.h),
+     * so the frames this POST adds must come after them. */
+    int rc = proto_following(&c) && proto_pump(ctx, &c, &fr) < 0 ? -1 : 0;
+    if (rc == 0)
+        rc = post_frames(r, &c, &fr, &pj, &accepted);
     char *saved = rc == 0 ? proto_conn_save(&c) : NULL;
     if (rc == 0 && saved && poll_save(ctx->db, sid, saved, fr.v, fr.n, ctx->cfg->poll_idle_s) < 0)
         rc = -1;

@@ -198,6 +198,29 @@ static int chan_cmp(const void *a, const void *b)
  * *ready, the others to *back. Hub thread, no lock held. */
 static void batch(struct parked **ps, int n, struct parked **ready, struct parked **back)
 {
+    /* GETs with virtual frames (poll_replay.h) view them, no database
+     * (after the first view of the channel's new events); only those whose
+     * frames are blocked (an event a pump must store) or whose session was
+     * touched join the pump below */
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        struct parked *p = ps[i];
+        if (p->g.vid) {
+            poll_get_woken(&p->g, POLL_GET_CHAN, NULL);
+            if (!p->g.look) {
+                p->wk = POLL_GET_APPLIED;
+                p->next = *ready;
+                *ready = p;
+                continue;
+            }
+            p->g.look = 0;     /* the pump below looks at it in the batch */
+            p->g.vid = 0;
+        }
+        ps[m++] = p;
+    }
+    if (m == 0)
+        return;
+    n = m;
     uint32_t b = bell_peek(hub_ctx.bell, ps[0]->g.chan);
     struct poll_item *items = calloc((size_t)n, sizeof *items);
     struct poll_seen *outs = calloc((size_t)n, sizeof *outs);

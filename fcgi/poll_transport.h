@@ -8,6 +8,9 @@
  *   poll_park.c      parked GETs (no thread waits) and the hub thread
  *                    that answers them, in the threaded modes
  *   poll_cache.c     what this process knows of a session (GETs with no look)
+ *   poll_replay.c    virtual frames: a job's tokens handed out from the
+ *                    session's stored state, formatted once per process,
+ *                    never written per delivery
  *   poll_transport.c the pieces below
  *
  * Session state lives in SQLite (core/pollsess.h), so any process serves
