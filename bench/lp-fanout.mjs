@@ -90,7 +90,7 @@ if (args['nchan-pub']) {
     chains[ch] = chains[ch].then(async () => {
       const ts = `${Math.round((performance.timeOrigin + performance.now()) * 1000)} `;
       const body = JSON.stringify({ type: 'stream', content: ts + 'x'.repeat(Math.max(0, size - ts.length)) });
-      if (!(await post(`/pub/${args.prefix}${ch}`, body))) bad++;
+      if (!(await post(`${args['path-prefix'] || ''}/pub/${args.prefix}${ch}`, body))) bad++;
     });
   }
   await Promise.all(chains);
@@ -105,6 +105,9 @@ const V = Math.max(1, Number(args.viewers || 200));
 const RATE = Number(args.rate || 20);          // per channel
 const COUNT = Number(args.count || 100);       // per channel
 const SIZE = Number(args.size || 64);
+// nchan mode: what comes before /sub/ and /pub/ (bench/lp-floor.c behind a
+// web server's shipped snippet answers under /api/)
+const PATH_PREFIX = args['path-prefix'] || '';
 const POLL_DELAY = Number(args['poll-delay'] || 0);
 const TIMEOUT_MS = Number(args.timeout || 120) * 1000;
 const ROOTS = String(args['server-pids'] || '').split(/\s+/).filter(Boolean).map(Number);
@@ -247,7 +250,7 @@ const modes = {
   nchan: {
     async open(me) { me.hdr = {}; },
     async poll(me) {
-      const r = await request('GET', `/sub/${PREFIX}${me.ch}`, { headers: me.hdr });
+      const r = await request('GET', `${PATH_PREFIX}/sub/${PREFIX}${me.ch}`, { headers: me.hdr });
       if (r.status === 304 || r.status === 408) return 0;     // the wait ended, nothing new
       if (r.status !== 200) { failed(`HTTP ${r.status}: ${r.text.slice(0, 120)}`); return null; }
       me.hdr = {};
@@ -316,7 +319,7 @@ if (MODE === 'parley') {
 } else {
   // the same file as a separate process (below), like ws-pub for Parley
   const pub = spawn(process.execPath, [new URL(import.meta.url).pathname, '--nchan-pub', BASE.href,
-    '--prefix', PREFIX, '--channels', String(C), '--rate', String(RATE), '--count', String(COUNT),
+    '--prefix', PREFIX, '--path-prefix', PATH_PREFIX, '--channels', String(C), '--rate', String(RATE), '--count', String(COUNT),
     '--size', String(SIZE)], { stdio: ['ignore', 'pipe', 'inherit'] });
   pub.stdout.on('data', (d) => { pubSaid += d; });
   pubDone = new Promise((res) => pub.on('exit', (code) => { pubCode = code; res(); }));

@@ -33,6 +33,13 @@
 #   fcgid_bridge  the same + parley-websocket.conf, the bridge running
 #                 (parley-ws as parley-ws.service starts it): /api/poll/ goes
 #                 to the bridge (docs/ws-bridge.md, "Long-poll")
+#   floor_lighttpd, floor_proxy_fcgi   the FLOOR (not Parley): lighttpd /
+#                 Apache + mod_proxy_fcgi with the shipped snippet exactly as
+#                 above, but bench/lp-floor.c in parley.fcgi's place — a
+#                 minimal libfcgi responder keeping messages in memory, one
+#                 thread per waiting request, speaking Nchan's long-poll under
+#                 /api/ (the client in nchan mode, --path-prefix /api): the
+#                 same delivery with Parley's part removed
 #   lighttpd_bridge  NOT a shipped setup (not in the default list): lighttpd
 #                 with the shipped snippet but /api/poll/ added to the paths its
 #                 mod_proxy sends to the bridge, the bridge running: what the
@@ -59,7 +66,7 @@
 set -u
 cd "$(dirname "$0")/.." || exit 1
 BUILD=${BUILD:-build}
-SETUPS=${SETUPS:-"nchan lighttpd proxy_fcgi fcgid fcgid_bridge"}
+SETUPS=${SETUPS:-"nchan floor_lighttpd lighttpd floor_proxy_fcgi proxy_fcgi fcgid fcgid_bridge"}
 FANOUT=${FANOUT-"200 20 100"}
 DESK=${DESK-"20 100 2 20"}
 SIZE=${SIZE:-64}
@@ -69,7 +76,7 @@ PD=""
 
 LOG=$(mktemp)
 if ! make --no-print-directory BUILD="$BUILD" "$BUILD/parley.fcgi" "$BUILD/parley-ws" "$BUILD/parley" \
-        "$BUILD/bench/ws-pub" >"$LOG" 2>&1; then
+        "$BUILD/bench/ws-pub" "$BUILD/bench/lp-floor" >"$LOG" 2>&1; then
     cat "$LOG" >&2
     rm -f "$LOG"
     echo "bench/lp-run.sh: build failed" >&2
@@ -196,7 +203,7 @@ for setup in $SETUPS; do
         IFS=$oifs
         set -- $r
         v=$1 ch=$2 rt=$3 cnt=$4
-        roots="" mode=parley label=$setup bpid=""
+        roots="" mode=parley label=$setup bpid="" pprefix=""
         IT_DB=$IT_TMP/data/$setup-$v-$ch.db
         case $setup in
         nchan)
@@ -214,6 +221,11 @@ for setup in $SETUPS; do
         lighttpd|proxy_fcgi|fcgid)
             "start_$setup" "$BUILD/parley.fcgi"
             label="parley $setup" ;;
+        floor_lighttpd|floor_proxy_fcgi)
+            "start_${setup#floor_}" "$BUILD/bench/lp-floor"
+            mode=nchan pprefix=/api
+            roots=$SETUP_PIDS
+            label="floor: ${setup#floor_} + lp-floor.c" ;;
         lighttpd_bridge)
             if ! start_bridge; then
                 echo "| parley lighttpd + bridge | (bridge did not start) | | | | | | | | | |"; rc=1
@@ -246,6 +258,7 @@ for setup in $SETUPS; do
         timeout "$to" node bench/lp-fanout.mjs --mode "$mode" --base "$BASE" --db "$IT_DB" \
             --pub "$BUILD/bench/ws-pub" --viewers "$v" --channels "$ch" --rate "$rt" --count "$cnt" \
             --size "$SIZE" --poll-delay "$POLL_DELAY" --server-pids "$roots" --label "$label" --timeout $((to - 5)) \
+            ${pprefix:+--path-prefix "$pprefix"} \
             2>>"$DETAILS" </dev/null || {
             rc=1
             # what the web server said (a 500's cause is in its error log)
