@@ -11,7 +11,9 @@
  *            sleeps on watch_cv instead (no wake-ups for other processes'
  *            rings).
  *   hub      sleeps on hub_cv until kicked or the nearest deadline (a
- *            parked GET's wait end or next look), then scans: a GET whose
+ *            parked GET's wait end or next look), then scans (only the GETs
+ *            parked since the last scan when a new park was all that kicked
+ *            it; every parked GET after a ring or a deadline): a GET whose
  *            deadline came (or every GET, once stopping) or whose session
  *            bell ("poll:<sid>") moved is ready; a GET following a channel
  *            whose bell moved joins that channel's batch. The batch works as
@@ -54,6 +56,7 @@ struct parked {
     const struct park_ops *ops;    /* a generic waiter's (NULL: a long-poll GET) */
     void *arg;
     int64_t until;                 /* mono ms: poll_get_until(&g) when parked */
+    int in_fresh;                  /* on `fresh`, not `list` */
     enum poll_get_wake wk;         /* what woke it (hub thread) */
     struct poll_hub_result res;
 };
@@ -66,6 +69,13 @@ static struct parked *list;        /* parked, waiting */
 static int nlisted;                /* on the list */
 static int nparked;                /* reserved: listed, being parked or worked on */
 static int kick;                   /* scan now */
+static int ring;                   /* ... every parked GET: a bell rang (the
+                                    * watcher), or closing; else only the
+                                    * fresh ones (a kick of park_start) */
+static struct parked *fresh;       /* parked since the last scan (not on list) */
+static int64_t next_until = INT64_MAX;   /* mono ms: no parked GET's until is
+                                    * sooner (may be sooner than the real
+                                    * least: a full scan recomputes it) */
 static int running;                /* hub and watcher threads started */
 static int closing;                /* poll_park_shutdown: answer all, then end */
 static int hub_ended;
@@ -102,11 +112,15 @@ int poll_park_count(void)
 static void list_add(struct parked *p, int wake)
 {
     p->until = p->ops ? p->ops->until(p->arg) : poll_get_until(&p->g);
+    if (p->until < next_until)
+        next_until = p->until;
+    struct parked **head = wake ? &fresh : &list;
+    p->in_fresh = wake;            /* new: the next scan looks at it */
     p->prev = NULL;
-    p->next = list;
-    if (list)
-        list->prev = p;
-    list = p;
+    p->next = *head;
+    if (*head)
+        (*head)->prev = p;
+    *head = p;
     nlisted++;
     if (wake) {
         kick = 1;
@@ -120,6 +134,8 @@ static void list_del(struct parked *p)
 {
     if (p->prev)
         p->prev->next = p->next;
+    else if (p->in_fresh)
+        fresh = p->next;
     else
         list = p->next;
     if (p->next)
@@ -165,7 +181,7 @@ static void *watch_main(void *arg)
     uint32_t v = bell_peek_any(b);
     pthread_mutex_lock(&pk_lock);
     for (;;) {
-        kick = 1;                  /* scan after v was peeked */
+        kick = ring = 1;           /* scan after v was peeked */
         pthread_cond_signal(&hub_cv);
         while (nlisted == 0 && !closing)
             pthread_cond_wait(&watch_cv, &pk_lock);
@@ -176,7 +192,7 @@ static void *watch_main(void *arg)
         v = bell_peek_any(b);
         pthread_mutex_lock(&pk_lock);
         if (rc < 0 && bell_stopped(b)) {
-            kick = 1;              /* shutdown: the hub answers everything */
+            kick = ring = 1;       /* shutdown: the hub answers everything */
             pthread_cond_signal(&hub_cv);
             break;
         }
@@ -258,15 +274,29 @@ static void batch(struct parked **ps, int n, struct parked **ready, struct parke
 /* {pk_lock} Takes the GETs that must be worked on off the list: ready ones
  * (deadline, stop, session bell) to *ready, GETs of channels whose bell
  * moved into *moved (array of *nmoved; NULL when out of memory: then they
- * are treated as timed out, which looks at the session). */
-static void scan(struct parked **ready, struct parked ***moved, int *nmoved)
+ * are treated as timed out, which looks at the session). The fresh GETs
+ * (parked since the last scan) always, and every parked GET when full (a
+ * ring, a deadline, closing; next_until recomputed): a new park alone needs
+ * no look at the thousands parked before it. */
+static void scan(int full, struct parked **ready, struct parked ***moved, int *nmoved)
 {
     int stop = closing || poll_stopping(&hub_ctx);
     int64_t now = mono_ms();
     struct parked **mv = calloc((size_t)(nlisted > 0 ? nlisted : 1), sizeof *mv);
     int nm = 0;
-    struct parked *p = list, *next;
-    for (; p; p = next) {
+    if (full)
+        next_until = INT64_MAX;
+    /* the fresh ones first (each stays parked on the list unless taken),
+     * then, for a full scan, the list */
+    struct parked *p = fresh, *next;
+    int in_fresh = 1;
+    for (;; p = next) {
+        if (!p && in_fresh) {
+            in_fresh = 0;
+            p = full ? list : NULL;
+        }
+        if (!p)
+            break;
         next = p->next;
         int take = 0, follow = 0;
         if (stop || now >= p->until) {
@@ -293,6 +323,11 @@ static void scan(struct parked **ready, struct parked ***moved, int *nmoved)
         } else if (follow) {
             list_del(p);
             mv[nm++] = p;
+        } else if (in_fresh) {
+            list_del(p);
+            list_add(p, 0);        /* parked: on the list (next_until kept) */
+        } else if (full && p->until < next_until) {
+            next_until = p->until;
         }
     }
     *moved = mv;
@@ -303,10 +338,7 @@ static void scan(struct parked **ready, struct parked ***moved, int *nmoved)
 static void hub_sleep(void)
 {
     while (!kick && !(closing && nparked == 0)) {
-        int64_t until = INT64_MAX;
-        for (struct parked *p = list; p; p = p->next)
-            if (p->until < until)
-                until = p->until;
+        int64_t until = next_until;
         if (until == INT64_MAX) {
             pthread_cond_wait(&hub_cv, &pk_lock);
             continue;
@@ -336,10 +368,11 @@ static void *hub_main(void *arg)
         if (closing && nparked == 0)
             break;
         hub_sleep();
-        kick = 0;
+        int full = ring || closing || poll_stopping(&hub_ctx) || mono_ms() >= next_until;
+        kick = ring = 0;
         struct parked *ready = NULL, *back = NULL, **moved = NULL;
         int nmoved = 0;
-        scan(&ready, &moved, &nmoved);
+        scan(full, &ready, &moved, &nmoved);
         pthread_mutex_unlock(&pk_lock);
 
         /* the batches: one per channel whose bell moved */
@@ -374,7 +407,7 @@ static void *hub_main(void *arg)
             list_add(p, 0);
         }
         if (back && (closing || poll_stopping(&hub_ctx)))
-            kick = 1;
+            kick = ring = 1;
     }
     hub_ended = 1;
     pthread_cond_broadcast(&done_cv);
@@ -489,7 +522,7 @@ int poll_park_shutdown(int grace_ms)
     bell_wake_all(hub_ctx.bell);   /* every parked GET answers at once */
     pthread_mutex_lock(&pk_lock);
     closing = 1;
-    kick = 1;
+    kick = ring = 1;
     pthread_cond_signal(&hub_cv);
     pthread_cond_broadcast(&watch_cv);
     struct timespec ts;
