@@ -28,6 +28,13 @@
 #include <unistd.h>
 
 static int listen_fd = -1;
+/* A unix listening socket: srv_accept accepts itself and puts the new
+ * connection in the idle set until its request comes. libfcgi's own accept
+ * closes a unix connection whose first bytes take more than 2 s, which a
+ * web server busy with a burst (lighttpd with 2,000 long-polls arriving at
+ * once) answers with a 500; a TCP one is left to libfcgi, which checks
+ * FCGI_WEB_SERVER_ADDRS. */
+static int own_accept;
 static pthread_mutex_t accept_lock = PTHREAD_MUTEX_INITIALIZER;
 
 #define MAX_IDLE 1024
@@ -110,6 +117,9 @@ int srv_listen_setup(int fd)
         fcntl(wake_pipe[i], F_SETFL, O_NONBLOCK);
     }
     listen_fd = fd;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    own_accept = getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_UNIX;
     return 0;
 }
 
@@ -151,6 +161,18 @@ void srv_keep_or_close(FCGX_Request *rq)
     }
     ssize_t n = write(wake_pipe[1], "x", 1);   /* non-blocking; full is fine */
     (void)n;
+}
+
+/* {accept_lock} Puts a connection just accepted into the idle set (its
+ * request is read once it is readable). 0, or -1 when the set is full. */
+static int idle_add_new(int fd)
+{
+    pthread_mutex_lock(&idle_lock);
+    int ok = !parley_stopping && n_idle < MAX_IDLE;
+    if (ok)
+        idle_fd[n_idle++] = fd;
+    pthread_mutex_unlock(&idle_lock);
+    return ok ? 0 : -1;
 }
 
 /* Takes fd out of the idle set; 0 if it was there, -1 if not (closed by a
@@ -235,6 +257,23 @@ int srv_accept(struct worker *w)
         for (int i = 3; i < npf && kept < 0; i++)
             if (pf[i].revents && idle_take(pf[i].fd) == 0)
                 kept = pf[i].fd;
+        if (kept >= 0) {
+            /* The web server's end of an idle connection is closed here:
+             * handed to libfcgi, its EOF would make libfcgi accept from the
+             * listening socket itself, and its accept drops a unix
+             * connection whose request is not there within 2 s. */
+            char c;
+            ssize_t pk = recv(kept, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (pk < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+                if (idle_add_new(kept) < 0)
+                    close(kept);
+                continue;          /* nothing after all */
+            }
+            if (pk <= 0) {
+                close(kept);
+                continue;
+            }
+        }
         if (kept < 0) {
             if (pf[0].revents & (POLLERR | POLLNVAL)) {
                 fprintf(stderr, "parley.fcgi: the listening socket failed\n");
@@ -243,6 +282,20 @@ int srv_accept(struct worker *w)
             }
             if (!(pf[0].revents & POLLIN))
                 continue;
+            if (own_accept) {
+                int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+                if (fd < 0) {
+                    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+                        errno == ECONNABORTED || accept_retry(-errno))
+                        continue;
+                    break;
+                }
+                if (idle_add_new(fd) == 0)
+                    continue;      /* taken from the idle set when its request came */
+                /* the set is full: read this one's request now */
+                w->fcgx->ipcFd = fd;
+                w->fcgx->keepConnection = 1;
+            }
         } else {
             /* The next request on a kept connection (or its end: then
              * libfcgi closes it and tries the listening socket, which

@@ -8,6 +8,10 @@
  *    the first idle connection and starve the rest);
  *  - a kept connection whose request left input unread (a 413) is closed,
  *    never reused;
+ *  - a connection whose request comes more than 2 s after it was accepted
+ *    (a web server busy with a burst) is served, not dropped (libfcgi's
+ *    own accept closes such a unix connection: lighttpd answered 500),
+ *    and three of them at once hold no thread while they are silent;
  *  - SIGTERM closes idle kept connections at once, a waiting long-poll
  *    answers at once (the doorbell's bell_wake_all), the process exits 0.
  *
@@ -101,6 +105,33 @@ TEST(unread_input_is_never_kept)
     close(fd);
 }
 
+TEST(a_request_late_after_the_connect_is_served)
+{
+    int fds[3], st;
+    for (int i = 0; i < 3; i++) {
+        fds[i] = fc_connect();
+        REQUIRE(fds[i] >= 0);
+    }
+    /* silent for 2.5 s; meanwhile (3 threads) another request is served */
+    struct timespec ts = { 1, 0 };
+    nanosleep(&ts, NULL);
+    int other = fc_connect();
+    REQUIRE(other >= 0);
+    REQUIRE(fc_send(other, 0, "GET", "/api/health", NULL, -1, 1) == 0);
+    CHECK(fc_read(other, 3000, &st) == 0);
+    CHECK_INT(st, 200);
+    close(other);
+    ts.tv_nsec = 500 * 1000000L;
+    nanosleep(&ts, NULL);
+    for (int i = 0; i < 3; i++) {
+        CHECK(!fc_closed(fds[i], 0));          /* not dropped */
+        REQUIRE(fc_send(fds[i], 0, "GET", "/api/health", NULL, -1, 1) == 0);
+        CHECK(fc_read(fds[i], 3000, &st) == 0);
+        CHECK_INT(st, 200);
+        close(fds[i]);
+    }
+}
+
 TEST(sigterm_closes_idle_kept_connections_and_ends_long_polls)
 {
     /* a long-poll that would wait 25 s */
@@ -140,6 +171,7 @@ int main(void)
     }
     RUN(kept_connections_never_pin_a_thread);
     RUN(unread_input_is_never_kept);
+    RUN(a_request_late_after_the_connect_is_served);
     RUN(sigterm_closes_idle_kept_connections_and_ends_long_polls);
     if (server > 0)
         stop_server();
