@@ -22,6 +22,7 @@ struct poll_known {
     char owner[128];
     char chan[200];
     int following, job;
+    int64_t job_id;            /* the followed job, when known */
     uint32_t seen_c, seen_p;   /* looked at / pumped up to these bell values */
     int64_t last;              /* the outbox had no frame after this one */
     int64_t expires;           /* session expiry, ms since the epoch (as known) */

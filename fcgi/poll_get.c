@@ -41,6 +41,7 @@
 #include "proto.h"
 #include "util.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,7 @@ struct peek {
     int job;               /* ... and a job in it (its lease is checked by looks) */
     int closed;
     uint64_t vid;          /* its virtual frames (poll_replay.h) when no work */
+    int64_t job_id;        /* the followed job (when job) */
     struct poll_meta meta;
 };
 
@@ -91,6 +93,47 @@ static int get_params(struct poll_get *g, struct request *r)
     poll_channel(g->pchan, sizeof g->pchan, g->sid);
     g->look = 1;
     return 0;
+}
+
+/* The lease checks of followed jobs this process made lately: a job's
+ * viewers need it checked every recheck interval (a worker that died), not
+ * each viewer on its own. Direct-mapped, under one mutex. */
+#define LIVE_SLOTS 256
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct { int64_t job, at; } live_jobs[LIVE_SLOTS];
+
+/* 1 when job was found live (its lease not expired) within the last ms
+ * milliseconds, by this call or an earlier one of this process; 0 when its
+ * lease expired (it was failed now: its error is in the log) or the check
+ * failed — then the caller looks at the session. */
+static int job_live(struct parley_ctx *ctx, int64_t job, int ms)
+{
+    int64_t now = mono_ms();
+    unsigned slot = (unsigned)((uint64_t)job % LIVE_SLOTS);
+    pthread_mutex_lock(&live_lock);
+    int fresh = live_jobs[slot].job == job && now - live_jobs[slot].at < ms;
+    pthread_mutex_unlock(&live_lock);
+    if (fresh)
+        return 1;
+    if (jobs_recover_if_expired(ctx->db, ctx->bell, job, now_ms()) != 0)
+        return 0;
+    pthread_mutex_lock(&live_lock);
+    live_jobs[slot].job = job;
+    live_jobs[slot].at = now;
+    pthread_mutex_unlock(&live_lock);
+    return 1;
+}
+
+/* A GET with virtual frames whose job's re-check came: the job's lease
+ * instead of a look at the session (its frames come from the log anyway).
+ * 1 done (next_look moved on), 0 the session must be looked at. */
+static int recheck_job_only(struct poll_get *g)
+{
+    if (!g->vid || !g->job_id || !job_live(g->ctx, g->job_id, g->recheck_ms))
+        return 0;
+    g->looked_at = mono_ms();
+    g->next_look = g->looked_at + g->recheck_ms;
+    return 1;
 }
 
 /* 1 when a session expiring at `expires` must be renewed by this GET: it
@@ -146,9 +189,9 @@ static void get_known(struct poll_get *g)
     /* (a session that follows a job but has no virtual frames known was
      * pumped by the last answer: a look finds them, so that its next
      * events need no pump) */
+    int recheck = k.job && mono_ms() - k.looked_at >= g->recheck_ms;
     if (bell_peek(ctx->bell, g->pchan) != k.seen_p || (chan_moved && !k.vid) || (k.job && !k.vid) ||
         renew_due(g, k.expires) ||
-        (k.job && mono_ms() - k.looked_at >= g->recheck_ms) ||
         (k.stored >= POLL_TRIM_AT && acked_stored(g, k.next_seq, k.stored)))
         return;
     /* nothing happened to the session since the last answer: no look */
@@ -163,7 +206,12 @@ static void get_known(struct poll_get *g)
     g->next_seq = k.next_seq;
     g->stored = k.stored;
     g->vid = k.vid;
+    g->job_id = k.job_id;
     g->next_look = k.job ? k.looked_at + g->recheck_ms : INT64_MAX;
+    if (recheck && !recheck_job_only(g)) {
+        g->look = 1;           /* the job's lease: look at the session */
+        return;
+    }
     if (chan_moved)
         virt_check(g);
 }
@@ -198,6 +246,7 @@ static int peek_session(struct poll_get *g, struct peek *pk)
     str_copy(g->ci.reason, sizeof g->ci.reason, c.close_reason);
     pk->work = 0;
     pk->vid = 0;
+    pk->job_id = pk->job ? c.job_id : 0;
     if (pk->following) {
         struct poll_view v;
         if (poll_replay_open(ctx, &c, &v) < 0 || v.work) {
@@ -250,6 +299,7 @@ static int get_look(struct poll_get *g)
     g->job = pk.job;
     g->closed = pk.closed;
     g->vid = pk.work || pk.closed ? 0 : pk.vid;
+    g->job_id = pk.job_id;
     g->expires = pk.meta.expires_at;
     g->next_seq = pk.meta.next_seq;
     g->stored = pk.meta.stored;
@@ -267,6 +317,7 @@ static int get_look(struct poll_get *g)
         g->ci = po.ci;
         str_copy(g->chan, sizeof g->chan, po.chan);
         g->job = po.job;
+        g->job_id = 0;         /* not known after a pump: the next look finds it */
         g->next_seq = next;
         g->stored = stored_after_cursor(g, next);
         g->wrote = 1;
@@ -337,6 +388,7 @@ static void remember(const struct poll_get *g, int n, int64_t last)
     kn.next_seq = g->next_seq;
     kn.stored = g->stored;
     kn.vid = g->vid;
+    kn.job_id = g->job_id;
     poll_known_put(&kn);
 }
 
@@ -435,7 +487,7 @@ int poll_get_woken(struct poll_get *g, enum poll_get_wake wk, const struct poll_
         g->wrote = 1;
         g->vid = 0;            /* pumped: a new state */
     } else {
-        g->look = mono_ms() >= g->next_look;
+        g->look = mono_ms() >= g->next_look && !recheck_job_only(g);
     }
     return 0;
 }

@@ -33,6 +33,7 @@ struct poll_get {
     int64_t next_look;         /* mono ms: look again without a ring (job leases) */
 
     int following, job, closed;
+    int64_t job_id;            /* the followed job (when job; 0 not known) */
     struct poll_close ci;
     uint32_t seen_p, seen_c;   /* bell values the session was looked at up to */
     int64_t expires;           /* ms since the epoch, as last seen */
