@@ -37,7 +37,7 @@ static int listen_fd = -1;
 static int own_accept;
 static pthread_mutex_t accept_lock = PTHREAD_MUTEX_INITIALIZER;
 
-#define MAX_IDLE 1024
+#define MAX_IDLE 4096              /* as many as a process may park (poll_park.h) */
 static pthread_mutex_t idle_lock = PTHREAD_MUTEX_INITIALIZER;
 static int idle_fd[MAX_IDLE];
 static int n_idle;
@@ -283,16 +283,22 @@ int srv_accept(struct worker *w)
             if (!(pf[0].revents & POLLIN))
                 continue;
             if (own_accept) {
-                int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
-                if (fd < 0) {
-                    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
-                        errno == ECONNABORTED || accept_retry(-errno))
-                        continue;
+                /* every connection waiting in the backlog at once: a
+                 * burst must not fill it (a web server's connect then
+                 * fails: lighttpd answers 500) */
+                int fd, full = 0, stop = 0;
+                while ((fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0)
+                    if (idle_add_new(fd) < 0) {
+                        full = 1;  /* the set is full: read this one's request now */
+                        break;
+                    }
+                if (fd < 0 && !(errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+                                errno == ECONNABORTED || errno == EPROTO))
+                    stop = !accept_retry(-errno);
+                if (stop)
                     break;
-                }
-                if (idle_add_new(fd) == 0)
-                    continue;      /* taken from the idle set when its request came */
-                /* the set is full: read this one's request now */
+                if (!full)
+                    continue;      /* each is taken from the idle set when its request came */
                 w->fcgx->ipcFd = fd;
                 w->fcgx->keepConnection = 1;
             }
