@@ -83,17 +83,7 @@ BENCH_PROXY_REUSE=${BENCH_PROXY_REUSE:-}
 PHP_SOCK=""
 
 it_subst() {
-    sed -e "s|@PARLEY_BIN@|$(it_sed_value "$PARLEY_BIN")|g" \
-        -e "s|@PARLEY_WWW@|$(it_sed_value "$PARLEY_WWW")|g" \
-        -e "s|@PARLEY_DB@|$(it_sed_value "$PARLEY_DB")|g" \
-        -e "s|@PARLEY_NODE_PREFIX@|$(it_sed_value "${PARLEY_NODE_PREFIX:-$PARLEY_DB}")|g" \
-        -e "s|@PARLEY_SOCKET@|$(it_sed_value "$PARLEY_SOCKET")|g" \
-        -e "s|@OLLAMA_SERVER@|$(it_sed_value "$OLLAMA_SERVER")|g" \
-        -e "s|@WS_PORT@|$(it_sed_value "$WS_PORT")|g" \
-        "$1" >"$2"
-    if grep -n '@[A-Z_]*@' "$2" >&2; then
-        it_die "$1: placeholder left after substitution (see above)"
-    fi
+    it_subst_shipped "$1" "$2"
     case $1 in
     */parley-fcgid.conf)
         if [ -n "$BENCH_FCGID_MAXREQ" ]; then

@@ -129,17 +129,7 @@ export IT_APP_CONFIG
 # The shipped snippets, as lib.sh's it_subst fills them, plus the soak's
 # limits: parley.fcgi's --threads, lighttpd's descriptors and connections.
 it_subst() {
-    sed -e "s|@PARLEY_BIN@|$(it_sed_value "$PARLEY_BIN")|g" \
-        -e "s|@PARLEY_WWW@|$(it_sed_value "$PARLEY_WWW")|g" \
-        -e "s|@PARLEY_DB@|$(it_sed_value "$PARLEY_DB")|g" \
-        -e "s|@PARLEY_NODE_PREFIX@|$(it_sed_value "${PARLEY_NODE_PREFIX:-$PARLEY_DB}")|g" \
-        -e "s|@PARLEY_SOCKET@|$(it_sed_value "$PARLEY_SOCKET")|g" \
-        -e "s|@OLLAMA_SERVER@|$(it_sed_value "$OLLAMA_SERVER")|g" \
-        -e "s|@WS_PORT@|$(it_sed_value "$WS_PORT")|g" \
-        "$1" >"$2"
-    if grep -n '@[A-Z_]*@' "$2" >&2; then
-        it_die "$1: placeholder left after substitution (see above)"
-    fi
+    it_subst_shipped "$1" "$2"
     case $1 in
     */parley-fcgi.service)
         sed -i "s/--threads [0-9]*/--threads $SOAK_THREADS/" "$2" ;;

@@ -237,7 +237,9 @@ it_fake_llm() {
 # it_subst SRC DEST — the shipped snippet with its placeholders replaced
 # (the values taken literally: a connection string's "&" or "|" too).
 it_sed_value() { printf '%s\n' "$1" | sed -e 's/[\\|&]/\\&/g'; }
-it_subst() {
+# (the benches redefine it_subst to adjust the result; they call this one
+# for the substitution itself)
+it_subst_shipped() {
     sed -e "s|@PARLEY_BIN@|$(it_sed_value "$PARLEY_BIN")|g" \
         -e "s|@PARLEY_WWW@|$(it_sed_value "$PARLEY_WWW")|g" \
         -e "s|@PARLEY_DB@|$(it_sed_value "$PARLEY_DB")|g" \
@@ -250,6 +252,7 @@ it_subst() {
         it_die "$1: placeholder left after substitution (see above)"
     fi
 }
+it_subst() { it_subst_shipped "$@"; }
 
 # Creates SETUP_DIR=$IT_TMP/$1 with bin/parley.fcgi (a copy of APP $2), the
 # database, and the placeholder values. With IT_NODE set (two nodes in one

@@ -82,7 +82,7 @@ int pgc_schema_version(struct db_pg *p);        /* -1 on error */
 int pgc_latest_version(void);                   /* newest sql/pg migration */
 int pgc_readonly(struct db_pg *p);              /* last failure was "read-only" */
 int pgc_unavailable(struct db_pg *p);           /* no connection to the server now, or the last
-                                                  * failure was its end (SQLSTATE 08xxx, 57Pxx) */
+                                                  * failure was its end (SQLSTATE class 08 or 57P) */
 const char *pgc_errmsg(struct db_pg *p);
 void pgc_fail(struct db_pg *p, const char *what, const PGresult *r);
 enum db_health pgc_health(struct db_pg *p);
