@@ -13,7 +13,10 @@
  *   hub      sleeps on hub_cv until kicked or the nearest deadline (a
  *            parked GET's wait end or next look), then scans (only the GETs
  *            parked since the last scan when a new park was all that kicked
- *            it; every parked GET after a ring or a deadline): a GET whose
+ *            it; every parked GET after a ring or a deadline, those that
+ *            follow a channel by their channel's group: one bell peek per
+ *            channel, no walk of a group whose bell and deadlines say
+ *            nothing can be due): a GET whose
  *            deadline came (or every GET, once stopping) or whose session
  *            bell ("poll:<sid>") moved is ready; a GET following a channel
  *            whose bell moved joins that channel's batch. The batch works as
@@ -50,8 +53,12 @@
 #define PARK_MAX 4096
 #define PARK_MIN 16
 
+struct chgroup;
+
 struct parked {
-    struct parked *next, *prev;    /* the list {pk_lock}, or a work list of the hub */
+    struct parked *next, *prev;    /* the list or its group's {pk_lock}, or a work
+                                    * list of the hub */
+    struct chgroup *grp;           /* listed in this channel's group {pk_lock} */
     struct poll_get g;             /* a long-poll GET's; of a generic waiter only g.r */
     const struct park_ops *ops;    /* a generic waiter's (NULL: a long-poll GET) */
     void *arg;
@@ -61,11 +68,33 @@ struct parked {
     struct poll_hub_result res;
 };
 
+/* The parked GETs that follow one channel {pk_lock}: a full scan peeks the
+ * channel's bell once for all of them, and skips them without a look when
+ * the bell still says what every one of them has seen and none of their
+ * deadlines can have come (min_until: at most the least until of the
+ * members; exact after a walk). */
+struct chgroup {
+    struct chgroup *hnext;         /* the bucket's chain */
+    struct chgroup *next, *prev;   /* every group (groups) */
+    struct parked *head;           /* the members */
+    int n;                         /* members */
+    int nsame;                     /* members whose seen_c == seen */
+    uint32_t seen;
+    int64_t min_until;
+    char chan[sizeof ((struct poll_get *)0)->chan];
+};
+
+#define GROUP_BUCKETS 1024
+
 static pthread_mutex_t pk_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t hub_cv;      /* CLOCK_MONOTONIC: kick, or a deadline */
 static pthread_cond_t watch_cv = PTHREAD_COND_INITIALIZER;    /* something parked / closing */
 static pthread_cond_t done_cv = PTHREAD_COND_INITIALIZER;     /* the hub ended */
-static struct parked *list;        /* parked, waiting */
+static struct parked *list;        /* parked, waiting: the GETs that follow no
+                                    * channel, generic waiters (the others are
+                                    * in their channel's group) */
+static struct chgroup *groups;     /* every channel group */
+static struct chgroup *group_tab[GROUP_BUCKETS];
 static int nlisted;                /* on the list */
 static int nparked;                /* reserved: listed, being parked or worked on */
 static int kick;                   /* scan now */
@@ -107,14 +136,66 @@ int poll_park_count(void)
     return n;
 }
 
-/* {pk_lock} Puts p on the list; a new one (wake) wakes the hub to scan it
- * and the watcher to watch the doorbell. */
+static unsigned group_hash(const char *s)
+{
+    unsigned h = 2166136261u;      /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h % GROUP_BUCKETS;
+}
+
+/* {pk_lock} The group of channel chan, made when missing (NULL: out of
+ * memory). */
+static struct chgroup *group_get(const char *chan)
+{
+    unsigned h = group_hash(chan);
+    struct chgroup *c;
+    for (c = group_tab[h]; c; c = c->hnext)
+        if (strcmp(c->chan, chan) == 0)
+            return c;
+    c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    snprintf(c->chan, sizeof c->chan, "%s", chan);
+    c->min_until = INT64_MAX;
+    c->hnext = group_tab[h];
+    group_tab[h] = c;
+    c->next = groups;
+    if (groups)
+        groups->prev = c;
+    groups = c;
+    return c;
+}
+
+/* {pk_lock} Frees the empty group c. */
+static void group_free(struct chgroup *c)
+{
+    struct chgroup **pp = &group_tab[group_hash(c->chan)];
+    while (*pp != c)
+        pp = &(*pp)->hnext;
+    *pp = c->hnext;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        groups = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    free(c);
+}
+
+/* {pk_lock} Puts p on the list (a GET following a channel: in its group);
+ * a new one (wake) on `fresh`, and wakes the hub to scan it and the watcher
+ * to watch the doorbell. */
 static void list_add(struct parked *p, int wake)
 {
     p->until = p->ops ? p->ops->until(p->arg) : poll_get_until(&p->g);
     if (p->until < next_until)
         next_until = p->until;
-    struct parked **head = wake ? &fresh : &list;
+    struct chgroup *c = NULL;
+    if (!wake && !p->ops && p->g.following && p->g.chan[0])
+        c = group_get(p->g.chan);  /* NULL: on the list, looked at one by one */
+    struct parked **head = c ? &c->head : wake ? &fresh : &list;
+    p->grp = c;
     p->in_fresh = wake;            /* new: the next scan looks at it */
     p->prev = NULL;
     p->next = *head;
@@ -122,6 +203,16 @@ static void list_add(struct parked *p, int wake)
         (*head)->prev = p;
     *head = p;
     nlisted++;
+    if (c) {
+        if (c->n++ == 0) {
+            c->seen = p->g.seen_c;
+            c->nsame = 0;
+        }
+        if (p->g.seen_c == c->seen)
+            c->nsame++;
+        if (p->until < c->min_until)
+            c->min_until = p->until;
+    }
     if (wake) {
         kick = 1;
         pthread_cond_signal(&hub_cv);
@@ -129,11 +220,15 @@ static void list_add(struct parked *p, int wake)
     pthread_cond_signal(&watch_cv);
 }
 
-/* {pk_lock} Takes p off the list. */
+/* {pk_lock} Takes p off the list (or its group; an emptied group is
+ * freed). */
 static void list_del(struct parked *p)
 {
+    struct chgroup *c = p->grp;
     if (p->prev)
         p->prev->next = p->next;
+    else if (c)
+        c->head = p->next;
     else if (p->in_fresh)
         fresh = p->next;
     else
@@ -141,7 +236,14 @@ static void list_del(struct parked *p)
     if (p->next)
         p->next->prev = p->prev;
     p->next = p->prev = NULL;
+    p->grp = NULL;
     nlisted--;
+    if (c) {
+        if (p->g.seen_c == c->seen)
+            c->nsame--;
+        if (--c->n == 0)
+            group_free(c);
+    }
 }
 
 /* Ends a parked GET that answered: finishes the exchange (a kept
@@ -271,63 +373,105 @@ static void batch(struct parked **ps, int n, struct parked **ready, struct parke
     free(outs);
 }
 
+/* {pk_lock} What a scan does with p: 0 leave it parked, 1 ready (p->wk
+ * set: its deadline, stop, its session bell, a waiter's rung), 2 its
+ * followed channel's bell moved past p->g.seen_c (to a batch). b: that
+ * bell's value when the caller peeked it, else NULL. */
+static int judge(struct parked *p, int stop, int64_t now, const uint32_t *b)
+{
+    if (stop || now >= p->until) {
+        p->wk = POLL_GET_TIMEOUT;
+        return 1;
+    }
+    if (p->ops)
+        return p->ops->rung(p->arg, hub_ctx.bell) ? 1 : 0;
+    if (!p->g.following) {
+        if (bell_peek(hub_ctx.bell, p->g.pchan) == p->g.seen_p)
+            return 0;
+        p->wk = POLL_GET_RUNG;
+        return 1;
+    }
+    uint32_t v = b ? *b : bell_peek(hub_ctx.bell, p->g.chan);
+    return v != p->g.seen_c ? 2 : 0;
+}
+
+/* {pk_lock} Acts on judge()'s verdict v for p: ready ones off the list to
+ * *ready, moved ones to mv (NULL when out of memory: then they look at
+ * their session instead), a fresh one left parked onto the list. 1 when p
+ * stays where it is. */
+static int place(struct parked *p, int v, struct parked **ready, struct parked **mv, int *nm)
+{
+    if (v == 2 && !mv) {
+        p->wk = POLL_GET_RUNG;
+        v = 1;
+    }
+    if (v == 0 && !p->in_fresh)
+        return 1;
+    list_del(p);
+    if (v == 1) {
+        p->next = *ready;
+        *ready = p;
+    } else if (v == 2) {
+        mv[(*nm)++] = p;
+    } else {
+        list_add(p, 0);            /* parked: on the list (next_until kept) */
+    }
+    return 0;
+}
+
 /* {pk_lock} Takes the GETs that must be worked on off the list: ready ones
  * (deadline, stop, session bell) to *ready, GETs of channels whose bell
  * moved into *moved (array of *nmoved; NULL when out of memory: then they
- * are treated as timed out, which looks at the session). The fresh GETs
- * (parked since the last scan) always, and every parked GET when full (a
- * ring, a deadline, closing; next_until recomputed): a new park alone needs
- * no look at the thousands parked before it. */
+ * are treated as rung, which looks at the session). The fresh GETs (parked
+ * since the last scan) always; when full (a ring, a deadline, closing;
+ * next_until recomputed) also the list and every channel group: a group is
+ * passed over after one look at its bell when all its members have seen
+ * that value and none of their deadlines came. A new park alone needs no
+ * look at the thousands parked before it. */
 static void scan(int full, struct parked **ready, struct parked ***moved, int *nmoved)
 {
     int stop = closing || poll_stopping(&hub_ctx);
     int64_t now = mono_ms();
     struct parked **mv = calloc((size_t)(nlisted > 0 ? nlisted : 1), sizeof *mv);
     int nm = 0;
-    if (full)
-        next_until = INT64_MAX;
-    /* the fresh ones first (each stays parked on the list unless taken),
-     * then, for a full scan, the list */
-    struct parked *p = fresh, *next;
-    int in_fresh = 1;
-    for (;; p = next) {
-        if (!p && in_fresh) {
-            in_fresh = 0;
-            p = full ? list : NULL;
-        }
-        if (!p)
-            break;
+    struct parked *p, *next;
+    for (p = fresh; p; p = next) {
         next = p->next;
-        int take = 0, follow = 0;
-        if (stop || now >= p->until) {
-            p->wk = POLL_GET_TIMEOUT;
-            take = 1;
-        } else if (p->ops) {
-            take = p->ops->rung(p->arg, hub_ctx.bell);
-        } else if (!p->g.following) {
-            if (bell_peek(hub_ctx.bell, p->g.pchan) != p->g.seen_p) {
-                p->wk = POLL_GET_RUNG;
-                take = 1;
+        place(p, judge(p, stop, now, NULL), ready, mv, &nm);
+    }
+    if (full) {
+        next_until = INT64_MAX;
+        for (p = list; p; p = next) {
+            next = p->next;
+            if (place(p, judge(p, stop, now, NULL), ready, mv, &nm) && p->until < next_until)
+                next_until = p->until;
+        }
+        struct chgroup *c, *cn;
+        for (c = groups; c; c = cn) {
+            cn = c->next;          /* c is freed when its last member leaves */
+            uint32_t b = bell_peek(hub_ctx.bell, c->chan);
+            if (!stop && now < c->min_until && c->nsame == c->n && b == c->seen) {
+                if (c->min_until < next_until)
+                    next_until = c->min_until;
+                continue;
             }
-        } else if (bell_peek(hub_ctx.bell, p->g.chan) != p->g.seen_c) {
-            follow = 1;
-        }
-        if (follow && !mv) {
-            p->wk = POLL_GET_RUNG;     /* no memory for a batch: look instead */
-            take = 1;
-        }
-        if (take) {
-            list_del(p);
-            p->next = *ready;
-            *ready = p;
-        } else if (follow) {
-            list_del(p);
-            mv[nm++] = p;
-        } else if (in_fresh) {
-            list_del(p);
-            list_add(p, 0);        /* parked: on the list (next_until kept) */
-        } else if (full && p->until < next_until) {
-            next_until = p->until;
+            int64_t mu = INT64_MAX;
+            int kept = 0;
+            for (p = c->head; p; p = next) {
+                next = p->next;
+                if (place(p, judge(p, stop, now, &b), ready, mv, &nm)) {
+                    kept++;
+                    if (p->until < mu)
+                        mu = p->until;
+                }
+            }
+            if (kept) {            /* each has seen b, or it would have moved */
+                c->seen = b;
+                c->nsame = c->n;
+                c->min_until = mu;
+                if (mu < next_until)
+                    next_until = mu;
+            }
         }
     }
     *moved = mv;

@@ -10,6 +10,8 @@
  *   - a parked GET's answer is byte for byte what a GET answered in its
  *     thread sends;
  *   - a parked GET at its deadline answers with nothing, as a waiting one;
+ *   - GETs grouped by their channel: another channel's ring wakes none of
+ *     them, a short deadline among long ones ends alone;
  *   - shutdown (poll_park_shutdown: bell_wake_all) answers every parked GET
  *     at once.
  * Every wait is bounded, so a broken hub fails a case instead of hanging. */
@@ -17,6 +19,7 @@
 #include "handlers.h"
 #include "memres.h"
 #include "poll_park.h"
+#include "poll_transport.h"
 #include "bell.h"
 #include "evlog.h"
 #include "util.h"
@@ -454,6 +457,84 @@ TEST(parked_get_answers_at_its_deadline)
     db_close(c.db);
 }
 
+/* Opens a session on ticket:<ticket> and reads it once: *path its poll
+ * path, returns the cursor (-1 on failure). */
+static long long fresh_session(struct parley_ctx *c, const char *ticket, char *path, size_t n)
+{
+    char sid[64], wspath[128], *all = NULL;
+    snprintf(wspath, sizeof wspath, "/api/websocket/chat/%s?after=0", ticket);
+    if (open_session(c, wspath, sid) < 0)
+        return -1;
+    snprintf(path, n, "/api/poll/%s", sid);
+    if (pcall(c, 1, "GET", path, "cursor=0&wait=0", NULL, &all, NULL) != 200) {
+        free(all);
+        return -1;
+    }
+    json_t *o = body_of(all);
+    long long cur = json_integer_value(json_object_get(o, "cursor"));
+    json_decref(o);
+    free(all);
+    return cur;
+}
+
+/* The hub looks at GETs that follow one channel as a group (one bell peek
+ * per channel; a group whose bell did not move is passed over): a ring of
+ * another channel wakes none of them, a short deadline among long ones
+ * still ends on time, and their own channel's event reaches each. */
+TEST(grouped_gets_wake_by_their_channel_and_their_deadline)
+{
+    struct parley_ctx c;
+    REQUIRE(ctx_open(&c) == 0);
+    enum { NA = 6, NB = 4 };
+    static char paths[NA + NB][128];
+    struct one_get a[NA + NB];
+    memset(a, 0, sizeof a);
+    for (int i = 0; i < NA + NB; i++) {
+        long long cur = fresh_session(&c, i < NA ? "grpA" : "grpB", paths[i], sizeof paths[i]);
+        REQUIRE(cur >= 0);
+        a[i].path = paths[i];
+        /* the first of channel A waits 1 s, the others as long as a GET may */
+        snprintf(a[i].q, sizeof a[i].q, "cursor=%lld&wait=%d", cur, i == 0 ? 1 : POLL_WAIT_MAX);
+    }
+    for (int i = 1; i < NA + NB; i++)
+        pthread_create(&a[i].th, NULL, one_get_main, &a[i]);
+    REQUIRE(wait_parked(NA + NB - 1));
+    pthread_create(&a[0].th, NULL, one_get_main, &a[0]);   /* joins a formed group */
+    REQUIRE(wait_parked(NA + NB));
+    const char *chb[1] = { "ticket:grpB" };
+    REQUIRE(publish(chb, 1, 1) == 0);
+    for (int i = NA; i < NA + NB; i++) {
+        pthread_join(a[i].th, NULL);
+        CHECK_INT(a[i].st, 200);
+        json_t *o = body_of(a[i].all);
+        CHECK(json_array_size(json_object_get(o, "messages")) >= 1);
+        json_decref(o);
+    }
+    /* B's event woke none of A's; A's short wait ends alone, the long ones
+     * stay parked until A's own event */
+    pthread_join(a[0].th, NULL);
+    CHECK_INT(a[0].st, 200);
+    CHECK(a[0].took_ms >= 900);
+    json_t *o = body_of(a[0].all);
+    CHECK_INT(json_array_size(json_object_get(o, "messages")), 0);
+    json_decref(o);
+    CHECK_INT(poll_park_count(), NA - 1);
+    const char *cha[1] = { "ticket:grpA" };
+    REQUIRE(publish(cha, 1, 1) == 0);
+    for (int i = 1; i < NA; i++) {
+        pthread_join(a[i].th, NULL);
+        CHECK_INT(a[i].st, 200);
+        CHECK(a[i].took_ms < POLL_WAIT_MAX * 1000);   /* the event woke it, not its deadline */
+        o = body_of(a[i].all);
+        CHECK(json_array_size(json_object_get(o, "messages")) >= 1);
+        json_decref(o);
+    }
+    for (int i = 0; i < NA + NB; i++)
+        free(a[i].all);
+    CHECK_INT(poll_park_count(), 0);
+    db_close(c.db);
+}
+
 /* At exit every parked GET is answered at once (following a channel and
  * following nothing), and the hub ends. Last: it stops the doorbell. */
 TEST(shutdown_answers_every_parked_get_at_once)
@@ -524,6 +605,7 @@ int main(void)
     RUN(parked_gets_get_virtual_frames_exactly_once_in_order);
     RUN(parked_answer_is_byte_for_byte_the_same);
     RUN(parked_get_answers_at_its_deadline);
+    RUN(grouped_gets_wake_by_their_channel_and_their_deadline);
     RUN(shutdown_answers_every_parked_get_at_once);
     bell_close(g_bell);
     config_cleanup(&cfg);
