@@ -725,10 +725,53 @@ static int on_receive(struct lws *wsi, struct bridge *br, struct wsconn *c, cons
 #define WRITE_MAX_FRAMES 128
 #define WRITE_MAX_BYTES (32 * 1024)
 
-static int on_writeable(struct lws *wsi, struct bridge *br, struct wsconn *c)
+/* Writes what c has queued (up to one batch) in one lws_write: the number
+ * of frames written (0: none queued), or -1 when the write failed (the
+ * connection is gone). *more: frames are left or a close is asked for.
+ * Service thread only. */
+static int write_queued(struct lws *wsi, struct bridge *br, struct wsconn *c, int *more)
 {
     /* service thread only: one batch at a time */
     static unsigned char batch[WRITE_MAX_BYTES];
+    struct frame *fv[WRITE_MAX_FRAMES];
+    int left, close_pending;
+    int n = conn_take(c, fv, WRITE_MAX_FRAMES, WRITE_MAX_BYTES, &left, &close_pending);
+    *more = left || close_pending;
+    if (!n)
+        return 0;
+    /* the frames' wire bytes (header and text), sent verbatim
+     * (LWS_WRITE_RAW; lws keeps what the socket does not take and flushes
+     * it before anything else) */
+    unsigned char *p;
+    size_t wl = 0, text = 0;
+    if (n == 1) {
+        p = (unsigned char *)frame_wire(fv[0]);
+        wl = frame_wire_len(fv[0]);
+        text = fv[0]->len;
+    } else {
+        p = batch;
+        for (int i = 0; i < n; i++) {
+            memcpy(batch + wl, frame_wire(fv[i]), frame_wire_len(fv[i]));
+            wl += frame_wire_len(fv[i]);
+            text += fv[i]->len;
+        }
+    }
+    int m = lws_write(wsi, p, wl, LWS_WRITE_RAW);
+    for (int i = 0; i < n; i++)
+        frame_unref(fv[i]);
+    if (m != (int)wl) {
+        metrics_closed(CW_ERROR);
+        return -1;
+    }
+    metrics_sent_n(c->ustat, n, text);
+    c->last_active_ms = c->last_write_ms = bridge_now_ms();
+    if (left <= br->opt.out_high / 4 && __atomic_load_n(&c->pump_hint, __ATOMIC_ACQUIRE))
+        sched_drained(c);
+    return n;
+}
+
+static int on_writeable(struct lws *wsi, struct bridge *br, struct wsconn *c)
+{
     if (!c)
         return 0;
     if (lws_partial_buffered(wsi)) {
@@ -738,41 +781,14 @@ static int on_writeable(struct lws *wsi, struct bridge *br, struct wsconn *c)
         lws_callback_on_writable(wsi);
         return 0;
     }
-    struct frame *fv[WRITE_MAX_FRAMES];
-    int left, close_pending;
-    int n = conn_take(c, fv, WRITE_MAX_FRAMES, WRITE_MAX_BYTES, &left, &close_pending);
+    int more;
+    int n = write_queued(wsi, br, c, &more);
+    if (n < 0)
+        return -1;
     if (n) {
-        /* one lws_write per callback: the frames' wire bytes (header and
-         * text), sent verbatim (LWS_WRITE_RAW; lws keeps what the socket
-         * does not take and flushes it before anything else) */
-        unsigned char *p;
-        size_t wl = 0, text = 0;
-        if (n == 1) {
-            p = (unsigned char *)frame_wire(fv[0]);
-            wl = frame_wire_len(fv[0]);
-            text = fv[0]->len;
-        } else {
-            p = batch;
-            for (int i = 0; i < n; i++) {
-                memcpy(batch + wl, frame_wire(fv[i]), frame_wire_len(fv[i]));
-                wl += frame_wire_len(fv[i]);
-                text += fv[i]->len;
-            }
-        }
-        int m = lws_write(wsi, p, wl, LWS_WRITE_RAW);
-        for (int i = 0; i < n; i++)
-            frame_unref(fv[i]);
-        if (m != (int)wl) {
-            metrics_closed(CW_ERROR);
-            return -1;
-        }
-        metrics_sent_n(c->ustat, n, text);
-        c->last_active_ms = c->last_write_ms = bridge_now_ms();
-        if (left <= br->opt.out_high / 4 && __atomic_load_n(&c->pump_hint, __ATOMIC_ACQUIRE))
-            sched_drained(c);
         /* more frames, or the close: come back. Nothing queued: stay off
          * POLLOUT (a worker that queues more notifies the loop again) */
-        if (left || close_pending)
+        if (more)
             lws_callback_on_writable(wsi);
         return 0;
     }
@@ -824,6 +840,35 @@ static void start_shutdown(struct bridge *br)
         lws_sul_schedule(br->lws, 0, &br->sweep_sul, sweep, 1);
 }
 
+/* A worker queued frames for c (or asked for its close): write them now
+ * instead of arming POLLOUT for a writeable callback, which costs two
+ * epoll_ctl calls and a trip through the event loop per delivery. Only
+ * when lws holds nothing of c's back (lws_partial_buffered): a send the
+ * socket does not take whole is kept by lws and flushed first, POLLOUT
+ * armed by lws itself (lws 4.1's lws_issue_raw), so frames never
+ * interleave. A close, frames left over, or something held back go
+ * through the callback as before. Service thread only: lws allows
+ * lws_write on it (not from other threads). lws_send_pipe_choked would
+ * also ask the kernel (a poll() per call in lws 4.1); a full socket
+ * buffer is what lws's own buffering is for. */
+static void send_now(struct wsconn *c)
+{
+    struct lws *wsi = c->wsi;
+    if (c->closing || lws_partial_buffered(wsi)) {
+        lws_callback_on_writable(wsi);
+        return;
+    }
+    int more;
+    int n = write_queued(wsi, c->br, c, &more);
+    if (n < 0) {
+        c->closing = 1;             /* the socket failed: lws closes it */
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        return;
+    }
+    if (n == 0 || more)
+        lws_callback_on_writable(wsi);   /* a close, or what is left */
+}
+
 /* A notified connection (the notify list's reference is dropped). */
 static void notified(struct wsconn *c)
 {
@@ -832,7 +877,7 @@ static void notified(struct wsconn *c)
             __atomic_store_n(&c->rx_paused, 0, __ATOMIC_RELEASE);
             lws_rx_flow_control(c->wsi, 1);
         }
-        lws_callback_on_writable(c->wsi);
+        send_now(c);
     }
     conn_unref(c);
 }
