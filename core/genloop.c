@@ -68,6 +68,8 @@ struct entry {
     CURL *easy;                    /* st's handle while it is in the multi */
     int idx;                       /* in L.run while running */
     int dirty;                     /* on L.dirty */
+    int flushed;                   /* some of its tokens are in the log */
+    int wrote;                     /* flush_dirty: appended in this batch */
     int ending;                    /* on L.ending */
     int64_t held_ms;               /* waiting: lease last extended (0: never by us) */
     uint32_t bell_seen;            /* running: its channel's doorbell slot at the last check */
@@ -106,6 +108,8 @@ static struct {
     struct entry **dirty;          /* got bytes since the last flush */
     int ndirty, capdirty;
     int64_t dirty_since;           /* mono_ms of the oldest dirty */
+    int flush_now;                 /* a dirty stream has never flushed: its
+                                    * first token does not wait coalesce_ms */
     struct entry **ending;         /* ended: to finish */
     int nending, capending;
     struct entry **batch;          /* starting together */
@@ -175,6 +179,10 @@ static void mark_dirty(void *ud)
     if (L.ndirty == 1)
         L.dirty_since = mono_ms();
     e->dirty = 1;
+    if (!e->flushed)
+        L.flush_now = 1;           /* the first token: time to first token is
+                                    * what a user waits for; later ones wait
+                                    * up to coalesce_ms to share a transaction */
 }
 
 static void mark_ending(struct entry *e)
@@ -349,14 +357,23 @@ static void end_entry(struct entry *e)
  * lost, so a complete answer cannot be claimed). */
 static void flush_dirty(void)
 {
+    L.flush_now = 0;
     if (L.ndirty == 0)
         return;
     parley_db *db = L.ctx.db;
-    int ok = db_begin(db) == 0;
-    for (int i = 0; ok && i < L.ndirty; i++)
-        if (runner_gen_flush_tx(L.dirty[i]->gen) < 0)
+    int any = 0;
+    for (int i = 0; i < L.ndirty && !any; i++)
+        any = runner_gen_pending(L.dirty[i]->gen) > 0;
+    /* nothing to append (the bytes read were no token yet): no
+     * transaction, no ring; the stream is marked again at its next read */
+    int ok = !any || db_begin(db) == 0;
+    for (int i = 0; any && ok && i < L.ndirty; i++) {
+        int rc = runner_gen_flush_tx(L.dirty[i]->gen);
+        L.dirty[i]->wrote = rc > 0;
+        if (rc < 0)
             ok = 0;
-    if (ok && db_commit(db) < 0)
+    }
+    if (any && ok && db_commit(db) < 0)
         ok = 0;
     if (!ok) {
         db_rollback(db);
@@ -366,6 +383,10 @@ static void flush_dirty(void)
         struct entry *e = L.dirty[i];
         e->dirty = 0;
         if (ok) {
+            if (!e->wrote)
+                continue;
+            e->wrote = 0;
+            e->flushed = 1;
             if (L.ctx.bell) {
                 /* our own ring is no news for the stop check: the slot may
                  * skip our increment only if someone else rang too */
@@ -583,7 +604,8 @@ static int wait_timeout(int64_t now)
     if (L.timer_at >= 0 && L.timer_at < at)
         at = L.timer_at;
     if (L.ndirty > 0) {
-        int64_t f = L.dirty_since + (L.ctx.cfg->coalesce_ms > 0 ? L.ctx.cfg->coalesce_ms : 0);
+        int64_t f = L.flush_now ? now
+                                : L.dirty_since + (L.ctx.cfg->coalesce_ms > 0 ? L.ctx.cfg->coalesce_ms : 0);
         if (f < at)
             at = f;
     }
@@ -692,7 +714,7 @@ static void *loop_main(void *arg)
             }
         }
         collect_ended();
-        if (L.ndirty > 0 && now - L.dirty_since >= L.ctx.cfg->coalesce_ms)
+        if (L.ndirty > 0 && (L.flush_now || now - L.dirty_since >= L.ctx.cfg->coalesce_ms))
             flush_dirty();
         finish_ending();
         if (inbox)

@@ -414,6 +414,11 @@ int runner_gen_flush_tx(struct runner_gen *g)
     return 1;
 }
 
+size_t runner_gen_pending(const struct runner_gen *g)
+{
+    return g->batch ? g->pend_len : 0;
+}
+
 int runner_gen_renew_tx(struct runner_gen *g)
 {
     if (g->lost_lease)

@@ -101,6 +101,9 @@ const char *runner_gen_channel(const struct runner_gen *g);
  * channel after its commit). 1 appended, 0 nothing to append, -1 error
  * (then runner_gen_db_failed and stop the stream). */
 int runner_gen_flush_tx(struct runner_gen *g);
+/* RUNNER_BATCH: bytes of tokens waiting for runner_gen_flush_tx (0: none).
+ * The loop's thread. */
+size_t runner_gen_pending(const struct runner_gen *g);
 /* Renews the lease when a third of it has passed (may run inside the
  * caller's transaction). 0, or -1 when the lease was lost (stop the
  * stream: the job was failed by someone else) or on error. */

@@ -7,7 +7,8 @@
  * failures end their own job only; a job failed by a viewer before it
  * started is dropped; proto_jobs_drain fails what is left
  * (error event, job failed, nothing cached) and a later submit starts a new
- * loop. */
+ * loop; a stream's first token is written at once, the later ones
+ * coalesced. */
 #include "th.h"
 #include "protohelp.h"
 #include "fake.h"
@@ -178,6 +179,37 @@ TEST(many_jobs_run_on_one_thread_and_every_token_arrives)
     genloop_stats(&st);
     CHECK_INT(st.running, 0);
     CHECK_INT(st.queued, 0);
+    CHECK_INT(proto_jobs_drain(1000), 0);
+    close_ctx(&ctx);
+}
+
+/* A stream's first token goes into the log in the loop iteration that read
+ * it; the later ones still wait up to PARLEY_COALESCE_MS to share a
+ * transaction. With the longest coalescing (1 s) and four tokens 150 ms
+ * apart, the log holds two token events: the first token alone, the rest
+ * written together when the stream ends (one event for all four before). */
+TEST(the_first_token_does_not_wait_for_the_coalescing)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    int old = cfg.coalesce_ms;
+    cfg.coalesce_ms = 1000;
+    struct proto_job *job = claim_ticket(&ctx, "first-now", "quick one [[fake tokens=4 token_ms=150]]");
+    REQUIRE(job != NULL);
+    char ch[64];
+    str_copy(ch, sizeof ch, job->channel);
+    char *expect = fake_answer(job->req.llm.prompt, 0);
+    REQUIRE(expect != NULL);
+    CHECK_INT(proto_job_submit(&ctx, job), 0);
+    CHECK(wait_all_ended(&ctx, (char (*)[64])ch, 1, 10000));
+    struct seen s;
+    CHECK_INT(read_channel(&ctx, ch, &s), 0);
+    CHECK_INT(s.dones, 1);
+    CHECK_INT(s.tokens, 2);
+    CHECK_STR(s.text, expect);
+    free(s.text);
+    free(expect);
+    cfg.coalesce_ms = old;
     CHECK_INT(proto_jobs_drain(1000), 0);
     close_ctx(&ctx);
 }
@@ -469,6 +501,7 @@ int main(void)
     }
     llm_global_init();
     RUN(many_jobs_run_on_one_thread_and_every_token_arrives);
+    RUN(the_first_token_does_not_wait_for_the_coalescing);
     RUN(beyond_the_bound_jobs_wait_with_their_leases_kept);
     RUN(upstream_failures_end_only_their_own_job);
     RUN(a_job_failed_before_it_starts_is_dropped_the_others_run);
