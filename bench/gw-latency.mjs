@@ -24,6 +24,8 @@
 //           {"ticketBody": Q}; first token = the first "stream" frame a GET
 //           brings
 //   phx-lp  seed 003 over Phoenix LongPoll (phoenix npm client), as phx-ws
+//           (both: a pool of sockets connected before the run, a topic
+//           joined per generation; see phoenixTransport)
 // Baseline (every transport's run): POST FAKE/v1/chat/completions
 // {stream: true} with the same question shape and directives, over a kept
 // connection (fetch); first token = the first chunk with delta.content.
@@ -67,6 +69,10 @@ const TIMEOUT_S = Number(opt('timeout-s', 15));
 const LABEL = opt('label', TRANSPORT);
 const SECRET = opt('secret', '');
 const JSON_OUT = args.includes('--json');
+// --no-upstream: BASE answers by itself with timers (bench/longpoll-floor.mjs,
+// the long-poll floor): no LLM request to match; its "upstream" time is
+// taken as first_ms, its timer's own lateness staying in the overhead.
+const NO_UPSTREAM = args.includes('--no-upstream');
 const TRANSPORTS = ['ws', 'phx-ws', 'sse', 'lp', 'phx-lp'];
 if (!BASE || !FAKE || !TIMING_LOG || !TRANSPORTS.includes(TRANSPORT) || !(RATE > 0)) {
   console.error(`usage: gw-latency.mjs --base URL --fake URL --timing-log FILE --transport ${TRANSPORTS.join('|')} --rate R --seconds S`);
@@ -274,19 +280,46 @@ const parley = {
   },
 };
 
-// seed 003 over either Phoenix transport, with the official client
+// seed 003 over either Phoenix transport, with the official client. A
+// Phoenix client keeps ONE socket and joins a topic per conversation: here
+// --phx-sockets sockets (32) connected before the run, each generation a
+// new topic proxy:{tag} joined on one of them (round robin) --lead-ms
+// before its question and left after its answer. At most
+// PARLEY_PHOENIX_MAX_TOPICS (10) topics per socket: a socket with 10
+// joined takes the next free one.
+const PHX_SOCKETS = Number(opt('phx-sockets', 32));
+const phxPool = [];
 function phoenixTransport(transport) {
   return {
+    async setup() {
+      for (let k = 0; k < PHX_SOCKETS; k++) {
+        const params = { user_id: 'gwl' };
+        if (SECRET) params.auth_token = jwt('gwl');
+        const socket = new Socket(`${WS_BASE}/socket`, {
+          transport, params, timeout: TIMEOUT_S * 1000, reconnectAfterMs: () => 60000,
+          longpollerTimeout: 30000,
+        });
+        socket.topics_ = 0;
+        socket.connect();
+        phxPool.push(socket);
+      }
+      await Promise.all(phxPool.map((s) => new Promise((resolve, reject) => {
+        if (s.isConnected()) return resolve();
+        const t = setTimeout(() => reject(new Error('phoenix socket did not open')), 10000);
+        s.onOpen(() => { clearTimeout(t); resolve(); });
+      })));
+    },
+    teardown() { for (const s of phxPool) s.disconnect(); },
     async prepare(g) {
-      const params = { user_id: 'gwl' };
-      if (SECRET) params.auth_token = jwt('gwl');
-      const socket = new Socket(`${WS_BASE}/socket`, {
-        transport, params, timeout: TIMEOUT_S * 1000, reconnectAfterMs: () => 60000,
-        longpollerTimeout: 30000,
-      });
-      g.cleanup = () => { try { socket.disconnect(); } catch { /* gone */ } };
-      socket.connect();
+      let socket = null;
+      for (let k = 0; k < phxPool.length && !socket; k++) {
+        const s = phxPool[(g.i + k) % phxPool.length];
+        if (s.topics_ < 10) socket = s;
+      }
+      if (!socket) { g.fail('no phoenix socket with a free topic'); return; }
+      socket.topics_++;
       const ch = socket.channel(`proxy:${g.tag}`, { user_id: 'gwl' });
+      g.cleanup = () => { ch.leave(); socket.topics_--; };
       ch.on('stream_token', (p) => g.token(p.token));
       ch.on('stream_complete', () => g.finish());
       ch.on('stream_error', (p) => g.fail(`stream_error ${p.code} ${p.error}`));
@@ -355,6 +388,7 @@ const deadline = setTimeout(() => {
   process.exit(3);
 }, (SECONDS + TIMEOUT_S + 60 + WARMUP) * 1000);
 
+if (tr.setup) await tr.setup();
 if (WARMUP > 0) await phase(WARMUP, Math.min(RATE, 20), true);
 await sleep(200);
 const N = Math.max(1, Math.round(RATE * SECONDS));
@@ -362,11 +396,12 @@ const tStart = performance.now();
 await phase(N, RATE, false);
 const wall = (performance.now() - tStart) / 1000;
 clearTimeout(deadline);
+if (tr.teardown) tr.teardown();
 
 // ---------------------------------------------------------------- results
 
 // the LLM writes its log line when a request closes: wait for ours
-const want = new Set(gens.filter((g) => g.done).map((g) => g.tag));
+const want = new Set(gens.filter((g) => g.done && !(NO_UPSTREAM && g.kind === 'parley')).map((g) => g.tag));
 let up = new Map();
 for (let k = 0; k < 50; k++) {
   up = new Map();
@@ -401,6 +436,7 @@ function side(kind) {
   for (const g of ok) {
     const u = up.get(g.tag);
     const ttft = ms(g.firstNs - g.sentNs);
+    if (!u && kind === 'parley' && NO_UPSTREAM) { rows.push({ ttft, upstream: FIRST_MS, overhead: ttft - FIRST_MS }); continue; }
     if (!u) { unmatched++; rows.push({ ttft }); continue; }
     const req = BigInt(u.req_ns);
     const first = BigInt(u.first_ns);
@@ -414,7 +450,8 @@ function side(kind) {
   }
   const col = (k) => rows.filter((r) => r[k] !== undefined).map((r) => r[k]);
   return {
-    asked: all.length, complete: ok.length, failed: all.length - ok.length, errors, unmatched,
+    asked: all.length, complete: ok.length, failed: all.length - ok.length, errors,
+    unmatched: kind === 'parley' && NO_UPSTREAM ? 0 : unmatched,
     ttft: stats(col('ttft')), upstream: stats(col('upstream')), overhead: stats(col('overhead')),
     to_llm: stats(col('to_llm')), from_llm: stats(col('from_llm')),
   };

@@ -16,8 +16,13 @@
 #                                           bridge for the WebSocket paths;
 #                                           proxy_fcgi: Apache + mod_proxy_fcgi +
 #                                           parley-websocket.conf + the bridge
+#                                           floor: bench/longpoll-floor.mjs (the long-poll
+#                                           exchange with Parley's part removed: an
+#                                           in-memory Node server, timers for tokens,
+#                                           no web server, no database, no upstream);
+#                                           transport lp only
 #   TRANSPORTS="ws phx-ws sse lp phx-lp"
-#   RATES="1 100"   SECONDS_AT_1=32   SECONDS_AT_100=20
+#   RATES="1 100"   SECONDS_AT_1=30   SECONDS_AT_100=20
 #   FIRST_MS=50 TOKENS=3 TOKEN_MS=5         the answer (directives in every question)
 #   COALESCE_MS=                            PARLEY_COALESCE_MS for the app (unset:
 #                                           the default, 5); an experiment knob
@@ -34,10 +39,10 @@
 set -u
 cd "$(dirname "$0")/.." || exit 1
 BUILD=${BUILD:-build}
-SETUPS=${SETUPS:-"lighttpd proxy_fcgi"}
+SETUPS=${SETUPS:-"lighttpd proxy_fcgi floor"}
 TRANSPORTS=${TRANSPORTS:-"ws phx-ws sse lp phx-lp"}
 RATES=${RATES:-"1 100"}
-SECONDS_AT_1=${SECONDS_AT_1:-32}
+SECONDS_AT_1=${SECONDS_AT_1:-30}
 SECONDS_AT_100=${SECONDS_AT_100:-20}
 FIRST_MS=${FIRST_MS:-50}
 TOKENS=${TOKENS:-3}
@@ -114,6 +119,25 @@ row() { # setup json-file
 }
 
 for setup in $SETUPS; do
+    if [ "$setup" = floor ]; then
+        it_bg "$IT_TMP/floor.log" node bench/longpoll-floor.mjs --port-file "$IT_TMP/floor.port"
+        _fpid=$IT_LAST_PID
+        _i=0
+        while [ ! -s "$IT_TMP/floor.port" ] && [ $_i -lt 100 ]; do sleep 0.05; _i=$((_i + 1)); done
+        for rate in $RATES; do
+            if [ "$rate" -ge 100 ]; then secs=$SECONDS_AT_100; else secs=$SECONDS_AT_1; fi
+            out=$IT_TMP/floor-lp-$rate.out
+            timeout $((secs + 120)) node bench/gw-latency.mjs --base "http://127.0.0.1:$(cat "$IT_TMP/floor.port")" \
+                --fake "$FAKE_LLM_URL" --timing-log "$TIMING" --transport lp --no-upstream --rate "$rate" \
+                --seconds "$secs" --first-ms "$FIRST_MS" --tokens "$TOKENS" --token-ms "$TOKEN_MS" \
+                --label floor --json >"$out" 2>&1 || rc=1
+            row "floor (longpoll-floor.mjs: no web server, no Parley)" "$out" lp "$rate" || rc=1
+            grep '^{' "$out" | tail -n 1 >>"$RESULTS"
+            { echo "# floor lp $rate:"; grep -v '^{' "$out" | head -n 12; } >>"$DETAILS"
+        done
+        it_stop "$_fpid"
+        continue
+    fi
     IT_DB=$IT_TMP/data/$setup.db
     export IT_DB
     if ! start_bridge; then
