@@ -24,6 +24,9 @@
 #   TRANSPORTS="ws phx-ws sse lp phx-lp"
 #   RATES="1 100"   SECONDS_AT_1=30   SECONDS_AT_100=20
 #   FIRST_MS=50 TOKENS=3 TOKEN_MS=5         the answer (directives in every question)
+#   PHX_SOCKETS=32                          Phoenix sockets the client opens before a
+#                                           run (a topic per generation on them; one
+#                                           more is opened when all have 10 topics)
 #   COALESCE_MS=                            PARLEY_COALESCE_MS for the app (unset:
 #                                           the default, 5); an experiment knob
 #
@@ -48,6 +51,7 @@ FIRST_MS=${FIRST_MS:-50}
 TOKENS=${TOKENS:-3}
 TOKEN_MS=${TOKEN_MS:-5}
 COALESCE_MS=${COALESCE_MS:-}
+PHX_SOCKETS=${PHX_SOCKETS:-32}
 
 LOG=$(mktemp)
 if ! make --no-print-directory BUILD="$BUILD" "$BUILD/parley.fcgi" "$BUILD/parley-ws" "$BUILD/parley" >"$LOG" 2>&1; then
@@ -157,7 +161,7 @@ for setup in $SETUPS; do
             timeout $((secs + 120)) node bench/gw-latency.mjs --base "$BASE" --fake "$FAKE_LLM_URL" \
                 --timing-log "$TIMING" --transport "$tr" --rate "$rate" --seconds "$secs" \
                 --first-ms "$FIRST_MS" --tokens "$TOKENS" --token-ms "$TOKEN_MS" \
-                --label "$setup" --json >"$out" 2>&1 || rc=1
+                --phx-sockets "$PHX_SOCKETS" --label "$setup" --json >"$out" 2>&1 || rc=1
             row "$setup" "$out" "$tr" "$rate" || rc=1
             grep '^{' "$out" | tail -n 1 >>"$RESULTS"
             { echo "# $setup $tr $rate:"; grep -v '^{' "$out" | head -n 12; } >>"$DETAILS"
