@@ -5,12 +5,20 @@
 // (see docs/fake-llm.md), plus a control API under /_fake/.
 //
 //   node tests/fake-llm/server.mjs [--port N] [--host 127.0.0.1]
-//        [--port-file FILE] [--api-key K] [--tokens N] [--token-ms N] ...
+//        [--port-file FILE] [--timing-log FILE] [--api-key K] [--tokens N] [--token-ms N] ...
+//
+// --timing-log FILE (benchmarks only; off by default, nothing else changes):
+// one NDJSON line per request when it ends, {id, path, tag, req_ns,
+// first_ns, end_ns, status}: process.hrtime.bigint() (CLOCK_MONOTONIC, the
+// same clock in every process of the machine) when the request arrived,
+// when its first body byte was written (a stream's first token) and when
+// it closed; tag is the first "gwl-..." word of the request body (how
+// bench/gw-latency.mjs finds its own questions).
 //
 // One process, one event loop: every request is handled here, streams are
 // timers on the loop. Other Node code may instead import startFakeLLM().
 
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -89,7 +97,9 @@ function promptOf(body) {
 export class FakeLLM {
   // defaults: raw knobs overriding DEFAULTS; they are what /_fake/reset
   // restores. Throws on an invalid knob.
-  constructor(defaults = {}) {
+  // timingLog: a file name for the per-request timing log (see the top).
+  constructor(defaults = {}, { timingLog = null } = {}) {
+    this.timing = timingLog ? createWriteStream(timingLog, { flags: 'a' }) : null;
     this.defaults = merge(DEFAULTS, defaults);
     this.knobs = { ...this.defaults };
     this.timers = new Set();
@@ -137,6 +147,7 @@ export class FakeLLM {
       entry.status = res.headersSent ? res.statusCode : null;
     });
 
+    if (this.timing) this.timeRequest(entry, req, res, () => ctx.bodyText);
     const ctx = {
       req, res, path, method,
       startNs: nowNs(),
@@ -175,6 +186,24 @@ export class FakeLLM {
     if (route) return route(ctx);
     if (path === '/v1' || path.startsWith('/v1/')) return openai.notFound(ctx);
     return ollama.notFound(res);
+  }
+
+  // --timing-log: stamps the request's arrival, its first body write and
+  // its end on the monotonic clock; one line when it closes.
+  timeRequest(entry, req, res, bodyText) {
+    const t = { req_ns: process.hrtime.bigint(), first_ns: null };
+    const write = res.write;
+    res.write = function timedWrite(...a) {
+      if (t.first_ns === null) t.first_ns = process.hrtime.bigint();
+      return write.apply(this, a);
+    };
+    res.on('close', () => {
+      const end = process.hrtime.bigint();
+      const tag = /gwl-[A-Za-z0-9_.-]+/.exec(bodyText() ?? '')?.[0] ?? null;
+      this.timing.write(`${JSON.stringify({ id: entry.id, path: entry.path, tag,
+        req_ns: String(t.req_ns), first_ns: t.first_ns === null ? null : String(t.first_ns),
+        end_ns: String(end), status: res.headersSent ? res.statusCode : null })}\n`);
+    });
   }
 
   // The control API, never counted in stats.
@@ -254,6 +283,7 @@ export class FakeLLM {
 
   // Stops: no new connections, every open one (hung streams too) destroyed.
   close() {
+    if (this.timing) this.timing.end();
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     return new Promise((resolveClose) => {
@@ -271,10 +301,10 @@ export async function startFakeLLM({ port = 0, host = '127.0.0.1', knobs = {} } 
 }
 
 const USAGE = `usage: node tests/fake-llm/server.mjs [--port N] [--host 127.0.0.1] [--port-file FILE]
-       [--api-key K] [--<knob> VALUE]...   (knobs: ${Object.keys(DEFAULTS).join(', ')})`;
+       [--timing-log FILE] [--api-key K] [--<knob> VALUE]...   (knobs: ${Object.keys(DEFAULTS).join(', ')})`;
 
 function parseArgs(argv) {
-  const opts = { port: 0, host: '127.0.0.1', portFile: null, knobs: {} };
+  const opts = { port: 0, host: '127.0.0.1', portFile: null, timingLog: null, knobs: {} };
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i];
     let value;
@@ -299,6 +329,8 @@ function parseArgs(argv) {
       opts.host = value;
     } else if (name === 'port_file') {
       opts.portFile = value;
+    } else if (name === 'timing_log') {
+      opts.timingLog = resolve(value);
     } else if (isKnob(name)) {
       opts.knobs[name] = value;
     } else {
@@ -315,7 +347,7 @@ async function main() {
   let fake;
   try {
     opts = parseArgs(process.argv.slice(2));
-    fake = new FakeLLM(opts.knobs);
+    fake = new FakeLLM(opts.knobs, { timingLog: opts.timingLog });
   } catch (e) {
     process.stderr.write(`fake-llm: ${e.message}\n${USAGE}\n`);
     process.exit(2);
