@@ -136,14 +136,15 @@ async function storedAnswer(chatId) {
     const r = await fetch(`${BASE}/api/chat/sessions/${chatId}/messages`, { headers: auth });
     if (!r.ok) return { status: r.status, text: null };
     const j = await r.json();
-    const a = j.messages.filter((m) => m.role === 'assistant').at(-1);
-    return { status: r.status, text: a ? a.content : null };
+    const a = j.messages.at(-1)?.role === 'assistant' ? j.messages.at(-1) : null;
+    return { status: r.status, text: a ? a.content : null, roles: j.messages.map((m) => m.role).join(',') };
   }
   const r = await fetch(`${BASE}/api/chat/${chatId}/messages`);
   if (!r.ok) return { status: r.status, text: null };
   const j = await r.json();
-  const a = j.filter((m) => m.role === 'assistant').at(-1);
-  return { status: r.status, text: a ? a.parts.filter((p) => p.type === 'text').map((p) => p.text).join('') : null };
+  const a = j.at(-1)?.role === 'assistant' ? j.at(-1) : null;
+  return { status: r.status, text: a ? a.parts.filter((p) => p.type === 'text').map((p) => p.text).join('') : null,
+    roles: j.map((m) => m.role).join(',') };
 }
 
 async function killProducer(chatId) {
@@ -233,7 +234,7 @@ async function kill() {
       expected_chars: expected.length, end: d.end, end_ms: d.t_end + (t1 - t0) };
   }
   // afterwards: the answer in the stored history, a second resume, a new turn
-  res.stored_after = await storedAnswer(chatId).then((s) => ({ status: s.status, chars: s.text?.length ?? null }));
+  res.stored_after = await storedAnswer(chatId).then((s) => ({ status: s.status, chars: s.text?.length ?? null, roles: s.roles }));
   try {
     const again = await transport().reconnectToStream({ chatId });
     res.resume_again = again === null ? '204' : 'a stream';
