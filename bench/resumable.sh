@@ -23,6 +23,9 @@
 #                                       (default 2N+16: an open SSE stream
 #                                       holds one thread; the scenarios run
 #                                       with the shipped 16)
+#   SHIPPED=1                           also a CPU run of Parley as shipped
+#                                       (--threads 16), readers 1: what the
+#                                       default carries when N > 16
 #   SIDES="peer parley"
 #   SCENARIOS= or READERS= (empty) skips that part
 #
@@ -47,9 +50,10 @@ BUILD=${BUILD:-build}
 TOKENS=${TOKENS:-100}
 TOKEN_MS=${TOKEN_MS:-50}
 K=${K:-20}
-SCENARIOS=${SCENARIOS:-reload,kill,tab,done}
+SCENARIOS=${SCENARIOS-reload,kill,tab,done}
 N=${N:-100}
-READERS=${READERS:-"1 2"}
+READERS=${READERS-"1 2"}
+SHIPPED=${SHIPPED:-1}
 THREADS=${THREADS:-$((2 * N + 16))}
 SIDES=${SIDES:-"peer parley"}
 
@@ -77,7 +81,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
 RES=$IT_TMP/results
 mkdir -p "$RES"
 SCEN_T=$(( (TOKENS * TOKEN_MS / 1000 + 40) * 4 + 60 ))
-LOAD_T=$(( TOKENS * TOKEN_MS / 1000 + 90 ))
+LOAD_T=$(( (TOKENS * TOKEN_MS / 1000) * (N / 16 + 2) + 90 ))
 
 # --- the peer: a private redis-server (no persistence) + the Node server ----
 REDIS_PID="" SUP_PID="" PEER_PORT=""
@@ -143,9 +147,14 @@ echo
 
 # --- CPU per delivered token ------------------------------------------------------
 LOADS=""
+RUNS=""
 for readers in $READERS; do
-    for side in $SIDES; do
-        out=$RES/load-$side-$readers.jsonl
+    for side in $SIDES; do RUNS="$RUNS $side:$readers:$THREADS"; done
+done
+case " $SIDES " in *" parley "*) [ "$SHIPPED" = 1 ] && [ -n "$READERS" ] && RUNS="$RUNS parley:1:shipped" ;; esac
+for run in $RUNS; do
+        side=${run%%:*} readers=${run#*:} threads=${readers#*:} readers=${readers%%:*}
+        out=$RES/load-$side-$readers-$threads.jsonl
         case $side in
         peer)
             start_peer
@@ -155,8 +164,9 @@ for readers in $READERS; do
                 >"$out" 2>"$out.err" || rc=1
             stop_peer ;;
         parley)
-            IT_DB=$IT_TMP/data/load-$readers.db
-            BENCH_APP_THREADS=$THREADS
+            IT_DB=$IT_TMP/data/load-$readers-$threads.db
+            BENCH_APP_THREADS=$threads
+            [ "$threads" = shipped ] && BENCH_APP_THREADS=
             start_lighttpd "$BUILD/parley.fcgi"
             BENCH_APP_THREADS=
             _app=$(app_pids | tr '\n' ' ')
@@ -169,17 +179,17 @@ for readers in $READERS; do
             for _q in $_app; do _pids="$_pids,parley.fcgi:$_q"; done
             _pids="$_pids,parley-ws:$BRIDGE_PID"
             timeout "$LOAD_T" node bench/resumable/load.mjs --side parley --base "$BASE" --token "$TOKEN" \
+                --threads "$(sed -n 's/.*--threads \([0-9]*\).*/\1/p' "$SETUP_DIR/conf/lighttpd-parley.conf")" \
                 --n "$N" --tokens "$TOKENS" --token-ms "$TOKEN_MS" --readers "$readers" --pids "${_pids#,}" \
                 >"$out" 2>"$out.err" || rc=1
             stop_setup ;;
         esac
         LOADS="$LOADS $out"
-    done
 done
 [ -n "$READERS" ] && {
 echo "CPU run: $N answers started at once, $TOKENS tokens each at one per $TOKEN_MS ms; readers 1 = each read by its POST's client,"
 echo "2 = also by a second tab resuming it at its first token. Server CPU = utime + stime of the peer's Node server + redis-server,"
-echo "or of lighttpd + parley.fcgi (--threads $THREADS: one per open SSE stream) + parley-ws, over the run; per token = / tokens delivered"
+echo "or of lighttpd + parley.fcgi (--threads $THREADS: one per open SSE stream; and as shipped, 16) + parley-ws, over the run; per token = / tokens delivered"
 echo "whole and exact. The client, the simulated LLM and the servers share the machine's $(nproc) cores."
 echo
 # shellcheck disable=SC2086

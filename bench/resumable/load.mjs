@@ -22,6 +22,7 @@ const N = Number(arg('n', '100'));
 const TOKENS = Number(arg('tokens', '100'));
 const TOKEN_MS = Number(arg('token-ms', '50'));
 const READERS = Number(arg('readers', '1'));
+const THREADS = arg('threads', '');   // parley.fcgi --threads (reported only)
 const RUN = arg('run', `l${process.pid}`);
 const PIDS = arg('pids', '').split(',').filter(Boolean).map((s) => { const [g, p] = s.split(':'); return { g, p: Number(p) }; });
 const DEADLINE = TOKENS * TOKEN_MS + 60000;
@@ -140,7 +141,7 @@ const firsts = all.filter((r) => r.tFirst != null).map((r) => r.tFirst).sort((a,
 const pct = (p) => firsts.length ? Math.round(firsts[Math.min(firsts.length - 1, Math.floor(p * firsts.length))]) : null;
 const bad = all.filter((r) => !(r.ok && r.exact));
 console.log(JSON.stringify({
-  side: SIDE, n: N, readers: READERS, tokens_per_stream: TOKENS, token_ms: TOKEN_MS,
+  side: SIDE, n: N, readers: READERS, threads: THREADS || undefined, tokens_per_stream: TOKENS, token_ms: TOKEN_MS,
   streams_read: all.length, complete_exact: all.length - bad.length, failed: bad.length,
   failures: bad.slice(0, 3).map((r) => ({ status: r.status, error: r.error, body: r.body, n: r.n, ok: r.ok, exact: r.exact })),
   tokens_delivered: tokens, deltas_delivered: deltas, wall_s: +(wall / 1000).toFixed(2),

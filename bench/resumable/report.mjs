@@ -66,7 +66,7 @@ if (mode === 'scenarios') {
   for (const f of files) {
     for (const r of lines(f)) {
       const by = Object.entries(r.cpu_ms).map(([g, v]) => `${g} ${Math.round(v)}`).join(', ');
-      const side = r.side === 'peer' ? 'resumable-stream + Redis' : 'Parley (lighttpd)';
+      const side = r.side === 'peer' ? 'resumable-stream + Redis' : `Parley (lighttpd, --threads ${r.threads ?? '?'}${r.threads === '16' ? ', as shipped' : ''})`;
       console.log(`| ${side} | ${r.readers} | ${r.streams_read} | ${r.complete_exact} | ${r.tokens_delivered} | ${r.wall_s} | ${Math.round(r.cpu_ms_total)} (${by}) | ${r.cpu_us_per_token ?? '-'} | ${r.rss_before_mb} → ${r.rss_peak_mb} | ${r.rss_per_stream_kb} | ${r.first_token_ms.p50} / ${r.first_token_ms.p99} |`);
       if (r.failed) console.log(`| | | failures: ${r.failed} | ${JSON.stringify(r.failures).replace(/\|/g, '/')} | | | | | | | |`);
     }

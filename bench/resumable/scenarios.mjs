@@ -42,7 +42,10 @@ const STREAM_MS = TOKENS * TOKEN_MS + 30000;   // a stream not ended by then: ha
 
 const API = SIDE === 'parley' ? `${BASE}/api/ai-sdk/chat` : `${BASE}/api/chat`;
 const auth = TOKEN ? { authorization: `Bearer ${TOKEN}` } : {};
-const transport = () => new DefaultChatTransport({ api: API, headers: auth });
+// fetch that remembers the last status, so a failed resume names it
+let lastStatus = null;
+const fetchRec = async (...a) => { lastStatus = null; const r = await fetch(...a); lastStatus = r.status; return r; };
+const transport = () => new DefaultChatTransport({ api: API, headers: auth, fetch: fetchRec });
 let nextId = 0;
 const userMessage = (text) => ({ id: `u${++nextId}-${RUN}`, role: 'user', parts: [{ type: 'text', text }] });
 const now = () => Number(process.hrtime.bigint() / 1000000n);
@@ -110,7 +113,9 @@ async function reconnect(tr, chatId, t0) {
       const s = await tr.reconnectToStream({ chatId });
       return { stream: s, attempts: attempt, errors, t: now() - t0 };
     } catch (e) {
-      const msg = String(e.message ?? e).replace(/\s+/g, ' ').slice(0, 120);
+      let msg = String(e.message ?? e).replace(/\s+/g, ' ');
+      if (/^<(\?xml|!DOCTYPE|html)/i.test(msg)) msg = 'an HTML error page';
+      msg = `${lastStatus ? `HTTP ${lastStatus}: ` : ''}${msg.slice(0, 100)}`;
       if (!errors.length || errors.at(-1).msg !== msg) errors.push({ at: now() - t0, msg, n: 1 });
       else errors.at(-1).n++;
       if (now() - t0 > RETRY_FOR) return { stream: undefined, attempts: attempt, errors, t: now() - t0 };
