@@ -26,6 +26,9 @@
 #   SHIPPED=1                           also a CPU run of Parley as shipped
 #                                       (--threads 16), readers 1: what the
 #                                       default carries when N > 16
+#   SEED000=1                           also Parley's seed 000 ticket stream,
+#                                       resumed by position (bench/resumable/seed000.mjs:
+#                                       WebSocket ?after=N, SSE Last-Event-ID)
 #   SIDES="peer parley"
 #   SCENARIOS= or READERS= (empty) skips that part
 #
@@ -54,6 +57,7 @@ SCENARIOS=${SCENARIOS-reload,kill,tab,done}
 N=${N:-100}
 READERS=${READERS-"1 2"}
 SHIPPED=${SHIPPED:-1}
+SEED000=${SEED000:-1}
 THREADS=${THREADS:-$((2 * N + 16))}
 SIDES=${SIDES:-"peer parley"}
 
@@ -106,6 +110,7 @@ stop_peer() {
 }
 
 # --- Parley: the bridge, lighttpd + parley.fcgi ------------------------------
+# one database for the bridge and every parley.fcgi (the default $IT_TMP/data/parley.db)
 start_bridge || it_die "parley-ws did not start"
 WS_PORT=$BRIDGE_PORT
 TOKEN=$(node -e 'import("./tests/node/clients.mjs").then((m) => console.log(m.jwtHS256(process.argv[1], "bench-user")))' "$SECRET")
@@ -126,11 +131,15 @@ rc=0
             >"$RES/scen-peer.jsonl" 2>"$RES/scen-peer.err" || rc=1
         stop_peer ;;
     parley)
-        IT_DB=$IT_TMP/data/scen.db
         start_lighttpd "$BUILD/parley.fcgi"
         timeout "$SCEN_T" node bench/resumable/scenarios.mjs --side parley --base "$BASE" --token "$TOKEN" --admin "$ADMIN" \
             --tokens "$TOKENS" --token-ms "$TOKEN_MS" --k "$K" --only "$SCENARIOS" \
             >"$RES/scen-parley.jsonl" 2>"$RES/scen-parley.err" || rc=1
+        if [ "$SEED000" = 1 ]; then
+            timeout "$SCEN_T" node bench/resumable/seed000.mjs --base "$BASE" --token "$TOKEN" \
+                --tokens "$TOKENS" --token-ms "$TOKEN_MS" --k "$K" \
+                >"$RES/scen-seed000.jsonl" 2>"$RES/scen-seed000.err" || rc=1
+        fi
         stop_setup ;;
     esac
 done
@@ -143,6 +152,13 @@ echo "100 ms after it dies (as systemd's Restart=always)."
 echo
 node bench/resumable/report.mjs scenarios "$RES/scen-peer.jsonl" "$RES/scen-parley.jsonl"
 echo
+if [ -s "$RES/scen-seed000.jsonl" ]; then
+    echo "Parley's seed 000 ticket stream through the same lighttpd (WebSocket proxied to the bridge, SSE to parley.fcgi), resumed by"
+    echo "position (no peer row: resumable-stream's counterpart is skipCharacters, which the AI SDK's client does not use):"
+    echo
+    node bench/resumable/report.mjs seed000 "$RES/scen-seed000.jsonl"
+    echo
+fi
 }
 
 # --- CPU per delivered token ------------------------------------------------------
@@ -164,7 +180,6 @@ for run in $RUNS; do
                 >"$out" 2>"$out.err" || rc=1
             stop_peer ;;
         parley)
-            IT_DB=$IT_TMP/data/load-$readers-$threads.db
             BENCH_APP_THREADS=$threads
             [ "$threads" = shipped ] && BENCH_APP_THREADS=
             start_lighttpd "$BUILD/parley.fcgi"

@@ -106,11 +106,12 @@ async function oneChat(i) {
   return results.map((r) => ({ ...r, exact: r.text === expected }));
 }
 
-// Warm-up (not measured): WARMUP short answers, so that neither side is
-// measured while it starts (Node's JIT, the first SQLite statements).
-const WARMUP = Number(arg('warmup', '10'));
+// Warm-up (not measured): WARMUP (default N) short answers at once (5
+// tokens, 20 ms apart), so that neither side is measured while it starts
+// (Node's JIT, parley.fcgi's threads and their SQLite connections).
+const WARMUP = Number(arg('warmup', String(N)));
 async function warm(i) {
-  const q = `warm ${RUN} ${i} [[fake tokens=5 token_ms=1]]`;
+  const q = `warm ${RUN} ${i} [[fake tokens=5 token_ms=20]]`;
   const r = await fetch(API, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' },
     body: JSON.stringify({ id: `warm-${SIDE}-${RUN}-${i}`, trigger: 'submit-message',
       messages: [{ id: `w-${RUN}-${i}`, role: 'user', parts: [{ type: 'text', text: q }] }] }) });

@@ -60,6 +60,24 @@ if (mode === 'scenarios') {
     if (!a && !b) continue;
     console.log(`| ${names[k]} | ${cell(a)} | ${cell(b)} |`);
   }
+} else if (mode === 'seed000') {
+  const names = { 'ws-reload': 'reload: WebSocket dropped after k tokens, reopened with `?seq=1&after=<last seq>`',
+    'sse-reload': 'reload: SSE `GET /api/tickets/{id}/ai/stream` dropped after k tokens, reopened with `Last-Event-ID`',
+    'sse-tab': 'second tab: an SSE reader joins a WebSocket reader after k tokens',
+    done: 'after the answer: SSE GET, and a WebSocket reopened with the same body' };
+  console.log('| scenario | Parley, seed 000 |');
+  console.log('|---|---|');
+  for (const r of lines(files[0])) {
+    let c;
+    if (r.exception) c = `**no** — the bench failed: ${r.exception}`;
+    else if (r.scenario === 'ws-reload' || r.scenario === 'sse-reload') {
+      c = `${verdict(r)} — ${r.outcome}: ${r.before_chars} + ${r.after_chars} characters of ${r.expected_chars}, nothing twice; ` +
+        `first token ${s(r.first_token_ms)}, end ${s(r.end_ms)} after the reconnect${r.next_reconnect ? `; the next reconnect: ${r.next_reconnect}` : ''}`;
+    } else if (r.scenario === 'sse-tab') {
+      c = `${verdict(r)} — ${r.outcome}; first token ${s(r.tab2_first_token_ms)}, then behind the WebSocket tab by p50 ${s(r.tab2_lag_ms?.p50)}, max ${s(r.tab2_lag_ms?.max)}`;
+    } else c = `${verdict(r)} — SSE: ${r.sse} (${s(r.sse_ms)}); WebSocket: ${r.ws}`;
+    console.log(`| ${names[r.scenario] ?? r.scenario} | ${c} |`);
+  }
 } else if (mode === 'load') {
   console.log('| side | readers per stream | streams read | complete, exact | tokens delivered | wall (s) | server CPU (ms, by process) | CPU per delivered token (µs) | RSS before → peak (MB) | RSS per stream (KB) | first token p50 / p99 (ms) |');
   console.log('|---|---:|---:|---:|---:|---:|---|---:|---|---:|---|');
