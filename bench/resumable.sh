@@ -147,7 +147,7 @@ done
 echo "Scenarios: one answer of $TOKENS tokens at one per $TOKEN_MS ms; the reload, the kill and the second tab after $K tokens."
 echo "Client: the \`ai\` package's DefaultChatTransport (sendMessages, reconnectToStream) and readUIMessageStream on both sides;"
 echo "survives = the message useChat builds equals the upstream's answer (every token once, in order). Parley: the shipped lighttpd snippet"
-echo "(parley.fcgi --threads 16), PARLEY_LEASE_MS default (15 s). The peer: resumable-stream's own 1 s ack timeout, its Node server restarted"
+echo "(parley.fcgi --threads 16), PARLEY_LEASE_MS default (10 s). The peer: resumable-stream's own 1 s ack timeout, its Node server restarted"
 echo "100 ms after it dies (as systemd's Restart=always)."
 echo
 node bench/resumable/report.mjs scenarios "$RES/scen-peer.jsonl" "$RES/scen-parley.jsonl"
