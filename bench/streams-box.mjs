@@ -15,7 +15,9 @@
 //        --llm URL [--parley-sessions] --server-pids "PID..." \
 //        [--aux-pids "name=PID ..."] [--steps "50 100 ..."] [--tokens 150] \
 //        [--token-ms 50] [--first-ms 100] [--ramp-ms 2000] [--p99-ms 50] \
-//        [--warmup 20] [--out FILE]
+//        [--warmup 20] [--retry 0] [--out FILE]
+//       --retry K: a step that misses is run again, up to K more times
+//       (every attempt is reported; the knee counts a step that held once).
 //       First an unreported warm-up step of --warmup streams (JIT, pools).
 //       For each step N (ascending; stops after the first step that misses):
 //       N generations, one viewer each, started evenly over --ramp-ms (so
@@ -57,7 +59,7 @@ const opt = (name, def) => {
 async function llmMain() {
   const { FakeLLM } = await import('../tests/fake-llm/server.mjs');
   const fake = new FakeLLM({});
-  const ID_RE = /sb[0-9a-z]+x[0-9]+w?i[0-9]+/;
+  const ID_RE = /sb[0-9a-z]+x[0-9]+w?(?:r[0-9]+)?i[0-9]+/;
   const log = new Map();          // id -> { t: [ms], c: [chunk] }
   const orig = fake.handle.bind(fake);
   fake.handle = (req, res) => {
@@ -124,6 +126,7 @@ async function llmMain() {
 
 // ---------------------------------------------------------------- run ----
 const CLK_TCK = 100;
+const NCPU = (await import('node:os')).availableParallelism();
 function procCpuMs(pid) {
   try {
     const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -203,8 +206,11 @@ async function runMain() {
 
   const WARMUP = Number(opt('warmup', 20));
   const plan = [...(WARMUP > 0 ? [[WARMUP, true]] : []), ...STEPS.map((n) => [n, false])];
-  for (const [N, warm] of plan) {
-    const prefix = `sb${run}x${N}${warm ? 'w' : ''}i`;
+  const RETRY = Number(opt('retry', 0));
+  let again = 0;
+  for (let pi = 0; pi < plan.length; pi++) {
+    const [N, warm] = plan[pi];
+    const prefix = `sb${run}x${N}${warm ? 'w' : ''}${again ? `r${again}` : ''}i`;
     const streams = Array.from({ length: N }, (_, i) => ({
       id: `${prefix}${i}`, cum: [], at: [], len: 0, done: false, fail: '', conv: randomUUID(),
     }));
@@ -352,6 +358,10 @@ async function runMain() {
       aux_cpu_ms: Object.fromEntries(Object.keys(AUX).map((k) => [k, Math.round(aux1[k] - aux0[k])])),
       client_cpu_ms: Math.round((me1.user + me1.system) / 1000),
       box_busy_pct: Math.round(((box1[0] - box0[0]) * 100) / Math.max(1, box1[1] - box0[1])),
+      // the CPU of everything else on the machine (other users' work) in % of the box
+      others_pct: Math.max(0, Math.round(((box1[0] - box0[0]) * 100) / Math.max(1, box1[1] - box0[1]) -
+        ((serverCpuMs + Object.keys(AUX).reduce((a, k) => a + aux1[k] - aux0[k], 0) + (me1.user + me1.system) / 1000) * 100) /
+        ((t1 - t0) * NCPU))),
       rss_idle_kb: rssIdle, rss_mid_kb: rssMid,
       rss_per_stream_kb: rssMid === null ? null : Math.round(((rssMid - rssIdle) / N) * 10) / 10,
     };
@@ -362,10 +372,13 @@ async function runMain() {
       await sleep(1000);
       continue;
     }
+    row.attempt = again + 1;
     const line = JSON.stringify(row);
     console.log(line);
     if (OUT) appendFileSync(OUT, `${line}\n`);
     await sleep(2000);              // connections close, the servers settle
+    if (!row.ok && again < RETRY) { again++; pi--; continue; }   // the same step once more
+    again = 0;
     if (!row.ok && !ALL) break;
   }
   agent.destroy();
@@ -382,10 +395,10 @@ function tableMain() {
     }
   }
   const out = [];
-  out.push('| setup | N streams | complete | tokens delivered / expected | p50 (ms) | p99 (ms) | max (ms) | first token added p50 / p99 (ms) | within target | server CPU (ms) | server CPU per delivered token (µs) | server RSS at N (MiB) | RSS per stream (KiB) | simulated LLM CPU (ms) | client CPU (ms) | box busy (%) |');
-  out.push('|---|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|---:|---:|');
+  out.push('| setup | N streams | complete | tokens delivered / expected | p50 (ms) | p99 (ms) | max (ms) | first token added p50 / p99 (ms) | within target | server CPU (ms) | server CPU per delivered token (µs) | server RSS at N (MiB) | RSS per stream (KiB) | simulated LLM CPU (ms) | client CPU (ms) | box busy (%) | others on the box (%) |');
+  out.push('|---|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
-    out.push(`| ${r.setup} | ${r.n} | ${r.complete} | ${r.tokens_delivered} / ${r.tokens_expected} | ${r.p50_ms ?? '-'} | ${r.p99_ms ?? '-'} | ${r.max_ms ?? '-'} | ${r.first_added_p50_ms ?? '-'} / ${r.first_added_p99_ms ?? '-'} | ${r.ok ? 'yes' : '**no**'} | ${r.server_cpu_ms} | ${r.server_us_per_token ?? '-'} | ${r.rss_mid_kb === null ? '-' : (r.rss_mid_kb / 1024).toFixed(1)} | ${r.rss_per_stream_kb ?? '-'} | ${r.aux_cpu_ms.llm ?? '-'} | ${r.client_cpu_ms} | ${r.box_busy_pct} |`);
+    out.push(`| ${r.setup} | ${r.n}${r.attempt > 1 ? ` (again)` : ''} | ${r.complete} | ${r.tokens_delivered} / ${r.tokens_expected} | ${r.p50_ms ?? '-'} | ${r.p99_ms ?? '-'} | ${r.max_ms ?? '-'} | ${r.first_added_p50_ms ?? '-'} / ${r.first_added_p99_ms ?? '-'} | ${r.ok ? 'yes' : '**no**'} | ${r.server_cpu_ms} | ${r.server_us_per_token ?? '-'} | ${r.rss_mid_kb === null ? '-' : (r.rss_mid_kb / 1024).toFixed(1)} | ${r.rss_per_stream_kb ?? '-'} | ${r.aux_cpu_ms.llm ?? '-'} | ${r.client_cpu_ms} | ${r.box_busy_pct} | ${r.others_pct ?? '-'} |`);
   }
   out.push('');
   // the knee of each setup: the largest N within the target
@@ -396,7 +409,8 @@ function tableMain() {
     const rs = rows.filter((r) => r.setup === s);
     const good = rs.filter((r) => r.ok);
     const knee = good.length ? good[good.length - 1] : null;
-    const past = rs.find((r) => !r.ok);
+    const last = rs[rs.length - 1];
+    const past = last.ok ? null : last;      // the step that missed (its last attempt)
     const why = past ? `${past.n}: p99 ${past.p99_ms ?? '-'} ms, first token added p99 ${past.first_added_p99_ms ?? '-'} ms, ${past.tokens_delivered}/${past.tokens_expected} tokens, ${past.failed} failed${Object.keys(past.fails).length ? ` (${Object.entries(past.fails).map(([k, v]) => `${v}× ${k}`).join('; ')})` : ''}` : '(none: every step held)';
     out.push(`| ${s} | ${knee ? knee.n : '< ' + rs[0].n} | ${why} | ${knee?.server_us_per_token ?? '-'} | ${knee?.rss_per_stream_kb ?? '-'} |`);
   }
