@@ -144,11 +144,11 @@ function procRssKb(pid) {
     return 0;
   }
 }
-function boxBusy() {        // [busy, total] jiffies of the whole machine
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+function boxBusy() {        // [busy, total, irq + softirq] jiffies of the whole machine
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
   const idle = f[3] + (f[4] || 0);
   const total = f.reduce((a, b) => a + b, 0);
-  return [total - idle, total];
+  return [total - idle, total, (f[5] || 0) + (f[6] || 0)];
 }
 const pct = (sorted, p) => (sorted.length
   ? sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] : null);
@@ -358,8 +358,10 @@ async function runMain() {
       aux_cpu_ms: Object.fromEntries(Object.keys(AUX).map((k) => [k, Math.round(aux1[k] - aux0[k])])),
       client_cpu_ms: Math.round((me1.user + me1.system) / 1000),
       box_busy_pct: Math.round(((box1[0] - box0[0]) * 100) / Math.max(1, box1[1] - box0[1])),
+      // interrupts (loopback packets are mostly softirq work of this benchmark)
+      irq_pct: Math.round(((box1[2] - box0[2]) * 100) / Math.max(1, box1[1] - box0[1])),
       // the CPU of everything else on the machine (other users' work) in % of the box
-      others_pct: Math.max(0, Math.round(((box1[0] - box0[0]) * 100) / Math.max(1, box1[1] - box0[1]) -
+      others_pct: Math.max(0, Math.round(((box1[0] - box0[0] - (box1[2] - box0[2])) * 100) / Math.max(1, box1[1] - box0[1]) -
         ((serverCpuMs + Object.keys(AUX).reduce((a, k) => a + aux1[k] - aux0[k], 0) + (me1.user + me1.system) / 1000) * 100) /
         ((t1 - t0) * NCPU))),
       rss_idle_kb: rssIdle, rss_mid_kb: rssMid,
@@ -395,10 +397,10 @@ function tableMain() {
     }
   }
   const out = [];
-  out.push('| setup | N streams | complete | tokens delivered / expected | p50 (ms) | p99 (ms) | max (ms) | first token added p50 / p99 (ms) | within target | server CPU (ms) | server CPU per delivered token (µs) | server RSS at N (MiB) | RSS per stream (KiB) | simulated LLM CPU (ms) | client CPU (ms) | box busy (%) | others on the box (%) |');
-  out.push('|---|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  out.push('| setup | N streams | complete | tokens delivered / expected | p50 (ms) | p99 (ms) | max (ms) | first token added p50 / p99 (ms) | within target | server CPU (ms) | server CPU per delivered token (µs) | server RSS at N (MiB) | RSS per stream (KiB) | simulated LLM CPU (ms) | client CPU (ms) | box busy (%) | of which irq + softirq (%) | other processes on the box (%) |');
+  out.push('|---|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
-    out.push(`| ${r.setup} | ${r.n}${r.attempt > 1 ? ` (again)` : ''} | ${r.complete} | ${r.tokens_delivered} / ${r.tokens_expected} | ${r.p50_ms ?? '-'} | ${r.p99_ms ?? '-'} | ${r.max_ms ?? '-'} | ${r.first_added_p50_ms ?? '-'} / ${r.first_added_p99_ms ?? '-'} | ${r.ok ? 'yes' : '**no**'} | ${r.server_cpu_ms} | ${r.server_us_per_token ?? '-'} | ${r.rss_mid_kb === null ? '-' : (r.rss_mid_kb / 1024).toFixed(1)} | ${r.rss_per_stream_kb ?? '-'} | ${r.aux_cpu_ms.llm ?? '-'} | ${r.client_cpu_ms} | ${r.box_busy_pct} | ${r.others_pct ?? '-'} |`);
+    out.push(`| ${r.setup} | ${r.n}${r.attempt > 1 ? ` (again)` : ''} | ${r.complete} | ${r.tokens_delivered} / ${r.tokens_expected} | ${r.p50_ms ?? '-'} | ${r.p99_ms ?? '-'} | ${r.max_ms ?? '-'} | ${r.first_added_p50_ms ?? '-'} / ${r.first_added_p99_ms ?? '-'} | ${r.ok ? 'yes' : '**no**'} | ${r.server_cpu_ms} | ${r.server_us_per_token ?? '-'} | ${r.rss_mid_kb === null ? '-' : (r.rss_mid_kb / 1024).toFixed(1)} | ${r.rss_per_stream_kb ?? '-'} | ${r.aux_cpu_ms.llm ?? '-'} | ${r.client_cpu_ms} | ${r.box_busy_pct} | ${r.irq_pct ?? '-'} | ${r.others_pct ?? '-'} |`);
   }
   out.push('');
   // the knee of each setup: the largest N within the target
