@@ -154,11 +154,12 @@ const pct = (sorted, p) => (sorted.length
   ? sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] : null);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+const noKeep = new http.Agent({ keepAlive: false });
 function getJSON(url, init = {}) {
   return new Promise((resolve, reject) => {
     const body = init.body ? Buffer.from(init.body) : null;
     const req = http.request(url, {
-      method: init.method || 'GET',
+      method: init.method || 'GET', agent: noKeep,
       headers: body ? { 'Content-Type': 'application/json', 'Content-Length': body.length } : {},
       timeout: 60000,
     }, (res) => {
@@ -201,7 +202,6 @@ async function runMain() {
   }
   const names = SERVER_PIDS.map((p) => { try { return readlinkSync(`/proc/${p}/exe`).split('/').pop(); } catch { return '?'; } });
   const run = randomUUID().replace(/-/g, '').slice(0, 8);
-  const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
   const rssIdle = SERVER_PIDS.reduce((a, p) => a + procRssKb(p), 0);
 
   const WARMUP = Number(opt('warmup', 20));
@@ -211,6 +211,11 @@ async function runMain() {
   for (let pi = 0; pi < plan.length; pi++) {
     const [N, warm] = plan[pi];
     const prefix = `sb${run}x${N}${warm ? 'w' : ''}${again ? `r${again}` : ''}i`;
+    // One connection per SSE stream, closed with it: a kept-alive socket of
+    // the step before may be closed by the server's idle timeout (lighttpd
+    // and node: 5 s) just as it is reused, a reset that is not the server's
+    // fault.
+    const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
     const streams = Array.from({ length: N }, (_, i) => ({
       id: `${prefix}${i}`, cum: [], at: [], len: 0, done: false, fail: '', conv: randomUUID(),
     }));
@@ -378,12 +383,12 @@ async function runMain() {
     const line = JSON.stringify(row);
     console.log(line);
     if (OUT) appendFileSync(OUT, `${line}\n`);
+    agent.destroy();
     await sleep(2000);              // connections close, the servers settle
     if (!row.ok && again < RETRY) { again++; pi--; continue; }   // the same step once more
     again = 0;
     if (!row.ok && !ALL) break;
   }
-  agent.destroy();
   process.exit(0);
 }
 
