@@ -44,8 +44,9 @@
 # Adjusted for the load, nothing else: RATE_LIMIT_MESSAGES_PER_MINUTE=0
 # (every stream comes from one address), WEBSOCKET_MAX_CONNECTIONS and
 # PARLEY_MAX_GENERATIONS above the largest step, and lighttpd's
-# server.max-fds / server.max-connections (defaults 1024-ish / a third of
-# it) raised to 16384 / 8192 in the copy of the snippet.
+# server.max-fds / server.max-connections raised to 16384 / 8192 in the
+# copy of the snippet (lighttpd caps connections at a fraction of its fd
+# limit; each proxied WebSocket takes two fds).
 # The simulated LLM is tests/fake-llm/server.mjs's FakeLLM run by
 # bench/streams-box.mjs llm, which logs the time of every token write: the
 # latency of a token is the viewer's receipt of the frame completing it
