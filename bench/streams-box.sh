@@ -33,6 +33,10 @@
 #       node-ws        bench/peers/seed000-ws.mjs (ws + openai), direct
 #       node-sse       bench/peers/seed004-sse.mjs (node:http + openai), direct
 #   SSE_THREADS=512
+#   PERF_OUT=DIR                            perf record -F 499 -g on each setup's
+#                                           server processes for its whole client
+#                                           run: DIR/<setup>.data (perf report -i;
+#                                           e.g. SETUPS=parley-ws STEPS=800 RETRY=0)
 #   RETRY=1                                 a step that misses is run once more
 #                                           (both reported): other users of the
 #                                           box can spoil one step
@@ -63,6 +67,7 @@ RAMP_MS=${RAMP_MS:-2000}
 SETUPS=${SETUPS:-"parley-ws parley-sse parley-sse-16 node-ws node-sse"}
 RETRY=${RETRY:-1}
 SSE_THREADS=${SSE_THREADS:-512}
+PERF_OUT=${PERF_OUT:-}
 MAXN=0
 for _n in $STEPS; do [ "$_n" -gt "$MAXN" ] && MAXN=$_n; done
 NSTEPS=$(echo "$STEPS" | wc -w)
@@ -133,10 +138,21 @@ exe_pids() { # DIR — pids whose program is under DIR
 client() { # setup kind base steps server-pids [extra...]
     _s=$1 _k=$2 _b=$3 _st=$4 _sp=$5
     shift 5
+    _perf=""
+    if [ -n "$PERF_OUT" ]; then
+        mkdir -p "$PERF_OUT"
+        perf record -F 499 -g -p "$(echo $_sp | tr ' ' ',')" -o "$PERF_OUT/$_s.data" \
+            >"$PERF_OUT/$_s.log" 2>&1 &
+        _perf=$!
+    fi
     timeout $(( STEP_S * (NSTEPS + 2) + 120 )) node bench/streams-box.mjs run --setup "$_s" --kind "$_k" \
         --base "$_b" --llm "$FAKE_LLM_URL" --server-pids "$_sp" --aux-pids "llm=$LLM_PID" \
         --steps "$_st" --tokens "$TOKENS" --token-ms "$TOKEN_MS" --first-ms "$FIRST_MS" \
         --ramp-ms "$RAMP_MS" --retry "$RETRY" --out "$RESULTS/$_s.json" "$@" >"$IT_TMP/$_s.out" 2>&1 || rc=1
+    if [ -n "$_perf" ]; then
+        kill -INT "$_perf" 2>/dev/null
+        wait "$_perf" 2>/dev/null || true
+    fi
 }
 parley_up() { # setup threads
     IT_DB=$IT_TMP/data/$1.db
