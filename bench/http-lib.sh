@@ -295,7 +295,7 @@ bench_reap() {
     [ -n "$SETUP_DIR" ] || return 0
     _left=""
     for _d in /proc/[0-9]*; do
-        tr '\0' ' ' <"$_d/cmdline" 2>/dev/null | grep -qF "$SETUP_DIR/" && _left="$_left ${_d#/proc/}"
+        { tr '\0' ' ' <"$_d/cmdline"; } 2>/dev/null | grep -qF "$SETUP_DIR/" && _left="$_left ${_d#/proc/}"
     done
     # shellcheck disable=SC2086
     [ -z "$_left" ] || it_stop $_left
