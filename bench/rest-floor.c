@@ -8,7 +8,10 @@
  * server), then sent as they are: one FCGX_PutStr, FCGX_Finish_r. No
  * routing, no parameters looked at, no database, no allocation per
  * request. Threads as in libfcgi's threaded example (examples/threaded.c):
- * N threads, each an FCGX_Accept_r loop, the accept serialized by a mutex.
+ * N threads, each an FCGX_Accept_r loop, the accept serialized by a mutex
+ * (REST_FLOOR_ACCEPT_LOCK=0 in its environment: no mutex, every thread in
+ * accept() at once, which Linux allows; lighttpd and the mod_proxy_fcgi
+ * service pass the variable on, mod_fcgid does not).
  * What is left is the web server, its FastCGI hop and libfcgi: the least
  * any FastCGI application could cost per answer behind that web server on
  * this machine.
