@@ -1,12 +1,15 @@
 #!/bin/sh
 # http-bench.sh — the cached-answer REST benchmark: GET /api/tickets/{id}/ai
 # for a ticket whose answer is cached, with wrk, side by side with the same
-# web server serving a static file of the same bytes and with PHP-FPM
-# answering the same query from the same SQLite file. Prints Markdown for
-# docs/PERFORMANCE.md.
+# web server serving a static file of the same bytes, with PHP-FPM
+# answering the same query from the same SQLite file, and with the floor: a
+# minimal libfcgi responder (bench/rest-floor.c) returning the same bytes,
+# put behind the same web server the way parley.fcgi is. Prints Markdown
+# for docs/PERFORMANCE.md.
 #
 #   bench/http-bench.sh                    (BUILD=build-x for another build dir)
 #   SETUPS="lighttpd fcgid proxy_fcgi"     which web-server setups (default: all three)
+#   TARGETS="parley floor"                 a subset of the targets below (default: all six)
 #   DURATION=5 REPS=3 CONNS=32 WRK_THREADS=2 TOKENS=250   wrk -d/-c/-t, repetitions,
 #                                          length of the cached answer (fake LLM tokens)
 #   FCGID_MAX_REQUESTS=N                   FcgidMaxRequestsPerProcess instead of the
@@ -24,6 +27,18 @@
 #                socket (started from parley-fcgi.service's ExecStart line)
 # Targets, each a GET through the same server:
 #   parley       /api/tickets/bench-1/ai
+#   floor        /floor/tickets/bench-1/ai: bench/rest-floor.c, parley's exact
+#                response bytes (headers and body, from parley's answer in the
+#                same setup; checked byte for byte as the client sees them,
+#                but for Date), behind the same web server exactly as
+#                parley.fcgi is (BENCH_FLOOR in bench/http-lib.sh: lighttpd
+#                spawns it from a copy of parley's fastcgi.server block;
+#                mod_fcgid runs it under the same Fcgid* settings from a copy
+#                of parley's <Directory> block; for mod_proxy_fcgi it is
+#                started with parley-fcgi.service's ExecStart= line on a
+#                socket of its own, behind a copy of parley's ProxyPassMatch
+#                line): the least any FastCGI application could cost per
+#                answer there. Target: parley ≥ 0.9 × floor.
 #   static       /bench-static.json: the exact bytes parley answers, from disk
 #   php          /ticket-ai.php?id=bench-1 (bench/php/ticket-ai.php): new PDO
 #                connection per request, the same SELECTs as parley, the same JSON
@@ -49,13 +64,14 @@ CONNS=${CONNS:-32}
 WRK_THREADS=${WRK_THREADS:-2}
 TOKENS=${TOKENS:-250}
 SETUPS=${SETUPS:-"lighttpd fcgid proxy_fcgi"}
-TARGETS="parley static php php-persist fcgi-404"
+TARGETS=${TARGETS:-"parley floor static php php-persist fcgi-404"}
 TICKET=bench-1
 BENCH_FCGID_MAXREQ=${FCGID_MAX_REQUESTS:-}
 BENCH_PROXY_REUSE=${PROXY_REUSE:-}
 
 LOG=$(mktemp)
-if ! make --no-print-directory BUILD="$BUILD" "$BUILD/parley.fcgi" "$BUILD/parley" >"$LOG" 2>&1; then
+if ! make --no-print-directory BUILD="$BUILD" "$BUILD/parley.fcgi" "$BUILD/parley" \
+    "$BUILD/bench/rest-floor" >"$LOG" 2>&1; then
     cat "$LOG" >&2
     rm -f "$LOG"
     echo "bench/http-bench.sh: build failed" >&2
@@ -63,6 +79,7 @@ if ! make --no-print-directory BUILD="$BUILD" "$BUILD/parley.fcgi" "$BUILD/parle
 fi
 rm -f "$LOG"
 . bench/http-lib.sh
+BENCH_FLOOR=$BUILD/bench/rest-floor
 bench_deps wrk php-fpm php-sqlite3 apache2 libapache2-mod-fcgid lighttpd || exit 1
 it_init
 it_fake_llm
@@ -79,10 +96,13 @@ if ! PARLEY_DB=$IT_DB OLLAMA_SERVER=$FAKE_LLM_URL RATE_LIMIT_MESSAGES_PER_MINUTE
     it_die "seeding the cached answer failed"
 fi
 it_own "$IT_TMP/data"
+# the floor's bytes: what parley.fcgi writes for the request
+bench_floor_fetch "/api/tickets/$TICKET/ai"
+grep -q '"status":"cached"' "$BENCH_FLOOR_RESPONSE" || it_die "parley.fcgi does not answer from the cache"
 cp bench/php/ticket-ai.php "$IT_TMP/www/ticket-ai.php"
 it_own "$IT_TMP/www"
 
-# setup target rep rps p50_us p99_us socket_errors non2xx requests web_ms app_ms php_ms
+# setup target rep rps p50_us p99_us socket_errors non2xx requests web_ms app_ms php_ms floor_ms
 RES=$IT_TMP/results
 : >"$RES"
 NOTES=$IT_TMP/notes
@@ -91,6 +111,7 @@ NOTES=$IT_TMP/notes
 url_of() {
     case $1 in
     parley) echo "$BASE/api/tickets/$TICKET/ai" ;;
+    floor) echo "$BASE/floor/tickets/$TICKET/ai" ;;
     static) echo "$BASE/bench-static.json" ;;
     php) echo "$BASE/ticket-ai.php?id=$TICKET" ;;
     php-persist) echo "$BASE/ticket-ai.php?id=$TICKET&persist=1" ;;
@@ -136,7 +157,15 @@ for setup in $SETUPS; do
     curl -s -o "$IT_TMP/parley.json" "$(url_of parley)"
     cp "$IT_TMP/parley.json" "$IT_TMP/www/bench-static.json"
     it_own "$IT_TMP/www"
-    for t in parley static php php-persist; do
+    # the floor answers with parley.fcgi's bytes (bench_floor_fetch): as
+    # the client sees them through this setup, the same but for Date
+    curl -s -i -o "$IT_TMP/parley.http" "$(url_of parley)"
+    curl -s -i -o "$IT_TMP/floor.http" "$(url_of floor)"
+    grep -av '^Date: ' "$IT_TMP/parley.http" >"$IT_TMP/parley.nodate"
+    grep -av '^Date: ' "$IT_TMP/floor.http" >"$IT_TMP/floor.nodate"
+    cmp -s "$IT_TMP/parley.nodate" "$IT_TMP/floor.nodate" ||
+        it_die "$setup floor: its answer differs from parley's: $(diff "$IT_TMP/parley.nodate" "$IT_TMP/floor.nodate" | head -c 600)"
+    for t in parley floor static php php-persist; do
         code=$(curl -s -o "$IT_TMP/$t.json" -w '%{http_code}' "$(url_of "$t")")
         [ "$code" = 200 ] || it_die "$setup $t: HTTP $code: $(head -c 300 "$IT_TMP/$t.json")"
         cmp -s "$IT_TMP/parley.json" "$IT_TMP/$t.json" ||
@@ -167,8 +196,9 @@ for setup in $SETUPS; do
 done
 
 # --- report ----------------------------------------------------------------------
-echo "Response: ${size:-?} bytes of JSON (the same bytes from parley, static, php and php-persist; checked)."
-echo "wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s, $REPS repetitions per target, the order of the five"
+echo "Response: ${size:-?} bytes of JSON (the same bytes from parley, floor, static, php and php-persist;"
+echo "checked; the floor's headers too, byte for byte but for Date)."
+echo "wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s, $REPS repetitions per target, the order of the six"
 echo "targets rotating between repetitions; a 2 s warm-up of each target first."
 echo
 while read -r setup size workers napp starts; do
@@ -190,7 +220,8 @@ echo
 echo "Median of the repetitions (range in brackets; a run in which no request completed is left"
 echo "out and counted under \"stalled\"). CPU per request: utime + stime of the"
 echo "processes over the run (/proc/PID/stat) divided by the requests wrk completed; backend ="
-echo "the parley.fcgi processes, or php-fpm's master and workers for the php targets:"
+echo "the parley.fcgi processes, rest-floor's for the floor, or php-fpm's master and workers for the"
+echo "php targets:"
 echo
 echo "| server | target | requests/s | p50 ms | p99 ms | web server CPU µs/req | backend CPU µs/req | errors | stalled |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
@@ -206,7 +237,8 @@ for setup in $SETUPS; do
         err=$(awk -v s="$setup" -v t="$t" '$1 == s && $2 == t { e += ($7 == "fail" ? 1e9 : $7 + (t == "fcgi-404" ? 0 : $8)) } END { print e + 0 }' "$RES")
         webc=$(awk -v s="$setup" -v t="$t" '$1 == s && $2 == t && $9 > 0 { printf "%.0f\n", $10 * 1000 / $9 }' "$RES")
         appc=$(awk -v s="$setup" -v t="$t" '$1 == s && $2 == t && $9 > 0 {
-                   v = t ~ /^php/ ? $12 : t == "static" ? -1 : $11; if (v >= 0) printf "%.0f\n", v * 1000 / $9 }' "$RES")
+                   v = t ~ /^php/ ? $12 : t == "floor" ? $13 : t == "static" ? -1 : $11
+                   if (v >= 0) printf "%.0f\n", v * 1000 / $9 }' "$RES")
         [ -n "$appc" ] && appc="$(echo "$appc" | med) ($(echo "$appc" | rng))" || appc="–"
         printf '| %s | %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s |\n' "$setup" "$t" \
             "$(echo "$rps" | med)" "$(echo "$rps" | rng)" "$(echo "$p50" | med)" "$(echo "$p50" | rng)" \
@@ -216,13 +248,13 @@ for setup in $SETUPS; do
 done
 echo
 echo "Ratios of requests/s, median of the per-repetition ratios (range in brackets);"
-echo "targets: parley ≥ 3× php-fpm, parley ≥ 50 % of the static file:"
+echo "targets: parley ≥ 0.9 × floor, parley ≥ 3× php-fpm; the static file's ratio reported, not targeted:"
 echo
-echo "| server | parley / php | parley / php-persist | parley / static | reference: fcgi-404 / static |"
-echo "|---|---:|---:|---:|---:|"
+echo "| server | parley / floor | parley / php | parley / php-persist | parley / static | floor / static | reference: fcgi-404 / static |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 for setup in $SETUPS; do
     row="| $setup |"
-    for pair in parley:php parley:php-persist parley:static fcgi-404:static; do
+    for pair in parley:floor parley:php parley:php-persist parley:static floor:static fcgi-404:static; do
         num=${pair%%:*} other=${pair#*:}
         r=$(awk -v s="$setup" -v n="$num" -v o="$other" '$1 == s && $2 == n && $9 > 0 { p[$3] = $4 } $1 == s && $2 == o { q[$3] = $4 }
                 END { for (k in p) if (q[k] > 0) print p[k] / q[k] }' "$RES")

@@ -32,7 +32,23 @@
 #   BENCH_PROXY_REUSE=on|off   mod_proxy_fcgi's ProxyPass lines with or without
 #                          enablereuse=on, whatever the shipped snippet says
 #                          (unset: as shipped)
+#   BENCH_FLOOR=PROGRAM    the next start_* also puts PROGRAM (bench/rest-floor,
+#                          built) behind the web server at /floor/, exactly
+#                          the way the shipped snippet puts parley.fcgi at
+#                          /api/ (bench_floor_* below): lighttpd, a second
+#                          fastcgi.server block made from parley's (same
+#                          bin-path arguments, max-procs, backlog, options,
+#                          environment); mod_fcgid, parley's <Directory>
+#                          block for the program, under the same Fcgid*
+#                          settings, with an Alias; mod_proxy_fcgi, started
+#                          with the ExecStart= line of parley-fcgi.service on
+#                          a socket of its own, and parley's ProxyPassMatch
+#                          line for /floor/. The program is copied to
+#                          $PARLEY_BIN/rest-floor; it answers with the bytes
+#                          of $PARLEY_BIN/rest-floor.response, a copy of
+#                          $BENCH_FLOOR_RESPONSE (bench_floor_fetch)
 #   app_pids               pids of the running parley.fcgi copies of the setup
+#   floor_pids             pids of the running rest-floor copies of the setup
 #   cpu_ticks PID...       utime + stime of the processes (clock ticks), summed
 #
 # The overrides of it_subst and apache_run below are the harness's own
@@ -100,6 +116,7 @@ it_subst() {
             sed -i "s/--threads [0-9]*/--threads $BENCH_APP_THREADS/" "$2"
         fi ;;
     esac
+    [ -n "${BENCH_FLOOR:-}" ] && bench_floor_subst "$1" "$2"
     if [ "$BENCH_PHP" = 1 ]; then
         case $1 in
         */lighttpd-parley.conf)
@@ -151,6 +168,11 @@ apache_run() {
     it_own "$SETUP_DIR"
     if ! "$APACHE_BIN" -d "$SETUP_DIR" -f "$SETUP_DIR/httpd.conf" -t >"$SETUP_DIR/logs/configtest.log" 2>&1; then
         it_setup_failed "apache2 ($1): configtest"
+    fi
+    # (not the harness's: the floor's own service, started the way
+    # start_proxy_fcgi starts parley.fcgi, before Apache)
+    if [ -n "${BENCH_FLOOR:-}" ] && [ "$1" = mod_proxy_fcgi ]; then
+        bench_floor_service
     fi
     it_bg "$SETUP_DIR/logs/apache2.out" "$APACHE_BIN" -d "$SETUP_DIR" -f "$SETUP_DIR/httpd.conf" -DFOREGROUND
     it_wait_http "$BASE/" || it_setup_failed "apache2 ($1)"
@@ -207,7 +229,15 @@ stop_php_fpm() {
 app_pids() {
     for _d in /proc/[0-9]*; do
         _exe=$(readlink "$_d/exe" 2>/dev/null) || continue
-        case $_exe in "$SETUP_DIR"/*) echo "${_d#/proc/}" ;; esac
+        case $_exe in "$SETUP_DIR"/*/rest-floor) ;; "$SETUP_DIR"/*) echo "${_d#/proc/}" ;; esac
+    done
+}
+
+# The rest-floor copies of the current setup (bench_floor_subst).
+floor_pids() {
+    for _d in /proc/[0-9]*; do
+        _exe=$(readlink "$_d/exe" 2>/dev/null) || continue
+        case $_exe in "$SETUP_DIR"/*/rest-floor) echo "${_d#/proc/}" ;; esac
     done
 }
 
@@ -226,15 +256,18 @@ cpu_ticks() {
 
 # cpu_snapshot FILE — writes "group pid ticks" (utime + stime) for the
 # setup's processes: web (the harness's server pids and their children),
-# app (the parley.fcgi copies), php (php-fpm master and workers).
+# app (the parley.fcgi copies), php (php-fpm master and workers), floor
+# (the rest-floor copies, with BENCH_FLOOR).
 cpu_snapshot() {
     _app=" $(app_pids | tr '\n' ' ') "
+    _flr=" $(floor_pids | tr '\n' ' ') "
     {
         for _p in $SETUP_PIDS; do echo "$_p"; pgrep -P "$_p" || true; done | sort -u |
             while read -r _q; do
-                case $_app in *" $_q "*) ;; *) echo "web $_q" ;; esac
+                case "$_app$_flr" in *" $_q "*) ;; *) echo "web $_q" ;; esac
             done
         for _q in $_app; do echo "app $_q"; done
+        for _q in $_flr; do echo "floor $_q"; done
         if [ -n "$PHP_FPM_PID" ]; then
             echo "php $PHP_FPM_PID"
             pgrep -P "$PHP_FPM_PID" | sed 's/^/php /' || true
@@ -245,13 +278,14 @@ cpu_snapshot() {
     done >"$1"
 }
 
-# cpu_delta BEFORE AFTER — "web_ms app_ms php_ms" between two snapshots.
+# cpu_delta BEFORE AFTER — "web_ms app_ms php_ms floor_ms" between two snapshots.
 # A process that ended in between is not counted (mod_fcgid replaces its
 # processes; see the report); one that started counts whole.
 cpu_delta() {
     awk -v hz="$(getconf CLK_TCK)" 'NR == FNR { b[$2] = $3; next }
         { s[$1] += ($2 in b) ? $3 - b[$2] : $3 }
-        END { printf "%d %d %d\n", s["web"] * 1000 / hz, s["app"] * 1000 / hz, s["php"] * 1000 / hz }' "$1" "$2"
+        END { printf "%d %d %d %d\n", s["web"] * 1000 / hz, s["app"] * 1000 / hz, s["php"] * 1000 / hz,
+              s["floor"] * 1000 / hz }' "$1" "$2"
 }
 
 # bench_reap — stops what is left of the current setup after stop_setup:
@@ -261,9 +295,100 @@ bench_reap() {
     [ -n "$SETUP_DIR" ] || return 0
     _left=""
     for _d in /proc/[0-9]*; do
-        tr '\0' ' ' <"$_d/cmdline" 2>/dev/null | grep -qF "$SETUP_DIR/" && _left="$_left ${_d#/proc/}"
+        { tr '\0' ' ' <"$_d/cmdline"; } 2>/dev/null | grep -qF "$SETUP_DIR/" && _left="$_left ${_d#/proc/}"
     done
     # shellcheck disable=SC2086
     [ -z "$_left" ] || it_stop $_left
     return 0
+}
+
+# --- the floor: bench/rest-floor behind the web server like parley.fcgi -----------
+
+# bench_floor_subst SHIPPED COPY — (it_subst, with BENCH_FLOOR set) adds to
+# the copy of the shipped snippet the floor's route, made from parley's
+# own lines with parley.fcgi → rest-floor and parley.sock → rest-floor.sock,
+# and copies the program next to parley.fcgi.
+bench_floor_subst() {
+    case $1 in
+    */lighttpd-parley.conf | */parley-fcgid.conf | */parley-proxy-fcgi.conf) ;;
+    *) return 0 ;;
+    esac
+    [ -x "$BENCH_FLOOR" ] || it_die "$BENCH_FLOOR is not built"
+    cp "$BENCH_FLOOR" "$PARLEY_BIN/rest-floor"
+    [ -n "${BENCH_FLOOR_RESPONSE:-}" ] && cp "$BENCH_FLOOR_RESPONSE" "$PARLEY_BIN/rest-floor.response"
+    _fl='s/parley\.fcgi/rest-floor/g; s/parley\.sock/rest-floor.sock/g'
+    case $1 in
+    */lighttpd-parley.conf)
+        # parley's fastcgi.server block: from its $HTTP["url"] line to the
+        # closing brace at the start of a line
+        _blk=$(sed -n '/^else \$HTTP\["url"\] =~ "^\/(api|/,/^}/p' "$2")
+        [ -n "$_blk" ] || it_die "$1: parley's fastcgi.server block not found"
+        {
+            echo ""
+            echo "# bench/http-lib.sh: the floor (bench/rest-floor.c), parley's block for /floor/"
+            printf '%s\n' "$_blk" | sed -e "$_fl" \
+                -e '1s/^else \$HTTP\["url"\] =~ "[^"]*"/$HTTP["url"] =~ "^\/floor\/"/'
+        } >>"$2" ;;
+    */parley-fcgid.conf)
+        _blk=$(sed -n "/^<Directory \"$(printf '%s' "$PARLEY_BIN" | sed 's/[]\/$*.^[]/\\&/g')\">/,/^<\/Directory>/p" "$2")
+        [ -n "$_blk" ] || it_die "$1: parley's <Directory> block not found"
+        {
+            echo ""
+            echo "# bench/http-lib.sh: the floor (bench/rest-floor.c), as parley.fcgi is run"
+            grep '^Alias "/api/"' "$2" | sed -e "$_fl" -e 's|/api/|/floor/|g'
+            printf '%s\n' "$_blk" | sed -e "$_fl"
+        } >>"$2" ;;
+    */parley-proxy-fcgi.conf)
+        # (libfcgi keeps a thread on every kept connection: enablereuse,
+        # when PROXY_REUSE=on asks for it, is left off for the floor)
+        _ln=$(grep '^ProxyPassMatch "^/api/' "$2")
+        [ -n "$_ln" ] || it_die "$1: parley's ProxyPassMatch line for /api/ not found"
+        {
+            echo ""
+            echo "# bench/http-lib.sh: the floor (bench/rest-floor.c), parley's /api/ line for /floor/"
+            printf '%s\n' "$_ln" | sed -e "$_fl" -e 's|/api/|/floor/|g' -e 's/ enablereuse=[a-zA-Z]*//'
+            echo "<LocationMatch \"^/floor/\">"
+            echo "    CGIPassAuth On"
+            echo "</LocationMatch>"
+        } >>"$2" ;;
+    esac
+}
+
+# bench_floor_service — (apache_run for mod_proxy_fcgi) starts the floor
+# with the Environment= and ExecStart= lines of the setup's copy of
+# parley-fcgi.service (--threads and --socket-mode included), its own
+# socket, as start_proxy_fcgi starts parley.fcgi.
+bench_floor_service() {
+    _svc=$SETUP_DIR/conf/parley-fcgi.service
+    _fl='s/parley\.fcgi/rest-floor/g; s/parley\.sock/rest-floor.sock/g'
+    _env=$(sed -n 's/^Environment=//p' "$_svc")
+    _exec=$(sed -n 's/^ExecStart=//p' "$_svc" | sed -e "$_fl")
+    [ -n "$_exec" ] || it_die "parley-fcgi.service has no ExecStart= line"
+    # shellcheck disable=SC2086
+    it_bg "$SETUP_DIR/logs/floor.log" $AS_APP env $_env $_exec
+    it_wait_socket "$SETUP_DIR/run/rest-floor.sock" || it_setup_failed "rest-floor --socket (ExecStart of parley-fcgi.service)"
+}
+
+# bench_floor_fetch URI — sets BENCH_FLOOR_RESPONSE to a file holding what
+# parley.fcgi writes for GET URI (status, headers, body: its FastCGI stdout,
+# byte for byte), asked by `rest-floor --fetch` from a parley.fcgi of its
+# own (a copy of $BUILD/parley.fcgi --socket, as the app account, on the
+# database IT_DB), stopped after. Call it before the start_* whose floor
+# should answer with those bytes.
+bench_floor_fetch() {
+    _fd=$IT_TMP/floor-fetch
+    mkdir -p "$_fd"
+    cp "$BUILD/parley.fcgi" "$_fd/parley.fcgi"
+    it_own "$_fd"
+    _keep=$SETUP_PIDS
+    # shellcheck disable=SC2086
+    it_bg "$_fd/parley.log" $AS_APP env PARLEY_DB="${IT_DB:-$IT_TMP/data/parley.db}" \
+        OLLAMA_SERVER="${IT_UPSTREAM:-$FAKE_LLM_URL}" "$_fd/parley.fcgi" --socket "$_fd/parley.sock" --threads 1
+    _fp=$IT_LAST_PID
+    SETUP_PIDS=$_keep
+    it_wait_socket "$_fd/parley.sock" || it_die "parley.fcgi --socket for the floor's bytes: $(cat "$_fd/parley.log")"
+    "$BENCH_FLOOR" --fetch "$_fd/parley.sock" "$1" >"$_fd/response" ||
+        it_die "rest-floor --fetch $1 failed: $(cat "$_fd/parley.log")"
+    it_stop "$_fp"
+    BENCH_FLOOR_RESPONSE=$_fd/response
 }

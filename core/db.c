@@ -4,6 +4,8 @@
  * function of db.h dispatches on it).
  * See db.h and db_sqlite.h for the contract. One parley_db per thread. */
 #include "db_sqlite.h"
+#include "bell.h"
+#include "ident.h"
 #include "storage/pg/pg.h"
 #include "migrations.h"
 #include "util.h"
@@ -75,6 +77,14 @@ struct parley_db {
     unsigned rnd;
     struct stmt_slot cache[STMT_CACHE];
     int ncache;
+    /* cached-answer versions (db_answer_version): the doorbell file, mapped
+     * at the first need (NULL: not yet, or it does not exist); the tickets
+     * whose answers changed in the open transaction, rung at its end */
+    parley_bell *ans_bell;
+    char ans_pending[4][IDENT_TICKET_STORED_MAX + 1];
+    int ans_npending;
+    int ans_overflow;          /* more tickets than that: ring "answer:*" */
+    int64_t ans_bell_retry_ms; /* a reader's failed mapping: not again before */
 };
 
 /* Busy handler: short randomised sleeps (50-550 us, growing to ~2 ms), so
@@ -326,6 +336,85 @@ static void cache_clear(parley_db *db)
     db->ncache = 0;
 }
 
+/* ---- cached-answer versions (db.h) ---- */
+
+/* The doorbell file of db's database, mapped once; create: map it even if
+ * it must be created first (a reader), else only if it exists (a writer:
+ * without the file nobody can hold a version). NULL when unavailable. */
+static parley_bell *ans_bell(parley_db *db, int create)
+{
+    if (db->ans_bell || db->pg || !db->path)
+        return db->ans_bell;
+    char path[4096], err[256];
+    if (ident_bell_path(db->path, path, sizeof path) < 0)
+        return NULL;
+    if (!create && access(path, F_OK) != 0)
+        return NULL;
+    if (create && db->ans_bell_retry_ms && mono_ms() < db->ans_bell_retry_ms)
+        return NULL;
+    db->ans_bell = bell_open(path, err, sizeof err);
+    if (!db->ans_bell && create)
+        db->ans_bell_retry_ms = mono_ms() + 10000;
+    return db->ans_bell;
+}
+
+#define ANS_KEY_ALL "answer:*"   /* every ticket's version moves with it */
+
+static void ans_ring(parley_db *db, const char *key)
+{
+    parley_bell *b = ans_bell(db, 0);
+    if (b)
+        bell_ring(b, key);
+}
+
+static void ans_ring_ticket(parley_db *db, const char *ticket_id)
+{
+    char key[IDENT_TICKET_STORED_MAX + 16];
+    snprintf(key, sizeof key, "answer:%s", ticket_id);
+    ans_ring(db, key);
+}
+
+/* Rings the tickets noted in the transaction that just ended (committed or
+ * not: a ring for nothing costs a reader one read). */
+static void ans_ring_pending(parley_db *db)
+{
+    for (int i = 0; i < db->ans_npending; i++)
+        ans_ring_ticket(db, db->ans_pending[i]);
+    if (db->ans_overflow)
+        ans_ring(db, ANS_KEY_ALL);
+    db->ans_npending = 0;
+    db->ans_overflow = 0;
+}
+
+int db_answer_version(parley_db *db, const char *ticket_id, uint64_t *v)
+{
+    parley_bell *b = db && ticket_id ? ans_bell(db, 1) : NULL;
+    if (!b)
+        return 0;
+    char key[IDENT_TICKET_STORED_MAX + 16];
+    snprintf(key, sizeof key, "answer:%s", ticket_id);
+    *v = (uint64_t)bell_peek(b, ANS_KEY_ALL) << 32 | bell_peek(b, key);
+    return 1;
+}
+
+void db_answer_changed(parley_db *db, const char *ticket_id)
+{
+    if (!db || db->pg || !ticket_id)
+        return;
+    if (db->in_tx == 0 && (!db->h || sqlite3_get_autocommit(db->h))) {
+        ans_ring_ticket(db, ticket_id);     /* already committed */
+        return;
+    }
+    for (int i = 0; i < db->ans_npending; i++)
+        if (strcmp(db->ans_pending[i], ticket_id) == 0)
+            return;
+    if (db->ans_npending < (int)(sizeof db->ans_pending / sizeof db->ans_pending[0]) &&
+        strlen(ticket_id) < sizeof db->ans_pending[0])
+        str_copy(db->ans_pending[db->ans_npending++], sizeof db->ans_pending[0], ticket_id);
+    else
+        db->ans_overflow = 1;
+}
+
 void db_close(parley_db *db)
 {
     if (!db)
@@ -338,6 +427,8 @@ void db_close(parley_db *db)
     }
     if (db->h && !sqlite3_get_autocommit(db->h))
         sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+    ans_ring_pending(db);
+    bell_close(db->ans_bell);
     gate_leave(db);
     cache_clear(db);
     if (db->h)
@@ -634,6 +725,7 @@ int db_commit(parley_db *db)
     }
     db->in_tx = 0;
     gate_leave(db);
+    ans_ring_pending(db);
     if (db->ckpt_due) {
         db->ckpt_due = 0;
         sqlite3_wal_checkpoint_v2(db->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
@@ -660,6 +752,7 @@ int db_rollback(parley_db *db)
     if (!sqlite3_get_autocommit(db->h))
         rc = step_done(db, "ROLLBACK");
     gate_leave(db);
+    ans_ring_pending(db);
     if (readonly)
         db->refused = 1;
     return rc;

@@ -97,6 +97,28 @@ int db_begin(parley_db *db);
 int db_commit(parley_db *db);
 int db_rollback(parley_db *db);
 
+/* ---- cached-answer versions (SQLite) ----
+ * A counter per ticket in the machine's doorbell file "<database>-bell"
+ * (bell.h; the slot of "answer:<ticket id>"), advanced right after every
+ * commit of this connection that changed the ticket's cached answers (the
+ * storage functions that write them call db_answer_changed), or right away
+ * when no transaction is open. Every Parley program on the machine writes
+ * answers through them, so a reader that peeked the version BEFORE it read
+ * a ticket's answer may serve what it read for as long as the version has
+ * not moved (fcgi/api_tickets.c): the change is seen from the moment the
+ * writer's thread has committed and rung, before it answers its own
+ * caller. A write made behind Parley's back (the sqlite3 shell) does not
+ * ring; two tickets may share a slot (a version then moves for nothing).
+ * A transaction that changed more than 4 tickets' answers moves every
+ * ticket's version (the slot of "answer:*", part of each version).
+ * db_answer_version: 1 with *v set, 0 when there is no such counter
+ * (PostgreSQL: several nodes share the database and a NOTIFY arrives
+ * late, so readers there always read; or the bell file cannot be mapped).
+ * The writer side never creates the bell file: when it does not exist,
+ * nobody can have peeked a version. */
+int db_answer_version(parley_db *db, const char *ticket_id, uint64_t *v);
+void db_answer_changed(parley_db *db, const char *ticket_id);
+
 /* Can this process write the database now (access(2) on the file with the
  * effective ids, about half a microsecond; the connection reopened first if
  * it is read-only and the file is writable again)? 0 yes; -1 no, and then

@@ -692,7 +692,9 @@ int store_answer_put_tx(parley_db *db, const struct answer *a)
     if (a->tokens >= 0)
         sqlite3_bind_int64(st, 9, a->tokens);
     sqlite3_bind_int64(st, 10, now_ms());
-    return done_or_err(st, sqlite3_step(st));
+    int rc = done_or_err(st, sqlite3_step(st));
+    db_answer_changed(db, a->ticket_id);    /* at the commit: the versions of db.h */
+    return rc;
 }
 
 int store_answer_delete_ticket(parley_db *db, const char *ticket_id)
@@ -706,6 +708,7 @@ int store_answer_delete_ticket(parley_db *db, const char *ticket_id)
     int rc = sqlite3_step(st);
     int changed = sqlite3_changes(db_handle(db));
     sqlite3_reset(st);
+    db_answer_changed(db, ticket_id);       /* now, or at the commit (db.h) */
     return rc == SQLITE_DONE ? changed : -1;
 }
 

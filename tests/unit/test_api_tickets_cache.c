@@ -6,6 +6,12 @@
  * Driven through http_dispatch() with a memory-backed response, against a
  * temporary database; the "other process" is a fork() with its own
  * connection, in lock step with the parent over pipes.
+ * With SQLite the kept JSON is served without reading the answer while the
+ * ticket's answer version (db.h: the doorbell file next to the database)
+ * has not moved: these tests run that path too (the first GET maps the
+ * doorbell), including a change committed while a reader holds the old
+ * text, many tickets changed in one transaction, and a write behind
+ * Parley's back (seen within ANSWER_TRUST_MS).
  */
 #include "th.h"
 #include "handlers.h"
@@ -14,6 +20,7 @@
 #include "util.h"
 
 #include <pthread.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -227,6 +234,134 @@ TEST(another_thread_changes_are_seen)
     db_close(main_ctx.db);
 }
 
+
+/* put_answer without the commit: the caller commits or rolls back. */
+static int put_answer_open(parley_db *db, const char *id, const char *body, const char *text)
+{
+    struct answer a;
+    char hash[65];
+    answer_key_ticket(&a, id, body, hash);
+    a.response = text;
+    if (db_begin(db) < 0)
+        return -1;
+    if (store_answer_put_tx(db, &a) < 0) {
+        db_rollback(db);
+        return -1;
+    }
+    return 0;
+}
+
+/* Another process writes inside a transaction: while it is open the parent
+ * reads (and keeps) the old answer; the commit must still reach it, and a
+ * rolled-back change must leave the old one. */
+TEST(a_commit_after_the_read_is_seen)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    REQUIRE(put_answer(ctx.db, "tx-1", "body", "before the transaction") == 0);
+    CHECK(answer_is(&ctx, "tx-1", "before the transaction"));
+    int go[2], done[2];
+    REQUIRE(pipe(go) == 0 && pipe(done) == 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        struct parley_ctx c2;
+        char step;
+        int bad = open_ctx(&c2) < 0;
+        for (; !bad && read(go[0], &step, 1) == 1;) {
+            if (step == 'b')
+                bad |= put_answer_open(c2.db, "tx-1", "body", "inside the transaction") < 0;
+            else if (step == 'c')
+                bad |= db_commit(c2.db) < 0;
+            else if (step == 'B')
+                bad |= put_answer_open(c2.db, "tx-1", "body", "rolled back, never seen") < 0;
+            else if (step == 'r')
+                bad |= db_rollback(c2.db) < 0;
+            else
+                break;
+            bad |= write(done[1], "k", 1) != 1;
+        }
+        db_close(c2.db);
+        _exit(bad ? 1 : 0);
+    }
+    char ack;
+    REQUIRE(write(go[1], "b", 1) == 1 && read(done[0], &ack, 1) == 1);
+    CHECK(answer_is(&ctx, "tx-1", "before the transaction"));   /* not committed yet */
+    CHECK(answer_is(&ctx, "tx-1", "before the transaction"));
+    REQUIRE(write(go[1], "c", 1) == 1 && read(done[0], &ack, 1) == 1);
+    CHECK(answer_is(&ctx, "tx-1", "inside the transaction"));
+    REQUIRE(write(go[1], "B", 1) == 1 && read(done[0], &ack, 1) == 1);
+    CHECK(answer_is(&ctx, "tx-1", "inside the transaction"));
+    REQUIRE(write(go[1], "r", 1) == 1 && read(done[0], &ack, 1) == 1);
+    CHECK(answer_is(&ctx, "tx-1", "inside the transaction"));
+    REQUIRE(write(go[1], "q", 1) == 1);
+    int st = 0;
+    REQUIRE(waitpid(pid, &st, 0) == pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    close(go[0]);
+    close(go[1]);
+    close(done[0]);
+    close(done[1]);
+    db_close(ctx.db);
+}
+
+/* More tickets changed in one transaction than a connection notes one by
+ * one (db.c keeps 4): every one of them is seen. */
+TEST(many_tickets_in_one_transaction_are_seen)
+{
+    struct parley_ctx ctx, w;
+    REQUIRE(open_ctx(&ctx) == 0 && open_ctx(&w) == 0);
+    char id[32], text[64];
+    for (int i = 0; i < 7; i++) {
+        snprintf(id, sizeof id, "multi-%d", i);
+        snprintf(text, sizeof text, "old %d", i);
+        REQUIRE(put_answer(w.db, id, "b", text) == 0);
+        CHECK(answer_is(&ctx, id, text));
+        CHECK(answer_is(&ctx, id, text));
+    }
+    REQUIRE(db_begin(w.db) == 0);
+    for (int i = 0; i < 7; i++) {
+        struct answer a;
+        char hash[65];
+        snprintf(id, sizeof id, "multi-%d", i);
+        snprintf(text, sizeof text, "new %d", i);
+        answer_key_ticket(&a, id, "b", hash);
+        a.response = text;
+        REQUIRE(store_answer_put_tx(w.db, &a) == 0);
+    }
+    REQUIRE(db_commit(w.db) == 0);
+    for (int i = 0; i < 7; i++) {
+        snprintf(id, sizeof id, "multi-%d", i);
+        snprintf(text, sizeof text, "new %d", i);
+        CHECK(answer_is(&ctx, id, text));
+    }
+    db_close(w.db);
+    db_close(ctx.db);
+}
+
+/* A write behind Parley's back (another program's own SQLite connection,
+ * no doorbell): the kept JSON is served without a read for at most
+ * ANSWER_TRUST_MS (1 s), then the new answer. The first check also shows
+ * that the kept JSON is served without reading the answer at all. */
+TEST(a_write_behind_parleys_back_is_seen_within_a_second)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    REQUIRE(put_answer(ctx.db, "raw-1", "body", "written by Parley") == 0);
+    CHECK(answer_is(&ctx, "raw-1", "written by Parley"));
+    sqlite3 *h = NULL;
+    REQUIRE(sqlite3_open(dbfile, &h) == SQLITE_OK);
+    sqlite3_busy_timeout(h, 5000);
+    REQUIRE(sqlite3_exec(h, "UPDATE answers SET response = 'written by hand' "
+                            "WHERE ticket_id = 'raw-1'", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(h);
+    CHECK(answer_is(&ctx, "raw-1", "written by Parley"));        /* kept, not read */
+    usleep(1100 * 1000);
+    CHECK(answer_is(&ctx, "raw-1", "written by hand"));
+    db_close(ctx.db);
+}
+
 int main(void)
 {
     char err[512];
@@ -243,6 +378,9 @@ int main(void)
     RUN(same_thread_sees_delete_and_new_answers);
     RUN(another_process_changes_are_seen);
     RUN(another_thread_changes_are_seen);
+    RUN(a_commit_after_the_read_is_seen);
+    RUN(many_tickets_in_one_transaction_are_seen);
+    RUN(a_write_behind_parleys_back_is_seen_within_a_second);
 
     config_cleanup(&cfg);
     return th_done();
