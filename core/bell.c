@@ -366,6 +366,16 @@ uint32_t bell_peek(parley_bell *b, const char *channel)
     return __atomic_load_n(&slot_for(b, channel)->seq, __ATOMIC_SEQ_CST);
 }
 
+uint32_t bell_slot_of(const char *channel)
+{
+    return slot_of(channel);
+}
+
+uint32_t bell_peek_slot(parley_bell *b, uint32_t slot)
+{
+    return __atomic_load_n(&slot_at(b, slot & (BELL_SLOTS - 1))->seq, __ATOMIC_SEQ_CST);
+}
+
 static void ring_slot(parley_bell *b, struct bell_slot *s)
 {
     __atomic_add_fetch(&s->seq, 1, __ATOMIC_SEQ_CST);

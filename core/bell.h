@@ -64,6 +64,14 @@ void bell_close(parley_bell *b);
 
 /* Current counter of the channel's slot. */
 uint32_t bell_peek(parley_bell *b, const char *channel);
+/* The slot of a channel: a pure function of its name, the same for every
+ * doorbell and handle (a file's or a database's). For a caller that peeks
+ * the same channels again and again (a watcher walking its channels on
+ * every ring): computed once, then bell_peek_slot() skips hashing the
+ * name. Any thread. */
+uint32_t bell_slot_of(const char *channel);
+/* bell_peek() of the channel whose bell_slot_of() is slot. */
+uint32_t bell_peek_slot(parley_bell *b, uint32_t slot);
 /* Advances the channel's slot and wakes every sleeper on it. */
 void bell_ring(parley_bell *b, const char *channel);
 /* Sleeps while the slot still equals seen, at most timeout_ms (< 0: forever).

@@ -73,6 +73,7 @@ struct entry {
     int ending;                    /* on L.ending */
     int64_t held_ms;               /* waiting: lease last extended (0: never by us) */
     uint32_t bell_seen;            /* running: its channel's doorbell slot at the last check */
+    uint32_t bell_slot;            /* bell_slot_of(its channel) */
     char owner_before[64];         /* lease owner before a batch begin (restored on rollback) */
 };
 
@@ -230,8 +231,9 @@ static void launch_entry(struct entry *e)
     }
     counters(0, 1, 0);
     /* a stop asked before the stream started rang before we looked */
+    e->bell_slot = bell_slot_of(runner_gen_channel(e->gen));
     if (L.ctx.bell)
-        e->bell_seen = bell_peek(L.ctx.bell, runner_gen_channel(e->gen));
+        e->bell_seen = bell_peek_slot(L.ctx.bell, e->bell_slot);
     L.stop_check = 1;
     CURL *easy = e->st ? llm_stream_easy(e->st) : NULL;
     if (easy) {
@@ -391,7 +393,7 @@ static void flush_dirty(void)
                 /* our own ring is no news for the stop check: the slot may
                  * skip our increment only if someone else rang too */
                 const char *ch = runner_gen_channel(e->gen);
-                uint32_t before = bell_peek(L.ctx.bell, ch);
+                uint32_t before = bell_peek_slot(L.ctx.bell, e->bell_slot);
                 bell_ring(L.ctx.bell, ch);
                 if (before == e->bell_seen)
                     e->bell_seen = before + 1;
@@ -440,7 +442,7 @@ static void check_stops(int64_t now)
     L.stop_check = 0;
     for (int i = 0; i < L.nrun && L.ctx.bell; i++) {
         struct entry *e = L.run[i];
-        uint32_t v = bell_peek(L.ctx.bell, runner_gen_channel(e->gen));
+        uint32_t v = bell_peek_slot(L.ctx.bell, e->bell_slot);
         if (v != e->bell_seen) {
             e->bell_seen = v;
             moved = 1;

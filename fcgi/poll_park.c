@@ -80,6 +80,7 @@ struct chgroup {
     int n;                         /* members */
     int nsame;                     /* members whose seen_c == seen */
     uint32_t seen;
+    uint32_t slot;                 /* bell_slot_of(chan) */
     int64_t min_until;
     char chan[sizeof ((struct poll_get *)0)->chan];
 };
@@ -157,6 +158,7 @@ static struct chgroup *group_get(const char *chan)
     if (!c)
         return NULL;
     snprintf(c->chan, sizeof c->chan, "%s", chan);
+    c->slot = bell_slot_of(c->chan);
     c->min_until = INT64_MAX;
     c->hnext = group_tab[h];
     group_tab[h] = c;
@@ -449,7 +451,7 @@ static void scan(int full, struct parked **ready, struct parked ***moved, int *n
         struct chgroup *c, *cn;
         for (c = groups; c; c = cn) {
             cn = c->next;          /* c is freed when its last member leaves */
-            uint32_t b = bell_peek(hub_ctx.bell, c->chan);
+            uint32_t b = bell_peek_slot(hub_ctx.bell, c->slot);
             if (!stop && now < c->min_until && c->nsame == c->n && b == c->seen) {
                 if (c->min_until < next_until)
                     next_until = c->min_until;

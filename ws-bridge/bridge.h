@@ -192,6 +192,7 @@ struct chan {
     struct wsconn **psubs;
     int npsubs, pcap;
     uint32_t seen;                     /* the bell value the watcher last acted on */
+    uint32_t slot;                     /* bell_slot_of(name) */
     int64_t moved_ms;                  /* when the watcher last saw it move */
     unsigned queued : 1, running : 1, dirty : 1, check_lease : 1;
 };

@@ -56,7 +56,8 @@ static struct chan *chan_get(struct bridge *br, const char *name)
         free(ch);
         return NULL;
     }
-    ch->seen = br->bell ? bell_peek(br->bell, name) : 0;
+    ch->slot = bell_slot_of(name);
+    ch->seen = br->bell ? bell_peek_slot(br->bell, ch->slot) : 0;
     ch->moved_ms = mono_ms();
     ch->hnext = br->chans[b];
     br->chans[b] = ch;
@@ -1030,7 +1031,7 @@ static void *watcher_main(void *arg)
         }
         for (int b = 0; b < CHAN_BUCKETS; b++)
             for (struct chan *ch = br->chans[b]; ch; ch = ch->hnext) {
-                uint32_t v = bell_peek(br->bell, ch->name);
+                uint32_t v = bell_peek_slot(br->bell, ch->slot);
                 if (v != ch->seen) {
                     ch->seen = v;
                     ch->moved_ms = now;

@@ -449,6 +449,33 @@ TEST(reopen_keeps_counters)
     bell_close(b);
 }
 
+/* A channel's slot, computed once, peeks what its name peeks: before and
+ * after rings of it and of other channels, on two mappings of one file. */
+TEST(peek_by_slot_is_peek_by_name)
+{
+    const char *p = bell_path("slot");
+    parley_bell *b = bell_open(p, err, sizeof err);
+    REQUIRE(b != NULL);
+    parley_bell *b2 = bell_open(p, err, sizeof err);
+    REQUIRE(b2 != NULL);
+    const char *names[] = { "ticket:a", "ticket:b", "poll:xyz", "conv:42", "" };
+    uint32_t slots[5];
+    for (int i = 0; i < 5; i++)
+        slots[i] = bell_slot_of(names[i]);
+    for (int round = 0; round < 4; round++) {
+        for (int i = 0; i < 5; i++) {
+            CHECK_INT(bell_peek_slot(b, slots[i]), bell_peek(b, names[i]));
+            CHECK_INT(bell_peek_slot(b2, slots[i]), bell_peek(b, names[i]));
+        }
+        uint32_t before = bell_peek_slot(b, slots[round]);
+        bell_ring(b2, names[round]);
+        CHECK_INT(bell_peek_slot(b, slots[round]), before + 1);
+    }
+    CHECK_INT(bell_slot_of("ticket:a"), slots[0]);
+    bell_close(b);
+    bell_close(b2);
+}
+
 static int write_file(const char *p, const void *data, size_t len)
 {
     int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -596,6 +623,7 @@ int main(int argc, char **argv)
     RUN_MAY_SKIP(no_seccomp_is_a_tap_skip);
     RUN(signal_interrupts_wait);
     RUN(reopen_keeps_counters);
+    RUN(peek_by_slot_is_peek_by_name);
     RUN(corrupt_file_refused);
     RUN(empty_file_is_initialised);
     RUN(concurrent_creation);
