@@ -1,9 +1,10 @@
 /* follow.h — the one follow loop: read a channel's events after a cursor,
  * hand them on, sleep on the doorbell when there is nothing, recover the
  * followed job when its worker died, and call an idle hook for
- * keep-alives. Every front that streams one connection from one thread
- * uses it: the two SSE handlers of parley.fcgi (seed 000 ticket stream,
- * seed 004 send), the CLI's `ask`, and runner_follow.
+ * keep-alives. Every front that streams one connection uses it: the SSE
+ * handlers of parley.fcgi (seed 000 ticket stream, seed 004 send, the AI
+ * SDK, the OpenAI-compatible stream: a step at a time on the parking hub,
+ * fcgi/sse_park.h), the CLI's `ask`, and runner_follow.
  *
  * Waiting costs no wake-ups: the loop sleeps in bell_wait() until the
  * channel rings, the lease check is due (every lease_ms / 2, and only while
@@ -26,6 +27,7 @@ enum follow_end {
     FOLLOW_ERROR = -1,     /* the database failed */
     FOLLOW_OVER = 0,       /* what was followed ended (its done / error) */
     FOLLOW_LEFT = 1,       /* a callback asked to stop (the client left) */
+    FOLLOW_WAIT = 2,       /* follow_step only: nothing more now; wait (follow_run) */
     FOLLOW_STOPPED = 3,    /* *stop was set or the bell was stopped */
 };
 
@@ -66,4 +68,69 @@ int follow_channel(struct parley_ctx *ctx, const char *channel, const int64_t *j
 int follow(struct parley_ctx *ctx, struct proto_conn *c,
            int (*on_frame)(void *ud, const char *frame, int64_t seq), int (*on_idle)(void *ud),
            void *ud, const volatile int *stop, int heartbeat_ms);
+
+/* ---- one step at a time: for a caller that does its own waiting ----
+ *
+ * follow_channel is follow_begin, then follow_step and follow_wait in
+ * turn until follow_step ends. A caller that waits for many follows at
+ * once (parley.fcgi's parking hub, fcgi/sse_park.h) keeps the state,
+ * waits for the bell of `chan` to move past `seen` or for `wake`, and
+ * then steps again, from any thread, with that thread's ctx. */
+struct follow_run {
+    char chan[512];            /* the channel followed */
+    uint32_t seen;             /* after FOLLOW_WAIT: its bell value before the last read */
+    int64_t wake;              /* after FOLLOW_WAIT: step again by then (mono ms;
+                                  INT64_MAX: only when the bell moves) */
+    int retry;                 /* after FOLLOW_WAIT: the database could not be
+                                  reached; wake is the retry */
+    /* private */
+    const int64_t *job_id;
+    int64_t *cursor;
+    int (*on_event)(void *ud, const struct evlog_event *ev);
+    int (*on_idle)(void *ud);
+    void *ud;
+    const volatile int *stop;
+    int heartbeat_ms, check_every;
+    int64_t next_check, next_idle, unrecorded, patience, db_lost_at;
+};
+
+/* Sets f up as follow_channel's loop with the same arguments (all of them
+ * must stay valid until the last step; channel is copied). ctx: for the
+ * configuration only. 0, or FOLLOW_ERROR (the channel name is too long). */
+int follow_begin(struct follow_run *f, const struct parley_ctx *ctx, const char *channel,
+                 const int64_t *job_id, int64_t *cursor,
+                 int (*on_event)(void *ud, const struct evlog_event *ev),
+                 int (*on_idle)(void *ud), void *ud, const volatile int *stop, int heartbeat_ms);
+/* Reads and hands on everything after the cursor, runs the due idle hook
+ * and lease check, and returns FOLLOW_WAIT (f->seen, f->wake set: nothing
+ * more now) or how the follow ended (as follow_channel). Never sleeps.
+ * ctx: the calling thread's (its database connection); the callbacks run
+ * in the calling thread. */
+int follow_step(struct parley_ctx *ctx, struct follow_run *f);
+/* Sleeps in the calling thread until f's bell moves past f->seen or
+ * f->wake (without a bell: at most 50 ms). After FOLLOW_WAIT only. */
+void follow_wait(struct parley_ctx *ctx, const struct follow_run *f);
+
+/* follow() a step at a time. */
+struct follow_conn {
+    struct follow_run run;     /* its seen / wake / retry after FOLLOW_WAIT */
+    /* private */
+    struct parley_ctx *ctx;
+    struct proto_conn *c;
+    int (*on_frame)(void *ud, const char *frame, int64_t seq);
+    int (*on_idle)(void *ud);
+    void *ud;
+    int over;                  /* c followed nothing */
+};
+/* Sets f up as follow()'s loop with the same arguments (c, ud and stop
+ * must stay valid, at the same address, until the last step). ctx: for
+ * the configuration only. 0, or FOLLOW_ERROR. */
+int follow_conn_begin(struct follow_conn *f, const struct parley_ctx *ctx, struct proto_conn *c,
+                      int (*on_frame)(void *ud, const char *frame, int64_t seq),
+                      int (*on_idle)(void *ud), void *ud, const volatile int *stop,
+                      int heartbeat_ms);
+/* follow_step for a connection: FOLLOW_WAIT (wait with follow_wait(ctx,
+ * &f->run) or on f->run.chan / seen / wake yourself) or how follow() would
+ * have ended. ctx: the calling thread's; proto_event runs with it. */
+int follow_conn_step(struct parley_ctx *ctx, struct follow_conn *f);
 #endif

@@ -14,16 +14,19 @@
  * (finish or error); a ": keepalive" comment line goes out after
  * AISDK_HEARTBEAT_MS of silence (the AI SDK's reader skips comments). The
  * generation runs on the process's generation loop (proto_job_submit)
- * while this thread follows the conversation's channel (core/follow.h,
+ * while the stream follows the conversation's channel (core/follow.h,
  * which also fails the job when the process that owns it died: the error
- * part); if the client leaves, the answer is still completed and stored,
- * and the resume endpoint replays it from any process or node.
- * Runs in a parley.fcgi worker thread on the thread's database connection.
+ * part) on the parking hub, holding no thread (fcgi/sse_park.h); if the
+ * client leaves, the answer is still completed and stored, and the resume
+ * endpoint replays it from any process or node.
+ * Runs in a parley.fcgi worker thread on the thread's database connection
+ * until the stream parks.
  */
 #include "handlers.h"
 #include "api_usage.h"
 #include "follow.h"
 #include "proto.h"
+#include "sse_park.h"
 #include "status.h"
 
 #include <stdlib.h>
@@ -33,35 +36,19 @@
 #define AISDK_HEARTBEAT_MS 15000
 #define AISDK_HEADERS "x-vercel-ai-ui-message-stream: v1\r\n"
 
-static int sse_part(void *ud, const char *frame, int64_t seq)
-{
-    struct request *r = ud;
-    (void)seq;                   /* the protocol has no event ids */
-    return res_printf(r, "data: %s\n\n", frame) < 0 || res_flush(r) < 0;
-}
-
-static int sse_keepalive(void *ud)
-{
-    struct request *r = ud;
-    return res_printf(r, ": keepalive\n\n") < 0 || res_flush(r) < 0;
-}
-
-/* Starts the stream, writes the parts already made, follows c until its
- * answer ends and closes with [DONE] (not when the client left or the
- * process stops: then the client resumes). */
+/* Starts the stream, writes the parts already made, and hands c to the
+ * stream (sse_stream: it may park r), which follows c until its answer
+ * ends and closes with [DONE] (not when the client left or the process
+ * stops: then the client resumes). */
 static void stream(struct request *r, struct proto_conn *c, struct proto_frames *fr)
 {
     res_start(r, 200, "text/event-stream; charset=utf-8", AISDK_HEADERS);
     if (res_flush(r) < 0)
         return;
     for (int i = 0; i < fr->n; i++)
-        if (sse_part(r, fr->v[i], 0))
+        if (res_printf(r, "data: %s\n\n", fr->v[i]) < 0 || res_flush(r) < 0)
             return;
-    int end = follow(r->ctx, c, sse_part, sse_keepalive, r, &parley_stopping, AISDK_HEARTBEAT_MS);
-    if (end == FOLLOW_OVER) {
-        res_printf(r, "data: " PROTO_AISDK_DONE "\n\n");
-        res_flush(r);
-    }
+    sse_stream(r, c, 0, "data: " PROTO_AISDK_DONE "\n\n", AISDK_HEARTBEAT_MS);
 }
 
 int h_aisdk_chat(struct request *r)

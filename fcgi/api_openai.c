@@ -19,10 +19,12 @@
  * X-Parley-Cache: hit | miss | shared | bypass. An answer without stream
  * is written once it ended. When a streaming client leaves, the request
  * stops following its generation, which is stopped when nobody else
- * follows it (proto_openai_leave).
+ * follows it (proto_openai_leave). While it follows the generation (with
+ * "stream" or not) the request holds no thread: it waits on the parking
+ * hub (fcgi/sse_park.h), which writes its chunks and its end.
  */
 #include "handlers.h"
-#include "follow.h"
+#include "sse_park.h"
 #include "proto.h"
 #include "proto_openai.h"
 #include "status.h"
@@ -80,9 +82,12 @@ int h_openai_models(struct request *r)
     return res_json(r, 200, o);
 }
 
+/* One chat request from its first frames to its end: on the heap, since
+ * a followed one outlives the handler (sse_follow may park it). */
 struct stream {
     struct request *r;
-    struct proto_conn *c;
+    struct proto_conn *c;        /* &conn */
+    struct proto_conn conn;
     int stream, started, gone;
     char *held;                  /* no stream: the last frame; stream: a refusal */
 };
@@ -125,32 +130,81 @@ static int on_idle(void *ud)
     return 0;
 }
 
+/* sse_follow's end (ud: the struct stream): the stream's tail, or the
+ * whole answer / the refusal when no header went out yet; then the
+ * client's leave and the request's count. ctx: the thread's that ran the
+ * follow's last step. */
+static void on_end(void *ud, struct parley_ctx *ctx, int end)
+{
+    struct stream *s = ud;
+    struct request *r = s->r;
+    struct proto_conn *c = s->c;
+    if (s->gone || end == FOLLOW_LEFT) {
+        s->gone = 1;
+    } else if (s->started) {
+        if (!proto_openai_failed(c) && c->err == PERR_OK && end == FOLLOW_OVER)
+            s->gone = res_printf(r, "data: [DONE]\n\n") < 0 || res_flush(r) < 0;
+    } else if (c->err != PERR_OK && s->held) {
+        json_error(r, c->err, s->held);         /* failed before any chunk */
+    } else if (end != FOLLOW_OVER || !s->held) {
+        enum perr kind = end == FOLLOW_STOPPED ? PERR_UNAVAILABLE
+                       : end == FOLLOW_ERROR ? PERR_DB : PERR_INTERNAL;
+        char *b = proto_openai_error_body(kind, perr_text(kind), NULL);
+        json_error(r, kind, b);
+        free(b);
+    } else {
+        const char *cs = proto_openai_cache_state(c);   /* the whole answer, no stream */
+        if (cs)
+            add_header(r, "X-Parley-Cache", cs);
+        res_json_text(r, 200, s->held, strlen(s->held));
+    }
+    proto_openai_leave(ctx, c, s->gone);
+    proto_openai_count(ctx, "chat.completions", proto_openai_outcome(c, s->gone));
+}
+
+static void stream_free(void *ud)
+{
+    struct stream *s = ud;
+    free(s->held);
+    proto_conn_cleanup(&s->conn);
+    free(s);
+}
+
+static const struct sse_ops stream_ops = { on_frame, on_idle, on_end, stream_free };
+
 int h_openai_chat(struct request *r)
 {
     struct parley_ctx *ctx = r->ctx;
     struct auth_claims cl;
     if (authenticate(r, &cl, "chat.completions") < 0)
         return 0;
-    struct proto_conn c;
+    struct stream *s = calloc(1, sizeof *s);
+    if (!s) {
+        char *b = proto_openai_error_body(PERR_INTERNAL, "Out of memory", NULL);
+        json_error(r, PERR_INTERNAL, b);
+        free(b);
+        return 0;
+    }
+    s->r = r;
+    s->c = &s->conn;
+    struct proto_conn *c = s->c;
     struct proto_frames fr;
     struct proto_job *job = NULL;
-    memset(&c, 0, sizeof c);
     frames_init(&fr);
-    struct stream s = { r, &c, 0, 0, 0, NULL };
-    int rc = proto_open(ctx, &c, PROTO_OPENAI_PATH, r->user, r->peer, &fr);
+    int rc = proto_open(ctx, c, PROTO_OPENAI_PATH, r->user, r->peer, &fr);
     if (rc == 0) {
-        c.admin = cl.admin;
+        c->admin = cl.admin;
         if (cl.token_budget >= 0) {
-            c.has_token_budget = 1;
-            c.token_budget = cl.token_budget;
+            c->has_token_budget = 1;
+            c->token_budget = cl.token_budget;
         }
-        rc = proto_message(ctx, &c, r->body ? r->body : "", r->body ? r->body_len : 0, &fr,
+        rc = proto_message(ctx, c, r->body ? r->body : "", r->body ? r->body_len : 0, &fr,
                            &job);
     }
-    s.stream = proto_openai_streaming(&c);
-    if (rc < 0 || c.err != PERR_OK) {
-        enum perr kind = c.err != PERR_OK ? c.err : PERR_DB;
-        int ra = proto_openai_retry_after(&c);
+    s->stream = proto_openai_streaming(c);
+    if (rc < 0 || c->err != PERR_OK) {
+        enum perr kind = c->err != PERR_OK ? c->err : PERR_DB;
+        int ra = proto_openai_retry_after(c);
         if (ra > 0) {
             char v[24];
             snprintf(v, sizeof v, "%d", ra);
@@ -170,36 +224,20 @@ int h_openai_chat(struct request *r)
             goto out;
         }
     }
-    for (int i = 0; i < fr.n && !s.gone; i++)
-        on_frame(&s, fr.v[i], 0);
-    int end = FOLLOW_OVER;
-    if (!s.gone && proto_following(&c))
-        end = follow(ctx, &c, on_frame, on_idle, &s, &parley_stopping, STREAM_HEARTBEAT_MS);
-    if (s.gone || end == FOLLOW_LEFT) {
-        s.gone = 1;
-    } else if (s.started) {
-        if (!proto_openai_failed(&c) && c.err == PERR_OK && end == FOLLOW_OVER)
-            s.gone = res_printf(r, "data: [DONE]\n\n") < 0 || res_flush(r) < 0;
-    } else if (c.err != PERR_OK && s.held) {
-        json_error(r, c.err, s.held);           /* failed before any chunk */
-    } else if (end != FOLLOW_OVER || !s.held) {
-        enum perr kind = end == FOLLOW_STOPPED ? PERR_UNAVAILABLE
-                       : end == FOLLOW_ERROR ? PERR_DB : PERR_INTERNAL;
-        char *b = proto_openai_error_body(kind, perr_text(kind), NULL);
-        json_error(r, kind, b);
-        free(b);
+    for (int i = 0; i < fr.n && !s->gone; i++)
+        on_frame(s, fr.v[i], 0);
+    frames_free(&fr);
+    if (!s->gone && proto_following(c)) {
+        sse_follow(r, c, &stream_ops, s, &parley_stopping, STREAM_HEARTBEAT_MS);   /* takes s */
     } else {
-        const char *cs = proto_openai_cache_state(&c);   /* the whole answer, no stream */
-        if (cs)
-            add_header(r, "X-Parley-Cache", cs);
-        res_json_text(r, 200, s.held, strlen(s.held));
+        on_end(s, ctx, FOLLOW_OVER);
+        stream_free(s);
     }
-    proto_openai_leave(ctx, &c, s.gone);
+    return 0;
 out:
-    proto_openai_count(ctx, "chat.completions", proto_openai_outcome(&c, s.gone));
-    free(s.held);
+    proto_openai_count(ctx, "chat.completions", proto_openai_outcome(c, s->gone));
     proto_job_free(job);
     frames_free(&fr);
-    proto_conn_cleanup(&c);
+    stream_free(s);
     return 0;
 }

@@ -10,14 +10,16 @@
  * flushed on its own, so the seed's reader (split on blank lines,
  * JSON.parse each data: line) never sees half an event; a ": keepalive"
  * comment line goes out after SEND_HEARTBEAT_MS of silence. The generation
- * runs on the process's generation loop (proto_job_submit) while this
- * thread follows the conversation's channel (core/follow.h); if the client
- * leaves, the answer is still completed and stored.
+ * runs on the process's generation loop (proto_job_submit) while the
+ * stream follows the conversation's channel (core/follow.h) on the parking
+ * hub, holding no thread (fcgi/sse_park.h); if the client leaves, the
+ * answer is still completed and stored.
  */
 #include "handlers.h"
 #include "api_usage.h"
 #include "follow.h"
 #include "proto.h"
+#include "sse_park.h"
 #include "status.h"
 
 #include <stdlib.h>
@@ -26,20 +28,6 @@
 /* A comment line keeps proxies from timing out while the upstream thinks
  * (FcgidIOTimeout is 40 s); the seed's reader skips it. */
 #define SEND_HEARTBEAT_MS 15000
-
-/* follow() callbacks: ud is the request. */
-static int sse_frame(void *ud, const char *frame, int64_t seq)
-{
-    struct request *r = ud;
-    (void)seq;                   /* seed 004 has no event ids */
-    return res_printf(r, "data: %s\n\n", frame) < 0 || res_flush(r) < 0;
-}
-
-static int sse_keepalive(void *ud)
-{
-    struct request *r = ud;
-    return res_printf(r, ": keepalive\n\n") < 0 || res_flush(r) < 0;
-}
 
 int h_chat_send(struct request *r)
 {
@@ -77,9 +65,9 @@ int h_chat_send(struct request *r)
         goto out;
     int gone = 0;
     for (int i = 0; i < fr.n && !gone; i++)
-        gone = sse_frame(r, fr.v[i], 0);
+        gone = res_printf(r, "data: %s\n\n", fr.v[i]) < 0 || res_flush(r) < 0;
     if (!gone)
-        follow(ctx, &c, sse_frame, sse_keepalive, r, &parley_stopping, SEND_HEARTBEAT_MS);
+        sse_stream(r, &c, 0, NULL, SEND_HEARTBEAT_MS);   /* takes c; may park r */
 out:
     proto_job_free(job);
     frames_free(&fr);

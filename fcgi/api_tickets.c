@@ -22,7 +22,7 @@
  */
 #include "handlers.h"
 #include "api_usage.h"
-#include "follow.h"
+#include "sse_park.h"
 #include "ident.h"
 #include "jobs.h"
 #include "proto.h"
@@ -330,25 +330,6 @@ int h_ticket_ai_delete(struct request *r)
     return 0;
 }
 
-/* Writes one SSE event: "id: seq\ndata: frame\n\n", then flushes; no id
- * line when seq is 0. Non-zero when the client is gone (a follow()
- * on_frame callback: ud is the request). */
-static int sse_event(void *ud, const char *frame, int64_t seq)
-{
-    struct request *r = ud;
-    if (seq > 0 && res_printf(r, "id: %lld\n", (long long)seq) < 0)
-        return -1;
-    if (res_printf(r, "data: %s\n\n", frame) < 0)
-        return -1;
-    return res_flush(r);
-}
-
-static int sse_keepalive(void *ud)
-{
-    struct request *r = ud;
-    return res_printf(r, ": keepalive\n\n") < 0 || res_flush(r) < 0;
-}
-
 int h_ticket_ai_stream(struct request *r)
 {
     struct parley_ctx *ctx = r->ctx;
@@ -422,8 +403,9 @@ int h_ticket_ai_stream(struct request *r)
             goto out;
         }
         res_start(r, 200, "text/event-stream; charset=utf-8", NULL);
-        for (int i = 0; i < fr.n && sse_event(r, fr.v[i], 0) == 0; i++)
-            ;
+        for (int i = 0; i < fr.n; i++)
+            if (res_printf(r, "data: %s\n\n", fr.v[i]) < 0 || res_flush(r) < 0)
+                break;
         goto out;
     }
     if (job) {
@@ -437,7 +419,7 @@ int h_ticket_ai_stream(struct request *r)
     res_start(r, 200, "text/event-stream; charset=utf-8", NULL);
     if (res_printf(r, "retry: 2000\n\n") < 0 || res_flush(r) < 0)
         goto out;
-    follow(ctx, &c, sse_event, sse_keepalive, r, &parley_stopping, SSE_HEARTBEAT_MS);
+    sse_stream(r, &c, 1, NULL, SSE_HEARTBEAT_MS);   /* takes c; may park r */
 out:
     proto_job_free(job);
     free(cached);

@@ -667,6 +667,11 @@ int http_streams_open(void)
     return __atomic_load_n(&streams_open, __ATOMIC_RELAXED);
 }
 
+void http_streams_held(int delta)
+{
+    __atomic_add_fetch(&streams_open, delta, __ATOMIC_RELAXED);
+}
+
 void http_dispatch(struct request *r)
 {
     struct response *res = r->res;

@@ -171,6 +171,10 @@ void http_dispatch(struct request *r);
  * this process, for its presence row (core/presence.h, docs/admin.md).
  * Any thread (an atomic counter). */
 int http_streams_open(void);
+/* A streaming response that outlives its handler (parked on the hub,
+ * fcgi/sse_park.h) still counts as open: +1 when it parks, -1 when it
+ * ends. Any thread. */
+void http_streams_held(int delta);
 
 /* The routing path of a FastCGI/CGI request, into out (percent-encoded):
  * REQUEST_URI's path when it holds a route (its first segment, "api" or

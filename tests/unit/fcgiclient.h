@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 static char sock_path[300], db_file[300], log_file[300];
+static char upstream_url[128];   /* OLLAMA_SERVER for the server ("": none reachable) */
 static pid_t server = -1;
 
 /* ---- a small FastCGI client ---- */
@@ -152,6 +153,48 @@ static int fc_read_out(int fd, int timeout_ms, int *status, char *out, size_t ou
     }
 }
 
+/* Reads a streaming response's records, appending its STDOUT text to
+ * out (*len bytes so far, NUL-terminated, cut at outlen - 1), until needle
+ * is in it: 1; 0 when the request ended (FCGI_END_REQUEST) first; -1 on
+ * timeout, EOF or a protocol error. */
+static __attribute__((unused)) int fc_read_until(int fd, int timeout_ms, char *out, size_t outlen, size_t *len,
+                         const char *needle)
+{
+    unsigned char h[8], content[65536 + 256];
+    for (;;) {
+        out[*len] = '\0';
+        if (strstr(out, needle))
+            return 1;
+        size_t got = 0, want = 8;
+        unsigned char *dst = h;
+        for (int part = 0; part < 2; part++) {
+            while (got < want) {
+                struct pollfd pf = { fd, POLLIN, 0 };
+                if (poll(&pf, 1, timeout_ms) <= 0)
+                    return -1;
+                ssize_t r = read(fd, dst + got, want - got);
+                if (r <= 0)
+                    return -1;
+                got += (size_t)r;
+            }
+            if (part == 0) {
+                want = (size_t)((h[4] << 8) | h[5]) + h[6];
+                got = 0;
+                dst = content;
+            }
+        }
+        size_t clen = (size_t)((h[4] << 8) | h[5]);
+        if (h[1] == 6) {                                    /* STDOUT */
+            size_t c = clen < outlen - 1 - *len ? clen : outlen - 1 - *len;
+            memcpy(out + *len, content, c);
+            *len += c;
+        } else if (h[1] == 3) {                             /* END_REQUEST */
+            out[*len] = '\0';
+            return strstr(out, needle) ? 1 : 0;
+        }
+    }
+}
+
 /* fc_read_out without the response text. */
 static int fc_read(int fd, int timeout_ms, int *status)
 {
@@ -259,7 +302,7 @@ static int start_server(int threads)
             dup2(lf, 2);
         }
         setenv("PARLEY_DB", db_file, 1);
-        setenv("OLLAMA_SERVER", "http://127.0.0.1:9", 1);
+        setenv("OLLAMA_SERVER", upstream_url[0] ? upstream_url : "http://127.0.0.1:9", 1);
         unsetenv("PARLEY_JWT_SECRET");
         unsetenv("PARLEY_CONFIG");
         execl(bin, bin, "--socket", sock_path, "--threads", tn, (char *)NULL);

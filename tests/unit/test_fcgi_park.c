@@ -12,7 +12,13 @@
  *    stop signal answers a parked one at once;
  *  - a parked GET on a kept connection (FCGI_KEEP_CONN) is answered at its
  *    wait's end from the hub thread, and the connection is kept for the
- *    next request, as after any request.
+ *    next request, as after any request;
+ *  - Server-Sent Event streams (seed 004's send, fcgi/sse_park.h) hold no
+ *    thread either: with --threads 2, eight chats stream at once from an
+ *    upstream (a small Ollama speaker forked here) that holds every answer
+ *    after its first token until the test lets it go; other requests are
+ *    answered meanwhile; then every stream ends with its whole answer and
+ *    its done frame, written by the hub.
  *
  * The FastCGI client is tests/unit/fcgiclient.h. Runs the
  * parley.fcgi of the same build directory (../parley.fcgi next to tests/).
@@ -20,6 +26,9 @@
 #include "th.h"
 #include "fcgiclient.h"
 #include "util.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #define WAITERS 20
 
@@ -162,6 +171,196 @@ TEST(a_parked_get_on_a_kept_connection_keeps_it)
     close(fd);
 }
 
+/* ---- a held upstream: an Ollama /api/chat that streams one token, then
+ * waits for a byte on the gate (or its end) before the rest ---- */
+
+#define CHATS 8
+
+static pid_t up_pid = -1;
+static int gate_w = -1;
+
+static void up_answer(int fd, int gate)
+{
+    char req[16384];
+    size_t n = 0;
+    long clen = -1;
+    char *end = NULL;
+    while (n < sizeof req - 1) {
+        ssize_t r = read(fd, req + n, sizeof req - 1 - n);
+        if (r <= 0)
+            return;
+        n += (size_t)r;
+        req[n] = '\0';
+        if (!end && (end = strstr(req, "\r\n\r\n"))) {
+            const char *cl = strcasestr(req, "content-length:");
+            clen = cl ? strtol(cl + 15, NULL, 10) : 0;
+        }
+        if (end && (long)(n - (size_t)(end + 4 - req)) >= clen)
+            break;
+    }
+    static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+                               "Connection: close\r\n\r\n";
+    static const char *const words[] = { "Parked ", "streams ", "hold ", "no ", "thread." };
+    char line[256];
+    if (write(fd, head, sizeof head - 1) < 0)
+        return;
+    for (int i = 0; i < 5; i++) {
+        if (i == 1) {
+            char b;
+            if (read(gate, &b, 1) < 0)     /* a byte, or the gate's end */
+                return;
+        }
+        int l = snprintf(line, sizeof line,
+                         "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"%s\"},"
+                         "\"done\":false}\n", words[i]);
+        if (write(fd, line, (size_t)l) < 0)
+            return;
+    }
+    static const char done[] = "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},"
+                               "\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":3,"
+                               "\"eval_count\":5}\n";
+    if (write(fd, done, sizeof done - 1) < 0)
+        return;
+}
+
+/* Starts the upstream on a loopback port (upstream_url set). 0 / -1. */
+static int up_start(void)
+{
+    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), gate[2];
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) < 0 || listen(ls, 64) < 0 ||
+        getsockname(ls, (struct sockaddr *)&a, &al) < 0 || pipe(gate) < 0)
+        return -1;
+    up_pid = fork();
+    if (up_pid < 0)
+        return -1;
+    if (up_pid == 0) {
+        close(gate[1]);
+        signal(SIGCHLD, SIG_IGN);          /* the answering children reap themselves */
+        for (;;) {
+            int fd = accept(ls, NULL, NULL);
+            if (fd < 0)
+                continue;
+            if (fork() == 0) {
+                up_answer(fd, gate[0]);
+                close(fd);
+                _exit(0);
+            }
+            close(fd);
+        }
+    }
+    close(ls);
+    close(gate[0]);
+    gate_w = gate[1];
+    snprintf(upstream_url, sizeof upstream_url, "http://127.0.0.1:%d", ntohs(a.sin_port));
+    return 0;
+}
+
+static void up_stop(void)
+{
+    if (gate_w >= 0)
+        close(gate_w);                     /* every held answer goes on */
+    gate_w = -1;
+    if (up_pid > 0) {
+        kill(up_pid, SIGTERM);
+        waitpid(up_pid, NULL, 0);
+    }
+    up_pid = -1;
+}
+
+/* A new conversation's id into id. 0 / -1. */
+static int new_conversation(char *id, size_t len)
+{
+    int fd = fc_connect(), st = 0;
+    char out[4096];
+    if (fd < 0)
+        return -1;
+    int rc = fc_send(fd, 0, "POST", "/api/chat/sessions", "{\"kind\": \"sse\"}", -1, 1) < 0 ||
+             fc_read_out(fd, 5000, &st, out, sizeof out) < 0 ? -1 : 0;
+    close(fd);
+    const char *p = strstr(out, "\"session_id\":");
+    if (rc < 0 || st != 201 || !p)
+        return -1;
+    p = strchr(p + 13, '"');
+    if (!p)
+        return -1;
+    size_t l = strcspn(p + 1, "\"");
+    snprintf(id, len, "%.*s", (int)l, p + 1);
+    return 0;
+}
+
+TEST(sse_streams_hold_no_thread)
+{
+    int fds[CHATS];
+    static char out[CHATS][8192];
+    size_t len[CHATS];
+    for (int i = 0; i < CHATS; i++) {
+        char id[128], body[256];
+        fds[i] = -1;
+        len[i] = 0;
+        REQUIRE(new_conversation(id, sizeof id) == 0);
+        snprintf(body, sizeof body, "{\"conversationId\": \"%s\", \"content\": \"chat %d\"}", id, i);
+        fds[i] = fc_connect();
+        REQUIRE(fds[i] >= 0 && fc_send(fds[i], 0, "POST", "/api/chat/send", body, -1, 1) == 0);
+    }
+    /* every chat streams at once: its first token arrives while the
+     * upstream holds the rest (with a thread per stream, only two would) */
+    for (int i = 0; i < CHATS; i++) {
+        CHECK_INT(fc_read_until(fds[i], 10000, out[i], sizeof out[i], &len[i],
+                                "data: {\"content\":\"Parked \"}\n\n"), 1);
+        CHECK(strstr(out[i], "Content-Type: text/event-stream") != NULL);
+    }
+    /* both threads are free for other requests */
+    for (int i = 0; i < 4; i++)
+        CHECK_INT(one_shot("GET", "/api/tickets/park-none/ai", NULL, NULL, 0), 200);
+    /* let the answers go on: each stream ends with its whole answer */
+    for (int i = 0; i < CHATS; i++)
+        CHECK(write(gate_w, "g", 1) == 1);
+    for (int i = 0; i < CHATS; i++) {
+        CHECK_INT(fc_read_until(fds[i], 10000, out[i], sizeof out[i], &len[i], "\"done\":true"), 1);
+        int st = 0;
+        CHECK(fc_read(fds[i], 10000, &st) == 0);   /* and the request ends */
+        const char *body = strstr(out[i], "\r\n\r\n");
+        CHECK(body != NULL);
+        if (!body)
+            continue;
+        /* every event one "data: {...}\n\n": the content frames (tokens
+         * may be coalesced) make the whole answer, then the done frame */
+        char text[256] = "";
+        int frames = 0, done = 0;
+        const char *at = body + 4;
+        while (*at) {
+            CHECK(strncmp(at, "data: {", 7) == 0);
+            const char *e = strstr(at, "}\n\n");
+            CHECK(e != NULL);
+            if (!e || strncmp(at, "data: {", 7) != 0)
+                break;
+            CHECK(!done);                            /* nothing after done */
+            if (strncmp(at, "data: {\"content\":\"", 18) == 0)
+                snprintf(text + strlen(text), sizeof text - strlen(text), "%.*s",
+                         (int)(e - at - 19), at + 18);
+            else if (strncmp(at, "data: {\"done\":true,", 19) == 0) {
+                const char *t = strstr(at, "\"tokens_used\":5");
+                done = t && t < e;
+            }
+            frames++;
+            at = e + 3;
+        }
+        CHECK_STR(text, "Parked streams hold no thread.");
+        CHECK(done);
+        CHECK(frames >= 3);
+        close(fds[i]);
+        fds[i] = -1;
+    }
+    for (int i = 0; i < CHATS; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -194,6 +393,16 @@ int main(void)
     RUN(waiting_phoenix_gets_hold_no_thread);
     if (server > 0)
         stop_server();
+    if (up_start() < 0 || start_server(2) < 0) {
+        printf("not ok 4 - the upstream or parley.fcgi did not start\n");
+        show_log();
+        up_stop();
+        return 1;
+    }
+    RUN(sse_streams_hold_no_thread);
+    up_stop();
+    if (server > 0)
+        CHECK_INT(stop_server(), 0);
     if (th_failed_cases)
         show_log();
     return th_done();
