@@ -22,17 +22,17 @@
 #                                           instants); all N stream at once
 #                                           from RAMP_MS to FIRST_MS + TOKENS
 #                                           * TOKEN_MS
-#   SETUPS="parley-ws parley-sse parley-sse-16 node-ws node-sse"
+#   SETUPS="parley-ws parley-sse node-ws node-sse"
 #       parley-ws      seed 000 over WebSocket: lighttpd (the shipped
 #                      lighttpd-parley.conf) → mod_proxy → parley-ws
-#       parley-sse     seed 004 over SSE: lighttpd → parley.fcgi, with
-#                      --threads SSE_THREADS (512, its maximum): an open SSE
-#                      stream holds one parley.fcgi thread
-#       parley-sse-16  the same with --threads 16 as shipped (steps 16 and
-#                      STEPS' first)
+#       parley-sse     seed 004 over SSE: lighttpd → parley.fcgi as shipped
+#                      (--threads 16; an open SSE stream holds no thread, it
+#                      waits on the parking hub: fcgi/sse_park.c), or with
+#                      --threads SSE_THREADS when set
 #       node-ws        bench/peers/seed000-ws.mjs (ws + openai), direct
 #       node-sse       bench/peers/seed004-sse.mjs (node:http + openai), direct
-#   SSE_THREADS=512
+#   SSE_THREADS=                            parley.fcgi's --threads for parley-sse
+#                                           (empty: the snippet's 16)
 #   PERF_OUT=DIR                            perf record -F 499 -g on each setup's
 #                                           server processes for its whole client
 #                                           run: DIR/<setup>.data (perf report -i;
@@ -64,9 +64,9 @@ TOKENS=${TOKENS:-100}
 TOKEN_MS=${TOKEN_MS:-50}
 FIRST_MS=${FIRST_MS:-100}
 RAMP_MS=${RAMP_MS:-2000}
-SETUPS=${SETUPS:-"parley-ws parley-sse parley-sse-16 node-ws node-sse"}
+SETUPS=${SETUPS:-"parley-ws parley-sse node-ws node-sse"}
 RETRY=${RETRY:-1}
-SSE_THREADS=${SSE_THREADS:-512}
+SSE_THREADS=${SSE_THREADS:-}
 PERF_OUT=${PERF_OUT:-}
 MAXN=0
 for _n in $STEPS; do [ "$_n" -gt "$MAXN" ] && MAXN=$_n; done
@@ -191,11 +191,6 @@ for setup in $SETUPS; do
     parley-sse)
         if parley_up "$setup" "$SSE_THREADS"; then
             client "$setup" sse "$BASE" "$STEPS" "$PIDS" --parley-sessions
-        else rc=1; fi
-        parley_down ;;
-    parley-sse-16)
-        if parley_up "$setup" ""; then
-            client "$setup" sse "$BASE" "16 $(echo "$STEPS" | cut -d' ' -f1)" "$PIDS" --parley-sessions
         else rc=1; fi
         parley_down ;;
     node-ws)

@@ -7,8 +7,9 @@
  *   - one curl multi driven with curl_multi_socket_action on an epoll set
  *     (sockets registered by CURLMOPT_SOCKETFUNCTION, curl's timer by
  *     CURLMOPT_TIMERFUNCTION), plus an eventfd that submitters write to;
- *   - jobs that can start together begin in ONE transaction (lease
- *     adoptions and "start" events), then their upstream requests go out;
+ *   - jobs that can start together send their upstream requests first,
+ *     then begin in ONE transaction (lease adoptions and "start" events)
+ *     while the requests are in flight, before any token is read;
  *   - each job is a runner_gen in RUNNER_BATCH mode + its llm_stream: the
  *     write callback (inside socket_action, on this thread) hands tokens to
  *     the gen, and every coalesce_ms the tokens of EVERY stream that got
@@ -212,22 +213,23 @@ static void fail_unstarted(struct parley_ctx *ctx, struct entry *e, const char *
     free_entry(e);
 }
 
-/* Starts the upstream request of e, whose gen has begun: into L.run and
- * the multi. */
-static void launch_entry(struct entry *e)
+/* Starts the upstream request of e, whose gen exists (runner_gen_new):
+ * into L.run and the multi (a stream that fails in setup is marked ending,
+ * and ends after its start is recorded). 0, or -1 out of memory (e is
+ * still the caller's, its gen discarded and NULL). */
+static int launch_entry(struct entry *e)
 {
-    struct gen_outcome out;
     e->st = runner_gen_stream(e->gen);
     e->idx = L.nrun;
     if (push(&L.run, &L.nrun, &L.caprun, e) < 0) {
-        if (e->st)
+        if (e->st) {
             llm_stream_abort(e->st, "out of memory starting the generation");
-        int lrc = llm_stream_finish(e->st);
-        runner_gen_finish(e->gen, lrc, &out);
-        gen_outcome_free(&out);
-        free_entry(e);
-        counters(0, 0, 1);
-        return;
+            llm_stream_finish(e->st);
+        }
+        e->st = NULL;
+        runner_gen_discard(e->gen);
+        e->gen = NULL;
+        return -1;
     }
     counters(0, 1, 0);
     /* a stop asked before the stream started rang before we looked */
@@ -249,70 +251,148 @@ static void launch_entry(struct entry *e)
     } else {
         mark_ending(e);            /* failed in setup (config) or out of memory */
     }
+    return 0;
 }
 
-/* Begins e's job on its own (start event in its own transaction) and
- * launches it. */
-static void start_entry(struct entry *e)
+/* Takes p out of the array v[0..*n) if it is there. */
+static void unlist(struct entry **v, int *n, struct entry *p)
 {
-    struct gen_outcome out;
-    int rc = runner_gen_begin(&L.ctx, &e->job->req, &e->job->claim, RUNNER_BATCH, &out, &e->gen);
-    if (rc != 0) {
-        if (rc < 0)
-            fprintf(stderr, "parley: generation on %s: %s\n", e->job->channel, out.error);
-        gen_outcome_free(&out);
-        free_entry(e);
-        counters(0, 0, 1);
-        return;
-    }
-    gen_outcome_free(&out);
-    launch_entry(e);
+    for (int i = 0; i < *n; i++)
+        if (v[i] == p) {
+            v[i] = v[--*n];
+            return;
+        }
 }
 
-/* Begins the jobs of batch[0..n) in ONE transaction (lease adoptions and
- * start events), then rings and launches them. 0, or -1 when the
- * transaction failed: nothing of it happened, the caller starts them one by
- * one. */
-static int start_batch(struct entry **batch, int n)
+/* Drops a launched entry whose start could not be recorded (the job is no
+ * longer ours, or the database failed): its upstream request is aborted
+ * and nothing is written (a job no longer ours already has its error; one
+ * the database failed is recovered when its lease runs out, as before). */
+static void drop_launched(struct entry *e)
+{
+    if (e->easy)
+        curl_multi_remove_handle(L.multi, e->easy);
+    e->easy = NULL;
+    if (e->st) {
+        llm_stream_abort(e->st, JOB_INTERRUPTED_MSG);
+        llm_stream_finish(e->st);
+    }
+    e->st = NULL;
+    if (e->dirty)
+        unlist(L.dirty, &L.ndirty, e);
+    if (e->ending)
+        unlist(L.ending, &L.nending, e);
+    runner_gen_discard(e->gen);
+    e->gen = NULL;
+    struct entry *last = L.run[L.nrun - 1];
+    L.run[e->idx] = last;
+    last->idx = e->idx;
+    L.nrun--;
+    free_entry(e);
+    counters(0, -1, 1);
+}
+
+/* After e's start was committed: rings its channel (our own ring is no
+ * news for the stop check, as after a token flush). */
+static void ring_started(struct entry *e)
+{
+    if (!L.ctx.bell)
+        return;
+    uint32_t before = bell_peek_slot(L.ctx.bell, e->bell_slot);
+    bell_ring(L.ctx.bell, runner_gen_channel(e->gen));
+    if (before == e->bell_seen)
+        e->bell_seen = before + 1;
+}
+
+/* Records the starts of the launched batch[0..n) (NULL members skipped) in
+ * ONE transaction (lease adoptions and start events), then rings each
+ * channel; a job no longer ours is dropped. 0, or -1 when the transaction
+ * failed: nothing of it happened (leases restored), the caller records
+ * them one by one. */
+static int record_batch(struct entry **batch, int n)
 {
     parley_db *db = L.ctx.db;
     if (db_begin(db) < 0)
         return -1;
-    int ok = 1, done = 0;
-    for (; done < n && ok; done++) {
-        struct entry *e = batch[done];
+    int ok = 1;
+    int *mine = calloc((size_t)n, sizeof *mine);
+    if (!mine) {
+        db_rollback(db);
+        return -1;
+    }
+    for (int i = 0; i < n && ok; i++) {
+        struct entry *e = batch[i];
+        if (!e)
+            continue;
         struct gen_outcome out;
         str_copy(e->owner_before, sizeof e->owner_before, e->job->claim.lease_owner);
-        int rc = runner_gen_begin(&L.ctx, &e->job->req, &e->job->claim,
-                                  RUNNER_BATCH | RUNNER_IN_TX, &out, &e->gen);
+        int rc = runner_gen_record_start(e->gen, &e->job->claim, RUNNER_IN_TX, &out);
+        gen_outcome_free(&out);
         if (rc < 0)
             ok = 0;
-        gen_outcome_free(&out);
+        mine[i] = rc == 0;
     }
     if (!ok || db_commit(db) < 0) {
         db_rollback(db);
-        for (int i = 0; i < done; i++) {
-            struct entry *e = batch[i];
-            if (e->gen)
-                runner_gen_discard(e->gen);
-            e->gen = NULL;
-            str_copy(e->job->claim.lease_owner, sizeof e->job->claim.lease_owner,
-                     e->owner_before);
-        }
+        for (int i = 0; i < n; i++)
+            if (batch[i])
+                str_copy(batch[i]->job->claim.lease_owner,
+                         sizeof batch[i]->job->claim.lease_owner, batch[i]->owner_before);
+        free(mine);
         return -1;
     }
     for (int i = 0; i < n; i++) {
         struct entry *e = batch[i];
-        if (!e->gen) {             /* no longer ours: a viewer failed it */
-            free_entry(e);
+        if (!e)
+            continue;
+        if (mine[i])
+            ring_started(e);
+        else
+            drop_launched(e);      /* no longer ours: a viewer failed it */
+    }
+    free(mine);
+    return 0;
+}
+
+/* Starts batch[0..n): every upstream request goes out FIRST (the upstream
+ * needs tens of ms for its first token: nothing the client waits for), then
+ * the starts are recorded while the requests are in flight — before any
+ * token is read, since tokens are read only by this thread's later
+ * socket_action calls, and flushed by flush_dirty after that. */
+static void start_entries(struct entry **batch, int n)
+{
+    int launched = 0;
+    for (int i = 0; i < n; i++) {
+        struct entry *e = batch[i];
+        if (runner_gen_new(&L.ctx, &e->job->req, &e->job->claim, RUNNER_BATCH, &e->gen) < 0 ||
+            launch_entry(e) < 0) {
+            fail_unstarted(&L.ctx, e, "out of memory starting the generation");
             counters(0, 0, 1);
+            batch[i] = NULL;
             continue;
         }
-        if (L.ctx.bell)
-            bell_ring(L.ctx.bell, runner_gen_channel(e->gen));
-        launch_entry(e);
+        launched++;
     }
-    return 0;
+    if (launched == 0)
+        return;
+    int running;
+    curl_multi_socket_action(L.multi, CURL_SOCKET_TIMEOUT, 0, &running);   /* send them now */
+    if (launched > 1 && record_batch(batch, n) == 0)
+        return;
+    for (int i = 0; i < n; i++) {
+        struct entry *e = batch[i];
+        if (!e)
+            continue;
+        struct gen_outcome out;
+        int rc = runner_gen_record_start(e->gen, &e->job->claim, 0, &out);   /* rings */
+        if (rc < 0)
+            fprintf(stderr, "parley: generation on %s: %s\n", e->job->channel, out.error);
+        gen_outcome_free(&out);
+        if (rc != 0)
+            drop_launched(e);
+        else if (L.ctx.bell)
+            e->bell_seen = bell_peek_slot(L.ctx.bell, e->bell_slot);   /* our own ring */
+    }
 }
 
 /* After e's job ended (recorded): its on_end hook, unless the process is
@@ -581,14 +661,12 @@ static void start_waiting(int64_t now)
         L.nwait--;
         counters(-1, 0, 0);
         if (push(&L.batch, &n, &L.capbatch, e) < 0) {
-            start_entry(e);
+            start_entries(&e, 1);
             continue;
         }
     }
-    if (n > 1 && start_batch(L.batch, n) == 0)
-        n = 0;
-    for (int i = 0; i < n; i++)
-        start_entry(L.batch[i]);
+    if (n > 0)
+        start_entries(L.batch, n);
     /* the ones that stay: hold their leases now (the claiming thread's
      * lease would otherwise run out; it is renewed with the others after) */
     for (struct entry *e = L.wait_head; e; e = e->next)

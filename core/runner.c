@@ -319,29 +319,15 @@ static void gen_free(struct runner_gen *g)
     free(g);
 }
 
-int runner_gen_begin(struct parley_ctx *ctx, const struct gen_request *req,
-                     struct job_claim *claim, int flags, struct gen_outcome *out,
-                     struct runner_gen **gen)
+int runner_gen_new(struct parley_ctx *ctx, const struct gen_request *req,
+                   const struct job_claim *claim, int flags, struct runner_gen **gen)
 {
     *gen = NULL;
-    memset(out, 0, sizeof *out);
-    out->job_id = claim->job_id;
-    out->first_token_ms = -1;
-    /* The lease names the claiming thread: take it over if that was not
-     * this one. If the job is no longer ours, a viewer already failed it. */
-    if (strcmp(claim->lease_owner, owner_id()) != 0 &&
-        jobs_adopt(ctx->db, claim, ctx->cfg->lease_ms) < 0) {
-        str_copy(out->error, sizeof out->error, JOB_INTERRUPTED_MSG);
-        out->kind = LLM_ERR_ABORTED;
-        return 1;
-    }
     struct runner_gen *rs = calloc(1, sizeof *rs);
-    if (!rs) {
-        str_copy(out->error, sizeof out->error, "out of memory starting the generation");
-        out->kind = LLM_ERR_INTERNAL;
+    if (!rs)
         return -1;
-    }
-    rs->out = *out;
+    rs->out.job_id = claim->job_id;
+    rs->out.first_token_ms = -1;
     if (req->message_id)
         str_copy(rs->out.message_id, sizeof rs->out.message_id, req->message_id);
     else
@@ -353,8 +339,34 @@ int runner_gen_begin(struct parley_ctx *ctx, const struct gen_request *req,
     rs->renewed_ms = mono_ms();
     rs->one_sentence = req->one_sentence;
     evw_init(&rs->w, ctx->db, ctx->bell, req->channel, claim->job_id, ctx->cfg->coalesce_ms);
-
     config_llm(ctx->cfg, &rs->lc);
+    rs->cb.on_token = on_token;
+    rs->cb.on_tick = rs->batch ? NULL : on_tick;
+    rs->cb.ud = rs;
+    int tick = ctx->cfg->coalesce_ms > 0 ? ctx->cfg->coalesce_ms : 50;
+    if (tick > ctx->cfg->lease_ms / 4)
+        tick = ctx->cfg->lease_ms / 4 > 0 ? ctx->cfg->lease_ms / 4 : 1;
+    rs->cb.tick_ms = tick;
+    *gen = rs;
+    return 0;
+}
+
+int runner_gen_record_start(struct runner_gen *rs, struct job_claim *claim, int flags,
+                            struct gen_outcome *out)
+{
+    struct parley_ctx *ctx = rs->ctx;
+    const struct gen_request *req = rs->req;
+    memset(out, 0, sizeof *out);
+    out->job_id = claim->job_id;
+    out->first_token_ms = -1;
+    /* The lease names the claiming thread: take it over if that was not
+     * this one. If the job is no longer ours, a viewer already failed it. */
+    if (strcmp(claim->lease_owner, owner_id()) != 0 &&
+        jobs_adopt(ctx->db, claim, ctx->cfg->lease_ms) < 0) {
+        str_copy(out->error, sizeof out->error, JOB_INTERRUPTED_MSG);
+        out->kind = LLM_ERR_ABORTED;
+        return 1;
+    }
     const char *model = req->llm.model ? req->llm.model : rs->lc.model;
     /* reply_to: the user message a conversation's answer replies to (its
      * prompt key), which tells seed 001 which queued message this is */
@@ -368,22 +380,34 @@ int runner_gen_begin(struct parley_ctx *ctx, const struct gen_request *req,
                   ? evlog_append_tx(ctx->db, req->channel, claim->job_id, "start", start, strlen(start))
                   : evlog_append(ctx->db, ctx->bell, req->channel, claim->job_id, "start",
                                  start, strlen(start));
+    free(start);
     if (seq < 0) {
-        free(start);
         str_copy(out->error, sizeof out->error, "database error: cannot record the job start");
         out->kind = LLM_ERR_INTERNAL;
-        gen_free(rs);
         return -1;
     }
-    free(start);
+    return 0;
+}
 
-    rs->cb.on_token = on_token;
-    rs->cb.on_tick = rs->batch ? NULL : on_tick;
-    rs->cb.ud = rs;
-    int tick = ctx->cfg->coalesce_ms > 0 ? ctx->cfg->coalesce_ms : 50;
-    if (tick > ctx->cfg->lease_ms / 4)
-        tick = ctx->cfg->lease_ms / 4 > 0 ? ctx->cfg->lease_ms / 4 : 1;
-    rs->cb.tick_ms = tick;
+int runner_gen_begin(struct parley_ctx *ctx, const struct gen_request *req,
+                     struct job_claim *claim, int flags, struct gen_outcome *out,
+                     struct runner_gen **gen)
+{
+    *gen = NULL;
+    struct runner_gen *rs;
+    if (runner_gen_new(ctx, req, claim, flags, &rs) < 0) {
+        memset(out, 0, sizeof *out);
+        out->job_id = claim->job_id;
+        out->first_token_ms = -1;
+        str_copy(out->error, sizeof out->error, "out of memory starting the generation");
+        out->kind = LLM_ERR_INTERNAL;
+        return -1;
+    }
+    int rc = runner_gen_record_start(rs, claim, flags, out);
+    if (rc != 0) {
+        gen_free(rs);
+        return rc;
+    }
     *gen = rs;
     return 0;
 }

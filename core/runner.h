@@ -87,6 +87,21 @@ struct runner_gen;
 int runner_gen_begin(struct parley_ctx *ctx, const struct gen_request *req,
                      struct job_claim *claim, int flags, struct gen_outcome *out,
                      struct runner_gen **gen);
+/* runner_gen_begin in two parts, for a caller that sends the upstream
+ * request before it writes anything (core/genloop.c: the upstream needs
+ * tens of ms for its first token; the start is written meanwhile, before
+ * any token is read). runner_gen_new: the gen, with its message id, its
+ * config and callbacks; no database. 0 with *gen set (new), -1 out of
+ * memory. claim is read only. */
+int runner_gen_new(struct parley_ctx *ctx, const struct gen_request *req,
+                   const struct job_claim *claim, int flags, struct runner_gen **gen);
+/* runner_gen_begin's database part for a gen of runner_gen_new: the lease
+ * adoption and the "start" event (flags: RUNNER_IN_TX as there). 0; 1 no
+ * longer ours; -1 database error (out written on 1 / -1; on 0 out is
+ * zeroed with its job id). The gen stays the caller's in every case
+ * (runner_gen_discard it when not 0, after stopping its stream). */
+int runner_gen_record_start(struct runner_gen *g, struct job_claim *claim, int flags,
+                            struct gen_outcome *out);
 /* Frees a gen that never streamed, without touching the database (its
  * begin transaction was rolled back). */
 void runner_gen_discard(struct runner_gen *g);

@@ -296,6 +296,16 @@ int usage_budget_ok(parley_db *db, const char *user, int64_t default_budget,
         return -1;
     if (claim_budget == 0)          /* the token says unlimited: nothing to read */
         return 1;
+    if (claim_budget < 0) {
+        /* no budget for this user (no override, no default): today's
+         * usage need not be read (a request's one read, not three) */
+        int64_t over = 0;
+        int got = usage_budget_get(db, nz(user), &over);
+        if (got < 0)
+            return -1;
+        if ((got > 0 ? over : default_budget) <= 0)
+            return 1;
+    }
     struct usage_status st;
     if (usage_status(db, user, default_budget, claim_budget, now_ms, &st) < 0)
         return -1;
