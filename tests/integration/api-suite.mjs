@@ -165,7 +165,10 @@ test(`${SETUP}: SSE streaming is incremental, not bunched at the end`, async () 
 
 test(`${SETUP}: long-poll follows a ticket exactly once and in order, across a dropped poll`, async () => {
   const ticket = `lp-${uniq()}`;
-  const body = `Printer jams ${ticket} [[fake tokens=25 token_ms=20]]`;
+  // 2.5 s of streaming: the answer spans several polls even when mod_fcgid
+  // holds a GET for its 1 s busy-retry on a loaded machine (seen once at
+  // token_ms=20: the first poll got the whole answer and none was dropped).
+  const body = `Printer jams ${ticket} [[fake tokens=25 token_ms=100]]`;
   const want = await fakeAnswer(body, 25);
   const sid = await openPoll(`/api/websocket/chat/${ticket}`);
   assert.ok(await abortedPoll(sid, 0), 'the first poll should still be waiting when aborted');
