@@ -19,13 +19,12 @@
 #   N=100 READERS="1 2"                 the CPU run: N answers at once, each
 #                                       read by its POST's client (1) and also
 #                                       by a second tab resuming it (2)
-#   THREADS=                            parley.fcgi --threads for the CPU run
-#                                       (default 2N+16: an open SSE stream
-#                                       holds one thread; the scenarios run
-#                                       with the shipped 16)
-#   SHIPPED=1                           also a CPU run of Parley as shipped
-#                                       (--threads 16), readers 1: what the
-#                                       default carries when N > 16
+#   THREADS=shipped                     parley.fcgi --threads for the CPU run
+#                                       (shipped: the snippet's 16; an open
+#                                       SSE stream holds no thread, it waits
+#                                       on the parking hub: fcgi/sse_park.c)
+#   SHIPPED=0                           1: also a CPU run of Parley as shipped
+#                                       (readers 1) when THREADS is a number
 #   SEED000=1                           also Parley's seed 000 ticket stream,
 #                                       resumed by position (bench/resumable/seed000.mjs:
 #                                       WebSocket ?after=N, SSE Last-Event-ID)
@@ -56,9 +55,9 @@ K=${K:-20}
 SCENARIOS=${SCENARIOS-reload,kill,tab,done}
 N=${N:-100}
 READERS=${READERS-"1 2"}
-SHIPPED=${SHIPPED:-1}
+SHIPPED=${SHIPPED:-0}
 SEED000=${SEED000:-1}
-THREADS=${THREADS:-$((2 * N + 16))}
+THREADS=${THREADS:-shipped}
 SIDES=${SIDES:-"peer parley"}
 
 LOG=$(mktemp)
@@ -204,7 +203,7 @@ done
 [ -n "$READERS" ] && {
 echo "CPU run: $N answers started at once, $TOKENS tokens each at one per $TOKEN_MS ms; readers 1 = each read by its POST's client,"
 echo "2 = also by a second tab resuming it at its first token. Server CPU = utime + stime of the peer's Node server + redis-server,"
-echo "or of lighttpd + parley.fcgi (--threads $THREADS: one per open SSE stream; and as shipped, 16) + parley-ws, over the run; per token = / tokens delivered"
+echo "or of lighttpd + parley.fcgi (--threads $THREADS; shipped = the snippet's 16, an open SSE stream holds no thread) + parley-ws, over the run; per token = / tokens delivered"
 echo "whole and exact. The client, the simulated LLM and the servers share the machine's $(nproc) cores."
 echo
 # shellcheck disable=SC2086
