@@ -18,7 +18,9 @@
  *    upstream (a small Ollama speaker forked here) that holds every answer
  *    after its first token until the test lets it go; other requests are
  *    answered meanwhile; then every stream ends with its whole answer and
- *    its done frame, written by the hub.
+ *    its done frame, written by the hub; and at a stop signal every parked
+ *    stream ends at once (the upstream still holding its answers), then
+ *    the process exits 0 once the generations ended.
  *
  * The FastCGI client is tests/unit/fcgiclient.h. Runs the
  * parley.fcgi of the same build directory (../parley.fcgi next to tests/).
@@ -361,6 +363,31 @@ TEST(sse_streams_hold_no_thread)
             close(fds[i]);
 }
 
+TEST(parked_sse_streams_end_at_a_stop)
+{
+    int fds[4];
+    for (int i = 0; i < 4; i++) {
+        char id[128], body[256], out[8192];
+        size_t len = 0;
+        fds[i] = -1;
+        REQUIRE(new_conversation(id, sizeof id) == 0);
+        snprintf(body, sizeof body, "{\"conversationId\": \"%s\", \"content\": \"stop %d\"}", id, i);
+        fds[i] = fc_connect();
+        REQUIRE(fds[i] >= 0 && fc_send(fds[i], 0, "POST", "/api/chat/send", body, -1, 1) == 0);
+        CHECK_INT(fc_read_until(fds[i], 10000, out, sizeof out, &len,
+                                "data: {\"content\":\"Parked \"}\n\n"), 1);
+    }
+    /* the upstream holds every answer: only the stop ends the streams */
+    kill(server, SIGTERM);
+    for (int i = 0; i < 4; i++) {
+        int st = 0;
+        CHECK(fc_read(fds[i], 5000, &st) == 0);    /* the request ended (its headers came before) */
+        close(fds[i]);
+    }
+    up_stop();                       /* the held generations end, the drain with them */
+    CHECK_INT(stop_server(), 0);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -400,9 +427,18 @@ int main(void)
         return 1;
     }
     RUN(sse_streams_hold_no_thread);
-    up_stop();
     if (server > 0)
         CHECK_INT(stop_server(), 0);
+    if (start_server(2) < 0) {
+        printf("not ok 5 - parley.fcgi did not start again\n");
+        show_log();
+        up_stop();
+        return 1;
+    }
+    RUN(parked_sse_streams_end_at_a_stop);
+    up_stop();
+    if (server > 0)
+        stop_server();
     if (th_failed_cases)
         show_log();
     return th_done();
