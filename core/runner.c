@@ -40,6 +40,10 @@ struct runner_gen {
     int lost_lease;
     int db_failed;
     int one_sentence;
+    int unstarted;              /* runner_gen_new, start not recorded yet: every
+                                   token waits in pend (batch), even with no
+                                   coalescing, so none is logged before "start"
+                                   (and later ones after them until the flush) */
     int stopped_early;          /* one_sentence reached: a success */
     int stop_requested;         /* runner_gen_stop: ends stopped */
     int64_t stop_checked_ms;    /* blocking runs (runner_execute): the last look for a stop */
@@ -150,7 +154,7 @@ static int on_token(void *ud, const char *t, size_t n)
     }
     if (grow_add(&rs->text, &rs->len, &rs->cap, t, n) < 0)
         return -1;
-    if (rs->batch && rs->w.coalesce_ms > 0) {
+    if (rs->batch && (rs->w.coalesce_ms > 0 || rs->unstarted || rs->pend_len > 0)) {
         if (grow_add(&rs->pend, &rs->pend_len, &rs->pend_cap, t, n) < 0)
             return -1;
     } else if (evw_token(&rs->w, t, n) < 0) {
@@ -338,6 +342,7 @@ int runner_gen_new(struct parley_ctx *ctx, const struct gen_request *req,
     rs->job_id = claim->job_id;
     rs->renewed_ms = mono_ms();
     rs->one_sentence = req->one_sentence;
+    rs->unstarted = 1;
     evw_init(&rs->w, ctx->db, ctx->bell, req->channel, claim->job_id, ctx->cfg->coalesce_ms);
     config_llm(ctx->cfg, &rs->lc);
     rs->cb.on_token = on_token;
@@ -386,6 +391,7 @@ int runner_gen_record_start(struct runner_gen *rs, struct job_claim *claim, int 
         out->kind = LLM_ERR_INTERNAL;
         return -1;
     }
+    rs->unstarted = 0;        /* tokens that came meanwhile wait in pend for the next flush */
     return 0;
 }
 
