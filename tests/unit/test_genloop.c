@@ -8,7 +8,8 @@
  * started is dropped; proto_jobs_drain fails what is left
  * (error event, job failed, nothing cached) and a later submit starts a new
  * loop; a stream's first token is written at once, the later ones
- * coalesced. */
+ * coalesced; tokens read before a start is recorded (the loop sends first)
+ * are logged after it, even with no coalescing. */
 #include "th.h"
 #include "protohelp.h"
 #include "fake.h"
@@ -22,6 +23,7 @@
 #include "store.h"
 #include "util.h"
 
+#include <curl/curl.h>
 #include <pthread.h>
 #include <time.h>
 
@@ -211,6 +213,79 @@ TEST(the_first_token_does_not_wait_for_the_coalescing)
     free(expect);
     cfg.coalesce_ms = old;
     CHECK_INT(proto_jobs_drain(1000), 0);
+    close_ctx(&ctx);
+}
+
+/* The loop's order (core/genloop.c): a gen made by runner_gen_new streams
+ * before its start is recorded. Tokens read meanwhile must not reach the
+ * log before "start", even with no coalescing (they are written at once
+ * otherwise): here the whole answer is read before runner_gen_record_start,
+ * on a multi of this thread, and the log must still read start, tokens,
+ * done. */
+TEST(tokens_read_before_the_start_is_recorded_follow_it)
+{
+    struct parley_ctx ctx;
+    REQUIRE(open_ctx(&ctx) == 0);
+    int old = cfg.coalesce_ms;
+    cfg.coalesce_ms = 0;
+    struct proto_job *job = claim_ticket(&ctx, "early-tokens", "early [[fake tokens=5 token_ms=1]]");
+    REQUIRE(job != NULL);
+    char *expect = fake_answer(job->req.llm.prompt, 0);
+    REQUIRE(expect != NULL);
+    struct runner_gen *g = NULL;
+    REQUIRE(runner_gen_new(&ctx, &job->req, &job->claim, RUNNER_BATCH, &g) == 0);
+    struct llm_stream *st = runner_gen_stream(g);
+    REQUIRE(st != NULL);
+    CURL *easy = llm_stream_easy(st);
+    REQUIRE(easy != NULL);
+    CURLM *m = curl_multi_init();
+    REQUIRE(m != NULL);
+    curl_multi_add_handle(m, easy);
+    int running = 1, done = 0;
+    int64_t end = mono_ms() + 10000;
+    while (!done && mono_ms() < end) {      /* the whole answer, before any start */
+        curl_multi_perform(m, &running);
+        CURLMsg *msg;
+        int left;
+        while ((msg = curl_multi_info_read(m, &left)) != NULL)
+            if (msg->msg == CURLMSG_DONE) {
+                llm_stream_transfer_done(st, msg->data.result);
+                done = llm_stream_ended(st);
+            }
+        if (!done)
+            curl_multi_poll(m, NULL, 0, 50, NULL);
+    }
+    CHECK(done);
+    CHECK(runner_gen_pending(g) > 0);      /* kept, not written */
+    struct gen_outcome out;
+    CHECK_INT(runner_gen_record_start(g, &job->claim, 0, &out), 0);
+    gen_outcome_free(&out);
+    REQUIRE(db_begin(ctx.db) == 0);
+    CHECK_INT(runner_gen_flush_tx(g), 1);
+    CHECK_INT(db_commit(ctx.db), 0);
+    curl_multi_remove_handle(m, easy);
+    int lrc = llm_stream_finish(st);
+    CHECK_INT(runner_gen_finish(g, lrc, &out), 0);
+    gen_outcome_free(&out);
+    curl_multi_cleanup(m);
+    /* the log: start first, then the tokens, then done */
+    struct evlog_event *ev = NULL;
+    int n = evlog_read(ctx.db, job->channel, job->claim.first_seq, 256, &ev);
+    CHECK(n >= 3);
+    if (n >= 3) {
+        CHECK_STR(ev[0].type, "start");
+        CHECK_STR(ev[n - 1].type, "done");
+        for (int i = 1; i < n - 1; i++)
+            CHECK_STR(ev[i].type, "token");
+    }
+    evlog_free(ev, n);
+    struct seen sn;
+    CHECK_INT(read_channel(&ctx, job->channel, &sn), 0);
+    CHECK_STR(sn.text ? sn.text : "", expect);
+    free(sn.text);
+    free(expect);
+    proto_job_free(job);
+    cfg.coalesce_ms = old;
     close_ctx(&ctx);
 }
 
@@ -502,6 +577,7 @@ int main(void)
     llm_global_init();
     RUN(many_jobs_run_on_one_thread_and_every_token_arrives);
     RUN(the_first_token_does_not_wait_for_the_coalescing);
+    RUN(tokens_read_before_the_start_is_recorded_follow_it);
     RUN(beyond_the_bound_jobs_wait_with_their_leases_kept);
     RUN(upstream_failures_end_only_their_own_job);
     RUN(a_job_failed_before_it_starts_is_dropped_the_others_run);
