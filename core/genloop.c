@@ -254,6 +254,17 @@ static int launch_entry(struct entry *e)
     return 0;
 }
 
+/* Takes a running entry out of L.run (swap-remove) and frees it. */
+static void run_remove(struct entry *e)
+{
+    struct entry *last = L.run[L.nrun - 1];
+    L.run[e->idx] = last;
+    last->idx = e->idx;
+    L.nrun--;
+    free_entry(e);
+    counters(0, -1, 1);
+}
+
 /* Takes p out of the array v[0..*n) if it is there. */
 static void unlist(struct entry **v, int *n, struct entry *p)
 {
@@ -284,12 +295,7 @@ static void drop_launched(struct entry *e)
         unlist(L.ending, &L.nending, e);
     runner_gen_discard(e->gen);
     e->gen = NULL;
-    struct entry *last = L.run[L.nrun - 1];
-    L.run[e->idx] = last;
-    last->idx = e->idx;
-    L.nrun--;
-    free_entry(e);
-    counters(0, -1, 1);
+    run_remove(e);
 }
 
 /* After e's start was committed: rings its channel (our own ring is no
@@ -423,13 +429,7 @@ static void end_entry(struct entry *e)
     gen_outcome_free(&out);
     if (recorded)
         end_hook(e);
-    /* swap-remove from L.run */
-    struct entry *last = L.run[L.nrun - 1];
-    L.run[e->idx] = last;
-    last->idx = e->idx;
-    L.nrun--;
-    free_entry(e);
-    counters(0, -1, 1);
+    run_remove(e);
 }
 
 /* ---- batches ---- */

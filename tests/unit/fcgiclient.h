@@ -108,6 +108,31 @@ static int fc_send(int fd, int keep, const char *method, const char *uri, const 
     return write_all(fd, buf, n);
 }
 
+/* Reads one record: its 8-byte header into h, its content and padding into
+ * content (room for 65535 + 255). 0, or -1 on timeout, EOF or an error. */
+static int fc_record(int fd, int timeout_ms, unsigned char *h, unsigned char *content)
+{
+    size_t got = 0, want = 8;
+    unsigned char *dst = h;
+    for (int part = 0; part < 2; part++) {
+        while (got < want) {
+            struct pollfd pf = { fd, POLLIN, 0 };
+            if (poll(&pf, 1, timeout_ms) <= 0)
+                return -1;
+            ssize_t r = read(fd, dst + got, want - got);
+            if (r <= 0)
+                return -1;
+            got += (size_t)r;
+        }
+        if (part == 0) {
+            want = (size_t)((h[4] << 8) | h[5]) + h[6];
+            got = 0;
+            dst = content;
+        }
+    }
+    return 0;
+}
+
 /* Reads until FCGI_END_REQUEST: 0 with the HTTP status, -1 on timeout, EOF
  * or a protocol error. out (may be NULL): the response (headers and body,
  * cut at outlen - 1 bytes), NUL-terminated. */
@@ -122,24 +147,8 @@ static int fc_read_out(int fd, int timeout_ms, int *status, char *out, size_t ou
     size_t out_len = 0;
     *status = 0;
     for (;;) {
-        size_t got = 0, want = 8;
-        unsigned char *dst = h;
-        for (int part = 0; part < 2; part++) {
-            while (got < want) {
-                struct pollfd pf = { fd, POLLIN, 0 };
-                if (poll(&pf, 1, timeout_ms) <= 0)
-                    return -1;
-                ssize_t r = read(fd, dst + got, want - got);
-                if (r <= 0)
-                    return -1;
-                got += (size_t)r;
-            }
-            if (part == 0) {
-                want = (size_t)((h[4] << 8) | h[5]) + h[6];
-                got = 0;
-                dst = content;
-            }
-        }
+        if (fc_record(fd, timeout_ms, h, content) < 0)
+            return -1;
         size_t clen = (size_t)((h[4] << 8) | h[5]);
         if (h[1] == 6) {                                    /* STDOUT */
             size_t c = clen < outlen - 1 - out_len ? clen : outlen - 1 - out_len;
@@ -165,24 +174,8 @@ static __attribute__((unused)) int fc_read_until(int fd, int timeout_ms, char *o
         out[*len] = '\0';
         if (strstr(out, needle))
             return 1;
-        size_t got = 0, want = 8;
-        unsigned char *dst = h;
-        for (int part = 0; part < 2; part++) {
-            while (got < want) {
-                struct pollfd pf = { fd, POLLIN, 0 };
-                if (poll(&pf, 1, timeout_ms) <= 0)
-                    return -1;
-                ssize_t r = read(fd, dst + got, want - got);
-                if (r <= 0)
-                    return -1;
-                got += (size_t)r;
-            }
-            if (part == 0) {
-                want = (size_t)((h[4] << 8) | h[5]) + h[6];
-                got = 0;
-                dst = content;
-            }
-        }
+        if (fc_record(fd, timeout_ms, h, content) < 0)
+            return -1;
         size_t clen = (size_t)((h[4] << 8) | h[5]);
         if (h[1] == 6) {                                    /* STDOUT */
             size_t c = clen < outlen - 1 - *len ? clen : outlen - 1 - *len;
