@@ -15,25 +15,12 @@
 //   server → client: {"type":"stream","content":"..."} per piece,
 //                    {"type":"done"} at the end, {"type":"error","message"} on failure
 import http from 'node:http';
-import { renameSync, writeFileSync } from 'node:fs';
-import OpenAI from 'openai';
+import { peerListen, peerSetup } from './common.mjs';
 import { WebSocketServer } from 'ws';
 
-const args = process.argv.slice(2);
-const opt = (name, def) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : def;
-};
-const UPSTREAM = opt('upstream', '');
-const PORT = Number(opt('port', 0));
-const PORT_FILE = opt('port-file', '');
-const MODEL = opt('model', 'llama3');
-if (!UPSTREAM) {
-  console.error('usage: seed000-ws.mjs --upstream URL [--port N] [--port-file FILE]');
-  process.exit(2);
-}
-
-const openai = new OpenAI({ baseURL: `${UPSTREAM}/v1`, apiKey: 'not-needed', maxRetries: 0 });
+const P = peerSetup('seed000-ws.mjs');
+const openai = P.openai;
+const MODEL = P.model;
 
 const server = http.createServer((req, res) => {
   res.writeHead(404, { 'Content-Type': 'application/json' });
@@ -86,13 +73,4 @@ function session(ws, ticketId) {
   });
 }
 
-server.listen(PORT, '127.0.0.1', () => {
-  const { port } = server.address();
-  if (PORT_FILE) {
-    writeFileSync(`${PORT_FILE}.tmp`, String(port));
-    renameSync(`${PORT_FILE}.tmp`, PORT_FILE);
-  }
-});
-const stop = () => { server.close(); for (const c of wss.clients) c.terminate(); setTimeout(() => process.exit(0), 200).unref(); };
-process.on('SIGTERM', stop);
-process.on('SIGINT', stop);
+peerListen(server, P, () => { for (const c of wss.clients) c.terminate(); });

@@ -16,24 +16,11 @@
 //   node bench/peers/seed004-sse.mjs --upstream http://127.0.0.1:PORT \
 //        [--port 0] [--port-file FILE] [--model M]
 import http from 'node:http';
-import { renameSync, writeFileSync } from 'node:fs';
-import OpenAI from 'openai';
+import { peerListen, peerSetup } from './common.mjs';
 
-const args = process.argv.slice(2);
-const opt = (name, def) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : def;
-};
-const UPSTREAM = opt('upstream', '');
-const PORT = Number(opt('port', 0));
-const PORT_FILE = opt('port-file', '');
-const MODEL = opt('model', 'llama3');
-if (!UPSTREAM) {
-  console.error('usage: seed004-sse.mjs --upstream URL [--port N] [--port-file FILE]');
-  process.exit(2);
-}
-
-const openai = new OpenAI({ baseURL: `${UPSTREAM}/v1`, apiKey: 'not-needed', maxRetries: 0 });
+const P = peerSetup('seed004-sse.mjs');
+const openai = P.openai;
+const MODEL = P.model;
 
 function json(res, status, obj) {
   const b = JSON.stringify(obj);
@@ -93,13 +80,4 @@ const server = http.createServer((req, res) => {
 });
 server.keepAliveTimeout = 5000;
 
-server.listen(PORT, '127.0.0.1', () => {
-  const { port } = server.address();
-  if (PORT_FILE) {
-    writeFileSync(`${PORT_FILE}.tmp`, String(port));
-    renameSync(`${PORT_FILE}.tmp`, PORT_FILE);
-  }
-});
-const stop = () => { server.close(); server.closeAllConnections(); setTimeout(() => process.exit(0), 200).unref(); };
-process.on('SIGTERM', stop);
-process.on('SIGINT', stop);
+peerListen(server, P, () => { server.closeAllConnections(); });
