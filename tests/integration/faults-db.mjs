@@ -47,12 +47,13 @@
 //             with no upstream call — a long-poll client may wait through
 //             it and is judged after —, health 503 "unavailable"); then
 //             started again (t0931-pg-fault-db.sh).
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, openSync, writeSync, closeSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { answerText } from '../fake-llm/answer.mjs';
+import { holdLock } from './sqlite-lock.mjs';
 import { TRANSPORTS, DOCUMENTED_CODES, ask, firstModel, fakeRequests, health, show } from './faults-db-clients.mjs';
 
 const scenario = process.argv[2];
@@ -208,25 +209,12 @@ async function sqliteAfter(label) {
 }
 
 // The sqlite3 CLI holding BEGIN EXCLUSIVE on DB for ms, as the app account.
-// Resolves with { taken (a promise: the lock is held), released (a promise) }.
-function holdLock(ms) {
-  const [cmd, ...args] = AS_APP.length ? [...AS_APP, 'sqlite3'] : ['sqlite3'];
-  const p = spawn(cmd, [...args, DB], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let out = '';
-  let tookAt = 0;
-  const taken = new Promise((res, rej) => {
-    p.stdout.on('data', (d) => { out += d; if (!tookAt && out.includes('locked')) { tookAt = Date.now(); res(); } });
-    p.on('exit', (c) => rej(new Error(`sqlite3 exited ${c} before the lock: ${out}`)));
-  });
-  p.stderr.on('data', (d) => { out += d; });
-  p.stdin.write('.timeout 30000\nBEGIN EXCLUSIVE;\nINSERT INTO poll_sessions SELECT * FROM poll_sessions WHERE 0;\nSELECT \'locked\';\n');
-  const released = taken.then(async () => {
-    await sleep(ms);
-    p.stdin.end('COMMIT;\n.quit\n');
-    await new Promise((r) => p.on('exit', r));
-    return { heldMs: Date.now() - tookAt, out };
-  });
-  return { taken, released };
+// Returns { taken (a promise: the lock is held), released (a promise of
+// { heldMs, out }) }.
+function holdLockFor(ms) {
+  const lock = holdLock(DB, AS_APP);
+  const released = lock.taken.then(async () => { await sleep(ms); return lock.release(); });
+  return { taken: lock.taken, released };
 }
 
 // ---- scenarios
@@ -266,7 +254,7 @@ async function lockedScenario() {
   const newQs = TRANSPORTS.map((t) => question('during', t, 10, 10));
   const during = [];
   const outs1 = await askAll(inflight, () => {
-    lock = holdLock(10000);
+    lock = holdLockFor(10000);
     during.push(lock.taken.then(async () => {
       await sleep(1000);
       const hp = health(BASE);

@@ -4,6 +4,7 @@
 // has none), through a real web server in front of parley-ws
 // (t0610-phoenix-ws.sh starts them).
 // Env: PARLEY_BASE (http://127.0.0.1:PORT), PARLEY_JWT_SECRET (JWT mode),
+// PARLEY_DB (the setup's SQLite database), AS_APP (run as the app account),
 // PHX_PART: "ws" (default) or "fallback" (the bridge is stopped: the
 // client must land on LongPoll).
 import { test } from 'node:test';
@@ -11,10 +12,15 @@ import assert from 'node:assert/strict';
 import { createHmac, randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { Socket, LongPoll } from 'phoenix';
+import { holdLock } from './sqlite-lock.mjs';
 
 const BASE = process.env.PARLEY_BASE;
 const SECRET = process.env.PARLEY_JWT_SECRET || '';
 const PART = process.env.PHX_PART || 'ws';
+// the setup's SQLite database and the prefix that runs a program as the
+// app account (the heartbeat case holds the database's write lock)
+const DB = process.env.PARLEY_DB || '';
+const AS_APP = (process.env.AS_APP || '').split(' ').filter(Boolean);
 const WS_BASE = BASE.replace(/^http/, 'ws');
 
 function jwt(sub, secret = SECRET) {
@@ -228,27 +234,38 @@ wsTest('WebSocket: bad frames answered or dropped as core/phx.h says; the socket
   }
 });
 
-wsTest('WebSocket: a heartbeat is answered at once, not after the frames queued before it', { timeout: 30000 }, async () => {
+wsTest('WebSocket: a heartbeat is answered at once, not after the frames queued before it', { timeout: 60000 }, async () => {
+  assert.ok(DB, 'PARLEY_DB names the setup\'s database');
   const socket = connect('alice');
   const seen = tap(socket);
+  let lock = null;
   try {
     const ch = socket.channel(`proxy:${sid()}`, {});
     await join(ch);
-    for (let i = 0; i < 3; i++) {
-      const got = next(ch, 'response');
-      ch.push('query', { query: `filler ${i} ${'y'.repeat(400)} ${randomUUID()} [[fake tokens=20 token_ms=0]]` });
-      await got;
-    }
-    // ten get_history, then a heartbeat, in one burst on one connection:
-    // the connection's frames run in order on a worker, the heartbeat is
-    // answered by the event loop as it arrives
+    // Another process holds the database's write lock, so the worker that
+    // runs this connection's frames waits in the query (it stores the
+    // question) and the ten get_history queue behind it; the heartbeat
+    // sent after them must be answered by the event loop while they all
+    // still wait — whatever the timing of their arrival.
+    lock = holdLock(DB, AS_APP);
+    await lock.taken;
     const jr = ch.joinRef(), raw = socket.conn;
+    raw.send(JSON.stringify([jr, 'q1', ch.topic, 'query', { query: `held ${randomUUID()} [[fake tokens=3 token_ms=0]]` }]));
     for (let i = 0; i < 10; i++) raw.send(JSON.stringify([jr, `h${i}`, ch.topic, 'get_history', {}]));
     raw.send('[null,"hb1","phoenix","heartbeat",{}]');
-    await until(() => seen.some((m) => m.ref === 'h9') && seen.some((m) => m.ref === 'hb1'), 15000, 'the replies');
-    const at = (r) => seen.findIndex((m) => m.ref === r);
-    assert.ok(at('hb1') < at('h9'), `heartbeat reply at ${at('hb1')}, last history reply at ${at('h9')}`);
+    await until(() => seen.some((m) => m.ref === 'hb1'), 5000, 'the heartbeat reply while the frames before it wait');
+    const early = seen.filter((m) => m.ref === 'q1' || /^h\d$/.test(m.ref || '')).map((m) => m.ref);
+    assert.deepEqual(early, [], 'no reply to the frames queued before the heartbeat yet (they wait on the database)');
+    const held = await lock.release();
+    lock = null;
+    assert.ok(held.heldMs > 0, `the lock was held: ${held.out.trim()}`);
+    // then every queued frame is answered, in the order sent, after it
+    await until(() => seen.some((m) => m.ref === 'h9'), 30000, 'the queued frames\' replies once the lock is gone');
+    const order = seen.filter((m) => m.ref === 'q1' || m.ref === 'hb1' || /^h\d$/.test(m.ref || '')).map((m) => m.ref);
+    assert.deepEqual(order, ['hb1', 'q1', ...Array.from({ length: 10 }, (_, i) => `h${i}`)]);
+    assert.equal(seen.find((m) => m.ref === 'q1').payload.status, 'ok', 'the query was taken once the lock was gone');
   } finally {
+    if (lock) await lock.release();
     socket.disconnect();
   }
 });

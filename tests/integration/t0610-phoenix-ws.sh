@@ -70,7 +70,7 @@ WS_PORT=$BRIDGE_PORT
 for setup in fcgid lighttpd; do
     server "$setup" "open"
     it_log "$setup (open mode): $BASE, bridge $BRIDGE_PORT"
-    PARLEY_BASE=$BASE PHX_PART=ws it_par "$setup-open" it_node_tap "$setup: " tests/integration/phoenix-ws.mjs
+    PARLEY_BASE=$BASE PARLEY_DB=$IT_DB AS_APP=$AS_APP PHX_PART=ws it_par "$setup-open" it_node_tap "$setup: " tests/integration/phoenix-ws.mjs
 done
 
 # 2. JWT mode: a bridge with the secret, Apache
@@ -81,7 +81,7 @@ JWT_BRIDGE_PID=$BRIDGE_PID
 WS_PORT=$BRIDGE_PORT
 server fcgid jwt
 it_log "fcgid (JWT): $BASE, bridge $BRIDGE_PORT"
-PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET PHX_PART=ws \
+PARLEY_BASE=$BASE PARLEY_DB=$IT_DB AS_APP=$AS_APP PARLEY_JWT_SECRET=$SECRET PHX_PART=ws \
     it_par fcgid-jwt it_node_tap "fcgid, JWT: " tests/integration/phoenix-ws.mjs
 
 # 3. the bridge down (none on this database; nothing listens on WS_PORT):
