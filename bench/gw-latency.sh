@@ -20,7 +20,13 @@
 #                                           exchange with Parley's part removed: an
 #                                           in-memory Node server, timers for tokens,
 #                                           no web server, no database, no upstream);
-#                                           transport lp only
+#                                           transport lp only. With sse in TRANSPORTS,
+#                                           lighttpd and proxy_fcgi also run the SSE
+#                                           floor: bench/sse-floor.c (a libfcgi responder
+#                                           relaying the upstream's tokens as seed 004
+#                                           frames: no database, no loop) behind the
+#                                           same web server at /floor/, asked right
+#                                           after Parley at the same rate
 #   TRANSPORTS="ws phx-ws sse lp phx-lp"
 #   RATES="1 100"   SECONDS_AT_1=30   SECONDS_AT_100=20
 #   FIRST_MS=50 TOKENS=3 TOKEN_MS=5         the answer (directives in every question)
@@ -54,7 +60,8 @@ COALESCE_MS=${COALESCE_MS:-}
 PHX_SOCKETS=${PHX_SOCKETS:-32}
 
 LOG=$(mktemp)
-if ! make --no-print-directory BUILD="$BUILD" "$BUILD/parley.fcgi" "$BUILD/parley-ws" "$BUILD/parley" >"$LOG" 2>&1; then
+if ! make --no-print-directory BUILD="$BUILD" "$BUILD/parley.fcgi" "$BUILD/parley-ws" "$BUILD/parley" \
+    "$BUILD/bench/sse-floor" >"$LOG" 2>&1; then
     cat "$LOG" >&2
     rm -f "$LOG"
     echo "bench/gw-latency.sh: build failed" >&2
@@ -148,6 +155,8 @@ for setup in $SETUPS; do
         echo "| $setup | | | bridge did not start | | | | | | | | |"; rc=1; continue
     fi
     _bpid=$BRIDGE_PID
+    # the SSE floor (bench/sse-floor.c) behind the same web server at /floor/
+    case " $TRANSPORTS " in *" sse "*) BENCH_FLOOR=$BUILD/bench/sse-floor ;; *) BENCH_FLOOR="" ;; esac
     case $setup in
     lighttpd) WS_PORT=$BRIDGE_PORT start_lighttpd "$BUILD/parley.fcgi" ;;
     proxy_fcgi) WS_PORT=$BRIDGE_PORT start_proxy_fcgi "$BUILD/parley.fcgi" ;;
@@ -165,6 +174,16 @@ for setup in $SETUPS; do
             row "$setup" "$out" "$tr" "$rate" || rc=1
             grep '^{' "$out" | tail -n 1 >>"$RESULTS"
             { echo "# $setup $tr $rate:"; grep -v '^{' "$out" | head -n 12; } >>"$DETAILS"
+            [ "$tr" = sse ] || continue
+            # the same exchange against the floor, right after, same web server
+            out=$IT_TMP/$setup-sse-floor-$rate.out
+            timeout $((secs + 120)) node bench/gw-latency.mjs --base "$BASE/floor" --fake "$FAKE_LLM_URL" \
+                --timing-log "$TIMING" --transport sse --rate "$rate" --seconds "$secs" \
+                --first-ms "$FIRST_MS" --tokens "$TOKENS" --token-ms "$TOKEN_MS" \
+                --label "$setup-floor" --json >"$out" 2>&1 || rc=1
+            row "$setup floor (sse-floor.c: no Parley)" "$out" sse "$rate" || rc=1
+            grep '^{' "$out" | tail -n 1 >>"$RESULTS"
+            { echo "# $setup floor sse $rate:"; grep -v '^{' "$out" | head -n 12; } >>"$DETAILS"
         done
     done
     stop_setup
