@@ -53,7 +53,7 @@ import { chmodSync, existsSync, openSync, writeSync, closeSync, unlinkSync, writ
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { answerText } from '../fake-llm/answer.mjs';
-import { holdLock } from './sqlite-lock.mjs';
+import { holdLock } from './db-lock.mjs';
 import { TRANSPORTS, DOCUMENTED_CODES, ask, firstModel, fakeRequests, health, show } from './faults-db-clients.mjs';
 
 const scenario = process.argv[2];

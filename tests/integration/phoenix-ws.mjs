@@ -4,7 +4,8 @@
 // has none), through a real web server in front of parley-ws
 // (t0610-phoenix-ws.sh starts them).
 // Env: PARLEY_BASE (http://127.0.0.1:PORT), PARLEY_JWT_SECRET (JWT mode),
-// PARLEY_DB (the setup's SQLite database), AS_APP (run as the app account),
+// PARLEY_DB (the setup's database: a SQLite file or a postgresql:// URL),
+// AS_APP (run as the app account),
 // PHX_PART: "ws" (default) or "fallback" (the bridge is stopped: the
 // client must land on LongPoll).
 import { test } from 'node:test';
@@ -12,12 +13,13 @@ import assert from 'node:assert/strict';
 import { createHmac, randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { Socket, LongPoll } from 'phoenix';
-import { holdLock } from './sqlite-lock.mjs';
+import { holdLock } from './db-lock.mjs';
 
 const BASE = process.env.PARLEY_BASE;
 const SECRET = process.env.PARLEY_JWT_SECRET || '';
 const PART = process.env.PHX_PART || 'ws';
-// the setup's SQLite database and the prefix that runs a program as the
+// the setup's database (a SQLite file or a postgresql:// URL) and the prefix
+// that runs a program as the
 // app account (the heartbeat case holds the database's write lock)
 const DB = process.env.PARLEY_DB || '';
 const AS_APP = (process.env.AS_APP || '').split(' ').filter(Boolean);
@@ -242,9 +244,10 @@ wsTest('WebSocket: a heartbeat is answered at once, not after the frames queued 
   try {
     const ch = socket.channel(`proxy:${sid()}`, {});
     await join(ch);
-    // Another process holds the database's write lock, so the worker that
-    // runs this connection's frames waits in the query (it stores the
-    // question) and the ten get_history queue behind it; the heartbeat
+    // Another process holds the database (SQLite: its write lock;
+    // PostgreSQL: the messages table), so the worker that runs this
+    // connection's frames waits in the query (it stores the question) and
+    // the ten get_history queue behind it; the heartbeat
     // sent after them must be answered by the event loop while they all
     // still wait — whatever the timing of their arrival.
     lock = holdLock(DB, AS_APP);
@@ -254,6 +257,8 @@ wsTest('WebSocket: a heartbeat is answered at once, not after the frames queued 
     for (let i = 0; i < 10; i++) raw.send(JSON.stringify([jr, `h${i}`, ch.topic, 'get_history', {}]));
     raw.send('[null,"hb1","phoenix","heartbeat",{}]');
     await until(() => seen.some((m) => m.ref === 'hb1'), 5000, 'the heartbeat reply while the frames before it wait');
+    // and they do wait (the lock holds them): still no reply a moment later
+    await new Promise((r) => setTimeout(r, 300));
     const early = seen.filter((m) => m.ref === 'q1' || /^h\d$/.test(m.ref || '')).map((m) => m.ref);
     assert.deepEqual(early, [], 'no reply to the frames queued before the heartbeat yet (they wait on the database)');
     const held = await lock.release();

@@ -477,7 +477,7 @@ jwt_suites() {
         it_node_tap "$setup, phoenix-lp: " tests/integration/phoenix-lp.mjs
     if [ "$setup" = proxy_fcgi ]; then
         clear_rate_hits "$setup"
-        PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET PHX_PART=ws \
+        PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET PHX_PART=ws PARLEY_DB=$(url_of "$setup") PSQL=$PG_BIN/psql \
             it_node_tap "$setup, phoenix-ws JWT: " tests/integration/phoenix-ws.mjs
     fi
     if [ "$setup" = fcgid ]; then
@@ -497,7 +497,8 @@ jwt_suites() {
 # over WebSocket
 open_suites() {
     ws_clients "$1, ws-bridge: "
-    PARLEY_BASE=$BASE PHX_PART=ws it_node_tap "$1, phoenix-ws: " tests/integration/phoenix-ws.mjs
+    PARLEY_BASE=$BASE PHX_PART=ws PARLEY_DB=$(url_of "$1") PSQL=$PG_BIN/psql \
+        it_node_tap "$1, phoenix-ws: " tests/integration/phoenix-ws.mjs
 }
 
 COPIED_JS=$(cat <<'EOF_JS'
