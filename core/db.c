@@ -84,6 +84,11 @@ struct parley_db {
     char ans_pending[4][IDENT_TICKET_STORED_MAX + 1];
     int ans_npending;
     int ans_overflow;          /* more tickets than that: ring "answer:*" */
+    /* db_ring_at_end: channels to ring when the open transaction ends */
+    parley_bell *ring_bell;
+    char ring_pending[4][256];
+    int ring_npending;
+    int ring_overflow;         /* more than that (or a longer name): ring every slot */
     int64_t ans_bell_retry_ms; /* a reader's failed mapping: not again before */
 };
 
@@ -386,6 +391,40 @@ static void ans_ring_pending(parley_db *db)
     db->ans_overflow = 0;
 }
 
+/* Rings the channels db_ring_at_end noted, once no transaction is open. */
+static void ring_pending_end(parley_db *db)
+{
+    if (!db->ring_bell || (db->pg ? pgc_in_tx(db->pg) : db->in_tx) > 0)
+        return;
+    for (int i = 0; i < db->ring_npending; i++)
+        bell_ring(db->ring_bell, db->ring_pending[i]);
+    if (db->ring_overflow)
+        bell_ring_all(db->ring_bell);
+    db->ring_npending = 0;
+    db->ring_overflow = 0;
+    db->ring_bell = NULL;
+}
+
+void db_ring_at_end(parley_db *db, parley_bell *bell, const char *channel)
+{
+    if (!bell || !channel)
+        return;
+    int open = db ? (db->pg ? pgc_in_tx(db->pg) : db->in_tx) : 0;
+    if (!open || (db->ring_bell && db->ring_bell != bell)) {
+        bell_ring(bell, channel);           /* nothing to wait for (or another bell: now) */
+        return;
+    }
+    db->ring_bell = bell;
+    for (int i = 0; i < db->ring_npending; i++)
+        if (strcmp(db->ring_pending[i], channel) == 0)
+            return;
+    if (db->ring_npending < (int)(sizeof db->ring_pending / sizeof db->ring_pending[0]) &&
+        strlen(channel) < sizeof db->ring_pending[0])
+        str_copy(db->ring_pending[db->ring_npending++], sizeof db->ring_pending[0], channel);
+    else
+        db->ring_overflow = 1;
+}
+
 int db_answer_version(parley_db *db, const char *ticket_id, uint64_t *v)
 {
     parley_bell *b = db && ticket_id ? ans_bell(db, 1) : NULL;
@@ -428,6 +467,8 @@ void db_close(parley_db *db)
     if (db->h && !sqlite3_get_autocommit(db->h))
         sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
     ans_ring_pending(db);
+    db->in_tx = 0;
+    ring_pending_end(db);
     bell_close(db->ans_bell);
     gate_leave(db);
     cache_clear(db);
@@ -707,8 +748,11 @@ int db_begin(parley_db *db)
 
 int db_commit(parley_db *db)
 {
-    if (db->pg)
-        return pgc_commit(db->pg);
+    if (db->pg) {
+        int rc = pgc_commit(db->pg);
+        ring_pending_end(db);
+        return rc;
+    }
     if (db->in_tx > 1) {
         if (savepoint(db, SP_RELEASE, db->in_tx - 1) < 0) {
             db_rollback(db);
@@ -726,6 +770,7 @@ int db_commit(parley_db *db)
     db->in_tx = 0;
     gate_leave(db);
     ans_ring_pending(db);
+    ring_pending_end(db);
     if (db->ckpt_due) {
         db->ckpt_due = 0;
         sqlite3_wal_checkpoint_v2(db->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
@@ -735,8 +780,11 @@ int db_commit(parley_db *db)
 
 int db_rollback(parley_db *db)
 {
-    if (db->pg)
-        return pgc_rollback(db->pg);
+    if (db->pg) {
+        int rc = pgc_rollback(db->pg);
+        ring_pending_end(db);
+        return rc;
+    }
     /* the kind of the failure that led here outlives the ROLLBACK */
     int readonly = db_err_kind(db) == PERR_DB_READONLY;
     if (db->in_tx > 1 && !sqlite3_get_autocommit(db->h)) {
@@ -753,6 +801,7 @@ int db_rollback(parley_db *db)
         rc = step_done(db, "ROLLBACK");
     gate_leave(db);
     ans_ring_pending(db);
+    ring_pending_end(db);
     if (readonly)
         db->refused = 1;
     return rc;

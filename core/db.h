@@ -63,6 +63,7 @@
 #include "perr.h"
 
 typedef struct parley_db parley_db;
+typedef struct parley_bell parley_bell;   /* bell.h */
 
 /* Opens (creating if needed) the database at path and applies pending
  * migrations from sql/. Returns a new handle (close with db_close), or NULL
@@ -96,6 +97,16 @@ int db_latest_version(void);           /* newest SQLite migration compiled in (s
 int db_begin(parley_db *db);
 int db_commit(parley_db *db);
 int db_rollback(parley_db *db);
+
+/* Rings channel on bell when the transaction open on db ends — at the
+ * outermost db_commit or db_rollback (committed or not: a ring for nothing
+ * costs a reader one read) — or at once when none is open. For a storage
+ * function that may be one step of a caller's transaction: a ring at its
+ * own (nested) commit would wake readers before they can see what it
+ * wrote, and none would come after. Up to four channels are kept per
+ * transaction, more ring every slot; one bell per transaction (a ring on
+ * another is made at once). Same thread as db's other calls. */
+void db_ring_at_end(parley_db *db, parley_bell *bell, const char *channel);
 
 /* ---- cached-answer versions (SQLite) ----
  * A counter per ticket in the machine's doorbell file "<database>-bell"

@@ -769,6 +769,15 @@ static void *loop_main(void *arg)
             curl_multi_socket_action(L.multi, evs[i].data.fd, fl, &running);
         }
         now = mono_ms();
+        /* new jobs' upstream requests go out before this iteration's
+         * database work (token flushes, ends, renewals): the first token
+         * their clients wait for starts with them */
+        if (inbox) {
+            take_inbox();
+            inbox = 0;
+            start_waiting(now);
+            now = mono_ms();
+        }
         if (L.timer_at >= 0 && now >= L.timer_at) {
             L.timer_at = -1;
             curl_multi_socket_action(L.multi, CURL_SOCKET_TIMEOUT, 0, &running);

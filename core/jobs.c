@@ -158,7 +158,7 @@ int jobs_claim_as(parley_db *db, parley_bell *bell, const char *channel,
     if (db_commit(db) < 0)
         return set_err(err, errlen, "commit failed: %s", db_errmsg(db));
     if (rang && bell)
-        bell_ring(bell, channel);
+        db_ring_at_end(db, bell, channel);
     return 0;
 error:
     set_err(err, errlen, "cannot claim job on %s: %s", channel, db_errmsg(db));
@@ -265,7 +265,7 @@ commit:
     if (db_commit(db) < 0)
         return set_err(err, errlen, "commit failed: %s", db_errmsg(db));
     if (rang && bell)
-        bell_ring(bell, channel);
+        db_ring_at_end(db, bell, channel);
     return rc;
 error:
     set_err(err, errlen, "cannot claim a turn on %s: %s", channel, db_errmsg(db));

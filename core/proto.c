@@ -121,6 +121,13 @@ void proto_follow(struct proto_conn *c, const char *channel, int64_t job_id, int
     c->cursor = after;
 }
 
+void proto_unfollow(struct proto_conn *c)
+{
+    c->channel[0] = '\0';
+    c->job_id = 0;
+    c->cursor = 0;
+}
+
 int proto_following(const struct proto_conn *c)
 {
     return c->channel[0] != '\0';

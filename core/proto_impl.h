@@ -94,6 +94,8 @@ int proto_stop(struct parley_ctx *ctx, struct proto_conn *c, const char *channel
                enum perr *kind, const char **msg);
 /* Follows channel from seq after (job_id 0 = any job). */
 void proto_follow(struct proto_conn *c, const char *channel, int64_t job_id, int64_t after);
+/* Follows nothing again (a start whose transaction was rolled back). */
+void proto_unfollow(struct proto_conn *c);
 /* Adds "seq": ev->seq to o when the connection asked for it; returns o. */
 json_t *proto_with_seq(const struct proto_conn *c, const struct evlog_event *ev, json_t *o);
 /* The "message" of an error event's JSON data (new string; a generic text

@@ -127,7 +127,15 @@ static int send_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *ms
         return -1;
     }
 
-    /* The user message is saved before anything streams. */
+    /* The user message is saved before anything streams, in ONE
+     * transaction with the job's claim (one commit on the request's path
+     * instead of two; the message is not kept when no generation could
+     * start for it, and nobody sees it before its job exists). */
+    if (db_begin(ctx->db) < 0) {
+        error_frame(c, out, db_err_kind(ctx->db),
+                    db_err_text(ctx->db, "Database error: the message was not saved"));
+        return -1;
+    }
     struct message um;
     store_msg_init(&um);
     str_copy(um.conversation_id, sizeof um.conversation_id, conv_id);
@@ -136,12 +144,14 @@ static int send_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *ms
     if (store_msg_add(ctx->db, &um) < 0) {
         error_frame(c, out, db_err_kind(ctx->db),
                     db_err_text(ctx->db, "Database error: the message was not saved"));
+        db_rollback(ctx->db);
         return -1;
     }
     struct proto_job *job = proto_job_new();
     if (!job || proto_job_conversation(ctx, job, conv_id, um.id) < 0) {
         proto_job_free(job);
         error_frame(c, out, db_err_kind(ctx->db), db_err_text(ctx->db, DB_ERROR_MSG));
+        db_rollback(ctx->db);
         return -1;
     }
     job->req.llm.system = SEND_SYSTEM;
@@ -149,6 +159,16 @@ static int send_message(struct parley_ctx *ctx, struct proto_conn *c, json_t *ms
     if (proto_start(ctx, c, job, jobp) < 0) {
         error_frame(c, out, db_err_kind(ctx->db),
                     db_err_text(ctx->db, "Could not start the generation"));
+        db_rollback(ctx->db);
+        return -1;
+    }
+    if (db_commit(ctx->db) < 0) {
+        /* neither the message nor the claim happened: nothing to follow */
+        error_frame(c, out, db_err_kind(ctx->db),
+                    db_err_text(ctx->db, "Database error: the message was not saved"));
+        proto_job_free(*jobp);
+        *jobp = NULL;
+        proto_unfollow(c);
         return -1;
     }
     return 0;

@@ -380,6 +380,61 @@ TEST(expired_lease_taken_over_by_claim)
     db_close(db);
 }
 
+/* A claim made inside the caller's transaction (proto_send.c: the user
+ * message and its job in one commit) that fails an expired job rings the
+ * channel when the OUTER transaction ends, not at its own nested commit:
+ * a viewer woken before the commit could not see the error event yet and
+ * would get no other ring. Fails when jobs_claim_as rings at once. */
+TEST(claim_inside_a_transaction_rings_at_its_end)
+{
+    parley_db *db = open_db();
+    REQUIRE(db);
+    char err[256];
+    parley_bell *bell = bell_open(bellpath, err, sizeof err);
+    REQUIRE(bell);
+    CH(c1, "nested:1");
+    CH(c2, "nested:2");
+    struct job_claim a, b;
+    REQUIRE(jobs_claim(db, NULL, c1, "k", 1, &a, err, sizeof err) == 0);
+    sleep_ms(20);
+    uint32_t before = bell_peek(bell, c1);
+    REQUIRE(db_begin(db) == 0);
+    REQUIRE(jobs_claim(db, bell, c1, "k", 5000, &b, err, sizeof err) == 0);
+    CHECK_INT(b.owner, 1);
+    CHECK(bell_peek(bell, c1) == before);          /* not yet: nothing is committed */
+    REQUIRE(db_commit(db) == 0);
+    CHECK(bell_peek(bell, c1) != before);          /* the outer commit rang it */
+    struct job_info ji;
+    REQUIRE(jobs_get(db, a.job_id, &ji) == 0);
+    CHECK_STR(ji.state, "failed");
+    CHECK_INT(finish_job(db, &b), 0);
+
+    /* rolled back: the ring still comes (a ring for nothing costs a read),
+     * and neither the failure nor the new job happened */
+    struct job_claim x, y;
+    REQUIRE(jobs_claim(db, NULL, c2, "k", 1, &x, err, sizeof err) == 0);
+    sleep_ms(20);
+    before = bell_peek(bell, c2);
+    REQUIRE(db_begin(db) == 0);
+    REQUIRE(jobs_claim(db, bell, c2, "k", 5000, &y, err, sizeof err) == 0);
+    CHECK(bell_peek(bell, c2) == before);
+    REQUIRE(db_rollback(db) == 0);
+    CHECK(bell_peek(bell, c2) != before);
+    REQUIRE(jobs_get(db, x.job_id, &ji) == 0);
+    CHECK_STR(ji.state, "running");
+    CHECK(jobs_get(db, y.job_id, &ji) != 0);       /* never inserted */
+
+    /* outside a transaction the ring is made at once, as before */
+    sleep_ms(20);
+    struct job_claim z;
+    before = bell_peek(bell, c2);
+    REQUIRE(jobs_claim(db, bell, c2, "k", 5000, &z, err, sizeof err) == 0);
+    CHECK(bell_peek(bell, c2) != before);
+    CHECK_INT(finish_job(db, &z), 0);
+    bell_close(bell);
+    db_close(db);
+}
+
 /* ---- claimers on several connections at once (both backends) ---- */
 
 #define CLAIM_THREADS 8
@@ -674,6 +729,7 @@ static void run_cases(void)
 {
     RUN(claim_in_one_process);
     RUN(expired_lease_taken_over_by_claim);
+    RUN(claim_inside_a_transaction_rings_at_its_end);
     RUN(concurrent_claims_one_owner);
     RUN(concurrent_claims_of_expired_job);
     RUN(lease_renewal_and_recovery_race);

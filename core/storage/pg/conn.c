@@ -542,6 +542,11 @@ int pgc_commit(struct db_pg *p)
     return ok ? 0 : -1;
 }
 
+int pgc_in_tx(const struct db_pg *p)
+{
+    return p->in_tx;
+}
+
 int pgc_rollback(struct db_pg *p)
 {
     int readonly = p->readonly, lost = p->lost;

@@ -153,7 +153,7 @@ int jobs_pg_claim(parley_db *db, parley_bell *bell, const char *channel,
             if (db_commit(db) < 0)
                 return set_err(err, errlen, "commit failed: %s", db_errmsg(db));
             if (rang && bell)
-                bell_ring(bell, channel);
+                db_ring_at_end(db, bell, channel);
             return 0;
         }
         PQclear(r);
@@ -177,7 +177,7 @@ int jobs_pg_claim(parley_db *db, parley_bell *bell, const char *channel,
             if (db_commit(db) < 0)
                 return set_err(err, errlen, "commit failed: %s", db_errmsg(db));
             if (rang && bell)
-                bell_ring(bell, channel);
+                db_ring_at_end(db, bell, channel);
             return 0;
         }
         char chan[512];
@@ -294,7 +294,7 @@ commit:
     if (db_commit(db) < 0)
         return set_err(err, errlen, "commit failed: %s", db_errmsg(db));
     if (rang && bell)
-        bell_ring(bell, channel);
+        db_ring_at_end(db, bell, channel);
     return rc;
 error:
     set_err(err, errlen, "cannot claim a turn on %s: %s", channel, db_errmsg(db));

@@ -77,6 +77,7 @@ PGresult *pgc_exec_params(struct db_pg *p, const char *sql, int n, const char *c
 int pgc_begin(struct db_pg *p);                 /* db.h semantics; 0 / -1 */
 int pgc_commit(struct db_pg *p);
 int pgc_rollback(struct db_pg *p);
+int pgc_in_tx(const struct db_pg *p);          /* transactions open (0: none) */
 int pgc_exec(struct db_pg *p, const char *sql); /* constant SQL, no rows; 0 / -1 */
 int pgc_schema_version(struct db_pg *p);        /* -1 on error */
 int pgc_latest_version(void);                   /* newest sql/pg migration */
