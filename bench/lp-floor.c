@@ -20,7 +20,7 @@
  * N and LP_FLOOR_THREADS (default 2,200: one per waiting viewer), 128 KiB
  * stacks. Runs until killed. Not part of Parley: a benchmark's yardstick.
  */
-#include <fcgiapp.h>
+#include "floor.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -44,7 +44,6 @@ struct channel {
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct channel channels[MAX_CHANNELS];
 static int nchannels;
-static int listen_fd;
 
 /* {lock} The channel named name (created), or NULL when the table is full. */
 static struct channel *channel_get(const char *name, size_t len)
@@ -180,41 +179,14 @@ static void *worker(void *arg)
 
 int main(int argc, char **argv)
 {
-    const char *sock = NULL;
-    int threads = 1, mode = 0660;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--socket") && i + 1 < argc)
-            sock = argv[++i];
-        else if (!strcmp(argv[i], "--socket-mode") && i + 1 < argc)
-            mode = (int)strtol(argv[++i], NULL, 8);
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
-            threads = atoi(argv[++i]);
-    }
+    struct floor_opts o = { .threads = 1 };
+    floor_args(argc, argv, &o);
     const char *env = getenv("LP_FLOOR_THREADS");
     int want = env ? atoi(env) : 2200;
-    if (want > threads)
-        threads = want;
-    if (FCGX_Init() != 0)
+    if (want > o.threads)
+        o.threads = want;
+    if (floor_listen(&o, "lp-floor") < 0)
         return 1;
-    if (sock) {
-        unlink(sock);
-        listen_fd = FCGX_OpenSocket(sock, 4096);
-        if (listen_fd < 0 || chmod(sock, (mode_t)mode) < 0) {
-            fprintf(stderr, "lp-floor: cannot listen on %s\n", sock);
-            return 1;
-        }
-    }
-    pthread_attr_t at;
-    pthread_attr_init(&at);
-    pthread_attr_setstacksize(&at, 128 * 1024);
-    for (int i = 1; i < threads; i++) {
-        pthread_t th;
-        if (pthread_create(&th, &at, worker, NULL) != 0) {
-            fprintf(stderr, "lp-floor: %d threads started of %d\n", i, threads);
-            break;
-        }
-        pthread_detach(th);
-    }
-    worker(NULL);
+    floor_run(o.threads, 128 * 1024, worker, "lp-floor");
     return 0;
 }

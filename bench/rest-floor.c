@@ -31,7 +31,7 @@
  * program's own path + ".response". Until the file can be read, requests
  * get a 503. Runs until killed. Not part of Parley: a benchmark's yardstick.
  */
-#include <fcgiapp.h>
+#include "floor.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -49,7 +49,6 @@ static char exe_response[PATH_MAX + 16];
 static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *response;               /* set once, never freed */
 static int response_len;
-static int listen_fd;
 static int accept_locked = 1;        /* REST_FLOOR_ACCEPT_LOCK=0: no mutex */
 
 /* The response bytes, loaded at the first call that finds the file. */
@@ -200,20 +199,11 @@ int main(int argc, char **argv)
 {
     if (argc == 4 && !strcmp(argv[1], "--fetch"))
         return fetch(argv[2], argv[3]);
-    const char *sock = NULL;
-    int threads = 16, mode = 0660;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--socket") && i + 1 < argc)
-            sock = argv[++i];
-        else if (!strcmp(argv[i], "--socket-mode") && i + 1 < argc)
-            mode = (int)strtol(argv[++i], NULL, 8);
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
-            threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--response") && i + 1 < argc)
-            response_path = argv[++i];
-    }
-    if (threads < 1)
-        threads = 1;
+    struct floor_opts o = { .threads = 16 };
+    floor_args(argc, argv, &o);
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--response"))
+            response_path = argv[i + 1];
     if (!response_path)
         response_path = getenv("REST_FLOOR_RESPONSE");
     if (!response_path || !*response_path) {
@@ -230,29 +220,10 @@ int main(int argc, char **argv)
     const char *al = getenv("REST_FLOOR_ACCEPT_LOCK");
     if (al && !strcmp(al, "0"))
         accept_locked = 0;
-    if (FCGX_Init() != 0)
+    if (floor_listen(&o, "rest-floor") < 0)
         return 1;
-    /* libfcgi's SIGTERM handler only marks a shutdown that the next
-     * request would see: a web server stopping us would wait in vain */
-    signal(SIGTERM, SIG_DFL);
-    if (sock) {
-        unlink(sock);
-        listen_fd = FCGX_OpenSocket(sock, 4096);
-        if (listen_fd < 0 || chmod(sock, (mode_t)mode) < 0) {
-            fprintf(stderr, "rest-floor: cannot listen on %s\n", sock);
-            return 1;
-        }
-    }
     fprintf(stderr, "rest-floor[%ld]: serving %s with %d threads\n", (long)getpid(),
-            response_path, threads);
-    for (int i = 1; i < threads; i++) {
-        pthread_t th;
-        if (pthread_create(&th, NULL, worker, NULL) != 0) {
-            fprintf(stderr, "rest-floor: %d threads started of %d\n", i, threads);
-            break;
-        }
-        pthread_detach(th);
-    }
-    worker(NULL);
+            response_path, o.threads);
+    floor_run(o.threads, 0, worker, "rest-floor");
     return 0;
 }

@@ -27,21 +27,19 @@
  * $PARLEY_MODEL or llama3.2 (parley.fcgi's default). Threads: N, default
  * 16. Runs until killed. Not part of Parley: a benchmark's yardstick.
  */
+#include "floor.h"
+
 #include <curl/curl.h>
-#include <fcgiapp.h>
 #include <jansson.h>
 
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define BODY_MAX (1 << 20)
 
-static int listen_fd;
 static char upstream[512];
 static const char *model = "llama3.2";
 static unsigned long session_seq;    /* atomic */
@@ -216,18 +214,8 @@ static void *worker(void *arg)
 
 int main(int argc, char **argv)
 {
-    const char *sock = NULL;
-    int threads = 16, mode = 0660;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--socket") && i + 1 < argc)
-            sock = argv[++i];
-        else if (!strcmp(argv[i], "--socket-mode") && i + 1 < argc)
-            mode = (int)strtol(argv[++i], NULL, 8);
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
-            threads = atoi(argv[++i]);
-    }
-    if (threads < 1)
-        threads = 1;
+    struct floor_opts o = { .threads = 16 };
+    floor_args(argc, argv, &o);
     const char *server = getenv("OLLAMA_SERVER");
     if (!server || !*server) {
         fprintf(stderr, "sse-floor: OLLAMA_SERVER is not set\n");
@@ -237,26 +225,11 @@ int main(int argc, char **argv)
              server[strlen(server) - 1] == '/' ? "" : "/");
     if (getenv("PARLEY_MODEL") && *getenv("PARLEY_MODEL"))
         model = getenv("PARLEY_MODEL");
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || FCGX_Init() != 0)
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || floor_listen(&o, "sse-floor") < 0)
         return 1;
-    signal(SIGTERM, SIG_DFL);     /* as rest-floor.c: libfcgi's handler would wait */
     signal(SIGPIPE, SIG_IGN);
-    if (sock) {
-        unlink(sock);
-        listen_fd = FCGX_OpenSocket(sock, 4096);
-        if (listen_fd < 0 || chmod(sock, (mode_t)mode) < 0) {
-            fprintf(stderr, "sse-floor: cannot listen on %s\n", sock);
-            return 1;
-        }
-    }
     fprintf(stderr, "sse-floor[%ld]: relaying to %s with %d threads\n", (long)getpid(), upstream,
-            threads);
-    for (int i = 1; i < threads; i++) {
-        pthread_t th;
-        if (pthread_create(&th, NULL, worker, NULL) != 0)
-            break;
-        pthread_detach(th);
-    }
-    worker(NULL);
+            o.threads);
+    floor_run(o.threads, 0, worker, "sse-floor");
     return 0;
 }
