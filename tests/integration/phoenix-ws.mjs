@@ -256,7 +256,7 @@ wsTest('WebSocket: a heartbeat is answered at once, not after the frames queued 
     raw.send(JSON.stringify([jr, 'q1', ch.topic, 'query', { query: `held ${randomUUID()} [[fake tokens=3 token_ms=0]]` }]));
     for (let i = 0; i < 10; i++) raw.send(JSON.stringify([jr, `h${i}`, ch.topic, 'get_history', {}]));
     raw.send('[null,"hb1","phoenix","heartbeat",{}]');
-    await until(() => seen.some((m) => m.ref === 'hb1'), 5000, 'the heartbeat reply while the frames before it wait');
+    await until(() => seen.some((m) => m.ref === 'hb1'), 10000, 'the heartbeat reply while the frames before it wait');
     // and they do wait (the lock holds them): still no reply a moment later
     await new Promise((r) => setTimeout(r, 300));
     const early = seen.filter((m) => m.ref === 'q1' || /^h\d$/.test(m.ref || '')).map((m) => m.ref);

@@ -91,7 +91,7 @@ X_TAP=$IT_TMP/cross-transport.tap
 WS_BRIDGE_URL="ws://127.0.0.1:${BASE##*:}" \
     timeout 300 node --test --test-reporter=tap tests/node/ws-bridge.test.mjs >"$WS_TAP" 2>&1 &
 ws_job=$!
-PARLEY_BASE=$BASE PHX_PART=ws \
+PARLEY_BASE=$BASE PHX_PART=ws PARLEY_DB=${IT_DB:-$IT_TMP/data/parley.db} AS_APP=$AS_APP \
     timeout 300 node --test --test-reporter=tap tests/integration/phoenix-ws.mjs >"$PHX_TAP" 2>&1 &
 phx_job=$!
 ws_rc=0 phx_rc=0 x_rc=0
