@@ -10,10 +10,14 @@
  *                 the socket: --socket's path (made anew, chmod to its
  *                 mode) or, without one, fd 0 as lighttpd and mod_fcgid
  *                 pass it. 0, or -1 with a message on stderr.
+ *   floor_accept  FCGX_Accept_r on the listening socket, serialized by one
+ *                 mutex of the process unless locked is 0 (every thread
+ *                 in accept at once, which Linux allows); its result.
  *   floor_run     threads - 1 detached threads and the calling one run
  *                 worker(NULL) (stack: 0 for the default); returns when the
  *                 calling thread's worker does.
- * Main thread only, before any worker runs. */
+ * floor_accept: any worker thread; the others: the main thread, before
+ * any worker runs. */
 #ifndef PARLEY_BENCH_FLOOR_H
 #define PARLEY_BENCH_FLOOR_H
 
@@ -69,6 +73,17 @@ static int floor_listen(const struct floor_opts *o, const char *name)
         }
     }
     return 0;
+}
+
+static int floor_accept(FCGX_Request *rq, int locked)
+{
+    static pthread_mutex_t accept_lock = PTHREAD_MUTEX_INITIALIZER;
+    if (locked)
+        pthread_mutex_lock(&accept_lock);
+    int rc = FCGX_Accept_r(rq);
+    if (locked)
+        pthread_mutex_unlock(&accept_lock);
+    return rc;
 }
 
 static void floor_run(int threads, size_t stack, void *(*worker)(void *), const char *name)

@@ -149,11 +149,7 @@ static void *worker(void *arg)
     FCGX_Request rq;
     FCGX_InitRequest(&rq, listen_fd, 0);
     for (;;) {
-        static pthread_mutex_t accept_lock = PTHREAD_MUTEX_INITIALIZER;
-        pthread_mutex_lock(&accept_lock);
-        int rc = FCGX_Accept_r(&rq);
-        pthread_mutex_unlock(&accept_lock);
-        if (rc < 0)
+        if (floor_accept(&rq, 1) < 0)
             break;
         const char *method = FCGX_GetParam("REQUEST_METHOD", rq.envp);
         const char *uri = FCGX_GetParam("REQUEST_URI", rq.envp);

@@ -80,18 +80,12 @@ static const char *response_get(int *len)
 static void *worker(void *arg)
 {
     (void)arg;
-    static pthread_mutex_t accept_lock = PTHREAD_MUTEX_INITIALIZER;
     FCGX_Request rq;
     FCGX_InitRequest(&rq, listen_fd, 0);
     const char *resp = NULL;
     int len = 0;
     for (;;) {
-        if (accept_locked)
-            pthread_mutex_lock(&accept_lock);
-        int rc = FCGX_Accept_r(&rq);
-        if (accept_locked)
-            pthread_mutex_unlock(&accept_lock);
-        if (rc < 0)
+        if (floor_accept(&rq, accept_locked) < 0)
             break;
         if (!resp)
             resp = response_get(&len);

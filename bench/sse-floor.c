@@ -177,17 +177,13 @@ static void send_message(FCGX_Request *rq, CURL *curl)
 static void *worker(void *arg)
 {
     (void)arg;
-    static pthread_mutex_t accept_lock = PTHREAD_MUTEX_INITIALIZER;
     FCGX_Request rq;
     FCGX_InitRequest(&rq, listen_fd, 0);
     CURL *curl = curl_easy_init();
     if (!curl)
         return NULL;
     for (;;) {
-        pthread_mutex_lock(&accept_lock);
-        int rc = FCGX_Accept_r(&rq);
-        pthread_mutex_unlock(&accept_lock);
-        if (rc < 0)
+        if (floor_accept(&rq, 1) < 0)
             break;
         const char *method = FCGX_GetParam("REQUEST_METHOD", rq.envp);
         const char *uri = FCGX_GetParam("REQUEST_URI", rq.envp);
