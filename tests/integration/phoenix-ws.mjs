@@ -19,8 +19,8 @@ const BASE = process.env.PARLEY_BASE;
 const SECRET = process.env.PARLEY_JWT_SECRET || '';
 const PART = process.env.PHX_PART || 'ws';
 // the setup's database (a SQLite file or a postgresql:// URL) and the prefix
-// that runs a program as the
-// app account (the heartbeat case holds the database's write lock)
+// that runs a program as the app account: the heartbeat case holds the
+// database (db-lock.mjs)
 const DB = process.env.PARLEY_DB || '';
 const AS_APP = (process.env.AS_APP || '').split(' ').filter(Boolean);
 const WS_BASE = BASE.replace(/^http/, 'ws');
@@ -247,9 +247,9 @@ wsTest('WebSocket: a heartbeat is answered at once, not after the frames queued 
     // Another process holds the database (SQLite: its write lock;
     // PostgreSQL: the messages table), so the worker that runs this
     // connection's frames waits in the query (it stores the question) and
-    // the ten get_history queue behind it; the heartbeat
-    // sent after them must be answered by the event loop while they all
-    // still wait — whatever the timing of their arrival.
+    // the ten get_history queue behind it; the heartbeat sent after them
+    // must be answered by the event loop while they all still wait,
+    // whatever the timing of their arrival.
     lock = holdLock(DB, AS_APP);
     await lock.taken;
     const jr = ch.joinRef(), raw = socket.conn;
