@@ -59,6 +59,7 @@
 #include "phx.h"
 #include "util.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -247,11 +248,14 @@ struct lp_watch {
     uint32_t pseen;
 };
 
-/* Pumps the session's topics into its outbox and notes what it follows
- * (bells peeked BEFORE reading, so a ring after the read wakes the wait).
- * POLL_OK, POLL_GONE, POLL_BUSY, POLL_ERROR. */
+/* Locks the session, loads its socket and pumps its topics (frames into
+ * *fr, not stored), noting what it follows (bells peeked BEFORE reading,
+ * so a ring after the read wakes the wait). POLL_OK: the lock is held and
+ * *s loaded — the caller saves (poll_save_ack, which releases the lock) or
+ * unlocks, and frees *s and *fr; otherwise nothing is held and *s is not
+ * loaded. POLL_GONE, POLL_BUSY, POLL_ERROR. */
 static enum poll_status lp_pump(struct parley_ctx *ctx, const char *sid, struct lp_watch *w,
-                                int ext_s)
+                                int ext_s, struct phx_socket *s, struct proto_frames *fr)
 {
     char *state = NULL, owner[128];
     if (ctx->bell)
@@ -261,18 +265,15 @@ static enum poll_status lp_pump(struct parley_ctx *ctx, const char *sid, struct 
     enum poll_status st = poll_lock(ctx->db, sid, ext_s, &state, owner, sizeof owner);
     if (st != POLL_OK)
         return st;
-    struct phx_socket s;
-    int ok = phx_load(&s, state);
+    int ok = phx_load(s, state);
     free(state);
     if (ok < 0) {
         poll_unlock(ctx->db, sid);
         return POLL_ERROR;
     }
-    struct proto_frames fr;
-    frames_init(&fr);
-    int rc = phx_pump(ctx, &s, &fr);
+    int rc = phx_pump(ctx, s, fr);
     const char *ch[LP_MAX_CHANS];
-    int n = phx_channels(&s, ch, LP_MAX_CHANS);
+    int n = phx_channels(s, ch, LP_MAX_CHANS);
     int fresh = 0;
     w->job = 0;
     /* (fresh: a channel not watched before) */
@@ -282,8 +283,8 @@ static enum poll_status lp_pump(struct parley_ctx *ctx, const char *sid, struct 
             known = strcmp(w->chans[j], ch[i]) == 0;
         fresh |= !known;
     }
-    for (int i = 0; i < s.n; i++)
-        w->job |= proto_following(&s.topics[i]) && s.topics[i].job_id != 0;
+    for (int i = 0; i < s->n; i++)
+        w->job |= proto_following(&s->topics[i]) && s->topics[i].job_id != 0;
     if (fresh || n != w->n) {
         /* the set changed: pumped again at once (seen one behind), so an
          * event appended between this read and these peeks is not missed */
@@ -293,13 +294,14 @@ static enum poll_status lp_pump(struct parley_ctx *ctx, const char *sid, struct 
         }
         w->n = n;
     }
-    if (rc < 0 || lp_store(ctx, sid, &s, &fr, ext_s) < 0) {
+    if (rc < 0) {
         poll_unlock(ctx->db, sid);
-        st = POLL_ERROR;
+        frames_free(fr);
+        frames_init(fr);
+        phx_free(s);
+        return POLL_ERROR;
     }
-    frames_free(&fr);
-    phx_free(&s);
-    return st;
+    return POLL_OK;
 }
 
 /* 1 when a bell the GET watches moved since its last pump. */
@@ -311,6 +313,93 @@ static int lp_rung(parley_bell *bell, const struct lp_watch *w)
         if (bell_peek(bell, w->chans[i]) != w->seen[i])
             return 1;
     return 0;
+}
+
+/* ---- what the last answer of a session watched ----
+ *
+ * phoenix.js sends its next GET as soon as one is answered, and nearly
+ * always nothing has happened in between: that GET's first look (lock,
+ * load, pump every topic, save) finds nothing. So an answer that emptied
+ * the session leaves its watch (the bells peeked before its pump, the
+ * channels) here, and the session's next GET in this process takes it:
+ * when none of those bells moved since, nothing was appended to any topic
+ * and no POST changed the session (a POST rings the session's own bell
+ * after saving), and the GET waits at once, as its own look would have
+ * concluded. A bell that moved, an entry older than LP_CACHE_MS, another
+ * session in the slot, or no entry at all: the GET looks as usual. Per
+ * process; any thread (a mutex). */
+#define LP_CACHE_SLOTS 256
+#define LP_CACHE_CHANS 16
+#define LP_CACHE_NAMES 1536
+#define LP_CACHE_MS 2000
+
+struct lp_cached {
+    char sid[37];
+    int n, job;
+    int64_t at;                    /* mono ms */
+    uint32_t pseen, seen[LP_CACHE_CHANS];
+    char names[LP_CACHE_NAMES];    /* n NUL-terminated channel names in a row */
+};
+static struct lp_cached lp_cache[LP_CACHE_SLOTS];
+static pthread_mutex_t lp_cache_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static struct lp_cached *lp_cache_slot(const char *sid)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = sid; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return &lp_cache[h % LP_CACHE_SLOTS];
+}
+
+/* Keeps w for sid's next GET (a watch too large to keep is not). */
+static void lp_cache_put(const char *sid, const struct lp_watch *w)
+{
+    char names[LP_CACHE_NAMES];
+    size_t len = 0;
+    if (w->n > LP_CACHE_CHANS)
+        return;
+    for (int i = 0; i < w->n; i++) {
+        size_t l = strlen(w->chans[i]) + 1;
+        if (l > sizeof names - len)
+            return;
+        memcpy(names + len, w->chans[i], l);
+        len += l;
+    }
+    pthread_mutex_lock(&lp_cache_mu);
+    struct lp_cached *e = lp_cache_slot(sid);
+    str_copy(e->sid, sizeof e->sid, sid);
+    e->n = w->n;
+    e->job = w->job;
+    e->at = mono_ms();
+    e->pseen = w->pseen;
+    memcpy(e->seen, w->seen, sizeof e->seen[0] * (size_t)w->n);
+    memcpy(e->names, names, len);
+    pthread_mutex_unlock(&lp_cache_mu);
+}
+
+/* Takes sid's kept watch into *w (its pchan already set). 1 taken; 0 none
+ * (or too old). */
+static int lp_cache_take(const char *sid, struct lp_watch *w)
+{
+    int got = 0;
+    pthread_mutex_lock(&lp_cache_mu);
+    struct lp_cached *e = lp_cache_slot(sid);
+    if (!strcmp(e->sid, sid) && mono_ms() - e->at <= LP_CACHE_MS) {
+        const char *p = e->names;
+        for (int i = 0; i < e->n; i++) {
+            str_copy(w->chans[i], sizeof w->chans[i], p);
+            p += strlen(p) + 1;
+            w->seen[i] = e->seen[i];
+        }
+        w->n = e->n;
+        w->job = e->job;
+        w->pseen = e->pseen;
+        got = 1;
+    }
+    if (!strcmp(e->sid, sid))
+        e->sid[0] = '\0';                  /* used once */
+    pthread_mutex_unlock(&lp_cache_mu);
+    return got;
 }
 
 /* Sleeps until a watched bell moves, `until` (mono ms) or shutdown. */
@@ -345,49 +434,133 @@ struct lp_get {
     int ext_s, recheck;
 };
 
-/* One look: pumps the session, reads its outbox; answers (the window's
- * frames, a new session when it is gone, 500, or 204 at the deadline or
- * shutdown) and returns 1, or sets g->until and returns 0 to wait. */
+/* Nothing to answer yet: sets g->until (the window's end, or sooner: a
+ * topic that follows a job is looked at every lease/2, a session a POST
+ * held in 50 ms) and returns 0; 1 when the window is over (or the process
+ * stops): the GET is answered 204. */
+static int lp_wait_until(struct parley_ctx *ctx, struct lp_get *g, int busy)
+{
+    int64_t now = mono_ms();
+    if (now >= g->deadline || poll_stopping(ctx))
+        return 1;
+    g->until = g->deadline;
+    if ((g->w.job || busy) && now + (busy ? 50 : g->recheck) < g->until)
+        g->until = now + (busy ? 50 : g->recheck);
+    return 0;
+}
+
+/* "[a,b]" + frames c, d (JSON strings) → "[a,b,c,d]" (new); NULL out of memory. */
+static char *lp_join(const char *json, char *const *enc, int n)
+{
+    size_t jl = strlen(json), len = jl + 1;
+    for (int i = 0; i < n; i++)
+        len += strlen(enc[i]) + 1;
+    char *out = malloc(len + 1), *p = out;
+    if (!out)
+        return NULL;
+    memcpy(p, json, jl - 1);                /* without its ']' */
+    p += jl - 1;
+    for (int i = 0; i < n; i++) {
+        if (p > out + 1 || i > 0)
+            *p++ = ',';
+        size_t l = strlen(enc[i]);
+        memcpy(p, enc[i], l);
+        p += l;
+    }
+    *p++ = ']';
+    *p = '\0';
+    return out;
+}
+
+/* One look: pumps the session and answers (the outbox's frames, then the
+ * ones just pumped; a new session when it is gone; 500; or 204 at the
+ * deadline or shutdown) and returns 1, or sets g->until and returns 0 to
+ * wait. Frames just pumped are answered straight from memory, in the one
+ * write that saves the socket, acknowledges the outbox frames answered
+ * with them and renews the session (they never touch the outbox, as
+ * Phoenix keeps no copy of a frame it answered either); only the ones
+ * beyond LP_READ_MAX wait in the outbox for the next GET. */
 static int lp_look(struct parley_ctx *ctx, struct lp_get *g)
 {
     struct request *r = g->r;
-    enum poll_status st = lp_pump(ctx, g->sid, &g->w, g->ext_s);
+    struct phx_socket s;
+    struct proto_frames fr;
+    frames_init(&fr);
+    enum poll_status st = lp_pump(ctx, g->sid, &g->w, g->ext_s, &s, &fr);
     if (st == POLL_GONE) {
         lp_new_session(r, g->user);
         return 1;
     }
-    int status = 204;
-    char *json = NULL;
     if (st == POLL_ERROR) {
-        status = 500;
-    } else {
-        /* POLL_BUSY: a POST holds the session; it rings when it has saved */
-        int64_t last = 0;
-        int n = poll_read(ctx->db, g->sid, 0, LP_READ_MAX, &json, &last);
-        if (n < 0)
-            status = 500;
-        else if (n > 0)
-            status = poll_ack(ctx->db, g->sid, last) < 0 ? 500 : 200;
-        if (status == 204) {
+        lp_answer(r, 500, NULL, NULL);
+        return 1;
+    }
+    char *json = NULL;
+    int64_t last = 0;
+    int n = poll_read(ctx->db, g->sid, 0, LP_READ_MAX, &json, &last);
+    if (st == POLL_BUSY) {
+        /* a POST holds the session (it rings when it has saved): what the
+         * outbox holds already is answered */
+        if (n == 0) {
             free(json);
-            json = NULL;
-            if (mono_ms() < g->deadline && !poll_stopping(ctx)) {
-                int64_t now = mono_ms();
-                g->until = g->deadline;
-                if ((g->w.job || st == POLL_BUSY) && now + (st == POLL_BUSY ? 50 : g->recheck) < g->until)
-                    g->until = now + (st == POLL_BUSY ? 50 : g->recheck);
+            if (!lp_wait_until(ctx, g, 1))
                 return 0;
-            }
+            poll_touch(ctx->db, g->sid, 0, lp_idle_s(ctx));
+            lp_answer(r, 204, g->sid, "[]");
+            return 1;
+        }
+        if (n < 0 || poll_touch(ctx->db, g->sid, last, lp_idle_s(ctx)) < 0)
+            lp_answer(r, 500, NULL, NULL);
+        else
+            lp_answer(r, 200, g->sid, json);
+        free(json);
+        return 1;
+    }
+    /* POLL_OK: the lock is held */
+    char **enc = NULL;
+    char *state = n >= 0 ? phx_save(&s) : NULL;
+    int wait = 0, rc = -1;
+    char *answer = NULL;
+    if (state && encode_frames(&fr, &enc) == 0) {
+        if (n + fr.n == 0) {
+            wait = !lp_wait_until(ctx, g, 0);
+            rc = poll_save_ack(ctx->db, g->sid, state, NULL, 0,
+                               wait ? g->ext_s : lp_idle_s(ctx), 0);
+        } else if (n < LP_READ_MAX) {
+            answer = lp_join(json, enc, fr.n);
+            rc = answer ? poll_save_ack(ctx->db, g->sid, state, NULL, 0, lp_idle_s(ctx), last)
+                        : -1;
+        } else {
+            /* the outbox alone fills an answer: the new frames wait there */
+            rc = poll_save_ack(ctx->db, g->sid, state, enc, fr.n, lp_idle_s(ctx), last);
         }
     }
-    if (status == 500) {
+    if (rc < 0)
+        poll_unlock(ctx->db, g->sid);          /* (a failed save has released nothing) */
+    free_enc(enc, fr.n);
+    free(state);
+    int pumped = fr.n;
+    frames_free(&fr);
+    phx_free(&s);
+    if (rc < 0) {
+        free(answer);
         free(json);
         lp_answer(r, 500, NULL, NULL);
         return 1;
     }
-    /* renewed from the end of this request */
-    poll_touch(ctx->db, g->sid, 0, lp_idle_s(ctx));
-    lp_answer(r, status, g->sid, status == 200 ? json : "[]");
+    if (wait) {
+        free(json);
+        return 0;
+    }
+    if (n + pumped == 0) {
+        lp_answer(r, 204, g->sid, "[]");
+    } else {
+        lp_answer(r, 200, g->sid, answer ? answer : json);
+        /* everything answered: the next GET may start from this watch */
+        if (answer && ctx->bell)
+            lp_cache_put(g->sid, &g->w);
+    }
+    free(answer);
     free(json);
     return 1;
 }
@@ -455,8 +628,13 @@ int h_phx_lp_get(struct request *r)
     g->deadline = mono_ms() + ctx->cfg->phx_window_s * 1000;
     g->recheck = ctx->cfg->lease_ms / 2 > 1000 ? ctx->cfg->lease_ms / 2 : 1000;
     poll_channel(g->w.pchan, sizeof g->w.pchan, sid);
+    /* the session's last answer left what it watched, and none of it
+     * moved since: nothing to look at yet (lp_cache_take) */
+    int done = ctx->bell && lp_cache_take(sid, &g->w) && !lp_rung(ctx->bell, &g->w)
+                   ? lp_wait_until(ctx, g, 0) && lp_look(ctx, g)
+                   : lp_look(ctx, g);
     int parked = 0;
-    while (!lp_look(ctx, g)) {
+    while (!done) {
         /* nothing yet: park (no thread held) when the transport can,
          * else sleep here */
         if (poll_park_waiter(r, ctx, &lp_park_ops, g)) {
@@ -464,6 +642,7 @@ int h_phx_lp_get(struct request *r)
             break;
         }
         lp_sleep(ctx, &g->w, g->until);
+        done = lp_look(ctx, g);
     }
     if (!parked)
         free(g);
