@@ -20,8 +20,10 @@
 #                                           exchange with Parley's part removed: an
 #                                           in-memory Node server, timers for tokens,
 #                                           no web server, no database, no upstream);
-#                                           transport lp only. With sse in TRANSPORTS,
-#                                           lighttpd and proxy_fcgi also run the SSE
+#                                           transports lp and phx-lp (the same server
+#                                           speaks Phoenix LongPoll to phoenix.js).
+#                                           With sse in TRANSPORTS, lighttpd and
+#                                           proxy_fcgi also run the SSE
 #                                           floor: bench/sse-floor.c (a libfcgi responder
 #                                           relaying the upstream's tokens as seed 004
 #                                           frames: no database, no loop) behind the
@@ -137,14 +139,17 @@ for setup in $SETUPS; do
         while [ ! -s "$IT_TMP/floor.port" ] && [ $_i -lt 100 ]; do sleep 0.05; _i=$((_i + 1)); done
         for rate in $RATES; do
             if [ "$rate" -ge 100 ]; then secs=$SECONDS_AT_100; else secs=$SECONDS_AT_1; fi
-            out=$IT_TMP/floor-lp-$rate.out
-            timeout $((secs + 120)) node bench/gw-latency.mjs --base "http://127.0.0.1:$(cat "$IT_TMP/floor.port")" \
-                --fake "$FAKE_LLM_URL" --timing-log "$TIMING" --transport lp --no-upstream --rate "$rate" \
-                --seconds "$secs" --first-ms "$FIRST_MS" --tokens "$TOKENS" --token-ms "$TOKEN_MS" \
-                --label floor --json >"$out" 2>&1 || rc=1
-            row "floor (longpoll-floor.mjs: no web server, no Parley)" "$out" lp "$rate" || rc=1
-            grep '^{' "$out" | tail -n 1 >>"$RESULTS"
-            { echo "# floor lp $rate:"; grep -v '^{' "$out" | head -n 12; } >>"$DETAILS"
+            for tr in lp phx-lp; do
+                case " $TRANSPORTS " in *" $tr "*) ;; *) continue ;; esac
+                out=$IT_TMP/floor-$tr-$rate.out
+                timeout $((secs + 120)) node bench/gw-latency.mjs --base "http://127.0.0.1:$(cat "$IT_TMP/floor.port")" \
+                    --fake "$FAKE_LLM_URL" --timing-log "$TIMING" --transport "$tr" --no-upstream --rate "$rate" \
+                    --seconds "$secs" --first-ms "$FIRST_MS" --tokens "$TOKENS" --token-ms "$TOKEN_MS" \
+                    --phx-sockets "$PHX_SOCKETS" --label floor --json >"$out" 2>&1 || rc=1
+                row "floor (longpoll-floor.mjs: no web server, no Parley)" "$out" "$tr" "$rate" || rc=1
+                grep '^{' "$out" | tail -n 1 >>"$RESULTS"
+                { echo "# floor $tr $rate:"; grep -v '^{' "$out" | head -n 12; } >>"$DETAILS"
+            done
         done
         it_stop "$_fpid"
         continue

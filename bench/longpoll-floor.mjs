@@ -11,6 +11,16 @@
 // what is left is the client, the HTTP round trips and the timers on the
 // same cores, so the viewers' first-token time against it is the least any
 // server could give on this machine.
+// It also speaks Phoenix's LongPoll transport at /socket/longpoll, as much
+// as phoenix.js's LongPoll and bench/gw-latency.mjs's phx-lp use of it: a
+// GET without a session token → {"status":410,"token":T,"messages":[]}; a
+// GET with one → waits (up to 20 s) for frames → {"status":200,"token":T,
+// "messages":["<V2 frame>",...]} or 204; a POST of NDJSON V2 frames →
+// {"status":200}, each phx_join / phx_leave / heartbeat answered with an ok
+// phx_reply, each stream_query with an ok phx_reply and then, by timers,
+// stream_token {token} frames and a stream_complete, as seed 003 sends
+// them. So phoenix.js's own part (its batching and delivery timers, its
+// HTTP requests) is in the floor too.
 //
 //   node bench/longpoll-floor.mjs [--port N] [--port-file F]
 // Loopback only; stops on SIGTERM/SIGINT.
@@ -63,8 +73,68 @@ function read(req) {
   });
 }
 
+// ---- Phoenix LongPoll (/socket/longpoll) ----
+const phx = new Map();        // token -> { frames: [] (JSON strings), waiters: Set<fn> }
+
+function phxAnswer(s, joinRef, topic, query) {
+  const d = parseDirectives(query);
+  const n = Number(d.tokens || 12), every = Number(d.token_ms || 0), first = Number(d.first_ms || 0);
+  const toks = answerTokens(query, n);
+  let i = 0;
+  const tick = () => {
+    if (i < toks.length) {
+      push(s, JSON.stringify([joinRef, null, topic, 'stream_token', { token: toks[i++] }]));
+      setTimeout(tick, every);
+    } else {
+      push(s, JSON.stringify([joinRef, null, topic, 'stream_complete', {}]));
+    }
+  };
+  setTimeout(tick, first);
+}
+
+async function phxServe(req, res, url) {
+  const reply = (obj) => {
+    const body = JSON.stringify(obj);
+    res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  };
+  const token = req.headers['x-phoenix-longpoll-token'] || url.searchParams.get('token');
+  const s = token && phx.get(token);
+  if (req.method === 'GET') {
+    if (!s) {
+      const t = randomUUID();
+      phx.set(t, { frames: [], waiters: new Set() });
+      return reply({ status: 410, token: t, messages: [] });
+    }
+    const answerNow = () => {
+      const messages = s.frames;
+      s.frames = [];
+      reply({ status: messages.length ? 200 : 204, token, messages });
+    };
+    if (s.frames.length) return answerNow();
+    const timer = setTimeout(() => { s.waiters.delete(w); answerNow(); }, 20000);
+    const w = () => { clearTimeout(timer); answerNow(); };
+    s.waiters.add(w);
+    return;
+  }
+  if (req.method !== 'POST') { res.writeHead(400); return res.end(); }
+  const body = await read(req);
+  if (!s) return reply({ status: 410 });
+  for (const line of body.split('\n')) {
+    let f;
+    try { f = JSON.parse(line); } catch { continue; }
+    if (!Array.isArray(f) || f.length !== 5) continue;
+    const [joinRef, ref, topic, event, payload] = f;
+    push(s, JSON.stringify([joinRef, ref, topic, 'phx_reply', { status: 'ok', response: {} }]));
+    if (event === 'stream_query' && payload && typeof payload.query === 'string')
+      phxAnswer(s, joinRef, topic, payload.query);
+  }
+  reply({ status: 200 });
+}
+
 const server = http.createServer(async (req, res) => {
   const url = new URL(req.url, 'http://x');
+  if (url.pathname === '/socket/longpoll') return phxServe(req, res, url);
   const m = url.pathname.match(/^\/api\/poll\/([^/]+)$/);
   if (req.method === 'POST' && url.pathname === '/api/poll/open') {
     await read(req);
