@@ -627,7 +627,7 @@ int poll_pump(parley_db *db, struct poll_item *items, int n, int idle_s, poll_pu
             it->status = POLL_BUSY;
             continue;
         }
-        struct poll_update u = { NULL, NULL, 0 };
+        struct poll_update u = { NULL, NULL, 0, 0 };
         int r = fn(fnarg, it, state, &u);
         free(state);
         if (r < 0) {
@@ -636,10 +636,11 @@ int poll_pump(parley_db *db, struct poll_item *items, int n, int idle_s, poll_pu
             continue;
         }
         if (u.state || u.nframes > 0) {
+            int idle = u.idle_s > 0 ? u.idle_s : idle_s;
             int w = pg ? poll_pg_pump_write(db, it->sid, it->ack, u.state, u.frames, u.nframes,
-                                            next, idle_s, now)
+                                            next, idle, now)
                        : pump_write(db, it->sid, it->ack, u.state, u.frames, u.nframes,
-                                    next, idle_s, now);
+                                    next, idle, now);
             if (w < 0) {
                 update_free(&u);
                 goto error;

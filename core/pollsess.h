@@ -120,6 +120,8 @@ struct poll_update {
     char *state;
     char **frames;
     int nframes;
+    int idle_s;             /* the session's new expiry, from now, when written
+                             * (0: poll_pump's idle_s) */
 };
 /* Called inside the transaction; state is the stored one (borrowed). Must
  * not begin a transaction of its own. 0, or -1 (the item gets POLL_ERROR,

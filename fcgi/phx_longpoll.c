@@ -39,11 +39,19 @@
  * any request of it; it expires 1.5 windows after the end of its last
  * request. The token is the session id (a random UUID, 122 bits) and is
  * bound to its user: another user's token opens a new session.
- * A frame is deleted from the outbox once a GET answered it (Phoenix keeps
- * no copy either).
+ * The outbox holds the frames a POST answered (its replies) until a GET
+ * takes them; a frame is deleted once a GET answered it (Phoenix keeps no
+ * copy either).
  * Waiting GET: wakes up for the session's own bell ("poll:<sid>": a POST
- * rang) or a bell of one of the channels its topics follow; then pumps them
- * (phx_pump, under the session's lock) into the outbox. It is parked
+ * rang) or a bell of one of the channels its topics follow; then looks
+ * (lp_look): in ONE write transaction (poll_pump; none when nothing
+ * changed) it loads the socket, pumps its topics (phx_pump), reads the
+ * outbox, saves the socket, deletes the outbox frames it answers and
+ * renews the session; the frames just pumped are answered from memory and
+ * never stored. A POST holding the session's lease makes the look wait for
+ * it (it rings when it saved). A session's next GET starts from the watch
+ * its last answer left in this process (lp_cache_take) and waits at once
+ * when none of those bells moved. It is parked
  * (fcgi/poll_park.h, a generic waiter of the process's hub: no thread held
  * while it waits) when the transport can keep the request; else (mod_fcgid,
  * no doorbell, the park bound) it sleeps in its thread on the doorbell's
@@ -248,30 +256,12 @@ struct lp_watch {
     uint32_t pseen;
 };
 
-/* Locks the session, loads its socket and pumps its topics (frames into
- * *fr, not stored), noting what it follows (bells peeked BEFORE reading,
- * so a ring after the read wakes the wait). POLL_OK: the lock is held and
- * *s loaded — the caller saves (poll_save_ack, which releases the lock) or
- * unlocks, and frees *s and *fr; otherwise nothing is held and *s is not
- * loaded. POLL_GONE, POLL_BUSY, POLL_ERROR. */
-static enum poll_status lp_pump(struct parley_ctx *ctx, const char *sid, struct lp_watch *w,
-                                int ext_s, struct phx_socket *s, struct proto_frames *fr)
+/* After a pump of s: notes the channels its topics follow in w (a set
+ * that changed is noted one behind, so that the wait looks again at once:
+ * an event appended between the pump's read and these peeks is not
+ * missed) and whether a topic follows a job. */
+static void lp_watch_note(struct parley_ctx *ctx, const struct phx_socket *s, struct lp_watch *w)
 {
-    char *state = NULL, owner[128];
-    if (ctx->bell)
-        w->pseen = bell_peek(ctx->bell, w->pchan);
-    for (int i = 0; ctx->bell && i < w->n; i++)
-        w->seen[i] = bell_peek(ctx->bell, w->chans[i]);
-    enum poll_status st = poll_lock(ctx->db, sid, ext_s, &state, owner, sizeof owner);
-    if (st != POLL_OK)
-        return st;
-    int ok = phx_load(s, state);
-    free(state);
-    if (ok < 0) {
-        poll_unlock(ctx->db, sid);
-        return POLL_ERROR;
-    }
-    int rc = phx_pump(ctx, s, fr);
     const char *ch[LP_MAX_CHANS];
     int n = phx_channels(s, ch, LP_MAX_CHANS);
     int fresh = 0;
@@ -286,22 +276,12 @@ static enum poll_status lp_pump(struct parley_ctx *ctx, const char *sid, struct 
     for (int i = 0; i < s->n; i++)
         w->job |= proto_following(&s->topics[i]) && s->topics[i].job_id != 0;
     if (fresh || n != w->n) {
-        /* the set changed: pumped again at once (seen one behind), so an
-         * event appended between this read and these peeks is not missed */
         for (int i = 0; i < n; i++) {
             str_copy(w->chans[i], sizeof w->chans[i], ch[i]);
             w->seen[i] = ctx->bell ? bell_peek(ctx->bell, ch[i]) - 1u : 0;
         }
         w->n = n;
     }
-    if (rc < 0) {
-        poll_unlock(ctx->db, sid);
-        frames_free(fr);
-        frames_init(fr);
-        phx_free(s);
-        return POLL_ERROR;
-    }
-    return POLL_OK;
 }
 
 /* 1 when a bell the GET watches moved since its last pump. */
@@ -432,6 +412,7 @@ struct lp_get {
     int64_t deadline;              /* mono ms: the window's end */
     int64_t until;                 /* mono ms: the next look even without a ring */
     int ext_s, recheck;
+    int first;                     /* no look yet: the first renews the session */
 };
 
 /* Nothing to answer yet: sets g->until (the window's end, or sooner: a
@@ -472,35 +453,106 @@ static char *lp_join(const char *json, char *const *enc, int n)
     return out;
 }
 
-/* One look: pumps the session and answers (the outbox's frames, then the
- * ones just pumped; a new session when it is gone; 500; or 204 at the
- * deadline or shutdown) and returns 1, or sets g->until and returns 0 to
- * wait. Frames just pumped are answered straight from memory, in the one
- * write that saves the socket, acknowledges the outbox frames answered
- * with them and renews the session (they never touch the outbox, as
- * Phoenix keeps no copy of a frame it answered either); only the ones
- * beyond LP_READ_MAX wait in the outbox for the next GET. */
+/* One look's pump (poll_pump's fn, inside its write transaction). */
+struct lp_pump_arg {
+    struct parley_ctx *ctx;
+    struct lp_watch *w;
+    int renew;                     /* write the session even with nothing to answer */
+    int renew_s;                   /* ... with this expiry */
+    char *answer;                  /* out: the JSON array to answer (new), NULL nothing */
+};
+
+/* Loads the socket from state, pumps its topics and reads the outbox: the
+ * outbox's frames, then the ones just pumped, become a->answer; the socket
+ * is saved, the outbox frames answered are acknowledged (it->ack) and the
+ * session renewed, all in poll_pump's one write. Pumped frames never touch
+ * the outbox (Phoenix keeps no copy of a frame it answered either), except
+ * those beyond LP_READ_MAX, which wait there for the next GET. */
+static int lp_pump_fn(void *fnarg, struct poll_item *it, const char *state,
+                      struct poll_update *u)
+{
+    struct lp_pump_arg *a = fnarg;
+    struct parley_ctx *ctx = a->ctx;
+    struct phx_socket s;
+    if (phx_load(&s, state) < 0)
+        return -1;
+    struct proto_frames fr;
+    frames_init(&fr);
+    char *json = NULL, **enc = NULL;
+    int64_t last = 0;
+    int rc = -1, n = -1;
+    if (phx_pump(ctx, &s, &fr) < 0)
+        goto out;
+    lp_watch_note(ctx, &s, a->w);
+    n = poll_read(ctx->db, it->sid, 0, LP_READ_MAX, &json, &last);
+    if (n < 0 || encode_frames(&fr, &enc) < 0 || !(u->state = phx_save(&s)))
+        goto out;
+    if (n + fr.n == 0) {
+        /* nothing to answer: written only when the pump moved a cursor
+         * (events that make no frame) or the session is to be renewed */
+        if (!a->renew && !strcmp(u->state, state)) {
+            free(u->state);
+            u->state = NULL;
+        }
+        u->idle_s = a->renew_s;
+        rc = 0;
+        goto out;
+    }
+    it->ack = n ? last : 0;
+    u->idle_s = lp_idle_s(ctx);                  /* renewed from the end of this request */
+    if (n < LP_READ_MAX) {
+        a->answer = lp_join(json, enc, fr.n);
+    } else {
+        u->frames = enc;                         /* poll_pump frees them */
+        u->nframes = fr.n;
+        enc = NULL;
+        a->answer = json;
+        json = NULL;
+    }
+    rc = a->answer ? 0 : -1;
+out:
+    free_enc(enc, fr.n);
+    free(json);
+    frames_free(&fr);
+    phx_free(&s);
+    return rc;
+}
+
+/* One look: pumps the session and answers (its frames; a new session when
+ * it is gone; 500; or 204 at the deadline or shutdown) and returns 1, or
+ * sets g->until and returns 0 to wait. One write transaction (poll_pump),
+ * none when nothing changed. The bells are peeked BEFORE the read, so a
+ * ring after it wakes the wait. */
 static int lp_look(struct parley_ctx *ctx, struct lp_get *g)
 {
     struct request *r = g->r;
-    struct phx_socket s;
-    struct proto_frames fr;
-    frames_init(&fr);
-    enum poll_status st = lp_pump(ctx, g->sid, &g->w, g->ext_s, &s, &fr);
-    if (st == POLL_GONE) {
+    struct lp_watch *w = &g->w;
+    if (ctx->bell) {
+        w->pseen = bell_peek(ctx->bell, w->pchan);
+        for (int i = 0; i < w->n; i++)
+            w->seen[i] = bell_peek(ctx->bell, w->chans[i]);
+    }
+    int over = mono_ms() >= g->deadline || poll_stopping(ctx);
+    struct lp_pump_arg a = { ctx, w, g->first || over, over ? lp_idle_s(ctx) : g->ext_s, NULL };
+    struct poll_item it = { .sid = g->sid };
+    g->first = 0;
+    if (poll_pump(ctx->db, &it, 1, g->ext_s, lp_pump_fn, &a) < 0)
+        it.status = POLL_ERROR;
+    if (it.status == POLL_GONE) {
         lp_new_session(r, g->user);
         return 1;
     }
-    if (st == POLL_ERROR) {
+    if (it.status == POLL_ERROR) {
+        free(a.answer);
         lp_answer(r, 500, NULL, NULL);
         return 1;
     }
-    char *json = NULL;
-    int64_t last = 0;
-    int n = poll_read(ctx->db, g->sid, 0, LP_READ_MAX, &json, &last);
-    if (st == POLL_BUSY) {
+    if (it.status == POLL_BUSY) {
         /* a POST holds the session (it rings when it has saved): what the
          * outbox holds already is answered */
+        char *json = NULL;
+        int64_t last = 0;
+        int n = poll_read(ctx->db, g->sid, 0, LP_READ_MAX, &json, &last);
         if (n == 0) {
             free(json);
             if (!lp_wait_until(ctx, g, 1))
@@ -516,52 +568,17 @@ static int lp_look(struct parley_ctx *ctx, struct lp_get *g)
         free(json);
         return 1;
     }
-    /* POLL_OK: the lock is held */
-    char **enc = NULL;
-    char *state = n >= 0 ? phx_save(&s) : NULL;
-    int wait = 0, rc = -1;
-    char *answer = NULL;
-    if (state && encode_frames(&fr, &enc) == 0) {
-        if (n + fr.n == 0) {
-            wait = !lp_wait_until(ctx, g, 0);
-            rc = poll_save_ack(ctx->db, g->sid, state, NULL, 0,
-                               wait ? g->ext_s : lp_idle_s(ctx), 0);
-        } else if (n < LP_READ_MAX) {
-            answer = lp_join(json, enc, fr.n);
-            rc = answer ? poll_save_ack(ctx->db, g->sid, state, NULL, 0, lp_idle_s(ctx), last)
-                        : -1;
-        } else {
-            /* the outbox alone fills an answer: the new frames wait there */
-            rc = poll_save_ack(ctx->db, g->sid, state, enc, fr.n, lp_idle_s(ctx), last);
-        }
-    }
-    if (rc < 0)
-        poll_unlock(ctx->db, g->sid);          /* (a failed save has released nothing) */
-    free_enc(enc, fr.n);
-    free(state);
-    int pumped = fr.n;
-    frames_free(&fr);
-    phx_free(&s);
-    if (rc < 0) {
-        free(answer);
-        free(json);
-        lp_answer(r, 500, NULL, NULL);
+    if (!a.answer) {
+        if (!over && !lp_wait_until(ctx, g, 0))
+            return 0;
+        lp_answer(r, 204, g->sid, "[]");
         return 1;
     }
-    if (wait) {
-        free(json);
-        return 0;
-    }
-    if (n + pumped == 0) {
-        lp_answer(r, 204, g->sid, "[]");
-    } else {
-        lp_answer(r, 200, g->sid, answer ? answer : json);
-        /* everything answered: the next GET may start from this watch */
-        if (answer && ctx->bell)
-            lp_cache_put(g->sid, &g->w);
-    }
-    free(answer);
-    free(json);
+    lp_answer(r, 200, g->sid, a.answer);
+    free(a.answer);
+    /* everything answered: the next GET may start from this watch */
+    if (ctx->bell)
+        lp_cache_put(g->sid, w);
     return 1;
 }
 
@@ -627,6 +644,7 @@ int h_phx_lp_get(struct request *r)
     g->ext_s = lp_idle_s(ctx) + ctx->cfg->phx_window_s;   /* alive while this GET waits */
     g->deadline = mono_ms() + ctx->cfg->phx_window_s * 1000;
     g->recheck = ctx->cfg->lease_ms / 2 > 1000 ? ctx->cfg->lease_ms / 2 : 1000;
+    g->first = 1;
     poll_channel(g->w.pchan, sizeof g->w.pchan, sid);
     /* the session's last answer left what it watched, and none of it
      * moved since: nothing to look at yet (lp_cache_take) */

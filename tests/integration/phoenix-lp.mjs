@@ -251,6 +251,37 @@ test('LongPoll contract: 410 + token, 204, NDJSON POST, bad frames, 101 lines, g
   }
 });
 
+// A session's next GET may start waiting at once, from what its last
+// answer watched (fcgi/phx_longpoll.c), only when none of that moved since.
+// Here session a streams an answer and reads it, then stops polling while
+// the rest of the stream is appended: a's next GET must answer those
+// frames at once (it must win the race against an idle session's GET sent
+// just before it, which waits the whole window), not at its window's end.
+test('frames appended between two GETs come with the next GET at once', { timeout: 30000 }, async () => {
+  const ndjson = 'application/x-ndjson';
+  const a = (await lp('GET')).json.token;
+  const id = sid();
+  const q = `Explain long polling ${randomUUID()} [[fake tokens=5 token_ms=100]]`;
+  const lines = [`["1","1","proxy:${id}","phx_join",{}]`, JSON.stringify(['1', '2', `proxy:${id}`, 'stream_query', { query: q }])];
+  assert.deepEqual((await lp('POST', a, { body: lines.join('\n'), type: ndjson })).json, { status: 200 });
+  const seen = [];
+  for (let i = 0; i < 20 && !seen.includes('stream_token'); i++)
+    for (const m of (await lp('GET', a)).json.messages) seen.push(JSON.parse(m)[3]);
+  assert.ok(seen.includes('stream_token'), seen.join());
+  assert.ok(!seen.includes('stream_complete'), `the stream is still running: ${seen.join()}`);
+  await new Promise((r) => setTimeout(r, 1000));     // the rest of it is appended meanwhile
+
+  const c = (await lp('GET')).json.token;
+  const idle = lp('GET', c).then((r) => ({ who: 'idle', r }));
+  const mine = lp('GET', a).then((r) => ({ who: 'a', r }));
+  const first = await Promise.race([idle, mine]);
+  assert.equal(first.who, 'a', "a's GET answered before an idle session's GET sent earlier");
+  assert.equal(first.r.json.status, 200);
+  const events = first.r.json.messages.map((m) => JSON.parse(m)[3]);
+  assert.equal(events.at(-1), 'stream_complete', events.join());
+  assert.equal((await idle).r.json.status, 204);
+});
+
 test('headers: X-Phoenix-Longpoll-Token, X-Phoenix-AuthToken, OPTIONS under the Origin allow-list', { timeout: 30000 }, async () => {
   // the JWT in X-Phoenix-AuthToken only (no auth_token param): a new session
   const hdr = SECRET ? { 'X-Phoenix-AuthToken': jwt('alice') } : {};
