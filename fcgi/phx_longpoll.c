@@ -725,6 +725,10 @@ int h_phx_lp_post(struct request *r)
     struct proto_job *jobs[LP_BATCH];
     int njobs = 0, rc = 0;
     const char *body = r->body ? r->body : "";
+    /* what the frames write (messages, jobs, counters) and the session's
+     * save: one commit (each frame's own transactions nest in it as
+     * savepoints); without it (the begin failed) each writes on its own */
+    int in_tx = db_begin(ctx->db) == 0;
     if (is_ndjson(r->content_type)) {
         const char *p = body, *end = body + r->body_len, *part;
         size_t len;
@@ -747,9 +751,18 @@ int h_phx_lp_post(struct request *r)
     const char *ch[LP_MAX_CHANS];
     int nch = phx_channels(&s, ch, LP_MAX_CHANS);
     int stored = lp_store(ctx, sid, &s, &fr, lp_idle_s(ctx));
+    if (in_tx) {
+        /* a session that cannot be saved keeps nothing of the POST either
+         * (its replies would never be read): the client sends it again */
+        if (stored < 0)
+            db_rollback(ctx->db);
+        else if (db_commit(ctx->db) < 0)
+            stored = -1;
+    }
     if (stored < 0)
         poll_unlock(ctx->db, sid);
-    {   /* wake this session's GETs and its topics' followers, on every node */
+    {   /* after the commit: wake this session's GETs and its topics'
+         * followers, on every node */
         char pchan[64];
         poll_channel(pchan, sizeof pchan, sid);
         evlog_ring(ctx->db, ctx->bell, pchan);
