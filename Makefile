@@ -128,6 +128,11 @@ $(BUILD)/bench/%: bench/%.c $(LIBPARLEY)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBPARLEY) $(LDLIBS)
 
+# an LD_PRELOAD shim for one experiment (bench/preload/nagle.c)
+$(BUILD)/bench/nagle.so: bench/preload/nagle.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -shared -o $@ $< -ldl
+
 $(BUILD)/parley.fcgi: $(FCGI_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/openapi.o $(LIBPARLEY)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
