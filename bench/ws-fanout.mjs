@@ -96,16 +96,6 @@ if (!isMainThread) {
   await main();
 }
 
-// The whole machine's busy CPU seconds so far (every process, the kernel's
-// softirq work included, wherever it ran: on loopback the receiving side
-// of every send may be charged to the sender or to ksoftirqd), and the
-// softirq part alone: [busy, softirq].
-function machineCpu() {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const [user, nice, system, idle, iowait, irq, softirq, steal] = f;
-  return [(user + nice + system + irq + softirq + steal) / 100, softirq / 100];
-}
-
 // CPU seconds used so far by pid and its children (nginx workers).
 function cpuSeconds(pid) {
   const hz = 100;
@@ -236,7 +226,6 @@ http {
   const cpu0 = serverCpu();
   const cpuEach0 = children.map((ch) => cpuSeconds(ch.pid));
   const db0 = args['db-pid'] ? cpuSeconds(Number(args['db-pid'])) : 0;
-  const m0 = machineCpu();
   const t0 = nowUs();
   let pubSaid = '';
   if (server === 'parley') {
@@ -289,7 +278,6 @@ http {
   const cpu = serverCpu() - cpu0;
   const bridgeCpu = children.map((ch, b) => cpuSeconds(ch.pid) - cpuEach0[b]);
   const dbCpu = args['db-pid'] ? cpuSeconds(Number(args['db-pid'])) - db0 : NaN;
-  const m1 = machineCpu();
   const last = Math.max(...reports.map((r) => r.last));
   const lat = Float64Array.from(reports.flatMap((r) => Array.from(r.lat))).sort();
   const pct = (p) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] / 1000 : NaN);
@@ -304,9 +292,7 @@ http {
       (server === 'parley' ? `CPU per frame of each bridge ${bridgeCpu.map(per).join(' + ')}` : `server ${per(cpu)}`) +
       (args['db-pid'] ? `; PostgreSQL (postmaster and every backend) ${per(dbCpu)}, ` +
         `${((dbCpu * 1e6) / COUNT).toFixed(0)} µs per message` : '') +
-      (pubSaid.trim() ? `; ws-pub: ${pubSaid.trim()}` : '') +
-      `; the whole machine (server, clients, publisher, softirq wherever it ran) ${per(m1[0] - m0[0])}, ` +
-      `of it softirq ${per(m1[1] - m0[1])}\n`);
+      (pubSaid.trim() ? `; ws-pub: ${pubSaid.trim()}` : '') + '\n');
   }
 
   if (server === 'parley' && process.env.FANOUT_STDERR) {
