@@ -201,7 +201,10 @@ wsTest('WebSocket: leave and rejoin; two topics streaming at once, each only its
     const [ra, rb] = await Promise.all([sa, sb]);
     assert.equal(ra.text, A);
     assert.equal(rb.text, B);
-    assert.ok(ra.tokens >= 6 && rb.tokens >= 6, `both streamed (${ra.tokens}, ${rb.tokens} tokens)`);
+    // streamed, not handed over whole: how many frames the 12 tokens make
+    // depends on how the bridge's coalescing (PARLEY_COALESCE_MS) meets
+    // the machine's scheduling (3 each on a loaded CI run), so not counted
+    assert.ok(ra.tokens >= 2 && rb.tokens >= 2, `both streamed (${ra.tokens}, ${rb.tokens} tokens)`);
   } finally {
     socket.disconnect();
   }
