@@ -153,7 +153,8 @@ enum poll_status poll_peek_meta(parley_db *db, const char *sid, char **state, ch
         "SELECT s.state, s.owner, s.expires_at, s.next_seq, "
         "(SELECT min(o.seq) FROM poll_outbox o WHERE o.sid = s.sid) "
         "FROM poll_sessions s WHERE s.sid = ?";
-    *state = NULL;
+    if (state)
+        *state = NULL;
     if (db_pg_conn(db))
         return poll_pg_peek_meta(db, sid, state, owner, ownerlen, meta);
     sqlite3_stmt *st = db_stmt(db, sql);
@@ -167,7 +168,8 @@ enum poll_status poll_peek_meta(parley_db *db, const char *sid, char **state, ch
         if (expires < now_ms()) {
             r = POLL_GONE;
         } else {
-            *state = db_col_strdup(st, 0);
+            if (state)
+                *state = db_col_strdup(st, 0);
             if (owner)
                 str_copy(owner, ownerlen, (const char *)sqlite3_column_text(st, 1));
             if (meta) {
@@ -177,7 +179,7 @@ enum poll_status poll_peek_meta(parley_db *db, const char *sid, char **state, ch
                                    ? 0
                                    : meta->next_seq - sqlite3_column_int64(st, 4);
             }
-            r = *state ? POLL_OK : POLL_ERROR;
+            r = !state || *state ? POLL_OK : POLL_ERROR;
         }
     }
     sqlite3_reset(st);

@@ -41,8 +41,9 @@ int poll_save(parley_db *db, const char *sid, const char *state, char *const *fr
  * 0: none) in that transaction. */
 int poll_save_ack(parley_db *db, const char *sid, const char *state, char *const *frames,
                   int nframes, int idle_s, int64_t ack_upto);
-/* Reads the session without locking or writing: its state (new string) and
- * owner (copied), and when it expires (ms since the epoch). POLL_OK found;
+/* Reads the session without locking or writing: its state (new string;
+ * state NULL: not copied) and owner (copied), and when it expires (ms
+ * since the epoch). POLL_OK found;
  * POLL_GONE unknown or expired; POLL_ERROR. For a request that only looks
  * whether there is anything to do before it takes the lock. */
 enum poll_status poll_peek(parley_db *db, const char *sid, char **state, char *owner,

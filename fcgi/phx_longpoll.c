@@ -168,10 +168,9 @@ static int lp_session(struct request *r, const char *user, char sid[37], char *o
     char tok[64];
     if (!lp_token(r, tok, sizeof tok) || strlen(tok) != 36)
         return 0;
-    char *state = NULL, owner[128];
+    char owner[128];
     int64_t expires;
-    enum poll_status st = poll_peek(r->ctx->db, tok, &state, owner, sizeof owner, &expires);
-    free(state);
+    enum poll_status st = poll_peek(r->ctx->db, tok, NULL, owner, sizeof owner, &expires);
     if (st == POLL_ERROR)
         return -1;
     if (st != POLL_OK || (user && strcmp(owner, user) != 0))

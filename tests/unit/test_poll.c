@@ -234,6 +234,14 @@ TEST(open_in_one_transaction)
     CHECK_STR(state, "{\"s\":1}");
     CHECK_STR(owner, "carol");
     free(state);
+    /* without the state: the owner and the expiry only */
+    int64_t expires = 0;
+    owner[0] = '\0';
+    CHECK_INT(poll_peek(db, sid, NULL, owner, sizeof owner, &expires), POLL_OK);
+    CHECK_STR(owner, "carol");
+    CHECK(expires > now_ms());
+    CHECK_INT(poll_peek(db, "00000000-0000-4000-8000-000000000000", NULL, owner, sizeof owner, NULL),
+              POLL_GONE);
     char *json;
     int64_t last;
     CHECK_INT(poll_read(db, sid, 0, 100, &json, &last), 2);

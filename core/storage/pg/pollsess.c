@@ -233,7 +233,8 @@ enum poll_status poll_pg_peek_meta(parley_db *db, const char *sid, char **state,
     if (PQntuples(r) == 1) {
         int64_t expires = col_i64(r, 0, 2);
         if (expires >= now_ms()) {
-            *state = strdup(PQgetvalue(r, 0, 0));
+            if (state)
+                *state = strdup(PQgetvalue(r, 0, 0));
             if (owner)
                 str_copy(owner, ownerlen, PQgetvalue(r, 0, 1));
             if (meta) {
@@ -241,7 +242,7 @@ enum poll_status poll_pg_peek_meta(parley_db *db, const char *sid, char **state,
                 meta->next_seq = col_i64(r, 0, 3);
                 meta->stored = PQgetisnull(r, 0, 4) ? 0 : meta->next_seq - col_i64(r, 0, 4);
             }
-            st = *state ? POLL_OK : POLL_ERROR;
+            st = !state || *state ? POLL_OK : POLL_ERROR;
         }
     }
     PQclear(r);
