@@ -2,7 +2,10 @@
 # t0400-valgrind.sh — parley.fcgi, the long-running FastCGI server, under
 # valgrind (memcheck) for a whole session of the API suite
 # (tests/integration/api-suite.mjs: REST, long-poll, SSE, seed 004, JWT,
-# bad input, rate limit, upstream faults) behind Apache + mod_proxy_fcgi,
+# bad input, rate limit, upstream faults) and of Phoenix LongPoll with the
+# official client (tests/integration/phoenix-lp.mjs, seed 003; its
+# knowledge-base case is skipped: no article imported here) behind Apache +
+# mod_proxy_fcgi,
 # started from the shipped parley-fcgi.service, then SIGTERM: no error, no
 # definitely or indirectly lost byte.
 #
@@ -29,6 +32,11 @@ cp "$REAL" "$IT_TMP/parley.fcgi.real"
 it_own "$IT_TMP/parley.fcgi.real"
 
 it_jwt_config
+{   # phoenix-lp.mjs, as t0600 sets it: an empty poll answers 204 in 2 s;
+    # the Origin its OPTIONS case sends is allowed
+    echo "PARLEY_PHOENIX_WINDOW=2"
+    echo "PARLEY_ALLOWED_ORIGINS=https://app.example"
+} >>"$IT_APP_CONFIG"
 IT_NO_WS=1
 
 # What the service's ExecStart runs: valgrind around the real program. exec
@@ -51,6 +59,13 @@ it_log "proxy_fcgi under valgrind: $BASE"
 failed=0
 if ! PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET PARLEY_SETUP=proxy_fcgi FAKE_LLM_URL=$FAKE_LLM_URL \
     node --test --test-reporter=tap --test-timeout=180000 tests/integration/api-suite.mjs; then
+    failed=1
+    for f in "$SETUP_DIR"/logs/*; do
+        [ -s "$f" ] && tail -n 15 "$f" | sed "s|^|# $(basename "$f"): |"
+    done
+fi
+if ! PARLEY_BASE=$BASE PARLEY_JWT_SECRET=$SECRET PARLEY_FAKE_URL= \
+    node --test --test-reporter=tap --test-timeout=180000 tests/integration/phoenix-lp.mjs; then
     failed=1
     for f in "$SETUP_DIR"/logs/*; do
         [ -s "$f" ] && tail -n 15 "$f" | sed "s|^|# $(basename "$f"): |"
