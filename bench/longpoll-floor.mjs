@@ -43,20 +43,27 @@ function push(s, frame) {
   s.waiters.clear();
 }
 
-function answer(s, body) {
-  const d = parseDirectives(body);
+// Pushes to s, by timers, the tokens the simulated LLM would send for the
+// question's directives — token(t) for each, then end() — as the frames
+// the caller makes of them.
+function answerWith(s, question, token, end) {
+  const d = parseDirectives(question);
   const n = Number(d.tokens || 12), every = Number(d.token_ms || 0), first = Number(d.first_ms || 0);
-  const toks = answerTokens(body, n);
+  const toks = answerTokens(question, n);
   let i = 0;
   const tick = () => {
     if (i < toks.length) {
-      push(s, { type: 'stream', content: toks[i++] });
+      push(s, token(toks[i++]));
       setTimeout(tick, every);
     } else {
-      push(s, { type: 'done' });
+      push(s, end());
     }
   };
   setTimeout(tick, first);
+}
+
+function answer(s, body) {
+  answerWith(s, body, (t) => ({ type: 'stream', content: t }), () => ({ type: 'done' }));
 }
 
 function reply(res, status, obj) {
@@ -77,19 +84,8 @@ function read(req) {
 const phx = new Map();        // token -> { frames: [] (JSON strings), waiters: Set<fn> }
 
 function phxAnswer(s, joinRef, topic, query) {
-  const d = parseDirectives(query);
-  const n = Number(d.tokens || 12), every = Number(d.token_ms || 0), first = Number(d.first_ms || 0);
-  const toks = answerTokens(query, n);
-  let i = 0;
-  const tick = () => {
-    if (i < toks.length) {
-      push(s, JSON.stringify([joinRef, null, topic, 'stream_token', { token: toks[i++] }]));
-      setTimeout(tick, every);
-    } else {
-      push(s, JSON.stringify([joinRef, null, topic, 'stream_complete', {}]));
-    }
-  };
-  setTimeout(tick, first);
+  answerWith(s, query, (t) => JSON.stringify([joinRef, null, topic, 'stream_token', { token: t }]),
+    () => JSON.stringify([joinRef, null, topic, 'stream_complete', {}]));
 }
 
 async function phxServe(req, res, url) {
