@@ -298,9 +298,7 @@ char *phx_save(const struct phx_socket *s)
 {
     json_t *arr = json_array();
     for (int i = 0; i < s->n && arr; i++) {
-        char *t = proto_conn_save(&s->topics[i]);
-        json_t *o = t ? json_loads(t, 0, NULL) : NULL;
-        free(t);
+        json_t *o = proto_conn_json(&s->topics[i]);
         if (!o || json_array_append_new(arr, o) < 0) {
             json_decref(arr);
             arr = NULL;
@@ -334,12 +332,11 @@ int phx_load(struct phx_socket *s, const char *text)
     size_t i;
     json_t *t;
     json_array_foreach(arr, i, t) {
-        char *tt = json_dumps(t, JSON_COMPACT);
-        int ok = tt && grow(s) == 0 && proto_conn_load(&s->topics[s->n], tt) == 0 &&
+        int ok = json_is_object(t) && grow(s) == 0 &&
+                 proto_conn_from_json(&s->topics[s->n], t) == 0 &&
                  s->topics[s->n].kind == PROTO_PHOENIX;
-        if (tt && !ok && s->n < s->cap && s->topics[s->n].state)
+        if (!ok && s->n < s->cap && s->topics[s->n].state)
             proto_conn_cleanup(&s->topics[s->n]);
-        free(tt);
         if (!ok) {
             phx_free(s);
             json_decref(o);

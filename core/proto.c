@@ -567,7 +567,7 @@ int proto_pump(struct parley_ctx *ctx, struct proto_conn *c, struct proto_frames
 
 /* ---- (de)serialisation ---- */
 
-char *proto_conn_save(const struct proto_conn *c)
+json_t *proto_conn_json(const struct proto_conn *c)
 {
     json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:b, s:s, s:I, s:I, s:O, s:b, s:i, s:s, s:b}",
                           "kind", (int)c->kind, "user", c->user, "peer", c->peer,
@@ -582,6 +582,12 @@ char *proto_conn_save(const struct proto_conn *c)
         json_object_set_new(o, "tenant_scope", json_string(c->tenant_scope));
     if (o && c->ended_job)
         json_object_set_new(o, "ended_job", json_integer(c->ended_job));
+    return o;
+}
+
+char *proto_conn_save(const struct proto_conn *c)
+{
+    json_t *o = proto_conn_json(c);
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return s;
@@ -589,8 +595,19 @@ char *proto_conn_save(const struct proto_conn *c)
 
 int proto_conn_load(struct proto_conn *c, const char *text)
 {
-    memset(c, 0, sizeof *c);
     json_t *o = json_loads(text, 0, NULL);
+    if (!o) {
+        memset(c, 0, sizeof *c);
+        return -1;
+    }
+    int rc = proto_conn_from_json(c, o);
+    json_decref(o);
+    return rc;
+}
+
+int proto_conn_from_json(struct proto_conn *c, json_t *o)
+{
+    memset(c, 0, sizeof *c);
     int kind, with_seq, close, code;
     const char *user, *peer, *param, *channel, *reason;
     json_int_t job, cursor;
@@ -602,7 +619,6 @@ int proto_conn_load(struct proto_conn *c, const char *text)
                           "close_code", &code, "close_reason", &reason) < 0 ||
         kind < PROTO_TICKET || kind > PROTO_PHOENIX || kind == PROTO_SEND ||
         !json_is_object(state)) {
-        json_decref(o);
         return -1;
     }
     c->kind = (enum proto_kind)kind;
@@ -625,13 +641,11 @@ int proto_conn_load(struct proto_conn *c, const char *text)
     if (ts && !(json_is_string(ts) && ident_scope_valid(json_string_value(ts)))) {
         json_decref(c->state);
         c->state = NULL;
-        json_decref(o);
         return -1;
     }
     str_copy(c->tenant_scope, sizeof c->tenant_scope, ts ? json_string_value(ts) : "");
     json_t *ej = json_object_get(o, "ended_job");          /* absent: none */
     c->ended_job = json_is_integer(ej) && json_integer_value(ej) > 0 ? json_integer_value(ej) : 0;
-    json_decref(o);
     return 0;
 }
 

@@ -238,6 +238,13 @@ int proto_stop_channel(struct parley_ctx *ctx, const char *channel, int64_t job_
  * save: new string. load: 0 / -1 (malformed). */
 char *proto_conn_save(const struct proto_conn *c);
 int proto_conn_load(struct proto_conn *c, const char *json);
+/* The same as a JSON object, for a caller that nests connections in a
+ * document of its own (core/phx.c): proto_conn_json returns a new
+ * reference (NULL out of memory) that shares c->state; proto_conn_from_json
+ * reads o (borrowed; c->state then shares o's "state" member), 0 / -1. The
+ * text forms are these objects dumped / parsed. */
+json_t *proto_conn_json(const struct proto_conn *c);
+int proto_conn_from_json(struct proto_conn *c, json_t *o);
 void proto_conn_cleanup(struct proto_conn *c);
 
 /* GET /api/ai-sdk/chat/{id}/stream: makes c (opened on PROTO_AISDK_PATH)

@@ -451,6 +451,23 @@ TEST(two_topics_and_save_load)
     phx_free(&s);
     CHECK_INT(phx_load(&s, "{\"user\":1}"), -1);
     REQUIRE(phx_load(&s, saved) == 0);
+    /* the text round-trips byte for byte, and each topic's part of it is
+     * what proto_conn_save writes for that topic alone */
+    char *again = phx_save(&s);
+    REQUIRE(again != NULL);
+    CHECK_STR(again, saved);
+    json_t *doc = json_loads(again, 0, NULL);
+    REQUIRE(doc != NULL);
+    for (int i = 0; i < s.n; i++) {
+        char *one = proto_conn_save(&s.topics[i]);
+        char *part = json_dumps(json_array_get(json_object_get(doc, "topics"), (size_t)i), JSON_COMPACT);
+        REQUIRE(one && part);
+        CHECK_STR(part, one);
+        free(one);
+        free(part);
+    }
+    json_decref(doc);
+    free(again);
     free(saved);
     CHECK_INT(s.n, 2);
     CHECK_STR(s.user, "alice");
